@@ -1,0 +1,242 @@
+/**
+ * The demo conference page served by `sluice` at `/`: join a room, publish camera and
+ * microphone, and show everyone else. URL parameters: `room`, `name`, `token` (skip
+ * `/dev/token`), `autojoin=1` (join without clicking).
+ *
+ * For tests and the console, the SDK is exposed as `window.Sluice` and the page's state as
+ * `window.sluiceDemo`.
+ */
+import * as Sluice from '../src/index.js';
+import { type PublicationInfo, Room, RoomEvent, type Subscription } from '../src/index.js';
+
+interface DemoHandle {
+  /** The current room, while joined. */
+  room: Room | undefined;
+  /** The local camera and microphone, once captured. */
+  localStream: MediaStream | undefined;
+  /** Every error shown on the page, oldest first. */
+  errors: string[];
+  join(room: string, name: string): Promise<void>;
+  leave(): Promise<void>;
+}
+
+declare global {
+  interface Window {
+    Sluice: typeof Sluice;
+    sluiceDemo: DemoHandle;
+  }
+}
+
+function element<T extends HTMLElement>(id: string): T {
+  const el = document.getElementById(id);
+  if (el === null) throw new Error(`demo page is missing #${id}`);
+  return el as T;
+}
+
+const form = element<HTMLFormElement>('join-form');
+const roomInput = element<HTMLInputElement>('room');
+const nameInput = element<HTMLInputElement>('name');
+const joinButton = element<HTMLButtonElement>('join');
+const leaveButton = element<HTMLButtonElement>('leave');
+const statusText = element<HTMLSpanElement>('status');
+const errorBox = element<HTMLDivElement>('error');
+const tiles = element<HTMLElement>('tiles');
+
+const demo: DemoHandle = { room: undefined, localStream: undefined, errors: [], join, leave };
+window.Sluice = Sluice;
+window.sluiceDemo = demo;
+
+function showError(context: string, err: unknown): void {
+  const text = `${context}: ${err instanceof Error ? err.message : String(err)}`;
+  console.error(text, err);
+  demo.errors.push(text);
+  errorBox.textContent = demo.errors.slice(-3).join('\n');
+  errorBox.hidden = false;
+}
+
+function clearErrors(): void {
+  demo.errors = [];
+  errorBox.textContent = '';
+  errorBox.hidden = true;
+}
+
+function setStatus(text: string): void {
+  statusText.textContent = text;
+}
+
+/** A participant's tile: a video, an audio element and a caption. */
+interface Tile {
+  root: HTMLElement;
+  video: HTMLVideoElement;
+  audio: HTMLAudioElement;
+  /** Subscription ids shown in this tile, by publication id. */
+  publications: Map<string, string>;
+}
+
+const remoteTiles = new Map<string, Tile>();
+
+function createTile(kind: 'local' | 'remote', participantId: string, caption: string): Tile {
+  const root = document.createElement('figure');
+  root.className = `tile ${kind}`;
+  root.dataset.participantId = participantId;
+  const video = document.createElement('video');
+  video.autoplay = true;
+  video.playsInline = true;
+  // Video elements stay muted so autoplay is always allowed; sound plays through <audio>.
+  video.muted = true;
+  const audio = document.createElement('audio');
+  audio.autoplay = true;
+  const label = document.createElement('figcaption');
+  label.textContent = caption;
+  root.append(video, audio, label);
+  if (kind === 'local') tiles.prepend(root);
+  else tiles.append(root);
+  return { root, video, audio, publications: new Map() };
+}
+
+function remoteTile(participantId: string): Tile {
+  let tile = remoteTiles.get(participantId);
+  if (tile === undefined) {
+    const identity = demo.room?.participants.get(participantId)?.identity ?? participantId;
+    tile = createTile('remote', participantId, identity);
+    remoteTiles.set(participantId, tile);
+  }
+  return tile;
+}
+
+function removeRemoteTile(participantId: string): void {
+  const tile = remoteTiles.get(participantId);
+  if (tile === undefined) return;
+  tile.video.srcObject = null;
+  tile.audio.srcObject = null;
+  tile.root.remove();
+  remoteTiles.delete(participantId);
+}
+
+function play(media: HTMLMediaElement): void {
+  media.play().catch((err: unknown) => {
+    if (err instanceof DOMException && err.name === 'NotAllowedError') {
+      // Autoplay with sound was blocked: retry on the next click anywhere.
+      setStatus('Click anywhere to enable sound');
+      document.addEventListener('click', () => void media.play().catch(() => undefined), { once: true });
+    } else if (!(err instanceof DOMException && err.name === 'AbortError')) {
+      showError('playback', err);
+    }
+  });
+}
+
+async function subscribeTo(room: Room, publication: PublicationInfo): Promise<void> {
+  if (publication.participantId === room.localParticipant?.participantId) return;
+  let subscription: Subscription;
+  try {
+    subscription = await room.subscribe(publication.publicationId);
+  } catch (err) {
+    if (room.state === 'connected') showError(`subscribing to ${publication.kind}`, err);
+    return;
+  }
+  const tile = remoteTile(publication.participantId);
+  tile.publications.set(publication.publicationId, subscription.subscriptionId);
+  try {
+    const { stream } = await subscription.waitForTrack();
+    const media = publication.kind === 'video' ? tile.video : tile.audio;
+    media.srcObject = stream;
+    play(media);
+  } catch {
+    // The subscription ended before its media arrived (publication removed, room left).
+  }
+}
+
+function onPublicationRemoved(publicationId: string, participantId: string): void {
+  const tile = remoteTiles.get(participantId);
+  if (tile === undefined) return;
+  const subscriptionId = tile.publications.get(publicationId);
+  tile.publications.delete(publicationId);
+  for (const media of [tile.video, tile.audio]) {
+    if (media.srcObject instanceof MediaStream && media.srcObject.id === subscriptionId) media.srcObject = null;
+  }
+}
+
+async function fetchToken(room: string, identity: string): Promise<string> {
+  const fromUrl = new URLSearchParams(location.search).get('token');
+  if (fromUrl !== null && fromUrl !== '') return fromUrl;
+  const query = new URLSearchParams({ room, identity });
+  const response = await fetch(`/dev/token?${query.toString()}`);
+  if (!response.ok) {
+    throw new Error(`no token: /dev/token answered ${response.status} (it exists only in demo mode; pass ?token=)`);
+  }
+  const body = (await response.json()) as { token?: unknown };
+  if (typeof body.token !== 'string') throw new Error('no token in the /dev/token response');
+  return body.token;
+}
+
+async function join(roomName: string, name: string): Promise<void> {
+  if (demo.room !== undefined) await leave();
+  clearErrors();
+  joinButton.disabled = true;
+  setStatus('Connecting…');
+  const room = new Room();
+  demo.room = room;
+  room.on(RoomEvent.ParticipantJoined, (p) => remoteTile(p.participantId));
+  room.on(RoomEvent.ParticipantLeft, (e) => removeRemoteTile(e.participantId));
+  room.on(RoomEvent.PublicationAdded, (p) => void subscribeTo(room, p));
+  room.on(RoomEvent.PublicationRemoved, (e) => onPublicationRemoved(e.publicationId, e.participantId));
+  room.on(RoomEvent.Error, (err) => showError('room', err));
+  room.on(RoomEvent.Disconnected, (e) => {
+    if (demo.room === room) resetPage();
+    if (!e.clientInitiated) showError('disconnected', new Error(`connection closed (code ${e.code}) ${e.reason}`));
+  });
+  try {
+    const token = await fetchToken(roomName, name);
+    const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
+    const info = await room.connect(`${scheme}://${location.host}/ws`, token);
+    setStatus(`In room "${info.room}" as ${info.participant.identity}`);
+    leaveButton.hidden = false;
+    joinButton.hidden = true;
+    for (const participant of room.participants.values()) remoteTile(participant.participantId);
+    for (const publication of room.publications.values()) void subscribeTo(room, publication);
+  } catch (err) {
+    showError('join', err);
+    await room.disconnect();
+    if (demo.room === room) resetPage();
+    return;
+  }
+  try {
+    const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: true });
+    demo.localStream = stream;
+    const local = createTile('local', room.localParticipant?.participantId ?? 'local', `${name} (you)`);
+    local.video.srcObject = stream;
+    play(local.video);
+    await room.publish(stream);
+  } catch (err) {
+    showError('camera/microphone', err);
+  }
+}
+
+function resetPage(): void {
+  demo.room = undefined;
+  demo.localStream?.getTracks().forEach((t) => t.stop());
+  demo.localStream = undefined;
+  for (const id of [...remoteTiles.keys()]) removeRemoteTile(id);
+  tiles.replaceChildren();
+  joinButton.hidden = false;
+  joinButton.disabled = false;
+  leaveButton.hidden = true;
+  setStatus('Not connected');
+}
+
+async function leave(): Promise<void> {
+  const room = demo.room;
+  resetPage();
+  await room?.disconnect();
+}
+
+form.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  void join(roomInput.value.trim(), nameInput.value.trim());
+});
+leaveButton.addEventListener('click', () => void leave());
+
+const params = new URLSearchParams(location.search);
+roomInput.value = params.get('room') ?? 'demo';
+nameInput.value = params.get('name') ?? `guest-${Math.random().toString(36).slice(2, 6)}`;
+if (params.get('autojoin') === '1') void join(roomInput.value, nameInput.value);

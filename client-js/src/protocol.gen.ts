@@ -1,0 +1,32 @@
+// Generated from signaling/src/protocol.rs by `SLUICE_BLESS=1 cargo test -p sluice-signaling protocol`.
+// Do not edit by hand: a test fails when this file is stale.
+
+export type RequestId = number;
+
+export type ClientMessage = { "type": "join", requestId: number, token: string, } | { "type": "publish", requestId: number, sdp: string, tracks: Array<TrackInfo>, } | { "type": "unpublish", requestId: number, publicationId: string, } | { "type": "subscribe", requestId: number, publicationId: string, } | { "type": "unsubscribe", requestId: number, subscriptionId: string, } | { "type": "answer", requestId: number, sdp: string, } | { "type": "trickle", requestId: number, target: PeerTarget, candidate: IceCandidate, } | { "type": "leave", requestId: number, };
+
+export type ServerMessage = { "type": "joined", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, };
+
+export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal";
+
+export type PeerTarget = "publisher" | "subscriber";
+
+export type IceCandidate = { candidate: string, sdpMid?: string, sdpMLineIndex?: number, usernameFragment?: string, };
+
+export type TrackInfo = { 
+/**
+ * The transceiver `mid` of the track in the offer.
+ */
+mid: string, kind: MediaKind, source: TrackSource, name?: string, };
+
+export type MediaKind = "audio" | "video";
+
+export type TrackSource = "camera" | "microphone" | "screen" | "rtmp" | "other";
+
+export type ParticipantInfo = { participantId: string, identity: string, };
+
+export type PublicationInfo = { publicationId: string, participantId: string, kind: MediaKind, source: TrackSource, name?: string, 
+/**
+ * Negotiated codec, e.g. `video/VP8`, `audio/opus`.
+ */
+codec: string, };

@@ -1,0 +1,30 @@
+//! The IO-free media routing core.
+//!
+//! Nothing here does IO, spawns tasks or reads the clock: a [`Room`] is fed inputs with
+//! the current time and returns outputs (see [`Room`] for the driving loop). That keeps
+//! every routing decision unit-testable with synthetic packets and a fake clock.
+//!
+//! A packet is parsed once per publication into a `PacketMeta` (extended sequence number
+//! and timestamp, source, keyframe); each subscription then decides to send it with its
+//! own rewritten header (SSRC, payload type, sequence number, timestamp) or to drop it for
+//! a counted [`DropReason`]. The payload `Bytes` is shared by all subscribers.
+
+mod dedup;
+mod feedback;
+mod ids;
+mod packet;
+mod publication;
+mod rewrite;
+mod room;
+mod stats;
+mod subscription;
+
+#[cfg(test)]
+mod tests;
+
+pub use ids::{ParseIdError, ParticipantId, PublicationId, Ssrc, SubscriptionId};
+pub use packet::{Codec, DropReason, MediaKind, RtpPacket};
+pub use room::{
+    CoreError, DropCounts, Input, Output, PublicationStats, Room, RoomConfig, RoomStats,
+    SubscriptionStats,
+};

@@ -1,0 +1,162 @@
+//! The output sequence-number and timestamp space of one subscription.
+//!
+//! Within one source the mapping is a constant offset (`out = in + offset`), so input
+//! gaps stay gaps (downstream NACK keeps working) and a late packet lands in its own
+//! slot. On a source switch, new offsets continue the output right after the highest
+//! number sent so far, and the timestamp advances by the wall time that passed, so the
+//! subscriber sees one continuous stream.
+
+use std::time::Instant;
+
+use super::seq::ExtSeq;
+use super::timestamp::{ExtTs, ticks};
+use crate::core::packet::{DropReason, PacketMeta};
+
+/// Output sequence numbers start far from zero so that `out = in + offset` never
+/// underflows; only the low 16 bits reach the wire.
+const OUTPUT_SEQ_ORIGIN: u64 = 1 << 32;
+
+/// The wire sequence number and timestamp for one forwarded packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Numbers {
+    pub sequence_number: u16,
+    pub timestamp: u32,
+}
+
+/// How the source currently forwarded maps onto the output space.
+#[derive(Clone, Copy, Debug)]
+struct Mapping {
+    source: u64,
+    /// Packets of the source older than this were never part of the output.
+    first_input_seq: ExtSeq,
+    seq_offset: u64,
+    ts_offset: u64,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Numbering {
+    initial_seq: u16,
+    mapping: Option<Mapping>,
+    highest_seq: Option<ExtSeq>,
+    highest_ts: Option<ExtTs>,
+    last_forward_at: Option<Instant>,
+}
+
+impl Numbering {
+    pub fn new(initial_seq: u16) -> Self {
+        Numbering {
+            initial_seq,
+            mapping: None,
+            highest_seq: None,
+            highest_ts: None,
+            last_forward_at: None,
+        }
+    }
+
+    /// The source whose packets are mapped, if any has started.
+    pub fn source(&self) -> Option<u64> {
+        self.mapping.map(|m| m.source)
+    }
+
+    /// Makes `meta`'s source the one forwarded, starting at `meta` (which must be a
+    /// packet the subscriber can start decoding at).
+    pub fn start_source(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) {
+        let (out_seq, out_ts) = match (self.highest_seq, self.highest_ts, self.last_forward_at) {
+            (Some(seq), Some(ts), Some(at)) => {
+                let elapsed = ticks(now.saturating_duration_since(at), clock_rate).max(1);
+                (seq.0 + 1, ts.0.saturating_add(1))
+            }
+            // The first source keeps its timestamps: the publisher's Sender Reports then
+            // stay valid for this subscriber's first (and usually only) source.
+            _ => (
+                OUTPUT_SEQ_ORIGIN + u64::from(self.initial_seq),
+                meta.ts.0,
+            ),
+        };
+        self.mapping = Some(Mapping {
+            source: meta.source,
+            first_input_seq: meta.seq,
+            seq_offset: out_seq.wrapping_sub(meta.seq.0),
+            ts_offset: out_ts.wrapping_sub(meta.ts.0),
+        });
+    }
+
+    /// Maps a packet of the current source. `meta.source` must be `self.source()`.
+    pub fn map(&mut self, meta: &PacketMeta, now: Instant) -> Result<Numbers, DropReason> {
+        let mapping = self
+            .mapping
+            .expect("invariant: map is only called once a source has started");
+        debug_assert_eq!(mapping.source, meta.source);
+        if meta.seq < mapping.first_input_seq {
+            return Err(DropReason::TooOld);
+        }
+        let seq = ExtSeq(meta.seq.0.wrapping_add(mapping.seq_offset));
+        let ts = ExtTs(meta.ts.0.wrapping_add(mapping.ts_offset));
+        self.highest_seq = Some(self.highest_seq.map_or(seq, |h| h.max(seq)));
+        self.highest_ts = Some(self.highest_ts.map_or(ts, |h| h.max(ts)));
+        self.last_forward_at = Some(now);
+        Ok(Numbers {
+            sequence_number: seq.wire(),
+            timestamp: ts.wire(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn meta(source: u64, seq: u64, ts: u64) -> PacketMeta {
+        PacketMeta {
+            source,
+            seq: ExtSeq((1 << 32) + seq),
+            ts: ExtTs((1 << 40) + ts),
+            start_point: true,
+        }
+    }
+
+    #[test]
+    fn first_source_starts_at_initial_seq_and_keeps_timestamps() {
+        let t0 = Instant::now();
+        let mut n = Numbering::new(65535);
+        n.start_source(&meta(0, 500, 90_000), t0, 90_000);
+        assert_eq!(
+            n.map(&meta(0, 500, 90_000), t0),
+            Ok(Numbers { sequence_number: 65535, timestamp: 90_000 })
+        );
+        assert_eq!(
+            n.map(&meta(0, 503, 93_000), t0),
+            Ok(Numbers { sequence_number: 2, timestamp: 93_000 })
+        );
+        assert_eq!(n.map(&meta(0, 499, 87_000), t0), Err(DropReason::TooOld));
+    }
+
+    #[test]
+    fn next_source_continues_after_highest_output() {
+        let t0 = Instant::now();
+        let mut n = Numbering::new(10);
+        n.start_source(&meta(0, 0, 0), t0, 90_000);
+        assert!(n.map(&meta(0, 0, 0), t0).is_ok());
+        assert!(n.map(&meta(0, 5, 3000), t0).is_ok());
+        let later = t0 + Duration::from_millis(100);
+        n.start_source(&meta(1, 40_000, 7), later, 90_000);
+        assert_eq!(
+            n.map(&meta(1, 40_000, 7), later),
+            Ok(Numbers { sequence_number: 16, timestamp: 3000 + 9000 })
+        );
+    }
+
+    #[test]
+    fn next_source_advances_timestamp_by_at_least_one_tick() {
+        let t0 = Instant::now();
+        let mut n = Numbering::new(0);
+        n.start_source(&meta(0, 0, 100), t0, 90_000);
+        assert!(n.map(&meta(0, 0, 100), t0).is_ok());
+        n.start_source(&meta(1, 0, 5), t0, 90_000);
+        assert_eq!(
+            n.map(&meta(1, 0, 5), t0),
+            Ok(Numbers { sequence_number: 1, timestamp: 101 })
+        );
+    }
+}

@@ -1,0 +1,347 @@
+//! The media routing of one room, driven as a sans-IO state machine.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
+use super::packet::{Codec, DropReason, MediaKind, RtpPacket};
+use super::publication::Publication;
+use super::subscription::Subscription;
+
+pub use super::stats::{DropCounts, PublicationStats, RoomStats, SubscriptionStats};
+
+/// Configuration of a [`Room`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomConfig {
+    /// At most one keyframe request per publication goes upstream per interval.
+    pub keyframe_request_interval: Duration,
+    /// First output sequence number of every subscription; `None` picks a random one
+    /// per subscription (RFC 3550 §5.1). Tests pass `Some` to get predictable numbers.
+    pub initial_output_sequence: Option<u16>,
+}
+
+impl Default for RoomConfig {
+    fn default() -> Self {
+        RoomConfig {
+            keyframe_request_interval: Duration::from_millis(500),
+            initial_output_sequence: None,
+        }
+    }
+}
+
+/// Something that happened, fed to [`Room::handle_input`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    PublicationAdded {
+        publication: PublicationId,
+        publisher: ParticipantId,
+        kind: MediaKind,
+        codec: Codec,
+        /// RTP clock rate of the codec (90 000 for video, 48 000 for Opus).
+        clock_rate: u32,
+    },
+    /// Also removes the publication's subscriptions.
+    PublicationRemoved { publication: PublicationId },
+    SubscriptionAdded {
+        subscription: SubscriptionId,
+        subscriber: ParticipantId,
+        publication: PublicationId,
+        /// The SSRC negotiated towards the subscriber.
+        ssrc: Ssrc,
+        /// The payload type negotiated towards the subscriber.
+        payload_type: u8,
+    },
+    SubscriptionRemoved { subscription: SubscriptionId },
+    /// Removes all the participant's publications (with their subscriptions) and all its
+    /// subscriptions.
+    ParticipantLeft { participant: ParticipantId },
+    /// One RTP packet received from a publication's publisher.
+    Rtp { publication: PublicationId, packet: RtpPacket },
+    /// A subscriber sent PLI or FIR.
+    KeyframeRequested { subscription: SubscriptionId },
+}
+
+/// Something the owner of a [`Room`] must do, taken from [`Room::poll_output`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Output {
+    /// Send `packet` to `subscriber` on `subscription`. The header is already rewritten
+    /// for this subscription; the payload `Bytes` is shared with the other subscribers.
+    Forward {
+        subscription: SubscriptionId,
+        subscriber: ParticipantId,
+        packet: RtpPacket,
+    },
+    /// Send a PLI to the publisher; `ssrc` is the media SSRC last seen on the publication.
+    RequestKeyframe {
+        publication: PublicationId,
+        publisher: ParticipantId,
+        ssrc: Ssrc,
+    },
+}
+
+/// A control input referenced an id the room does not know, or re-used one.
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    #[error("unknown publication {0}")]
+    UnknownPublication(PublicationId),
+    #[error("unknown subscription {0}")]
+    UnknownSubscription(SubscriptionId),
+    #[error("duplicate publication {0}")]
+    DuplicatePublication(PublicationId),
+    #[error("duplicate subscription {0}")]
+    DuplicateSubscription(SubscriptionId),
+}
+
+/// The media routing of one room: which packets go to which subscriber, with which
+/// header, and when to ask a publisher for a keyframe.
+///
+/// A `Room` does no IO and never reads the clock; one task owns it (`&mut`) and drives
+/// it with this loop:
+///
+/// 1. [`handle_input`](Room::handle_input) for every event (a control change from
+///    signaling, an RTP packet, a PLI/FIR from a subscriber), with the current time.
+/// 2. Then drain [`poll_output`](Room::poll_output) until it returns `None`, sending
+///    each [`Output`] (forwards to subscribers, PLIs to publishers). Outputs queue up
+///    until drained, so drain after every input (or every batch of inputs).
+/// 3. Then sleep until [`poll_timeout`](Room::poll_timeout) (or the next input, if it
+///    is `None`), and when that time is reached call
+///    [`handle_timeout`](Room::handle_timeout) and drain `poll_output` again.
+///    Re-read `poll_timeout` after every `handle_input`/`handle_timeout`: inputs move it.
+///
+/// ```
+/// use std::time::Instant;
+/// use sluice_sfu::core::{Input, Output, Room, RoomConfig};
+///
+/// fn drive(room: &mut Room, input: Input) {
+///     if let Err(err) = room.handle_input(Instant::now(), input) {
+///         eprintln!("rejected control input: {err}");
+///     }
+///     while let Some(output) = room.poll_output() {
+///         match output {
+///             Output::Forward { subscriber, packet, .. } => { /* write packet to subscriber */ }
+///             Output::RequestKeyframe { publisher, ssrc, .. } => { /* send PLI for ssrc */ }
+///         }
+///     }
+///     // then: sleep until room.poll_timeout(), call room.handle_timeout(now), drain again
+/// }
+/// # drive(&mut Room::new(RoomConfig::default()), Input::ParticipantLeft { participant: sluice_sfu::core::ParticipantId(1) });
+/// ```
+#[derive(Debug)]
+pub struct Room {
+    config: RoomConfig,
+    publications: HashMap<PublicationId, Publication>,
+    /// Where each subscription lives (subscriptions are owned by their publication).
+    subscription_index: HashMap<SubscriptionId, PublicationId>,
+    outputs: VecDeque<Output>,
+    stats: RoomStats,
+}
+
+impl Room {
+    pub fn new(config: RoomConfig) -> Self {
+        Room {
+            config,
+            publications: HashMap::new(),
+            subscription_index: HashMap::new(),
+            outputs: VecDeque::new(),
+            stats: RoomStats::default(),
+        }
+    }
+
+    /// Feeds one input; then drain [`poll_output`](Room::poll_output).
+    ///
+    /// Returns `Err` only for control inputs that reference unknown or duplicate ids
+    /// (the room is left unchanged). Never for RTP: a packet that cannot be forwarded
+    /// is a counted drop (see the stats methods).
+    pub fn handle_input(&mut self, now: Instant, input: Input) -> Result<(), CoreError> {
+        match input {
+            Input::Rtp {
+                publication,
+                packet,
+            } => {
+                self.on_rtp(now, publication, &packet);
+                Ok(())
+            }
+            Input::PublicationAdded {
+                publication,
+                publisher,
+                kind,
+                codec,
+                clock_rate,
+            } => {
+                if self.publications.contains_key(&publication) {
+                    return Err(CoreError::DuplicatePublication(publication));
+                }
+                debug!(%publication, %publisher, ?kind, ?codec, "publication added");
+                let interval = self.config.keyframe_request_interval;
+                self.publications.insert(
+                    publication,
+                    Publication::new(publication, publisher, kind, codec, clock_rate, interval),
+                );
+                Ok(())
+            }
+            Input::PublicationRemoved { publication } => {
+                if !self.publications.contains_key(&publication) {
+                    return Err(CoreError::UnknownPublication(publication));
+                }
+                self.remove_publication(publication);
+                Ok(())
+            }
+            Input::SubscriptionAdded {
+                subscription,
+                subscriber,
+                publication,
+                ssrc,
+                payload_type,
+            } => self.add_subscription(now, subscription, subscriber, publication, ssrc, payload_type),
+            Input::SubscriptionRemoved { subscription } => {
+                let publication = self
+                    .subscription_index
+                    .remove(&subscription)
+                    .ok_or(CoreError::UnknownSubscription(subscription))?;
+                if let Some(publication) = self.publications.get_mut(&publication) {
+                    publication.remove_subscription(subscription);
+                }
+                debug!(%subscription, "subscription removed");
+                Ok(())
+            }
+            Input::ParticipantLeft { participant } => {
+                self.remove_participant(participant);
+                Ok(())
+            }
+            Input::KeyframeRequested { subscription } => {
+                let publication = self
+                    .subscription_index
+                    .get(&subscription)
+                    .and_then(|id| self.publications.get_mut(id))
+                    .ok_or(CoreError::UnknownSubscription(subscription))?;
+                self.outputs.extend(publication.request_keyframe(now));
+                Ok(())
+            }
+        }
+    }
+
+    /// The next thing to do, if any. Call repeatedly after each `handle_input` and
+    /// `handle_timeout` until it returns `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Room::handle_timeout) must be called next (deferred
+    /// keyframe requests); `None` means only a new input can create work.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.publications
+            .values()
+            .filter_map(Publication::timeout)
+            .min()
+    }
+
+    /// Does the work that was due at `now` (calling it early is harmless); then drain
+    /// [`poll_output`](Room::poll_output).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for publication in self.publications.values_mut() {
+            self.outputs.extend(publication.poll_keyframe_request(now));
+        }
+    }
+
+    pub fn subscription_stats(&self, id: SubscriptionId) -> Option<SubscriptionStats> {
+        let publication = self.publications.get(self.subscription_index.get(&id)?)?;
+        publication.subscription(id).map(|s| s.stats)
+    }
+
+    pub fn publication_stats(&self, id: PublicationId) -> Option<PublicationStats> {
+        self.publications.get(&id).map(Publication::stats)
+    }
+
+    /// Counters that belong to no publication (RTP for unknown publications).
+    pub fn stats(&self) -> RoomStats {
+        self.stats
+    }
+
+    pub fn publication_count(&self) -> usize {
+        self.publications.len()
+    }
+
+    pub fn subscription_count(&self) -> usize {
+        self.subscription_index.len()
+    }
+
+    fn on_rtp(&mut self, now: Instant, publication: PublicationId, packet: &RtpPacket) {
+        match self.publications.get_mut(&publication) {
+            Some(publication) => publication.handle_rtp(now, packet, &mut self.outputs),
+            None => {
+                tracing::trace!(%publication, "rtp for unknown publication");
+                self.stats.dropped.add(DropReason::UnknownPublication);
+            }
+        }
+    }
+
+    fn add_subscription(
+        &mut self,
+        now: Instant,
+        subscription: SubscriptionId,
+        subscriber: ParticipantId,
+        publication: PublicationId,
+        ssrc: Ssrc,
+        payload_type: u8,
+    ) -> Result<(), CoreError> {
+        if self.subscription_index.contains_key(&subscription) {
+            return Err(CoreError::DuplicateSubscription(subscription));
+        }
+        let target = self
+            .publications
+            .get_mut(&publication)
+            .ok_or(CoreError::UnknownPublication(publication))?;
+        let initial_seq = self
+            .config
+            .initial_output_sequence
+            .unwrap_or_else(rand::random);
+        target.subscriptions.push(Subscription::new(
+            subscription,
+            subscriber,
+            ssrc,
+            payload_type,
+            target.kind(),
+            initial_seq,
+        ));
+        self.subscription_index.insert(subscription, publication);
+        debug!(%subscription, %subscriber, %publication, "subscription added");
+        // A new video subscriber can only start at a keyframe: ask for one now rather
+        // than wait for the encoder's next periodic keyframe.
+        self.outputs.extend(target.request_keyframe(now));
+        Ok(())
+    }
+
+    fn remove_publication(&mut self, id: PublicationId) {
+        if let Some(publication) = self.publications.remove(&id) {
+            for subscription in &publication.subscriptions {
+                self.subscription_index.remove(&subscription.id);
+            }
+            debug!(publication = %id, subscriptions = publication.subscriptions.len(), "publication removed");
+        }
+    }
+
+    fn remove_participant(&mut self, participant: ParticipantId) {
+        let owned: Vec<PublicationId> = self
+            .publications
+            .values()
+            .filter(|p| p.publisher == participant)
+            .map(|p| p.id)
+            .collect();
+        for id in owned {
+            self.remove_publication(id);
+        }
+        for publication in self.publications.values_mut() {
+            publication.subscriptions.retain(|s| {
+                let keep = s.subscriber != participant;
+                if !keep {
+                    self.subscription_index.remove(&s.id);
+                }
+                keep
+            });
+        }
+        debug!(%participant, "participant left");
+    }
+}

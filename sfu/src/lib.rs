@@ -1,0 +1,46 @@
+//! # sluice-sfu — the media plane of Sluice
+//!
+//! Sluice is a selective forwarding unit: it receives each publisher's RTP once and forwards it
+//! to every subscriber without decoding, rewriting only the RTP header per subscriber.
+//!
+//! ## Layers
+//!
+//! - [`core`] — the **IO-free routing core**. A [`core::Room`] is a pure state machine fed
+//!   packets and time; it never reads the clock, never touches a socket, never spawns. It
+//!   decides what to forward to whom (with per-subscription SSRC / payload type / sequence /
+//!   timestamp rewriting), when to ask a publisher for a keyframe, and counts every drop with
+//!   a typed reason. Its run-loop contract:
+//!   1. `room.handle_input(now, input)` for every packet or control change;
+//!   2. drain `room.poll_output()` until `None` and carry out each output;
+//!   3. sleep until `room.poll_timeout()` (if any), then call `room.handle_timeout(now)`
+//!      and go to 2.
+//! - [`codec`] — pure parsers of payload headers (VP8 descriptor, H.264 NAL units) used for
+//!   keyframe detection.
+//! - [`transport`] — the only module that imports webrtc-rs. It exposes peer connections in
+//!   Sluice value types (SDP strings, [`transport::IceCandidate`], [`transport::PeerEvent`],
+//!   [`core::RtpPacket`]).
+//! - [`runtime`] — the tokio shell: one task per room owning its `core::Room`, one task per
+//!   participant owning its two peer connections, bounded queues with counted drops between
+//!   them. Signaling uses [`runtime::Sfu`] and [`runtime::Participant`].
+//!
+//! ## Example
+//!
+//! ```no_run
+//! use sluice_sfu::runtime::{Permissions, Sfu, SfuConfig};
+//!
+//! # async fn demo() -> Result<(), sluice_sfu::runtime::RequestError> {
+//! let sfu = Sfu::new(SfuConfig::default());
+//! let permissions = Permissions { can_publish: true, can_subscribe: true };
+//! let (mut alice, snapshot) = sfu.join("room-1", "alice".to_owned(), permissions).await?;
+//! println!("{} publications already in the room", snapshot.publications.len());
+//! while let Some(event) = alice.next_event().await {
+//!     println!("tell the client: {event:?}");
+//! }
+//! # Ok(())
+//! # }
+//! ```
+
+pub mod codec;
+pub mod core;
+pub mod runtime;
+pub mod transport;

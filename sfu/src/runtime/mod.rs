@@ -1,0 +1,197 @@
+//! The tokio shell around the routing core.
+//!
+//! - One **room task** per room owns that room's [`core::Room`](crate::core::Room) as `&mut`,
+//!   plus the room's control state (who is in it, what is published). Publishers' RTP, the
+//!   subscribers' keyframe requests and control changes all arrive on its one bounded queue.
+//! - One **participant task** per participant owns its two peer connections (publisher,
+//!   subscriber) and runs their negotiation one step at a time.
+//! - Per subscription, a writer task drains a bounded queue into the subscriber's track, so a
+//!   slow subscriber never stalls the room: what does not fit is dropped and counted.
+//!
+//! Signaling talks to this module only through [`Sfu::join`] and the returned
+//! [`Participant`].
+
+mod participant;
+mod room;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dashmap::DashMap;
+
+pub use participant::{Participant, ParticipantEvent, Permissions};
+
+use crate::core::{MediaKind, ParticipantId, PublicationId};
+use crate::transport::{Transport, TransportConfig, TransportError};
+use room::RoomHandle;
+
+/// Where a publication's media comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Camera,
+    Microphone,
+    Screen,
+    Rtmp,
+    Other,
+}
+
+/// What the room knows about a participant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParticipantInfo {
+    pub id: ParticipantId,
+    pub identity: String,
+}
+
+/// What the room knows about a publication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublicationInfo {
+    pub id: PublicationId,
+    pub participant: ParticipantId,
+    pub kind: MediaKind,
+    pub source: Source,
+    pub name: Option<String>,
+    /// The negotiated codec's MIME type, e.g. `video/VP8`.
+    pub codec: String,
+}
+
+/// A track the client announces in a publish offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRequest {
+    pub mid: String,
+    pub kind: MediaKind,
+    pub source: Source,
+    pub name: Option<String>,
+}
+
+/// What a participant sees when it enters a room.
+#[derive(Debug, Clone, Default)]
+pub struct RoomSnapshot {
+    pub participants: Vec<ParticipantInfo>,
+    pub publications: Vec<PublicationInfo>,
+}
+
+/// Limits that protect the server from one client.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_participants_per_room: usize,
+    pub max_publications_per_participant: usize,
+    pub max_subscriptions_per_participant: usize,
+    /// Packets queued per subscription before the newest are dropped.
+    pub subscription_queue: usize,
+    /// Commands (mostly RTP) queued per room before RTP is dropped.
+    pub room_queue: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_participants_per_room: 100,
+            max_publications_per_participant: 8,
+            max_subscriptions_per_participant: 200,
+            subscription_queue: 512,
+            room_queue: 8192,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct SfuConfig {
+    pub transport: TransportConfig,
+    pub limits: Limits,
+}
+
+/// Why a participant request failed. Messages are lowercase and safe to show the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequestError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("the token does not allow {0}")]
+    PermissionDenied(&'static str),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("limit reached: {0}")]
+    LimitExceeded(&'static str),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("the participant has left")]
+    Closed,
+}
+
+/// The media server: a registry of rooms. Cheap to clone.
+#[derive(Clone)]
+pub struct Sfu {
+    inner: Arc<SfuInner>,
+}
+
+struct SfuInner {
+    config: SfuConfig,
+    transport: Transport,
+    rooms: DashMap<String, RoomHandle>,
+    next_id: AtomicU64,
+}
+
+impl Sfu {
+    pub fn new(config: SfuConfig) -> Self {
+        Self {
+            inner: Arc::new(SfuInner {
+                transport: Transport::new(config.transport.clone()),
+                config,
+                rooms: DashMap::new(),
+                next_id: AtomicU64::new(1),
+            }),
+        }
+    }
+
+    /// A process-wide unique id for participants, publications and subscriptions.
+    fn next_id(&self) -> u64 {
+        self.inner.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Number of rooms with at least one participant.
+    pub fn room_count(&self) -> usize {
+        self.inner.rooms.len()
+    }
+
+    /// Enters `room` (created on first join) as `identity`.
+    pub async fn join(
+        &self,
+        room: &str,
+        identity: String,
+        permissions: Permissions,
+    ) -> Result<(Participant, RoomSnapshot), RequestError> {
+        // A room task that just emptied may be closing while we join; it refuses the join and
+        // has removed itself from the registry, so the next attempt creates a fresh room.
+        for _ in 0..3 {
+            let handle = self.room_handle(room);
+            match Participant::join(self.clone(), handle, identity.clone(), permissions).await {
+                Err(RequestError::Closed) => continue,
+                other => return other,
+            }
+        }
+        Err(RequestError::Closed)
+    }
+
+    fn room_handle(&self, room: &str) -> RoomHandle {
+        self.inner
+            .rooms
+            .entry(room.to_owned())
+            .or_insert_with(|| RoomHandle::spawn(room.to_owned(), self.clone()))
+            .clone()
+    }
+
+    /// Called by a room task that has emptied and is ending.
+    fn room_closed(&self, room: &str, handle_id: u64) {
+        self.inner
+            .rooms
+            .remove_if(room, |_, handle| handle.id() == handle_id);
+    }
+
+    fn transport(&self) -> &Transport {
+        &self.inner.transport
+    }
+
+    fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
+}

@@ -1,0 +1,640 @@
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::room::{RoomCommand, RoomEvent, RoomHandle};
+use super::{
+    ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest,
+};
+use crate::core::{ParticipantId, PublicationId, SubscriptionId};
+use crate::transport::{
+    ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, negotiated_codecs,
+};
+
+/// What a room token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permissions {
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+}
+
+/// What the participant's client must be told, in order.
+#[derive(Debug, Clone)]
+pub enum ParticipantEvent {
+    /// A new offer for the subscriber connection; the client answers with
+    /// [`Participant::apply_answer`].
+    Offer(String),
+    /// A local ICE candidate of one of the two connections.
+    Candidate(PeerRole, IceCandidate),
+    ParticipantJoined(ParticipantInfo),
+    ParticipantLeft(ParticipantId),
+    PublicationAdded(PublicationInfo),
+    PublicationRemoved {
+        publication: PublicationId,
+        participant: ParticipantId,
+    },
+}
+
+enum Command {
+    Publish {
+        offer: String,
+        tracks: Vec<TrackRequest>,
+        reply: oneshot::Sender<Result<(String, Vec<PublicationInfo>), RequestError>>,
+    },
+    Unpublish {
+        publication: PublicationId,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    Subscribe {
+        publication: PublicationId,
+        reply: oneshot::Sender<Result<SubscriptionId, RequestError>>,
+    },
+    Unsubscribe {
+        subscription: SubscriptionId,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    Answer {
+        sdp: String,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    Candidate {
+        role: PeerRole,
+        candidate: IceCandidate,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+}
+
+/// A participant in a room, owned by its signaling session. Dropping it (or calling
+/// [`Participant::leave`]) closes its connections and tells the room.
+pub struct Participant {
+    id: ParticipantId,
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<ParticipantEvent>,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant").field("id", &self.id).finish()
+    }
+}
+
+impl Participant {
+    pub(super) async fn join(
+        sfu: Sfu,
+        room: RoomHandle,
+        identity: String,
+        permissions: Permissions,
+    ) -> Result<(Self, RoomSnapshot), RequestError> {
+        let id = ParticipantId(sfu.next_id());
+        let info = ParticipantInfo { id, identity };
+        let (room_events_tx, room_events) = mpsc::channel(1024);
+        let (reply, snapshot) = oneshot::channel();
+        room.send(RoomCommand::Join {
+            info: info.clone(),
+            events: room_events_tx,
+            reply,
+        })
+        .await?;
+        let snapshot = snapshot.await.map_err(|_| RequestError::Closed)??;
+
+        let (subscriber_events_tx, subscriber_events) = mpsc::channel(256);
+        let subscriber = match sfu
+            .transport()
+            .new_peer(PeerRole::Subscriber, subscriber_events_tx)
+            .await
+        {
+            Ok(peer) => peer,
+            Err(err) => {
+                room.try_send(RoomCommand::Leave { participant: id });
+                return Err(err.into());
+            }
+        };
+        let (commands_tx, commands) = mpsc::channel(64);
+        let (events_tx, events) = mpsc::channel(1024);
+        let (publisher_events_tx, publisher_events) = mpsc::channel(256);
+        let task = ParticipantTask {
+            id,
+            sfu,
+            room,
+            permissions,
+            events: events_tx,
+            publisher: None,
+            publisher_events_tx,
+            subscriber,
+            subscriber_connected: false,
+            pending_tracks: HashMap::new(),
+            publications: Vec::new(),
+            subscriptions: HashMap::new(),
+            awaiting_answer: false,
+            renegotiate: false,
+        };
+        let span = info_span!("participant", participant = %id);
+        tokio::spawn(
+            task.run(commands, room_events, publisher_events, subscriber_events)
+                .instrument(span),
+        );
+        Ok((
+            Self {
+                id,
+                commands: commands_tx,
+                events,
+            },
+            snapshot,
+        ))
+    }
+
+    pub fn id(&self) -> ParticipantId {
+        self.id
+    }
+
+    /// The next thing to tell the client; `None` once the participant has ended.
+    pub async fn next_event(&mut self) -> Option<ParticipantEvent> {
+        self.events.recv().await
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Command,
+    ) -> Result<T, RequestError> {
+        let (reply, result) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| RequestError::Closed)?;
+        result.await.map_err(|_| RequestError::Closed)?
+    }
+
+    /// Answers the client's publisher offer; returns the answer and one publication per track.
+    pub async fn publish(
+        &self,
+        offer: String,
+        tracks: Vec<TrackRequest>,
+    ) -> Result<(String, Vec<PublicationInfo>), RequestError> {
+        self.call(|reply| Command::Publish {
+            offer,
+            tracks,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn unpublish(&self, publication: PublicationId) -> Result<(), RequestError> {
+        self.call(|reply| Command::Unpublish { publication, reply })
+            .await
+    }
+
+    /// Adds the publication to the subscriber connection; an [`ParticipantEvent::Offer`]
+    /// follows.
+    pub async fn subscribe(
+        &self,
+        publication: PublicationId,
+    ) -> Result<SubscriptionId, RequestError> {
+        self.call(|reply| Command::Subscribe { publication, reply })
+            .await
+    }
+
+    pub async fn unsubscribe(&self, subscription: SubscriptionId) -> Result<(), RequestError> {
+        self.call(|reply| Command::Unsubscribe {
+            subscription,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies the client's answer to the latest subscriber offer.
+    pub async fn apply_answer(&self, sdp: String) -> Result<(), RequestError> {
+        self.call(|reply| Command::Answer { sdp, reply }).await
+    }
+
+    pub async fn add_ice_candidate(
+        &self,
+        role: PeerRole,
+        candidate: IceCandidate,
+    ) -> Result<(), RequestError> {
+        self.call(|reply| Command::Candidate {
+            role,
+            candidate,
+            reply,
+        })
+        .await
+    }
+
+    /// Leaves the room. Dropping the participant does the same.
+    pub fn leave(self) {}
+}
+
+struct SubscriptionState {
+    publication: PublicationId,
+    track: LocalTrack,
+    /// Added to the room's routing core (after the answer, once connected).
+    active: bool,
+}
+
+struct ParticipantTask {
+    id: ParticipantId,
+    sfu: Sfu,
+    room: RoomHandle,
+    permissions: Permissions,
+    events: mpsc::Sender<ParticipantEvent>,
+    publisher: Option<Peer>,
+    publisher_events_tx: mpsc::Sender<PeerEvent>,
+    subscriber: Peer,
+    subscriber_connected: bool,
+    /// Publications announced in a publish offer, by mid, waiting for their first RTP.
+    pending_tracks: HashMap<String, PublicationId>,
+    publications: Vec<PublicationId>,
+    subscriptions: HashMap<SubscriptionId, SubscriptionState>,
+    awaiting_answer: bool,
+    renegotiate: bool,
+}
+
+impl ParticipantTask {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut room_events: mpsc::Receiver<RoomEvent>,
+        mut publisher_events: mpsc::Receiver<PeerEvent>,
+        mut subscriber_events: mpsc::Receiver<PeerEvent>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.handle_command(command).await,
+                    None => break,
+                },
+                Some(event) = room_events.recv() => self.handle_room_event(event).await,
+                Some(event) = publisher_events.recv() => self.handle_peer_event(PeerRole::Publisher, event).await,
+                Some(event) = subscriber_events.recv() => self.handle_peer_event(PeerRole::Subscriber, event).await,
+            }
+        }
+        // Waits for space if the room queue is full of media, rather than leave a ghost.
+        let _ = self
+            .room
+            .send(RoomCommand::Leave {
+                participant: self.id,
+            })
+            .await;
+        if let Some(publisher) = &self.publisher {
+            publisher.close().await;
+        }
+        self.subscriber.close().await;
+        debug!("participant ended");
+    }
+
+    fn emit(&self, event: ParticipantEvent) {
+        if self.events.try_send(event).is_err() {
+            warn!("participant event dropped: the session is not reading");
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Publish {
+                offer,
+                tracks,
+                reply,
+            } => {
+                let _ = reply.send(self.publish(offer, tracks).await);
+            }
+            Command::Unpublish { publication, reply } => {
+                let (tx, rx) = oneshot::channel();
+                let result = match self
+                    .room
+                    .send(RoomCommand::RemovePublication {
+                        participant: self.id,
+                        publication,
+                        reply: tx,
+                    })
+                    .await
+                {
+                    Ok(()) => rx.await.unwrap_or(Err(RequestError::Closed)),
+                    Err(err) => Err(err),
+                };
+                if result.is_ok() {
+                    self.publications.retain(|p| *p != publication);
+                }
+                let _ = reply.send(result);
+            }
+            Command::Subscribe { publication, reply } => {
+                let result = self.subscribe(publication).await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.negotiate().await;
+                }
+            }
+            Command::Unsubscribe {
+                subscription,
+                reply,
+            } => {
+                let result = match self.subscriptions.contains_key(&subscription) {
+                    true => {
+                        self.drop_subscription(subscription).await;
+                        Ok(())
+                    }
+                    false => Err(RequestError::NotFound(format!(
+                        "subscription {subscription}"
+                    ))),
+                };
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.negotiate().await;
+                }
+            }
+            Command::Answer { sdp, reply } => {
+                let result = self.apply_answer(sdp).await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.activate_subscriptions().await;
+                    if std::mem::take(&mut self.renegotiate) {
+                        self.negotiate().await;
+                    }
+                }
+            }
+            Command::Candidate {
+                role,
+                candidate,
+                reply,
+            } => {
+                let peer = match role {
+                    PeerRole::Publisher => self.publisher.as_ref(),
+                    PeerRole::Subscriber => Some(&self.subscriber),
+                };
+                let result = match peer {
+                    Some(peer) => peer
+                        .add_ice_candidate(candidate)
+                        .await
+                        .map_err(RequestError::from),
+                    None => Err(RequestError::Invalid(
+                        "no publisher connection: publish first".to_owned(),
+                    )),
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        offer: String,
+        tracks: Vec<TrackRequest>,
+    ) -> Result<(String, Vec<PublicationInfo>), RequestError> {
+        if !self.permissions.can_publish {
+            return Err(RequestError::PermissionDenied("publishing"));
+        }
+        let limit = self.sfu.limits().max_publications_per_participant;
+        if self.publications.len() + self.pending_tracks.len() + tracks.len() > limit {
+            return Err(RequestError::LimitExceeded("publications per participant"));
+        }
+        let mut mids: Vec<&str> = tracks.iter().map(|t| t.mid.as_str()).collect();
+        mids.sort_unstable();
+        mids.dedup();
+        if mids.len() != tracks.len() {
+            return Err(RequestError::Invalid("duplicate mid in tracks".to_owned()));
+        }
+        let publisher = match &self.publisher {
+            Some(peer) => peer.clone(),
+            None => {
+                let peer = self
+                    .sfu
+                    .transport()
+                    .new_peer(PeerRole::Publisher, self.publisher_events_tx.clone())
+                    .await?;
+                self.publisher = Some(peer.clone());
+                peer
+            }
+        };
+        let answer = publisher.answer(offer).await?;
+        let codecs = negotiated_codecs(&answer);
+        let mut created = Vec::with_capacity(tracks.len());
+        for track in tracks {
+            let Some(codec) = codecs.get(&track.mid) else {
+                // Validate everything before announcing anything.
+                return Err(RequestError::Invalid(format!(
+                    "mid {:?} is not a negotiated media section of the offer",
+                    track.mid
+                )));
+            };
+            if codec.kind() != track.kind {
+                return Err(RequestError::Invalid(format!(
+                    "mid {:?} is {:?} in the offer, not {:?}",
+                    track.mid,
+                    codec.kind(),
+                    track.kind
+                )));
+            }
+            created.push((track, codec.clone()));
+        }
+        let mut publications = Vec::with_capacity(created.len());
+        for (track, codec) in created {
+            let info = PublicationInfo {
+                id: PublicationId(self.sfu.next_id()),
+                participant: self.id,
+                kind: track.kind,
+                source: track.source,
+                name: track.name,
+                codec: codec.mime_type.clone(),
+            };
+            self.room
+                .send(RoomCommand::AddPublication {
+                    info: info.clone(),
+                    codec,
+                })
+                .await?;
+            self.pending_tracks.insert(track.mid, info.id);
+            self.publications.push(info.id);
+            publications.push(info);
+        }
+        Ok((answer, publications))
+    }
+
+    async fn subscribe(&mut self, publication: PublicationId) -> Result<SubscriptionId, RequestError> {
+        if !self.permissions.can_subscribe {
+            return Err(RequestError::PermissionDenied("subscribing"));
+        }
+        if self.subscriptions.len() >= self.sfu.limits().max_subscriptions_per_participant {
+            return Err(RequestError::LimitExceeded("subscriptions per participant"));
+        }
+        let (reply, found) = oneshot::channel();
+        self.room
+            .send(RoomCommand::GetPublication { publication, reply })
+            .await?;
+        let (_, codec) = found
+            .await
+            .map_err(|_| RequestError::Closed)?
+            .ok_or_else(|| RequestError::NotFound(format!("publication {publication}")))?;
+        let id = SubscriptionId(self.sfu.next_id());
+        let ssrc = rand::random::<u32>();
+        let track = self
+            .subscriber
+            .add_local_track(id.to_string(), publication.to_string(), &codec, ssrc)
+            .await?;
+        self.subscriptions.insert(id, SubscriptionState {
+            publication,
+            track,
+            active: false,
+        });
+        Ok(id)
+    }
+
+    async fn drop_subscription(&mut self, subscription: SubscriptionId) {
+        let Some(state) = self.subscriptions.remove(&subscription) else {
+            return;
+        };
+        if state.active {
+            self.room
+                .try_send(RoomCommand::RemoveSubscription { subscription });
+        }
+        if let Err(err) = self.subscriber.remove_local_track(&state.track).await {
+            debug!(%subscription, %err, "removing subscriber track");
+        }
+    }
+
+    /// Sends a new subscriber offer, or remembers to once the pending one is answered.
+    async fn negotiate(&mut self) {
+        if self.awaiting_answer {
+            self.renegotiate = true;
+            return;
+        }
+        match self.subscriber.offer().await {
+            Ok(sdp) => {
+                self.awaiting_answer = true;
+                self.emit(ParticipantEvent::Offer(sdp));
+            }
+            Err(err) => warn!(%err, "subscriber offer failed"),
+        }
+    }
+
+    async fn apply_answer(&mut self, sdp: String) -> Result<(), RequestError> {
+        if !self.awaiting_answer {
+            return Err(RequestError::Invalid("no offer is waiting for an answer".to_owned()));
+        }
+        self.subscriber.apply_answer(sdp).await?;
+        self.awaiting_answer = false;
+        Ok(())
+    }
+
+    /// Starts forwarding negotiated subscriptions. Waiting for the connection means the
+    /// keyframe requested for a new subscriber reaches it instead of a closed DTLS session.
+    async fn activate_subscriptions(&mut self) {
+        if !self.subscriber_connected || self.awaiting_answer {
+            return;
+        }
+        let ready: Vec<SubscriptionId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| !s.active)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ready {
+            if let Err(err) = self.activate(id).await {
+                warn!(subscription = %id, %err, "subscription not started");
+                self.drop_subscription(id).await;
+                self.renegotiate = true;
+            }
+        }
+    }
+
+    async fn activate(&mut self, id: SubscriptionId) -> Result<(), RequestError> {
+        let state = self
+            .subscriptions
+            .get(&id)
+            .expect("invariant: activate is called with a held subscription");
+        let payload_type = state.track.payload_type().await?;
+        let room = self.room.clone();
+        let sink = state.track.spawn_io(self.sfu.limits().subscription_queue, move || {
+            room.try_send(RoomCommand::KeyframeRequested { subscription: id });
+        });
+        let (reply, result) = oneshot::channel();
+        self.room
+            .send(RoomCommand::AddSubscription {
+                subscription: id,
+                subscriber: self.id,
+                publication: state.publication,
+                ssrc: state.track.ssrc(),
+                payload_type,
+                sink,
+                reply,
+            })
+            .await?;
+        result.await.map_err(|_| RequestError::Closed)??;
+        if let Some(state) = self.subscriptions.get_mut(&id) {
+            state.active = true;
+        }
+        Ok(())
+    }
+
+    async fn handle_room_event(&mut self, event: RoomEvent) {
+        let event = match event {
+            RoomEvent::ParticipantJoined(info) => ParticipantEvent::ParticipantJoined(info),
+            RoomEvent::ParticipantLeft(id) => ParticipantEvent::ParticipantLeft(id),
+            RoomEvent::PublicationAdded(info) => ParticipantEvent::PublicationAdded(info),
+            RoomEvent::PublicationRemoved {
+                publication,
+                participant,
+            } => {
+                let ended: Vec<SubscriptionId> = self
+                    .subscriptions
+                    .iter()
+                    .filter(|(_, s)| s.publication == publication)
+                    .map(|(id, _)| *id)
+                    .collect();
+                // Tell the client first: it is the user-visible part.
+                self.emit(ParticipantEvent::PublicationRemoved {
+                    publication,
+                    participant,
+                });
+                if !ended.is_empty() {
+                    for id in ended {
+                        // Already gone from the room; only the local track remains.
+                        if let Some(state) = self.subscriptions.get_mut(&id) {
+                            state.active = false;
+                        }
+                        self.drop_subscription(id).await;
+                    }
+                    self.negotiate().await;
+                }
+                return;
+            }
+        };
+        self.emit(event);
+    }
+
+    async fn handle_peer_event(&mut self, role: PeerRole, event: PeerEvent) {
+        match event {
+            PeerEvent::LocalCandidate(candidate) => {
+                self.emit(ParticipantEvent::Candidate(role, candidate));
+            }
+            PeerEvent::ConnectionState(state) => {
+                debug!(?role, ?state, "connection state");
+                if role == PeerRole::Subscriber {
+                    self.subscriber_connected = state == ConnectionState::Connected;
+                    if self.subscriber_connected {
+                        self.activate_subscriptions().await;
+                    }
+                }
+            }
+            PeerEvent::TrackOpened(track) => {
+                let Some(publisher) = &self.publisher else {
+                    return;
+                };
+                let Some(mid) = publisher.mid_of(&track).await else {
+                    warn!(ssrc = %track.ssrc(), "remote track with no mid ignored");
+                    return;
+                };
+                let Some(publication) = self.pending_tracks.remove(&mid) else {
+                    warn!(%mid, "media on a mid that was not published ignored");
+                    return;
+                };
+                debug!(%publication, %mid, ssrc = %track.ssrc(), codec = %track.codec().mime_type, "track opened");
+                track.spawn_reader(self.room.rtp_sink(publication));
+                self.room
+                    .try_send(RoomCommand::AttachTrack { publication, track });
+            }
+        }
+    }
+}
+

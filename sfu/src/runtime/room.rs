@@ -1,0 +1,419 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu};
+use crate::core::{
+    self, Input, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId,
+};
+use crate::transport::{CodecInfo, RemoteTrack, RtpSink};
+
+/// What the room tells each participant about the others.
+#[derive(Debug, Clone)]
+pub(crate) enum RoomEvent {
+    ParticipantJoined(ParticipantInfo),
+    ParticipantLeft(ParticipantId),
+    PublicationAdded(PublicationInfo),
+    PublicationRemoved {
+        publication: PublicationId,
+        participant: ParticipantId,
+    },
+}
+
+pub(crate) enum RoomCommand {
+    Join {
+        info: ParticipantInfo,
+        events: mpsc::Sender<RoomEvent>,
+        reply: oneshot::Sender<Result<RoomSnapshot, RequestError>>,
+    },
+    Leave {
+        participant: ParticipantId,
+    },
+    AddPublication {
+        info: PublicationInfo,
+        codec: CodecInfo,
+    },
+    /// The publication's first RTP arrived: its track can now take keyframe requests.
+    AttachTrack {
+        publication: PublicationId,
+        track: RemoteTrack,
+    },
+    RemovePublication {
+        participant: ParticipantId,
+        publication: PublicationId,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    GetPublication {
+        publication: PublicationId,
+        reply: oneshot::Sender<Option<(PublicationInfo, CodecInfo)>>,
+    },
+    AddSubscription {
+        subscription: SubscriptionId,
+        subscriber: ParticipantId,
+        publication: PublicationId,
+        ssrc: Ssrc,
+        payload_type: u8,
+        sink: mpsc::Sender<RtpPacket>,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    RemoveSubscription {
+        subscription: SubscriptionId,
+    },
+    Rtp {
+        publication: PublicationId,
+        packet: RtpPacket,
+    },
+    KeyframeRequested {
+        subscription: SubscriptionId,
+    },
+}
+
+#[derive(Clone)]
+pub(crate) struct RoomHandle {
+    id: u64,
+    tx: mpsc::Sender<RoomCommand>,
+    rtp_dropped: Arc<AtomicU64>,
+}
+
+impl RoomHandle {
+    pub(crate) fn spawn(name: String, sfu: Sfu) -> Self {
+        let (tx, rx) = mpsc::channel(sfu.limits().room_queue);
+        let handle = Self {
+            id: sfu.next_id(),
+            tx,
+            rtp_dropped: Arc::new(AtomicU64::new(0)),
+        };
+        let task = RoomTask {
+            name,
+            handle_id: handle.id,
+            sfu,
+            core: core::Room::new(core::RoomConfig::default()),
+            participants: HashMap::new(),
+            publications: HashMap::new(),
+            subscriptions: HashMap::new(),
+            sink_full_drops: 0,
+        };
+        tokio::spawn(task.run(rx));
+        handle
+    }
+
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Sends a control command; fails only when the room has closed.
+    pub(crate) async fn send(&self, command: RoomCommand) -> Result<(), RequestError> {
+        self.tx.send(command).await.map_err(|_| RequestError::Closed)
+    }
+
+    /// Sends without waiting; for the media path and for drop-time cleanup.
+    pub(crate) fn try_send(&self, command: RoomCommand) -> bool {
+        self.tx.try_send(command).is_ok()
+    }
+
+    pub(crate) fn rtp_sink(&self, publication: PublicationId) -> Arc<dyn RtpSink> {
+        Arc::new(RoomRtpSink {
+            room: self.clone(),
+            publication,
+        })
+    }
+}
+
+/// Feeds one publication's RTP into the room queue; when the queue is full the packet is
+/// dropped (and counted) rather than stalling the WebRTC driver that delivers it.
+struct RoomRtpSink {
+    room: RoomHandle,
+    publication: PublicationId,
+}
+
+impl RtpSink for RoomRtpSink {
+    fn deliver(&self, packet: RtpPacket) {
+        let command = RoomCommand::Rtp {
+            publication: self.publication,
+            packet,
+        };
+        if !self.room.try_send(command) {
+            self.room.rtp_dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+struct ParticipantEntry {
+    info: ParticipantInfo,
+    events: mpsc::Sender<RoomEvent>,
+}
+
+struct PublicationEntry {
+    info: PublicationInfo,
+    codec: CodecInfo,
+    track: Option<RemoteTrack>,
+}
+
+struct SubscriptionEntry {
+    subscriber: ParticipantId,
+    publication: PublicationId,
+    sink: mpsc::Sender<RtpPacket>,
+}
+
+struct RoomTask {
+    name: String,
+    handle_id: u64,
+    sfu: Sfu,
+    core: core::Room,
+    participants: HashMap<ParticipantId, ParticipantEntry>,
+    publications: HashMap<PublicationId, PublicationEntry>,
+    subscriptions: HashMap<SubscriptionId, SubscriptionEntry>,
+    sink_full_drops: u64,
+}
+
+impl RoomTask {
+    async fn run(mut self, mut rx: mpsc::Receiver<RoomCommand>) {
+        info!(room = %self.name, "room opened");
+        let mut batch = Vec::with_capacity(64);
+        loop {
+            let timeout = self.core.poll_timeout();
+            tokio::select! {
+                received = rx.recv_many(&mut batch, 64) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for command in batch.drain(..) {
+                        self.handle(command);
+                    }
+                }
+                () = sleep_until(timeout) => {
+                    self.core.handle_timeout(Instant::now());
+                }
+            }
+            self.drain_outputs();
+            if self.participants.is_empty() {
+                // Leave the registry first so new joins create a fresh room, then refuse
+                // whatever raced in before that.
+                self.sfu.room_closed(&self.name, self.handle_id);
+                rx.close();
+                while let Ok(command) = rx.try_recv() {
+                    if let RoomCommand::Join { reply, .. } = command {
+                        let _ = reply.send(Err(RequestError::Closed));
+                    }
+                }
+                break;
+            }
+        }
+        info!(room = %self.name, sink_full_drops = self.sink_full_drops, "room closed");
+    }
+
+    fn handle(&mut self, command: RoomCommand) {
+        let now = Instant::now();
+        match command {
+            RoomCommand::Rtp {
+                publication,
+                packet,
+            } => self.feed(now, Input::Rtp {
+                publication,
+                packet,
+            }),
+            RoomCommand::KeyframeRequested { subscription } => {
+                self.feed(now, Input::KeyframeRequested { subscription })
+            }
+            RoomCommand::Join {
+                info,
+                events,
+                reply,
+            } => {
+                let result = self.join(info, events);
+                let _ = reply.send(result);
+            }
+            RoomCommand::Leave { participant } => self.leave(now, participant),
+            RoomCommand::AddPublication { info, codec } => {
+                self.feed(now, Input::PublicationAdded {
+                    publication: info.id,
+                    publisher: info.participant,
+                    kind: info.kind,
+                    codec: codec.codec(),
+                    clock_rate: codec.clock_rate,
+                });
+                self.broadcast(Some(info.participant), RoomEvent::PublicationAdded(info.clone()));
+                self.publications.insert(info.id, PublicationEntry {
+                    info,
+                    codec,
+                    track: None,
+                });
+            }
+            RoomCommand::AttachTrack { publication, track } => {
+                if let Some(entry) = self.publications.get_mut(&publication) {
+                    entry.track = Some(track);
+                }
+            }
+            RoomCommand::RemovePublication {
+                participant,
+                publication,
+                reply,
+            } => {
+                let owned = self
+                    .publications
+                    .get(&publication)
+                    .is_some_and(|p| p.info.participant == participant);
+                let result = if owned {
+                    self.remove_publication(now, publication);
+                    Ok(())
+                } else {
+                    Err(RequestError::NotFound(format!("publication {publication}")))
+                };
+                let _ = reply.send(result);
+            }
+            RoomCommand::GetPublication { publication, reply } => {
+                let found = self
+                    .publications
+                    .get(&publication)
+                    .map(|p| (p.info.clone(), p.codec.clone()));
+                let _ = reply.send(found);
+            }
+            RoomCommand::AddSubscription {
+                subscription,
+                subscriber,
+                publication,
+                ssrc,
+                payload_type,
+                sink,
+                reply,
+            } => {
+                let result = self
+                    .core
+                    .handle_input(now, Input::SubscriptionAdded {
+                        subscription,
+                        subscriber,
+                        publication,
+                        ssrc,
+                        payload_type,
+                    })
+                    .map_err(|_| RequestError::NotFound(format!("publication {publication}")));
+                if result.is_ok() {
+                    self.subscriptions
+                        .insert(subscription, SubscriptionEntry {
+                            subscriber,
+                            publication,
+                            sink,
+                        });
+                }
+                let _ = reply.send(result);
+            }
+            RoomCommand::RemoveSubscription { subscription } => {
+                if self.subscriptions.remove(&subscription).is_some() {
+                    self.feed(now, Input::SubscriptionRemoved { subscription });
+                }
+            }
+        }
+    }
+
+    fn join(
+        &mut self,
+        info: ParticipantInfo,
+        events: mpsc::Sender<RoomEvent>,
+    ) -> Result<RoomSnapshot, RequestError> {
+        if self.participants.len() >= self.sfu.limits().max_participants_per_room {
+            return Err(RequestError::LimitExceeded("participants in this room"));
+        }
+        let snapshot = RoomSnapshot {
+            participants: self.participants.values().map(|p| p.info.clone()).collect(),
+            publications: self.publications.values().map(|p| p.info.clone()).collect(),
+        };
+        self.broadcast(None, RoomEvent::ParticipantJoined(info.clone()));
+        debug!(room = %self.name, participant = %info.id, identity = %info.identity, "joined");
+        self.participants
+            .insert(info.id, ParticipantEntry { info, events });
+        Ok(snapshot)
+    }
+
+    fn leave(&mut self, now: Instant, participant: ParticipantId) {
+        if self.participants.remove(&participant).is_none() {
+            return;
+        }
+        let theirs: Vec<PublicationId> = self
+            .publications
+            .values()
+            .filter(|p| p.info.participant == participant)
+            .map(|p| p.info.id)
+            .collect();
+        for publication in theirs {
+            self.remove_publication(now, publication);
+        }
+        self.feed(now, Input::ParticipantLeft { participant });
+        self.subscriptions.retain(|_, s| s.subscriber != participant);
+        self.broadcast(None, RoomEvent::ParticipantLeft(participant));
+        debug!(room = %self.name, %participant, "left");
+    }
+
+    fn remove_publication(&mut self, now: Instant, publication: PublicationId) {
+        let Some(entry) = self.publications.remove(&publication) else {
+            return;
+        };
+        self.feed(now, Input::PublicationRemoved { publication });
+        // The core removed the publication's subscriptions; dropping their sinks ends the
+        // writer tasks. The subscribers' participant tasks renegotiate on the event below.
+        self.subscriptions.retain(|_, s| s.publication != publication);
+        self.broadcast(None, RoomEvent::PublicationRemoved {
+            publication,
+            participant: entry.info.participant,
+        });
+    }
+
+    fn broadcast(&mut self, except: Option<ParticipantId>, event: RoomEvent) {
+        for (id, participant) in &self.participants {
+            if Some(*id) == except {
+                continue;
+            }
+            if participant.events.try_send(event.clone()).is_err() {
+                // The participant task is gone or hopelessly behind; it will be removed when
+                // its Leave arrives. Control events are rare, so this is worth a warning.
+                warn!(room = %self.name, participant = %id, "room event not delivered");
+            }
+        }
+    }
+
+    fn feed(&mut self, now: Instant, input: Input) {
+        if let Err(err) = self.core.handle_input(now, input) {
+            debug!(room = %self.name, %err, "input rejected by the routing core");
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        while let Some(output) = self.core.poll_output() {
+            match output {
+                Output::Forward {
+                    subscription,
+                    packet,
+                    ..
+                } => {
+                    if let Some(entry) = self.subscriptions.get(&subscription)
+                        && entry.sink.try_send(packet).is_err()
+                    {
+                        self.sink_full_drops += 1;
+                    }
+                }
+                Output::RequestKeyframe {
+                    publication, ssrc, ..
+                } => {
+                    if let Some(track) = self
+                        .publications
+                        .get(&publication)
+                        .and_then(|p| p.track.as_ref())
+                    {
+                        debug!(room = %self.name, %publication, "keyframe requested upstream");
+                        track.request_keyframe(ssrc);
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+        None => std::future::pending().await,
+    }
+}

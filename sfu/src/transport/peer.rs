@@ -1,0 +1,371 @@
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+use webrtc::rtp_transceiver::RtpSender;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+
+use super::ports::PortCursor;
+use super::track::{LocalTrack, RemoteTrack};
+use super::{
+    CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError,
+};
+use crate::core::MediaKind;
+
+/// Which of a participant's two connections this is; only used for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerRole {
+    /// The client offers and sends its media up.
+    Publisher,
+    /// The server offers and sends subscriptions down.
+    Subscriber,
+}
+
+/// Builds peer connections with Sluice's codecs, interceptors and socket policy.
+#[derive(Debug)]
+pub struct Transport {
+    config: TransportConfig,
+    ports: Option<PortCursor>,
+}
+
+impl Transport {
+    pub fn new(config: TransportConfig) -> Self {
+        let ports = config.udp_ports.map(PortCursor::new);
+        Self { config, ports }
+    }
+
+    /// Creates a connection whose events go to `events`. The caller must drain `events`; when
+    /// it is full, events are dropped with a warning rather than stalling the WebRTC driver.
+    pub async fn new_peer(
+        &self,
+        role: PeerRole,
+        events: mpsc::Sender<PeerEvent>,
+    ) -> Result<Peer, TransportError> {
+        let ip = self
+            .config
+            .public_ip
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let bind_ip = if ip.is_loopback() {
+            ip
+        } else {
+            IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+        };
+        let handler = Arc::new(PeerHandler {
+            role,
+            events: events.clone(),
+        });
+        match &self.ports {
+            None => self.build(role, ip, SocketAddr::new(bind_ip, 0), handler).await,
+            Some(cursor) => {
+                for port in cursor.candidates() {
+                    match self
+                        .build(role, ip, SocketAddr::new(bind_ip, port), handler.clone())
+                        .await
+                    {
+                        Ok(peer) => return Ok(peer),
+                        Err(err) => debug!(port, %err, "media port unavailable, trying the next"),
+                    }
+                }
+                Err(TransportError::NoFreePort(cursor.range()))
+            }
+        }
+    }
+
+    async fn build(
+        &self,
+        role: PeerRole,
+        advertised_ip: IpAddr,
+        bind: SocketAddr,
+        handler: Arc<PeerHandler>,
+    ) -> Result<Peer, TransportError> {
+        let mut media_engine = sluice_media_engine().map_err(peer_err)?;
+        let registry =
+            register_default_interceptors(Registry::new(), &mut media_engine).map_err(peer_err)?;
+        let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
+        if !advertised_ip.is_loopback() {
+            settings = settings
+                .with_nat_1to1_ips(vec![advertised_ip.to_string()], RTCIceCandidateType::Host);
+        }
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(media_engine)
+            .with_setting_engine(settings.build())
+            .with_interceptor_registry(registry)
+            .with_handler(handler as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(vec![bind])
+            .build()
+            .await
+            .map_err(peer_err)?;
+        Ok(Peer {
+            role,
+            pc: Arc::new(pc),
+        })
+    }
+}
+
+/// Only the codecs the routing core understands (keyframe detection, rewriting), so a client
+/// never negotiates something Sluice would forward blindly.
+fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
+    let mut engine = MediaEngine::default();
+    engine.register_codec(
+        RTCRtpCodecParameters {
+            rtp_codec: RTCRtpCodec {
+                mime_type: "audio/opus".to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            payload_type: 111,
+        },
+        RtpCodecKind::Audio,
+    )?;
+    let video_feedback = || {
+        [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
+            .into_iter()
+            .map(|(typ, parameter)| RTCPFeedback {
+                typ: typ.to_owned(),
+                parameter: parameter.to_owned(),
+            })
+            .collect::<Vec<_>>()
+    };
+    for (mime_type, fmtp, payload_type) in [
+        ("video/VP8", "", 96),
+        (
+            "video/H264",
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+            102,
+        ),
+    ] {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: mime_type.to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: fmtp.to_owned(),
+                    rtcp_feedback: video_feedback(),
+                },
+                payload_type,
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
+    Ok(engine)
+}
+
+fn peer_err(err: impl std::fmt::Display) -> TransportError {
+    TransportError::Peer(err.to_string())
+}
+
+fn negotiation_err(err: impl std::fmt::Display) -> TransportError {
+    TransportError::Negotiation(err.to_string())
+}
+
+/// One WebRTC peer connection. Cheap to clone; closing is explicit ([`Peer::close`]).
+#[derive(Clone)]
+pub struct Peer {
+    role: PeerRole,
+    pc: Arc<dyn PeerConnection>,
+}
+
+impl std::fmt::Debug for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Peer").field("role", &self.role).finish()
+    }
+}
+
+impl Peer {
+    pub fn role(&self) -> PeerRole {
+        self.role
+    }
+
+    /// Applies the client's offer and returns the answer SDP.
+    pub async fn answer(&self, offer_sdp: String) -> Result<String, TransportError> {
+        let offer = RTCSessionDescription::offer(offer_sdp)
+            .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(offer)
+            .await
+            .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        let answer = self.pc.create_answer(None).await.map_err(negotiation_err)?;
+        self.pc
+            .set_local_description(answer)
+            .await
+            .map_err(negotiation_err)?;
+        self.local_sdp().await
+    }
+
+    /// Creates and applies a new local offer, returning its SDP.
+    pub async fn offer(&self) -> Result<String, TransportError> {
+        let offer = self.pc.create_offer(None).await.map_err(negotiation_err)?;
+        self.pc
+            .set_local_description(offer)
+            .await
+            .map_err(negotiation_err)?;
+        self.local_sdp().await
+    }
+
+    /// Applies the client's answer to our latest offer.
+    pub async fn apply_answer(&self, answer_sdp: String) -> Result<(), TransportError> {
+        let answer = RTCSessionDescription::answer(answer_sdp)
+            .map_err(|e| TransportError::InvalidSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(answer)
+            .await
+            .map_err(|e| TransportError::InvalidSdp(e.to_string()))
+    }
+
+    async fn local_sdp(&self) -> Result<String, TransportError> {
+        self.pc
+            .local_description()
+            .await
+            .map(|d| d.sdp)
+            .ok_or_else(|| TransportError::Negotiation("no local description".to_owned()))
+    }
+
+    pub async fn add_ice_candidate(&self, candidate: IceCandidate) -> Result<(), TransportError> {
+        // An empty candidate marks the end of the remote candidates; nothing to add.
+        if candidate.candidate.trim().is_empty() {
+            return Ok(());
+        }
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_m_line_index,
+                username_fragment: candidate.username_fragment,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| TransportError::InvalidCandidate(e.to_string()))
+    }
+
+    /// Adds a sending track; it is offered on the next [`Peer::offer`].
+    /// `stream_id` becomes the msid stream id the client sees on `ontrack`.
+    pub async fn add_local_track(
+        &self,
+        stream_id: String,
+        track_id: String,
+        codec: &CodecInfo,
+        ssrc: u32,
+    ) -> Result<LocalTrack, TransportError> {
+        let kind = match codec.kind() {
+            MediaKind::Audio => RtpCodecKind::Audio,
+            MediaKind::Video => RtpCodecKind::Video,
+        };
+        let rtp_codec = RTCRtpCodec {
+            mime_type: codec.mime_type.clone(),
+            clock_rate: codec.clock_rate,
+            channels: codec.channels,
+            sdp_fmtp_line: codec.sdp_fmtp_line.clone(),
+            rtcp_feedback: vec![],
+        };
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            stream_id,
+            track_id.clone(),
+            track_id,
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: rtp_codec,
+                ..Default::default()
+            }],
+        )));
+        let sender = self
+            .pc
+            .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
+            .await
+            .map_err(negotiation_err)?;
+        Ok(LocalTrack::new(track, sender, codec.clone(), ssrc))
+    }
+
+    /// Stops sending a track; the change is offered on the next [`Peer::offer`].
+    pub async fn remove_local_track(&self, track: &LocalTrack) -> Result<(), TransportError> {
+        let sender: &Arc<dyn RtpSender> = track.sender();
+        self.pc.remove_track(sender).await.map_err(negotiation_err)
+    }
+
+    /// The `mid` of the transceiver that receives `track`.
+    pub async fn mid_of(&self, track: &RemoteTrack) -> Option<String> {
+        for transceiver in self.pc.get_transceivers().await {
+            let Ok(Some(receiver)) = transceiver.receiver().await else {
+                continue;
+            };
+            if receiver.track().track_id().await == track.track_id() {
+                return transceiver.mid().await.ok().flatten();
+            }
+        }
+        None
+    }
+
+    pub async fn close(&self) {
+        if let Err(err) = self.pc.close().await {
+            debug!(role = ?self.role, %err, "closing peer connection");
+        }
+    }
+}
+
+struct PeerHandler {
+    role: PeerRole,
+    events: mpsc::Sender<PeerEvent>,
+}
+
+impl PeerHandler {
+    fn emit(&self, event: PeerEvent) {
+        if let Err(err) = self.events.try_send(event) {
+            warn!(role = ?self.role, %err, "peer event dropped");
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for PeerHandler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        match event.candidate.to_json() {
+            Ok(init) => self.emit(PeerEvent::LocalCandidate(IceCandidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_m_line_index: init.sdp_mline_index,
+                username_fragment: init.username_fragment,
+            })),
+            Err(err) => warn!(role = ?self.role, %err, "unusable local candidate"),
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let state = match state {
+            RTCPeerConnectionState::Connecting => ConnectionState::Connecting,
+            RTCPeerConnectionState::Connected => ConnectionState::Connected,
+            RTCPeerConnectionState::Disconnected => ConnectionState::Disconnected,
+            RTCPeerConnectionState::Failed => ConnectionState::Failed,
+            RTCPeerConnectionState::Closed => ConnectionState::Closed,
+            _ => ConnectionState::New,
+        };
+        self.emit(PeerEvent::ConnectionState(state));
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        match RemoteTrack::open(track).await {
+            Some(track) => self.emit(PeerEvent::TrackOpened(track)),
+            None => warn!(role = ?self.role, "remote track without SSRC or codec ignored"),
+        }
+    }
+}

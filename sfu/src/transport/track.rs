@@ -1,0 +1,239 @@
+use std::sync::Arc;
+
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, trace};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::rtp_transceiver::RtpSender;
+
+use super::{CodecInfo, TransportError};
+use crate::core::{RtpPacket, Ssrc};
+
+/// Receives the RTP of one remote track. Called on the track's reader task for every packet, so
+/// it must not block: hand the packet to a bounded queue and count what does not fit.
+pub trait RtpSink: Send + Sync + 'static {
+    fn deliver(&self, packet: RtpPacket);
+}
+
+/// A track a publisher sends us, opened when its first RTP packet arrived.
+#[derive(Clone)]
+pub struct RemoteTrack {
+    track: Arc<dyn TrackRemote>,
+    track_id: String,
+    ssrc: Ssrc,
+    codec: CodecInfo,
+}
+
+impl RemoteTrack {
+    pub(super) async fn open(track: Arc<dyn TrackRemote>) -> Option<Self> {
+        let ssrc = *track.ssrcs().await.first()?;
+        let codec = track.codec(ssrc).await?;
+        let track_id = track.track_id().await.to_string();
+        Some(Self {
+            track,
+            track_id,
+            ssrc: Ssrc(ssrc),
+            codec: CodecInfo {
+                mime_type: codec.mime_type,
+                clock_rate: codec.clock_rate,
+                channels: codec.channels,
+                sdp_fmtp_line: codec.sdp_fmtp_line,
+            },
+        })
+    }
+
+    pub fn ssrc(&self) -> Ssrc {
+        self.ssrc
+    }
+
+    pub fn codec(&self) -> &CodecInfo {
+        &self.codec
+    }
+
+    pub(super) fn track_id(&self) -> &str {
+        &self.track_id
+    }
+
+    /// Starts the task that reads this track's RTP into `sink`; it ends with the track.
+    pub fn spawn_reader(&self, sink: Arc<dyn RtpSink>) -> tokio::task::JoinHandle<()> {
+        let track = Arc::clone(&self.track);
+        tokio::spawn(async move {
+            while let Some(event) = track.poll().await {
+                match event {
+                    TrackRemoteEvent::OnRtpPacket(packet) => sink.deliver(from_wire(packet)),
+                    TrackRemoteEvent::OnEnded => break,
+                    _ => {}
+                }
+            }
+            trace!("remote track reader ended");
+        })
+    }
+
+    /// Sends a PLI for `media_ssrc` to the publisher. Fire-and-forget: the throttling is the
+    /// routing core's job, and a lost request is repeated by the core's retry.
+    pub fn request_keyframe(&self, media_ssrc: Ssrc) {
+        let track = Arc::clone(&self.track);
+        tokio::spawn(async move {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: media_ssrc.0,
+            };
+            if let Err(err) = track.write_rtcp(vec![Box::new(pli)]).await {
+                debug!(%err, "PLI not sent");
+            }
+        });
+    }
+}
+
+fn from_wire(packet: rtp::Packet) -> RtpPacket {
+    RtpPacket {
+        ssrc: Ssrc(packet.header.ssrc),
+        payload_type: packet.header.payload_type,
+        sequence_number: packet.header.sequence_number,
+        timestamp: packet.header.timestamp,
+        marker: packet.header.marker,
+        payload: packet.payload,
+    }
+}
+
+/// Builds the outgoing packet. Header extensions are not carried over: their ids were
+/// negotiated with the publisher, not with this subscriber, and the sender rejects unknown ids.
+fn to_wire(packet: RtpPacket) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker: packet.marker,
+            payload_type: packet.payload_type,
+            sequence_number: packet.sequence_number,
+            timestamp: packet.timestamp,
+            ssrc: packet.ssrc.0,
+            ..Default::default()
+        },
+        payload: packet.payload,
+    }
+}
+
+/// A track we send to a subscriber.
+#[derive(Clone)]
+pub struct LocalTrack {
+    track: Arc<TrackLocalStaticRTP>,
+    sender: Arc<dyn RtpSender>,
+    codec: CodecInfo,
+    ssrc: Ssrc,
+}
+
+impl LocalTrack {
+    pub(super) fn new(
+        track: Arc<TrackLocalStaticRTP>,
+        sender: Arc<dyn RtpSender>,
+        codec: CodecInfo,
+        ssrc: u32,
+    ) -> Self {
+        Self {
+            track,
+            sender,
+            codec,
+            ssrc: Ssrc(ssrc),
+        }
+    }
+
+    pub(super) fn sender(&self) -> &Arc<dyn RtpSender> {
+        &self.sender
+    }
+
+    pub fn ssrc(&self) -> Ssrc {
+        self.ssrc
+    }
+
+    /// The payload type the subscriber agreed to for this track's codec. Valid once the
+    /// subscriber's answer has been applied.
+    pub async fn payload_type(&self) -> Result<u8, TransportError> {
+        let params = self
+            .sender
+            .get_parameters()
+            .await
+            .map_err(|e| TransportError::Peer(e.to_string()))?;
+        pick_payload_type(&params.rtp_parameters.codecs, &self.codec)
+            .ok_or_else(|| TransportError::CodecNotNegotiated(self.codec.mime_type.clone()))
+    }
+
+    /// Starts the tasks that write packets from the returned queue to the subscriber and turn
+    /// the subscriber's PLI/FIR into calls of `on_keyframe_request`. Both end when the queue's
+    /// sender is dropped or the connection closes.
+    pub fn spawn_io(
+        &self,
+        queue_capacity: usize,
+        on_keyframe_request: impl Fn() + Send + Sync + 'static,
+    ) -> mpsc::Sender<RtpPacket> {
+        let (tx, mut rx) = mpsc::channel::<RtpPacket>(queue_capacity);
+        // Dropped when the writer ends, which ends the feedback task too.
+        let (writer_done, mut writer_gone) = oneshot::channel::<()>();
+        let writer = Arc::clone(&self.track);
+        tokio::spawn(async move {
+            let _writer_done = writer_done;
+            while let Some(packet) = rx.recv().await {
+                if let Err(err) = writer.write_rtp(to_wire(packet)).await {
+                    trace!(%err, "RTP write failed");
+                }
+            }
+        });
+        let feedback = Arc::clone(&self.track);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    event = feedback.poll() => match event {
+                        Some(TrackLocalEvent::OnRtcpPacket(packets)) => {
+                            let wants_keyframe = packets.iter().any(|p| {
+                                p.as_any().is::<PictureLossIndication>()
+                                    || p.as_any().is::<FullIntraRequest>()
+                            });
+                            if wants_keyframe {
+                                on_keyframe_request();
+                            }
+                        }
+                        Some(_) => {}
+                        None => break,
+                    },
+                    _ = &mut writer_gone => break,
+                }
+            }
+        });
+        tx
+    }
+}
+
+/// The negotiated payload type for `codec`: same MIME type and, for H.264, the same profile
+/// and packetization mode, since a decoder set up for another profile may reject the stream.
+fn pick_payload_type(negotiated: &[RTCRtpCodecParameters], codec: &CodecInfo) -> Option<u8> {
+    let same_mime: Vec<&RTCRtpCodecParameters> = negotiated
+        .iter()
+        .filter(|c| c.rtp_codec.mime_type.eq_ignore_ascii_case(&codec.mime_type))
+        .collect();
+    let fmtp_key = |fmtp: &str, key: &str| {
+        fmtp.split(';')
+            .filter_map(|kv| kv.trim().split_once('='))
+            .find(|(k, _)| k.eq_ignore_ascii_case(key))
+            .map(|(_, v)| v.to_ascii_lowercase())
+    };
+    let h264_match = |c: &&&RTCRtpCodecParameters| {
+        ["profile-level-id", "packetization-mode"].iter().all(|key| {
+            let ours = fmtp_key(&c.rtp_codec.sdp_fmtp_line, key);
+            let theirs = fmtp_key(&codec.sdp_fmtp_line, key);
+            // Compare the profile (first 4 hex digits), not the level.
+            match (*key, ours, theirs) {
+                ("profile-level-id", Some(a), Some(b)) => a.get(..4) == b.get(..4),
+                (_, a, b) => a == b,
+            }
+        })
+    };
+    same_mime
+        .iter()
+        .find(h264_match)
+        .or_else(|| same_mime.first())
+        .map(|c| c.payload_type)
+}

@@ -1,0 +1,13 @@
+//! # sluice-signaling — the control plane of Sluice
+//!
+//! Clients connect to `/ws`, join a room with a signed token and negotiate their two peer
+//! connections (publisher: the client offers; subscriber: the server offers) with JSON
+//! messages defined in [`protocol`]. [`session`] is the per-connection state machine, generic
+//! over the frame transport so it is unit-testable; [`server`] is the axum shell around it;
+//! [`auth`] verifies HS256 room tokens; [`config`] merges flags, environment and a TOML file.
+
+pub mod auth;
+pub mod config;
+pub mod protocol;
+pub mod server;
+pub mod session;

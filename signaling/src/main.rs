@@ -1,0 +1,100 @@
+//! The `sluice` server binary.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use sluice_sfu::runtime::{Sfu, SfuConfig};
+use sluice_sfu::transport::{PortRange, TransportConfig};
+use sluice_signaling::auth::TokenAuthority;
+use sluice_signaling::config::{Cli, Command, Config};
+use sluice_signaling::server::Server;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(args)) => {
+            let token = TokenAuthority::new(args.secret.as_bytes())
+                .mint(&args.grants(), args.ttl())
+                .context("minting the token")?;
+            println!("{token}");
+            Ok(())
+        }
+        None => {
+            let config = Config::load(&cli.serve).context("loading configuration")?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?
+                .block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_new(&config.log).context("parsing the log filter (--log)")?,
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let transport = TransportConfig {
+        udp_ports: config
+            .udp_ports
+            .map(|r| PortRange::new(r.lo, r.hi))
+            .transpose()
+            .context("media port range")?,
+        public_ip: config.public_ip,
+    };
+    let demo_mode = config.secret.is_none();
+    let listen = config.listen;
+    let sfu = Sfu::new(SfuConfig {
+        transport,
+        ..SfuConfig::default()
+    });
+    let server = Server::start(config, sfu)
+        .await
+        .with_context(|| format!("binding HTTP/WebSocket listener on {listen}"))?;
+    // Scripts and tests read this exact line to find the port (with --listen …:0).
+    println!("sluice listening on http://{}", server.local_addr());
+    if demo_mode {
+        println!(
+            "demo mode: no secret configured, a random one was generated; open http://{}/ in two tabs",
+            server.local_addr()
+        );
+    }
+    std::io::stdout().flush().context("writing to stdout")?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown(Duration::from_secs(5)).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::warn!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,366 @@
+//! The wire protocol between a client and the Sluice signaling server.
+//!
+//! Every frame is one JSON object with a `type` tag (camelCase). Every client message is a
+//! *request* carrying a client-chosen `requestId`; the server answers each request with exactly
+//! one *response* carrying the same `requestId`: either the request's success message
+//! (`joined`, `published`, `subscribed`, `ok`) or `error` with a stable [`ErrorCode`]. Everything
+//! else the server sends is an *event* and carries no `requestId`.
+//!
+//! These types are the single source of truth: the TypeScript types in
+//! `client-js/src/protocol.gen.ts` are generated from them (see [`typescript_bindings`]) and a
+//! test fails when the checked-in file is stale. `docs/protocol.md` documents the flow, and
+//! `tests/fixtures/protocol/*.json` holds one golden example per message, read by the Rust and
+//! the TypeScript tests alike.
+
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Client-chosen request correlation id, echoed in the response.
+pub type RequestId = u32;
+
+/// Messages a client sends. Each one is a request and gets exactly one response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ClientMessage {
+    /// Enter a room with a signed room token. Answered by `joined`.
+    Join { request_id: RequestId, token: String },
+    /// Offer for the publisher peer connection, announcing the tracks it carries (by `mid`).
+    /// Answered by `published` with the SDP answer and one publication per track.
+    Publish {
+        request_id: RequestId,
+        sdp: String,
+        tracks: Vec<TrackInfo>,
+    },
+    /// Stop forwarding one of the caller's publications. Answered by `ok`.
+    Unpublish {
+        request_id: RequestId,
+        publication_id: String,
+    },
+    /// Receive a publication on the subscriber peer connection. Answered by `subscribed`; the
+    /// media arrives after the server's next `offer` has been answered.
+    Subscribe {
+        request_id: RequestId,
+        publication_id: String,
+    },
+    /// Stop receiving a subscription. Answered by `ok`; a new `offer` follows.
+    Unsubscribe {
+        request_id: RequestId,
+        subscription_id: String,
+    },
+    /// Answer to the server's latest `offer` for the subscriber peer connection. Answered by `ok`.
+    Answer { request_id: RequestId, sdp: String },
+    /// A local ICE candidate of one of the client's peer connections. Answered by `ok`.
+    Trickle {
+        request_id: RequestId,
+        target: PeerTarget,
+        candidate: IceCandidate,
+    },
+    /// Leave the room; the server closes the connection after answering `ok`.
+    Leave { request_id: RequestId },
+}
+
+impl ClientMessage {
+    /// The correlation id every request carries.
+    pub fn request_id(&self) -> RequestId {
+        match self {
+            Self::Join { request_id, .. }
+            | Self::Publish { request_id, .. }
+            | Self::Unpublish { request_id, .. }
+            | Self::Subscribe { request_id, .. }
+            | Self::Unsubscribe { request_id, .. }
+            | Self::Answer { request_id, .. }
+            | Self::Trickle { request_id, .. }
+            | Self::Leave { request_id } => *request_id,
+        }
+    }
+}
+
+/// Messages the server sends: responses (with `requestId`) and events (without).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+pub enum ServerMessage {
+    /// Response to `join`: who you are and what the room already holds.
+    Joined {
+        request_id: RequestId,
+        room: String,
+        participant: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+        publications: Vec<PublicationInfo>,
+    },
+    /// Response to `publish`: the SDP answer and the publications created for the offered tracks.
+    Published {
+        request_id: RequestId,
+        sdp: String,
+        publications: Vec<PublicationInfo>,
+    },
+    /// Response to `subscribe`. The track arrives with `msid` stream id = `subscriptionId`.
+    Subscribed {
+        request_id: RequestId,
+        subscription_id: String,
+        publication_id: String,
+    },
+    /// Success response to a request that returns nothing else.
+    Ok { request_id: RequestId },
+    /// Failure response. `requestId` is absent only when the request could not be parsed far
+    /// enough to find one.
+    Error {
+        #[ts(optional)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request_id: Option<RequestId>,
+        code: ErrorCode,
+        message: String,
+    },
+    /// Event: a new offer for the subscriber peer connection; reply with `answer`.
+    Offer { sdp: String },
+    /// Event: an ICE candidate of one of the server's peer connections.
+    Trickle {
+        target: PeerTarget,
+        candidate: IceCandidate,
+    },
+    /// Event: someone entered the room.
+    ParticipantJoined { participant: ParticipantInfo },
+    /// Event: someone left the room (or their connection dropped).
+    ParticipantLeft { participant_id: String },
+    /// Event: a publication became available.
+    PublicationAdded { publication: PublicationInfo },
+    /// Event: a publication ended; subscriptions to it ended with it.
+    PublicationRemoved {
+        publication_id: String,
+        participant_id: String,
+    },
+}
+
+/// Stable machine-readable error codes. New codes may be added; existing ones never change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum ErrorCode {
+    /// The frame is not valid JSON or not a known message.
+    InvalidMessage,
+    /// The token is missing, malformed, badly signed or expired.
+    Unauthorized,
+    /// The token does not grant this action (publish, subscribe).
+    PermissionDenied,
+    /// The room, publication or subscription does not exist.
+    NotFound,
+    /// The request needs a joined session.
+    NotJoined,
+    /// `join` on a session that already joined.
+    AlreadyJoined,
+    /// Too many messages on this connection.
+    RateLimited,
+    /// The SDP or ICE candidate was rejected.
+    NegotiationFailed,
+    /// A server-side limit was reached (participants, publications).
+    LimitExceeded,
+    /// Something failed on the server; retrying may help.
+    Internal,
+}
+
+impl ErrorCode {
+    /// The camelCase wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidMessage => "invalidMessage",
+            Self::Unauthorized => "unauthorized",
+            Self::PermissionDenied => "permissionDenied",
+            Self::NotFound => "notFound",
+            Self::NotJoined => "notJoined",
+            Self::AlreadyJoined => "alreadyJoined",
+            Self::RateLimited => "rateLimited",
+            Self::NegotiationFailed => "negotiationFailed",
+            Self::LimitExceeded => "limitExceeded",
+            Self::Internal => "internal",
+        }
+    }
+}
+
+/// Which of the participant's two peer connections a candidate belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum PeerTarget {
+    /// The client-offered connection that carries the client's own media up.
+    Publisher,
+    /// The server-offered connection that carries subscriptions down.
+    Subscriber,
+}
+
+/// An ICE candidate as `RTCIceCandidateInit` spells it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sdp_m_line_index: Option<u16>,
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username_fragment: Option<String>,
+}
+
+/// What the client says about one track of its publish offer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackInfo {
+    /// The transceiver `mid` of the track in the offer.
+    pub mid: String,
+    pub kind: MediaKind,
+    pub source: TrackSource,
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// Where a publication's media comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum TrackSource {
+    Camera,
+    Microphone,
+    Screen,
+    Rtmp,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct ParticipantInfo {
+    pub participant_id: String,
+    pub identity: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct PublicationInfo {
+    pub publication_id: String,
+    pub participant_id: String,
+    pub kind: MediaKind,
+    pub source: TrackSource,
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Negotiated codec, e.g. `video/VP8`, `audio/opus`.
+    pub codec: String,
+}
+
+/// The TypeScript declarations of the protocol, as checked in at
+/// `client-js/src/protocol.gen.ts`.
+pub fn typescript_bindings() -> String {
+    let cfg = ts_rs::Config::new();
+    let mut out = String::from(
+        "// Generated from signaling/src/protocol.rs by `SLUICE_BLESS=1 cargo test -p sluice-signaling protocol`.\n\
+         // Do not edit by hand: a test fails when this file is stale.\n\n",
+    );
+    let decls = [
+        RequestIdAlias::decl(&cfg),
+        ClientMessage::decl(&cfg),
+        ServerMessage::decl(&cfg),
+        ErrorCode::decl(&cfg),
+        PeerTarget::decl(&cfg),
+        IceCandidate::decl(&cfg),
+        TrackInfo::decl(&cfg),
+        MediaKind::decl(&cfg),
+        TrackSource::decl(&cfg),
+        ParticipantInfo::decl(&cfg),
+        PublicationInfo::decl(&cfg),
+    ];
+    for decl in decls {
+        out.push_str("export ");
+        out.push_str(&decl);
+        out.push_str("\n\n");
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+/// Only here so the generated file names the `RequestId` type.
+#[derive(TS)]
+#[ts(rename = "RequestId")]
+#[allow(dead_code)]
+struct RequestIdAlias(u32);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn repo_root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("invariant: signaling/ sits in the repo root")
+            .to_path_buf()
+    }
+
+    #[test]
+    fn generated_typescript_is_fresh() {
+        let path = repo_root().join("client-js/src/protocol.gen.ts");
+        let expected = typescript_bindings();
+        if std::env::var_os("SLUICE_BLESS").is_some() {
+            std::fs::write(&path, &expected).expect("write protocol.gen.ts");
+        }
+        let actual = std::fs::read_to_string(&path).unwrap_or_default();
+        assert_eq!(
+            actual, expected,
+            "client-js/src/protocol.gen.ts is stale: run `SLUICE_BLESS=1 cargo test -p sluice-signaling protocol`"
+        );
+    }
+
+    /// Every golden fixture parses as the message its file name says, and re-serializes to the
+    /// same JSON value (so no field is silently dropped or renamed).
+    #[test]
+    fn golden_fixtures_round_trip() {
+        let dir = repo_root().join("tests/fixtures/protocol");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).expect("fixtures dir exists") {
+            let path = entry.expect("dir entry").path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let text = std::fs::read_to_string(&path).expect("fixture readable");
+            let value: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
+            let reserialized = if name.starts_with("client.") {
+                let msg: ClientMessage = serde_json::from_value(value.clone())
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                serde_json::to_value(&msg).expect("serialize")
+            } else if name.starts_with("server.") {
+                let msg: ServerMessage = serde_json::from_value(value.clone())
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                serde_json::to_value(&msg).expect("serialize")
+            } else {
+                continue;
+            };
+            assert_eq!(reserialized, value, "{name} does not round-trip");
+            let tag = value["type"].as_str().expect("type tag");
+            assert!(name.contains(&format!(".{tag}.")), "{name} holds a {tag} message");
+            seen += 1;
+        }
+        // 8 client messages + 12 server messages, one fixture each (error twice: with and without id).
+        assert!(seen >= 20, "expected a fixture per message, found {seen}");
+    }
+
+    #[test]
+    fn error_code_names_match_serde() {
+        for code in [
+            ErrorCode::InvalidMessage,
+            ErrorCode::Unauthorized,
+            ErrorCode::PermissionDenied,
+            ErrorCode::NotFound,
+            ErrorCode::NotJoined,
+            ErrorCode::AlreadyJoined,
+            ErrorCode::RateLimited,
+            ErrorCode::NegotiationFailed,
+            ErrorCode::LimitExceeded,
+            ErrorCode::Internal,
+        ] {
+            assert_eq!(serde_json::to_value(code).expect("ser"), code.as_str());
+        }
+    }
+}

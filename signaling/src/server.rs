@@ -1,0 +1,243 @@
+//! The HTTP side: `/ws` (signaling), `/healthz`, the demo pages and, in demo mode only, a
+//! loopback-only token endpoint.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use sluice_sfu::runtime::Sfu;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_tungstenite::tungstenite;
+use tracing::{debug, warn};
+
+use crate::auth::{Grants, TokenAuthority};
+use crate::config::Config;
+use crate::session::{self, Inbound, Outbound, SessionContext};
+
+/// How the server got its token secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretMode {
+    /// From configuration: tokens are minted elsewhere (`sluice token`, your backend).
+    Configured,
+    /// Generated at start: the demo page may fetch tokens from loopback.
+    Generated,
+}
+
+#[derive(Clone)]
+struct AppState {
+    config: Arc<Config>,
+    session: SessionContext,
+    secret_mode: SecretMode,
+}
+
+/// A running server; dropped or [`Server::shutdown`] stops it.
+pub struct Server {
+    local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Binds `config.listen` and starts serving.
+    pub async fn start(config: Config, sfu: Sfu) -> std::io::Result<Self> {
+        let (secret, secret_mode) = match &config.secret {
+            Some(secret) => (secret.clone(), SecretMode::Configured),
+            None => (TokenAuthority::generate_secret(), SecretMode::Generated),
+        };
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let state = AppState {
+            session: SessionContext {
+                sfu,
+                auth: Arc::new(TokenAuthority::new(secret.as_bytes())),
+                max_message_rate: config.max_message_rate,
+                max_message_burst: config.max_message_burst(),
+                join_timeout: Duration::from_secs(10),
+                shutdown: shutdown_rx.clone(),
+            },
+            config: Arc::new(config),
+            secret_mode,
+        };
+        let listener = TcpListener::bind(state.config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let app = router(state);
+        let mut stop = shutdown_rx;
+        let task = tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move {
+                let _ = stop.wait_for(|s| *s).await;
+            })
+            .await
+        });
+        Ok(Self {
+            local_addr,
+            shutdown,
+            task,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Closes every session (1001 going away) and stops accepting; waits up to `grace`.
+    pub async fn shutdown(self, grace: Duration) {
+        let _ = self.shutdown.send(true);
+        match tokio::time::timeout(grace, self.task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(err))) => warn!(%err, "server ended with an error"),
+            Ok(Err(err)) => warn!(%err, "server task failed"),
+            Err(_) => warn!("connections still open after the grace period; stopping anyway"),
+        }
+    }
+}
+
+fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/{file}", get(asset))
+        .route("/ws", get(websocket))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/dev/token", get(dev_token))
+        .with_state(state)
+}
+
+async fn websocket(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !state.config.origin_allowed(origin) {
+        debug!(?origin, "websocket refused: origin not allowed");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    let limit = state.config.max_message_bytes;
+    upgrade
+        .max_message_size(limit)
+        .max_frame_size(limit)
+        .on_upgrade(move |socket| serve_socket(state.session, socket))
+}
+
+async fn serve_socket(ctx: SessionContext, socket: WebSocket) {
+    let (sink, stream) = socket.split();
+    let incoming = stream
+        .filter_map(|frame| async move {
+            match frame {
+                Ok(Message::Text(text)) => Some(Some(Inbound::Text(text.to_string()))),
+                Ok(Message::Binary(_)) => Some(Some(Inbound::Binary)),
+                Ok(Message::Close(_)) => Some(None),
+                Ok(_) => None, // ping/pong: answered by tungstenite
+                Err(err) => {
+                    let too_large = err
+                        .into_inner()
+                        .downcast_ref::<tungstenite::Error>()
+                        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)));
+                    Some(too_large.then_some(Inbound::TooLarge))
+                }
+            }
+        })
+        // End the stream at a close frame or an unrecoverable error.
+        .take_while(|frame| std::future::ready(frame.is_some()))
+        .filter_map(std::future::ready);
+    let outgoing = sink.with(|frame: Outbound| async move {
+        Ok::<_, axum::Error>(match frame {
+            Outbound::Message(message) => {
+                let text = serde_json::to_string(&message).unwrap_or_else(|_| {
+                    r#"{"type":"error","code":"internal","message":"unserializable response"}"#
+                        .to_owned()
+                });
+                Message::Text(text.into())
+            }
+            Outbound::Close { code, reason } => Message::Close(Some(CloseFrame {
+                code,
+                reason: reason.into(),
+            })),
+        })
+    });
+    session::run(ctx, Box::pin(incoming), Box::pin(outgoing)).await;
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    room: String,
+    identity: String,
+}
+
+/// Demo mode only: hands out tokens to pages on this machine, so the bundled demo works
+/// without a backend while a configured secret keeps real deployments closed.
+async fn dev_token(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<TokenQuery>,
+) -> Response {
+    if state.secret_mode != SecretMode::Generated || !peer.ip().is_loopback() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let grants = Grants {
+        room: query.room,
+        identity: query.identity,
+        can_publish: true,
+        can_subscribe: true,
+    };
+    match state
+        .session
+        .auth
+        .mint(&grants, Duration::from_secs(3600))
+    {
+        Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
+        Err(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+    }
+}
+
+async fn index() -> Response {
+    asset_response("index.html")
+}
+
+async fn asset(Path(file): Path<String>) -> Response {
+    asset_response(&file)
+}
+
+/// The demo pages, compiled into the binary so `sluice` runs from anywhere.
+const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "index.html",
+        "text/html; charset=utf-8",
+        include_str!("../assets/index.html"),
+    ),
+    (
+        "conference.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/conference.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../assets/style.css"),
+    ),
+];
+
+fn asset_response(file: &str) -> Response {
+    match ASSETS.iter().find(|(name, _, _)| *name == file) {
+        Some((_, content_type, body)) => (
+            [
+                (header::CONTENT_TYPE, *content_type),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            *body,
+        )
+            .into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}

@@ -1,0 +1,70 @@
+// The bundled demo page: two participants open `/?room=…&autojoin=1` and each sees the other.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
+
+let server;
+let browser;
+const pages = [];
+
+before(async () => {
+  server = await startServer();
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+/** What the page shows: remote tiles, whether one plays video, and the error box. */
+function inspect(page) {
+  return page.evaluate(() => {
+    const errorBox = document.getElementById('error');
+    const remote = [...document.querySelectorAll('.tile.remote')].map((tile) => {
+      const video = tile.querySelector('video');
+      return {
+        caption: tile.querySelector('figcaption')?.textContent ?? '',
+        videoWidth: video?.videoWidth ?? 0,
+        playing: video !== null && !video.paused && video.readyState >= 2,
+      };
+    });
+    return {
+      remote,
+      local: document.querySelectorAll('.tile.local').length,
+      error: errorBox && !errorBox.hidden ? errorBox.textContent : '',
+    };
+  });
+}
+
+test('two demo pages see each other', { timeout: 90_000 }, async () => {
+  await withDiagnostics('demo', server, () => pages, async () => {
+    const room = uniqueRoom('demo');
+    const names = ['ann', 'ben'];
+    for (const name of names) {
+      const query = new URLSearchParams({ room, name, autojoin: '1' });
+      pages.push(await openPage(browser, `${server.url}/?${query}`, name));
+    }
+    const views = await Promise.all(
+      pages.map((page) =>
+        waitFor(
+          `${page.label}: a remote tile playing video`,
+          () => inspect(page),
+          (view) => {
+            if (view.error !== '') throw new Error(`${page.label} shows an error: ${view.error}`);
+            return view.remote.some((t) => t.playing && t.videoWidth > 0);
+          },
+          { timeoutMs: 30_000, intervalMs: 250 },
+        ),
+      ),
+    );
+    views.forEach((view, i) => {
+      const other = names[1 - i];
+      console.log(`${names[i]} sees ${JSON.stringify(view.remote)}`);
+      assert.equal(view.error, '');
+      assert.equal(view.local, 1, `${names[i]} shows its own preview`);
+      assert.equal(view.remote.length, 1, `${names[i]} shows exactly one remote tile`);
+      assert.equal(view.remote[0].caption, other);
+    });
+  });
+});
