@@ -1,1 +1,325 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: an in-process Sluice server on loopback, a
+//! signaling client over a real WebSocket, and a webrtc-rs client peer (an independent
+//! WebRTC stack doing real ICE/DTLS/SRTP against the server).
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, anyhow, bail};
+use futures::{SinkExt, StreamExt};
+use sluice_sfu::runtime::{Sfu, SfuConfig};
+use sluice_sfu::transport::TransportConfig;
+use sluice_signaling::auth::{Grants, TokenAuthority};
+use sluice_signaling::config::Config;
+use sluice_signaling::protocol::{ClientMessage, IceCandidate, PeerTarget, ServerMessage};
+use sluice_signaling::server::Server;
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const SECRET: &str = "e2e-test-secret-0123456789abcdef";
+
+/// A Sluice server in this process, on an ephemeral loopback port.
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub sfu: Sfu,
+    server: Option<Server>,
+}
+
+impl TestServer {
+    pub async fn start() -> Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            secret: Some(SECRET.to_owned()),
+            public_ip: Some("127.0.0.1".parse()?),
+            ..Config::default()
+        };
+        adjust(&mut config);
+        let sfu = Sfu::new(SfuConfig {
+            transport: TransportConfig {
+                udp_ports: None,
+                public_ip: config.public_ip,
+            },
+            ..SfuConfig::default()
+        });
+        let server = Server::start(config, sfu.clone()).await?;
+        Ok(Self {
+            addr: server.local_addr(),
+            sfu,
+            server: Some(server),
+        })
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown(Duration::from_secs(2)).await;
+        }
+    }
+}
+
+pub fn token(room: &str, identity: &str) -> String {
+    token_with(room, identity, true, true, Duration::from_secs(600))
+}
+
+pub fn token_with(
+    room: &str,
+    identity: &str,
+    can_publish: bool,
+    can_subscribe: bool,
+    ttl: Duration,
+) -> String {
+    TokenAuthority::new(SECRET.as_bytes())
+        .mint(
+            &Grants {
+                room: room.to_owned(),
+                identity: identity.to_owned(),
+                can_publish,
+                can_subscribe,
+            },
+            ttl,
+        )
+        .expect("minting a test token")
+}
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// What the server sent that was not a response we were waiting for.
+#[derive(Debug)]
+pub enum Received {
+    Message(ServerMessage),
+    /// Raw text that did not parse as a ServerMessage.
+    Unparsed(String),
+    Closed(Option<u16>),
+}
+
+/// A signaling client over a real WebSocket.
+pub struct SignalClient {
+    write: futures::stream::SplitSink<Ws, Message>,
+    inbox: mpsc::UnboundedReceiver<Received>,
+    pending_events: VecDeque<ServerMessage>,
+    next_request_id: u32,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SignalClient {
+    /// Dropping the client drops the TCP connection (no close frame), like a vanished peer.
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl SignalClient {
+    pub async fn connect(url: &str) -> Result<Self> {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("websocket connect")?;
+        let (write, mut read) = ws.split();
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let reader = tokio::spawn(async move {
+            while let Some(frame) = read.next().await {
+                let item = match frame {
+                    Ok(Message::Text(text)) => match serde_json::from_str(&text) {
+                        Ok(message) => Received::Message(message),
+                        Err(_) => Received::Unparsed(text.to_string()),
+                    },
+                    Ok(Message::Close(frame)) => {
+                        let _ = tx.send(Received::Closed(frame.map(|f| f.code.into())));
+                        return;
+                    }
+                    Ok(_) => continue,
+                    Err(_) => break,
+                };
+                if tx.send(item).is_err() {
+                    return;
+                }
+            }
+            let _ = tx.send(Received::Closed(None));
+        });
+        Ok(Self {
+            write,
+            inbox,
+            pending_events: VecDeque::new(),
+            next_request_id: 1,
+            reader,
+        })
+    }
+
+    pub fn next_id(&mut self) -> u32 {
+        let id = self.next_request_id;
+        self.next_request_id += 1;
+        id
+    }
+
+    pub async fn send_raw(&mut self, frame: Message) -> Result<()> {
+        self.write.send(frame).await.context("websocket send")
+    }
+
+    pub async fn send(&mut self, message: &ClientMessage) -> Result<()> {
+        let text = serde_json::to_string(message)?;
+        self.send_raw(Message::Text(text.into())).await
+    }
+
+    /// Sends a request and returns its response; events that arrive meanwhile are kept.
+    pub async fn request(&mut self, message: ClientMessage) -> Result<ServerMessage> {
+        let id = message.request_id();
+        self.send(&message).await?;
+        self.response_to(id).await
+    }
+
+    pub async fn response_to(&mut self, id: u32) -> Result<ServerMessage> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let received = timeout_at(deadline, self.inbox.recv())
+                .await
+                .with_context(|| format!("no response to request {id}"))?
+                .ok_or_else(|| anyhow!("connection ended"))?;
+            match received {
+                Received::Message(message) if response_id(&message) == Some(id) => {
+                    return Ok(message);
+                }
+                Received::Message(message) => self.pending_events.push_back(message),
+                Received::Unparsed(text) => bail!("unparsable server frame: {text}"),
+                Received::Closed(code) => bail!("closed ({code:?}) while waiting for {id}"),
+            }
+        }
+    }
+
+    /// The next event (a message without requestId), waiting up to `wait`.
+    pub async fn next_event(&mut self, wait: Duration) -> Result<ServerMessage> {
+        if let Some(event) = self.pending_events.pop_front() {
+            return Ok(event);
+        }
+        match timeout(wait, self.inbox.recv()).await {
+            Ok(Some(Received::Message(message))) => Ok(message),
+            Ok(Some(other)) => bail!("expected an event, got {other:?}"),
+            Ok(None) => bail!("connection ended"),
+            Err(_) => bail!("no event within {wait:?}"),
+        }
+    }
+
+    /// Waits for the first event matching `pick`, keeping the others for later.
+    pub async fn wait_event<T>(
+        &mut self,
+        wait: Duration,
+        mut pick: impl FnMut(&ServerMessage) -> Option<T>,
+    ) -> Result<T> {
+        if let Some(pos) = self.pending_events.iter().position(|m| pick(m).is_some()) {
+            let message = self.pending_events.remove(pos).expect("position is valid");
+            return Ok(pick(&message).expect("matched above"));
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let received = timeout_at(deadline, self.inbox.recv())
+                .await
+                .context("no matching event in time")?
+                .ok_or_else(|| anyhow!("connection ended"))?;
+            match received {
+                Received::Message(message) => match pick(&message) {
+                    Some(found) => return Ok(found),
+                    None => self.pending_events.push_back(message),
+                },
+                other => bail!("while waiting for an event: {other:?}"),
+            }
+        }
+    }
+
+    /// Waits for the server to close the connection; returns the close code.
+    pub async fn closed(&mut self, wait: Duration) -> Result<Option<u16>> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            match timeout_at(deadline, self.inbox.recv())
+                .await
+                .context("connection not closed in time")?
+            {
+                Some(Received::Closed(code)) => return Ok(code),
+                Some(_) => continue,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// Drains events already received (used to collect trickle candidates).
+    pub fn take_events(&mut self) -> Vec<ServerMessage> {
+        while let Ok(received) = self.inbox.try_recv() {
+            if let Received::Message(message) = received {
+                self.pending_events.push_back(message);
+            }
+        }
+        self.pending_events.drain(..).collect()
+    }
+
+    pub async fn join(&mut self, token: String) -> Result<ServerMessage> {
+        let request_id = self.next_id();
+        self.request(ClientMessage::Join {
+            request_id,
+            token,
+            room: None,
+        })
+        .await
+    }
+
+    pub async fn trickle(&mut self, target: PeerTarget, candidate: IceCandidate) -> Result<()> {
+        let request_id = self.next_id();
+        match self
+            .request(ClientMessage::Trickle {
+                request_id,
+                target,
+                candidate,
+            })
+            .await?
+        {
+            ServerMessage::Ok { .. } => Ok(()),
+            other => bail!("trickle refused: {other:?}"),
+        }
+    }
+}
+
+async fn timeout_at<F: std::future::Future>(
+    deadline: tokio::time::Instant,
+    f: F,
+) -> Result<F::Output, tokio::time::error::Elapsed> {
+    tokio::time::timeout_at(deadline, f).await
+}
+
+pub fn response_id(message: &ServerMessage) -> Option<u32> {
+    match message {
+        ServerMessage::Joined { request_id, .. }
+        | ServerMessage::Published { request_id, .. }
+        | ServerMessage::Subscribed { request_id, .. }
+        | ServerMessage::Ok { request_id } => Some(*request_id),
+        ServerMessage::Error { request_id, .. } => *request_id,
+        _ => None,
+    }
+}
+
+pub mod peer;
+
+/// Shortcut for an `Arc<dyn Fn>`-free pause used only to pace synthetic media.
+pub async fn pace(interval: Duration) {
+    tokio::time::sleep(interval).await;
+}
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_TEST_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+pub type SharedLog<T> = Arc<std::sync::Mutex<Vec<T>>>;

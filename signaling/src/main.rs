@@ -35,9 +35,7 @@ fn main() -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_new(&config.log).context("parsing the log filter (--log)")?,
-        )
+        .with_env_filter(EnvFilter::try_new(&config.log).context("parsing the log filter (--log)")?)
         .with_writer(std::io::stderr)
         .init();
     let transport = TransportConfig {

@@ -20,10 +20,21 @@ pub type RequestId = u32;
 
 /// Messages a client sends. Each one is a request and gets exactly one response.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ClientMessage {
-    /// Enter a room with a signed room token. Answered by `joined`.
-    Join { request_id: RequestId, token: String },
+    /// Enter a room with a signed room token. Answered by `joined`. When `room` is given it
+    /// must be the token's room, so a client never lands in another room by mistake.
+    Join {
+        request_id: RequestId,
+        token: String,
+        #[ts(optional)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
+    },
     /// Offer for the publisher peer connection, announcing the tracks it carries (by `mid`).
     /// Answered by `published` with the SDP answer and one publication per track.
     Publish {
@@ -77,7 +88,11 @@ impl ClientMessage {
 
 /// Messages the server sends: responses (with `requestId`) and events (without).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
-#[serde(tag = "type", rename_all = "camelCase", rename_all_fields = "camelCase")]
+#[serde(
+    tag = "type",
+    rename_all = "camelCase",
+    rename_all_fields = "camelCase"
+)]
 pub enum ServerMessage {
     /// Response to `join`: who you are and what the room already holds.
     Joined {
@@ -323,23 +338,30 @@ mod tests {
         let mut seen = 0;
         for entry in std::fs::read_dir(&dir).expect("fixtures dir exists") {
             let path = entry.expect("dir entry").path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default()
+                .to_owned();
             let text = std::fs::read_to_string(&path).expect("fixture readable");
             let value: serde_json::Value = serde_json::from_str(&text).expect("fixture is JSON");
             let reserialized = if name.starts_with("client.") {
-                let msg: ClientMessage = serde_json::from_value(value.clone())
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let msg: ClientMessage =
+                    serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
                 serde_json::to_value(&msg).expect("serialize")
             } else if name.starts_with("server.") {
-                let msg: ServerMessage = serde_json::from_value(value.clone())
-                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let msg: ServerMessage =
+                    serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{name}: {e}"));
                 serde_json::to_value(&msg).expect("serialize")
             } else {
                 continue;
             };
             assert_eq!(reserialized, value, "{name} does not round-trip");
             let tag = value["type"].as_str().expect("type tag");
-            assert!(name.contains(&format!(".{tag}.")), "{name} holds a {tag} message");
+            assert!(
+                name.contains(&format!(".{tag}.")),
+                "{name} holds a {tag} message"
+            );
             seen += 1;
         }
         // 8 client messages + 12 server messages, one fixture each (error twice: with and without id).

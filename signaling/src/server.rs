@@ -191,11 +191,7 @@ async fn dev_token(
         can_publish: true,
         can_subscribe: true,
     };
-    match state
-        .session
-        .auth
-        .mint(&grants, Duration::from_secs(3600))
-    {
+    match state.session.auth.mint(&grants, Duration::from_secs(3600)) {
         Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
         Err(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     }

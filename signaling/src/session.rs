@@ -117,9 +117,9 @@ impl From<RequestError> for Failure {
             RequestError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             RequestError::Invalid(_) => ErrorCode::InvalidMessage,
             RequestError::LimitExceeded(_) => ErrorCode::LimitExceeded,
-            RequestError::Transport(
-                TransportError::NoFreePort(_) | TransportError::Peer(_),
-            ) => ErrorCode::Internal,
+            RequestError::Transport(TransportError::NoFreePort(_) | TransportError::Peer(_)) => {
+                ErrorCode::Internal
+            }
             RequestError::Transport(_) => ErrorCode::NegotiationFailed,
             _ => ErrorCode::Internal,
         };
@@ -219,7 +219,11 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             }
             Inbound::Binary => {
                 let _ = self
-                    .send(error_message(None, ErrorCode::InvalidMessage, "binary frames are not supported"))
+                    .send(error_message(
+                        None,
+                        ErrorCode::InvalidMessage,
+                        "binary frames are not supported",
+                    ))
                     .await;
                 return Flow::Continue;
             }
@@ -237,7 +241,11 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             }
             let request_id = peek_request_id(&text);
             let _ = self
-                .send(error_message(request_id, ErrorCode::RateLimited, "too many messages; slow down"))
+                .send(error_message(
+                    request_id,
+                    ErrorCode::RateLimited,
+                    "too many messages; slow down",
+                ))
                 .await;
             return Flow::Continue;
         }
@@ -272,8 +280,13 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
     }
 
     async fn handle(&mut self, message: ClientMessage) -> Result<ServerMessage, Failure> {
-        if let ClientMessage::Join { request_id, token } = message {
-            return self.join(request_id, &token).await;
+        if let ClientMessage::Join {
+            request_id,
+            token,
+            room,
+        } = message
+        {
+            return self.join(request_id, &token, room.as_deref()).await;
         }
         let Some(participant) = &self.participant else {
             return Err(Failure::new(ErrorCode::NotJoined, "send join first"));
@@ -344,27 +357,42 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                     PeerTarget::Subscriber => PeerRole::Subscriber,
                 };
                 participant
-                    .add_ice_candidate(role, CoreIceCandidate {
-                        candidate: candidate.candidate,
-                        sdp_mid: candidate.sdp_mid,
-                        sdp_m_line_index: candidate.sdp_m_line_index,
-                        username_fragment: candidate.username_fragment,
-                    })
+                    .add_ice_candidate(
+                        role,
+                        CoreIceCandidate {
+                            candidate: candidate.candidate,
+                            sdp_mid: candidate.sdp_mid,
+                            sdp_m_line_index: candidate.sdp_m_line_index,
+                            username_fragment: candidate.username_fragment,
+                        },
+                    )
                     .await?;
                 Ok(ServerMessage::Ok { request_id })
             }
         }
     }
 
-    async fn join(&mut self, request_id: RequestId, token: &str) -> Result<ServerMessage, Failure> {
+    async fn join(
+        &mut self,
+        request_id: RequestId,
+        token: &str,
+        room: Option<&str>,
+    ) -> Result<ServerMessage, Failure> {
         if self.participant.is_some() {
-            return Err(Failure::new(ErrorCode::AlreadyJoined, "this connection already joined"));
+            return Err(Failure::new(
+                ErrorCode::AlreadyJoined,
+                "this connection already joined",
+            ));
         }
-        let grants = self
-            .ctx
-            .auth
-            .verify(token)
-            .map_err(|err| Failure::new(ErrorCode::Unauthorized, format!("invalid token: {err}")))?;
+        let grants = self.ctx.auth.verify(token).map_err(|err| {
+            Failure::new(ErrorCode::Unauthorized, format!("invalid token: {err}"))
+        })?;
+        if room.is_some_and(|room| room != grants.room) {
+            return Err(Failure::new(
+                ErrorCode::Unauthorized,
+                "the token is for another room",
+            ));
+        }
         let permissions = Permissions {
             can_publish: grants.can_publish,
             can_subscribe: grants.can_subscribe,
@@ -385,8 +413,16 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             request_id,
             room: grants.room,
             participant: me,
-            participants: snapshot.participants.into_iter().map(participant_info).collect(),
-            publications: snapshot.publications.into_iter().map(publication_info).collect(),
+            participants: snapshot
+                .participants
+                .into_iter()
+                .map(participant_info)
+                .collect(),
+            publications: snapshot
+                .publications
+                .into_iter()
+                .map(publication_info)
+                .collect(),
         })
     }
 }

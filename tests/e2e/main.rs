@@ -1,1 +1,5 @@
+//! End-to-end tests: the real server on loopback against independent clients.
+#![allow(clippy::unwrap_used)]
 
+mod relay;
+mod signaling;

@@ -142,7 +142,10 @@ mod tests {
         let mut truncated = stap_a(&[&[0x65, 0x88]]);
         truncated.push(0x00);
         assert_eq!(is_keyframe(&truncated), Err(H264Error::TruncatedSize(5)));
-        assert_eq!(is_keyframe(&[0x78, 0x00, 0x00]), Err(H264Error::EmptyNalUnit(1)));
+        assert_eq!(
+            is_keyframe(&[0x78, 0x00, 0x00]),
+            Err(H264Error::EmptyNalUnit(1))
+        );
         assert_eq!(is_keyframe(&[0x78]), Ok(false));
     }
 
@@ -152,7 +155,11 @@ mod tests {
         assert_eq!(is_keyframe(&[0x7c, 0x87, 0x00]), Ok(true), "start, SPS");
         assert_eq!(is_keyframe(&[0x7c, 0x05, 0xb8]), Ok(false), "middle, IDR");
         assert_eq!(is_keyframe(&[0x7c, 0x45, 0xb8]), Ok(false), "end, IDR");
-        assert_eq!(is_keyframe(&[0x5c, 0x81, 0x9a]), Ok(false), "start, non-IDR");
+        assert_eq!(
+            is_keyframe(&[0x5c, 0x81, 0x9a]),
+            Ok(false),
+            "start, non-IDR"
+        );
         assert_eq!(is_keyframe(&[0x7c]), Err(H264Error::TruncatedFragment));
     }
 

@@ -57,7 +57,10 @@ pub enum Vp8Error {
 impl Descriptor {
     /// Parses the descriptor at the start of an RTP payload.
     pub fn parse(payload: &[u8]) -> Result<Descriptor, Vp8Error> {
-        let mut reader = Reader { bytes: payload, pos: 0 };
+        let mut reader = Reader {
+            bytes: payload,
+            pos: 0,
+        };
         let first = reader.byte().map_err(|_| Vp8Error::Empty)?;
         let mut descriptor = Descriptor {
             non_reference: first & 0x20 != 0,
@@ -72,8 +75,12 @@ impl Descriptor {
         };
         if first & 0x80 != 0 {
             let ext = reader.byte()?;
-            let (has_i, has_l, has_t, has_k) =
-                (ext & 0x80 != 0, ext & 0x40 != 0, ext & 0x20 != 0, ext & 0x10 != 0);
+            let (has_i, has_l, has_t, has_k) = (
+                ext & 0x80 != 0,
+                ext & 0x40 != 0,
+                ext & 0x20 != 0,
+                ext & 0x10 != 0,
+            );
             if has_i {
                 let b = reader.byte()?;
                 descriptor.picture_id = Some(if b & 0x80 != 0 {
@@ -123,7 +130,7 @@ impl Descriptor {
         );
         match self.picture_id {
             Some(PictureId::Short(id)) => out.push(id & 0x7f),
-            Some(PictureId::Long(id)) => out.extend([0x80 | (id >> 8) as u8 & 0x7f, id as u8]),
+            Some(PictureId::Long(id)) => out.extend([0x80 | ((id >> 8) as u8 & 0x7f), id as u8]),
             None => {}
         }
         out.extend(self.tl0_pic_idx);
@@ -219,7 +226,10 @@ mod tests {
         assert_eq!(is_keyframe(&[0x10]), Err(Vp8Error::Truncated));
         assert_eq!(Descriptor::parse(&[0x80]), Err(Vp8Error::Truncated));
         assert_eq!(Descriptor::parse(&[0x80, 0x80]), Err(Vp8Error::Truncated));
-        assert_eq!(Descriptor::parse(&[0x80, 0x80, 0x80]), Err(Vp8Error::Truncated));
+        assert_eq!(
+            Descriptor::parse(&[0x80, 0x80, 0x80]),
+            Err(Vp8Error::Truncated)
+        );
         assert_eq!(Descriptor::parse(&[0x80, 0x40]), Err(Vp8Error::Truncated));
         assert_eq!(Descriptor::parse(&[0x80, 0x20]), Err(Vp8Error::Truncated));
         assert_eq!(Descriptor::parse(&[0x80, 0x10]), Err(Vp8Error::Truncated));

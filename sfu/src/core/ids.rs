@@ -99,10 +99,22 @@ mod tests {
             Ok(SubscriptionId(u64::MAX))
         );
         for bad in [
-            "", "PA", "PU7", "pa7", "PA+7", "PA-7", "PA07", "PA 7", "PA7 ", "PA1a",
+            "",
+            "PA",
+            "PU7",
+            "pa7",
+            "PA+7",
+            "PA-7",
+            "PA07",
+            "PA 7",
+            "PA7 ",
+            "PA1a",
             "PA18446744073709551616",
         ] {
-            assert!(bad.parse::<ParticipantId>().is_err(), "{bad:?} must not parse");
+            assert!(
+                bad.parse::<ParticipantId>().is_err(),
+                "{bad:?} must not parse"
+            );
         }
     }
 

@@ -25,6 +25,6 @@ mod tests;
 pub use ids::{ParseIdError, ParticipantId, PublicationId, Ssrc, SubscriptionId};
 pub use packet::{Codec, DropReason, MediaKind, RtpPacket};
 pub use room::{
-    CoreError, DropCounts, Input, Output, PublicationStats, Room, RoomConfig, RoomStats,
-    SubscriptionStats,
+    CoreError, DropCounts, Input, Output, PublicationStats, Room, RoomConfig, RoomConfigError,
+    RoomStats, SubscriptionStats,
 };

@@ -42,8 +42,8 @@ pub(crate) struct Publication {
     /// The SSRC the current source replaced, and when.
     replaced: Option<(Ssrc, Instant)>,
     next_source_id: u64,
-    /// Keyed by nothing: a room has few subscriptions per publication and the hot path
-    /// iterates them all, so a Vec beats a map.
+    /// A Vec, not a map: a publication has few subscriptions and the hot path iterates
+    /// all of them.
     pub subscriptions: Vec<Subscription>,
     throttle: KeyframeThrottle,
     last_keyframe: Option<(u64, ExtTs)>,
@@ -141,7 +141,9 @@ impl Publication {
             self.throttle.defer();
             return None;
         };
-        self.throttle.request(now).then(|| self.keyframe_request(ssrc))
+        self.throttle
+            .request(now)
+            .then(|| self.keyframe_request(ssrc))
     }
 
     /// Sends a remembered keyframe request whose throttle window has ended.

@@ -31,6 +31,29 @@ impl Default for RoomConfig {
     }
 }
 
+impl RoomConfig {
+    /// Checks the values a deployment could get wrong; `Room::new` trusts its config.
+    pub fn validate(&self) -> Result<(), RoomConfigError> {
+        let interval = self.keyframe_request_interval;
+        if interval.is_zero() || interval > MAX_KEYFRAME_REQUEST_INTERVAL {
+            return Err(RoomConfigError::KeyframeRequestInterval(interval));
+        }
+        Ok(())
+    }
+}
+
+/// Longer than this, a subscriber whose first request was lost stays frozen too long.
+const MAX_KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(10);
+
+/// An invalid [`RoomConfig`].
+#[non_exhaustive]
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RoomConfigError {
+    /// Zero would forward every PLI upstream (a keyframe storm); too long freezes video.
+    #[error("keyframe request interval {0:?} must be above zero and at most 10 s")]
+    KeyframeRequestInterval(Duration),
+}
+
 /// Something that happened, fed to [`Room::handle_input`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
@@ -43,7 +66,9 @@ pub enum Input {
         clock_rate: u32,
     },
     /// Also removes the publication's subscriptions.
-    PublicationRemoved { publication: PublicationId },
+    PublicationRemoved {
+        publication: PublicationId,
+    },
     SubscriptionAdded {
         subscription: SubscriptionId,
         subscriber: ParticipantId,
@@ -53,14 +78,23 @@ pub enum Input {
         /// The payload type negotiated towards the subscriber.
         payload_type: u8,
     },
-    SubscriptionRemoved { subscription: SubscriptionId },
+    SubscriptionRemoved {
+        subscription: SubscriptionId,
+    },
     /// Removes all the participant's publications (with their subscriptions) and all its
     /// subscriptions.
-    ParticipantLeft { participant: ParticipantId },
+    ParticipantLeft {
+        participant: ParticipantId,
+    },
     /// One RTP packet received from a publication's publisher.
-    Rtp { publication: PublicationId, packet: RtpPacket },
+    Rtp {
+        publication: PublicationId,
+        packet: RtpPacket,
+    },
     /// A subscriber sent PLI or FIR.
-    KeyframeRequested { subscription: SubscriptionId },
+    KeyframeRequested {
+        subscription: SubscriptionId,
+    },
 }
 
 /// Something the owner of a [`Room`] must do, taken from [`Room::poll_output`].
@@ -195,7 +229,14 @@ impl Room {
                 publication,
                 ssrc,
                 payload_type,
-            } => self.add_subscription(now, subscription, subscriber, publication, ssrc, payload_type),
+            } => self.add_subscription(
+                now,
+                subscription,
+                subscriber,
+                publication,
+                ssrc,
+                payload_type,
+            ),
             Input::SubscriptionRemoved { subscription } => {
                 let publication = self
                     .subscription_index

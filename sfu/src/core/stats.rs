@@ -18,7 +18,9 @@ impl DropCounts {
 
     /// Every reason with its count (zeros included), in `DropReason::ALL` order.
     pub fn iter(&self) -> impl Iterator<Item = (DropReason, u64)> + '_ {
-        DropReason::ALL.iter().map(|&reason| (reason, self.get(reason)))
+        DropReason::ALL
+            .iter()
+            .map(|&reason| (reason, self.get(reason)))
     }
 
     pub(crate) fn add(&mut self, reason: DropReason) {

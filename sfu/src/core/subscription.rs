@@ -134,7 +134,14 @@ mod tests {
     }
 
     fn sub(kind: MediaKind) -> Subscription {
-        Subscription::new(SubscriptionId(1), ParticipantId(2), Ssrc(77), 96, kind, 1000)
+        Subscription::new(
+            SubscriptionId(1),
+            ParticipantId(2),
+            Ssrc(77),
+            96,
+            kind,
+            1000,
+        )
     }
 
     #[test]
@@ -148,8 +155,14 @@ mod tests {
         let Decision::Send(rewrite) = s.decide(&meta(0, 2, true), 10, now, 90_000) else {
             panic!("keyframe must start forwarding");
         };
-        assert_eq!((rewrite.ssrc, rewrite.payload_type, rewrite.sequence_number), (Ssrc(77), 96, 1000));
-        assert!(matches!(s.decide(&meta(0, 3, false), 10, now, 90_000), Decision::Send(_)));
+        assert_eq!(
+            (rewrite.ssrc, rewrite.payload_type, rewrite.sequence_number),
+            (Ssrc(77), 96, 1000)
+        );
+        assert!(matches!(
+            s.decide(&meta(0, 3, false), 10, now, 90_000),
+            Decision::Send(_)
+        ));
         assert_eq!(
             s.decide(&meta(1, 9, false), 10, now, 90_000),
             Decision::Drop(DropReason::WaitingForKeyframe)
@@ -163,7 +176,13 @@ mod tests {
     fn audio_starts_at_once() {
         let now = Instant::now();
         let mut s = sub(MediaKind::Audio);
-        assert!(matches!(s.decide(&meta(0, 1, false), 10, now, 48_000), Decision::Send(_)));
-        assert!(matches!(s.decide(&meta(1, 1, false), 10, now, 48_000), Decision::Send(_)));
+        assert!(matches!(
+            s.decide(&meta(0, 1, false), 10, now, 48_000),
+            Decision::Send(_)
+        ));
+        assert!(matches!(
+            s.decide(&meta(1, 1, false), 10, now, 48_000),
+            Decision::Send(_)
+        ));
     }
 }

@@ -4,9 +4,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span, warn};
 
 use super::room::{RoomCommand, RoomEvent, RoomHandle};
-use super::{
-    ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest,
-};
+use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{
     ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, negotiated_codecs,
@@ -451,7 +449,10 @@ impl ParticipantTask {
         Ok((answer, publications))
     }
 
-    async fn subscribe(&mut self, publication: PublicationId) -> Result<SubscriptionId, RequestError> {
+    async fn subscribe(
+        &mut self,
+        publication: PublicationId,
+    ) -> Result<SubscriptionId, RequestError> {
         if !self.permissions.can_subscribe {
             return Err(RequestError::PermissionDenied("subscribing"));
         }
@@ -472,11 +473,14 @@ impl ParticipantTask {
             .subscriber
             .add_local_track(id.to_string(), publication.to_string(), &codec, ssrc)
             .await?;
-        self.subscriptions.insert(id, SubscriptionState {
-            publication,
-            track,
-            active: false,
-        });
+        self.subscriptions.insert(
+            id,
+            SubscriptionState {
+                publication,
+                track,
+                active: false,
+            },
+        );
         Ok(id)
     }
 
@@ -510,7 +514,9 @@ impl ParticipantTask {
 
     async fn apply_answer(&mut self, sdp: String) -> Result<(), RequestError> {
         if !self.awaiting_answer {
-            return Err(RequestError::Invalid("no offer is waiting for an answer".to_owned()));
+            return Err(RequestError::Invalid(
+                "no offer is waiting for an answer".to_owned(),
+            ));
         }
         self.subscriber.apply_answer(sdp).await?;
         self.awaiting_answer = false;
@@ -545,9 +551,11 @@ impl ParticipantTask {
             .expect("invariant: activate is called with a held subscription");
         let payload_type = state.track.payload_type().await?;
         let room = self.room.clone();
-        let sink = state.track.spawn_io(self.sfu.limits().subscription_queue, move || {
-            room.try_send(RoomCommand::KeyframeRequested { subscription: id });
-        });
+        let sink = state
+            .track
+            .spawn_io(self.sfu.limits().subscription_queue, move || {
+                room.try_send(RoomCommand::KeyframeRequested { subscription: id });
+            });
         let (reply, result) = oneshot::channel();
         self.room
             .send(RoomCommand::AddSubscription {
@@ -637,4 +645,3 @@ impl ParticipantTask {
         }
     }
 }
-

@@ -107,7 +107,10 @@ impl RoomHandle {
 
     /// Sends a control command; fails only when the room has closed.
     pub(crate) async fn send(&self, command: RoomCommand) -> Result<(), RequestError> {
-        self.tx.send(command).await.map_err(|_| RequestError::Closed)
+        self.tx
+            .send(command)
+            .await
+            .map_err(|_| RequestError::Closed)
     }
 
     /// Sends without waiting; for the media path and for drop-time cleanup.
@@ -212,10 +215,13 @@ impl RoomTask {
             RoomCommand::Rtp {
                 publication,
                 packet,
-            } => self.feed(now, Input::Rtp {
-                publication,
-                packet,
-            }),
+            } => self.feed(
+                now,
+                Input::Rtp {
+                    publication,
+                    packet,
+                },
+            ),
             RoomCommand::KeyframeRequested { subscription } => {
                 self.feed(now, Input::KeyframeRequested { subscription })
             }
@@ -229,19 +235,28 @@ impl RoomTask {
             }
             RoomCommand::Leave { participant } => self.leave(now, participant),
             RoomCommand::AddPublication { info, codec } => {
-                self.feed(now, Input::PublicationAdded {
-                    publication: info.id,
-                    publisher: info.participant,
-                    kind: info.kind,
-                    codec: codec.codec(),
-                    clock_rate: codec.clock_rate,
-                });
-                self.broadcast(Some(info.participant), RoomEvent::PublicationAdded(info.clone()));
-                self.publications.insert(info.id, PublicationEntry {
-                    info,
-                    codec,
-                    track: None,
-                });
+                self.feed(
+                    now,
+                    Input::PublicationAdded {
+                        publication: info.id,
+                        publisher: info.participant,
+                        kind: info.kind,
+                        codec: codec.codec(),
+                        clock_rate: codec.clock_rate,
+                    },
+                );
+                self.broadcast(
+                    Some(info.participant),
+                    RoomEvent::PublicationAdded(info.clone()),
+                );
+                self.publications.insert(
+                    info.id,
+                    PublicationEntry {
+                        info,
+                        codec,
+                        track: None,
+                    },
+                );
             }
             RoomCommand::AttachTrack { publication, track } => {
                 if let Some(entry) = self.publications.get_mut(&publication) {
@@ -283,21 +298,26 @@ impl RoomTask {
             } => {
                 let result = self
                     .core
-                    .handle_input(now, Input::SubscriptionAdded {
-                        subscription,
-                        subscriber,
-                        publication,
-                        ssrc,
-                        payload_type,
-                    })
+                    .handle_input(
+                        now,
+                        Input::SubscriptionAdded {
+                            subscription,
+                            subscriber,
+                            publication,
+                            ssrc,
+                            payload_type,
+                        },
+                    )
                     .map_err(|_| RequestError::NotFound(format!("publication {publication}")));
                 if result.is_ok() {
-                    self.subscriptions
-                        .insert(subscription, SubscriptionEntry {
+                    self.subscriptions.insert(
+                        subscription,
+                        SubscriptionEntry {
                             subscriber,
                             publication,
                             sink,
-                        });
+                        },
+                    );
                 }
                 let _ = reply.send(result);
             }
@@ -342,7 +362,8 @@ impl RoomTask {
             self.remove_publication(now, publication);
         }
         self.feed(now, Input::ParticipantLeft { participant });
-        self.subscriptions.retain(|_, s| s.subscriber != participant);
+        self.subscriptions
+            .retain(|_, s| s.subscriber != participant);
         self.broadcast(None, RoomEvent::ParticipantLeft(participant));
         debug!(room = %self.name, %participant, "left");
     }
@@ -354,11 +375,15 @@ impl RoomTask {
         self.feed(now, Input::PublicationRemoved { publication });
         // The core removed the publication's subscriptions; dropping their sinks ends the
         // writer tasks. The subscribers' participant tasks renegotiate on the event below.
-        self.subscriptions.retain(|_, s| s.publication != publication);
-        self.broadcast(None, RoomEvent::PublicationRemoved {
-            publication,
-            participant: entry.info.participant,
-        });
+        self.subscriptions
+            .retain(|_, s| s.publication != publication);
+        self.broadcast(
+            None,
+            RoomEvent::PublicationRemoved {
+                publication,
+                participant: entry.info.participant,
+            },
+        );
     }
 
     fn broadcast(&mut self, except: Option<ParticipantId>, event: RoomEvent) {

@@ -1,12 +1,16 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
+use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
-use webrtc::media_stream::MediaStreamTrack;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCPeerConnectionIceEvent,
@@ -14,16 +18,10 @@ use webrtc::peer_connection::{
     register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
-};
 
 use super::ports::PortCursor;
 use super::track::{LocalTrack, RemoteTrack};
-use super::{
-    CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError,
-};
+use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
 use crate::core::MediaKind;
 
 /// Which of a participant's two connections this is; only used for logs.
@@ -69,7 +67,10 @@ impl Transport {
             events: events.clone(),
         });
         match &self.ports {
-            None => self.build(role, ip, SocketAddr::new(bind_ip, 0), handler).await,
+            None => {
+                self.build(role, ip, SocketAddr::new(bind_ip, 0), handler)
+                    .await
+            }
             Some(cursor) => {
                 for port in cursor.candidates() {
                     match self
@@ -135,13 +136,18 @@ fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
         RtpCodecKind::Audio,
     )?;
     let video_feedback = || {
-        [("goog-remb", ""), ("ccm", "fir"), ("nack", ""), ("nack", "pli")]
-            .into_iter()
-            .map(|(typ, parameter)| RTCPFeedback {
-                typ: typ.to_owned(),
-                parameter: parameter.to_owned(),
-            })
-            .collect::<Vec<_>>()
+        [
+            ("goog-remb", ""),
+            ("ccm", "fir"),
+            ("nack", ""),
+            ("nack", "pli"),
+        ]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback {
+            typ: typ.to_owned(),
+            parameter: parameter.to_owned(),
+        })
+        .collect::<Vec<_>>()
     };
     for (mime_type, fmtp, payload_type) in [
         ("video/VP8", "", 96),

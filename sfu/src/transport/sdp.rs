@@ -66,15 +66,27 @@ mod tests {
             a=fmtp:102 packetization-mode=1;profile-level-id=42e01f\r\n";
         let codecs = negotiated_codecs(sdp);
         let audio = &codecs["0"];
-        assert_eq!((audio.mime_type.as_str(), audio.clock_rate, audio.channels), ("audio/opus", 48000, 2));
+        assert_eq!(
+            (audio.mime_type.as_str(), audio.clock_rate, audio.channels),
+            ("audio/opus", 48000, 2)
+        );
         let video = &codecs["1"];
         assert_eq!(video.mime_type, "video/H264");
-        assert_eq!(video.sdp_fmtp_line, "packetization-mode=1;profile-level-id=42e01f");
+        assert_eq!(
+            video.sdp_fmtp_line,
+            "packetization-mode=1;profile-level-id=42e01f"
+        );
     }
 
     #[test]
     fn garbage_yields_nothing() {
-        for sdp in ["", "m=", "\nm=video", "\nm=video 9 X 96\na=mid:0\na=rtpmap:96", "\nm=video 9 X\na=mid:0"] {
+        for sdp in [
+            "",
+            "m=",
+            "\nm=video",
+            "\nm=video 9 X 96\na=mid:0\na=rtpmap:96",
+            "\nm=video 9 X\na=mid:0",
+        ] {
             assert!(negotiated_codecs(sdp).is_empty(), "{sdp:?}");
         }
     }

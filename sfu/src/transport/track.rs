@@ -221,15 +221,17 @@ fn pick_payload_type(negotiated: &[RTCRtpCodecParameters], codec: &CodecInfo) ->
             .map(|(_, v)| v.to_ascii_lowercase())
     };
     let h264_match = |c: &&&RTCRtpCodecParameters| {
-        ["profile-level-id", "packetization-mode"].iter().all(|key| {
-            let ours = fmtp_key(&c.rtp_codec.sdp_fmtp_line, key);
-            let theirs = fmtp_key(&codec.sdp_fmtp_line, key);
-            // Compare the profile (first 4 hex digits), not the level.
-            match (*key, ours, theirs) {
-                ("profile-level-id", Some(a), Some(b)) => a.get(..4) == b.get(..4),
-                (_, a, b) => a == b,
-            }
-        })
+        ["profile-level-id", "packetization-mode"]
+            .iter()
+            .all(|key| {
+                let ours = fmtp_key(&c.rtp_codec.sdp_fmtp_line, key);
+                let theirs = fmtp_key(&codec.sdp_fmtp_line, key);
+                // Compare the profile (first 4 hex digits), not the level.
+                match (*key, ours, theirs) {
+                    ("profile-level-id", Some(a), Some(b)) => a.get(..4) == b.get(..4),
+                    (_, a, b) => a == b,
+                }
+            })
     };
     same_mime
         .iter()

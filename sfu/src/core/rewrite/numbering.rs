@@ -64,14 +64,11 @@ impl Numbering {
         let (out_seq, out_ts) = match (self.highest_seq, self.highest_ts, self.last_forward_at) {
             (Some(seq), Some(ts), Some(at)) => {
                 let elapsed = ticks(now.saturating_duration_since(at), clock_rate).max(1);
-                (seq.0 + 1, ts.0.saturating_add(1))
+                (seq.0 + 1, ts.0.saturating_add(elapsed))
             }
             // The first source keeps its timestamps: the publisher's Sender Reports then
             // stay valid for this subscriber's first (and usually only) source.
-            _ => (
-                OUTPUT_SEQ_ORIGIN + u64::from(self.initial_seq),
-                meta.ts.0,
-            ),
+            _ => (OUTPUT_SEQ_ORIGIN + u64::from(self.initial_seq), meta.ts.0),
         };
         self.mapping = Some(Mapping {
             source: meta.source,
@@ -123,11 +120,17 @@ mod tests {
         n.start_source(&meta(0, 500, 90_000), t0, 90_000);
         assert_eq!(
             n.map(&meta(0, 500, 90_000), t0),
-            Ok(Numbers { sequence_number: 65535, timestamp: 90_000 })
+            Ok(Numbers {
+                sequence_number: 65535,
+                timestamp: 90_000
+            })
         );
         assert_eq!(
             n.map(&meta(0, 503, 93_000), t0),
-            Ok(Numbers { sequence_number: 2, timestamp: 93_000 })
+            Ok(Numbers {
+                sequence_number: 2,
+                timestamp: 93_000
+            })
         );
         assert_eq!(n.map(&meta(0, 499, 87_000), t0), Err(DropReason::TooOld));
     }
@@ -143,7 +146,10 @@ mod tests {
         n.start_source(&meta(1, 40_000, 7), later, 90_000);
         assert_eq!(
             n.map(&meta(1, 40_000, 7), later),
-            Ok(Numbers { sequence_number: 16, timestamp: 3000 + 9000 })
+            Ok(Numbers {
+                sequence_number: 16,
+                timestamp: 3000 + 9000
+            })
         );
     }
 
@@ -156,7 +162,10 @@ mod tests {
         n.start_source(&meta(1, 0, 5), t0, 90_000);
         assert_eq!(
             n.map(&meta(1, 0, 5), t0),
-            Ok(Numbers { sequence_number: 1, timestamp: 101 })
+            Ok(Numbers {
+                sequence_number: 1,
+                timestamp: 101
+            })
         );
     }
 }

@@ -9,7 +9,9 @@ fn unknown_ids_are_errors_and_change_nothing() {
     h.drain();
     let cases = [
         (
-            Input::PublicationRemoved { publication: PublicationId(9) },
+            Input::PublicationRemoved {
+                publication: PublicationId(9),
+            },
             CoreError::UnknownPublication(PublicationId(9)),
         ),
         (
@@ -23,18 +25,25 @@ fn unknown_ids_are_errors_and_change_nothing() {
             CoreError::UnknownPublication(PublicationId(9)),
         ),
         (
-            Input::SubscriptionRemoved { subscription: SubscriptionId(9) },
+            Input::SubscriptionRemoved {
+                subscription: SubscriptionId(9),
+            },
             CoreError::UnknownSubscription(SubscriptionId(9)),
         ),
         (
-            Input::KeyframeRequested { subscription: SubscriptionId(9) },
+            Input::KeyframeRequested {
+                subscription: SubscriptionId(9),
+            },
             CoreError::UnknownSubscription(SubscriptionId(9)),
         ),
     ];
     for (input, expected) in cases {
         assert_eq!(h.input(input), Err(expected));
     }
-    assert_eq!((h.room.publication_count(), h.room.subscription_count()), (1, 1));
+    assert_eq!(
+        (h.room.publication_count(), h.room.subscription_count()),
+        (1, 1)
+    );
     assert!(h.drain().is_empty());
 }
 
@@ -67,13 +76,22 @@ fn duplicate_ids_are_errors_and_change_nothing() {
         h.input(duplicate_subscription),
         Err(CoreError::DuplicateSubscription(SubscriptionId(1)))
     );
-    assert_eq!((h.room.publication_count(), h.room.subscription_count()), (2, 1));
+    assert_eq!(
+        (h.room.publication_count(), h.room.subscription_count()),
+        (2, 1)
+    );
     // The original publication is untouched: still audio, still publisher 1.
     h.rtp(1, packet(1, 0, 0, OPUS));
     let outputs = h.drain();
     assert!(keyframe_requests(&outputs).is_empty());
     assert_eq!(forwards_to(&outputs, 1).len(), 1);
-    assert_eq!(h.room.publication_stats(PublicationId(1)).unwrap().publisher, ParticipantId(1));
+    assert_eq!(
+        h.room
+            .publication_stats(PublicationId(1))
+            .unwrap()
+            .publisher,
+        ParticipantId(1)
+    );
 }
 
 #[test]
@@ -82,22 +100,47 @@ fn rtp_for_unknown_publication_is_a_counted_drop() {
     h.publish(1, 1, Codec::Opus);
     h.subscribe(1, 2, 1);
     assert_eq!(
-        h.input(Input::Rtp { publication: PublicationId(7), packet: packet(1, 0, 0, OPUS) }),
+        h.input(Input::Rtp {
+            publication: PublicationId(7),
+            packet: packet(1, 0, 0, OPUS)
+        }),
         Ok(())
     );
     h.rtp(7, packet(1, 1, 0, OPUS));
     assert!(h.drain().is_empty());
-    assert_eq!(h.room.stats().dropped.get(DropReason::UnknownPublication), 2);
+    assert_eq!(
+        h.room.stats().dropped.get(DropReason::UnknownPublication),
+        2
+    );
     assert_eq!(h.room.stats().dropped.total(), 2);
-    assert_eq!(h.room.subscription_stats(SubscriptionId(1)).unwrap().drops.total(), 0);
+    assert_eq!(
+        h.room
+            .subscription_stats(SubscriptionId(1))
+            .unwrap()
+            .drops
+            .total(),
+        0
+    );
 }
 
 #[test]
 fn error_messages_are_lowercase_and_name_the_id() {
-    assert_eq!(CoreError::UnknownPublication(PublicationId(3)).to_string(), "unknown publication PU3");
-    assert_eq!(CoreError::UnknownSubscription(SubscriptionId(4)).to_string(), "unknown subscription SU4");
-    assert_eq!(CoreError::DuplicatePublication(PublicationId(5)).to_string(), "duplicate publication PU5");
-    assert_eq!(CoreError::DuplicateSubscription(SubscriptionId(6)).to_string(), "duplicate subscription SU6");
+    assert_eq!(
+        CoreError::UnknownPublication(PublicationId(3)).to_string(),
+        "unknown publication PU3"
+    );
+    assert_eq!(
+        CoreError::UnknownSubscription(SubscriptionId(4)).to_string(),
+        "unknown subscription SU4"
+    );
+    assert_eq!(
+        CoreError::DuplicatePublication(PublicationId(5)).to_string(),
+        "duplicate publication PU5"
+    );
+    assert_eq!(
+        CoreError::DuplicateSubscription(SubscriptionId(6)).to_string(),
+        "duplicate subscription SU6"
+    );
 }
 
 #[test]
@@ -111,30 +154,72 @@ fn stats_of_unknown_ids_are_none() {
 #[test]
 fn random_initial_sequence_when_not_configured() {
     let mut room = Room::new(RoomConfig::default());
-    assert_eq!(RoomConfig::default().keyframe_request_interval, Duration::from_millis(500));
+    assert_eq!(
+        RoomConfig::default().keyframe_request_interval,
+        Duration::from_millis(500)
+    );
     let now = Instant::now();
-    room.handle_input(now, Input::PublicationAdded {
-        publication: PublicationId(1),
-        publisher: ParticipantId(1),
-        kind: MediaKind::Audio,
-        codec: Codec::Opus,
-        clock_rate: 48_000,
-    })
+    room.handle_input(
+        now,
+        Input::PublicationAdded {
+            publication: PublicationId(1),
+            publisher: ParticipantId(1),
+            kind: MediaKind::Audio,
+            codec: Codec::Opus,
+            clock_rate: 48_000,
+        },
+    )
     .unwrap();
-    room.handle_input(now, Input::SubscriptionAdded {
-        subscription: SubscriptionId(1),
-        subscriber: ParticipantId(2),
-        publication: PublicationId(1),
-        ssrc: Ssrc(1),
-        payload_type: 111,
-    })
+    room.handle_input(
+        now,
+        Input::SubscriptionAdded {
+            subscription: SubscriptionId(1),
+            subscriber: ParticipantId(2),
+            publication: PublicationId(1),
+            ssrc: Ssrc(1),
+            payload_type: 111,
+        },
+    )
     .unwrap();
-    room.handle_input(now, Input::Rtp { publication: PublicationId(1), packet: packet(1, 0, 0, OPUS) })
-        .unwrap();
-    room.handle_input(now, Input::Rtp { publication: PublicationId(1), packet: packet(1, 1, 960, OPUS) })
-        .unwrap();
+    room.handle_input(
+        now,
+        Input::Rtp {
+            publication: PublicationId(1),
+            packet: packet(1, 0, 0, OPUS),
+        },
+    )
+    .unwrap();
+    room.handle_input(
+        now,
+        Input::Rtp {
+            publication: PublicationId(1),
+            packet: packet(1, 1, 960, OPUS),
+        },
+    )
+    .unwrap();
     let got: Vec<_> = std::iter::from_fn(|| room.poll_output()).collect();
     let got = forwards_to(&got, 1);
     assert_eq!(got.len(), 2);
-    assert_eq!(got[1].sequence_number, got[0].sequence_number.wrapping_add(1));
+    assert_eq!(
+        got[1].sequence_number,
+        got[0].sequence_number.wrapping_add(1)
+    );
+}
+
+#[test]
+fn config_validation() {
+    assert_eq!(RoomConfig::default().validate(), Ok(()));
+    assert_eq!(config().validate(), Ok(()));
+    for interval in [Duration::ZERO, Duration::from_secs(11)] {
+        let bad = RoomConfig {
+            keyframe_request_interval: interval,
+            ..RoomConfig::default()
+        };
+        assert_eq!(
+            bad.validate(),
+            Err(crate::core::RoomConfigError::KeyframeRequestInterval(
+                interval
+            ))
+        );
+    }
 }

@@ -18,14 +18,22 @@ fn fan_out_to_five_subscribers_rewrites_headers_and_shares_payload() {
             (_, 0) => VP8_DELTA,
             _ => VP8_CONT,
         };
-        let mut p = packet(7777, seq0.wrapping_add(i), ts0.wrapping_add(frame * 3000), payload);
+        let mut p = packet(
+            7777,
+            seq0.wrapping_add(i),
+            ts0.wrapping_add(frame * 3000),
+            payload,
+        );
         p.marker = i % 2 == 1;
         sent.push(p.clone());
         h.rtp(1, p);
         h.advance_ms(15);
     }
     let outputs = h.drain();
-    assert!(keyframe_requests(&outputs).is_empty(), "stream started on a keyframe");
+    assert!(
+        keyframe_requests(&outputs).is_empty(),
+        "stream started on a keyframe"
+    );
     for n in 1..=5 {
         let got = forwards_to(&outputs, n);
         assert_eq!(got.len(), sent.len(), "subscription {n} gets every packet");
@@ -37,7 +45,11 @@ fn fan_out_to_five_subscribers_rewrites_headers_and_shares_payload() {
             assert_eq!(out.timestamp.wrapping_sub(inp.timestamp), ts_shift);
             assert_eq!(out.marker, inp.marker);
             assert_eq!(out.payload, inp.payload);
-            assert_eq!(out.payload.as_ptr(), inp.payload.as_ptr(), "payload is shared, not copied");
+            assert_eq!(
+                out.payload.as_ptr(),
+                inp.payload.as_ptr(),
+                "payload is shared, not copied"
+            );
         }
         let stats = h.room.subscription_stats(SubscriptionId(n)).unwrap();
         assert_eq!(stats.forwarded_packets, 20);
@@ -72,5 +84,11 @@ fn publication_without_subscriptions_forwards_nothing() {
     h.publish(1, 1, Codec::Vp8);
     h.rtp(1, packet(1, 1, 1, VP8_KEY));
     assert!(h.drain().is_empty());
-    assert_eq!(h.room.publication_stats(PublicationId(1)).unwrap().received_packets, 1);
+    assert_eq!(
+        h.room
+            .publication_stats(PublicationId(1))
+            .unwrap()
+            .received_packets,
+        1
+    );
 }

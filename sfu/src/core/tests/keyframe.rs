@@ -14,7 +14,9 @@ fn vp8_subscription_waits_for_keyframe_then_forwards() {
     let mut h = Harness::new();
     h.publish(1, 1, Codec::Vp8);
     h.subscribe(1, 2, 1);
-    let stream = [VP8_DELTA, VP8_CONT, VP8_DELTA, VP8_KEY, VP8_CONT, VP8_DELTA, VP8_CONT];
+    let stream = [
+        VP8_DELTA, VP8_CONT, VP8_DELTA, VP8_KEY, VP8_CONT, VP8_DELTA, VP8_CONT,
+    ];
     let mut got = Vec::new();
     for (i, payload) in stream.into_iter().enumerate() {
         h.rtp(1, packet(42, 500 + i as u16, 3000 * i as u32, payload));
@@ -22,12 +24,26 @@ fn vp8_subscription_waits_for_keyframe_then_forwards() {
     }
     assert_eq!(got.len(), 4, "forwarding starts at the keyframe");
     assert_eq!(got[0].payload.as_ref(), VP8_KEY);
-    assert_eq!(seqs(&got), vec![INITIAL_SEQ, INITIAL_SEQ + 1, INITIAL_SEQ + 2, INITIAL_SEQ + 3]);
+    assert_eq!(
+        seqs(&got),
+        vec![
+            INITIAL_SEQ,
+            INITIAL_SEQ + 1,
+            INITIAL_SEQ + 2,
+            INITIAL_SEQ + 3
+        ]
+    );
     assert_eq!(waiting(&h, 1), 3);
     let stats = h.room.subscription_stats(SubscriptionId(1)).unwrap();
     assert_eq!(stats.forwarded_packets, 4);
     assert_eq!(stats.drops.total(), 3);
-    assert_eq!(h.room.publication_stats(PublicationId(1)).unwrap().keyframes_received, 1);
+    assert_eq!(
+        h.room
+            .publication_stats(PublicationId(1))
+            .unwrap()
+            .keyframes_received,
+        1
+    );
 }
 
 #[test]
@@ -46,14 +62,24 @@ fn h264_subscription_starts_at_sps_in_stap_a() {
     let mut got = Vec::new();
     for (i, payload) in stream.into_iter().enumerate() {
         // SPS/PPS and the IDR share a timestamp: one keyframe.
-        let ts = if i >= 2 && i <= 4 { 9000 } else { 3000 * i as u32 };
+        let ts = if (2..=4).contains(&i) {
+            9000
+        } else {
+            3000 * i as u32
+        };
         h.rtp(1, packet(42, i as u16, ts, payload));
         got.extend(forwards_to(&h.drain(), 1));
     }
     assert_eq!(got.len(), 4);
     assert_eq!(got[0].payload.as_ref(), H264_STAP_SPS_PPS);
     assert_eq!(waiting(&h, 1), 2);
-    assert_eq!(h.room.publication_stats(PublicationId(1)).unwrap().keyframes_received, 1);
+    assert_eq!(
+        h.room
+            .publication_stats(PublicationId(1))
+            .unwrap()
+            .keyframes_received,
+        1
+    );
 }
 
 #[test]
@@ -61,7 +87,10 @@ fn h264_subscription_starts_at_fu_a_idr_start() {
     let mut h = Harness::new();
     h.publish(1, 1, Codec::H264);
     h.subscribe(1, 2, 1);
-    for (i, payload) in [H264_NON_IDR, H264_FU_IDR_START, H264_FU_IDR_MIDDLE].into_iter().enumerate() {
+    for (i, payload) in [H264_NON_IDR, H264_FU_IDR_START, H264_FU_IDR_MIDDLE]
+        .into_iter()
+        .enumerate()
+    {
         h.rtp(1, packet(42, i as u16, 0, payload));
     }
     let got = forwards_to(&h.drain(), 1);
@@ -98,7 +127,13 @@ fn audio_subscription_forwards_at_once() {
     let outputs = h.drain();
     assert!(keyframe_requests(&outputs).is_empty());
     assert_eq!(seqs(&forwards_to(&outputs, 1)), vec![INITIAL_SEQ]);
-    assert_eq!(h.room.publication_stats(PublicationId(1)).unwrap().keyframes_received, 0);
+    assert_eq!(
+        h.room
+            .publication_stats(PublicationId(1))
+            .unwrap()
+            .keyframes_received,
+        0
+    );
 }
 
 #[test]

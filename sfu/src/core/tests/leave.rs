@@ -2,7 +2,12 @@ use std::collections::HashSet;
 
 use super::*;
 
-fn stream(h: &mut Harness, publication: u64, ssrc: u32, seqs_in: std::ops::Range<u16>) -> Vec<Output> {
+fn stream(
+    h: &mut Harness,
+    publication: u64,
+    ssrc: u32,
+    seqs_in: std::ops::Range<u16>,
+) -> Vec<Output> {
     let mut out = Vec::new();
     for seq in seqs_in {
         h.rtp(publication, packet(ssrc, seq, u32::from(seq) * 960, OPUS));
@@ -20,21 +25,39 @@ fn subscription_removed_mid_stream_gets_nothing_more() {
         h.subscribe(n, 10 + n, 1);
     }
     let before = stream(&mut h, 1, 5, 0..5);
-    h.input(Input::SubscriptionRemoved { subscription: SubscriptionId(2) })
-        .unwrap();
+    h.input(Input::SubscriptionRemoved {
+        subscription: SubscriptionId(2),
+    })
+    .unwrap();
     let after = stream(&mut h, 1, 5, 5..10);
     assert_eq!(forwards_to(&before, 2).len(), 5);
     assert!(forwards_to(&after, 2).is_empty());
     for n in [1, 3] {
-        let all: Vec<_> = forwards_to(&before, n).into_iter().chain(forwards_to(&after, n)).collect();
-        assert_eq!(seqs(&all), (0..10).map(|i| INITIAL_SEQ + i).collect::<Vec<_>>());
+        let all: Vec<_> = forwards_to(&before, n)
+            .into_iter()
+            .chain(forwards_to(&after, n))
+            .collect();
+        assert_eq!(
+            seqs(&all),
+            (0..10).map(|i| INITIAL_SEQ + i).collect::<Vec<_>>()
+        );
     }
     assert_eq!(h.room.subscription_count(), 2);
     assert_eq!(h.room.subscription_stats(SubscriptionId(2)), None);
-    assert_eq!(h.room.publication_stats(PublicationId(1)).unwrap().subscriptions, 2);
     assert_eq!(
-        h.input(Input::KeyframeRequested { subscription: SubscriptionId(2) }),
-        Err(crate::core::CoreError::UnknownSubscription(SubscriptionId(2)))
+        h.room
+            .publication_stats(PublicationId(1))
+            .unwrap()
+            .subscriptions,
+        2
+    );
+    assert_eq!(
+        h.input(Input::KeyframeRequested {
+            subscription: SubscriptionId(2)
+        }),
+        Err(crate::core::CoreError::UnknownSubscription(SubscriptionId(
+            2
+        )))
     );
 }
 
@@ -52,9 +75,16 @@ fn participant_left_removes_its_subscriptions_and_publications() {
     let mut before = stream(&mut h, 1, 5, 0..3);
     before.extend(stream(&mut h, 2, 6, 0..3));
 
-    h.input(Input::ParticipantLeft { participant: ParticipantId(2) }).unwrap();
+    h.input(Input::ParticipantLeft {
+        participant: ParticipantId(2),
+    })
+    .unwrap();
     assert_eq!(h.room.publication_count(), 1);
-    assert_eq!(h.room.subscription_count(), 1, "only 3's subscription to 1 remains");
+    assert_eq!(
+        h.room.subscription_count(),
+        1,
+        "only 3's subscription to 1 remains"
+    );
     assert_eq!(h.room.publication_stats(PublicationId(2)), None);
     for gone in [10, 20, 21] {
         assert_eq!(h.room.subscription_stats(SubscriptionId(gone)), None);
@@ -64,13 +94,31 @@ fn participant_left_removes_its_subscriptions_and_publications() {
     after.extend(stream(&mut h, 2, 6, 3..6));
     let targets: HashSet<_> = forwards(&after).into_iter().map(|(s, _)| s).collect();
     assert_eq!(targets, HashSet::from([SubscriptionId(11)]));
-    let all: Vec<_> = forwards_to(&before, 11).into_iter().chain(forwards_to(&after, 11)).collect();
-    assert_eq!(seqs(&all), (0..6).map(|i| INITIAL_SEQ + i).collect::<Vec<_>>());
-    assert_eq!(h.room.stats().dropped.get(crate::core::DropReason::UnknownPublication), 3);
+    let all: Vec<_> = forwards_to(&before, 11)
+        .into_iter()
+        .chain(forwards_to(&after, 11))
+        .collect();
+    assert_eq!(
+        seqs(&all),
+        (0..6).map(|i| INITIAL_SEQ + i).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        h.room
+            .stats()
+            .dropped
+            .get(crate::core::DropReason::UnknownPublication),
+        3
+    );
 
     // Leaving twice (or a participant never seen) is not an error.
-    h.input(Input::ParticipantLeft { participant: ParticipantId(2) }).unwrap();
-    h.input(Input::ParticipantLeft { participant: ParticipantId(99) }).unwrap();
+    h.input(Input::ParticipantLeft {
+        participant: ParticipantId(2),
+    })
+    .unwrap();
+    h.input(Input::ParticipantLeft {
+        participant: ParticipantId(99),
+    })
+    .unwrap();
 }
 
 #[test]
@@ -85,7 +133,10 @@ fn publication_removed_takes_its_subscriptions_and_pending_requests() {
     h.request_keyframe(1);
     assert!(h.room.poll_timeout().is_some());
     h.drain();
-    h.input(Input::PublicationRemoved { publication: PublicationId(1) }).unwrap();
+    h.input(Input::PublicationRemoved {
+        publication: PublicationId(1),
+    })
+    .unwrap();
     assert_eq!(h.room.poll_timeout(), None);
     assert_eq!(h.room.subscription_count(), 1);
     assert_eq!(h.room.publication_count(), 1);

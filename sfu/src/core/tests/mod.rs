@@ -93,7 +93,11 @@ impl Harness {
 
     pub fn publish(&mut self, publication: u64, publisher: u64, codec: Codec) {
         let kind = codec.kind().unwrap_or(MediaKind::Video);
-        let clock_rate = if kind == MediaKind::Audio { 48_000 } else { 90_000 };
+        let clock_rate = if kind == MediaKind::Audio {
+            48_000
+        } else {
+            90_000
+        };
         self.input(Input::PublicationAdded {
             publication: PublicationId(publication),
             publisher: ParticipantId(publisher),

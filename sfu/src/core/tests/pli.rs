@@ -9,7 +9,10 @@ fn started_video_room() -> Harness {
     }
     h.rtp(1, packet(4242, 0, 0, VP8_KEY));
     let outputs = h.drain();
-    assert!(keyframe_requests(&outputs).is_empty(), "the first packet was a keyframe");
+    assert!(
+        keyframe_requests(&outputs).is_empty(),
+        "the first packet was a keyframe"
+    );
     assert_eq!(forwards(&outputs).len(), 3);
     assert_eq!(h.room.poll_timeout(), None);
     h
@@ -26,22 +29,40 @@ fn ten_requests_in_one_window_become_one_now_and_one_deferred() {
         immediate.extend(h.drain());
         h.advance_ms(50); // the last request is at +450 ms
     }
-    assert_eq!(keyframe_requests(&immediate), vec![(PublicationId(1), Ssrc(4242))]);
+    assert_eq!(
+        keyframe_requests(&immediate),
+        vec![(PublicationId(1), Ssrc(4242))]
+    );
     assert!(matches!(
         immediate[0],
-        Output::RequestKeyframe { publisher: ParticipantId(1), .. }
+        Output::RequestKeyframe {
+            publisher: ParticipantId(1),
+            ..
+        }
     ));
 
     let deadline = h.room.poll_timeout().unwrap();
     assert_eq!(deadline, first + INTERVAL);
     h.room.handle_timeout(deadline - Duration::from_millis(1));
-    assert!(h.drain().is_empty(), "handle_timeout before the deadline does nothing");
+    assert!(
+        h.drain().is_empty(),
+        "handle_timeout before the deadline does nothing"
+    );
     h.room.handle_timeout(deadline);
-    assert_eq!(keyframe_requests(&h.drain()), vec![(PublicationId(1), Ssrc(4242))]);
+    assert_eq!(
+        keyframe_requests(&h.drain()),
+        vec![(PublicationId(1), Ssrc(4242))]
+    );
     assert_eq!(h.room.poll_timeout(), None);
     h.room.handle_timeout(deadline + INTERVAL * 4);
     assert!(h.drain().is_empty());
-    assert_eq!(h.room.publication_stats(PublicationId(1)).unwrap().keyframes_requested, 2);
+    assert_eq!(
+        h.room
+            .publication_stats(PublicationId(1))
+            .unwrap()
+            .keyframes_requested,
+        2
+    );
 }
 
 #[test]
@@ -87,7 +108,13 @@ fn audio_publications_never_request_keyframes() {
     let outputs = h.drain();
     assert!(keyframe_requests(&outputs).is_empty());
     assert_eq!(h.room.poll_timeout(), None);
-    assert_eq!(h.room.publication_stats(PublicationId(1)).unwrap().keyframes_requested, 0);
+    assert_eq!(
+        h.room
+            .publication_stats(PublicationId(1))
+            .unwrap()
+            .keyframes_requested,
+        0
+    );
 }
 
 #[test]
@@ -96,7 +123,10 @@ fn new_video_subscriber_requests_a_keyframe() {
     h.advance_ms(1_000);
     h.subscribe(4, 20, 1);
     let outputs = h.drain();
-    assert_eq!(keyframe_requests(&outputs), vec![(PublicationId(1), Ssrc(4242))]);
+    assert_eq!(
+        keyframe_requests(&outputs),
+        vec![(PublicationId(1), Ssrc(4242))]
+    );
 }
 
 #[test]
@@ -106,11 +136,18 @@ fn request_waits_until_the_publication_ssrc_is_known() {
     h.subscribe(1, 2, 1);
     h.request_keyframe(1);
     assert!(h.drain().is_empty());
-    assert_eq!(h.room.poll_timeout(), None, "nothing to wake up for without an SSRC");
+    assert_eq!(
+        h.room.poll_timeout(),
+        None,
+        "nothing to wake up for without an SSRC"
+    );
     h.advance_ms(30);
     h.rtp(1, packet(99, 0, 0, VP8_DELTA));
     let outputs = h.drain();
-    assert_eq!(keyframe_requests(&outputs), vec![(PublicationId(1), Ssrc(99))]);
+    assert_eq!(
+        keyframe_requests(&outputs),
+        vec![(PublicationId(1), Ssrc(99))]
+    );
     assert!(forwards(&outputs).is_empty());
 }
 
@@ -140,6 +177,10 @@ fn waiting_subscriber_asks_again_once_per_interval() {
         requests.extend(keyframe_requests(&h.drain()).into_iter().map(|_| h.now));
         h.advance_ms(33);
     }
-    assert!((4..=5).contains(&requests.len()), "{} requests", requests.len());
+    assert!(
+        (4..=5).contains(&requests.len()),
+        "{} requests",
+        requests.len()
+    );
     assert!(requests.windows(2).all(|w| w[1] - w[0] >= INTERVAL));
 }

@@ -1,0 +1,235 @@
+//! A webrtc-rs client peer for the end-to-end tests: the client side of a publisher or a
+//! subscriber connection, doing real ICE/DTLS/SRTP against the server on loopback.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
+    RTCRtpEncodingParameters, RtpCodecKind,
+};
+use sluice_signaling::protocol::IceCandidate;
+use tokio::sync::{mpsc, watch};
+use webrtc::media_stream::MediaStreamTrack;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_remote::TrackRemote;
+use webrtc::peer_connection::{
+    MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
+    register_default_interceptors,
+};
+use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
+
+pub const VP8: &str = "video/VP8";
+pub const OPUS: &str = "audio/opus";
+
+struct Handler {
+    candidates: mpsc::UnboundedSender<IceCandidate>,
+    tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
+    state: watch::Sender<RTCPeerConnectionState>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
+        if let Ok(init) = event.candidate.to_json() {
+            let _ = self.candidates.send(IceCandidate {
+                candidate: init.candidate,
+                sdp_mid: init.sdp_mid,
+                sdp_m_line_index: init.sdp_mline_index,
+                username_fragment: init.username_fragment,
+            });
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        let _ = self.tracks.send(track);
+    }
+}
+
+pub struct ClientPeer {
+    pub pc: Arc<dyn PeerConnection>,
+    pub candidates: mpsc::UnboundedReceiver<IceCandidate>,
+    pub tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
+    pub state: watch::Receiver<RTCPeerConnectionState>,
+}
+
+fn codec(mime: &str) -> (RTCRtpCodec, u8, RtpCodecKind) {
+    if mime == OPUS {
+        (
+            RTCRtpCodec {
+                mime_type: OPUS.to_owned(),
+                clock_rate: 48_000,
+                channels: 2,
+                sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                rtcp_feedback: vec![],
+            },
+            111,
+            RtpCodecKind::Audio,
+        )
+    } else {
+        (
+            RTCRtpCodec {
+                mime_type: VP8.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                sdp_fmtp_line: String::new(),
+                rtcp_feedback: vec![
+                    RTCPFeedback {
+                        typ: "nack".to_owned(),
+                        parameter: String::new(),
+                    },
+                    RTCPFeedback {
+                        typ: "nack".to_owned(),
+                        parameter: "pli".to_owned(),
+                    },
+                ],
+            },
+            96,
+            RtpCodecKind::Video,
+        )
+    }
+}
+
+impl ClientPeer {
+    pub async fn new() -> Result<Self> {
+        let mut engine = MediaEngine::default();
+        for mime in [OPUS, VP8] {
+            let (rtp_codec, payload_type, kind) = codec(mime);
+            engine.register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec,
+                    payload_type,
+                },
+                kind,
+            )?;
+        }
+        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+        let (candidates_tx, candidates) = mpsc::unbounded_channel();
+        let (tracks_tx, tracks) = mpsc::unbounded_channel();
+        let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let pc = PeerConnectionBuilder::new()
+            .with_configuration(RTCConfigurationBuilder::new().build())
+            .with_media_engine(engine)
+            .with_setting_engine(
+                SettingEngineBuilder::new()
+                    .with_include_loopback_candidate(true)
+                    .build(),
+            )
+            .with_interceptor_registry(registry)
+            .with_handler(Arc::new(Handler {
+                candidates: candidates_tx,
+                tracks: tracks_tx,
+                state: state_tx,
+            }) as Arc<dyn PeerConnectionEventHandler>)
+            .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+            .build()
+            .await?;
+        Ok(Self {
+            pc: Arc::new(pc),
+            candidates,
+            tracks,
+            state,
+        })
+    }
+
+    /// Adds a send-only track of `mime` with `ssrc`; returns the track to write RTP into.
+    pub async fn add_send_track(&self, mime: &str, ssrc: u32) -> Result<Arc<TrackLocalStaticRTP>> {
+        let (rtp_codec, _, kind) = codec(mime);
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("stream-{ssrc}"),
+            format!("track-{ssrc}"),
+            format!("track-{ssrc}"),
+            kind,
+            vec![RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    ssrc: Some(ssrc),
+                    ..Default::default()
+                },
+                codec: rtp_codec,
+                ..Default::default()
+            }],
+        )));
+        self.pc
+            .add_transceiver_from_track(
+                Arc::clone(&track) as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        Ok(track)
+    }
+
+    pub async fn offer(&self) -> Result<String> {
+        let offer = self.pc.create_offer(None).await?;
+        self.pc.set_local_description(offer).await?;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .context("no local description")?
+            .sdp)
+    }
+
+    pub async fn apply_answer(&self, sdp: String) -> Result<()> {
+        self.pc
+            .set_remote_description(RTCSessionDescription::answer(sdp)?)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn answer(&self, offer: String) -> Result<String> {
+        self.pc
+            .set_remote_description(RTCSessionDescription::offer(offer)?)
+            .await?;
+        let answer = self.pc.create_answer(None).await?;
+        self.pc.set_local_description(answer).await?;
+        Ok(self
+            .pc
+            .local_description()
+            .await
+            .context("no local description")?
+            .sdp)
+    }
+
+    pub async fn add_candidate(&self, candidate: IceCandidate) -> Result<()> {
+        if candidate.candidate.is_empty() {
+            return Ok(());
+        }
+        self.pc
+            .add_ice_candidate(RTCIceCandidateInit {
+                candidate: candidate.candidate,
+                sdp_mid: candidate.sdp_mid,
+                sdp_mline_index: candidate.sdp_m_line_index,
+                username_fragment: candidate.username_fragment,
+                ..Default::default()
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub async fn wait_connected(&mut self, wait: Duration) -> Result<()> {
+        tokio::time::timeout(
+            wait,
+            self.state
+                .wait_for(|s| *s == RTCPeerConnectionState::Connected),
+        )
+        .await
+        .context("peer connection did not connect in time")?
+        .context("peer connection dropped")?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        let _ = self.pc.close().await;
+    }
+}
