@@ -188,7 +188,7 @@ async function join(roomName: string, name: string): Promise<void> {
   try {
     const token = await fetchToken(roomName, name);
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const info = await room.connect(`${scheme}://${location.host}/ws`, token);
+    const info = await room.connect(`${scheme}://${location.host}/ws`, token, { room: roomName });
     setStatus(`In room "${info.room}" as ${info.participant.identity}`);
     leaveButton.hidden = false;
     joinButton.hidden = true;

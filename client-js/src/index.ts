@@ -1,6 +1,7 @@
 /** @sluice/client — browser SDK for the Sluice SFU. */
 export { Room, RoomEvent, RoomState } from './room.js';
 export type {
+  ConnectOptions,
   DisconnectedEvent,
   JoinInfo,
   LocalPublication,

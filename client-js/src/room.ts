@@ -34,6 +34,14 @@ export interface PublishOptions {
   name?: string;
 }
 
+export interface ConnectOptions {
+  /**
+   * The room the caller expects the token to be for; the server refuses the join
+   * (`unauthorized`) when the token names another room.
+   */
+  room?: string;
+}
+
 /** A publication of the local participant. */
 export interface LocalPublication extends PublicationInfo {
   readonly track: MediaStreamTrack;
@@ -181,14 +189,16 @@ export class Room extends TypedEmitter<RoomEvents> {
    * Opens the signaling connection to `url` (e.g. `wss://sfu.example/ws`) and joins the room the
    * token names. Rejects with `ServerError` (with its `code`) or `ConnectionError`.
    */
-  async connect(url: string, token: string): Promise<JoinInfo> {
+  async connect(url: string, token: string, options: ConnectOptions = {}): Promise<JoinInfo> {
     if (this.roomState !== RoomState.Idle) {
       throw new ConnectionError(ConnectionErrorReason.InvalidState, `connect() on a ${this.roomState} room`);
     }
     this.roomState = RoomState.Connecting;
     try {
       await this.signal.connect(url);
-      const joined = await this.signal.request({ type: 'join', token });
+      const joined = await this.signal.request(
+        options.room === undefined ? { type: 'join', token } : { type: 'join', token, room: options.room },
+      );
       if (this.roomState !== RoomState.Connecting) {
         throw new ConnectionError(ConnectionErrorReason.Closed, 'disconnected while joining');
       }

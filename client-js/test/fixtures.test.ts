@@ -26,7 +26,7 @@ const SERVER_TYPES: ServerMessage['type'][] = [
 /** Drives a session that makes the SDK send every kind of client message; returns them by type. */
 async function messagesTheSdkSends(): Promise<Map<string, ClientMessage>> {
   const h = createHarness();
-  await h.connect();
+  await h.room.connect('ws://sfu.test/ws', 'token', { room: 'demo' });
   const stream = new FakeStream('cam', [new FakeTrack('audio'), new FakeTrack('video')]);
   const [pub] = await h.room.publish(stream as unknown as MediaStream, { name: 'Front camera' });
   h.pcs[0]?.emitCandidate('candidate:1 1 udp 2122260223 127.0.0.1 54321 typ host');

@@ -32,6 +32,12 @@ describe('connect', () => {
     expect([...h.room.publications.keys()]).toEqual(['PU1', 'PU4']);
   });
 
+  it('names the expected room when asked to', async () => {
+    const h = createHarness();
+    await h.room.connect('ws://sfu.test/ws', 'tok', { room: 'demo' });
+    expect(h.socket().sent).toEqual([{ type: 'join', requestId: 1, token: 'tok', room: 'demo' }]);
+  });
+
   it('rejects with a ServerError carrying the code', async () => {
     const h = createHarness({
       responder: (msg) =>

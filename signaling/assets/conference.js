@@ -494,14 +494,16 @@ var Room = class extends TypedEmitter {
    * Opens the signaling connection to `url` (e.g. `wss://sfu.example/ws`) and joins the room the
    * token names. Rejects with `ServerError` (with its `code`) or `ConnectionError`.
    */
-  async connect(url, token) {
+  async connect(url, token, options = {}) {
     if (this.roomState !== RoomState.Idle) {
       throw new ConnectionError(ConnectionErrorReason.InvalidState, `connect() on a ${this.roomState} room`);
     }
     this.roomState = RoomState.Connecting;
     try {
       await this.signal.connect(url);
-      const joined = await this.signal.request({ type: "join", token });
+      const joined = await this.signal.request(
+        options.room === void 0 ? { type: "join", token } : { type: "join", token, room: options.room }
+      );
       if (this.roomState !== RoomState.Connecting) {
         throw new ConnectionError(ConnectionErrorReason.Closed, "disconnected while joining");
       }
@@ -933,7 +935,7 @@ async function join(roomName, name) {
   try {
     const token = await fetchToken(roomName, name);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const info = await room.connect(`${scheme}://${location.host}/ws`, token);
+    const info = await room.connect(`${scheme}://${location.host}/ws`, token, { room: roomName });
     setStatus(`In room "${info.room}" as ${info.participant.identity}`);
     leaveButton.hidden = false;
     joinButton.hidden = true;

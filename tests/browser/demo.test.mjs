@@ -8,7 +8,7 @@ let browser;
 const pages = [];
 
 before(async () => {
-  server = await startServer();
+  server = await startServer('demo');
   browser = await launchBrowser();
 });
 

@@ -2,7 +2,7 @@
 // headless Chromium pages (launched as /work/shared/TESTING.md prescribes). Every wait is a
 // condition polled against a deadline.
 import { spawn } from 'node:child_process';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
@@ -30,10 +30,20 @@ const READY = /listening on (http:\/\/127\.0\.0\.1:\d+)/;
 
 /**
  * Starts `sluice --listen 127.0.0.1:0 --public-ip 127.0.0.1` (demo mode: no secret, so
- * `/dev/token` works) and resolves once it prints its address.
- * @returns {Promise<{url: string, log: string[], stop: () => Promise<void>, saveLog: (name: string) => string}>}
+ * `/dev/token` works) and resolves once it prints its address. `stop()` ends it (by its PID)
+ * and keeps its output in tests/browser/artifacts/<name>.server.log.
+ * @returns {Promise<{url: string, log: string[], stop: () => Promise<void>, saveLog: () => string}>}
  */
-export async function startServer({ timeoutMs = 20_000 } = {}) {
+/** User + system CPU time of a process, from /proc (Linux), in seconds. */
+export function processCpuSeconds(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticksPerSecond = 100; // USER_HZ on Linux
+  return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
+}
+
+export async function startServer(name, { timeoutMs = 20_000 } = {}) {
   const bin = process.env.SLUICE_BIN ?? join(REPO, 'target/debug/sluice');
   if (!existsSync(bin)) {
     throw new Error(`sluice binary not found at ${bin}: run \`cargo build -p sluice-signaling --bin sluice\` or set SLUICE_BIN`);
@@ -45,24 +55,26 @@ export async function startServer({ timeoutMs = 20_000 } = {}) {
   const log = [];
   const exited = new Promise((resolveExit) => child.once('exit', (code, signal) => resolveExit({ code, signal })));
   let onLine = () => {};
-  for (const [name, stream] of [['out', child.stdout], ['err', child.stderr]]) {
+  for (const [tag, stream] of [['out', child.stdout], ['err', child.stderr]]) {
     createInterface({ input: stream }).on('line', (line) => {
-      log.push(`[${name}] ${line}`);
+      log.push(`[${tag}] ${line}`);
       onLine(line);
     });
   }
-  const stop = async () => {
-    if (child.exitCode !== null || child.signalCode !== null) return;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
-    await exited;
-    clearTimeout(timer);
-  };
-  const saveLog = (name) => {
+  const saveLog = () => {
     mkdirSync(ARTIFACTS, { recursive: true });
     const path = join(ARTIFACTS, `${name}.server.log`);
     writeFileSync(path, `${log.join('\n')}\n`);
     return path;
+  };
+  const stop = async () => {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5_000);
+      await exited;
+      clearTimeout(timer);
+    }
+    saveLog();
   };
   let timer;
   try {
@@ -76,7 +88,7 @@ export async function startServer({ timeoutMs = 20_000 } = {}) {
       void exited.then(({ code, signal }) => reject(new Error(`sluice exited early (code ${code}, signal ${signal})`)));
     });
     onLine = () => {};
-    return { url, log, stop, saveLog };
+    return { url, log, stop, saveLog, cpuSeconds: () => processCpuSeconds(child.pid) };
   } catch (err) {
     await stop();
     throw new Error(`${err.message}\n--- server output ---\n${log.join('\n')}`);
@@ -137,7 +149,7 @@ export async function withDiagnostics(name, server, pages, body) {
   try {
     return await body();
   } catch (err) {
-    const path = server.saveLog(name);
+    const path = server.saveLog();
     console.error(`--- ${name} failed; full server log: ${path}`);
     console.error(server.log.slice(-80).join('\n'));
     for (const page of pages()) console.error(page.logs.slice(-40).join('\n'));

@@ -14,7 +14,7 @@ let browser;
 const pages = [];
 
 before(async () => {
-  server = await startServer();
+  server = await startServer('relay');
   browser = await launchBrowser();
 });
 
@@ -69,6 +69,8 @@ test('a publisher reaches three subscribers with video and audio', { timeout: 12
     );
 
     // Subscribe everywhere at once; each page records its own time to first decoded frame.
+    const cpuBefore = server.cpuSeconds();
+    const wallBefore = Date.now();
     await Promise.all(
       subscribers.map((page) =>
         page.evaluate(
@@ -147,6 +149,23 @@ test('a publisher reaches three subscribers with video and audio', { timeout: 12
       );
       assert.deepEqual(s.errors, [], `subscriber-${i + 1} reported errors`);
     });
+
+    const cpuSeconds = server.cpuSeconds() - cpuBefore;
+    const wallSeconds = (Date.now() - wallBefore) / 1000;
+    console.log(`SERVER_CPU_PCT=${((100 * cpuSeconds) / wallSeconds).toFixed(1)} (${cpuSeconds.toFixed(2)} s CPU over ${wallSeconds.toFixed(1)} s, debug build)`);
+
+    // Every new subscriber made the server ask the real publisher for a keyframe (PLI), so
+    // video starts at once instead of at the next periodic keyframe.
+    const pliCount = await publisher.evaluate(async () => {
+      const pc = window.relay.room.peerConnection('publisher');
+      let plis = 0;
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'video') plis += s.pliCount ?? 0;
+      });
+      return plis;
+    });
+    console.log(`PUBLISHER_PLI_COUNT=${pliCount}`);
+    assert.ok(pliCount >= 1, 'the publisher never received a keyframe request');
 
     // The publisher goes away: every subscriber must hear about both publications within 2 s.
     const closedAt = Date.now();

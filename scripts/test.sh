@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs every test of Sluice: Rust (unit, property, end-to-end), the TypeScript SDK's unit tests
+# and the browser end-to-end tests in headless Chromium. Installs what it needs when missing.
+# Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+need_apt=()
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  step "installing ${need_apt[*]} (apt)"
+  if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
+fi
+
+step "npm ci (client-js, tests/browser)"
+(cd client-js && npm ci --no-audit --no-fund --loglevel=error)
+(cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
+
+step "cargo fmt --check / clippy"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "Rust tests (unit, property, end-to-end with webrtc-rs clients)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+  cargo test --workspace --locked --doc
+else
+  cargo test --workspace --locked
+fi
+
+step "client-js: typecheck, unit tests, demo bundle freshness"
+(cd client-js && npm run typecheck && npm test && npm run check:assets)
+
+step "browser end-to-end tests (headless Chromium)"
+cargo build --locked -p sluice-signaling --bin sluice
+(cd tests/browser && SLUICE_BIN="$PWD/../../target/debug/sluice" npm test)
