@@ -46,7 +46,7 @@ impl TestServer {
         adjust(&mut config);
         let sfu = Sfu::new(SfuConfig {
             transport: TransportConfig {
-                udp_ports: None,
+                udp_ports: config.udp_ports,
                 public_ip: config.public_ip,
             },
             ..SfuConfig::default()

@@ -17,7 +17,6 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::time::Duration;
 
 use crate::auth::{Grants, check_name};
@@ -152,80 +151,15 @@ impl fmt::Debug for ServeArgs {
     }
 }
 
-/// An inclusive UDP port range, written `lo-hi` (e.g. `50000-50100`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Deserialize)]
-#[serde(try_from = "String")]
-pub struct PortRange {
-    /// First port (> 0).
-    pub lo: u16,
-    /// Last port (>= `lo`).
-    pub hi: u16,
-}
+/// The media port range type is the transport's own (`lo-hi`, e.g. `50000-50100`).
+pub use sluice_sfu::transport::PortRange;
 
-/// Why a `lo-hi` port range could not be parsed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("invalid port range: {0}")]
-pub struct ParsePortRangeError(String);
-
-impl PortRange {
-    /// A range `lo..=hi`; requires `0 < lo <= hi`.
-    pub fn new(lo: u16, hi: u16) -> Result<Self, ParsePortRangeError> {
-        if lo == 0 {
-            return Err(ParsePortRangeError(
-                "the first port must be at least 1".into(),
-            ));
-        }
-        if lo > hi {
-            return Err(ParsePortRangeError(format!("{lo} is greater than {hi}")));
-        }
-        Ok(Self { lo, hi })
-    }
-
-    /// Number of ports in the range.
-    pub fn len(&self) -> usize {
-        usize::from(self.hi.saturating_sub(self.lo)) + 1
-    }
-
-    /// Always false: a range holds at least one port.
-    pub fn is_empty(&self) -> bool {
-        false
-    }
-
-    /// Whether `port` is in the range.
-    pub fn contains(&self, port: u16) -> bool {
-        (self.lo..=self.hi).contains(&port)
-    }
-}
-
-impl FromStr for PortRange {
-    type Err = ParsePortRangeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (lo, hi) = s
-            .trim()
-            .split_once('-')
-            .ok_or_else(|| ParsePortRangeError("expected LO-HI, e.g. 50000-50100".into()))?;
-        let port = |p: &str| {
-            p.trim()
-                .parse::<u16>()
-                .map_err(|_| ParsePortRangeError(format!("{:?} is not a port number", p.trim())))
-        };
-        Self::new(port(lo)?, port(hi)?)
-    }
-}
-
-impl TryFrom<String> for PortRange {
-    type Error = ParsePortRangeError;
-
-    fn try_from(s: String) -> Result<Self, Self::Error> {
-        s.parse()
-    }
-}
-
-impl fmt::Display for PortRange {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.lo, self.hi)
-    }
+fn deserialize_port_range<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PortRange>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    text.map(|t| t.parse().map_err(serde::de::Error::custom))
+        .transpose()
 }
 
 /// The server configuration after merging defaults, file, environment and flags.
@@ -235,6 +169,7 @@ pub struct Config {
     /// Address for HTTP and WebSocket signaling.
     pub listen: SocketAddr,
     /// UDP ports for media; `None` lets the OS pick ephemeral ports.
+    #[serde(deserialize_with = "deserialize_port_range")]
     pub udp_ports: Option<PortRange>,
     /// IP advertised in ICE candidates; `None` binds and advertises 127.0.0.1.
     pub public_ip: Option<IpAddr>,

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use sluice_sfu::runtime::{Sfu, SfuConfig};
-use sluice_sfu::transport::{PortRange, TransportConfig};
+use sluice_sfu::transport::TransportConfig;
 use sluice_signaling::auth::TokenAuthority;
 use sluice_signaling::config::{Cli, Command, Config};
 use sluice_signaling::server::Server;
@@ -39,11 +39,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let transport = TransportConfig {
-        udp_ports: config
-            .udp_ports
-            .map(|r| PortRange::new(r.lo, r.hi))
-            .transpose()
-            .context("media port range")?,
+        udp_ports: config.udp_ports,
         public_ip: config.public_ip,
     };
     let demo_mode = config.secret.is_none();

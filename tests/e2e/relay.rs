@@ -19,6 +19,8 @@ use webrtc::media_stream::track_remote::TrackRemoteEvent;
 /// 5 s of video at 100 packets/s, and audio at 50 packets/s.
 const VIDEO_PACKETS: u32 = 500;
 const KEYFRAME_EVERY: u32 = 30;
+/// The server's media ports in this test (`--udp-ports`); every server candidate must use one.
+const MEDIA_PORTS: std::ops::RangeInclusive<u16> = 47000..=47099;
 
 /// A synthetic VP8 packet: a real payload descriptor and frame tag (keyframe or not), then the
 /// packet index and a filler that differs per packet, so any corruption or mix-up shows.
@@ -71,7 +73,20 @@ async fn connect(
             Ok(ServerMessage::Trickle {
                 target: t,
                 candidate,
-            }) if t == target => peer.add_candidate(candidate).await?,
+            }) if t == target => {
+                // "candidate:1 1 udp 2130706431 127.0.0.1 47003 typ host"
+                let port: Option<u16> = candidate
+                    .candidate
+                    .split_whitespace()
+                    .nth(5)
+                    .and_then(|p| p.parse().ok());
+                ensure!(
+                    port.is_some_and(|p| MEDIA_PORTS.contains(&p)),
+                    "server candidate outside --udp-ports: {}",
+                    candidate.candidate
+                );
+                peer.add_candidate(candidate).await?
+            }
             Ok(ServerMessage::Offer { sdp }) if target == PeerTarget::Subscriber => {
                 let answer = peer.answer(sdp).await?;
                 let request_id = signal.next_id();
@@ -101,7 +116,13 @@ struct Received {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()> {
     init_tracing();
-    let server = TestServer::start().await?;
+    let server = TestServer::start_with(|c| {
+        c.udp_ports = Some(
+            sluice_sfu::transport::PortRange::new(*MEDIA_PORTS.start(), *MEDIA_PORTS.end())
+                .expect("valid range"),
+        );
+    })
+    .await?;
     let room = "relay";
 
     // Publisher: one VP8 and one Opus track.
