@@ -21,6 +21,48 @@ use super::subscription::{Decision, Subscription};
 /// every subscriber wait for yet another keyframe.
 const STALE_SOURCE_GRACE: Duration = Duration::from_secs(2);
 
+/// Bounds of the keyframe cache: a GOP longer than this (a 10 s GOP at 8 Mb/s is ≈ 7000
+/// packets) is not cached whole, and new subscribers wait for the next keyframe instead.
+const KEYFRAME_CACHE_MAX_PACKETS: usize = 4096;
+const KEYFRAME_CACHE_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+/// The packets since the last keyframe of the current source, for instant join.
+#[derive(Clone, Debug, Default)]
+struct KeyframeCache {
+    packets: Vec<(PacketMeta, RtpPacket)>,
+    bytes: usize,
+    /// Set when the cache overflowed or holds no keyframe: nothing to replay until the
+    /// next keyframe starts it again.
+    invalid: bool,
+}
+
+impl KeyframeCache {
+    fn record(&mut self, meta: &PacketMeta, packet: &RtpPacket, keyframe_start: bool) {
+        let other_source = self
+            .packets
+            .first()
+            .is_some_and(|(m, _)| m.source != meta.source);
+        if keyframe_start || other_source {
+            self.packets.clear();
+            self.bytes = 0;
+            self.invalid = false;
+        }
+        if self.invalid || (self.packets.is_empty() && !keyframe_start) {
+            return;
+        }
+        if self.packets.len() >= KEYFRAME_CACHE_MAX_PACKETS
+            || self.bytes + packet.payload.len() > KEYFRAME_CACHE_MAX_BYTES
+        {
+            self.packets.clear();
+            self.bytes = 0;
+            self.invalid = true;
+            return;
+        }
+        self.bytes += packet.payload.len();
+        self.packets.push((*meta, packet.clone()));
+    }
+}
+
 /// One SSRC's packets of the publication.
 #[derive(Clone, Debug)]
 struct Source {
@@ -53,6 +95,7 @@ pub(crate) struct Publication {
     keyframes_received: u64,
     source_changes: u64,
     dropped: DropCounts,
+    keyframe_cache: Option<KeyframeCache>,
 }
 
 impl Publication {
@@ -82,7 +125,46 @@ impl Publication {
             keyframes_received: 0,
             source_changes: 0,
             dropped: DropCounts::default(),
+            keyframe_cache: None,
         }
+    }
+
+    /// Enables the cache of packets since the last keyframe (instant join).
+    pub fn with_keyframe_cache(mut self, enabled: bool) -> Self {
+        self.keyframe_cache = enabled.then(KeyframeCache::default);
+        self
+    }
+
+    /// Starts the subscription `id` from the cached packets since the last keyframe, so it
+    /// shows a picture at once; returns false when there was nothing to replay.
+    pub fn replay_cached(
+        &mut self,
+        now: Instant,
+        id: SubscriptionId,
+        outputs: &mut VecDeque<Output>,
+    ) -> bool {
+        let Some(cache) = &self.keyframe_cache else {
+            return false;
+        };
+        let Some(subscription) = self.subscriptions.iter_mut().find(|s| s.id == id) else {
+            return false;
+        };
+        if cache.packets.is_empty() {
+            return false;
+        }
+        for (meta, packet) in &cache.packets {
+            if let Decision::Send(rewrite) =
+                subscription.decide(meta, packet.payload.len(), now, self.clock_rate)
+            {
+                outputs.push_back(Output::Forward {
+                    subscription: subscription.id,
+                    subscriber: subscription.subscriber,
+                    packet: rewrite.apply(packet),
+                });
+            }
+        }
+        debug!(publication = %self.id, subscription = %id, packets = cache.packets.len(), "replayed since keyframe");
+        true
     }
 
     pub fn kind(&self) -> MediaKind {
@@ -109,6 +191,10 @@ impl Publication {
                 return;
             }
         };
+        if let Some(cache) = &mut self.keyframe_cache {
+            let keyframe_start = meta.start_point && self.codec.detects_keyframes();
+            cache.record(&meta, packet, keyframe_start);
+        }
         let mut waiting = false;
         for subscription in &mut self.subscriptions {
             match subscription.decide(&meta, packet.payload.len(), now, self.clock_rate) {

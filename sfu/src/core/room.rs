@@ -64,6 +64,9 @@ pub enum Input {
         codec: Codec,
         /// RTP clock rate of the codec (90 000 for video, 48 000 for Opus).
         clock_rate: u32,
+        /// Keep the packets since the last keyframe and start each new subscriber from
+        /// them at once. For publishers that cannot be asked for a keyframe (RTMP encoders).
+        cache_since_keyframe: bool,
     },
     /// Also removes the publication's subscriptions.
     PublicationRemoved {
@@ -204,6 +207,7 @@ impl Room {
                 kind,
                 codec,
                 clock_rate,
+                cache_since_keyframe,
             } => {
                 if self.publications.contains_key(&publication) {
                     return Err(CoreError::DuplicatePublication(publication));
@@ -212,7 +216,8 @@ impl Room {
                 let interval = self.config.keyframe_request_interval;
                 self.publications.insert(
                     publication,
-                    Publication::new(publication, publisher, kind, codec, clock_rate, interval),
+                    Publication::new(publication, publisher, kind, codec, clock_rate, interval)
+                        .with_keyframe_cache(cache_since_keyframe),
                 );
                 Ok(())
             }
@@ -349,9 +354,11 @@ impl Room {
         ));
         self.subscription_index.insert(subscription, publication);
         debug!(%subscription, %subscriber, %publication, "subscription added");
-        // A new video subscriber can only start at a keyframe: ask for one now rather
-        // than wait for the encoder's next periodic keyframe.
-        self.outputs.extend(target.request_keyframe(now));
+        if !target.replay_cached(now, subscription, &mut self.outputs) {
+            // A new video subscriber can only start at a keyframe: ask for one now rather
+            // than wait for the encoder's next periodic keyframe.
+            self.outputs.extend(target.request_keyframe(now));
+        }
         Ok(())
     }
 

@@ -11,6 +11,7 @@
 //! Signaling talks to this module only through [`Sfu::join`] and the returned
 //! [`Participant`].
 
+mod ingest;
 mod participant;
 mod room;
 
@@ -19,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
+pub use ingest::{IngestParticipant, IngestPublication};
 pub use participant::{Participant, ParticipantEvent, Permissions};
 
 use crate::core::{MediaKind, ParticipantId, PublicationId};

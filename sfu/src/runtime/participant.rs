@@ -440,6 +440,7 @@ impl ParticipantTask {
                 .send(RoomCommand::AddPublication {
                     info: info.clone(),
                     codec,
+                    cache_since_keyframe: false,
                 })
                 .await?;
             self.pending_tracks.insert(track.mid, info.id);

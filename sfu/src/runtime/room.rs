@@ -36,6 +36,8 @@ pub(crate) enum RoomCommand {
     AddPublication {
         info: PublicationInfo,
         codec: CodecInfo,
+        /// Start new subscribers from the packets since the last keyframe (RTMP ingest).
+        cache_since_keyframe: bool,
     },
     /// The publication's first RTP arrived: its track can now take keyframe requests.
     AttachTrack {
@@ -234,7 +236,11 @@ impl RoomTask {
                 let _ = reply.send(result);
             }
             RoomCommand::Leave { participant } => self.leave(now, participant),
-            RoomCommand::AddPublication { info, codec } => {
+            RoomCommand::AddPublication {
+                info,
+                codec,
+                cache_since_keyframe,
+            } => {
                 self.feed(
                     now,
                     Input::PublicationAdded {
@@ -243,6 +249,7 @@ impl RoomTask {
                         kind: info.kind,
                         codec: codec.codec(),
                         clock_rate: codec.clock_rate,
+                        cache_since_keyframe,
                     },
                 );
                 self.broadcast(

@@ -58,6 +58,7 @@ fn duplicate_ids_are_errors_and_change_nothing() {
         kind: MediaKind::Video,
         codec: Codec::Vp8,
         clock_rate: 90_000,
+        cache_since_keyframe: false,
     };
     assert_eq!(
         h.input(duplicate_publication),
@@ -167,6 +168,7 @@ fn random_initial_sequence_when_not_configured() {
             kind: MediaKind::Audio,
             codec: Codec::Opus,
             clock_rate: 48_000,
+            cache_since_keyframe: false,
         },
     )
     .unwrap();

@@ -6,6 +6,7 @@
 mod errors;
 mod fanout;
 mod keyframe;
+mod keyframe_cache;
 mod leave;
 mod pli;
 mod prop;
@@ -92,6 +93,16 @@ impl Harness {
     }
 
     pub fn publish(&mut self, publication: u64, publisher: u64, codec: Codec) {
+        self.publish_with_cache(publication, publisher, codec, false);
+    }
+
+    pub fn publish_with_cache(
+        &mut self,
+        publication: u64,
+        publisher: u64,
+        codec: Codec,
+        cache_since_keyframe: bool,
+    ) {
         let kind = codec.kind().unwrap_or(MediaKind::Video);
         let clock_rate = if kind == MediaKind::Audio {
             48_000
@@ -104,6 +115,7 @@ impl Harness {
             kind,
             codec,
             clock_rate,
+            cache_since_keyframe,
         })
         .unwrap();
     }

@@ -1,0 +1,95 @@
+//! Instant join for publishers that cannot be asked for a keyframe (RTMP): a new subscriber
+//! starts from the cached packets since the last keyframe, then continues live.
+
+use super::*;
+
+const PUB: u64 = 1;
+
+fn stream_with_cache(h: &mut Harness) {
+    h.publish_with_cache(PUB, 10, Codec::Vp8, true);
+}
+
+#[test]
+fn late_subscriber_starts_from_the_cached_keyframe_at_once_then_live() {
+    let mut h = Harness::new();
+    stream_with_cache(&mut h);
+    // Delta frames before any keyframe are not cached.
+    h.rtp(PUB, packet(7, 1, 0, VP8_DELTA));
+    // GOP 1, then GOP 2 (keyframe at seq 5): only GOP 2 is kept.
+    h.rtp(PUB, packet(7, 2, 3000, VP8_KEY));
+    h.rtp(PUB, packet(7, 3, 6000, VP8_DELTA));
+    h.rtp(PUB, packet(7, 4, 9000, VP8_DELTA));
+    h.rtp(PUB, packet(7, 5, 12000, VP8_KEY));
+    h.rtp(PUB, packet(7, 6, 12000, VP8_CONT));
+    h.rtp(PUB, packet(7, 7, 15000, VP8_DELTA));
+    h.drain();
+
+    h.subscribe(1, 20, PUB);
+    let outputs = h.drain();
+    let replayed = forwards_to(&outputs, 1);
+    assert_eq!(
+        seqs(&replayed),
+        vec![INITIAL_SEQ, INITIAL_SEQ + 1, INITIAL_SEQ + 2]
+    );
+    assert_eq!(replayed[0].payload.as_ref(), VP8_KEY);
+    assert_eq!(
+        replayed.iter().map(|p| p.timestamp).collect::<Vec<_>>(),
+        vec![12000, 12000, 15000],
+        "the first source keeps the publisher's timestamps"
+    );
+    assert!(
+        keyframe_requests(&outputs).is_empty(),
+        "a replayed keyframe needs no request upstream"
+    );
+
+    // Live packets continue the same numbering.
+    h.advance_ms(33);
+    h.rtp(PUB, packet(7, 8, 18000, VP8_DELTA));
+    let live = forwards_to(&h.drain(), 1);
+    assert_eq!(seqs(&live), vec![INITIAL_SEQ + 3]);
+}
+
+#[test]
+fn without_a_cached_keyframe_the_subscriber_waits_and_a_keyframe_is_requested() {
+    let mut h = Harness::new();
+    stream_with_cache(&mut h);
+    h.rtp(PUB, packet(7, 1, 0, VP8_DELTA));
+    h.drain();
+    h.subscribe(1, 20, PUB);
+    let outputs = h.drain();
+    assert!(forwards_to(&outputs, 1).is_empty());
+    assert_eq!(keyframe_requests(&outputs).len(), 1);
+}
+
+#[test]
+fn a_new_source_empties_the_cache_until_its_keyframe() {
+    let mut h = Harness::new();
+    stream_with_cache(&mut h);
+    h.rtp(PUB, packet(7, 1, 0, VP8_KEY));
+    h.rtp(PUB, packet(7, 2, 3000, VP8_DELTA));
+    // The encoder reconnects with a new SSRC: its delta frames must not be appended to the
+    // old GOP, or a new subscriber would decode garbage.
+    h.advance_ms(100);
+    h.rtp(PUB, packet(8, 500, 777, VP8_DELTA));
+    h.drain();
+    h.subscribe(1, 20, PUB);
+    assert!(forwards_to(&h.drain(), 1).is_empty());
+    h.rtp(PUB, packet(8, 501, 3777, VP8_KEY));
+    h.rtp(PUB, packet(8, 502, 6777, VP8_DELTA));
+    h.drain();
+    h.subscribe(2, 21, PUB);
+    let replayed = forwards_to(&h.drain(), 2);
+    assert_eq!(replayed.len(), 2);
+    assert_eq!(replayed[0].payload.as_ref(), VP8_KEY);
+}
+
+#[test]
+fn publications_without_the_cache_replay_nothing() {
+    let mut h = Harness::new();
+    h.publish(PUB, 10, Codec::Vp8);
+    h.rtp(PUB, packet(7, 1, 0, VP8_KEY));
+    h.rtp(PUB, packet(7, 2, 3000, VP8_DELTA));
+    h.drain();
+    h.subscribe(1, 20, PUB);
+    assert!(forwards_to(&h.drain(), 1).is_empty());
+}
