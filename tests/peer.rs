@@ -111,7 +111,12 @@ impl ClientPeer {
                 kind,
             )?;
         }
-        let registry = register_default_interceptors(Registry::new(), &mut engine)?;
+        // Like the server, mark PLI/FIR/REMB so they reach the application (webrtc-rs 0.21's
+        // chain drops inbound RTCP otherwise).
+        let registry = register_default_interceptors(Registry::new(), &mut engine)?.with(
+            rtc::interceptor::Slot::Custom(20_000),
+            sluice_sfu::transport::FeedbackToApplication::default(),
+        );
         let (candidates_tx, candidates) = mpsc::unbounded_channel();
         let (tracks_tx, tracks) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);

@@ -22,6 +22,8 @@
 //! - [`runtime`] — the tokio shell: one task per room owning its `core::Room`, one task per
 //!   participant owning its two peer connections, bounded queues with counted drops between
 //!   them. Signaling uses [`runtime::Sfu`] and [`runtime::Participant`].
+//! - [`ingest`] — media from outside WebRTC: the RTMP server (OBS, ffmpeg) converting H.264
+//!   and AAC into ordinary publications (H.264 passed through, AAC → Opus) in a room.
 //!
 //! ## Example
 //!
@@ -42,5 +44,6 @@
 
 pub mod codec;
 pub mod core;
+pub mod ingest;
 pub mod runtime;
 pub mod transport;

@@ -66,6 +66,17 @@ pub enum ClientMessage {
         target: PeerTarget,
         candidate: IceCandidate,
     },
+    /// Ask for a simulcast layer of a subscription: the highest spatial (and optionally
+    /// temporal) layer the client wants. The server forwards the best layer at or below it
+    /// that the subscriber's bandwidth allows. Answered by `ok`; `layersChanged` follows.
+    SetPreferredLayer {
+        request_id: RequestId,
+        subscription_id: String,
+        spatial: u8,
+        #[ts(optional)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        temporal: Option<u8>,
+    },
     /// Leave the room; the server closes the connection after answering `ok`.
     Leave { request_id: RequestId },
 }
@@ -81,6 +92,7 @@ impl ClientMessage {
             | Self::Unsubscribe { request_id, .. }
             | Self::Answer { request_id, .. }
             | Self::Trickle { request_id, .. }
+            | Self::SetPreferredLayer { request_id, .. }
             | Self::Leave { request_id } => *request_id,
         }
     }
@@ -143,6 +155,52 @@ pub enum ServerMessage {
         publication_id: String,
         participant_id: String,
     },
+    /// Event: the layer forwarded on a subscription (`current`) or the one the server is
+    /// switching to (`target`) changed, and why.
+    LayersChanged {
+        subscription_id: String,
+        #[ts(optional)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        current: Option<LayerRef>,
+        target: LayerRef,
+        reason: LayerChangeReason,
+    },
+    /// Event to a publisher (dynacast): which simulcast layers of its publication anyone
+    /// watches. Set `active = false` on the encodings that nobody needs, `true` on the others.
+    PublisherLayers {
+        publication_id: String,
+        layers: Vec<LayerActivity>,
+    },
+}
+
+/// One simulcast layer: spatial index (0 = lowest, `q`) and temporal index (0 = base).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerRef {
+    pub spatial: u8,
+    pub temporal: u8,
+}
+
+/// Why a subscription's layers changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum LayerChangeReason {
+    /// The subscriber asked (`setPreferredLayer`).
+    Requested,
+    /// The subscriber's estimated downlink bandwidth went down or up.
+    Bandwidth,
+    /// The layer being forwarded stopped arriving from the publisher.
+    LayerUnavailable,
+    /// A pending switch completed on a keyframe of the target layer.
+    Switched,
+}
+
+/// Whether a simulcast layer (by `rid`) is needed by any subscriber.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct LayerActivity {
+    pub rid: String,
+    pub active: bool,
 }
 
 /// Stable machine-readable error codes. New codes may be added; existing ones never change.
@@ -226,6 +284,11 @@ pub struct TrackInfo {
     #[ts(optional)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    /// Simulcast: the `rid`s of the track's encodings, lowest resolution first (e.g.
+    /// `["q", "h", "f"]`). Absent or empty for a single encoding.
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
@@ -265,6 +328,10 @@ pub struct PublicationInfo {
     pub name: Option<String>,
     /// Negotiated codec, e.g. `video/VP8`, `audio/opus`.
     pub codec: String,
+    /// Simulcast layers by `rid`, lowest first; empty for a single encoding.
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rids: Option<Vec<String>>,
 }
 
 /// The TypeScript declarations of the protocol, as checked in at
@@ -287,6 +354,9 @@ pub fn typescript_bindings() -> String {
         TrackSource::decl(&cfg),
         ParticipantInfo::decl(&cfg),
         PublicationInfo::decl(&cfg),
+        LayerRef::decl(&cfg),
+        LayerChangeReason::decl(&cfg),
+        LayerActivity::decl(&cfg),
     ];
     for decl in decls {
         out.push_str("export ");
@@ -364,8 +434,8 @@ mod tests {
             );
             seen += 1;
         }
-        // 8 client messages + 12 server messages, one fixture each (error twice: with and without id).
-        assert!(seen >= 20, "expected a fixture per message, found {seen}");
+        // 9 client messages + 13 server messages, one fixture each (error twice: with and without id).
+        assert!(seen >= 23, "expected a fixture per message, found {seen}");
     }
 
     #[test]

@@ -347,6 +347,10 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 participant.apply_answer(sdp).await?;
                 Ok(ServerMessage::Ok { request_id })
             }
+            ClientMessage::SetPreferredLayer { request_id, .. } => Err(Failure::new(
+                ErrorCode::InvalidMessage,
+                format!("request {request_id}: simulcast layers are not available yet"),
+            )),
             ClientMessage::Trickle {
                 request_id,
                 target,
@@ -538,6 +542,7 @@ fn publication_info(info: CorePublicationInfo) -> PublicationInfo {
         },
         name: info.name,
         codec: info.codec,
+        rids: None,
     }
 }
 

@@ -7,13 +7,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use bytes::Bytes;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
 use sluice_signaling::protocol::{
     ClientMessage, MediaKind, PeerTarget, PublicationInfo, ServerMessage, TrackInfo, TrackSource,
 };
-use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
 /// 5 s of video at 100 packets/s, and audio at 50 packets/s.
@@ -152,12 +153,14 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
                     kind: MediaKind::Video,
                     source: TrackSource::Camera,
                     name: None,
+                    rids: None,
                 },
                 TrackInfo {
                     mid: audio_mid,
                     kind: MediaKind::Audio,
                     source: TrackSource::Microphone,
                     name: None,
+                    rids: None,
                 },
             ],
         })
@@ -172,10 +175,25 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
     publisher_peer.apply_answer(sdp).await?;
     connect(&mut publisher, &mut publisher_peer, PeerTarget::Publisher).await?;
 
+    // The publisher counts the keyframe requests (PLI) the server sends it.
+    let plis = Arc::new(Mutex::new(Vec::<Instant>::new()));
+    {
+        let plis = Arc::clone(&plis);
+        let video = Arc::clone(&video);
+        tokio::spawn(async move {
+            while let Some(TrackLocalEvent::OnRtcpPacket(packets)) = video.poll().await {
+                if packets
+                    .iter()
+                    .any(|p| p.as_any().is::<PictureLossIndication>())
+                {
+                    plis.lock().expect("pli log").push(Instant::now());
+                }
+            }
+        });
+    }
+
     // Media flows before anyone subscribes, so subscribers join mid-stream and each must start
-    // on a keyframe. (That the server then asks the publisher for a keyframe is asserted in
-    // the browser test, from Chrome's own `pliCount`: webrtc-rs 0.21 does not surface inbound
-    // RTCP on a client's sending track.)
+    // on a keyframe, and each new subscriber makes the server ask the publisher for one.
     let sender = {
         let (video, audio) = (Arc::clone(&video), Arc::clone(&audio));
         tokio::spawn(async move {
@@ -254,7 +272,10 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
 
     // Collect everything each subscriber receives.
     let mut collected = Vec::new();
+    let video_tracks: Arc<Mutex<Vec<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>>> =
+        Arc::default();
     for (_, _, peer, _) in &mut subscribers {
+        let video_tracks = Arc::clone(&video_tracks);
         let log: Arc<Mutex<Vec<Received>>> = Arc::default();
         collected.push(Arc::clone(&log));
         let mut tracks =
@@ -267,6 +288,12 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
                         == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video,
                     packets: Vec::new(),
                 };
+                if received.kind_is_video {
+                    video_tracks
+                        .lock()
+                        .expect("tracks")
+                        .push(Arc::clone(&track));
+                }
                 let slot = {
                     let mut log = log.lock().expect("log");
                     log.push(received);
@@ -283,6 +310,29 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
             }
         });
     }
+
+    // Once the join-time requests are out of the 500 ms throttle window, one subscriber sends
+    // its own PLI: the server must relay it to the publisher.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let plis_before_relay = plis.lock().expect("pli log").len();
+    let subscriber_track = video_tracks
+        .lock()
+        .expect("tracks")
+        .first()
+        .cloned()
+        .context("no subscriber video track")?;
+    let media_ssrc = *subscriber_track
+        .ssrcs()
+        .await
+        .first()
+        .context("subscriber track without ssrc")?;
+    let pli_sent = Instant::now();
+    subscriber_track
+        .write_rtcp(vec![Box::new(PictureLossIndication {
+            sender_ssrc: 1,
+            media_ssrc,
+        })])
+        .await?;
 
     // Wait for the sender to finish, then for the last packets to arrive.
     let sent_in = sender.await.context("sender task")??;
@@ -363,6 +413,22 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
             );
         }
     }
+
+    let plis = plis.lock().expect("pli log").clone();
+    ensure!(
+        plis_before_relay >= 1,
+        "new subscribers should trigger a keyframe request"
+    );
+    let relayed = plis
+        .iter()
+        .find(|at| **at >= pli_sent)
+        .context("the subscriber's PLI was not relayed to the publisher")?;
+    eprintln!(
+        "PLIs at the publisher: {} ({} before the subscriber's own); relayed after {:?}",
+        plis.len(),
+        plis_before_relay,
+        relayed.duration_since(pli_sent)
+    );
 
     for (_, _, peer, _) in &subscribers {
         peer.close().await;

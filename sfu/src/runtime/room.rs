@@ -398,10 +398,14 @@ impl RoomTask {
             if Some(*id) == except {
                 continue;
             }
-            if participant.events.try_send(event.clone()).is_err() {
-                // The participant task is gone or hopelessly behind; it will be removed when
-                // its Leave arrives. Control events are rare, so this is worth a warning.
-                warn!(room = %self.name, participant = %id, "room event not delivered");
+            match participant.events.try_send(event.clone()) {
+                Ok(()) => {}
+                // Its task ended and its Leave is on the way.
+                Err(mpsc::error::TrySendError::Closed(_)) => {}
+                // Hopelessly behind: control events are rare, so this is worth a warning.
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!(room = %self.name, participant = %id, "room event not delivered")
+                }
             }
         }
     }

@@ -7,11 +7,13 @@
 //! over the sans-IO `rtc` core with one shared UDP socket) without touching routing or
 //! signaling.
 
+mod feedback;
 mod peer;
 mod ports;
 mod sdp;
 mod track;
 
+pub use feedback::FeedbackToApplication;
 pub use peer::{Peer, PeerRole, Transport};
 pub use ports::{PortRange, PortRangeError};
 pub use sdp::negotiated_codecs;

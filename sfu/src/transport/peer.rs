@@ -1,6 +1,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
+use rtc::interceptor::Slot;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -19,6 +20,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
@@ -94,8 +96,10 @@ impl Transport {
         handler: Arc<PeerHandler>,
     ) -> Result<Peer, TransportError> {
         let mut media_engine = sluice_media_engine().map_err(peer_err)?;
-        let registry =
-            register_default_interceptors(Registry::new(), &mut media_engine).map_err(peer_err)?;
+        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
+            .map_err(peer_err)?
+            // Application-most: it sees inbound RTCP after every built-in interceptor.
+            .with(Slot::Custom(20_000), FeedbackToApplication::default());
         let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
         if !advertised_ip.is_loopback() {
             settings = settings
@@ -149,13 +153,20 @@ fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
         })
         .collect::<Vec<_>>()
     };
+    // H.264 in the profiles encoders send (RTMP ingest forwards them as they are): constrained
+    // baseline (browsers), baseline, main and high. Subscribers match a publication's codec by
+    // profile, and level-asymmetry-allowed lets a decoder take any level.
+    let h264 = |profile_level_id: &str| {
+        format!(
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile_level_id}"
+        )
+    };
     for (mime_type, fmtp, payload_type) in [
-        ("video/VP8", "", 96),
-        (
-            "video/H264",
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
-            102,
-        ),
+        ("video/VP8", String::new(), 96),
+        ("video/H264", h264("42e01f"), 102),
+        ("video/H264", h264("42001f"), 104),
+        ("video/H264", h264("4d001f"), 106),
+        ("video/H264", h264("64001f"), 108),
     ] {
         engine.register_codec(
             RTCRtpCodecParameters {
@@ -163,7 +174,7 @@ fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
                     mime_type: mime_type.to_owned(),
                     clock_rate: 90_000,
                     channels: 0,
-                    sdp_fmtp_line: fmtp.to_owned(),
+                    sdp_fmtp_line: fmtp,
                     rtcp_feedback: video_feedback(),
                 },
                 payload_type,

@@ -1,0 +1,350 @@
+//! `sluice-bench`: Sluice's cost per forwarded packet against the per-packet floor and a peer
+//! SFU, in one bounded run on this machine. See docs/benchmarks.md.
+//!
+//! One run: (1) the floor microbenchmark (SRTP protect + UDP send, plain and batched);
+//! (2) Sluice as a child process, ramped with webrtc-rs publishers and subscribers while a
+//! direct publisher → subscriber pair gives the latency baseline; (3) the same ramp against a
+//! peer SFU when its binary is given (`--str0m-chat`); (4) results.json, results.md and SVG
+//! plots in `--out`.
+
+mod client;
+mod direct;
+mod floor;
+mod media;
+mod process;
+mod procfs;
+mod ramp;
+mod report;
+mod sluice_target;
+mod stats;
+mod str0m_target;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use clap::Parser;
+use serde::{Deserialize, Serialize};
+
+use crate::media::VideoShape;
+use crate::process::ServerProcess;
+use crate::ramp::{RampConfig, RampResult, Target};
+
+const SECRET: &str = "sluice-bench-secret-0123456789abcdef";
+
+#[derive(Debug, Parser)]
+#[command(
+    version,
+    about = "Sluice load generator and benchmark harness (loopback only)"
+)]
+struct Args {
+    /// A few subscribers for a few seconds: what the test suite runs.
+    #[arg(long)]
+    smoke: bool,
+    /// Subscriber counts to step through (each step adds subscribers up to the count).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "10,50,100,150,200,300,400"
+    )]
+    steps: Vec<usize>,
+    /// No step above this many subscribers.
+    #[arg(long, default_value_t = 400)]
+    max_subscribers: usize,
+    /// Wall-clock budget of each SFU's ramp, seconds.
+    #[arg(long, default_value_t = 120)]
+    budget: u64,
+    /// Measurement window per step, seconds.
+    #[arg(long, default_value_t = 8)]
+    window: u64,
+    /// Pause after a step's joins before measuring, seconds.
+    #[arg(long, default_value_t = 3)]
+    settle: u64,
+    /// Subscribers joining at once.
+    #[arg(long, default_value_t = 8)]
+    join_concurrency: usize,
+    /// Subscribers per Sluice room (each room has its own publisher; Sluice allows 100
+    /// participants per room).
+    #[arg(long, default_value_t = 99)]
+    room_size: usize,
+    /// Video bitrate of each publisher, bits/s (30 fps, a 5× keyframe every 2.5 s).
+    #[arg(long, default_value_t = 1_500_000)]
+    video_bps: u64,
+    /// Stop a ramp after a step whose mean loss exceeds this percentage.
+    #[arg(long, default_value_t = 5.0)]
+    stop_loss_percent: f64,
+    /// The `sluice` server binary (default: next to this binary; else this binary's `serve`).
+    #[arg(long)]
+    sluice_bin: Option<PathBuf>,
+    /// str0m 0.25's `chat` example, built as described in docs/benchmarks.md (skipped if absent).
+    #[arg(long)]
+    str0m_chat: Option<PathBuf>,
+    /// Skip the floor microbenchmark.
+    #[arg(long)]
+    no_floor: bool,
+    /// Milliseconds per floor measurement (median of 3).
+    #[arg(long, default_value_t = 300)]
+    floor_ms: u64,
+    /// Record a `perf` profile of Sluice during the window of this step (subscriber count).
+    #[arg(long)]
+    perf_step: Option<usize>,
+    /// Where results.json, results.md and the SVG plots go.
+    #[arg(long, default_value = "docs/benchmarks")]
+    out: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Runs a Sluice server in this process (used when no `sluice` binary is found).
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+    },
+}
+
+/// Everything one run measured.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub command: String,
+    pub smoke: bool,
+    pub video_bps: u64,
+    pub floor: Vec<floor::FloorResult>,
+    pub ramps: Vec<RampResult>,
+    pub notes: Vec<String>,
+    pub elapsed_s: f64,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    if let Some(Command::Serve { listen }) = args.command {
+        return runtime.block_on(serve(listen));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SLUICE_BENCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    runtime.block_on(run(args))
+}
+
+/// The same server `sluice` runs, in this process.
+async fn serve(listen: std::net::SocketAddr) -> Result<()> {
+    use sluice_sfu::runtime::{Sfu, SfuConfig};
+    use sluice_sfu::transport::TransportConfig;
+    use sluice_signaling::config::Config;
+    let config = Config {
+        listen,
+        secret: Some(SECRET.to_owned()),
+        public_ip: Some("127.0.0.1".parse()?),
+        ..Config::default()
+    };
+    let sfu = Sfu::new(SfuConfig {
+        transport: TransportConfig {
+            udp_ports: None,
+            public_ip: config.public_ip,
+        },
+        ..SfuConfig::default()
+    });
+    let server = sluice_signaling::server::Server::start(config, sfu).await?;
+    println!("sluice listening on http://{}", server.local_addr());
+    tokio::signal::ctrl_c().await.ok();
+    Ok(())
+}
+
+fn sluice_command(args: &Args) -> Result<(PathBuf, Vec<String>)> {
+    let flags = |extra: &[&str]| -> Vec<String> {
+        extra.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
+    };
+    if let Some(bin) = &args.sluice_bin {
+        return Ok((bin.clone(), sluice_flags()));
+    }
+    let me = std::env::current_exe().context("locating this binary")?;
+    let sibling = me.with_file_name("sluice");
+    if sibling.exists() {
+        return Ok((sibling, sluice_flags()));
+    }
+    Ok((me, flags(&["serve", "--listen", "127.0.0.1:0"])))
+}
+
+fn sluice_flags() -> Vec<String> {
+    [
+        "--listen",
+        "127.0.0.1:0",
+        "--public-ip",
+        "127.0.0.1",
+        "--secret",
+        SECRET,
+        "--log",
+        "error",
+        "--max-message-rate",
+        "1000",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect()
+}
+
+struct SluiceUnderTest {
+    process: ServerProcess,
+    client: sluice_target::SluiceTarget,
+    room_size: usize,
+}
+
+#[async_trait::async_trait]
+impl Target for SluiceUnderTest {
+    fn name(&self) -> &str {
+        "sluice"
+    }
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+    fn room_size(&self) -> usize {
+        self.room_size
+    }
+    async fn add_publisher(
+        &self,
+        room: &str,
+        shape: VideoShape,
+        ssrc_base: u32,
+    ) -> Result<(client::MediaSource, client::KeepAlive)> {
+        self.client.add_publisher(room, shape, ssrc_base).await
+    }
+    async fn add_subscriber(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<(client::Reception, client::KeepAlive)> {
+        self.client.add_subscriber(room, identity).await
+    }
+}
+
+async fn run(mut args: Args) -> Result<()> {
+    let started = Instant::now();
+    if args.smoke {
+        args.steps = vec![2, 4];
+        args.max_subscribers = 4;
+        args.window = 3;
+        args.settle = 3;
+        args.budget = 40;
+        args.floor_ms = 30;
+        args.join_concurrency = 4;
+    }
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let shape = VideoShape {
+        bitrate_bps: args.video_bps,
+        fps: 30,
+        keyframe_interval: Duration::from_millis(2500),
+        keyframe_factor: 5,
+    };
+    let mut notes = Vec::new();
+    let floor = if args.no_floor {
+        Vec::new()
+    } else {
+        eprintln!(
+            "[{:6.1}s] floor: SRTP protect + UDP send on loopback …",
+            0.0
+        );
+        let reps = if args.smoke { 1 } else { 3 };
+        let budget = Duration::from_millis(args.floor_ms);
+        let floor = tokio::task::spawn_blocking(move || floor::run_all(budget, reps)).await??;
+        for f in &floor {
+            eprintln!(
+                "[{:6.1}s] floor {}: protect {:.0} ns, send_to {:.0} ns, protect+send_to {:.0} ns ({:.0}k pkt/s/core), +sendmmsg×32 {:.0} ns, +GSO×{} {:.0} ns",
+                started.elapsed().as_secs_f64(),
+                f.profile,
+                f.protect_ns,
+                f.send_to_ns,
+                f.protect_send_to_ns,
+                f.pps_per_core() / 1e3,
+                f.protect_sendmmsg_ns,
+                f.gso_segments,
+                f.protect_gso_ns
+            );
+        }
+        floor
+    };
+    let ramp_config = RampConfig {
+        steps: args.steps.clone(),
+        max_subscribers: args.max_subscribers,
+        budget: Duration::from_secs(args.budget),
+        settle: Duration::from_secs(args.settle),
+        window: Duration::from_secs(args.window),
+        join_concurrency: args.join_concurrency,
+        shape,
+        stop_loss: args.stop_loss_percent / 100.0,
+    };
+
+    // The direct baseline runs for the whole run (both SFUs' windows see it).
+    let (_direct_source, direct, _direct_keep) = direct::start(shape).await?;
+
+    let mut ramps = Vec::new();
+    let (bin, flags) = sluice_command(&args)?;
+    eprintln!(
+        "[{:6.1}s] sluice: starting {}",
+        started.elapsed().as_secs_f64(),
+        bin.display()
+    );
+    let process = ServerProcess::start("sluice", &bin, &flags, &[])?;
+    let target = Arc::new(SluiceUnderTest {
+        client: sluice_target::SluiceTarget {
+            ws_url: format!("ws://{}/ws", process.host_port()),
+            secret: SECRET.to_owned(),
+        },
+        process,
+        room_size: args.room_size,
+    });
+    let perf = args.perf_step.map(|step| (step, args.out.clone()));
+    let ramp = ramp::run(
+        Arc::clone(&target) as Arc<dyn Target>,
+        &ramp_config,
+        &direct,
+        started,
+        perf,
+    )
+    .await;
+    match Arc::try_unwrap(target) {
+        Ok(t) => t.process.stop(),
+        Err(_) => notes.push("sluice process outlived its ramp (stopped on exit)".to_owned()),
+    }
+    ramps.push(ramp.context("sluice ramp")?);
+
+    if let Some(chat) = &args.str0m_chat {
+        match str0m_target::run(chat, &ramp_config, &direct, started).await {
+            Ok(r) => ramps.push(r),
+            Err(err) => {
+                eprintln!("str0m chat: {err:#}");
+                notes.push(format!("str0m chat could not be driven: {err:#}"));
+            }
+        }
+    } else {
+        notes.push("no peer SFU given (--str0m-chat): peer ratio not measured".to_owned());
+    }
+
+    let report = Report {
+        command,
+        smoke: args.smoke,
+        video_bps: args.video_bps,
+        floor,
+        ramps,
+        notes,
+        elapsed_s: started.elapsed().as_secs_f64(),
+    };
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    report::write(&report, &args.out)?;
+    eprintln!(
+        "[{:6.1}s] done: {}",
+        started.elapsed().as_secs_f64(),
+        args.out.join("results.md").display()
+    );
+    Ok(())
+}

@@ -1,0 +1,381 @@
+//! The ramp: publishers, then subscribers added in bounded steps; after each step a settle
+//! pause and a measurement window (server CPU and RSS from /proc, what every subscriber
+//! received, latency against the direct baseline, join times).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use crate::client::{KeepAlive, MediaSource, Reception};
+use crate::media::VideoShape;
+use crate::procfs;
+use crate::stats::{Percentiles, Window};
+
+/// A system under test, reachable by the load generator.
+#[async_trait::async_trait]
+pub trait Target: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn pid(&self) -> u32;
+    /// Subscribers one publisher may have (rooms are filled in order).
+    fn room_size(&self) -> usize;
+    async fn add_publisher(
+        &self,
+        room: &str,
+        shape: VideoShape,
+        ssrc_base: u32,
+    ) -> Result<(MediaSource, KeepAlive)>;
+    async fn add_subscriber(&self, room: &str, identity: &str) -> Result<(Reception, KeepAlive)>;
+}
+
+#[derive(Debug, Clone)]
+pub struct RampConfig {
+    pub steps: Vec<usize>,
+    pub max_subscribers: usize,
+    /// Wall-clock budget of this target's ramp; no step starts that would overrun it.
+    pub budget: Duration,
+    pub settle: Duration,
+    pub window: Duration,
+    pub join_concurrency: usize,
+    pub shape: VideoShape,
+    /// Stop after a step whose mean loss exceeds this fraction.
+    pub stop_loss: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StepResult {
+    pub subscribers: usize,
+    pub publishers: usize,
+    pub window_s: f64,
+    /// Server CPU (user + sys) in the window, in cores (1.0 = one core busy).
+    pub server_cores: f64,
+    /// The load generator's own CPU in cores (it shares the machine).
+    pub loadgen_cores: f64,
+    pub forwarded_pps: f64,
+    pub cpu_us_per_packet: f64,
+    pub pps_per_core: f64,
+    pub rss_mb: f64,
+    pub rss_per_subscriber_kb: f64,
+    pub loss_mean: f64,
+    pub loss_worst: f64,
+    pub subscribers_silent: usize,
+    /// Receive − send, µs, through the SFU (all stamped packets of all subscribers).
+    pub latency_us: Percentiles,
+    /// Receive − send, µs, on the direct publisher → subscriber path in the same window.
+    pub direct_latency_us: Percentiles,
+    pub join_audio_ms: Percentiles,
+    pub join_video_ms: Percentiles,
+    pub joins_failed: usize,
+}
+
+impl StepResult {
+    /// Added forwarding latency (SFU path − direct path), µs: (p50, p99).
+    pub fn added_latency_us(&self) -> (f64, f64) {
+        (
+            self.latency_us.p50 - self.direct_latency_us.p50,
+            self.latency_us.p99 - self.direct_latency_us.p99,
+        )
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RampResult {
+    pub target: String,
+    pub steps: Vec<StepResult>,
+    /// Why the ramp ended.
+    pub ended: String,
+}
+
+struct Subscriber {
+    reception: Reception,
+    _keep: KeepAlive,
+}
+
+fn progress(start: Instant, what: &str) {
+    eprintln!("[{:6.1}s] {what}", start.elapsed().as_secs_f64());
+}
+
+/// Runs the ramp against `target`; `direct` is the baseline pair's reception (same run).
+pub async fn run(
+    target: Arc<dyn Target>,
+    config: &RampConfig,
+    direct: &Reception,
+    started: Instant,
+    perf: Option<(usize, std::path::PathBuf)>,
+) -> Result<RampResult> {
+    let ramp_start = Instant::now();
+    let name = target.name().to_owned();
+    let pid = target.pid();
+    let mut publishers: Vec<(MediaSource, KeepAlive)> = Vec::new();
+    let mut subscribers: Vec<Subscriber> = Vec::new();
+    let mut results = Vec::new();
+    let loadgen_pid = std::process::id();
+
+    // The first room's publisher, then the baseline RSS without subscribers.
+    publishers.push(
+        target
+            .add_publisher("bench-0", config.shape, 0x1000_0000)
+            .await?,
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_base = procfs::rss_kb(pid)?;
+    progress(
+        started,
+        &format!("{name}: publisher connected, RSS {} MB", rss_base / 1024),
+    );
+
+    let mut ended = "all steps done".to_owned();
+    let mut join_seconds_per_subscriber = 0.3;
+    for &step in config
+        .steps
+        .iter()
+        .filter(|&&s| s <= config.max_subscribers)
+    {
+        if step <= subscribers.len() {
+            continue;
+        }
+        let new = step - subscribers.len();
+        let estimate = config.settle
+            + config.window
+            + Duration::from_secs_f64(new as f64 * join_seconds_per_subscriber);
+        if ramp_start.elapsed() + estimate > config.budget {
+            ended = format!(
+                "time budget: step {step} would end after {:.0} s (budget {:.0} s)",
+                (ramp_start.elapsed() + estimate).as_secs_f64(),
+                config.budget.as_secs_f64()
+            );
+            break;
+        }
+        // Publishers for the rooms this step needs.
+        let rooms = step.div_ceil(target.room_size());
+        while publishers.len() < rooms {
+            let room = format!("bench-{}", publishers.len());
+            let ssrc = 0x1000_0000 + 16 * publishers.len() as u32;
+            publishers.push(target.add_publisher(&room, config.shape, ssrc).await?);
+        }
+        // Subscribers, `join_concurrency` at a time.
+        let join_start = Instant::now();
+        let gate = Arc::new(Semaphore::new(config.join_concurrency.max(1)));
+        let mut joins = Vec::new();
+        for i in subscribers.len()..step {
+            let (target, gate) = (Arc::clone(&target), Arc::clone(&gate));
+            let room = format!("bench-{}", i / target.room_size());
+            joins.push(tokio::spawn(async move {
+                let _permit = gate.acquire_owned().await?;
+                target.add_subscriber(&room, &format!("sub-{i}")).await
+            }));
+        }
+        let first_new = subscribers.len();
+        let mut failed = 0;
+        for (n, join) in joins.into_iter().enumerate() {
+            match join.await? {
+                Ok((reception, keep)) => subscribers.push(Subscriber {
+                    reception,
+                    _keep: keep,
+                }),
+                Err(err) => {
+                    failed += 1;
+                    if failed <= 3 {
+                        progress(
+                            started,
+                            &format!("{name}: a subscriber failed to join: {err:#}"),
+                        );
+                    }
+                }
+            }
+            if (n + 1) % 25 == 0 {
+                progress(
+                    started,
+                    &format!("{name}: {} subscribers joined", first_new + n + 1),
+                );
+            }
+        }
+        join_seconds_per_subscriber = (join_start.elapsed().as_secs_f64() / new as f64).max(0.05);
+        if failed * 10 > new {
+            ended = format!("{failed} of {new} subscribers failed to join at step {step}");
+            if subscribers.is_empty() {
+                bail!(ended);
+            }
+            break;
+        }
+
+        tokio::time::sleep(config.settle).await;
+        // Measurement window.
+        for s in &subscribers {
+            s.reception.audio.take();
+            s.reception.video.take();
+        }
+        direct.audio.take();
+        direct.video.take();
+        let (cpu0, lg0, t0) = (
+            procfs::cpu_time(pid)?,
+            procfs::cpu_time(loadgen_pid)?,
+            Instant::now(),
+        );
+        let profiler = match &perf {
+            Some((at, dir)) if *at == step => Some(start_perf(pid, config.window, dir, &name)?),
+            _ => None,
+        };
+        tokio::time::sleep(config.window).await;
+        if let Some((child, dir)) = profiler {
+            finish_perf(child, &dir, &name, started);
+        }
+        let (cpu1, lg1, elapsed) = (
+            procfs::cpu_time(pid)?,
+            procfs::cpu_time(loadgen_pid)?,
+            t0.elapsed().as_secs_f64(),
+        );
+        let rss = procfs::rss_kb(pid)?;
+        let windows: Vec<(Window, Window)> = subscribers
+            .iter()
+            .map(|s| (s.reception.audio.take(), s.reception.video.take()))
+            .collect();
+        let direct_windows = [direct.audio.take(), direct.video.take()];
+
+        let forwarded: u64 = windows.iter().map(|(a, v)| a.packets + v.packets).sum();
+        let cpu = cpu1.saturating_sub(cpu0).as_secs_f64();
+        let losses: Vec<f64> = windows
+            .iter()
+            .map(|(a, v)| {
+                let expected = a.expected() + v.expected();
+                if expected == 0 {
+                    1.0
+                } else {
+                    (1.0 - (a.stamped + v.stamped) as f64 / expected as f64).max(0.0)
+                }
+            })
+            .collect();
+        let latency = |ws: &mut dyn Iterator<Item = &Window>| {
+            Percentiles::of(
+                ws.flat_map(|w| w.latencies_us.iter().map(|&u| f64::from(u)))
+                    .collect(),
+            )
+        };
+        let joined = &subscribers[first_new..];
+        let result = StepResult {
+            subscribers: subscribers.len(),
+            publishers: publishers.len(),
+            window_s: elapsed,
+            server_cores: cpu / elapsed,
+            loadgen_cores: lg1.saturating_sub(lg0).as_secs_f64() / elapsed,
+            forwarded_pps: forwarded as f64 / elapsed,
+            cpu_us_per_packet: cpu * 1e6 / forwarded.max(1) as f64,
+            pps_per_core: if cpu > 0.0 {
+                forwarded as f64 / cpu
+            } else {
+                0.0
+            },
+            rss_mb: rss as f64 / 1024.0,
+            rss_per_subscriber_kb: rss.saturating_sub(rss_base) as f64 / subscribers.len() as f64,
+            loss_mean: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
+            loss_worst: losses.iter().copied().fold(0.0, f64::max),
+            subscribers_silent: windows
+                .iter()
+                .filter(|(a, v)| a.packets + v.packets == 0)
+                .count(),
+            latency_us: latency(&mut windows.iter().flat_map(|(a, v)| [a, v])),
+            direct_latency_us: latency(&mut direct_windows.iter()),
+            join_audio_ms: Percentiles::of(
+                joined
+                    .iter()
+                    .filter_map(|s| s.reception.join_ms().0)
+                    .collect(),
+            ),
+            join_video_ms: Percentiles::of(
+                joined
+                    .iter()
+                    .filter_map(|s| s.reception.join_ms().1)
+                    .collect(),
+            ),
+            joins_failed: failed,
+        };
+        let (added50, added99) = result.added_latency_us();
+        progress(
+            started,
+            &format!(
+                "{name}: {} subs | {:.0} pkt/s fwd | server {:.2} cores, {:.1} µs/pkt, {:.0} pkt/s/core | RSS {:.0} MB ({:.0} kB/sub) | loss {:.2}% (worst {:.2}%) | added latency p50 {:.0} µs p99 {:.0} µs | load gen {:.2} cores",
+                result.subscribers,
+                result.forwarded_pps,
+                result.server_cores,
+                result.cpu_us_per_packet,
+                result.pps_per_core,
+                result.rss_mb,
+                result.rss_per_subscriber_kb,
+                result.loss_mean * 100.0,
+                result.loss_worst * 100.0,
+                added50,
+                added99,
+                result.loadgen_cores,
+            ),
+        );
+        let saturated = result.loss_mean > config.stop_loss;
+        results.push(result);
+        if saturated {
+            ended = format!(
+                "mean loss above {:.0}% at {step} subscribers",
+                config.stop_loss * 100.0
+            );
+            break;
+        }
+    }
+    drop(subscribers);
+    drop(publishers);
+    Ok(RampResult {
+        target: name,
+        steps: results,
+        ended,
+    })
+}
+
+/// `perf record` of the server for one window (sampling at 999 Hz, user and kernel).
+fn start_perf(
+    pid: u32,
+    window: Duration,
+    dir: &std::path::Path,
+    name: &str,
+) -> Result<(std::process::Child, std::path::PathBuf)> {
+    std::fs::create_dir_all(dir)?;
+    let data = dir.join(format!("{name}-perf.data"));
+    let child = std::process::Command::new("perf")
+        .args(["record", "-F", "999", "-p", &pid.to_string(), "-o"])
+        .arg(&data)
+        .args(["--", "sleep", &window.as_secs().to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .context("starting perf record")?;
+    Ok((child, data))
+}
+
+/// Waits for `perf record` and writes the flat profile next to its data.
+fn finish_perf(
+    mut child: std::process::Child,
+    data: &std::path::Path,
+    name: &str,
+    started: Instant,
+) {
+    let _ = child.wait();
+    let report = std::process::Command::new("perf")
+        .args([
+            "report",
+            "--stdio",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "--percent-limit",
+            "0.4",
+            "-i",
+        ])
+        .arg(data)
+        .output();
+    if let Ok(out) = report {
+        let path = data.with_file_name(format!("{name}-perf.txt"));
+        let _ = std::fs::write(&path, &out.stdout);
+        progress(
+            started,
+            &format!("{name}: perf profile in {}", path.display()),
+        );
+    }
+}

@@ -1,0 +1,203 @@
+//! Driving Sluice: its JSON signaling over WebSocket, webrtc-rs peers for media.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use sluice_e2e::SignalClient;
+use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
+use sluice_signaling::auth::{Grants, TokenAuthority};
+use sluice_signaling::protocol::{
+    ClientMessage, MediaKind, PeerTarget, ServerMessage, TrackInfo, TrackSource,
+};
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::client::{self, AbortOnDrop, KeepAlive, Reception};
+use crate::media::{self, VideoShape};
+use crate::stats::StampMode;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A Sluice server reachable at `ws_url` whose tokens are signed with `secret`.
+#[derive(Debug, Clone)]
+pub struct SluiceTarget {
+    pub ws_url: String,
+    pub secret: String,
+}
+
+impl SluiceTarget {
+    fn token(&self, room: &str, identity: &str) -> Result<String> {
+        TokenAuthority::new(self.secret.as_bytes())
+            .mint(
+                &Grants {
+                    room: room.to_owned(),
+                    identity: identity.to_owned(),
+                    can_publish: true,
+                    can_subscribe: true,
+                },
+                Duration::from_secs(3600),
+            )
+            .context("minting a token")
+    }
+
+    /// Joins `room` and publishes one video (`shape`) and one Opus track.
+    pub async fn add_publisher(
+        &self,
+        room: &str,
+        shape: VideoShape,
+        ssrc_base: u32,
+    ) -> Result<(client::MediaSource, KeepAlive)> {
+        let mut signal = SignalClient::connect(&self.ws_url).await?;
+        signal.join(self.token(room, "publisher")?).await?;
+        let mut peer = ClientPeer::new().await?;
+        let video = peer.add_send_track(VP8, ssrc_base).await?;
+        let audio = peer.add_send_track(OPUS, ssrc_base + 1).await?;
+        let offer = peer.offer().await?;
+        let codecs = sluice_sfu::transport::negotiated_codecs(&offer);
+        let mid_of = |mime: &str| {
+            codecs
+                .iter()
+                .find(|(_, c)| c.mime_type.eq_ignore_ascii_case(mime))
+                .map(|(mid, _)| mid.clone())
+                .context("offered track missing")
+        };
+        let tracks = vec![
+            TrackInfo {
+                mid: mid_of(VP8)?,
+                kind: MediaKind::Video,
+                source: TrackSource::Camera,
+                name: None,
+            },
+            TrackInfo {
+                mid: mid_of(OPUS)?,
+                kind: MediaKind::Audio,
+                source: TrackSource::Microphone,
+                name: None,
+            },
+        ];
+        let request_id = signal.next_id();
+        let published = signal
+            .request(ClientMessage::Publish {
+                request_id,
+                sdp: offer,
+                tracks,
+            })
+            .await?;
+        let ServerMessage::Published { sdp, .. } = published else {
+            bail!("publish failed: {published:?}");
+        };
+        peer.apply_answer(sdp).await?;
+        connect(&mut signal, &mut peer, PeerTarget::Publisher).await?;
+        let source = client::start_media(video, audio, shape, (ssrc_base, ssrc_base + 1));
+        Ok((source, Box::new((signal, peer))))
+    }
+
+    /// Joins `room` as `identity`, subscribes to everything published there and connects.
+    pub async fn add_subscriber(
+        &self,
+        room: &str,
+        identity: &str,
+    ) -> Result<(Reception, KeepAlive)> {
+        let mut signal = SignalClient::connect(&self.ws_url).await?;
+        let joined = signal.join(self.token(room, identity)?).await?;
+        let ServerMessage::Joined { publications, .. } = joined else {
+            bail!("join failed: {joined:?}");
+        };
+        ensure!(!publications.is_empty(), "nothing published in {room}");
+        let mut peer = ClientPeer::new().await?;
+        let reception = Reception::new(StampMode::PacketTrailer, media::now_ns());
+        let tracks = std::mem::replace(&mut peer.tracks, tokio::sync::mpsc::unbounded_channel().1);
+        let readers = AbortOnDrop(client::spawn_track_readers(tracks, reception.clone()));
+        for publication in &publications {
+            let request_id = signal.next_id();
+            let response = signal
+                .request(ClientMessage::Subscribe {
+                    request_id,
+                    publication_id: publication.publication_id.clone(),
+                })
+                .await?;
+            ensure!(
+                matches!(response, ServerMessage::Subscribed { .. }),
+                "subscribe failed: {response:?}"
+            );
+        }
+        connect(&mut signal, &mut peer, PeerTarget::Subscriber).await?;
+        // Keep answering re-offers (a second subscription may be negotiated after the first
+        // connected) and trickling, for as long as the subscriber lives.
+        let service = AbortOnDrop(tokio::spawn(async move {
+            loop {
+                if let Err(err) = service_events(&mut signal, &mut peer).await {
+                    tracing::debug!(%err, "subscriber signaling ended");
+                    return;
+                }
+            }
+        }));
+        Ok((reception, Box::new((service, readers))))
+    }
+}
+
+/// Handles one round of subscriber-connection signaling; `Err` when the socket is gone.
+async fn service_events(signal: &mut SignalClient, peer: &mut ClientPeer) -> Result<()> {
+    while let Ok(candidate) = peer.candidates.try_recv() {
+        signal.trickle(PeerTarget::Subscriber, candidate).await?;
+    }
+    match signal.next_event(Duration::from_millis(200)).await {
+        Ok(ServerMessage::Trickle {
+            target: PeerTarget::Subscriber,
+            candidate,
+        }) => peer.add_candidate(candidate).await,
+        Ok(ServerMessage::Offer { sdp }) => {
+            let answer = peer.answer(sdp).await?;
+            let request_id = signal.next_id();
+            signal
+                .request(ClientMessage::Answer {
+                    request_id,
+                    sdp: answer,
+                })
+                .await?;
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(err) if err.to_string().starts_with("no event") => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
+/// Trickles candidates both ways (and answers the server's offers) until connected.
+async fn connect(
+    signal: &mut SignalClient,
+    peer: &mut ClientPeer,
+    target: PeerTarget,
+) -> Result<()> {
+    let deadline = Instant::now() + CONNECT_TIMEOUT;
+    while Instant::now() < deadline {
+        if *peer.state.borrow() == RTCPeerConnectionState::Connected {
+            // Offers still queued (none expected) would be answered by nobody: drain them.
+            return Ok(());
+        }
+        while let Ok(candidate) = peer.candidates.try_recv() {
+            signal.trickle(target, candidate).await?;
+        }
+        match signal.next_event(Duration::from_millis(20)).await {
+            Ok(ServerMessage::Trickle {
+                target: t,
+                candidate,
+            }) if t == target => peer.add_candidate(candidate).await?,
+            Ok(ServerMessage::Offer { sdp }) if target == PeerTarget::Subscriber => {
+                let answer = peer.answer(sdp).await?;
+                let request_id = signal.next_id();
+                let response = signal
+                    .request(ClientMessage::Answer {
+                        request_id,
+                        sdp: answer,
+                    })
+                    .await?;
+                ensure!(
+                    matches!(response, ServerMessage::Ok { .. }),
+                    "answer refused: {response:?}"
+                );
+            }
+            Ok(_) | Err(_) => {}
+        }
+    }
+    bail!("{target:?} connection not established within {CONNECT_TIMEOUT:?}")
+}

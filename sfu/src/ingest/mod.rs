@@ -1,0 +1,47 @@
+//! Ingest: media produced outside WebRTC, converted in process into ordinary publications.
+//!
+//! Today that is RTMP (OBS, ffmpeg, hardware encoders) on `rtmp://host/live/<stream key>`:
+//!
+//! ```text
+//! TCP ─▶ rtmp::protocol (rml_rtmp behind Sluice's trait + guard) ─▶ flv tags
+//!   video: avc (sequence header → SPS/PPS, profile-level-id; AVCC → Annex B, SPS/PPS before
+//!          every IDR) ─▶ packetize (FU-A / STAP-A ≤ 1200 bytes, marker on a frame's last packet)
+//!   audio: audio (AAC-LC decode → 48 kHz → Opus 20 ms) ─▶ packetize
+//!   ─▶ room (IngestParticipant / IngestPublication: the routing core fans out, and keeps a
+//!      video publication's packets since its last keyframe so viewers start at once)
+//! ```
+//!
+//! - [`keys`]: which stream key maps to which room and identity (configured or signed keys).
+//! - `registry`: one publisher per target; a dropped connection parks its stream for the
+//!   reconnect grace period so the encoder can resume the same publications.
+//!
+//! ```no_run
+//! use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
+//! use sluice_sfu::runtime::{Sfu, SfuConfig};
+//!
+//! # async fn demo() -> std::io::Result<()> {
+//! let sfu = Sfu::new(SfuConfig::default());
+//! let mut keys = StreamKeys::new();
+//! keys.add("a-long-random-stream-key", StreamTarget { room: "stage".into(), identity: "obs".into() })
+//!     .expect("a valid key");
+//! let rtmp = RtmpServer::start(RtmpConfig::default(), keys, sfu).await?;
+//! println!("publish to rtmp://{}/live/a-long-random-stream-key", rtmp.local_addr());
+//! # Ok(())
+//! # }
+//! ```
+
+mod audio;
+mod avc;
+mod flv;
+pub mod keys;
+mod media;
+mod packetize;
+mod registry;
+mod room;
+pub mod rtmp;
+mod stats;
+mod video;
+
+pub use keys::{KeyError, StreamKeys, StreamTarget};
+pub use rtmp::{RtmpConfig, RtmpServer};
+pub use stats::StreamStatsSnapshot;

@@ -1,0 +1,98 @@
+//! The room side of an RTMP stream: its participant and publications. It outlives the RTMP
+//! connection by the reconnect grace period, so an encoder that reconnects continues the same
+//! publications and viewers keep playing without renegotiating.
+
+use std::sync::Arc;
+
+use tracing::info;
+
+use super::keys::StreamTarget;
+use super::stats::StreamStats;
+use crate::core::{MediaKind, RtpPacket};
+use crate::runtime::{IngestParticipant, IngestPublication, RequestError, Sfu, Source};
+use crate::transport::CodecInfo;
+
+struct Track {
+    publication: IngestPublication,
+    codec: CodecInfo,
+}
+
+pub struct RoomStream {
+    target: StreamTarget,
+    participant: IngestParticipant,
+    video: Option<Track>,
+    audio: Option<Track>,
+    stats: Arc<StreamStats>,
+}
+
+impl std::fmt::Debug for RoomStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RoomStream")
+            .field("target", &self.target)
+            .field("participant", &self.participant.id())
+            .finish()
+    }
+}
+
+impl RoomStream {
+    pub async fn join(sfu: &Sfu, target: StreamTarget) -> Result<Self, RequestError> {
+        let (participant, _) = sfu
+            .join_ingest(&target.room, target.identity.clone())
+            .await?;
+        Ok(Self {
+            target,
+            participant,
+            video: None,
+            audio: None,
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn target(&self) -> &StreamTarget {
+        &self.target
+    }
+
+    pub fn stats(&self) -> &Arc<StreamStats> {
+        &self.stats
+    }
+
+    /// Makes sure the track of `codec`'s kind is published with exactly this codec. The same
+    /// codec after a reconnect keeps the publication; another one (the encoder's settings
+    /// changed) replaces it, since subscribers negotiated the old one.
+    pub async fn announce(&mut self, codec: CodecInfo) -> Result<(), RequestError> {
+        let kind = codec.kind();
+        let slot = match kind {
+            MediaKind::Video => &mut self.video,
+            MediaKind::Audio => &mut self.audio,
+        };
+        if slot.as_ref().is_some_and(|track| track.codec == codec) {
+            return Ok(());
+        }
+        if let Some(old) = slot.take() {
+            info!(publication = %old.publication.id(), "codec changed: replacing the publication");
+            self.participant.unpublish(old.publication.id()).await?;
+        }
+        let name = match kind {
+            MediaKind::Video => "rtmp video",
+            MediaKind::Audio => "rtmp audio",
+        };
+        let publication = self
+            .participant
+            .publish(Source::Rtmp, Some(name.to_owned()), codec.clone())
+            .await?;
+        info!(publication = %publication.id(), codec = %codec.mime_type, "published");
+        *slot = Some(Track { publication, codec });
+        Ok(())
+    }
+
+    /// Hands a packet to the room; never blocks. Packets of a track not announced are dropped.
+    pub fn send(&self, kind: MediaKind, packet: RtpPacket) {
+        let track = match kind {
+            MediaKind::Video => &self.video,
+            MediaKind::Audio => &self.audio,
+        };
+        if let Some(track) = track {
+            track.publication.send(packet);
+        }
+    }
+}

@@ -1,0 +1,71 @@
+//! Lets the RTCP feedback an SFU acts on reach the application.
+//!
+//! In webrtc-rs 0.21 every interceptor chain ends in a terminus that drops inbound RTCP unless
+//! an interceptor marked it `DeliverToApplication` (webrtc-rs/rtc#148 discusses it). Without
+//! this interceptor a subscriber's PLI/FIR would never reach the routing core, and its REMB
+//! never reach the allocator.
+
+use std::collections::VecDeque;
+use std::time::Instant;
+
+use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::sansio::Protocol;
+
+/// Marks inbound RTCP that carries a keyframe request or a bandwidth estimate for delivery.
+/// Add it to a webrtc-rs interceptor registry at an application-most slot (above every
+/// built-in interceptor), e.g. `Slot::Custom(20_000)`.
+#[derive(Default)]
+pub struct FeedbackToApplication {
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+fn is_actionable(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
+    packets.iter().any(|p| {
+        let any = p.as_any();
+        any.is::<PictureLossIndication>()
+            || any.is::<FullIntraRequest>()
+            || any.is::<ReceiverEstimatedMaximumBitrate>()
+    })
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtcp(packets) = &msg.message.packet
+            && is_actionable(packets)
+        {
+            msg.message.add(Attribute::DeliverToApplication);
+        }
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+}
+
+impl Interceptor for FeedbackToApplication {
+    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
