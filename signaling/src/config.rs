@@ -19,6 +19,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use sluice_sfu::ingest::{StreamKeys, StreamTarget};
+
 use crate::auth::{Grants, check_name};
 
 /// Minimum secret length accepted for signing tokens, in bytes.
@@ -45,6 +47,32 @@ pub struct Cli {
 pub enum Command {
     /// Print a room token signed with the server secret.
     Token(TokenArgs),
+    /// Print an RTMP stream key signed with the server secret, for rtmp://host/live/<key>.
+    StreamKey(StreamKeyArgs),
+}
+
+/// Arguments of `sluice stream-key`.
+#[derive(clap::Args)]
+pub struct StreamKeyArgs {
+    /// Server secret the key is signed with (the server's --secret, at least 16 bytes).
+    #[arg(long, env = "SLUICE_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub secret: String,
+    /// Room the stream is published in.
+    #[arg(long, value_parser = parse_room)]
+    pub room: String,
+    /// Participant identity the stream publishes as.
+    #[arg(long, value_parser = parse_identity)]
+    pub identity: String,
+}
+
+impl fmt::Debug for StreamKeyArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StreamKeyArgs")
+            .field("secret", &"<redacted>")
+            .field("room", &self.room)
+            .field("identity", &self.identity)
+            .finish()
+    }
 }
 
 /// Arguments of `sluice token`.
@@ -134,6 +162,19 @@ pub struct ServeArgs {
     /// Log filter in tracing EnvFilter syntax, e.g. "info,sluice_sfu=debug" [default: info].
     #[arg(long, env = "SLUICE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// RTMP ingest address, or "off" [default: 127.0.0.1:1935].
+    #[arg(long, env = "SLUICE_RTMP", value_name = "ADDR:PORT|off")]
+    pub rtmp: Option<RtmpListen>,
+    /// An RTMP stream key and where it publishes, KEY=ROOM/IDENTITY (key ≥ 16 characters; the
+    /// room cannot contain '/' here — use the TOML file for that). Repeat or comma-separate.
+    #[arg(
+        long = "rtmp-key",
+        env = "SLUICE_RTMP_KEYS",
+        hide_env_values = true,
+        value_name = "KEY=ROOM/IDENTITY",
+        value_delimiter = ','
+    )]
+    pub rtmp_keys: Option<Vec<RtmpKey>>,
 }
 
 impl fmt::Debug for ServeArgs {
@@ -147,7 +188,72 @@ impl fmt::Debug for ServeArgs {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_message_rate", &self.max_message_rate)
             .field("log", &self.log)
+            .field("rtmp", &self.rtmp)
+            .field("rtmp_keys", &self.rtmp_keys)
             .finish()
+    }
+}
+
+/// Where the RTMP ingest listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtmpListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for RtmpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" => Ok(Self::Off),
+            addr => addr
+                .parse()
+                .map(Self::On)
+                .map_err(|_| format!("invalid RTMP address {addr:?}: expected ADDR:PORT or off")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RtmpListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One configured RTMP stream key and the room and identity it publishes as.
+#[derive(Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpKey {
+    pub key: String,
+    pub room: String,
+    pub identity: String,
+}
+
+impl fmt::Debug for RtmpKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RtmpKey")
+            .field("key", &"<redacted>")
+            .field("room", &self.room)
+            .field("identity", &self.identity)
+            .finish()
+    }
+}
+
+impl std::str::FromStr for RtmpKey {
+    type Err = String;
+
+    /// `KEY=ROOM/IDENTITY`. Errors never repeat the key.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = "expected KEY=ROOM/IDENTITY";
+        let (key, target) = s.trim().split_once('=').ok_or(usage)?;
+        let (room, identity) = target.split_once('/').ok_or(usage)?;
+        Ok(Self {
+            key: key.to_owned(),
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+        })
     }
 }
 
@@ -183,6 +289,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// tracing EnvFilter directive string.
     pub log: String,
+    /// RTMP ingest listener (`"off"` or `"addr:port"`).
+    pub rtmp: RtmpListen,
+    /// Configured RTMP stream keys (signed keys need only `secret`).
+    pub rtmp_keys: Vec<RtmpKey>,
 }
 
 impl Default for Config {
@@ -196,6 +306,8 @@ impl Default for Config {
             max_message_rate: 50,
             max_message_bytes: 64 * 1024,
             log: "info".into(),
+            rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
+            rtmp_keys: Vec::new(),
         }
     }
 }
@@ -211,6 +323,8 @@ impl fmt::Debug for Config {
             .field("max_message_rate", &self.max_message_rate)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("log", &self.log)
+            .field("rtmp", &self.rtmp)
+            .field("rtmp_keys", &self.rtmp_keys)
             .finish()
     }
 }
@@ -300,11 +414,17 @@ impl Config {
         if let Some(log) = &args.log {
             self.log = log.clone();
         }
+        if let Some(rtmp) = args.rtmp {
+            self.rtmp = rtmp;
+        }
+        if let Some(keys) = &args.rtmp_keys {
+            self.rtmp_keys = keys.clone();
+        }
     }
 
     /// Checks value ranges: secret (if set) ≥ 16 bytes, `max_message_rate` ≥ 1,
     /// `max_message_bytes` in 1 KiB..=1 MiB, a sane UDP range, an advertisable
-    /// public IP and well-formed origins.
+    /// public IP, well-formed origins and RTMP stream keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
         if let Some(secret) = &self.secret
@@ -331,6 +451,11 @@ impl Config {
         {
             return invalid(format!("public_ip {ip} cannot be advertised to peers"));
         }
+        for entry in &self.rtmp_keys {
+            check_name("rtmp_keys room", &entry.room).map_err(ConfigError::Invalid)?;
+            check_name("rtmp_keys identity", &entry.identity).map_err(ConfigError::Invalid)?;
+        }
+        self.stream_keys()?;
         for origin in &self.allowed_origins {
             if origin != "*" && SchemeHostPort::parse(origin).is_none() {
                 return invalid(format!(
@@ -339,6 +464,29 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The RTMP stream keys this configuration accepts: the configured ones, and keys signed
+    /// with the secret when one is configured.
+    pub fn stream_keys(&self) -> Result<StreamKeys, ConfigError> {
+        let mut keys = match &self.secret {
+            Some(secret) => StreamKeys::new().with_secret(secret.as_bytes()),
+            None => StreamKeys::new(),
+        };
+        for entry in &self.rtmp_keys {
+            let target = StreamTarget {
+                room: entry.room.clone(),
+                identity: entry.identity.clone(),
+            };
+            // The error never contains the key: it names the entry by its target.
+            keys.add(&entry.key, target).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "rtmp_keys entry for {}/{}: {e}",
+                    entry.room, entry.identity
+                ))
+            })?;
+        }
+        Ok(keys)
     }
 
     /// Maximum burst of signaling messages per connection (twice the rate).

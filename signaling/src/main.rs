@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
+use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
 use sluice_sfu::runtime::{Sfu, SfuConfig};
 use sluice_sfu::transport::TransportConfig;
 use sluice_signaling::auth::TokenAuthority;
-use sluice_signaling::config::{Cli, Command, Config};
+use sluice_signaling::config::{Cli, Command, Config, RtmpListen};
 use sluice_signaling::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -20,6 +21,14 @@ fn main() -> anyhow::Result<()> {
                 .mint(&args.grants(), args.ttl())
                 .context("minting the token")?;
             println!("{token}");
+            Ok(())
+        }
+        Some(Command::StreamKey(args)) => {
+            let target = StreamTarget {
+                room: args.room,
+                identity: args.identity,
+            };
+            println!("{}", StreamKeys::sign(args.secret.as_bytes(), &target));
             Ok(())
         }
         None => {
@@ -44,15 +53,39 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     };
     let demo_mode = config.secret.is_none();
     let listen = config.listen;
+    let rtmp_listen = config.rtmp;
+    let stream_keys = config.stream_keys().context("loading RTMP stream keys")?;
     let sfu = Sfu::new(SfuConfig {
         transport,
         ..SfuConfig::default()
     });
-    let server = Server::start(config, sfu)
+    let server = Server::start(config, sfu.clone())
         .await
         .with_context(|| format!("binding HTTP/WebSocket listener on {listen}"))?;
+    let rtmp = match rtmp_listen {
+        RtmpListen::Off => None,
+        RtmpListen::On(addr) => Some(
+            RtmpServer::start(
+                RtmpConfig {
+                    listen: addr,
+                    ..RtmpConfig::default()
+                },
+                stream_keys,
+                sfu,
+            )
+            .await
+            .with_context(|| format!("binding RTMP listener on {addr} (--rtmp off disables it)"))?,
+        ),
+    };
     // Scripts and tests read this exact line to find the port (with --listen …:0).
     println!("sluice listening on http://{}", server.local_addr());
+    if let Some(rtmp) = &rtmp {
+        // Tests read this line too (with --rtmp …:0).
+        println!(
+            "sluice rtmp ingest on rtmp://{}/live/<stream key>",
+            rtmp.local_addr()
+        );
+    }
     if demo_mode {
         println!(
             "demo mode: no secret configured, a random one was generated; open http://{}/ in two tabs",
@@ -62,6 +95,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     std::io::stdout().flush().context("writing to stdout")?;
     shutdown_signal().await;
     tracing::info!("shutting down");
+    if let Some(rtmp) = rtmp {
+        rtmp.shutdown().await;
+    }
     server.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }

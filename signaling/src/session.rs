@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use sluice_sfu::core::{MediaKind as CoreMediaKind, PublicationId, SubscriptionId};
+use sluice_sfu::core::{LayerReason, MediaKind as CoreMediaKind, PublicationId, SubscriptionId};
 use sluice_sfu::runtime::{
     Participant, ParticipantEvent, ParticipantInfo as CoreParticipantInfo, Permissions,
     PublicationInfo as CorePublicationInfo, RequestError, Sfu, Source, TrackRequest,
@@ -19,9 +19,12 @@ use tracing::{Instrument, debug, info, info_span};
 
 use crate::auth::TokenAuthority;
 use crate::protocol::{
-    ClientMessage, ErrorCode, IceCandidate, MediaKind, ParticipantInfo, PeerTarget,
-    PublicationInfo, RequestId, ServerMessage, TrackSource,
+    ClientMessage, ErrorCode, IceCandidate, LayerActivity, LayerChangeReason, LayerRef, MediaKind,
+    ParticipantInfo, PeerTarget, PublicationInfo, RequestId, ServerMessage, TrackSource,
 };
+
+/// Reported as the temporal layer while every temporal layer is forwarded (VP8 L1T3 has 3).
+const ALL_TEMPORAL_LAYERS: u8 = 2;
 
 /// A frame from the client, as the server layer classified it.
 #[derive(Debug)]
@@ -306,6 +309,7 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                         kind: core_kind(t.kind),
                         source: core_source(t.source),
                         name: t.name,
+                        rids: t.rids.unwrap_or_default(),
                     })
                     .collect();
                 let (sdp, publications) = participant.publish(sdp, tracks).await?;
@@ -347,10 +351,18 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 participant.apply_answer(sdp).await?;
                 Ok(ServerMessage::Ok { request_id })
             }
-            ClientMessage::SetPreferredLayer { request_id, .. } => Err(Failure::new(
-                ErrorCode::InvalidMessage,
-                format!("request {request_id}: simulcast layers are not available yet"),
-            )),
+            ClientMessage::SetPreferredLayer {
+                request_id,
+                subscription_id,
+                spatial,
+                temporal,
+            } => {
+                let id = parse_id::<SubscriptionId>("subscription", &subscription_id)?;
+                participant
+                    .set_preferred_layer(id, spatial, temporal)
+                    .await?;
+                Ok(ServerMessage::Ok { request_id })
+            }
             ClientMessage::Trickle {
                 request_id,
                 target,
@@ -515,6 +527,34 @@ fn event_message(event: ParticipantEvent) -> ServerMessage {
             publication_id: publication.to_string(),
             participant_id: participant.to_string(),
         },
+        ParticipantEvent::LayersChanged(change) => ServerMessage::LayersChanged {
+            subscription_id: change.subscription.to_string(),
+            // Temporal layers are not selected yet: every temporal layer is forwarded.
+            current: change.current.map(|spatial| LayerRef {
+                spatial,
+                temporal: ALL_TEMPORAL_LAYERS,
+            }),
+            target: LayerRef {
+                spatial: change.target,
+                temporal: ALL_TEMPORAL_LAYERS,
+            },
+            reason: match change.reason {
+                LayerReason::Requested => LayerChangeReason::Requested,
+                LayerReason::Bandwidth => LayerChangeReason::Bandwidth,
+                LayerReason::LayerUnavailable => LayerChangeReason::LayerUnavailable,
+                LayerReason::Switched => LayerChangeReason::Switched,
+            },
+        },
+        ParticipantEvent::PublisherLayers {
+            publication,
+            layers,
+        } => ServerMessage::PublisherLayers {
+            publication_id: publication.to_string(),
+            layers: layers
+                .into_iter()
+                .map(|(rid, active)| LayerActivity { rid, active })
+                .collect(),
+        },
     }
 }
 
@@ -542,7 +582,7 @@ fn publication_info(info: CorePublicationInfo) -> PublicationInfo {
         },
         name: info.name,
         codec: info.codec,
-        rids: None,
+        rids: (!info.rids.is_empty()).then_some(info.rids),
     }
 }
 

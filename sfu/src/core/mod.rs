@@ -12,6 +12,8 @@
 mod dedup;
 mod feedback;
 mod ids;
+mod keyframe_cache;
+mod layer;
 mod packet;
 mod publication;
 mod rewrite;
@@ -25,6 +27,6 @@ mod tests;
 pub use ids::{ParseIdError, ParticipantId, PublicationId, Ssrc, SubscriptionId};
 pub use packet::{Codec, DropReason, MediaKind, RtpPacket};
 pub use room::{
-    CoreError, DropCounts, Input, Output, PublicationStats, Room, RoomConfig, RoomConfigError,
-    RoomStats, SubscriptionStats,
+    CoreError, DropCounts, Input, LayerReason, Output, PublicationStats, Room, RoomConfig,
+    RoomConfigError, RoomStats, SubscriptionStats,
 };

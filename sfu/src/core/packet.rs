@@ -95,16 +95,22 @@ pub enum DropReason {
     Duplicate,
     /// A late packet of the source that a publication just replaced.
     StaleSource,
+    /// A packet of a simulcast layer this subscription is not receiving.
+    NotCurrentLayer,
+    /// A packet for a layer index the publication does not have.
+    UnknownLayer,
 }
 
 impl DropReason {
     /// Every reason, in a stable order (used for fixed-size counters).
-    pub const ALL: [DropReason; 5] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::WaitingForKeyframe,
         DropReason::UnknownPublication,
         DropReason::TooOld,
         DropReason::Duplicate,
         DropReason::StaleSource,
+        DropReason::NotCurrentLayer,
+        DropReason::UnknownLayer,
     ];
 
     /// A stable snake_case name, for stats and metrics keys.
@@ -115,6 +121,8 @@ impl DropReason {
             DropReason::TooOld => "too_old",
             DropReason::Duplicate => "duplicate",
             DropReason::StaleSource => "stale_source",
+            DropReason::NotCurrentLayer => "not_current_layer",
+            DropReason::UnknownLayer => "unknown_layer",
         }
     }
 
@@ -125,6 +133,8 @@ impl DropReason {
             DropReason::TooOld => 2,
             DropReason::Duplicate => 3,
             DropReason::StaleSource => 4,
+            DropReason::NotCurrentLayer => 5,
+            DropReason::UnknownLayer => 6,
         }
     }
 }
@@ -139,8 +149,10 @@ impl fmt::Display for DropReason {
 /// per-subscription decisions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PacketMeta {
-    /// Increments each time the publication's packets switch to a new SSRC.
+    /// Increments each time one of the publication's layers switches to a new SSRC.
     pub source: u64,
+    /// The simulcast (spatial) layer, 0 = lowest; always 0 without simulcast.
+    pub layer: u8,
     pub seq: ExtSeq,
     pub ts: ExtTs,
     /// A decoder can start here (keyframe start for video, any packet otherwise).

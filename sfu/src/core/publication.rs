@@ -1,77 +1,23 @@
-//! One published track: its current source (SSRC), the packets' parse-once metadata,
-//! the fan-out to its subscriptions and the throttled keyframe requests to its publisher.
+//! One publication: its layers (one, or three for simulcast), its subscriptions, and the
+//! decisions that span them — which layer each subscription targets, when to ask the
+//! publisher for a keyframe, which layers anyone still needs (dynacast).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use tracing::{debug, trace};
 
-use super::dedup::SeenWindow;
-use super::feedback::KeyframeThrottle;
 use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
+use super::keyframe_cache::KeyframeCache;
+use super::layer::Layer;
 use super::packet::{Codec, DropReason, MediaKind, PacketMeta, RtpPacket};
-use super::rewrite::seq::SeqUnwrapper;
-use super::rewrite::timestamp::{ExtTs, TsUnwrapper};
-use super::room::Output;
+use super::room::{LayerReason, Output};
 use super::stats::{DropCounts, PublicationStats};
 use super::subscription::{Decision, Subscription};
 
-/// For this long after a source switch, packets of the replaced SSRC are taken to be
-/// late stragglers (dropped) rather than the publisher switching back, which would make
-/// every subscriber wait for yet another keyframe.
-const STALE_SOURCE_GRACE: Duration = Duration::from_secs(2);
-
-/// Bounds of the keyframe cache: a GOP longer than this (a 10 s GOP at 8 Mb/s is ≈ 7000
-/// packets) is not cached whole, and new subscribers wait for the next keyframe instead.
-const KEYFRAME_CACHE_MAX_PACKETS: usize = 4096;
-const KEYFRAME_CACHE_MAX_BYTES: usize = 8 * 1024 * 1024;
-
-/// The packets since the last keyframe of the current source, for instant join.
-#[derive(Clone, Debug, Default)]
-struct KeyframeCache {
-    packets: Vec<(PacketMeta, RtpPacket)>,
-    bytes: usize,
-    /// Set when the cache overflowed or holds no keyframe: nothing to replay until the
-    /// next keyframe starts it again.
-    invalid: bool,
-}
-
-impl KeyframeCache {
-    fn record(&mut self, meta: &PacketMeta, packet: &RtpPacket, keyframe_start: bool) {
-        let other_source = self
-            .packets
-            .first()
-            .is_some_and(|(m, _)| m.source != meta.source);
-        if keyframe_start || other_source {
-            self.packets.clear();
-            self.bytes = 0;
-            self.invalid = false;
-        }
-        if self.invalid || (self.packets.is_empty() && !keyframe_start) {
-            return;
-        }
-        if self.packets.len() >= KEYFRAME_CACHE_MAX_PACKETS
-            || self.bytes + packet.payload.len() > KEYFRAME_CACHE_MAX_BYTES
-        {
-            self.packets.clear();
-            self.bytes = 0;
-            self.invalid = true;
-            return;
-        }
-        self.bytes += packet.payload.len();
-        self.packets.push((*meta, packet.clone()));
-    }
-}
-
-/// One SSRC's packets of the publication.
-#[derive(Clone, Debug)]
-struct Source {
-    id: u64,
-    ssrc: Ssrc,
-    seq: SeqUnwrapper,
-    ts: TsUnwrapper,
-    seen: SeenWindow,
-}
+/// While a simulcast publication has subscriptions, layer liveness is re-checked this often,
+/// so a subscription on a layer that stopped falls back quickly.
+const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
 #[derive(Clone, Debug)]
 pub(crate) struct Publication {
@@ -80,15 +26,9 @@ pub(crate) struct Publication {
     kind: MediaKind,
     codec: Codec,
     clock_rate: u32,
-    source: Option<Source>,
-    /// The SSRC the current source replaced, and when.
-    replaced: Option<(Ssrc, Instant)>,
+    layers: Vec<Layer>,
     next_source_id: u64,
-    /// A Vec, not a map: a publication has few subscriptions and the hot path iterates
-    /// all of them.
     pub subscriptions: Vec<Subscription>,
-    throttle: KeyframeThrottle,
-    last_keyframe: Option<(u64, ExtTs)>,
     received_packets: u64,
     received_bytes: u64,
     keyframes_requested: u64,
@@ -96,6 +36,9 @@ pub(crate) struct Publication {
     source_changes: u64,
     dropped: DropCounts,
     keyframe_cache: Option<KeyframeCache>,
+    /// Dynacast: the layers the publisher was last told to send (all at first).
+    active_layers: Vec<bool>,
+    next_liveness_check: Option<Instant>,
 }
 
 impl Publication {
@@ -105,20 +48,21 @@ impl Publication {
         kind: MediaKind,
         codec: Codec,
         clock_rate: u32,
+        layer_count: u8,
         keyframe_request_interval: Duration,
     ) -> Self {
+        let layer_count = layer_count.max(1);
         Publication {
             id,
             publisher,
             kind,
             codec,
             clock_rate,
-            source: None,
-            replaced: None,
+            layers: (0..layer_count)
+                .map(|i| Layer::new(i, keyframe_request_interval))
+                .collect(),
             next_source_id: 0,
             subscriptions: Vec::new(),
-            throttle: KeyframeThrottle::new(keyframe_request_interval),
-            last_keyframe: None,
             received_packets: 0,
             received_bytes: 0,
             keyframes_requested: 0,
@@ -126,13 +70,56 @@ impl Publication {
             source_changes: 0,
             dropped: DropCounts::default(),
             keyframe_cache: None,
+            active_layers: vec![true; usize::from(layer_count)],
+            next_liveness_check: None,
         }
     }
 
-    /// Enables the cache of packets since the last keyframe (instant join).
+    /// Enables the cache of packets since the last keyframe (instant join); single-layer
+    /// publications only — a simulcast publisher can be asked for keyframes.
     pub fn with_keyframe_cache(mut self, enabled: bool) -> Self {
-        self.keyframe_cache = enabled.then(KeyframeCache::default);
+        self.keyframe_cache = (enabled && self.layers.len() == 1).then(KeyframeCache::default);
         self
+    }
+
+    pub fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
+    pub fn layer_count(&self) -> u8 {
+        u8::try_from(self.layers.len()).unwrap_or(u8::MAX)
+    }
+
+    pub fn subscription(&self, id: SubscriptionId) -> Option<&Subscription> {
+        self.subscriptions.iter().find(|s| s.id == id)
+    }
+
+    pub fn subscription_mut(&mut self, id: SubscriptionId) -> Option<&mut Subscription> {
+        self.subscriptions.iter_mut().find(|s| s.id == id)
+    }
+
+    pub fn remove_subscription(
+        &mut self,
+        id: SubscriptionId,
+        outputs: &mut VecDeque<Output>,
+    ) -> Option<Subscription> {
+        let index = self.subscriptions.iter().position(|s| s.id == id)?;
+        let removed = self.subscriptions.remove(index);
+        self.update_dynacast(outputs);
+        Some(removed)
+    }
+
+    /// Adds a subscription; it targets the best layer available now.
+    pub fn add_subscription(
+        &mut self,
+        now: Instant,
+        mut subscription: Subscription,
+        outputs: &mut VecDeque<Output>,
+    ) {
+        let target = self.best_available(subscription.desired_layer(self.layer_count()), now);
+        subscription.set_initial_target(target);
+        self.subscriptions.push(subscription);
+        self.update_dynacast(outputs);
     }
 
     /// Starts the subscription `id` from the cached packets since the last keyframe, so it
@@ -163,27 +150,19 @@ impl Publication {
                 });
             }
         }
+        subscription.take_layer_events(outputs);
         debug!(publication = %self.id, subscription = %id, packets = cache.packets.len(), "replayed since keyframe");
         true
     }
 
-    pub fn kind(&self) -> MediaKind {
-        self.kind
-    }
-
-    pub fn subscription(&self, id: SubscriptionId) -> Option<&Subscription> {
-        self.subscriptions.iter().find(|s| s.id == id)
-    }
-
-    pub fn remove_subscription(&mut self, id: SubscriptionId) -> Option<Subscription> {
-        let index = self.subscriptions.iter().position(|s| s.id == id)?;
-        Some(self.subscriptions.remove(index))
-    }
-
-    /// Parses `packet` once, lets every subscription decide on it and queues the
-    /// forwards (and a keyframe request if a subscription is still waiting for one).
-    pub fn handle_rtp(&mut self, now: Instant, packet: &RtpPacket, outputs: &mut VecDeque<Output>) {
-        let meta = match self.ingest(now, packet) {
+    pub fn handle_rtp(
+        &mut self,
+        now: Instant,
+        layer: u8,
+        packet: &RtpPacket,
+        outputs: &mut VecDeque<Output>,
+    ) {
+        let meta = match self.ingest(now, layer, packet) {
             Ok(meta) => meta,
             Err(reason) => {
                 trace!(publication = %self.id, ssrc = %packet.ssrc, %reason, "drop");
@@ -195,56 +174,188 @@ impl Publication {
             let keyframe_start = meta.start_point && self.codec.detects_keyframes();
             cache.record(&meta, packet, keyframe_start);
         }
-        let mut waiting = false;
         for subscription in &mut self.subscriptions {
-            match subscription.decide(&meta, packet.payload.len(), now, self.clock_rate) {
-                Decision::Send(rewrite) => outputs.push_back(Output::Forward {
+            if let Decision::Send(rewrite) =
+                subscription.decide(&meta, packet.payload.len(), now, self.clock_rate)
+            {
+                outputs.push_back(Output::Forward {
                     subscription: subscription.id,
                     subscriber: subscription.subscriber,
                     packet: rewrite.apply(packet),
-                }),
-                Decision::Drop(DropReason::WaitingForKeyframe) => waiting = true,
-                Decision::Drop(_) => {}
+                });
             }
+            subscription.take_layer_events(outputs);
         }
-        // A waiting subscriber asks again (throttled) so that a lost PLI cannot leave it
-        // frozen; otherwise a request deferred while the SSRC was unknown may go now.
-        let request = if waiting {
-            self.request_keyframe(now)
-        } else {
-            self.poll_keyframe_request(now)
-        };
-        outputs.extend(request);
+        self.after_decisions(now, outputs);
+        if self.layers.len() > 1 && self.next_liveness_check.is_none() {
+            self.next_liveness_check = Some(now + LIVENESS_CHECK);
+        }
     }
 
-    /// Asks the publisher for a keyframe, through the throttle. Returns the request to
-    /// send now, if any; audio publications never ask.
-    pub fn request_keyframe(&mut self, now: Instant) -> Option<Output> {
+    /// After packets moved subscriptions (a switch completed), dynacast may change, and
+    /// subscriptions still waiting for a keyframe ask for one (throttled per layer).
+    fn after_decisions(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
+        self.update_dynacast(outputs);
+        if self.kind != MediaKind::Video {
+            return;
+        }
+        for index in 0..self.layers.len() {
+            let wanted = self
+                .subscriptions
+                .iter()
+                .any(|s| s.awaited_layer() == Some(index as u8));
+            let request = if wanted {
+                self.request_keyframe(now, index as u8)
+            } else {
+                self.poll_keyframe_request(now, index)
+            };
+            outputs.extend(request);
+        }
+    }
+
+    /// A subscriber asked for a keyframe: ask for one on the layer it receives.
+    pub fn subscriber_keyframe_request(
+        &mut self,
+        now: Instant,
+        id: SubscriptionId,
+    ) -> Option<Output> {
+        let layer = self.subscription(id)?.keyframe_layer();
+        self.request_keyframe(now, layer)
+    }
+
+    pub fn request_keyframe(&mut self, now: Instant, layer: u8) -> Option<Output> {
         if self.kind != MediaKind::Video {
             return None;
         }
-        let Some(ssrc) = self.ssrc() else {
-            self.throttle.defer();
+        let target = self.layers.get_mut(usize::from(layer))?;
+        let Some(ssrc) = target.ssrc() else {
+            target.throttle.defer();
             return None;
         };
-        self.throttle
+        target
+            .throttle
             .request(now)
             .then(|| self.keyframe_request(ssrc))
     }
 
-    /// Sends a remembered keyframe request whose throttle window has ended.
-    pub fn poll_keyframe_request(&mut self, now: Instant) -> Option<Output> {
-        let ssrc = self.ssrc()?;
-        if self.kind != MediaKind::Video || !self.throttle.poll(now) {
+    fn poll_keyframe_request(&mut self, now: Instant, layer: usize) -> Option<Output> {
+        if self.kind != MediaKind::Video {
             return None;
         }
-        Some(self.keyframe_request(ssrc))
+        let target = self.layers.get_mut(layer)?;
+        let ssrc = target.ssrc()?;
+        target
+            .throttle
+            .poll(now)
+            .then(|| self.keyframe_request(ssrc))
     }
 
-    /// When `poll_keyframe_request` has something to send.
     pub fn timeout(&self) -> Option<Instant> {
-        self.ssrc()?;
-        self.throttle.deadline()
+        let deferred = self
+            .layers
+            .iter()
+            .filter(|l| l.ssrc().is_some())
+            .filter_map(|l| l.throttle.deadline())
+            .min();
+        match (deferred, self.next_liveness_check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
+        for index in 0..self.layers.len() {
+            outputs.extend(self.poll_keyframe_request(now, index));
+        }
+        if let Some(check) = self.next_liveness_check
+            && now >= check
+        {
+            self.next_liveness_check = (!self.subscriptions.is_empty()
+                && self.layers.iter().any(|l| l.is_live(now)))
+            .then(|| now + LIVENESS_CHECK);
+            self.retarget(now, None, LayerReason::LayerUnavailable, outputs);
+        }
+    }
+
+    /// Re-chooses the target layer of every subscription (or only `only`), given each one's
+    /// wishes and what the publisher sends now; reports changes with `reason`.
+    pub fn retarget(
+        &mut self,
+        now: Instant,
+        only: Option<SubscriptionId>,
+        reason: LayerReason,
+        outputs: &mut VecDeque<Output>,
+    ) {
+        if self.kind != MediaKind::Video {
+            return;
+        }
+        let count = self.layer_count();
+        for index in 0..self.subscriptions.len() {
+            if only.is_some_and(|id| self.subscriptions[index].id != id) {
+                continue;
+            }
+            let desired = self.subscriptions[index].desired_layer(count);
+            let target = self.best_available(desired, now);
+            let subscription = &mut self.subscriptions[index];
+            subscription.retarget(target, reason);
+            subscription.take_layer_events(outputs);
+        }
+        self.after_decisions(now, outputs);
+    }
+
+    /// The highest layer at or below `desired` that can be forwarded: live, or paused by
+    /// dynacast (resuming it is our call). If none is, the lowest live layer above it.
+    fn best_available(&self, desired: u8, now: Instant) -> u8 {
+        if self.layers.len() == 1 {
+            return 0;
+        }
+        let desired = desired.min(self.layer_count() - 1);
+        let available = |l: u8| {
+            let index = usize::from(l);
+            self.layers[index].is_live(now) || !self.active_layers[index]
+        };
+        (0..=desired)
+            .rev()
+            .find(|l| available(*l))
+            .or_else(|| {
+                (desired + 1..self.layer_count())
+                    .find(|l| self.layers[usize::from(*l)].is_live(now))
+            })
+            .unwrap_or(desired)
+    }
+
+    /// What forwarding each layer costs now, in bits per second.
+    pub fn layer_bitrates(&mut self, now: Instant) -> Vec<u64> {
+        self.layers.iter_mut().map(|l| l.bitrate(now)).collect()
+    }
+
+    /// Dynacast: tells the publisher which layers anyone needs. The lowest layer always stays
+    /// on, so a new subscriber starts at once.
+    fn update_dynacast(&mut self, outputs: &mut VecDeque<Output>) {
+        if self.layers.len() < 2 {
+            return;
+        }
+        let mut needed = vec![false; self.layers.len()];
+        needed[0] = true;
+        for subscription in &self.subscriptions {
+            for layer in [Some(subscription.target()), subscription.current_layer()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(slot) = needed.get_mut(usize::from(layer)) {
+                    *slot = true;
+                }
+            }
+        }
+        if needed != self.active_layers {
+            debug!(publication = %self.id, ?needed, "dynacast");
+            self.active_layers = needed.clone();
+            outputs.push_back(Output::PublisherLayers {
+                publication: self.id,
+                publisher: self.publisher,
+                active: needed,
+            });
+        }
     }
 
     pub fn stats(&self) -> PublicationStats {
@@ -261,10 +372,6 @@ impl Publication {
         }
     }
 
-    fn ssrc(&self) -> Option<Ssrc> {
-        self.source.as_ref().map(|s| s.ssrc)
-    }
-
     fn keyframe_request(&mut self, ssrc: Ssrc) -> Output {
         self.keyframes_requested += 1;
         debug!(publication = %self.id, %ssrc, "keyframe request");
@@ -275,58 +382,44 @@ impl Publication {
         }
     }
 
-    fn ingest(&mut self, now: Instant, packet: &RtpPacket) -> Result<PacketMeta, DropReason> {
+    fn ingest(
+        &mut self,
+        now: Instant,
+        layer: u8,
+        packet: &RtpPacket,
+    ) -> Result<PacketMeta, DropReason> {
         self.received_packets += 1;
         self.received_bytes += packet.payload.len() as u64;
-        let source = self.source_for(now, packet.ssrc)?;
+        let Some(target) = self.layers.get_mut(usize::from(layer)) else {
+            return Err(DropReason::UnknownLayer);
+        };
+        let (source, changed) = target.source_for(now, packet.ssrc, &mut self.next_source_id)?;
         let seq = source.seq.unwrap(packet.sequence_number);
         let ts = source.ts.unwrap(packet.timestamp);
         source.seen.insert(seq)?;
         let meta = PacketMeta {
             source: source.id,
+            layer,
             seq,
             ts,
             start_point: self.codec.is_start_point(&packet.payload),
         };
+        if changed {
+            self.source_changes += 1;
+        }
+        let became_live = target.record_arrival(now, packet.payload.len());
         if meta.start_point {
-            self.throttle.keyframe_arrived();
-            // A keyframe spans several packets (and H.264 often sends SPS/PPS first):
-            // count it once per frame.
-            if self.codec.detects_keyframes() && self.last_keyframe != Some((meta.source, ts)) {
+            target.throttle.keyframe_arrived();
+            if self.codec.detects_keyframes() && target.last_keyframe != Some((meta.source, ts)) {
                 self.keyframes_received += 1;
-                self.last_keyframe = Some((meta.source, ts));
+                target.last_keyframe = Some((meta.source, ts));
             }
+        }
+        if became_live && self.layers.len() > 1 {
+            debug!(publication = %self.id, layer, "layer live");
+            // Handled after this packet's decisions: retarget needs the outputs queue.
+            self.next_liveness_check = Some(now);
         }
         Ok(meta)
-    }
-
-    fn source_for(&mut self, now: Instant, ssrc: Ssrc) -> Result<&mut Source, DropReason> {
-        let current = self.source.as_ref().map(|s| s.ssrc);
-        if current != Some(ssrc) {
-            if let Some((replaced, at)) = self.replaced
-                && replaced == ssrc
-                && now.saturating_duration_since(at) < STALE_SOURCE_GRACE
-            {
-                return Err(DropReason::StaleSource);
-            }
-            if let Some(current) = current {
-                debug!(publication = %self.id, from = %current, to = %ssrc, "source change");
-                self.source_changes += 1;
-                self.replaced = Some((current, now));
-            }
-            let id = self.next_source_id;
-            self.next_source_id += 1;
-            self.source = Some(Source {
-                id,
-                ssrc,
-                seq: SeqUnwrapper::default(),
-                ts: TsUnwrapper::default(),
-                seen: SeenWindow::default(),
-            });
-        }
-        Ok(self
-            .source
-            .as_mut()
-            .expect("invariant: the source was just checked or created"))
     }
 }

@@ -67,6 +67,8 @@ pub enum Input {
         /// Keep the packets since the last keyframe and start each new subscriber from
         /// them at once. For publishers that cannot be asked for a keyframe (RTMP encoders).
         cache_since_keyframe: bool,
+        /// Simulcast spatial layers (1 without simulcast), lowest resolution first.
+        layers: u8,
     },
     /// Also removes the publication's subscriptions.
     PublicationRemoved {
@@ -89,10 +91,24 @@ pub enum Input {
     ParticipantLeft {
         participant: ParticipantId,
     },
-    /// One RTP packet received from a publication's publisher.
+    /// One RTP packet received from a publication's publisher, on simulcast `layer`
+    /// (0 without simulcast).
     Rtp {
         publication: PublicationId,
+        layer: u8,
         packet: RtpPacket,
+    },
+    /// The subscriber wants at most this spatial layer (`temporal` is accepted for the
+    /// protocol but not acted on yet).
+    SetPreferredLayer {
+        subscription: SubscriptionId,
+        spatial: u8,
+        temporal: Option<u8>,
+    },
+    /// The estimated downlink bandwidth of a subscriber's connection.
+    Bandwidth {
+        subscriber: ParticipantId,
+        bits_per_second: u64,
     },
     /// A subscriber sent PLI or FIR.
     KeyframeRequested {
@@ -110,13 +126,50 @@ pub enum Output {
         subscriber: ParticipantId,
         packet: RtpPacket,
     },
-    /// Send a PLI to the publisher; `ssrc` is the media SSRC last seen on the publication.
+    /// Send a PLI to the publisher; `ssrc` is the media SSRC of the layer that needs one.
     RequestKeyframe {
         publication: PublicationId,
         publisher: ParticipantId,
         ssrc: Ssrc,
     },
+    /// Tell the subscriber its layers changed: `current` is what it receives, `target` what
+    /// it is being moved to.
+    LayersChanged {
+        subscription: SubscriptionId,
+        subscriber: ParticipantId,
+        current: Option<u8>,
+        target: u8,
+        reason: LayerReason,
+    },
+    /// Dynacast: tell the publisher which simulcast layers anyone needs (by index).
+    PublisherLayers {
+        publication: PublicationId,
+        publisher: ParticipantId,
+        active: Vec<bool>,
+    },
 }
+
+/// Why a subscription's layer target or current layer changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerReason {
+    /// The subscriber asked for a different maximum.
+    Requested,
+    /// The subscriber's bandwidth estimate moved the cap.
+    Bandwidth,
+    /// The layer stopped (or started) arriving from the publisher.
+    LayerUnavailable,
+    /// A switch to the target completed on its keyframe.
+    Switched,
+}
+
+/// Bandwidth allocation keeps this share of the estimate for audio, RTCP and
+/// retransmissions.
+const BANDWIDTH_HEADROOM_PERCENT: u64 = 85;
+/// Audio subscriptions are budgeted at this rate.
+const AUDIO_BPS: u64 = 48_000;
+/// A higher layer must fit the estimate this long before the subscriber is moved up, so a
+/// noisy estimate does not flap between layers (downgrades apply at once).
+const UPGRADE_HOLD: Duration = Duration::from_secs(3);
 
 /// A control input referenced an id the room does not know, or re-used one.
 #[non_exhaustive]
@@ -196,9 +249,38 @@ impl Room {
         match input {
             Input::Rtp {
                 publication,
+                layer,
                 packet,
             } => {
-                self.on_rtp(now, publication, &packet);
+                self.on_rtp(now, publication, layer, &packet);
+                Ok(())
+            }
+            Input::SetPreferredLayer {
+                subscription,
+                spatial,
+                temporal: _,
+            } => {
+                let publication = self
+                    .subscription_index
+                    .get(&subscription)
+                    .and_then(|id| self.publications.get_mut(id))
+                    .ok_or(CoreError::UnknownSubscription(subscription))?;
+                if let Some(target) = publication.subscription_mut(subscription) {
+                    target.set_max_layer(spatial);
+                }
+                publication.retarget(
+                    now,
+                    Some(subscription),
+                    LayerReason::Requested,
+                    &mut self.outputs,
+                );
+                Ok(())
+            }
+            Input::Bandwidth {
+                subscriber,
+                bits_per_second,
+            } => {
+                self.allocate(now, subscriber, bits_per_second);
                 Ok(())
             }
             Input::PublicationAdded {
@@ -208,6 +290,7 @@ impl Room {
                 codec,
                 clock_rate,
                 cache_since_keyframe,
+                layers,
             } => {
                 if self.publications.contains_key(&publication) {
                     return Err(CoreError::DuplicatePublication(publication));
@@ -216,8 +299,16 @@ impl Room {
                 let interval = self.config.keyframe_request_interval;
                 self.publications.insert(
                     publication,
-                    Publication::new(publication, publisher, kind, codec, clock_rate, interval)
-                        .with_keyframe_cache(cache_since_keyframe),
+                    Publication::new(
+                        publication,
+                        publisher,
+                        kind,
+                        codec,
+                        clock_rate,
+                        layers,
+                        interval,
+                    )
+                    .with_keyframe_cache(cache_since_keyframe),
                 );
                 Ok(())
             }
@@ -248,7 +339,7 @@ impl Room {
                     .remove(&subscription)
                     .ok_or(CoreError::UnknownSubscription(subscription))?;
                 if let Some(publication) = self.publications.get_mut(&publication) {
-                    publication.remove_subscription(subscription);
+                    publication.remove_subscription(subscription, &mut self.outputs);
                 }
                 debug!(%subscription, "subscription removed");
                 Ok(())
@@ -263,7 +354,8 @@ impl Room {
                     .get(&subscription)
                     .and_then(|id| self.publications.get_mut(id))
                     .ok_or(CoreError::UnknownSubscription(subscription))?;
-                self.outputs.extend(publication.request_keyframe(now));
+                self.outputs
+                    .extend(publication.subscriber_keyframe_request(now, subscription));
                 Ok(())
             }
         }
@@ -288,7 +380,7 @@ impl Room {
     /// [`poll_output`](Room::poll_output).
     pub fn handle_timeout(&mut self, now: Instant) {
         for publication in self.publications.values_mut() {
-            self.outputs.extend(publication.poll_keyframe_request(now));
+            publication.handle_timeout(now, &mut self.outputs);
         }
     }
 
@@ -314,9 +406,9 @@ impl Room {
         self.subscription_index.len()
     }
 
-    fn on_rtp(&mut self, now: Instant, publication: PublicationId, packet: &RtpPacket) {
+    fn on_rtp(&mut self, now: Instant, publication: PublicationId, layer: u8, packet: &RtpPacket) {
         match self.publications.get_mut(&publication) {
-            Some(publication) => publication.handle_rtp(now, packet, &mut self.outputs),
+            Some(publication) => publication.handle_rtp(now, layer, packet, &mut self.outputs),
             None => {
                 tracing::trace!(%publication, "rtp for unknown publication");
                 self.stats.dropped.add(DropReason::UnknownPublication);
@@ -344,22 +436,128 @@ impl Room {
             .config
             .initial_output_sequence
             .unwrap_or_else(rand::random);
-        target.subscriptions.push(Subscription::new(
+        let new = Subscription::new(
             subscription,
             subscriber,
             ssrc,
             payload_type,
             target.kind(),
             initial_seq,
-        ));
+        );
+        target.add_subscription(now, new, &mut self.outputs);
         self.subscription_index.insert(subscription, publication);
         debug!(%subscription, %subscriber, %publication, "subscription added");
         if !target.replay_cached(now, subscription, &mut self.outputs) {
-            // A new video subscriber can only start at a keyframe: ask for one now rather
-            // than wait for the encoder's next periodic keyframe.
-            self.outputs.extend(target.request_keyframe(now));
+            // A new video subscriber can only start at a keyframe: ask for one on its target
+            // layer now rather than wait for the encoder's next periodic keyframe.
+            let layer = target.subscription(subscription).map_or(0, |s| s.target());
+            self.outputs.extend(target.request_keyframe(now, layer));
         }
         Ok(())
+    }
+
+    /// Gives each of `subscriber`'s video subscriptions the highest layers that fit its
+    /// estimated bandwidth together: everyone gets the lowest layer first, then subscriptions
+    /// move up one layer at a time while the budget allows. Lower caps apply at once; a
+    /// higher cap only after it has fit for [`UPGRADE_HOLD`].
+    fn allocate(&mut self, now: Instant, subscriber: ParticipantId, bits_per_second: u64) {
+        struct Wanted {
+            publication: PublicationId,
+            subscription: SubscriptionId,
+            rates: Vec<u64>,
+            max: u8,
+            granted: u8,
+        }
+        let mut wanted = Vec::new();
+        let mut audio = 0u64;
+        for publication in self.publications.values_mut() {
+            let mine: Vec<(SubscriptionId, u8)> = publication
+                .subscriptions
+                .iter()
+                .filter(|s| s.subscriber == subscriber)
+                .map(|s| (s.id, s.max_layer()))
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            if publication.kind() == MediaKind::Audio {
+                audio += AUDIO_BPS * mine.len() as u64;
+                continue;
+            }
+            let count = publication.layer_count();
+            let rates = publication.layer_bitrates(now);
+            for (subscription, max) in mine {
+                wanted.push(Wanted {
+                    publication: publication.id,
+                    subscription,
+                    rates: rates.clone(),
+                    max: max.min(count - 1),
+                    granted: 0,
+                });
+            }
+        }
+        let budget = (bits_per_second * BANDWIDTH_HEADROOM_PERCENT / 100).saturating_sub(audio);
+        let mut spent: u64 = wanted.iter().map(|w| w.rates[0]).sum();
+        let mut moved = true;
+        while moved {
+            moved = false;
+            for w in &mut wanted {
+                let next = usize::from(w.granted) + 1;
+                if w.granted >= w.max || next >= w.rates.len() {
+                    continue;
+                }
+                let extra = w.rates[next].saturating_sub(w.rates[usize::from(w.granted)]);
+                if spent + extra <= budget {
+                    spent += extra;
+                    w.granted += 1;
+                    moved = true;
+                }
+            }
+        }
+        for w in wanted {
+            let Some(publication) = self.publications.get_mut(&w.publication) else {
+                continue;
+            };
+            let Some(subscription) = publication.subscription_mut(w.subscription) else {
+                continue;
+            };
+            // "Everything up to max fits" means no cap at all: a later request for a higher
+            // layer is then not held back by a stale cap.
+            let cap = if w.granted >= w.max {
+                u8::MAX
+            } else {
+                w.granted
+            };
+            let current_cap = subscription.cap_layer();
+            let apply = if cap < current_cap {
+                subscription.upgrade_candidate = None;
+                true
+            } else if cap > current_cap {
+                match subscription.upgrade_candidate {
+                    Some((candidate, since)) if candidate <= cap => {
+                        now.saturating_duration_since(since) >= UPGRADE_HOLD
+                    }
+                    _ => {
+                        subscription.upgrade_candidate = Some((cap, now));
+                        false
+                    }
+                }
+            } else {
+                subscription.upgrade_candidate = None;
+                false
+            };
+            if apply {
+                debug!(subscription = %w.subscription, bits_per_second, from = current_cap, to = cap, "bandwidth cap");
+                subscription.set_cap_layer(cap);
+                subscription.upgrade_candidate = None;
+                publication.retarget(
+                    now,
+                    Some(w.subscription),
+                    LayerReason::Bandwidth,
+                    &mut self.outputs,
+                );
+            }
+        }
     }
 
     fn remove_publication(&mut self, id: PublicationId) {
@@ -382,13 +580,16 @@ impl Room {
             self.remove_publication(id);
         }
         for publication in self.publications.values_mut() {
-            publication.subscriptions.retain(|s| {
-                let keep = s.subscriber != participant;
-                if !keep {
-                    self.subscription_index.remove(&s.id);
-                }
-                keep
-            });
+            let theirs: Vec<SubscriptionId> = publication
+                .subscriptions
+                .iter()
+                .filter(|s| s.subscriber == participant)
+                .map(|s| s.id)
+                .collect();
+            for id in theirs {
+                self.subscription_index.remove(&id);
+                publication.remove_subscription(id, &mut self.outputs);
+            }
         }
         debug!(%participant, "participant left");
     }

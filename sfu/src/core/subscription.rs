@@ -1,13 +1,17 @@
-//! One subscriber's view of one publication: when forwarding may start (keyframes) and
-//! how each packet's header is rewritten.
+//! One subscriber's view of one publication: which simulcast layer it receives (`max` asked,
+//! `cap` from its bandwidth, `target` chosen, `current` forwarded), when forwarding may start
+//! or switch (keyframes) and how each packet's header is rewritten.
 
 use std::time::Instant;
 
 use tracing::{debug, trace};
 
+use std::collections::VecDeque;
+
 use super::ids::{ParticipantId, Ssrc, SubscriptionId};
 use super::packet::{DropReason, MediaKind, PacketMeta, RtpPacket};
 use super::rewrite::numbering::Numbering;
+use super::room::{LayerReason, Output};
 use super::stats::SubscriptionStats;
 
 /// The per-subscription verdict on one packet.
@@ -49,6 +53,20 @@ pub(crate) struct Subscription {
     kind: MediaKind,
     numbering: Numbering,
     pub stats: SubscriptionStats,
+    /// The highest spatial layer the subscriber asked for.
+    max_layer: u8,
+    /// The highest spatial layer its bandwidth allows.
+    cap_layer: u8,
+    /// The layer being switched to (or kept).
+    target: u8,
+    /// The layer being forwarded; `None` before the first start.
+    current: Option<u8>,
+    /// The current layer's source changed and its keyframe has not come yet.
+    waiting_keyframe: bool,
+    /// Bandwidth allocation: a higher cap must hold this long before it applies.
+    pub(crate) upgrade_candidate: Option<(u8, Instant)>,
+    /// Layer changes to report, drained into outputs.
+    events: Vec<(Option<u8>, u8, LayerReason)>,
 }
 
 impl Subscription {
@@ -68,6 +86,81 @@ impl Subscription {
             kind,
             numbering: Numbering::new(initial_seq),
             stats: SubscriptionStats::default(),
+            max_layer: u8::MAX,
+            cap_layer: u8::MAX,
+            target: 0,
+            current: None,
+            waiting_keyframe: false,
+            upgrade_candidate: None,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn target(&self) -> u8 {
+        self.target
+    }
+
+    pub fn current_layer(&self) -> Option<u8> {
+        self.current
+    }
+
+    pub fn cap_layer(&self) -> u8 {
+        self.cap_layer
+    }
+
+    pub fn max_layer(&self) -> u8 {
+        self.max_layer
+    }
+
+    /// The layer the subscriber should get, before availability is considered.
+    pub fn desired_layer(&self, layer_count: u8) -> u8 {
+        self.max_layer
+            .min(self.cap_layer)
+            .min(layer_count.saturating_sub(1))
+    }
+
+    pub fn set_max_layer(&mut self, layer: u8) {
+        self.max_layer = layer;
+    }
+
+    pub fn set_cap_layer(&mut self, layer: u8) {
+        self.cap_layer = layer;
+    }
+
+    pub fn set_initial_target(&mut self, target: u8) {
+        self.target = target;
+    }
+
+    /// Moves the target; the switch itself happens on the target layer's next keyframe.
+    pub fn retarget(&mut self, target: u8, reason: LayerReason) {
+        if target != self.target {
+            debug!(subscription = %self.id, from = self.target, to = target, ?reason, "layer target");
+            self.target = target;
+            self.events.push((self.current, target, reason));
+        }
+    }
+
+    /// The layer this subscription waits for a keyframe on, if any.
+    pub fn awaited_layer(&self) -> Option<u8> {
+        (self.kind == MediaKind::Video
+            && (self.current != Some(self.target) || self.waiting_keyframe))
+            .then_some(self.target)
+    }
+
+    /// The layer a keyframe request from this subscriber is about.
+    pub fn keyframe_layer(&self) -> u8 {
+        self.current.unwrap_or(self.target)
+    }
+
+    pub fn take_layer_events(&mut self, outputs: &mut VecDeque<Output>) {
+        for (current, target, reason) in self.events.drain(..) {
+            outputs.push_back(Output::LayersChanged {
+                subscription: self.id,
+                subscriber: self.subscriber,
+                current,
+                target,
+                reason,
+            });
         }
     }
 
@@ -94,17 +187,32 @@ impl Subscription {
     }
 
     fn decide_uncounted(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) -> Decision {
-        if self.numbering.source() != Some(meta.source) {
+        let on_current = self.current == Some(meta.layer);
+        if !(on_current && self.numbering.source() == Some(meta.source)) {
+            // A packet of another layer, or the first of a new source on the current one:
+            // forwarding moves here only to the target layer (or restarts the current one),
+            // and for video only at a keyframe, so the decoder never sees a broken picture.
+            if !on_current && meta.layer != self.target {
+                return Decision::Drop(DropReason::NotCurrentLayer);
+            }
             if self.kind == MediaKind::Video && !meta.start_point {
+                self.waiting_keyframe |= on_current;
                 return Decision::Drop(DropReason::WaitingForKeyframe);
             }
             debug!(
                 subscription = %self.id,
                 source = meta.source,
-                reason = if self.numbering.source().is_some() { "source-change" } else { "first-source" },
+                layer = meta.layer,
+                reason = if self.numbering.source().is_none() { "first-source" } else if on_current { "source-change" } else { "layer-switch" },
                 "forwarding starts"
             );
             self.numbering.start_source(meta, now, clock_rate);
+            self.waiting_keyframe = false;
+            let previous = self.current.replace(meta.layer);
+            if previous.is_some() && previous != self.current {
+                self.events
+                    .push((self.current, self.target, LayerReason::Switched));
+            }
         }
         match self.numbering.map(meta, now) {
             Ok(numbers) => Decision::Send(Rewrite {
@@ -127,6 +235,7 @@ mod tests {
     fn meta(source: u64, seq: u64, start_point: bool) -> PacketMeta {
         PacketMeta {
             source,
+            layer: 0,
             seq: ExtSeq((1 << 32) + seq),
             ts: ExtTs((1 << 40) + seq * 100),
             start_point,

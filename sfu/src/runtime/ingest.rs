@@ -52,7 +52,7 @@ impl IngestPublication {
 
     /// Hands one packet to the room; never blocks (a full room queue drops and counts).
     pub fn send(&self, packet: RtpPacket) {
-        self.sink.deliver(packet);
+        self.sink.deliver(0, packet);
     }
 }
 
@@ -122,6 +122,7 @@ impl IngestParticipant {
             source,
             name,
             codec: codec.mime_type.clone(),
+            rids: Vec::new(),
         };
         self.room
             .send(RoomCommand::AddPublication {

@@ -22,6 +22,7 @@ use dashmap::DashMap;
 
 pub use ingest::{IngestParticipant, IngestPublication};
 pub use participant::{Participant, ParticipantEvent, Permissions};
+pub use room::LayersChange;
 
 use crate::core::{MediaKind, ParticipantId, PublicationId};
 use crate::transport::{Transport, TransportConfig, TransportError};
@@ -54,6 +55,8 @@ pub struct PublicationInfo {
     pub name: Option<String>,
     /// The negotiated codec's MIME type, e.g. `video/VP8`.
     pub codec: String,
+    /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
+    pub rids: Vec<String>,
 }
 
 /// A track the client announces in a publish offer.
@@ -63,6 +66,8 @@ pub struct TrackRequest {
     pub kind: MediaKind,
     pub source: Source,
     pub name: Option<String>,
+    /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
+    pub rids: Vec<String>,
 }
 
 /// What a participant sees when it enters a room.

@@ -3,12 +3,45 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::room::{RoomCommand, RoomEvent, RoomHandle};
+use super::room::{LayersChange, RoomCommand, RoomEvent, RoomHandle};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{
     ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, negotiated_codecs,
 };
+
+/// How often the subscriber connection's bandwidth estimate is read.
+const BANDWIDTH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Simulcast rids: a few short tokens (RFC 8851 allows alphanumerics, `-` and `_`).
+fn validate_rids(track: &TrackRequest) -> Result<(), RequestError> {
+    if track.rids.is_empty() {
+        return Ok(());
+    }
+    let invalid = |why: &str| Err(RequestError::Invalid(format!("mid {:?}: {why}", track.mid)));
+    if track.kind != crate::core::MediaKind::Video {
+        return invalid("simulcast is for video");
+    }
+    if track.rids.len() > 3 {
+        return invalid("at most 3 simulcast encodings");
+    }
+    let well_formed = |rid: &String| {
+        (1..=16).contains(&rid.len())
+            && rid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !track.rids.iter().all(well_formed) {
+        return invalid("rids must be 1-16 characters of A-Z a-z 0-9 - _");
+    }
+    let mut unique = track.rids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != track.rids.len() {
+        return invalid("duplicate rid");
+    }
+    Ok(())
+}
 
 /// What a room token allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +64,13 @@ pub enum ParticipantEvent {
     PublicationRemoved {
         publication: PublicationId,
         participant: ParticipantId,
+    },
+    /// The layers of one of this participant's subscriptions changed.
+    LayersChanged(LayersChange),
+    /// Dynacast, to a publisher: which simulcast encodings (by rid) anyone needs.
+    PublisherLayers {
+        publication: PublicationId,
+        layers: Vec<(String, bool)>,
     },
 }
 
@@ -59,6 +99,12 @@ enum Command {
     Candidate {
         role: PeerRole,
         candidate: IceCandidate,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    PreferLayer {
+        subscription: SubscriptionId,
+        spatial: u8,
+        temporal: Option<u8>,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
 }
@@ -218,6 +264,22 @@ impl Participant {
         .await
     }
 
+    /// Asks for at most this simulcast layer on a subscription.
+    pub async fn set_preferred_layer(
+        &self,
+        subscription: SubscriptionId,
+        spatial: u8,
+        temporal: Option<u8>,
+    ) -> Result<(), RequestError> {
+        self.call(|reply| Command::PreferLayer {
+            subscription,
+            spatial,
+            temporal,
+            reply,
+        })
+        .await
+    }
+
     /// Leaves the room. Dropping the participant does the same.
     pub fn leave(self) {}
 }
@@ -227,6 +289,9 @@ struct SubscriptionState {
     track: LocalTrack,
     /// Added to the room's routing core (after the answer, once connected).
     active: bool,
+    /// The layer asked for, kept until the subscription is active.
+    preferred: Option<(u8, Option<u8>)>,
+    video: bool,
 }
 
 struct ParticipantTask {
@@ -239,8 +304,9 @@ struct ParticipantTask {
     publisher_events_tx: mpsc::Sender<PeerEvent>,
     subscriber: Peer,
     subscriber_connected: bool,
-    /// Publications announced in a publish offer, by mid, waiting for their first RTP.
-    pending_tracks: HashMap<String, PublicationId>,
+    /// Publications announced in a publish offer, by mid, waiting for their first RTP, with
+    /// their simulcast rids.
+    pending_tracks: HashMap<String, (PublicationId, Vec<String>)>,
     publications: Vec<PublicationId>,
     subscriptions: HashMap<SubscriptionId, SubscriptionState>,
     awaiting_answer: bool,
@@ -255,8 +321,11 @@ impl ParticipantTask {
         mut publisher_events: mpsc::Receiver<PeerEvent>,
         mut subscriber_events: mpsc::Receiver<PeerEvent>,
     ) {
+        let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_POLL);
+        bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
+                _ = bandwidth_tick.tick() => self.report_bandwidth().await,
                 command = commands.recv() => match command {
                     Some(command) => self.handle_command(command).await,
                     None => break,
@@ -278,6 +347,20 @@ impl ParticipantTask {
         }
         self.subscriber.close().await;
         debug!("participant ended");
+    }
+
+    /// Feeds the subscriber connection's bandwidth estimate (send-side GCC over TWCC) to the
+    /// room's allocator while this participant receives video.
+    async fn report_bandwidth(&mut self) {
+        if !self.subscriptions.values().any(|s| s.active && s.video) {
+            return;
+        }
+        if let Some(bits_per_second) = self.subscriber.estimated_bitrate().await {
+            self.room.try_send(RoomCommand::Bandwidth {
+                subscriber: self.id,
+                bits_per_second,
+            });
+        }
     }
 
     fn emit(&self, event: ParticipantEvent) {
@@ -352,6 +435,36 @@ impl ParticipantTask {
                     }
                 }
             }
+            Command::PreferLayer {
+                subscription,
+                spatial,
+                temporal,
+                reply,
+            } => {
+                let result = match self.subscriptions.get_mut(&subscription) {
+                    None => Err(RequestError::NotFound(format!(
+                        "subscription {subscription}"
+                    ))),
+                    Some(state) if !state.video => Err(RequestError::Invalid(
+                        "layers apply to video subscriptions only".to_owned(),
+                    )),
+                    Some(state) => {
+                        state.preferred = Some((spatial, temporal));
+                        if state.active {
+                            self.room
+                                .send(RoomCommand::SetPreferredLayer {
+                                    subscription,
+                                    spatial,
+                                    temporal,
+                                })
+                                .await
+                        } else {
+                            Ok(())
+                        }
+                    }
+                };
+                let _ = reply.send(result);
+            }
             Command::Candidate {
                 role,
                 candidate,
@@ -386,6 +499,9 @@ impl ParticipantTask {
         let limit = self.sfu.limits().max_publications_per_participant;
         if self.publications.len() + self.pending_tracks.len() + tracks.len() > limit {
             return Err(RequestError::LimitExceeded("publications per participant"));
+        }
+        for track in &tracks {
+            validate_rids(track)?;
         }
         let mut mids: Vec<&str> = tracks.iter().map(|t| t.mid.as_str()).collect();
         mids.sort_unstable();
@@ -435,6 +551,7 @@ impl ParticipantTask {
                 source: track.source,
                 name: track.name,
                 codec: codec.mime_type.clone(),
+                rids: track.rids.clone(),
             };
             self.room
                 .send(RoomCommand::AddPublication {
@@ -443,7 +560,7 @@ impl ParticipantTask {
                     cache_since_keyframe: false,
                 })
                 .await?;
-            self.pending_tracks.insert(track.mid, info.id);
+            self.pending_tracks.insert(track.mid, (info.id, track.rids));
             self.publications.push(info.id);
             publications.push(info);
         }
@@ -464,7 +581,7 @@ impl ParticipantTask {
         self.room
             .send(RoomCommand::GetPublication { publication, reply })
             .await?;
-        let (_, codec) = found
+        let (info, codec) = found
             .await
             .map_err(|_| RequestError::Closed)?
             .ok_or_else(|| RequestError::NotFound(format!("publication {publication}")))?;
@@ -480,6 +597,8 @@ impl ParticipantTask {
                 publication,
                 track,
                 active: false,
+                preferred: None,
+                video: info.kind == crate::core::MediaKind::Video,
             },
         );
         Ok(id)
@@ -572,6 +691,15 @@ impl ParticipantTask {
         result.await.map_err(|_| RequestError::Closed)??;
         if let Some(state) = self.subscriptions.get_mut(&id) {
             state.active = true;
+            if let Some((spatial, temporal)) = state.preferred {
+                self.room
+                    .send(RoomCommand::SetPreferredLayer {
+                        subscription: id,
+                        spatial,
+                        temporal,
+                    })
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -581,6 +709,14 @@ impl ParticipantTask {
             RoomEvent::ParticipantJoined(info) => ParticipantEvent::ParticipantJoined(info),
             RoomEvent::ParticipantLeft(id) => ParticipantEvent::ParticipantLeft(id),
             RoomEvent::PublicationAdded(info) => ParticipantEvent::PublicationAdded(info),
+            RoomEvent::LayersChanged(change) => ParticipantEvent::LayersChanged(change),
+            RoomEvent::PublisherLayers {
+                publication,
+                layers,
+            } => ParticipantEvent::PublisherLayers {
+                publication,
+                layers,
+            },
             RoomEvent::PublicationRemoved {
                 publication,
                 participant,
@@ -634,12 +770,12 @@ impl ParticipantTask {
                     warn!(ssrc = %track.ssrc(), "remote track with no mid ignored");
                     return;
                 };
-                let Some(publication) = self.pending_tracks.remove(&mid) else {
+                let Some((publication, rids)) = self.pending_tracks.remove(&mid) else {
                     warn!(%mid, "media on a mid that was not published ignored");
                     return;
                 };
-                debug!(%publication, %mid, ssrc = %track.ssrc(), codec = %track.codec().mime_type, "track opened");
-                track.spawn_reader(self.room.rtp_sink(publication));
+                debug!(%publication, %mid, ssrc = %track.ssrc(), codec = %track.codec().mime_type, ?rids, "track opened");
+                track.spawn_reader(rids, self.room.rtp_sink(publication));
                 self.room
                     .try_send(RoomCommand::AttachTrack { publication, track });
             }

@@ -8,7 +8,7 @@ use tracing::{debug, info, warn};
 
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu};
 use crate::core::{
-    self, Input, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId,
+    self, Input, LayerReason, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId,
 };
 use crate::transport::{CodecInfo, RemoteTrack, RtpSink};
 
@@ -22,6 +22,22 @@ pub(crate) enum RoomEvent {
         publication: PublicationId,
         participant: ParticipantId,
     },
+    /// To a subscriber: the layers of one of its subscriptions changed.
+    LayersChanged(LayersChange),
+    /// To a publisher (dynacast): which encodings of its publication anyone needs, by rid.
+    PublisherLayers {
+        publication: PublicationId,
+        layers: Vec<(String, bool)>,
+    },
+}
+
+/// A subscription's layer change, as the room reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayersChange {
+    pub subscription: SubscriptionId,
+    pub current: Option<u8>,
+    pub target: u8,
+    pub reason: LayerReason,
 }
 
 pub(crate) enum RoomCommand {
@@ -67,10 +83,20 @@ pub(crate) enum RoomCommand {
     },
     Rtp {
         publication: PublicationId,
+        layer: u8,
         packet: RtpPacket,
     },
     KeyframeRequested {
         subscription: SubscriptionId,
+    },
+    SetPreferredLayer {
+        subscription: SubscriptionId,
+        spatial: u8,
+        temporal: Option<u8>,
+    },
+    Bandwidth {
+        subscriber: ParticipantId,
+        bits_per_second: u64,
     },
 }
 
@@ -136,9 +162,10 @@ struct RoomRtpSink {
 }
 
 impl RtpSink for RoomRtpSink {
-    fn deliver(&self, packet: RtpPacket) {
+    fn deliver(&self, layer: u8, packet: RtpPacket) {
         let command = RoomCommand::Rtp {
             publication: self.publication,
+            layer,
             packet,
         };
         if !self.room.try_send(command) {
@@ -216,12 +243,36 @@ impl RoomTask {
         match command {
             RoomCommand::Rtp {
                 publication,
+                layer,
                 packet,
             } => self.feed(
                 now,
                 Input::Rtp {
                     publication,
+                    layer,
                     packet,
+                },
+            ),
+            RoomCommand::SetPreferredLayer {
+                subscription,
+                spatial,
+                temporal,
+            } => self.feed(
+                now,
+                Input::SetPreferredLayer {
+                    subscription,
+                    spatial,
+                    temporal,
+                },
+            ),
+            RoomCommand::Bandwidth {
+                subscriber,
+                bits_per_second,
+            } => self.feed(
+                now,
+                Input::Bandwidth {
+                    subscriber,
+                    bits_per_second,
                 },
             ),
             RoomCommand::KeyframeRequested { subscription } => {
@@ -250,6 +301,7 @@ impl RoomTask {
                         codec: codec.codec(),
                         clock_rate: codec.clock_rate,
                         cache_since_keyframe,
+                        layers: u8::try_from(info.rids.len().max(1)).unwrap_or(u8::MAX),
                     },
                 );
                 self.broadcast(
@@ -410,6 +462,15 @@ impl RoomTask {
         }
     }
 
+    /// An event for one participant only.
+    fn tell(&self, participant: ParticipantId, event: RoomEvent) {
+        if let Some(entry) = self.participants.get(&participant)
+            && let Err(mpsc::error::TrySendError::Full(_)) = entry.events.try_send(event)
+        {
+            warn!(room = %self.name, %participant, "room event not delivered");
+        }
+    }
+
     fn feed(&mut self, now: Instant, input: Input) {
         if let Err(err) = self.core.handle_input(now, input) {
             debug!(room = %self.name, %err, "input rejected by the routing core");
@@ -429,6 +490,38 @@ impl RoomTask {
                     {
                         self.sink_full_drops += 1;
                     }
+                }
+                Output::LayersChanged {
+                    subscription,
+                    subscriber,
+                    current,
+                    target,
+                    reason,
+                } => self.tell(
+                    subscriber,
+                    RoomEvent::LayersChanged(LayersChange {
+                        subscription,
+                        current,
+                        target,
+                        reason,
+                    }),
+                ),
+                Output::PublisherLayers {
+                    publication,
+                    publisher,
+                    active,
+                } => {
+                    let Some(entry) = self.publications.get(&publication) else {
+                        continue;
+                    };
+                    let layers = entry.info.rids.iter().cloned().zip(active).collect();
+                    self.tell(
+                        publisher,
+                        RoomEvent::PublisherLayers {
+                            publication,
+                            layers,
+                        },
+                    );
                 }
                 Output::RequestKeyframe {
                     publication, ssrc, ..

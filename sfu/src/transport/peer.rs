@@ -1,7 +1,17 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use rtc::interceptor::Slot;
+use rtc::interceptor::{Gcc, Slot};
+use rtc::peer_connection::configuration::interceptor_registry::{
+    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
+    configure_simulcast_extension_headers,
+};
+
+/// GCC's starting point on a subscriber connection: high enough for a 720p simulcast layer
+/// at once on a good path; GCC backs off within about a second where the path cannot carry it.
+const GCC_INITIAL_BPS: f64 = 2_500_000.0;
+const GCC_MIN_BPS: f64 = 50_000.0;
+const GCC_MAX_BPS: f64 = 50_000_000.0;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
     RTCRtpEncodingParameters, RtpCodecKind,
@@ -15,8 +25,8 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
-    register_default_interceptors,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry,
+    SettingEngineBuilder, StatsSelector, register_default_interceptors,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
@@ -96,10 +106,29 @@ impl Transport {
         handler: Arc<PeerHandler>,
     ) -> Result<Peer, TransportError> {
         let mut media_engine = sluice_media_engine().map_err(peer_err)?;
-        let registry = register_default_interceptors(Registry::new(), &mut media_engine)
-            .map_err(peer_err)?
-            // Application-most: it sees inbound RTCP after every built-in interceptor.
-            .with(Slot::Custom(20_000), FeedbackToApplication::default());
+        let registry = match role {
+            // The client estimates its uplink from our TWCC feedback (and NACKs us for loss).
+            PeerRole::Publisher => {
+                register_default_interceptors(Registry::new(), &mut media_engine)
+                    .map_err(peer_err)?
+            }
+            // We send here: send-side bandwidth estimation (GCC over TWCC) drives layer
+            // allocation, and the NACK responder answers the subscriber's NACKs.
+            PeerRole::Subscriber => {
+                let registry = configure_nack(Registry::new(), &mut media_engine);
+                configure_simulcast_extension_headers(&mut media_engine).map_err(peer_err)?;
+                let registry = configure_rtcp_reports(registry);
+                configure_congestion_control(
+                    registry,
+                    Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
+                    CongestionFeedback::Twcc,
+                    &mut media_engine,
+                )
+                .map_err(peer_err)?
+            }
+        }
+        // Application-most: it sees inbound RTCP after every built-in interceptor.
+        .with(Slot::Custom(20_000), FeedbackToApplication::default());
         let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
         if !advertised_ip.is_loopback() {
             settings = settings
@@ -331,6 +360,24 @@ impl Peer {
             }
         }
         None
+    }
+
+    /// The send-side bandwidth estimate (GCC over TWCC feedback) of this connection, in bits
+    /// per second; `None` before the estimator has produced one.
+    pub async fn estimated_bitrate(&self) -> Option<u64> {
+        let report = self
+            .pc
+            .get_stats(std::time::Instant::now(), StatsSelector::None)
+            .await;
+        report
+            .iter()
+            .filter_map(|entry| match entry {
+                RTCStatsReportEntry::OutboundRtp(stats) => Some(stats.target_bitrate),
+                _ => None,
+            })
+            .filter(|bps| bps.is_finite() && *bps > 0.0)
+            .map(|bps| bps as u64)
+            .max()
     }
 
     pub async fn close(&self) {

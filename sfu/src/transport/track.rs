@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -17,7 +18,8 @@ use crate::core::{RtpPacket, Ssrc};
 /// Receives the RTP of one remote track. Called on the track's reader task for every packet, so
 /// it must not block: hand the packet to a bounded queue and count what does not fit.
 pub trait RtpSink: Send + Sync + 'static {
-    fn deliver(&self, packet: RtpPacket);
+    /// `layer` is the simulcast spatial layer (0 without simulcast).
+    fn deliver(&self, layer: u8, packet: RtpPacket);
 }
 
 /// A track a publisher sends us, opened when its first RTP packet arrived.
@@ -60,12 +62,44 @@ impl RemoteTrack {
     }
 
     /// Starts the task that reads this track's RTP into `sink`; it ends with the track.
-    pub fn spawn_reader(&self, sink: Arc<dyn RtpSink>) -> tokio::task::JoinHandle<()> {
+    /// With simulcast, `rids` lists the encodings lowest first and each packet is delivered
+    /// with the index of its `rid` (learned per SSRC when that encoding opens).
+    pub fn spawn_reader(
+        &self,
+        rids: Vec<String>,
+        sink: Arc<dyn RtpSink>,
+    ) -> tokio::task::JoinHandle<()> {
         let track = Arc::clone(&self.track);
         tokio::spawn(async move {
+            let mut layers: HashMap<u32, u8> = HashMap::new();
             while let Some(event) = track.poll().await {
                 match event {
-                    TrackRemoteEvent::OnRtpPacket(packet) => sink.deliver(from_wire(packet)),
+                    TrackRemoteEvent::OnOpen(init) => {
+                        let layer = init
+                            .rid
+                            .as_deref()
+                            .and_then(|rid| rids.iter().position(|r| r == rid))
+                            .and_then(|i| u8::try_from(i).ok());
+                        match layer {
+                            Some(layer) => {
+                                layers.insert(init.ssrc, layer);
+                            }
+                            None if !rids.is_empty() => {
+                                debug!(ssrc = init.ssrc, rid = ?init.rid, "encoding with an unannounced rid ignored");
+                            }
+                            None => {}
+                        }
+                    }
+                    TrackRemoteEvent::OnRtpPacket(packet) => {
+                        let layer = if rids.is_empty() {
+                            Some(0)
+                        } else {
+                            layers.get(&packet.header.ssrc).copied()
+                        };
+                        if let Some(layer) = layer {
+                            sink.deliver(layer, from_wire(packet));
+                        }
+                    }
                     TrackRemoteEvent::OnEnded => break,
                     _ => {}
                 }

@@ -107,6 +107,7 @@ mod tests {
     fn meta(source: u64, seq: u64, ts: u64) -> PacketMeta {
         PacketMeta {
             source,
+            layer: 0,
             seq: ExtSeq((1 << 32) + seq),
             ts: ExtTs((1 << 40) + ts),
             start_point: true,

@@ -59,6 +59,7 @@ fn duplicate_ids_are_errors_and_change_nothing() {
         codec: Codec::Vp8,
         clock_rate: 90_000,
         cache_since_keyframe: false,
+        layers: 1,
     };
     assert_eq!(
         h.input(duplicate_publication),
@@ -103,6 +104,7 @@ fn rtp_for_unknown_publication_is_a_counted_drop() {
     assert_eq!(
         h.input(Input::Rtp {
             publication: PublicationId(7),
+            layer: 0,
             packet: packet(1, 0, 0, OPUS)
         }),
         Ok(())
@@ -169,6 +171,7 @@ fn random_initial_sequence_when_not_configured() {
             codec: Codec::Opus,
             clock_rate: 48_000,
             cache_since_keyframe: false,
+            layers: 1,
         },
     )
     .unwrap();
@@ -187,6 +190,7 @@ fn random_initial_sequence_when_not_configured() {
         now,
         Input::Rtp {
             publication: PublicationId(1),
+            layer: 0,
             packet: packet(1, 0, 0, OPUS),
         },
     )
@@ -195,6 +199,7 @@ fn random_initial_sequence_when_not_configured() {
         now,
         Input::Rtp {
             publication: PublicationId(1),
+            layer: 0,
             packet: packet(1, 1, 960, OPUS),
         },
     )

@@ -146,6 +146,7 @@ fn video_of_unknown_codec_forwards_at_once() {
         codec: Codec::from_mime("video/AV1"),
         clock_rate: 90_000,
         cache_since_keyframe: false,
+        layers: 1,
     })
     .unwrap();
     h.subscribe(1, 2, 1);

@@ -12,6 +12,7 @@ mod pli;
 mod prop;
 mod reorder;
 mod republish;
+mod simulcast;
 
 use std::time::{Duration, Instant};
 
@@ -96,6 +97,49 @@ impl Harness {
         self.publish_with_cache(publication, publisher, codec, false);
     }
 
+    pub fn publish_simulcast(&mut self, publication: u64, publisher: u64, layers: u8) {
+        self.input(Input::PublicationAdded {
+            publication: PublicationId(publication),
+            publisher: ParticipantId(publisher),
+            kind: MediaKind::Video,
+            codec: Codec::Vp8,
+            clock_rate: 90_000,
+            cache_since_keyframe: false,
+            layers,
+        })
+        .unwrap();
+    }
+
+    pub fn rtp_on(&mut self, publication: u64, layer: u8, packet: RtpPacket) {
+        self.input(Input::Rtp {
+            publication: PublicationId(publication),
+            layer,
+            packet,
+        })
+        .unwrap();
+    }
+
+    pub fn prefer(&mut self, subscription: u64, spatial: u8) {
+        self.input(Input::SetPreferredLayer {
+            subscription: SubscriptionId(subscription),
+            spatial,
+            temporal: None,
+        })
+        .unwrap();
+    }
+
+    pub fn bandwidth(&mut self, subscriber: u64, bits_per_second: u64) {
+        self.input(Input::Bandwidth {
+            subscriber: ParticipantId(subscriber),
+            bits_per_second,
+        })
+        .unwrap();
+    }
+
+    pub fn timeout(&mut self) {
+        self.room.handle_timeout(self.now);
+    }
+
     pub fn publish_with_cache(
         &mut self,
         publication: u64,
@@ -116,6 +160,7 @@ impl Harness {
             codec,
             clock_rate,
             cache_since_keyframe,
+            layers: 1,
         })
         .unwrap();
     }
@@ -134,6 +179,7 @@ impl Harness {
     pub fn rtp(&mut self, publication: u64, packet: RtpPacket) {
         self.input(Input::Rtp {
             publication: PublicationId(publication),
+            layer: 0,
             packet,
         })
         .unwrap();
@@ -161,7 +207,7 @@ pub(super) fn forwards(outputs: &[Output]) -> Vec<(SubscriptionId, RtpPacket)> {
                 packet,
                 ..
             } => Some((*subscription, packet.clone())),
-            Output::RequestKeyframe { .. } => None,
+            _ => None,
         })
         .collect()
 }
@@ -183,7 +229,7 @@ pub(super) fn keyframe_requests(outputs: &[Output]) -> Vec<(PublicationId, Ssrc)
             Output::RequestKeyframe {
                 publication, ssrc, ..
             } => Some((*publication, *ssrc)),
-            Output::Forward { .. } => None,
+            _ => None,
         })
         .collect()
 }

@@ -196,6 +196,9 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
                     ));
                 }
                 Output::RequestKeyframe { .. } => requests.push(h.now),
+                Output::LayersChanged { .. } | Output::PublisherLayers { .. } => {
+                    prop_assert!(false, "single-layer publications have no layer changes");
+                }
             }
         }
     }

@@ -1,0 +1,218 @@
+//! One simulcast layer (spatial encoding) of a publication: its own SSRC, sequence and
+//! timestamp spaces, keyframe-request throttle, liveness and bitrate.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::dedup::SeenWindow;
+use super::feedback::KeyframeThrottle;
+use super::ids::Ssrc;
+use super::packet::DropReason;
+use super::rewrite::seq::SeqUnwrapper;
+use super::rewrite::timestamp::{ExtTs, TsUnwrapper};
+
+/// A layer that sent nothing for this long is considered stopped (the publisher paused it,
+/// or its uplink cannot carry it); subscriptions on it fall back to a live layer. Chrome
+/// sends every layer at the camera frame rate, so a real gap this long is not jitter.
+pub(crate) const LAYER_STALL: Duration = Duration::from_millis(500);
+
+/// Late packets of a replaced SSRC are dropped for this long instead of being taken for a
+/// switch back.
+const STALE_SOURCE_GRACE: Duration = Duration::from_secs(2);
+
+/// Bitrate is measured over this window.
+const RATE_WINDOW: Duration = Duration::from_millis(1000);
+
+/// Bitrates assumed for a layer that has not been measured (it is paused), by spatial index;
+/// the browser SDK's default encodings.
+const DEFAULT_LAYER_BPS: [u64; 3] = [150_000, 500_000, 1_500_000];
+
+#[derive(Clone, Debug)]
+pub(crate) struct Source {
+    pub id: u64,
+    pub ssrc: Ssrc,
+    pub seq: SeqUnwrapper,
+    pub ts: TsUnwrapper,
+    pub seen: SeenWindow,
+}
+
+/// Payload bytes received per instant, over the last [`RATE_WINDOW`].
+#[derive(Clone, Debug, Default)]
+struct RateMeter {
+    samples: VecDeque<(Instant, u32)>,
+    bytes: u64,
+}
+
+impl RateMeter {
+    fn add(&mut self, now: Instant, bytes: usize) {
+        let bytes = u32::try_from(bytes).unwrap_or(u32::MAX);
+        self.samples.push_back((now, bytes));
+        self.bytes += u64::from(bytes);
+        self.expire(now);
+    }
+
+    fn expire(&mut self, now: Instant) {
+        while let Some((at, bytes)) = self.samples.front().copied() {
+            if now.saturating_duration_since(at) <= RATE_WINDOW {
+                break;
+            }
+            self.samples.pop_front();
+            self.bytes -= u64::from(bytes);
+        }
+    }
+
+    fn bits_per_second(&self) -> u64 {
+        self.bytes * 8 * 1000 / RATE_WINDOW.as_millis() as u64
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Layer {
+    pub index: u8,
+    pub source: Option<Source>,
+    replaced: Option<(Ssrc, Instant)>,
+    pub throttle: KeyframeThrottle,
+    last_packet_at: Option<Instant>,
+    rate: RateMeter,
+    /// Highest bitrate measured while the layer was live, for when it is paused.
+    last_known_bps: Option<u64>,
+    pub last_keyframe: Option<(u64, ExtTs)>,
+}
+
+impl Layer {
+    pub fn new(index: u8, keyframe_request_interval: Duration) -> Self {
+        Layer {
+            index,
+            source: None,
+            replaced: None,
+            throttle: KeyframeThrottle::new(keyframe_request_interval),
+            last_packet_at: None,
+            rate: RateMeter::default(),
+            last_known_bps: None,
+            last_keyframe: None,
+        }
+    }
+
+    pub fn ssrc(&self) -> Option<Ssrc> {
+        self.source.as_ref().map(|s| s.ssrc)
+    }
+
+    pub fn is_live(&self, now: Instant) -> bool {
+        self.last_packet_at
+            .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALL)
+    }
+
+    /// Records an arrival; returns true when the layer was not live before it.
+    pub fn record_arrival(&mut self, now: Instant, bytes: usize) -> bool {
+        let was_live = self.is_live(now);
+        self.last_packet_at = Some(now);
+        self.rate.add(now, bytes);
+        // Only a full window is a measurement; the first second of a layer under-counts.
+        if self
+            .rate
+            .samples
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= RATE_WINDOW * 9 / 10)
+        {
+            let bps = self.rate.bits_per_second();
+            self.last_known_bps = Some(
+                self.last_known_bps
+                    .map_or(bps, |known| known.max(bps) * 7 / 8 + bps / 8),
+            );
+        }
+        !was_live
+    }
+
+    /// What forwarding this layer costs, in bits per second.
+    pub fn bitrate(&mut self, now: Instant) -> u64 {
+        self.rate.expire(now);
+        let fallback = DEFAULT_LAYER_BPS
+            .get(usize::from(self.index))
+            .copied()
+            .unwrap_or(2_500_000);
+        if self.is_live(now) {
+            self.last_known_bps
+                .unwrap_or_else(|| self.rate.bits_per_second().max(fallback))
+        } else {
+            self.last_known_bps.unwrap_or(fallback)
+        }
+    }
+
+    /// The source (SSRC epoch) a packet with `ssrc` belongs to, starting a new one on a new
+    /// SSRC. `next_source_id` numbers sources across all layers of the publication.
+    pub fn source_for(
+        &mut self,
+        now: Instant,
+        ssrc: Ssrc,
+        next_source_id: &mut u64,
+    ) -> Result<(&mut Source, bool), DropReason> {
+        let current = self.ssrc();
+        let mut changed = false;
+        if current != Some(ssrc) {
+            if let Some((replaced, at)) = self.replaced
+                && replaced == ssrc
+                && now.saturating_duration_since(at) < STALE_SOURCE_GRACE
+            {
+                return Err(DropReason::StaleSource);
+            }
+            if let Some(current) = current {
+                tracing::debug!(layer = self.index, from = %current, to = %ssrc, "source change");
+                self.replaced = Some((current, now));
+                changed = true;
+            }
+            let id = *next_source_id;
+            *next_source_id += 1;
+            self.source = Some(Source {
+                id,
+                ssrc,
+                seq: SeqUnwrapper::default(),
+                ts: TsUnwrapper::default(),
+                seen: SeenWindow::default(),
+            });
+        }
+        let source = self
+            .source
+            .as_mut()
+            .expect("invariant: the source was just checked or created");
+        Ok((source, changed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_follows_arrivals() {
+        let start = Instant::now();
+        let mut layer = Layer::new(0, Duration::from_millis(500));
+        assert!(!layer.is_live(start));
+        assert!(
+            layer.record_arrival(start, 100),
+            "first arrival makes it live"
+        );
+        assert!(!layer.record_arrival(start + Duration::from_millis(30), 100));
+        assert!(layer.is_live(start + LAYER_STALL));
+        assert!(!layer.is_live(start + Duration::from_millis(30) + LAYER_STALL));
+        assert!(
+            layer.record_arrival(start + Duration::from_secs(5), 100),
+            "live again"
+        );
+    }
+
+    #[test]
+    fn bitrate_is_measured_over_a_full_window_and_remembered_while_paused() {
+        let start = Instant::now();
+        let mut layer = Layer::new(1, Duration::from_millis(500));
+        assert_eq!(layer.bitrate(start), 500_000, "unmeasured: the default");
+        // 100 packets of 1250 bytes over one second = 1 Mb/s.
+        for i in 0..=100u64 {
+            layer.record_arrival(start + Duration::from_millis(i * 10), 1250);
+        }
+        let now = start + Duration::from_millis(1000);
+        let live = layer.bitrate(now);
+        assert!((900_000..=1_100_000).contains(&live), "{live}");
+        let paused = layer.bitrate(now + Duration::from_secs(10));
+        assert_eq!(paused, live, "a paused layer keeps its last measurement");
+    }
+}

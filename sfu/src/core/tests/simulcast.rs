@@ -1,0 +1,378 @@
+//! Simulcast: layer selection per subscription (asked for, bandwidth-driven, fallback when a
+//! layer stops), switches only on a keyframe of the target layer with continuous output
+//! numbering, and dynacast.
+
+use proptest::prelude::*;
+
+use super::*;
+use crate::core::{DropReason, LayerReason};
+
+const PUB: u64 = 1;
+const PUBLISHER: u64 = 10;
+/// SSRCs of the three layers (q, h, f).
+const SSRC: [u32; 3] = [100, 200, 300];
+/// A frame every 33 ms at 90 kHz.
+const FRAME_TICKS: u32 = 3000;
+
+/// Feeds one frame (one packet) on every live layer; `keyframe[l]` marks which are keys.
+struct Stream {
+    seq: [u16; 3],
+    ts: u32,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Stream {
+            seq: [10, 5000, 60000],
+            ts: 1_000,
+        }
+    }
+
+    fn frame(&mut self, h: &mut Harness, layers: &[u8], keyframe: &[u8]) {
+        for &layer in layers {
+            let i = usize::from(layer);
+            // The last payload byte tags the layer, so tests can tell where a packet came from.
+            let mut payload = if keyframe.contains(&layer) {
+                VP8_KEY
+            } else {
+                VP8_DELTA
+            }
+            .to_vec();
+            payload.push(layer);
+            h.rtp_on(
+                PUB,
+                layer,
+                RtpPacket {
+                    ssrc: Ssrc(SSRC[i]),
+                    payload_type: 96,
+                    sequence_number: self.seq[i],
+                    timestamp: self.ts,
+                    marker: true,
+                    payload: bytes::Bytes::from(payload),
+                },
+            );
+            self.seq[i] = self.seq[i].wrapping_add(1);
+        }
+        self.ts = self.ts.wrapping_add(FRAME_TICKS);
+        h.advance_ms(33);
+    }
+}
+
+fn layer_changes(outputs: &[Output]) -> Vec<(Option<u8>, u8, LayerReason)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::LayersChanged {
+                current,
+                target,
+                reason,
+                ..
+            } => Some((*current, *target, *reason)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn dynacast(outputs: &[Output]) -> Vec<Vec<bool>> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::PublisherLayers { active, .. } => Some(active.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn forwarded_ssrc_payloads(outputs: &[Output]) -> Vec<RtpPacket> {
+    forwards_to(outputs, 1)
+}
+
+fn is_key(packet: &RtpPacket) -> bool {
+    packet.payload.get(1).is_some_and(|b| b & 1 == 0)
+}
+
+fn layer_of(packet: &RtpPacket) -> u8 {
+    *packet.payload.last().expect("tagged payload")
+}
+
+/// A room with a 3-layer publication streaming on all layers and one subscriber on f.
+fn streaming() -> (Harness, Stream) {
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    let mut stream = Stream::new();
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    h.drain();
+    h.subscribe(1, 20, PUB);
+    h.drain();
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    (h, stream)
+}
+
+#[test]
+fn subscriber_gets_the_highest_live_layer_only() {
+    let (mut h, mut stream) = streaming();
+    let first = h.drain();
+    let got = forwarded_ssrc_payloads(&first);
+    assert_eq!(got.len(), 1, "one packet per frame: only the current layer");
+    for _ in 0..5 {
+        stream.frame(&mut h, &[0, 1, 2], &[]);
+    }
+    let outputs = h.drain();
+    let got = forwards_to(&outputs, 1);
+    assert_eq!(got.len(), 5);
+    assert_eq!(
+        seqs(&got),
+        (INITIAL_SEQ + 1..INITIAL_SEQ + 6).collect::<Vec<_>>()
+    );
+    let stats = h.room.subscription_stats(SubscriptionId(1)).unwrap();
+    assert_eq!(stats.drops.get(DropReason::NotCurrentLayer), 12);
+}
+
+#[test]
+fn requested_switch_waits_for_the_target_keyframe_and_stays_continuous() {
+    let (mut h, mut stream) = streaming();
+    h.drain();
+    h.prefer(1, 0);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(2), 0, LayerReason::Requested)]
+    );
+    assert_eq!(
+        keyframe_requests(&outputs),
+        vec![(PublicationId(PUB), Ssrc(SSRC[0]))],
+        "the switch asks for a keyframe on the target layer"
+    );
+    // Until q's keyframe, f keeps flowing: no freeze.
+    for _ in 0..3 {
+        stream.frame(&mut h, &[0, 1, 2], &[]);
+    }
+    let before = forwards_to(&h.drain(), 1);
+    assert_eq!(before.len(), 3);
+    stream.frame(&mut h, &[0, 1, 2], &[0]);
+    let outputs = h.drain();
+    let switched = forwards_to(&outputs, 1);
+    assert_eq!(switched.len(), 1);
+    assert!(
+        is_key(&switched[0]) && layer_of(&switched[0]) == 0,
+        "the switch lands on q's keyframe"
+    );
+    assert_eq!(switched[0].sequence_number, before[2].sequence_number + 1);
+    assert!(switched[0].timestamp > before[2].timestamp);
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(0), 0, LayerReason::Switched)]
+    );
+    assert_eq!(
+        dynacast(&outputs),
+        vec![vec![true, false, false]],
+        "h and f are no longer needed"
+    );
+}
+
+#[test]
+fn a_layer_that_stops_falls_back_to_the_best_live_layer() {
+    let (mut h, mut stream) = streaming();
+    h.drain();
+    // f stops (the publisher's uplink degraded); q and h go on.
+    for _ in 0..20 {
+        stream.frame(&mut h, &[0, 1], &[]);
+        h.timeout();
+    }
+    let outputs = h.drain();
+    assert!(
+        layer_changes(&outputs).contains(&(Some(2), 1, LayerReason::LayerUnavailable)),
+        "{:?}",
+        layer_changes(&outputs)
+    );
+    assert!(keyframe_requests(&outputs).contains(&(PublicationId(PUB), Ssrc(SSRC[1]))));
+    stream.frame(&mut h, &[0, 1], &[1]);
+    let got = forwards_to(&h.drain(), 1);
+    assert_eq!(got.len(), 1);
+    assert!(is_key(&got[0]) && layer_of(&got[0]) == 1);
+}
+
+#[test]
+fn dynacast_resumes_a_layer_someone_asks_for() {
+    let (mut h, mut stream) = streaming();
+    h.prefer(1, 0);
+    stream.frame(&mut h, &[0, 1, 2], &[0]);
+    assert_eq!(dynacast(&h.drain()), vec![vec![true, false, false]]);
+    // h and f are paused now; asking for f makes it needed again at once.
+    for _ in 0..30 {
+        stream.frame(&mut h, &[0], &[]);
+        h.timeout();
+    }
+    h.drain();
+    h.prefer(1, 2);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(0), 2, LayerReason::Requested)]
+    );
+    assert_eq!(dynacast(&outputs), vec![vec![true, false, true]]);
+    // The resumed layer's first keyframe completes the switch.
+    stream.frame(&mut h, &[0, 2], &[2]);
+    let outputs = h.drain();
+    // q's packet of this frame still goes out (no freeze), then f takes over on its keyframe.
+    let got = forwards_to(&outputs, 1);
+    assert_eq!(got.iter().map(layer_of).collect::<Vec<_>>(), vec![0, 2]);
+    assert!(is_key(&got[1]));
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(2), 2, LayerReason::Switched)]
+    );
+}
+
+#[test]
+fn bandwidth_caps_down_at_once_and_up_only_after_it_held() {
+    let (mut h, mut stream) = streaming();
+    // Measure the layers: q ≈ 0.2, h ≈ 0.6, f ≈ 1.8 Mb/s with these payload sizes.
+    for _ in 0..40 {
+        for (layer, size) in [(0u8, 800usize), (1, 2500), (2, 7500)] {
+            let i = usize::from(layer);
+            let payload = bytes::Bytes::from(
+                vec![0x10, 0x01]
+                    .into_iter()
+                    .chain(std::iter::repeat_n(0u8, size))
+                    .collect::<Vec<_>>(),
+            );
+            h.rtp_on(
+                PUB,
+                layer,
+                RtpPacket {
+                    ssrc: Ssrc(SSRC[i]),
+                    payload_type: 96,
+                    sequence_number: stream.seq[i],
+                    timestamp: stream.ts,
+                    marker: true,
+                    payload,
+                },
+            );
+            stream.seq[i] = stream.seq[i].wrapping_add(1);
+        }
+        stream.ts = stream.ts.wrapping_add(FRAME_TICKS);
+        h.advance_ms(33);
+    }
+    h.drain();
+    h.bandwidth(20, 900_000);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(2), 1, LayerReason::Bandwidth)]
+    );
+    // More bandwidth: no upgrade until it has held for 3 s.
+    h.bandwidth(20, 5_000_000);
+    assert!(layer_changes(&h.drain()).is_empty());
+    h.advance_ms(1500);
+    h.bandwidth(20, 5_000_000);
+    assert!(layer_changes(&h.drain()).is_empty());
+    h.advance_ms(1600);
+    h.bandwidth(20, 5_000_000);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(2), 2, LayerReason::Bandwidth)]
+    );
+}
+
+#[test]
+fn audio_and_single_layer_video_never_change_layers() {
+    let mut h = Harness::new();
+    h.publish(PUB, PUBLISHER, Codec::Vp8);
+    h.subscribe(1, 20, PUB);
+    h.prefer(1, 0);
+    h.bandwidth(20, 10_000);
+    let outputs = h.drain();
+    assert!(layer_changes(&outputs).is_empty());
+    assert!(dynacast(&outputs).is_empty());
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    /// A frame on every live layer; bits mark keyframes.
+    Frame {
+        keyframes: u8,
+        stopped: u8,
+    },
+    Prefer(u8),
+    Timeout,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        8 => (0u8..8, prop_oneof![4 => Just(0u8), 1 => 0u8..8]).prop_map(|(keyframes, stopped)| Step::Frame { keyframes, stopped }),
+        1 => (0u8..3).prop_map(Step::Prefer),
+        1 => Just(Step::Timeout),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// Whatever the keyframe timing, requests and stopped layers: the subscription switches
+    /// only on a keyframe of its target layer, never forwards a packet of another layer,
+    /// and its output sequence numbers are contiguous and timestamps never go back.
+    #[test]
+    fn switches_keep_the_output_valid(steps in proptest::collection::vec(step(), 1..300)) {
+        let mut h = Harness::new();
+        h.publish_simulcast(PUB, PUBLISHER, 3);
+        h.subscribe(1, 20, PUB);
+        let mut stream = Stream::new();
+        let mut current: Option<u8> = None;
+        let mut target: u8 = 2;
+        let mut last: Option<(u16, u32)> = None;
+        for step in steps {
+            match step {
+                Step::Frame { keyframes, stopped } => {
+                    let live: Vec<u8> = (0..3).filter(|l| stopped & (1 << l) == 0).collect();
+                    let keys: Vec<u8> = (0..3).filter(|l| keyframes & (1 << l) != 0).collect();
+                    stream.frame(&mut h, &live, &keys);
+                    for output in h.drain() {
+                        match output {
+                            Output::Forward { packet, .. } => {
+                                let offset_layer = layer_of(&packet);
+                                prop_assert!(live.contains(&offset_layer));
+                                let key = is_key(&packet);
+                                if current != Some(offset_layer) {
+                                    prop_assert!(key, "switch to layer {offset_layer} on a delta frame");
+                                    prop_assert_eq!(offset_layer, target, "switched to a layer that is not the target");
+                                    current = Some(offset_layer);
+                                }
+                                if let Some((seq, out_ts)) = last {
+                                    prop_assert_eq!(packet.sequence_number, seq.wrapping_add(1), "output seq not contiguous");
+                                    prop_assert!(packet.timestamp.wrapping_sub(out_ts) < 1 << 31, "output ts went back");
+                                }
+                                last = Some((packet.sequence_number, packet.timestamp));
+                            }
+                            Output::LayersChanged { target: t, current: c, .. } => {
+                                target = t;
+                                if c.is_some() {
+                                    prop_assert_eq!(c, current);
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                Step::Prefer(layer) => {
+                    h.prefer(1, layer);
+                    for output in h.drain() {
+                        if let Output::LayersChanged { target: t, .. } = output {
+                            target = t;
+                        }
+                    }
+                }
+                Step::Timeout => {
+                    h.advance_ms(100);
+                    h.timeout();
+                    for output in h.drain() {
+                        if let Output::LayersChanged { target: t, .. } = output {
+                            target = t;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
