@@ -157,6 +157,8 @@ pub(crate) struct PacketMeta {
     pub ts: ExtTs,
     /// A decoder can start here (keyframe start for video, any packet otherwise).
     pub start_point: bool,
+    /// VP8 descriptor fields, for their continuity across switches (VP8 only).
+    pub vp8: Option<super::rewrite::vp8::Vp8Meta>,
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@ use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use super::keyframe_cache::KeyframeCache;
 use super::layer::Layer;
 use super::packet::{Codec, DropReason, MediaKind, PacketMeta, RtpPacket};
+use super::rewrite::vp8::Vp8Meta;
 use super::room::{LayerReason, Output};
 use super::stats::{DropCounts, PublicationStats};
 use super::subscription::{Decision, Subscription};
@@ -403,6 +404,9 @@ impl Publication {
             seq,
             ts,
             start_point: self.codec.is_start_point(&packet.payload),
+            vp8: (self.codec == Codec::Vp8)
+                .then(|| Vp8Meta::parse(&packet.payload))
+                .flatten(),
         };
         if changed {
             self.source_changes += 1;

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use super::ids::{ParticipantId, Ssrc, SubscriptionId};
 use super::packet::{DropReason, MediaKind, PacketMeta, RtpPacket};
 use super::rewrite::numbering::Numbering;
+use super::rewrite::vp8::{Vp8Continuity, Vp8Patch};
 use super::room::{LayerReason, Output};
 use super::stats::SubscriptionStats;
 
@@ -29,6 +30,8 @@ pub(crate) struct Rewrite {
     pub payload_type: u8,
     pub sequence_number: u16,
     pub timestamp: u32,
+    /// VP8 descriptor continuity; `None` for other codecs.
+    pub vp8: Option<Vp8Patch>,
 }
 
 impl Rewrite {
@@ -39,7 +42,10 @@ impl Rewrite {
             sequence_number: self.sequence_number,
             timestamp: self.timestamp,
             marker: packet.marker,
-            payload: packet.payload.clone(),
+            payload: match &self.vp8 {
+                Some(patch) => patch.apply(&packet.payload),
+                None => packet.payload.clone(),
+            },
         }
     }
 }
@@ -52,6 +58,7 @@ pub(crate) struct Subscription {
     payload_type: u8,
     kind: MediaKind,
     numbering: Numbering,
+    vp8: Vp8Continuity,
     pub stats: SubscriptionStats,
     /// The highest spatial layer the subscriber asked for.
     max_layer: u8,
@@ -85,6 +92,7 @@ impl Subscription {
             payload_type,
             kind,
             numbering: Numbering::new(initial_seq),
+            vp8: Vp8Continuity::default(),
             stats: SubscriptionStats::default(),
             max_layer: u8::MAX,
             cap_layer: u8::MAX,
@@ -207,6 +215,9 @@ impl Subscription {
                 "forwarding starts"
             );
             self.numbering.start_source(meta, now, clock_rate);
+            if let Some(vp8) = &meta.vp8 {
+                self.vp8.start_source(vp8);
+            }
             self.waiting_keyframe = false;
             let previous = self.current.replace(meta.layer);
             if previous.is_some() && previous != self.current {
@@ -220,6 +231,7 @@ impl Subscription {
                 payload_type: self.payload_type,
                 sequence_number: numbers.sequence_number,
                 timestamp: numbers.timestamp,
+                vp8: meta.vp8.as_ref().map(|vp8| self.vp8.on_send(vp8)),
             }),
             Err(reason) => Decision::Drop(reason),
         }
@@ -239,6 +251,7 @@ mod tests {
             seq: ExtSeq((1 << 32) + seq),
             ts: ExtTs((1 << 40) + seq * 100),
             start_point,
+            vp8: None,
         }
     }
 

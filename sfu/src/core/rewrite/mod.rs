@@ -5,3 +5,4 @@
 pub(crate) mod numbering;
 pub(crate) mod seq;
 pub(crate) mod timestamp;
+pub(crate) mod vp8;

@@ -111,6 +111,7 @@ mod tests {
             seq: ExtSeq((1 << 32) + seq),
             ts: ExtTs((1 << 40) + ts),
             start_point: true,
+            vp8: None,
         }
     }
 

@@ -18,6 +18,8 @@ const FRAME_TICKS: u32 = 3000;
 struct Stream {
     seq: [u16; 3],
     ts: u32,
+    /// VP8 picture ids, far apart per layer (as Chrome's are).
+    picture_id: [u16; 3],
 }
 
 impl Stream {
@@ -25,19 +27,23 @@ impl Stream {
         Stream {
             seq: [10, 5000, 60000],
             ts: 1_000,
+            picture_id: [32_760, 100, 20_000],
         }
     }
 
     fn frame(&mut self, h: &mut Harness, layers: &[u8], keyframe: &[u8]) {
         for &layer in layers {
             let i = usize::from(layer);
-            // The last payload byte tags the layer, so tests can tell where a packet came from.
-            let mut payload = if keyframe.contains(&layer) {
-                VP8_KEY
+            // A VP8 descriptor with a 15-bit picture id, the frame tag (P bit), and a last
+            // byte that tags the layer so tests can tell where a packet came from.
+            let pid = self.picture_id[i];
+            self.picture_id[i] = (pid + 1) % (1 << 15);
+            let mut payload = vec![0x90, 0x80, 0x80 | (pid >> 8) as u8, pid as u8];
+            if keyframe.contains(&layer) {
+                payload.extend([0x00, 0x9d, 0x01, 0x2a]);
             } else {
-                VP8_DELTA
+                payload.push(0x01);
             }
-            .to_vec();
             payload.push(layer);
             h.rtp_on(
                 PUB,
@@ -88,7 +94,11 @@ fn forwarded_ssrc_payloads(outputs: &[Output]) -> Vec<RtpPacket> {
 }
 
 fn is_key(packet: &RtpPacket) -> bool {
-    packet.payload.get(1).is_some_and(|b| b & 1 == 0)
+    packet.payload.get(4).is_some_and(|b| b & 1 == 0)
+}
+
+fn picture_id(packet: &RtpPacket) -> u16 {
+    (u16::from(packet.payload[2] & 0x7f) << 8) | u16::from(packet.payload[3])
 }
 
 fn layer_of(packet: &RtpPacket) -> u8 {
@@ -322,6 +332,7 @@ proptest! {
         let mut current: Option<u8> = None;
         let mut target: u8 = 2;
         let mut last: Option<(u16, u32)> = None;
+        let mut last_picture_id: Option<u16> = None;
         for step in steps {
             match step {
                 Step::Frame { keyframes, stopped } => {
@@ -344,6 +355,12 @@ proptest! {
                                     prop_assert!(packet.timestamp.wrapping_sub(out_ts) < 1 << 31, "output ts went back");
                                 }
                                 last = Some((packet.sequence_number, packet.timestamp));
+                                // One packet per frame here, so picture ids must step by one,
+                                // across switches too.
+                                if let Some(previous) = last_picture_id {
+                                    prop_assert_eq!(picture_id(&packet), (previous + 1) % (1 << 15), "VP8 picture id not continuous");
+                                }
+                                last_picture_id = Some(picture_id(&packet));
                             }
                             Output::LayersChanged { target: t, current: c, .. } => {
                                 target = t;
