@@ -23,6 +23,10 @@ use sluice_sfu::ingest::{StreamKeys, StreamTarget};
 
 use crate::auth::{Grants, check_name};
 
+/// Sluice at info; the WebRTC stack only when something is wrong (its DTLS and ICE layers log
+/// routine retransmissions as warnings).
+pub const DEFAULT_LOG: &str = "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,webrtc=error";
+
 /// Minimum secret length accepted for signing tokens, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
 
@@ -305,7 +309,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_message_rate: 50,
             max_message_bytes: 64 * 1024,
-            log: "info".into(),
+            log: DEFAULT_LOG.into(),
             rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
             rtmp_keys: Vec::new(),
         }
@@ -1059,6 +1063,93 @@ mod tests {
         };
         assert_eq!(args.ttl(), Duration::from_secs(3600));
         assert!(args.grants().can_publish && args.grants().can_subscribe);
+    }
+
+    #[test]
+    fn rtmp_defaults_flags_and_off() {
+        assert_eq!(
+            Config::default().rtmp,
+            RtmpListen::On("127.0.0.1:1935".parse().unwrap())
+        );
+        let cli = Cli::try_parse_from(["sluice", "--rtmp", "off"]).unwrap();
+        assert_eq!(Config::load(&cli.serve).unwrap().rtmp, RtmpListen::Off);
+        let cli = Cli::try_parse_from(["sluice", "--rtmp", "0.0.0.0:1936"]).unwrap();
+        assert_eq!(
+            Config::load(&cli.serve).unwrap().rtmp,
+            RtmpListen::On("0.0.0.0:1936".parse().unwrap())
+        );
+        assert!(Cli::try_parse_from(["sluice", "--rtmp", "1935"]).is_err());
+        assert_eq!(
+            Config::from_toml_str("rtmp = \"off\"").unwrap().rtmp,
+            RtmpListen::Off
+        );
+        assert!(Config::from_toml_str("rtmp = \"nowhere\"").is_err());
+    }
+
+    #[test]
+    fn rtmp_keys_from_flags_and_toml() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "--rtmp-key",
+            "0123456789abcdef-key=stage/obs,fedcba9876543210-key=lobby/cam/2",
+        ])
+        .unwrap();
+        let config = Config::load(&cli.serve).unwrap();
+        assert_eq!(config.rtmp_keys.len(), 2);
+        assert_eq!(config.rtmp_keys[1].room, "lobby");
+        assert_eq!(config.rtmp_keys[1].identity, "cam/2");
+        let keys = config.stream_keys().unwrap();
+        assert_eq!(
+            keys.authorize("0123456789abcdef-key").unwrap(),
+            StreamTarget {
+                room: "stage".into(),
+                identity: "obs".into()
+            }
+        );
+        let toml = Config::from_toml_str(
+            "[[rtmp_keys]]\nkey = \"0123456789abcdef-key\"\nroom = \"a/b\"\nidentity = \"obs\"\n",
+        )
+        .unwrap();
+        assert_eq!(toml.rtmp_keys[0].room, "a/b");
+        toml.validate().unwrap();
+        // Keys never show in Debug output or errors.
+        assert!(!format!("{config:?} {:?}", cli.serve).contains("0123456789abcdef-key"));
+        let short = Cli::try_parse_from(["sluice", "--rtmp-key", "short=room/id"]).unwrap();
+        let err = Config::load(&short.serve).unwrap_err();
+        assert!(err.to_string().contains("at least 16"), "{err}");
+        assert!(!err.to_string().contains("short="), "{err}");
+        assert!(Cli::try_parse_from(["sluice", "--rtmp-key", "no-target-here"]).is_err());
+    }
+
+    #[test]
+    fn signed_stream_keys_need_the_secret() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "stream-key",
+            "--secret",
+            "0123456789abcdef0123",
+            "--room",
+            "stage",
+            "--identity",
+            "obs",
+        ])
+        .unwrap();
+        let Some(Command::StreamKey(args)) = cli.command else {
+            panic!("expected stream-key, got {:?}", cli.command);
+        };
+        let target = StreamTarget {
+            room: args.room.clone(),
+            identity: args.identity.clone(),
+        };
+        let key = StreamKeys::sign(args.secret.as_bytes(), &target);
+        let with_secret = Config {
+            secret: Some("0123456789abcdef0123".into()),
+            ..Config::default()
+        };
+        assert_eq!(with_secret.stream_keys().unwrap().authorize(&key), Ok(target));
+        assert!(Config::default().stream_keys().unwrap().authorize(&key).is_err());
+        assert!(!format!("{args:?}").contains("0123456789abcdef0123"));
+        assert!(Cli::try_parse_from(["sluice", "stream-key", "--secret", "short", "--room", "r", "--identity", "i"]).is_err());
     }
 
     #[test]
