@@ -25,7 +25,8 @@ use crate::auth::{Grants, check_name};
 
 /// Sluice at info; the WebRTC stack only when something is wrong (its DTLS and ICE layers log
 /// routine retransmissions as warnings).
-pub const DEFAULT_LOG: &str = "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,webrtc=error";
+pub const DEFAULT_LOG: &str =
+    "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,rtc_interceptor=error,webrtc=error";
 
 /// Minimum secret length accepted for signing tokens, in bytes.
 pub const MIN_SECRET_BYTES: usize = 16;
@@ -1146,10 +1147,31 @@ mod tests {
             secret: Some("0123456789abcdef0123".into()),
             ..Config::default()
         };
-        assert_eq!(with_secret.stream_keys().unwrap().authorize(&key), Ok(target));
-        assert!(Config::default().stream_keys().unwrap().authorize(&key).is_err());
+        assert_eq!(
+            with_secret.stream_keys().unwrap().authorize(&key),
+            Ok(target)
+        );
+        assert!(
+            Config::default()
+                .stream_keys()
+                .unwrap()
+                .authorize(&key)
+                .is_err()
+        );
         assert!(!format!("{args:?}").contains("0123456789abcdef0123"));
-        assert!(Cli::try_parse_from(["sluice", "stream-key", "--secret", "short", "--room", "r", "--identity", "i"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "sluice",
+                "stream-key",
+                "--secret",
+                "short",
+                "--room",
+                "r",
+                "--identity",
+                "i"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -20,6 +20,15 @@ use super::subscription::{Decision, Subscription};
 /// so a subscription on a layer that stopped falls back quickly.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
+/// A layer dynacast just resumed counts as available this long before it must be live:
+/// the publisher's encoder needs a moment to restart it. Without this grace, a subscription
+/// waiting for the layer would fall back, dynacast would pause it again, and round it goes.
+const RESUME_GRACE: Duration = Duration::from_millis(2000);
+
+/// A resumed layer that did not come back within the grace (the publisher cannot send it)
+/// is not offered again for this long.
+const STALL_BACKOFF: Duration = Duration::from_secs(10);
+
 #[derive(Clone, Debug)]
 pub(crate) struct Publication {
     pub id: PublicationId,
@@ -39,6 +48,10 @@ pub(crate) struct Publication {
     keyframe_cache: Option<KeyframeCache>,
     /// Dynacast: the layers the publisher was last told to send (all at first).
     active_layers: Vec<bool>,
+    /// When dynacast last resumed each layer, while it has not come back yet.
+    resumed_at: Vec<Option<Instant>>,
+    /// Layers that failed to come back after a resume are not offered until then.
+    stalled_until: Vec<Option<Instant>>,
     next_liveness_check: Option<Instant>,
 }
 
@@ -72,6 +85,8 @@ impl Publication {
             dropped: DropCounts::default(),
             keyframe_cache: None,
             active_layers: vec![true; usize::from(layer_count)],
+            resumed_at: vec![None; usize::from(layer_count)],
+            stalled_until: vec![None; usize::from(layer_count)],
             next_liveness_check: None,
         }
     }
@@ -101,12 +116,13 @@ impl Publication {
 
     pub fn remove_subscription(
         &mut self,
+        now: Instant,
         id: SubscriptionId,
         outputs: &mut VecDeque<Output>,
     ) -> Option<Subscription> {
         let index = self.subscriptions.iter().position(|s| s.id == id)?;
         let removed = self.subscriptions.remove(index);
-        self.update_dynacast(outputs);
+        self.update_dynacast(now, outputs);
         Some(removed)
     }
 
@@ -120,7 +136,7 @@ impl Publication {
         let target = self.best_available(subscription.desired_layer(self.layer_count()), now);
         subscription.set_initial_target(target);
         self.subscriptions.push(subscription);
-        self.update_dynacast(outputs);
+        self.update_dynacast(now, outputs);
     }
 
     /// Starts the subscription `id` from the cached packets since the last keyframe, so it
@@ -196,7 +212,7 @@ impl Publication {
     /// After packets moved subscriptions (a switch completed), dynacast may change, and
     /// subscriptions still waiting for a keyframe ask for one (throttled per layer).
     fn after_decisions(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
-        self.update_dynacast(outputs);
+        self.update_dynacast(now, outputs);
         if self.kind != MediaKind::Video {
             return;
         }
@@ -271,6 +287,17 @@ impl Publication {
         if let Some(check) = self.next_liveness_check
             && now >= check
         {
+            for index in 0..self.layers.len() {
+                if self.layers[index].is_live(now) {
+                    self.resumed_at[index] = None;
+                } else if let Some(resumed) = self.resumed_at[index]
+                    && now.saturating_duration_since(resumed) >= RESUME_GRACE
+                {
+                    debug!(publication = %self.id, layer = index, "resumed layer did not come back");
+                    self.resumed_at[index] = None;
+                    self.stalled_until[index] = Some(now + STALL_BACKOFF);
+                }
+            }
             self.next_liveness_check = (!self.subscriptions.is_empty()
                 && self.layers.iter().any(|l| l.is_live(now)))
             .then(|| now + LIVENESS_CHECK);
@@ -313,7 +340,10 @@ impl Publication {
         let desired = desired.min(self.layer_count() - 1);
         let available = |l: u8| {
             let index = usize::from(l);
-            self.layers[index].is_live(now) || !self.active_layers[index]
+            let resuming = self.resumed_at[index]
+                .is_some_and(|at| now.saturating_duration_since(at) < RESUME_GRACE);
+            let stalled = self.stalled_until[index].is_some_and(|until| now < until);
+            self.layers[index].is_live(now) || resuming || (!self.active_layers[index] && !stalled)
         };
         (0..=desired)
             .rev()
@@ -332,7 +362,7 @@ impl Publication {
 
     /// Dynacast: tells the publisher which layers anyone needs. The lowest layer always stays
     /// on, so a new subscriber starts at once.
-    fn update_dynacast(&mut self, outputs: &mut VecDeque<Output>) {
+    fn update_dynacast(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
         if self.layers.len() < 2 {
             return;
         }
@@ -350,6 +380,11 @@ impl Publication {
         }
         if needed != self.active_layers {
             debug!(publication = %self.id, ?needed, "dynacast");
+            for (index, (&was, &now_needed)) in self.active_layers.iter().zip(&needed).enumerate() {
+                if !was && now_needed {
+                    self.resumed_at[index] = Some(now);
+                }
+            }
             self.active_layers = needed.clone();
             outputs.push_back(Output::PublisherLayers {
                 publication: self.id,

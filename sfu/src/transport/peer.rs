@@ -10,7 +10,7 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 /// GCC's starting point on a subscriber connection: high enough for a 720p simulcast layer
 /// at once on a good path; GCC backs off within about a second where the path cannot carry it.
 const GCC_INITIAL_BPS: f64 = 2_500_000.0;
-const GCC_MIN_BPS: f64 = 50_000.0;
+const GCC_MIN_BPS: f64 = 100_000.0;
 const GCC_MAX_BPS: f64 = 50_000_000.0;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -30,7 +30,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::feedback::FeedbackToApplication;
+use super::feedback::{FeedbackToApplication, Unpaced};
 use super::ports::PortCursor;
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
@@ -125,6 +125,7 @@ impl Transport {
                     &mut media_engine,
                 )
                 .map_err(peer_err)?
+                .with(Slot::Pacer, Unpaced::default())
             }
         }
         // Application-most: it sees inbound RTCP after every built-in interceptor.
@@ -183,7 +184,9 @@ fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
         .collect::<Vec<_>>()
     };
     // H.264 in the profiles encoders send (RTMP ingest forwards them as they are): constrained
-    // baseline (browsers), baseline, main and high. Subscribers match a publication's codec by
+    // baseline (browsers), baseline, main and high. Chromium does not offer to receive High
+    // (64001f) but does High 4:4:4 Predictive (f4001f), whose decoders decode High: RTMP
+    // ingest announces High streams that way. Subscribers match a publication's codec by
     // profile, and level-asymmetry-allowed lets a decoder take any level.
     let h264 = |profile_level_id: &str| {
         format!(
@@ -196,6 +199,7 @@ fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
         ("video/H264", h264("42001f"), 104),
         ("video/H264", h264("4d001f"), 106),
         ("video/H264", h264("64001f"), 108),
+        ("video/H264", h264("f4001f"), 110),
     ] {
         engine.register_codec(
             RTCRtpCodecParameters {

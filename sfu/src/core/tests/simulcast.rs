@@ -393,3 +393,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_resumed_layer_gets_a_grace_period_then_a_backoff_instead_of_flapping() {
+    let (mut h, mut stream) = streaming();
+    h.prefer(1, 0);
+    stream.frame(&mut h, &[0, 1, 2], &[0]);
+    h.drain();
+    for _ in 0..30 {
+        stream.frame(&mut h, &[0], &[]);
+        h.timeout();
+    }
+    h.drain();
+    h.prefer(1, 2);
+    let mut outputs = h.drain();
+    // f does not come back (the publisher's uplink cannot carry it): for the grace period the
+    // target stays f and dynacast does not flap.
+    for _ in 0..45 {
+        stream.frame(&mut h, &[0], &[]);
+        h.timeout();
+        outputs.extend(h.drain());
+    }
+    assert_eq!(
+        dynacast(&outputs),
+        vec![vec![true, false, true]],
+        "one resume, no flapping"
+    );
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(0), 2, LayerReason::Requested)],
+        "no fallback during the grace period"
+    );
+    // After the grace period: try the next layer down (h, paused, may well be sendable), and
+    // when it does not come back either, q — each resume once, then a backoff.
+    let mut later = Vec::new();
+    for _ in 0..150 {
+        stream.frame(&mut h, &[0], &[]);
+        h.timeout();
+        later.extend(h.drain());
+    }
+    assert_eq!(
+        layer_changes(&later),
+        vec![
+            (Some(0), 1, LayerReason::LayerUnavailable),
+            (Some(0), 0, LayerReason::LayerUnavailable)
+        ]
+    );
+    assert_eq!(
+        dynacast(&later),
+        vec![vec![true, true, false], vec![true, false, false]]
+    );
+}
