@@ -47,6 +47,7 @@ impl TestServer {
         let sfu = Sfu::new(SfuConfig {
             transport: TransportConfig {
                 udp_ports: config.udp_ports,
+                playout_delay_ms: config.playout_delay_ms,
                 public_ip: config.public_ip,
             },
             ..SfuConfig::default()

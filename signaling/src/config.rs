@@ -164,6 +164,11 @@ pub struct ServeArgs {
     /// Signaling messages per second per connection; bursts of twice that are allowed [default: 50].
     #[arg(long, env = "SLUICE_MAX_MESSAGE_RATE", value_name = "N")]
     pub max_message_rate: Option<u32>,
+    /// Minimum playout delay asked of subscribing browsers (RTP playout-delay extension), in
+    /// ms, so a retransmitted packet still makes its frame's deadline on lossy links
+    /// [default: 0 = the browser decides].
+    #[arg(long, env = "SLUICE_PLAYOUT_DELAY_MS", value_name = "MS")]
+    pub playout_delay_ms: Option<u16>,
     /// Log filter in tracing EnvFilter syntax, e.g. "info,sluice_sfu=debug" [default: info].
     #[arg(long, env = "SLUICE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -192,6 +197,7 @@ impl fmt::Debug for ServeArgs {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("allowed_origins", &self.allowed_origins)
             .field("max_message_rate", &self.max_message_rate)
+            .field("playout_delay_ms", &self.playout_delay_ms)
             .field("log", &self.log)
             .field("rtmp", &self.rtmp)
             .field("rtmp_keys", &self.rtmp_keys)
@@ -290,6 +296,8 @@ pub struct Config {
     pub allowed_origins: Vec<String>,
     /// Signaling messages per second per connection (burst: twice that).
     pub max_message_rate: u32,
+    /// Minimum playout delay asked of subscribing browsers, in ms (0: not asked).
+    pub playout_delay_ms: u16,
     /// Largest signaling message accepted, in bytes (file only).
     pub max_message_bytes: usize,
     /// tracing EnvFilter directive string.
@@ -309,6 +317,7 @@ impl Default for Config {
             secret: None,
             allowed_origins: Vec::new(),
             max_message_rate: 50,
+            playout_delay_ms: 0,
             max_message_bytes: 64 * 1024,
             log: DEFAULT_LOG.into(),
             rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
@@ -326,6 +335,7 @@ impl fmt::Debug for Config {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("allowed_origins", &self.allowed_origins)
             .field("max_message_rate", &self.max_message_rate)
+            .field("playout_delay_ms", &self.playout_delay_ms)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("log", &self.log)
             .field("rtmp", &self.rtmp)
@@ -416,6 +426,9 @@ impl Config {
         if let Some(rate) = args.max_message_rate {
             self.max_message_rate = rate;
         }
+        if let Some(delay) = args.playout_delay_ms {
+            self.playout_delay_ms = delay;
+        }
         if let Some(log) = &args.log {
             self.log = log.clone();
         }
@@ -439,6 +452,9 @@ impl Config {
         }
         if self.max_message_rate == 0 {
             return invalid("max_message_rate must be at least 1".into());
+        }
+        if self.playout_delay_ms > 1000 {
+            return invalid("playout_delay_ms must be at most 1000".into());
         }
         if !(1024..=1024 * 1024).contains(&self.max_message_bytes) {
             return invalid(format!(

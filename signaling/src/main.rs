@@ -49,6 +49,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .init();
     let transport = TransportConfig {
         udp_ports: config.udp_ports,
+        playout_delay_ms: config.playout_delay_ms,
         public_ip: config.public_ip,
     };
     let demo_mode = config.secret.is_none();
@@ -64,18 +65,26 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding HTTP/WebSocket listener on {listen}"))?;
     let rtmp = match rtmp_listen {
         RtmpListen::Off => None,
-        RtmpListen::On(addr) => Some(
-            RtmpServer::start(
-                RtmpConfig {
-                    listen: addr,
-                    ..RtmpConfig::default()
-                },
-                stream_keys,
-                sfu,
-            )
-            .await
-            .with_context(|| format!("binding RTMP listener on {addr} (--rtmp off disables it)"))?,
-        ),
+        RtmpListen::On(addr) => {
+            let config = RtmpConfig {
+                listen: addr,
+                ..RtmpConfig::default()
+            };
+            match RtmpServer::start(config, stream_keys, sfu).await {
+                Ok(rtmp) => Some(rtmp),
+                // The default port may be taken by another server on this machine (or another
+                // Sluice): without an explicit --rtmp, serve WebRTC anyway and say so.
+                Err(err) if rtmp_listen == Config::default().rtmp => {
+                    tracing::warn!(%err, %addr, "RTMP ingest not started (pass --rtmp <addr:port> or --rtmp off)");
+                    None
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!("binding RTMP listener on {addr} (--rtmp off disables it)")
+                    });
+                }
+            }
+        }
     };
     // Scripts and tests read this exact line to find the port (with --listen …:0).
     println!("sluice listening on http://{}", server.local_addr());

@@ -32,6 +32,9 @@ pub struct TransportConfig {
     /// A loopback address is bound directly; any other address makes the server bind all
     /// interfaces and advertise this one (1:1 NAT mapping, as on a cloud VM).
     pub public_ip: Option<IpAddr>,
+    /// Minimum playout delay asked of subscribers (RTP playout-delay extension on video), in
+    /// milliseconds; 0 does not send the extension.
+    pub playout_delay_ms: u16,
 }
 
 /// An ICE candidate in `RTCIceCandidateInit` form.

@@ -12,9 +12,12 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 const GCC_INITIAL_BPS: f64 = 2_500_000.0;
 const GCC_MIN_BPS: f64 = 100_000.0;
 const GCC_MAX_BPS: f64 = 50_000_000.0;
+/// RTP header extension that asks the receiver for a playout delay range.
+const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -115,6 +118,17 @@ impl Transport {
             // We send here: send-side bandwidth estimation (GCC over TWCC) drives layer
             // allocation, and the NACK responder answers the subscriber's NACKs.
             PeerRole::Subscriber => {
+                if self.config.playout_delay_ms > 0 {
+                    media_engine
+                        .register_header_extension(
+                            RTCRtpHeaderExtensionCapability {
+                                uri: PLAYOUT_DELAY_URI.to_owned(),
+                            },
+                            RtpCodecKind::Video,
+                            None,
+                        )
+                        .map_err(peer_err)?;
+                }
                 let registry = configure_nack(Registry::new(), &mut media_engine);
                 configure_simulcast_extension_headers(&mut media_engine).map_err(peer_err)?;
                 let registry = configure_rtcp_reports(registry);
@@ -148,6 +162,7 @@ impl Transport {
         Ok(Peer {
             role,
             pc: Arc::new(pc),
+            playout_delay_ms: self.config.playout_delay_ms,
         })
     }
 }
@@ -231,6 +246,7 @@ fn negotiation_err(err: impl std::fmt::Display) -> TransportError {
 pub struct Peer {
     role: PeerRole,
     pc: Arc<dyn PeerConnection>,
+    playout_delay_ms: u16,
 }
 
 impl std::fmt::Debug for Peer {
@@ -344,7 +360,15 @@ impl Peer {
             .add_track(Arc::clone(&track) as Arc<dyn TrackLocal>)
             .await
             .map_err(negotiation_err)?;
-        Ok(LocalTrack::new(track, sender, codec.clone(), ssrc))
+        let playout_delay = (kind == RtpCodecKind::Video && self.playout_delay_ms > 0)
+            .then_some(self.playout_delay_ms);
+        Ok(LocalTrack::new(
+            track,
+            sender,
+            codec.clone(),
+            ssrc,
+            playout_delay,
+        ))
     }
 
     /// Stops sending a track; the change is offered on the next [`Peer::offer`].

@@ -4,6 +4,13 @@ use std::sync::Arc;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
+use rtc::rtp::extension::HeaderExtension;
+use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
+
+/// One packet in this many carries the playout-delay extension (after the first few).
+const PLAYOUT_DELAY_EVERY: u64 = 64;
+/// The maximum playout delay asked for, in 10 ms units: one second.
+const PLAYOUT_DELAY_MAX_10MS: u16 = 100;
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
@@ -159,6 +166,8 @@ pub struct LocalTrack {
     sender: Arc<dyn RtpSender>,
     codec: CodecInfo,
     ssrc: Ssrc,
+    /// Minimum playout delay to ask of the subscriber, in ms.
+    playout_delay_ms: Option<u16>,
 }
 
 impl LocalTrack {
@@ -167,12 +176,14 @@ impl LocalTrack {
         sender: Arc<dyn RtpSender>,
         codec: CodecInfo,
         ssrc: u32,
+        playout_delay_ms: Option<u16>,
     ) -> Self {
         Self {
             track,
             sender,
             codec,
             ssrc: Ssrc(ssrc),
+            playout_delay_ms,
         }
     }
 
@@ -208,12 +219,33 @@ impl LocalTrack {
         // Dropped when the writer ends, which ends the feedback task too.
         let (writer_done, mut writer_gone) = oneshot::channel::<()>();
         let writer = Arc::clone(&self.track);
+        // Browsers keep the last playout delay they saw, so it rides on the first packets and
+        // then on one in every PLAYOUT_DELAY_EVERY (the extension costs a marshal per use).
+        let playout_delay = self.playout_delay_ms.map(|ms| {
+            HeaderExtension::PlayoutDelay(PlayoutDelayExtension {
+                min_delay: ms.div_ceil(10),
+                max_delay: PLAYOUT_DELAY_MAX_10MS,
+            })
+        });
         tokio::spawn(async move {
             let _writer_done = writer_done;
+            let mut sent: u64 = 0;
             while let Some(packet) = rx.recv().await {
-                if let Err(err) = writer.write_rtp(to_wire(packet)).await {
+                let result = match &playout_delay {
+                    Some(extension) if sent < 8 || sent % PLAYOUT_DELAY_EVERY == 0 => {
+                        writer
+                            .write_rtp_with_extensions(
+                                to_wire(packet),
+                                std::slice::from_ref(extension),
+                            )
+                            .await
+                    }
+                    _ => writer.write_rtp(to_wire(packet)).await,
+                };
+                if let Err(err) = result {
                     trace!(%err, "RTP write failed");
                 }
+                sent += 1;
             }
         });
         let feedback = Arc::clone(&self.track);

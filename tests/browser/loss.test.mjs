@@ -1,0 +1,154 @@
+// Loss recovery: 5 % seeded random loss on the subscriber's downlink (udp-relay.mjs) for
+// ~10 s. At least 99 % of the frames must still be decoded (NACK → retransmission), without
+// freezes, and the relay — which sees the cleartext RTP header of every server → browser
+// packet — measures how long after a drop its retransmission (same SSRC + seq) came by: the
+// first within 100 ms.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launchBrowser, startServer, uniqueRoom, withDiagnostics } from './harness.mjs';
+import {
+  inbound,
+  joinPage,
+  maxFrameGap,
+  outboundSamples,
+  pageState,
+  pollUntil,
+  publishCamera,
+  report,
+  subscribeAndDecode,
+  summarizeOutbound,
+  waitWidth,
+} from './probe.mjs';
+import { startUdpRelay } from './udp-relay.mjs';
+
+const LOSS = 0.05;
+const LOSS_SECONDS = 10;
+const DECODED_MIN = 0.99;
+const FIRST_NACK_LIMIT_MS = 100;
+const FREEZE_LIMIT_MS = 500;
+
+let server;
+let browser;
+let relay;
+const pages = [];
+
+before(async () => {
+  // A 100 ms minimum playout delay (RTP playout-delay extension) gives a retransmitted packet
+  // time to make its frame's deadline: on loopback Chrome's own buffer is ~10 ms, shorter than
+  // the time it takes to notice that a frame's last packet is missing.
+  server = await startServer('loss', { env: { SLUICE_PLAYOUT_DELAY_MS: '100' } });
+  browser = await launchBrowser();
+  relay = await startUdpRelay({ seed: 5 });
+});
+
+after(async () => {
+  relay?.close();
+  await browser?.close();
+  await server?.stop();
+});
+
+test('5 % downlink loss: frames still decoded, NACKs answered quickly', { timeout: 90_000 }, async () => {
+  await withDiagnostics('loss', server, () => pages, async () => {
+    const room = uniqueRoom('loss');
+    const publisher = await joinPage(browser, server, room, 'publisher', { pages });
+    const publication = await publishCamera(publisher, { codec: 'vp8' });
+    const subscriber = await joinPage(browser, server, room, 'subscriber', { pages, relay });
+    const subscriptionId = await subscribeAndDecode(subscriber, publication.publicationId);
+    // Start from the steady state: the subscriber on f (the server's estimate has grown), then a
+    // 3 s baseline without loss for comparison.
+    const onF = await waitWidth(subscriber, subscriptionId, { equals: 1280 }, { timeoutMs: 20_000 });
+    assert.ok(onF.ok, `the subscriber never reached 1280 px: ${JSON.stringify(onF.stats)}`);
+    const baseline = await inbound(subscriber, subscriptionId);
+    await pollUntil(() => Date.now(), (now) => now >= baseline.at + 3_000, { timeoutMs: 5_000, intervalMs: 100 });
+
+    const before = await inbound(subscriber, subscriptionId);
+    const baseDecoded = before.framesDecoded - baseline.framesDecoded;
+    const baseDropped = before.framesDropped - baseline.framesDropped;
+    report('baseline', {
+      SECONDS: ((before.at - baseline.at) / 1000).toFixed(1),
+      DECODED_RATIO: (baseDecoded / (baseDecoded + baseDropped)).toFixed(4),
+      framesDecoded: baseDecoded,
+      framesDropped: baseDropped,
+      freezeCountDelta: before.freezeCount - baseline.freezeCount,
+    });
+    relay.resetRetransmissions();
+    const lossAt = Date.now();
+    relay.configure('down', { loss: LOSS });
+    // The loss window, sampled every 500 ms (frames must keep coming all along).
+    const timeline = [];
+    await pollUntil(
+      async () => {
+        const s = await inbound(subscriber, subscriptionId);
+        timeline.push([s.at - lossAt, s.framesDecoded, s.frameWidth]);
+        return s.at;
+      },
+      (at) => at >= lossAt + LOSS_SECONDS * 1_000,
+      { timeoutMs: LOSS_SECONDS * 1_000 + 5_000, intervalMs: 500 },
+    );
+    const lossEnd = Date.now();
+    relay.configure('down', { loss: 0 });
+    // Let the last retransmissions and frames of the window arrive.
+    await pollUntil(() => Date.now(), (now) => now >= lossEnd + 1_000, { timeoutMs: 3_000, intervalMs: 100 });
+    const end = await inbound(subscriber, subscriptionId);
+    const gap = await maxFrameGap(subscriber, subscriptionId, lossAt, lossEnd);
+    const rtx = relay.retransmissions();
+    const relayStats = relay.stats();
+
+    const decoded = end.framesDecoded - before.framesDecoded;
+    const dropped = end.framesDropped - before.framesDropped;
+    const ratio = decoded / (decoded + dropped);
+    // What the publisher encoded on the forwarded layer meanwhile (the SFU's input).
+    const rid = { 320: 'q', 640: 'h', 1280: 'f' }[end.frameWidth];
+    const samples = await outboundSamples(publisher, lossAt - 300);
+    const window = samples.filter((s) => s.at <= lossEnd + 1_000);
+    const encoded = rid && window.length > 1
+      ? (window[window.length - 1].byRid[rid]?.framesEncoded ?? 0) - (window[0].byRid[rid]?.framesEncoded ?? 0)
+      : null;
+    report('loss', {
+      LOSS_PCT: LOSS * 100,
+      SECONDS: ((lossEnd - lossAt) / 1000).toFixed(1),
+      DECODED_RATIO: ratio.toFixed(4),
+      framesDecoded: decoded,
+      framesDropped: dropped,
+      framesEncodedOnLayer: encoded === null ? null : `${encoded}(${rid})`,
+      DECODED_VS_ENCODED: encoded ? (decoded / encoded).toFixed(3) : null,
+      FREEZE_COUNT_DELTA: end.freezeCount - before.freezeCount,
+      FREEZES_DURATION_DELTA_S: +(end.totalFreezesDuration - before.totalFreezesDuration).toFixed(3),
+      MAX_FRAME_GAP_MS: gap.maxGapMs,
+      nackCountDelta: end.nackCount - before.nackCount,
+      pliCountDelta: end.pliCount - before.pliCount,
+      jitterBufferMs: Math.round(
+        (1000 * (end.jitterBufferDelay - before.jitterBufferDelay)) / (end.jitterBufferEmittedCount - before.jitterBufferEmittedCount),
+      ),
+      packetsLostDelta: end.packetsLost - before.packetsLost,
+      frameWidth: end.frameWidth,
+    });
+    report('nack', {
+      RELAY_DROPPED_RTP: rtx.dropped,
+      RETRANSMITTED: rtx.answered,
+      FIRST_NACK_ANSWERED_MS: rtx.firstMs,
+      RTX_P50_MS: rtx.p50Ms,
+      RTX_P95_MS: rtx.p95Ms,
+      RTX_MAX_MS: rtx.maxMs,
+      duplicates: rtx.duplicates,
+      droppedFrameEnds: rtx.droppedFrameEnds,
+      frameEndP50Ms: rtx.frameEndP50Ms,
+      ssrcs: rtx.ssrcs,
+      lostRandom: relayStats.down.lostRandom,
+    });
+    report('timeline', { samples: timeline.map(([t, f, w]) => `${t}:${f}@${w}`).join(',') });
+    report('publisher', summarizeOutbound(window));
+
+    assert.deepEqual((await pageState(subscriber)).errors, [], 'subscriber errors');
+    assert.ok(rtx.dropped > 20, `the relay dropped only ${rtx.dropped} RTP packets`);
+    assert.ok(end.nackCount - before.nackCount > 0, 'the subscriber sent no NACK');
+    assert.ok(ratio >= DECODED_MIN, `only ${(ratio * 100).toFixed(2)} % of the frames were decoded`);
+    assert.ok(
+      rtx.firstAnswered,
+      `the first dropped packet was never retransmitted in-stream (retransmissions seen: ${rtx.answered}; RTX SSRCs would not match: ${JSON.stringify(rtx.ssrcs)})`,
+    );
+    assert.ok(rtx.firstMs < FIRST_NACK_LIMIT_MS, `first NACK answered after ${rtx.firstMs} ms`);
+    assert.ok(gap.maxGapMs <= FREEZE_LIMIT_MS, `${gap.maxGapMs} ms without a frame under loss`);
+    assert.equal(end.freezeCount - before.freezeCount, 0, `freezes under loss (${end.totalFreezesDuration - before.totalFreezesDuration} s)`);
+  });
+});
