@@ -232,7 +232,7 @@ impl LocalTrack {
             let mut sent: u64 = 0;
             while let Some(packet) = rx.recv().await {
                 let result = match &playout_delay {
-                    Some(extension) if sent < 8 || sent % PLAYOUT_DELAY_EVERY == 0 => {
+                    Some(extension) if sent < 8 || sent.is_multiple_of(PLAYOUT_DELAY_EVERY) => {
                         writer
                             .write_rtp_with_extensions(
                                 to_wire(packet),
