@@ -1,19 +1,22 @@
 /** @sluice/client — browser SDK for the Sluice SFU. */
-export { Room, RoomEvent, RoomState } from './room.js';
+export { Room, RoomEvent, RoomState, SIMULCAST_ENCODINGS } from './room.js';
 export type {
   ConnectOptions,
   DisconnectedEvent,
   JoinInfo,
+  LayersChangedEvent,
   LocalPublication,
   ParticipantLeftEvent,
   PublicationRemovedEvent,
+  PublisherLayersAppliedEvent,
   PublishOptions,
   RoomEvents,
   RoomOptions,
   TrackSubscribedEvent,
+  VideoCodec,
 } from './room.js';
 export { Subscription } from './subscription.js';
-export type { RemoteTrack } from './subscription.js';
+export type { PreferredLayer, RemoteTrack } from './subscription.js';
 export {
   ConnectionError,
   ConnectionErrorReason,
@@ -27,6 +30,9 @@ export type {
   ClientMessage,
   ErrorCode,
   IceCandidate,
+  LayerActivity,
+  LayerChangeReason,
+  LayerRef,
   MediaKind,
   ParticipantInfo,
   PeerTarget,

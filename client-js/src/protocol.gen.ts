@@ -3,9 +3,9 @@
 
 export type RequestId = number;
 
-export type ClientMessage = { "type": "join", requestId: number, token: string, room?: string, } | { "type": "publish", requestId: number, sdp: string, tracks: Array<TrackInfo>, } | { "type": "unpublish", requestId: number, publicationId: string, } | { "type": "subscribe", requestId: number, publicationId: string, } | { "type": "unsubscribe", requestId: number, subscriptionId: string, } | { "type": "answer", requestId: number, sdp: string, } | { "type": "trickle", requestId: number, target: PeerTarget, candidate: IceCandidate, } | { "type": "leave", requestId: number, };
+export type ClientMessage = { "type": "join", requestId: number, token: string, room?: string, } | { "type": "publish", requestId: number, sdp: string, tracks: Array<TrackInfo>, } | { "type": "unpublish", requestId: number, publicationId: string, } | { "type": "subscribe", requestId: number, publicationId: string, } | { "type": "unsubscribe", requestId: number, subscriptionId: string, } | { "type": "answer", requestId: number, sdp: string, } | { "type": "trickle", requestId: number, target: PeerTarget, candidate: IceCandidate, } | { "type": "setPreferredLayer", requestId: number, subscriptionId: string, spatial: number, temporal?: number, } | { "type": "leave", requestId: number, };
 
-export type ServerMessage = { "type": "joined", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, };
+export type ServerMessage = { "type": "joined", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: LayerRef, target: LayerRef, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, };
 
 export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal";
 
@@ -17,7 +17,12 @@ export type TrackInfo = {
 /**
  * The transceiver `mid` of the track in the offer.
  */
-mid: string, kind: MediaKind, source: TrackSource, name?: string, };
+mid: string, kind: MediaKind, source: TrackSource, name?: string, 
+/**
+ * Simulcast: the `rid`s of the track's encodings, lowest resolution first (e.g.
+ * `["q", "h", "f"]`). Absent or empty for a single encoding.
+ */
+rids?: Array<string>, };
 
 export type MediaKind = "audio" | "video";
 
@@ -29,4 +34,14 @@ export type PublicationInfo = { publicationId: string, participantId: string, ki
 /**
  * Negotiated codec, e.g. `video/VP8`, `audio/opus`.
  */
-codec: string, };
+codec: string, 
+/**
+ * Simulcast layers by `rid`, lowest first; empty for a single encoding.
+ */
+rids?: Array<string>, };
+
+export type LayerRef = { spatial: number, temporal: number, };
+
+export type LayerChangeReason = "requested" | "bandwidth" | "layerUnavailable" | "switched";
+
+export type LayerActivity = { rid: string, active: boolean, };

@@ -3,6 +3,9 @@ import { ConnectionError, ConnectionErrorReason, NegotiationError, SluiceError }
 import { Peer } from './peer.js';
 import type {
   IceCandidate,
+  LayerActivity,
+  LayerChangeReason,
+  LayerRef,
   MediaKind,
   ParticipantInfo,
   PeerTarget,
@@ -12,7 +15,7 @@ import type {
   TrackSource,
 } from './protocol.gen.js';
 import { type CloseInfo, type ServerEvent, SignalClient } from './signal.js';
-import { type RemoteTrack, Subscription } from './subscription.js';
+import { type PreferredLayer, type RemoteTrack, Subscription } from './subscription.js';
 
 export interface RoomOptions {
   /** Opens the signaling WebSocket. Default: `new WebSocket(url)`. */
@@ -25,6 +28,9 @@ export interface RoomOptions {
   rtcConfiguration?: RTCConfiguration;
 }
 
+/** A video codec the publisher can prefer. */
+export type VideoCodec = 'vp8' | 'h264';
+
 export interface PublishOptions {
   /** Source announced for audio tracks. Default: `microphone`. */
   audioSource?: TrackSource;
@@ -32,7 +38,29 @@ export interface PublishOptions {
   videoSource?: TrackSource;
   /** A human-readable name announced for every track of this call. */
   name?: string;
+  /**
+   * Send video as three simulcast encodings (`SIMULCAST_ENCODINGS`: rids `q`, `h`, `f` at ¼, ½
+   * and full resolution), so the server can give each subscriber the layer it wants and its
+   * downlink allows. Default: `true` when the video source is `camera`, `false` otherwise.
+   */
+  simulcast?: boolean;
+  /**
+   * The video codec to offer first (`setCodecPreferences`); for H.264 the packetization-mode=1
+   * constrained-baseline profile (42e01f) is preferred. Default: the browser's order.
+   * Rejects with `NegotiationError` when the browser cannot send it.
+   */
+  codec?: VideoCodec;
 }
+
+/**
+ * The encodings of a simulcast video track, lowest resolution first: the spatial layer index
+ * the server reports (`LayerRef.spatial`) is the index in this list.
+ */
+export const SIMULCAST_ENCODINGS: readonly Readonly<RTCRtpEncodingParameters & { rid: string }>[] = [
+  { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
+  { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
+  { rid: 'f', maxBitrate: 1_500_000 },
+];
 
 export interface ConnectOptions {
   /**
@@ -64,6 +92,8 @@ export const RoomEvent = {
   PublicationAdded: 'publicationAdded',
   PublicationRemoved: 'publicationRemoved',
   TrackSubscribed: 'trackSubscribed',
+  LayersChanged: 'layersChanged',
+  PublisherLayersApplied: 'publisherLayersApplied',
   Error: 'error',
   Disconnected: 'disconnected',
 } as const;
@@ -85,6 +115,22 @@ export interface TrackSubscribedEvent extends RemoteTrack {
   subscription: Subscription;
 }
 
+export interface LayersChangedEvent {
+  subscription: Subscription;
+  subscriptionId: string;
+  /** The layer forwarded now; absent while nothing is forwarded. */
+  current: LayerRef | undefined;
+  /** The layer the server switches to (equal to `current` once a switch completed). */
+  target: LayerRef;
+  reason: LayerChangeReason;
+}
+
+export interface PublisherLayersAppliedEvent {
+  publicationId: string;
+  /** The encodings of the publication's sender after the change, by rid. */
+  layers: LayerActivity[];
+}
+
 export interface DisconnectedEvent {
   /** True when `disconnect()` ended the session. */
   clientInitiated: boolean;
@@ -103,6 +149,13 @@ export type RoomEvents = {
   publicationRemoved: (event: PublicationRemovedEvent) => void;
   /** The media of a subscription arrived. */
   trackSubscribed: (event: TrackSubscribedEvent) => void;
+  /** The server changed (or plans to change) the simulcast layer of a subscription. */
+  layersChanged: (event: LayersChangedEvent) => void;
+  /**
+   * Dynacast: the server said which simulcast layers of a local publication anyone watches,
+   * and the SDK has set `active` on the sender's encodings accordingly.
+   */
+  publisherLayersApplied: (event: PublisherLayersAppliedEvent) => void;
   /** A failure that belongs to no call: a server error without requestId, a failed server offer. */
   error: (error: SluiceError) => void;
   /** The session ended; emitted once, only after `connect` succeeded. */
@@ -132,6 +185,12 @@ export class Room extends TypedEmitter<RoomEvents> {
   private readonly activeSubscriptions = new Map<string, Subscription>();
   /** Tracks that arrived before their `subscribed` response, by stream id (= subscription id). */
   private readonly unclaimedTracks = new Map<string, { remote: RemoteTrack; receiver: RTCRtpReceiver }>();
+  /** The latest `layersChanged` of subscriptions whose `subscribed` response has not come yet. */
+  private readonly unclaimedLayers = new Map<string, Extract<ServerEvent, { type: 'layersChanged' }>>();
+  /** Dynacast: the encodings' `active` flags last applied per local publication. */
+  private readonly appliedLayers = new Map<string, LayerActivity[]>();
+  /** Dynacast: `publisherLayers` not applied yet, merged per publication (rid → active). */
+  private readonly pendingLayers = new Map<string, Map<string, boolean>>();
 
   constructor(options: RoomOptions = {}) {
     super();
@@ -178,6 +237,14 @@ export class Room extends TypedEmitter<RoomEvents> {
   /** Active subscriptions, by subscription id. */
   get subscriptions(): ReadonlyMap<string, Subscription> {
     return this.activeSubscriptions;
+  }
+
+  /**
+   * Dynacast: the `active` flags of a local simulcast publication's encodings as the SDK last
+   * applied them on a `publisherLayers` event; undefined until the first one.
+   */
+  publisherLayers(publicationId: string): readonly LayerActivity[] | undefined {
+    return this.appliedLayers.get(publicationId);
   }
 
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
@@ -234,10 +301,13 @@ export class Room extends TypedEmitter<RoomEvents> {
     const peer = this.ensurePeer('publisher');
     return peer.negotiate(async () => {
       this.assertConnected('publish');
-      const added = tracks.map((track) => ({
-        track,
-        transceiver: peer.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] }),
-      }));
+      const added = tracks.map((track) => {
+        const simulcast = track.kind === 'video' && (options.simulcast ?? videoSource(options) === 'camera');
+        const init: RTCRtpTransceiverInit = { direction: 'sendonly', streams: [stream] };
+        if (simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((encoding) => ({ ...encoding }));
+        const transceiver = peer.pc.addTransceiver(track, init);
+        return { track, transceiver, rids: simulcast ? SIMULCAST_ENCODINGS.map((e) => e.rid) : undefined };
+      });
       const rollback = async (): Promise<void> => {
         for (const { transceiver } of added) {
           try {
@@ -253,12 +323,17 @@ export class Room extends TypedEmitter<RoomEvents> {
       let infos: TrackInfo[];
       let sdp: string;
       try {
+        if (options.codec !== undefined) {
+          for (const { track, transceiver } of added) {
+            if (track.kind === 'video') preferCodec(transceiver, options.codec);
+          }
+        }
         const offer = await peer.pc.createOffer();
         await peer.pc.setLocalDescription(offer);
         sdp = peer.pc.localDescription?.sdp ?? offer.sdp ?? '';
-        infos = added.map(({ track, transceiver }) => {
+        infos = added.map(({ track, transceiver, rids }) => {
           if (transceiver.mid === null) throw new NegotiationError('publisher: transceiver has no mid after the offer');
-          return trackInfo(transceiver.mid, track, options);
+          return trackInfo(transceiver.mid, track, options, rids);
         });
       } catch (err) {
         await rollback();
@@ -289,6 +364,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     const own = this.ownPublications.get(publicationId);
     if (own === undefined) return;
     this.ownPublications.delete(publicationId);
+    this.appliedLayers.delete(publicationId);
     await own.sender.replaceTrack(null).catch(() => undefined);
   }
 
@@ -304,6 +380,7 @@ export class Room extends TypedEmitter<RoomEvents> {
       subscribed.subscriptionId,
       subscribed.publicationId,
       this.remotePublications.get(subscribed.publicationId),
+      (subscriptionId, layer) => this.requestLayer(subscriptionId, layer),
     );
     this.activeSubscriptions.set(subscription.subscriptionId, subscription);
     const early = this.unclaimedTracks.get(subscription.subscriptionId);
@@ -311,7 +388,24 @@ export class Room extends TypedEmitter<RoomEvents> {
       this.unclaimedTracks.delete(subscription.subscriptionId);
       this.attachTrack(subscription, early.remote, early.receiver);
     }
+    const earlyLayers = this.unclaimedLayers.get(subscription.subscriptionId);
+    if (earlyLayers !== undefined) {
+      this.unclaimedLayers.delete(subscription.subscriptionId);
+      this.applyLayersChanged(subscription, earlyLayers);
+    }
     return subscription;
+  }
+
+  /**
+   * Asks for the highest simulcast layer of a subscription (see
+   * `Subscription.setPreferredLayer`). Resolves when the server accepted it.
+   */
+  async setPreferredLayer(subscriptionId: string, spatial: number, temporal?: number): Promise<void> {
+    const subscription = this.activeSubscriptions.get(subscriptionId);
+    if (subscription !== undefined) return subscription.setPreferredLayer(spatial, temporal);
+    this.assertConnected('setPreferredLayer');
+    // Unknown here: let the server answer (notFound).
+    return this.requestLayer(subscriptionId, temporal === undefined ? { spatial } : { spatial, temporal });
   }
 
   /** Ends a subscription. */
@@ -363,7 +457,84 @@ export class Room extends TypedEmitter<RoomEvents> {
       case 'publicationRemoved':
         this.handlePublicationRemoved(event.publicationId, event.participantId);
         break;
+      case 'layersChanged': {
+        const subscription = this.activeSubscriptions.get(event.subscriptionId);
+        // It may overtake the `subscribed` response: keep the latest until the subscription is known.
+        if (subscription === undefined) this.unclaimedLayers.set(event.subscriptionId, event);
+        else this.applyLayersChanged(subscription, event);
+        break;
+      }
+      case 'publisherLayers':
+        this.handlePublisherLayers(event.publicationId, event.layers);
+        break;
     }
+  }
+
+  private async requestLayer(subscriptionId: string, layer: PreferredLayer): Promise<void> {
+    this.assertConnected('setPreferredLayer');
+    await this.signal.request({ type: 'setPreferredLayer', subscriptionId, ...layer });
+  }
+
+  private applyLayersChanged(subscription: Subscription, event: Extract<ServerEvent, { type: 'layersChanged' }>): void {
+    subscription.updateLayers(event.current, event.target, event.reason);
+    this.emit('layersChanged', {
+      subscription,
+      subscriptionId: subscription.subscriptionId,
+      current: event.current,
+      target: event.target,
+      reason: event.reason,
+    });
+  }
+
+  /**
+   * Dynacast: sets `active` on the encodings of a local publication's sender by rid. Runs on the
+   * publisher's negotiation queue, so it never interleaves with an offer/answer (and a
+   * `publisherLayers` for a publication still being published waits until it is known).
+   * Messages that arrive while an earlier one still waits in the queue are merged into it (the
+   * later flag wins), so a burst costs one `setParameters`.
+   */
+  private handlePublisherLayers(publicationId: string, layers: LayerActivity[]): void {
+    const peer = this.publisher;
+    if (peer === undefined) return;
+    const pending = this.pendingLayers.get(publicationId);
+    if (pending !== undefined) {
+      for (const { rid, active } of layers) pending.set(rid, active);
+      return;
+    }
+    this.pendingLayers.set(publicationId, new Map(layers.map((l) => [l.rid, l.active])));
+    peer
+      .negotiate(async () => {
+        const wanted = this.pendingLayers.get(publicationId);
+        this.pendingLayers.delete(publicationId);
+        const own = this.ownPublications.get(publicationId);
+        if (wanted === undefined || own === undefined || this.roomState !== RoomState.Connected) return;
+        const params = own.sender.getParameters();
+        let changed = false;
+        for (const encoding of params.encodings) {
+          const active = encoding.rid === undefined ? undefined : wanted.get(encoding.rid);
+          if (active !== undefined && encoding.active !== active) {
+            encoding.active = active;
+            changed = true;
+          }
+        }
+        if (changed) {
+          try {
+            await own.sender.setParameters(params);
+          } catch (err) {
+            throw new NegotiationError(`publisher: cannot set the active layers of ${publicationId}`, { cause: err });
+          }
+        }
+        const applied = own.sender
+          .getParameters()
+          .encodings.filter((e): e is RTCRtpEncodingParameters & { rid: string } => e.rid !== undefined)
+          .map((e) => ({ rid: e.rid, active: e.active !== false }));
+        if (!this.ownPublications.has(publicationId)) return;
+        this.appliedLayers.set(publicationId, applied);
+        this.emit('publisherLayersApplied', { publicationId, layers: applied });
+      })
+      .catch((err: unknown) => {
+        if (this.roomState === RoomState.Connected) this.reportError(asSluiceError(err));
+      });
   }
 
   private handleOffer(sdp: string): void {
@@ -401,6 +572,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     const publication = this.remotePublications.get(publicationId) ?? this.ownPublications.get(publicationId);
     this.remotePublications.delete(publicationId);
     this.ownPublications.delete(publicationId);
+    this.appliedLayers.delete(publicationId);
     for (const subscription of [...this.activeSubscriptions.values()]) {
       if (subscription.publicationId === publicationId) this.endSubscription(subscription.subscriptionId);
     }
@@ -461,6 +633,7 @@ export class Room extends TypedEmitter<RoomEvents> {
 
   private endSubscription(subscriptionId: string): void {
     this.unclaimedTracks.delete(subscriptionId);
+    this.unclaimedLayers.delete(subscriptionId);
     const subscription = this.activeSubscriptions.get(subscriptionId);
     if (subscription === undefined) return;
     this.activeSubscriptions.delete(subscriptionId);
@@ -497,6 +670,8 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.subscriber?.close();
     for (const id of [...this.activeSubscriptions.keys()]) this.endSubscription(id);
     this.unclaimedTracks.clear();
+    this.unclaimedLayers.clear();
+    this.pendingLayers.clear();
     if (wasConnected && event !== undefined) this.emit('disconnected', event);
   }
 
@@ -512,12 +687,73 @@ export class Room extends TypedEmitter<RoomEvents> {
   }
 }
 
-function trackInfo(mid: string, track: MediaStreamTrack, options: PublishOptions): TrackInfo {
+function videoSource(options: PublishOptions): TrackSource {
+  return options.videoSource ?? 'camera';
+}
+
+function trackInfo(mid: string, track: MediaStreamTrack, options: PublishOptions, rids: string[] | undefined): TrackInfo {
   const kind: MediaKind = track.kind === 'audio' ? 'audio' : 'video';
-  const source = kind === 'audio' ? (options.audioSource ?? 'microphone') : (options.videoSource ?? 'camera');
+  const source = kind === 'audio' ? (options.audioSource ?? 'microphone') : videoSource(options);
   const info: TrackInfo = { mid, kind, source };
   if (options.name !== undefined) info.name = options.name;
+  if (rids !== undefined) info.rids = rids;
   return info;
+}
+
+const CODEC_MIME: Record<VideoCodec, string> = { vp8: 'video/vp8', h264: 'video/h264' };
+
+/**
+ * Lower is better: for H.264, packetization-mode=1 with constrained baseline 42e01f first, then
+ * other packetization-mode=1 baseline profiles, then the rest.
+ */
+function codecRank(codec: RTCRtpCodec, wanted: VideoCodec): number {
+  if (codec.mimeType.toLowerCase() !== CODEC_MIME[wanted]) return Number.POSITIVE_INFINITY;
+  if (wanted !== 'h264') return 0;
+  const fmtp = new Map(
+    (codec.sdpFmtpLine ?? '').split(';').map((kv) => {
+      const [key = '', value = ''] = kv.trim().split('=');
+      return [key.toLowerCase(), value.toLowerCase()] as const;
+    }),
+  );
+  const mode1 = fmtp.get('packetization-mode') === '1';
+  const profile = fmtp.get('profile-level-id') ?? '';
+  if (mode1 && profile === '42e01f') return 0;
+  if (mode1 && profile.startsWith('42')) return 1;
+  if (mode1) return 2;
+  return 3;
+}
+
+/** The codec list with `wanted` first (best variant first), the others in their original order. */
+export function orderCodecs(codecs: RTCRtpCodec[], wanted: VideoCodec): RTCRtpCodec[] {
+  const ranked = codecs.map((codec, index) => ({ codec, index, rank: codecRank(codec, wanted) }));
+  if (!ranked.some((c) => Number.isFinite(c.rank))) return [];
+  ranked.sort((a, b) => (a.rank === b.rank ? a.index - b.index : a.rank < b.rank ? -1 : 1));
+  return ranked.map((c) => c.codec);
+}
+
+/** Puts `wanted` first in the transceiver's codec preferences; throws NegotiationError if unsupported. */
+function preferCodec(transceiver: RTCRtpTransceiver, wanted: VideoCodec): void {
+  const capabilities = (kind: 'sender' | 'receiver'): RTCRtpCodec[] => {
+    const api = kind === 'sender' ? globalThis.RTCRtpSender : globalThis.RTCRtpReceiver;
+    return api?.getCapabilities?.('video')?.codecs ?? [];
+  };
+  if (typeof transceiver.setCodecPreferences !== 'function') {
+    throw new NegotiationError('publisher: this browser cannot choose a codec (no setCodecPreferences)');
+  }
+  let lastError: unknown;
+  // The spec checks sendonly preferences against the sender's capabilities; older browsers
+  // checked against the receiver's.
+  for (const kind of ['sender', 'receiver'] as const) {
+    const ordered = orderCodecs(capabilities(kind), wanted);
+    if (ordered.length === 0) continue;
+    try {
+      transceiver.setCodecPreferences(ordered);
+      return;
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw new NegotiationError(`publisher: this browser cannot send ${wanted}`, { cause: lastError });
 }
 
 function asSluiceError(err: unknown): SluiceError {

@@ -18,6 +18,7 @@ const RESPONSE_TYPE = {
   unsubscribe: 'ok',
   answer: 'ok',
   trickle: 'ok',
+  setPreferredLayer: 'ok',
   leave: 'ok',
 } as const satisfies Record<ClientType, ServerMessage['type']>;
 
@@ -31,6 +32,8 @@ const EVENT_TYPES = [
   'participantLeft',
   'publicationAdded',
   'publicationRemoved',
+  'layersChanged',
+  'publisherLayers',
 ] as const;
 
 /** A server message that is not a response to a request. */

@@ -74,22 +74,52 @@ export class FakeStream {
 
 export class FakeSender {
   track: FakeTrack | null;
-  constructor(track: FakeTrack) {
+  encodings: RTCRtpEncodingParameters[];
+  /** Every setParameters call, with a copy of the encodings it set. */
+  readonly setParametersCalls: RTCRtpEncodingParameters[][] = [];
+  /** Set to hold the next setParameters until the gate opens. */
+  setParametersGate: Promise<void> | undefined;
+  private transaction = 0;
+  constructor(track: FakeTrack, encodings: RTCRtpEncodingParameters[] = [{}]) {
     this.track = track;
+    this.encodings = encodings.map((e) => ({ active: true, ...e }));
   }
   async replaceTrack(track: FakeTrack | null): Promise<void> {
     this.track = track;
+  }
+  getParameters(): RTCRtpSendParameters {
+    this.transaction++;
+    return {
+      transactionId: String(this.transaction),
+      encodings: this.encodings.map((e) => ({ ...e })),
+      codecs: [],
+      headerExtensions: [],
+      rtcp: {},
+    };
+  }
+  async setParameters(params: RTCRtpSendParameters): Promise<void> {
+    if (params.transactionId !== String(this.transaction)) throw new Error('InvalidModificationError: stale transactionId');
+    const held = this.setParametersGate;
+    this.setParametersGate = undefined;
+    if (held !== undefined) await held;
+    this.setParametersCalls.push(params.encodings.map((e) => ({ ...e })));
+    this.encodings = params.encodings.map((e) => ({ ...e }));
   }
 }
 
 export class FakeTransceiver {
   mid: string | null = null;
   readonly sender: FakeSender;
+  codecPreferences: RTCRtpCodec[] | undefined;
   constructor(
     track: FakeTrack,
     readonly direction: string,
+    readonly init: RTCRtpTransceiverInit = {},
   ) {
-    this.sender = new FakeSender(track);
+    this.sender = new FakeSender(track, init.sendEncodings);
+  }
+  setCodecPreferences(codecs: RTCRtpCodec[]): void {
+    this.codecPreferences = codecs;
   }
 }
 
@@ -130,7 +160,7 @@ export class FakePeerConnection extends EventTarget {
   }
 
   addTransceiver(track: FakeTrack, init: RTCRtpTransceiverInit): FakeTransceiver {
-    const transceiver = new FakeTransceiver(track, init.direction ?? 'sendrecv');
+    const transceiver = new FakeTransceiver(track, init.direction ?? 'sendrecv', init);
     this.transceivers.push(transceiver);
     this.log.push(`addTransceiver:${track.kind}:${transceiver.direction}`);
     return transceiver;

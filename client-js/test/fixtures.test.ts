@@ -16,11 +16,12 @@ const clientFiles = files.filter((f) => f.startsWith('client.'));
 const serverFiles = files.filter((f) => f.startsWith('server.'));
 
 const CLIENT_TYPES: ClientMessage['type'][] = [
-  'join', 'publish', 'unpublish', 'subscribe', 'unsubscribe', 'answer', 'trickle', 'leave',
+  'join', 'publish', 'unpublish', 'subscribe', 'unsubscribe', 'answer', 'trickle', 'setPreferredLayer', 'leave',
 ];
 const SERVER_TYPES: ServerMessage['type'][] = [
   'joined', 'published', 'subscribed', 'ok', 'error', 'offer', 'trickle',
-  'participantJoined', 'participantLeft', 'publicationAdded', 'publicationRemoved',
+  'participantJoined', 'participantLeft', 'publicationAdded', 'publicationRemoved', 'layersChanged',
+  'publisherLayers',
 ];
 
 /** Drives a session that makes the SDK send every kind of client message; returns them by type. */
@@ -33,6 +34,7 @@ async function messagesTheSdkSends(): Promise<Map<string, ClientMessage>> {
   const sub = await h.room.subscribe('PU4');
   h.socket().receive({ type: 'offer', sdp: 'v=0' });
   await until(() => h.socket().sentOfType('answer').length === 1);
+  await sub.setPreferredLayer(1, 2);
   await h.room.unsubscribe(sub.subscriptionId);
   await h.room.unpublish(pub?.publicationId ?? '');
   await h.room.disconnect();

@@ -248,7 +248,7 @@ describe('publish', () => {
       sdp: 'v=0 fake-offer-1',
       tracks: [
         { mid: '0', kind: 'audio', source: 'microphone', name: 'cam' },
-        { mid: '1', kind: 'video', source: 'camera', name: 'cam' },
+        { mid: '1', kind: 'video', source: 'camera', name: 'cam', rids: ['q', 'h', 'f'] },
       ],
     });
     expect(pc?.remoteDescription).toEqual({ type: 'answer', sdp: 'v=0 fake-answer' });

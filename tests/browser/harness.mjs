@@ -29,7 +29,7 @@ export const CHROMIUM_ARGS = [
 const READY = /listening on (http:\/\/127\.0\.0\.1:\d+)/;
 
 /**
- * Starts `sluice --listen 127.0.0.1:0 --public-ip 127.0.0.1` (demo mode: no secret, so
+ * Starts `sluice --listen 127.0.0.1:0 --public-ip 127.0.0.1 --rtmp 127.0.0.1:0` (demo mode: no secret, so
  * `/dev/token` works) and resolves once it prints its address. `stop()` ends it (by its PID)
  * and keeps its output in tests/browser/artifacts/<name>.server.log.
  * @returns {Promise<{url: string, log: string[], stop: () => Promise<void>, saveLog: () => string}>}
@@ -43,14 +43,15 @@ export function processCpuSeconds(pid) {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }
 
-export async function startServer(name, { timeoutMs = 20_000 } = {}) {
+export async function startServer(name, { timeoutMs = 20_000, env = {} } = {}) {
   const bin = process.env.SLUICE_BIN ?? join(REPO, 'target/debug/sluice');
   if (!existsSync(bin)) {
     throw new Error(`sluice binary not found at ${bin}: run \`cargo build -p sluice-signaling --bin sluice\` or set SLUICE_BIN`);
   }
-  const child = spawn(bin, ['--listen', '127.0.0.1:0', '--public-ip', '127.0.0.1'], {
+  // RTMP on an ephemeral port too: the default 1935 collides with any other server running.
+  const child = spawn(bin, ['--listen', '127.0.0.1:0', '--public-ip', '127.0.0.1', '--rtmp', '127.0.0.1:0'], {
     stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, NO_COLOR: '1' },
+    env: { ...process.env, NO_COLOR: '1', ...env },
   });
   const log = [];
   const exited = new Promise((resolveExit) => child.once('exit', (code, signal) => resolveExit({ code, signal })));
@@ -112,9 +113,28 @@ export async function openPage(browser, url, label) {
   page.label = label;
   page.on('console', (msg) => page.logs.push(`[${label} ${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (err) => page.logs.push(`[${label} pageerror] ${err.message}`));
+  if (process.env.SLUICE_SDK_FROM_DISK === '1') {
+    // Development aid: serve the demo bundle from signaling/assets/ on disk instead of the copy
+    // embedded in the server binary, to try SDK changes without rebuilding the server.
+    const bundle = readFileSync(join(REPO, 'signaling/assets/conference.js'), 'utf8');
+    await page.route('**/conference.js', (route) =>
+      route.fulfill({ status: 200, contentType: 'text/javascript; charset=utf-8', body: bundle }),
+    );
+  }
   await page.goto(url);
   await page.waitForFunction(() => typeof window.Sluice?.Room === 'function', null, { timeout: 10_000 });
   return page;
+}
+
+/**
+ * Injects page-probe.js (window.probe: drive the SDK, read stats, frame timing) into `page`.
+ * With `relay` (a UdpRelay), the page can route its peer connections through it
+ * (`probe.connect(room, identity, {relay: {frontPort, backPort}})`).
+ */
+export async function installProbe(page, { relay } = {}) {
+  if (relay !== undefined) await page.exposeFunction('relayLearn', (info) => relay.learn(info));
+  await page.addScriptTag({ path: join(REPO, 'tests/browser/page-probe.js') });
+  await page.waitForFunction(() => window.probe !== undefined, null, { timeout: 5_000 });
 }
 
 /** Closes a page and its context. */

@@ -1,0 +1,185 @@
+// Bandwidth-driven layer selection: the subscriber's downlink goes through the UDP relay
+// (udp-relay.mjs). Capped below what f needs, the subscriber must drop to a lower layer within
+// 5 s; with the cap lifted it must be back at 1280 px within 20 s; no freeze longer than 0.5 s
+// at either switch (rVFC frame gaps in the page, and Chrome's freeze stats).
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { launchBrowser, startServer, uniqueRoom, withDiagnostics } from './harness.mjs';
+import {
+  inbound,
+  joinPage,
+  maxFrameGap,
+  outboundRates,
+  pageState,
+  pollUntil,
+  publishCamera,
+  report,
+  subscribeAndDecode,
+  waitWidth,
+} from './probe.mjs';
+import { startUdpRelay } from './udp-relay.mjs';
+
+const CAP_BPS = 600_000;
+const CAP_QUEUE_MS = 250;
+const DOWN_LIMIT_MS = 5_000;
+const UP_LIMIT_MS = 20_000;
+const FREEZE_LIMIT_MS = 500;
+/** How long after a switch its freeze window lasts. */
+const AFTER_SWITCH_MS = 1_000;
+
+let server;
+let browser;
+let relay;
+let rateTimer;
+const pages = [];
+/** [epoch ms, delivered bit/s over the last second] of the relay's server → browser direction. */
+const rates = [];
+
+before(async () => {
+  // The core's allocation decisions (`bandwidth cap … bits_per_second=…`) are debug lines: keep
+  // them to report the estimate at which each layer was chosen.
+  const log = process.env.SLUICE_LOG ?? 'info,sluice_sfu::core::room=debug';
+  server = await startServer('bandwidth', { env: { SLUICE_LOG: log } });
+  browser = await launchBrowser();
+  relay = await startUdpRelay({ seed: 7 });
+  rateTimer = setInterval(() => {
+    rates.push([Date.now(), relay.stats().down.rateBps]);
+    if (rates.length > 2_000) rates.splice(0, 1_000);
+  }, 250);
+});
+
+after(async () => {
+  clearInterval(rateTimer);
+  relay?.close();
+  await browser?.close();
+  await server?.stop();
+});
+
+function rateAt(at) {
+  let best;
+  for (const [t, bps] of rates) if (t <= at + 250) best = bps;
+  return best === undefined ? null : `${Math.round(best / 1000)}kbps`;
+}
+
+const kbps = (bps) => `${Math.round(bps / 1000)}kbps`;
+
+test('a capped downlink moves the subscriber down a layer and back up', { timeout: 120_000 }, async () => {
+  await withDiagnostics('bandwidth', server, () => pages, async () => {
+    const room = uniqueRoom('bandwidth');
+    const publisher = await joinPage(browser, server, room, 'publisher', { pages });
+    const publication = await publishCamera(publisher, { codec: 'vp8' });
+    const subscriber = await joinPage(browser, server, room, 'subscriber', { pages, relay });
+    const subscriptionId = await subscribeAndDecode(subscriber, publication.publicationId);
+
+    // Uncapped, the subscriber gets f once the server's estimate has grown.
+    const initial = await waitWidth(subscriber, subscriptionId, { equals: 1280 }, { timeoutMs: 20_000 });
+    report('uncapped', {
+      reached1280: initial.ok,
+      frameWidth: initial.stats?.frameWidth,
+      downlink: kbps(relay.stats().down.rateBps),
+      candidates: JSON.stringify((await pageState(subscriber)).relayCandidates),
+    });
+    assert.ok(initial.ok, `the subscriber never reached 1280 px without a cap: ${JSON.stringify(initial.stats)}`);
+    assert.ok(relay.stats().down.forwarded > 0 && relay.stats().up.forwarded > 0, 'media flows through the relay');
+
+    // Cap the downlink below what f needs.
+    const beforeCap = await inbound(subscriber, subscriptionId);
+    const capAt = Date.now();
+    relay.configure('down', { rateBps: CAP_BPS, queueMs: CAP_QUEUE_MS });
+    const down = await waitWidth(subscriber, subscriptionId, { below: 1280 }, { since: capAt, timeoutMs: DOWN_LIMIT_MS + 5_000 });
+    const downAt = down.ok ? capAt + down.ms : Date.now();
+    // Observe the capped state until a second after the switch (a condition on time, polled).
+    await pollUntil(() => Date.now(), (now) => now >= downAt + AFTER_SWITCH_MS, { timeoutMs: 5_000, intervalMs: 100 });
+    const downGap = await maxFrameGap(subscriber, subscriptionId, capAt, downAt + AFTER_SWITCH_MS);
+    const afterDown = await inbound(subscriber, subscriptionId);
+    // Stay capped 3 s more: the layer must hold below f.
+    const held = await pollUntil(
+      () => inbound(subscriber, subscriptionId),
+      (s) => s.frameWidth >= 1280 || Date.now() >= downAt + AFTER_SWITCH_MS + 3_000,
+      { timeoutMs: 5_000, intervalMs: 200 },
+    );
+    const cappedLayerWidth = held.value.frameWidth;
+    const cappedRate = relay.stats().down;
+    const cappedPublisherKbps = await outboundRates(publisher);
+
+    // Lift the cap.
+    const beforeLift = await inbound(subscriber, subscriptionId);
+    const liftAt = Date.now();
+    relay.configure('down', { rateBps: Infinity });
+    const up = await waitWidth(subscriber, subscriptionId, { equals: 1280 }, { since: liftAt, timeoutMs: UP_LIMIT_MS + 5_000 });
+    const upAt = up.ok ? liftAt + up.ms : Date.now();
+    await pollUntil(() => Date.now(), (now) => now >= upAt + AFTER_SWITCH_MS, { timeoutMs: 5_000, intervalMs: 100 });
+    const upGap = await maxFrameGap(subscriber, subscriptionId, upAt - 2_000, upAt + AFTER_SWITCH_MS);
+    const end = await inbound(subscriber, subscriptionId);
+    const endPublisherKbps = await outboundRates(publisher);
+
+    const state = await pageState(subscriber);
+    const events = state.layerEvents.filter((e) => e.subscriptionId === subscriptionId);
+    const firstDown = events.find((e) => e.at >= capAt && e.target.spatial < 2);
+    const firstUp = events.find((e) => e.at >= liftAt && e.target.spatial === 2);
+    report('downgrade', {
+      DOWNGRADE_MS: down.ms,
+      DISPLAY_MS: down.displayMs,
+      toWidth: down.stats?.frameWidth,
+      reason: firstDown?.reason ?? null,
+      layersChangedAfterMs: firstDown ? firstDown.at - capAt : null,
+      MAX_FRAME_GAP_MS: downGap.maxGapMs,
+      freezeCountDelta: afterDown.freezeCount - beforeCap.freezeCount,
+      freezesDurationDelta: +(afterDown.totalFreezesDuration - beforeCap.totalFreezesDuration).toFixed(3),
+      framesDecodedWhileCapped: beforeLift.framesDecoded - beforeCap.framesDecoded,
+      cappedSeconds: ((liftAt - capAt) / 1000).toFixed(1),
+      cap: kbps(CAP_BPS),
+      heldWidth: cappedLayerWidth,
+      cappedDownlink: kbps(cappedRate.rateBps),
+      publisherKbps: cappedPublisherKbps,
+      queueDrops: cappedRate.droppedQueue,
+    });
+    report('upgrade', {
+      UPGRADE_MS: up.ms,
+      DISPLAY_MS: up.displayMs,
+      reason: firstUp?.reason ?? null,
+      layersChangedAfterMs: firstUp ? firstUp.at - liftAt : null,
+      MAX_FRAME_GAP_MS: upGap.maxGapMs,
+      freezeCountDelta: end.freezeCount - beforeLift.freezeCount,
+      freezesDurationDelta: +(end.totalFreezesDuration - beforeLift.totalFreezesDuration).toFixed(3),
+      downlink: kbps(relay.stats().down.rateBps),
+      publisherKbps: endPublisherKbps,
+    });
+    report('layers chosen', {
+      events: events
+        .map((e) => `${e.at - capAt}ms:${e.reason}:${e.current?.spatial ?? '-'}→${e.target.spatial}@${rateAt(e.at)}`)
+        .join(','),
+    });
+    // The server's own estimate at each allocation decision, when its log has them.
+    const decisions = server.log
+      .map((line) => /(\d{4}-\d\d-\d\dT[\d:.]+Z).*bandwidth cap .*bits_per_second=(\d+) from=(\d+) to=(\d+)/.exec(line))
+      .filter(Boolean)
+      .map(([, time, bps, from, to]) => `${Date.parse(time) - capAt}ms:${kbps(Number(bps))}:${from}→${to}`);
+    report('server estimate', { decisions: decisions.join(',') || 'not in the log' });
+    report('end', {
+      FREEZE_COUNT: end.freezeCount,
+      TOTAL_FREEZES_DURATION_S: end.totalFreezesDuration,
+      framesDecoded: end.framesDecoded,
+      framesDropped: end.framesDropped,
+      nackCount: end.nackCount,
+      pliCount: end.pliCount,
+      relay: JSON.stringify(relay.stats()),
+      retransmissions: JSON.stringify(relay.retransmissions()),
+    });
+
+    assert.deepEqual(state.errors, [], 'subscriber errors');
+    assert.ok(down.ok && down.ms <= DOWN_LIMIT_MS, `downgrade: frameWidth < 1280 after ${down.ms ?? 'never'} ms`);
+    assert.ok(cappedLayerWidth < 1280, `went back to 1280 px while still capped at ${kbps(CAP_BPS)}`);
+    assert.ok(up.ok && up.ms <= UP_LIMIT_MS, `upgrade: frameWidth 1280 after ${up.ms ?? 'never'} ms`);
+    assert.ok(downGap.maxGapMs <= FREEZE_LIMIT_MS, `downgrade: ${downGap.maxGapMs} ms without a frame`);
+    assert.ok(upGap.maxGapMs <= FREEZE_LIMIT_MS, `upgrade: ${upGap.maxGapMs} ms without a frame`);
+    assert.ok(
+      afterDown.totalFreezesDuration - beforeCap.totalFreezesDuration <= FREEZE_LIMIT_MS / 1000,
+      'downgrade: Chrome counted more than 0.5 s of freezes',
+    );
+    assert.ok(
+      end.totalFreezesDuration - beforeLift.totalFreezesDuration <= FREEZE_LIMIT_MS / 1000,
+      'upgrade: Chrome counted more than 0.5 s of freezes',
+    );
+  });
+});

@@ -1,0 +1,158 @@
+// Simulcast end to end, VP8 and H.264: a Chromium publisher sends three layers (q/h/f) and a
+// Chromium subscriber asks q → h → f → q. After each request the decoded frameWidth must
+// follow (320 → 640 → 1280 → 320) within 2 s, with frames decoded all along and no freeze.
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { closePage, launchBrowser, startServer, uniqueRoom, withDiagnostics } from './harness.mjs';
+import {
+  LAYER_WIDTH,
+  RIDS,
+  inbound,
+  joinPage,
+  maxFrameGap,
+  outboundSamples,
+  pageState,
+  pollUntil,
+  publishCamera,
+  report,
+  setPreferredLayer,
+  subscribeAndDecode,
+  summarizeOutbound,
+  waitWidth,
+} from './probe.mjs';
+
+const SWITCH_LIMIT_MS = 2_000;
+/** How long to keep waiting after a missed deadline, to report how late the switch was. */
+const SWITCH_GRACE_MS = 4_000;
+const SEQUENCE = [0, 1, 2, 0];
+const CODEC_MIME = { vp8: 'video/VP8', h264: 'video/H264' };
+
+let server;
+let browser;
+let pages = [];
+
+before(async () => {
+  server = await startServer('simulcast');
+  browser = await launchBrowser();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function switchesFollowRequests(codec) {
+  const room = uniqueRoom(`simulcast-${codec}`);
+  const publisher = await joinPage(browser, server, room, `publisher-${codec}`, { pages });
+  const publishedAt = Date.now();
+  const publication = await publishCamera(publisher, { codec });
+  assert.equal(publication.codec, CODEC_MIME[codec], 'negotiated codec of the publication');
+  assert.deepEqual(publication.rids, RIDS, 'the publication lists its simulcast rids');
+
+  const subscriber = await joinPage(browser, server, room, `subscriber-${codec}`, { pages });
+  const subscriptionId = await subscribeAndDecode(subscriber, publication.publicationId);
+  const start = await inbound(subscriber, subscriptionId);
+  assert.equal(start.codec, CODEC_MIME[codec], 'the subscriber decodes the chosen codec');
+  report(`${codec} start`, { frameWidth: start.frameWidth, framesDecoded: start.framesDecoded });
+
+  const switches = [];
+  for (const spatial of SEQUENCE) {
+    const width = LAYER_WIDTH[spatial];
+    const before = await inbound(subscriber, subscriptionId);
+    const request = await setPreferredLayer(subscriber, subscriptionId, spatial);
+    const reached = await waitWidth(
+      subscriber,
+      subscriptionId,
+      { equals: width },
+      { since: request.at, timeoutMs: SWITCH_LIMIT_MS + SWITCH_GRACE_MS },
+    );
+    // Frames keep coming at the new layer: at least 15 more decoded frames (~0.5 s at 30 fps).
+    const decodedAtSwitch = reached.stats?.framesDecoded ?? before.framesDecoded;
+    const flowing = await pollUntil(
+      () => inbound(subscriber, subscriptionId),
+      (s) => s.framesDecoded >= decodedAtSwitch + 15,
+      { timeoutMs: 3_000 },
+    );
+    const after = flowing.value;
+    const gap = await maxFrameGap(subscriber, subscriptionId, request.at, Date.now());
+    const figures = {
+      spatial,
+      width,
+      SWITCH_MS: reached.ms,
+      DISPLAY_MS: reached.displayMs,
+      ACK_MS: request.acked - request.at,
+      frameWidth: after.frameWidth,
+      framesDecodedDelta: after.framesDecoded - before.framesDecoded,
+      framesAfterSwitch: after.framesDecoded - decodedAtSwitch,
+      MAX_FRAME_GAP_MS: gap.maxGapMs,
+      freezeCount: after.freezeCount,
+    };
+    report(`${codec} switch ${switches.length + 1} → ${RIDS[spatial]}`, figures);
+    if (!reached.ok || !flowing.ok) {
+      report(`${codec} switch ${switches.length + 1} diagnostics`, {
+        layers: await subscriber.evaluate((id) => window.probe.subscriptionLayers(id), subscriptionId),
+        publisher: summarizeOutbound(await outboundSamples(publisher, Date.now() - 1_500)),
+      });
+    }
+    switches.push({ ...figures, ok: reached.ok, flowing: flowing.ok });
+  }
+
+  const end = await inbound(subscriber, subscriptionId);
+  const state = await pageState(subscriber);
+  const sdkLayers = await subscriber.evaluate((id) => window.probe.subscriptionLayers(id), subscriptionId);
+  report(`${codec} end`, {
+    FREEZE_COUNT: end.freezeCount,
+    TOTAL_FREEZES_DURATION_S: end.totalFreezesDuration,
+    framesDecoded: end.framesDecoded,
+    framesDropped: end.framesDropped,
+    keyFramesDecoded: end.keyFramesDecoded,
+    pliCount: end.pliCount,
+  });
+  report(
+    `${codec} layersChanged`,
+    { events: state.layerEvents.map((e) => `${e.reason}:${e.current?.spatial ?? '-'}→${e.target.spatial}`).join(',') },
+  );
+
+  // The publisher really sent three layers (each at some point of the test; dynacast may pause
+  // the ones nobody watches).
+  const layers = summarizeOutbound(await outboundSamples(publisher, publishedAt));
+  report(
+    `${codec} publisher`,
+    Object.fromEntries(
+      RIDS.map((rid) => [
+        `PUBLISHER_${rid.toUpperCase()}`,
+        layers[rid] === null ? 'absent' : `${layers[rid].maxWidth}x${layers[rid].maxHeight},frames=${layers[rid].framesEncoded}`,
+      ]),
+    ),
+  );
+  report(`${codec} publisher uplink`, { UPLINK_BWE_MIN: layers.uplinkBwe?.min ?? null, UPLINK_BWE_LAST: layers.uplinkBwe?.last ?? null });
+
+  assert.deepEqual(state.errors, [], 'subscriber errors');
+  assert.deepEqual((await pageState(publisher)).errors, [], 'publisher errors');
+  RIDS.forEach((rid, spatial) => {
+    const layer = layers[rid];
+    assert.ok(layer !== null, `the publisher has no outbound-rtp stats for rid ${rid} (no a=simulcast:recv in the answer?)`);
+    assert.equal(layer.maxWidth, LAYER_WIDTH[spatial], `rid ${rid} frameWidth`);
+    assert.ok(layer.framesEncoded > 0 && layer.bytesSentDelta > 0, `rid ${rid} sent frames`);
+    assert.equal(layer.codec, CODEC_MIME[codec], `rid ${rid} codec`);
+  });
+  switches.forEach((s, i) => {
+    assert.ok(s.ok && s.SWITCH_MS <= SWITCH_LIMIT_MS, `switch ${i + 1} to ${s.width}: frameWidth after ${s.SWITCH_MS ?? 'never'} ms`);
+    assert.ok(s.flowing, `switch ${i + 1} to ${s.width}: only ${s.framesAfterSwitch} frames decoded in the 3 s after it`);
+  });
+  assert.equal(end.freezeCount, 0, `freezeCount (totalFreezesDuration ${end.totalFreezesDuration} s)`);
+  // The SDK followed the server's layersChanged events: it knows the subscription is on q now.
+  assert.equal(sdkLayers?.current?.spatial, 0, `Subscription.currentLayer: ${JSON.stringify(sdkLayers)}`);
+  assert.ok(state.layerEvents.some((e) => e.reason === 'requested'), 'no layersChanged with reason "requested"');
+
+  for (const page of [subscriber, publisher]) await closePage(page);
+  pages = [];
+}
+
+test('VP8 simulcast: the subscriber switches q → h → f → q', { timeout: 90_000 }, async () => {
+  await withDiagnostics('simulcast-vp8', server, () => pages, () => switchesFollowRequests('vp8'));
+});
+
+test('H.264 simulcast: the subscriber switches q → h → f → q', { timeout: 90_000 }, async () => {
+  await withDiagnostics('simulcast-h264', server, () => pages, () => switchesFollowRequests('h264'));
+});
