@@ -105,6 +105,12 @@ pub enum Input {
         spatial: u8,
         temporal: Option<u8>,
     },
+    /// A subscriber's NACK named this many lost packets of a subscription: heavy loss steps
+    /// its video down a layer at once, before the bandwidth estimate reacts.
+    Nacked {
+        subscription: SubscriptionId,
+        packets: u32,
+    },
     /// The estimated downlink bandwidth of a subscriber's connection.
     Bandwidth {
         subscriber: ParticipantId,
@@ -170,6 +176,29 @@ const AUDIO_BPS: u64 = 48_000;
 /// A higher layer must fit the estimate this long before the subscriber is moved up, so a
 /// noisy estimate does not flap between layers (downgrades apply at once).
 const UPGRADE_HOLD: Duration = Duration::from_secs(3);
+/// Loss is judged over windows this long.
+const LOSS_WINDOW: Duration = Duration::from_millis(300);
+/// NACKed packets, as a percentage of those sent in a window, that mean congestion.
+const LOSS_STEP_DOWN_PERCENT: u64 = 10;
+/// Loss this heavy drops straight to the lowest layer: its keyframe is the only one small
+/// enough to cross a path that congested quickly.
+const LOSS_TO_LOWEST_PERCENT: u64 = 25;
+/// A layer that caused heavy loss is not offered again for this long, whatever the estimate
+/// says: after a quick step-down the path is clear again, so GCC may never see the congestion
+/// and would otherwise send the subscriber straight back into it.
+const LOSS_CEILING_HOLD: Duration = Duration::from_secs(12);
+/// After a loss step-down, the next one waits this long: NACKs for packets already queued on
+/// the congested path keep coming for a while and must not cascade.
+const LOSS_STEP_DOWN_COOLDOWN: Duration = Duration::from_millis(1000);
+
+/// What one subscriber NACKed against what it was sent, in the current window.
+#[derive(Debug, Clone, Copy)]
+struct LossWindow {
+    started: Instant,
+    forwarded_at_start: u64,
+    nacked: u64,
+    last_step_down: Option<Instant>,
+}
 
 /// A control input referenced an id the room does not know, or re-used one.
 #[non_exhaustive]
@@ -227,6 +256,7 @@ pub struct Room {
     subscription_index: HashMap<SubscriptionId, PublicationId>,
     outputs: VecDeque<Output>,
     stats: RoomStats,
+    loss: HashMap<ParticipantId, LossWindow>,
 }
 
 impl Room {
@@ -237,6 +267,7 @@ impl Room {
             subscription_index: HashMap::new(),
             outputs: VecDeque::new(),
             stats: RoomStats::default(),
+            loss: HashMap::new(),
         }
     }
 
@@ -281,6 +312,20 @@ impl Room {
                 bits_per_second,
             } => {
                 self.allocate(now, subscriber, bits_per_second);
+                Ok(())
+            }
+            Input::Nacked {
+                subscription,
+                packets,
+            } => {
+                let subscriber = self
+                    .subscription_index
+                    .get(&subscription)
+                    .and_then(|id| self.publications.get(id))
+                    .and_then(|p| p.subscription(subscription))
+                    .map(|s| s.subscriber)
+                    .ok_or(CoreError::UnknownSubscription(subscription))?;
+                self.on_nacked(now, subscriber, u64::from(packets));
                 Ok(())
             }
             Input::PublicationAdded {
@@ -456,6 +501,86 @@ impl Room {
         Ok(())
     }
 
+    fn forwarded_to(&self, subscriber: ParticipantId) -> u64 {
+        self.publications
+            .values()
+            .flat_map(|p| &p.subscriptions)
+            .filter(|s| s.subscriber == subscriber)
+            .map(|s| s.stats.forwarded_packets)
+            .sum()
+    }
+
+    fn on_nacked(&mut self, now: Instant, subscriber: ParticipantId, packets: u64) {
+        let forwarded = self.forwarded_to(subscriber);
+        let window = self.loss.entry(subscriber).or_insert(LossWindow {
+            started: now,
+            forwarded_at_start: forwarded,
+            nacked: 0,
+            last_step_down: None,
+        });
+        window.nacked += packets;
+        if now.saturating_duration_since(window.started) < LOSS_WINDOW {
+            return;
+        }
+        let sent = forwarded.saturating_sub(window.forwarded_at_start);
+        let congested = sent >= 10 && window.nacked * 100 >= sent * LOSS_STEP_DOWN_PERCENT;
+        let cooled = window
+            .last_step_down
+            .is_none_or(|at| now.saturating_duration_since(at) >= LOSS_STEP_DOWN_COOLDOWN);
+        let step_down = congested && cooled;
+        let to_lowest = window.nacked * 100 >= sent * LOSS_TO_LOWEST_PERCENT;
+        debug!(%subscriber, nacked = window.nacked, sent, step_down, "loss window");
+        *window = LossWindow {
+            started: now,
+            forwarded_at_start: forwarded,
+            nacked: 0,
+            last_step_down: if step_down {
+                Some(now)
+            } else {
+                window.last_step_down
+            },
+        };
+        if step_down {
+            self.step_down(now, subscriber, to_lowest);
+        }
+    }
+
+    /// Heavy loss: every simulcast video subscription of `subscriber` goes one layer below the
+    /// one it receives (or to the lowest, when `to_lowest`), at once; the bandwidth estimate
+    /// moves it back up after the usual hold.
+    fn step_down(&mut self, now: Instant, subscriber: ParticipantId, to_lowest: bool) {
+        for publication in self.publications.values_mut() {
+            if publication.kind() != MediaKind::Video || publication.layer_count() < 2 {
+                continue;
+            }
+            let mine: Vec<SubscriptionId> = publication
+                .subscriptions
+                .iter()
+                .filter(|s| s.subscriber == subscriber)
+                .filter(|s| {
+                    s.current_layer()
+                        .is_some_and(|c| c > 0 && c - 1 < s.cap_layer())
+                })
+                .map(|s| s.id)
+                .collect();
+            let rates = publication.layer_bitrates(now);
+            for id in mine {
+                if let Some(subscription) = publication.subscription_mut(id)
+                    && let Some(current) = subscription.current_layer()
+                {
+                    if let Some(rate) = rates.get(usize::from(current)) {
+                        subscription.set_loss_ceiling(*rate, now + LOSS_CEILING_HOLD);
+                    }
+                    let to = if to_lowest { 0 } else { current - 1 };
+                    debug!(subscription = %id, from = current, to, "loss step-down");
+                    subscription.set_cap_layer(to);
+                    subscription.upgrade_candidate = None;
+                }
+                publication.retarget(now, Some(id), LayerReason::Bandwidth, &mut self.outputs);
+            }
+        }
+    }
+
     /// Gives each of `subscriber`'s video subscriptions the highest layers that fit its
     /// estimated bandwidth together: everyone gets the lowest layer first, then subscriptions
     /// move up one layer at a time while the budget allows. Lower caps apply at once; a
@@ -467,15 +592,16 @@ impl Room {
             rates: Vec<u64>,
             max: u8,
             granted: u8,
+            ceiling: Option<u64>,
         }
         let mut wanted = Vec::new();
         let mut audio = 0u64;
         for publication in self.publications.values_mut() {
-            let mine: Vec<(SubscriptionId, u8)> = publication
+            let mine: Vec<(SubscriptionId, u8, Option<u64>)> = publication
                 .subscriptions
                 .iter()
                 .filter(|s| s.subscriber == subscriber)
-                .map(|s| (s.id, s.max_layer()))
+                .map(|s| (s.id, s.max_layer(), s.loss_ceiling(now)))
                 .collect();
             if mine.is_empty() {
                 continue;
@@ -486,13 +612,14 @@ impl Room {
             }
             let count = publication.layer_count();
             let rates = publication.layer_bitrates(now);
-            for (subscription, max) in mine {
+            for (subscription, max, ceiling) in mine {
                 wanted.push(Wanted {
                     publication: publication.id,
                     subscription,
                     rates: rates.clone(),
                     max: max.min(count - 1),
                     granted: 0,
+                    ceiling,
                 });
             }
         }
@@ -504,6 +631,9 @@ impl Room {
             for w in &mut wanted {
                 let next = usize::from(w.granted) + 1;
                 if w.granted >= w.max || next >= w.rates.len() {
+                    continue;
+                }
+                if w.ceiling.is_some_and(|ceiling| w.rates[next] >= ceiling) {
                     continue;
                 }
                 let extra = w.rates[next].saturating_sub(w.rates[usize::from(w.granted)]);
@@ -570,6 +700,7 @@ impl Room {
     }
 
     fn remove_participant(&mut self, now: Instant, participant: ParticipantId) {
+        self.loss.remove(&participant);
         let owned: Vec<PublicationId> = self
             .publications
             .values()

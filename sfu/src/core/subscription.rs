@@ -72,6 +72,8 @@ pub(crate) struct Subscription {
     waiting_keyframe: bool,
     /// Bandwidth allocation: a higher cap must hold this long before it applies.
     pub(crate) upgrade_candidate: Option<(u8, Instant)>,
+    /// Layers at or above this bitrate caused heavy loss: not offered until the instant.
+    loss_ceiling: Option<(u64, Instant)>,
     /// Layer changes to report, drained into outputs.
     events: Vec<(Option<u8>, u8, LayerReason)>,
 }
@@ -100,6 +102,7 @@ impl Subscription {
             current: None,
             waiting_keyframe: false,
             upgrade_candidate: None,
+            loss_ceiling: None,
             events: Vec::new(),
         }
     }
@@ -125,6 +128,17 @@ impl Subscription {
         self.max_layer
             .min(self.cap_layer)
             .min(layer_count.saturating_sub(1))
+    }
+
+    /// The bitrate from which layers are off limits after heavy loss, while it holds.
+    pub fn loss_ceiling(&self, now: Instant) -> Option<u64> {
+        self.loss_ceiling
+            .filter(|(_, until)| now < *until)
+            .map(|(bps, _)| bps)
+    }
+
+    pub fn set_loss_ceiling(&mut self, bits_per_second: u64, until: Instant) {
+        self.loss_ceiling = Some((bits_per_second, until));
     }
 
     pub fn set_max_layer(&mut self, layer: u8) {

@@ -7,7 +7,8 @@ use super::room::{LayersChange, RoomCommand, RoomEvent, RoomHandle};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{
-    ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, negotiated_codecs,
+    ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, SubscriberFeedback,
+    negotiated_codecs,
 };
 
 /// How often the subscriber connection's bandwidth estimate is read.
@@ -673,9 +674,20 @@ impl ParticipantTask {
         let room = self.room.clone();
         let sink = state
             .track
-            .spawn_io(self.sfu.limits().subscription_queue, move || {
-                room.try_send(RoomCommand::KeyframeRequested { subscription: id });
-            });
+            .spawn_io(
+                self.sfu.limits().subscription_queue,
+                move |feedback| match feedback {
+                    SubscriberFeedback::KeyframeRequest => {
+                        room.try_send(RoomCommand::KeyframeRequested { subscription: id });
+                    }
+                    SubscriberFeedback::Nacked(packets) => {
+                        room.try_send(RoomCommand::Nacked {
+                            subscription: id,
+                            packets,
+                        });
+                    }
+                },
+            );
         let (reply, result) = oneshot::channel();
         self.room
             .send(RoomCommand::AddSubscription {

@@ -89,6 +89,11 @@ pub(crate) enum RoomCommand {
     KeyframeRequested {
         subscription: SubscriptionId,
     },
+    /// A subscriber's NACK named this many lost packets.
+    Nacked {
+        subscription: SubscriptionId,
+        packets: u32,
+    },
     SetPreferredLayer {
         subscription: SubscriptionId,
         spatial: u8,
@@ -278,6 +283,16 @@ impl RoomTask {
             RoomCommand::KeyframeRequested { subscription } => {
                 self.feed(now, Input::KeyframeRequested { subscription })
             }
+            RoomCommand::Nacked {
+                subscription,
+                packets,
+            } => self.feed(
+                now,
+                Input::Nacked {
+                    subscription,
+                    packets,
+                },
+            ),
             RoomCommand::Join {
                 info,
                 events,

@@ -12,9 +12,12 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-/// Marks inbound RTCP that carries a keyframe request or a bandwidth estimate for delivery.
+/// Marks inbound RTCP that carries a keyframe request, a bandwidth estimate or a NACK (the
+/// fastest congestion signal a receiver sends) for delivery. The NACK responder still answers
+/// the NACKs: marking only lets a copy past the terminus.
 /// Add it to a webrtc-rs interceptor registry at an application-most slot (above every
 /// built-in interceptor), e.g. `Slot::Custom(20_000)`.
 #[derive(Default)]
@@ -29,6 +32,7 @@ fn is_actionable(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
         any.is::<PictureLossIndication>()
             || any.is::<FullIntraRequest>()
             || any.is::<ReceiverEstimatedMaximumBitrate>()
+            || any.is::<TransportLayerNack>()
     })
 }
 

@@ -17,7 +17,7 @@ pub use feedback::FeedbackToApplication;
 pub use peer::{Peer, PeerRole, Transport};
 pub use ports::{PortRange, PortRangeError};
 pub use sdp::negotiated_codecs;
-pub use track::{LocalTrack, RemoteTrack, RtpSink};
+pub use track::{LocalTrack, RemoteTrack, RtpSink, SubscriberFeedback};
 
 use std::net::IpAddr;
 

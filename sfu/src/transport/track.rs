@@ -3,6 +3,7 @@ use std::sync::Arc;
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
@@ -27,6 +28,15 @@ use crate::core::{RtpPacket, Ssrc};
 pub trait RtpSink: Send + Sync + 'static {
     /// `layer` is the simulcast spatial layer (0 without simulcast).
     fn deliver(&self, layer: u8, packet: RtpPacket);
+}
+
+/// What a subscriber tells us about a track we send it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriberFeedback {
+    /// PLI or FIR.
+    KeyframeRequest,
+    /// A NACK naming this many lost packets.
+    Nacked(u32),
 }
 
 /// A track a publisher sends us, opened when its first RTP packet arrived.
@@ -208,12 +218,12 @@ impl LocalTrack {
     }
 
     /// Starts the tasks that write packets from the returned queue to the subscriber and turn
-    /// the subscriber's PLI/FIR into calls of `on_keyframe_request`. Both end when the queue's
-    /// sender is dropped or the connection closes.
+    /// the subscriber's feedback (PLI/FIR, NACKs) into calls of `on_feedback`. Both end when
+    /// the queue's sender is dropped or the connection closes.
     pub fn spawn_io(
         &self,
         queue_capacity: usize,
-        on_keyframe_request: impl Fn() + Send + Sync + 'static,
+        on_feedback: impl Fn(SubscriberFeedback) + Send + Sync + 'static,
     ) -> mpsc::Sender<RtpPacket> {
         let (tx, mut rx) = mpsc::channel::<RtpPacket>(queue_capacity);
         // Dropped when the writer ends, which ends the feedback task too.
@@ -259,7 +269,16 @@ impl LocalTrack {
                                     || p.as_any().is::<FullIntraRequest>()
                             });
                             if wants_keyframe {
-                                on_keyframe_request();
+                                on_feedback(SubscriberFeedback::KeyframeRequest);
+                            }
+                            let lost: u32 = packets
+                                .iter()
+                                .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
+                                .flat_map(|nack| &nack.nacks)
+                                .map(|pair| 1 + pair.lost_packets.count_ones())
+                                .sum();
+                            if lost > 0 {
+                                on_feedback(SubscriberFeedback::Nacked(lost));
                             }
                         }
                         Some(_) => {}

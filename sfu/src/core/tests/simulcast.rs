@@ -444,3 +444,69 @@ fn a_resumed_layer_gets_a_grace_period_then_a_backoff_instead_of_flapping() {
         vec![vec![true, true, false], vec![true, false, false]]
     );
 }
+
+#[test]
+fn heavy_nack_loss_steps_down_one_layer_at_once_then_cools_down() {
+    let (mut h, mut stream) = streaming();
+    for _ in 0..20 {
+        stream.frame(&mut h, &[0, 1, 2], &[]);
+    }
+    h.drain();
+    let nack = |h: &mut Harness, packets| {
+        h.input(Input::Nacked {
+            subscription: SubscriptionId(1),
+            packets,
+        })
+        .unwrap();
+    };
+    // 1 % loss: nothing happens.
+    nack(&mut h, 0);
+    for _ in 0..10 {
+        stream.frame(&mut h, &[0, 1, 2], &[]);
+    }
+    nack(&mut h, 0);
+    assert!(layer_changes(&h.drain()).is_empty());
+    // 20 % of what was sent in the window is NACKed: f → h at once.
+    for _ in 0..10 {
+        stream.frame(&mut h, &[0, 1, 2], &[]);
+    }
+    nack(&mut h, 2);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(2), 1, LayerReason::Bandwidth)]
+    );
+    // More loss right after: no cascade within the cooldown.
+    for _ in 0..10 {
+        stream.frame(&mut h, &[0, 1, 2], &[1]);
+    }
+    nack(&mut h, 5);
+    let changes = layer_changes(&h.drain());
+    assert!(
+        !changes.iter().any(|c| c.1 == 0),
+        "stepped down again inside the cooldown: {changes:?}"
+    );
+}
+
+#[test]
+fn very_heavy_nack_loss_drops_to_the_lowest_layer() {
+    let (mut h, mut stream) = streaming();
+    h.drain();
+    h.input(Input::Nacked {
+        subscription: SubscriptionId(1),
+        packets: 0,
+    })
+    .unwrap();
+    for _ in 0..10 {
+        stream.frame(&mut h, &[0, 1, 2], &[]);
+    }
+    h.input(Input::Nacked {
+        subscription: SubscriptionId(1),
+        packets: 4,
+    })
+    .unwrap();
+    assert_eq!(
+        layer_changes(&h.drain()),
+        vec![(Some(2), 0, LayerReason::Bandwidth)]
+    );
+}
