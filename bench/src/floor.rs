@@ -186,7 +186,7 @@ impl Sender {
             segment_size: Some(segment),
             src_ip: None,
         };
-        let _ = self.state.send((&self.socket).into(), &transmit);
+        let _ = self.state.try_send((&self.socket).into(), &transmit);
         Ok(())
     }
 }

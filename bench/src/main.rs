@@ -77,6 +77,10 @@ struct Args {
     /// The `sluice` server binary (default: next to this binary; else this binary's `serve`).
     #[arg(long)]
     sluice_bin: Option<PathBuf>,
+    /// Run the server under test as this binary's `serve` (same library code as `sluice`);
+    /// the smoke test uses it so it never picks up a stale `sluice` binary.
+    #[arg(long)]
+    self_serve: bool,
     /// str0m 0.25's `chat` example, built as described in docs/benchmarks.md (skipped if absent).
     #[arg(long)]
     str0m_chat: Option<PathBuf>,
@@ -149,8 +153,8 @@ async fn serve(listen: std::net::SocketAddr) -> Result<()> {
     };
     let sfu = Sfu::new(SfuConfig {
         transport: TransportConfig {
-            udp_ports: None,
             public_ip: config.public_ip,
+            ..TransportConfig::default()
         },
         ..SfuConfig::default()
     });
@@ -164,10 +168,13 @@ fn sluice_command(args: &Args) -> Result<(PathBuf, Vec<String>)> {
     let flags = |extra: &[&str]| -> Vec<String> {
         extra.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
     };
+    let me = std::env::current_exe().context("locating this binary")?;
+    if args.self_serve {
+        return Ok((me, flags(&["serve", "--listen", "127.0.0.1:0"])));
+    }
     if let Some(bin) = &args.sluice_bin {
         return Ok((bin.clone(), sluice_flags()));
     }
-    let me = std::env::current_exe().context("locating this binary")?;
     let sibling = me.with_file_name("sluice");
     if sibling.exists() {
         return Ok((sibling, sluice_flags()));

@@ -171,7 +171,8 @@ pub fn read_frame_stamp(payload: &[u8]) -> Option<(u32, u64)> {
 }
 
 /// Whether a payload starts a VP8 keyframe.
-pub fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
+#[cfg(test)]
+fn is_vp8_keyframe_start(payload: &[u8]) -> bool {
     vp8_data(payload)
         .is_some_and(|(starts, data)| starts && data.first().is_some_and(|t| t & 1 == 0))
 }

@@ -11,7 +11,6 @@ use anyhow::{Context, Result, bail};
 /// A child server process; stopped (SIGTERM, then SIGKILL) when dropped.
 pub struct ServerProcess {
     child: Child,
-    pub name: String,
     /// What followed `listening on ` on its stdout, e.g. `http://127.0.0.1:41234`.
     pub url: String,
 }
@@ -53,11 +52,7 @@ impl ServerProcess {
                 bail!("{name} did not report its address within 20 s");
             }
         };
-        Ok(Self {
-            child,
-            name: name.to_owned(),
-            url,
-        })
+        Ok(Self { child, url })
     }
 
     pub fn pid(&self) -> u32 {

@@ -53,3 +53,11 @@ pub fn thread_cpu_time() -> Duration {
         .map(Duration::from)
         .unwrap_or_default()
 }
+
+/// The 1-minute load average (the machine is shared: this says how contended the run was).
+pub fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(f64::NAN)
+}

@@ -3,6 +3,7 @@
 //! received, latency against the direct baseline, join times).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -68,6 +69,10 @@ pub struct StepResult {
     pub join_audio_ms: Percentiles,
     pub join_video_ms: Percentiles,
     pub joins_failed: usize,
+    /// Packets/s all publishers sent in the window (what a lossless SFU receives).
+    pub published_pps: f64,
+    /// The machine's 1-minute load average at the end of the window (2 cores, shared).
+    pub load_average: f64,
 }
 
 impl StepResult {
@@ -209,6 +214,16 @@ pub async fn run(
         }
         direct.audio.take();
         direct.video.take();
+        let sent = |publishers: &[(MediaSource, KeepAlive)]| -> u64 {
+            publishers
+                .iter()
+                .map(|(m, _)| {
+                    m.sent.video_packets.load(Ordering::Relaxed)
+                        + m.sent.audio_packets.load(Ordering::Relaxed)
+                })
+                .sum()
+        };
+        let sent0 = sent(&publishers);
         let (cpu0, lg0, t0) = (
             procfs::cpu_time(pid)?,
             procfs::cpu_time(loadgen_pid)?,
@@ -219,8 +234,8 @@ pub async fn run(
             _ => None,
         };
         tokio::time::sleep(config.window).await;
-        if let Some((child, dir)) = profiler {
-            finish_perf(child, &dir, &name, started);
+        if let Some((child, data, text)) = profiler {
+            finish_perf(child, &data, &text, &name, started);
         }
         let (cpu1, lg1, elapsed) = (
             procfs::cpu_time(pid)?,
@@ -228,6 +243,7 @@ pub async fn run(
             t0.elapsed().as_secs_f64(),
         );
         let rss = procfs::rss_kb(pid)?;
+        let published = sent(&publishers) - sent0;
         let windows: Vec<(Window, Window)> = subscribers
             .iter()
             .map(|s| (s.reception.audio.take(), s.reception.video.take()))
@@ -290,13 +306,16 @@ pub async fn run(
                     .collect(),
             ),
             joins_failed: failed,
+            published_pps: published as f64 / elapsed,
+            load_average: procfs::load_average(),
         };
         let (added50, added99) = result.added_latency_us();
         progress(
             started,
             &format!(
-                "{name}: {} subs | {:.0} pkt/s fwd | server {:.2} cores, {:.1} µs/pkt, {:.0} pkt/s/core | RSS {:.0} MB ({:.0} kB/sub) | loss {:.2}% (worst {:.2}%) | added latency p50 {:.0} µs p99 {:.0} µs | load gen {:.2} cores",
+                "{name}: {} subs | {:.0} pkt/s published, {:.0} fwd | server {:.2} cores, {:.1} µs/pkt, {:.0} pkt/s/core | RSS {:.0} MB ({:.0} kB/sub) | loss {:.2}% (worst {:.2}%) | added latency p50 {:.0} µs p99 {:.0} µs | load gen {:.2} cores | loadavg {:.1}",
                 result.subscribers,
+                result.published_pps,
                 result.forwarded_pps,
                 result.server_cores,
                 result.cpu_us_per_packet,
@@ -308,6 +327,7 @@ pub async fn run(
                 added50,
                 added99,
                 result.loadgen_cores,
+                result.load_average,
             ),
         );
         let saturated = result.loss_mean > config.stop_loss;
@@ -335,9 +355,10 @@ fn start_perf(
     window: Duration,
     dir: &std::path::Path,
     name: &str,
-) -> Result<(std::process::Child, std::path::PathBuf)> {
+) -> Result<(std::process::Child, std::path::PathBuf, std::path::PathBuf)> {
     std::fs::create_dir_all(dir)?;
-    let data = dir.join(format!("{name}-perf.data"));
+    // The samples stay out of the output folder (it may be docs/); the flat report goes there.
+    let data = std::env::temp_dir().join(format!("{name}-perf-{pid}.data"));
     let child = std::process::Command::new("perf")
         .args(["record", "-F", "999", "-p", &pid.to_string(), "-o"])
         .arg(&data)
@@ -346,13 +367,14 @@ fn start_perf(
         .stderr(std::process::Stdio::null())
         .spawn()
         .context("starting perf record")?;
-    Ok((child, data))
+    Ok((child, data, dir.join(format!("{name}-perf.txt"))))
 }
 
 /// Waits for `perf record` and writes the flat profile next to its data.
 fn finish_perf(
     mut child: std::process::Child,
     data: &std::path::Path,
+    text: &std::path::Path,
     name: &str,
     started: Instant,
 ) {
@@ -371,11 +393,11 @@ fn finish_perf(
         .arg(data)
         .output();
     if let Ok(out) = report {
-        let path = data.with_file_name(format!("{name}-perf.txt"));
-        let _ = std::fs::write(&path, &out.stdout);
+        let _ = std::fs::write(text, &out.stdout);
         progress(
             started,
-            &format!("{name}: perf profile in {}", path.display()),
+            &format!("{name}: perf profile in {}", text.display()),
         );
     }
+    let _ = std::fs::remove_file(data);
 }

@@ -66,12 +66,14 @@ impl SluiceTarget {
                 kind: MediaKind::Video,
                 source: TrackSource::Camera,
                 name: None,
+                rids: None,
             },
             TrackInfo {
                 mid: mid_of(OPUS)?,
                 kind: MediaKind::Audio,
                 source: TrackSource::Microphone,
                 name: None,
+                rids: None,
             },
         ];
         let request_id = signal.next_id();

@@ -41,7 +41,6 @@ pub struct TrackStats {
     mode: StampMode,
     window: Mutex<Window>,
     first_packet_ns: AtomicU64,
-    total_packets: AtomicU64,
 }
 
 impl TrackStats {
@@ -50,7 +49,6 @@ impl TrackStats {
             mode,
             window: Mutex::new(Window::default()),
             first_packet_ns: AtomicU64::new(0),
-            total_packets: AtomicU64::new(0),
         }
     }
 
@@ -60,7 +58,6 @@ impl TrackStats {
         let _ = self
             .first_packet_ns
             .compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
-        self.total_packets.fetch_add(1, Ordering::Relaxed);
         let stamp = match (self.mode, video) {
             (StampMode::FrameStamp, true) => media::read_frame_stamp(payload),
             _ => media::read_trailer(payload),
@@ -86,10 +83,6 @@ impl TrackStats {
             0 => None,
             t => Some(t),
         }
-    }
-
-    pub fn total_packets(&self) -> u64 {
-        self.total_packets.load(Ordering::Relaxed)
     }
 }
 

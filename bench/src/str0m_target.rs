@@ -233,22 +233,8 @@ impl Target for Str0mChat {
         let reception = Reception::new(StampMode::FrameStamp, media::now_ns());
         let tracks = std::mem::replace(&mut peer.tracks, tokio::sync::mpsc::unbounded_channel().1);
         let readers = AbortOnDrop(client::spawn_track_readers(tracks, reception.clone()));
+        // Tracks arrive after the server's offer on the data channel, answered by `connect`.
         let service = self.connect(peer).await?;
-        if reception.audio.first_packet_ns().is_none()
-            && reception.video.first_packet_ns().is_none()
-        {
-            // Tracks arrive after the data-channel renegotiation; nothing to wait for here.
-        }
-        let _ = bail_if_closed();
         Ok((reception, Box::new((service, readers))))
     }
-}
-
-fn bail_if_closed() -> Result<()> {
-    Ok(())
-}
-
-#[allow(dead_code)]
-fn unused() -> Result<()> {
-    bail!("unused")
 }
