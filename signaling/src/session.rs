@@ -11,7 +11,7 @@ use futures::{Sink, SinkExt, Stream, StreamExt};
 use sluice_sfu::core::{LayerReason, MediaKind as CoreMediaKind, PublicationId, SubscriptionId};
 use sluice_sfu::runtime::{
     Participant, ParticipantEvent, ParticipantInfo as CoreParticipantInfo, Permissions,
-    PublicationInfo as CorePublicationInfo, RequestError, Sfu, Source, TrackRequest,
+    PublicationInfo as CorePublicationInfo, RequestError, RoomEvent, Sfu, Source, TrackRequest,
 };
 use sluice_sfu::transport::{IceCandidate as CoreIceCandidate, PeerRole, TransportError};
 use tokio::sync::watch;
@@ -511,23 +511,27 @@ fn event_message(event: ParticipantEvent) -> ServerMessage {
                 username_fragment: c.username_fragment,
             },
         },
-        ParticipantEvent::ParticipantJoined(info) => ServerMessage::ParticipantJoined {
-            participant: participant_info(info),
-        },
-        ParticipantEvent::ParticipantLeft(id) => ServerMessage::ParticipantLeft {
+        ParticipantEvent::Room(RoomEvent::ParticipantJoined(info)) => {
+            ServerMessage::ParticipantJoined {
+                participant: participant_info(info),
+            }
+        }
+        ParticipantEvent::Room(RoomEvent::ParticipantLeft(id)) => ServerMessage::ParticipantLeft {
             participant_id: id.to_string(),
         },
-        ParticipantEvent::PublicationAdded(info) => ServerMessage::PublicationAdded {
-            publication: publication_info(info),
-        },
-        ParticipantEvent::PublicationRemoved {
+        ParticipantEvent::Room(RoomEvent::PublicationAdded(info)) => {
+            ServerMessage::PublicationAdded {
+                publication: publication_info(info),
+            }
+        }
+        ParticipantEvent::Room(RoomEvent::PublicationRemoved {
             publication,
             participant,
-        } => ServerMessage::PublicationRemoved {
+        }) => ServerMessage::PublicationRemoved {
             publication_id: publication.to_string(),
             participant_id: participant.to_string(),
         },
-        ParticipantEvent::LayersChanged(change) => ServerMessage::LayersChanged {
+        ParticipantEvent::Room(RoomEvent::LayersChanged(change)) => ServerMessage::LayersChanged {
             subscription_id: change.subscription.to_string(),
             // Temporal layers are not selected yet: every temporal layer is forwarded.
             current: change.current.map(|spatial| LayerRef {
@@ -545,10 +549,10 @@ fn event_message(event: ParticipantEvent) -> ServerMessage {
                 LayerReason::Switched => LayerChangeReason::Switched,
             },
         },
-        ParticipantEvent::PublisherLayers {
+        ParticipantEvent::Room(RoomEvent::PublisherLayers {
             publication,
             layers,
-        } => ServerMessage::PublisherLayers {
+        }) => ServerMessage::PublisherLayers {
             publication_id: publication.to_string(),
             layers: layers
                 .into_iter()

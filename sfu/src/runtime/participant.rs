@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::room::{LayersChange, RoomCommand, RoomEvent, RoomHandle};
+use super::room::{RoomCommand, RoomEvent, RoomHandle};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{
@@ -59,20 +59,8 @@ pub enum ParticipantEvent {
     Offer(String),
     /// A local ICE candidate of one of the two connections.
     Candidate(PeerRole, IceCandidate),
-    ParticipantJoined(ParticipantInfo),
-    ParticipantLeft(ParticipantId),
-    PublicationAdded(PublicationInfo),
-    PublicationRemoved {
-        publication: PublicationId,
-        participant: ParticipantId,
-    },
-    /// The layers of one of this participant's subscriptions changed.
-    LayersChanged(LayersChange),
-    /// Dynacast, to a publisher: which simulcast encodings (by rid) anyone needs.
-    PublisherLayers {
-        publication: PublicationId,
-        layers: Vec<(String, bool)>,
-    },
+    /// What happened in the room that concerns this participant.
+    Room(RoomEvent),
 }
 
 enum Command {
@@ -717,47 +705,30 @@ impl ParticipantTask {
     }
 
     async fn handle_room_event(&mut self, event: RoomEvent) {
-        let event = match event {
-            RoomEvent::ParticipantJoined(info) => ParticipantEvent::ParticipantJoined(info),
-            RoomEvent::ParticipantLeft(id) => ParticipantEvent::ParticipantLeft(id),
-            RoomEvent::PublicationAdded(info) => ParticipantEvent::PublicationAdded(info),
-            RoomEvent::LayersChanged(change) => ParticipantEvent::LayersChanged(change),
-            RoomEvent::PublisherLayers {
-                publication,
-                layers,
-            } => ParticipantEvent::PublisherLayers {
-                publication,
-                layers,
-            },
-            RoomEvent::PublicationRemoved {
-                publication,
-                participant,
-            } => {
-                let ended: Vec<SubscriptionId> = self
-                    .subscriptions
-                    .iter()
-                    .filter(|(_, s)| s.publication == publication)
-                    .map(|(id, _)| *id)
-                    .collect();
-                // Tell the client first: it is the user-visible part.
-                self.emit(ParticipantEvent::PublicationRemoved {
-                    publication,
-                    participant,
-                });
-                if !ended.is_empty() {
-                    for id in ended {
-                        // Already gone from the room; only the local track remains.
-                        if let Some(state) = self.subscriptions.get_mut(&id) {
-                            state.active = false;
-                        }
-                        self.drop_subscription(id).await;
-                    }
-                    self.negotiate().await;
-                }
-                return;
-            }
+        let RoomEvent::PublicationRemoved { publication, .. } = &event else {
+            self.emit(ParticipantEvent::Room(event));
+            return;
         };
-        self.emit(event);
+        let publication = *publication;
+        // Tell the client first: it is the user-visible part.
+        self.emit(ParticipantEvent::Room(event));
+        let ended: Vec<SubscriptionId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, s)| s.publication == publication)
+            .map(|(id, _)| *id)
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        for id in ended {
+            // Already gone from the room; only the local track remains.
+            if let Some(state) = self.subscriptions.get_mut(&id) {
+                state.active = false;
+            }
+            self.drop_subscription(id).await;
+        }
+        self.negotiate().await;
     }
 
     async fn handle_peer_event(&mut self, role: PeerRole, event: PeerEvent) {

@@ -12,9 +12,10 @@ use crate::core::{
 };
 use crate::transport::{CodecInfo, RemoteTrack, RtpSink};
 
-/// What the room tells each participant about the others.
+/// What the room tells a participant: about the others, and about its own subscriptions and
+/// publications.
 #[derive(Debug, Clone)]
-pub(crate) enum RoomEvent {
+pub enum RoomEvent {
     ParticipantJoined(ParticipantInfo),
     ParticipantLeft(ParticipantId),
     PublicationAdded(PublicationInfo),
