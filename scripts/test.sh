@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every test of Sluice: Rust (unit, property, end-to-end), the TypeScript SDK's unit tests
-# and the browser end-to-end tests in headless Chromium. Installs what it needs when missing.
+# and the browser end-to-end tests in headless Chromium. Installs what it needs when missing
+# (chromium, cmake for the bundled libopus, ffmpeg as the RTMP publisher).
 # Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +11,7 @@ step() { printf '\n==> %s\n' "$*"; }
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

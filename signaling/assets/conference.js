@@ -14,6 +14,7 @@ __export(src_exports, {
   Room: () => Room,
   RoomEvent: () => RoomEvent,
   RoomState: () => RoomState,
+  SIMULCAST_ENCODINGS: () => SIMULCAST_ENCODINGS,
   ServerError: () => ServerError,
   SluiceError: () => SluiceError,
   Subscription: () => Subscription,
@@ -206,6 +207,7 @@ var RESPONSE_TYPE = {
   unsubscribe: "ok",
   answer: "ok",
   trickle: "ok",
+  setPreferredLayer: "ok",
   leave: "ok"
 };
 var EVENT_TYPES = [
@@ -214,7 +216,9 @@ var EVENT_TYPES = [
   "participantJoined",
   "participantLeft",
   "publicationAdded",
-  "publicationRemoved"
+  "publicationRemoved",
+  "layersChanged",
+  "publisherLayers"
 ];
 var WS_OPEN = 1;
 var SignalClient = class {
@@ -379,10 +383,11 @@ var SignalClient = class {
 
 // src/subscription.ts
 var Subscription = class {
-  constructor(subscriptionId, publicationId, publication) {
+  constructor(subscriptionId, publicationId, publication, requestLayer) {
     this.subscriptionId = subscriptionId;
     this.publicationId = publicationId;
     this.publication = publication;
+    this.requestLayer = requestLayer;
     this.isEnded = false;
     this.arrived = new Promise((resolve, reject) => {
       this.settle = { resolve, reject };
@@ -399,6 +404,45 @@ var Subscription = class {
   get ended() {
     return this.isEnded;
   }
+  /**
+   * The simulcast layer the server forwards now, from its latest `layersChanged`; undefined
+   * until it reported one (or while nothing is forwarded yet).
+   */
+  get currentLayer() {
+    return this.current;
+  }
+  /** The layer the server is switching to (or stays on), from its latest `layersChanged`. */
+  get targetLayer() {
+    return this.target;
+  }
+  /** Why the layers last changed, from the latest `layersChanged`. */
+  get layerChangeReason() {
+    return this.lastReason;
+  }
+  /** The layer last asked for with `setPreferredLayer` (once the server accepted it). */
+  get preferredLayer() {
+    return this.preferred;
+  }
+  /**
+   * Asks for the highest simulcast layer this subscription should receive: `spatial` 0 is the
+   * lowest resolution (`q`), 1 `h`, 2 `f`; `temporal` (optional) caps the frame rate (0 = base
+   * layer). The server forwards the best layer at or below it that the downlink allows and
+   * reports the change with a `layersChanged` event. Resolves when the server accepted the
+   * request; rejects with `ServerError` (e.g. `notFound`) or `ConnectionError`.
+   */
+  async setPreferredLayer(spatial, temporal) {
+    checkLayerIndex("spatial", spatial);
+    if (temporal !== void 0) checkLayerIndex("temporal", temporal);
+    if (this.isEnded) {
+      throw new ConnectionError(
+        ConnectionErrorReason.InvalidState,
+        `setPreferredLayer() on ended subscription ${this.subscriptionId}`
+      );
+    }
+    const layer = temporal === void 0 ? { spatial } : { spatial, temporal };
+    await this.requestLayer(this.subscriptionId, layer);
+    this.preferred = layer;
+  }
   /** Resolves when the track arrives; rejects if the subscription ends first. */
   waitForTrack() {
     return this.arrived;
@@ -414,6 +458,12 @@ var Subscription = class {
     this.receiver = receiver;
     this.settle.resolve(remote);
   }
+  /** @internal Called by the room on `layersChanged` for this subscription. */
+  updateLayers(current, target, reason) {
+    this.current = current;
+    this.target = target;
+    this.lastReason = reason;
+  }
   /** @internal Called by the room when the subscription is over. */
   end() {
     if (this.isEnded) return;
@@ -421,8 +471,18 @@ var Subscription = class {
     this.settle.reject(new SubscriptionEndedError(this.subscriptionId));
   }
 };
+function checkLayerIndex(name, value) {
+  if (!Number.isInteger(value) || value < 0 || value > 255) {
+    throw new RangeError(`${name} layer must be an integer from 0 to 255, got ${value}`);
+  }
+}
 
 // src/room.ts
+var SIMULCAST_ENCODINGS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 15e4 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 5e5 },
+  { rid: "f", maxBitrate: 15e5 }
+];
 var RoomState = {
   Idle: "idle",
   Connecting: "connecting",
@@ -435,6 +495,8 @@ var RoomEvent = {
   PublicationAdded: "publicationAdded",
   PublicationRemoved: "publicationRemoved",
   TrackSubscribed: "trackSubscribed",
+  LayersChanged: "layersChanged",
+  PublisherLayersApplied: "publisherLayersApplied",
   Error: "error",
   Disconnected: "disconnected"
 };
@@ -450,6 +512,12 @@ var Room = class extends TypedEmitter {
     this.activeSubscriptions = /* @__PURE__ */ new Map();
     /** Tracks that arrived before their `subscribed` response, by stream id (= subscription id). */
     this.unclaimedTracks = /* @__PURE__ */ new Map();
+    /** The latest `layersChanged` of subscriptions whose `subscribed` response has not come yet. */
+    this.unclaimedLayers = /* @__PURE__ */ new Map();
+    /** Dynacast: the encodings' `active` flags last applied per local publication. */
+    this.appliedLayers = /* @__PURE__ */ new Map();
+    /** Dynacast: `publisherLayers` not applied yet, merged per publication (rid → active). */
+    this.pendingLayers = /* @__PURE__ */ new Map();
     const webSocketFactory = options.webSocketFactory ?? ((url) => new WebSocket(url));
     this.peerConnectionFactory = options.peerConnectionFactory ?? ((config) => new RTCPeerConnection(config));
     this.rtcConfiguration = options.rtcConfiguration ?? {};
@@ -485,6 +553,13 @@ var Room = class extends TypedEmitter {
   /** Active subscriptions, by subscription id. */
   get subscriptions() {
     return this.activeSubscriptions;
+  }
+  /**
+   * Dynacast: the `active` flags of a local simulcast publication's encodings as the SDK last
+   * applied them on a `publisherLayers` event; undefined until the first one.
+   */
+  publisherLayers(publicationId) {
+    return this.appliedLayers.get(publicationId);
   }
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
   peerConnection(target) {
@@ -538,10 +613,13 @@ var Room = class extends TypedEmitter {
     const peer = this.ensurePeer("publisher");
     return peer.negotiate(async () => {
       this.assertConnected("publish");
-      const added = tracks.map((track) => ({
-        track,
-        transceiver: peer.pc.addTransceiver(track, { direction: "sendonly", streams: [stream] })
-      }));
+      const added = tracks.map((track) => {
+        const simulcast = track.kind === "video" && (options.simulcast ?? videoSource(options) === "camera");
+        const init = { direction: "sendonly", streams: [stream] };
+        if (simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((encoding) => ({ ...encoding }));
+        const transceiver = peer.pc.addTransceiver(track, init);
+        return { track, transceiver, rids: simulcast ? SIMULCAST_ENCODINGS.map((e) => e.rid) : void 0 };
+      });
       const rollback = async () => {
         for (const { transceiver } of added) {
           try {
@@ -556,12 +634,17 @@ var Room = class extends TypedEmitter {
       let infos;
       let sdp;
       try {
+        if (options.codec !== void 0) {
+          for (const { track, transceiver } of added) {
+            if (track.kind === "video") preferCodec(transceiver, options.codec);
+          }
+        }
         const offer = await peer.pc.createOffer();
         await peer.pc.setLocalDescription(offer);
         sdp = peer.pc.localDescription?.sdp ?? offer.sdp ?? "";
-        infos = added.map(({ track, transceiver }) => {
+        infos = added.map(({ track, transceiver, rids }) => {
           if (transceiver.mid === null) throw new NegotiationError("publisher: transceiver has no mid after the offer");
-          return trackInfo(transceiver.mid, track, options);
+          return trackInfo(transceiver.mid, track, options, rids);
         });
       } catch (err) {
         await rollback();
@@ -591,6 +674,7 @@ var Room = class extends TypedEmitter {
     const own = this.ownPublications.get(publicationId);
     if (own === void 0) return;
     this.ownPublications.delete(publicationId);
+    this.appliedLayers.delete(publicationId);
     await own.sender.replaceTrack(null).catch(() => void 0);
   }
   /**
@@ -604,7 +688,8 @@ var Room = class extends TypedEmitter {
     const subscription = new Subscription(
       subscribed.subscriptionId,
       subscribed.publicationId,
-      this.remotePublications.get(subscribed.publicationId)
+      this.remotePublications.get(subscribed.publicationId),
+      (subscriptionId, layer) => this.requestLayer(subscriptionId, layer)
     );
     this.activeSubscriptions.set(subscription.subscriptionId, subscription);
     const early = this.unclaimedTracks.get(subscription.subscriptionId);
@@ -612,7 +697,22 @@ var Room = class extends TypedEmitter {
       this.unclaimedTracks.delete(subscription.subscriptionId);
       this.attachTrack(subscription, early.remote, early.receiver);
     }
+    const earlyLayers = this.unclaimedLayers.get(subscription.subscriptionId);
+    if (earlyLayers !== void 0) {
+      this.unclaimedLayers.delete(subscription.subscriptionId);
+      this.applyLayersChanged(subscription, earlyLayers);
+    }
     return subscription;
+  }
+  /**
+   * Asks for the highest simulcast layer of a subscription (see
+   * `Subscription.setPreferredLayer`). Resolves when the server accepted it.
+   */
+  async setPreferredLayer(subscriptionId, spatial, temporal) {
+    const subscription = this.activeSubscriptions.get(subscriptionId);
+    if (subscription !== void 0) return subscription.setPreferredLayer(spatial, temporal);
+    this.assertConnected("setPreferredLayer");
+    return this.requestLayer(subscriptionId, temporal === void 0 ? { spatial } : { spatial, temporal });
   }
   /** Ends a subscription. */
   async unsubscribe(subscriptionId) {
@@ -660,7 +760,75 @@ var Room = class extends TypedEmitter {
       case "publicationRemoved":
         this.handlePublicationRemoved(event.publicationId, event.participantId);
         break;
+      case "layersChanged": {
+        const subscription = this.activeSubscriptions.get(event.subscriptionId);
+        if (subscription === void 0) this.unclaimedLayers.set(event.subscriptionId, event);
+        else this.applyLayersChanged(subscription, event);
+        break;
+      }
+      case "publisherLayers":
+        this.handlePublisherLayers(event.publicationId, event.layers);
+        break;
     }
+  }
+  async requestLayer(subscriptionId, layer) {
+    this.assertConnected("setPreferredLayer");
+    await this.signal.request({ type: "setPreferredLayer", subscriptionId, ...layer });
+  }
+  applyLayersChanged(subscription, event) {
+    subscription.updateLayers(event.current, event.target, event.reason);
+    this.emit("layersChanged", {
+      subscription,
+      subscriptionId: subscription.subscriptionId,
+      current: event.current,
+      target: event.target,
+      reason: event.reason
+    });
+  }
+  /**
+   * Dynacast: sets `active` on the encodings of a local publication's sender by rid. Runs on the
+   * publisher's negotiation queue, so it never interleaves with an offer/answer (and a
+   * `publisherLayers` for a publication still being published waits until it is known).
+   * Messages that arrive while an earlier one still waits in the queue are merged into it (the
+   * later flag wins), so a burst costs one `setParameters`.
+   */
+  handlePublisherLayers(publicationId, layers) {
+    const peer = this.publisher;
+    if (peer === void 0) return;
+    const pending = this.pendingLayers.get(publicationId);
+    if (pending !== void 0) {
+      for (const { rid, active } of layers) pending.set(rid, active);
+      return;
+    }
+    this.pendingLayers.set(publicationId, new Map(layers.map((l) => [l.rid, l.active])));
+    peer.negotiate(async () => {
+      const wanted = this.pendingLayers.get(publicationId);
+      this.pendingLayers.delete(publicationId);
+      const own = this.ownPublications.get(publicationId);
+      if (wanted === void 0 || own === void 0 || this.roomState !== RoomState.Connected) return;
+      const params2 = own.sender.getParameters();
+      let changed = false;
+      for (const encoding of params2.encodings) {
+        const active = encoding.rid === void 0 ? void 0 : wanted.get(encoding.rid);
+        if (active !== void 0 && encoding.active !== active) {
+          encoding.active = active;
+          changed = true;
+        }
+      }
+      if (changed) {
+        try {
+          await own.sender.setParameters(params2);
+        } catch (err) {
+          throw new NegotiationError(`publisher: cannot set the active layers of ${publicationId}`, { cause: err });
+        }
+      }
+      const applied = own.sender.getParameters().encodings.filter((e) => e.rid !== void 0).map((e) => ({ rid: e.rid, active: e.active !== false }));
+      if (!this.ownPublications.has(publicationId)) return;
+      this.appliedLayers.set(publicationId, applied);
+      this.emit("publisherLayersApplied", { publicationId, layers: applied });
+    }).catch((err) => {
+      if (this.roomState === RoomState.Connected) this.reportError(asSluiceError(err));
+    });
   }
   handleOffer(sdp) {
     const peer = this.ensurePeer("subscriber");
@@ -692,6 +860,7 @@ var Room = class extends TypedEmitter {
     const publication = this.remotePublications.get(publicationId) ?? this.ownPublications.get(publicationId);
     this.remotePublications.delete(publicationId);
     this.ownPublications.delete(publicationId);
+    this.appliedLayers.delete(publicationId);
     for (const subscription of [...this.activeSubscriptions.values()]) {
       if (subscription.publicationId === publicationId) this.endSubscription(subscription.subscriptionId);
     }
@@ -746,6 +915,7 @@ var Room = class extends TypedEmitter {
   }
   endSubscription(subscriptionId) {
     this.unclaimedTracks.delete(subscriptionId);
+    this.unclaimedLayers.delete(subscriptionId);
     const subscription = this.activeSubscriptions.get(subscriptionId);
     if (subscription === void 0) return;
     this.activeSubscriptions.delete(subscriptionId);
@@ -776,6 +946,8 @@ var Room = class extends TypedEmitter {
     this.subscriber?.close();
     for (const id of [...this.activeSubscriptions.keys()]) this.endSubscription(id);
     this.unclaimedTracks.clear();
+    this.unclaimedLayers.clear();
+    this.pendingLayers.clear();
     if (wasConnected && event !== void 0) this.emit("disconnected", event);
   }
   reportError(error) {
@@ -788,12 +960,60 @@ var Room = class extends TypedEmitter {
     }
   }
 };
-function trackInfo(mid, track, options) {
+function videoSource(options) {
+  return options.videoSource ?? "camera";
+}
+function trackInfo(mid, track, options, rids) {
   const kind = track.kind === "audio" ? "audio" : "video";
-  const source = kind === "audio" ? options.audioSource ?? "microphone" : options.videoSource ?? "camera";
+  const source = kind === "audio" ? options.audioSource ?? "microphone" : videoSource(options);
   const info = { mid, kind, source };
   if (options.name !== void 0) info.name = options.name;
+  if (rids !== void 0) info.rids = rids;
   return info;
+}
+var CODEC_MIME = { vp8: "video/vp8", h264: "video/h264" };
+function codecRank(codec, wanted) {
+  if (codec.mimeType.toLowerCase() !== CODEC_MIME[wanted]) return Number.POSITIVE_INFINITY;
+  if (wanted !== "h264") return 0;
+  const fmtp = new Map(
+    (codec.sdpFmtpLine ?? "").split(";").map((kv) => {
+      const [key = "", value = ""] = kv.trim().split("=");
+      return [key.toLowerCase(), value.toLowerCase()];
+    })
+  );
+  const mode1 = fmtp.get("packetization-mode") === "1";
+  const profile = fmtp.get("profile-level-id") ?? "";
+  if (mode1 && profile === "42e01f") return 0;
+  if (mode1 && profile.startsWith("42")) return 1;
+  if (mode1) return 2;
+  return 3;
+}
+function orderCodecs(codecs, wanted) {
+  const ranked = codecs.map((codec, index) => ({ codec, index, rank: codecRank(codec, wanted) }));
+  if (!ranked.some((c) => Number.isFinite(c.rank))) return [];
+  ranked.sort((a, b) => a.rank === b.rank ? a.index - b.index : a.rank < b.rank ? -1 : 1);
+  return ranked.map((c) => c.codec);
+}
+function preferCodec(transceiver, wanted) {
+  const capabilities = (kind) => {
+    const api = kind === "sender" ? globalThis.RTCRtpSender : globalThis.RTCRtpReceiver;
+    return api?.getCapabilities?.("video")?.codecs ?? [];
+  };
+  if (typeof transceiver.setCodecPreferences !== "function") {
+    throw new NegotiationError("publisher: this browser cannot choose a codec (no setCodecPreferences)");
+  }
+  let lastError;
+  for (const kind of ["sender", "receiver"]) {
+    const ordered = orderCodecs(capabilities(kind), wanted);
+    if (ordered.length === 0) continue;
+    try {
+      transceiver.setCodecPreferences(ordered);
+      return;
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw new NegotiationError(`publisher: this browser cannot send ${wanted}`, { cause: lastError });
 }
 function asSluiceError(err) {
   return err instanceof SluiceError ? err : new SluiceError(String(err), { cause: err });

@@ -106,6 +106,7 @@ impl Server {
 fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(index))
+        .route("/watch/{room}", get(watch))
         .route("/assets/{file}", get(asset))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
@@ -201,6 +202,11 @@ async fn index() -> Response {
     asset_response("index.html")
 }
 
+/// The viewer page; it reads the room from its own path.
+async fn watch() -> Response {
+    asset_response("watch.html")
+}
+
 async fn asset(Path(file): Path<String>) -> Response {
     asset_response(&file)
 }
@@ -221,6 +227,16 @@ const ASSETS: &[(&str, &str, &str)] = &[
         "style.css",
         "text/css; charset=utf-8",
         include_str!("../assets/style.css"),
+    ),
+    (
+        "watch.html",
+        "text/html; charset=utf-8",
+        include_str!("../assets/watch.html"),
+    ),
+    (
+        "watch.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../assets/watch.js"),
     ),
 ];
 

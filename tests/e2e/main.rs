@@ -2,4 +2,5 @@
 #![allow(clippy::unwrap_used)]
 
 mod relay;
+mod rtmp;
 mod signaling;

@@ -24,7 +24,13 @@ impl KeyframeCache {
             .packets
             .first()
             .is_some_and(|(m, _)| m.source != meta.source);
-        if keyframe_start || other_source {
+        // The packets of one keyframe share its timestamp: a second start point in it (the IDR
+        // after an SPS/PPS STAP-A, or another IDR slice) continues it rather than restarting.
+        let same_keyframe = self
+            .packets
+            .first()
+            .is_some_and(|(_, first)| first.timestamp == packet.timestamp);
+        if (keyframe_start && !same_keyframe) || other_source {
             self.packets.clear();
             self.bytes = 0;
             self.invalid = false;

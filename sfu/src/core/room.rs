@@ -242,6 +242,8 @@ pub enum CoreError {
 ///         match output {
 ///             Output::Forward { subscriber, packet, .. } => { /* write packet to subscriber */ }
 ///             Output::RequestKeyframe { publisher, ssrc, .. } => { /* send PLI for ssrc */ }
+///             Output::LayersChanged { subscriber, .. } => { /* tell the subscriber */ }
+///             Output::PublisherLayers { publisher, active, .. } => { /* dynacast */ }
 ///         }
 ///     }
 ///     // then: sleep until room.poll_timeout(), call room.handle_timeout(now), drain again

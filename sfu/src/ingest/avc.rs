@@ -34,14 +34,12 @@ pub struct AvcConfig {
 }
 
 impl AvcConfig {
-    /// Whether the stream may contain B-frames (pictures presented after later-decoded ones).
-    /// Baseline profiles cannot; otherwise the SPS's reorder limit decides, and an SPS that is
-    /// silent about it may.
-    pub fn may_reorder(&self) -> bool {
-        if self.profile_level_id.starts_with("42") {
-            return false;
-        }
-        self.max_num_reorder_frames != Some(0)
+    /// Whether the SPS says pictures are reordered (B-frames): a baseline stream cannot be, and
+    /// otherwise the SPS's bitstream restrictions must say so (an SPS silent about it is not
+    /// flagged; its B-frames show as composition offsets instead).
+    pub fn has_b_frames(&self) -> bool {
+        !self.profile_level_id.starts_with("42")
+            && self.max_num_reorder_frames.is_some_and(|n| n > 0)
     }
 }
 
@@ -119,8 +117,13 @@ pub fn parse_config(record: &[u8]) -> Result<AvcConfig, AvcError> {
     })
 }
 
-/// The profile as the WebRTC media engines register it (so negotiation matches by profile)
+/// The profile to announce in SDP, as browsers name it (negotiation matches by profile),
 /// followed by the stream's own level.
+///
+/// High is announced as High 4:4:4 Predictive (`f400`): Chromium offers to receive
+/// `42001f`, `42e01f`, `4d001f` and `f4001f` but not `64001f`, and a High 4:4:4 Predictive
+/// decoder must decode High bitstreams (H.264 A.2.7), so the claim is true and Chromium accepts
+/// it. See docs/rtmp.md.
 fn profile_level_id(sps: &SeqParameterSet) -> Result<String, AvcError> {
     let profile_idc = u8::from(sps.profile_idc);
     let constraints = u8::from(sps.constraint_flags);
@@ -129,7 +132,7 @@ fn profile_level_id(sps: &SeqParameterSet) -> Result<String, AvcError> {
         66 if constraints & 0x40 != 0 => "42e0",
         66 => "4200",
         77 => "4d00",
-        100 => "6400",
+        100 => "f400",
         other => return Err(AvcError::UnsupportedProfile(other)),
     };
     Ok(format!("{profile}{:02x}", sps.level_idc))
@@ -274,6 +277,7 @@ pub fn to_annex_b(
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
@@ -312,13 +316,13 @@ pub(crate) mod tests {
     #[test]
     fn parses_a_high_profile_record() {
         let config = parse_config(&record(SPS_HIGH_720P, PPS)).unwrap();
-        assert_eq!(config.profile_level_id, "64001f");
+        assert_eq!(config.profile_level_id, "f4001f");
         assert_eq!((config.width, config.height), (1280, 720));
         assert_eq!(config.nal_length_size, 4);
         assert_eq!(config.sps, vec![Bytes::from_static(SPS_HIGH_720P)]);
         assert_eq!(config.pps, vec![Bytes::from_static(PPS)]);
         assert_eq!(config.max_num_reorder_frames, Some(2));
-        assert!(config.may_reorder());
+        assert!(config.has_b_frames());
     }
 
     #[test]
@@ -326,7 +330,7 @@ pub(crate) mod tests {
         let config = parse_config(&record(SPS_BASELINE_320, PPS)).unwrap();
         assert_eq!(config.profile_level_id, "42e00d");
         assert_eq!((config.width, config.height), (320, 240));
-        assert!(!config.may_reorder());
+        assert!(!config.has_b_frames());
     }
 
     #[test]

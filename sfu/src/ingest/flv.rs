@@ -106,6 +106,7 @@ fn si24(bytes: [u8; 3]) -> i32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -181,6 +181,7 @@ fn mac(key: &[u8; 32], body: &str) -> HmacSha256 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use proptest::prelude::*;

@@ -46,9 +46,13 @@ impl Timeline {
 #[derive(Debug)]
 pub enum Announce {
     Nothing,
-    /// (Re)publish the track with this codec.
-    Codec(CodecInfo),
+    /// (Re)publish the track with this codec, under this publication name.
+    Codec(CodecInfo, String),
 }
+
+/// Name of the video publication of a stream with B-frames: viewers (the watch page) show a
+/// warning when they see it.
+pub const B_FRAMES_NAME: &str = "rtmp video (B-frames)";
 
 pub struct MediaPipeline {
     stats: Arc<StreamStats>,
@@ -93,10 +97,16 @@ impl MediaPipeline {
                     profile_level_id = %config.profile_level_id,
                     width = config.width,
                     height = config.height,
-                    may_reorder = config.may_reorder(),
+                    b_frames = config.has_b_frames(),
                     "H.264 sequence header"
                 );
-                Ok(Announce::Codec(video::codec_info(&config)))
+                let name = if config.has_b_frames() {
+                    self.warn_b_frames();
+                    B_FRAMES_NAME
+                } else {
+                    "rtmp video"
+                };
+                Ok(Announce::Codec(video::codec_info(&config), name.to_owned()))
             }
             VideoUpdate::Frame {
                 keyframe,
@@ -105,16 +115,23 @@ impl MediaPipeline {
                 if !out.is_empty() {
                     self.stats.count_video_frame(keyframe, reordered);
                 }
-                if reordered && !self.warned_reordering {
-                    self.warned_reordering = true;
-                    warn!(
-                        "the encoder sends B-frames: browsers may show them out of order; \
-                         set B-frames to 0 (OBS: x264 options bframes=0; ffmpeg: -bf 0), \
-                         see docs/rtmp.md"
-                    );
+                if reordered {
+                    self.warn_b_frames();
                 }
                 Ok(Announce::Nothing)
             }
+        }
+    }
+
+    /// Says once per connection that the stream will not play well (see docs/rtmp.md).
+    fn warn_b_frames(&mut self) {
+        if !self.warned_reordering {
+            self.warned_reordering = true;
+            warn!(
+                "the encoder sends B-frames: Chromium decodes only the keyframes of such a \
+                 stream (the video is forwarded unchanged, viewers see a slideshow); set \
+                 B-frames to 0 (OBS: Keyframe settings / x264 options bframes=0; ffmpeg: -bf 0)"
+            );
         }
     }
 
@@ -148,7 +165,7 @@ impl MediaPipeline {
                         "AAC sequence header: converting to Opus"
                     );
                     self.audio = Some(path);
-                    Ok(Announce::Codec(opus_codec()))
+                    Ok(Announce::Codec(opus_codec(), "rtmp audio".to_owned()))
                 }
                 Err(err) => {
                     warn!(reason = %err, "audio ignored: send AAC-LC, mono or stereo");
@@ -188,6 +205,7 @@ pub fn opus_codec() -> CodecInfo {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -231,7 +249,7 @@ mod tests {
         header.extend(&config);
         assert!(matches!(
             media.push_audio(500, &header, &mut out),
-            Ok(Announce::Codec(ref c)) if c.mime_type == "audio/opus"
+            Ok(Announce::Codec(ref c, _)) if c.mime_type == "audio/opus"
         ));
         for (i, frame) in frames.iter().enumerate() {
             let mut tag = vec![0xaf, 1];

@@ -113,6 +113,7 @@ impl OpusPacketizer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::codec::h264;

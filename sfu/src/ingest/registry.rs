@@ -17,7 +17,10 @@ use super::stats::{StreamStats, StreamStatsSnapshot};
 
 enum Slot {
     Live(Arc<StreamStats>),
-    Parked { stream: RoomStream, generation: u64 },
+    Parked {
+        stream: Box<RoomStream>,
+        generation: u64,
+    },
 }
 
 /// Why a target cannot be claimed.
@@ -56,7 +59,7 @@ impl Registry {
             }
             Some(Slot::Parked { stream, .. }) => {
                 slots.insert(target.clone(), Slot::Live(Arc::clone(stream.stats())));
-                Ok(Some(stream))
+                Ok(Some(*stream))
             }
             None => {
                 slots.insert(target.clone(), Slot::Live(Arc::default()));
@@ -93,8 +96,13 @@ impl Registry {
         let generation = self
             .next_generation
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.slots()
-            .insert(target.clone(), Slot::Parked { stream, generation });
+        self.slots().insert(
+            target.clone(),
+            Slot::Parked {
+                stream: Box::new(stream),
+                generation,
+            },
+        );
         info!(
             grace_ms = self.grace.as_millis() as u64,
             "publisher gone: waiting for it to reconnect"

@@ -15,6 +15,7 @@ use crate::transport::CodecInfo;
 struct Track {
     publication: IngestPublication,
     codec: CodecInfo,
+    name: String,
 }
 
 pub struct RoomStream {
@@ -56,32 +57,35 @@ impl RoomStream {
         &self.stats
     }
 
-    /// Makes sure the track of `codec`'s kind is published with exactly this codec. The same
-    /// codec after a reconnect keeps the publication; another one (the encoder's settings
-    /// changed) replaces it, since subscribers negotiated the old one.
-    pub async fn announce(&mut self, codec: CodecInfo) -> Result<(), RequestError> {
+    /// Makes sure the track of `codec`'s kind is published with exactly this codec and name.
+    /// The same after a reconnect keeps the publication; anything else (the encoder's settings
+    /// changed) replaces it, since subscribers negotiated the old codec.
+    pub async fn announce(&mut self, codec: CodecInfo, name: String) -> Result<(), RequestError> {
         let kind = codec.kind();
         let slot = match kind {
             MediaKind::Video => &mut self.video,
             MediaKind::Audio => &mut self.audio,
         };
-        if slot.as_ref().is_some_and(|track| track.codec == codec) {
+        if slot
+            .as_ref()
+            .is_some_and(|track| track.codec == codec && track.name == name)
+        {
             return Ok(());
         }
         if let Some(old) = slot.take() {
             info!(publication = %old.publication.id(), "codec changed: replacing the publication");
             self.participant.unpublish(old.publication.id()).await?;
         }
-        let name = match kind {
-            MediaKind::Video => "rtmp video",
-            MediaKind::Audio => "rtmp audio",
-        };
         let publication = self
             .participant
-            .publish(Source::Rtmp, Some(name.to_owned()), codec.clone())
+            .publish(Source::Rtmp, Some(name.clone()), codec.clone())
             .await?;
-        info!(publication = %publication.id(), codec = %codec.mime_type, "published");
-        *slot = Some(Track { publication, codec });
+        info!(publication = %publication.id(), codec = %codec.mime_type, %name, "published");
+        *slot = Some(Track {
+            publication,
+            codec,
+            name,
+        });
         Ok(())
     }
 

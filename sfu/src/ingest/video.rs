@@ -106,6 +106,7 @@ pub fn codec_info(config: &AvcConfig) -> CodecInfo {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::ingest::avc::tests::{PPS, SPS_HIGH_720P, avcc, record};
@@ -140,7 +141,7 @@ mod tests {
         };
         assert_eq!(
             codec_info(&config).sdp_fmtp_line,
-            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=64001f"
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=f4001f"
         );
         // The same header again is not a change.
         assert!(matches!(

@@ -93,3 +93,20 @@ fn publications_without_the_cache_replay_nothing() {
     h.subscribe(1, 20, PUB);
     assert!(forwards_to(&h.drain(), 1).is_empty());
 }
+
+#[test]
+fn an_h264_keyframe_with_several_start_points_is_cached_whole() {
+    let mut h = Harness::new();
+    h.publish_with_cache(PUB, 10, Codec::H264, true);
+    // SPS/PPS STAP-A, then the IDR's FU-A start and middle, all at one timestamp: a joiner
+    // needs the SPS/PPS, so the second start point must not restart the cache.
+    h.rtp(PUB, packet(7, 1, 9000, H264_STAP_SPS_PPS));
+    h.rtp(PUB, packet(7, 2, 9000, H264_FU_IDR_START));
+    h.rtp(PUB, packet(7, 3, 9000, H264_FU_IDR_MIDDLE));
+    h.rtp(PUB, packet(7, 4, 12000, H264_NON_IDR));
+    h.drain();
+    h.subscribe(1, 20, PUB);
+    let replayed = forwards_to(&h.drain(), 1);
+    assert_eq!(replayed.len(), 4);
+    assert_eq!(replayed[0].payload.as_ref(), H264_STAP_SPS_PPS);
+}

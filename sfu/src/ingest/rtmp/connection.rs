@@ -271,8 +271,8 @@ impl Connection {
             MediaKind::Video => media.push_video(timestamp_ms, data, packets),
             MediaKind::Audio => media.push_audio(timestamp_ms, data, packets),
         })??;
-        if let Announce::Codec(codec) = announce {
-            stream.announce(codec).await?;
+        if let Announce::Codec(codec, name) = announce {
+            stream.announce(codec, name).await?;
         }
         for packet in packets.drain(..) {
             stream.send(kind, packet);

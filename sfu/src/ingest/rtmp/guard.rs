@@ -68,13 +68,15 @@ impl Guard {
                         .set_max_chunk_size(size as usize)
                         .map_err(|e| ProtocolError::Malformed(e.to_string()))?;
                 }
-                AMF0_DATA | AMF0_COMMAND | AMF3_DATA | AMF3_COMMAND => {
+                // rml_rtmp skips a leading zero byte of "AMF3" commands: measure both ways.
+                AMF0_DATA | AMF0_COMMAND | AMF3_DATA | AMF3_COMMAND
                     if nests_deeper_than(&message.data, MAX_AMF_DEPTH)
-                        // rml_rtmp skips a leading zero byte of "AMF3" commands.
-                        || nests_deeper_than(message.data.get(1..).unwrap_or_default(), MAX_AMF_DEPTH)
-                    {
-                        return Err(ProtocolError::AmfTooDeep(MAX_AMF_DEPTH));
-                    }
+                        || nests_deeper_than(
+                            message.data.get(1..).unwrap_or_default(),
+                            MAX_AMF_DEPTH,
+                        ) =>
+                {
+                    return Err(ProtocolError::AmfTooDeep(MAX_AMF_DEPTH));
                 }
                 _ => {}
             }
@@ -93,6 +95,7 @@ pub fn contain<T>(call: impl FnOnce() -> T) -> Result<T, ProtocolError> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use rml_rtmp::chunk_io::ChunkSerializer;

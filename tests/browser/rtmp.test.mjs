@@ -1,0 +1,346 @@
+// RTMP ingest end to end: Debian's ffmpeg publishes testsrc + a 440 Hz sine over RTMP to a real
+// `sluice`, and headless Chromium viewers watch through WebRTC.
+//
+// The video carries its own capture clock: ffmpeg stamps every frame with the wall clock
+// (setpts=RTCTIME) and draws its low 20 bits of milliseconds as 20 black/white squares in the
+// top-left corner. A viewer reads the squares of each frame it presents
+// (requestVideoFrameCallback + canvas), which gives the RTMP → screen delay of every frame
+// (same machine, same clock) and shows whether frames are presented in order.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { after, before, test } from 'node:test';
+import { closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
+
+const ROOM = uniqueRoom('rtmp');
+const ROOM_BFRAMES = uniqueRoom('rtmp-bframes');
+const KEY = `key-${Math.random().toString(36).slice(2)}-main`;
+const KEY_BFRAMES = `key-${Math.random().toString(36).slice(2)}-bframes`;
+const GOP_FRAMES = 120; // 4 s at 30 fps
+const JOINS = 8;
+const CODE_BITS = 20;
+const CODE_SPAN = 2 ** CODE_BITS;
+
+// The harness passes the environment on to `sluice`: an ephemeral RTMP port and two keys.
+process.env.SLUICE_RTMP = '127.0.0.1:0';
+process.env.SLUICE_RTMP_KEYS = `${KEY}=${ROOM}/encoder,${KEY_BFRAMES}=${ROOM_BFRAMES}/encoder`;
+
+let server;
+let browser;
+let rtmpUrl;
+const pages = [];
+const encoders = [];
+
+before(async () => {
+  server = await startServer('rtmp');
+  browser = await launchBrowser();
+  rtmpUrl = await waitFor(
+    'the rtmp ingest line',
+    () => server.log.map((line) => /rtmp ingest on (rtmp:\/\/[\d.:]+)\/live/.exec(line)?.[1]).find(Boolean),
+    Boolean,
+    { timeoutMs: 5_000, intervalMs: 50 },
+  );
+});
+
+after(async () => {
+  for (const encoder of encoders) encoder.kill('SIGKILL');
+  await browser?.close();
+  await server?.stop();
+});
+
+/** testsrc with the capture clock drawn in (see the top of this file). */
+function clockSource(size) {
+  const boxes = Array.from(
+    { length: CODE_BITS },
+    (_, i) => `drawbox=x=${i * 32}:y=0:w=32:h=32:color=white:t=fill:enable='eq(mod(floor(t*1000/${2 ** i}),2),1)'`,
+  );
+  return [
+    `testsrc=size=${size}:rate=30`,
+    'settb=1/1000',
+    'setpts=RTCTIME/1000',
+    `drawbox=x=0:y=0:w=${CODE_BITS * 32}:h=32:color=black:t=fill`,
+    ...boxes,
+    'setpts=N*1000/30',
+  ].join(',');
+}
+
+/**
+ * Starts ffmpeg publishing to `key`. `bframes`: x264's defaults (High, B-frames: what OBS
+ * sends); otherwise low-latency baseline without B-frames. `sliced-threads=0` keeps one slice
+ * per frame: with several IDR slices the routing core's keyframe cache restarts at each slice,
+ * so joiners wait for the next keyframe (see docs/rtmp.md, "Known limits").
+ */
+function startEncoder(key, { bframes = false, size = '1280x720' } = {}) {
+  const video = bframes
+    ? ['-profile:v', 'high']
+    : ['-tune', 'zerolatency', '-x264-params', 'sliced-threads=0', '-profile:v', 'baseline', '-bf', '0'];
+  const args = [
+    '-hide_banner', '-loglevel', 'warning', '-re',
+    '-f', 'lavfi', '-i', clockSource(size),
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    '-pix_fmt', 'yuv420p', '-c:v', 'libx264', '-preset', 'veryfast', ...video,
+    '-g', String(GOP_FRAMES), '-keyint_min', String(GOP_FRAMES), '-sc_threshold', '0',
+    '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', `${rtmpUrl}/live/${key}`,
+  ];
+  const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  child.log = [];
+  child.stderr.on('data', (chunk) => child.log.push(String(chunk)));
+  child.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+  encoders.push(child);
+  return child;
+}
+
+/** In the page: reads the clock squares of each presented frame of `selector` for `durationMs`. */
+function measureClock({ selector, durationMs, bits }) {
+  const video = document.querySelector(selector);
+  const span = 2 ** bits;
+  const canvas = document.createElement('canvas');
+  canvas.width = bits * 32;
+  canvas.height = 32;
+  const ctx = canvas.getContext('2d', { willReadFrequently: true });
+  const samples = [];
+  return new Promise((resolve) => {
+    const end = performance.now() + durationMs;
+    const onFrame = (_now, meta) => {
+      ctx.drawImage(video, 0, 0, canvas.width, 32, 0, 0, canvas.width, 32);
+      const px = ctx.getImageData(0, 0, canvas.width, 32).data;
+      let code = 0;
+      for (let i = 0; i < bits; i++) {
+        if (px[(16 * canvas.width + i * 32 + 16) * 4] > 128) code += 2 ** i;
+      }
+      const shown = Math.round(performance.timeOrigin + meta.expectedDisplayTime);
+      samples.push({ code, delay: (((shown % span) - code) % span + span) % span });
+      if (performance.now() < end) video.requestVideoFrameCallback(onFrame);
+      else resolve(samples);
+    };
+    video.requestVideoFrameCallback(onFrame);
+  });
+}
+
+function summarize(samples) {
+  const delays = samples.map((s) => s.delay).sort((a, b) => a - b);
+  const at = (q) => delays[Math.min(delays.length - 1, Math.floor(q * delays.length))];
+  let backwards = 0;
+  for (let i = 1; i < samples.length; i++) {
+    const step = (samples[i].code - samples[i - 1].code + CODE_SPAN) % CODE_SPAN;
+    if (step > CODE_SPAN / 2) backwards += 1;
+  }
+  return { frames: samples.length, p50: at(0.5), p95: at(0.95), max: delays.at(-1), backwards };
+}
+
+/** In the watch page: inbound video/audio stats of its subscriptions. */
+async function watchStats() {
+  {
+    const room = window.sluiceWatch.room;
+    const out = { framesDecoded: 0, frameWidth: 0, frameHeight: 0, freezeCount: 0, energy: 0, audioPackets: 0 };
+    for (const sub of room.subscriptions.values()) {
+      const report = await sub.getStats();
+      report?.forEach((s) => {
+        if (s.type !== 'inbound-rtp') return;
+        if (s.kind === 'video') {
+          out.framesDecoded = s.framesDecoded ?? 0;
+          out.framesReceived = s.framesReceived ?? 0;
+          out.keyFramesDecoded = s.keyFramesDecoded ?? 0;
+          out.frameWidth = s.frameWidth ?? 0;
+          out.frameHeight = s.frameHeight ?? 0;
+          out.freezeCount = s.freezeCount ?? 0;
+          out.totalFreezesDuration = s.totalFreezesDuration ?? 0;
+          out.framesDropped = s.framesDropped ?? 0;
+        } else {
+          out.energy = s.totalAudioEnergy ?? 0;
+          out.audioPackets = s.packetsReceived ?? 0;
+        }
+      });
+    }
+    return out;
+  }
+}
+
+async function openWatchPage(room, label) {
+  const page = await openPage(browser, `${server.url}/watch/${encodeURIComponent(room)}`, label);
+  pages.push(page);
+  await page.evaluate(() => {
+    window.removed = [];
+    const attach = () => {
+      if (window.sluiceWatch.room === undefined) return setTimeout(attach, 20);
+      window.sluiceWatch.room.on('publicationRemoved', (e) => window.removed.push({ id: e.publicationId, at: Date.now() }));
+    };
+    attach();
+  });
+  return page;
+}
+
+/**
+ * A new viewer joins mid-GOP. Its subscriber connection is set up first (by subscribing to the
+ * audio: ICE + DTLS, which the keyframe cache cannot speed up), then the video subscription is
+ * timed: subscribe → first frame presented. Also returns the connection setup time and the
+ * delay the viewer settles at (the replayed GOP must not leave it behind live).
+ */
+async function joinAndMeasure(i) {
+  const page = await openPage(browser, server.url, `joiner-${i}`);
+  pages.push(page);
+  const result = await page.evaluate(
+    async ({ room, measure, bits }) => {
+      const query = new URLSearchParams({ room, identity: `joiner-${Math.random().toString(36).slice(2, 8)}` });
+      const { token } = await (await fetch(`/dev/token?${query}`)).json();
+      const sfu = new window.Sluice.Room();
+      await sfu.connect(`ws://${location.host}/ws`, token);
+      const publications = [...sfu.publications.values()];
+      const connectStart = performance.now();
+      const audio = await sfu.subscribe(publications.find((p) => p.kind === 'audio').publicationId);
+      await audio.waitForTrack();
+      const pc = sfu.peerConnection('subscriber');
+      while (pc.connectionState !== 'connected' && performance.now() - connectStart < 10_000) {
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      const connectMs = performance.now() - connectStart;
+      const video = document.createElement('video');
+      video.id = 'joined';
+      video.muted = true;
+      video.autoplay = true;
+      video.playsInline = true;
+      document.body.append(video);
+      // The first frame presented (decoded and handed to the compositor), timed by the frame
+      // callback rather than by polling getStats (which takes tens of ms on a busy machine).
+      const firstFrame = new Promise((resolve) => {
+        video.requestVideoFrameCallback((_now, meta) => resolve(meta.presentationTime));
+        setTimeout(() => resolve(undefined), 5_000);
+      });
+      const startedAt = performance.now();
+      const sub = await sfu.subscribe(publications.find((p) => p.kind === 'video').publicationId);
+      sub.waitForTrack().then(({ stream }) => {
+        video.srcObject = stream;
+        void video.play();
+      });
+      const presentedAt = await firstFrame;
+      const ttff = presentedAt === undefined ? undefined : presentedAt - startedAt;
+      let stats;
+      (await sub.getStats())?.forEach((s) => {
+        if (s.type === 'inbound-rtp')
+          stats = `packets=${s.packetsReceived} frames=${s.framesDecoded} keyframes=${s.keyFramesDecoded} pli=${s.pliCount}`;
+      });
+      // eslint-disable-next-line no-new-func
+      const samples = await new Function(`return (${measure})`)()({ selector: '#joined', durationMs: 2_500, bits });
+      await sfu.disconnect();
+      return { ttff, connectMs, samples, stats };
+    },
+    { room: ROOM, measure: measureClock.toString(), bits: CODE_BITS },
+  );
+  await closePage(page);
+  pages.splice(pages.indexOf(page), 1);
+  if (result.ttff === undefined || result.ttff > 300) console.log(`SLOW_JOIN ${result.ttff} ms: ${result.stats}`);
+  return { ttff: result.ttff, connectMs: result.connectMs, settled: summarize(result.samples.slice(-30)) };
+}
+
+const quantile = (values, q) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+};
+
+test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop', { timeout: 240_000 }, async () => {
+  await withDiagnostics('rtmp', server, () => pages, async () => {
+    const encoder = startEncoder(KEY);
+    const viewer = await openWatchPage(ROOM, 'viewer');
+    const stats = watchStats;
+
+    const media = await waitFor(
+      'the watch page: ≥ 60 frames at 1280x720 and audio energy',
+      () => viewer.evaluate(stats),
+      (s) => s.framesDecoded >= 60 && s.energy > 0,
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
+    assert.equal(media.frameWidth, 1280);
+    assert.equal(media.frameHeight, 720);
+    const delayText = await viewer.evaluate(() => document.getElementById('delay').textContent);
+    const pageDelay = await viewer.evaluate(() => window.sluiceWatch.delayMs);
+    console.log(`WATCH_PAGE frames=${media.framesDecoded} ${media.frameWidth}x${media.frameHeight} energy=${media.energy.toFixed(4)} delayText="${delayText}"`);
+    assert.ok(pageDelay !== undefined, 'the watch page shows a delay estimate');
+
+    const clock = summarize(
+      await viewer.evaluate(measureClock, { selector: '#video', durationMs: 5_000, bits: CODE_BITS }),
+    );
+    console.log(`RTMP_TO_SCREEN_MS p50=${clock.p50} p95=${clock.p95} max=${clock.max} frames=${clock.frames} backwards=${clock.backwards}`);
+    assert.ok(clock.frames >= 60, `only ${clock.frames} frames presented in 5 s`);
+    assert.equal(clock.backwards, 0, 'frames presented out of order');
+
+    // Instant join: new viewers at arbitrary points of the 4 s GOP (p95 of 8 = the worst).
+    const joins = [];
+    for (let i = 0; i < JOINS; i++) joins.push(await joinAndMeasure(i));
+    const ttffs = joins.map((j) => j.ttff);
+    console.log(`JOIN_TTFF_MS ${ttffs.map((t) => Math.round(t)).join(' ')} p50=${Math.round(quantile(ttffs, 0.5))} p95=${Math.round(quantile(ttffs, 0.95))}`);
+    console.log(`JOIN_SETTLED_DELAY_MS ${joins.map((j) => j.settled.p50).join(' ')}`);
+    console.log(`JOIN_CONNECT_MS ${joins.map((j) => Math.round(j.connectMs)).join(' ')} (a new viewer's subscriber connection: ICE + DTLS)`);
+    // Asserted at the end, so the lifecycle checks below run (and report) either way.
+    const slowJoins = ttffs.filter((t) => t === undefined || t > 300);
+
+    // Reconnect within the grace period: same publication, frames resume.
+    const before = await viewer.evaluate(stats);
+    const publications = await viewer.evaluate(() => [...window.sluiceWatch.playing.keys()].sort());
+    encoder.kill('SIGKILL');
+    await encoder.exited;
+    await new Promise((r) => setTimeout(r, 1_000)); // the encoder is away for a second
+    const restartedAt = Date.now();
+    const second = startEncoder(KEY);
+    const resumed = await waitFor(
+      'frames after the reconnect',
+      () => viewer.evaluate(stats),
+      (s) => s.framesDecoded > before.framesDecoded + 30,
+      { timeoutMs: 10_000, intervalMs: 50 },
+    );
+    const resumeMs = Date.now() - restartedAt;
+    console.log(`RECONNECT_RESUME_MS=${resumeMs} (restart → 30 new frames decoded)`);
+    assert.ok(resumeMs <= 3_000, `frames resumed after ${resumeMs} ms`);
+    assert.deepEqual(await viewer.evaluate(() => [...window.sluiceWatch.playing.keys()].sort()), publications);
+    assert.deepEqual(await viewer.evaluate(() => window.removed), [], 'no publication was removed');
+    assert.ok(resumed.frameWidth === 1280);
+
+    // A second encoder on the live key is refused.
+    const intruder = startEncoder(KEY, { size: '320x240' });
+    const refused = await Promise.race([intruder.exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
+    console.log(`SECOND_PUBLISHER exit=${JSON.stringify(refused)} ${intruder.log.join('').trim().split('\n').at(-1)}`);
+    assert.notEqual(refused, 'still running', 'a second publisher on a live key was not refused');
+    assert.notEqual(refused.code, 0);
+
+    // A clean stop (SIGINT: ffmpeg unpublishes) removes the publications within 2 s.
+    const stoppedAt = Date.now();
+    second.kill('SIGINT');
+    const removed = await waitFor(
+      'publicationRemoved after the encoder stopped',
+      () => viewer.evaluate(() => window.removed),
+      (r) => publications.every((id) => r.some((e) => e.id === id)),
+      { timeoutMs: 5_000, intervalMs: 50 },
+    );
+    const removalMs = Math.max(...removed.map((e) => e.at)) - stoppedAt;
+    console.log(`STOP_REMOVAL_MS=${removalMs}`);
+    assert.ok(removalMs <= 2_000, `publications removed after ${removalMs} ms`);
+
+    assert.deepEqual(slowJoins, [], `joins slower than 300 ms (of ${ttffs.map(Math.round)})`);
+  });
+});
+
+test('RTMP with x264 default B-frames: forwarded unchanged, viewers warned', { timeout: 120_000 }, async () => {
+  await withDiagnostics('rtmp-bframes', server, () => pages, async () => {
+    const encoder = startEncoder(KEY_BFRAMES, { bframes: true, size: '640x360' });
+    const viewer = await openWatchPage(ROOM_BFRAMES, 'bframes-viewer');
+    const stats = watchStats;
+    await waitFor('B-frame stream: 60 frames received and sound', () => viewer.evaluate(stats), (s) => s.framesReceived >= 60 && s.energy > 0, {
+      timeoutMs: 30_000,
+      intervalMs: 250,
+    });
+    const start = await viewer.evaluate(stats);
+    await new Promise((r) => setTimeout(r, 8_000));
+    const end = await viewer.evaluate(stats);
+    const warning = await viewer.evaluate(() => window.sluiceWatch.warning);
+    const received = end.framesReceived - start.framesReceived;
+    const decoded = end.framesDecoded - start.framesDecoded;
+    console.log(
+      `BFRAMES in 8 s: received=${received} decoded=${decoded} keyframesDecoded=${end.keyFramesDecoded} ` +
+        `dropped=${end.framesDropped} freezes=${end.freezeCount} energy=${end.energy.toFixed(3)} warning=${JSON.stringify(warning)}`,
+    );
+    // Sluice forwards every frame unchanged and says why the picture may not move.
+    assert.ok(received >= 120, `only ${received} frames forwarded in 8 s`);
+    assert.ok(end.keyFramesDecoded >= 1, 'not even the keyframes decoded');
+    assert.ok(end.energy > start.energy, 'the sound stopped');
+    assert.match(warning ?? '', /B-frames/);
+    encoder.kill('SIGINT');
+  });
+});
