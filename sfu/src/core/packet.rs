@@ -99,11 +99,14 @@ pub enum DropReason {
     NotCurrentLayer,
     /// A packet for a layer index the publication does not have.
     UnknownLayer,
+    /// The subscriber's path is congested: its current layer is shed until the switch to a
+    /// lower one lands.
+    Congestion,
 }
 
 impl DropReason {
     /// Every reason, in a stable order (used for fixed-size counters).
-    pub const ALL: [DropReason; 7] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::WaitingForKeyframe,
         DropReason::UnknownPublication,
         DropReason::TooOld,
@@ -111,6 +114,7 @@ impl DropReason {
         DropReason::StaleSource,
         DropReason::NotCurrentLayer,
         DropReason::UnknownLayer,
+        DropReason::Congestion,
     ];
 
     /// A stable snake_case name, for stats and metrics keys.
@@ -123,6 +127,7 @@ impl DropReason {
             DropReason::StaleSource => "stale_source",
             DropReason::NotCurrentLayer => "not_current_layer",
             DropReason::UnknownLayer => "unknown_layer",
+            DropReason::Congestion => "congestion",
         }
     }
 
@@ -135,6 +140,7 @@ impl DropReason {
             DropReason::StaleSource => 4,
             DropReason::NotCurrentLayer => 5,
             DropReason::UnknownLayer => 6,
+            DropReason::Congestion => 7,
         }
     }
 }

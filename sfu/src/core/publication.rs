@@ -50,8 +50,11 @@ pub(crate) struct Publication {
     active_layers: Vec<bool>,
     /// When dynacast last resumed each layer, while it has not come back yet.
     resumed_at: Vec<Option<Instant>>,
-    /// Layers that failed to come back after a resume are not offered until then.
+    /// Layers that failed to come back after a resume are not asked for until then.
     stalled_until: Vec<Option<Instant>>,
+    /// Set by ingest when a layer (re)appears: subscriptions are retargeted before the
+    /// packet's decisions, so the packet that brought the layer back can start the switch.
+    layer_came_live: bool,
     next_liveness_check: Option<Instant>,
 }
 
@@ -87,6 +90,7 @@ impl Publication {
             active_layers: vec![true; usize::from(layer_count)],
             resumed_at: vec![None; usize::from(layer_count)],
             stalled_until: vec![None; usize::from(layer_count)],
+            layer_came_live: false,
             next_liveness_check: None,
         }
     }
@@ -190,6 +194,9 @@ impl Publication {
         if let Some(cache) = &mut self.keyframe_cache {
             let keyframe_start = meta.start_point && self.codec.detects_keyframes();
             cache.record(&meta, packet, keyframe_start);
+        }
+        if std::mem::take(&mut self.layer_came_live) {
+            self.retarget(now, None, LayerReason::LayerUnavailable, outputs);
         }
         for subscription in &mut self.subscriptions {
             if let Decision::Send(rewrite) =
@@ -331,27 +338,20 @@ impl Publication {
         self.after_decisions(now, outputs);
     }
 
-    /// The highest layer at or below `desired` that can be forwarded: live, or paused by
-    /// dynacast (resuming it is our call). If none is, the lowest live layer above it.
+    /// The highest live layer at or below `desired`; if none is, the lowest live layer above
+    /// it; if nothing is live, `desired`. A paused layer the subscriber wants is resumed by
+    /// dynacast and becomes the target once it is live again, so joining never waits for an
+    /// encoder to restart.
     fn best_available(&self, desired: u8, now: Instant) -> u8 {
         if self.layers.len() == 1 {
             return 0;
         }
         let desired = desired.min(self.layer_count() - 1);
-        let available = |l: u8| {
-            let index = usize::from(l);
-            let resuming = self.resumed_at[index]
-                .is_some_and(|at| now.saturating_duration_since(at) < RESUME_GRACE);
-            let stalled = self.stalled_until[index].is_some_and(|until| now < until);
-            self.layers[index].is_live(now) || resuming || (!self.active_layers[index] && !stalled)
-        };
+        let live = |l: &u8| self.layers[usize::from(*l)].is_live(now);
         (0..=desired)
             .rev()
-            .find(|l| available(*l))
-            .or_else(|| {
-                (desired + 1..self.layer_count())
-                    .find(|l| self.layers[usize::from(*l)].is_live(now))
-            })
+            .find(live)
+            .or_else(|| (desired + 1..self.layer_count()).find(live))
             .unwrap_or(desired)
     }
 
@@ -368,10 +368,19 @@ impl Publication {
         }
         let mut needed = vec![false; self.layers.len()];
         needed[0] = true;
+        let count = self.layer_count();
         for subscription in &self.subscriptions {
-            for layer in [Some(subscription.target()), subscription.current_layer()]
-                .into_iter()
-                .flatten()
+            // The layer it wants, or the best below it that has not just failed to resume.
+            let wanted = (0..=subscription.desired_layer(count))
+                .rev()
+                .find(|l| self.stalled_until[usize::from(*l)].is_none_or(|until| now >= until));
+            for layer in [
+                Some(subscription.target()),
+                subscription.current_layer(),
+                wanted,
+            ]
+            .into_iter()
+            .flatten()
             {
                 if let Some(slot) = needed.get_mut(usize::from(layer)) {
                     *slot = true;
@@ -456,8 +465,9 @@ impl Publication {
         }
         if became_live && self.layers.len() > 1 {
             debug!(publication = %self.id, layer, "layer live");
-            // Handled after this packet's decisions: retarget needs the outputs queue.
-            self.next_liveness_check = Some(now);
+            self.resumed_at[usize::from(layer)] = None;
+            self.stalled_until[usize::from(layer)] = None;
+            self.layer_came_live = true;
         }
         Ok(meta)
     }

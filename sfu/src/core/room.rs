@@ -579,6 +579,9 @@ impl Room {
                     subscription.upgrade_candidate = None;
                 }
                 publication.retarget(now, Some(id), LayerReason::Bandwidth, &mut self.outputs);
+                if let Some(subscription) = publication.subscription_mut(id) {
+                    subscription.shed_until_switched();
+                }
             }
         }
     }

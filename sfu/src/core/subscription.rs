@@ -74,6 +74,9 @@ pub(crate) struct Subscription {
     pub(crate) upgrade_candidate: Option<(u8, Instant)>,
     /// Layers at or above this bitrate caused heavy loss: not offered until the instant.
     loss_ceiling: Option<(u64, Instant)>,
+    /// The path is congested: stop sending the current layer until the switch down lands,
+    /// so the lower layer's keyframe is not queued behind packets that would be lost anyway.
+    shed_current: bool,
     /// Layer changes to report, drained into outputs.
     events: Vec<(Option<u8>, u8, LayerReason)>,
 }
@@ -103,6 +106,7 @@ impl Subscription {
             waiting_keyframe: false,
             upgrade_candidate: None,
             loss_ceiling: None,
+            shed_current: false,
             events: Vec::new(),
         }
     }
@@ -139,6 +143,11 @@ impl Subscription {
 
     pub fn set_loss_ceiling(&mut self, bits_per_second: u64, until: Instant) {
         self.loss_ceiling = Some((bits_per_second, until));
+    }
+
+    /// Congestion: drop the current layer's packets until the switch to the target lands.
+    pub fn shed_until_switched(&mut self) {
+        self.shed_current = self.current.is_some_and(|c| c != self.target);
     }
 
     pub fn set_max_layer(&mut self, layer: u8) {
@@ -210,6 +219,9 @@ impl Subscription {
 
     fn decide_uncounted(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) -> Decision {
         let on_current = self.current == Some(meta.layer);
+        if on_current && self.shed_current && meta.layer != self.target {
+            return Decision::Drop(DropReason::Congestion);
+        }
         if !(on_current && self.numbering.source() == Some(meta.source)) {
             // A packet of another layer, or the first of a new source on the current one:
             // forwarding moves here only to the target layer (or restarts the current one),
@@ -229,6 +241,7 @@ impl Subscription {
                 "forwarding starts"
             );
             self.numbering.start_source(meta, now, clock_rate);
+            self.shed_current = false;
             if let Some(vp8) = &meta.vp8 {
                 self.vp8.start_source(vp8);
             }
