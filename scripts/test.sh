@@ -39,5 +39,6 @@ step "client-js: typecheck, unit tests, demo bundle freshness"
 (cd client-js && npm run typecheck && npm test && npm run check:assets)
 
 step "browser end-to-end tests (headless Chromium)"
-cargo build --locked -p sluice-signaling --bin sluice
+# Workspace-wide, so features unify as they did for the tests above and nothing is rebuilt.
+cargo build --locked --workspace --bins
 (cd tests/browser && SLUICE_BIN="$PWD/../../target/debug/sluice" npm test)
