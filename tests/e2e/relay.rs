@@ -336,7 +336,26 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
 
     // Wait for the sender to finish, then for the last packets to arrive.
     let sent_in = sender.await.context("sender task")??;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Then wait (bounded) until every subscriber has the last video and audio packet.
+    let last = |received: &Received| {
+        received.packets.last().and_then(|p| {
+            if received.kind_is_video {
+                video_index(&p.payload).map(|i| i == VIDEO_PACKETS - 1)
+            } else {
+                index_of(&p.payload, 1).map(|i| i == VIDEO_PACKETS / 2 - 1)
+            }
+        })
+    };
+    let all_arrived = || {
+        collected.iter().all(|log| {
+            let log = log.lock().expect("log");
+            log.len() == 2 && log.iter().all(|received| last(received) == Some(true))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !all_arrived() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     eprintln!("sent {VIDEO_PACKETS} video packets in {sent_in:?}");
 
     for ((name, _, _, subscription_ids), log) in subscribers.iter().zip(&collected) {
