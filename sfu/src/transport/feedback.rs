@@ -15,15 +15,42 @@ use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEs
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-/// Marks inbound RTCP that carries a keyframe request, a bandwidth estimate or a NACK (the
-/// fastest congestion signal a receiver sends) for delivery. The NACK responder still answers
-/// the NACKs: marking only lets a copy past the terminus.
-/// Add it to a webrtc-rs interceptor registry at an application-most slot (above every
-/// built-in interceptor), e.g. `Slot::Custom(20_000)`.
-#[derive(Default)]
+/// A pass-through interceptor; with `mark_feedback` it also marks inbound RTCP that carries a
+/// keyframe request, a bandwidth estimate or a NACK (the fastest congestion signal a receiver
+/// sends) for delivery. The NACK responder still answers the NACKs: marking only lets a copy
+/// past the terminus.
+///
+/// Add [`FeedbackToApplication::default`] to a webrtc-rs interceptor registry at an
+/// application-most slot (above every built-in interceptor), e.g. `Slot::Custom(20_000)`.
 pub struct FeedbackToApplication {
+    mark_feedback: bool,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+}
+
+impl Default for FeedbackToApplication {
+    fn default() -> Self {
+        Self::new(true)
+    }
+}
+
+impl FeedbackToApplication {
+    fn new(mark_feedback: bool) -> Self {
+        Self {
+            mark_feedback,
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+
+    /// Takes the pacer's slot in subscriber chains: forwarded media leaves at the rate the
+    /// publisher sends it. webrtc-rs's pacer paces at the GCC estimate and drops from a full
+    /// queue; on a capped link that starved even the lowest layer, so the estimate never
+    /// recovered (measured in the bandwidth browser test). Layer allocation is the rate
+    /// control here.
+    pub(crate) fn unpaced() -> Self {
+        Self::new(false)
+    }
 }
 
 fn is_actionable(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
@@ -44,7 +71,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtcp(packets) = &msg.message.packet
+        if self.mark_feedback
+            && let Packet::Rtcp(packets) = &msg.message.packet
             && is_actionable(packets)
         {
             msg.message.add(Attribute::DeliverToApplication);
@@ -68,49 +96,6 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
 }
 
 impl Interceptor for FeedbackToApplication {
-    fn bind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
-    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
-    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
-}
-
-/// Takes the pacer's slot in subscriber chains: forwarded media leaves at the rate the
-/// publisher sends it. webrtc-rs's pacer paces at the GCC estimate and drops from a full queue;
-/// on a capped link that starved even the lowest layer, so the estimate never recovered
-/// (measured in the bandwidth browser test). Layer allocation is the rate control here.
-#[derive(Default)]
-pub(crate) struct Unpaced {
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
-}
-
-impl Protocol<TaggedPacket, TaggedPacket, ()> for Unpaced {
-    type Rout = TaggedPacket;
-    type Wout = TaggedPacket;
-    type Eout = ();
-    type Error = rtc::shared::error::Error;
-    type Time = Instant;
-
-    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.read_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_read(&mut self) -> Option<Self::Rout> {
-        self.read_queue.pop_front()
-    }
-
-    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        self.write_queue.push_back(msg);
-        Ok(())
-    }
-
-    fn poll_write(&mut self) -> Option<Self::Wout> {
-        self.write_queue.pop_front()
-    }
-}
-
-impl Interceptor for Unpaced {
     fn bind_local_stream(&mut self, _info: &StreamInfo) {}
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}

@@ -33,7 +33,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::feedback::{FeedbackToApplication, Unpaced};
+use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
@@ -139,7 +139,7 @@ impl Transport {
                     &mut media_engine,
                 )
                 .map_err(peer_err)?
-                .with(Slot::Pacer, Unpaced::default())
+                .with(Slot::Pacer, FeedbackToApplication::unpaced())
             }
         }
         // Application-most: it sees inbound RTCP after every built-in interceptor.
