@@ -392,6 +392,9 @@ impl Publication {
             for (index, (&was, &now_needed)) in self.active_layers.iter().zip(&needed).enumerate() {
                 if !was && now_needed {
                     self.resumed_at[index] = Some(now);
+                } else if was && !now_needed {
+                    // A resume nobody waits for any more is not a failure to come back.
+                    self.resumed_at[index] = None;
                 }
             }
             self.active_layers = needed.clone();

@@ -518,3 +518,30 @@ fn very_heavy_nack_loss_drops_to_the_lowest_layer() {
         vec![(Some(2), 0, LayerReason::Bandwidth)]
     );
 }
+
+#[test]
+fn a_resume_cancelled_before_its_grace_ends_is_not_a_stall() {
+    let (mut h, mut stream) = streaming();
+    h.prefer(1, 0);
+    stream.frame(&mut h, &[0, 1, 2], &[0]);
+    for _ in 0..30 {
+        stream.frame(&mut h, &[0], &[]);
+        h.timeout();
+    }
+    h.drain();
+    // Ask for f (resumed), then back to q before f could come back.
+    h.prefer(1, 2);
+    for _ in 0..10 {
+        stream.frame(&mut h, &[0], &[]);
+        h.timeout();
+    }
+    h.prefer(1, 0);
+    for _ in 0..60 {
+        stream.frame(&mut h, &[0], &[]);
+        h.timeout();
+    }
+    h.drain();
+    // Asking for f again resumes it at once: the cancelled attempt did not count as a failure.
+    h.prefer(1, 2);
+    assert_eq!(dynacast(&h.drain()), vec![vec![true, false, true]]);
+}
