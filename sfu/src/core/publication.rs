@@ -20,15 +20,6 @@ use super::subscription::{Decision, Subscription};
 /// so a subscription on a layer that stopped falls back quickly.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
-/// A layer dynacast just resumed counts as available this long before it must be live:
-/// the publisher's encoder needs a moment to restart it. Without this grace, a subscription
-/// waiting for the layer would fall back, dynacast would pause it again, and round it goes.
-const RESUME_GRACE: Duration = Duration::from_millis(2000);
-
-/// A resumed layer that did not come back within the grace (the publisher cannot send it)
-/// is not offered again for this long.
-const STALL_BACKOFF: Duration = Duration::from_secs(10);
-
 #[derive(Clone, Debug)]
 pub(crate) struct Publication {
     pub id: PublicationId,
@@ -48,10 +39,6 @@ pub(crate) struct Publication {
     keyframe_cache: Option<KeyframeCache>,
     /// Dynacast: the layers the publisher was last told to send (all at first).
     active_layers: Vec<bool>,
-    /// When dynacast last resumed each layer, while it has not come back yet.
-    resumed_at: Vec<Option<Instant>>,
-    /// Layers that failed to come back after a resume are not asked for until then.
-    stalled_until: Vec<Option<Instant>>,
     /// Set by ingest when a layer (re)appears: subscriptions are retargeted before the
     /// packet's decisions, so the packet that brought the layer back can start the switch.
     layer_came_live: bool,
@@ -88,8 +75,6 @@ impl Publication {
             dropped: DropCounts::default(),
             keyframe_cache: None,
             active_layers: vec![true; usize::from(layer_count)],
-            resumed_at: vec![None; usize::from(layer_count)],
-            stalled_until: vec![None; usize::from(layer_count)],
             layer_came_live: false,
             next_liveness_check: None,
         }
@@ -126,7 +111,7 @@ impl Publication {
     ) -> Option<Subscription> {
         let index = self.subscriptions.iter().position(|s| s.id == id)?;
         let removed = self.subscriptions.remove(index);
-        self.update_dynacast(now, outputs);
+        self.update_dynacast(outputs);
         Some(removed)
     }
 
@@ -140,7 +125,7 @@ impl Publication {
         let target = self.best_available(subscription.desired_layer(self.layer_count()), now);
         subscription.set_initial_target(target);
         self.subscriptions.push(subscription);
-        self.update_dynacast(now, outputs);
+        self.update_dynacast(outputs);
     }
 
     /// Starts the subscription `id` from the cached packets since the last keyframe, so it
@@ -219,7 +204,7 @@ impl Publication {
     /// After packets moved subscriptions (a switch completed), dynacast may change, and
     /// subscriptions still waiting for a keyframe ask for one (throttled per layer).
     fn after_decisions(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
-        self.update_dynacast(now, outputs);
+        self.update_dynacast(outputs);
         if self.kind != MediaKind::Video {
             return;
         }
@@ -294,17 +279,6 @@ impl Publication {
         if let Some(check) = self.next_liveness_check
             && now >= check
         {
-            for index in 0..self.layers.len() {
-                if self.layers[index].is_live(now) {
-                    self.resumed_at[index] = None;
-                } else if let Some(resumed) = self.resumed_at[index]
-                    && now.saturating_duration_since(resumed) >= RESUME_GRACE
-                {
-                    debug!(publication = %self.id, layer = index, "resumed layer did not come back");
-                    self.resumed_at[index] = None;
-                    self.stalled_until[index] = Some(now + STALL_BACKOFF);
-                }
-            }
             self.next_liveness_check = (!self.subscriptions.is_empty()
                 && self.layers.iter().any(|l| l.is_live(now)))
             .then(|| now + LIVENESS_CHECK);
@@ -360,43 +334,33 @@ impl Publication {
         self.layers.iter_mut().map(|l| l.bitrate(now)).collect()
     }
 
-    /// Dynacast: tells the publisher which layers anyone needs. The lowest layer always stays
-    /// on, so a new subscriber starts at once.
-    fn update_dynacast(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
+    /// Dynacast: tells the publisher which layers anyone needs: every layer up to the highest
+    /// one a subscription wants, targets or receives (as LiveKit's "max subscribed quality").
+    /// The layers below stay on because the publisher may be unable to send the wanted one
+    /// (its uplink estimate decides), and then the next one down must already be flowing; the
+    /// lowest layer always stays on, so a new subscriber starts at once. Being driven only by
+    /// subscribers' wishes — never by what the publisher happens to send — it cannot flap.
+    fn update_dynacast(&mut self, outputs: &mut VecDeque<Output>) {
         if self.layers.len() < 2 {
             return;
         }
-        let mut needed = vec![false; self.layers.len()];
-        needed[0] = true;
         let count = self.layer_count();
-        for subscription in &self.subscriptions {
-            // The layer it wants, or the best below it that has not just failed to resume.
-            let wanted = (0..=subscription.desired_layer(count))
-                .rev()
-                .find(|l| self.stalled_until[usize::from(*l)].is_none_or(|until| now >= until));
-            for layer in [
-                Some(subscription.target()),
-                subscription.current_layer(),
-                wanted,
-            ]
-            .into_iter()
+        let highest = self
+            .subscriptions
+            .iter()
+            .flat_map(|s| {
+                [
+                    Some(s.desired_layer(count)),
+                    Some(s.target()),
+                    s.current_layer(),
+                ]
+            })
             .flatten()
-            {
-                if let Some(slot) = needed.get_mut(usize::from(layer)) {
-                    *slot = true;
-                }
-            }
-        }
+            .max()
+            .unwrap_or(0);
+        let needed: Vec<bool> = (0..count).map(|layer| layer <= highest).collect();
         if needed != self.active_layers {
             debug!(publication = %self.id, ?needed, "dynacast");
-            for (index, (&was, &now_needed)) in self.active_layers.iter().zip(&needed).enumerate() {
-                if !was && now_needed {
-                    self.resumed_at[index] = Some(now);
-                } else if was && !now_needed {
-                    // A resume nobody waits for any more is not a failure to come back.
-                    self.resumed_at[index] = None;
-                }
-            }
             self.active_layers = needed.clone();
             outputs.push_back(Output::PublisherLayers {
                 publication: self.id,
@@ -468,8 +432,6 @@ impl Publication {
         }
         if became_live && self.layers.len() > 1 {
             debug!(publication = %self.id, layer, "layer live");
-            self.resumed_at[usize::from(layer)] = None;
-            self.stalled_until[usize::from(layer)] = None;
             self.layer_came_live = true;
         }
         Ok(meta)
