@@ -105,7 +105,6 @@ impl Publication {
 
     pub fn remove_subscription(
         &mut self,
-        now: Instant,
         id: SubscriptionId,
         outputs: &mut VecDeque<Output>,
     ) -> Option<Subscription> {

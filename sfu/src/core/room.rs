@@ -390,7 +390,7 @@ impl Room {
                     .remove(&subscription)
                     .ok_or(CoreError::UnknownSubscription(subscription))?;
                 if let Some(publication) = self.publications.get_mut(&publication) {
-                    publication.remove_subscription(now, subscription, &mut self.outputs);
+                    publication.remove_subscription(subscription, &mut self.outputs);
                 }
                 debug!(%subscription, "subscription removed");
                 Ok(())
@@ -729,7 +729,7 @@ impl Room {
                 .collect();
             for id in theirs {
                 self.subscription_index.remove(&id);
-                publication.remove_subscription(now, id, &mut self.outputs);
+                publication.remove_subscription(id, &mut self.outputs);
             }
         }
         debug!(%participant, "participant left");
