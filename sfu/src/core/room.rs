@@ -396,7 +396,7 @@ impl Room {
                 Ok(())
             }
             Input::ParticipantLeft { participant } => {
-                self.remove_participant(now, participant);
+                self.remove_participant(participant);
                 Ok(())
             }
             Input::KeyframeRequested { subscription } => {
@@ -709,7 +709,7 @@ impl Room {
         }
     }
 
-    fn remove_participant(&mut self, now: Instant, participant: ParticipantId) {
+    fn remove_participant(&mut self, participant: ParticipantId) {
         self.loss.remove(&participant);
         let owned: Vec<PublicationId> = self
             .publications
