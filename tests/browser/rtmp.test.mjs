@@ -16,7 +16,7 @@ const ROOM_BFRAMES = uniqueRoom('rtmp-bframes');
 const KEY = `key-${Math.random().toString(36).slice(2)}-main`;
 const KEY_BFRAMES = `key-${Math.random().toString(36).slice(2)}-bframes`;
 const GOP_FRAMES = 120; // 4 s at 30 fps
-const JOINS = 8;
+const JOINS = 20;
 const CODE_BITS = 20;
 const CODE_SPAN = 2 ** CODE_BITS;
 
@@ -175,11 +175,16 @@ async function openWatchPage(room, label) {
  * timed: subscribe → first frame presented. Also returns the connection setup time and the
  * delay the viewer settles at (the replayed GOP must not leave it behind live).
  */
-async function joinAndMeasure(i) {
-  const page = await openPage(browser, server.url, `joiner-${i}`);
+/**
+ * Instant join: one viewer connects (its subscriber connection is up, with the audio), then
+ * subscribes to the video `count` times, at arbitrary points of the 4 s GOP, timing each
+ * subscribe → first frame presented, and unsubscribing in between.
+ */
+async function measureJoins(count) {
+  const page = await openPage(browser, server.url, 'joiner');
   pages.push(page);
   const result = await page.evaluate(
-    async ({ room, measure, bits }) => {
+    async ({ room, count, measure, bits }) => {
       const query = new URLSearchParams({ room, identity: `joiner-${Math.random().toString(36).slice(2, 8)}` });
       const { token } = await (await fetch(`/dev/token?${query}`)).json();
       const sfu = new window.Sluice.Room();
@@ -193,47 +198,61 @@ async function joinAndMeasure(i) {
         await new Promise((r) => setTimeout(r, 5));
       }
       const connectMs = performance.now() - connectStart;
-      const video = document.createElement('video');
-      video.id = 'joined';
-      video.muted = true;
-      video.autoplay = true;
-      video.playsInline = true;
-      document.body.append(video);
-      // The first frame presented (decoded and handed to the compositor), timed by the frame
-      // callback rather than by polling getStats (which takes tens of ms on a busy machine).
-      const firstFrame = new Promise((resolve) => {
-        video.requestVideoFrameCallback((_now, meta) => resolve(meta.presentationTime));
-        setTimeout(() => resolve(undefined), 5_000);
-      });
-      const startedAt = performance.now();
-      const sub = await sfu.subscribe(publications.find((p) => p.kind === 'video').publicationId);
-      sub.waitForTrack().then(({ stream }) => {
-        video.srcObject = stream;
-        void video.play();
-      });
-      const presentedAt = await firstFrame;
-      const ttff = presentedAt === undefined ? undefined : presentedAt - startedAt;
-      let stats;
-      (await sub.getStats())?.forEach((s) => {
-        if (s.type === 'inbound-rtp')
-          stats = `packets=${s.packetsReceived} frames=${s.framesDecoded} keyframes=${s.keyFramesDecoded} pli=${s.pliCount}`;
-      });
-      // eslint-disable-next-line no-new-func
-      const samples = await new Function(`return (${measure})`)()({ selector: '#joined', durationMs: 2_500, bits });
+      const joins = [];
+      let samples = [];
+      for (let i = 0; i < count; i++) {
+        await new Promise((r) => setTimeout(r, Math.random() * 900));
+        const video = document.createElement('video');
+        video.id = 'joined';
+        video.muted = true;
+        video.autoplay = true;
+        video.playsInline = true;
+        document.body.append(video);
+        // The first frame presented (decoded and handed to the compositor), timed by the frame
+        // callback rather than by polling getStats (which takes tens of ms on a busy machine).
+        const firstFrame = new Promise((resolve) => {
+          video.requestVideoFrameCallback((_now, meta) => resolve(meta.presentationTime));
+          setTimeout(() => resolve(undefined), 5_000);
+        });
+        const startedAt = performance.now();
+        const sub = await sfu.subscribe(publications.find((p) => p.kind === 'video').publicationId);
+        sub.waitForTrack().then(({ stream }) => {
+          video.srcObject = stream;
+          void video.play();
+        });
+        const presentedAt = await firstFrame;
+        const ttff = presentedAt === undefined ? undefined : presentedAt - startedAt;
+        let stats;
+        (await sub.getStats())?.forEach((s) => {
+          if (s.type === 'inbound-rtp')
+            stats = `packets=${s.packetsReceived} frames=${s.framesDecoded} keyframes=${s.keyFramesDecoded} pli=${s.pliCount}`;
+        });
+        joins.push({ ttff, stats });
+        // The delay a joiner settles at, once (2.5 s of frames).
+        if (i === count - 1) {
+          // eslint-disable-next-line no-new-func
+          samples = await new Function(`return (${measure})`)()({ selector: '#joined', durationMs: 2_500, bits });
+        }
+        await sfu.unsubscribe(sub.subscriptionId);
+        video.remove();
+      }
       await sfu.disconnect();
-      return { ttff, connectMs, samples, stats };
+      return { joins, connectMs, samples };
     },
-    { room: ROOM, measure: measureClock.toString(), bits: CODE_BITS },
+    { room: ROOM, count, measure: measureClock.toString(), bits: CODE_BITS },
   );
   await closePage(page);
   pages.splice(pages.indexOf(page), 1);
-  if (result.ttff === undefined || result.ttff > 300) console.log(`SLOW_JOIN ${result.ttff} ms: ${result.stats}`);
-  return { ttff: result.ttff, connectMs: result.connectMs, settled: summarize(result.samples.slice(-30)) };
+  for (const join of result.joins) {
+    if (join.ttff === undefined || join.ttff > 300) console.log(`SLOW_JOIN ${join.ttff} ms: ${join.stats}`);
+  }
+  return { ttffs: result.joins.map((j) => j.ttff), connectMs: result.connectMs, settled: summarize(result.samples.slice(-30)) };
 }
 
+/** Nearest-rank quantile: the smallest value with at least q of the values at or below it. */
 const quantile = (values, q) => {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1))];
 };
 
 test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop', { timeout: 240_000 }, async () => {
@@ -262,15 +281,13 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     assert.ok(clock.frames >= 60, `only ${clock.frames} frames presented in 5 s`);
     assert.equal(clock.backwards, 0, 'frames presented out of order');
 
-    // Instant join: new viewers at arbitrary points of the 4 s GOP (p95 of 8 = the worst).
-    const joins = [];
-    for (let i = 0; i < JOINS; i++) joins.push(await joinAndMeasure(i));
-    const ttffs = joins.map((j) => j.ttff);
-    console.log(`JOIN_TTFF_MS ${ttffs.map((t) => Math.round(t)).join(' ')} p50=${Math.round(quantile(ttffs, 0.5))} p95=${Math.round(quantile(ttffs, 0.95))}`);
-    console.log(`JOIN_SETTLED_DELAY_MS ${joins.map((j) => j.settled.p50).join(' ')}`);
-    console.log(`JOIN_CONNECT_MS ${joins.map((j) => Math.round(j.connectMs)).join(' ')} (a new viewer's subscriber connection: ICE + DTLS)`);
-    // Asserted at the end, so the lifecycle checks below run (and report) either way.
-    const slowJoins = ttffs.filter((t) => t === undefined || t > 300);
+    // Instant join: subscribes at arbitrary points of the 4 s GOP; the target is p95 ≤ 300 ms.
+    const joins = await measureJoins(JOINS);
+    const ttffs = joins.ttffs;
+    const joinP95 = quantile(ttffs.map((t) => t ?? Infinity), 0.95);
+    console.log(`JOIN_TTFF_MS ${ttffs.map((t) => Math.round(t)).join(' ')} p50=${Math.round(quantile(ttffs, 0.5))} p95=${Math.round(joinP95)} max=${Math.round(Math.max(...ttffs))}`);
+    console.log(`JOIN_SETTLED_DELAY_MS p50=${joins.settled.p50} (the last join, over 2.5 s)`);
+    console.log(`JOIN_CONNECT_MS ${Math.round(joins.connectMs)} (the viewer's subscriber connection: ICE + DTLS)`);
 
     // Reconnect within the grace period: same publication, frames resume.
     const before = await viewer.evaluate(stats);
@@ -313,7 +330,8 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     console.log(`STOP_REMOVAL_MS=${removalMs}`);
     assert.ok(removalMs <= 2_000, `publications removed after ${removalMs} ms`);
 
-    assert.deepEqual(slowJoins, [], `joins slower than 300 ms (of ${ttffs.map(Math.round)})`);
+    assert.ok(ttffs.every((t) => t !== undefined), `a join showed no frame within 5 s: ${ttffs}`);
+    assert.ok(joinP95 <= 300, `join p95 ${Math.round(joinP95)} ms > 300 ms (of ${ttffs.map(Math.round)})`);
   });
 });
 

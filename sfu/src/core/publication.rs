@@ -20,6 +20,11 @@ use super::subscription::{Decision, Subscription};
 /// so a subscription on a layer that stopped falls back quickly.
 const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 
+/// How long dynacast waits for a layer it turned on to flow before it also turns on the next
+/// layer down. Chrome sends a resumed layer only once its uplink estimate covers it, which on
+/// a young or lowered estimate can take seconds.
+const RESUME_GRACE: Duration = Duration::from_millis(1500);
+
 #[derive(Clone, Debug)]
 pub(crate) struct Publication {
     pub id: PublicationId,
@@ -39,6 +44,8 @@ pub(crate) struct Publication {
     keyframe_cache: Option<KeyframeCache>,
     /// Dynacast: the layers the publisher was last told to send (all at first).
     active_layers: Vec<bool>,
+    /// Since when each active layer has been on (set on the first decision for the initial ones).
+    active_since: Vec<Option<Instant>>,
     /// Set by ingest when a layer (re)appears: subscriptions are retargeted before the
     /// packet's decisions, so the packet that brought the layer back can start the switch.
     layer_came_live: bool,
@@ -75,6 +82,7 @@ impl Publication {
             dropped: DropCounts::default(),
             keyframe_cache: None,
             active_layers: vec![true; usize::from(layer_count)],
+            active_since: vec![None; usize::from(layer_count)],
             layer_came_live: false,
             next_liveness_check: None,
         }
@@ -105,12 +113,13 @@ impl Publication {
 
     pub fn remove_subscription(
         &mut self,
+        now: Instant,
         id: SubscriptionId,
         outputs: &mut VecDeque<Output>,
     ) -> Option<Subscription> {
         let index = self.subscriptions.iter().position(|s| s.id == id)?;
         let removed = self.subscriptions.remove(index);
-        self.update_dynacast(outputs);
+        self.update_dynacast(now, outputs);
         Some(removed)
     }
 
@@ -124,7 +133,7 @@ impl Publication {
         let target = self.best_available(subscription.desired_layer(self.layer_count()), now);
         subscription.set_initial_target(target);
         self.subscriptions.push(subscription);
-        self.update_dynacast(outputs);
+        self.update_dynacast(now, outputs);
     }
 
     /// Starts the subscription `id` from the cached packets since the last keyframe, so it
@@ -203,7 +212,7 @@ impl Publication {
     /// After packets moved subscriptions (a switch completed), dynacast may change, and
     /// subscriptions still waiting for a keyframe ask for one (throttled per layer).
     fn after_decisions(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
-        self.update_dynacast(outputs);
+        self.update_dynacast(now, outputs);
         if self.kind != MediaKind::Video {
             return;
         }
@@ -333,33 +342,56 @@ impl Publication {
         self.layers.iter_mut().map(|l| l.bitrate(now)).collect()
     }
 
-    /// Dynacast: tells the publisher which layers anyone needs: every layer up to the highest
-    /// one a subscription wants, targets or receives (as LiveKit's "max subscribed quality").
-    /// The layers below stay on because the publisher may be unable to send the wanted one
-    /// (its uplink estimate decides), and then the next one down must already be flowing; the
-    /// lowest layer always stays on, so a new subscriber starts at once. Being driven only by
-    /// subscribers' wishes — never by what the publisher happens to send — it cannot flap.
-    fn update_dynacast(&mut self, outputs: &mut VecDeque<Output>) {
+    /// Dynacast: tells the publisher which layers anyone needs. For each subscription: the
+    /// layers it targets and receives, the layer it wants, and below that every layer down to
+    /// the first one that flows (or was just turned on and may still come) — so when the
+    /// publisher cannot send the wanted layer, the next one down is there to fall back to,
+    /// while the wanted one stays on for the moment it can. Layers are never turned off
+    /// because they failed to come, only because nobody needs them, so this cannot flap.
+    /// The lowest layer always stays on, so a new subscriber starts at once.
+    fn update_dynacast(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
         if self.layers.len() < 2 {
             return;
         }
+        for (since, &active) in self.active_since.iter_mut().zip(&self.active_layers) {
+            if active && since.is_none() {
+                *since = Some(now);
+            }
+        }
         let count = self.layer_count();
-        let highest = self
-            .subscriptions
-            .iter()
-            .flat_map(|s| {
-                [
-                    Some(s.desired_layer(count)),
-                    Some(s.target()),
-                    s.current_layer(),
-                ]
-            })
-            .flatten()
-            .max()
-            .unwrap_or(0);
-        let needed: Vec<bool> = (0..count).map(|layer| layer <= highest).collect();
+        let mut needed = vec![false; self.layers.len()];
+        needed[0] = true;
+        for subscription in &self.subscriptions {
+            for layer in [Some(subscription.target()), subscription.current_layer()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(slot) = needed.get_mut(usize::from(layer)) {
+                    *slot = true;
+                }
+            }
+            for layer in (0..=subscription.desired_layer(count)).rev() {
+                let index = usize::from(layer);
+                needed[index] = true;
+                let may_still_come = match (self.active_layers[index], self.active_since[index]) {
+                    (false, _) => true,
+                    (true, Some(since)) => now.saturating_duration_since(since) < RESUME_GRACE,
+                    (true, None) => false,
+                };
+                if self.layers[index].is_live(now) || may_still_come {
+                    break;
+                }
+            }
+        }
         if needed != self.active_layers {
             debug!(publication = %self.id, ?needed, "dynacast");
+            for (index, &on) in needed.iter().enumerate() {
+                if !on {
+                    self.active_since[index] = None;
+                } else if !self.active_layers[index] {
+                    self.active_since[index] = Some(now);
+                }
+            }
             self.active_layers = needed.clone();
             outputs.push_back(Output::PublisherLayers {
                 publication: self.id,

@@ -390,13 +390,13 @@ impl Room {
                     .remove(&subscription)
                     .ok_or(CoreError::UnknownSubscription(subscription))?;
                 if let Some(publication) = self.publications.get_mut(&publication) {
-                    publication.remove_subscription(subscription, &mut self.outputs);
+                    publication.remove_subscription(now, subscription, &mut self.outputs);
                 }
                 debug!(%subscription, "subscription removed");
                 Ok(())
             }
             Input::ParticipantLeft { participant } => {
-                self.remove_participant(participant);
+                self.remove_participant(now, participant);
                 Ok(())
             }
             Input::KeyframeRequested { subscription } => {
@@ -709,7 +709,7 @@ impl Room {
         }
     }
 
-    fn remove_participant(&mut self, participant: ParticipantId) {
+    fn remove_participant(&mut self, now: Instant, participant: ParticipantId) {
         self.loss.remove(&participant);
         let owned: Vec<PublicationId> = self
             .publications
@@ -729,7 +729,7 @@ impl Room {
                 .collect();
             for id in theirs {
                 self.subscription_index.remove(&id);
-                publication.remove_subscription(id, &mut self.outputs);
+                publication.remove_subscription(now, id, &mut self.outputs);
             }
         }
         debug!(%participant, "participant left");

@@ -273,10 +273,22 @@ impl Participant {
     pub fn leave(self) {}
 }
 
+/// Where a subscription's track is in the subscriber connection's offer/answer cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TrackNegotiation {
+    /// Added after the outstanding offer was made: not in any offer yet.
+    Pending,
+    /// In the offer that waits for its answer.
+    Offered,
+    /// In an answered offer: the transceiver sends, and packets written now reach the client.
+    Answered,
+}
+
 struct SubscriptionState {
     publication: PublicationId,
     track: LocalTrack,
-    /// Added to the room's routing core (after the answer, once connected).
+    negotiation: TrackNegotiation,
+    /// Added to the room's routing core (once answered and connected).
     active: bool,
     /// The layer asked for, kept until the subscription is active.
     preferred: Option<(u8, Option<u8>)>,
@@ -585,6 +597,7 @@ impl ParticipantTask {
             SubscriptionState {
                 publication,
                 track,
+                negotiation: TrackNegotiation::Pending,
                 active: false,
                 preferred: None,
                 video: info.kind == crate::core::MediaKind::Video,
@@ -615,6 +628,7 @@ impl ParticipantTask {
         match self.subscriber.offer().await {
             Ok(sdp) => {
                 self.awaiting_answer = true;
+                self.advance_negotiation(TrackNegotiation::Pending, TrackNegotiation::Offered);
                 self.emit(ParticipantEvent::Offer(sdp));
             }
             Err(err) => warn!(%err, "subscriber offer failed"),
@@ -629,11 +643,22 @@ impl ParticipantTask {
         }
         self.subscriber.apply_answer(sdp).await?;
         self.awaiting_answer = false;
+        self.advance_negotiation(TrackNegotiation::Offered, TrackNegotiation::Answered);
         Ok(())
     }
 
+    fn advance_negotiation(&mut self, from: TrackNegotiation, to: TrackNegotiation) {
+        for state in self.subscriptions.values_mut() {
+            if state.negotiation == from {
+                state.negotiation = to;
+            }
+        }
+    }
+
     /// Starts forwarding negotiated subscriptions. Waiting for the connection means the
-    /// keyframe requested for a new subscriber reaches it instead of a closed DTLS session.
+    /// keyframe requested for a new subscriber reaches it instead of a closed DTLS session;
+    /// waiting for the answer that covers the track means the first packets (an ingest
+    /// publication's cached keyframe) are not dropped by a transceiver that does not send yet.
     async fn activate_subscriptions(&mut self) {
         if !self.subscriber_connected || self.awaiting_answer {
             return;
@@ -641,7 +666,7 @@ impl ParticipantTask {
         let ready: Vec<SubscriptionId> = self
             .subscriptions
             .iter()
-            .filter(|(_, s)| !s.active)
+            .filter(|(_, s)| !s.active && s.negotiation == TrackNegotiation::Answered)
             .map(|(id, _)| *id)
             .collect();
         for id in ready {

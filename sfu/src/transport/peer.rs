@@ -373,7 +373,7 @@ impl Peer {
 
     /// Stops sending a track; the change is offered on the next [`Peer::offer`].
     pub async fn remove_local_track(&self, track: &LocalTrack) -> Result<(), TransportError> {
-        let sender: &Arc<dyn RtpSender> = track.sender();
+        let sender: &Arc<dyn RtpSender> = track.sender_for_removal();
         self.pc.remove_track(sender).await.map_err(negotiation_err)
     }
 

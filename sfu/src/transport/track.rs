@@ -1,5 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -178,6 +179,9 @@ pub struct LocalTrack {
     ssrc: Ssrc,
     /// Minimum playout delay to ask of the subscriber, in ms.
     playout_delay_ms: Option<u16>,
+    /// Set when the track leaves the connection: the writer drops what is still queued
+    /// instead of handing it to a sender that no longer exists.
+    removed: Arc<AtomicBool>,
 }
 
 impl LocalTrack {
@@ -194,10 +198,13 @@ impl LocalTrack {
             codec,
             ssrc: Ssrc(ssrc),
             playout_delay_ms,
+            removed: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    pub(super) fn sender(&self) -> &Arc<dyn RtpSender> {
+    /// The sender, for removing the track from its connection; the writer stops first.
+    pub(super) fn sender_for_removal(&self) -> &Arc<dyn RtpSender> {
+        self.removed.store(true, Ordering::Release);
         &self.sender
     }
 
@@ -229,6 +236,7 @@ impl LocalTrack {
         // Dropped when the writer ends, which ends the feedback task too.
         let (writer_done, mut writer_gone) = oneshot::channel::<()>();
         let writer = Arc::clone(&self.track);
+        let removed = Arc::clone(&self.removed);
         // Browsers keep the last playout delay they saw, so it rides on the first packets and
         // then on one in every PLAYOUT_DELAY_EVERY (the extension costs a marshal per use).
         let playout_delay = self.playout_delay_ms.map(|ms| {
@@ -241,6 +249,9 @@ impl LocalTrack {
             let _writer_done = writer_done;
             let mut sent: u64 = 0;
             while let Some(packet) = rx.recv().await {
+                if removed.load(Ordering::Acquire) {
+                    break;
+                }
                 let result = match &playout_delay {
                     Some(extension) if sent < 8 || sent.is_multiple_of(PLAYOUT_DELAY_EVERY) => {
                         writer
