@@ -15,6 +15,7 @@ import type {
   TrackSource,
 } from './protocol.gen.js';
 import { type CloseInfo, type ServerEvent, SignalClient } from './signal.js';
+import { msidTrackIdsByMid } from './sdp.js';
 import { type PreferredLayer, type RemoteTrack, Subscription } from './subscription.js';
 
 export interface RoomOptions {
@@ -184,6 +185,8 @@ export class Room extends TypedEmitter<RoomEvents> {
   private readonly ownPublications = new Map<string, LocalPublication & { sender: RTCRtpSender }>();
   private readonly activeSubscriptions = new Map<string, Subscription>();
   /** Tracks that arrived before their `subscribed` response, by stream id (= subscription id). */
+  /** Subscriber transceivers' mids → subscription ids, from the server's offers. */
+  private readonly subscriptionByMid = new Map<string, string>();
   private readonly unclaimedTracks = new Map<string, { remote: RemoteTrack; receiver: RTCRtpReceiver }>();
   /** The latest `layersChanged` of subscriptions whose `subscribed` response has not come yet. */
   private readonly unclaimedLayers = new Map<string, Extract<ServerEvent, { type: 'layersChanged' }>>();
@@ -542,6 +545,8 @@ export class Room extends TypedEmitter<RoomEvents> {
     peer
       .negotiate(async () => {
         try {
+          // Before applying it: `track` events fire inside setRemoteDescription.
+          for (const [mid, subscriptionId] of msidTrackIdsByMid(sdp)) this.subscriptionByMid.set(mid, subscriptionId);
           await peer.setRemoteDescription({ type: 'offer', sdp });
           const answer = await peer.pc.createAnswer();
           await peer.pc.setLocalDescription(answer);
@@ -611,15 +616,18 @@ export class Room extends TypedEmitter<RoomEvents> {
   }
 
   private handleTrack(ev: RTCTrackEvent): void {
-    const stream = ev.streams[0];
-    if (stream === undefined) {
-      console.warn('sluice: ignoring a subscriber track without a stream id');
+    const mid = ev.transceiver.mid;
+    const subscriptionId = mid === null ? undefined : this.subscriptionByMid.get(mid);
+    if (subscriptionId === undefined) {
+      console.warn(`sluice: ignoring a subscriber track on mid ${mid ?? '(none)'}: not in the server's offer`);
       return;
     }
-    const remote = { track: ev.track, stream };
-    const subscription = this.activeSubscriptions.get(stream.id);
+    // A stream of its own: the msid stream (shared by a publisher's tracks, for A/V sync)
+    // would make a video element play the publisher's audio too.
+    const remote = { track: ev.track, stream: new MediaStream([ev.track]) };
+    const subscription = this.activeSubscriptions.get(subscriptionId);
     if (subscription === undefined) {
-      this.unclaimedTracks.set(stream.id, { remote, receiver: ev.receiver });
+      this.unclaimedTracks.set(subscriptionId, { remote, receiver: ev.receiver });
       return;
     }
     this.attachTrack(subscription, remote, ev.receiver);
@@ -670,6 +678,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.subscriber?.close();
     for (const id of [...this.activeSubscriptions.keys()]) this.endSubscription(id);
     this.unclaimedTracks.clear();
+    this.subscriptionByMid.clear();
     this.unclaimedLayers.clear();
     this.pendingLayers.clear();
     if (wasConnected && event !== undefined) this.emit('disconnected', event);

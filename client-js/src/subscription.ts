@@ -4,7 +4,7 @@ import type { LayerChangeReason, LayerRef, PublicationInfo } from './protocol.ge
 /** The media of a subscription once it has arrived on the subscriber peer connection. */
 export interface RemoteTrack {
   track: MediaStreamTrack;
-  /** The stream the track arrived in; its id is the subscription id. */
+  /** A stream holding only this track, ready for `srcObject`. */
   stream: MediaStream;
 }
 

@@ -62,6 +62,15 @@ export class FakeTrack {
   }
 }
 
+/** A server offer whose media sections carry `a=mid` and `a=msid` (stream, track) lines. */
+export function offerSdp(sections: { mid: string; trackId: string; streamId?: string }[], tag = 'offer'): string {
+  const lines = ['v=0', `s=${tag}`];
+  for (const { mid, trackId, streamId = 'PA1' } of sections) {
+    lines.push('m=video 9 UDP/TLS/RTP/SAVPF 96', `a=mid:${mid}`, `a=msid:${streamId} ${trackId}`);
+  }
+  return `${lines.join('\r\n')}\r\n`;
+}
+
 export class FakeStream {
   constructor(
     readonly id: string,
@@ -71,6 +80,15 @@ export class FakeStream {
     return this.tracks;
   }
 }
+
+/** `new MediaStream(tracks)` where the runtime has none (node). */
+export class FakeMediaStream extends FakeStream {
+  private static next = 0;
+  constructor(tracks: FakeTrack[] = []) {
+    super(`stream-${++FakeMediaStream.next}`, tracks);
+  }
+}
+if (!('MediaStream' in globalThis)) Object.assign(globalThis, { MediaStream: FakeMediaStream });
 
 export class FakeSender {
   track: FakeTrack | null;
@@ -217,11 +235,13 @@ export class FakePeerConnection extends EventTarget {
     this.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate: { ...init, toJSON: () => init } }));
   }
 
-  /** A remote track arrived in a stream with the given id. */
-  emitTrack(streamId: string, kind: 'audio' | 'video'): FakeTrack {
+  /** A remote track arrived on the transceiver `mid`, in the publisher's msid stream. */
+  emitTrack(mid: string, kind: 'audio' | 'video', streamId = 'PA1'): FakeTrack {
     const track = new FakeTrack(kind);
     const stream = new FakeStream(streamId, [track]);
-    this.dispatchEvent(Object.assign(new Event('track'), { track, streams: [stream], receiver: new FakeReceiver() }));
+    this.dispatchEvent(
+      Object.assign(new Event('track'), { track, streams: [stream], receiver: new FakeReceiver(), transceiver: { mid } }),
+    );
     return track;
   }
 }

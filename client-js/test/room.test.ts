@@ -8,7 +8,7 @@ import {
   ServerError,
   SubscriptionEndedError,
 } from '../src/index.js';
-import { FakeStream, FakeTrack, FakeWebSocket, createHarness, flush, gate, until } from './fakes.js';
+import { FakeStream, FakeTrack, FakeWebSocket, createHarness, flush, gate, offerSdp, until } from './fakes.js';
 
 afterEach(() => {
   vi.useRealTimers();
@@ -281,7 +281,7 @@ describe('publish', () => {
 });
 
 describe('subscribe and negotiation', () => {
-  it('answers a server offer and delivers the track whose stream id is the subscription id', async () => {
+  it('answers a server offer and delivers the track whose msid track id is the subscription id', async () => {
     const h = createHarness();
     await h.connect();
     const onTrack = vi.fn();
@@ -289,13 +289,18 @@ describe('subscribe and negotiation', () => {
     const sub = await h.room.subscribe('PU4');
     expect(sub.publication?.kind).toBe('video');
     const pc = h.pcs[0];
-    h.socket().receive({ type: 'offer', sdp: 'v=0 offer-1' });
+    const offer = offerSdp([{ mid: '0', trackId: sub.subscriptionId }]);
+    h.socket().receive({ type: 'offer', sdp: offer });
     await until(() => h.socket().sentOfType('answer').length === 1);
-    expect(h.socket().sentOfType('answer')[0]?.sdp).toBe('v=0 fake-answer-for-v=0 offer-1');
-    const track = pc?.emitTrack(sub.subscriptionId, 'video');
+    expect(h.socket().sentOfType('answer')[0]?.sdp).toBe(`v=0 fake-answer-for-${offer}`);
+    // Another mid's track (not this subscription's) is not delivered to it.
+    pc?.emitTrack('7', 'video');
+    const track = pc?.emitTrack('0', 'video');
     const remote = await sub.waitForTrack();
     expect(remote.track).toBe(track);
-    expect(remote.stream.id).toBe(sub.subscriptionId);
+    // A stream of its own, not the publisher's msid stream (that would carry its audio too).
+    expect(remote.stream.id).not.toBe('PA1');
+    expect(remote.stream.getTracks()).toEqual([track]);
     expect(sub.track).toBe(track);
     expect(onTrack).toHaveBeenCalledWith({ subscription: sub, track, stream: remote.stream });
   });
@@ -305,7 +310,9 @@ describe('subscribe and negotiation', () => {
     await h.connect();
     const pending = h.room.subscribe('PU4');
     await flush();
-    h.pcs[0]?.emitTrack('SU5', 'video');
+    h.socket().receive({ type: 'offer', sdp: offerSdp([{ mid: '0', trackId: 'SU5' }]) });
+    await until(() => h.socket().sentOfType('answer').length === 1);
+    h.pcs[0]?.emitTrack('0', 'video');
     h.socket().receive({ type: 'subscribed', requestId: 2, subscriptionId: 'SU5', publicationId: 'PU4' });
     const sub = await pending;
     expect(sub.track?.kind).toBe('video');

@@ -381,6 +381,21 @@ var SignalClient = class {
   }
 };
 
+// src/sdp.ts
+function msidTrackIdsByMid(sdp) {
+  const result = /* @__PURE__ */ new Map();
+  for (const section of sdp.split(/\r?\nm=/).slice(1)) {
+    let mid;
+    let trackId;
+    for (const line of section.split(/\r?\n/)) {
+      if (line.startsWith("a=mid:")) mid = line.slice("a=mid:".length).trim();
+      else if (line.startsWith("a=msid:")) trackId = line.slice("a=msid:".length).trim().split(/\s+/)[1];
+    }
+    if (mid !== void 0 && trackId !== void 0 && trackId !== "") result.set(mid, trackId);
+  }
+  return result;
+}
+
 // src/subscription.ts
 var Subscription = class {
   constructor(subscriptionId, publicationId, publication, requestLayer) {
@@ -511,6 +526,8 @@ var Room = class extends TypedEmitter {
     this.ownPublications = /* @__PURE__ */ new Map();
     this.activeSubscriptions = /* @__PURE__ */ new Map();
     /** Tracks that arrived before their `subscribed` response, by stream id (= subscription id). */
+    /** Subscriber transceivers' mids → subscription ids, from the server's offers. */
+    this.subscriptionByMid = /* @__PURE__ */ new Map();
     this.unclaimedTracks = /* @__PURE__ */ new Map();
     /** The latest `layersChanged` of subscriptions whose `subscribed` response has not come yet. */
     this.unclaimedLayers = /* @__PURE__ */ new Map();
@@ -834,6 +851,7 @@ var Room = class extends TypedEmitter {
     const peer = this.ensurePeer("subscriber");
     peer.negotiate(async () => {
       try {
+        for (const [mid, subscriptionId] of msidTrackIdsByMid(sdp)) this.subscriptionByMid.set(mid, subscriptionId);
         await peer.setRemoteDescription({ type: "offer", sdp });
         const answer = await peer.pc.createAnswer();
         await peer.pc.setLocalDescription(answer);
@@ -895,15 +913,16 @@ var Room = class extends TypedEmitter {
     });
   }
   handleTrack(ev) {
-    const stream = ev.streams[0];
-    if (stream === void 0) {
-      console.warn("sluice: ignoring a subscriber track without a stream id");
+    const mid = ev.transceiver.mid;
+    const subscriptionId = mid === null ? void 0 : this.subscriptionByMid.get(mid);
+    if (subscriptionId === void 0) {
+      console.warn(`sluice: ignoring a subscriber track on mid ${mid ?? "(none)"}: not in the server's offer`);
       return;
     }
-    const remote = { track: ev.track, stream };
-    const subscription = this.activeSubscriptions.get(stream.id);
+    const remote = { track: ev.track, stream: new MediaStream([ev.track]) };
+    const subscription = this.activeSubscriptions.get(subscriptionId);
     if (subscription === void 0) {
-      this.unclaimedTracks.set(stream.id, { remote, receiver: ev.receiver });
+      this.unclaimedTracks.set(subscriptionId, { remote, receiver: ev.receiver });
       return;
     }
     this.attachTrack(subscription, remote, ev.receiver);
@@ -946,6 +965,7 @@ var Room = class extends TypedEmitter {
     this.subscriber?.close();
     for (const id of [...this.activeSubscriptions.keys()]) this.endSubscription(id);
     this.unclaimedTracks.clear();
+    this.subscriptionByMid.clear();
     this.unclaimedLayers.clear();
     this.pendingLayers.clear();
     if (wasConnected && event !== void 0) this.emit("disconnected", event);

@@ -120,7 +120,7 @@ pub enum ServerMessage {
         sdp: String,
         publications: Vec<PublicationInfo>,
     },
-    /// Response to `subscribe`. The track arrives with `msid` stream id = `subscriptionId`.
+    /// Response to `subscribe`. In the next offer, the track's media section has `a=msid:<publisher's stream> <subscriptionId>`.
     Subscribed {
         request_id: RequestId,
         subscription_id: String,

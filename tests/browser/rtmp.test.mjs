@@ -313,7 +313,11 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     // A second encoder on the live key is refused.
     const intruder = startEncoder(KEY, { size: '320x240' });
     const refused = await Promise.race([intruder.exited, new Promise((r) => setTimeout(() => r('still running'), 10_000))]);
-    console.log(`SECOND_PUBLISHER exit=${JSON.stringify(refused)} ${intruder.log.join('').trim().split('\n').at(-1)}`);
+    console.log(`SECOND_PUBLISHER exit=${JSON.stringify(refused)} ${intruder.log.join('').trim().split('\n').slice(-3).join(' | ')}`);
+    if (refused === 'still running') {
+      const refusals = server.log.filter((line) => line.includes('publish refused'));
+      console.log(`SECOND_PUBLISHER server refusals: ${refusals.join(' | ') || 'none'}`);
+    }
     assert.notEqual(refused, 'still running', 'a second publisher on a live key was not refused');
     assert.notEqual(refused.code, 0);
 

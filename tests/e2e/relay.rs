@@ -110,6 +110,7 @@ async fn connect(
 
 struct Received {
     stream_id: String,
+    track_id: String,
     kind_is_video: bool,
     packets: Vec<rtp::Packet>,
 }
@@ -172,6 +173,7 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
         bail!("publish failed: {published:?}");
     };
     ensure!(publications.len() == 2, "two publications expected");
+    let publisher_id = publications[0].participant_id.clone();
     publisher_peer.apply_answer(sdp).await?;
     connect(&mut publisher, &mut publisher_peer, PeerTarget::Publisher).await?;
 
@@ -284,6 +286,7 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
             while let Some(track) = tracks.recv().await {
                 let received = Received {
                     stream_id: track.stream_id().await.to_string(),
+                    track_id: track.track_id().await.to_string(),
                     kind_is_video: track.kind().await
                         == rtc::rtp_transceiver::rtp_sender::RtpCodecKind::Video,
                     packets: Vec::new(),
@@ -367,8 +370,14 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
         );
         for received in log.iter() {
             ensure!(
-                subscription_ids.contains_key(&received.stream_id),
-                "{name}: track stream id {} is not one of our subscriptions",
+                subscription_ids.contains_key(&received.track_id),
+                "{name}: msid track id {} is not one of our subscriptions",
+                received.track_id
+            );
+            // One msid stream for the publisher's audio and video: the browser syncs them.
+            ensure!(
+                received.stream_id == publisher_id,
+                "{name}: msid stream id {} is not the publisher's participant id {publisher_id}",
                 received.stream_id
             );
             let packets = &received.packets;

@@ -38,6 +38,18 @@ pub enum Source {
     Other,
 }
 
+impl PublicationInfo {
+    /// The msid stream id a subscriber receives this publication's track in. A browser plays
+    /// the audio and video of one stream in sync (by their sender reports), so a publisher's
+    /// camera, microphone and RTMP tracks share one; a screen share is a stream of its own.
+    pub fn sync_group(&self) -> String {
+        match self.source {
+            Source::Screen | Source::Other => format!("{}-{}", self.participant, self.id),
+            Source::Camera | Source::Microphone | Source::Rtmp => self.participant.to_string(),
+        }
+    }
+}
+
 /// What the room knows about a participant.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParticipantInfo {

@@ -590,7 +590,7 @@ impl ParticipantTask {
         let ssrc = rand::random::<u32>();
         let track = self
             .subscriber
-            .add_local_track(id.to_string(), publication.to_string(), &codec, ssrc)
+            .add_local_track(info.sync_group(), id.to_string(), &codec, ssrc)
             .await?;
         self.subscriptions.insert(
             id,
