@@ -170,12 +170,6 @@ async function openWatchPage(room, label) {
 }
 
 /**
- * A new viewer joins mid-GOP. Its subscriber connection is set up first (by subscribing to the
- * audio: ICE + DTLS, which the keyframe cache cannot speed up), then the video subscription is
- * timed: subscribe → first frame presented. Also returns the connection setup time and the
- * delay the viewer settles at (the replayed GOP must not leave it behind live).
- */
-/**
  * Instant join: one viewer connects (its subscriber connection is up, with the audio), then
  * subscribes to the video `count` times, at arbitrary points of the 4 s GOP, timing each
  * subscribe → first frame presented, and unsubscribing in between.
