@@ -25,6 +25,7 @@ use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit}
 
 pub const VP8: &str = "video/VP8";
 pub const OPUS: &str = "audio/opus";
+pub const H264: &str = "video/H264";
 
 struct Handler {
     candidates: mpsc::UnboundedSender<IceCandidate>,
@@ -74,6 +75,24 @@ fn codec(mime: &str) -> (RTCRtpCodec, u8, RtpCodecKind) {
             111,
             RtpCodecKind::Audio,
         )
+    } else if mime == H264 {
+        (
+            RTCRtpCodec {
+                mime_type: H264.to_owned(),
+                clock_rate: 90_000,
+                channels: 0,
+                // What an RTMP ingest of a baseline/constrained-baseline stream announces.
+                sdp_fmtp_line:
+                    "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"
+                        .to_owned(),
+                rtcp_feedback: vec![RTCPFeedback {
+                    typ: "nack".to_owned(),
+                    parameter: "pli".to_owned(),
+                }],
+            },
+            102,
+            RtpCodecKind::Video,
+        )
     } else {
         (
             RTCRtpCodec {
@@ -101,7 +120,7 @@ fn codec(mime: &str) -> (RTCRtpCodec, u8, RtpCodecKind) {
 impl ClientPeer {
     pub async fn new() -> Result<Self> {
         let mut engine = MediaEngine::default();
-        for mime in [OPUS, VP8] {
+        for mime in [OPUS, VP8, H264] {
             let (rtp_codec, payload_type, kind) = codec(mime);
             engine.register_codec(
                 RTCRtpCodecParameters {

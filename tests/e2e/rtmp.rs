@@ -15,6 +15,7 @@ use rml_rtmp::sessions::{
     ClientSession, ClientSessionConfig, ClientSessionEvent, ClientSessionResult, PublishRequestType,
 };
 use rml_rtmp::time::RtmpTimestamp;
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use sluice_e2e::peer::ClientPeer;
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
 use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
@@ -268,53 +269,72 @@ fn rss_kib() -> u64 {
 }
 
 /// Joins `ROOM`, subscribes to its audio publication and counts (and timestamps) its packets.
-async fn audio_subscriber(
+/// A webrtc-rs viewer subscribed to the stream's audio and video: counts audio packets and
+/// notes when each audio and each video RTP packet arrives.
+async fn media_subscriber(
     server: &TestServer,
     received: Arc<AtomicU64>,
     arrivals: Arc<std::sync::Mutex<Vec<Instant>>>,
+    video_arrivals: Arc<std::sync::Mutex<Vec<Instant>>>,
 ) -> Result<(SignalClient, ClientPeer)> {
     let mut signal = SignalClient::connect(&server.ws_url()).await?;
     let ServerMessage::Joined { publications, .. } = signal.join(token(ROOM, "viewer")).await?
     else {
         bail!("join refused");
     };
-    let audio = match publications
-        .into_iter()
-        .find(|p| p.kind == MediaKind::Audio)
+    let mut publications = publications;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !publications.iter().any(|p| p.kind == MediaKind::Audio)
+        || !publications.iter().any(|p| p.kind == MediaKind::Video)
     {
-        Some(p) => p,
-        None => {
-            signal
-                .wait_event(Duration::from_secs(5), |m| match m {
-                    ServerMessage::PublicationAdded { publication }
-                        if publication.kind == MediaKind::Audio =>
-                    {
-                        Some(publication.clone())
-                    }
-                    _ => None,
-                })
-                .await?
-        }
-    };
+        let wait = deadline.saturating_duration_since(Instant::now());
+        ensure!(
+            !wait.is_zero(),
+            "no audio and video publications within 5 s"
+        );
+        let added = signal
+            .wait_event(wait, |m| match m {
+                ServerMessage::PublicationAdded { publication } => Some(publication.clone()),
+                _ => None,
+            })
+            .await?;
+        publications.push(added);
+    }
+    let audio = publications
+        .iter()
+        .find(|p| p.kind == MediaKind::Audio)
+        .context("audio publication")?
+        .clone();
+    let video = publications
+        .iter()
+        .find(|p| p.kind == MediaKind::Video)
+        .context("video publication")?
+        .clone();
     ensure!(
         audio.codec.eq_ignore_ascii_case("audio/opus"),
         "{}",
         audio.codec
     );
     let mut peer = ClientPeer::new().await?;
-    let request_id = signal.next_id();
-    let response = signal
-        .request(ClientMessage::Subscribe {
-            request_id,
-            publication_id: audio.publication_id.clone(),
-        })
-        .await?;
-    ensure!(
-        matches!(response, ServerMessage::Subscribed { .. }),
-        "subscribe refused: {response:?}"
-    );
+    for publication in [&audio, &video] {
+        let request_id = signal.next_id();
+        let response = signal
+            .request(ClientMessage::Subscribe {
+                request_id,
+                publication_id: publication.publication_id.clone(),
+            })
+            .await?;
+        ensure!(
+            matches!(response, ServerMessage::Subscribed { .. }),
+            "subscribe refused: {response:?}"
+        );
+    }
     let deadline = Instant::now() + Duration::from_secs(15);
-    while *peer.state.borrow() != webrtc::peer_connection::RTCPeerConnectionState::Connected {
+    // One offer per subscription: the server renegotiates for the second after the first answer.
+    let mut answered = 0;
+    while *peer.state.borrow() != webrtc::peer_connection::RTCPeerConnectionState::Connected
+        || answered < 2
+    {
         ensure!(
             Instant::now() < deadline,
             "subscriber not connected in 15 s"
@@ -333,6 +353,7 @@ async fn audio_subscriber(
                         sdp: answer,
                     })
                     .await?;
+                answered += 1;
             }
             _ => {}
         }
@@ -341,11 +362,14 @@ async fn audio_subscriber(
     tokio::spawn(async move {
         while let Some(track) = tracks.recv().await {
             let received = Arc::clone(&received);
-            let arrivals = Arc::clone(&arrivals);
+            let is_video = track.kind().await == RtpCodecKind::Video;
+            let arrivals = Arc::clone(if is_video { &video_arrivals } else { &arrivals });
             tokio::spawn(async move {
                 while let Some(event) = track.poll().await {
                     if let TrackRemoteEvent::OnRtpPacket(_) = event {
-                        received.fetch_add(1, Ordering::Relaxed);
+                        if !is_video {
+                            received.fetch_add(1, Ordering::Relaxed);
+                        }
                         arrivals.lock().expect("arrivals").push(Instant::now());
                     }
                 }
@@ -408,8 +432,14 @@ async fn bad_rtmp_input_closes_only_its_session_and_ingest_latency() -> Result<(
     }
     let received = Arc::new(AtomicU64::new(0));
     let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let video_arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
     let (_signal, _peer) = {
-        let subscribe = audio_subscriber(&server, Arc::clone(&received), Arc::clone(&arrivals));
+        let subscribe = media_subscriber(
+            &server,
+            Arc::clone(&received),
+            Arc::clone(&arrivals),
+            Arc::clone(&video_arrivals),
+        );
         tokio::pin!(subscribe);
         loop {
             tokio::select! {
@@ -455,6 +485,48 @@ async fn bad_rtmp_input_closes_only_its_session_and_ingest_latency() -> Result<(
         at(0.99).as_secs_f64() * 1000.0,
         latencies.last().expect("samples").as_secs_f64() * 1000.0,
         latencies.len()
+    );
+
+    // The same for video: one H.264 delta frame (3000 bytes, three RTP packets) at a time,
+    // after a keyframe so the subscription is forwarding.
+    let video_ms = |sent: u32| sent * 1024 / 48;
+    good.video(video_ms(sent), flv_video(true, 1, &avc_frame(true, 3000)))
+        .await?;
+    sent += 1;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut video_latencies = Vec::new();
+    for _ in 0..150 {
+        let before = video_arrivals.lock().expect("arrivals").len();
+        let written = Instant::now();
+        good.video(video_ms(sent), flv_video(false, 1, &avc_frame(false, 3000)))
+            .await?;
+        sent += 1;
+        let deadline = written + Duration::from_millis(200);
+        loop {
+            if let Some(&at) = video_arrivals.lock().expect("arrivals").get(before) {
+                video_latencies.push(at.duration_since(written));
+                break;
+            }
+            if Instant::now() > deadline {
+                break;
+            }
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(15)).await;
+    }
+    video_latencies.sort();
+    ensure!(
+        video_latencies.len() >= 140,
+        "{} of 150 video messages came out",
+        video_latencies.len()
+    );
+    let at = |q: f64| video_latencies[((video_latencies.len() - 1) as f64 * q) as usize];
+    println!(
+        "INGEST_TO_EGRESS_MS video: p50={:.2} p99={:.2} max={:.2} (RTMP H.264 message written -> first RTP packet at a webrtc-rs subscriber, {} samples, debug build)",
+        at(0.5).as_secs_f64() * 1000.0,
+        at(0.99).as_secs_f64() * 1000.0,
+        video_latencies.last().expect("samples").as_secs_f64() * 1000.0,
+        video_latencies.len()
     );
 
     // The good stream keeps going in the background while the bad inputs arrive.
