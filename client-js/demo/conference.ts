@@ -1,7 +1,9 @@
 /**
  * The demo conference page served by `sluice` at `/`: join a room, publish camera and
- * microphone, and show everyone else. URL parameters: `room`, `name`, `token` (skip
- * `/dev/token`), `autojoin=1` (join without clicking).
+ * microphone, and show everyone else. Each remote tile has a layer picker (auto = adaptive
+ * stream: the SDK picks the layer from the tile's size; or q/h/f) and a stats overlay
+ * (resolution, frame rate, bitrate, layer); the mic and camera can be muted. URL parameters:
+ * `room`, `name`, `token` (skip `/dev/token`), `autojoin=1` (join without clicking).
  *
  * For tests and the console, the SDK is exposed as `window.Sluice` and the page's state as
  * `window.sluiceDemo`.
@@ -42,6 +44,37 @@ const statusText = element<HTMLSpanElement>('status');
 const errorBox = element<HTMLDivElement>('error');
 const tiles = element<HTMLElement>('tiles');
 
+/**
+ * The mic and camera buttons, shown while joined. Built here rather than in index.html so
+ * that the page keeps working when only conference.js is swapped (SLUICE_SDK_FROM_DISK=1).
+ */
+const micButton = controlButton('mic', 'Mute mic');
+const cameraButton = controlButton('camera', 'Stop camera');
+leaveButton.before(micButton, cameraButton);
+
+function controlButton(id: string, label: string): HTMLButtonElement {
+  const button = document.createElement('button');
+  button.type = 'button';
+  button.id = id;
+  button.className = 'control';
+  button.textContent = label;
+  button.hidden = true;
+  return button;
+}
+
+/** Turns the local tracks of a kind on or off (a muted track sends silence / black frames). */
+function setLocalEnabled(kind: 'audio' | 'video', enabled: boolean): void {
+  for (const track of demo.localStream?.getTracks() ?? []) if (track.kind === kind) track.enabled = enabled;
+  const button = kind === 'audio' ? micButton : cameraButton;
+  button.textContent = kind === 'audio' ? (enabled ? 'Mute mic' : 'Unmute mic') : enabled ? 'Stop camera' : 'Start camera';
+  button.setAttribute('aria-pressed', String(!enabled));
+  button.classList.toggle('off', !enabled);
+}
+
+function localEnabled(kind: 'audio' | 'video'): boolean {
+  return demo.localStream?.getTracks().some((t) => t.kind === kind && t.enabled) ?? false;
+}
+
 const demo: DemoHandle = { room: undefined, localStream: undefined, errors: [], join, leave };
 window.Sluice = Sluice;
 window.sluiceDemo = demo;
@@ -64,14 +97,25 @@ function setStatus(text: string): void {
   statusText.textContent = text;
 }
 
-/** A participant's tile: a video, an audio element and a caption. */
+/** A participant's tile: a video, an audio element, a caption, a stats overlay and (remote) a layer picker. */
 interface Tile {
   root: HTMLElement;
   video: HTMLVideoElement;
   audio: HTMLAudioElement;
+  stats: HTMLElement;
+  /** The layer picker: `auto` (adaptive stream) or a spatial layer index. */
+  layerPicker: HTMLSelectElement | undefined;
   /** Subscription ids shown in this tile, by publication id. */
   publications: Map<string, string>;
+  /** The subscription shown in `video`, if any. */
+  videoSubscription: Subscription | undefined;
+  /** The previous inbound sample, for the bitrate. */
+  lastBytes: { bytes: number; at: number } | undefined;
 }
+
+const LAYER_NAMES = ['q', 'h', 'f'];
+const STATS_INTERVAL_MS = 1000;
+let statsTimer: ReturnType<typeof setInterval> | undefined;
 
 const remoteTiles = new Map<string, Tile>();
 
@@ -88,10 +132,88 @@ function createTile(kind: 'local' | 'remote', participantId: string, caption: st
   audio.autoplay = true;
   const label = document.createElement('figcaption');
   label.textContent = caption;
-  root.append(video, audio, label);
+  const stats = document.createElement('div');
+  stats.className = 'stats';
+  root.append(video, audio, label, stats);
+  const tile: Tile = {
+    root,
+    video,
+    audio,
+    stats,
+    layerPicker: undefined,
+    publications: new Map(),
+    videoSubscription: undefined,
+    lastBytes: undefined,
+  };
+  if (kind === 'remote') {
+    tile.layerPicker = createLayerPicker(tile);
+    root.append(tile.layerPicker);
+  }
   if (kind === 'local') tiles.prepend(root);
   else tiles.append(root);
-  return { root, video, audio, publications: new Map() };
+  return tile;
+}
+
+function createLayerPicker(tile: Tile): HTMLSelectElement {
+  const picker = document.createElement('select');
+  picker.className = 'layer-picker';
+  picker.title = 'Simulcast layer: auto follows the tile size';
+  picker.setAttribute('aria-label', 'Video layer');
+  for (const [value, text] of [['auto', 'auto'], ...LAYER_NAMES.map((name, i) => [String(i), name])]) {
+    picker.append(new Option(text, value));
+  }
+  picker.addEventListener('change', () => {
+    const subscription = tile.videoSubscription;
+    if (subscription === undefined || subscription.ended) return;
+    if (picker.value === 'auto') {
+      subscription.enableAdaptiveStream();
+    } else {
+      subscription.setPreferredLayer(Number(picker.value)).catch((err: unknown) => showError('layer', err));
+    }
+  });
+  return picker;
+}
+
+/** Updates every tile's overlay: what is decoded (remote) or captured (local), and the layer. */
+async function updateStats(): Promise<void> {
+  for (const tile of remoteTiles.values()) {
+    const subscription = tile.videoSubscription;
+    if (subscription === undefined || subscription.ended) {
+      tile.stats.textContent = '';
+      continue;
+    }
+    const report = await subscription.getStats().catch(() => undefined);
+    let inbound: RTCInboundRtpStreamStats | undefined;
+    report?.forEach((s: RTCStats) => {
+      if (s.type === 'inbound-rtp' && (s as RTCInboundRtpStreamStats).kind === 'video') inbound = s as RTCInboundRtpStreamStats;
+    });
+    const parts: string[] = [];
+    if (inbound?.frameWidth !== undefined && inbound.frameHeight !== undefined) {
+      parts.push(`${inbound.frameWidth}×${inbound.frameHeight}`);
+    }
+    if (inbound?.framesPerSecond !== undefined) parts.push(`${Math.round(inbound.framesPerSecond)} fps`);
+    const bytes = inbound?.bytesReceived;
+    if (bytes !== undefined && inbound !== undefined) {
+      const last = tile.lastBytes;
+      if (last !== undefined && inbound.timestamp > last.at) {
+        parts.push(`${Math.round(((bytes - last.bytes) * 8) / (inbound.timestamp - last.at))} kb/s`);
+      }
+      tile.lastBytes = { bytes, at: inbound.timestamp };
+    }
+    // The layer forwarded now; the picker beside it says whether adaptive stream chose it.
+    const layer = subscription.currentLayer;
+    parts.push(`layer ${layer === undefined ? '–' : (LAYER_NAMES[layer.spatial] ?? layer.spatial)}`);
+    tile.stats.textContent = parts.join(' · ');
+    if (tile.layerPicker !== undefined && subscription.adaptiveStreamEnabled) tile.layerPicker.value = 'auto';
+  }
+  const local = tiles.querySelector<HTMLElement>('.tile.local .stats');
+  const camera = demo.localStream?.getVideoTracks()[0];
+  if (local !== null && camera !== undefined) {
+    const { width, height, frameRate } = camera.getSettings();
+    local.textContent = camera.enabled
+      ? `${width ?? '?'}×${height ?? '?'} · ${Math.round(frameRate ?? 0)} fps captured`
+      : 'camera off';
+  }
 }
 
 function remoteTile(participantId: string): Tile {
@@ -107,6 +229,7 @@ function remoteTile(participantId: string): Tile {
 function removeRemoteTile(participantId: string): void {
   const tile = remoteTiles.get(participantId);
   if (tile === undefined) return;
+  tile.videoSubscription?.unobserveElement(tile.video);
   tile.video.srcObject = null;
   tile.audio.srcObject = null;
   tile.root.remove();
@@ -136,6 +259,13 @@ async function subscribeTo(room: Room, publication: PublicationInfo): Promise<vo
   }
   const tile = remoteTile(publication.participantId);
   tile.publications.set(publication.publicationId, subscription.subscriptionId);
+  if (publication.kind === 'video') {
+    tile.videoSubscription = subscription;
+    tile.lastBytes = undefined;
+    if (tile.layerPicker !== undefined) tile.layerPicker.value = 'auto';
+    // Adaptive stream: the layer follows the tile's size and visibility.
+    subscription.observeElement(tile.video);
+  }
   try {
     const { stream } = await subscription.waitForTrack();
     const media = publication.kind === 'video' ? tile.video : tile.audio;
@@ -151,6 +281,11 @@ function onPublicationRemoved(publicationId: string, participantId: string): voi
   if (tile === undefined) return;
   const subscriptionId = tile.publications.get(publicationId);
   tile.publications.delete(publicationId);
+  const shown = tile.videoSubscription;
+  if (shown !== undefined && shown.subscriptionId === subscriptionId) {
+    shown.unobserveElement(tile.video);
+    tile.videoSubscription = undefined;
+  }
   for (const media of [tile.video, tile.audio]) {
     if (media.srcObject instanceof MediaStream && media.srcObject.id === subscriptionId) media.srcObject = null;
   }
@@ -192,6 +327,9 @@ async function join(roomName: string, name: string): Promise<void> {
     setStatus(`In room "${info.room}" as ${info.participant.identity}`);
     leaveButton.hidden = false;
     joinButton.hidden = true;
+    document.body.classList.add('joined');
+    clearInterval(statsTimer);
+    statsTimer = setInterval(() => void updateStats(), STATS_INTERVAL_MS);
     for (const participant of room.participants.values()) remoteTile(participant.participantId);
     for (const publication of room.publications.values()) void subscribeTo(room, publication);
   } catch (err) {
@@ -206,6 +344,10 @@ async function join(roomName: string, name: string): Promise<void> {
     const local = createTile('local', room.localParticipant?.participantId ?? 'local', `${name} (you)`);
     local.video.srcObject = stream;
     play(local.video);
+    micButton.hidden = false;
+    cameraButton.hidden = false;
+    setLocalEnabled('audio', true);
+    setLocalEnabled('video', true);
     await room.publish(stream);
   } catch (err) {
     showError('camera/microphone', err);
@@ -221,6 +363,11 @@ function resetPage(): void {
   joinButton.hidden = false;
   joinButton.disabled = false;
   leaveButton.hidden = true;
+  micButton.hidden = true;
+  cameraButton.hidden = true;
+  document.body.classList.remove('joined');
+  clearInterval(statsTimer);
+  statsTimer = undefined;
   setStatus('Not connected');
 }
 
@@ -235,6 +382,8 @@ form.addEventListener('submit', (ev) => {
   void join(roomInput.value.trim(), nameInput.value.trim());
 });
 leaveButton.addEventListener('click', () => void leave());
+micButton.addEventListener('click', () => setLocalEnabled('audio', !localEnabled('audio')));
+cameraButton.addEventListener('click', () => setLocalEnabled('video', !localEnabled('video')));
 
 const params = new URLSearchParams(location.search);
 roomInput.value = params.get('room') ?? 'demo';

@@ -17,6 +17,8 @@ export type {
 } from './room.js';
 export { Subscription } from './subscription.js';
 export type { PreferredLayer, RemoteTrack } from './subscription.js';
+export { DEFAULT_DEBOUNCE_MS, DEFAULT_SOURCE_WIDTH, UPSCALE_TOLERANCE } from './adaptive.js';
+export type { AdaptiveStreamOptions } from './adaptive.js';
 export {
   ConnectionError,
   ConnectionErrorReason,
@@ -26,6 +28,7 @@ export {
   SubscriptionEndedError,
 } from './errors.js';
 export { TypedEmitter } from './emitter.js';
+export type { EventMap } from './emitter.js';
 export type {
   ClientMessage,
   ErrorCode,

@@ -1,8 +1,10 @@
+import { AdaptiveStream, type AdaptiveStreamOptions } from './adaptive.js';
 import { ConnectionError, ConnectionErrorReason, SubscriptionEndedError } from './errors.js';
 import type { LayerChangeReason, LayerRef, PublicationInfo } from './protocol.gen.js';
 
 /** The media of a subscription once it has arrived on the subscriber peer connection. */
 export interface RemoteTrack {
+  /** The received track. */
   track: MediaStreamTrack;
   /** A stream holding only this track, ready for `srcObject`. */
   stream: MediaStream;
@@ -10,7 +12,9 @@ export interface RemoteTrack {
 
 /** A simulcast layer to ask for: spatial index (0 = lowest, `q`) and optionally a temporal one. */
 export interface PreferredLayer {
+  /** Spatial layer: 0 = `q` (¼ resolution), 1 = `h` (½), 2 = `f` (full). */
   spatial: number;
+  /** Highest temporal layer (0 = base frame rate); absent for all of them. */
   temporal?: number;
 }
 
@@ -20,6 +24,15 @@ export type LayerRequester = (subscriptionId: string, layer: PreferredLayer) => 
 /**
  * A publication the local participant receives. The media arrives after the server's next
  * offer has been answered: use `waitForTrack()` or the room's `trackSubscribed` event.
+ *
+ * **Adaptive stream.** Pass the video elements that show the subscription to `observeElement`
+ * and the SDK asks the server for the lowest simulcast layer that covers the largest visible
+ * one (its rendered width × `devicePixelRatio`), and for the lowest layer (`q`) while none is
+ * visible: hidden, zero-sized, scrolled out of view, in a background tab, or no element
+ * observed any more. Changes are debounced (150 ms by default) so a resize animation costs one
+ * request. The rule with explicit choices: `setPreferredLayer` turns the adaptive stream off
+ * (the app's layer stays until it decides otherwise) and `enableAdaptiveStream()` turns it
+ * back on.
  */
 export class Subscription {
   private remote: RemoteTrack | undefined;
@@ -29,11 +42,15 @@ export class Subscription {
   private target: LayerRef | undefined;
   private preferred: PreferredLayer | undefined;
   private lastReason: LayerChangeReason | undefined;
+  private readonly adaptive: AdaptiveStream;
   private readonly arrived: Promise<RemoteTrack>;
   private settle!: { resolve: (t: RemoteTrack) => void; reject: (e: Error) => void };
 
+  /** @internal Created by `Room.subscribe`. */
   constructor(
+    /** The server's id of this subscription. */
     readonly subscriptionId: string,
+    /** The publication received. */
     readonly publicationId: string,
     /** What the room knew about the publication when subscribing, if anything. */
     readonly publication: PublicationInfo | undefined,
@@ -44,12 +61,22 @@ export class Subscription {
     });
     // A subscription that ends before anyone waits must not raise an unhandled rejection.
     this.arrived.catch(() => undefined);
+    this.adaptive = new AdaptiveStream({
+      layerCount: () => this.layerCount(),
+      requestLayer: (spatial) => this.sendLayer({ spatial }),
+      requestFailed: (error) => {
+        // Nobody awaits an adaptive request: say why the layer did not follow the element.
+        if (!this.isEnded) console.warn(`sluice: adaptive stream of ${this.subscriptionId}: setPreferredLayer failed`, error);
+      },
+    });
   }
 
+  /** The received track, once it arrived. */
   get track(): MediaStreamTrack | undefined {
     return this.remote?.track;
   }
 
+  /** A stream holding only the received track, once it arrived (for `srcObject`). */
   get stream(): MediaStream | undefined {
     return this.remote?.stream;
   }
@@ -77,7 +104,10 @@ export class Subscription {
     return this.lastReason;
   }
 
-  /** The layer last asked for with `setPreferredLayer` (once the server accepted it). */
+  /**
+   * The layer last asked for, by `setPreferredLayer` or by the adaptive stream (once the server
+   * accepted it).
+   */
   get preferredLayer(): PreferredLayer | undefined {
     return this.preferred;
   }
@@ -88,19 +118,75 @@ export class Subscription {
    * layer). The server forwards the best layer at or below it that the downlink allows and
    * reports the change with a `layersChanged` event. Resolves when the server accepted the
    * request; rejects with `ServerError` (e.g. `notFound`) or `ConnectionError`.
+   *
+   * An explicit choice wins over the adaptive stream: this turns it off until
+   * `enableAdaptiveStream()`.
    */
   async setPreferredLayer(spatial: number, temporal?: number): Promise<void> {
     checkLayerIndex('spatial', spatial);
     if (temporal !== undefined) checkLayerIndex('temporal', temporal);
-    if (this.isEnded) {
-      throw new ConnectionError(
-        ConnectionErrorReason.InvalidState,
-        `setPreferredLayer() on ended subscription ${this.subscriptionId}`,
-      );
-    }
-    const layer: PreferredLayer = temporal === undefined ? { spatial } : { spatial, temporal };
+    this.assertNotEnded('setPreferredLayer');
+    this.adaptive.pause();
+    await this.sendLayer(temporal === undefined ? { spatial } : { spatial, temporal });
+  }
+
+  /**
+   * Adaptive stream: starts watching a video element that shows this subscription (its size
+   * with a ResizeObserver, its visibility with an IntersectionObserver and the page's
+   * `visibilityState`) and picks the layer from all the watched elements, as described on the
+   * class. It does not touch the element's `srcObject`. Observing an element twice is a no-op.
+   * `options` (source width, debounce) apply to the whole subscription, the latest given win.
+   *
+   * Only simulcast video publications have layers to pick from: for others nothing is sent.
+   * While the app has chosen a layer with `setPreferredLayer`, elements are watched but no
+   * layer is requested until `enableAdaptiveStream()`.
+   */
+  observeElement(element: HTMLVideoElement, options?: AdaptiveStreamOptions): void {
+    this.assertNotEnded('observeElement');
+    if (options !== undefined) this.adaptive.configure(options);
+    this.adaptive.observe(element);
+  }
+
+  /**
+   * Stops watching an element given to `observeElement`. Once no element is watched the
+   * subscription drops to the lowest layer (after the debounce, so moving a video from one
+   * element to another costs nothing).
+   */
+  unobserveElement(element: HTMLVideoElement): void {
+    this.adaptive.unobserve(element);
+  }
+
+  /**
+   * Hands the layer choice back to the adaptive stream after `setPreferredLayer`, and asks for
+   * the layer the watched elements need at once. Does nothing visible if no element was ever
+   * observed.
+   */
+  enableAdaptiveStream(): void {
+    this.assertNotEnded('enableAdaptiveStream');
+    this.adaptive.resume();
+  }
+
+  /** True unless `setPreferredLayer` turned the adaptive stream off (see `enableAdaptiveStream`). */
+  get adaptiveStreamEnabled(): boolean {
+    return this.adaptive.enabled;
+  }
+
+  private async sendLayer(layer: PreferredLayer): Promise<void> {
     await this.requestLayer(this.subscriptionId, layer);
     this.preferred = layer;
+  }
+
+  /** Spatial layers of the publication: its rids, or `q`/`h`/`f` when the room did not know it. */
+  private layerCount(): number {
+    if (this.publication === undefined) return 3;
+    if (this.publication.kind !== 'video') return 0;
+    return this.publication.rids?.length ?? 0;
+  }
+
+  private assertNotEnded(operation: string): void {
+    if (this.isEnded) {
+      throw new ConnectionError(ConnectionErrorReason.InvalidState, `${operation}() on ended subscription ${this.subscriptionId}`);
+    }
   }
 
   /** Resolves when the track arrives; rejects if the subscription ends first. */
@@ -132,6 +218,7 @@ export class Subscription {
   end(): void {
     if (this.isEnded) return;
     this.isEnded = true;
+    this.adaptive.dispose();
     this.settle.reject(new SubscriptionEndedError(this.subscriptionId));
   }
 }

@@ -10,6 +10,8 @@ var src_exports = {};
 __export(src_exports, {
   ConnectionError: () => ConnectionError,
   ConnectionErrorReason: () => ConnectionErrorReason,
+  DEFAULT_DEBOUNCE_MS: () => DEFAULT_DEBOUNCE_MS,
+  DEFAULT_SOURCE_WIDTH: () => DEFAULT_SOURCE_WIDTH,
   NegotiationError: () => NegotiationError,
   Room: () => Room,
   RoomEvent: () => RoomEvent,
@@ -19,7 +21,8 @@ __export(src_exports, {
   SluiceError: () => SluiceError,
   Subscription: () => Subscription,
   SubscriptionEndedError: () => SubscriptionEndedError,
-  TypedEmitter: () => TypedEmitter
+  TypedEmitter: () => TypedEmitter,
+  UPSCALE_TOLERANCE: () => UPSCALE_TOLERANCE
 });
 
 // src/emitter.ts
@@ -396,8 +399,179 @@ function msidTrackIdsByMid(sdp) {
   return result;
 }
 
+// src/adaptive.ts
+var DEFAULT_SOURCE_WIDTH = 1280;
+var DEFAULT_DEBOUNCE_MS = 150;
+var UPSCALE_TOLERANCE = 1.1;
+var DEFAULT_ASPECT = 16 / 9;
+function layerWidths(sourceWidth, count) {
+  return Array.from({ length: count }, (_, i) => sourceWidth / 2 ** (count - 1 - i));
+}
+function layerForWidth(requiredWidth, widths) {
+  if (!(requiredWidth > 0) || widths.length === 0) return 0;
+  const index = widths.findIndex((width) => width * UPSCALE_TOLERANCE >= requiredWidth);
+  return index < 0 ? widths.length - 1 : index;
+}
+function renderedVideoWidth(width, height, objectFit, aspect) {
+  if (!(width > 0) || !(height > 0)) return 0;
+  const widthAtFullHeight = height * aspect;
+  return objectFit === "cover" || objectFit === "fill" ? Math.max(width, widthAtFullHeight) : Math.min(width, widthAtFullHeight);
+}
+var AdaptiveStream = class {
+  constructor(host) {
+    this.host = host;
+    this.views = /* @__PURE__ */ new Map();
+    this.listeningToVisibility = false;
+    this.sourceWidth = DEFAULT_SOURCE_WIDTH;
+    this.debounceMs = DEFAULT_DEBOUNCE_MS;
+    /** True once any element was observed: an adaptive stream nobody used never sends. */
+    this.used = false;
+    this.paused = false;
+    this.disposed = false;
+    this.inFlight = false;
+    /** A change arrived while a request was in flight: evaluate again once it settles. */
+    this.evaluateAfterFlight = false;
+    this.onVisibilityChange = () => this.schedule();
+  }
+  /** Whether the adaptive stream picks the layer (false after an explicit layer choice). */
+  get enabled() {
+    return !this.paused;
+  }
+  /** The layer the adaptive stream last asked for, if any. */
+  get requestedLayer() {
+    return this.lastSent;
+  }
+  /** The layer the observed elements call for now. */
+  wantedLayer() {
+    const count = this.host.layerCount();
+    if (count <= 1) return 0;
+    const dpr = typeof devicePixelRatio === "number" && devicePixelRatio > 0 ? devicePixelRatio : 1;
+    const hiddenPage = typeof document !== "undefined" && document.visibilityState === "hidden";
+    let required = 0;
+    if (!hiddenPage) {
+      for (const [element2, view] of this.views) {
+        if (view.intersecting === false || view.width === void 0 || view.height === void 0) continue;
+        const fit = typeof getComputedStyle === "function" ? getComputedStyle(element2).objectFit : "contain";
+        const aspect = element2.videoWidth > 0 && element2.videoHeight > 0 ? element2.videoWidth / element2.videoHeight : DEFAULT_ASPECT;
+        required = Math.max(required, renderedVideoWidth(view.width, view.height, fit, aspect) * dpr);
+      }
+    }
+    return layerForWidth(required, layerWidths(this.sourceWidth, count));
+  }
+  configure(options) {
+    if (options.sourceWidth !== void 0) {
+      if (!(options.sourceWidth > 0)) throw new RangeError(`sourceWidth must be positive, got ${options.sourceWidth}`);
+      this.sourceWidth = options.sourceWidth;
+    }
+    if (options.debounceMs !== void 0) {
+      if (!(options.debounceMs >= 0)) throw new RangeError(`debounceMs must be 0 or more, got ${options.debounceMs}`);
+      this.debounceMs = options.debounceMs;
+    }
+    if (this.used) this.schedule();
+  }
+  observe(element2) {
+    if (this.disposed || this.views.has(element2)) return;
+    this.used = true;
+    this.views.set(element2, { width: void 0, height: void 0, intersecting: void 0 });
+    this.startObservers();
+    this.resizeObserver?.observe(element2);
+    this.intersectionObserver?.observe(element2);
+    if (this.resizeObserver === void 0) this.schedule();
+  }
+  unobserve(element2) {
+    if (!this.views.delete(element2)) return;
+    this.resizeObserver?.unobserve(element2);
+    this.intersectionObserver?.unobserve(element2);
+    this.schedule();
+  }
+  /** The app chose a layer itself: stop sending until `resume`. */
+  pause() {
+    this.paused = true;
+    this.cancelTimer();
+  }
+  /** Adaptive picks the layer again, at once (the app's choice is replaced, even if equal). */
+  resume() {
+    if (this.disposed) return;
+    this.paused = false;
+    this.lastSent = void 0;
+    this.cancelTimer();
+    if (this.used) this.evaluate();
+  }
+  /** Stops observing everything; the subscription ended. */
+  dispose() {
+    this.disposed = true;
+    this.cancelTimer();
+    this.resizeObserver?.disconnect();
+    this.intersectionObserver?.disconnect();
+    if (this.listeningToVisibility) document.removeEventListener("visibilitychange", this.onVisibilityChange);
+    this.views.clear();
+  }
+  startObservers() {
+    if (this.resizeObserver === void 0 && typeof ResizeObserver === "function") {
+      this.resizeObserver = new ResizeObserver((entries) => {
+        for (const entry of entries) {
+          const view = this.views.get(entry.target);
+          if (view === void 0) continue;
+          view.width = entry.contentRect.width;
+          view.height = entry.contentRect.height;
+        }
+        this.schedule();
+      });
+    }
+    if (this.intersectionObserver === void 0 && typeof IntersectionObserver === "function") {
+      this.intersectionObserver = new IntersectionObserver((entries) => {
+        for (const entry of entries) {
+          const view = this.views.get(entry.target);
+          if (view !== void 0) view.intersecting = entry.isIntersecting;
+        }
+        this.schedule();
+      });
+    }
+    if (!this.listeningToVisibility && typeof document !== "undefined") {
+      document.addEventListener("visibilitychange", this.onVisibilityChange);
+      this.listeningToVisibility = true;
+    }
+  }
+  /** (Re)starts the quiet period; the evaluation runs when nothing changed for `debounceMs`. */
+  schedule() {
+    if (this.disposed || this.paused) return;
+    this.cancelTimer();
+    this.timer = setTimeout(() => {
+      this.timer = void 0;
+      this.evaluate();
+    }, this.debounceMs);
+  }
+  cancelTimer() {
+    if (this.timer !== void 0) clearTimeout(this.timer);
+    this.timer = void 0;
+  }
+  evaluate() {
+    if (this.disposed || this.paused) return;
+    if (this.host.layerCount() <= 1) return;
+    if (this.inFlight) {
+      this.evaluateAfterFlight = true;
+      return;
+    }
+    const wanted = this.wantedLayer();
+    if (wanted === this.lastSent) return;
+    this.lastSent = wanted;
+    this.inFlight = true;
+    this.host.requestLayer(wanted).catch((err) => {
+      if (this.lastSent === wanted) this.lastSent = void 0;
+      if (!this.disposed) this.host.requestFailed(err);
+    }).finally(() => {
+      this.inFlight = false;
+      if (this.evaluateAfterFlight) {
+        this.evaluateAfterFlight = false;
+        this.evaluate();
+      }
+    });
+  }
+};
+
 // src/subscription.ts
 var Subscription = class {
+  /** @internal Created by `Room.subscribe`. */
   constructor(subscriptionId, publicationId, publication, requestLayer) {
     this.subscriptionId = subscriptionId;
     this.publicationId = publicationId;
@@ -408,10 +582,19 @@ var Subscription = class {
       this.settle = { resolve, reject };
     });
     this.arrived.catch(() => void 0);
+    this.adaptive = new AdaptiveStream({
+      layerCount: () => this.layerCount(),
+      requestLayer: (spatial) => this.sendLayer({ spatial }),
+      requestFailed: (error) => {
+        if (!this.isEnded) console.warn(`sluice: adaptive stream of ${this.subscriptionId}: setPreferredLayer failed`, error);
+      }
+    });
   }
+  /** The received track, once it arrived. */
   get track() {
     return this.remote?.track;
   }
+  /** A stream holding only the received track, once it arrived (for `srcObject`). */
   get stream() {
     return this.remote?.stream;
   }
@@ -434,7 +617,10 @@ var Subscription = class {
   get layerChangeReason() {
     return this.lastReason;
   }
-  /** The layer last asked for with `setPreferredLayer` (once the server accepted it). */
+  /**
+   * The layer last asked for, by `setPreferredLayer` or by the adaptive stream (once the server
+   * accepted it).
+   */
   get preferredLayer() {
     return this.preferred;
   }
@@ -444,19 +630,68 @@ var Subscription = class {
    * layer). The server forwards the best layer at or below it that the downlink allows and
    * reports the change with a `layersChanged` event. Resolves when the server accepted the
    * request; rejects with `ServerError` (e.g. `notFound`) or `ConnectionError`.
+   *
+   * An explicit choice wins over the adaptive stream: this turns it off until
+   * `enableAdaptiveStream()`.
    */
   async setPreferredLayer(spatial, temporal) {
     checkLayerIndex("spatial", spatial);
     if (temporal !== void 0) checkLayerIndex("temporal", temporal);
-    if (this.isEnded) {
-      throw new ConnectionError(
-        ConnectionErrorReason.InvalidState,
-        `setPreferredLayer() on ended subscription ${this.subscriptionId}`
-      );
-    }
-    const layer = temporal === void 0 ? { spatial } : { spatial, temporal };
+    this.assertNotEnded("setPreferredLayer");
+    this.adaptive.pause();
+    await this.sendLayer(temporal === void 0 ? { spatial } : { spatial, temporal });
+  }
+  /**
+   * Adaptive stream: starts watching a video element that shows this subscription (its size
+   * with a ResizeObserver, its visibility with an IntersectionObserver and the page's
+   * `visibilityState`) and picks the layer from all the watched elements, as described on the
+   * class. It does not touch the element's `srcObject`. Observing an element twice is a no-op.
+   * `options` (source width, debounce) apply to the whole subscription, the latest given win.
+   *
+   * Only simulcast video publications have layers to pick from: for others nothing is sent.
+   * While the app has chosen a layer with `setPreferredLayer`, elements are watched but no
+   * layer is requested until `enableAdaptiveStream()`.
+   */
+  observeElement(element2, options) {
+    this.assertNotEnded("observeElement");
+    if (options !== void 0) this.adaptive.configure(options);
+    this.adaptive.observe(element2);
+  }
+  /**
+   * Stops watching an element given to `observeElement`. Once no element is watched the
+   * subscription drops to the lowest layer (after the debounce, so moving a video from one
+   * element to another costs nothing).
+   */
+  unobserveElement(element2) {
+    this.adaptive.unobserve(element2);
+  }
+  /**
+   * Hands the layer choice back to the adaptive stream after `setPreferredLayer`, and asks for
+   * the layer the watched elements need at once. Does nothing visible if no element was ever
+   * observed.
+   */
+  enableAdaptiveStream() {
+    this.assertNotEnded("enableAdaptiveStream");
+    this.adaptive.resume();
+  }
+  /** True unless `setPreferredLayer` turned the adaptive stream off (see `enableAdaptiveStream`). */
+  get adaptiveStreamEnabled() {
+    return this.adaptive.enabled;
+  }
+  async sendLayer(layer) {
     await this.requestLayer(this.subscriptionId, layer);
     this.preferred = layer;
+  }
+  /** Spatial layers of the publication: its rids, or `q`/`h`/`f` when the room did not know it. */
+  layerCount() {
+    if (this.publication === void 0) return 3;
+    if (this.publication.kind !== "video") return 0;
+    return this.publication.rids?.length ?? 0;
+  }
+  assertNotEnded(operation) {
+    if (this.isEnded) {
+      throw new ConnectionError(ConnectionErrorReason.InvalidState, `${operation}() on ended subscription ${this.subscriptionId}`);
+    }
   }
   /** Resolves when the track arrives; rejects if the subscription ends first. */
   waitForTrack() {
@@ -483,6 +718,7 @@ var Subscription = class {
   end() {
     if (this.isEnded) return;
     this.isEnded = true;
+    this.adaptive.dispose();
     this.settle.reject(new SubscriptionEndedError(this.subscriptionId));
   }
 };
@@ -1053,6 +1289,28 @@ var leaveButton = element("leave");
 var statusText = element("status");
 var errorBox = element("error");
 var tiles = element("tiles");
+var micButton = controlButton("mic", "Mute mic");
+var cameraButton = controlButton("camera", "Stop camera");
+leaveButton.before(micButton, cameraButton);
+function controlButton(id, label) {
+  const button = document.createElement("button");
+  button.type = "button";
+  button.id = id;
+  button.className = "control";
+  button.textContent = label;
+  button.hidden = true;
+  return button;
+}
+function setLocalEnabled(kind, enabled) {
+  for (const track of demo.localStream?.getTracks() ?? []) if (track.kind === kind) track.enabled = enabled;
+  const button = kind === "audio" ? micButton : cameraButton;
+  button.textContent = kind === "audio" ? enabled ? "Mute mic" : "Unmute mic" : enabled ? "Stop camera" : "Start camera";
+  button.setAttribute("aria-pressed", String(!enabled));
+  button.classList.toggle("off", !enabled);
+}
+function localEnabled(kind) {
+  return demo.localStream?.getTracks().some((t) => t.kind === kind && t.enabled) ?? false;
+}
 var demo = { room: void 0, localStream: void 0, errors: [], join, leave };
 window.Sluice = src_exports;
 window.sluiceDemo = demo;
@@ -1071,6 +1329,9 @@ function clearErrors() {
 function setStatus(text) {
   statusText.textContent = text;
 }
+var LAYER_NAMES = ["q", "h", "f"];
+var STATS_INTERVAL_MS = 1e3;
+var statsTimer;
 var remoteTiles = /* @__PURE__ */ new Map();
 function createTile(kind, participantId, caption) {
   const root = document.createElement("figure");
@@ -1084,10 +1345,82 @@ function createTile(kind, participantId, caption) {
   audio.autoplay = true;
   const label = document.createElement("figcaption");
   label.textContent = caption;
-  root.append(video, audio, label);
+  const stats = document.createElement("div");
+  stats.className = "stats";
+  root.append(video, audio, label, stats);
+  const tile = {
+    root,
+    video,
+    audio,
+    stats,
+    layerPicker: void 0,
+    publications: /* @__PURE__ */ new Map(),
+    videoSubscription: void 0,
+    lastBytes: void 0
+  };
+  if (kind === "remote") {
+    tile.layerPicker = createLayerPicker(tile);
+    root.append(tile.layerPicker);
+  }
   if (kind === "local") tiles.prepend(root);
   else tiles.append(root);
-  return { root, video, audio, publications: /* @__PURE__ */ new Map() };
+  return tile;
+}
+function createLayerPicker(tile) {
+  const picker = document.createElement("select");
+  picker.className = "layer-picker";
+  picker.title = "Simulcast layer: auto follows the tile size";
+  picker.setAttribute("aria-label", "Video layer");
+  for (const [value, text] of [["auto", "auto"], ...LAYER_NAMES.map((name, i) => [String(i), name])]) {
+    picker.append(new Option(text, value));
+  }
+  picker.addEventListener("change", () => {
+    const subscription = tile.videoSubscription;
+    if (subscription === void 0 || subscription.ended) return;
+    if (picker.value === "auto") {
+      subscription.enableAdaptiveStream();
+    } else {
+      subscription.setPreferredLayer(Number(picker.value)).catch((err) => showError("layer", err));
+    }
+  });
+  return picker;
+}
+async function updateStats() {
+  for (const tile of remoteTiles.values()) {
+    const subscription = tile.videoSubscription;
+    if (subscription === void 0 || subscription.ended) {
+      tile.stats.textContent = "";
+      continue;
+    }
+    const report = await subscription.getStats().catch(() => void 0);
+    let inbound;
+    report?.forEach((s) => {
+      if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
+    });
+    const parts = [];
+    if (inbound?.frameWidth !== void 0 && inbound.frameHeight !== void 0) {
+      parts.push(`${inbound.frameWidth}×${inbound.frameHeight}`);
+    }
+    if (inbound?.framesPerSecond !== void 0) parts.push(`${Math.round(inbound.framesPerSecond)} fps`);
+    const bytes = inbound?.bytesReceived;
+    if (bytes !== void 0 && inbound !== void 0) {
+      const last = tile.lastBytes;
+      if (last !== void 0 && inbound.timestamp > last.at) {
+        parts.push(`${Math.round((bytes - last.bytes) * 8 / (inbound.timestamp - last.at))} kb/s`);
+      }
+      tile.lastBytes = { bytes, at: inbound.timestamp };
+    }
+    const layer = subscription.currentLayer;
+    parts.push(`layer ${layer === void 0 ? "–" : LAYER_NAMES[layer.spatial] ?? layer.spatial}`);
+    tile.stats.textContent = parts.join(" · ");
+    if (tile.layerPicker !== void 0 && subscription.adaptiveStreamEnabled) tile.layerPicker.value = "auto";
+  }
+  const local = tiles.querySelector(".tile.local .stats");
+  const camera = demo.localStream?.getVideoTracks()[0];
+  if (local !== null && camera !== void 0) {
+    const { width, height, frameRate } = camera.getSettings();
+    local.textContent = camera.enabled ? `${width ?? "?"}×${height ?? "?"} · ${Math.round(frameRate ?? 0)} fps captured` : "camera off";
+  }
 }
 function remoteTile(participantId) {
   let tile = remoteTiles.get(participantId);
@@ -1101,6 +1434,7 @@ function remoteTile(participantId) {
 function removeRemoteTile(participantId) {
   const tile = remoteTiles.get(participantId);
   if (tile === void 0) return;
+  tile.videoSubscription?.unobserveElement(tile.video);
   tile.video.srcObject = null;
   tile.audio.srcObject = null;
   tile.root.remove();
@@ -1127,6 +1461,12 @@ async function subscribeTo(room, publication) {
   }
   const tile = remoteTile(publication.participantId);
   tile.publications.set(publication.publicationId, subscription.subscriptionId);
+  if (publication.kind === "video") {
+    tile.videoSubscription = subscription;
+    tile.lastBytes = void 0;
+    if (tile.layerPicker !== void 0) tile.layerPicker.value = "auto";
+    subscription.observeElement(tile.video);
+  }
   try {
     const { stream } = await subscription.waitForTrack();
     const media = publication.kind === "video" ? tile.video : tile.audio;
@@ -1140,6 +1480,11 @@ function onPublicationRemoved(publicationId, participantId) {
   if (tile === void 0) return;
   const subscriptionId = tile.publications.get(publicationId);
   tile.publications.delete(publicationId);
+  const shown = tile.videoSubscription;
+  if (shown !== void 0 && shown.subscriptionId === subscriptionId) {
+    shown.unobserveElement(tile.video);
+    tile.videoSubscription = void 0;
+  }
   for (const media of [tile.video, tile.audio]) {
     if (media.srcObject instanceof MediaStream && media.srcObject.id === subscriptionId) media.srcObject = null;
   }
@@ -1179,6 +1524,9 @@ async function join(roomName, name) {
     setStatus(`In room "${info.room}" as ${info.participant.identity}`);
     leaveButton.hidden = false;
     joinButton.hidden = true;
+    document.body.classList.add("joined");
+    clearInterval(statsTimer);
+    statsTimer = setInterval(() => void updateStats(), STATS_INTERVAL_MS);
     for (const participant of room.participants.values()) remoteTile(participant.participantId);
     for (const publication of room.publications.values()) void subscribeTo(room, publication);
   } catch (err) {
@@ -1193,6 +1541,10 @@ async function join(roomName, name) {
     const local = createTile("local", room.localParticipant?.participantId ?? "local", `${name} (you)`);
     local.video.srcObject = stream;
     play(local.video);
+    micButton.hidden = false;
+    cameraButton.hidden = false;
+    setLocalEnabled("audio", true);
+    setLocalEnabled("video", true);
     await room.publish(stream);
   } catch (err) {
     showError("camera/microphone", err);
@@ -1207,6 +1559,11 @@ function resetPage() {
   joinButton.hidden = false;
   joinButton.disabled = false;
   leaveButton.hidden = true;
+  micButton.hidden = true;
+  cameraButton.hidden = true;
+  document.body.classList.remove("joined");
+  clearInterval(statsTimer);
+  statsTimer = void 0;
   setStatus("Not connected");
 }
 async function leave() {
@@ -1219,6 +1576,8 @@ form.addEventListener("submit", (ev) => {
   void join(roomInput.value.trim(), nameInput.value.trim());
 });
 leaveButton.addEventListener("click", () => void leave());
+micButton.addEventListener("click", () => setLocalEnabled("audio", !localEnabled("audio")));
+cameraButton.addEventListener("click", () => setLocalEnabled("video", !localEnabled("video")));
 var params = new URLSearchParams(location.search);
 roomInput.value = params.get("room") ?? "demo";
 nameInput.value = params.get("name") ?? `guest-${Math.random().toString(36).slice(2, 6)}`;

@@ -10,6 +10,8 @@ var src_exports = {};
 __export(src_exports, {
   ConnectionError: () => ConnectionError,
   ConnectionErrorReason: () => ConnectionErrorReason,
+  DEFAULT_DEBOUNCE_MS: () => DEFAULT_DEBOUNCE_MS,
+  DEFAULT_SOURCE_WIDTH: () => DEFAULT_SOURCE_WIDTH,
   NegotiationError: () => NegotiationError,
   Room: () => Room,
   RoomEvent: () => RoomEvent,
@@ -19,7 +21,8 @@ __export(src_exports, {
   SluiceError: () => SluiceError,
   Subscription: () => Subscription,
   SubscriptionEndedError: () => SubscriptionEndedError,
-  TypedEmitter: () => TypedEmitter
+  TypedEmitter: () => TypedEmitter,
+  UPSCALE_TOLERANCE: () => UPSCALE_TOLERANCE
 });
 
 // src/emitter.ts
@@ -396,8 +399,179 @@ function msidTrackIdsByMid(sdp) {
   return result;
 }
 
+// src/adaptive.ts
+var DEFAULT_SOURCE_WIDTH = 1280;
+var DEFAULT_DEBOUNCE_MS = 150;
+var UPSCALE_TOLERANCE = 1.1;
+var DEFAULT_ASPECT = 16 / 9;
+function layerWidths(sourceWidth, count) {
+  return Array.from({ length: count }, (_, i) => sourceWidth / 2 ** (count - 1 - i));
+}
+function layerForWidth(requiredWidth, widths) {
+  if (!(requiredWidth > 0) || widths.length === 0) return 0;
+  const index = widths.findIndex((width) => width * UPSCALE_TOLERANCE >= requiredWidth);
+  return index < 0 ? widths.length - 1 : index;
+}
+function renderedVideoWidth(width, height, objectFit, aspect) {
+  if (!(width > 0) || !(height > 0)) return 0;
+  const widthAtFullHeight = height * aspect;
+  return objectFit === "cover" || objectFit === "fill" ? Math.max(width, widthAtFullHeight) : Math.min(width, widthAtFullHeight);
+}
+var AdaptiveStream = class {
+  constructor(host) {
+    this.host = host;
+    this.views = /* @__PURE__ */ new Map();
+    this.listeningToVisibility = false;
+    this.sourceWidth = DEFAULT_SOURCE_WIDTH;
+    this.debounceMs = DEFAULT_DEBOUNCE_MS;
+    /** True once any element was observed: an adaptive stream nobody used never sends. */
+    this.used = false;
+    this.paused = false;
+    this.disposed = false;
+    this.inFlight = false;
+    /** A change arrived while a request was in flight: evaluate again once it settles. */
+    this.evaluateAfterFlight = false;
+    this.onVisibilityChange = () => this.schedule();
+  }
+  /** Whether the adaptive stream picks the layer (false after an explicit layer choice). */
+  get enabled() {
+    return !this.paused;
+  }
+  /** The layer the adaptive stream last asked for, if any. */
+  get requestedLayer() {
+    return this.lastSent;
+  }
+  /** The layer the observed elements call for now. */
+  wantedLayer() {
+    const count = this.host.layerCount();
+    if (count <= 1) return 0;
+    const dpr = typeof devicePixelRatio === "number" && devicePixelRatio > 0 ? devicePixelRatio : 1;
+    const hiddenPage = typeof document !== "undefined" && document.visibilityState === "hidden";
+    let required = 0;
+    if (!hiddenPage) {
+      for (const [element2, view] of this.views) {
+        if (view.intersecting === false || view.width === void 0 || view.height === void 0) continue;
+        const fit = typeof getComputedStyle === "function" ? getComputedStyle(element2).objectFit : "contain";
+        const aspect = element2.videoWidth > 0 && element2.videoHeight > 0 ? element2.videoWidth / element2.videoHeight : DEFAULT_ASPECT;
+        required = Math.max(required, renderedVideoWidth(view.width, view.height, fit, aspect) * dpr);
+      }
+    }
+    return layerForWidth(required, layerWidths(this.sourceWidth, count));
+  }
+  configure(options) {
+    if (options.sourceWidth !== void 0) {
+      if (!(options.sourceWidth > 0)) throw new RangeError(`sourceWidth must be positive, got ${options.sourceWidth}`);
+      this.sourceWidth = options.sourceWidth;
+    }
+    if (options.debounceMs !== void 0) {
+      if (!(options.debounceMs >= 0)) throw new RangeError(`debounceMs must be 0 or more, got ${options.debounceMs}`);
+      this.debounceMs = options.debounceMs;
+    }
+    if (this.used) this.schedule();
+  }
+  observe(element2) {
+    if (this.disposed || this.views.has(element2)) return;
+    this.used = true;
+    this.views.set(element2, { width: void 0, height: void 0, intersecting: void 0 });
+    this.startObservers();
+    this.resizeObserver?.observe(element2);
+    this.intersectionObserver?.observe(element2);
+    if (this.resizeObserver === void 0) this.schedule();
+  }
+  unobserve(element2) {
+    if (!this.views.delete(element2)) return;
+    this.resizeObserver?.unobserve(element2);
+    this.intersectionObserver?.unobserve(element2);
+    this.schedule();
+  }
+  /** The app chose a layer itself: stop sending until `resume`. */
+  pause() {
+    this.paused = true;
+    this.cancelTimer();
+  }
+  /** Adaptive picks the layer again, at once (the app's choice is replaced, even if equal). */
+  resume() {
+    if (this.disposed) return;
+    this.paused = false;
+    this.lastSent = void 0;
+    this.cancelTimer();
+    if (this.used) this.evaluate();
+  }
+  /** Stops observing everything; the subscription ended. */
+  dispose() {
+    this.disposed = true;
+    this.cancelTimer();
+    this.resizeObserver?.disconnect();
+    this.intersectionObserver?.disconnect();
+    if (this.listeningToVisibility) document.removeEventListener("visibilitychange", this.onVisibilityChange);
+    this.views.clear();
+  }
+  startObservers() {
+    if (this.resizeObserver === void 0 && typeof ResizeObserver === "function") {
+      this.resizeObserver = new ResizeObserver((entries) => {
+        for (const entry of entries) {
+          const view = this.views.get(entry.target);
+          if (view === void 0) continue;
+          view.width = entry.contentRect.width;
+          view.height = entry.contentRect.height;
+        }
+        this.schedule();
+      });
+    }
+    if (this.intersectionObserver === void 0 && typeof IntersectionObserver === "function") {
+      this.intersectionObserver = new IntersectionObserver((entries) => {
+        for (const entry of entries) {
+          const view = this.views.get(entry.target);
+          if (view !== void 0) view.intersecting = entry.isIntersecting;
+        }
+        this.schedule();
+      });
+    }
+    if (!this.listeningToVisibility && typeof document !== "undefined") {
+      document.addEventListener("visibilitychange", this.onVisibilityChange);
+      this.listeningToVisibility = true;
+    }
+  }
+  /** (Re)starts the quiet period; the evaluation runs when nothing changed for `debounceMs`. */
+  schedule() {
+    if (this.disposed || this.paused) return;
+    this.cancelTimer();
+    this.timer = setTimeout(() => {
+      this.timer = void 0;
+      this.evaluate();
+    }, this.debounceMs);
+  }
+  cancelTimer() {
+    if (this.timer !== void 0) clearTimeout(this.timer);
+    this.timer = void 0;
+  }
+  evaluate() {
+    if (this.disposed || this.paused) return;
+    if (this.host.layerCount() <= 1) return;
+    if (this.inFlight) {
+      this.evaluateAfterFlight = true;
+      return;
+    }
+    const wanted = this.wantedLayer();
+    if (wanted === this.lastSent) return;
+    this.lastSent = wanted;
+    this.inFlight = true;
+    this.host.requestLayer(wanted).catch((err) => {
+      if (this.lastSent === wanted) this.lastSent = void 0;
+      if (!this.disposed) this.host.requestFailed(err);
+    }).finally(() => {
+      this.inFlight = false;
+      if (this.evaluateAfterFlight) {
+        this.evaluateAfterFlight = false;
+        this.evaluate();
+      }
+    });
+  }
+};
+
 // src/subscription.ts
 var Subscription = class {
+  /** @internal Created by `Room.subscribe`. */
   constructor(subscriptionId, publicationId, publication, requestLayer) {
     this.subscriptionId = subscriptionId;
     this.publicationId = publicationId;
@@ -408,10 +582,19 @@ var Subscription = class {
       this.settle = { resolve, reject };
     });
     this.arrived.catch(() => void 0);
+    this.adaptive = new AdaptiveStream({
+      layerCount: () => this.layerCount(),
+      requestLayer: (spatial) => this.sendLayer({ spatial }),
+      requestFailed: (error) => {
+        if (!this.isEnded) console.warn(`sluice: adaptive stream of ${this.subscriptionId}: setPreferredLayer failed`, error);
+      }
+    });
   }
+  /** The received track, once it arrived. */
   get track() {
     return this.remote?.track;
   }
+  /** A stream holding only the received track, once it arrived (for `srcObject`). */
   get stream() {
     return this.remote?.stream;
   }
@@ -434,7 +617,10 @@ var Subscription = class {
   get layerChangeReason() {
     return this.lastReason;
   }
-  /** The layer last asked for with `setPreferredLayer` (once the server accepted it). */
+  /**
+   * The layer last asked for, by `setPreferredLayer` or by the adaptive stream (once the server
+   * accepted it).
+   */
   get preferredLayer() {
     return this.preferred;
   }
@@ -444,19 +630,68 @@ var Subscription = class {
    * layer). The server forwards the best layer at or below it that the downlink allows and
    * reports the change with a `layersChanged` event. Resolves when the server accepted the
    * request; rejects with `ServerError` (e.g. `notFound`) or `ConnectionError`.
+   *
+   * An explicit choice wins over the adaptive stream: this turns it off until
+   * `enableAdaptiveStream()`.
    */
   async setPreferredLayer(spatial, temporal) {
     checkLayerIndex("spatial", spatial);
     if (temporal !== void 0) checkLayerIndex("temporal", temporal);
-    if (this.isEnded) {
-      throw new ConnectionError(
-        ConnectionErrorReason.InvalidState,
-        `setPreferredLayer() on ended subscription ${this.subscriptionId}`
-      );
-    }
-    const layer = temporal === void 0 ? { spatial } : { spatial, temporal };
+    this.assertNotEnded("setPreferredLayer");
+    this.adaptive.pause();
+    await this.sendLayer(temporal === void 0 ? { spatial } : { spatial, temporal });
+  }
+  /**
+   * Adaptive stream: starts watching a video element that shows this subscription (its size
+   * with a ResizeObserver, its visibility with an IntersectionObserver and the page's
+   * `visibilityState`) and picks the layer from all the watched elements, as described on the
+   * class. It does not touch the element's `srcObject`. Observing an element twice is a no-op.
+   * `options` (source width, debounce) apply to the whole subscription, the latest given win.
+   *
+   * Only simulcast video publications have layers to pick from: for others nothing is sent.
+   * While the app has chosen a layer with `setPreferredLayer`, elements are watched but no
+   * layer is requested until `enableAdaptiveStream()`.
+   */
+  observeElement(element2, options) {
+    this.assertNotEnded("observeElement");
+    if (options !== void 0) this.adaptive.configure(options);
+    this.adaptive.observe(element2);
+  }
+  /**
+   * Stops watching an element given to `observeElement`. Once no element is watched the
+   * subscription drops to the lowest layer (after the debounce, so moving a video from one
+   * element to another costs nothing).
+   */
+  unobserveElement(element2) {
+    this.adaptive.unobserve(element2);
+  }
+  /**
+   * Hands the layer choice back to the adaptive stream after `setPreferredLayer`, and asks for
+   * the layer the watched elements need at once. Does nothing visible if no element was ever
+   * observed.
+   */
+  enableAdaptiveStream() {
+    this.assertNotEnded("enableAdaptiveStream");
+    this.adaptive.resume();
+  }
+  /** True unless `setPreferredLayer` turned the adaptive stream off (see `enableAdaptiveStream`). */
+  get adaptiveStreamEnabled() {
+    return this.adaptive.enabled;
+  }
+  async sendLayer(layer) {
     await this.requestLayer(this.subscriptionId, layer);
     this.preferred = layer;
+  }
+  /** Spatial layers of the publication: its rids, or `q`/`h`/`f` when the room did not know it. */
+  layerCount() {
+    if (this.publication === void 0) return 3;
+    if (this.publication.kind !== "video") return 0;
+    return this.publication.rids?.length ?? 0;
+  }
+  assertNotEnded(operation) {
+    if (this.isEnded) {
+      throw new ConnectionError(ConnectionErrorReason.InvalidState, `${operation}() on ended subscription ${this.subscriptionId}`);
+    }
   }
   /** Resolves when the track arrives; rejects if the subscription ends first. */
   waitForTrack() {
@@ -483,6 +718,7 @@ var Subscription = class {
   end() {
     if (this.isEnded) return;
     this.isEnded = true;
+    this.adaptive.dispose();
     this.settle.reject(new SubscriptionEndedError(this.subscriptionId));
   }
 };

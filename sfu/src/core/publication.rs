@@ -131,7 +131,7 @@ impl Publication {
         outputs: &mut VecDeque<Output>,
     ) {
         let target = self.best_available(subscription.desired_layer(self.layer_count()), now);
-        subscription.set_initial_target(target);
+        subscription.set_initial_target(target, self.layer_count());
         self.subscriptions.push(subscription);
         self.update_dynacast(now, outputs);
     }

@@ -77,6 +77,8 @@ pub(crate) struct Subscription {
     /// The path is congested: stop sending the current layer until the switch down lands,
     /// so the lower layer's keyframe is not queued behind packets that would be lost anyway.
     shed_current: bool,
+    /// Report the first layer forwarded (simulcast publications only).
+    reports_first_layer: bool,
     /// Layer changes to report, drained into outputs.
     events: Vec<(Option<u8>, u8, LayerReason)>,
 }
@@ -107,6 +109,7 @@ impl Subscription {
             upgrade_candidate: None,
             loss_ceiling: None,
             shed_current: false,
+            reports_first_layer: false,
             events: Vec::new(),
         }
     }
@@ -158,8 +161,11 @@ impl Subscription {
         self.cap_layer = layer;
     }
 
-    pub fn set_initial_target(&mut self, target: u8) {
+    /// Sets the target of a new subscription; with several layers to choose from, the first
+    /// layer forwarded is reported as a switch.
+    pub fn set_initial_target(&mut self, target: u8, layer_count: u8) {
         self.target = target;
+        self.reports_first_layer = layer_count > 1;
     }
 
     /// Moves the target; the switch itself happens on the target layer's next keyframe.
@@ -247,7 +253,9 @@ impl Subscription {
             }
             self.waiting_keyframe = false;
             let previous = self.current.replace(meta.layer);
-            if previous.is_some() && previous != self.current {
+            // The first layer is news too where there are layers to choose from: the
+            // subscriber learns what it receives without waiting for a change.
+            if previous != self.current && (previous.is_some() || self.reports_first_layer) {
                 self.events
                     .push((self.current, self.target, LayerReason::Switched));
             }

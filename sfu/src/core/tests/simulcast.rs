@@ -139,6 +139,16 @@ fn subscriber_gets_the_highest_live_layer_only() {
 }
 
 #[test]
+fn the_first_layer_forwarded_is_reported() {
+    let (mut h, _stream) = streaming();
+    assert_eq!(
+        layer_changes(&h.drain()),
+        vec![(Some(2), 2, LayerReason::Switched)],
+        "the subscriber learns it receives f without waiting for a change"
+    );
+}
+
+#[test]
 fn requested_switch_waits_for_the_target_keyframe_and_stays_continuous() {
     let (mut h, mut stream) = streaming();
     h.drain();
