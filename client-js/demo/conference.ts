@@ -111,6 +111,8 @@ interface Tile {
   videoSubscription: Subscription | undefined;
   /** The previous inbound sample, for the bitrate. */
   lastBytes: { bytes: number; at: number } | undefined;
+  /** Packet counts at the previous overlay update, for the loss since then. */
+  lastLoss: { lost: number; received: number } | undefined;
 }
 
 const LAYER_NAMES = ['q', 'h', 'f'];
@@ -144,6 +146,7 @@ function createTile(kind: 'local' | 'remote', participantId: string, caption: st
     publications: new Map(),
     videoSubscription: undefined,
     lastBytes: undefined,
+    lastLoss: undefined,
   };
   if (kind === 'remote') {
     tile.layerPicker = createLayerPicker(tile);
@@ -184,8 +187,13 @@ async function updateStats(): Promise<void> {
     }
     const report = await subscription.getStats().catch(() => undefined);
     let inbound: RTCInboundRtpStreamStats | undefined;
+    let rttSeconds: number | undefined;
     report?.forEach((s: RTCStats) => {
       if (s.type === 'inbound-rtp' && (s as RTCInboundRtpStreamStats).kind === 'video') inbound = s as RTCInboundRtpStreamStats;
+      const pair = s as RTCIceCandidatePairStats;
+      if (s.type === 'candidate-pair' && pair.nominated === true && pair.currentRoundTripTime !== undefined) {
+        rttSeconds = pair.currentRoundTripTime;
+      }
     });
     const parts: string[] = [];
     if (inbound?.frameWidth !== undefined && inbound.frameHeight !== undefined) {
@@ -199,6 +207,18 @@ async function updateStats(): Promise<void> {
         parts.push(`${Math.round(((bytes - last.bytes) * 8) / (inbound.timestamp - last.at))} kb/s`);
       }
       tile.lastBytes = { bytes, at: inbound.timestamp };
+    }
+    if (rttSeconds !== undefined) parts.push(`${Math.round(rttSeconds * 1000)} ms RTT`);
+    if (inbound !== undefined) {
+      // Loss since the previous update, of the packets that were due.
+      const lost = inbound.packetsLost ?? 0;
+      const received = inbound.packetsReceived ?? 0;
+      const last = tile.lastLoss;
+      if (last !== undefined) {
+        const due = received - last.received + (lost - last.lost);
+        parts.push(`${due > 0 ? ((100 * (lost - last.lost)) / due).toFixed(1) : '0.0'} % loss`);
+      }
+      tile.lastLoss = { lost, received };
     }
     // The layer forwarded now; the picker beside it says whether adaptive stream chose it.
     const layer = subscription.currentLayer;

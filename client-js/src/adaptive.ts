@@ -1,7 +1,7 @@
 /**
  * Adaptive stream: pick the simulcast layer of a subscription from the size and visibility of
  * the video elements that show it, so a thumbnail never costs a full-resolution downlink and a
- * hidden tile costs only the lowest layer.
+ * hidden tile costs nothing (the subscription is paused).
  */
 
 /** Settings of a subscription's adaptive stream. */
@@ -64,10 +64,14 @@ export function renderedVideoWidth(width: number, height: number, objectFit: str
 
 /** What the adaptive stream needs from its subscription. */
 export interface AdaptiveStreamHost {
+  /** Whether the subscription is video (only video is adapted). */
+  isVideo(): boolean;
   /** How many spatial layers the publication has; 0 or 1 when there is nothing to choose. */
   layerCount(): number;
   /** Sends `setPreferredLayer` with this spatial layer (all temporal layers). */
   requestLayer(spatial: number): Promise<void>;
+  /** Sends `setSubscriptionPaused`: nothing shows the video, or something does again. */
+  requestPaused(paused: boolean): Promise<void>;
   /** Called when a request failed; the next change of the elements retries. */
   requestFailed(error: unknown): void;
 }
@@ -84,9 +88,10 @@ interface ElementView {
 /**
  * @internal The adaptive stream of one subscription: watches its elements with a
  * ResizeObserver and an IntersectionObserver (and the page's `visibilityState`), and after a
- * quiet period asks the host for the lowest layer covering the largest visible element (layer 0
- * when none is visible or none is observed any more). It never sends the same layer twice in a
- * row, keeps one request in flight at a time, and sends nothing while paused.
+ * quiet period asks the host for the lowest layer covering the largest visible element, or
+ * pauses the subscription when none is visible or none is observed any more (and resumes it,
+ * layer first, when one is again). It never repeats a request, keeps one in flight at a time,
+ * and sends nothing while the app has taken the choice over.
  */
 export class AdaptiveStream {
   private readonly views = new Map<HTMLVideoElement, ElementView>();
@@ -98,10 +103,13 @@ export class AdaptiveStream {
   private debounceMs = DEFAULT_DEBOUNCE_MS;
   /** True once any element was observed: an adaptive stream nobody used never sends. */
   private used = false;
-  private paused = false;
+  /** The app chose a layer itself (`setPreferredLayer`): adaptive sends nothing. */
+  private appChose = false;
   private disposed = false;
   /** The layer last sent (or being sent); undefined when the next evaluation must send. */
   private lastSent: number | undefined;
+  /** Whether the subscription is paused on the server by this adaptive stream. */
+  private pausedByAdaptive = false;
   private inFlight = false;
   /** A change arrived while a request was in flight: evaluate again once it settles. */
   private evaluateAfterFlight = false;
@@ -110,7 +118,12 @@ export class AdaptiveStream {
 
   /** Whether the adaptive stream picks the layer (false after an explicit layer choice). */
   get enabled(): boolean {
-    return !this.paused;
+    return !this.appChose;
+  }
+
+  /** Whether the adaptive stream paused the subscription (nothing shows it). */
+  get pausedSubscription(): boolean {
+    return this.pausedByAdaptive;
   }
 
   /** The layer the adaptive stream last asked for, if any. */
@@ -118,10 +131,12 @@ export class AdaptiveStream {
     return this.lastSent;
   }
 
-  /** The layer the observed elements call for now. */
-  wantedLayer(): number {
+  /**
+   * The layer the observed elements call for now; undefined when none is visible (or none is
+   * observed): then nothing needs the video at all.
+   */
+  wantedLayer(): number | undefined {
     const count = this.host.layerCount();
-    if (count <= 1) return 0;
     const dpr = typeof devicePixelRatio === 'number' && devicePixelRatio > 0 ? devicePixelRatio : 1;
     const hiddenPage = typeof document !== 'undefined' && document.visibilityState === 'hidden';
     let required = 0;
@@ -133,7 +148,8 @@ export class AdaptiveStream {
         required = Math.max(required, renderedVideoWidth(view.width, view.height, fit, aspect) * dpr);
       }
     }
-    return layerForWidth(required, layerWidths(this.sourceWidth, count));
+    if (!(required > 0)) return undefined;
+    return count <= 1 ? 0 : layerForWidth(required, layerWidths(this.sourceWidth, count));
   }
 
   configure(options: AdaptiveStreamOptions): void {
@@ -167,16 +183,22 @@ export class AdaptiveStream {
     this.schedule();
   }
 
-  /** The app chose a layer itself: stop sending until `resume`. */
-  pause(): void {
-    this.paused = true;
+  /**
+   * The app chose a layer itself: stop sending until `resume`. Returns whether the adaptive
+   * stream had paused the subscription, which the app's choice should undo.
+   */
+  pause(): boolean {
+    this.appChose = true;
     this.cancelTimer();
+    const hadPaused = this.pausedByAdaptive;
+    this.pausedByAdaptive = false;
+    return hadPaused;
   }
 
   /** Adaptive picks the layer again, at once (the app's choice is replaced, even if equal). */
   resume(): void {
     if (this.disposed) return;
-    this.paused = false;
+    this.appChose = false;
     this.lastSent = undefined;
     this.cancelTimer();
     if (this.used) this.evaluate();
@@ -223,7 +245,7 @@ export class AdaptiveStream {
 
   /** (Re)starts the quiet period; the evaluation runs when nothing changed for `debounceMs`. */
   private schedule(): void {
-    if (this.disposed || this.paused) return;
+    if (this.disposed || this.appChose) return;
     this.cancelTimer();
     this.timer = setTimeout(() => {
       this.timer = undefined;
@@ -237,20 +259,44 @@ export class AdaptiveStream {
   }
 
   private evaluate(): void {
-    if (this.disposed || this.paused) return;
-    if (this.host.layerCount() <= 1) return;
+    if (this.disposed || this.appChose || !this.host.isVideo()) return;
     if (this.inFlight) {
       this.evaluateAfterFlight = true;
       return;
     }
     const wanted = this.wantedLayer();
-    if (wanted === this.lastSent) return;
-    this.lastSent = wanted;
+    const steps: (() => Promise<void>)[] = [];
+    if (wanted === undefined) {
+      if (!this.pausedByAdaptive) {
+        steps.push(async () => {
+          this.pausedByAdaptive = true;
+          await this.host.requestPaused(true);
+        });
+      }
+    } else {
+      // The layer first, so the resumed video starts at the keyframe of the right one.
+      if (this.host.layerCount() > 1 && wanted !== this.lastSent) {
+        steps.push(async () => {
+          this.lastSent = wanted;
+          await this.host.requestLayer(wanted);
+        });
+      }
+      if (this.pausedByAdaptive) {
+        steps.push(async () => {
+          this.pausedByAdaptive = false;
+          await this.host.requestPaused(false);
+        });
+      }
+    }
+    if (steps.length === 0) return;
     this.inFlight = true;
-    this.host
-      .requestLayer(wanted)
+    const run = async (): Promise<void> => {
+      for (const step of steps) await step();
+    };
+    run()
       .catch((err: unknown) => {
-        if (this.lastSent === wanted) this.lastSent = undefined;
+        // Unknown what the server holds now: the next evaluation sends everything again.
+        this.lastSent = undefined;
         if (!this.disposed) this.host.requestFailed(err);
       })
       .finally(() => {

@@ -384,6 +384,7 @@ export class Room extends TypedEmitter<RoomEvents> {
       subscribed.publicationId,
       this.remotePublications.get(subscribed.publicationId),
       (subscriptionId, layer) => this.requestLayer(subscriptionId, layer),
+      (subscriptionId, paused) => this.requestPaused(subscriptionId, paused),
     );
     this.activeSubscriptions.set(subscription.subscriptionId, subscription);
     const early = this.unclaimedTracks.get(subscription.subscriptionId);
@@ -476,6 +477,11 @@ export class Room extends TypedEmitter<RoomEvents> {
   private async requestLayer(subscriptionId: string, layer: PreferredLayer): Promise<void> {
     this.assertConnected('setPreferredLayer');
     await this.signal.request({ type: 'setPreferredLayer', subscriptionId, ...layer });
+  }
+
+  private async requestPaused(subscriptionId: string, paused: boolean): Promise<void> {
+    this.assertConnected('setPaused');
+    await this.signal.request({ type: 'setSubscriptionPaused', subscriptionId, paused });
   }
 
   private applyLayersChanged(subscription: Subscription, event: Extract<ServerEvent, { type: 'layersChanged' }>): void {
@@ -635,7 +641,7 @@ export class Room extends TypedEmitter<RoomEvents> {
 
   private attachTrack(subscription: Subscription, remote: RemoteTrack, receiver: RTCRtpReceiver): void {
     if (subscription.track !== undefined) return;
-    subscription.attach(remote, receiver);
+    subscription.bindTrack(remote, receiver);
     this.emit('trackSubscribed', { subscription, ...remote });
   }
 

@@ -19,6 +19,7 @@ const RESPONSE_TYPE = {
   answer: 'ok',
   trickle: 'ok',
   setPreferredLayer: 'ok',
+  setSubscriptionPaused: 'ok',
   leave: 'ok',
 } as const satisfies Record<ClientType, ServerMessage['type']>;
 

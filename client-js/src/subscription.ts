@@ -21,6 +21,9 @@ export interface PreferredLayer {
 /** @internal How a subscription sends `setPreferredLayer`. */
 export type LayerRequester = (subscriptionId: string, layer: PreferredLayer) => Promise<void>;
 
+/** @internal How a subscription sends `setSubscriptionPaused`. */
+export type PauseRequester = (subscriptionId: string, paused: boolean) => Promise<void>;
+
 /**
  * A publication the local participant receives. The media arrives after the server's next
  * offer has been answered: use `waitForTrack()` or the room's `trackSubscribed` event.
@@ -43,6 +46,8 @@ export class Subscription {
   private preferred: PreferredLayer | undefined;
   private lastReason: LayerChangeReason | undefined;
   private readonly adaptive: AdaptiveStream;
+  private isPaused = false;
+  private readonly attached = new Set<HTMLMediaElement>();
   private readonly arrived: Promise<RemoteTrack>;
   private settle!: { resolve: (t: RemoteTrack) => void; reject: (e: Error) => void };
 
@@ -55,6 +60,9 @@ export class Subscription {
     /** What the room knew about the publication when subscribing, if anything. */
     readonly publication: PublicationInfo | undefined,
     private readonly requestLayer: LayerRequester,
+    private readonly requestPaused: PauseRequester = async () => {
+      throw new ConnectionError(ConnectionErrorReason.InvalidState, 'this subscription cannot be paused');
+    },
   ) {
     this.arrived = new Promise<RemoteTrack>((resolve, reject) => {
       this.settle = { resolve, reject };
@@ -62,8 +70,10 @@ export class Subscription {
     // A subscription that ends before anyone waits must not raise an unhandled rejection.
     this.arrived.catch(() => undefined);
     this.adaptive = new AdaptiveStream({
+      isVideo: () => this.publication === undefined || this.publication.kind === 'video',
       layerCount: () => this.layerCount(),
       requestLayer: (spatial) => this.sendLayer({ spatial }),
+      requestPaused: (paused) => this.sendPaused(paused),
       requestFailed: (error) => {
         // Nobody awaits an adaptive request: say why the layer did not follow the element.
         if (!this.isEnded) console.warn(`sluice: adaptive stream of ${this.subscriptionId}: setPreferredLayer failed`, error);
@@ -126,8 +136,27 @@ export class Subscription {
     checkLayerIndex('spatial', spatial);
     if (temporal !== undefined) checkLayerIndex('temporal', temporal);
     this.assertNotEnded('setPreferredLayer');
-    this.adaptive.pause();
+    const adaptiveHadPaused = this.adaptive.pause();
     await this.sendLayer(temporal === undefined ? { spatial } : { spatial, temporal });
+    // Asking for a layer means wanting the video: undo a pause the adaptive stream made.
+    if (adaptiveHadPaused) await this.sendPaused(false);
+  }
+
+  /**
+   * Pauses the subscription (the server forwards nothing of it and the publisher need not send
+   * the layers only it watched) or resumes it (video restarts at a fresh keyframe). The
+   * adaptive stream does this by itself for video nobody can see; an explicit call turns the
+   * adaptive stream off, like `setPreferredLayer`, until `enableAdaptiveStream()`.
+   */
+  async setPaused(paused: boolean): Promise<void> {
+    this.assertNotEnded('setPaused');
+    this.adaptive.pause();
+    await this.sendPaused(paused);
+  }
+
+  /** Whether the subscription is paused (by `setPaused` or by the adaptive stream). */
+  get paused(): boolean {
+    return this.isPaused;
   }
 
   /**
@@ -171,6 +200,11 @@ export class Subscription {
     return this.adaptive.enabled;
   }
 
+  private async sendPaused(paused: boolean): Promise<void> {
+    await this.requestPaused(this.subscriptionId, paused);
+    this.isPaused = paused;
+  }
+
   private async sendLayer(layer: PreferredLayer): Promise<void> {
     await this.requestLayer(this.subscriptionId, layer);
     this.preferred = layer;
@@ -199,8 +233,39 @@ export class Subscription {
     return this.receiver?.getStats();
   }
 
+  /**
+   * Shows the subscription in a media element: sets its `srcObject` to the track's stream
+   * (once the track arrived) and plays it; for a video element it also starts the adaptive
+   * stream on it (`observeElement`), so the layer follows the element's size and the
+   * subscription pauses while it is hidden. Returns the element.
+   */
+  attach<E extends HTMLMediaElement>(element: E, options?: AdaptiveStreamOptions): E {
+    this.assertNotEnded('attach');
+    if (isVideoElement(element)) {
+      element.playsInline = true;
+      this.observeElement(element, options);
+    }
+    element.autoplay = true;
+    this.attached.add(element);
+    void this.arrived
+      .then(({ stream }) => {
+        if (!this.attached.has(element) || element.srcObject === stream) return;
+        element.srcObject = stream;
+        return element.play();
+      })
+      .catch(() => undefined); // ended first, or autoplay refused: the app's element, its call
+    return element;
+  }
+
+  /** Undoes `attach`: stops the adaptive stream on the element and clears its `srcObject`. */
+  detach(element: HTMLMediaElement): void {
+    if (!this.attached.delete(element)) return;
+    if (isVideoElement(element)) this.unobserveElement(element);
+    if (this.remote !== undefined && element.srcObject === this.remote.stream) element.srcObject = null;
+  }
+
   /** @internal Called by the room when the track arrives. */
-  attach(remote: RemoteTrack, receiver: RTCRtpReceiver | undefined): void {
+  bindTrack(remote: RemoteTrack, receiver: RTCRtpReceiver | undefined): void {
     if (this.isEnded || this.remote !== undefined) return;
     this.remote = remote;
     this.receiver = receiver;
@@ -227,4 +292,8 @@ function checkLayerIndex(name: string, value: number): void {
   if (!Number.isInteger(value) || value < 0 || value > 255) {
     throw new RangeError(`${name} layer must be an integer from 0 to 255, got ${value}`);
   }
+}
+
+function isVideoElement(element: HTMLMediaElement): element is HTMLVideoElement {
+  return typeof HTMLVideoElement === 'function' ? element instanceof HTMLVideoElement : element.tagName === 'VIDEO';
 }

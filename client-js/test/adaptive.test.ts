@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { DEFAULT_DEBOUNCE_MS, type Subscription } from '../src/index.js';
 import { layerForWidth, layerWidths, renderedVideoWidth } from '../src/adaptive.js';
 import type { ClientMessage } from '../src/protocol.gen.js';
-import { JOINED, createHarness, flush, type Harness, type Reply, type Responder } from './fakes.js';
+import { JOINED, createHarness, flush, type Harness, offerSdp, type Reply, type Responder, until } from './fakes.js';
 
 /** A ResizeObserver whose notifications the test sends (`resize`). */
 class FakeResizeObserver {
@@ -107,6 +107,16 @@ async function subscribed(h: Harness, publicationId = 'PU5'): Promise<Subscripti
 /** The spatial layers sent so far, in order. */
 function requested(h: Harness): number[] {
   return h.socket().sentOfType('setPreferredLayer').map((m) => m.spatial);
+}
+
+/** What the adaptive stream asked of the server so far, in order: a layer, `pause` or `play`. */
+function requests(h: Harness): (number | 'pause' | 'play')[] {
+  const out: (number | 'pause' | 'play')[] = [];
+  for (const m of h.socket().sent) {
+    if (m.type === 'setPreferredLayer') out.push(m.spatial);
+    if (m.type === 'setSubscriptionPaused') out.push(m.paused ? 'pause' : 'play');
+  }
+  return out;
 }
 
 /** Lets `ms` of fake time pass, then lets the fake server answer. */
@@ -249,7 +259,7 @@ describe('observeElement', () => {
     expect(requested(h)).toEqual([2, 0, 1, 0]);
   });
 
-  it('drops to the lowest layer when hidden, zero-sized, in a background tab or no longer observed', async () => {
+  it('pauses the subscription when hidden, zero-sized, in a background tab or no longer observed', async () => {
     const h = harness();
     const sub = await subscribed(h);
     const video = videoElement();
@@ -259,28 +269,60 @@ describe('observeElement', () => {
       ['out of view', () => FakeIntersectionObserver.intersect(video, false)],
       ['back in view', () => FakeIntersectionObserver.intersect(video, true)],
       ['display:none (0x0)', () => FakeResizeObserver.resize(video, 0, 0)],
-      ['laid out again', () => FakeResizeObserver.resize(video, 1280, 720)],
+      ['laid out small', () => FakeResizeObserver.resize(video, 320, 180)],
       ['tab hidden', () => fakeDocument.setVisibility('hidden')],
       ['tab visible', () => fakeDocument.setVisibility('visible')],
       ['unobserved', () => sub.unobserveElement(video)],
     ];
-    const seen: [string, number | undefined][] = [];
+    const seen: [string, (number | 'pause' | 'play')[], boolean][] = [];
     for (const [step, act] of steps) {
+      const before = requests(h).length;
       act();
       await elapse(DEFAULT_DEBOUNCE_MS);
-      seen.push([step, requested(h).at(-1)]);
+      seen.push([step, requests(h).slice(before), sub.paused]);
     }
     expect(seen).toEqual([
-      ['visible', 2],
-      ['out of view', 0],
-      ['back in view', 2],
-      ['display:none (0x0)', 0],
-      ['laid out again', 2],
-      ['tab hidden', 0],
-      ['tab visible', 2],
-      ['unobserved', 0],
+      ['visible', [2], false],
+      ['out of view', ['pause'], true],
+      ['back in view', ['play'], false],
+      ['display:none (0x0)', ['pause'], true],
+      // The layer first, so the resumed video starts on the right layer's keyframe.
+      ['laid out small', [0, 'play'], false],
+      ['tab hidden', ['pause'], true],
+      ['tab visible', ['play'], false],
+      ['unobserved', ['pause'], true],
     ]);
-    expect(requested(h)).toHaveLength(8);
+  });
+
+  it('an explicit layer choice undoes a pause the adaptive stream made', async () => {
+    const h = harness();
+    const sub = await subscribed(h);
+    const video = videoElement();
+    sub.observeElement(video);
+    show(video, 1280);
+    await elapse(DEFAULT_DEBOUNCE_MS);
+    FakeIntersectionObserver.intersect(video, false);
+    await elapse(DEFAULT_DEBOUNCE_MS);
+    expect(sub.paused).toBe(true);
+    await sub.setPreferredLayer(1);
+    expect(requests(h).slice(-2)).toEqual([1, 'play']);
+    expect(sub.paused).toBe(false);
+    expect(sub.adaptiveStreamEnabled).toBe(false);
+  });
+
+  it('setPaused is an explicit choice: adaptive stays out until enableAdaptiveStream', async () => {
+    const h = harness();
+    const sub = await subscribed(h);
+    const video = videoElement();
+    sub.observeElement(video);
+    show(video, 1280);
+    await elapse(DEFAULT_DEBOUNCE_MS);
+    await sub.setPaused(true);
+    FakeIntersectionObserver.intersect(video, true);
+    FakeResizeObserver.resize(video, 640, 360);
+    await elapse(DEFAULT_DEBOUNCE_MS);
+    expect(requests(h)).toEqual([2, 'pause']);
+    expect(sub.paused).toBe(true);
   });
 
   it('costs nothing when an element is replaced by another within the debounce', async () => {
@@ -309,18 +351,23 @@ describe('observeElement', () => {
     expect(() => sub.observeElement(video, { sourceWidth: 0 })).toThrow(RangeError);
   });
 
-  it('sends nothing for a publication without simulcast layers, or for audio', async () => {
+  it('asks no layer of a publication without simulcast layers (only pauses it), nothing of audio', async () => {
     const h = harness();
     await h.connect();
     const single = await h.room.subscribe('PU4'); // video without rids
     const audio = await h.room.subscribe('PU1');
-    for (const sub of [single, audio]) {
+    const elements = [single, audio].map((sub) => {
       const video = videoElement();
       sub.observeElement(video);
       show(video, 1280);
-    }
+      return video;
+    });
     await elapse(DEFAULT_DEBOUNCE_MS * 2);
-    expect(requested(h)).toEqual([]);
+    expect(requests(h)).toEqual([]);
+    for (const video of elements) FakeIntersectionObserver.intersect(video, false);
+    await elapse(DEFAULT_DEBOUNCE_MS * 2);
+    const paused = h.socket().sentOfType('setSubscriptionPaused');
+    expect(paused.map((m) => [m.subscriptionId, m.paused])).toEqual([[single.subscriptionId, true]]);
   });
 
   it('keeps one request in flight and then sends only the latest need', async () => {
@@ -400,14 +447,18 @@ describe('explicit layer choice', () => {
     expect(requested(h)).toEqual([0, 2]);
     expect(sub.preferredLayer).toEqual({ spatial: 2 });
 
-    // Back to adaptive: at once (no debounce), even though q equals its own last request.
+    // Back to adaptive: at once (no debounce). The element is out of view now: paused.
     sub.enableAdaptiveStream();
     await flush();
-    expect(requested(h)).toEqual([0, 2, 0]);
+    expect(requests(h)).toEqual([0, 2, 'pause']);
     expect(sub.adaptiveStreamEnabled).toBe(true);
     show(video, 1280);
     await elapse(DEFAULT_DEBOUNCE_MS);
-    expect(requested(h)).toEqual([0, 2, 0, 2]);
+    // Adaptive forgot what the app sent: its own layer first, then the video resumes.
+    expect(requests(h)).toEqual([0, 2, 'pause', 2, 'play']);
+    show(video, 160);
+    await elapse(DEFAULT_DEBOUNCE_MS);
+    expect(requests(h)).toEqual([0, 2, 'pause', 2, 'play', 0]);
   });
 
   it('a change pending in the debounce does not overtake the app choice', async () => {
@@ -432,5 +483,40 @@ describe('explicit layer choice', () => {
     await elapse(DEFAULT_DEBOUNCE_MS);
     expect(requested(h)).toEqual([1]);
     expect(sub.adaptiveStreamEnabled).toBe(false);
+  });
+});
+
+describe('attach', () => {
+  it('shows the track in the element once it arrives, adapts to it, and detach undoes both', async () => {
+    const h = harness();
+    const sub = await subscribed(h);
+    const element = Object.assign(videoElement(), {
+      tagName: 'VIDEO',
+      srcObject: null as MediaStream | null,
+      played: 0,
+      play(): Promise<void> {
+        this.played++;
+        return Promise.resolve();
+      },
+    });
+    expect(sub.attach(element as unknown as HTMLVideoElement)).toBe(element);
+    expect((element as unknown as HTMLVideoElement).autoplay).toBe(true);
+    show(element as unknown as HTMLVideoElement, 1280);
+    await elapse(DEFAULT_DEBOUNCE_MS);
+    expect(requests(h)).toEqual([2]);
+    expect(element.srcObject).toBeNull();
+
+    h.socket().receive({ type: 'offer', sdp: offerSdp([{ mid: '0', trackId: sub.subscriptionId }]) });
+    await until(() => h.socket().sentOfType('answer').length === 1);
+    h.pcs[0]?.emitTrack('0', 'video');
+    const { stream } = await sub.waitForTrack();
+    await flush();
+    expect(element.srcObject).toBe(stream);
+    expect(element.played).toBe(1);
+
+    sub.detach(element as unknown as HTMLVideoElement);
+    expect(element.srcObject).toBeNull();
+    await elapse(DEFAULT_DEBOUNCE_MS);
+    expect(requests(h)).toEqual([2, 'pause']);
   });
 });

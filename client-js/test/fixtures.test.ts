@@ -16,7 +16,8 @@ const clientFiles = files.filter((f) => f.startsWith('client.'));
 const serverFiles = files.filter((f) => f.startsWith('server.'));
 
 const CLIENT_TYPES: ClientMessage['type'][] = [
-  'join', 'publish', 'unpublish', 'subscribe', 'unsubscribe', 'answer', 'trickle', 'setPreferredLayer', 'leave',
+  'join', 'publish', 'unpublish', 'subscribe', 'unsubscribe', 'answer', 'trickle', 'setPreferredLayer',
+  'setSubscriptionPaused', 'leave',
 ];
 const SERVER_TYPES: ServerMessage['type'][] = [
   'joined', 'published', 'subscribed', 'ok', 'error', 'offer', 'trickle',
@@ -35,6 +36,7 @@ async function messagesTheSdkSends(): Promise<Map<string, ClientMessage>> {
   h.socket().receive({ type: 'offer', sdp: 'v=0' });
   await until(() => h.socket().sentOfType('answer').length === 1);
   await sub.setPreferredLayer(1, 2);
+  await sub.setPaused(true);
   await h.room.unsubscribe(sub.subscriptionId);
   await h.room.unpublish(pub?.publicationId ?? '');
   await h.room.disconnect();

@@ -211,6 +211,7 @@ var RESPONSE_TYPE = {
   answer: "ok",
   trickle: "ok",
   setPreferredLayer: "ok",
+  setSubscriptionPaused: "ok",
   leave: "ok"
 };
 var EVENT_TYPES = [
@@ -426,8 +427,11 @@ var AdaptiveStream = class {
     this.debounceMs = DEFAULT_DEBOUNCE_MS;
     /** True once any element was observed: an adaptive stream nobody used never sends. */
     this.used = false;
-    this.paused = false;
+    /** The app chose a layer itself (`setPreferredLayer`): adaptive sends nothing. */
+    this.appChose = false;
     this.disposed = false;
+    /** Whether the subscription is paused on the server by this adaptive stream. */
+    this.pausedByAdaptive = false;
     this.inFlight = false;
     /** A change arrived while a request was in flight: evaluate again once it settles. */
     this.evaluateAfterFlight = false;
@@ -435,16 +439,22 @@ var AdaptiveStream = class {
   }
   /** Whether the adaptive stream picks the layer (false after an explicit layer choice). */
   get enabled() {
-    return !this.paused;
+    return !this.appChose;
+  }
+  /** Whether the adaptive stream paused the subscription (nothing shows it). */
+  get pausedSubscription() {
+    return this.pausedByAdaptive;
   }
   /** The layer the adaptive stream last asked for, if any. */
   get requestedLayer() {
     return this.lastSent;
   }
-  /** The layer the observed elements call for now. */
+  /**
+   * The layer the observed elements call for now; undefined when none is visible (or none is
+   * observed): then nothing needs the video at all.
+   */
   wantedLayer() {
     const count = this.host.layerCount();
-    if (count <= 1) return 0;
     const dpr = typeof devicePixelRatio === "number" && devicePixelRatio > 0 ? devicePixelRatio : 1;
     const hiddenPage = typeof document !== "undefined" && document.visibilityState === "hidden";
     let required = 0;
@@ -456,7 +466,8 @@ var AdaptiveStream = class {
         required = Math.max(required, renderedVideoWidth(view.width, view.height, fit, aspect) * dpr);
       }
     }
-    return layerForWidth(required, layerWidths(this.sourceWidth, count));
+    if (!(required > 0)) return void 0;
+    return count <= 1 ? 0 : layerForWidth(required, layerWidths(this.sourceWidth, count));
   }
   configure(options) {
     if (options.sourceWidth !== void 0) {
@@ -484,15 +495,21 @@ var AdaptiveStream = class {
     this.intersectionObserver?.unobserve(element2);
     this.schedule();
   }
-  /** The app chose a layer itself: stop sending until `resume`. */
+  /**
+   * The app chose a layer itself: stop sending until `resume`. Returns whether the adaptive
+   * stream had paused the subscription, which the app's choice should undo.
+   */
   pause() {
-    this.paused = true;
+    this.appChose = true;
     this.cancelTimer();
+    const hadPaused = this.pausedByAdaptive;
+    this.pausedByAdaptive = false;
+    return hadPaused;
   }
   /** Adaptive picks the layer again, at once (the app's choice is replaced, even if equal). */
   resume() {
     if (this.disposed) return;
-    this.paused = false;
+    this.appChose = false;
     this.lastSent = void 0;
     this.cancelTimer();
     if (this.used) this.evaluate();
@@ -534,7 +551,7 @@ var AdaptiveStream = class {
   }
   /** (Re)starts the quiet period; the evaluation runs when nothing changed for `debounceMs`. */
   schedule() {
-    if (this.disposed || this.paused) return;
+    if (this.disposed || this.appChose) return;
     this.cancelTimer();
     this.timer = setTimeout(() => {
       this.timer = void 0;
@@ -546,18 +563,41 @@ var AdaptiveStream = class {
     this.timer = void 0;
   }
   evaluate() {
-    if (this.disposed || this.paused) return;
-    if (this.host.layerCount() <= 1) return;
+    if (this.disposed || this.appChose || !this.host.isVideo()) return;
     if (this.inFlight) {
       this.evaluateAfterFlight = true;
       return;
     }
     const wanted = this.wantedLayer();
-    if (wanted === this.lastSent) return;
-    this.lastSent = wanted;
+    const steps = [];
+    if (wanted === void 0) {
+      if (!this.pausedByAdaptive) {
+        steps.push(async () => {
+          this.pausedByAdaptive = true;
+          await this.host.requestPaused(true);
+        });
+      }
+    } else {
+      if (this.host.layerCount() > 1 && wanted !== this.lastSent) {
+        steps.push(async () => {
+          this.lastSent = wanted;
+          await this.host.requestLayer(wanted);
+        });
+      }
+      if (this.pausedByAdaptive) {
+        steps.push(async () => {
+          this.pausedByAdaptive = false;
+          await this.host.requestPaused(false);
+        });
+      }
+    }
+    if (steps.length === 0) return;
     this.inFlight = true;
-    this.host.requestLayer(wanted).catch((err) => {
-      if (this.lastSent === wanted) this.lastSent = void 0;
+    const run = async () => {
+      for (const step of steps) await step();
+    };
+    run().catch((err) => {
+      this.lastSent = void 0;
       if (!this.disposed) this.host.requestFailed(err);
     }).finally(() => {
       this.inFlight = false;
@@ -572,19 +612,26 @@ var AdaptiveStream = class {
 // src/subscription.ts
 var Subscription = class {
   /** @internal Created by `Room.subscribe`. */
-  constructor(subscriptionId, publicationId, publication, requestLayer) {
+  constructor(subscriptionId, publicationId, publication, requestLayer, requestPaused = async () => {
+    throw new ConnectionError(ConnectionErrorReason.InvalidState, "this subscription cannot be paused");
+  }) {
     this.subscriptionId = subscriptionId;
     this.publicationId = publicationId;
     this.publication = publication;
     this.requestLayer = requestLayer;
+    this.requestPaused = requestPaused;
     this.isEnded = false;
+    this.isPaused = false;
+    this.attached = /* @__PURE__ */ new Set();
     this.arrived = new Promise((resolve, reject) => {
       this.settle = { resolve, reject };
     });
     this.arrived.catch(() => void 0);
     this.adaptive = new AdaptiveStream({
+      isVideo: () => this.publication === void 0 || this.publication.kind === "video",
       layerCount: () => this.layerCount(),
       requestLayer: (spatial) => this.sendLayer({ spatial }),
+      requestPaused: (paused) => this.sendPaused(paused),
       requestFailed: (error) => {
         if (!this.isEnded) console.warn(`sluice: adaptive stream of ${this.subscriptionId}: setPreferredLayer failed`, error);
       }
@@ -638,8 +685,24 @@ var Subscription = class {
     checkLayerIndex("spatial", spatial);
     if (temporal !== void 0) checkLayerIndex("temporal", temporal);
     this.assertNotEnded("setPreferredLayer");
-    this.adaptive.pause();
+    const adaptiveHadPaused = this.adaptive.pause();
     await this.sendLayer(temporal === void 0 ? { spatial } : { spatial, temporal });
+    if (adaptiveHadPaused) await this.sendPaused(false);
+  }
+  /**
+   * Pauses the subscription (the server forwards nothing of it and the publisher need not send
+   * the layers only it watched) or resumes it (video restarts at a fresh keyframe). The
+   * adaptive stream does this by itself for video nobody can see; an explicit call turns the
+   * adaptive stream off, like `setPreferredLayer`, until `enableAdaptiveStream()`.
+   */
+  async setPaused(paused) {
+    this.assertNotEnded("setPaused");
+    this.adaptive.pause();
+    await this.sendPaused(paused);
+  }
+  /** Whether the subscription is paused (by `setPaused` or by the adaptive stream). */
+  get paused() {
+    return this.isPaused;
   }
   /**
    * Adaptive stream: starts watching a video element that shows this subscription (its size
@@ -678,6 +741,10 @@ var Subscription = class {
   get adaptiveStreamEnabled() {
     return this.adaptive.enabled;
   }
+  async sendPaused(paused) {
+    await this.requestPaused(this.subscriptionId, paused);
+    this.isPaused = paused;
+  }
   async sendLayer(layer) {
     await this.requestLayer(this.subscriptionId, layer);
     this.preferred = layer;
@@ -701,8 +768,35 @@ var Subscription = class {
   async getStats() {
     return this.receiver?.getStats();
   }
+  /**
+   * Shows the subscription in a media element: sets its `srcObject` to the track's stream
+   * (once the track arrived) and plays it; for a video element it also starts the adaptive
+   * stream on it (`observeElement`), so the layer follows the element's size and the
+   * subscription pauses while it is hidden. Returns the element.
+   */
+  attach(element2, options) {
+    this.assertNotEnded("attach");
+    if (isVideoElement(element2)) {
+      element2.playsInline = true;
+      this.observeElement(element2, options);
+    }
+    element2.autoplay = true;
+    this.attached.add(element2);
+    void this.arrived.then(({ stream }) => {
+      if (!this.attached.has(element2) || element2.srcObject === stream) return;
+      element2.srcObject = stream;
+      return element2.play();
+    }).catch(() => void 0);
+    return element2;
+  }
+  /** Undoes `attach`: stops the adaptive stream on the element and clears its `srcObject`. */
+  detach(element2) {
+    if (!this.attached.delete(element2)) return;
+    if (isVideoElement(element2)) this.unobserveElement(element2);
+    if (this.remote !== void 0 && element2.srcObject === this.remote.stream) element2.srcObject = null;
+  }
   /** @internal Called by the room when the track arrives. */
-  attach(remote, receiver) {
+  bindTrack(remote, receiver) {
     if (this.isEnded || this.remote !== void 0) return;
     this.remote = remote;
     this.receiver = receiver;
@@ -726,6 +820,9 @@ function checkLayerIndex(name, value) {
   if (!Number.isInteger(value) || value < 0 || value > 255) {
     throw new RangeError(`${name} layer must be an integer from 0 to 255, got ${value}`);
   }
+}
+function isVideoElement(element2) {
+  return typeof HTMLVideoElement === "function" ? element2 instanceof HTMLVideoElement : element2.tagName === "VIDEO";
 }
 
 // src/room.ts
@@ -942,7 +1039,8 @@ var Room = class extends TypedEmitter {
       subscribed.subscriptionId,
       subscribed.publicationId,
       this.remotePublications.get(subscribed.publicationId),
-      (subscriptionId, layer) => this.requestLayer(subscriptionId, layer)
+      (subscriptionId, layer) => this.requestLayer(subscriptionId, layer),
+      (subscriptionId, paused) => this.requestPaused(subscriptionId, paused)
     );
     this.activeSubscriptions.set(subscription.subscriptionId, subscription);
     const early = this.unclaimedTracks.get(subscription.subscriptionId);
@@ -1027,6 +1125,10 @@ var Room = class extends TypedEmitter {
   async requestLayer(subscriptionId, layer) {
     this.assertConnected("setPreferredLayer");
     await this.signal.request({ type: "setPreferredLayer", subscriptionId, ...layer });
+  }
+  async requestPaused(subscriptionId, paused) {
+    this.assertConnected("setPaused");
+    await this.signal.request({ type: "setSubscriptionPaused", subscriptionId, paused });
   }
   applyLayersChanged(subscription, event) {
     subscription.updateLayers(event.current, event.target, event.reason);
@@ -1165,7 +1267,7 @@ var Room = class extends TypedEmitter {
   }
   attachTrack(subscription, remote, receiver) {
     if (subscription.track !== void 0) return;
-    subscription.attach(remote, receiver);
+    subscription.bindTrack(remote, receiver);
     this.emit("trackSubscribed", { subscription, ...remote });
   }
   endSubscription(subscriptionId) {
@@ -1356,7 +1458,8 @@ function createTile(kind, participantId, caption) {
     layerPicker: void 0,
     publications: /* @__PURE__ */ new Map(),
     videoSubscription: void 0,
-    lastBytes: void 0
+    lastBytes: void 0,
+    lastLoss: void 0
   };
   if (kind === "remote") {
     tile.layerPicker = createLayerPicker(tile);
@@ -1394,8 +1497,13 @@ async function updateStats() {
     }
     const report = await subscription.getStats().catch(() => void 0);
     let inbound;
+    let rttSeconds;
     report?.forEach((s) => {
       if (s.type === "inbound-rtp" && s.kind === "video") inbound = s;
+      const pair = s;
+      if (s.type === "candidate-pair" && pair.nominated === true && pair.currentRoundTripTime !== void 0) {
+        rttSeconds = pair.currentRoundTripTime;
+      }
     });
     const parts = [];
     if (inbound?.frameWidth !== void 0 && inbound.frameHeight !== void 0) {
@@ -1409,6 +1517,17 @@ async function updateStats() {
         parts.push(`${Math.round((bytes - last.bytes) * 8 / (inbound.timestamp - last.at))} kb/s`);
       }
       tile.lastBytes = { bytes, at: inbound.timestamp };
+    }
+    if (rttSeconds !== void 0) parts.push(`${Math.round(rttSeconds * 1e3)} ms RTT`);
+    if (inbound !== void 0) {
+      const lost = inbound.packetsLost ?? 0;
+      const received = inbound.packetsReceived ?? 0;
+      const last = tile.lastLoss;
+      if (last !== void 0) {
+        const due = received - last.received + (lost - last.lost);
+        parts.push(`${due > 0 ? (100 * (lost - last.lost) / due).toFixed(1) : "0.0"} % loss`);
+      }
+      tile.lastLoss = { lost, received };
     }
     const layer = subscription.currentLayer;
     parts.push(`layer ${layer === void 0 ? "–" : LAYER_NAMES[layer.spatial] ?? layer.spatial}`);

@@ -77,6 +77,16 @@ pub enum ClientMessage {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         temporal: Option<u8>,
     },
+    /// Pause a subscription (nothing is forwarded and no layer of it is needed, e.g. while
+    /// its video element is hidden) or resume it (video restarts at a keyframe the server
+    /// asks the publisher for). Answered by `ok`.
+    SetSubscriptionPaused {
+        request_id: RequestId,
+        /// The subscription to pause or resume.
+        subscription_id: String,
+        /// True pauses, false resumes.
+        paused: bool,
+    },
     /// Leave the room; the server closes the connection after answering `ok`.
     Leave { request_id: RequestId },
 }
@@ -93,6 +103,7 @@ impl ClientMessage {
             | Self::Answer { request_id, .. }
             | Self::Trickle { request_id, .. }
             | Self::SetPreferredLayer { request_id, .. }
+            | Self::SetSubscriptionPaused { request_id, .. }
             | Self::Leave { request_id } => *request_id,
         }
     }
@@ -434,8 +445,8 @@ mod tests {
             );
             seen += 1;
         }
-        // 9 client messages + 13 server messages, one fixture each (error twice: with and without id).
-        assert!(seen >= 23, "expected a fixture per message, found {seen}");
+        // 10 client messages + 13 server messages, one fixture each (error twice: with and without id).
+        assert!(seen >= 24, "expected a fixture per message, found {seen}");
     }
 
     #[test]

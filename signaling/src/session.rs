@@ -363,6 +363,15 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                     .await?;
                 Ok(ServerMessage::Ok { request_id })
             }
+            ClientMessage::SetSubscriptionPaused {
+                request_id,
+                subscription_id,
+                paused,
+            } => {
+                let id = parse_id::<SubscriptionId>("subscription", &subscription_id)?;
+                participant.set_paused(id, paused).await?;
+                Ok(ServerMessage::Ok { request_id })
+            }
             ClientMessage::Trickle {
                 request_id,
                 target,

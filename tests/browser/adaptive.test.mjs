@@ -1,8 +1,9 @@
 // Adaptive stream end to end: a Chromium publisher sends simulcast (q/h/f) and a Chromium
-// subscriber hands its <video> to `subscription.observeElement`. Resizing, hiding and scrolling
-// the element away must move the decoded frameWidth (1280 → 320 → 1280 → 320 → 1280 → 320)
-// through setPreferredLayer requests the SDK sends by itself — one per change, none for an
-// animation's intermediate sizes. Then the demo page on a phone-sized viewport (390x844) with
+// subscriber hands its <video> to `subscription.attach`. Resizing the element must move the
+// decoded frameWidth (1280 → 320 → 1280) through setPreferredLayer requests the SDK sends by
+// itself — one per change, none for an animation's intermediate sizes — and hiding it or
+// scrolling it away must pause the subscription (setSubscriptionPaused: no frame arrives) until
+// it is shown again (frames at 1280 again). Then the demo page on a phone-sized viewport (390x844) with
 // two participants: both video tiles inside the viewport, a screenshot in artifacts/.
 //
 // The pages load the demo's script and stylesheet (conference.js, style.css) from
@@ -66,6 +67,7 @@ async function openDiskPage(url, label) {
       try {
         const msg = JSON.parse(data);
         if (msg.type === 'setPreferredLayer') window.sentLayerRequests.push({ at: Date.now(), spatial: msg.spatial });
+        if (msg.type === 'setSubscriptionPaused') window.sentLayerRequests.push({ at: Date.now(), paused: msg.paused });
       } catch {
         // Not JSON: not ours to record.
       }
@@ -115,7 +117,7 @@ test('adaptive stream: the layer follows the video element size and visibility',
     await subscriber.evaluate((id) => {
       const { sub, video } = window.probe.state.subs.get(id);
       video.removeAttribute('width');
-      sub.observeElement(video);
+      sub.attach(video);
     }, subscriptionId);
     // First the full layer: Chrome's uplink estimate starts at 300 kbit/s and ramps up.
     const full = await pollUntil(
@@ -127,37 +129,57 @@ test('adaptive stream: the layer follows the video element size and visibility',
     report('adaptive start', { frameWidth: full.value.frameWidth, requests: JSON.stringify((await layerRequests(subscriber)).map((r) => r.spatial)) });
 
     const steps = [
-      { name: 'resize to 160 px', css: { width: '160px' }, spatial: 0 },
-      { name: 'resize to 1280 px', css: { width: '1280px' }, spatial: 2 },
-      { name: 'display:none', css: { display: 'none' }, spatial: 0 },
-      { name: 'shown again', css: { display: 'block' }, spatial: 2 },
-      { name: 'scrolled out of view', css: { top: '-5000px' }, spatial: 0 },
-      { name: 'back in view', css: { top: '0px' }, spatial: 2 },
+      { name: 'resize to 160 px', css: { width: '160px' }, expect: { spatial: 0 } },
+      { name: 'resize to 1280 px', css: { width: '1280px' }, expect: { spatial: 2 } },
+      { name: 'display:none', css: { display: 'none' }, expect: { paused: true } },
+      { name: 'shown again', css: { display: 'block' }, expect: { paused: false } },
+      { name: 'scrolled out of view', css: { top: '-5000px' }, expect: { paused: true } },
+      { name: 'back in view', css: { top: '0px' }, expect: { paused: false } },
     ];
+    const describe = (r) => (r.paused === undefined ? RIDS[r.spatial] : r.paused ? 'pause' : 'play');
     const results = [];
     for (const step of steps) {
       const requestsBefore = (await layerRequests(subscriber)).length;
+      const framesBefore = (await inbound(subscriber, subscriptionId))?.framesDecoded ?? 0;
       const at = await styleVideo(subscriber, subscriptionId, step.css);
-      const reached = await waitWidth(
-        subscriber,
-        subscriptionId,
-        { equals: LAYER_WIDTH[step.spatial] },
-        { since: at, timeoutMs: FOLLOW_LIMIT_MS + FOLLOW_GRACE_MS },
-      );
+      let reached;
+      let framesWhilePaused = null;
+      if (step.expect.paused === true) {
+        // Paused: after the request and the frames already on their way, none may arrive.
+        await new Promise((r) => setTimeout(r, 800));
+        const a = (await inbound(subscriber, subscriptionId))?.framesDecoded ?? 0;
+        await new Promise((r) => setTimeout(r, 1_200));
+        const b = (await inbound(subscriber, subscriptionId))?.framesDecoded ?? 0;
+        framesWhilePaused = b - a;
+        reached = { ok: b > framesBefore || a >= framesBefore, ms: null, stats: await inbound(subscriber, subscriptionId) };
+      } else {
+        const width = step.expect.spatial === undefined ? LAYER_WIDTH[2] : LAYER_WIDTH[step.expect.spatial];
+        reached = await waitWidth(subscriber, subscriptionId, { equals: width }, { since: at, timeoutMs: FOLLOW_LIMIT_MS + FOLLOW_GRACE_MS });
+        if (step.expect.paused === false) {
+          // Resumed: frames must be decoded again (not only the width of the last frame).
+          const resumed = await pollUntil(
+            () => inbound(subscriber, subscriptionId),
+            (s) => (s?.framesDecoded ?? 0) > framesBefore + 5 && s?.frameWidth === width,
+            { timeoutMs: FOLLOW_LIMIT_MS + FOLLOW_GRACE_MS, intervalMs: 20, since: at },
+          );
+          reached = { ok: resumed.ok, ms: resumed.ms, stats: resumed.value };
+        }
+      }
       // Settle: no further request may follow (debounce + one request per change).
       await new Promise((r) => setTimeout(r, 400));
       const sent = (await layerRequests(subscriber)).slice(requestsBefore);
       const result = {
         step: step.name,
-        expectedWidth: LAYER_WIDTH[step.spatial],
-        RESIZE_TO_FRAMEWIDTH_MS: reached.ms,
+        expected: step.expect.paused === true ? 'paused' : `${step.expect.spatial === undefined ? LAYER_WIDTH[2] : LAYER_WIDTH[step.expect.spatial]} px`,
+        CHANGE_TO_FRAMES_MS: reached.ms,
+        FRAMES_WHILE_PAUSED: framesWhilePaused,
         REQUEST_AFTER_MS: sent.length > 0 ? sent[0].at - at : null,
-        requested: sent.map((r) => RIDS[r.spatial]).join(','),
+        requested: sent.map(describe).join(','),
         frameWidth: reached.stats?.frameWidth ?? null,
         ok: reached.ok,
       };
       report(`adaptive ${step.name}`, result);
-      results.push({ ...result, sent, spatial: step.spatial });
+      results.push({ ...result, sent, expect: step.expect });
     }
 
     // A resize animation (160 → 1280 px over ~600 ms, one size per animation frame) costs one request.
@@ -199,10 +221,15 @@ test('adaptive stream: the layer follows the video element size and visibility',
     assert.deepEqual(state.errors, [], 'subscriber errors');
     assert.deepEqual((await pageState(publisher)).errors, [], 'publisher errors');
     for (const r of results) {
-      assert.equal(r.sent.length, 1, `${r.step}: exactly one setPreferredLayer, got ${JSON.stringify(r.sent)}`);
-      assert.equal(r.sent[0].spatial, r.spatial, `${r.step}: requested layer`);
-      assert.ok(r.ok, `${r.step}: frameWidth never became ${r.expectedWidth} (last ${r.frameWidth})`);
-      assert.ok(r.RESIZE_TO_FRAMEWIDTH_MS <= FOLLOW_LIMIT_MS, `${r.step}: frameWidth ${r.expectedWidth} after ${r.RESIZE_TO_FRAMEWIDTH_MS} ms`);
+      assert.equal(r.sent.length, 1, `${r.step}: exactly one request, got ${JSON.stringify(r.sent)}`);
+      if (r.expect.spatial !== undefined) assert.equal(r.sent[0].spatial, r.expect.spatial, `${r.step}: requested layer`);
+      if (r.expect.paused !== undefined) assert.equal(r.sent[0].paused, r.expect.paused, `${r.step}: pause request`);
+      if (r.expect.paused === true) {
+        assert.equal(r.FRAMES_WHILE_PAUSED, 0, `${r.step}: frames kept arriving while paused`);
+      } else {
+        assert.ok(r.ok, `${r.step}: frames at ${r.expected} never came (last width ${r.frameWidth})`);
+        assert.ok(r.CHANGE_TO_FRAMES_MS <= FOLLOW_LIMIT_MS, `${r.step}: ${r.expected} after ${r.CHANGE_TO_FRAMES_MS} ms`);
+      }
     }
     assert.deepEqual(animationRequests.map((r) => r.spatial), [2], 'one request (f) for the whole animation');
     assert.ok(animated.ok, 'after the animation the full layer arrived');
@@ -232,7 +259,7 @@ function demoTiles(page) {
   );
 }
 
-test('demo on a phone viewport: two participants, both tiles inside the screen', { timeout: 90_000 }, async () => {
+test('demo on a phone viewport: two participants, both tiles inside the screen and moving', { timeout: 90_000 }, async () => {
   await withDiagnostics('adaptive-phone', server, () => pages, async () => {
     const room = uniqueRoom('phone');
     const phone = await openDiskPage(`${server.url}/?${new URLSearchParams({ room, name: 'ann', autojoin: '1' })}`, 'ann');
@@ -245,7 +272,7 @@ test('demo on a phone viewport: two participants, both tiles inside the screen',
         list.length === 2 &&
         list.every((t) => t.playing && t.videoWidth > 0) &&
         // The overlay names the forwarded layer once the server reported it (layersChanged).
-        list.some((t) => t.kind === 'remote' && t.stats.includes('kb/s') && /layer [qhf]$/.test(t.stats)),
+        list.some((t) => t.kind === 'remote' && /kb\/s · \d+ ms RTT · [\d.]+ % loss · layer [qhf]$/.test(t.stats)),
       { timeoutMs: 30_000, intervalMs: 250 },
     );
     mkdirSync(ARTIFACTS, { recursive: true });
@@ -261,10 +288,54 @@ test('demo on a phone viewport: two participants, both tiles inside the screen',
       assert.ok(x >= 0 && y >= 0 && x + width <= PHONE.width && y + height <= PHONE.height, `${tile.kind} tile inside the 390x844 viewport: ${JSON.stringify(tile.box)}`);
     }
     assert.equal(remote?.picker, 'auto', 'the remote tile starts with the adaptive layer');
-    assert.match(remote?.stats ?? '', /^\d+×\d+ · \d+ fps · \d+ kb\/s · layer [qhf]$/, 'stats overlay');
+    assert.match(remote?.stats ?? '', /^\d+×\d+ · \d+ fps · \d+ kb\/s · \d+ ms RTT · \d+\.\d % loss · layer [qhf]$/, 'stats overlay');
     // The remote tile is ~366 px wide at devicePixelRatio 1: h (640) is the lowest layer covering it.
-    const requests = await layerRequests(phone);
+    const requests = (await layerRequests(phone)).filter((r) => r.spatial !== undefined);
     assert.equal(requests.at(-1)?.spatial, 1, `adaptive request for a ${Math.round(remote.box.width)}-px tile: ${JSON.stringify(requests)}`);
+
+    // Both tiles show moving video: two screenshots 500 ms apart, decoded by the browser, per
+    // tile the pixel variance (not a blank or black tile) and the change between the two.
+    const shots = [await phone.screenshot(), await new Promise((r) => setTimeout(r, 500)).then(() => phone.screenshot())];
+    const pixels = await phone.evaluate(
+      async ({ shots, boxes }) => {
+        const decode = async (b64) => {
+          const img = new Image();
+          img.src = `data:image/png;base64,${b64}`;
+          await img.decode();
+          const canvas = document.createElement('canvas');
+          canvas.width = img.naturalWidth;
+          canvas.height = img.naturalHeight;
+          const g = canvas.getContext('2d', { willReadFrequently: true });
+          g.drawImage(img, 0, 0);
+          return g;
+        };
+        const [a, b] = await Promise.all(shots.map(decode));
+        const scale = a.canvas.width / window.innerWidth;
+        return boxes.map((box) => {
+          const [x, y, w, h] = [box.x, box.y, box.width, box.height].map((v) => Math.round(v * scale));
+          const pa = a.getImageData(x, y, w, h).data;
+          const pb = b.getImageData(x, y, w, h).data;
+          let sum = 0;
+          let sumSq = 0;
+          let diff = 0;
+          const n = pa.length / 4;
+          for (let i = 0; i < pa.length; i += 4) {
+            const luma = 0.299 * pa[i] + 0.587 * pa[i + 1] + 0.114 * pa[i + 2];
+            sum += luma;
+            sumSq += luma * luma;
+            diff += Math.abs(pa[i] - pb[i]) + Math.abs(pa[i + 1] - pb[i + 1]) + Math.abs(pa[i + 2] - pb[i + 2]);
+          }
+          const mean = sum / n;
+          return { mean: Math.round(mean), variance: Math.round(sumSq / n - mean * mean), meanAbsDiff: +(diff / (3 * n)).toFixed(2) };
+        });
+      },
+      { shots: shots.map((buf) => buf.toString('base64')), boxes: tiles.map((t) => t.box) },
+    );
+    report('phone pixels', Object.fromEntries(tiles.map((t, i) => [t.kind, JSON.stringify(pixels[i])])));
+    for (const [i, tile] of tiles.entries()) {
+      assert.ok(pixels[i].variance > 100, `${tile.kind} tile is blank or flat: ${JSON.stringify(pixels[i])}`);
+      assert.ok(pixels[i].meanAbsDiff > 0.5, `${tile.kind} tile did not move between two screenshots: ${JSON.stringify(pixels[i])}`);
+    }
 
     // The mic button mutes the local microphone track.
     await phone.click('#mic');

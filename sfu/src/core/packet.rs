@@ -102,11 +102,13 @@ pub enum DropReason {
     /// The subscriber's path is congested: its current layer is shed until the switch to a
     /// lower one lands.
     Congestion,
+    /// The subscriber paused the subscription (e.g. its video element is hidden).
+    Paused,
 }
 
 impl DropReason {
     /// Every reason, in a stable order (used for fixed-size counters).
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::WaitingForKeyframe,
         DropReason::UnknownPublication,
         DropReason::TooOld,
@@ -115,6 +117,7 @@ impl DropReason {
         DropReason::NotCurrentLayer,
         DropReason::UnknownLayer,
         DropReason::Congestion,
+        DropReason::Paused,
     ];
 
     /// A stable snake_case name, for stats and metrics keys.
@@ -128,6 +131,7 @@ impl DropReason {
             DropReason::NotCurrentLayer => "not_current_layer",
             DropReason::UnknownLayer => "unknown_layer",
             DropReason::Congestion => "congestion",
+            DropReason::Paused => "paused",
         }
     }
 
@@ -141,6 +145,7 @@ impl DropReason {
             DropReason::NotCurrentLayer => 5,
             DropReason::UnknownLayer => 6,
             DropReason::Congestion => 7,
+            DropReason::Paused => 8,
         }
     }
 }

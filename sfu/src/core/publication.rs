@@ -337,6 +337,22 @@ impl Publication {
             .unwrap_or(desired)
     }
 
+    /// Pauses or resumes one subscription; a resumed video subscription asks for a keyframe.
+    pub fn set_paused(
+        &mut self,
+        now: Instant,
+        id: SubscriptionId,
+        paused: bool,
+        outputs: &mut VecDeque<Output>,
+    ) -> bool {
+        let Some(subscription) = self.subscription_mut(id) else {
+            return false;
+        };
+        subscription.set_paused(paused);
+        self.after_decisions(now, outputs);
+        true
+    }
+
     /// What forwarding each layer costs now, in bits per second.
     pub fn layer_bitrates(&mut self, now: Instant) -> Vec<u64> {
         self.layers.iter_mut().map(|l| l.bitrate(now)).collect()
@@ -361,7 +377,7 @@ impl Publication {
         let count = self.layer_count();
         let mut needed = vec![false; self.layers.len()];
         needed[0] = true;
-        for subscription in &self.subscriptions {
+        for subscription in self.subscriptions.iter().filter(|s| !s.paused()) {
             for layer in [Some(subscription.target()), subscription.current_layer()]
                 .into_iter()
                 .flatten()

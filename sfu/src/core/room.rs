@@ -105,6 +105,11 @@ pub enum Input {
         spatial: u8,
         temporal: Option<u8>,
     },
+    /// The subscriber pauses (nothing forwarded, no layer needed) or resumes a subscription.
+    SetPaused {
+        subscription: SubscriptionId,
+        paused: bool,
+    },
     /// A subscriber's NACK named this many lost packets of a subscription: heavy loss steps
     /// its video down a layer at once, before the bandwidth estimate reacts.
     Nacked {
@@ -312,6 +317,23 @@ impl Room {
                     &mut self.outputs,
                 );
                 Ok(())
+            }
+            Input::SetPaused {
+                subscription,
+                paused,
+            } => {
+                let found = self
+                    .subscription_index
+                    .get(&subscription)
+                    .and_then(|id| self.publications.get_mut(id))
+                    .is_some_and(|publication| {
+                        publication.set_paused(now, subscription, paused, &mut self.outputs)
+                    });
+                if found {
+                    Ok(())
+                } else {
+                    Err(CoreError::UnknownSubscription(subscription))
+                }
             }
             Input::Bandwidth {
                 subscriber,
@@ -610,7 +632,7 @@ impl Room {
             let mine: Vec<(SubscriptionId, u8, Option<u64>)> = publication
                 .subscriptions
                 .iter()
-                .filter(|s| s.subscriber == subscriber)
+                .filter(|s| s.subscriber == subscriber && !s.paused())
                 .map(|s| (s.id, s.max_layer(), s.loss_ceiling(now)))
                 .collect();
             if mine.is_empty() {

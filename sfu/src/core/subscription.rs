@@ -79,6 +79,11 @@ pub(crate) struct Subscription {
     shed_current: bool,
     /// Report the first layer forwarded (simulcast publications only).
     reports_first_layer: bool,
+    /// Paused by the subscriber: nothing is forwarded, no layer is needed.
+    paused: bool,
+    /// Resumed after a pause: the next packet forwarded restarts the numbering (at a keyframe
+    /// for video), so the packets dropped meanwhile leave no sequence gap to NACK.
+    restart_pending: bool,
     /// Layer changes to report, drained into outputs.
     events: Vec<(Option<u8>, u8, LayerReason)>,
 }
@@ -110,6 +115,8 @@ impl Subscription {
             loss_ceiling: None,
             shed_current: false,
             reports_first_layer: false,
+            paused: false,
+            restart_pending: false,
             events: Vec::new(),
         }
     }
@@ -153,6 +160,19 @@ impl Subscription {
         self.shed_current = self.current.is_some_and(|c| c != self.target);
     }
 
+    pub fn paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Pauses or resumes forwarding; a resumed video subscription waits for a keyframe.
+    pub fn set_paused(&mut self, paused: bool) {
+        if self.paused && !paused && self.current.is_some() {
+            self.restart_pending = true;
+            self.waiting_keyframe = true;
+        }
+        self.paused = paused;
+    }
+
     pub fn set_max_layer(&mut self, layer: u8) {
         self.max_layer = layer;
     }
@@ -180,6 +200,7 @@ impl Subscription {
     /// The layer this subscription waits for a keyframe on, if any.
     pub fn awaited_layer(&self) -> Option<u8> {
         (self.kind == MediaKind::Video
+            && !self.paused
             && (self.current != Some(self.target) || self.waiting_keyframe))
             .then_some(self.target)
     }
@@ -224,11 +245,14 @@ impl Subscription {
     }
 
     fn decide_uncounted(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) -> Decision {
+        if self.paused {
+            return Decision::Drop(DropReason::Paused);
+        }
         let on_current = self.current == Some(meta.layer);
         if on_current && self.shed_current && meta.layer != self.target {
             return Decision::Drop(DropReason::Congestion);
         }
-        if !(on_current && self.numbering.source() == Some(meta.source)) {
+        if self.restart_pending || !(on_current && self.numbering.source() == Some(meta.source)) {
             // A packet of another layer, or the first of a new source on the current one:
             // forwarding moves here only to the target layer (or restarts the current one),
             // and for video only at a keyframe, so the decoder never sees a broken picture.
@@ -248,6 +272,7 @@ impl Subscription {
             );
             self.numbering.start_source(meta, now, clock_rate);
             self.shed_current = false;
+            self.restart_pending = false;
             if let Some(vp8) = &meta.vp8 {
                 self.vp8.start_source(vp8);
             }

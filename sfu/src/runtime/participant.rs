@@ -96,6 +96,11 @@ enum Command {
         temporal: Option<u8>,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    SetPaused {
+        subscription: SubscriptionId,
+        paused: bool,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
 }
 
 /// A participant in a room, owned by its signaling session. Dropping it (or calling
@@ -269,6 +274,20 @@ impl Participant {
         .await
     }
 
+    /// Pauses (nothing is forwarded) or resumes a subscription.
+    pub async fn set_paused(
+        &self,
+        subscription: SubscriptionId,
+        paused: bool,
+    ) -> Result<(), RequestError> {
+        self.call(|reply| Command::SetPaused {
+            subscription,
+            paused,
+            reply,
+        })
+        .await
+    }
+
     /// Leaves the room. Dropping the participant does the same.
     pub fn leave(self) {}
 }
@@ -292,6 +311,8 @@ struct SubscriptionState {
     active: bool,
     /// The layer asked for, kept until the subscription is active.
     preferred: Option<(u8, Option<u8>)>,
+    /// Paused by the subscriber, kept until the subscription is active.
+    paused: bool,
     video: bool,
 }
 
@@ -466,6 +487,31 @@ impl ParticipantTask {
                 };
                 let _ = reply.send(result);
             }
+            Command::SetPaused {
+                subscription,
+                paused,
+                reply,
+            } => {
+                let result = match self.subscriptions.get_mut(&subscription) {
+                    None => Err(RequestError::NotFound(format!(
+                        "subscription {subscription}"
+                    ))),
+                    Some(state) => {
+                        state.paused = paused;
+                        if state.active {
+                            self.room
+                                .send(RoomCommand::SetPaused {
+                                    subscription,
+                                    paused,
+                                })
+                                .await
+                        } else {
+                            Ok(())
+                        }
+                    }
+                };
+                let _ = reply.send(result);
+            }
             Command::Candidate {
                 role,
                 candidate,
@@ -600,6 +646,7 @@ impl ParticipantTask {
                 negotiation: TrackNegotiation::Pending,
                 active: false,
                 preferred: None,
+                paused: false,
                 video: info.kind == crate::core::MediaKind::Video,
             },
         );
@@ -722,6 +769,14 @@ impl ParticipantTask {
                         subscription: id,
                         spatial,
                         temporal,
+                    })
+                    .await?;
+            }
+            if state.paused {
+                self.room
+                    .send(RoomCommand::SetPaused {
+                        subscription: id,
+                        paused: true,
                     })
                     .await?;
             }

@@ -100,6 +100,10 @@ pub(crate) enum RoomCommand {
         spatial: u8,
         temporal: Option<u8>,
     },
+    SetPaused {
+        subscription: SubscriptionId,
+        paused: bool,
+    },
     Bandwidth {
         subscriber: ParticipantId,
         bits_per_second: u64,
@@ -269,6 +273,16 @@ impl RoomTask {
                     subscription,
                     spatial,
                     temporal,
+                },
+            ),
+            RoomCommand::SetPaused {
+                subscription,
+                paused,
+            } => self.feed(
+                now,
+                Input::SetPaused {
+                    subscription,
+                    paused,
                 },
             ),
             RoomCommand::Bandwidth {

@@ -581,3 +581,62 @@ fn dynacast_follows_each_request_at_once() {
         ]
     );
 }
+
+#[test]
+fn a_paused_subscription_forwards_nothing_and_resumes_contiguously_at_a_keyframe() {
+    let (mut h, mut stream) = streaming();
+    let before = forwards_to(&h.drain(), 1);
+    let last_seq = before.last().map(|p| p.sequence_number);
+    h.input(Input::SetPaused {
+        subscription: SubscriptionId(1),
+        paused: true,
+    })
+    .unwrap();
+    let mut outputs = h.drain();
+    for _ in 0..30 {
+        stream.frame(&mut h, &[0, 1, 2], &[]);
+        h.timeout();
+        outputs.extend(h.drain());
+    }
+    assert!(
+        forwards_to(&outputs, 1).is_empty(),
+        "paused: nothing forwarded"
+    );
+    assert_eq!(
+        dynacast(&outputs),
+        vec![vec![true, false, false]],
+        "nobody watches h or f any more"
+    );
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, Output::RequestKeyframe { .. })),
+        "a paused subscription asks for no keyframe"
+    );
+    let stats = h.room.subscription_stats(SubscriptionId(1)).unwrap();
+    assert!(stats.drops.get(DropReason::Paused) >= 30);
+
+    h.input(Input::SetPaused {
+        subscription: SubscriptionId(1),
+        paused: false,
+    })
+    .unwrap();
+    let resumed = h.drain();
+    assert!(
+        resumed
+            .iter()
+            .any(|o| matches!(o, Output::RequestKeyframe { .. })),
+        "resuming asks for a keyframe: {resumed:?}"
+    );
+    assert_eq!(dynacast(&resumed), vec![vec![true, false, true]]);
+    // Delta frames wait; the keyframe restarts forwarding right after the last packet sent.
+    stream.frame(&mut h, &[0, 1, 2], &[]);
+    assert!(forwards_to(&h.drain(), 1).is_empty());
+    stream.frame(&mut h, &[0, 1, 2], &[2]);
+    let got = forwards_to(&h.drain(), 1);
+    assert_eq!(got.len(), 1);
+    assert!(is_key(&got[0]) && layer_of(&got[0]) == 2);
+    if let Some(last) = last_seq {
+        assert_eq!(got[0].sequence_number, last.wrapping_add(1));
+    }
+}
