@@ -20,6 +20,8 @@ const RESPONSE_TYPE = {
   trickle: 'ok',
   setPreferredLayer: 'ok',
   leave: 'ok',
+  resume: 'resumed',
+  restartIce: 'ok',
 } as const satisfies Record<ClientType, ServerMessage['type']>;
 
 /** The success response the server sends for a request of type `T`. */
