@@ -298,6 +298,7 @@ async fn timeout_at<F: std::future::Future>(
 pub fn response_id(message: &ServerMessage) -> Option<u32> {
     match message {
         ServerMessage::Joined { request_id, .. }
+        | ServerMessage::Resumed { request_id, .. }
         | ServerMessage::Published { request_id, .. }
         | ServerMessage::Subscribed { request_id, .. }
         | ServerMessage::Ok { request_id } => Some(*request_id),

@@ -336,6 +336,8 @@ async function join(roomName: string, name: string): Promise<void> {
   room.on(RoomEvent.PublicationAdded, (p) => void subscribeTo(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => onPublicationRemoved(e.publicationId, e.participantId));
   room.on(RoomEvent.Error, (err) => showError('room', err));
+  room.on(RoomEvent.Reconnecting, () => setStatus('Connection lost: reconnecting…'));
+  room.on(RoomEvent.Reconnected, () => setStatus(`In room "${room.name ?? roomName}" as ${room.localParticipant?.identity ?? name}`));
   room.on(RoomEvent.Disconnected, (e) => {
     if (demo.room === room) resetPage();
     if (!e.clientInitiated) showError('disconnected', new Error(`connection closed (code ${e.code}) ${e.reason}`));

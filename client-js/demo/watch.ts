@@ -177,6 +177,14 @@ async function start(): Promise<void> {
   room.on(RoomEvent.PublicationAdded, (p) => void subscribe(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => unsubscribe(e.publicationId));
   room.on(RoomEvent.Error, (err) => showError('room', err));
+  const connectedText = { value: '' };
+  room.on(RoomEvent.Reconnecting, () => {
+    connectedText.value = statusText.textContent ?? '';
+    statusText.textContent = 'Connection lost: reconnecting…';
+  });
+  room.on(RoomEvent.Reconnected, () => {
+    statusText.textContent = connectedText.value;
+  });
   room.on(RoomEvent.Disconnected, (e) => {
     statusText.textContent = 'Disconnected';
     if (!e.clientInitiated) showError('disconnected', new Error(`connection closed (code ${e.code}) ${e.reason}`));

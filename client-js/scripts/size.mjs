@@ -6,11 +6,11 @@ import { build } from 'esbuild';
 import { ROOT } from './build.mjs';
 
 /**
- * The budget for the minified + gzipped SDK: measured at 7,665 B with adaptive stream (6,577 B
- * before it), plus ~20 % headroom. Raise it deliberately (and say why in the commit), never
- * just to make a change fit.
+ * The budget for the minified + gzipped SDK: measured at 9,366 B with reconnection and session
+ * resume (7,665 B before it, 6,577 B before adaptive stream), plus ~20 % headroom. Raise it
+ * deliberately (and say why in the commit), never just to make a change fit.
  */
-export const BUDGET_BYTES = 9 * 1024;
+export const BUDGET_BYTES = 11 * 1024;
 
 const result = await build({
   absWorkingDir: ROOT,

@@ -1,5 +1,6 @@
 /** @sluice/client — browser SDK for the Sluice SFU. */
-export { Room, RoomEvent, RoomState, SIMULCAST_ENCODINGS } from './room.js';
+export { DisconnectCause, Room, RoomEvent, RoomState, SIMULCAST_ENCODINGS } from './room.js';
+export { MAX_RECONNECT_DELAY_MS, RECONNECT_SCHEDULE_MS, reconnectDelayMs } from './reconnect.js';
 export type {
   ConnectOptions,
   DisconnectedEvent,
@@ -9,6 +10,8 @@ export type {
   ParticipantLeftEvent,
   PublicationRemovedEvent,
   PublisherLayersAppliedEvent,
+  ReconnectedEvent,
+  ReconnectingEvent,
   PublishOptions,
   RoomEvents,
   RoomOptions,
@@ -41,6 +44,7 @@ export type {
   PeerTarget,
   PublicationInfo,
   RequestId,
+  SubscriptionInfo,
   ServerMessage,
   TrackInfo,
   TrackSource,

@@ -11,11 +11,28 @@ subscriptionId: string,
 /**
  * True pauses, false resumes.
  */
-paused: boolean, } | { "type": "leave", requestId: number, };
+paused: boolean, } | { "type": "leave", requestId: number, } | { "type": "resume", requestId: number, 
+/**
+ * The `participant.participantId` of the session's `joined`.
+ */
+participantId: string, 
+/**
+ * The `resumeToken` of the session's `joined`.
+ */
+resumeToken: string, } | { "type": "restartIce", requestId: number, };
 
-export type ServerMessage = { "type": "joined", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: LayerRef, target: LayerRef, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, };
+export type ServerMessage = { "type": "joined", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, 
+/**
+ * Secret that lets this participant `resume` after its connection drops (128 random
+ * bits, hex). Keep it like the token; it is valid only for this participant.
+ */
+resumeToken: string, } | { "type": "resumed", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, 
+/**
+ * The caller's subscriptions; any other the client holds has ended.
+ */
+subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: LayerRef, target: LayerRef, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, };
 
-export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal";
+export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal" | "resumeFailed";
 
 export type PeerTarget = "publisher" | "subscriber";
 
@@ -47,6 +64,16 @@ codec: string,
  * Simulcast layers by `rid`, lowest first; empty for a single encoding.
  */
 rids?: Array<string>, };
+
+export type SubscriptionInfo = { 
+/**
+ * The id `subscribed` gave it.
+ */
+subscriptionId: string, 
+/**
+ * The publication it receives.
+ */
+publicationId: string, };
 
 export type LayerRef = { spatial: number, temporal: number, };
 

@@ -1,5 +1,5 @@
 import { TypedEmitter } from './emitter.js';
-import { ConnectionError, ConnectionErrorReason, NegotiationError, SluiceError } from './errors.js';
+import { ConnectionError, ConnectionErrorReason, NegotiationError, ServerError, SluiceError } from './errors.js';
 import { Peer } from './peer.js';
 import type {
   IceCandidate,
@@ -14,6 +14,7 @@ import type {
   TrackInfo,
   TrackSource,
 } from './protocol.gen.js';
+import { DEFAULT_RECONNECT_JITTER, NO_RECONNECT_CLOSE_CODES, reconnectDelayMs } from './reconnect.js';
 import { type CloseInfo, type ServerEvent, SignalClient } from './signal.js';
 import { msidTrackIdsByMid } from './sdp.js';
 import { type PreferredLayer, type RemoteTrack, Subscription } from './subscription.js';
@@ -27,6 +28,15 @@ export interface RoomOptions {
   requestTimeoutMs?: number;
   /** Passed to the peer connection factory. Default: no ICE servers (the SFU is reachable directly). */
   rtcConfiguration?: RTCConfiguration;
+  /**
+   * Reconnect after the signaling connection drops (see `RoomEvent.Reconnecting`). Default: true.
+   * When false, a drop ends the session (`disconnected`).
+   */
+  reconnect?: boolean;
+  /** Give up reconnecting after this long and emit `disconnected`. Default: 120 000 ms. */
+  reconnectTimeoutMs?: number;
+  /** Spread of each reconnection delay, 0–1 (±20 % by default). */
+  reconnectJitter?: number;
 }
 
 /** A video codec the publisher can prefer. */
@@ -83,6 +93,8 @@ export const RoomState = {
   Idle: 'idle',
   Connecting: 'connecting',
   Connected: 'connected',
+  /** The signaling connection dropped; the SDK is resuming the session (media may still flow). */
+  Reconnecting: 'reconnecting',
   Disconnected: 'disconnected',
 } as const;
 export type RoomState = (typeof RoomState)[keyof typeof RoomState];
@@ -96,8 +108,49 @@ export const RoomEvent = {
   LayersChanged: 'layersChanged',
   PublisherLayersApplied: 'publisherLayersApplied',
   Error: 'error',
+  /** The signaling connection dropped; the SDK is reconnecting. */
+  Reconnecting: 'reconnecting',
+  /** The session is back after `reconnecting`. */
+  Reconnected: 'reconnected',
+  /** `room.state` changed. */
+  ConnectionStateChanged: 'connectionStateChanged',
   Disconnected: 'disconnected',
 } as const;
+
+/** Why the session ended. */
+export const DisconnectCause = {
+  /** `disconnect()` was called. */
+  ClientLeft: 'clientLeft',
+  /** The server closed the connection in a way reconnecting cannot fix (or reconnect is off). */
+  ServerClosed: 'serverClosed',
+  /** Another connection resumed this session (close code 4001). */
+  Replaced: 'replaced',
+  /** Reconnecting did not succeed within `reconnectTimeoutMs`, or the server refused the rejoin. */
+  ReconnectFailed: 'reconnectFailed',
+} as const;
+export type DisconnectCause = (typeof DisconnectCause)[keyof typeof DisconnectCause];
+
+/** The `reconnecting` event: how the connection dropped. */
+export interface ReconnectingEvent {
+  /** Close code of the connection that dropped. */
+  code: number;
+  /** Close reason of the connection that dropped. */
+  reason: string;
+}
+
+/** The `reconnected` event: how the session came back. */
+export interface ReconnectedEvent {
+  /**
+   * True: the server resumed the session (same participant, publications and subscriptions).
+   * False: it had forgotten it, so the SDK joined again, republished the local tracks and
+   * resubscribed; publications and subscriptions then have new ids and objects.
+   */
+  resumed: boolean;
+  /** Connection attempts it took. */
+  attempts: number;
+  /** From the drop to this event. */
+  durationMs: number;
+}
 
 export interface ParticipantLeftEvent {
   participantId: string;
@@ -138,6 +191,8 @@ export interface DisconnectedEvent {
   /** WebSocket close code. */
   code: number;
   reason: string;
+  /** Why the session ended. */
+  cause: DisconnectCause;
 }
 
 export type RoomEvents = {
@@ -159,9 +214,28 @@ export type RoomEvents = {
   publisherLayersApplied: (event: PublisherLayersAppliedEvent) => void;
   /** A failure that belongs to no call: a server error without requestId, a failed server offer. */
   error: (error: SluiceError) => void;
+  /**
+   * The signaling connection dropped and the SDK is reconnecting (with backoff: 0, 1, 2, 4, 8,
+   * 16, 30, 30… s ±jitter). Requests made meanwhile reject with `ConnectionError`.
+   */
+  reconnecting: (event: ReconnectingEvent) => void;
+  /** The session is back after `reconnecting`: resumed, or rejoined when resume was refused. */
+  reconnected: (event: ReconnectedEvent) => void;
+  /** `room.state` changed. */
+  connectionStateChanged: (state: RoomState, previous: RoomState) => void;
   /** The session ended; emitted once, only after `connect` succeeded. */
   disconnected: (event: DisconnectedEvent) => void;
 };
+
+const DEFAULT_RECONNECT_TIMEOUT_MS = 120_000;
+
+/** What `publish` was called with, kept to publish the tracks again after a rejoin. */
+interface PublishCall {
+  stream: MediaStream;
+  options: PublishOptions;
+}
+
+type OwnPublication = LocalPublication & { sender: RTCRtpSender; call: PublishCall };
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 
@@ -171,18 +245,29 @@ const DEFAULT_TIMEOUT_MS = 10_000;
  * after `disconnect()` create a new one.
  */
 export class Room extends TypedEmitter<RoomEvents> {
-  private readonly signal: SignalClient;
+  private signal: SignalClient;
+  private readonly webSocketFactory: (url: string) => WebSocket;
+  private readonly requestTimeoutMs: number;
+  private readonly reconnectEnabled: boolean;
+  private readonly reconnectTimeoutMs: number;
+  private readonly reconnectJitter: number;
+  /** Where and how the session was joined, to reconnect. */
+  private session: { url: string; token: string; options: ConnectOptions; resumeToken: string } | undefined;
+  /** Cancels the wait before the next reconnection attempt. */
+  private cancelReconnectWait: (() => void) | undefined;
   private readonly peerConnectionFactory: (config: RTCConfiguration) => RTCPeerConnection;
   private readonly rtcConfiguration: RTCConfiguration;
   private roomState: RoomState = RoomState.Idle;
   private leaving = false;
+  /** A resume happened: later membership events may repeat what its room state showed. */
+  private resumedOnce = false;
   private publisher: Peer | undefined;
   private subscriber: Peer | undefined;
   private local: ParticipantInfo | undefined;
   private roomName: string | undefined;
   private readonly remoteParticipants = new Map<string, ParticipantInfo>();
   private readonly remotePublications = new Map<string, PublicationInfo>();
-  private readonly ownPublications = new Map<string, LocalPublication & { sender: RTCRtpSender }>();
+  private readonly ownPublications = new Map<string, OwnPublication>();
   private readonly activeSubscriptions = new Map<string, Subscription>();
   /** Tracks that arrived before their `subscribed` response, by stream id (= subscription id). */
   /** Subscriber transceivers' mids → subscription ids, from the server's offers. */
@@ -197,15 +282,43 @@ export class Room extends TypedEmitter<RoomEvents> {
 
   constructor(options: RoomOptions = {}) {
     super();
-    const webSocketFactory = options.webSocketFactory ?? ((url: string) => new WebSocket(url));
+    this.webSocketFactory = options.webSocketFactory ?? ((url: string) => new WebSocket(url));
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.reconnectEnabled = options.reconnect ?? true;
+    this.reconnectTimeoutMs = options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS;
+    this.reconnectJitter = options.reconnectJitter ?? DEFAULT_RECONNECT_JITTER;
     this.peerConnectionFactory =
       options.peerConnectionFactory ?? ((config: RTCConfiguration) => new RTCPeerConnection(config));
     this.rtcConfiguration = options.rtcConfiguration ?? {};
-    this.signal = new SignalClient(webSocketFactory, options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS, {
-      onEvent: (event) => this.handleEvent(event),
-      onUnsolicitedError: (error) => this.reportError(error),
-      onClose: (info) => this.handleClose(info),
+    this.signal = this.newSignal();
+  }
+
+  /** A signaling client for one socket; a stale one's events and close are ignored. */
+  private newSignal(): SignalClient {
+    const signal: SignalClient = new SignalClient(this.webSocketFactory, this.requestTimeoutMs, {
+      onEvent: (event) => {
+        if (signal === this.signal) this.handleEvent(event);
+      },
+      onUnsolicitedError: (error) => {
+        if (signal === this.signal) this.reportError(error);
+      },
+      onClose: (info) => {
+        if (signal === this.signal) this.handleClose(info);
+      },
     });
+    return signal;
+  }
+
+  /** The state, read afresh (TypeScript would narrow `this.roomState` across awaits). */
+  private stateNow(): RoomState {
+    return this.roomState;
+  }
+
+  private setState(state: RoomState): void {
+    const previous = this.roomState;
+    if (previous === state) return;
+    this.roomState = state;
+    this.emit('connectionStateChanged', state, previous);
   }
 
   get state(): RoomState {
@@ -263,17 +376,18 @@ export class Room extends TypedEmitter<RoomEvents> {
     if (this.roomState !== RoomState.Idle) {
       throw new ConnectionError(ConnectionErrorReason.InvalidState, `connect() on a ${this.roomState} room`);
     }
-    this.roomState = RoomState.Connecting;
+    this.setState(RoomState.Connecting);
     try {
       await this.signal.connect(url);
       const joined = await this.signal.request(
         options.room === undefined ? { type: 'join', token } : { type: 'join', token, room: options.room },
       );
-      if (this.roomState !== RoomState.Connecting) {
+      if (this.stateNow() !== RoomState.Connecting) {
         throw new ConnectionError(ConnectionErrorReason.Closed, 'disconnected while joining');
       }
       this.roomName = joined.room;
       this.local = joined.participant;
+      this.session = { url, token, options, resumeToken: joined.resumeToken };
       for (const participant of joined.participants) {
         if (participant.participantId !== joined.participant.participantId) {
           this.remoteParticipants.set(participant.participantId, participant);
@@ -284,7 +398,7 @@ export class Room extends TypedEmitter<RoomEvents> {
           this.remotePublications.set(publication.publicationId, publication);
         }
       }
-      this.roomState = RoomState.Connected;
+      this.setState(RoomState.Connected);
       const { type: _type, requestId: _requestId, ...info } = joined;
       return info;
     } catch (err) {
@@ -299,7 +413,14 @@ export class Room extends TypedEmitter<RoomEvents> {
    */
   async publish(stream: MediaStream, options: PublishOptions = {}): Promise<LocalPublication[]> {
     this.assertConnected('publish');
-    const tracks = stream.getTracks();
+    return this.publishTracks(stream, stream.getTracks(), options);
+  }
+
+  private async publishTracks(
+    stream: MediaStream,
+    tracks: MediaStreamTrack[],
+    options: PublishOptions,
+  ): Promise<LocalPublication[]> {
     if (tracks.length === 0) return [];
     const peer = this.ensurePeer('publisher');
     return peer.negotiate(async () => {
@@ -356,7 +477,7 @@ export class Room extends TypedEmitter<RoomEvents> {
       } catch (err) {
         throw new NegotiationError('publisher: the server answer was rejected', { cause: err });
       }
-      return this.claimPublications(published.publications, added, infos);
+      return this.claimPublications(published.publications, added, infos, { stream, options });
     });
   }
 
@@ -422,6 +543,10 @@ export class Room extends TypedEmitter<RoomEvents> {
   /** Leaves the room (best effort `leave`), then closes both peer connections and the socket. */
   async disconnect(): Promise<void> {
     if (this.roomState === RoomState.Disconnected) return;
+    if (this.roomState === RoomState.Reconnecting) {
+      this.teardown({ clientInitiated: true, code: 1000, reason: 'client left', cause: DisconnectCause.ClientLeft });
+      return;
+    }
     if (this.roomState === RoomState.Connected) {
       this.leaving = true;
       try {
@@ -430,11 +555,11 @@ export class Room extends TypedEmitter<RoomEvents> {
         // The session ends either way.
       }
     }
-    this.teardown({ clientInitiated: true, code: 1000, reason: 'client left' });
+    this.teardown({ clientInitiated: true, code: 1000, reason: 'client left', cause: DisconnectCause.ClientLeft });
   }
 
   private handleEvent(event: ServerEvent): void {
-    if (this.roomState !== RoomState.Connected && this.roomState !== RoomState.Connecting) return;
+    if (this.roomState === RoomState.Idle || this.roomState === RoomState.Disconnected) return;
     switch (event.type) {
       case 'offer':
         this.handleOffer(event.sdp);
@@ -444,21 +569,32 @@ export class Room extends TypedEmitter<RoomEvents> {
         break;
       case 'participantJoined':
         if (event.participant.participantId === this.local?.participantId) break;
+        // After a resume, an event may repeat what the room state already showed.
+        if (this.remoteParticipants.has(event.participant.participantId)) break;
         this.remoteParticipants.set(event.participant.participantId, event.participant);
         this.emit('participantJoined', event.participant);
         break;
       case 'participantLeft': {
         const participant = this.remoteParticipants.get(event.participantId);
+        if (participant === undefined && this.resumedOnce) break; // already gone at the resume
         this.remoteParticipants.delete(event.participantId);
         this.emit('participantLeft', { participantId: event.participantId, participant });
         break;
       }
       case 'publicationAdded':
         if (event.publication.participantId === this.local?.participantId) break;
+        if (this.remotePublications.has(event.publication.publicationId)) break;
         this.remotePublications.set(event.publication.publicationId, event.publication);
         this.emit('publicationAdded', event.publication);
         break;
       case 'publicationRemoved':
+        if (
+          this.resumedOnce &&
+          !this.remotePublications.has(event.publicationId) &&
+          !this.ownPublications.has(event.publicationId)
+        ) {
+          break; // already removed when the resume reconciled the room
+        }
         this.handlePublicationRemoved(event.publicationId, event.participantId);
         break;
       case 'layersChanged': {
@@ -592,7 +728,236 @@ export class Room extends TypedEmitter<RoomEvents> {
 
   private handleClose(info: CloseInfo): void {
     const clientInitiated = info.clientInitiated || this.leaving;
-    this.teardown({ clientInitiated, code: info.code, reason: info.reason });
+    if (this.roomState === RoomState.Reconnecting) return; // the attempt in progress sees it fail
+    if (
+      !clientInitiated &&
+      this.roomState === RoomState.Connected &&
+      this.reconnectEnabled &&
+      this.session !== undefined &&
+      !NO_RECONNECT_CLOSE_CODES.has(info.code)
+    ) {
+      void this.reconnect(info);
+      return;
+    }
+    const cause = clientInitiated
+      ? DisconnectCause.ClientLeft
+      : info.code === 4001
+        ? DisconnectCause.Replaced
+        : DisconnectCause.ServerClosed;
+    this.teardown({ clientInitiated, code: info.code, reason: info.reason, cause });
+  }
+
+  /**
+   * After an unexpected close: retries with backoff until the session is resumed (or rejoined)
+   * or `reconnectTimeoutMs` has passed. Media keeps flowing on the peer connections meanwhile
+   * when only the WebSocket dropped.
+   */
+  private async reconnect(dropped: CloseInfo): Promise<void> {
+    const session = this.session;
+    if (session === undefined) return;
+    const startedAt = Date.now();
+    this.setState(RoomState.Reconnecting);
+    this.emit('reconnecting', { code: dropped.code, reason: dropped.reason });
+    let attempts = 0;
+    let lastError: unknown;
+    while (this.stateNow() === RoomState.Reconnecting) {
+      const delay = reconnectDelayMs(attempts, this.reconnectJitter);
+      if (Date.now() - startedAt + delay > this.reconnectTimeoutMs) break;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.cancelReconnectWait = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.cancelReconnectWait = undefined;
+      if (this.stateNow() !== RoomState.Reconnecting) return;
+      attempts += 1;
+      const signal = this.newSignal();
+      this.signal = signal;
+      try {
+        await signal.connect(session.url);
+        const resumed = await this.resumeOrRejoin(signal, session);
+        if (this.signal !== signal || this.stateNow() !== RoomState.Connected) return;
+        this.emit('reconnected', { resumed, attempts, durationMs: Date.now() - startedAt });
+        return;
+      } catch (err) {
+        lastError = err;
+        if (this.signal === signal) signal.close();
+        if (this.stateNow() === RoomState.Disconnected) return;
+        if (this.stateNow() === RoomState.Connected) {
+          // It broke again after it was back: the new close starts a new round.
+          return;
+        }
+        if (err instanceof ServerError && (err.code === 'unauthorized' || err.code === 'permissionDenied')) break;
+      }
+    }
+    if (this.stateNow() !== RoomState.Reconnecting) return;
+    const why = lastError instanceof Error ? `: ${lastError.message}` : '';
+    this.teardown({
+      clientInitiated: false,
+      code: dropped.code,
+      reason: `reconnect gave up after ${attempts} attempts in ${Date.now() - startedAt} ms${why}`,
+      cause: DisconnectCause.ReconnectFailed,
+    });
+  }
+
+  /** One attempt on an open socket: `resume`, or a full rejoin when the server refuses it. */
+  private async resumeOrRejoin(
+    signal: SignalClient,
+    session: NonNullable<Room['session']>,
+  ): Promise<boolean> {
+    const participantId = this.local?.participantId;
+    let resumed: Extract<ServerMessage, { type: 'resumed' }> | undefined;
+    if (participantId !== undefined) {
+      try {
+        resumed = await signal.request({ type: 'resume', participantId, resumeToken: session.resumeToken });
+      } catch (err) {
+        if (!(err instanceof ServerError && err.code === 'resumeFailed')) throw err;
+      }
+    }
+    if (resumed !== undefined) {
+      this.resumedOnce = true;
+      this.reconcile(resumed.participants, resumed.publications, resumed.subscriptions);
+      this.setState(RoomState.Connected);
+      await this.restartIce(signal);
+      return true;
+    }
+    await this.rejoin(signal, session);
+    return false;
+  }
+
+  /**
+   * Brings the room's view in line with the server's after time away, emitting the events the
+   * missed ones would have caused.
+   */
+  private reconcile(
+    participants: ParticipantInfo[],
+    publications: PublicationInfo[],
+    subscriptions: { subscriptionId: string; publicationId: string }[] | undefined,
+  ): void {
+    const self = this.local?.participantId;
+    const present = new Set(publications.map((p) => p.publicationId));
+    for (const [id, publication] of [...this.remotePublications, ...this.ownPublications]) {
+      if (!present.has(id)) this.handlePublicationRemoved(id, publication.participantId);
+    }
+    const here = new Map(participants.filter((p) => p.participantId !== self).map((p) => [p.participantId, p]));
+    for (const [id, participant] of [...this.remoteParticipants]) {
+      if (here.has(id)) continue;
+      this.remoteParticipants.delete(id);
+      this.emit('participantLeft', { participantId: id, participant });
+    }
+    for (const [id, participant] of here) {
+      if (this.remoteParticipants.has(id)) continue;
+      this.remoteParticipants.set(id, participant);
+      this.emit('participantJoined', participant);
+    }
+    for (const publication of publications) {
+      if (publication.participantId === self || this.remotePublications.has(publication.publicationId)) continue;
+      this.remotePublications.set(publication.publicationId, publication);
+      this.emit('publicationAdded', publication);
+    }
+    if (subscriptions !== undefined) {
+      const held = new Set(subscriptions.map((s) => s.subscriptionId));
+      for (const id of [...this.activeSubscriptions.keys()]) if (!held.has(id)) this.endSubscription(id);
+    }
+  }
+
+  /**
+   * ICE-restarts both connections after a resume, so they recover if the network under them
+   * changed too: the publisher with an `iceRestart` offer (`publish` without tracks), the
+   * subscriber by asking the server (`restartIce`; its new offer arrives as an event).
+   */
+  private async restartIce(signal: SignalClient): Promise<void> {
+    const steps: Promise<unknown>[] = [];
+    const publisher = this.publisher;
+    if (publisher !== undefined && publisher.pc.localDescription !== null) {
+      steps.push(
+        publisher.negotiate(async () => {
+          if (publisher.pc.signalingState === 'have-local-offer') {
+            await publisher.pc.setLocalDescription({ type: 'rollback' });
+          }
+          let sdp: string;
+          try {
+            const offer = await publisher.pc.createOffer({ iceRestart: true });
+            await publisher.pc.setLocalDescription(offer);
+            sdp = publisher.pc.localDescription?.sdp ?? offer.sdp ?? '';
+          } catch (err) {
+            throw new NegotiationError('publisher: cannot create the ICE restart offer', { cause: err });
+          }
+          const published = await signal.request({ type: 'publish', sdp, tracks: [] });
+          try {
+            await publisher.setRemoteDescription({ type: 'answer', sdp: published.sdp });
+          } catch (err) {
+            throw new NegotiationError('publisher: the ICE restart answer was rejected', { cause: err });
+          }
+        }),
+      );
+    }
+    if (this.subscriber !== undefined && this.subscriber.pc.remoteDescription !== null) {
+      steps.push(signal.request({ type: 'restartIce' }));
+    }
+    const results = await Promise.allSettled(steps);
+    for (const result of results) {
+      if (result.status === 'rejected' && this.signal === signal) this.reportError(asSluiceError(result.reason));
+    }
+  }
+
+  /**
+   * The server forgot the session: join again with the same token, publish the local tracks
+   * again and subscribe again to what is still published. Both peer connections start afresh.
+   */
+  private async rejoin(signal: SignalClient, session: NonNullable<Room['session']>): Promise<void> {
+    const calls = new Map<PublishCall, MediaStreamTrack[]>();
+    for (const own of this.ownPublications.values()) {
+      const tracks = calls.get(own.call) ?? [];
+      tracks.push(own.track);
+      calls.set(own.call, tracks);
+    }
+    const wanted = [...this.activeSubscriptions.values()].map((s) => s.publicationId);
+    const joined = await signal.request(
+      session.options.room === undefined
+        ? { type: 'join', token: session.token }
+        : { type: 'join', token: session.token, room: session.options.room },
+    );
+    this.resetMedia();
+    this.session = { ...session, resumeToken: joined.resumeToken };
+    this.roomName = joined.room;
+    this.local = joined.participant;
+    this.reconcile(joined.participants, joined.publications, undefined);
+    this.setState(RoomState.Connected);
+    for (const [call, tracks] of calls) {
+      try {
+        await this.publishTracks(call.stream, tracks, call.options);
+      } catch (err) {
+        if (this.signal !== signal) throw err;
+        this.reportError(asSluiceError(err));
+      }
+    }
+    for (const publicationId of wanted) {
+      if (!this.remotePublications.has(publicationId)) continue;
+      try {
+        await this.subscribe(publicationId);
+      } catch (err) {
+        if (this.signal !== signal) throw err;
+        this.reportError(asSluiceError(err));
+      }
+    }
+  }
+
+  /** Drops both peer connections and everything negotiated on them (before a rejoin). */
+  private resetMedia(): void {
+    this.publisher?.close();
+    this.subscriber?.close();
+    this.publisher = undefined;
+    this.subscriber = undefined;
+    for (const id of [...this.activeSubscriptions.keys()]) this.endSubscription(id);
+    this.ownPublications.clear();
+    this.appliedLayers.clear();
+    this.pendingLayers.clear();
+    this.subscriptionByMid.clear();
+    this.unclaimedTracks.clear();
+    this.unclaimedLayers.clear();
   }
 
   private ensurePeer(target: PeerTarget): Peer {
@@ -658,6 +1023,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     publications: PublicationInfo[],
     added: { track: MediaStreamTrack; transceiver: RTCRtpTransceiver }[],
     infos: TrackInfo[],
+    call: PublishCall,
   ): LocalPublication[] {
     const unclaimed = publications.filter((p) => !this.ownPublications.has(p.publicationId));
     const result: LocalPublication[] = [];
@@ -667,9 +1033,9 @@ export class Room extends TypedEmitter<RoomEvents> {
       if (index < 0) return;
       const [publication] = unclaimed.splice(index, 1);
       if (publication === undefined) return;
-      const local = { ...publication, track, sender: transceiver.sender };
+      const local = { ...publication, track, sender: transceiver.sender, call };
       this.ownPublications.set(publication.publicationId, local);
-      const { sender: _sender, ...pub } = local;
+      const { sender: _sender, call: _call, ...pub } = local;
       result.push(pub);
     });
     return result;
@@ -677,8 +1043,10 @@ export class Room extends TypedEmitter<RoomEvents> {
 
   private teardown(event: DisconnectedEvent | undefined): void {
     if (this.roomState === RoomState.Disconnected) return;
-    const wasConnected = this.roomState === RoomState.Connected;
-    this.roomState = RoomState.Disconnected;
+    const wasConnected = this.roomState === RoomState.Connected || this.roomState === RoomState.Reconnecting;
+    this.setState(RoomState.Disconnected);
+    this.cancelReconnectWait?.();
+    this.cancelReconnectWait = undefined;
     this.signal.close();
     this.publisher?.close();
     this.subscriber?.close();

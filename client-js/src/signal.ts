@@ -21,6 +21,8 @@ const RESPONSE_TYPE = {
   setPreferredLayer: 'ok',
   setSubscriptionPaused: 'ok',
   leave: 'ok',
+  resume: 'resumed',
+  restartIce: 'ok',
 } as const satisfies Record<ClientType, ServerMessage['type']>;
 
 /** The success response the server sends for a request of type `T`. */

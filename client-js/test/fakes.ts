@@ -186,8 +186,8 @@ export class FakePeerConnection extends EventTarget {
 
   removeTrack(): void {}
 
-  async createOffer(): Promise<RTCSessionDescriptionInit> {
-    this.log.push('createOffer');
+  async createOffer(options?: RTCOfferOptions): Promise<RTCSessionDescriptionInit> {
+    this.log.push(options?.iceRestart === true ? 'createOffer:iceRestart' : 'createOffer');
     return { type: 'offer', sdp: `v=0 fake-offer-${++this.counter}` };
   }
 
@@ -253,6 +253,8 @@ export interface Harness {
   room: Room;
   /** The socket of the last `connect`. */
   socket: () => FakeWebSocket;
+  /** Every socket opened, in order. */
+  sockets: FakeWebSocket[];
   /** The peer connections in creation order. */
   pcs: FakePeerConnection[];
   /** The operations of all peer connections in call order. */
@@ -270,6 +272,7 @@ export const JOINED: Reply = {
     { publicationId: 'PU1', participantId: 'PA1', kind: 'audio', source: 'microphone', codec: 'audio/opus' },
     { publicationId: 'PU4', participantId: 'PA1', kind: 'video', source: 'camera', codec: 'video/VP8' },
   ],
+  resumeToken: '00112233445566778899aabbccddeeff',
 };
 
 let nextSubscription = 1;
@@ -292,13 +295,25 @@ export function defaultReply(msg: ClientMessage): Reply {
       };
     case 'subscribe':
       return { type: 'subscribed', subscriptionId: `SU${nextSubscription++}`, publicationId: msg.publicationId };
+    case 'resume': {
+      const { resumeToken: _token, ...joined } = JOINED as Extract<Reply, { type: 'joined' }>;
+      return { ...joined, type: 'resumed', subscriptions: [] };
+    }
     default:
       return { type: 'ok' };
   }
 }
 
-export function createHarness(options: { responder?: Responder; room?: RoomOptions } = {}): Harness {
+export function createHarness(
+  options: {
+    responder?: Responder;
+    room?: RoomOptions;
+    /** Socket number `n` (0 = the first) fails to open when this returns true. */
+    refuseSocket?: (n: number) => boolean;
+  } = {},
+): Harness {
   let current: FakeWebSocket | undefined;
+  const sockets: FakeWebSocket[] = [];
   const pcs: FakePeerConnection[] = [];
   const log: string[] = [];
   const room = new Room({
@@ -313,7 +328,12 @@ export function createHarness(options: { responder?: Responder; room?: RoomOptio
         const reply = custom ?? defaultReply(msg);
         queueMicrotask(() => socket.receive({ ...reply, requestId: msg.requestId }));
       };
-      queueMicrotask(() => socket.open());
+      if (options.refuseSocket?.(sockets.length) === true) {
+        queueMicrotask(() => socket.serverClose(1006));
+      } else {
+        queueMicrotask(() => socket.open());
+      }
+      sockets.push(socket);
       current = socket;
       return socket as unknown as WebSocket;
     },
@@ -327,6 +347,7 @@ export function createHarness(options: { responder?: Responder; room?: RoomOptio
     room,
     pcs,
     log,
+    sockets,
     socket: () => {
       if (current === undefined) throw new Error('no socket yet');
       return current;

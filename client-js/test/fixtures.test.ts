@@ -17,12 +17,12 @@ const serverFiles = files.filter((f) => f.startsWith('server.'));
 
 const CLIENT_TYPES: ClientMessage['type'][] = [
   'join', 'publish', 'unpublish', 'subscribe', 'unsubscribe', 'answer', 'trickle', 'setPreferredLayer',
-  'setSubscriptionPaused', 'leave',
+  'setSubscriptionPaused', 'leave', 'resume', 'restartIce',
 ];
 const SERVER_TYPES: ServerMessage['type'][] = [
   'joined', 'published', 'subscribed', 'ok', 'error', 'offer', 'trickle',
   'participantJoined', 'participantLeft', 'publicationAdded', 'publicationRemoved', 'layersChanged',
-  'publisherLayers',
+  'publisherLayers', 'resumed',
 ];
 
 /** Drives a session that makes the SDK send every kind of client message; returns them by type. */
@@ -37,10 +37,14 @@ async function messagesTheSdkSends(): Promise<Map<string, ClientMessage>> {
   await until(() => h.socket().sentOfType('answer').length === 1);
   await sub.setPreferredLayer(1, 2);
   await sub.setPaused(true);
+  // A drop: the SDK resumes on a new socket and restarts ICE.
+  h.socket().serverClose(1006);
+  await until(() => h.sockets.length === 2 && h.socket().sentOfType('restartIce').length === 1);
+  await until(() => h.room.state === 'connected');
   await h.room.unsubscribe(sub.subscriptionId);
   await h.room.unpublish(pub?.publicationId ?? '');
   await h.room.disconnect();
-  return new Map(h.socket().sent.map((m) => [m.type, m]));
+  return new Map(h.sockets.flatMap((socket) => socket.sent).map((m) => [m.type, m]));
 }
 
 describe('golden fixtures', () => {
@@ -77,6 +81,7 @@ describe('golden fixtures', () => {
       subscribed: 'subscribe',
       ok: 'unpublish',
       error: 'subscribe',
+      resumed: 'resume',
     };
     const h = createHarness({
       responder: (msg) => (isResponse && answers[fixture.type] === msg.type ? (reply as Reply) : undefined),
@@ -104,6 +109,14 @@ describe('golden fixtures', () => {
       case 'ok':
         await expect(h.room.unpublish('PU3')).resolves.toBeUndefined();
         break;
+      case 'resumed': {
+        const reconnected = new Promise((resolve) => h.room.once('reconnected', resolve));
+        h.socket().serverClose(1006);
+        expect(await reconnected).toMatchObject({ resumed: true });
+        expect(h.room.localParticipant).toEqual(fixture.participant);
+        expect([...h.room.participants.keys()]).toEqual(fixture.participants.map((p) => p.participantId));
+        break;
+      }
       case 'error':
         if (isResponse) {
           await expect(h.room.subscribe('PU99')).rejects.toMatchObject({ code: fixture.code });

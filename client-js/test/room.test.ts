@@ -142,8 +142,11 @@ describe('requests', () => {
     await expect(h.room.subscribe('PU1')).rejects.toMatchObject({ reason: ConnectionErrorReason.UnexpectedResponse });
   });
 
-  it('rejects pending requests and emits disconnected when the socket drops', async () => {
-    const h = createHarness({ responder: (msg) => (msg.type === 'subscribe' ? null : undefined) });
+  it('rejects pending requests and emits disconnected when the socket drops (reconnect off)', async () => {
+    const h = createHarness({
+      responder: (msg) => (msg.type === 'subscribe' ? null : undefined),
+      room: { reconnect: false },
+    });
     await h.connect();
     const disconnected = vi.fn();
     h.room.on(RoomEvent.Disconnected, disconnected);
@@ -151,7 +154,12 @@ describe('requests', () => {
     await flush();
     h.socket().serverClose(1011, 'server error');
     await expect(pending).rejects.toMatchObject({ reason: ConnectionErrorReason.Closed });
-    expect(disconnected).toHaveBeenCalledWith({ clientInitiated: false, code: 1011, reason: 'server error' });
+    expect(disconnected).toHaveBeenCalledWith({
+      clientInitiated: false,
+      code: 1011,
+      reason: 'server error',
+      cause: 'serverClosed',
+    });
     expect(h.room.state).toBe(RoomState.Disconnected);
   });
 
@@ -453,7 +461,7 @@ describe('disconnect', () => {
     expect(h.socket().readyState).toBe(3);
     expect(sub.ended).toBe(true);
     expect(disconnected).toHaveBeenCalledOnce();
-    expect(disconnected).toHaveBeenCalledWith({ clientInitiated: true, code: 1000, reason: 'client left' });
+    expect(disconnected).toHaveBeenCalledWith({ clientInitiated: true, code: 1000, reason: 'client left', cause: 'clientLeft' });
     await h.room.disconnect();
     expect(disconnected).toHaveBeenCalledOnce();
   });

@@ -12,7 +12,10 @@ __export(src_exports, {
   ConnectionErrorReason: () => ConnectionErrorReason,
   DEFAULT_DEBOUNCE_MS: () => DEFAULT_DEBOUNCE_MS,
   DEFAULT_SOURCE_WIDTH: () => DEFAULT_SOURCE_WIDTH,
+  DisconnectCause: () => DisconnectCause,
+  MAX_RECONNECT_DELAY_MS: () => MAX_RECONNECT_DELAY_MS,
   NegotiationError: () => NegotiationError,
+  RECONNECT_SCHEDULE_MS: () => RECONNECT_SCHEDULE_MS,
   Room: () => Room,
   RoomEvent: () => RoomEvent,
   RoomState: () => RoomState,
@@ -22,7 +25,8 @@ __export(src_exports, {
   Subscription: () => Subscription,
   SubscriptionEndedError: () => SubscriptionEndedError,
   TypedEmitter: () => TypedEmitter,
-  UPSCALE_TOLERANCE: () => UPSCALE_TOLERANCE
+  UPSCALE_TOLERANCE: () => UPSCALE_TOLERANCE,
+  reconnectDelayMs: () => reconnectDelayMs
 });
 
 // src/emitter.ts
@@ -201,6 +205,28 @@ function fromWireCandidate(candidate) {
   return init;
 }
 
+// src/reconnect.ts
+var RECONNECT_SCHEDULE_MS = [0, 1e3, 2e3, 4e3, 8e3, 16e3, 3e4];
+var MAX_RECONNECT_DELAY_MS = 3e4;
+var DEFAULT_RECONNECT_JITTER = 0.2;
+function reconnectDelayMs(attempt, jitter = DEFAULT_RECONNECT_JITTER, random = Math.random) {
+  const step = Number.isFinite(attempt) ? Math.max(0, Math.floor(attempt)) : 0;
+  const index = Math.min(step, RECONNECT_SCHEDULE_MS.length - 1);
+  const base = RECONNECT_SCHEDULE_MS[index] ?? MAX_RECONNECT_DELAY_MS;
+  if (base === 0) return 0;
+  const spread = Math.min(Math.max(jitter, 0), 1);
+  const factor = 1 + spread * (2 * random() - 1);
+  return Math.min(MAX_RECONNECT_DELAY_MS, Math.max(0, Math.round(base * factor)));
+}
+var NO_RECONNECT_CLOSE_CODES = /* @__PURE__ */ new Set([
+  1008,
+  // policy: join timeout, message flood
+  1009,
+  // a message over the size limit
+  4001
+  // another connection resumed this session
+]);
+
 // src/signal.ts
 var RESPONSE_TYPE = {
   join: "joined",
@@ -212,7 +238,9 @@ var RESPONSE_TYPE = {
   trickle: "ok",
   setPreferredLayer: "ok",
   setSubscriptionPaused: "ok",
-  leave: "ok"
+  leave: "ok",
+  resume: "resumed",
+  restartIce: "ok"
 };
 var EVENT_TYPES = [
   "offer",
@@ -835,6 +863,8 @@ var RoomState = {
   Idle: "idle",
   Connecting: "connecting",
   Connected: "connected",
+  /** The signaling connection dropped; the SDK is resuming the session (media may still flow). */
+  Reconnecting: "reconnecting",
   Disconnected: "disconnected"
 };
 var RoomEvent = {
@@ -846,14 +876,33 @@ var RoomEvent = {
   LayersChanged: "layersChanged",
   PublisherLayersApplied: "publisherLayersApplied",
   Error: "error",
+  /** The signaling connection dropped; the SDK is reconnecting. */
+  Reconnecting: "reconnecting",
+  /** The session is back after `reconnecting`. */
+  Reconnected: "reconnected",
+  /** `room.state` changed. */
+  ConnectionStateChanged: "connectionStateChanged",
   Disconnected: "disconnected"
 };
+var DisconnectCause = {
+  /** `disconnect()` was called. */
+  ClientLeft: "clientLeft",
+  /** The server closed the connection in a way reconnecting cannot fix (or reconnect is off). */
+  ServerClosed: "serverClosed",
+  /** Another connection resumed this session (close code 4001). */
+  Replaced: "replaced",
+  /** Reconnecting did not succeed within `reconnectTimeoutMs`, or the server refused the rejoin. */
+  ReconnectFailed: "reconnectFailed"
+};
+var DEFAULT_RECONNECT_TIMEOUT_MS = 12e4;
 var DEFAULT_TIMEOUT_MS = 1e4;
 var Room = class extends TypedEmitter {
   constructor(options = {}) {
     super();
     this.roomState = RoomState.Idle;
     this.leaving = false;
+    /** A resume happened: later membership events may repeat what its room state showed. */
+    this.resumedOnce = false;
     this.remoteParticipants = /* @__PURE__ */ new Map();
     this.remotePublications = /* @__PURE__ */ new Map();
     this.ownPublications = /* @__PURE__ */ new Map();
@@ -868,14 +917,39 @@ var Room = class extends TypedEmitter {
     this.appliedLayers = /* @__PURE__ */ new Map();
     /** Dynacast: `publisherLayers` not applied yet, merged per publication (rid → active). */
     this.pendingLayers = /* @__PURE__ */ new Map();
-    const webSocketFactory = options.webSocketFactory ?? ((url) => new WebSocket(url));
+    this.webSocketFactory = options.webSocketFactory ?? ((url) => new WebSocket(url));
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.reconnectEnabled = options.reconnect ?? true;
+    this.reconnectTimeoutMs = options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS;
+    this.reconnectJitter = options.reconnectJitter ?? DEFAULT_RECONNECT_JITTER;
     this.peerConnectionFactory = options.peerConnectionFactory ?? ((config) => new RTCPeerConnection(config));
     this.rtcConfiguration = options.rtcConfiguration ?? {};
-    this.signal = new SignalClient(webSocketFactory, options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS, {
-      onEvent: (event) => this.handleEvent(event),
-      onUnsolicitedError: (error) => this.reportError(error),
-      onClose: (info) => this.handleClose(info)
+    this.signal = this.newSignal();
+  }
+  /** A signaling client for one socket; a stale one's events and close are ignored. */
+  newSignal() {
+    const signal = new SignalClient(this.webSocketFactory, this.requestTimeoutMs, {
+      onEvent: (event) => {
+        if (signal === this.signal) this.handleEvent(event);
+      },
+      onUnsolicitedError: (error) => {
+        if (signal === this.signal) this.reportError(error);
+      },
+      onClose: (info) => {
+        if (signal === this.signal) this.handleClose(info);
+      }
     });
+    return signal;
+  }
+  /** The state, read afresh (TypeScript would narrow `this.roomState` across awaits). */
+  stateNow() {
+    return this.roomState;
+  }
+  setState(state) {
+    const previous = this.roomState;
+    if (previous === state) return;
+    this.roomState = state;
+    this.emit("connectionStateChanged", state, previous);
   }
   get state() {
     return this.roomState;
@@ -923,17 +997,18 @@ var Room = class extends TypedEmitter {
     if (this.roomState !== RoomState.Idle) {
       throw new ConnectionError(ConnectionErrorReason.InvalidState, `connect() on a ${this.roomState} room`);
     }
-    this.roomState = RoomState.Connecting;
+    this.setState(RoomState.Connecting);
     try {
       await this.signal.connect(url);
       const joined = await this.signal.request(
         options.room === void 0 ? { type: "join", token } : { type: "join", token, room: options.room }
       );
-      if (this.roomState !== RoomState.Connecting) {
+      if (this.stateNow() !== RoomState.Connecting) {
         throw new ConnectionError(ConnectionErrorReason.Closed, "disconnected while joining");
       }
       this.roomName = joined.room;
       this.local = joined.participant;
+      this.session = { url, token, options, resumeToken: joined.resumeToken };
       for (const participant of joined.participants) {
         if (participant.participantId !== joined.participant.participantId) {
           this.remoteParticipants.set(participant.participantId, participant);
@@ -944,7 +1019,7 @@ var Room = class extends TypedEmitter {
           this.remotePublications.set(publication.publicationId, publication);
         }
       }
-      this.roomState = RoomState.Connected;
+      this.setState(RoomState.Connected);
       const { type: _type, requestId: _requestId, ...info } = joined;
       return info;
     } catch (err) {
@@ -958,7 +1033,9 @@ var Room = class extends TypedEmitter {
    */
   async publish(stream, options = {}) {
     this.assertConnected("publish");
-    const tracks = stream.getTracks();
+    return this.publishTracks(stream, stream.getTracks(), options);
+  }
+  async publishTracks(stream, tracks, options) {
     if (tracks.length === 0) return [];
     const peer = this.ensurePeer("publisher");
     return peer.negotiate(async () => {
@@ -1014,7 +1091,7 @@ var Room = class extends TypedEmitter {
       } catch (err) {
         throw new NegotiationError("publisher: the server answer was rejected", { cause: err });
       }
-      return this.claimPublications(published.publications, added, infos);
+      return this.claimPublications(published.publications, added, infos, { stream, options });
     });
   }
   /** Stops publishing one of the local publications. */
@@ -1074,6 +1151,10 @@ var Room = class extends TypedEmitter {
   /** Leaves the room (best effort `leave`), then closes both peer connections and the socket. */
   async disconnect() {
     if (this.roomState === RoomState.Disconnected) return;
+    if (this.roomState === RoomState.Reconnecting) {
+      this.teardown({ clientInitiated: true, code: 1e3, reason: "client left", cause: DisconnectCause.ClientLeft });
+      return;
+    }
     if (this.roomState === RoomState.Connected) {
       this.leaving = true;
       try {
@@ -1081,10 +1162,10 @@ var Room = class extends TypedEmitter {
       } catch {
       }
     }
-    this.teardown({ clientInitiated: true, code: 1e3, reason: "client left" });
+    this.teardown({ clientInitiated: true, code: 1e3, reason: "client left", cause: DisconnectCause.ClientLeft });
   }
   handleEvent(event) {
-    if (this.roomState !== RoomState.Connected && this.roomState !== RoomState.Connecting) return;
+    if (this.roomState === RoomState.Idle || this.roomState === RoomState.Disconnected) return;
     switch (event.type) {
       case "offer":
         this.handleOffer(event.sdp);
@@ -1094,21 +1175,27 @@ var Room = class extends TypedEmitter {
         break;
       case "participantJoined":
         if (event.participant.participantId === this.local?.participantId) break;
+        if (this.remoteParticipants.has(event.participant.participantId)) break;
         this.remoteParticipants.set(event.participant.participantId, event.participant);
         this.emit("participantJoined", event.participant);
         break;
       case "participantLeft": {
         const participant = this.remoteParticipants.get(event.participantId);
+        if (participant === void 0 && this.resumedOnce) break;
         this.remoteParticipants.delete(event.participantId);
         this.emit("participantLeft", { participantId: event.participantId, participant });
         break;
       }
       case "publicationAdded":
         if (event.publication.participantId === this.local?.participantId) break;
+        if (this.remotePublications.has(event.publication.publicationId)) break;
         this.remotePublications.set(event.publication.publicationId, event.publication);
         this.emit("publicationAdded", event.publication);
         break;
       case "publicationRemoved":
+        if (this.resumedOnce && !this.remotePublications.has(event.publicationId) && !this.ownPublications.has(event.publicationId)) {
+          break;
+        }
         this.handlePublicationRemoved(event.publicationId, event.participantId);
         break;
       case "layersChanged": {
@@ -1224,7 +1311,210 @@ var Room = class extends TypedEmitter {
   }
   handleClose(info) {
     const clientInitiated = info.clientInitiated || this.leaving;
-    this.teardown({ clientInitiated, code: info.code, reason: info.reason });
+    if (this.roomState === RoomState.Reconnecting) return;
+    if (!clientInitiated && this.roomState === RoomState.Connected && this.reconnectEnabled && this.session !== void 0 && !NO_RECONNECT_CLOSE_CODES.has(info.code)) {
+      void this.reconnect(info);
+      return;
+    }
+    const cause = clientInitiated ? DisconnectCause.ClientLeft : info.code === 4001 ? DisconnectCause.Replaced : DisconnectCause.ServerClosed;
+    this.teardown({ clientInitiated, code: info.code, reason: info.reason, cause });
+  }
+  /**
+   * After an unexpected close: retries with backoff until the session is resumed (or rejoined)
+   * or `reconnectTimeoutMs` has passed. Media keeps flowing on the peer connections meanwhile
+   * when only the WebSocket dropped.
+   */
+  async reconnect(dropped) {
+    const session = this.session;
+    if (session === void 0) return;
+    const startedAt = Date.now();
+    this.setState(RoomState.Reconnecting);
+    this.emit("reconnecting", { code: dropped.code, reason: dropped.reason });
+    let attempts = 0;
+    let lastError;
+    while (this.stateNow() === RoomState.Reconnecting) {
+      const delay = reconnectDelayMs(attempts, this.reconnectJitter);
+      if (Date.now() - startedAt + delay > this.reconnectTimeoutMs) break;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.cancelReconnectWait = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.cancelReconnectWait = void 0;
+      if (this.stateNow() !== RoomState.Reconnecting) return;
+      attempts += 1;
+      const signal = this.newSignal();
+      this.signal = signal;
+      try {
+        await signal.connect(session.url);
+        const resumed = await this.resumeOrRejoin(signal, session);
+        if (this.signal !== signal || this.stateNow() !== RoomState.Connected) return;
+        this.emit("reconnected", { resumed, attempts, durationMs: Date.now() - startedAt });
+        return;
+      } catch (err) {
+        lastError = err;
+        if (this.signal === signal) signal.close();
+        if (this.stateNow() === RoomState.Disconnected) return;
+        if (this.stateNow() === RoomState.Connected) {
+          return;
+        }
+        if (err instanceof ServerError && (err.code === "unauthorized" || err.code === "permissionDenied")) break;
+      }
+    }
+    if (this.stateNow() !== RoomState.Reconnecting) return;
+    const why = lastError instanceof Error ? `: ${lastError.message}` : "";
+    this.teardown({
+      clientInitiated: false,
+      code: dropped.code,
+      reason: `reconnect gave up after ${attempts} attempts in ${Date.now() - startedAt} ms${why}`,
+      cause: DisconnectCause.ReconnectFailed
+    });
+  }
+  /** One attempt on an open socket: `resume`, or a full rejoin when the server refuses it. */
+  async resumeOrRejoin(signal, session) {
+    const participantId = this.local?.participantId;
+    let resumed;
+    if (participantId !== void 0) {
+      try {
+        resumed = await signal.request({ type: "resume", participantId, resumeToken: session.resumeToken });
+      } catch (err) {
+        if (!(err instanceof ServerError && err.code === "resumeFailed")) throw err;
+      }
+    }
+    if (resumed !== void 0) {
+      this.resumedOnce = true;
+      this.reconcile(resumed.participants, resumed.publications, resumed.subscriptions);
+      this.setState(RoomState.Connected);
+      await this.restartIce(signal);
+      return true;
+    }
+    await this.rejoin(signal, session);
+    return false;
+  }
+  /**
+   * Brings the room's view in line with the server's after time away, emitting the events the
+   * missed ones would have caused.
+   */
+  reconcile(participants, publications, subscriptions) {
+    const self = this.local?.participantId;
+    const present = new Set(publications.map((p) => p.publicationId));
+    for (const [id, publication] of [...this.remotePublications, ...this.ownPublications]) {
+      if (!present.has(id)) this.handlePublicationRemoved(id, publication.participantId);
+    }
+    const here = new Map(participants.filter((p) => p.participantId !== self).map((p) => [p.participantId, p]));
+    for (const [id, participant] of [...this.remoteParticipants]) {
+      if (here.has(id)) continue;
+      this.remoteParticipants.delete(id);
+      this.emit("participantLeft", { participantId: id, participant });
+    }
+    for (const [id, participant] of here) {
+      if (this.remoteParticipants.has(id)) continue;
+      this.remoteParticipants.set(id, participant);
+      this.emit("participantJoined", participant);
+    }
+    for (const publication of publications) {
+      if (publication.participantId === self || this.remotePublications.has(publication.publicationId)) continue;
+      this.remotePublications.set(publication.publicationId, publication);
+      this.emit("publicationAdded", publication);
+    }
+    if (subscriptions !== void 0) {
+      const held = new Set(subscriptions.map((s) => s.subscriptionId));
+      for (const id of [...this.activeSubscriptions.keys()]) if (!held.has(id)) this.endSubscription(id);
+    }
+  }
+  /**
+   * ICE-restarts both connections after a resume, so they recover if the network under them
+   * changed too: the publisher with an `iceRestart` offer (`publish` without tracks), the
+   * subscriber by asking the server (`restartIce`; its new offer arrives as an event).
+   */
+  async restartIce(signal) {
+    const steps = [];
+    const publisher = this.publisher;
+    if (publisher !== void 0 && publisher.pc.localDescription !== null) {
+      steps.push(
+        publisher.negotiate(async () => {
+          if (publisher.pc.signalingState === "have-local-offer") {
+            await publisher.pc.setLocalDescription({ type: "rollback" });
+          }
+          let sdp;
+          try {
+            const offer = await publisher.pc.createOffer({ iceRestart: true });
+            await publisher.pc.setLocalDescription(offer);
+            sdp = publisher.pc.localDescription?.sdp ?? offer.sdp ?? "";
+          } catch (err) {
+            throw new NegotiationError("publisher: cannot create the ICE restart offer", { cause: err });
+          }
+          const published = await signal.request({ type: "publish", sdp, tracks: [] });
+          try {
+            await publisher.setRemoteDescription({ type: "answer", sdp: published.sdp });
+          } catch (err) {
+            throw new NegotiationError("publisher: the ICE restart answer was rejected", { cause: err });
+          }
+        })
+      );
+    }
+    if (this.subscriber !== void 0 && this.subscriber.pc.remoteDescription !== null) {
+      steps.push(signal.request({ type: "restartIce" }));
+    }
+    const results = await Promise.allSettled(steps);
+    for (const result of results) {
+      if (result.status === "rejected" && this.signal === signal) this.reportError(asSluiceError(result.reason));
+    }
+  }
+  /**
+   * The server forgot the session: join again with the same token, publish the local tracks
+   * again and subscribe again to what is still published. Both peer connections start afresh.
+   */
+  async rejoin(signal, session) {
+    const calls = /* @__PURE__ */ new Map();
+    for (const own of this.ownPublications.values()) {
+      const tracks = calls.get(own.call) ?? [];
+      tracks.push(own.track);
+      calls.set(own.call, tracks);
+    }
+    const wanted = [...this.activeSubscriptions.values()].map((s) => s.publicationId);
+    const joined = await signal.request(
+      session.options.room === void 0 ? { type: "join", token: session.token } : { type: "join", token: session.token, room: session.options.room }
+    );
+    this.resetMedia();
+    this.session = { ...session, resumeToken: joined.resumeToken };
+    this.roomName = joined.room;
+    this.local = joined.participant;
+    this.reconcile(joined.participants, joined.publications, void 0);
+    this.setState(RoomState.Connected);
+    for (const [call, tracks] of calls) {
+      try {
+        await this.publishTracks(call.stream, tracks, call.options);
+      } catch (err) {
+        if (this.signal !== signal) throw err;
+        this.reportError(asSluiceError(err));
+      }
+    }
+    for (const publicationId of wanted) {
+      if (!this.remotePublications.has(publicationId)) continue;
+      try {
+        await this.subscribe(publicationId);
+      } catch (err) {
+        if (this.signal !== signal) throw err;
+        this.reportError(asSluiceError(err));
+      }
+    }
+  }
+  /** Drops both peer connections and everything negotiated on them (before a rejoin). */
+  resetMedia() {
+    this.publisher?.close();
+    this.subscriber?.close();
+    this.publisher = void 0;
+    this.subscriber = void 0;
+    for (const id of [...this.activeSubscriptions.keys()]) this.endSubscription(id);
+    this.ownPublications.clear();
+    this.appliedLayers.clear();
+    this.pendingLayers.clear();
+    this.subscriptionByMid.clear();
+    this.unclaimedTracks.clear();
+    this.unclaimedLayers.clear();
   }
   ensurePeer(target) {
     const existing = target === "publisher" ? this.publisher : this.subscriber;
@@ -1278,7 +1568,7 @@ var Room = class extends TypedEmitter {
     this.activeSubscriptions.delete(subscriptionId);
     subscription.end();
   }
-  claimPublications(publications, added, infos) {
+  claimPublications(publications, added, infos, call) {
     const unclaimed = publications.filter((p) => !this.ownPublications.has(p.publicationId));
     const result = [];
     added.forEach(({ track, transceiver }, i) => {
@@ -1287,17 +1577,19 @@ var Room = class extends TypedEmitter {
       if (index < 0) return;
       const [publication] = unclaimed.splice(index, 1);
       if (publication === void 0) return;
-      const local = { ...publication, track, sender: transceiver.sender };
+      const local = { ...publication, track, sender: transceiver.sender, call };
       this.ownPublications.set(publication.publicationId, local);
-      const { sender: _sender, ...pub } = local;
+      const { sender: _sender, call: _call, ...pub } = local;
       result.push(pub);
     });
     return result;
   }
   teardown(event) {
     if (this.roomState === RoomState.Disconnected) return;
-    const wasConnected = this.roomState === RoomState.Connected;
-    this.roomState = RoomState.Disconnected;
+    const wasConnected = this.roomState === RoomState.Connected || this.roomState === RoomState.Reconnecting;
+    this.setState(RoomState.Disconnected);
+    this.cancelReconnectWait?.();
+    this.cancelReconnectWait = void 0;
     this.signal.close();
     this.publisher?.close();
     this.subscriber?.close();
@@ -1497,6 +1789,14 @@ async function start() {
   room.on(RoomEvent.PublicationAdded, (p) => void subscribe(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => unsubscribe(e.publicationId));
   room.on(RoomEvent.Error, (err) => showError("room", err));
+  const connectedText = { value: "" };
+  room.on(RoomEvent.Reconnecting, () => {
+    connectedText.value = statusText.textContent ?? "";
+    statusText.textContent = "Connection lost: reconnecting…";
+  });
+  room.on(RoomEvent.Reconnected, () => {
+    statusText.textContent = connectedText.value;
+  });
   room.on(RoomEvent.Disconnected, (e) => {
     statusText.textContent = "Disconnected";
     if (!e.clientInitiated) showError("disconnected", new Error(`connection closed (code ${e.code}) ${e.reason}`));

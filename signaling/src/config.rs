@@ -169,6 +169,22 @@ pub struct ServeArgs {
     /// [default: 0 = the browser decides].
     #[arg(long, env = "SLUICE_PLAYOUT_DELAY_MS", value_name = "MS")]
     pub playout_delay_ms: Option<u16>,
+    /// How long a participant whose WebSocket dropped (without `leave`) is kept for its client
+    /// to `resume`, in ms; 0 removes it at once [default: 15000].
+    #[arg(long, env = "SLUICE_RESUME_GRACE_MS", value_name = "MS")]
+    pub resume_grace_ms: Option<u64>,
+    /// TESTS ONLY: serve `POST /debug/drop-socket?participant=ID` (loopback clients only), which
+    /// makes the server close that participant's WebSocket as a network drop would. Never
+    /// enable in production [default: off].
+    #[arg(
+        long,
+        env = "SLUICE_TEST_HOOKS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub test_hooks: Option<bool>,
     /// Log filter in tracing EnvFilter syntax, e.g. "info,sluice_sfu=debug" [default: info].
     #[arg(long, env = "SLUICE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -198,6 +214,8 @@ impl fmt::Debug for ServeArgs {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_message_rate", &self.max_message_rate)
             .field("playout_delay_ms", &self.playout_delay_ms)
+            .field("resume_grace_ms", &self.resume_grace_ms)
+            .field("test_hooks", &self.test_hooks)
             .field("log", &self.log)
             .field("rtmp", &self.rtmp)
             .field("rtmp_keys", &self.rtmp_keys)
@@ -298,6 +316,10 @@ pub struct Config {
     pub max_message_rate: u32,
     /// Minimum playout delay asked of subscribing browsers, in ms (0: not asked).
     pub playout_delay_ms: u16,
+    /// How long a dropped participant waits for its client to resume, in ms (0: no resume).
+    pub resume_grace_ms: u64,
+    /// Serve the loopback-only test hooks (`/debug/drop-socket`). Tests only.
+    pub test_hooks: bool,
     /// Largest signaling message accepted, in bytes (file only).
     pub max_message_bytes: usize,
     /// tracing EnvFilter directive string.
@@ -318,6 +340,8 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             max_message_rate: 50,
             playout_delay_ms: 0,
+            resume_grace_ms: 15_000,
+            test_hooks: false,
             max_message_bytes: 64 * 1024,
             log: DEFAULT_LOG.into(),
             rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
@@ -336,6 +360,8 @@ impl fmt::Debug for Config {
             .field("allowed_origins", &self.allowed_origins)
             .field("max_message_rate", &self.max_message_rate)
             .field("playout_delay_ms", &self.playout_delay_ms)
+            .field("resume_grace_ms", &self.resume_grace_ms)
+            .field("test_hooks", &self.test_hooks)
             .field("max_message_bytes", &self.max_message_bytes)
             .field("log", &self.log)
             .field("rtmp", &self.rtmp)
@@ -429,6 +455,12 @@ impl Config {
         if let Some(delay) = args.playout_delay_ms {
             self.playout_delay_ms = delay;
         }
+        if let Some(grace) = args.resume_grace_ms {
+            self.resume_grace_ms = grace;
+        }
+        if let Some(hooks) = args.test_hooks {
+            self.test_hooks = hooks;
+        }
         if let Some(log) = &args.log {
             self.log = log.clone();
         }
@@ -455,6 +487,9 @@ impl Config {
         }
         if self.playout_delay_ms > 1000 {
             return invalid("playout_delay_ms must be at most 1000".into());
+        }
+        if self.resume_grace_ms > 300_000 {
+            return invalid("resume_grace_ms must be at most 300000 (5 minutes)".into());
         }
         if !(1024..=1024 * 1024).contains(&self.max_message_bytes) {
             return invalid(format!(
@@ -772,6 +807,29 @@ mod tests {
     }
 
     #[test]
+    fn resume_grace_and_test_hooks_flags() {
+        let cli =
+            Cli::try_parse_from(["sluice", "--resume-grace-ms", "2500", "--test-hooks"]).unwrap();
+        let config = Config::load(&cli.serve).unwrap();
+        assert_eq!(config.resume_grace_ms, 2500);
+        assert!(config.test_hooks);
+        // Env-style values: 1/0, true/false.
+        for (value, expected) in [("1", true), ("0", false), ("true", true), ("false", false)] {
+            let cli = Cli::try_parse_from(["sluice", &format!("--test-hooks={value}")]).unwrap();
+            assert_eq!(
+                Config::load(&cli.serve).unwrap().test_hooks,
+                expected,
+                "{value}"
+            );
+        }
+        // Off unless asked for.
+        let cli = Cli::try_parse_from(["sluice"]).unwrap();
+        let config = Config::load(&cli.serve).unwrap();
+        assert!(!config.test_hooks);
+        assert_eq!(config.resume_grace_ms, 15_000);
+    }
+
+    #[test]
     fn precedence_through_clap() {
         let file = TempFile::new("clap", "max_message_rate = 7\nlog = \"warn\"\n");
         let path = file.0.to_str().unwrap();
@@ -886,6 +944,10 @@ mod tests {
             },
             Config {
                 max_message_rate: 0,
+                ..ok.clone()
+            },
+            Config {
+                resume_grace_ms: 300_001,
                 ..ok.clone()
             },
             Config {

@@ -4,10 +4,12 @@
 //! connections (publisher: the client offers; subscriber: the server offers) with JSON
 //! messages defined in [`protocol`]. [`session`] is the per-connection state machine, generic
 //! over the frame transport so it is unit-testable; [`server`] is the axum shell around it;
-//! [`auth`] verifies HS256 room tokens; [`config`] merges flags, environment and a TOML file.
+//! [`auth`] verifies HS256 room tokens; [`resume`] keeps dropped participants for a grace
+//! period so their client can re-attach; [`config`] merges flags, environment and a TOML file.
 
 pub mod auth;
 pub mod config;
 pub mod protocol;
+pub mod resume;
 pub mod server;
 pub mod session;

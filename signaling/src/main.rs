@@ -53,6 +53,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         public_ip: config.public_ip,
     };
     let demo_mode = config.secret.is_none();
+    if config.test_hooks {
+        tracing::warn!(
+            "test hooks enabled (/debug/drop-socket, loopback only): never do this in production"
+        );
+    }
     let listen = config.listen;
     let rtmp_listen = config.rtmp;
     let stream_keys = config.stream_keys().context("loading RTMP stream keys")?;

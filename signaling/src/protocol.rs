@@ -89,6 +89,23 @@ pub enum ClientMessage {
     },
     /// Leave the room; the server closes the connection after answering `ok`.
     Leave { request_id: RequestId },
+    /// On a new connection, re-attach to a participant whose connection dropped, within the
+    /// server's grace period: the `participantId` and `resumeToken` of its `joined`. Answered
+    /// by `resumed` (the participant, its publications and subscriptions are as they were) or
+    /// `error` `resumeFailed` (then `join` again). A resume while the old connection is still
+    /// open closes the old one (code 4001).
+    Resume {
+        request_id: RequestId,
+        /// The `participant.participantId` of the session's `joined`.
+        participant_id: String,
+        /// The `resumeToken` of the session's `joined`.
+        resume_token: String,
+    },
+    /// Restart ICE on the subscriber connection: the server sends a new `offer` with new ICE
+    /// credentials (after the answer to any offer still outstanding). Answered by `ok`. The
+    /// client restarts its publisher connection itself (`publish` with an ICE-restart offer
+    /// and no `tracks`).
+    RestartIce { request_id: RequestId },
 }
 
 impl ClientMessage {
@@ -104,7 +121,9 @@ impl ClientMessage {
             | Self::Trickle { request_id, .. }
             | Self::SetPreferredLayer { request_id, .. }
             | Self::SetSubscriptionPaused { request_id, .. }
-            | Self::Leave { request_id } => *request_id,
+            | Self::Resume { request_id, .. }
+            | Self::Leave { request_id }
+            | Self::RestartIce { request_id } => *request_id,
         }
     }
 }
@@ -124,6 +143,21 @@ pub enum ServerMessage {
         participant: ParticipantInfo,
         participants: Vec<ParticipantInfo>,
         publications: Vec<PublicationInfo>,
+        /// Secret that lets this participant `resume` after its connection drops (128 random
+        /// bits, hex). Keep it like the token; it is valid only for this participant.
+        resume_token: String,
+    },
+    /// Response to `resume`: the room as it is now (events missed while away are not
+    /// replayed), so the client can reconcile. `participants` are the others;
+    /// `publications` include the caller's own; `subscriptions` are the caller's.
+    Resumed {
+        request_id: RequestId,
+        room: String,
+        participant: ParticipantInfo,
+        participants: Vec<ParticipantInfo>,
+        publications: Vec<PublicationInfo>,
+        /// The caller's subscriptions; any other the client holds has ended.
+        subscriptions: Vec<SubscriptionInfo>,
     },
     /// Response to `publish`: the SDP answer and the publications created for the offered tracks.
     Published {
@@ -238,6 +272,9 @@ pub enum ErrorCode {
     LimitExceeded,
     /// Something failed on the server; retrying may help.
     Internal,
+    /// `resume` refused: unknown participant, wrong token, or the grace period is over. Join
+    /// again.
+    ResumeFailed,
 }
 
 impl ErrorCode {
@@ -254,6 +291,7 @@ impl ErrorCode {
             Self::NegotiationFailed => "negotiationFailed",
             Self::LimitExceeded => "limitExceeded",
             Self::Internal => "internal",
+            Self::ResumeFailed => "resumeFailed",
         }
     }
 }
@@ -327,6 +365,16 @@ pub struct ParticipantInfo {
     pub identity: String,
 }
 
+/// One of the caller's subscriptions, as `resumed` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscriptionInfo {
+    /// The id `subscribed` gave it.
+    pub subscription_id: String,
+    /// The publication it receives.
+    pub publication_id: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
 pub struct PublicationInfo {
@@ -365,6 +413,7 @@ pub fn typescript_bindings() -> String {
         TrackSource::decl(&cfg),
         ParticipantInfo::decl(&cfg),
         PublicationInfo::decl(&cfg),
+        SubscriptionInfo::decl(&cfg),
         LayerRef::decl(&cfg),
         LayerChangeReason::decl(&cfg),
         LayerActivity::decl(&cfg),
@@ -445,8 +494,8 @@ mod tests {
             );
             seen += 1;
         }
-        // 10 client messages + 13 server messages, one fixture each (error twice: with and without id).
-        assert!(seen >= 24, "expected a fixture per message, found {seen}");
+        // 12 client messages + 14 server messages, one fixture each (error twice: with and without id).
+        assert!(seen >= 27, "expected a fixture per message, found {seen}");
     }
 
     #[test]
@@ -462,6 +511,7 @@ mod tests {
             ErrorCode::NegotiationFailed,
             ErrorCode::LimitExceeded,
             ErrorCode::Internal,
+            ErrorCode::ResumeFailed,
         ] {
             assert_eq!(serde_json::to_value(code).expect("ser"), code.as_str());
         }

@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use sluice_sfu::runtime::Sfu;
@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Config;
+use crate::resume::Resumable;
 use crate::session::{self, Inbound, Outbound, SessionContext};
 
 /// How the server got its token secret.
@@ -62,6 +63,7 @@ impl Server {
                 max_message_burst: config.max_message_burst(),
                 join_timeout: Duration::from_secs(10),
                 shutdown: shutdown_rx.clone(),
+                resumable: Resumable::new(Duration::from_millis(config.resume_grace_ms)),
             },
             config: Arc::new(config),
             secret_mode,
@@ -111,6 +113,7 @@ fn router(state: AppState) -> Router {
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
         .route("/dev/token", get(dev_token))
+        .route("/debug/drop-socket", post(drop_socket))
         .with_state(state)
 }
 
@@ -138,7 +141,7 @@ async fn serve_socket(ctx: SessionContext, socket: WebSocket) {
             match frame {
                 Ok(Message::Text(text)) => Some(Some(Inbound::Text(text.to_string()))),
                 Ok(Message::Binary(_)) => Some(Some(Inbound::Binary)),
-                Ok(Message::Close(_)) => Some(None),
+                Ok(Message::Close(_)) => Some(Some(Inbound::Closed)),
                 Ok(_) => None, // ping/pong: answered by tungstenite
                 Err(err) => {
                     let too_large = err
@@ -149,9 +152,18 @@ async fn serve_socket(ctx: SessionContext, socket: WebSocket) {
                 }
             }
         })
-        // End the stream at a close frame or an unrecoverable error.
-        .take_while(|frame| std::future::ready(frame.is_some()))
-        .filter_map(std::future::ready);
+        // End the stream after a close frame, or at an unrecoverable error (a dropped
+        // connection: the session parks its participant for a resume).
+        .scan(false, |closed, frame| {
+            let item = match (*closed, frame) {
+                (true, _) | (false, None) => None,
+                (false, Some(frame)) => {
+                    *closed = matches!(frame, Inbound::Closed);
+                    Some(frame)
+                }
+            };
+            std::future::ready(item)
+        });
     let outgoing = sink.with(|frame: Outbound| async move {
         Ok::<_, axum::Error>(match frame {
             Outbound::Message(message) => {
@@ -195,6 +207,37 @@ async fn dev_token(
     match state.session.auth.mint(&grants, Duration::from_secs(3600)) {
         Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
         Err(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct DropQuery {
+    participant: String,
+}
+
+/// TESTS ONLY (`--test-hooks`, loopback clients only; 404 otherwise): closes a participant's
+/// WebSocket from the server side as a network drop would, keeping the participant for a
+/// resume, so browser tests can exercise reconnection without touching the browser's network.
+async fn drop_socket(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(query): Query<DropQuery>,
+) -> Response {
+    if !state.config.test_hooks || !peer.ip().is_loopback() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Ok(participant) = query.participant.parse() else {
+        return (StatusCode::BAD_REQUEST, "malformed participant id").into_response();
+    };
+    if state.session.resumable.drop_socket(participant) {
+        warn!(%participant, "test hook: dropping the participant's socket");
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        (
+            StatusCode::NOT_FOUND,
+            "no connected participant with that id",
+        )
+            .into_response()
     }
 }
 

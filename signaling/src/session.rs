@@ -8,20 +8,24 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::{Sink, SinkExt, Stream, StreamExt};
-use sluice_sfu::core::{LayerReason, MediaKind as CoreMediaKind, PublicationId, SubscriptionId};
+use sluice_sfu::core::{
+    LayerReason, MediaKind as CoreMediaKind, ParticipantId, PublicationId, SubscriptionId,
+};
 use sluice_sfu::runtime::{
     Participant, ParticipantEvent, ParticipantInfo as CoreParticipantInfo, Permissions,
     PublicationInfo as CorePublicationInfo, RequestError, RoomEvent, Sfu, Source, TrackRequest,
 };
 use sluice_sfu::transport::{IceCandidate as CoreIceCandidate, PeerRole, TransportError};
 use tokio::sync::watch;
-use tracing::{Instrument, debug, info, info_span};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::auth::TokenAuthority;
 use crate::protocol::{
     ClientMessage, ErrorCode, IceCandidate, LayerActivity, LayerChangeReason, LayerRef, MediaKind,
-    ParticipantInfo, PeerTarget, PublicationInfo, RequestId, ServerMessage, TrackSource,
+    ParticipantInfo, PeerTarget, PublicationInfo, RequestId, ServerMessage, SubscriptionInfo,
+    TrackSource,
 };
+use crate::resume::{Attachment, Claimed, Resumable, SessionControl};
 
 /// Reported as the temporal layer while every temporal layer is forwarded (VP8 L1T3 has 3).
 const ALL_TEMPORAL_LAYERS: u8 = 2;
@@ -34,6 +38,9 @@ pub enum Inbound {
     Binary,
     /// A message over the size limit; the connection must close with 1009.
     TooLarge,
+    /// The client sent a close frame: it ended the connection on purpose (a browser does when
+    /// its page goes away), unlike a network drop, which sends none.
+    Closed,
 }
 
 /// A frame to the client.
@@ -47,6 +54,13 @@ pub const CLOSE_NORMAL: u16 = 1000;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Another connection resumed this participant; the client must not reconnect from this one.
+pub const CLOSE_REPLACED: u16 = 4001;
+/// Test hook only: the server dropped the socket as a network failure would.
+pub const CLOSE_DROPPED_BY_TEST_HOOK: u16 = 4002;
+
+/// How long a `resume` waits for the previous session to hand its participant over.
+const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything sessions share.
 #[derive(Clone)]
@@ -59,6 +73,8 @@ pub struct SessionContext {
     pub join_timeout: Duration,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Participants whose socket dropped, waiting for a `resume`.
+    pub resumable: Arc<Resumable>,
 }
 
 /// Token bucket over messages: `rate` per second, up to `burst` at once.
@@ -132,7 +148,21 @@ impl From<RequestError> for Failure {
 
 enum Flow {
     Continue,
-    Close { code: u16, reason: String },
+    Close {
+        code: u16,
+        reason: String,
+        then: After,
+    },
+}
+
+/// What becomes of the participant when its session ends.
+enum After {
+    /// It leaves the room (`leave`, shutdown, a policy close).
+    Leave,
+    /// The socket dropped: it waits for a `resume` during the grace period.
+    Park,
+    /// Another connection resumed it.
+    HandOver(tokio::sync::oneshot::Sender<Participant>),
 }
 
 /// Runs one client connection to its end. Never panics on client input; every request gets
@@ -146,6 +176,8 @@ where
     Session {
         ctx,
         participant: None,
+        attachment: None,
+        after_response: Vec::new(),
         limiter: None,
         outgoing,
     }
@@ -157,6 +189,10 @@ where
 struct Session<O> {
     ctx: SessionContext,
     participant: Option<Participant>,
+    /// This session's hold on its participant's resume entry.
+    attachment: Option<Attachment>,
+    /// Events to send right after the current response (a resume's kept events).
+    after_response: Vec<ServerMessage>,
     limiter: Option<RateLimiter>,
     outgoing: O,
 }
@@ -166,41 +202,100 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
         let shutdown = stopped(self.ctx.shutdown.clone());
         tokio::pin!(shutdown);
         let join_deadline = tokio::time::Instant::now() + self.ctx.join_timeout;
-        let close = loop {
+        let (close, then) = loop {
             let joined = self.participant.is_some();
             tokio::select! {
                 frame = incoming.next() => {
-                    let Some(frame) = frame else { break None };
+                    // A connection that breaks without a close frame may come back: park.
+                    let Some(frame) = frame else { break (None, After::Park) };
+                    // A close frame is the client's decision to go: leave at once.
+                    if matches!(frame, Inbound::Closed) { break (None, After::Leave) };
                     match self.on_frame(frame).await {
                         Flow::Continue => {}
-                        Flow::Close { code, reason } => break Some((code, reason)),
+                        Flow::Close { code, reason, then } => break (Some((code, reason)), then),
                     }
                 }
                 event = next_event(&mut self.participant) => match event {
                     Some(event) => {
                         let message = event_message(event);
                         if self.send(message).await.is_err() {
-                            break None;
+                            break (None, After::Park);
                         }
                     }
                     // The participant ended under us (should not happen while we hold it).
-                    None => break Some((CLOSE_GOING_AWAY, "participant ended".to_owned())),
+                    None => break (Some((CLOSE_GOING_AWAY, "participant ended".to_owned())), After::Leave),
+                },
+                control = next_control(&mut self.attachment) => match control {
+                    SessionControl::Takeover(handover) => {
+                        info!("resumed on another connection");
+                        break (
+                            Some((CLOSE_REPLACED, "resumed on another connection".to_owned())),
+                            After::HandOver(handover),
+                        );
+                    }
+                    SessionControl::Drop => {
+                        info!("socket dropped by the test hook");
+                        break (
+                            Some((CLOSE_DROPPED_BY_TEST_HOOK, "dropped by test hook".to_owned())),
+                            After::Park,
+                        );
+                    }
                 },
                 () = tokio::time::sleep_until(join_deadline), if !joined => {
-                    break Some((CLOSE_POLICY, "join timeout".to_owned()));
+                    break (Some((CLOSE_POLICY, "join timeout".to_owned())), After::Leave);
                 }
                 () = &mut shutdown => {
-                    break Some((CLOSE_GOING_AWAY, "server shutting down".to_owned()));
+                    break (Some((CLOSE_GOING_AWAY, "server shutting down".to_owned())), After::Leave);
                 }
             }
         };
+        // The participant first: a resuming connection waits for the handover, and a close
+        // frame to a dead socket may take long to write.
+        self.end(then);
         if let Some((code, reason)) = close {
             let _ = self.outgoing.send(Outbound::Close { code, reason }).await;
         }
-        // Dropping the participant closes its peer connections and tells the room.
-        if let Some(participant) = self.participant.take() {
-            info!("participant left");
+    }
+
+    /// Decides the participant's fate once the socket is done.
+    fn end(&mut self, then: After) {
+        let Some(participant) = self.participant.take() else {
+            return;
+        };
+        let Some(mut attachment) = self.attachment.take() else {
             participant.leave();
+            return;
+        };
+        // A resume that raced with this ending wins: its client is the live one.
+        let then = match (attachment.take_takeover(), then) {
+            (Some(handover), _) | (None, After::HandOver(handover)) => After::HandOver(handover),
+            (None, then) => then,
+        };
+        match then {
+            After::HandOver(handover) => {
+                if handover.send(participant).is_err() {
+                    debug!("the resuming connection went away before the handover");
+                }
+            }
+            After::Leave => {
+                self.ctx.resumable.release(attachment.participant);
+                info!("participant left");
+                participant.leave();
+            }
+            After::Park => match self.ctx.resumable.park(&attachment, participant) {
+                None => {
+                    info!(grace = ?self.ctx.resumable.grace(), "connection dropped; waiting for a resume")
+                }
+                Some(participant) => match attachment.take_takeover() {
+                    Some(handover) => {
+                        let _ = handover.send(participant);
+                    }
+                    None => {
+                        info!("participant left");
+                        participant.leave();
+                    }
+                },
+            },
         }
     }
 
@@ -214,10 +309,18 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
     async fn on_frame(&mut self, frame: Inbound) -> Flow {
         let text = match frame {
             Inbound::Text(text) => text,
+            Inbound::Closed => {
+                return Flow::Close {
+                    code: CLOSE_NORMAL,
+                    reason: String::new(),
+                    then: After::Leave,
+                };
+            }
             Inbound::TooLarge => {
                 return Flow::Close {
                     code: CLOSE_TOO_BIG,
                     reason: "message too large".to_owned(),
+                    then: After::Leave,
                 };
             }
             Inbound::Binary => {
@@ -240,6 +343,7 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 return Flow::Close {
                     code: CLOSE_POLICY,
                     reason: "message rate limit exceeded".to_owned(),
+                    then: After::Leave,
                 };
             }
             let request_id = peek_request_id(&text);
@@ -271,12 +375,23 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             return Flow::Close {
                 code: CLOSE_GOING_AWAY,
                 reason: String::new(),
+                then: After::Park,
             };
+        }
+        for message in std::mem::take(&mut self.after_response) {
+            if self.send(message).await.is_err() {
+                return Flow::Close {
+                    code: CLOSE_GOING_AWAY,
+                    reason: String::new(),
+                    then: After::Park,
+                };
+            }
         }
         if leaving {
             return Flow::Close {
                 code: CLOSE_NORMAL,
                 reason: "left".to_owned(),
+                then: After::Leave,
             };
         }
         Flow::Continue
@@ -291,11 +406,27 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
         {
             return self.join(request_id, &token, room.as_deref()).await;
         }
+        if let ClientMessage::Resume {
+            request_id,
+            participant_id,
+            resume_token,
+        } = message
+        {
+            return self
+                .resume(request_id, &participant_id, &resume_token)
+                .await;
+        }
         let Some(participant) = &self.participant else {
             return Err(Failure::new(ErrorCode::NotJoined, "send join first"));
         };
         match message {
-            ClientMessage::Join { .. } => unreachable!("handled above"),
+            ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
+                unreachable!("handled above")
+            }
+            ClientMessage::RestartIce { request_id } => {
+                participant.restart_ice().await?;
+                Ok(ServerMessage::Ok { request_id })
+            }
             ClientMessage::Leave { request_id } => Ok(ServerMessage::Ok { request_id }),
             ClientMessage::Publish {
                 request_id,
@@ -431,11 +562,17 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
         info!(room = %grants.room, identity = %grants.identity, "joined");
         let me = ParticipantInfo {
             participant_id: participant.id().to_string(),
-            identity: grants.identity,
+            identity: grants.identity.clone(),
         };
+        let (resume_token, attachment) =
+            self.ctx
+                .resumable
+                .register(participant.id(), grants.room.clone(), grants.identity);
         self.participant = Some(participant);
+        self.attachment = Some(attachment);
         Ok(ServerMessage::Joined {
             request_id,
+            resume_token: resume_token.to_string(),
             room: grants.room,
             participant: me,
             participants: snapshot
@@ -449,6 +586,114 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 .map(publication_info)
                 .collect(),
         })
+    }
+}
+
+impl<O: Sink<Outbound> + Unpin> Session<O> {
+    /// Re-attaches a participant whose connection dropped (or is being replaced).
+    async fn resume(
+        &mut self,
+        request_id: RequestId,
+        participant_id: &str,
+        resume_token: &str,
+    ) -> Result<ServerMessage, Failure> {
+        if self.participant.is_some() {
+            return Err(Failure::new(
+                ErrorCode::AlreadyJoined,
+                "this connection already joined",
+            ));
+        }
+        let refused = || {
+            Failure::new(
+                ErrorCode::ResumeFailed,
+                "nothing to resume (unknown participant, wrong token or grace period over): join again",
+            )
+        };
+        let id: ParticipantId = participant_id.parse().map_err(|_| refused())?;
+        let claim = self.ctx.resumable.claim(id, resume_token).map_err(|err| {
+            debug!(participant = %id, %err, "resume refused");
+            refused()
+        })?;
+        let mut participant = match claim.participant {
+            Claimed::Parked(participant) => participant,
+            Claimed::Takeover(handover) => {
+                match tokio::time::timeout(TAKEOVER_TIMEOUT, handover).await {
+                    Ok(Ok(participant)) => participant,
+                    _ => {
+                        warn!(participant = %id, "the previous connection did not hand over");
+                        self.ctx.resumable.release(id);
+                        return Err(refused());
+                    }
+                }
+            }
+        };
+        // What happened while nobody read is summed up by the room state below; only the
+        // layer events, which the snapshot does not carry, are still worth sending.
+        let kept: Vec<ServerMessage> = participant
+            .take_queued_events()
+            .into_iter()
+            .filter(|event| {
+                matches!(
+                    event,
+                    ParticipantEvent::Room(
+                        RoomEvent::LayersChanged(_) | RoomEvent::PublisherLayers { .. }
+                    )
+                )
+            })
+            .map(event_message)
+            .collect();
+        let state = match participant.resume().await {
+            Ok(state) => state,
+            Err(err) => {
+                self.ctx.resumable.release(id);
+                return Err(err.into());
+            }
+        };
+        tracing::Span::current().record("participant", tracing::field::display(id));
+        info!(room = %claim.room, identity = %claim.identity, "resumed");
+        self.participant = Some(participant);
+        self.attachment = Some(claim.attachment);
+        self.after_response = kept;
+        Ok(ServerMessage::Resumed {
+            request_id,
+            room: claim.room,
+            participant: ParticipantInfo {
+                participant_id: id.to_string(),
+                identity: claim.identity,
+            },
+            participants: state
+                .room
+                .participants
+                .into_iter()
+                .filter(|p| p.id != id)
+                .map(participant_info)
+                .collect(),
+            publications: state
+                .room
+                .publications
+                .into_iter()
+                .map(publication_info)
+                .collect(),
+            subscriptions: state
+                .subscriptions
+                .into_iter()
+                .map(|(subscription, publication)| SubscriptionInfo {
+                    subscription_id: subscription.to_string(),
+                    publication_id: publication.to_string(),
+                })
+                .collect(),
+        })
+    }
+}
+
+async fn next_control(attachment: &mut Option<Attachment>) -> SessionControl {
+    match attachment {
+        Some(attachment) => match attachment.control.recv().await {
+            Some(control) => control,
+            // The registry dropped the sender (the entry was released): nothing will come.
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
     }
 }
 

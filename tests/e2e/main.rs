@@ -2,5 +2,6 @@
 #![allow(clippy::unwrap_used)]
 
 mod relay;
+mod resume;
 mod rtmp;
 mod signaling;

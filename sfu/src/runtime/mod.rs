@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 
 pub use ingest::{IngestParticipant, IngestPublication};
-pub use participant::{Participant, ParticipantEvent, Permissions};
+pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState};
 pub use room::{LayersChange, RoomEvent};
 
 use crate::core::{MediaKind, ParticipantId, PublicationId};

@@ -101,6 +101,21 @@ enum Command {
         paused: bool,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    Resume {
+        reply: oneshot::Sender<Result<ResumeState, RequestError>>,
+    },
+    RestartIce {
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+}
+
+/// What a client that re-attaches to its participant must know to reconcile.
+#[derive(Debug, Clone)]
+pub struct ResumeState {
+    /// The room now, the participant itself included.
+    pub room: RoomSnapshot,
+    /// The participant's subscriptions and what each receives.
+    pub subscriptions: Vec<(SubscriptionId, PublicationId)>,
 }
 
 /// A participant in a room, owned by its signaling session. Dropping it (or calling
@@ -166,6 +181,10 @@ impl Participant {
             subscriptions: HashMap::new(),
             awaiting_answer: false,
             renegotiate: false,
+            offered: false,
+            ice_restart_pending: false,
+            publisher_was_connected: false,
+            publisher_interrupted: false,
         };
         let span = info_span!("participant", participant = %id);
         tokio::spawn(
@@ -288,6 +307,32 @@ impl Participant {
         .await
     }
 
+    /// Re-attaches a new client connection: returns the current room and subscriptions and,
+    /// if a subscriber offer is still waiting for its answer (it may have been lost with the old
+    /// connection), sends it again as an [`ParticipantEvent::Offer`].
+    ///
+    /// Call it after discarding the events queued while nobody was reading: the room state
+    /// returned replaces them.
+    pub async fn resume(&self) -> Result<ResumeState, RequestError> {
+        self.call(|reply| Command::Resume { reply }).await
+    }
+
+    /// Offers the subscriber connection again with new ICE credentials (an
+    /// [`ParticipantEvent::Offer`] follows), or after the outstanding offer is answered. Does
+    /// nothing while the subscriber connection was never negotiated.
+    pub async fn restart_ice(&self) -> Result<(), RequestError> {
+        self.call(|reply| Command::RestartIce { reply }).await
+    }
+
+    /// Events queued while nobody read them (a parked participant), without waiting.
+    pub fn take_queued_events(&mut self) -> Vec<ParticipantEvent> {
+        let mut queued = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            queued.push(event);
+        }
+        queued
+    }
+
     /// Leaves the room. Dropping the participant does the same.
     pub fn leave(self) {}
 }
@@ -333,6 +378,14 @@ struct ParticipantTask {
     subscriptions: HashMap<SubscriptionId, SubscriptionState>,
     awaiting_answer: bool,
     renegotiate: bool,
+    /// The subscriber connection has been offered at least once (an ICE restart needs that).
+    offered: bool,
+    /// The next subscriber offer restarts ICE.
+    ice_restart_pending: bool,
+    /// The publisher connection has been connected once.
+    publisher_was_connected: bool,
+    /// It left the connected state since (an ICE restart, a network change).
+    publisher_interrupted: bool,
 }
 
 impl ParticipantTask {
@@ -512,6 +565,27 @@ impl ParticipantTask {
                 };
                 let _ = reply.send(result);
             }
+            Command::Resume { reply } => {
+                let result = self.resume_state().await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok && self.awaiting_answer {
+                    // The offer may have died with the old socket: send it again. Answering
+                    // the same offer twice is harmless; never answering it stalls every
+                    // later subscription.
+                    match self.subscriber.local_description().await {
+                        Some(sdp) => self.emit(ParticipantEvent::Offer(sdp)),
+                        None => warn!("awaiting an answer without a local offer"),
+                    }
+                }
+            }
+            Command::RestartIce { reply } => {
+                let _ = reply.send(Ok(()));
+                if self.offered {
+                    self.ice_restart_pending = true;
+                    self.negotiate().await;
+                }
+            }
             Command::Candidate {
                 role,
                 candidate,
@@ -614,6 +688,22 @@ impl ParticipantTask {
         Ok((answer, publications))
     }
 
+    async fn resume_state(&mut self) -> Result<ResumeState, RequestError> {
+        let (reply, snapshot) = oneshot::channel();
+        self.room.send(RoomCommand::Snapshot { reply }).await?;
+        let room = snapshot.await.map_err(|_| RequestError::Closed)?;
+        let mut subscriptions: Vec<(SubscriptionId, PublicationId)> = self
+            .subscriptions
+            .iter()
+            .map(|(id, state)| (*id, state.publication))
+            .collect();
+        subscriptions.sort_unstable_by_key(|(id, _)| id.0);
+        Ok(ResumeState {
+            room,
+            subscriptions,
+        })
+    }
+
     async fn subscribe(
         &mut self,
         publication: PublicationId,
@@ -672,8 +762,13 @@ impl ParticipantTask {
             self.renegotiate = true;
             return;
         }
-        match self.subscriber.offer().await {
+        let ice_restart = std::mem::take(&mut self.ice_restart_pending);
+        match self.subscriber.offer(ice_restart).await {
             Ok(sdp) => {
+                if ice_restart {
+                    debug!("subscriber ICE restart offered");
+                }
+                self.offered = true;
                 self.awaiting_answer = true;
                 self.advance_negotiation(TrackNegotiation::Pending, TrackNegotiation::Offered);
                 self.emit(ParticipantEvent::Offer(sdp));
@@ -818,6 +913,19 @@ impl ParticipantTask {
             }
             PeerEvent::ConnectionState(state) => {
                 debug!(?role, ?state, "connection state");
+                if role == PeerRole::Publisher {
+                    match state {
+                        ConnectionState::Connected if self.publisher_interrupted => {
+                            self.publisher_interrupted = false;
+                            self.room.try_send(RoomCommand::PublisherReconnected {
+                                participant: self.id,
+                            });
+                        }
+                        ConnectionState::Connected => self.publisher_was_connected = true,
+                        _ if self.publisher_was_connected => self.publisher_interrupted = true,
+                        _ => {}
+                    }
+                }
                 if role == PeerRole::Subscriber {
                     self.subscriber_connected = state == ConnectionState::Connected;
                     if self.subscriber_connected {

@@ -50,6 +50,15 @@ pub(crate) enum RoomCommand {
     Leave {
         participant: ParticipantId,
     },
+    /// The publisher's connection came back after an ICE restart: packets were lost in the
+    /// switch and cannot be repaired, so every subscriber of its publications needs a keyframe.
+    PublisherReconnected {
+        participant: ParticipantId,
+    },
+    /// The room as it is now (a resuming client reconciles with it).
+    Snapshot {
+        reply: oneshot::Sender<RoomSnapshot>,
+    },
     AddPublication {
         info: PublicationInfo,
         codec: CodecInfo,
@@ -317,6 +326,28 @@ impl RoomTask {
                 let _ = reply.send(result);
             }
             RoomCommand::Leave { participant } => self.leave(now, participant),
+            RoomCommand::PublisherReconnected { participant } => {
+                let affected: Vec<SubscriptionId> = self
+                    .subscriptions
+                    .iter()
+                    .filter(|(_, s)| {
+                        self.publications
+                            .get(&s.publication)
+                            .is_some_and(|p| p.info.participant == participant)
+                    })
+                    .map(|(id, _)| *id)
+                    .collect();
+                debug!(room = %self.name, %participant, subscriptions = affected.len(), reason = "publisher-ice-restart", "keyframes requested");
+                for subscription in affected {
+                    self.feed(now, Input::KeyframeRequested { subscription });
+                }
+            }
+            RoomCommand::Snapshot { reply } => {
+                let _ = reply.send(RoomSnapshot {
+                    participants: self.participants.values().map(|p| p.info.clone()).collect(),
+                    publications: self.publications.values().map(|p| p.info.clone()).collect(),
+                });
+            }
             RoomCommand::AddPublication {
                 info,
                 codec,

@@ -2,6 +2,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use rtc::interceptor::{Gcc, Slot};
+use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::configuration::interceptor_registry::{
     CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
     configure_simulcast_extension_headers,
@@ -276,9 +277,16 @@ impl Peer {
         self.local_sdp().await
     }
 
-    /// Creates and applies a new local offer, returning its SDP.
-    pub async fn offer(&self) -> Result<String, TransportError> {
-        let offer = self.pc.create_offer(None).await.map_err(negotiation_err)?;
+    /// Creates and applies a new local offer, returning its SDP. With `ice_restart` the offer
+    /// carries new ICE credentials, so the connection re-runs its checks (after a client's
+    /// network changed, or when it resumed its session on a new socket).
+    pub async fn offer(&self, ice_restart: bool) -> Result<String, TransportError> {
+        let options = ice_restart.then_some(RTCOfferOptions { ice_restart: true });
+        let offer = self
+            .pc
+            .create_offer(options)
+            .await
+            .map_err(negotiation_err)?;
         self.pc
             .set_local_description(offer)
             .await
@@ -294,6 +302,11 @@ impl Peer {
             .set_remote_description(answer)
             .await
             .map_err(|e| TransportError::InvalidSdp(e.to_string()))
+    }
+
+    /// The current local description's SDP (the pending offer while one waits for its answer).
+    pub async fn local_description(&self) -> Option<String> {
+        self.pc.local_description().await.map(|d| d.sdp)
     }
 
     async fn local_sdp(&self) -> Result<String, TransportError> {
