@@ -15,7 +15,9 @@ export type {
   PublishOptions,
   RoomEvents,
   RoomOptions,
+  SubscribeOptions,
   TrackSubscribedEvent,
+  TrackUnsubscribedEvent,
   VideoCodec,
 } from './room.js';
 export { Subscription } from './subscription.js';

@@ -82,8 +82,20 @@ export interface ConnectOptions {
 }
 
 /** A publication of the local participant. */
+/** A local track being published, as returned by `publish`. */
 export interface LocalPublication extends PublicationInfo {
+  /** The track being sent (the latest one given to `replaceTrack`). */
   readonly track: MediaStreamTrack;
+  /** Whether the track is muted: it then sends silence or black frames. */
+  readonly muted: boolean;
+  /** Mutes the track (`enabled = false`): the publication stays, the media goes quiet. */
+  mute(): void;
+  /** Unmutes the track. */
+  unmute(): void;
+  /** Sends another track of the same kind instead (a camera switch) without renegotiating. */
+  replaceTrack(track: MediaStreamTrack): Promise<void>;
+  /** Stops publishing it (as `room.unpublish`). */
+  unpublish(): Promise<void>;
 }
 
 /** What `connect` resolves with: the `joined` response. */
@@ -105,6 +117,8 @@ export const RoomEvent = {
   PublicationAdded: 'publicationAdded',
   PublicationRemoved: 'publicationRemoved',
   TrackSubscribed: 'trackSubscribed',
+  /** A subscription's media ended (see `RoomEvents.trackUnsubscribed`). */
+  TrackUnsubscribed: 'trackUnsubscribed',
   LayersChanged: 'layersChanged',
   PublisherLayersApplied: 'publisherLayersApplied',
   Error: 'error',
@@ -165,6 +179,20 @@ export interface PublicationRemovedEvent {
   publication: PublicationInfo | undefined;
 }
 
+/** Options of `room.subscribe`. */
+export interface SubscribeOptions {
+  /** The layer to ask for at once (as `subscription.setPreferredLayer`); a number is the spatial layer. */
+  preferredLayer?: number | PreferredLayer;
+}
+
+/** `trackUnsubscribed`: a subscription that had its media ended. */
+export interface TrackUnsubscribedEvent {
+  /** The ended subscription. */
+  subscription: Subscription;
+  /** The track that stopped receiving. */
+  track: MediaStreamTrack;
+}
+
 export interface TrackSubscribedEvent extends RemoteTrack {
   subscription: Subscription;
 }
@@ -205,6 +233,8 @@ export type RoomEvents = {
   publicationRemoved: (event: PublicationRemovedEvent) => void;
   /** The media of a subscription arrived. */
   trackSubscribed: (event: TrackSubscribedEvent) => void;
+  /** A subscription that had its media ended (unsubscribed, publication removed, disconnect). */
+  trackUnsubscribed: (event: TrackUnsubscribedEvent) => void;
   /** The server changed (or plans to change) the simulcast layer of a subscription. */
   layersChanged: (event: LayersChangedEvent) => void;
   /**
@@ -235,7 +265,7 @@ interface PublishCall {
   options: PublishOptions;
 }
 
-type OwnPublication = LocalPublication & { sender: RTCRtpSender; call: PublishCall };
+type OwnPublication = LocalPublication & { sender: RTCRtpSender; call: PublishCall; sending: MediaStreamTrack };
 
 const DEFAULT_TIMEOUT_MS = 10_000;
 
@@ -496,7 +526,7 @@ export class Room extends TypedEmitter<RoomEvents> {
    * Subscribes to a publication. Resolves once the server accepted; the media follows with the
    * server's next offer (`subscription.waitForTrack()`, or the `trackSubscribed` event).
    */
-  async subscribe(publicationId: string): Promise<Subscription> {
+  async subscribe(publicationId: string, options: SubscribeOptions = {}): Promise<Subscription> {
     this.assertConnected('subscribe');
     this.ensurePeer('subscriber');
     const subscribed = await this.signal.request({ type: 'subscribe', publicationId });
@@ -517,6 +547,11 @@ export class Room extends TypedEmitter<RoomEvents> {
     if (earlyLayers !== undefined) {
       this.unclaimedLayers.delete(subscription.subscriptionId);
       this.applyLayersChanged(subscription, earlyLayers);
+    }
+    const { preferredLayer } = options;
+    if (preferredLayer !== undefined) {
+      const layer = typeof preferredLayer === 'number' ? { spatial: preferredLayer } : preferredLayer;
+      await subscription.setPreferredLayer(layer.spatial, layer.temporal);
     }
     return subscription;
   }
@@ -1016,7 +1051,46 @@ export class Room extends TypedEmitter<RoomEvents> {
     const subscription = this.activeSubscriptions.get(subscriptionId);
     if (subscription === undefined) return;
     this.activeSubscriptions.delete(subscriptionId);
+    const track = subscription.track;
     subscription.end();
+    if (track !== undefined) this.emit('trackUnsubscribed', { subscription, track });
+  }
+
+  private localPublication(
+    publication: PublicationInfo,
+    track: MediaStreamTrack,
+    sender: RTCRtpSender,
+    call: PublishCall,
+  ): OwnPublication {
+    const id = publication.publicationId;
+    return {
+      ...publication,
+      sender,
+      call,
+      sending: track,
+      get track(): MediaStreamTrack {
+        return this.sending;
+      },
+      get muted(): boolean {
+        return !this.sending.enabled;
+      },
+      mute(): void {
+        this.sending.enabled = false;
+      },
+      unmute(): void {
+        this.sending.enabled = true;
+      },
+      replaceTrack: async (next: MediaStreamTrack): Promise<void> => {
+        const own = this.ownPublications.get(id);
+        if (own === undefined) {
+          throw new ConnectionError(ConnectionErrorReason.InvalidState, `replaceTrack() on ended publication ${id}`);
+        }
+        if (next.kind !== own.kind) throw new TypeError(`replaceTrack(): a ${next.kind} track for ${own.kind} publication ${id}`);
+        await own.sender.replaceTrack(next);
+        own.sending = next;
+      },
+      unpublish: () => this.unpublish(id),
+    };
   }
 
   private claimPublications(
@@ -1033,10 +1107,9 @@ export class Room extends TypedEmitter<RoomEvents> {
       if (index < 0) return;
       const [publication] = unclaimed.splice(index, 1);
       if (publication === undefined) return;
-      const local = { ...publication, track, sender: transceiver.sender, call };
+      const local = this.localPublication(publication, track, transceiver.sender, call);
       this.ownPublications.set(publication.publicationId, local);
-      const { sender: _sender, call: _call, ...pub } = local;
-      result.push(pub);
+      result.push(local);
     });
     return result;
   }

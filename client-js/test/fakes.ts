@@ -57,6 +57,7 @@ export class FakeWebSocket extends EventTarget {
 
 export class FakeTrack {
   readonly id: string;
+  enabled = true;
   constructor(readonly kind: 'audio' | 'video') {
     this.id = `${kind}-${Math.random().toString(36).slice(2, 8)}`;
   }

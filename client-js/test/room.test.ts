@@ -481,3 +481,47 @@ describe('disconnect', () => {
     expect(disconnected.mock.calls[0]?.[0]).toMatchObject({ clientInitiated: true });
   });
 });
+
+describe('API conveniences', () => {
+  it('subscribe with a preferred layer asks for it at once', async () => {
+    const h = createHarness();
+    await h.connect();
+    const sub = await h.room.subscribe('PU4', { preferredLayer: 1 });
+    expect(h.socket().sentOfType('setPreferredLayer').map((m) => [m.subscriptionId, m.spatial])).toEqual([[sub.subscriptionId, 1]]);
+    expect(sub.preferredLayer).toEqual({ spatial: 1 });
+  });
+
+  it('emits trackUnsubscribed for a subscription whose track had arrived', async () => {
+    const h = createHarness();
+    await h.connect();
+    const onGone = vi.fn();
+    h.room.on(RoomEvent.TrackUnsubscribed, onGone);
+    const sub = await h.room.subscribe('PU4');
+    h.socket().receive({ type: 'offer', sdp: offerSdp([{ mid: '0', trackId: sub.subscriptionId }]) });
+    await until(() => h.socket().sentOfType('answer').length === 1);
+    const track = h.pcs[0]?.emitTrack('0', 'video');
+    await sub.waitForTrack();
+    await h.room.unsubscribe(sub.subscriptionId);
+    expect(onGone).toHaveBeenCalledWith({ subscription: sub, track });
+  });
+
+  it('a local publication mutes, unmutes, replaces its track and unpublishes', async () => {
+    const h = createHarness();
+    await h.connect();
+    const [audio, video] = await h.room.publish(camera());
+    if (audio === undefined || video === undefined) throw new Error('two publications expected');
+    expect(video.muted).toBe(false);
+    video.mute();
+    expect(video.muted).toBe(true);
+    expect((video.track as unknown as FakeTrack).enabled).toBe(false);
+    video.unmute();
+    expect(video.muted).toBe(false);
+    const next = new FakeTrack('video');
+    await video.replaceTrack(next as unknown as MediaStreamTrack);
+    expect(video.track).toBe(next);
+    await expect(video.replaceTrack(new FakeTrack('audio') as unknown as MediaStreamTrack)).rejects.toThrow(TypeError);
+    await video.unpublish();
+    expect(h.socket().sentOfType('unpublish').map((m) => m.publicationId)).toEqual([video.publicationId]);
+    expect(h.room.localPublications.has(video.publicationId)).toBe(false);
+  });
+});

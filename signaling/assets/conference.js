@@ -873,6 +873,8 @@ var RoomEvent = {
   PublicationAdded: "publicationAdded",
   PublicationRemoved: "publicationRemoved",
   TrackSubscribed: "trackSubscribed",
+  /** A subscription's media ended (see `RoomEvents.trackUnsubscribed`). */
+  TrackUnsubscribed: "trackUnsubscribed",
   LayersChanged: "layersChanged",
   PublisherLayersApplied: "publisherLayersApplied",
   Error: "error",
@@ -1108,7 +1110,7 @@ var Room = class extends TypedEmitter {
    * Subscribes to a publication. Resolves once the server accepted; the media follows with the
    * server's next offer (`subscription.waitForTrack()`, or the `trackSubscribed` event).
    */
-  async subscribe(publicationId) {
+  async subscribe(publicationId, options = {}) {
     this.assertConnected("subscribe");
     this.ensurePeer("subscriber");
     const subscribed = await this.signal.request({ type: "subscribe", publicationId });
@@ -1129,6 +1131,11 @@ var Room = class extends TypedEmitter {
     if (earlyLayers !== void 0) {
       this.unclaimedLayers.delete(subscription.subscriptionId);
       this.applyLayersChanged(subscription, earlyLayers);
+    }
+    const { preferredLayer } = options;
+    if (preferredLayer !== void 0) {
+      const layer = typeof preferredLayer === "number" ? { spatial: preferredLayer } : preferredLayer;
+      await subscription.setPreferredLayer(layer.spatial, layer.temporal);
     }
     return subscription;
   }
@@ -1566,7 +1573,40 @@ var Room = class extends TypedEmitter {
     const subscription = this.activeSubscriptions.get(subscriptionId);
     if (subscription === void 0) return;
     this.activeSubscriptions.delete(subscriptionId);
+    const track = subscription.track;
     subscription.end();
+    if (track !== void 0) this.emit("trackUnsubscribed", { subscription, track });
+  }
+  localPublication(publication, track, sender, call) {
+    const id = publication.publicationId;
+    return {
+      ...publication,
+      sender,
+      call,
+      sending: track,
+      get track() {
+        return this.sending;
+      },
+      get muted() {
+        return !this.sending.enabled;
+      },
+      mute() {
+        this.sending.enabled = false;
+      },
+      unmute() {
+        this.sending.enabled = true;
+      },
+      replaceTrack: async (next) => {
+        const own = this.ownPublications.get(id);
+        if (own === void 0) {
+          throw new ConnectionError(ConnectionErrorReason.InvalidState, `replaceTrack() on ended publication ${id}`);
+        }
+        if (next.kind !== own.kind) throw new TypeError(`replaceTrack(): a ${next.kind} track for ${own.kind} publication ${id}`);
+        await own.sender.replaceTrack(next);
+        own.sending = next;
+      },
+      unpublish: () => this.unpublish(id)
+    };
   }
   claimPublications(publications, added, infos, call) {
     const unclaimed = publications.filter((p) => !this.ownPublications.has(p.publicationId));
@@ -1577,10 +1617,9 @@ var Room = class extends TypedEmitter {
       if (index < 0) return;
       const [publication] = unclaimed.splice(index, 1);
       if (publication === void 0) return;
-      const local = { ...publication, track, sender: transceiver.sender, call };
+      const local = this.localPublication(publication, track, transceiver.sender, call);
       this.ownPublications.set(publication.publicationId, local);
-      const { sender: _sender, call: _call, ...pub } = local;
-      result.push(pub);
+      result.push(local);
     });
     return result;
   }
