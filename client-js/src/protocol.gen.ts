@@ -11,7 +11,7 @@ subscriptionId: string,
 /**
  * True pauses, false resumes.
  */
-paused: boolean, } | { "type": "leave", requestId: number, } | { "type": "resume", requestId: number, 
+paused: boolean, } | { "type": "ping", requestId: number, } | { "type": "leave", requestId: number, } | { "type": "resume", requestId: number, 
 /**
  * The `participant.participantId` of the session's `joined`.
  */

@@ -37,6 +37,12 @@ export interface RoomOptions {
   reconnectTimeoutMs?: number;
   /** Spread of each reconnection delay, 0–1 (±20 % by default). */
   reconnectJitter?: number;
+  /**
+   * Heartbeat: a `ping` this often; one unanswered for as long counts as a dropped connection
+   * (then the SDK reconnects). A network failure closes nothing, so without it a dead
+   * connection is noticed only when TCP gives up. Default: 5 000 ms; 0 turns it off.
+   */
+  heartbeatIntervalMs?: number;
 }
 
 /** A video codec the publisher can prefer. */
@@ -268,6 +274,7 @@ interface PublishCall {
 type OwnPublication = LocalPublication & { sender: RTCRtpSender; call: PublishCall; sending: MediaStreamTrack };
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_HEARTBEAT_INTERVAL_MS = 5_000;
 
 /**
  * A session in one Sluice room: one WebSocket for signaling, one publisher RTCPeerConnection
@@ -280,6 +287,7 @@ export class Room extends TypedEmitter<RoomEvents> {
   private readonly requestTimeoutMs: number;
   private readonly reconnectEnabled: boolean;
   private readonly reconnectTimeoutMs: number;
+  private readonly heartbeatIntervalMs: number;
   private readonly reconnectJitter: number;
   /** Where and how the session was joined, to reconnect. */
   private session: { url: string; token: string; options: ConnectOptions; resumeToken: string } | undefined;
@@ -316,6 +324,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.reconnectEnabled = options.reconnect ?? true;
     this.reconnectTimeoutMs = options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS;
+    this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
     this.reconnectJitter = options.reconnectJitter ?? DEFAULT_RECONNECT_JITTER;
     this.peerConnectionFactory =
       options.peerConnectionFactory ?? ((config: RTCConfiguration) => new RTCPeerConnection(config));
@@ -348,6 +357,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     const previous = this.roomState;
     if (previous === state) return;
     this.roomState = state;
+    if (state === RoomState.Connected) this.signal.startHeartbeat(this.heartbeatIntervalMs);
     this.emit('connectionStateChanged', state, previous);
   }
 

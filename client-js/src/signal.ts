@@ -20,6 +20,7 @@ const RESPONSE_TYPE = {
   trickle: 'ok',
   setPreferredLayer: 'ok',
   setSubscriptionPaused: 'ok',
+  ping: 'ok',
   leave: 'ok',
   resume: 'resumed',
   restartIce: 'ok',
@@ -76,6 +77,7 @@ export class SignalClient {
   private nextRequestId: RequestId = 1;
   private closing = false;
   private closed = false;
+  private heartbeat: ReturnType<typeof setTimeout> | undefined;
 
   constructor(
     private readonly webSocketFactory: (url: string) => WebSocket,
@@ -128,8 +130,40 @@ export class SignalClient {
     });
   }
 
+  /**
+   * Sends `ping` every `intervalMs` and drops the connection (a close the client did not
+   * choose, so the room reconnects) when one gets no answer within `intervalMs`: a network
+   * failure closes nothing, and the browser would otherwise notice only when TCP gives up.
+   */
+  startHeartbeat(intervalMs: number): void {
+    if (!(intervalMs > 0) || this.closed) return;
+    clearTimeout(this.heartbeat);
+    this.heartbeat = setTimeout(() => {
+      this.request({ type: 'ping' }, intervalMs).then(
+        () => this.startHeartbeat(intervalMs),
+        (err: unknown) => {
+          if (err instanceof ConnectionError && err.reason === ConnectionErrorReason.Timeout) {
+            this.drop(4000, 'heartbeat: no answer to ping');
+          } else if (!this.closed) {
+            this.startHeartbeat(intervalMs);
+          }
+        },
+      );
+    }, intervalMs);
+  }
+
+  /** Gives the socket up as dead: like a close the server or the network caused. */
+  private drop(code: number, reason: string): void {
+    if (this.closing || this.closed) return;
+    try {
+      this.socket?.close(code, reason);
+    } finally {
+      this.onSocketClosed(code, reason);
+    }
+  }
+
   /** Sends a request and resolves with its success response; rejects with `ServerError` on `error`. */
-  request<T extends ClientType>(request: OutgoingOf<T>): Promise<ResponseOf<T>> {
+  request<T extends ClientType>(request: OutgoingOf<T>, timeoutMs = this.timeoutMs): Promise<ResponseOf<T>> {
     const socket = this.socket;
     if (socket === undefined || this.closed || this.closing || socket.readyState !== WS_OPEN) {
       return Promise.reject(new ConnectionError(ConnectionErrorReason.Closed, `cannot send ${request.type}: not connected`));
@@ -142,10 +176,10 @@ export class SignalClient {
         reject(
           new ConnectionError(
             ConnectionErrorReason.Timeout,
-            `no response to ${request.type} (requestId ${requestId}) within ${this.timeoutMs} ms`,
+            `no response to ${request.type} (requestId ${requestId}) within ${timeoutMs} ms`,
           ),
         );
-      }, this.timeoutMs);
+      }, timeoutMs);
       this.pending.set(requestId, {
         expected: RESPONSE_TYPE[request.type as T],
         resolve: resolve as (msg: ServerMessage) => void,
@@ -225,6 +259,7 @@ export class SignalClient {
   private onSocketClosed(code: number, reason: string): void {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.heartbeat);
     for (const [id, pending] of this.pending) {
       clearTimeout(pending.timer);
       pending.reject(new ConnectionError(ConnectionErrorReason.Closed, `connection closed before requestId ${id} was answered`));

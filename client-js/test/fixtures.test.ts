@@ -17,7 +17,7 @@ const serverFiles = files.filter((f) => f.startsWith('server.'));
 
 const CLIENT_TYPES: ClientMessage['type'][] = [
   'join', 'publish', 'unpublish', 'subscribe', 'unsubscribe', 'answer', 'trickle', 'setPreferredLayer',
-  'setSubscriptionPaused', 'leave', 'resume', 'restartIce',
+  'setSubscriptionPaused', 'leave', 'resume', 'restartIce', 'ping',
 ];
 const SERVER_TYPES: ServerMessage['type'][] = [
   'joined', 'published', 'subscribed', 'ok', 'error', 'offer', 'trickle',
@@ -27,7 +27,7 @@ const SERVER_TYPES: ServerMessage['type'][] = [
 
 /** Drives a session that makes the SDK send every kind of client message; returns them by type. */
 async function messagesTheSdkSends(): Promise<Map<string, ClientMessage>> {
-  const h = createHarness();
+  const h = createHarness({ room: { heartbeatIntervalMs: 20 } });
   await h.room.connect('ws://sfu.test/ws', 'token', { room: 'demo' });
   const stream = new FakeStream('cam', [new FakeTrack('audio'), new FakeTrack('video')]);
   const [pub] = await h.room.publish(stream as unknown as MediaStream, { name: 'Front camera' });
@@ -36,6 +36,7 @@ async function messagesTheSdkSends(): Promise<Map<string, ClientMessage>> {
   h.socket().receive({ type: 'offer', sdp: 'v=0' });
   await until(() => h.socket().sentOfType('answer').length === 1);
   await sub.setPreferredLayer(1, 2);
+  await until(() => h.socket().sentOfType('ping').length > 0);
   await sub.setPaused(true);
   // A drop: the SDK resumes on a new socket and restarts ICE.
   h.socket().serverClose(1006);

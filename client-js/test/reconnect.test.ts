@@ -5,6 +5,7 @@ import {
   DisconnectCause,
   type DisconnectedEvent,
   type ReconnectedEvent,
+  RoomEvent,
   RoomState,
 } from '../src/index.js';
 import { MAX_RECONNECT_DELAY_MS, RECONNECT_SCHEDULE_MS, reconnectDelayMs } from '../src/reconnect.js';
@@ -261,3 +262,28 @@ describe('reconnect', () => {
 
 // Keeps the import used for the type of `resumed` replies.
 export type _Resumed = Extract<ServerMessage, { type: 'resumed' }>;
+
+describe('heartbeat', () => {
+  it('pings while connected and reconnects when a ping goes unanswered', async () => {
+    let silent = false;
+    const h = createHarness({
+      room: { heartbeatIntervalMs: 30, reconnectJitter: 0 },
+      responder: (msg) => (msg.type === 'ping' && silent ? null : undefined),
+    });
+    const events: string[] = [];
+    h.room.on(RoomEvent.Reconnecting, () => events.push('reconnecting'));
+    h.room.on(RoomEvent.Reconnected, () => events.push('reconnected'));
+    await h.connect();
+    await until(() => h.socket().sentOfType('ping').length >= 2);
+    expect(events).toEqual([]);
+    // The network dies: the socket stays "open", pings go unanswered.
+    silent = true;
+    await until(() => events.includes('reconnecting'), 2_000);
+    silent = false;
+    await until(() => events.includes('reconnected'), 2_000);
+    expect(events).toEqual(['reconnecting', 'reconnected']);
+    expect(h.sockets.length).toBe(2);
+    expect(h.sockets[0]?.closeCalls.map((c) => c.code)).toEqual([4000]);
+    await h.room.disconnect();
+  });
+});

@@ -238,6 +238,7 @@ var RESPONSE_TYPE = {
   trickle: "ok",
   setPreferredLayer: "ok",
   setSubscriptionPaused: "ok",
+  ping: "ok",
   leave: "ok",
   resume: "resumed",
   restartIce: "ok"
@@ -307,8 +308,38 @@ var SignalClient = class {
       socket.addEventListener("message", (ev) => this.handleFrame(ev.data));
     });
   }
+  /**
+   * Sends `ping` every `intervalMs` and drops the connection (a close the client did not
+   * choose, so the room reconnects) when one gets no answer within `intervalMs`: a network
+   * failure closes nothing, and the browser would otherwise notice only when TCP gives up.
+   */
+  startHeartbeat(intervalMs) {
+    if (!(intervalMs > 0) || this.closed) return;
+    clearTimeout(this.heartbeat);
+    this.heartbeat = setTimeout(() => {
+      this.request({ type: "ping" }, intervalMs).then(
+        () => this.startHeartbeat(intervalMs),
+        (err) => {
+          if (err instanceof ConnectionError && err.reason === ConnectionErrorReason.Timeout) {
+            this.drop(4e3, "heartbeat: no answer to ping");
+          } else if (!this.closed) {
+            this.startHeartbeat(intervalMs);
+          }
+        }
+      );
+    }, intervalMs);
+  }
+  /** Gives the socket up as dead: like a close the server or the network caused. */
+  drop(code, reason) {
+    if (this.closing || this.closed) return;
+    try {
+      this.socket?.close(code, reason);
+    } finally {
+      this.onSocketClosed(code, reason);
+    }
+  }
   /** Sends a request and resolves with its success response; rejects with `ServerError` on `error`. */
-  request(request) {
+  request(request, timeoutMs = this.timeoutMs) {
     const socket = this.socket;
     if (socket === void 0 || this.closed || this.closing || socket.readyState !== WS_OPEN) {
       return Promise.reject(new ConnectionError(ConnectionErrorReason.Closed, `cannot send ${request.type}: not connected`));
@@ -321,10 +352,10 @@ var SignalClient = class {
         reject(
           new ConnectionError(
             ConnectionErrorReason.Timeout,
-            `no response to ${request.type} (requestId ${requestId}) within ${this.timeoutMs} ms`
+            `no response to ${request.type} (requestId ${requestId}) within ${timeoutMs} ms`
           )
         );
-      }, this.timeoutMs);
+      }, timeoutMs);
       this.pending.set(requestId, {
         expected: RESPONSE_TYPE[request.type],
         resolve,
@@ -399,6 +430,7 @@ var SignalClient = class {
   onSocketClosed(code, reason) {
     if (this.closed) return;
     this.closed = true;
+    clearTimeout(this.heartbeat);
     for (const [id, pending] of this.pending) {
       clearTimeout(pending.timer);
       pending.reject(new ConnectionError(ConnectionErrorReason.Closed, `connection closed before requestId ${id} was answered`));
@@ -898,6 +930,7 @@ var DisconnectCause = {
 };
 var DEFAULT_RECONNECT_TIMEOUT_MS = 12e4;
 var DEFAULT_TIMEOUT_MS = 1e4;
+var DEFAULT_HEARTBEAT_INTERVAL_MS = 5e3;
 var Room = class extends TypedEmitter {
   constructor(options = {}) {
     super();
@@ -923,6 +956,7 @@ var Room = class extends TypedEmitter {
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.reconnectEnabled = options.reconnect ?? true;
     this.reconnectTimeoutMs = options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS;
+    this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
     this.reconnectJitter = options.reconnectJitter ?? DEFAULT_RECONNECT_JITTER;
     this.peerConnectionFactory = options.peerConnectionFactory ?? ((config) => new RTCPeerConnection(config));
     this.rtcConfiguration = options.rtcConfiguration ?? {};
@@ -951,6 +985,7 @@ var Room = class extends TypedEmitter {
     const previous = this.roomState;
     if (previous === state) return;
     this.roomState = state;
+    if (state === RoomState.Connected) this.signal.startHeartbeat(this.heartbeatIntervalMs);
     this.emit("connectionStateChanged", state, previous);
   }
   get state() {

@@ -87,6 +87,9 @@ pub enum ClientMessage {
         /// True pauses, false resumes.
         paused: bool,
     },
+    /// Heartbeat: answered by `ok`. A client that gets no answer within a few seconds
+    /// treats the connection as dead and reconnects (a network failure closes nothing).
+    Ping { request_id: RequestId },
     /// Leave the room; the server closes the connection after answering `ok`.
     Leave { request_id: RequestId },
     /// On a new connection, re-attach to a participant whose connection dropped, within the
@@ -122,6 +125,7 @@ impl ClientMessage {
             | Self::SetPreferredLayer { request_id, .. }
             | Self::SetSubscriptionPaused { request_id, .. }
             | Self::Resume { request_id, .. }
+            | Self::Ping { request_id }
             | Self::Leave { request_id }
             | Self::RestartIce { request_id } => *request_id,
         }
@@ -494,8 +498,8 @@ mod tests {
             );
             seen += 1;
         }
-        // 12 client messages + 14 server messages, one fixture each (error twice: with and without id).
-        assert!(seen >= 27, "expected a fixture per message, found {seen}");
+        // 13 client messages + 14 server messages, one fixture each (error twice: with and without id).
+        assert!(seen >= 28, "expected a fixture per message, found {seen}");
     }
 
     #[test]

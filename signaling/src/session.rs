@@ -416,11 +416,16 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 .resume(request_id, &participant_id, &resume_token)
                 .await;
         }
+        if let ClientMessage::Ping { request_id } = message {
+            return Ok(ServerMessage::Ok { request_id });
+        }
         let Some(participant) = &self.participant else {
             return Err(Failure::new(ErrorCode::NotJoined, "send join first"));
         };
         match message {
-            ClientMessage::Join { .. } | ClientMessage::Resume { .. } => {
+            ClientMessage::Join { .. }
+            | ClientMessage::Resume { .. }
+            | ClientMessage::Ping { .. } => {
                 unreachable!("handled above")
             }
             ClientMessage::RestartIce { request_id } => {
