@@ -1,6 +1,7 @@
 /** @sluice/client — browser SDK for the Sluice SFU. */
 export { Room, RoomEvent, RoomState, SIMULCAST_ENCODINGS } from './room.js';
 export type {
+  ActiveSpeakersChangedEvent,
   ConnectOptions,
   DisconnectedEvent,
   JoinInfo,
@@ -39,6 +40,7 @@ export type {
   PublicationInfo,
   RequestId,
   ServerMessage,
+  SpeakerInfo,
   TrackInfo,
   TrackSource,
 } from './protocol.gen.js';

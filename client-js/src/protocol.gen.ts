@@ -5,7 +5,7 @@ export type RequestId = number;
 
 export type ClientMessage = { "type": "join", requestId: number, token: string, room?: string, } | { "type": "publish", requestId: number, sdp: string, tracks: Array<TrackInfo>, } | { "type": "unpublish", requestId: number, publicationId: string, } | { "type": "subscribe", requestId: number, publicationId: string, } | { "type": "unsubscribe", requestId: number, subscriptionId: string, } | { "type": "answer", requestId: number, sdp: string, } | { "type": "trickle", requestId: number, target: PeerTarget, candidate: IceCandidate, } | { "type": "setPreferredLayer", requestId: number, subscriptionId: string, spatial: number, temporal?: number, } | { "type": "leave", requestId: number, };
 
-export type ServerMessage = { "type": "joined", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: LayerRef, target: LayerRef, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, };
+export type ServerMessage = { "type": "joined", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: LayerRef, target: LayerRef, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, } | { "type": "activeSpeakers", speakers: Array<SpeakerInfo>, };
 
 export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal";
 
@@ -45,3 +45,11 @@ export type LayerRef = { spatial: number, temporal: number, };
 export type LayerChangeReason = "requested" | "bandwidth" | "layerUnavailable" | "switched";
 
 export type LayerActivity = { rid: string, active: boolean, };
+
+export type SpeakerInfo = { participantId: string, 
+/**
+ * How loud, 0.0..=1.0 on the scale of WebRTC's `audioLevel`: linear amplitude, 1.0 is
+ * 0 dBov, 0.5 about -6 dBov, 0.1 -20 dBov; the mean of the speech (not the pauses) of the
+ * last 600 ms, four decimals.
+ */
+level: number, };

@@ -218,7 +218,8 @@ var EVENT_TYPES = [
   "publicationAdded",
   "publicationRemoved",
   "layersChanged",
-  "publisherLayers"
+  "publisherLayers",
+  "activeSpeakers"
 ];
 var WS_OPEN = 1;
 var SignalClient = class {
@@ -512,6 +513,7 @@ var RoomEvent = {
   TrackSubscribed: "trackSubscribed",
   LayersChanged: "layersChanged",
   PublisherLayersApplied: "publisherLayersApplied",
+  ActiveSpeakersChanged: "activeSpeakersChanged",
   Error: "error",
   Disconnected: "disconnected"
 };
@@ -535,6 +537,7 @@ var Room = class extends TypedEmitter {
     this.appliedLayers = /* @__PURE__ */ new Map();
     /** Dynacast: `publisherLayers` not applied yet, merged per publication (rid → active). */
     this.pendingLayers = /* @__PURE__ */ new Map();
+    this.speakers = [];
     const webSocketFactory = options.webSocketFactory ?? ((url) => new WebSocket(url));
     this.peerConnectionFactory = options.peerConnectionFactory ?? ((config) => new RTCPeerConnection(config));
     this.rtcConfiguration = options.rtcConfiguration ?? {};
@@ -577,6 +580,13 @@ var Room = class extends TypedEmitter {
    */
   publisherLayers(publicationId) {
     return this.appliedLayers.get(publicationId);
+  }
+  /**
+   * The participants speaking now (the local participant included), loudest first, each with a
+   * level in 0..1 (linear, as WebRTC's `audioLevel`), as of the last `activeSpeakersChanged`.
+   */
+  get activeSpeakers() {
+    return this.speakers;
   }
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
   peerConnection(target) {
@@ -786,6 +796,10 @@ var Room = class extends TypedEmitter {
       case "publisherLayers":
         this.handlePublisherLayers(event.publicationId, event.layers);
         break;
+      case "activeSpeakers":
+        this.speakers = event.speakers;
+        this.emit("activeSpeakersChanged", { speakers: event.speakers });
+        break;
     }
   }
   async requestLayer(subscriptionId, layer) {
@@ -968,6 +982,7 @@ var Room = class extends TypedEmitter {
     this.subscriptionByMid.clear();
     this.unclaimedLayers.clear();
     this.pendingLayers.clear();
+    this.speakers = [];
     if (wasConnected && event !== void 0) this.emit("disconnected", event);
   }
   reportError(error) {

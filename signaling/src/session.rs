@@ -20,7 +20,8 @@ use tracing::{Instrument, debug, info, info_span};
 use crate::auth::TokenAuthority;
 use crate::protocol::{
     ClientMessage, ErrorCode, IceCandidate, LayerActivity, LayerChangeReason, LayerRef, MediaKind,
-    ParticipantInfo, PeerTarget, PublicationInfo, RequestId, ServerMessage, TrackSource,
+    ParticipantInfo, PeerTarget, PublicationInfo, RequestId, ServerMessage, SpeakerInfo,
+    TrackSource,
 };
 
 /// Reported as the temporal layer while every temporal layer is forwarded (VP8 L1T3 has 3).
@@ -559,6 +560,18 @@ fn event_message(event: ParticipantEvent) -> ServerMessage {
                 .map(|(rid, active)| LayerActivity { rid, active })
                 .collect(),
         },
+        ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)) => {
+            ServerMessage::ActiveSpeakers {
+                speakers: speakers
+                    .into_iter()
+                    .map(|(participant, level)| SpeakerInfo {
+                        participant_id: participant.to_string(),
+                        // Four decimals tell -70 dBov from silence; more is noise on the wire.
+                        level: (f64::from(level) * 10_000.0).round() / 10_000.0,
+                    })
+                    .collect(),
+            }
+        }
     }
 }
 
