@@ -2,6 +2,7 @@
 export { DisconnectCause, Room, RoomEvent, RoomState, SIMULCAST_ENCODINGS } from './room.js';
 export { MAX_RECONNECT_DELAY_MS, RECONNECT_SCHEDULE_MS, reconnectDelayMs } from './reconnect.js';
 export type {
+  ActiveSpeakersChangedEvent,
   ConnectOptions,
   DisconnectedEvent,
   JoinInfo,
@@ -48,6 +49,7 @@ export type {
   RequestId,
   SubscriptionInfo,
   ServerMessage,
+  SpeakerInfo,
   TrackInfo,
   TrackSource,
 } from './protocol.gen.js';

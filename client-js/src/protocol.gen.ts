@@ -30,7 +30,11 @@ resumeToken: string, } | { "type": "resumed", requestId: number, room: string, p
 /**
  * The caller's subscriptions; any other the client holds has ended.
  */
-subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: LayerRef, target: LayerRef, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, };
+subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: LayerRef, target: LayerRef, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, } | { "type": "activeSpeakers", 
+/**
+ * Loudest first; empty when nobody speaks.
+ */
+speakers: Array<SpeakerInfo>, };
 
 export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal" | "resumeFailed";
 
@@ -80,3 +84,15 @@ export type LayerRef = { spatial: number, temporal: number, };
 export type LayerChangeReason = "requested" | "bandwidth" | "layerUnavailable" | "switched";
 
 export type LayerActivity = { rid: string, active: boolean, };
+
+export type SpeakerInfo = { 
+/**
+ * The speaking participant.
+ */
+participantId: string, 
+/**
+ * How loud, 0.0..=1.0 on the scale of WebRTC's `audioLevel`: linear amplitude, 1.0 is
+ * 0 dBov, 0.5 about -6 dBov, 0.1 -20 dBov; the mean of the speech (not the pauses) of the
+ * last 600 ms, four decimals.
+ */
+level: number, };

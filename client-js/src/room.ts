@@ -11,6 +11,7 @@ import type {
   PeerTarget,
   PublicationInfo,
   ServerMessage,
+  SpeakerInfo,
   TrackInfo,
   TrackSource,
 } from './protocol.gen.js';
@@ -127,6 +128,8 @@ export const RoomEvent = {
   TrackUnsubscribed: 'trackUnsubscribed',
   LayersChanged: 'layersChanged',
   PublisherLayersApplied: 'publisherLayersApplied',
+  /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
+  ActiveSpeakersChanged: 'activeSpeakersChanged',
   Error: 'error',
   /** The signaling connection dropped; the SDK is reconnecting. */
   Reconnecting: 'reconnecting',
@@ -219,6 +222,12 @@ export interface PublisherLayersAppliedEvent {
   layers: LayerActivity[];
 }
 
+/** `activeSpeakersChanged`: the participants speaking now. */
+export interface ActiveSpeakersChangedEvent {
+  /** Who speaks now (the local participant included), loudest first; empty when nobody does. */
+  speakers: SpeakerInfo[];
+}
+
 export interface DisconnectedEvent {
   /** True when `disconnect()` ended the session. */
   clientInitiated: boolean;
@@ -248,6 +257,8 @@ export type RoomEvents = {
    * and the SDK has set `active` on the sender's encodings accordingly.
    */
   publisherLayersApplied: (event: PublisherLayersAppliedEvent) => void;
+  /** The server's list of active speakers changed (see `room.activeSpeakers`). */
+  activeSpeakersChanged: (event: ActiveSpeakersChangedEvent) => void;
   /** A failure that belongs to no call: a server error without requestId, a failed server offer. */
   error: (error: SluiceError) => void;
   /**
@@ -317,6 +328,7 @@ export class Room extends TypedEmitter<RoomEvents> {
   private readonly appliedLayers = new Map<string, LayerActivity[]>();
   /** Dynacast: `publisherLayers` not applied yet, merged per publication (rid → active). */
   private readonly pendingLayers = new Map<string, Map<string, boolean>>();
+  private speakers: readonly SpeakerInfo[] = [];
 
   constructor(options: RoomOptions = {}) {
     super();
@@ -401,6 +413,14 @@ export class Room extends TypedEmitter<RoomEvents> {
    */
   publisherLayers(publicationId: string): readonly LayerActivity[] | undefined {
     return this.appliedLayers.get(publicationId);
+  }
+
+  /**
+   * The participants speaking now (the local participant included), loudest first, each with a
+   * level in 0..1 (linear, as WebRTC's `audioLevel`), as of the last `activeSpeakersChanged`.
+   */
+  get activeSpeakers(): readonly SpeakerInfo[] {
+    return this.speakers;
   }
 
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
@@ -651,6 +671,10 @@ export class Room extends TypedEmitter<RoomEvents> {
       }
       case 'publisherLayers':
         this.handlePublisherLayers(event.publicationId, event.layers);
+        break;
+      case 'activeSpeakers':
+        this.speakers = event.speakers;
+        this.emit('activeSpeakersChanged', { speakers: event.speakers });
         break;
     }
   }
@@ -1138,6 +1162,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.subscriptionByMid.clear();
     this.unclaimedLayers.clear();
     this.pendingLayers.clear();
+    this.speakers = [];
     if (wasConnected && event !== undefined) this.emit('disconnected', event);
   }
 

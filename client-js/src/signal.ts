@@ -38,6 +38,7 @@ const EVENT_TYPES = [
   'publicationRemoved',
   'layersChanged',
   'publisherLayers',
+  'activeSpeakers',
 ] as const;
 
 /** A server message that is not a response to a request. */

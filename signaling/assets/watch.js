@@ -251,7 +251,8 @@ var EVENT_TYPES = [
   "publicationAdded",
   "publicationRemoved",
   "layersChanged",
-  "publisherLayers"
+  "publisherLayers",
+  "activeSpeakers"
 ];
 var WS_OPEN = 1;
 var SignalClient = class {
@@ -909,6 +910,8 @@ var RoomEvent = {
   TrackUnsubscribed: "trackUnsubscribed",
   LayersChanged: "layersChanged",
   PublisherLayersApplied: "publisherLayersApplied",
+  /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
+  ActiveSpeakersChanged: "activeSpeakersChanged",
   Error: "error",
   /** The signaling connection dropped; the SDK is reconnecting. */
   Reconnecting: "reconnecting",
@@ -952,6 +955,7 @@ var Room = class extends TypedEmitter {
     this.appliedLayers = /* @__PURE__ */ new Map();
     /** Dynacast: `publisherLayers` not applied yet, merged per publication (rid → active). */
     this.pendingLayers = /* @__PURE__ */ new Map();
+    this.speakers = [];
     this.webSocketFactory = options.webSocketFactory ?? ((url) => new WebSocket(url));
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.reconnectEnabled = options.reconnect ?? true;
@@ -1021,6 +1025,13 @@ var Room = class extends TypedEmitter {
    */
   publisherLayers(publicationId) {
     return this.appliedLayers.get(publicationId);
+  }
+  /**
+   * The participants speaking now (the local participant included), loudest first, each with a
+   * level in 0..1 (linear, as WebRTC's `audioLevel`), as of the last `activeSpeakersChanged`.
+   */
+  get activeSpeakers() {
+    return this.speakers;
   }
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
   peerConnection(target) {
@@ -1248,6 +1259,10 @@ var Room = class extends TypedEmitter {
       }
       case "publisherLayers":
         this.handlePublisherLayers(event.publicationId, event.layers);
+        break;
+      case "activeSpeakers":
+        this.speakers = event.speakers;
+        this.emit("activeSpeakersChanged", { speakers: event.speakers });
         break;
     }
   }
@@ -1672,6 +1687,7 @@ var Room = class extends TypedEmitter {
     this.subscriptionByMid.clear();
     this.unclaimedLayers.clear();
     this.pendingLayers.clear();
+    this.speakers = [];
     if (wasConnected && event !== void 0) this.emit("disconnected", event);
   }
   reportError(error) {

@@ -220,6 +220,13 @@ pub enum ServerMessage {
         publication_id: String,
         layers: Vec<LayerActivity>,
     },
+    /// Event to everyone in the room: the participants speaking now, loudest first. Sent when
+    /// that ordered list changes (not when only the levels move); an empty list once nobody
+    /// speaks any more.
+    ActiveSpeakers {
+        /// Loudest first; empty when nobody speaks.
+        speakers: Vec<SpeakerInfo>,
+    },
 }
 
 /// One simulcast layer: spatial index (0 = lowest, `q`) and temporal index (0 = base).
@@ -250,6 +257,18 @@ pub enum LayerChangeReason {
 pub struct LayerActivity {
     pub rid: String,
     pub active: bool,
+}
+
+/// One participant in `activeSpeakers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub struct SpeakerInfo {
+    /// The speaking participant.
+    pub participant_id: String,
+    /// How loud, 0.0..=1.0 on the scale of WebRTC's `audioLevel`: linear amplitude, 1.0 is
+    /// 0 dBov, 0.5 about -6 dBov, 0.1 -20 dBov; the mean of the speech (not the pauses) of the
+    /// last 600 ms, four decimals.
+    pub level: f64,
 }
 
 /// Stable machine-readable error codes. New codes may be added; existing ones never change.
@@ -421,6 +440,7 @@ pub fn typescript_bindings() -> String {
         LayerRef::decl(&cfg),
         LayerChangeReason::decl(&cfg),
         LayerActivity::decl(&cfg),
+        SpeakerInfo::decl(&cfg),
     ];
     for decl in decls {
         out.push_str("export ");
@@ -498,8 +518,8 @@ mod tests {
             );
             seen += 1;
         }
-        // 13 client messages + 14 server messages, one fixture each (error twice: with and without id).
-        assert!(seen >= 28, "expected a fixture per message, found {seen}");
+        // 13 client messages + 15 server messages, one fixture each (error twice: with and without id).
+        assert!(seen >= 29, "expected a fixture per message, found {seen}");
     }
 
     #[test]

@@ -22,8 +22,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::auth::TokenAuthority;
 use crate::protocol::{
     ClientMessage, ErrorCode, IceCandidate, LayerActivity, LayerChangeReason, LayerRef, MediaKind,
-    ParticipantInfo, PeerTarget, PublicationInfo, RequestId, ServerMessage, SubscriptionInfo,
-    TrackSource,
+    ParticipantInfo, PeerTarget, PublicationInfo, RequestId, ServerMessage, SpeakerInfo,
+    SubscriptionInfo, TrackSource,
 };
 use crate::resume::{Attachment, Claimed, Resumable, SessionControl};
 
@@ -818,6 +818,18 @@ fn event_message(event: ParticipantEvent) -> ServerMessage {
                 .map(|(rid, active)| LayerActivity { rid, active })
                 .collect(),
         },
+        ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)) => {
+            ServerMessage::ActiveSpeakers {
+                speakers: speakers
+                    .into_iter()
+                    .map(|(participant, level)| SpeakerInfo {
+                        participant_id: participant.to_string(),
+                        // Four decimals tell -70 dBov from silence; more is noise on the wire.
+                        level: (f64::from(level) * 10_000.0).round() / 10_000.0,
+                    })
+                    .collect(),
+            }
+        }
     }
 }
 

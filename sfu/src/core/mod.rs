@@ -18,6 +18,7 @@ mod packet;
 mod publication;
 mod rewrite;
 mod room;
+mod speakers;
 mod stats;
 mod subscription;
 

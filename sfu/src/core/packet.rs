@@ -78,6 +78,10 @@ pub struct RtpPacket {
     pub timestamp: u32,
     pub marker: bool,
     pub payload: Bytes,
+    /// The RFC 6464 audio level the publisher sent with an audio packet, in -dBov (0 is the
+    /// loudest, 127 silence); `None` without the extension. Only the publisher's value is
+    /// used (speaker detection); it is never written towards subscribers.
+    pub audio_level: Option<u8>,
 }
 
 /// Why a packet was not forwarded. Counted in stats, never an error.

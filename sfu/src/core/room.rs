@@ -8,6 +8,7 @@ use tracing::debug;
 use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use super::packet::{Codec, DropReason, MediaKind, RtpPacket};
 use super::publication::Publication;
+use super::speakers::SpeakerDetector;
 use super::subscription::Subscription;
 
 pub use super::stats::{DropCounts, PublicationStats, RoomStats, SubscriptionStats};
@@ -158,6 +159,10 @@ pub enum Output {
         publisher: ParticipantId,
         active: Vec<bool>,
     },
+    /// Tell everyone in the room who is speaking: participants loudest first, each with its
+    /// level (0.0..=1.0, linear amplitude as WebRTC's `audioLevel`: 1.0 = 0 dBov). Emitted only
+    /// when the ordered list changes; an empty list once nobody speaks any more.
+    ActiveSpeakers { speakers: Vec<(ParticipantId, f32)> },
 }
 
 /// Why a subscription's layer target or current layer changed.
@@ -253,6 +258,7 @@ pub enum CoreError {
 ///             Output::RequestKeyframe { publisher, ssrc, .. } => { /* send PLI for ssrc */ }
 ///             Output::LayersChanged { subscriber, .. } => { /* tell the subscriber */ }
 ///             Output::PublisherLayers { publisher, active, .. } => { /* dynacast */ }
+///             Output::ActiveSpeakers { speakers } => { /* tell everyone in the room */ }
 ///         }
 ///     }
 ///     // then: sleep until room.poll_timeout(), call room.handle_timeout(now), drain again
@@ -268,6 +274,7 @@ pub struct Room {
     outputs: VecDeque<Output>,
     stats: RoomStats,
     loss: HashMap<ParticipantId, LossWindow>,
+    speakers: SpeakerDetector,
 }
 
 impl Room {
@@ -279,6 +286,7 @@ impl Room {
             outputs: VecDeque::new(),
             stats: RoomStats::default(),
             loss: HashMap::new(),
+            speakers: SpeakerDetector::default(),
         }
     }
 
@@ -369,6 +377,9 @@ impl Room {
                     return Err(CoreError::DuplicatePublication(publication));
                 }
                 debug!(%publication, %publisher, ?kind, ?codec, "publication added");
+                if kind == MediaKind::Audio {
+                    self.speakers.add_publication(publication, publisher);
+                }
                 let interval = self.config.keyframe_request_interval;
                 self.publications.insert(
                     publication,
@@ -441,11 +452,13 @@ impl Room {
     }
 
     /// When [`handle_timeout`](Room::handle_timeout) must be called next (deferred
-    /// keyframe requests); `None` means only a new input can create work.
+    /// keyframe requests, the next active speaker ranking while audio levels arrive); `None`
+    /// means only a new input can create work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.publications
             .values()
             .filter_map(Publication::timeout)
+            .chain(self.speakers.timeout())
             .min()
     }
 
@@ -455,6 +468,7 @@ impl Room {
         for publication in self.publications.values_mut() {
             publication.handle_timeout(now, &mut self.outputs);
         }
+        self.speakers.handle_timeout(now, &mut self.outputs);
     }
 
     pub fn subscription_stats(&self, id: SubscriptionId) -> Option<SubscriptionStats> {
@@ -480,6 +494,9 @@ impl Room {
     }
 
     fn on_rtp(&mut self, now: Instant, publication: PublicationId, layer: u8, packet: &RtpPacket) {
+        if let Some(level) = packet.audio_level {
+            self.speakers.observe(now, publication, level);
+        }
         match self.publications.get_mut(&publication) {
             Some(publication) => publication.handle_rtp(now, layer, packet, &mut self.outputs),
             None => {
@@ -723,6 +740,7 @@ impl Room {
     }
 
     fn remove_publication(&mut self, id: PublicationId) {
+        self.speakers.remove_publication(id);
         if let Some(publication) = self.publications.remove(&id) {
             for subscription in &publication.subscriptions {
                 self.subscription_index.remove(&subscription.id);

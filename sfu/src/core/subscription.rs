@@ -46,6 +46,8 @@ impl Rewrite {
                 Some(patch) => patch.apply(&packet.payload),
                 None => packet.payload.clone(),
             },
+            // Header extensions are not forwarded (their ids were negotiated with the publisher).
+            audio_level: None,
         }
     }
 }

@@ -43,6 +43,7 @@ impl RtpTrack {
             timestamp,
             marker,
             payload,
+            audio_level: None,
         }
     }
 }

@@ -5,7 +5,7 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::room::{RoomCommand, RoomEvent, RoomHandle};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
-use crate::core::{ParticipantId, PublicationId, SubscriptionId};
+use crate::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{
     ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, SubscriberFeedback,
     negotiated_codecs,
@@ -945,8 +945,16 @@ impl ParticipantTask {
                     warn!(%mid, "media on a mid that was not published ignored");
                     return;
                 };
-                debug!(%publication, %mid, ssrc = %track.ssrc(), codec = %track.codec().mime_type, ?rids, "track opened");
-                track.spawn_reader(rids, self.room.rtp_sink(publication));
+                let audio_level_extension_id = match track.codec().kind() {
+                    MediaKind::Audio => publisher.audio_level_extension_id(&track).await,
+                    MediaKind::Video => None,
+                };
+                debug!(%publication, %mid, ssrc = %track.ssrc(), codec = %track.codec().mime_type, ?rids, ?audio_level_extension_id, "track opened");
+                track.spawn_reader(
+                    rids,
+                    audio_level_extension_id,
+                    self.room.rtp_sink(publication),
+                );
                 self.room
                     .try_send(RoomCommand::AttachTrack { publication, track });
             }

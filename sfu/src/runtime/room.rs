@@ -30,6 +30,9 @@ pub enum RoomEvent {
         publication: PublicationId,
         layers: Vec<(String, bool)>,
     },
+    /// To everyone: who speaks now, loudest first, with a level in 0.0..=1.0 (linear
+    /// amplitude, 1.0 = 0 dBov); empty when nobody does any more.
+    ActiveSpeakers(Vec<(ParticipantId, f32)>),
 }
 
 /// A subscription's layer change, as the room reports it.
@@ -143,6 +146,7 @@ impl RoomHandle {
             publications: HashMap::new(),
             subscriptions: HashMap::new(),
             sink_full_drops: 0,
+            active_speakers: Vec::new(),
         };
         tokio::spawn(task.run(rx));
         handle
@@ -219,6 +223,9 @@ struct RoomTask {
     publications: HashMap<PublicationId, PublicationEntry>,
     subscriptions: HashMap<SubscriptionId, SubscriptionEntry>,
     sink_full_drops: u64,
+    /// The last `ActiveSpeakers` list, for participants who join while someone speaks (the
+    /// core announces only changes).
+    active_speakers: Vec<(ParticipantId, f32)>,
 }
 
 impl RoomTask {
@@ -463,8 +470,12 @@ impl RoomTask {
         };
         self.broadcast(None, RoomEvent::ParticipantJoined(info.clone()));
         debug!(room = %self.name, participant = %info.id, identity = %info.identity, "joined");
+        let id = info.id;
         self.participants
-            .insert(info.id, ParticipantEntry { info, events });
+            .insert(id, ParticipantEntry { info, events });
+        if !self.active_speakers.is_empty() {
+            self.tell(id, RoomEvent::ActiveSpeakers(self.active_speakers.clone()));
+        }
         Ok(snapshot)
     }
 
@@ -583,6 +594,10 @@ impl RoomTask {
                             layers,
                         },
                     );
+                }
+                Output::ActiveSpeakers { speakers } => {
+                    self.active_speakers.clone_from(&speakers);
+                    self.broadcast(None, RoomEvent::ActiveSpeakers(speakers));
                 }
                 Output::RequestKeyframe {
                     publication, ssrc, ..

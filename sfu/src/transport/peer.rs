@@ -15,6 +15,9 @@ const GCC_MIN_BPS: f64 = 100_000.0;
 const GCC_MAX_BPS: f64 = 50_000_000.0;
 /// RTP header extension that asks the receiver for a playout delay range.
 const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+/// RFC 6464: the sender's audio level on every audio packet, for active speaker detection
+/// without decoding.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -32,7 +35,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry,
     SettingEngineBuilder, StatsSelector, register_default_interceptors,
 };
-use webrtc::rtp_transceiver::RtpSender;
+use webrtc::rtp_transceiver::{RtpReceiver, RtpSender, RtpTransceiver};
 
 use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
@@ -111,8 +114,18 @@ impl Transport {
     ) -> Result<Peer, TransportError> {
         let mut media_engine = sluice_media_engine().map_err(peer_err)?;
         let registry = match role {
-            // The client estimates its uplink from our TWCC feedback (and NACKs us for loss).
+            // The client estimates its uplink from our TWCC feedback (and NACKs us for loss), and
+            // tells us how loud each audio packet is.
             PeerRole::Publisher => {
+                media_engine
+                    .register_header_extension(
+                        RTCRtpHeaderExtensionCapability {
+                            uri: AUDIO_LEVEL_URI.to_owned(),
+                        },
+                        RtpCodecKind::Audio,
+                        None,
+                    )
+                    .map_err(peer_err)?;
                 register_default_interceptors(Registry::new(), &mut media_engine)
                     .map_err(peer_err)?
             }
@@ -392,12 +405,34 @@ impl Peer {
 
     /// The `mid` of the transceiver that receives `track`.
     pub async fn mid_of(&self, track: &RemoteTrack) -> Option<String> {
+        let (transceiver, _) = self.receiver_of(track).await?;
+        transceiver.mid().await.ok().flatten()
+    }
+
+    /// The id the client's offer gave the RFC 6464 audio level extension on `track`, when it
+    /// was negotiated (browsers offer it on audio). Ask once media flows: the receiver's
+    /// parameters are fixed by then.
+    pub async fn audio_level_extension_id(&self, track: &RemoteTrack) -> Option<u8> {
+        let (_, receiver) = self.receiver_of(track).await?;
+        let parameters = receiver.get_parameters().await.ok()?;
+        parameters
+            .rtp_parameters
+            .header_extensions
+            .iter()
+            .find(|extension| extension.uri == AUDIO_LEVEL_URI)
+            .and_then(|extension| u8::try_from(extension.id).ok())
+    }
+
+    async fn receiver_of(
+        &self,
+        track: &RemoteTrack,
+    ) -> Option<(Arc<dyn RtpTransceiver>, Arc<dyn RtpReceiver>)> {
         for transceiver in self.pc.get_transceivers().await {
             let Ok(Some(receiver)) = transceiver.receiver().await else {
                 continue;
             };
             if receiver.track().track_id().await == track.track_id() {
-                return transceiver.mid().await.ok().flatten();
+                return Some((transceiver, receiver));
             }
         }
         None

@@ -81,10 +81,13 @@ impl RemoteTrack {
 
     /// Starts the task that reads this track's RTP into `sink`; it ends with the track.
     /// With simulcast, `rids` lists the encodings lowest first and each packet is delivered
-    /// with the index of its `rid` (learned per SSRC when that encoding opens).
+    /// with the index of its `rid` (learned per SSRC when that encoding opens). With
+    /// `audio_level_extension_id` (see [`Peer::audio_level_extension_id`](super::Peer::audio_level_extension_id)),
+    /// each packet carries the level the publisher measured.
     pub fn spawn_reader(
         &self,
         rids: Vec<String>,
+        audio_level_extension_id: Option<u8>,
         sink: Arc<dyn RtpSink>,
     ) -> tokio::task::JoinHandle<()> {
         let track = Arc::clone(&self.track);
@@ -115,7 +118,7 @@ impl RemoteTrack {
                             layers.get(&packet.header.ssrc).copied()
                         };
                         if let Some(layer) = layer {
-                            sink.deliver(layer, from_wire(packet));
+                            sink.deliver(layer, from_wire(packet, audio_level_extension_id));
                         }
                     }
                     TrackRemoteEvent::OnEnded => break,
@@ -142,15 +145,28 @@ impl RemoteTrack {
     }
 }
 
-fn from_wire(packet: rtp::Packet) -> RtpPacket {
+fn from_wire(packet: rtp::Packet, audio_level_extension_id: Option<u8>) -> RtpPacket {
     RtpPacket {
         ssrc: Ssrc(packet.header.ssrc),
         payload_type: packet.header.payload_type,
         sequence_number: packet.header.sequence_number,
         timestamp: packet.header.timestamp,
         marker: packet.header.marker,
+        audio_level: audio_level_extension_id.and_then(|id| audio_level(&packet.header, id)),
         payload: packet.payload,
     }
+}
+
+/// The RFC 6464 level (-dBov, 0..=127) in the extension with `id`, without copying: the first
+/// byte is the voice-activity flag and the level, in both the one-byte and the two-byte header
+/// form (which pads it). The flag is not returned: senders set it from their own VAD or not at
+/// all, so the level alone decides. A missing or empty extension is `None`.
+fn audio_level(header: &rtp::header::Header, id: u8) -> Option<u8> {
+    if !header.extension {
+        return None;
+    }
+    let extension = header.extensions.iter().find(|e| e.id == id)?;
+    extension.payload.first().map(|byte| byte & 0x7f)
 }
 
 /// Builds the outgoing packet. Header extensions are not carried over: their ids were
@@ -334,4 +350,71 @@ fn pick_payload_type(negotiated: &[RTCRtpCodecParameters], codec: &CodecInfo) ->
         .find(h264_match)
         .or_else(|| same_mime.first())
         .map(|c| c.payload_type)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use rtc::shared::marshal::Unmarshal;
+
+    /// An RTP packet (PT 111, seq 1, ts 960, SSRC 0x01020304) with a header extension block
+    /// of `profile` holding `extension` (already padded to 32 bits) and a 3-byte payload.
+    fn wire(profile: [u8; 2], extension: &[u8]) -> rtp::Packet {
+        let mut bytes = vec![0x90, 111, 0, 1, 0, 0, 0x03, 0xc0, 1, 2, 3, 4];
+        bytes.extend_from_slice(&profile);
+        let words = u16::try_from(extension.len() / 4).expect("short test extension");
+        bytes.extend_from_slice(&words.to_be_bytes());
+        bytes.extend_from_slice(extension);
+        bytes.extend_from_slice(&[0xfc, 0xff, 0xfe]);
+        rtp::Packet::unmarshal(&mut bytes.as_slice()).expect("test packet parses")
+    }
+
+    #[test]
+    fn reads_the_level_of_the_one_byte_form() {
+        // id 1, length 1 (L = 0): V = 1, level 33; then padding.
+        let packet = wire([0xbe, 0xde], &[0x10, 0x80 | 33, 0, 0]);
+        assert_eq!(audio_level(&packet.header, 1), Some(33));
+        assert_eq!(audio_level(&packet.header, 2), None, "another id");
+        assert_eq!(from_wire(packet.clone(), Some(1)).audio_level, Some(33));
+        assert_eq!(from_wire(packet, None).audio_level, None, "not negotiated");
+    }
+
+    #[test]
+    fn reads_the_level_of_the_two_byte_form() {
+        // id 3, length 2: V = 0, level 127 (silence), then the zero pad byte.
+        let packet = wire([0x10, 0x00], &[3, 2, 127, 0]);
+        assert_eq!(audio_level(&packet.header, 3), Some(127));
+    }
+
+    #[test]
+    fn an_empty_extension_or_none_at_all_is_no_level() {
+        // Two-byte form, id 1 with length 0.
+        let packet = wire([0x10, 0x00], &[1, 0, 0, 0]);
+        assert_eq!(audio_level(&packet.header, 1), None);
+        let plain = [0x80, 111, 0, 1, 0, 0, 0x03, 0xc0, 1, 2, 3, 4, 0xfc];
+        let packet = rtp::Packet::unmarshal(&mut plain.as_slice()).expect("parses");
+        assert_eq!(audio_level(&packet.header, 1), None);
+    }
+
+    proptest! {
+        /// Whatever a publisher sends that parses as RTP, reading its level never panics and
+        /// stays in the RFC 6464 range.
+        #[test]
+        fn arbitrary_packets_never_panic(
+            extension in proptest::collection::vec(any::<u8>(), 0..24),
+            two_byte in any::<bool>(),
+            id in 0u8..16,
+        ) {
+            let mut bytes = vec![0x90, 111, 0, 1, 0, 0, 0x03, 0xc0, 1, 2, 3, 4];
+            bytes.extend_from_slice(if two_byte { &[0x10, 0x00] } else { &[0xbe, 0xde] });
+            let words = (extension.len() / 4) as u16;
+            bytes.extend_from_slice(&words.to_be_bytes());
+            bytes.extend_from_slice(&extension);
+            if let Ok(packet) = rtp::Packet::unmarshal(&mut bytes.as_slice()) {
+                let level = audio_level(&packet.header, id);
+                prop_assert!(level.is_none_or(|l| l <= 127));
+            }
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod prop;
 mod reorder;
 mod republish;
 mod simulcast;
+mod speakers;
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +53,7 @@ pub(super) fn packet(ssrc: u32, seq: u16, ts: u32, payload: &'static [u8]) -> Rt
         timestamp: ts,
         marker: false,
         payload: Bytes::from_static(payload),
+        audio_level: None,
     }
 }
 

@@ -103,6 +103,7 @@ fn deliveries(plan: &Plan) -> Vec<Sent> {
                         timestamp: source.ts0.wrapping_add(3000 * frame as u32),
                         marker: k + 1 == count,
                         payload: Bytes::from(payload),
+                        audio_level: None,
                     },
                     gap_before_ms: 0,
                 });
@@ -198,6 +199,9 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
                 Output::RequestKeyframe { .. } => requests.push(h.now),
                 Output::LayersChanged { .. } | Output::PublisherLayers { .. } => {
                     prop_assert!(false, "single-layer publications have no layer changes");
+                }
+                Output::ActiveSpeakers { .. } => {
+                    prop_assert!(false, "packets without audio levels have no speakers");
                 }
             }
         }

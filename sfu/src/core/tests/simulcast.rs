@@ -55,6 +55,7 @@ impl Stream {
                     timestamp: self.ts,
                     marker: true,
                     payload: bytes::Bytes::from(payload),
+                    audio_level: None,
                 },
             );
             self.seq[i] = self.seq[i].wrapping_add(1);
@@ -270,6 +271,7 @@ fn bandwidth_caps_down_at_once_and_up_only_after_it_held() {
                     timestamp: stream.ts,
                     marker: true,
                     payload,
+                    audio_level: None,
                 },
             );
             stream.seq[i] = stream.seq[i].wrapping_add(1);
