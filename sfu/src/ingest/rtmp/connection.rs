@@ -55,6 +55,9 @@ struct Connection {
     packets: Vec<RtpPacket>,
 }
 
+/// How long a refused connection is drained before it is dropped.
+const REFUSAL_LINGER: Duration = Duration::from_secs(2);
+
 pub(super) async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
@@ -256,7 +259,21 @@ impl Connection {
             }
         }
         let _ = self.socket.flush().await;
+        self.linger().await;
         Err(End::Refused(reason))
+    }
+
+    /// Closes gracefully after a refusal: our FIN first, then whatever the encoder still sends
+    /// is read and dropped until it closes too (bounded). Closing with unread input would send
+    /// an RST, which can discard the refusal before the encoder reads it; ffmpeg then neither
+    /// reports the error nor exits.
+    async fn linger(&mut self) {
+        let _ = self.socket.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let _ = timeout(REFUSAL_LINGER, async {
+            while matches!(self.socket.read(&mut sink).await, Ok(n) if n > 0) {}
+        })
+        .await;
     }
 
     async fn media(&mut self, kind: MediaKind, timestamp_ms: u32, data: &[u8]) -> Result<(), End> {
