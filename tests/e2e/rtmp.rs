@@ -276,7 +276,8 @@ async fn media_subscriber(
     received: Arc<AtomicU64>,
     arrivals: Arc<std::sync::Mutex<Vec<Instant>>>,
     video_arrivals: Arc<std::sync::Mutex<Vec<Instant>>>,
-) -> Result<(SignalClient, ClientPeer)> {
+    stream_ids: Arc<std::sync::Mutex<Vec<String>>>,
+) -> Result<(SignalClient, ClientPeer, String)> {
     let mut signal = SignalClient::connect(&server.ws_url()).await?;
     let ServerMessage::Joined { publications, .. } = signal.join(token(ROOM, "viewer")).await?
     else {
@@ -362,6 +363,8 @@ async fn media_subscriber(
     tokio::spawn(async move {
         while let Some(track) = tracks.recv().await {
             let received = Arc::clone(&received);
+            let stream_id = track.stream_id().await.to_string();
+            stream_ids.lock().expect("stream ids").push(stream_id);
             let is_video = track.kind().await == RtpCodecKind::Video;
             let arrivals = Arc::clone(if is_video { &video_arrivals } else { &arrivals });
             tokio::spawn(async move {
@@ -376,7 +379,7 @@ async fn media_subscriber(
             });
         }
     });
-    Ok((signal, peer))
+    Ok((signal, peer, audio.participant_id))
 }
 
 async fn wait_for_packets(received: &AtomicU64, more_than: u64, within: Duration) -> Result<()> {
@@ -433,12 +436,14 @@ async fn bad_rtmp_input_closes_only_its_session_and_ingest_latency() -> Result<(
     let received = Arc::new(AtomicU64::new(0));
     let arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
     let video_arrivals = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let (_signal, _peer) = {
+    let stream_ids = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (_signal, _peer, encoder_id) = {
         let subscribe = media_subscriber(
             &server,
             Arc::clone(&received),
             Arc::clone(&arrivals),
             Arc::clone(&video_arrivals),
+            Arc::clone(&stream_ids),
         );
         tokio::pin!(subscribe);
         loop {
@@ -514,6 +519,12 @@ async fn bad_rtmp_input_closes_only_its_session_and_ingest_latency() -> Result<(
         }
         tokio::time::sleep(Duration::from_millis(15)).await;
     }
+    // Lip sync: the encoder's audio and video reach the viewer as one msid stream.
+    ensure!(
+        *stream_ids.lock().expect("stream ids") == vec![encoder_id.clone(), encoder_id.clone()],
+        "msid stream ids {:?}, expected both {encoder_id}",
+        stream_ids.lock().expect("stream ids")
+    );
     video_latencies.sort();
     ensure!(
         video_latencies.len() >= 140,
