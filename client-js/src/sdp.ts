@@ -1,8 +1,8 @@
 /**
  * The msid track id of every media section of `sdp`, by mid. The server names each
- * subscriber track by its subscription id there, and groups a publisher's tracks under one
- * msid stream id (so the browser plays its audio and video in sync); the SDK finds a
- * subscription's track through its transceiver's mid.
+ * subscriber track by its subscription id there, and groups tracks to play in sync (an RTMP
+ * publisher's audio and video) under one msid stream id; the SDK finds a subscription's track
+ * through its transceiver's mid.
  */
 export function msidTrackIdsByMid(sdp: string): Map<string, string> {
   const result = new Map<string, string>();
