@@ -88,7 +88,8 @@ test('layers nobody watches are paused and resumed on demand', { timeout: 90_000
     const [resumed, reached] = await Promise.all([
       pollUntil(
         () => publisherView(publisher, publication.publicationId),
-        (v) => v.sdk.f === true && v.stats.f.known && v.stats.f.sending,
+        // Sent again: bytes of f within the last second (one sample pair can miss it under load).
+        (v) => v.sdk.f === true && v.stats.f.known && (v.stats.f.sending || v.stats.f.bytesDelta > 0),
         { timeoutMs: RESUME_LIMIT_MS + 3_000, intervalMs: 50, since: request.at },
       ),
       waitWidth(subscribers[0], subscriptions[0], { equals: 1280 }, { since: request.at, timeoutMs: RESUME_LIMIT_MS + 3_000 }),

@@ -1,3 +1,7 @@
+// Not in `npm test` (run with `npm run test:unstable`): under a loaded 2-core machine Chrome's
+// synchronizer swings (offsets −244…+156 ms in one run), so the result is not stable enough to
+// gate CI on; two quiet runs gave −9 and −21 ms.
+//
 // A/V sync of an RTMP publication: Debian's ffmpeg publishes a flash-and-beep source (the
 // picture turns white and a 1 kHz tone sounds for the first 100 ms of every second, both from
 // the same lavfi clock), Sluice converts it (H.264 passthrough, AAC → Opus), and a headless
