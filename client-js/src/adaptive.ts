@@ -121,16 +121,6 @@ export class AdaptiveStream {
     return !this.appChose;
   }
 
-  /** Whether the adaptive stream paused the subscription (nothing shows it). */
-  get pausedSubscription(): boolean {
-    return this.pausedByAdaptive;
-  }
-
-  /** The layer the adaptive stream last asked for, if any. */
-  get requestedLayer(): number | undefined {
-    return this.lastSent;
-  }
-
   /**
    * The layer the observed elements call for now; undefined when none is visible (or none is
    * observed): then nothing needs the video at all.

@@ -502,14 +502,6 @@ var AdaptiveStream = class {
   get enabled() {
     return !this.appChose;
   }
-  /** Whether the adaptive stream paused the subscription (nothing shows it). */
-  get pausedSubscription() {
-    return this.pausedByAdaptive;
-  }
-  /** The layer the adaptive stream last asked for, if any. */
-  get requestedLayer() {
-    return this.lastSent;
-  }
   /**
    * The layer the observed elements call for now; undefined when none is visible (or none is
    * observed): then nothing needs the video at all.

@@ -498,7 +498,14 @@ async fn bad_rtmp_input_closes_only_its_session_and_ingest_latency() -> Result<(
     good.video(video_ms(sent), flv_video(true, 1, &avc_frame(true, 3000)))
         .await?;
     sent += 1;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while video_arrivals.lock().expect("arrivals").is_empty() {
+        ensure!(
+            Instant::now() < deadline,
+            "the keyframe did not reach the viewer in 2 s"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let mut video_latencies = Vec::new();
     for _ in 0..150 {
         let before = video_arrivals.lock().expect("arrivals").len();
