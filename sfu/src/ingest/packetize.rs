@@ -105,6 +105,11 @@ impl Default for OpusPacketizer {
 }
 
 impl OpusPacketizer {
+    /// After a gap (the encoder reconnected) the next packet starts a talk spurt again.
+    pub fn restart_spurt(&mut self) {
+        self.started = false;
+    }
+
     pub fn packetize(&mut self, frame: Bytes, timestamp: u32) -> RtpPacket {
         // For audio the marker flags the first packet of a talk spurt (RFC 3551 4.1).
         let first = !self.started;

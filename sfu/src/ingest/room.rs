@@ -3,10 +3,12 @@
 //! publications and viewers keep playing without renegotiating.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use tracing::info;
 
 use super::keys::StreamTarget;
+use super::media::{MediaCarry, MediaPipeline};
 use super::stats::StreamStats;
 use crate::core::{MediaKind, RtpPacket};
 use crate::runtime::{IngestParticipant, IngestPublication, RequestError, Sfu, Source};
@@ -24,6 +26,8 @@ pub struct RoomStream {
     video: Option<Track>,
     audio: Option<Track>,
     stats: Arc<StreamStats>,
+    /// The last session's media state while the stream is parked.
+    parked_media: Option<MediaCarry>,
 }
 
 impl std::fmt::Debug for RoomStream {
@@ -46,6 +50,7 @@ impl RoomStream {
             video: None,
             audio: None,
             stats: Arc::default(),
+            parked_media: None,
         })
     }
 
@@ -55,6 +60,21 @@ impl RoomStream {
 
     pub fn stats(&self) -> &Arc<StreamStats> {
         &self.stats
+    }
+
+    /// The media pipeline for a session starting now: it continues the parked one's sources
+    /// when the encoder reconnected.
+    pub fn start_media(&mut self, now: Instant) -> MediaPipeline {
+        let stats = Arc::clone(&self.stats);
+        match self.parked_media.take() {
+            Some(carry) => MediaPipeline::resume(stats, carry, now),
+            None => MediaPipeline::new(stats),
+        }
+    }
+
+    /// Keeps what a reconnect of the encoder continues from.
+    pub fn park_media(&mut self, media: MediaPipeline, now: Instant) {
+        self.parked_media = Some(media.park(now));
     }
 
     /// Makes sure the track of `codec`'s kind is published with exactly this codec and name.

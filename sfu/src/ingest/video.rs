@@ -43,6 +43,20 @@ pub struct VideoPipeline {
 }
 
 impl VideoPipeline {
+    /// A pipeline for a reconnected encoder that keeps numbering packets where `packetizer`
+    /// stopped (same SSRC, next sequence number), so subscribers see one continuous source.
+    pub fn continuing(packetizer: H264Packetizer) -> Self {
+        Self {
+            config: None,
+            packetizer,
+            scratch: Vec::new(),
+        }
+    }
+
+    pub fn into_packetizer(self) -> H264Packetizer {
+        self.packetizer
+    }
+
     /// Handles one tag decoded at `dts_ms` on the stream's timeline; packets go to `out`.
     pub fn push(
         &mut self,

@@ -18,6 +18,10 @@ const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/pl
 /// RFC 6464: the sender's audio level on every audio packet, for active speaker detection
 /// without decoding.
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// How long a track removal waits for the driver to send what is queued for it.
+const REMOVAL_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(300);
+const REMOVAL_DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(5);
+const REMOVAL_DRAIN_STALLED_POLLS: u32 = 10;
 
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -35,7 +39,7 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry,
     SettingEngineBuilder, StatsSelector, register_default_interceptors,
 };
-use webrtc::rtp_transceiver::{RtpReceiver, RtpSender, RtpTransceiver};
+use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
 use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
@@ -399,8 +403,50 @@ impl Peer {
 
     /// Stops sending a track; the change is offered on the next [`Peer::offer`].
     pub async fn remove_local_track(&self, track: &LocalTrack) -> Result<(), TransportError> {
-        let sender: &Arc<dyn RtpSender> = track.sender_for_removal();
+        let (sender, handed) = track.stop_for_removal();
+        self.wait_until_sent(sender.id(), track.ssrc().0, handed)
+            .await;
         self.pc.remove_track(sender).await.map_err(negotiation_err)
+    }
+
+    /// Waits (bounded) until the driver has sent the packets already queued for `sender`.
+    /// Removing a sender with packets still queued makes webrtc-rs log an error per packet: up
+    /// to its whole 256-event queue when a subscription ends during a keyframe-cache replay.
+    async fn wait_until_sent(&self, sender: RTCRtpSenderId, ssrc: u32, handed: u64) {
+        if handed == 0 {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + REMOVAL_DRAIN_LIMIT;
+        let mut last_sent = None;
+        let mut polls_without_progress = 0;
+        loop {
+            let report = self
+                .pc
+                .get_stats(std::time::Instant::now(), StatsSelector::Sender(sender))
+                .await;
+            let sent: u64 = report
+                .outbound_rtp_streams()
+                .filter(|s| s.sent_rtp_stream_stats.rtp_stream_stats.ssrc == ssrc)
+                .map(|s| s.sent_rtp_stream_stats.packets_sent)
+                .sum();
+            if sent >= handed {
+                return;
+            }
+            // A closed or stalled connection sends nothing more: no point waiting for it.
+            if last_sent == Some(sent) {
+                polls_without_progress += 1;
+            } else {
+                polls_without_progress = 0;
+            }
+            last_sent = Some(sent);
+            if polls_without_progress >= REMOVAL_DRAIN_STALLED_POLLS
+                || tokio::time::Instant::now() >= deadline
+            {
+                debug!(sent, handed, "removing a sender with packets still queued");
+                return;
+            }
+            tokio::time::sleep(REMOVAL_DRAIN_POLL).await;
+        }
     }
 
     /// The `mid` of the transceiver that receives `track`.

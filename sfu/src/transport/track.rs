@@ -1,6 +1,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
@@ -198,6 +198,10 @@ pub struct LocalTrack {
     /// Set when the track leaves the connection: the writer drops what is still queued
     /// instead of handing it to a sender that no longer exists.
     removed: Arc<AtomicBool>,
+    /// Packets handed to the connection's driver (or about to be). The driver queues them; a
+    /// removal waits until the sender's stats have counted them, because the driver logs an
+    /// error for every queued packet whose sender has gone.
+    handed: Arc<AtomicU64>,
 }
 
 impl LocalTrack {
@@ -215,13 +219,18 @@ impl LocalTrack {
             ssrc: Ssrc(ssrc),
             playout_delay_ms,
             removed: Arc::new(AtomicBool::new(false)),
+            handed: Arc::new(AtomicU64::new(0)),
         }
     }
 
-    /// The sender, for removing the track from its connection; the writer stops first.
-    pub(super) fn sender_for_removal(&self) -> &Arc<dyn RtpSender> {
-        self.removed.store(true, Ordering::Release);
-        &self.sender
+    /// Stops the writer and returns the sender, for removing the track from its connection,
+    /// with the number of packets the writer handed to the driver: no packet is handed after
+    /// this returns.
+    pub(super) fn stop_for_removal(&self) -> (&Arc<dyn RtpSender>, u64) {
+        // SeqCst pairs with the writer's count-then-check: either the writer's count is seen
+        // here, or the writer sees `removed` and does not write.
+        self.removed.store(true, Ordering::SeqCst);
+        (&self.sender, self.handed.load(Ordering::SeqCst))
     }
 
     pub fn ssrc(&self) -> Ssrc {
@@ -253,6 +262,7 @@ impl LocalTrack {
         let (writer_done, mut writer_gone) = oneshot::channel::<()>();
         let writer = Arc::clone(&self.track);
         let removed = Arc::clone(&self.removed);
+        let handed = Arc::clone(&self.handed);
         // Browsers keep the last playout delay they saw, so it rides on the first packets and
         // then on one in every PLAYOUT_DELAY_EVERY (the extension costs a marshal per use).
         let playout_delay = self.playout_delay_ms.map(|ms| {
@@ -265,7 +275,9 @@ impl LocalTrack {
             let _writer_done = writer_done;
             let mut sent: u64 = 0;
             while let Some(packet) = rx.recv().await {
-                if removed.load(Ordering::Acquire) {
+                handed.fetch_add(1, Ordering::SeqCst);
+                if removed.load(Ordering::SeqCst) {
+                    handed.fetch_sub(1, Ordering::SeqCst);
                     break;
                 }
                 let result = match &playout_delay {

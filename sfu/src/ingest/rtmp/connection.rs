@@ -89,7 +89,8 @@ pub(super) async fn serve(
             }
             _ => warn!(reason = %end, "rtmp session closed"),
         }
-        if let Some((stream, _)) = connection.stream.take() {
+        if let Some((mut stream, media)) = connection.stream.take() {
+            stream.park_media(media, std::time::Instant::now());
             let registry = Arc::clone(&connection.shared.registry);
             registry.release(stream, matches!(end, End::Finished | End::Shutdown));
         }
@@ -198,7 +199,7 @@ impl Connection {
         span.record("room", target.room.as_str());
         span.record("identity", target.identity.as_str());
         let registry = Arc::clone(&self.shared.registry);
-        let stream = match registry.claim(&target) {
+        let mut stream = match registry.claim(&target) {
             Err(_) => {
                 return self
                     .refuse(
@@ -230,7 +231,7 @@ impl Connection {
         };
         registry.set_live(&stream);
         stream.stats().count_session();
-        let media = MediaPipeline::new(Arc::clone(stream.stats()));
+        let media = stream.start_media(std::time::Instant::now());
         self.stream = Some((stream, media));
         let mut events = Vec::new();
         self.protocol.accept_publish(request, &mut events)?;
