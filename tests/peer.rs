@@ -119,7 +119,22 @@ fn codec(mime: &str) -> (RTCRtpCodec, u8, RtpCodecKind) {
 
 impl ClientPeer {
     pub async fn new() -> Result<Self> {
+        Self::build(false).await
+    }
+
+    /// A peer that can send simulcast: it negotiates the MID and RID header extensions, which
+    /// a simulcast sender must stamp on every packet (see [`ClientPeer::add_simulcast_track`]).
+    pub async fn simulcast_publisher() -> Result<Self> {
+        Self::build(true).await
+    }
+
+    async fn build(simulcast: bool) -> Result<Self> {
         let mut engine = MediaEngine::default();
+        if simulcast {
+            rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
+                &mut engine,
+            )?;
+        }
         for mime in [OPUS, VP8, H264] {
             let (rtp_codec, payload_type, kind) = codec(mime);
             engine.register_codec(
@@ -180,6 +195,46 @@ impl ClientPeer {
                 codec: rtp_codec,
                 ..Default::default()
             }],
+        )));
+        self.pc
+            .add_transceiver_from_track(
+                Arc::clone(&track) as Arc<dyn TrackLocal>,
+                Some(RTCRtpTransceiverInit {
+                    direction: RTCRtpTransceiverDirection::Sendonly,
+                    ..Default::default()
+                }),
+            )
+            .await?;
+        Ok(track)
+    }
+
+    /// A simulcast video track: one encoding per `(rid, ssrc)`, lowest first. Packets are
+    /// written with the layer's SSRC and [`rid_extension`] of its rid.
+    pub async fn add_simulcast_track(
+        &self,
+        mime: &str,
+        layers: &[(&str, u32)],
+    ) -> Result<Arc<TrackLocalStaticRTP>> {
+        let (rtp_codec, _, kind) = codec(mime);
+        let encodings = layers
+            .iter()
+            .map(|(rid, ssrc)| RTCRtpEncodingParameters {
+                rtp_coding_parameters: RTCRtpCodingParameters {
+                    rid: (*rid).to_owned(),
+                    ssrc: Some(*ssrc),
+                    ..Default::default()
+                },
+                codec: rtp_codec.clone(),
+                ..Default::default()
+            })
+            .collect();
+        let first = layers.first().map_or(0, |(_, ssrc)| *ssrc);
+        let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+            format!("stream-{first}"),
+            format!("track-{first}"),
+            format!("track-{first}"),
+            kind,
+            encodings,
         )));
         self.pc
             .add_transceiver_from_track(
@@ -255,5 +310,42 @@ impl ClientPeer {
 
     pub async fn close(&self) {
         let _ = self.pc.close().await;
+    }
+}
+
+/// The RTP stream id (RFC 8852) of a simulcast layer, as a header extension for
+/// `TrackLocalStaticRTP::write_rtp_with_extensions`.
+pub fn rid_extension(rid: &str) -> rtc::rtp::extension::HeaderExtension {
+    sdes_extension(rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI, rid)
+}
+
+/// The media id (RFC 8843) of the packet's transceiver: a receiver needs it, with the rid, to
+/// bind a simulcast layer whose SSRC was not signalled.
+pub fn mid_extension(mid: &str) -> rtc::rtp::extension::HeaderExtension {
+    sdes_extension(rtc::sdp::extmap::SDES_MID_URI, mid)
+}
+
+fn sdes_extension(uri: &'static str, value: &str) -> rtc::rtp::extension::HeaderExtension {
+    rtc::rtp::extension::HeaderExtension::Custom {
+        uri: std::borrow::Cow::Borrowed(uri),
+        extension: Box::new(SdesItem(value.as_bytes().to_vec())),
+    }
+}
+
+struct SdesItem(Vec<u8>);
+
+impl rtc::shared::marshal::MarshalSize for SdesItem {
+    fn marshal_size(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl rtc::shared::marshal::Marshal for SdesItem {
+    fn marshal_to(&self, buf: &mut [u8]) -> rtc::shared::error::Result<usize> {
+        let target = buf
+            .get_mut(..self.0.len())
+            .ok_or(rtc::shared::error::Error::ErrBufferTooSmall)?;
+        target.copy_from_slice(&self.0);
+        Ok(self.0.len())
     }
 }

@@ -87,34 +87,122 @@ pub fn start_media(
             }
         })
     };
-    let audio_task = {
+    let audio_task = spawn_audio(audio, ssrcs.1, Arc::clone(&sent), Arc::clone(&stop));
+    MediaSource {
+        sent,
+        stop,
+        tasks: vec![video_task, audio_task],
+    }
+}
+
+/// Opus-sized stamped audio at 50 packets/s on `audio` (SSRC `ssrc`).
+fn spawn_audio(
+    audio: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    sent: Arc<SentCounters>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(AUDIO_INTERVAL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for index in 0u32.. {
+            tick.tick().await;
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let packet = rtp::Packet {
+                header: rtp::header::Header {
+                    version: 2,
+                    payload_type: AUDIO_PT,
+                    sequence_number: index as u16,
+                    timestamp: index.wrapping_mul(960),
+                    ssrc,
+                    marker: index == 0,
+                    ..Default::default()
+                },
+                payload: media::audio_packet(index, media::now_ns()).into(),
+            };
+            if audio.write_rtp(packet).await.is_ok() {
+                sent.audio_packets.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    })
+}
+
+/// Simulcast layers by rid, lowest first, as a fraction of the full layer's bitrate (a
+/// browser's 1/4, 1/2, full resolution layers run at roughly 150 k / 500 k / 1.5 Mb/s).
+pub const SIMULCAST_LAYERS: [(&str, f64); 3] = [("q", 0.1), ("h", 1.0 / 3.0), ("f", 1.0)];
+
+/// Like [`start_media`], with simulcast video: one encoding per [`SIMULCAST_LAYERS`] entry
+/// (SSRCs `video_ssrcs`), each packet carrying its layer's rid; every layer has a keyframe at
+/// the same frames, as a browser's encoder produces them.
+pub fn start_simulcast_media(
+    video: Arc<TrackLocalStaticRTP>,
+    audio: Arc<TrackLocalStaticRTP>,
+    shape: VideoShape,
+    video_mid: String,
+    video_ssrcs: [u32; 3],
+    audio_ssrc: u32,
+) -> MediaSource {
+    let sent = Arc::new(SentCounters::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let video_task = {
         let (sent, stop) = (Arc::clone(&sent), Arc::clone(&stop));
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(AUDIO_INTERVAL);
+            let shapes = SIMULCAST_LAYERS.map(|(_, fraction)| VideoShape {
+                bitrate_bps: (shape.bitrate_bps as f64 * fraction) as u64,
+                ..shape
+            });
+            let mut tick = tokio::time::interval(shape.frame_interval());
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            for index in 0u32.. {
+            let mut packet_index: [u32; 3] = std::array::from_fn(media::layer_index_base);
+            let mut seq = [0u16; 3];
+            for frame in 0u64.. {
                 tick.tick().await;
                 if stop.load(Ordering::Relaxed) {
                     return;
                 }
-                let packet = rtp::Packet {
-                    header: rtp::header::Header {
-                        version: 2,
-                        payload_type: AUDIO_PT,
-                        sequence_number: index as u16,
-                        timestamp: index.wrapping_mul(960),
-                        ssrc: ssrcs.1,
-                        marker: index == 0,
-                        ..Default::default()
-                    },
-                    payload: media::audio_packet(index, media::now_ns()).into(),
-                };
-                if audio.write_rtp(packet).await.is_ok() {
-                    sent.audio_packets.fetch_add(1, Ordering::Relaxed);
+                let timestamp = (frame * 90_000 / u64::from(shape.fps)) as u32;
+                for (layer, (rid, _)) in SIMULCAST_LAYERS.iter().enumerate() {
+                    let payloads = media::video_frame(
+                        &shapes[layer],
+                        frame,
+                        packet_index[layer],
+                        media::now_ns(),
+                    );
+                    let last = payloads.len() - 1;
+                    let extensions = [
+                        sluice_e2e::peer::mid_extension(&video_mid),
+                        sluice_e2e::peer::rid_extension(rid),
+                    ];
+                    for (i, payload) in payloads.into_iter().enumerate() {
+                        let packet = rtp::Packet {
+                            header: rtp::header::Header {
+                                version: 2,
+                                payload_type: VIDEO_PT,
+                                sequence_number: seq[layer],
+                                timestamp,
+                                ssrc: video_ssrcs[layer],
+                                marker: i == last,
+                                ..Default::default()
+                            },
+                            payload: payload.into(),
+                        };
+                        seq[layer] = seq[layer].wrapping_add(1);
+                        packet_index[layer] = packet_index[layer].wrapping_add(1);
+                        if video
+                            .write_rtp_with_extensions(packet, &extensions)
+                            .await
+                            .is_ok()
+                        {
+                            sent.video_packets.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
             }
         })
     };
+    let audio_task = spawn_audio(audio, audio_ssrc, Arc::clone(&sent), Arc::clone(&stop));
     MediaSource {
         sent,
         stop,

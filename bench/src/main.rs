@@ -68,6 +68,11 @@ struct Args {
     /// participants per room).
     #[arg(long, default_value_t = 99)]
     room_size: usize,
+    /// Sluice's publishers send simulcast video: three layers by rid (q, h, f at 1/10, 1/3
+    /// and all of --video-bps), as a browser does; subscribers get the layer Sluice selects.
+    /// The peer SFUs get one layer at --video-bps.
+    #[arg(long)]
+    simulcast: bool,
     /// Video bitrate of each publisher, bits/s (30 fps, a 5× keyframe every 2.5 s).
     #[arg(long, default_value_t = 1_500_000)]
     video_bps: u64,
@@ -127,9 +132,6 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    if let Some(Command::Serve { listen }) = args.command {
-        return runtime.block_on(serve(listen));
-    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SLUICE_BENCH_LOG")
@@ -137,6 +139,9 @@ fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    if let Some(Command::Serve { listen }) = args.command {
+        return runtime.block_on(serve(listen));
+    }
     runtime.block_on(run(args))
 }
 
@@ -305,6 +310,7 @@ async fn run(mut args: Args) -> Result<()> {
         client: sluice_target::SluiceTarget {
             ws_url: format!("ws://{}/ws", process.host_port()),
             secret: SECRET.to_owned(),
+            simulcast: args.simulcast,
         },
         process,
         room_size: args.room_size,

@@ -50,6 +50,12 @@ pub fn read_trailer(payload: &[u8]) -> Option<(u32, u64)> {
     read_stamp(payload.get(payload.len().checked_sub(STAMP_LEN)?..)?)
 }
 
+/// Simulcast layers number their packets in separate index spaces (the top two bits), so a
+/// receiver can tell the layers' ranges apart.
+pub fn layer_index_base(layer: usize) -> u32 {
+    u32::try_from(layer & 3).unwrap_or(0) << 30
+}
+
 /// Video shape: average bitrate at `fps`, a keyframe `keyframe_factor`× a delta frame every
 /// `keyframe_interval`.
 #[derive(Debug, Clone, Copy)]

@@ -28,7 +28,8 @@ impl ServerProcess {
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            // For debugging a target: SLUICE_BENCH_SERVER_LOG=<file> keeps its stderr.
+            .stderr(server_log(name))
             .spawn()
             .with_context(|| format!("starting {}", program.display()))?;
         let stdout = child.stdout.take().context("child stdout")?;
@@ -94,4 +95,14 @@ impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.stop_inner();
     }
+}
+
+fn server_log(name: &str) -> Stdio {
+    std::env::var_os("SLUICE_BENCH_SERVER_LOG")
+        .and_then(|path| {
+            let mut path = std::path::PathBuf::from(path);
+            path.set_extension(format!("{name}.log"));
+            std::fs::File::create(path).ok()
+        })
+        .map_or_else(Stdio::null, Stdio::from)
 }

@@ -22,6 +22,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct SluiceTarget {
     pub ws_url: String,
     pub secret: String,
+    /// Publishers send simulcast video (q, h, f) instead of one layer.
+    pub simulcast: bool,
 }
 
 impl SluiceTarget {
@@ -48,8 +50,21 @@ impl SluiceTarget {
     ) -> Result<(client::MediaSource, KeepAlive)> {
         let mut signal = SignalClient::connect(&self.ws_url).await?;
         signal.join(self.token(room, "publisher")?).await?;
-        let mut peer = ClientPeer::new().await?;
-        let video = peer.add_send_track(VP8, ssrc_base).await?;
+        let layer_ssrcs = [ssrc_base, ssrc_base + 2, ssrc_base + 3];
+        let (mut peer, video) = if self.simulcast {
+            let peer = ClientPeer::simulcast_publisher().await?;
+            let layers: Vec<(&str, u32)> = client::SIMULCAST_LAYERS
+                .iter()
+                .zip(layer_ssrcs)
+                .map(|((rid, _), ssrc)| (*rid, ssrc))
+                .collect();
+            let video = peer.add_simulcast_track(VP8, &layers).await?;
+            (peer, video)
+        } else {
+            let peer = ClientPeer::new().await?;
+            let video = peer.add_send_track(VP8, ssrc_base).await?;
+            (peer, video)
+        };
         let audio = peer.add_send_track(OPUS, ssrc_base + 1).await?;
         let offer = peer.offer().await?;
         let codecs = sluice_sfu::transport::negotiated_codecs(&offer);
@@ -60,13 +75,19 @@ impl SluiceTarget {
                 .map(|(mid, _)| mid.clone())
                 .context("offered track missing")
         };
+        let video_mid = mid_of(VP8)?;
         let tracks = vec![
             TrackInfo {
-                mid: mid_of(VP8)?,
+                mid: video_mid.clone(),
                 kind: MediaKind::Video,
                 source: TrackSource::Camera,
                 name: None,
-                rids: None,
+                rids: self.simulcast.then(|| {
+                    client::SIMULCAST_LAYERS
+                        .iter()
+                        .map(|(rid, _)| (*rid).to_owned())
+                        .collect()
+                }),
             },
             TrackInfo {
                 mid: mid_of(OPUS)?,
@@ -89,7 +110,18 @@ impl SluiceTarget {
         };
         peer.apply_answer(sdp).await?;
         connect(&mut signal, &mut peer, PeerTarget::Publisher).await?;
-        let source = client::start_media(video, audio, shape, (ssrc_base, ssrc_base + 1));
+        let source = if self.simulcast {
+            client::start_simulcast_media(
+                video,
+                audio,
+                shape,
+                video_mid,
+                layer_ssrcs,
+                ssrc_base + 1,
+            )
+        } else {
+            client::start_media(video, audio, shape, (ssrc_base, ssrc_base + 1))
+        };
         Ok((source, Box::new((signal, peer))))
     }
 

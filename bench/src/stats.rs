@@ -20,18 +20,31 @@ pub enum StampMode {
 #[derive(Debug, Default)]
 pub struct Window {
     pub packets: u64,
-    /// Stamped units (packets or frames) seen, and the range of their indices.
+    /// Stamped units (packets or frames) seen.
     pub stamped: u64,
-    pub min_index: Option<u32>,
-    pub max_index: u32,
+    /// The range of stamp indices seen, per index space: a simulcast publisher numbers each
+    /// layer in its own space (the top two bits, see [`crate::media::layer_index_base`]), so
+    /// a subscriber moved between layers is not counted as losing the gap between them.
+    pub ranges: [Option<(u32, u32)>; 4],
     pub latencies_us: Vec<u32>,
 }
 
 impl Window {
-    /// Units the sender emitted in the seen index range (0 when nothing was seen).
+    /// Units the sender emitted in the seen index ranges (0 when nothing was seen).
     pub fn expected(&self) -> u64 {
-        self.min_index
-            .map_or(0, |min| u64::from(self.max_index.saturating_sub(min)) + 1)
+        self.ranges
+            .iter()
+            .flatten()
+            .map(|(min, max)| u64::from(max.saturating_sub(*min)) + 1)
+            .sum()
+    }
+
+    fn see(&mut self, index: u32) {
+        let range = &mut self.ranges[(index >> 30) as usize];
+        *range = Some(match *range {
+            None => (index, index),
+            Some((min, max)) => (min.min(index), max.max(index)),
+        });
     }
 }
 
@@ -66,8 +79,7 @@ impl TrackStats {
         w.packets += 1;
         if let Some((index, sent)) = stamp {
             w.stamped += 1;
-            w.min_index = Some(w.min_index.map_or(index, |m| m.min(index)));
-            w.max_index = w.max_index.max(index);
+            w.see(index);
             let us = now.saturating_sub(sent) / 1000;
             w.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
         }

@@ -1,5 +1,6 @@
 //! The benchmark's smoke mode stays working: a few subscribers for a few seconds against a real
-//! Sluice process; every subscriber receives packets and every figure is finite.
+//! Sluice process with simulcast publishers; every subscriber receives video and audio and
+//! every figure is finite.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -10,7 +11,8 @@ fn smoke_run_measures_every_subscriber() {
     let out = std::env::temp_dir().join(format!("sluice-bench-smoke-{}", std::process::id()));
     let started = Instant::now();
     let status = Command::new(env!("CARGO_BIN_EXE_sluice-bench"))
-        .args(["--smoke", "--self-serve", "--out"])
+        // Simulcast: the publishers send three layers by rid, as browsers do.
+        .args(["--smoke", "--self-serve", "--simulcast", "--out"])
         .arg(&out)
         .status()
         .expect("running sluice-bench --smoke");
@@ -67,6 +69,10 @@ fn smoke_run_measures_every_subscriber() {
         assert!(latency["p99"].as_f64().unwrap().is_finite());
         assert!(step["direct_latency_us"]["count"].as_u64().unwrap() > 0);
         assert!(step["join_audio_ms"]["count"].as_u64().unwrap() > 0);
+        assert!(
+            step["join_video_ms"]["count"].as_u64().unwrap() > 0,
+            "no subscriber received video"
+        );
     }
     for plot in ["cpu.svg", "loss.svg", "latency.svg", "results.md"] {
         assert!(out.join(plot).exists(), "{plot} missing");
