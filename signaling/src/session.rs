@@ -27,7 +27,8 @@ use crate::protocol::{
 };
 use crate::resume::{Attachment, Claimed, Resumable, SessionControl};
 
-/// Reported as the temporal layer while every temporal layer is forwarded (VP8 L1T3 has 3).
+/// The temporal layer that means "all of them" (VP8 L1T3 has 3); the room reports it for
+/// streams without temporal layers.
 const ALL_TEMPORAL_LAYERS: u8 = 2;
 
 /// A frame from the client, as the server layer classified it.
@@ -792,14 +793,13 @@ fn event_message(event: ParticipantEvent) -> ServerMessage {
         },
         ParticipantEvent::Room(RoomEvent::LayersChanged(change)) => ServerMessage::LayersChanged {
             subscription_id: change.subscription.to_string(),
-            // Temporal layers are not selected yet: every temporal layer is forwarded.
             current: change.current.map(|spatial| LayerRef {
                 spatial,
-                temporal: ALL_TEMPORAL_LAYERS,
+                temporal: change.current_temporal.unwrap_or(ALL_TEMPORAL_LAYERS),
             }),
             target: LayerRef {
                 spatial: change.target,
-                temporal: ALL_TEMPORAL_LAYERS,
+                temporal: change.target_temporal,
             },
             reason: match change.reason {
                 LayerReason::Requested => LayerChangeReason::Requested,

@@ -21,6 +21,7 @@ mod room;
 mod speakers;
 mod stats;
 mod subscription;
+mod temporal;
 
 #[cfg(test)]
 mod tests;

@@ -108,11 +108,14 @@ pub enum DropReason {
     Congestion,
     /// The subscriber paused the subscription (e.g. its video element is hidden).
     Paused,
+    /// A frame of a temporal layer above the one this subscription receives (its wish or
+    /// its bandwidth holds it to a lower frame rate).
+    TemporalLayer,
 }
 
 impl DropReason {
     /// Every reason, in a stable order (used for fixed-size counters).
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::WaitingForKeyframe,
         DropReason::UnknownPublication,
         DropReason::TooOld,
@@ -122,6 +125,7 @@ impl DropReason {
         DropReason::UnknownLayer,
         DropReason::Congestion,
         DropReason::Paused,
+        DropReason::TemporalLayer,
     ];
 
     /// A stable snake_case name, for stats and metrics keys.
@@ -136,6 +140,7 @@ impl DropReason {
             DropReason::UnknownLayer => "unknown_layer",
             DropReason::Congestion => "congestion",
             DropReason::Paused => "paused",
+            DropReason::TemporalLayer => "temporal_layer",
         }
     }
 
@@ -150,6 +155,7 @@ impl DropReason {
             DropReason::UnknownLayer => 6,
             DropReason::Congestion => 7,
             DropReason::Paused => 8,
+            DropReason::TemporalLayer => 9,
         }
     }
 }

@@ -15,6 +15,7 @@ use super::rewrite::vp8::Vp8Meta;
 use super::room::{LayerReason, Output};
 use super::stats::{DropCounts, PublicationStats};
 use super::subscription::{Decision, Subscription};
+use super::temporal::TEMPORAL_LAYERS;
 
 /// While a simulcast publication has subscriptions, layer liveness is re-checked this often,
 /// so a subscription on a layer that stopped falls back quickly.
@@ -358,6 +359,15 @@ impl Publication {
         self.layers.iter_mut().map(|l| l.bitrate(now)).collect()
     }
 
+    /// What forwarding each layer up to each of its temporal layers costs now (cumulative:
+    /// T0, T0+T1, all), in bits per second.
+    pub fn temporal_bitrates(&mut self, now: Instant) -> Vec<[u64; TEMPORAL_LAYERS as usize]> {
+        self.layers
+            .iter_mut()
+            .map(|l| l.temporal_bitrates(now))
+            .collect()
+    }
+
     /// Dynacast: tells the publisher which layers anyone needs. For each subscription: the
     /// layers it targets and receives, the layer it wants, and below that every layer down to
     /// the first one that flows (or was just turned on and may still come) — so when the
@@ -469,7 +479,12 @@ impl Publication {
         if changed {
             self.source_changes += 1;
         }
-        let became_live = target.record_arrival(now, packet.payload.len());
+        let temporal = meta.vp8.and_then(|vp8| vp8.temporal_id).unwrap_or(0);
+        if temporal > 0 && !target.saw_temporal_layers {
+            target.saw_temporal_layers = true;
+            debug!(publication = %self.id, layer, temporal, "temporal layers arrive");
+        }
+        let became_live = target.record_arrival(now, packet.payload.len(), temporal);
         if meta.start_point {
             target.throttle.keyframe_arrived();
             if self.codec.detects_keyframes() && target.last_keyframe != Some((meta.source, ts)) {

@@ -10,6 +10,7 @@ use super::packet::{Codec, DropReason, MediaKind, RtpPacket};
 use super::publication::Publication;
 use super::speakers::SpeakerDetector;
 use super::subscription::Subscription;
+use super::temporal::TOP_TEMPORAL_LAYER;
 
 pub use super::stats::{DropCounts, PublicationStats, RoomStats, SubscriptionStats};
 
@@ -99,8 +100,8 @@ pub enum Input {
         layer: u8,
         packet: RtpPacket,
     },
-    /// The subscriber wants at most this spatial layer (`temporal` is accepted for the
-    /// protocol but not acted on yet).
+    /// The subscriber wants at most this spatial layer and, if given, at most this temporal
+    /// layer (`None`: all of them).
     SetPreferredLayer {
         subscription: SubscriptionId,
         spatial: u8,
@@ -145,12 +146,16 @@ pub enum Output {
         ssrc: Ssrc,
     },
     /// Tell the subscriber its layers changed: `current` is what it receives, `target` what
-    /// it is being moved to.
+    /// it is being moved to (spatial layers, and the temporal layer within them; a stream
+    /// without temporal layers reports the top one, 2, as "all").
     LayersChanged {
         subscription: SubscriptionId,
         subscriber: ParticipantId,
         current: Option<u8>,
         target: u8,
+        /// The temporal layer forwarded; `None` exactly when `current` is.
+        current_temporal: Option<u8>,
+        target_temporal: u8,
         reason: LayerReason,
     },
     /// Dynacast: tell the publisher which simulcast layers anyone needs (by index).
@@ -308,7 +313,7 @@ impl Room {
             Input::SetPreferredLayer {
                 subscription,
                 spatial,
-                temporal: _,
+                temporal,
             } => {
                 let publication = self
                     .subscription_index
@@ -317,6 +322,7 @@ impl Room {
                     .ok_or(CoreError::UnknownSubscription(subscription))?;
                 if let Some(target) = publication.subscription_mut(subscription) {
                     target.set_max_layer(spatial);
+                    target.set_max_temporal(temporal.unwrap_or(u8::MAX));
                 }
                 publication.retarget(
                     now,
@@ -485,6 +491,19 @@ impl Room {
         self.stats
     }
 
+    /// What each layer of a publication costs up to each temporal layer (tests check the
+    /// allocator against it).
+    #[cfg(test)]
+    pub(crate) fn temporal_bitrates(
+        &mut self,
+        publication: PublicationId,
+        now: Instant,
+    ) -> Option<Vec<[u64; super::temporal::TEMPORAL_LAYERS as usize]>> {
+        self.publications
+            .get_mut(&publication)
+            .map(|p| p.temporal_bitrates(now))
+    }
+
     pub fn publication_count(&self) -> usize {
         self.publications.len()
     }
@@ -619,7 +638,9 @@ impl Room {
                     }
                     let to = if to_lowest { 0 } else { current - 1 };
                     debug!(subscription = %id, from = current, to, "loss step-down");
-                    subscription.set_cap_layer(to);
+                    // Loss steps the spatial layer down (its keyframe is what must cross the
+                    // congested path quickly); the temporal cap does not apply below the cap.
+                    subscription.set_cap(to, u8::MAX);
                     subscription.upgrade_candidate = None;
                 }
                 publication.retarget(now, Some(id), LayerReason::Bandwidth, &mut self.outputs);
@@ -631,26 +652,32 @@ impl Room {
     }
 
     /// Gives each of `subscriber`'s video subscriptions the highest layers that fit its
-    /// estimated bandwidth together: everyone gets the lowest layer first, then subscriptions
-    /// move up one layer at a time while the budget allows. Lower caps apply at once; a
-    /// higher cap only after it has fit for [`UPGRADE_HOLD`].
+    /// estimated bandwidth together. Each subscription climbs a ladder of steps (spatial,
+    /// temporal): (0,0), (0,1), (0,2), (1,0), … — every temporal layer of a spatial layer
+    /// before the next spatial layer, so a shrinking budget first lowers the frame rate of the
+    /// layer received and only then its resolution. Everyone gets the lowest step first, then
+    /// subscriptions move up one step at a time, round-robin, while the budget allows. Lower
+    /// caps apply at once; a higher cap only after it has fit for [`UPGRADE_HOLD`].
     fn allocate(&mut self, now: Instant, subscriber: ParticipantId, bits_per_second: u64) {
+        struct Step {
+            spatial: u8,
+            temporal: u8,
+            bps: u64,
+        }
         struct Wanted {
             publication: PublicationId,
             subscription: SubscriptionId,
-            rates: Vec<u64>,
-            max: u8,
-            granted: u8,
-            ceiling: Option<u64>,
+            steps: Vec<Step>,
+            granted: usize,
         }
         let mut wanted = Vec::new();
         let mut audio = 0u64;
         for publication in self.publications.values_mut() {
-            let mine: Vec<(SubscriptionId, u8, Option<u64>)> = publication
+            let mine: Vec<(SubscriptionId, u8, u8, Option<u64>)> = publication
                 .subscriptions
                 .iter()
                 .filter(|s| s.subscriber == subscriber && !s.paused())
-                .map(|s| (s.id, s.max_layer(), s.loss_ceiling(now)))
+                .map(|s| (s.id, s.max_layer(), s.max_temporal(), s.loss_ceiling(now)))
                 .collect();
             if mine.is_empty() {
                 continue;
@@ -660,33 +687,50 @@ impl Room {
                 continue;
             }
             let count = publication.layer_count();
-            let rates = publication.layer_bitrates(now);
-            for (subscription, max, ceiling) in mine {
+            let rates = publication.temporal_bitrates(now);
+            for (subscription, max, max_temporal, ceiling) in mine {
+                let max_temporal = max_temporal.min(TOP_TEMPORAL_LAYER);
+                let mut steps = Vec::new();
+                for (spatial, temporal_rates) in (0..=max.min(count - 1)).zip(&rates) {
+                    let full = temporal_rates[usize::from(TOP_TEMPORAL_LAYER)];
+                    // A layer that caused heavy loss is off limits at any frame rate, but the
+                    // lowest one always stays.
+                    if spatial > 0 && ceiling.is_some_and(|ceiling| full >= ceiling) {
+                        break;
+                    }
+                    for temporal in 0..=max_temporal {
+                        steps.push(Step {
+                            spatial,
+                            temporal,
+                            bps: temporal_rates[usize::from(temporal)],
+                        });
+                    }
+                }
                 wanted.push(Wanted {
                     publication: publication.id,
                     subscription,
-                    rates: rates.clone(),
-                    max: max.min(count - 1),
+                    steps,
                     granted: 0,
-                    ceiling,
                 });
             }
         }
         let budget = (bits_per_second * BANDWIDTH_HEADROOM_PERCENT / 100).saturating_sub(audio);
-        let mut spent: u64 = wanted.iter().map(|w| w.rates[0]).sum();
+        let mut spent: u64 = wanted
+            .iter()
+            .filter_map(|w| w.steps.first())
+            .map(|s| s.bps)
+            .sum();
         let mut moved = true;
         while moved {
             moved = false;
             for w in &mut wanted {
-                let next = usize::from(w.granted) + 1;
-                if w.granted >= w.max || next >= w.rates.len() {
+                let (Some(from), Some(to)) = (w.steps.get(w.granted), w.steps.get(w.granted + 1))
+                else {
                     continue;
-                }
-                if w.ceiling.is_some_and(|ceiling| w.rates[next] >= ceiling) {
-                    continue;
-                }
-                let extra = w.rates[next].saturating_sub(w.rates[usize::from(w.granted)]);
-                if spent + extra <= budget {
+                };
+                let extra = to.bps.saturating_sub(from.bps);
+                // A step that costs nothing (a layer without temporal layers) is always taken.
+                if extra == 0 || spent + extra <= budget {
                     spent += extra;
                     w.granted += 1;
                     moved = true;
@@ -697,17 +741,25 @@ impl Room {
             let Some(publication) = self.publications.get_mut(&w.publication) else {
                 continue;
             };
+            let top_spatial = publication.layer_count() - 1;
             let Some(subscription) = publication.subscription_mut(w.subscription) else {
                 continue;
             };
-            // "Everything up to max fits" means no cap at all: a later request for a higher
-            // layer is then not held back by a stale cap.
-            let cap = if w.granted >= w.max {
-                u8::MAX
-            } else {
-                w.granted
+            let Some(granted) = w.steps.get(w.granted) else {
+                continue;
             };
-            let current_cap = subscription.cap_layer();
+            // "Everything up to max fits" means no cap at all: a later request for a higher
+            // layer is then not held back by a stale cap. (A loss ceiling shortens the ladder,
+            // so its top is then a real cap.)
+            let top = w.granted + 1 == w.steps.len()
+                && subscription.loss_ceiling(now).is_none()
+                && granted.spatial >= subscription.max_layer().min(top_spatial);
+            let cap = if top {
+                (u8::MAX, u8::MAX)
+            } else {
+                (granted.spatial, granted.temporal)
+            };
+            let current_cap = subscription.cap();
             let apply = if cap < current_cap {
                 subscription.upgrade_candidate = None;
                 true
@@ -726,8 +778,8 @@ impl Room {
                 false
             };
             if apply {
-                debug!(subscription = %w.subscription, bits_per_second, from = current_cap, to = cap, "bandwidth cap");
-                subscription.set_cap_layer(cap);
+                debug!(subscription = %w.subscription, bits_per_second, from = ?current_cap, to = ?cap, "bandwidth cap");
+                subscription.set_cap(cap.0, cap.1);
                 subscription.upgrade_candidate = None;
                 publication.retarget(
                     now,

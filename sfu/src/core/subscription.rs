@@ -1,6 +1,7 @@
 //! One subscriber's view of one publication: which simulcast layer it receives (`max` asked,
-//! `cap` from its bandwidth, `target` chosen, `current` forwarded), when forwarding may start
-//! or switch (keyframes) and how each packet's header is rewritten.
+//! `cap` from its bandwidth, `target` chosen, `current` forwarded) and, within it, which
+//! temporal layers; when forwarding may start or switch (keyframes, layer-sync frames) and how
+//! each packet's header is rewritten.
 
 use std::time::Instant;
 
@@ -14,6 +15,7 @@ use super::rewrite::numbering::Numbering;
 use super::rewrite::vp8::{Vp8Continuity, Vp8Patch};
 use super::room::{LayerReason, Output};
 use super::stats::SubscriptionStats;
+use super::temporal::{TOP_TEMPORAL_LAYER, TemporalSelector};
 
 /// The per-subscription verdict on one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,10 +72,18 @@ pub(crate) struct Subscription {
     target: u8,
     /// The layer being forwarded; `None` before the first start.
     current: Option<u8>,
+    /// The highest temporal layer the subscriber asked for.
+    max_temporal: u8,
+    /// The highest temporal layer its bandwidth allows on the `cap_layer` spatial layer
+    /// (lower spatial layers fit with all their temporal layers).
+    cap_temporal: u8,
+    /// Target and current temporal layer within the forwarded spatial layer.
+    temporal: TemporalSelector,
     /// The current layer's source changed and its keyframe has not come yet.
     waiting_keyframe: bool,
-    /// Bandwidth allocation: a higher cap must hold this long before it applies.
-    pub(crate) upgrade_candidate: Option<(u8, Instant)>,
+    /// Bandwidth allocation: a higher cap (spatial, temporal) must hold this long before it
+    /// applies.
+    pub(crate) upgrade_candidate: Option<((u8, u8), Instant)>,
     /// Layers at or above this bitrate caused heavy loss: not offered until the instant.
     loss_ceiling: Option<(u64, Instant)>,
     /// The path is congested: stop sending the current layer until the switch down lands,
@@ -87,7 +97,15 @@ pub(crate) struct Subscription {
     /// for video), so the packets dropped meanwhile leave no sequence gap to NACK.
     restart_pending: bool,
     /// Layer changes to report, drained into outputs.
-    events: Vec<(Option<u8>, u8, LayerReason)>,
+    events: Vec<LayerEvent>,
+}
+
+/// A layer change to report: spatial and temporal, current and target.
+#[derive(Clone, Copy, Debug)]
+struct LayerEvent {
+    current: Option<(u8, u8)>,
+    target: (u8, u8),
+    reason: LayerReason,
 }
 
 impl Subscription {
@@ -112,6 +130,9 @@ impl Subscription {
             cap_layer: u8::MAX,
             target: 0,
             current: None,
+            max_temporal: u8::MAX,
+            cap_temporal: u8::MAX,
+            temporal: TemporalSelector::default(),
             waiting_keyframe: false,
             upgrade_candidate: None,
             loss_ceiling: None,
@@ -137,6 +158,15 @@ impl Subscription {
 
     pub fn max_layer(&self) -> u8 {
         self.max_layer
+    }
+
+    pub fn max_temporal(&self) -> u8 {
+        self.max_temporal
+    }
+
+    /// The bandwidth cap as (spatial, temporal); `u8::MAX` in both when nothing is capped.
+    pub fn cap(&self) -> (u8, u8) {
+        (self.cap_layer, self.cap_temporal)
     }
 
     /// The layer the subscriber should get, before availability is considered.
@@ -179,23 +209,62 @@ impl Subscription {
         self.max_layer = layer;
     }
 
-    pub fn set_cap_layer(&mut self, layer: u8) {
+    pub fn set_max_temporal(&mut self, temporal: u8) {
+        self.max_temporal = temporal;
+    }
+
+    /// Caps the spatial layer, and the temporal layer on that spatial layer.
+    pub fn set_cap(&mut self, layer: u8, temporal: u8) {
         self.cap_layer = layer;
+        self.cap_temporal = temporal;
+    }
+
+    /// The temporal layer to forward on spatial layer `target`: the subscriber's maximum, and
+    /// on the spatial layer the bandwidth caps (or above it, when only that one is live) the
+    /// cap's temporal layer.
+    fn temporal_target_for(&self, target: u8) -> u8 {
+        let capped = if target >= self.cap_layer {
+            self.cap_temporal
+        } else {
+            u8::MAX
+        };
+        self.max_temporal.min(capped).min(TOP_TEMPORAL_LAYER)
+    }
+
+    fn push_event(&mut self, reason: LayerReason) {
+        let current_temporal = self.temporal.current();
+        self.events.push(LayerEvent {
+            current: self.current.map(|spatial| (spatial, current_temporal)),
+            target: (self.target, self.temporal.target()),
+            reason,
+        });
     }
 
     /// Sets the target of a new subscription; with several layers to choose from, the first
     /// layer forwarded is reported as a switch.
     pub fn set_initial_target(&mut self, target: u8, layer_count: u8) {
         self.target = target;
+        self.temporal.set_target(self.temporal_target_for(target));
         self.reports_first_layer = layer_count > 1;
     }
 
-    /// Moves the target; the switch itself happens on the target layer's next keyframe.
+    /// Moves the target; a spatial switch happens on the target layer's next keyframe, a
+    /// temporal one at the next frame (down) or layer-sync frame (up).
     pub fn retarget(&mut self, target: u8, reason: LayerReason) {
-        if target != self.target {
-            debug!(subscription = %self.id, from = self.target, to = target, ?reason, "layer target");
+        let temporal = self.temporal_target_for(target);
+        if target != self.target || temporal != self.temporal.target() {
+            debug!(
+                subscription = %self.id,
+                from = self.target,
+                to = target,
+                from_temporal = self.temporal.target(),
+                to_temporal = temporal,
+                ?reason,
+                "layer target"
+            );
             self.target = target;
-            self.events.push((self.current, target, reason));
+            self.temporal.set_target(temporal);
+            self.push_event(reason);
         }
     }
 
@@ -213,13 +282,15 @@ impl Subscription {
     }
 
     pub fn take_layer_events(&mut self, outputs: &mut VecDeque<Output>) {
-        for (current, target, reason) in self.events.drain(..) {
+        for event in self.events.drain(..) {
             outputs.push_back(Output::LayersChanged {
                 subscription: self.id,
                 subscriber: self.subscriber,
-                current,
-                target,
-                reason,
+                current: event.current.map(|(spatial, _)| spatial),
+                target: event.target.0,
+                current_temporal: event.current.map(|(_, temporal)| temporal),
+                target_temporal: event.target.1,
+                reason: event.reason,
             });
         }
     }
@@ -278,13 +349,31 @@ impl Subscription {
             if let Some(vp8) = &meta.vp8 {
                 self.vp8.start_source(vp8);
             }
+            self.temporal
+                .start_source(meta.vp8.is_some_and(|vp8| vp8.temporal_id.is_some()));
             self.waiting_keyframe = false;
             let previous = self.current.replace(meta.layer);
             // The first layer is news too where there are layers to choose from: the
             // subscriber learns what it receives without waiting for a change.
             if previous != self.current && (previous.is_some() || self.reports_first_layer) {
-                self.events
-                    .push((self.current, self.target, LayerReason::Switched));
+                self.push_event(LayerReason::Switched);
+            }
+        }
+        if let Some(vp8) = &meta.vp8
+            && let Some(tid) = vp8.temporal_id
+        {
+            let reported_before = self.temporal.current();
+            let decision = self
+                .temporal
+                .decide(meta.ts, tid, vp8.layer_sync, meta.start_point);
+            if decision.switched || reported_before != self.temporal.current() {
+                debug!(subscription = %self.id, from = reported_before, to = self.temporal.current(), "temporal layer switch");
+                self.push_event(LayerReason::Switched);
+            }
+            if !decision.forward {
+                self.numbering.skip(meta);
+                self.vp8.on_drop(vp8);
+                return Decision::Drop(DropReason::TemporalLayer);
             }
         }
         match self.numbering.map(meta, now) {

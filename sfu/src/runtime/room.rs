@@ -39,8 +39,12 @@ pub enum RoomEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayersChange {
     pub subscription: SubscriptionId,
+    /// The spatial layer forwarded; `None` before the first one.
     pub current: Option<u8>,
     pub target: u8,
+    /// The temporal layer forwarded within `current` (2 = all for streams without layers).
+    pub current_temporal: Option<u8>,
+    pub target_temporal: u8,
     pub reason: LayerReason,
 }
 
@@ -568,6 +572,8 @@ impl RoomTask {
                     subscriber,
                     current,
                     target,
+                    current_temporal,
+                    target_temporal,
                     reason,
                 } => self.tell(
                     subscriber,
@@ -575,6 +581,8 @@ impl RoomTask {
                         subscription,
                         current,
                         target,
+                        current_temporal,
+                        target_temporal,
                         reason,
                     }),
                 ),

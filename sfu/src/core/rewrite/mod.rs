@@ -2,6 +2,7 @@
 //! output numbering built on them. Wire `u16`/`u32` values only exist at the edges:
 //! unwrapping on ingest, truncation when the rewritten header is produced.
 
+pub(crate) mod drops;
 pub(crate) mod numbering;
 pub(crate) mod seq;
 pub(crate) mod timestamp;

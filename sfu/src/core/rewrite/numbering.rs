@@ -4,10 +4,13 @@
 //! gaps stay gaps (downstream NACK keeps working) and a late packet lands in its own
 //! slot. On a source switch, new offsets continue the output right after the highest
 //! number sent so far, and the timestamp advances by the wall time that passed, so the
-//! subscriber sees one continuous stream.
+//! subscriber sees one continuous stream. Packets a subscription drops on purpose (temporal
+//! layers it does not receive) are taken out of the output space (see [`DropCompressor`]), so
+//! they leave no gap.
 
 use std::time::Instant;
 
+use super::drops::DropCompressor;
 use super::seq::ExtSeq;
 use super::timestamp::{ExtTs, ticks};
 use crate::core::packet::{DropReason, PacketMeta};
@@ -24,13 +27,15 @@ pub(crate) struct Numbers {
 }
 
 /// How the source currently forwarded maps onto the output space.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 struct Mapping {
     source: u64,
     /// Packets of the source older than this were never part of the output.
     first_input_seq: ExtSeq,
     seq_offset: u64,
     ts_offset: u64,
+    /// Input sequence numbers of the source dropped on purpose.
+    skipped: DropCompressor,
 }
 
 #[derive(Clone, Debug)]
@@ -55,7 +60,7 @@ impl Numbering {
 
     /// The source whose packets are mapped, if any has started.
     pub fn source(&self) -> Option<u64> {
-        self.mapping.map(|m| m.source)
+        self.mapping.as_ref().map(|m| m.source)
     }
 
     /// Makes `meta`'s source the one forwarded, starting at `meta` (which must be a
@@ -75,19 +80,41 @@ impl Numbering {
             first_input_seq: meta.seq,
             seq_offset: out_seq.wrapping_sub(meta.seq.0),
             ts_offset: out_ts.wrapping_sub(meta.ts.0),
+            skipped: DropCompressor::default(),
         });
+    }
+
+    /// A packet of the current source is dropped on purpose: later packets move down so
+    /// that it leaves no gap (unless a later one was already numbered).
+    pub fn skip(&mut self, meta: &PacketMeta) {
+        if let Some(mapping) = &mut self.mapping
+            && mapping.source == meta.source
+            && meta.seq >= mapping.first_input_seq
+        {
+            mapping.skipped.drop_input(meta.seq.0);
+        }
     }
 
     /// Maps a packet of the current source. `meta.source` must be `self.source()`.
     pub fn map(&mut self, meta: &PacketMeta, now: Instant) -> Result<Numbers, DropReason> {
         let mapping = self
             .mapping
+            .as_mut()
             .expect("invariant: map is only called once a source has started");
         debug_assert_eq!(mapping.source, meta.source);
         if meta.seq < mapping.first_input_seq {
             return Err(DropReason::TooOld);
         }
-        let seq = ExtSeq(meta.seq.0.wrapping_add(mapping.seq_offset));
+        let skipped = mapping
+            .skipped
+            .removed_below(meta.seq.0)
+            .ok_or(DropReason::TooOld)?;
+        let seq = ExtSeq(
+            meta.seq
+                .0
+                .wrapping_add(mapping.seq_offset)
+                .wrapping_sub(skipped),
+        );
         let ts = ExtTs(meta.ts.0.wrapping_add(mapping.ts_offset));
         self.highest_seq = Some(self.highest_seq.map_or(seq, |h| h.max(seq)));
         self.highest_ts = Some(self.highest_ts.map_or(ts, |h| h.max(ts)));

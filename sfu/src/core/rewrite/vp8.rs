@@ -1,8 +1,13 @@
 //! VP8 payload-descriptor continuity: after a layer switch or a re-publish, the picture id,
 //! TL0PICIDX and KEYIDX of the new source continue where the subscriber's stream left off,
-//! so its decoder sees one stream instead of a jump it could take for lost frames.
+//! so its decoder sees one stream instead of a jump it could take for lost frames. Frames a
+//! subscription drops on purpose (temporal layers) are taken out of the picture-id sequence
+//! the same way, so the decoder sees consecutive ids over the frames it gets. TL0PICIDX
+//! needs no such care: base-layer frames are never dropped.
 
 use bytes::{BufMut, Bytes, BytesMut};
+
+use super::drops::DropCompressor;
 
 use crate::codec::vp8::{Descriptor, PictureId};
 
@@ -16,6 +21,11 @@ pub(crate) struct Vp8Meta {
     pub picture_id: Option<u16>,
     pub tl0_pic_idx: Option<u8>,
     pub key_index: Option<u8>,
+    /// TID: the temporal layer of the frame (0 = base); `None` when the sender marks none.
+    pub temporal_id: Option<u8>,
+    /// Y: the frame depends only on base-layer frames, so forwarding can move up to its
+    /// temporal layer here.
+    pub layer_sync: bool,
 }
 
 impl Vp8Meta {
@@ -28,6 +38,8 @@ impl Vp8Meta {
             }),
             tl0_pic_idx: descriptor.tl0_pic_idx,
             key_index: descriptor.key_index,
+            temporal_id: descriptor.temporal_id,
+            layer_sync: descriptor.layer_sync.unwrap_or(false),
         })
     }
 }
@@ -84,11 +96,16 @@ pub(crate) struct Vp8Continuity {
     last_picture_id: Option<u16>,
     last_tl0_pic_idx: Option<u8>,
     last_key_index: Option<u8>,
+    /// The current source's picture ids, unwrapped, and the frames dropped among them.
+    picture_ids: PictureIdUnwrapper,
+    dropped_frames: DropCompressor,
 }
 
 impl Vp8Continuity {
     /// A new source starts with `first`: continue right after what was sent.
     pub fn start_source(&mut self, first: &Vp8Meta) {
+        self.picture_ids = PictureIdUnwrapper::default();
+        self.dropped_frames = DropCompressor::default();
         let mut patch = Vp8Patch::default();
         if let (Some(last), Some(id)) = (self.last_picture_id, first.picture_id) {
             patch.picture_id =
@@ -104,10 +121,27 @@ impl Vp8Continuity {
         self.patch = patch;
     }
 
+    /// A packet of the current source is dropped on purpose: its frame leaves no gap in
+    /// the picture ids sent after it.
+    pub fn on_drop(&mut self, meta: &Vp8Meta) {
+        if let Some(id) = meta.picture_id {
+            let id = self.picture_ids.unwrap(id);
+            self.dropped_frames.drop_input(id);
+        }
+    }
+
     /// Records a packet being sent and returns the patch to apply to it.
     pub fn on_send(&mut self, meta: &Vp8Meta) -> Vp8Patch {
-        let p = self.patch;
+        let mut p = self.patch;
         if let Some(id) = meta.picture_id {
+            let unwrapped = self.picture_ids.unwrap(id);
+            // An id older than the window has no known place; leave it as the source had it.
+            let removed = self.dropped_frames.removed_below(unwrapped).unwrap_or(0);
+            p.picture_id = p
+                .picture_id
+                .wrapping_sub((removed % u64::from(PICTURE_ID_MOD)) as u16)
+                .wrapping_add(PICTURE_ID_MOD)
+                % PICTURE_ID_MOD;
             let out = id.wrapping_add(p.picture_id) % PICTURE_ID_MOD;
             if self.last_picture_id.is_none_or(|last| newer_15(out, last)) {
                 self.last_picture_id = Some(out);
@@ -132,6 +166,36 @@ impl Vp8Continuity {
             }
         }
         p
+    }
+}
+
+/// Extends 15-bit picture ids to `u64` (each one the interpretation closest to the newest).
+/// 7-bit ids are taken as 15-bit ones: they are rare and only their drop accounting suffers.
+#[derive(Clone, Debug, Default)]
+struct PictureIdUnwrapper {
+    newest: Option<u64>,
+}
+
+impl PictureIdUnwrapper {
+    fn unwrap(&mut self, id: u16) -> u64 {
+        let id = id % PICTURE_ID_MOD;
+        let ext = match self.newest {
+            // Far from zero, so that ids from before the first one stay representable.
+            None => (1 << 32) + u64::from(id),
+            Some(newest) => {
+                let delta =
+                    id.wrapping_sub(newest as u16).wrapping_add(PICTURE_ID_MOD) % PICTURE_ID_MOD;
+                if delta < PICTURE_ID_MOD / 2 {
+                    newest + u64::from(delta)
+                } else {
+                    newest - u64::from(PICTURE_ID_MOD - delta)
+                }
+            }
+        };
+        if self.newest.is_none_or(|newest| ext > newest) {
+            self.newest = Some(ext);
+        }
+        ext
     }
 }
 

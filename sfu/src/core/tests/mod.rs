@@ -14,6 +14,7 @@ mod reorder;
 mod republish;
 mod simulcast;
 mod speakers;
+mod temporal;
 
 use std::time::{Duration, Instant};
 

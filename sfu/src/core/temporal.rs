@@ -1,0 +1,205 @@
+//! Temporal-layer selection of one subscription (VP8 with TID, e.g. Chrome's L1T3): which
+//! frames of the spatial layer being forwarded are sent, and where the temporal layer may
+//! change.
+//!
+//! Decisions are made per frame (by RTP timestamp) on the first packet seen of it, and every
+//! later packet of that frame gets the same answer, so a frame is never forwarded in part.
+//! - Down: at the next new frame. Dropping higher layers never breaks decoding: no lower-layer
+//!   frame references a higher one.
+//! - Up by one layer, from `current` to `current + 1`: only at a frame of that layer with the
+//!   layer-sync bit (Y) set. Y says the frame depends on base-layer frames only, which the
+//!   subscriber has; a later frame of that layer references this one or lower layers, all
+//!   forwarded from here on. A plain TID 0 frame is *not* a switching point: after it, a
+//!   TL1/TL2 frame may still reference a TL1/TL2 frame from before it, which was dropped.
+//!   Jumping two layers at a TL2 sync frame is not one either: it would also start TL1, whose
+//!   next frames may reference a dropped TL1 frame.
+//! - Up to the target at once: at a keyframe (it resets every reference).
+
+use std::collections::VecDeque;
+
+use super::rewrite::timestamp::ExtTs;
+
+/// The temporal layers Sluice selects among (VP8 L1T3: TID 0, 1, 2).
+pub(crate) const TEMPORAL_LAYERS: u8 = 3;
+/// The highest temporal layer: "all of them".
+pub(crate) const TOP_TEMPORAL_LAYER: u8 = TEMPORAL_LAYERS - 1;
+
+/// Frame decisions remembered, so late packets of a frame follow its first one.
+const RECENT_FRAMES: usize = 32;
+
+/// What happens to one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TemporalDecision {
+    pub forward: bool,
+    /// The current temporal layer changed at this packet's frame.
+    pub switched: bool,
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct TemporalSelector {
+    target: u8,
+    current: u8,
+    /// A frame with a TID was seen on the current source: the stream has temporal layers.
+    layered: bool,
+    newest_frame: Option<ExtTs>,
+    recent: VecDeque<(ExtTs, bool)>,
+}
+
+impl Default for TemporalSelector {
+    fn default() -> Self {
+        TemporalSelector {
+            target: TOP_TEMPORAL_LAYER,
+            current: TOP_TEMPORAL_LAYER,
+            layered: false,
+            newest_frame: None,
+            recent: VecDeque::new(),
+        }
+    }
+}
+
+impl TemporalSelector {
+    pub fn target(&self) -> u8 {
+        self.target
+    }
+
+    /// The highest temporal layer forwarded; all of them while the stream has none.
+    pub fn current(&self) -> u8 {
+        if self.layered {
+            self.current
+        } else {
+            TOP_TEMPORAL_LAYER
+        }
+    }
+
+    pub fn set_target(&mut self, target: u8) {
+        self.target = target.min(TOP_TEMPORAL_LAYER);
+    }
+
+    /// A new source starts at a keyframe: every temporal layer up to the target can follow.
+    /// `layered`: its first packet carries a TID.
+    pub fn start_source(&mut self, layered: bool) {
+        self.current = self.target;
+        self.layered = layered;
+        self.newest_frame = None;
+        self.recent.clear();
+    }
+
+    /// Decides about a packet of the current source with temporal layer `tid`, in the frame
+    /// with timestamp `ts`; `layer_sync` is its Y bit, `keyframe` whether it starts a keyframe.
+    pub fn decide(
+        &mut self,
+        ts: ExtTs,
+        tid: u8,
+        layer_sync: bool,
+        keyframe: bool,
+    ) -> TemporalDecision {
+        self.layered = true;
+        if let Some(&(_, forward)) = self.recent.iter().rev().find(|(frame, _)| *frame == ts) {
+            return TemporalDecision {
+                forward,
+                switched: false,
+            };
+        }
+        let before = self.current;
+        // Only a frame newer than every one decided is "the next frame"; a late frame must
+        // not move the layer (it is not where the stream is now).
+        if self.newest_frame.is_none_or(|newest| ts > newest) {
+            self.newest_frame = Some(ts);
+            if keyframe || self.target < self.current {
+                self.current = self.target;
+            } else if self.target > self.current && tid == self.current + 1 && layer_sync {
+                self.current = tid;
+            }
+        }
+        let forward = tid <= self.current;
+        if self.recent.len() == RECENT_FRAMES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back((ts, forward));
+        TemporalDecision {
+            forward,
+            switched: self.current != before,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Chrome's L1T3 pattern: TIDs 0 2 1 2, repeating.
+    const PATTERN: [u8; 4] = [0, 2, 1, 2];
+
+    fn frame(s: &mut TemporalSelector, n: u64, sync: bool) -> TemporalDecision {
+        let tid = PATTERN[(n % 4) as usize];
+        s.decide(ExtTs(1000 + n * 3000), tid, sync, false)
+    }
+
+    #[test]
+    fn down_at_the_next_frame_and_all_packets_of_a_frame_alike() {
+        let mut s = TemporalSelector::default();
+        s.start_source(true);
+        assert!(frame(&mut s, 1, false).forward, "TL2 forwarded at first");
+        s.set_target(0);
+        // The frame already under way keeps its decision.
+        assert!(frame(&mut s, 1, false).forward);
+        let next = frame(&mut s, 2, false);
+        assert_eq!(
+            next,
+            TemporalDecision {
+                forward: false,
+                switched: true
+            }
+        );
+        assert_eq!(s.current(), 0);
+        assert!(frame(&mut s, 4, false).forward, "base frames always pass");
+    }
+
+    #[test]
+    fn up_one_layer_at_a_time_on_sync_frames_only() {
+        let mut s = TemporalSelector::default();
+        s.set_target(0);
+        s.start_source(true);
+        s.set_target(2);
+        assert!(!frame(&mut s, 1, false).forward, "TL2 without sync");
+        assert!(!frame(&mut s, 2, false).forward, "TL1 without sync");
+        assert!(frame(&mut s, 4, false).forward);
+        assert!(!frame(&mut s, 5, true).forward, "TL2 sync cannot skip TL1");
+        let up = frame(&mut s, 6, true);
+        assert!(up.forward && up.switched);
+        assert_eq!(s.current(), 1);
+        assert!(frame(&mut s, 9, true).forward, "then TL2 at its sync");
+        assert_eq!(s.current(), 2);
+    }
+
+    #[test]
+    fn a_keyframe_goes_straight_to_the_target() {
+        let mut s = TemporalSelector::default();
+        s.set_target(0);
+        s.start_source(true);
+        s.set_target(2);
+        let key = s.decide(ExtTs(9000), 0, false, true);
+        assert!(key.forward && key.switched);
+        assert_eq!(s.current(), 2);
+    }
+
+    #[test]
+    fn a_late_frame_does_not_move_the_layer() {
+        let mut s = TemporalSelector::default();
+        s.set_target(0);
+        s.start_source(true);
+        s.set_target(1);
+        assert!(frame(&mut s, 4, false).forward);
+        let late_sync = frame(&mut s, 2, true);
+        assert!(!late_sync.forward && !late_sync.switched);
+        assert_eq!(s.current(), 0);
+    }
+
+    #[test]
+    fn a_stream_without_temporal_layers_reports_all() {
+        let mut s = TemporalSelector::default();
+        s.set_target(0);
+        s.start_source(false);
+        assert_eq!(s.current(), TOP_TEMPORAL_LAYER);
+    }
+}
