@@ -98,6 +98,13 @@ struct Args {
     /// Record a `perf` profile of Sluice during the window of this step (subscriber count).
     #[arg(long)]
     perf_step: Option<usize>,
+    /// Count the instructions Sluice executes per forwarded packet during the window of this
+    /// step (valgrind's callgrind; instruction counts are stable on a shared machine where
+    /// times are not). Sluice then runs under valgrind for its whole ramp, so that ramp's CPU,
+    /// latency and loss figures are valgrind's: use it in a run of its own, with few
+    /// subscribers (e.g. `--no-floor --steps 4 --callgrind-step 4`).
+    #[arg(long)]
+    callgrind_step: Option<usize>,
     /// Where results.json, results.md and the SVG plots go.
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
@@ -305,7 +312,21 @@ async fn run(mut args: Args) -> Result<()> {
         started.elapsed().as_secs_f64(),
         bin.display()
     );
-    let process = ServerProcess::start("sluice", &bin, &flags, &[])?;
+    let process = if args.callgrind_step.is_some() {
+        let mut wrapped = vec![
+            "--tool=callgrind".to_owned(),
+            "--instr-atstart=no".to_owned(),
+            format!(
+                "--callgrind-out-file={}",
+                ramp::callgrind_out("%p").display()
+            ),
+            bin.display().to_string(),
+        ];
+        wrapped.extend(flags);
+        ServerProcess::start("sluice", std::path::Path::new("valgrind"), &wrapped, &[])?
+    } else {
+        ServerProcess::start("sluice", &bin, &flags, &[])?
+    };
     let target = Arc::new(SluiceUnderTest {
         client: sluice_target::SluiceTarget {
             ws_url: format!("ws://{}/ws", process.host_port()),
@@ -315,13 +336,20 @@ async fn run(mut args: Args) -> Result<()> {
         process,
         room_size: args.room_size,
     });
-    let perf = args.perf_step.map(|step| (step, args.out.clone()));
+    let profiler = match (args.callgrind_step, args.perf_step) {
+        (Some(step), _) => Some(ramp::Profiler::Callgrind { step }),
+        (None, Some(step)) => Some(ramp::Profiler::Perf {
+            step,
+            dir: args.out.clone(),
+        }),
+        (None, None) => None,
+    };
     let ramp = ramp::run(
         Arc::clone(&target) as Arc<dyn Target>,
         &ramp_config,
         &direct,
         started,
-        perf,
+        profiler,
     )
     .await;
     match Arc::try_unwrap(target) {

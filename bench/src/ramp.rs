@@ -73,6 +73,10 @@ pub struct StepResult {
     pub published_pps: f64,
     /// The machine's 1-minute load average at the end of the window (2 cores, shared).
     pub load_average: f64,
+    /// Instructions the server executed in the window per forwarded packet, when it ran under
+    /// callgrind for this step (then its CPU and latency figures are valgrind's, not its own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instructions_per_packet: Option<f64>,
 }
 
 impl StepResult {
@@ -108,7 +112,7 @@ pub async fn run(
     config: &RampConfig,
     direct: &Reception,
     started: Instant,
-    perf: Option<(usize, std::path::PathBuf)>,
+    profiler: Option<Profiler>,
 ) -> Result<RampResult> {
     let ramp_start = Instant::now();
     let name = target.name().to_owned();
@@ -229,12 +233,26 @@ pub async fn run(
             procfs::cpu_time(loadgen_pid)?,
             Instant::now(),
         );
-        let profiler = match &perf {
-            Some((at, dir)) if *at == step => Some(start_perf(pid, config.window, dir, &name)?),
+        let perf = match &profiler {
+            Some(Profiler::Perf { step: at, dir }) if *at == step => {
+                Some(start_perf(pid, config.window, dir, &name)?)
+            }
             _ => None,
         };
+        let counting = matches!(&profiler, Some(Profiler::Callgrind { step: at }) if *at == step);
+        if counting {
+            callgrind_control(pid, &["--instr=on"])?;
+            callgrind_control(pid, &["--zero"])?;
+        }
         tokio::time::sleep(config.window).await;
-        if let Some((child, data, text)) = profiler {
+        let instructions = if counting {
+            let counted = callgrind_instructions(pid)?;
+            callgrind_control(pid, &["--instr=off"])?;
+            Some(counted)
+        } else {
+            None
+        };
+        if let Some((child, data, text)) = perf {
             finish_perf(child, &data, &text, &name, started);
         }
         let (cpu1, lg1, elapsed) = (
@@ -308,7 +326,14 @@ pub async fn run(
             joins_failed: failed,
             published_pps: published as f64 / elapsed,
             load_average: procfs::load_average(),
+            instructions_per_packet: instructions.map(|ir| ir as f64 / forwarded.max(1) as f64),
         };
+        if let Some(per_packet) = result.instructions_per_packet {
+            progress(
+                started,
+                &format!("{name}: callgrind: {per_packet:.0} instructions per forwarded packet"),
+            );
+        }
         let (added50, added99) = result.added_latency_us();
         progress(
             started,
@@ -347,6 +372,81 @@ pub async fn run(
         steps: results,
         ended,
     })
+}
+
+/// What to record of the server during one step's window.
+#[derive(Debug, Clone)]
+pub enum Profiler {
+    /// A `perf record` profile, written to `dir`.
+    Perf {
+        step: usize,
+        dir: std::path::PathBuf,
+    },
+    /// Instruction counts: the server runs under `valgrind --tool=callgrind
+    /// --instr-atstart=no`; instrumentation is on, and the counts zeroed, for this step's
+    /// window only (joins and handshakes before it run uninstrumented, ≈ 5× faster).
+    Callgrind { step: usize },
+}
+
+/// Where callgrind writes its counts for the server `pid`.
+pub fn callgrind_out(pid_placeholder: &str) -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("sluice-callgrind.out.{pid_placeholder}"))
+}
+
+fn callgrind_control(pid: u32, args: &[&str]) -> Result<()> {
+    let status = std::process::Command::new("callgrind_control")
+        .args(args)
+        .arg(pid.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .context("running callgrind_control (valgrind installed?)")?;
+    anyhow::ensure!(
+        status.success(),
+        "callgrind_control {args:?} failed: {status}"
+    );
+    Ok(())
+}
+
+/// Dumps the counts collected since the last zeroing and returns the instructions executed.
+fn callgrind_instructions(pid: u32) -> Result<u64> {
+    let base = callgrind_out(&pid.to_string());
+    let dir = base.parent().context("callgrind output folder")?.to_owned();
+    let prefix = base
+        .file_name()
+        .and_then(|n| n.to_str())
+        .context("callgrind output name")?
+        .to_owned();
+    let before: std::collections::HashSet<_> = dumps(&dir, &prefix).into_iter().collect();
+    callgrind_control(pid, &["--dump=window"])?;
+    let fresh = dumps(&dir, &prefix)
+        .into_iter()
+        .find(|path| !before.contains(path))
+        .context("callgrind wrote no dump")?;
+    let text = std::fs::read_to_string(&fresh)?;
+    let _ = std::fs::remove_file(&fresh);
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("totals:")
+                .or(line.strip_prefix("summary:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no totals in the callgrind dump")
+}
+
+fn dumps(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(prefix) && n.len() > prefix.len())
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// `perf record` of the server for one window (sampling at 999 Hz, user and kernel).
