@@ -4,8 +4,9 @@
 //! One run: (1) the floor microbenchmark (SRTP protect + UDP send, plain and batched);
 //! (2) Sluice as a child process, ramped with webrtc-rs publishers and subscribers while a
 //! direct publisher → subscriber pair gives the latency baseline; (3) the same ramp against a
-//! peer SFU when its binary is given (`--str0m-chat`); (4) results.json, results.md and SVG
-//! plots in `--out`.
+//! peer SFU when its binary is given (`--str0m-chat`); (4) the same ramp against the prototype
+//! relay on the sans-IO `rtc` core (`--rtc-relay`, one ramp per `--rtc-relay-variants` entry);
+//! (5) results.json, results.md and SVG plots in `--out`.
 
 mod client;
 mod direct;
@@ -15,6 +16,7 @@ mod process;
 mod procfs;
 mod ramp;
 mod report;
+mod rtc_relay_target;
 mod sluice_target;
 mod stats;
 mod str0m_target;
@@ -89,13 +91,25 @@ struct Args {
     /// str0m 0.25's `chat` example, built as described in docs/benchmarks.md (skipped if absent).
     #[arg(long)]
     str0m_chat: Option<PathBuf>,
+    /// The prototype relay on the sans-IO `rtc` core (`sluice-rtc-relay`, built from this
+    /// crate): ramped after Sluice and str0m, as a further system in the results.
+    #[arg(long)]
+    rtc_relay: Option<PathBuf>,
+    /// Configurations of `--rtc-relay` to ramp, one ramp each: `plain`, `batch` (sendmmsg
+    /// egress), `no-gcc` (no GCC/TWCC on subscriber legs), combined with `+`.
+    #[arg(long, value_delimiter = ',', default_value = "plain")]
+    rtc_relay_variants: Vec<String>,
+    /// Skip the Sluice ramp (e.g. to measure only `--rtc-relay` variants).
+    #[arg(long)]
+    no_sluice: bool,
     /// Skip the floor microbenchmark.
     #[arg(long)]
     no_floor: bool,
     /// Milliseconds per floor measurement (median of 3).
     #[arg(long, default_value_t = 300)]
     floor_ms: u64,
-    /// Record a `perf` profile of Sluice during the window of this step (subscriber count).
+    /// Record a `perf` profile of Sluice (and of each `--rtc-relay` variant) during the window
+    /// of this step (subscriber count).
     #[arg(long)]
     perf_step: Option<usize>,
     /// Count the instructions Sluice executes per forwarded packet during the window of this
@@ -306,57 +320,61 @@ async fn run(mut args: Args) -> Result<()> {
     let (_direct_source, direct, _direct_keep) = direct::start(shape).await?;
 
     let mut ramps = Vec::new();
-    let (bin, flags) = sluice_command(&args)?;
-    eprintln!(
-        "[{:6.1}s] sluice: starting {}",
-        started.elapsed().as_secs_f64(),
-        bin.display()
-    );
-    let process = if args.callgrind_step.is_some() {
-        let mut wrapped = vec![
-            "--tool=callgrind".to_owned(),
-            "--instr-atstart=no".to_owned(),
-            format!(
-                "--callgrind-out-file={}",
-                ramp::callgrind_out("%p").display()
-            ),
-            bin.display().to_string(),
-        ];
-        wrapped.extend(flags);
-        ServerProcess::start("sluice", std::path::Path::new("valgrind"), &wrapped, &[])?
-    } else {
-        ServerProcess::start("sluice", &bin, &flags, &[])?
-    };
-    let target = Arc::new(SluiceUnderTest {
-        client: sluice_target::SluiceTarget {
-            ws_url: format!("ws://{}/ws", process.host_port()),
-            secret: SECRET.to_owned(),
-            simulcast: args.simulcast,
-        },
-        process,
-        room_size: args.room_size,
+    let perf = args.perf_step.map(|step| ramp::Profiler::Perf {
+        step,
+        dir: args.out.clone(),
     });
-    let profiler = match (args.callgrind_step, args.perf_step) {
-        (Some(step), _) => Some(ramp::Profiler::Callgrind { step }),
-        (None, Some(step)) => Some(ramp::Profiler::Perf {
-            step,
-            dir: args.out.clone(),
-        }),
-        (None, None) => None,
-    };
-    let ramp = ramp::run(
-        Arc::clone(&target) as Arc<dyn Target>,
-        &ramp_config,
-        &direct,
-        started,
-        profiler,
-    )
-    .await;
-    match Arc::try_unwrap(target) {
-        Ok(t) => t.process.stop(),
-        Err(_) => notes.push("sluice process outlived its ramp (stopped on exit)".to_owned()),
+    if args.no_sluice {
+        notes.push("Sluice not ramped (--no-sluice)".to_owned());
+    } else {
+        let (bin, flags) = sluice_command(&args)?;
+        eprintln!(
+            "[{:6.1}s] sluice: starting {}",
+            started.elapsed().as_secs_f64(),
+            bin.display()
+        );
+        let process = if args.callgrind_step.is_some() {
+            let mut wrapped = vec![
+                "--tool=callgrind".to_owned(),
+                "--instr-atstart=no".to_owned(),
+                format!(
+                    "--callgrind-out-file={}",
+                    ramp::callgrind_out("%p").display()
+                ),
+                bin.display().to_string(),
+            ];
+            wrapped.extend(flags);
+            ServerProcess::start("sluice", std::path::Path::new("valgrind"), &wrapped, &[])?
+        } else {
+            ServerProcess::start("sluice", &bin, &flags, &[])?
+        };
+        let target = Arc::new(SluiceUnderTest {
+            client: sluice_target::SluiceTarget {
+                ws_url: format!("ws://{}/ws", process.host_port()),
+                secret: SECRET.to_owned(),
+                simulcast: args.simulcast,
+            },
+            process,
+            room_size: args.room_size,
+        });
+        let profiler = match args.callgrind_step {
+            Some(step) => Some(ramp::Profiler::Callgrind { step }),
+            None => perf.clone(),
+        };
+        let ramp = ramp::run(
+            Arc::clone(&target) as Arc<dyn Target>,
+            &ramp_config,
+            &direct,
+            started,
+            profiler,
+        )
+        .await;
+        match Arc::try_unwrap(target) {
+            Ok(t) => t.process.stop(),
+            Err(_) => notes.push("sluice process outlived its ramp (stopped on exit)".to_owned()),
+        }
+        ramps.push(ramp.context("sluice ramp")?);
     }
-    ramps.push(ramp.context("sluice ramp")?);
 
     if let Some(chat) = &args.str0m_chat {
         match str0m_target::run(chat, &ramp_config, &direct, started).await {
@@ -368,6 +386,29 @@ async fn run(mut args: Args) -> Result<()> {
         }
     } else {
         notes.push("no peer SFU given (--str0m-chat): peer ratio not measured".to_owned());
+    }
+
+    if let Some(relay) = &args.rtc_relay {
+        for spec in &args.rtc_relay_variants {
+            let variant = rtc_relay_target::Variant::parse(spec)?;
+            match rtc_relay_target::run(
+                relay,
+                &variant,
+                args.room_size,
+                &ramp_config,
+                &direct,
+                started,
+                perf.clone(),
+            )
+            .await
+            {
+                Ok(r) => ramps.push(r),
+                Err(err) => {
+                    eprintln!("{}: {err:#}", variant.name);
+                    notes.push(format!("{} could not be driven: {err:#}", variant.name));
+                }
+            }
+        }
     }
 
     let report = Report {

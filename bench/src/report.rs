@@ -122,7 +122,11 @@ pub fn markdown(report: &Report) -> String {
     }
     // Headline ratios.
     let sluice = report.ramps.iter().find(|r| r.target == "sluice");
-    let peer = report.ramps.iter().find(|r| r.target != "sluice");
+    let peer = report
+        .ramps
+        .iter()
+        .find(|r| r.target != "sluice" && !is_relay(r));
+    let relays: Vec<&RampResult> = report.ramps.iter().filter(|r| is_relay(r)).collect();
     let gcm = report
         .floor
         .iter()
@@ -155,6 +159,26 @@ pub fn markdown(report: &Report) -> String {
             );
         }
     }
+    if let Some(s) = sluice.and_then(best_step) {
+        for relay in &relays {
+            if let Some(p) = best_step(relay) {
+                let _ = writeln!(
+                    md,
+                    "- sans-IO prototype {}: {:.0} packets/s per core ({:.1} µs per packet) at {} subscribers → Sluice/prototype = {:.2}.",
+                    relay.target,
+                    p.pps_per_core,
+                    p.cpu_us_per_packet,
+                    p.subscribers,
+                    s.pps_per_core / p.pps_per_core
+                );
+            }
+        }
+    }
+    if let Some(sluice) = sluice
+        && !relays.is_empty()
+    {
+        md.push_str(&relay_comparison(sluice, &relays));
+    }
     if let Some(s) = sluice.and_then(headline_step) {
         let (a50, a99) = s.added_latency_us();
         let _ = writeln!(
@@ -176,12 +200,73 @@ pub fn markdown(report: &Report) -> String {
     md
 }
 
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 8] = [
     RGBColor(31, 119, 180),
     RGBColor(214, 39, 40),
     RGBColor(44, 160, 44),
     RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
 ];
+
+/// A ramp of the sans-IO prototype relay (`--rtc-relay`).
+fn is_relay(ramp: &RampResult) -> bool {
+    ramp.target.starts_with("rtc-relay")
+}
+
+/// Sluice against each prototype variant at the steps both ran.
+fn relay_comparison(sluice: &RampResult, relays: &[&RampResult]) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n### Sluice (webrtc 0.21 async layer) vs the sans-IO `rtc` prototype, per step\n"
+    );
+    let _ = writeln!(
+        md,
+        "| subs | system | µs/pkt | pkt/s/core | kB/sub | loss mean | added p50/p99 µs | Sluice/system (pkt/s/core) |"
+    );
+    let _ = writeln!(md, "|---:|---|---:|---:|---:|---:|---:|---:|");
+    for s in &sluice.steps {
+        let (a50, a99) = s.added_latency_us();
+        let _ = writeln!(
+            md,
+            "| {} | sluice | {:.1} | {:.0} | {:.0} | {:.2}% | {:.0}/{:.0} | 1.00 |",
+            s.subscribers,
+            s.cpu_us_per_packet,
+            s.pps_per_core,
+            s.rss_per_subscriber_kb,
+            s.loss_mean * 100.0,
+            a50,
+            a99
+        );
+        for relay in relays {
+            if let Some(r) = relay.steps.iter().find(|r| r.subscribers == s.subscribers) {
+                let (b50, b99) = r.added_latency_us();
+                let _ = writeln!(
+                    md,
+                    "| {} | {} | {:.1} | {:.0} | {:.0} | {:.2}% | {:.0}/{:.0} | {:.2} |",
+                    r.subscribers,
+                    relay.target,
+                    r.cpu_us_per_packet,
+                    r.pps_per_core,
+                    r.rss_per_subscriber_kb,
+                    r.loss_mean * 100.0,
+                    b50,
+                    b99,
+                    if r.pps_per_core > 0.0 {
+                        s.pps_per_core / r.pps_per_core
+                    } else {
+                        f64::NAN
+                    }
+                );
+            }
+        }
+    }
+    md.push('\n');
+    md
+}
 
 type Series = (String, Vec<(f64, f64)>);
 

@@ -157,7 +157,7 @@ async fn answer_on_channel(
 }
 
 /// Local candidates, waiting briefly for host candidates on loopback.
-async fn gather(peer: &mut ClientPeer) -> Vec<IceCandidate> {
+pub(crate) async fn gather(peer: &mut ClientPeer) -> Vec<IceCandidate> {
     let mut out = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
     loop {
@@ -175,7 +175,7 @@ async fn gather(peer: &mut ClientPeer) -> Vec<IceCandidate> {
 }
 
 /// The offer with `candidates` added to every media section (no trickle in chat's protocol).
-fn with_candidates(sdp: &str, candidates: &[IceCandidate]) -> String {
+pub(crate) fn with_candidates(sdp: &str, candidates: &[IceCandidate]) -> String {
     if sdp.contains("a=candidate:") {
         return sdp.to_owned();
     }
