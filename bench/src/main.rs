@@ -112,11 +112,12 @@ struct Args {
     /// of this step (subscriber count).
     #[arg(long)]
     perf_step: Option<usize>,
-    /// Count the instructions Sluice executes per forwarded packet during the window of this
-    /// step (valgrind's callgrind; instruction counts are stable on a shared machine where
-    /// times are not). Sluice then runs under valgrind for its whole ramp, so that ramp's CPU,
-    /// latency and loss figures are valgrind's: use it in a run of its own, with few
-    /// subscribers (e.g. `--no-floor --steps 4 --callgrind-step 4`).
+    /// Count the instructions each SFU (Sluice, and the --rtc-relay prototype) executes per
+    /// forwarded packet during the window of this step (valgrind's callgrind; instruction
+    /// counts are stable on a shared machine where times are not). The servers then run under
+    /// valgrind for their whole ramp, so those ramps' CPU, latency and loss figures are
+    /// valgrind's: use it in a run of its own, with few subscribers and a low bitrate (e.g.
+    /// `--no-floor --steps 2 --callgrind-step 2 --video-bps 300000`).
     #[arg(long)]
     callgrind_step: Option<usize>,
     /// Where results.json, results.md and the SVG plots go.
@@ -320,10 +321,15 @@ async fn run(mut args: Args) -> Result<()> {
     let (_direct_source, direct, _direct_keep) = direct::start(shape).await?;
 
     let mut ramps = Vec::new();
-    let perf = args.perf_step.map(|step| ramp::Profiler::Perf {
-        step,
-        dir: args.out.clone(),
-    });
+    // --callgrind-step counts instructions for every SFU ramped (Sluice and the prototype relay).
+    let perf = match (args.callgrind_step, args.perf_step) {
+        (Some(step), _) => Some(ramp::Profiler::Callgrind { step }),
+        (None, Some(step)) => Some(ramp::Profiler::Perf {
+            step,
+            dir: args.out.clone(),
+        }),
+        (None, None) => None,
+    };
     if args.no_sluice {
         notes.push("Sluice not ramped (--no-sluice)".to_owned());
     } else {
@@ -333,21 +339,7 @@ async fn run(mut args: Args) -> Result<()> {
             started.elapsed().as_secs_f64(),
             bin.display()
         );
-        let process = if args.callgrind_step.is_some() {
-            let mut wrapped = vec![
-                "--tool=callgrind".to_owned(),
-                "--instr-atstart=no".to_owned(),
-                format!(
-                    "--callgrind-out-file={}",
-                    ramp::callgrind_out("%p").display()
-                ),
-                bin.display().to_string(),
-            ];
-            wrapped.extend(flags);
-            ServerProcess::start("sluice", std::path::Path::new("valgrind"), &wrapped, &[])?
-        } else {
-            ServerProcess::start("sluice", &bin, &flags, &[])?
-        };
+        let process = ramp::start_server("sluice", &bin, &flags, &[], perf.as_ref())?;
         let target = Arc::new(SluiceUnderTest {
             client: sluice_target::SluiceTarget {
                 ws_url: format!("ws://{}/ws", process.host_port()),
@@ -357,16 +349,12 @@ async fn run(mut args: Args) -> Result<()> {
             process,
             room_size: args.room_size,
         });
-        let profiler = match args.callgrind_step {
-            Some(step) => Some(ramp::Profiler::Callgrind { step }),
-            None => perf.clone(),
-        };
         let ramp = ramp::run(
             Arc::clone(&target) as Arc<dyn Target>,
             &ramp_config,
             &direct,
             started,
-            profiler,
+            perf.clone(),
         )
         .await;
         match Arc::try_unwrap(target) {

@@ -393,6 +393,28 @@ pub fn callgrind_out(pid_placeholder: &str) -> std::path::PathBuf {
     std::env::temp_dir().join(format!("sluice-callgrind.out.{pid_placeholder}"))
 }
 
+/// Starts `program args` as the server, under callgrind when `profiler` counts instructions
+/// (collection is switched on only for the chosen step's window).
+pub fn start_server(
+    name: &str,
+    program: &std::path::Path,
+    args: &[String],
+    envs: &[(&str, &str)],
+    profiler: Option<&Profiler>,
+) -> Result<crate::process::ServerProcess> {
+    if !matches!(profiler, Some(Profiler::Callgrind { .. })) {
+        return crate::process::ServerProcess::start(name, program, args, envs);
+    }
+    let mut wrapped = vec![
+        "--tool=callgrind".to_owned(),
+        "--instr-atstart=no".to_owned(),
+        format!("--callgrind-out-file={}", callgrind_out("%p").display()),
+        program.display().to_string(),
+    ];
+    wrapped.extend(args.iter().cloned());
+    crate::process::ServerProcess::start(name, std::path::Path::new("valgrind"), &wrapped, envs)
+}
+
 fn callgrind_control(pid: u32, args: &[&str]) -> Result<()> {
     let status = std::process::Command::new("callgrind_control")
         .args(args)

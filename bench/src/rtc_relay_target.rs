@@ -79,7 +79,13 @@ pub async fn run(
         bin.display(),
         variant.flags.join(" ")
     );
-    let process = ServerProcess::start(name, bin, &variant.flags, &[("RUST_LOG", "error")])?;
+    let process = ramp::start_server(
+        name,
+        bin,
+        &variant.flags,
+        &[("RUST_LOG", "error")],
+        perf.as_ref(),
+    )?;
     let target = Arc::new(RtcRelay {
         name: name.to_owned(),
         process,
