@@ -358,7 +358,7 @@ async fn run(mut args: Args) -> Result<()> {
         )
         .await;
         match Arc::try_unwrap(target) {
-            Ok(t) => t.process.stop(),
+            Ok(t) => process::stop_and_clean(t.process),
             Err(_) => notes.push("sluice process outlived its ramp (stopped on exit)".to_owned()),
         }
         ramps.push(ramp.context("sluice ramp")?);

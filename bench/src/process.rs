@@ -91,6 +91,14 @@ impl ServerProcess {
     }
 }
 
+/// Stops the server and removes the counts callgrind writes when a server under it exits
+/// (the windows' counts were read from their own dumps already).
+pub fn stop_and_clean(process: ServerProcess) {
+    let pid = process.pid();
+    process.stop();
+    let _ = std::fs::remove_file(crate::ramp::callgrind_out(&pid.to_string()));
+}
+
 impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.stop_inner();

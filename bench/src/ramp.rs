@@ -464,7 +464,8 @@ fn dumps(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
                 .filter(|p| {
                     p.file_name()
                         .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with(prefix) && n.len() > prefix.len())
+                        .and_then(|n| n.strip_prefix(prefix)?.strip_prefix('.'))
+                        .is_some_and(|dump| !dump.is_empty())
                 })
                 .collect()
         })

@@ -100,7 +100,7 @@ pub async fn run(
     )
     .await;
     if let Ok(t) = Arc::try_unwrap(target) {
-        t.process.stop();
+        crate::process::stop_and_clean(t.process);
     }
     result
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::audio::{AacToOpus, OPUS_RATE, OpusFrame};
-use super::flv::{self, AudioTag, FlvError};
+use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::packetize::{H264Packetizer, OpusPacketizer};
 use super::stats::StreamStats;
 use super::video::{self, VideoError, VideoPipeline, VideoUpdate};
@@ -83,7 +83,7 @@ pub struct MediaCarry {
     opus: OpusPacketizer,
     /// The stream timeline's last millisecond (audio or video, whichever is later).
     last_ms: i64,
-    parked_at: Instant,
+    last_media_at: Instant,
 }
 
 /// What the caller must do before sending the packets of this call.
@@ -110,6 +110,9 @@ pub struct MediaPipeline {
     opus: OpusPacketizer,
     opus_frames: Vec<OpusFrame>,
     warned_reordering: bool,
+    /// When the last audio or video frame arrived: a reconnect's "time away" counts from it
+    /// (a connection that dies silently ends only at its idle timeout, seconds later).
+    last_media_at: Option<Instant>,
 }
 
 impl MediaPipeline {
@@ -125,13 +128,14 @@ impl MediaPipeline {
             opus: OpusPacketizer::default(),
             opus_frames: Vec::new(),
             warned_reordering: false,
+            last_media_at: None,
         }
     }
 
     /// The pipeline of a reconnected encoder, continuing the sources of `carry` (see
     /// [`MediaCarry`]).
     pub fn resume(stats: Arc<StreamStats>, carry: MediaCarry, now: Instant) -> Self {
-        let away = now.saturating_duration_since(carry.parked_at);
+        let away = now.saturating_duration_since(carry.last_media_at);
         let mut pipeline = Self::new(stats);
         pipeline.video = VideoPipeline::continuing(carry.video);
         pipeline.opus = carry.opus;
@@ -156,25 +160,32 @@ impl MediaPipeline {
             },
         };
         MediaCarry {
-            video: self.video.into_packetizer(),
+            video: self.video.into_packetizer().continuing(),
             opus: self.opus,
             last_ms,
-            parked_at: now,
+            last_media_at: self.last_media_at.unwrap_or(now),
         }
     }
 
     /// One video message: appends its packets to `out`.
     pub fn push_video(
         &mut self,
+        now: Instant,
         timestamp_ms: u32,
         data: &[u8],
         out: &mut Vec<RtpPacket>,
     ) -> Result<Announce, MediaError> {
         let tag = flv::parse_video(data)?;
-        let session = &mut self.session;
-        let dts_ms = self
-            .video_clock
-            .extend(timestamp_ms, |first| session.place(first));
+        // Only frames are on the timeline: an encoder may send its sequence header at another
+        // timestamp than its first frame, and a resumed session is placed by its first frame.
+        let dts_ms = if matches!(tag, VideoTag::AvcNalus { .. }) {
+            self.last_media_at = Some(now);
+            let session = &mut self.session;
+            self.video_clock
+                .extend(timestamp_ms, |first| session.place(first))
+        } else {
+            0
+        };
         match self.video.push(tag, dts_ms, out)? {
             VideoUpdate::Codec(config) => {
                 info!(
@@ -223,6 +234,7 @@ impl MediaPipeline {
     /// reported once and then ignored, so the video keeps playing.
     pub fn push_audio(
         &mut self,
+        now: Instant,
         timestamp_ms: u32,
         data: &[u8],
         out: &mut Vec<RtpPacket>,
@@ -239,10 +251,6 @@ impl MediaPipeline {
             }
             Err(err) => return Err(err.into()),
         };
-        let session = &mut self.session;
-        let ms = self
-            .audio_clock
-            .extend(timestamp_ms, |first| session.place(first));
         match tag {
             AudioTag::AacConfig(config) => match AacToOpus::new(config) {
                 Ok(path) => {
@@ -262,6 +270,11 @@ impl MediaPipeline {
             },
             AudioTag::AacRaw(frame) => {
                 let path = self.audio.as_mut().ok_or(MediaError::NoAudioConfig)?;
+                self.last_media_at = Some(now);
+                let session = &mut self.session;
+                let ms = self
+                    .audio_clock
+                    .extend(timestamp_ms, |first| session.place(first));
                 self.opus_frames.clear();
                 match path.push(frame, ms, &mut self.opus_frames) {
                     Ok(()) => self.stats.count_audio_frame(),
@@ -313,16 +326,18 @@ mod tests {
         let mut media = MediaPipeline::new(Arc::default());
         let mut out = Vec::new();
         assert_eq!(
-            media.push_audio(0, &[0xaf, 1, 0x21], &mut out).err(),
+            media
+                .push_audio(Instant::now(), 0, &[0xaf, 1, 0x21], &mut out)
+                .err(),
             Some(MediaError::NoAudioConfig)
         );
         // MP3 is skipped, and so is everything after it.
         assert!(matches!(
-            media.push_audio(0, &[0x2f, 0xff], &mut out),
+            media.push_audio(Instant::now(), 0, &[0x2f, 0xff], &mut out),
             Ok(Announce::Nothing)
         ));
         assert!(matches!(
-            media.push_audio(0, &[0xaf, 1, 0x21], &mut out),
+            media.push_audio(Instant::now(), 0, &[0xaf, 1, 0x21], &mut out),
             Ok(Announce::Nothing)
         ));
     }
@@ -336,14 +351,16 @@ mod tests {
         let mut header = vec![0xaf, 0];
         header.extend(&config);
         assert!(matches!(
-            media.push_audio(500, &header, &mut out),
+            media.push_audio(Instant::now(), 500, &header, &mut out),
             Ok(Announce::Codec(ref c, _)) if c.mime_type == "audio/opus"
         ));
         for (i, frame) in frames.iter().enumerate() {
             let mut tag = vec![0xaf, 1];
             tag.extend(*frame);
             let ms = 500 + (i * 1024 * 1000 / 48_000) as u32;
-            media.push_audio(ms, &tag, &mut out).unwrap();
+            media
+                .push_audio(Instant::now(), ms, &tag, &mut out)
+                .unwrap();
         }
         assert!(out.len() >= 45, "{} packets", out.len());
         assert_eq!(out[0].timestamp, 500 * 48);
@@ -355,30 +372,38 @@ mod tests {
 
     /// FLV tags of one encoder session: AVC and AAC headers, then `frames` video frames at
     /// 30 fps and the AAC frames of the same span, all from RTMP time `start_ms`.
-    fn session(media: &mut MediaPipeline, start_ms: u32, frames: u32) -> Vec<RtpPacket> {
+    fn session(
+        media: &mut MediaPipeline,
+        at: Instant,
+        start_ms: u32,
+        frames: u32,
+    ) -> Vec<RtpPacket> {
         use crate::ingest::avc::tests::{PPS, SPS_HIGH_720P, avcc, record};
         let (config, aac) =
             super::super::audio::tests::adts_frames(super::super::audio::tests::SINE_48K_MONO);
         let mut out = Vec::new();
         let mut header = vec![0x17, 0, 0, 0, 0];
         header.extend(record(SPS_HIGH_720P, PPS));
-        media.push_video(start_ms, &header, &mut out).unwrap();
+        media.push_video(at, start_ms, &header, &mut out).unwrap();
         let mut audio_header = vec![0xaf, 0];
         audio_header.extend(&config);
-        media.push_audio(start_ms, &audio_header, &mut out).unwrap();
+        media
+            .push_audio(at, start_ms, &audio_header, &mut out)
+            .unwrap();
         let mut next_audio = 0;
         for i in 0..frames {
             let ms = start_ms + i * 1000 / 30;
+            let now = at + std::time::Duration::from_millis(u64::from(ms - start_ms));
             let mut tag = vec![if i == 0 { 0x17 } else { 0x27 }, 1, 0, 0, 0];
             tag.extend(avcc(&[&[if i == 0 { 0x65 } else { 0x41 }, 1, 2, 3]]));
-            media.push_video(ms, &tag, &mut out).unwrap();
+            media.push_video(now, ms, &tag, &mut out).unwrap();
             while next_audio < aac.len()
                 && (next_audio * 1024 * 1000 / 48_000) as u32 <= ms - start_ms
             {
                 let mut tag = vec![0xaf, 1];
                 tag.extend(aac[next_audio]);
                 let at = start_ms + (next_audio * 1024 * 1000 / 48_000) as u32;
-                media.push_audio(at, &tag, &mut out).unwrap();
+                media.push_audio(now, at, &tag, &mut out).unwrap();
                 next_audio += 1;
             }
         }
@@ -396,15 +421,21 @@ mod tests {
     fn a_reconnected_encoder_continues_the_same_sources_with_audio_and_video_aligned() {
         let start = Instant::now();
         let mut media = MediaPipeline::new(Arc::default());
-        let first = session(&mut media, 0, 30);
-        let carry = media.park(start + std::time::Duration::from_secs(1));
+        // The first session's last frame is at 966 ms; the connection is found dead 5 s later.
+        let first = session(&mut media, start, 0, 30);
+        let carry = media.park(start + std::time::Duration::from_secs(6));
         // The new encoder process starts its clock anew, at an arbitrary RTMP time.
         let mut media = MediaPipeline::resume(
             Arc::default(),
             carry,
-            start + std::time::Duration::from_millis(3_000),
+            start + std::time::Duration::from_millis(2_966),
         );
-        let second = session(&mut media, 7_000, 30);
+        let second = session(
+            &mut media,
+            start + std::time::Duration::from_millis(2_966),
+            7_000,
+            30,
+        );
         let (video_pt, audio_pt) = (first[0].payload_type, 111);
         for pt in [video_pt, audio_pt] {
             let (a, b) = (by_payload_type(&first, pt), by_payload_type(&second, pt));

@@ -65,6 +65,15 @@ impl Default for H264Packetizer {
 }
 
 impl H264Packetizer {
+    /// The same RTP source (SSRC, next sequence number) with a fresh payloader: nothing a
+    /// payloader holds (parameter sets of the last access unit) crosses into a new session.
+    pub fn continuing(self) -> Self {
+        Self {
+            track: self.track,
+            payloader: H264Payloader::default(),
+        }
+    }
+
     #[cfg(test)]
     fn ssrc(&self) -> Ssrc {
         self.track.ssrc

@@ -744,16 +744,30 @@ impl ParticipantTask {
     }
 
     async fn drop_subscription(&mut self, subscription: SubscriptionId) {
-        let Some(state) = self.subscriptions.remove(&subscription) else {
-            return;
-        };
-        if state.active {
-            self.room
-                .try_send(RoomCommand::RemoveSubscription { subscription });
+        self.drop_subscriptions(vec![subscription]).await;
+    }
+
+    /// Removes the subscriptions and their tracks. Each removal waits (bounded) for its
+    /// track's queued packets; the waits run together, so the actor is held once, not per track.
+    async fn drop_subscriptions(&mut self, subscriptions: Vec<SubscriptionId>) {
+        let mut tracks = Vec::with_capacity(subscriptions.len());
+        for subscription in subscriptions {
+            let Some(state) = self.subscriptions.remove(&subscription) else {
+                continue;
+            };
+            if state.active {
+                self.room
+                    .try_send(RoomCommand::RemoveSubscription { subscription });
+            }
+            tracks.push((subscription, state.track));
         }
-        if let Err(err) = self.subscriber.remove_local_track(&state.track).await {
-            debug!(%subscription, %err, "removing subscriber track");
-        }
+        let subscriber = &self.subscriber;
+        let removals = tracks.iter().map(|(subscription, track)| async move {
+            if let Err(err) = subscriber.remove_local_track(track).await {
+                debug!(%subscription, %err, "removing subscriber track");
+            }
+        });
+        futures::future::join_all(removals).await;
     }
 
     /// Sends a new subscriber offer, or remembers to once the pending one is answered.
@@ -811,12 +825,16 @@ impl ParticipantTask {
             .filter(|(_, s)| !s.active && s.negotiation == TrackNegotiation::Answered)
             .map(|(id, _)| *id)
             .collect();
+        let mut failed = Vec::new();
         for id in ready {
             if let Err(err) = self.activate(id).await {
                 warn!(subscription = %id, %err, "subscription not started");
-                self.drop_subscription(id).await;
-                self.renegotiate = true;
+                failed.push(id);
             }
+        }
+        if !failed.is_empty() {
+            self.drop_subscriptions(failed).await;
+            self.renegotiate = true;
         }
     }
 
@@ -896,13 +914,13 @@ impl ParticipantTask {
         if ended.is_empty() {
             return;
         }
-        for id in ended {
+        for id in &ended {
             // Already gone from the room; only the local track remains.
-            if let Some(state) = self.subscriptions.get_mut(&id) {
+            if let Some(state) = self.subscriptions.get_mut(id) {
                 state.active = false;
             }
-            self.drop_subscription(id).await;
         }
+        self.drop_subscriptions(ended).await;
         self.negotiate().await;
     }
 

@@ -20,8 +20,9 @@ const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/pl
 const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// How long a track removal waits for the driver to send what is queued for it.
 const REMOVAL_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(300);
-const REMOVAL_DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(5);
-const REMOVAL_DRAIN_STALLED_POLLS: u32 = 10;
+/// Each poll takes the connection's core lock, which the driver needs to drain the queue.
+const REMOVAL_DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(10);
+const REMOVAL_DRAIN_STALLED_POLLS: u32 = 5;
 
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
@@ -404,15 +405,15 @@ impl Peer {
     /// Stops sending a track; the change is offered on the next [`Peer::offer`].
     pub async fn remove_local_track(&self, track: &LocalTrack) -> Result<(), TransportError> {
         let (sender, handed) = track.stop_for_removal();
-        self.wait_until_sent(sender.id(), track.ssrc().0, handed)
-            .await;
+        self.wait_until_sent(sender.id(), track, handed).await;
         self.pc.remove_track(sender).await.map_err(negotiation_err)
     }
 
     /// Waits (bounded) until the driver has sent the packets already queued for `sender`.
     /// Removing a sender with packets still queued makes webrtc-rs log an error per packet: up
     /// to its whole 256-event queue when a subscription ends during a keyframe-cache replay.
-    async fn wait_until_sent(&self, sender: RTCRtpSenderId, ssrc: u32, handed: u64) {
+    async fn wait_until_sent(&self, sender: RTCRtpSenderId, track: &LocalTrack, handed: u64) {
+        let ssrc = track.ssrc().0;
         if handed == 0 {
             return;
         }
@@ -429,7 +430,9 @@ impl Peer {
                 .filter(|s| s.sent_rtp_stream_stats.rtp_stream_stats.ssrc == ssrc)
                 .map(|s| s.sent_rtp_stream_stats.packets_sent)
                 .sum();
-            if sent >= handed {
+            // Retransmissions count in `packetsSent` too; NACKed packets bound them from above,
+            // so this never stops before the handed packets are out (at worst it waits on).
+            if sent.saturating_sub(track.nacked()) >= handed {
                 return;
             }
             // A closed or stalled connection sends nothing more: no point waiting for it.

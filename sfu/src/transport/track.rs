@@ -202,6 +202,9 @@ pub struct LocalTrack {
     /// removal waits until the sender's stats have counted them, because the driver logs an
     /// error for every queued packet whose sender has gone.
     handed: Arc<AtomicU64>,
+    /// Packets the subscriber NACKed: the responder resends them on the same SSRC, so they
+    /// count in the sender's `packetsSent` too.
+    nacked: Arc<AtomicU64>,
 }
 
 impl LocalTrack {
@@ -220,6 +223,7 @@ impl LocalTrack {
             playout_delay_ms,
             removed: Arc::new(AtomicBool::new(false)),
             handed: Arc::new(AtomicU64::new(0)),
+            nacked: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -231,6 +235,11 @@ impl LocalTrack {
         // here, or the writer sees `removed` and does not write.
         self.removed.store(true, Ordering::SeqCst);
         (&self.sender, self.handed.load(Ordering::SeqCst))
+    }
+
+    /// Packets the subscriber asked to be resent so far (an upper bound of the resends).
+    pub(super) fn nacked(&self) -> u64 {
+        self.nacked.load(Ordering::Relaxed)
     }
 
     pub fn ssrc(&self) -> Ssrc {
@@ -292,12 +301,15 @@ impl LocalTrack {
                     _ => writer.write_rtp(to_wire(packet)).await,
                 };
                 if let Err(err) = result {
+                    // Not queued, so a removal must not wait for it to be sent.
+                    handed.fetch_sub(1, Ordering::SeqCst);
                     trace!(%err, "RTP write failed");
                 }
                 sent += 1;
             }
         });
         let feedback = Arc::clone(&self.track);
+        let nacked = Arc::clone(&self.nacked);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -317,6 +329,7 @@ impl LocalTrack {
                                 .map(|pair| 1 + pair.lost_packets.count_ones())
                                 .sum();
                             if lost > 0 {
+                                nacked.fetch_add(u64::from(lost), Ordering::Relaxed);
                                 on_feedback(SubscriberFeedback::Nacked(lost));
                             }
                         }

@@ -284,10 +284,11 @@ impl Connection {
         };
         let packets = &mut self.packets;
         packets.clear();
+        let now = std::time::Instant::now();
         // The parsers and codecs are fed network bytes: a panic in one ends this connection.
         let announce = contain(|| match kind {
-            MediaKind::Video => media.push_video(timestamp_ms, data, packets),
-            MediaKind::Audio => media.push_audio(timestamp_ms, data, packets),
+            MediaKind::Video => media.push_video(now, timestamp_ms, data, packets),
+            MediaKind::Audio => media.push_audio(now, timestamp_ms, data, packets),
         })??;
         if let Announce::Codec(codec, name) = announce {
             stream.announce(codec, name).await?;
