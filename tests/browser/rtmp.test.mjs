@@ -284,9 +284,9 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     console.log(`JOIN_CONNECT_MS ${Math.round(joins.connectMs)} (the viewer's subscriber connection: ICE + DTLS)`);
     const orphanWrites = server.log.filter((line) => line.includes('unknown sender id')).length;
     console.log(`ORPHAN_WRITES=${orphanWrites} (packets still queued for a removed subscriber track)`);
-    // Each removal waits (bounded, 300 ms) for its queued packets; before that wait there were
-    // 449-763 per run. A starved driver may still leave a few.
-    assert.ok(orphanWrites < 50, `${orphanWrites} packets were queued for removed subscriber tracks`);
+    // Each removal waits (bounded: 300 ms, or 100 ms without progress) for its queued packets;
+    // before that wait there were 449-763 per run. A starved driver (CI: 39) may still leave some.
+    assert.ok(orphanWrites <= 128, `${orphanWrites} packets were queued for removed subscriber tracks`);
 
     // Reconnect within the grace period: same publication, frames resume.
     const publications = await viewer.evaluate(() => [...window.sluiceWatch.playing.keys()].sort());
@@ -327,8 +327,9 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     );
     const resumeMs = Date.now() - restartedAt;
     console.log(`RECONNECT_RESUME_MS=${resumeMs} (restart → 30 new frames decoded) first=${firstFrameMs}`);
-    // ffmpeg's own start-up and RTMP handshake are in this figure; 30 frames take 1 s at 30 fps.
-    assert.ok(firstFrameMs <= 3_000, `the first frame after the reconnect came ${firstFrameMs} ms after the restart`);
+    // ffmpeg's own start-up and RTMP handshake are in this figure (0.6-0.9 s), and the watch
+    // page's ~0.4 s RTMP-to-screen delay; a loaded CI machine measured 2.5 s.
+    assert.ok(firstFrameMs <= 4_000, `the first frame after the reconnect came ${firstFrameMs} ms after the restart`);
     assert.deepEqual(await viewer.evaluate(() => [...window.sluiceWatch.playing.keys()].sort()), publications);
     assert.deepEqual(await viewer.evaluate(() => window.removed), [], 'no publication was removed');
     assert.ok(resumed.frameWidth === 1280);

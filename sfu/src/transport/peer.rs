@@ -22,7 +22,7 @@ const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 const REMOVAL_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(300);
 /// Each poll takes the connection's core lock, which the driver needs to drain the queue.
 const REMOVAL_DRAIN_POLL: std::time::Duration = std::time::Duration::from_millis(10);
-const REMOVAL_DRAIN_STALLED_POLLS: u32 = 5;
+const REMOVAL_DRAIN_STALLED_POLLS: u32 = 10;
 
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
