@@ -7,11 +7,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, ensure};
+use anyhow::Result;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
-use serde::{Deserialize, Serialize};
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use crate::client::{self, AbortOnDrop, KeepAlive, MediaSource, Reception};
@@ -20,13 +18,6 @@ use crate::process::ServerProcess;
 use crate::ramp::{self, RampConfig, RampResult, Target};
 use crate::stats::StampMode;
 use crate::str0m_target::{gather, with_candidates};
-
-#[derive(Debug, Serialize, Deserialize)]
-struct Sdp {
-    #[serde(rename = "type")]
-    kind: String,
-    sdp: String,
-}
 
 struct RtcRelay {
     name: String,
@@ -108,32 +99,7 @@ pub async fn run(
 impl RtcRelay {
     /// POSTs the offer to `path`, returns the answer SDP.
     async fn post_offer(&self, path: &str, sdp: String) -> Result<String> {
-        let body = serde_json::to_vec(&Sdp {
-            kind: "offer".to_owned(),
-            sdp,
-        })?;
-        let addr = self.process.host_port().to_owned();
-        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-        let head = format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
-        let mut response = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-            .await
-            .context("relay did not answer the offer in time")??;
-        let text = String::from_utf8_lossy(&response);
-        let (status, body) = text
-            .split_once("\r\n\r\n")
-            .context("malformed HTTP response")?;
-        ensure!(
-            status.starts_with("HTTP/1.1 200"),
-            "relay refused: {status}: {body}"
-        );
-        let answer: Sdp = serde_json::from_str(body.trim()).context("parsing the answer")?;
-        Ok(answer.sdp)
+        crate::str0m_target::post_offer(self.process.host_port(), path, "relay", sdp).await
     }
 
     /// Offer with all candidates, POST, apply the answer, wait until connected.

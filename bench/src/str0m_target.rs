@@ -69,29 +69,7 @@ pub async fn run(
 impl Str0mChat {
     /// POSTs the offer, returns the answer SDP.
     async fn post_offer(&self, sdp: String) -> Result<String> {
-        let body = serde_json::to_vec(&Sdp {
-            kind: "offer".to_owned(),
-            sdp,
-        })?;
-        let addr = self.process.host_port().to_owned();
-        let mut stream = tokio::net::TcpStream::connect(&addr).await?;
-        let head = format!(
-            "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-            body.len()
-        );
-        stream.write_all(head.as_bytes()).await?;
-        stream.write_all(&body).await?;
-        let mut response = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
-            .await
-            .context("chat did not answer the offer in time")??;
-        let text = String::from_utf8_lossy(&response);
-        let (status, body) = text
-            .split_once("\r\n\r\n")
-            .context("malformed HTTP response")?;
-        ensure!(status.starts_with("HTTP/1.1 200"), "chat refused: {status}");
-        let answer: Sdp = serde_json::from_str(body.trim()).context("parsing the answer")?;
-        Ok(answer.sdp)
+        post_offer(self.process.host_port(), "/", "chat", sdp).await
     }
 
     /// Offer (with a data channel and all candidates), POST, apply the answer, then keep
@@ -154,6 +132,36 @@ async fn answer_on_channel(
     })?;
     channel.send_text(&json).await?;
     Ok(())
+}
+
+/// POSTs `{"type":"offer","sdp":…}` to `http://addr{path}` and returns the answer's SDP
+/// (the signaling of str0m's chat and of the prototype relay); `who` names the server in errors.
+pub(crate) async fn post_offer(addr: &str, path: &str, who: &str, sdp: String) -> Result<String> {
+    let body = serde_json::to_vec(&Sdp {
+        kind: "offer".to_owned(),
+        sdp,
+    })?;
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await?;
+    stream.write_all(&body).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .with_context(|| format!("{who} did not answer the offer in time"))??;
+    let text = String::from_utf8_lossy(&response);
+    let (status, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    ensure!(
+        status.starts_with("HTTP/1.1 200"),
+        "{who} refused: {status}: {body}"
+    );
+    let answer: Sdp = serde_json::from_str(body.trim()).context("parsing the answer")?;
+    Ok(answer.sdp)
 }
 
 /// Local candidates, waiting briefly for host candidates on loopback.
