@@ -195,6 +195,16 @@ async function measureJoins(count) {
         await new Promise((r) => setTimeout(r, 50));
       }
       const publications = [...sfu.publications.values()];
+      // The encoder's tone makes it an active speaker, like a talking browser publisher.
+      const encoderId = publications[0]?.participantId;
+      const speakerSince = performance.now();
+      let speakerAfterMs;
+      const isSpeaking = () => sfu.activeSpeakers.find((s) => s.participantId === encoderId);
+      const noteSpeaker = () => {
+        if (speakerAfterMs === undefined && isSpeaking()) speakerAfterMs = performance.now() - speakerSince;
+      };
+      noteSpeaker();
+      sfu.on('activeSpeakersChanged', noteSpeaker);
       const connectStart = performance.now();
       const audio = await sfu.subscribe(publications.find((p) => p.kind === 'audio').publicationId);
       await audio.waitForTrack();
@@ -265,8 +275,9 @@ async function measureJoins(count) {
         await sfu.unsubscribe(sub.subscriptionId);
         video.remove();
       }
+      const speaker = { afterMs: speakerAfterMs, level: isSpeaking()?.level, now: sfu.activeSpeakers.map((s) => s.participantId) };
       await sfu.disconnect();
-      return { joins, connectMs, samples };
+      return { joins, connectMs, samples, speaker };
     },
     { room: ROOM, count, measure: measureClock.toString(), bits: CODE_BITS },
   );
@@ -277,7 +288,12 @@ async function measureJoins(count) {
     const line = `${Math.round(join.ttff)} ms: ${phases} presented=${Math.round(join.ttff)} ${join.stats} wall=${new Date(join.startedWall).toISOString()}`;
     console.log(join.ttff === undefined || join.ttff > 300 ? `SLOW_JOIN ${line}` : `JOIN ${line}`);
   }
-  return { ttffs: result.joins.map((j) => j.ttff), connectMs: result.connectMs, settled: summarize(result.samples.slice(-30)) };
+  return {
+    ttffs: result.joins.map((j) => j.ttff),
+    connectMs: result.connectMs,
+    settled: summarize(result.samples.slice(-30)),
+    speaker: result.speaker,
+  };
 }
 
 /** Nearest-rank quantile: the smallest value with at least q of the values at or below it. */
@@ -299,6 +315,10 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     console.log(`JOIN_TTFF_MS ${ttffs.map((t) => Math.round(t)).join(' ')} p50=${Math.round(quantile(ttffs, 0.5))} p95=${Math.round(joinP95)} max=${Math.round(Math.max(...ttffs))}`);
     console.log(`JOIN_SETTLED_DELAY_MS p50=${joins.settled.p50} (the last join, over 2.5 s)`);
     console.log(`JOIN_CONNECT_MS ${Math.round(joins.connectMs)} (the viewer's subscriber connection: ICE + DTLS)`);
+    console.log(`RTMP_SPEAKER after=${Math.round(joins.speaker.afterMs)} ms level=${joins.speaker.level} speakers at the end=${joins.speaker.now}`);
+    // The levels come from the decoded AAC (ffmpeg's sine: -21 dBov, amplitude 0.09).
+    assert.ok(joins.speaker.afterMs <= 2_000, 'the RTMP publisher never became an active speaker');
+    assert.ok(joins.speaker.level > 0.05 && joins.speaker.level < 0.15, `speaker level ${joins.speaker.level}`);
     const orphanWrites = server.log.filter((line) => line.includes('unknown sender id')).length;
     console.log(`ORPHAN_WRITES=${orphanWrites} (packets still queued for a removed subscriber track)`);
     // Each removal waits (bounded: 300 ms, or 100 ms without progress) for its queued packets;
@@ -316,8 +336,13 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     );
     assert.equal(media.frameWidth, 1280);
     assert.equal(media.frameHeight, 720);
+    // The page refreshes its estimate periodically; a viewer joining a running stream decodes
+    // 60 frames (the replayed GOP) before the first refresh.
+    const pageDelay = await waitFor("the watch page's delay estimate", () => viewer.evaluate(() => window.sluiceWatch.delayMs), (d) => d !== undefined, {
+      timeoutMs: 5_000,
+      intervalMs: 100,
+    }).catch(() => undefined);
     const delayText = await viewer.evaluate(() => document.getElementById('delay').textContent);
-    const pageDelay = await viewer.evaluate(() => window.sluiceWatch.delayMs);
     console.log(`WATCH_PAGE frames=${media.framesDecoded} ${media.frameWidth}x${media.frameHeight} energy=${media.energy.toFixed(4)} delayText="${delayText}"`);
     assert.ok(pageDelay !== undefined, 'the watch page shows a delay estimate');
 

@@ -49,6 +49,24 @@ pub enum AudioError {
 pub struct OpusFrame {
     pub payload: Bytes,
     pub timestamp: i64,
+    /// Its RFC 6464 level (-dBov, 0 loudest, 127 silence), what a browser publisher puts in
+    /// its `ssrc-audio-level` extension: the routing core ranks active speakers by it.
+    pub level: u8,
+}
+
+/// RFC 6464 level of interleaved float samples: the RMS over all channels in dB below the
+/// overload point (a full-scale square wave, RMS 1.0), as a positive number, 127 for silence.
+pub fn audio_level(samples: &[f32]) -> u8 {
+    if samples.is_empty() {
+        return 127;
+    }
+    let energy: f64 = samples.iter().map(|&s| f64::from(s) * f64::from(s)).sum();
+    let rms = (energy / samples.len() as f64).sqrt();
+    if rms <= 0.0 || !rms.is_finite() {
+        return 127;
+    }
+    // Clamped to 0..=127, so the cast cannot truncate.
+    (-20.0 * rms.log10()).round().clamp(0.0, 127.0) as u8
 }
 
 /// The AAC → Opus path of one stream.
@@ -192,6 +210,7 @@ impl AacToOpus {
             out.push(OpusFrame {
                 payload: Bytes::copy_from_slice(&self.encoded[..len]),
                 timestamp: *clock,
+                level: audio_level(frame),
             });
             *clock += OPUS_FRAME as i64;
             consumed += frame_samples;
@@ -356,6 +375,42 @@ pub(crate) mod tests {
         let rms = (steady.iter().map(|x| x * x).sum::<f32>() / steady.len() as f32).sqrt();
         // ffmpeg's sine source is at 1/8 full scale (rms ≈ 0.088).
         assert!((0.06..0.12).contains(&rms), "rms {rms}");
+        // …which is -21 dBov, and -24 in each channel of the stereo file (ffmpeg's `-ac 2` upmix
+        // puts a mono source at -3 dB): the level every steady frame carries for the speaker
+        // detector.
+        let expected_level: u8 = if channels == 1 { 21 } else { 24 };
+        for frame in &opus_frames[2..opus_frames.len() - 1] {
+            assert!(
+                frame.level.abs_diff(expected_level) <= 1,
+                "level {} where {expected_level} was expected",
+                frame.level
+            );
+        }
+    }
+
+    #[test]
+    fn levels_follow_rfc_6464() {
+        assert_eq!(audio_level(&[]), 127);
+        assert_eq!(audio_level(&[0.0; 960]), 127, "digital silence");
+        let square: Vec<f32> = (0..960)
+            .map(|i| if i % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
+        assert_eq!(
+            audio_level(&square),
+            0,
+            "a full-scale square wave is the overload point"
+        );
+        let sine = |amplitude: f32| -> Vec<f32> {
+            (0..960)
+                .map(|i| {
+                    amplitude * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 48_000.0).sin()
+                })
+                .collect()
+        };
+        assert_eq!(audio_level(&sine(1.0)), 3, "a full-scale sine is -3 dBov");
+        assert_eq!(audio_level(&sine(0.5)), 9);
+        assert_eq!(audio_level(&sine(1e-9)), 127, "below -127 dBov is silence");
+        assert_eq!(audio_level(&[f32::NAN; 4]), 127, "garbage is not loud");
     }
 
     #[test]

@@ -286,7 +286,9 @@ impl MediaPipeline {
                     }
                 }
                 for frame in self.opus_frames.drain(..) {
-                    out.push(self.opus.packetize(frame.payload, frame.timestamp as u32));
+                    let mut packet = self.opus.packetize(frame.payload, frame.timestamp as u32);
+                    packet.audio_level = Some(frame.level);
+                    out.push(packet);
                 }
                 Ok(Announce::Nothing)
             }
