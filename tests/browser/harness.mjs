@@ -98,8 +98,10 @@ export async function startServer(name, { timeoutMs = 20_000, env = {} } = {}) {
   }
 }
 
-export function launchBrowser() {
-  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args: CHROMIUM_ARGS });
+/** `fps`: the fake camera's frame rate (30 unless a test needs its encoder to cost less). */
+export function launchBrowser({ fps = 30 } = {}) {
+  const args = CHROMIUM_ARGS.map((arg) => (arg.startsWith('--use-fake-device-for-media-stream') ? `--use-fake-device-for-media-stream=fps=${fps}` : arg));
+  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args });
 }
 
 /**

@@ -25,6 +25,7 @@ const SWITCH_LIMIT_MS = 2_000;
 /** How long to keep waiting after a missed deadline, to report how late the switch was. */
 const SWITCH_GRACE_MS = 4_000;
 const SEQUENCE = [0, 1, 2, 0];
+const SETTLE_MS = 1_000;
 const CODEC_MIME = { vp8: 'video/VP8', h264: 'video/H264' };
 
 let server;
@@ -33,7 +34,10 @@ let pages = [];
 
 before(async () => {
   server = await startServer('simulcast');
-  browser = await launchBrowser();
+  // A 20 fps camera: at 30 fps the publishing Chromium's three encoders starve on 2 cores shared
+  // with the subscriber's decoder (its f encoder fell to 16 fps), and the subscriber froze where
+  // the publisher stalled, in 8 of 26 codec runs; at 20 fps none froze in 8 (docs/decisions.md §19).
+  browser = await launchBrowser({ fps: Number(process.env.SIMULCAST_FPS ?? 20) });
 });
 
 after(async () => {
@@ -59,9 +63,12 @@ async function switchesFollowRequests(codec) {
     { timeoutMs: 25_000, intervalMs: 200 },
   );
   assert.ok(full.ok, `the subscriber never reached the full layer: ${JSON.stringify(full.value)}`);
+  // The publisher's encoder is still bringing its layers up (each one starts with a keyframe of
+  // every layer in libvpx): let it settle before the switches, whose freezes are what counts.
+  await new Promise((r) => setTimeout(r, SETTLE_MS));
   const start = await inbound(subscriber, subscriptionId);
   assert.equal(start.codec, CODEC_MIME[codec], 'the subscriber decodes the chosen codec');
-  report(`${codec} start`, { frameWidth: start.frameWidth, framesDecoded: start.framesDecoded });
+  report(`${codec} start`, { frameWidth: start.frameWidth, framesDecoded: start.framesDecoded, STARTUP_FREEZES: start.freezeCount });
 
   const switches = [];
   for (const spatial of SEQUENCE) {
@@ -106,6 +113,21 @@ async function switchesFollowRequests(codec) {
   }
 
   const end = await inbound(subscriber, subscriptionId);
+  // Where the picture stood still (> 150 ms between presented frames), and what the publisher's
+  // encoder did meanwhile: a stall of every layer is the publishing browser, not the relay.
+  const frames = await subscriber.evaluate((id) => window.probe.state.subs.get(id)?.frames ?? [], subscriptionId);
+  const encoded = await outboundSamples(publisher, publishedAt);
+  for (let i = 1; i < frames.length; i++) {
+    const [t, width] = frames[i];
+    const [t0, width0] = frames[i - 1];
+    if (t - t0 <= 150) continue;
+    const around = encoded.filter((e) => e.at >= t0 - 250 && e.at <= t + 250);
+    const encodedIn = Object.fromEntries(
+      RIDS.map((rid) => [rid, around.length > 1 ? (around.at(-1).byRid[rid]?.framesEncoded ?? 0) - (around[0].byRid[rid]?.framesEncoded ?? 0) : null]),
+    );
+    const spanMs = around.length > 1 ? around.at(-1).at - around[0].at : null;
+    report(`${codec} gap`, { GAP_MS: Math.round(t - t0), atMs: Math.round(t0 - publishedAt), at: new Date(t0).toISOString(), widths: `${width0}→${width}`, encodedOverMs: spanMs, ...encodedIn });
+  }
   const state = await pageState(subscriber);
   const sdkLayers = await subscriber.evaluate((id) => window.probe.subscriptionLayers(id), subscriptionId);
   report(`${codec} end`, {
@@ -115,6 +137,8 @@ async function switchesFollowRequests(codec) {
     framesDropped: end.framesDropped,
     keyFramesDecoded: end.keyFramesDecoded,
     pliCount: end.pliCount,
+    nackCount: end.nackCount,
+    packetsLost: end.packetsLost,
   });
   report(
     `${codec} layersChanged`,
@@ -148,7 +172,11 @@ async function switchesFollowRequests(codec) {
     assert.ok(s.ok && s.SWITCH_MS <= SWITCH_LIMIT_MS, `switch ${i + 1} to ${s.width}: frameWidth after ${s.SWITCH_MS ?? 'never'} ms`);
     assert.ok(s.flowing, `switch ${i + 1} to ${s.width}: only ${s.framesAfterSwitch} frames decoded in the 3 s after it`);
   });
-  assert.equal(end.freezeCount, 0, `freezeCount (totalFreezesDuration ${end.totalFreezesDuration} s)`);
+  assert.equal(
+    end.freezeCount - start.freezeCount,
+    0,
+    `freezes during the switches (totalFreezesDuration ${end.totalFreezesDuration - start.totalFreezesDuration} s)`,
+  );
   // The SDK followed the server's layersChanged events: it knows the subscription is on q now.
   assert.equal(sdkLayers?.current?.spatial, 0, `Subscription.currentLayer: ${JSON.stringify(sdkLayers)}`);
   assert.ok(state.layerEvents.some((e) => e.reason === 'requested'), 'no layersChanged with reason "requested"');
