@@ -1,4 +1,5 @@
-// Dynacast: layers nobody watches are paused at the publisher. With both subscribers on q the
+// Dynacast: layers nobody watches are paused at the publisher (after 3 s unneeded: the core's
+// PAUSE_DELAY). With both subscribers on q the
 // publisher's h and f encodings go inactive (server `publisherLayers` → the SDK sets
 // `active = false`); a subscriber asking for f brings f back, and its video reaches 1280 px
 // within 2 s of the request.

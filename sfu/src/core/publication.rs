@@ -26,6 +26,13 @@ const LIVENESS_CHECK: Duration = Duration::from_millis(100);
 /// a young or lowered estimate can take seconds.
 const RESUME_GRACE: Duration = Duration::from_millis(1500);
 
+/// How long dynacast keeps a layer nobody watches before pausing it. Resuming a layer costs
+/// the publisher a keyframe (in libvpx simulcast, a keyframe on every layer) and the subscriber
+/// a wait for it, so a subscriber that steps down and back up within this time, or moves
+/// between layers, does not restart encoders. The publisher's uplink pays for the layer a few
+/// seconds longer; no subscriber's downlink does.
+pub(crate) const PAUSE_DELAY: Duration = Duration::from_secs(3);
+
 #[derive(Clone, Debug)]
 pub(crate) struct Publication {
     pub id: PublicationId,
@@ -47,6 +54,11 @@ pub(crate) struct Publication {
     active_layers: Vec<bool>,
     /// Since when each active layer has been on (set on the first decision for the initial ones).
     active_since: Vec<Option<Instant>>,
+    /// Since when each layer has been needed by no subscription (dynacast pauses it
+    /// [`PAUSE_DELAY`] later); `None` while it is needed.
+    unneeded_since: Vec<Option<Instant>>,
+    /// When a layer kept only by [`PAUSE_DELAY`] is due to be paused.
+    next_pause_check: Option<Instant>,
     /// Set by ingest when a layer (re)appears: subscriptions are retargeted before the
     /// packet's decisions, so the packet that brought the layer back can start the switch.
     layer_came_live: bool,
@@ -84,6 +96,8 @@ impl Publication {
             keyframe_cache: None,
             active_layers: vec![true; usize::from(layer_count)],
             active_since: vec![None; usize::from(layer_count)],
+            unneeded_since: vec![None; usize::from(layer_count)],
+            next_pause_check: None,
             layer_came_live: false,
             next_liveness_check: None,
         }
@@ -275,10 +289,10 @@ impl Publication {
             .filter(|l| l.ssrc().is_some())
             .filter_map(|l| l.throttle.deadline())
             .min();
-        match (deferred, self.next_liveness_check) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [deferred, self.next_liveness_check, self.next_pause_check]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn handle_timeout(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
@@ -292,6 +306,9 @@ impl Publication {
                 && self.layers.iter().any(|l| l.is_live(now)))
             .then(|| now + LIVENESS_CHECK);
             self.retarget(now, None, LayerReason::LayerUnavailable, outputs);
+        }
+        if self.next_pause_check.is_some_and(|check| now >= check) {
+            self.update_dynacast(now, outputs);
         }
     }
 
@@ -407,6 +424,23 @@ impl Publication {
                 if self.layers[index].is_live(now) || may_still_come {
                     break;
                 }
+            }
+        }
+        // A layer needed by nobody stays on for PAUSE_DELAY, then is paused.
+        self.next_pause_check = None;
+        for (index, wanted) in needed.iter_mut().enumerate() {
+            if *wanted {
+                self.unneeded_since[index] = None;
+                continue;
+            }
+            let since = *self.unneeded_since[index].get_or_insert(now);
+            let pause_at = since + PAUSE_DELAY;
+            if self.active_layers[index] && now < pause_at {
+                *wanted = true;
+                self.next_pause_check = Some(
+                    self.next_pause_check
+                        .map_or(pause_at, |check| check.min(pause_at)),
+                );
             }
         }
         if needed != self.active_layers {

@@ -5,6 +5,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::core::publication::PAUSE_DELAY;
 use crate::core::{DropReason, LayerReason};
 
 const PUB: u64 = 1;
@@ -107,6 +108,20 @@ fn layer_of(packet: &RtpPacket) -> u8 {
 }
 
 /// A room with a 3-layer publication streaming on all layers and one subscriber on f.
+/// Longer than dynacast's pause delay, in the 33 ms steps of [`Stream::frame`].
+const PAST_PAUSE_DELAY_MS: u64 = PAUSE_DELAY.as_millis() as u64 + 100;
+
+/// Frames on `layers` for `ms`, running the timers after each; everything that came out.
+fn run_frames(h: &mut Harness, stream: &mut Stream, layers: &[u8], ms: u64) -> Vec<Output> {
+    let mut outputs = h.drain();
+    for _ in 0..ms.div_ceil(33) {
+        stream.frame(h, layers, &[]);
+        h.timeout();
+        outputs.extend(h.drain());
+    }
+    outputs
+}
+
 fn streaming() -> (Harness, Stream) {
     let mut h = Harness::new();
     h.publish_simulcast(PUB, PUBLISHER, 3);
@@ -184,10 +199,26 @@ fn requested_switch_waits_for_the_target_keyframe_and_stays_continuous() {
         layer_changes(&outputs),
         vec![(Some(0), 0, LayerReason::Switched)]
     );
+    assert!(
+        dynacast(&outputs).is_empty(),
+        "f, needed until now, is kept for the pause delay"
+    );
+    let kept = run_frames(
+        &mut h,
+        &mut stream,
+        &[0, 1, 2],
+        PAUSE_DELAY.as_millis() as u64 - 100,
+    );
+    assert!(
+        !dynacast(&kept).contains(&vec![true, false, false]),
+        "f is not paused before the delay: {:?}",
+        dynacast(&kept)
+    );
+    let later = run_frames(&mut h, &mut stream, &[0, 1, 2], 300);
     assert_eq!(
-        dynacast(&outputs),
-        vec![vec![true, false, false]],
-        "h and f are no longer needed"
+        dynacast(&later).last(),
+        Some(&vec![true, false, false]),
+        "h and f are paused once nobody needed them for the delay"
     );
 }
 
@@ -218,7 +249,8 @@ fn dynacast_resumes_a_layer_someone_asks_for() {
     let (mut h, mut stream) = streaming();
     h.prefer(1, 0);
     stream.frame(&mut h, &[0, 1, 2], &[0]);
-    assert_eq!(dynacast(&h.drain()), vec![vec![true, false, false]]);
+    let outputs = run_frames(&mut h, &mut stream, &[0, 1, 2], PAST_PAUSE_DELAY_MS);
+    assert_eq!(dynacast(&outputs).last(), Some(&vec![true, false, false]));
     // h and f are paused now; asking for f resumes it at once, while q keeps playing.
     for _ in 0..30 {
         stream.frame(&mut h, &[0], &[]);
@@ -414,9 +446,10 @@ fn a_wanted_layer_the_publisher_cannot_send_brings_the_one_below_without_flappin
     let (mut h, mut stream) = streaming();
     h.prefer(1, 0);
     stream.frame(&mut h, &[0, 1, 2], &[0]);
+    let outputs = run_frames(&mut h, &mut stream, &[0, 1, 2], PAST_PAUSE_DELAY_MS);
     assert_eq!(
-        dynacast(&h.drain()),
-        vec![vec![true, false, false]],
+        dynacast(&outputs).last(),
+        Some(&vec![true, false, false]),
         "only q while everyone is on q"
     );
     for _ in 0..30 {
@@ -459,7 +492,7 @@ fn a_wanted_layer_the_publisher_cannot_send_brings_the_one_below_without_flappin
         layer_changes(&outputs)
     );
     // f arrives at last: h's packet of that frame still goes out, then f takes over on its
-    // keyframe, and h, needed by nobody now, is turned off.
+    // keyframe, and h, needed by nobody now, is turned off after the pause delay.
     stream.frame(&mut h, &[0, 1, 2], &[2]);
     let late = h.drain();
     assert_eq!(
@@ -469,7 +502,9 @@ fn a_wanted_layer_the_publisher_cannot_send_brings_the_one_below_without_flappin
             .collect::<Vec<_>>(),
         vec![1, 2]
     );
-    assert_eq!(dynacast(&late), vec![vec![true, false, true]]);
+    assert!(dynacast(&late).is_empty(), "h stays on for the pause delay");
+    let later = run_frames(&mut h, &mut stream, &[0, 1, 2], PAST_PAUSE_DELAY_MS);
+    assert_eq!(dynacast(&later), vec![vec![true, false, true]]);
 }
 
 #[test]
@@ -554,16 +589,18 @@ fn very_heavy_nack_loss_drops_to_the_lowest_layer() {
 }
 
 #[test]
-fn dynacast_follows_each_request_at_once() {
+fn dynacast_resumes_at_once_and_keeps_a_layer_through_quick_changes() {
     let (mut h, mut stream) = streaming();
     h.prefer(1, 0);
     stream.frame(&mut h, &[0, 1, 2], &[0]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], PAST_PAUSE_DELAY_MS);
     for _ in 0..30 {
         stream.frame(&mut h, &[0], &[]);
         h.timeout();
     }
     h.drain();
-    // f asked for, then q before f could come back, then f again: each is applied at once.
+    // f asked for (resumed at once), then q before f could come back, then f again: f stays
+    // on through the change of mind instead of being paused and resumed.
     let mut outputs = Vec::new();
     for layer in [2, 0, 2] {
         h.prefer(1, layer);
@@ -574,14 +611,7 @@ fn dynacast_follows_each_request_at_once() {
             outputs.extend(h.drain());
         }
     }
-    assert_eq!(
-        dynacast(&outputs),
-        vec![
-            vec![true, false, true],
-            vec![true, false, false],
-            vec![true, false, true]
-        ]
-    );
+    assert_eq!(dynacast(&outputs), vec![vec![true, false, true]]);
 }
 
 #[test]
@@ -594,19 +624,14 @@ fn a_paused_subscription_forwards_nothing_and_resumes_contiguously_at_a_keyframe
         paused: true,
     })
     .unwrap();
-    let mut outputs = h.drain();
-    for _ in 0..30 {
-        stream.frame(&mut h, &[0, 1, 2], &[]);
-        h.timeout();
-        outputs.extend(h.drain());
-    }
+    let outputs = run_frames(&mut h, &mut stream, &[0, 1, 2], PAST_PAUSE_DELAY_MS);
     assert!(
         forwards_to(&outputs, 1).is_empty(),
         "paused: nothing forwarded"
     );
     assert_eq!(
-        dynacast(&outputs),
-        vec![vec![true, false, false]],
+        dynacast(&outputs).last(),
+        Some(&vec![true, false, false]),
         "nobody watches h or f any more"
     );
     assert!(
