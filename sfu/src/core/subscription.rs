@@ -268,12 +268,15 @@ impl Subscription {
         }
     }
 
-    /// The layer this subscription waits for a keyframe on, if any.
+    /// The layer this subscription waits for a keyframe on, if any: a spatial switch, a new
+    /// source, or a temporal up-switch that no layer-sync frame will complete.
     pub fn awaited_layer(&self) -> Option<u8> {
         (self.kind == MediaKind::Video
             && !self.paused
-            && (self.current != Some(self.target) || self.waiting_keyframe))
-            .then_some(self.target)
+            && (self.current != Some(self.target)
+                || self.waiting_keyframe
+                || self.temporal.wants_keyframe()))
+        .then_some(self.target)
     }
 
     /// The layer a keyframe request from this subscriber is about.

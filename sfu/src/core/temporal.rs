@@ -27,6 +27,13 @@ pub(crate) const TOP_TEMPORAL_LAYER: u8 = TEMPORAL_LAYERS - 1;
 /// Frame decisions remembered, so late packets of a frame follow its first one.
 const RECENT_FRAMES: usize = 32;
 
+/// Frames of the next layer up seen without the layer-sync bit while an up-switch waits; then
+/// a keyframe is asked for. Some encoders never set Y, and their subscribers would otherwise
+/// stay at the lower frame rate until the next natural keyframe (with browsers: until loss).
+/// Chrome sets Y often (up-switches took 0.3–0.5 s in the browser test); 12 frames of the next
+/// layer are 1.6 s of TL1 or 0.8 s of TL2 in L1T3 at 30 fps.
+const SYNC_WAIT_FRAMES: u8 = 12;
+
 /// What happens to one packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TemporalDecision {
@@ -43,6 +50,8 @@ pub(crate) struct TemporalSelector {
     layered: bool,
     newest_frame: Option<ExtTs>,
     recent: VecDeque<(ExtTs, bool)>,
+    /// Frames of layer `current + 1` without Y since the up-switch began waiting.
+    unsynced_frames: u8,
 }
 
 impl Default for TemporalSelector {
@@ -53,6 +62,7 @@ impl Default for TemporalSelector {
             layered: false,
             newest_frame: None,
             recent: VecDeque::new(),
+            unsynced_frames: 0,
         }
     }
 }
@@ -72,7 +82,17 @@ impl TemporalSelector {
     }
 
     pub fn set_target(&mut self, target: u8) {
-        self.target = target.min(TOP_TEMPORAL_LAYER);
+        let target = target.min(TOP_TEMPORAL_LAYER);
+        if target != self.target {
+            self.unsynced_frames = 0;
+        }
+        self.target = target;
+    }
+
+    /// An up-switch has seen [`SYNC_WAIT_FRAMES`] frames of the next layer without a sync
+    /// frame among them: only a keyframe will move it.
+    pub fn wants_keyframe(&self) -> bool {
+        self.layered && self.target > self.current && self.unsynced_frames >= SYNC_WAIT_FRAMES
     }
 
     /// A new source starts at a keyframe: every temporal layer up to the target can follow.
@@ -82,6 +102,7 @@ impl TemporalSelector {
         self.layered = layered;
         self.newest_frame = None;
         self.recent.clear();
+        self.unsynced_frames = 0;
     }
 
     /// Decides about a packet of the current source with temporal layer `tid`, in the frame
@@ -107,8 +128,15 @@ impl TemporalSelector {
             self.newest_frame = Some(ts);
             if keyframe || self.target < self.current {
                 self.current = self.target;
-            } else if self.target > self.current && tid == self.current + 1 && layer_sync {
-                self.current = tid;
+            } else if self.target > self.current && tid == self.current + 1 {
+                if layer_sync {
+                    self.current = tid;
+                } else {
+                    self.unsynced_frames = self.unsynced_frames.saturating_add(1);
+                }
+            }
+            if self.current != before {
+                self.unsynced_frames = 0;
             }
         }
         let forward = tid <= self.current;
@@ -170,6 +198,54 @@ mod tests {
         assert_eq!(s.current(), 1);
         assert!(frame(&mut s, 9, true).forward, "then TL2 at its sync");
         assert_eq!(s.current(), 2);
+    }
+
+    #[test]
+    fn an_encoder_that_never_sets_y_gets_a_keyframe_request() {
+        let mut s = TemporalSelector::default();
+        s.set_target(0);
+        s.start_source(true);
+        s.set_target(2);
+        // TL1 is every fourth frame (2, 6, 10 …): the 12th without Y is frame 46.
+        for n in 1..46 {
+            frame(&mut s, n, false);
+            assert!(!s.wants_keyframe(), "asked after frame {n}");
+        }
+        frame(&mut s, 46, false);
+        assert!(s.wants_keyframe());
+        for n in 47..51 {
+            frame(&mut s, n, false);
+            assert!(s.wants_keyframe(), "still waiting at frame {n}");
+        }
+        assert_eq!(s.current(), 0);
+        let key = s.decide(ExtTs(1000 + 51 * 3000), 0, false, true);
+        assert!(key.forward && key.switched);
+        assert_eq!(s.current(), 2);
+        assert!(!s.wants_keyframe(), "the keyframe answered it");
+    }
+
+    #[test]
+    fn sync_frames_or_a_lower_target_ask_for_no_keyframe() {
+        let mut s = TemporalSelector::default();
+        s.set_target(0);
+        s.start_source(true);
+        s.set_target(1);
+        for n in 1..40 {
+            frame(&mut s, n, false);
+        }
+        // Before the 12th unsynced TL1 frame the subscriber settles for the base layer.
+        s.set_target(0);
+        for n in 40..120 {
+            frame(&mut s, n, false);
+            assert!(!s.wants_keyframe());
+        }
+        // Back up, with Y on the TL1 frames (Chrome): one sync frame moves it.
+        s.set_target(1);
+        for n in 120..200 {
+            frame(&mut s, n, true);
+            assert!(!s.wants_keyframe());
+        }
+        assert_eq!(s.current(), 1);
     }
 
     #[test]

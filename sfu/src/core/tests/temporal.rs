@@ -287,6 +287,70 @@ fn a_keyframe_restores_every_temporal_layer_at_once() {
     assert_eq!(indexes, vec![0, 4, 6, 7, 8, 9, 10, 11]);
 }
 
+#[test]
+fn an_encoder_without_layer_sync_bits_gets_a_keyframe_to_climb_back() {
+    // No Y bit anywhere; a keyframe only where the subscriber's request is answered.
+    let all_frames = frames(80, &[], &[], &[1; 80]);
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    h.subscribe(1, SUBSCRIBER, PUB);
+    prefer_temporal(&mut h, 0, None);
+    h.drain();
+    let mut requested_at = None;
+    let mut keyframe_sent_at = None;
+    let mut forwarded_after_key = Vec::new();
+    let mut last_index = None;
+    for sent in packets(&all_frames) {
+        let frame = &all_frames[sent.frame];
+        let mut packet = sent.packet;
+        if last_index != Some(frame.index) {
+            last_index = Some(frame.index);
+            h.advance_ms(33);
+            match frame.index {
+                2 => prefer_temporal(&mut h, 0, Some(0)),
+                8 => prefer_temporal(&mut h, 0, None),
+                _ => {}
+            }
+        }
+        // The publisher answers the request with a keyframe on q at its next base frame.
+        if frame.layer == 0
+            && frame.tid == 0
+            && keyframe_sent_at.is_none()
+            && requested_at.is_some_and(|at| frame.index > at)
+        {
+            let mut payload = packet.payload.to_vec();
+            payload[6] = 0x00; // the VP8 payload header's P bit clear: a keyframe
+            packet.payload = bytes::Bytes::from(payload);
+            keyframe_sent_at = Some(frame.index);
+        }
+        h.rtp_on(PUB, frame.layer, packet);
+        let outputs = h.drain();
+        if frame.index > 8
+            && requested_at.is_none()
+            && keyframe_requests(&outputs).contains(&(PublicationId(PUB), Ssrc(SSRC[0])))
+        {
+            requested_at = Some(frame.index);
+        }
+        if keyframe_sent_at.is_some() {
+            forwarded_after_key.extend(forwards_to(&outputs, 1));
+        }
+    }
+    // TL1 frames are 10, 14 … after the request for all layers at 8: the 12th is frame 54.
+    assert_eq!(
+        requested_at,
+        Some(54),
+        "the keyframe is asked for after 12 TL1 frames without Y"
+    );
+    assert!(keyframe_sent_at.is_some());
+    // From the keyframe on every frame of q is forwarded: the frame rate is back.
+    let tids: HashSet<u8> = forwarded_after_key.iter().map(out_tid).collect();
+    assert_eq!(
+        tids,
+        HashSet::from([0, 1, 2]),
+        "all temporal layers after the keyframe"
+    );
+}
+
 /// Feeds one frame per layer with `bytes` per TID 0 packet and half that for the others,
 /// 30 frames a second, for `ms`.
 fn feed_l1t3(h: &mut Harness, index: &mut u16, ms: u64) {
