@@ -158,6 +158,15 @@ mod tests {
     /// Chrome's L1T3 pattern: TIDs 0 2 1 2, repeating.
     const PATTERN: [u8; 4] = [0, 2, 1, 2];
 
+    /// A layered source started on temporal 0, now asked for `target`.
+    fn climbing_from_base(target: u8) -> TemporalSelector {
+        let mut s = TemporalSelector::default();
+        s.set_target(0);
+        s.start_source(true);
+        s.set_target(target);
+        s
+    }
+
     fn frame(s: &mut TemporalSelector, n: u64, sync: bool) -> TemporalDecision {
         let tid = PATTERN[(n % 4) as usize];
         s.decide(ExtTs(1000 + n * 3000), tid, sync, false)
@@ -185,10 +194,7 @@ mod tests {
 
     #[test]
     fn up_one_layer_at_a_time_on_sync_frames_only() {
-        let mut s = TemporalSelector::default();
-        s.set_target(0);
-        s.start_source(true);
-        s.set_target(2);
+        let mut s = climbing_from_base(2);
         assert!(!frame(&mut s, 1, false).forward, "TL2 without sync");
         assert!(!frame(&mut s, 2, false).forward, "TL1 without sync");
         assert!(frame(&mut s, 4, false).forward);
@@ -202,10 +208,7 @@ mod tests {
 
     #[test]
     fn an_encoder_that_never_sets_y_gets_a_keyframe_request() {
-        let mut s = TemporalSelector::default();
-        s.set_target(0);
-        s.start_source(true);
-        s.set_target(2);
+        let mut s = climbing_from_base(2);
         // TL1 is every fourth frame (2, 6, 10 …): the 12th without Y is frame 46.
         for n in 1..46 {
             frame(&mut s, n, false);
@@ -226,10 +229,7 @@ mod tests {
 
     #[test]
     fn sync_frames_or_a_lower_target_ask_for_no_keyframe() {
-        let mut s = TemporalSelector::default();
-        s.set_target(0);
-        s.start_source(true);
-        s.set_target(1);
+        let mut s = climbing_from_base(1);
         for n in 1..40 {
             frame(&mut s, n, false);
         }
@@ -250,10 +250,7 @@ mod tests {
 
     #[test]
     fn a_keyframe_goes_straight_to_the_target() {
-        let mut s = TemporalSelector::default();
-        s.set_target(0);
-        s.start_source(true);
-        s.set_target(2);
+        let mut s = climbing_from_base(2);
         let key = s.decide(ExtTs(9000), 0, false, true);
         assert!(key.forward && key.switched);
         assert_eq!(s.current(), 2);
@@ -261,10 +258,7 @@ mod tests {
 
     #[test]
     fn a_late_frame_does_not_move_the_layer() {
-        let mut s = TemporalSelector::default();
-        s.set_target(0);
-        s.start_source(true);
-        s.set_target(1);
+        let mut s = climbing_from_base(1);
         assert!(frame(&mut s, 4, false).forward);
         let late_sync = frame(&mut s, 2, true);
         assert!(!late_sync.forward && !late_sync.switched);
