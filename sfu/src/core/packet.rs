@@ -3,6 +3,7 @@
 //! was not forwarded (`DropReason`).
 
 use std::fmt;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -82,6 +83,11 @@ pub struct RtpPacket {
     /// loudest, 127 silence); `None` without the extension. Only the publisher's value is
     /// used (speaker detection); it is never written towards subscribers.
     pub audio_level: Option<u8>,
+    /// When the media this packet's timestamp stands for was sampled, on the server's clock,
+    /// when the source tells (an RTMP encoder's timeline). Forwarded unchanged: the sender
+    /// reports towards subscribers are derived from it, so the audio and video of one source
+    /// stay in sync whatever each one's path (transcoding, queues) delays them by.
+    pub sampled_at: Option<Instant>,
 }
 
 /// Why a packet was not forwarded. Counted in stats, never an error.

@@ -50,6 +50,7 @@ impl Rewrite {
             },
             // Header extensions are not forwarded (their ids were negotiated with the publisher).
             audio_level: None,
+            sampled_at: packet.sampled_at,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::time::Instant;
 use tracing::{info, warn};
 
 use super::audio::{AacToOpus, OPUS_RATE, OpusFrame};
+use super::clock::StreamClock;
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::packetize::{H264Packetizer, OpusPacketizer};
 use super::stats::StreamStats;
@@ -84,6 +85,9 @@ pub struct MediaCarry {
     /// The stream timeline's last millisecond (audio or video, whichever is later).
     last_ms: i64,
     last_media_at: Instant,
+    /// The stream timeline on the server's clock: a resumed session continues the timeline,
+    /// so it continues the mapping too.
+    clock: Option<StreamClock>,
 }
 
 /// What the caller must do before sending the packets of this call.
@@ -113,6 +117,8 @@ pub struct MediaPipeline {
     /// When the last audio or video frame arrived: a reconnect's "time away" counts from it
     /// (a connection that dies silently ends only at its idle timeout, seconds later).
     last_media_at: Option<Instant>,
+    /// When each timeline position was sampled; set by the first audio or video frame.
+    clock: Option<StreamClock>,
 }
 
 impl MediaPipeline {
@@ -129,6 +135,7 @@ impl MediaPipeline {
             opus_frames: Vec::new(),
             warned_reordering: false,
             last_media_at: None,
+            clock: None,
         }
     }
 
@@ -140,6 +147,7 @@ impl MediaPipeline {
         pipeline.video = VideoPipeline::continuing(carry.video);
         pipeline.opus = carry.opus;
         pipeline.opus.restart_spurt();
+        pipeline.clock = carry.clock;
         pipeline.session = SessionClock::Resumed {
             start_ms: carry
                 .last_ms
@@ -164,6 +172,7 @@ impl MediaPipeline {
             opus: self.opus,
             last_ms,
             last_media_at: self.last_media_at.unwrap_or(now),
+            clock: self.clock,
         }
     }
 
@@ -178,15 +187,30 @@ impl MediaPipeline {
         let tag = flv::parse_video(data)?;
         // Only frames are on the timeline: an encoder may send its sequence header at another
         // timestamp than its first frame, and a resumed session is placed by its first frame.
-        let dts_ms = if matches!(tag, VideoTag::AvcNalus { .. }) {
-            self.last_media_at = Some(now);
-            let session = &mut self.session;
-            self.video_clock
-                .extend(timestamp_ms, |first| session.place(first))
-        } else {
-            0
+        let (dts_ms, composition_ms) = match tag {
+            VideoTag::AvcNalus {
+                composition_time_ms,
+                ..
+            } => {
+                self.last_media_at = Some(now);
+                let session = &mut self.session;
+                let dts_ms = self
+                    .video_clock
+                    .extend(timestamp_ms, |first| session.place(first));
+                // Frames leave the encoder in decode order, so arrivals follow dts.
+                observe_arrival(&mut self.clock, now, dts_ms);
+                (dts_ms, i64::from(composition_time_ms))
+            }
+            _ => (0, 0),
         };
-        match self.video.push(tag, dts_ms, out)? {
+        let first_packet = out.len();
+        let update = self.video.push(tag, dts_ms, out)?;
+        let pts_us = dts_ms.saturating_add(composition_ms).saturating_mul(1_000);
+        let sampled_at = self.clock.and_then(|clock| clock.instant_of(pts_us));
+        for packet in &mut out[first_packet..] {
+            packet.sampled_at = sampled_at;
+        }
+        match update {
             VideoUpdate::Codec(config) => {
                 info!(
                     profile_level_id = %config.profile_level_id,
@@ -275,6 +299,7 @@ impl MediaPipeline {
                 let ms = self
                     .audio_clock
                     .extend(timestamp_ms, |first| session.place(first));
+                observe_arrival(&mut self.clock, now, ms);
                 self.opus_frames.clear();
                 match path.push(frame, ms, &mut self.opus_frames) {
                     Ok(()) => self.stats.count_audio_frame(),
@@ -285,14 +310,28 @@ impl MediaPipeline {
                         }
                     }
                 }
+                let clock = self.clock;
                 for frame in self.opus_frames.drain(..) {
                     let mut packet = self.opus.packetize(frame.payload, frame.timestamp as u32);
                     packet.audio_level = Some(frame.level);
+                    let timeline_us =
+                        frame.timestamp.saturating_mul(1_000_000) / i64::from(OPUS_RATE);
+                    packet.sampled_at = clock.and_then(|clock| clock.instant_of(timeline_us));
                     out.push(packet);
                 }
                 Ok(Announce::Nothing)
             }
         }
+    }
+}
+
+/// Keeps a stream clock's mapping (see [`StreamClock`]) up to date with an audio or video
+/// frame of timeline position `timeline_ms` that arrived at `now`.
+fn observe_arrival(clock: &mut Option<StreamClock>, now: Instant, timeline_ms: i64) {
+    let timeline_us = timeline_ms.saturating_mul(1_000);
+    match clock {
+        Some(clock) => clock.observe(now, timeline_us),
+        None => *clock = Some(StreamClock::starting(now, timeline_us)),
     }
 }
 
@@ -373,12 +412,14 @@ mod tests {
     }
 
     /// FLV tags of one encoder session: AVC and AAC headers, then `frames` video frames at
-    /// 30 fps and the AAC frames of the same span, all from RTMP time `start_ms`.
+    /// 30 fps and the AAC frames of the same span, all from RTMP time `start_ms`; each AAC
+    /// frame arrives `audio_late` after the video frame it follows.
     fn session(
         media: &mut MediaPipeline,
         at: Instant,
         start_ms: u32,
         frames: u32,
+        audio_late: std::time::Duration,
     ) -> Vec<RtpPacket> {
         use crate::ingest::avc::tests::{PPS, SPS_HIGH_720P, avcc, record};
         let (config, aac) =
@@ -405,7 +446,9 @@ mod tests {
                 let mut tag = vec![0xaf, 1];
                 tag.extend(aac[next_audio]);
                 let at = start_ms + (next_audio * 1024 * 1000 / 48_000) as u32;
-                media.push_audio(now, at, &tag, &mut out).unwrap();
+                media
+                    .push_audio(now + audio_late, at, &tag, &mut out)
+                    .unwrap();
                 next_audio += 1;
             }
         }
@@ -424,7 +467,7 @@ mod tests {
         let start = Instant::now();
         let mut media = MediaPipeline::new(Arc::default());
         // The first session's last frame is at 966 ms; the connection is found dead 5 s later.
-        let first = session(&mut media, start, 0, 30);
+        let first = session(&mut media, start, 0, 30, std::time::Duration::ZERO);
         let carry = media.park(start + std::time::Duration::from_secs(6));
         // The new encoder process starts its clock anew, at an arbitrary RTMP time.
         let mut media = MediaPipeline::resume(
@@ -437,6 +480,7 @@ mod tests {
             start + std::time::Duration::from_millis(2_966),
             7_000,
             30,
+            std::time::Duration::ZERO,
         );
         let (video_pt, audio_pt) = (first[0].payload_type, 111);
         for pt in [video_pt, audio_pt] {
@@ -467,5 +511,45 @@ mod tests {
             last_ms_before + 2_000
         );
         assert!(audio[0].marker, "a new talk spurt");
+        // The stream clock continues too: the resumed frames are placed at the restart.
+        assert_eq!(
+            video[0].sampled_at,
+            Some(start + std::time::Duration::from_millis(2_966))
+        );
+    }
+
+    /// Sender reports are derived from `sampled_at`: audio and video of the same encoder
+    /// moment must carry the same instant, however late the audio path delivers them.
+    #[test]
+    fn audio_and_video_are_placed_on_one_clock_whatever_their_arrival_skew() {
+        let start = Instant::now();
+        let mut media = MediaPipeline::new(Arc::default());
+        let packets = session(
+            &mut media,
+            start,
+            1_000,
+            60,
+            std::time::Duration::from_millis(80),
+        );
+        let video_pt = packets[0].payload_type;
+        let mut seen = [0, 0];
+        for packet in &packets {
+            let (rate, kind) = if packet.payload_type == video_pt {
+                (90, 0)
+            } else {
+                (48, 1)
+            };
+            let timeline_ms = u64::from(packet.timestamp / rate);
+            let sampled = packet.sampled_at.expect("every media packet is placed");
+            let placed_ms = (sampled - start).as_millis() as u64;
+            // The video's first frame (timeline 1000 ms) arrived at `start`.
+            assert!(
+                placed_ms.abs_diff(timeline_ms - 1_000) <= 1,
+                "{} packet of {timeline_ms} ms placed at {placed_ms} ms",
+                ["video", "audio"][kind]
+            );
+            seen[kind] += 1;
+        }
+        assert!(seen[0] >= 60 && seen[1] >= 40, "{seen:?}");
     }
 }

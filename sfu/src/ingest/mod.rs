@@ -32,6 +32,7 @@
 
 mod audio;
 mod avc;
+mod clock;
 mod flv;
 pub mod keys;
 mod media;

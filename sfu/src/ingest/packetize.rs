@@ -44,6 +44,7 @@ impl RtpTrack {
             marker,
             payload,
             audio_level: None,
+            sampled_at: None,
         }
     }
 }

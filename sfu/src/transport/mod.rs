@@ -10,6 +10,7 @@
 mod feedback;
 mod peer;
 mod ports;
+mod reports;
 mod sdp;
 mod track;
 

@@ -1,10 +1,10 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use rtc::interceptor::{Gcc, Slot};
+use rtc::interceptor::{Gcc, ReceiverReportBuilder, Slot};
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
+    CongestionFeedback, configure_congestion_control, configure_nack,
     configure_simulcast_extension_headers,
 };
 
@@ -44,6 +44,7 @@ use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
 use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
+use super::reports::{SampledClocks, SenderReports};
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
 use crate::core::MediaKind;
@@ -118,6 +119,7 @@ impl Transport {
         handler: Arc<PeerHandler>,
     ) -> Result<Peer, TransportError> {
         let mut media_engine = sluice_media_engine().map_err(peer_err)?;
+        let clocks = Arc::new(SampledClocks::default());
         let registry = match role {
             // The client estimates its uplink from our TWCC feedback (and NACKs us for loss), and
             // tells us how loud each audio packet is.
@@ -150,7 +152,11 @@ impl Transport {
                 }
                 let registry = configure_nack(Registry::new(), &mut media_engine);
                 configure_simulcast_extension_headers(&mut media_engine).map_err(peer_err)?;
-                let registry = configure_rtcp_reports(registry);
+                // Our own sender reports: they follow each source's sampling clock (see
+                // `reports`), which webrtc-rs's report interceptor cannot know.
+                let registry = registry
+                    .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
+                    .with(Slot::SenderReport, SenderReports::new(Arc::clone(&clocks)));
                 configure_congestion_control(
                     registry,
                     Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
@@ -182,6 +188,7 @@ impl Transport {
             role,
             pc: Arc::new(pc),
             playout_delay_ms: self.config.playout_delay_ms,
+            clocks,
         })
     }
 }
@@ -266,6 +273,8 @@ pub struct Peer {
     role: PeerRole,
     pc: Arc<dyn PeerConnection>,
     playout_delay_ms: u16,
+    /// Shared by the sending tracks' writers and the connection's sender reports.
+    clocks: Arc<SampledClocks>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -399,6 +408,7 @@ impl Peer {
             codec.clone(),
             ssrc,
             playout_delay,
+            Arc::clone(&self.clocks),
         ))
     }
 

@@ -21,6 +21,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::reports::{ClockAnchor, SampledClocks};
 use super::{CodecInfo, TransportError};
 use crate::core::{RtpPacket, Ssrc};
 
@@ -153,6 +154,7 @@ fn from_wire(packet: rtp::Packet, audio_level_extension_id: Option<u8>) -> RtpPa
         timestamp: packet.header.timestamp,
         marker: packet.header.marker,
         audio_level: audio_level_extension_id.and_then(|id| audio_level(&packet.header, id)),
+        sampled_at: None,
         payload: packet.payload,
     }
 }
@@ -205,6 +207,8 @@ pub struct LocalTrack {
     /// Packets the subscriber NACKed: the responder resends them on the same SSRC, so they
     /// count in the sender's `packetsSent` too.
     nacked: Arc<AtomicU64>,
+    /// Where the writer leaves when its packets' media was sampled, for the sender reports.
+    clocks: Arc<SampledClocks>,
 }
 
 impl LocalTrack {
@@ -214,6 +218,7 @@ impl LocalTrack {
         codec: CodecInfo,
         ssrc: u32,
         playout_delay_ms: Option<u16>,
+        clocks: Arc<SampledClocks>,
     ) -> Self {
         Self {
             track,
@@ -224,6 +229,7 @@ impl LocalTrack {
             removed: Arc::new(AtomicBool::new(false)),
             handed: Arc::new(AtomicU64::new(0)),
             nacked: Arc::new(AtomicU64::new(0)),
+            clocks,
         }
     }
 
@@ -280,14 +286,32 @@ impl LocalTrack {
                 max_delay: PLAYOUT_DELAY_MAX_10MS,
             })
         });
+        let clocks = Arc::clone(&self.clocks);
+        let ssrc = self.ssrc.0;
         tokio::spawn(async move {
             let _writer_done = writer_done;
             let mut sent: u64 = 0;
+            let mut anchored: Option<u32> = None;
             while let Some(packet) = rx.recv().await {
                 handed.fetch_add(1, Ordering::SeqCst);
                 if removed.load(Ordering::SeqCst) {
                     handed.fetch_sub(1, Ordering::SeqCst);
                     break;
+                }
+                // Once per frame: the anchor is a (timestamp, instant) pair of a linear clock.
+                match packet.sampled_at {
+                    Some(at) if anchored != Some(packet.timestamp) => {
+                        anchored = Some(packet.timestamp);
+                        clocks.set(
+                            ssrc,
+                            ClockAnchor {
+                                rtp_timestamp: packet.timestamp,
+                                at,
+                            },
+                        );
+                    }
+                    None if anchored.take().is_some() => clocks.clear(ssrc),
+                    _ => {}
                 }
                 let result = match &playout_delay {
                     Some(extension) if sent < 8 || sent.is_multiple_of(PLAYOUT_DELAY_EVERY) => {

@@ -55,6 +55,7 @@ pub(super) fn packet(ssrc: u32, seq: u16, ts: u32, payload: &'static [u8]) -> Rt
         marker: false,
         payload: Bytes::from_static(payload),
         audio_level: None,
+        sampled_at: None,
     }
 }
 

@@ -104,6 +104,7 @@ fn deliveries(plan: &Plan) -> Vec<Sent> {
                         marker: k + 1 == count,
                         payload: Bytes::from(payload),
                         audio_level: None,
+                        sampled_at: None,
                     },
                     gap_before_ms: 0,
                 });

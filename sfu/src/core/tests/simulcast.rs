@@ -57,6 +57,7 @@ impl Stream {
                     marker: true,
                     payload: bytes::Bytes::from(payload),
                     audio_level: None,
+                    sampled_at: None,
                 },
             );
             self.seq[i] = self.seq[i].wrapping_add(1);
@@ -304,6 +305,7 @@ fn bandwidth_caps_down_at_once_and_up_only_after_it_held() {
                     marker: true,
                     payload,
                     audio_level: None,
+                    sampled_at: None,
                 },
             );
             stream.seq[i] = stream.seq[i].wrapping_add(1);

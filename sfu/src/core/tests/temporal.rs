@@ -77,6 +77,7 @@ fn packets(frames: &[Frame]) -> Vec<Sent> {
                     marker: k + 1 == frame.packets,
                     payload: bytes::Bytes::from(payload),
                     audio_level: None,
+                    sampled_at: None,
                 },
             });
             seq[l] = seq[l].wrapping_add(1);
@@ -376,6 +377,7 @@ fn feed_l1t3(h: &mut Harness, index: &mut u16, ms: u64) {
                     marker: true,
                     payload: bytes::Bytes::from(payload),
                     audio_level: None,
+                    sampled_at: None,
                 },
             );
         }

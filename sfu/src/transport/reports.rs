@@ -1,0 +1,370 @@
+//! RTCP sender reports towards subscribers, on the media's own clock where the source gives
+//! one.
+//!
+//! A receiver lines up the audio and video of one stream by their sender reports: each maps an
+//! RTP timestamp to a wall-clock (NTP) time. webrtc-rs's report interceptor maps the last
+//! packet's timestamp to the moment that packet was *written*; then any delay that one
+//! track's path adds and the other's does not (AAC → Opus transcoding, a writer task waiting
+//! for a core) shows up as lip-sync error at the viewer. Here a packet that knows when its
+//! media was sampled ([`RtpPacket::sampled_at`](crate::core::RtpPacket::sampled_at), set by
+//! RTMP ingest from the encoder's timeline) anchors its track's reports to that instant
+//! instead, so every track of a source shares one clock. Tracks without it fall back to the
+//! write time, as before.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rtc::interceptor::{AttributedPacket, Interceptor, Packet, StreamInfo, TaggedPacket};
+use rtc::rtcp::sender_report::SenderReport;
+use rtc::sansio::Protocol;
+use rtc::shared::TransportContext;
+
+/// How often each sending stream reports (what browsers do too).
+pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
+const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
+
+/// An RTP timestamp of a sending stream and the instant it stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ClockAnchor {
+    pub rtp_timestamp: u32,
+    pub at: Instant,
+}
+
+/// Where the writers of one connection's tracks leave, per SSRC, the sampling instant of the
+/// last packet that had one; the report interceptor of the same connection reads it.
+#[derive(Debug, Default)]
+pub(crate) struct SampledClocks {
+    anchors: Mutex<HashMap<u32, ClockAnchor>>,
+}
+
+impl SampledClocks {
+    pub(crate) fn set(&self, ssrc: u32, anchor: ClockAnchor) {
+        self.lock().insert(ssrc, anchor);
+    }
+
+    /// The track's packets no longer say when they were sampled (its source changed).
+    pub(crate) fn clear(&self, ssrc: u32) {
+        self.lock().remove(&ssrc);
+    }
+
+    fn get(&self, ssrc: u32) -> Option<ClockAnchor> {
+        self.lock().get(&ssrc).copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, ClockAnchor>> {
+        // A map of plain values cannot be left half-updated by a panicking holder.
+        self.anchors.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[derive(Debug)]
+struct SendingStream {
+    clock_rate: u32,
+    packets: u32,
+    octets: u32,
+    /// The newest packet written, as an anchor of last resort.
+    last_written: Option<(u16, ClockAnchor)>,
+}
+
+impl SendingStream {
+    fn written(&mut self, now: Instant, sequence_number: u16, rtp_timestamp: u32, octets: usize) {
+        self.packets = self.packets.wrapping_add(1);
+        self.octets = self
+            .octets
+            .wrapping_add(u32::try_from(octets).unwrap_or(u32::MAX));
+        let newer = match self.last_written {
+            None => true,
+            Some((last, _)) => {
+                let ahead = sequence_number.wrapping_sub(last);
+                ahead != 0 && ahead < 0x8000
+            }
+        };
+        if newer {
+            // The first packet of a frame stands for its timestamp; later packets of the same
+            // frame were only written later.
+            let same_frame =
+                matches!(self.last_written, Some((_, a)) if a.rtp_timestamp == rtp_timestamp);
+            let anchor = match self.last_written {
+                Some((_, anchor)) if same_frame => anchor,
+                _ => ClockAnchor {
+                    rtp_timestamp,
+                    at: now,
+                },
+            };
+            self.last_written = Some((sequence_number, anchor));
+        }
+    }
+}
+
+/// The report interceptor of a subscriber connection (webrtc-rs's `Slot::SenderReport`).
+pub(crate) struct SenderReports {
+    clocks: Arc<SampledClocks>,
+    streams: HashMap<u32, SendingStream>,
+    next_report: Option<Instant>,
+    /// One pairing of the monotonic and the wall clock for the connection's life, so every
+    /// report of every track uses the same NTP timeline.
+    epoch: (Instant, Duration),
+    read_queue: VecDeque<TaggedPacket>,
+    write_queue: VecDeque<TaggedPacket>,
+}
+
+impl SenderReports {
+    pub(crate) fn new(clocks: Arc<SampledClocks>) -> Self {
+        let since_unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Self {
+            clocks,
+            streams: HashMap::new(),
+            next_report: None,
+            epoch: (Instant::now(), since_unix),
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
+
+    fn ntp_time(&self, at: Instant) -> u64 {
+        let (epoch_instant, epoch_unix) = self.epoch;
+        let unix = match at.checked_duration_since(epoch_instant) {
+            Some(after) => epoch_unix.saturating_add(after),
+            None => epoch_unix.saturating_sub(epoch_instant.duration_since(at)),
+        };
+        ntp_from_unix(unix)
+    }
+
+    fn report(&self, ssrc: u32, stream: &SendingStream, now: Instant) -> Option<SenderReport> {
+        let anchor = self
+            .clocks
+            .get(ssrc)
+            .or(stream.last_written.map(|(_, anchor)| anchor))?;
+        Some(SenderReport {
+            ssrc,
+            ntp_time: self.ntp_time(now),
+            rtp_time: rtp_time_at(anchor, stream.clock_rate, now),
+            packet_count: stream.packets,
+            octet_count: stream.octets,
+            ..Default::default()
+        })
+    }
+}
+
+/// The RTP timestamp of `anchor`'s clock at `now` (before or after the anchor).
+fn rtp_time_at(anchor: ClockAnchor, clock_rate: u32, now: Instant) -> u32 {
+    let ticks = |d: Duration| (d.as_secs_f64() * f64::from(clock_rate)).round() as i64;
+    let elapsed = match now.checked_duration_since(anchor.at) {
+        Some(after) => ticks(after),
+        None => -ticks(anchor.at.duration_since(now)),
+    };
+    // RTP time wraps at 2^32: the low 32 bits of the sum are the answer either way.
+    anchor.rtp_timestamp.wrapping_add(elapsed as u32)
+}
+
+/// A time since the Unix epoch as a 64-bit NTP timestamp (32.32 fixed point since 1900).
+fn ntp_from_unix(since_unix: Duration) -> u64 {
+    let seconds = since_unix.as_secs().wrapping_add(NTP_UNIX_OFFSET_SECS);
+    let fraction = (u64::from(since_unix.subsec_nanos()) << 32) / 1_000_000_000;
+    (seconds << 32) | fraction
+}
+
+impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReports {
+    type Rout = TaggedPacket;
+    type Wout = TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = Instant;
+
+    fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        self.read_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read_queue.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        if let Packet::Rtp(packet) = &msg.message.packet
+            && let Some(stream) = self.streams.get_mut(&packet.header.ssrc)
+        {
+            stream.written(
+                msg.now,
+                packet.header.sequence_number,
+                packet.header.timestamp,
+                packet.payload.len(),
+            );
+            self.next_report.get_or_insert(msg.now + REPORT_INTERVAL);
+        }
+        self.write_queue.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write_queue.pop_front()
+    }
+
+    fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
+        if self.next_report.is_some_and(|due| now >= due) {
+            self.next_report = Some(now + REPORT_INTERVAL);
+            let reports: Vec<SenderReport> = self
+                .streams
+                .iter()
+                .filter_map(|(ssrc, stream)| self.report(*ssrc, stream, now))
+                .collect();
+            for report in reports {
+                self.write_queue.push_back(TaggedPacket {
+                    now,
+                    transport: TransportContext::default(),
+                    message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(report)])),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        self.next_report
+    }
+}
+
+impl Interceptor for SenderReports {
+    fn bind_local_stream(&mut self, info: &StreamInfo) {
+        self.streams.insert(
+            info.ssrc,
+            SendingStream {
+                clock_rate: info.clock_rate,
+                packets: 0,
+                octets: 0,
+                last_written: None,
+            },
+        );
+    }
+
+    fn unbind_local_stream(&mut self, info: &StreamInfo) {
+        self.streams.remove(&info.ssrc);
+        self.clocks.clear(info.ssrc);
+    }
+
+    fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
+
+    fn unbind_remote_stream(&mut self, _info: &StreamInfo) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rtc::rtp;
+
+    const SSRC: u32 = 0x5eed;
+
+    fn interceptor() -> (SenderReports, Arc<SampledClocks>) {
+        let clocks = Arc::new(SampledClocks::default());
+        let mut reports = SenderReports::new(Arc::clone(&clocks));
+        reports.bind_local_stream(&StreamInfo {
+            ssrc: SSRC,
+            clock_rate: 90_000,
+            ..Default::default()
+        });
+        (reports, clocks)
+    }
+
+    fn write(reports: &mut SenderReports, now: Instant, seq: u16, ts: u32) {
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                ssrc: SSRC,
+                sequence_number: seq,
+                timestamp: ts,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[0; 100]),
+        };
+        reports
+            .handle_write(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtp(packet)),
+            })
+            .expect("written");
+        while reports.poll_write().is_some() {}
+    }
+
+    fn next_report(reports: &mut SenderReports, now: Instant) -> SenderReport {
+        reports.handle_timeout(now).expect("timeout");
+        let packet = reports.poll_write().expect("a report is due");
+        let Packet::Rtcp(mut rtcp) = packet.message.packet else {
+            panic!("not RTCP");
+        };
+        rtcp.pop()
+            .expect("one report")
+            .as_any()
+            .downcast_ref::<SenderReport>()
+            .expect("a sender report")
+            .clone()
+    }
+
+    fn ntp_seconds(ntp: u64) -> f64 {
+        (ntp >> 32) as f64 + (ntp & 0xffff_ffff) as f64 / 4_294_967_296.0
+    }
+
+    #[test]
+    fn without_a_sampling_instant_the_write_time_anchors_the_report() {
+        let (mut reports, _) = interceptor();
+        let t0 = Instant::now();
+        write(&mut reports, t0, 10, 9_000);
+        // A frame's later packets do not move the anchor.
+        write(&mut reports, t0 + Duration::from_millis(5), 11, 9_000);
+        assert!(reports.poll_timeout() == Some(t0 + REPORT_INTERVAL));
+        let report = next_report(&mut reports, t0 + REPORT_INTERVAL);
+        assert_eq!(report.ssrc, SSRC);
+        assert_eq!(report.rtp_time, 9_000 + 90_000, "1 s after the frame");
+        assert_eq!((report.packet_count, report.octet_count), (2, 200));
+    }
+
+    #[test]
+    fn a_sampling_instant_anchors_the_report_whenever_the_packet_was_written() {
+        let (mut reports, clocks) = interceptor();
+        let t0 = Instant::now();
+        // Sampled at t0, written 300 ms later (a slow path).
+        clocks.set(
+            SSRC,
+            ClockAnchor {
+                rtp_timestamp: 9_000,
+                at: t0,
+            },
+        );
+        write(&mut reports, t0 + Duration::from_millis(300), 10, 9_000);
+        let due = t0 + Duration::from_millis(300) + REPORT_INTERVAL;
+        let report = next_report(&mut reports, due);
+        assert_eq!(report.rtp_time, 9_000 + 117_000, "1.3 s after sampling");
+        let expected_ntp = ntp_seconds(reports.ntp_time(t0)) + 1.3;
+        assert!((ntp_seconds(report.ntp_time) - expected_ntp).abs() < 1e-6);
+    }
+
+    #[test]
+    fn rtp_time_wraps_and_can_lie_before_the_anchor() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let anchor = ClockAnchor {
+            rtp_timestamp: u32::MAX - 899,
+            at: t0,
+        };
+        assert_eq!(
+            rtp_time_at(anchor, 90_000, t0 + Duration::from_millis(20)),
+            900
+        );
+        assert_eq!(
+            rtp_time_at(anchor, 90_000, t0 - Duration::from_millis(10)),
+            u32::MAX - 1_799
+        );
+    }
+
+    #[test]
+    fn ntp_time_counts_from_1900() {
+        assert_eq!(ntp_from_unix(Duration::ZERO), NTP_UNIX_OFFSET_SECS << 32);
+        assert_eq!(
+            ntp_from_unix(Duration::from_millis(1_500)) & 0xffff_ffff,
+            1 << 31
+        );
+    }
+}
