@@ -10,6 +10,7 @@ import {
   inbound,
   joinPage,
   maxFrameGap,
+  outbound,
   outboundSamples,
   pageState,
   pollUntil,
@@ -62,13 +63,33 @@ async function switchesFollowRequests(codec) {
     (s) => s.frameWidth >= 1280,
     { timeoutMs: 25_000, intervalMs: 200 },
   );
+  const fullAfterMs = Date.now() - publishedAt;
+  if (!full.ok) {
+    // Which side held it back: the publisher not sending f (its uplink estimate, CPU), or the
+    // server not forwarding it (the subscriber's estimate, the allocator's layer events).
+    const samples = await outboundSamples(publisher, publishedAt);
+    report(`${codec} no full layer`, {
+      // The publisher's uplink estimate and f's bytes, once a second since it published.
+      bweKbps: samples
+        .filter((_, i) => i % 4 === 0)
+        .map((x) => `${Math.round((x.at - publishedAt) / 1000)}s:${Math.round((x.byRid.bwe ?? 0) / 1000)}/${Math.round((x.byRid.f?.bytesSent ?? 0) / 1000)}kB`)
+        .join(','),
+      publisher: JSON.stringify(await outbound(publisher)),
+      layerEvents: JSON.stringify((await pageState(subscriber)).layerEvents.slice(-5)),
+    });
+  }
   assert.ok(full.ok, `the subscriber never reached the full layer: ${JSON.stringify(full.value)}`);
   // The publisher's encoder is still bringing its layers up (each one starts with a keyframe of
   // every layer in libvpx): let it settle before the switches, whose freezes are what counts.
   await new Promise((r) => setTimeout(r, SETTLE_MS));
   const start = await inbound(subscriber, subscriptionId);
   assert.equal(start.codec, CODEC_MIME[codec], 'the subscriber decodes the chosen codec');
-  report(`${codec} start`, { frameWidth: start.frameWidth, framesDecoded: start.framesDecoded, STARTUP_FREEZES: start.freezeCount });
+  report(`${codec} start`, {
+    frameWidth: start.frameWidth,
+    framesDecoded: start.framesDecoded,
+    STARTUP_FREEZES: start.freezeCount,
+    FULL_LAYER_AFTER_PUBLISH_MS: fullAfterMs,
+  });
 
   const switches = [];
   for (const spatial of SEQUENCE) {

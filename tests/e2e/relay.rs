@@ -374,11 +374,11 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
                 "{name}: msid track id {} is not one of our subscriptions",
                 received.track_id
             );
-            // A browser publisher's tracks are separate msid streams for now (decisions §12).
-            let publication = &subscription_ids[&received.track_id];
+            // Camera and microphone share the publisher's msid stream, so a browser lip-syncs
+            // them (decisions §12, §21).
             ensure!(
-                received.stream_id == format!("{publisher_id}-{publication}"),
-                "{name}: msid stream id {} is not {publisher_id}-{publication}",
+                received.stream_id == publisher_id,
+                "{name}: msid stream id {} is not {publisher_id}",
                 received.stream_id
             );
             let packets = &received.packets;

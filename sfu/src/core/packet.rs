@@ -186,6 +186,8 @@ pub(crate) struct PacketMeta {
     pub start_point: bool,
     /// VP8 descriptor fields, for their continuity across switches (VP8 only).
     pub vp8: Option<super::rewrite::vp8::Vp8Meta>,
+    /// See [`RtpPacket::sampled_at`].
+    pub sampled_at: Option<Instant>,
 }
 
 #[cfg(test)]

@@ -509,6 +509,7 @@ impl Publication {
             vp8: (self.codec == Codec::Vp8)
                 .then(|| Vp8Meta::parse(&packet.payload))
                 .flatten(),
+            sampled_at: packet.sampled_at,
         };
         if changed {
             self.source_changes += 1;

@@ -407,6 +407,7 @@ mod tests {
             ts: ExtTs((1 << 40) + seq * 100),
             start_point,
             vp8: None,
+            sampled_at: None,
         }
     }
 

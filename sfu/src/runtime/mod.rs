@@ -41,16 +41,14 @@ pub enum Source {
 impl PublicationInfo {
     /// The msid stream id a subscriber receives this publication's track in. A browser plays
     /// the audio and video of one stream in sync (by their sender reports), so an RTMP
-    /// publisher's two tracks share one. A browser publisher's tracks do not yet: with them in
-    /// sync, Chrome froze 150-230 ms at simulcast layer switches in 3 of 7 runs (0 of 3 apart),
-    /// because a switch's timestamps continue by wall clock rather than by the publisher's
-    /// sender reports (decisions §12).
+    /// publisher's two tracks share one, and so do a browser's camera and microphone: their
+    /// sender reports are on the publisher's capture clock, and a simulcast switch continues
+    /// the timestamps by that clock (decisions §12, §21). A screen share and anything else
+    /// play on their own.
     pub fn sync_group(&self) -> String {
         match self.source {
-            Source::Rtmp => self.participant.to_string(),
-            Source::Camera | Source::Microphone | Source::Screen | Source::Other => {
-                format!("{}-{}", self.participant, self.id)
-            }
+            Source::Rtmp | Source::Camera | Source::Microphone => self.participant.to_string(),
+            Source::Screen | Source::Other => format!("{}-{}", self.participant, self.id),
         }
     }
 }

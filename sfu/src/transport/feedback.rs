@@ -12,12 +12,13 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
 /// A pass-through interceptor; with `mark_feedback` it also marks inbound RTCP that carries a
-/// keyframe request, a bandwidth estimate or a NACK (the fastest congestion signal a receiver
-/// sends) for delivery. The NACK responder still answers the NACKs: marking only lets a copy
+/// keyframe request, a bandwidth estimate, a NACK (the fastest congestion signal a receiver
+/// sends) or a sender report (a publisher's capture clock) for delivery. The NACK responder still answers the NACKs: marking only lets a copy
 /// past the terminus.
 ///
 /// Add [`FeedbackToApplication::default`] to a webrtc-rs interceptor registry at an
@@ -60,6 +61,8 @@ fn is_actionable(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
             || any.is::<FullIntraRequest>()
             || any.is::<ReceiverEstimatedMaximumBitrate>()
             || any.is::<TransportLayerNack>()
+            // A publisher's: maps its media to its capture clock (see `reports`).
+            || any.is::<SenderReport>()
     })
 }
 

@@ -44,7 +44,7 @@ use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
 use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
-use super::reports::{SampledClocks, SenderReports};
+use super::reports::{RemoteSenderClock, SampledClocks, SenderReports};
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
 use crate::core::MediaKind;
@@ -90,6 +90,7 @@ impl Transport {
         let handler = Arc::new(PeerHandler {
             role,
             events: events.clone(),
+            sender_clock: Arc::new(RemoteSenderClock::default()),
         });
         match &self.ports {
             None => {
@@ -525,6 +526,8 @@ impl Peer {
 struct PeerHandler {
     role: PeerRole,
     events: mpsc::Sender<PeerEvent>,
+    /// The remote's NTP clock on ours, shared by all the tracks it sends.
+    sender_clock: Arc<RemoteSenderClock>,
 }
 
 impl PeerHandler {
@@ -562,7 +565,7 @@ impl PeerConnectionEventHandler for PeerHandler {
     }
 
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        match RemoteTrack::open(track).await {
+        match RemoteTrack::open(track, Arc::clone(&self.sender_clock)).await {
             Some(track) => self.emit(PeerEvent::TrackOpened(track)),
             None => warn!(role = ?self.role, "remote track without SSRC or codec ignored"),
         }

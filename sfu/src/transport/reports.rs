@@ -1,5 +1,5 @@
-//! RTCP sender reports towards subscribers, on the media's own clock where the source gives
-//! one.
+//! RTCP sender reports: towards subscribers on the media's own clock where the source gives
+//! one, and from publishers read to give it.
 //!
 //! A receiver lines up the audio and video of one stream by their sender reports: each maps an
 //! RTP timestamp to a wall-clock (NTP) time. webrtc-rs's report interceptor maps the last
@@ -10,6 +10,9 @@
 //! RTMP ingest from the encoder's timeline) anchors its track's reports to that instant
 //! instead, so every track of a source shares one clock. Tracks without it fall back to the
 //! write time, as before.
+//!
+//! A browser publisher's own sender reports give that instant for its packets: all its streams
+//! report one NTP clock, which [`RemoteSenderClock`] places on ours.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -31,6 +34,54 @@ const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
 pub(crate) struct ClockAnchor {
     pub rtp_timestamp: u32,
     pub at: Instant,
+}
+
+impl ClockAnchor {
+    /// The instant RTP timestamp `rtp_timestamp` of this anchor's clock stands for (RTP time
+    /// wraps, so the nearer interpretation, within ±2^31 ticks).
+    pub(crate) fn instant_of(self, rtp_timestamp: u32, clock_rate: u32) -> Option<Instant> {
+        if clock_rate == 0 {
+            return None;
+        }
+        let ticks = rtp_timestamp.wrapping_sub(self.rtp_timestamp) as i32;
+        let offset = Duration::from_nanos(
+            u64::from(ticks.unsigned_abs()) * 1_000_000_000 / u64::from(clock_rate),
+        );
+        if ticks >= 0 {
+            self.at.checked_add(offset)
+        } else {
+            self.at.checked_sub(offset)
+        }
+    }
+}
+
+/// A remote sender's NTP clock placed on ours. All the streams of one sender report the same
+/// NTP clock, so one offset, fixed when its first report arrives, maps every stream's media to
+/// the server's clock with their relation intact (the network delay of that first report is
+/// in all of them alike).
+#[derive(Debug, Default)]
+pub(crate) struct RemoteSenderClock {
+    reference: Mutex<Option<(u64, Instant)>>,
+}
+
+impl RemoteSenderClock {
+    /// The instant on our clock of the sender's NTP time `ntp`, in a report that `arrived`.
+    pub(crate) fn place(&self, ntp: u64, arrived: Instant) -> Option<Instant> {
+        let (reference_ntp, reference_at) = *self
+            .reference
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert((ntp, arrived));
+        // 32.32 fixed-point seconds; the difference of two nearby times fits an i64.
+        let difference = ntp.wrapping_sub(reference_ntp) as i64;
+        let nanos = (i128::from(difference.unsigned_abs()) * 1_000_000_000) >> 32;
+        let offset = Duration::from_nanos(u64::try_from(nanos).ok()?);
+        if difference >= 0 {
+            reference_at.checked_add(offset)
+        } else {
+            reference_at.checked_sub(offset)
+        }
+    }
 }
 
 /// Where the writers of one connection's tracks leave, per SSRC, the sampling instant of the
@@ -357,6 +408,40 @@ mod tests {
             rtp_time_at(anchor, 90_000, t0 - Duration::from_millis(10)),
             u32::MAX - 1_799
         );
+    }
+
+    #[test]
+    fn a_remote_sender_clock_keeps_the_relation_between_its_streams() {
+        let clock = RemoteSenderClock::default();
+        let t0 = Instant::now();
+        let ntp =
+            |seconds: f64| ((3_900_000_000_i64 << 32) + (seconds * 4_294_967_296.0) as i64) as u64;
+        assert_eq!(clock.place(ntp(0.0), t0), Some(t0));
+        // A second stream's report, sent 250 ms later by the sender, arriving 40 ms late: it
+        // is placed by the sender's clock, not by its arrival.
+        let placed = clock.place(ntp(0.25), t0 + Duration::from_millis(290));
+        let error = placed.map(|p| (p - t0).as_secs_f64() - 0.25);
+        assert!(error.is_some_and(|e| e.abs() < 1e-6), "{error:?}");
+        let before = clock.place(ntp(-1.5), t0 + Duration::from_secs(3));
+        assert_eq!(before.map(|b| t0 - b), Some(Duration::from_millis(1_500)));
+    }
+
+    #[test]
+    fn an_anchor_places_timestamps_on_both_sides_and_across_the_wrap() {
+        let t0 = Instant::now() + Duration::from_secs(10);
+        let anchor = ClockAnchor {
+            rtp_timestamp: u32::MAX - 4_799,
+            at: t0,
+        };
+        assert_eq!(
+            anchor.instant_of(4_800, 48_000),
+            Some(t0 + Duration::from_millis(200))
+        );
+        assert_eq!(
+            anchor.instant_of(u32::MAX - 9_599, 48_000),
+            Some(t0 - Duration::from_millis(100))
+        );
+        assert_eq!(anchor.instant_of(0, 0), None);
     }
 
     #[test]

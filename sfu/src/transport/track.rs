@@ -1,9 +1,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
 use rtc::rtp::extension::HeaderExtension;
@@ -21,7 +23,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::reports::{ClockAnchor, SampledClocks};
+use super::reports::{ClockAnchor, RemoteSenderClock, SampledClocks};
 use super::{CodecInfo, TransportError};
 use crate::core::{RtpPacket, Ssrc};
 
@@ -48,10 +50,14 @@ pub struct RemoteTrack {
     track_id: String,
     ssrc: Ssrc,
     codec: CodecInfo,
+    sender_clock: Arc<RemoteSenderClock>,
 }
 
 impl RemoteTrack {
-    pub(super) async fn open(track: Arc<dyn TrackRemote>) -> Option<Self> {
+    pub(super) async fn open(
+        track: Arc<dyn TrackRemote>,
+        sender_clock: Arc<RemoteSenderClock>,
+    ) -> Option<Self> {
         let ssrc = *track.ssrcs().await.first()?;
         let codec = track.codec(ssrc).await?;
         let track_id = track.track_id().await.to_string();
@@ -65,6 +71,7 @@ impl RemoteTrack {
                 channels: codec.channels,
                 sdp_fmtp_line: codec.sdp_fmtp_line,
             },
+            sender_clock,
         })
     }
 
@@ -92,8 +99,12 @@ impl RemoteTrack {
         sink: Arc<dyn RtpSink>,
     ) -> tokio::task::JoinHandle<()> {
         let track = Arc::clone(&self.track);
+        let sender_clock = Arc::clone(&self.sender_clock);
+        let clock_rate = self.codec.clock_rate;
         tokio::spawn(async move {
             let mut layers: HashMap<u32, u8> = HashMap::new();
+            // Per SSRC: the latest sender report, its NTP time placed on our clock.
+            let mut reported: HashMap<u32, ClockAnchor> = HashMap::new();
             while let Some(event) = track.poll().await {
                 match event {
                     TrackRemoteEvent::OnOpen(init) => {
@@ -119,7 +130,35 @@ impl RemoteTrack {
                             layers.get(&packet.header.ssrc).copied()
                         };
                         if let Some(layer) = layer {
-                            sink.deliver(layer, from_wire(packet, audio_level_extension_id));
+                            let sampled_at = reported
+                                .get(&packet.header.ssrc)
+                                .and_then(|anchor| {
+                                    anchor.instant_of(packet.header.timestamp, clock_rate)
+                                })
+                                .filter(|at| is_plausible_sampling(*at, Instant::now()));
+                            let mut packet = from_wire(packet, audio_level_extension_id);
+                            packet.sampled_at = sampled_at;
+                            sink.deliver(layer, packet);
+                        }
+                    }
+                    TrackRemoteEvent::OnRtcpPacket(packets) => {
+                        let arrived = Instant::now();
+                        for report in packets
+                            .iter()
+                            .filter_map(|p| p.as_any().downcast_ref::<SenderReport>())
+                        {
+                            if let Some(at) = sender_clock.place(report.ntp_time, arrived) {
+                                let anchor = ClockAnchor {
+                                    rtp_timestamp: report.rtp_time,
+                                    at,
+                                };
+                                if reported.insert(report.ssrc, anchor).is_none() {
+                                    debug!(
+                                        ssrc = report.ssrc,
+                                        "first sender report: media placed on the publisher's clock"
+                                    );
+                                }
+                            }
                         }
                     }
                     TrackRemoteEvent::OnEnded => break,
@@ -144,6 +183,19 @@ impl RemoteTrack {
             }
         });
     }
+}
+
+/// A sampling instant derived from a publisher's reports is used only within this distance
+/// of the packet's arrival: a sender whose reports are garbage (or whose clock jumped) gets
+/// arrival-time behaviour, not timestamps hours away after a layer switch.
+const SAMPLING_PLAUSIBLE_WITHIN: Duration = Duration::from_secs(10);
+
+fn is_plausible_sampling(sampled_at: Instant, arrived: Instant) -> bool {
+    let distance = match arrived.checked_duration_since(sampled_at) {
+        Some(before) => before,
+        None => sampled_at.duration_since(arrived),
+    };
+    distance <= SAMPLING_PLAUSIBLE_WITHIN
 }
 
 fn from_wire(packet: rtp::Packet, audio_level_extension_id: Option<u8>) -> RtpPacket {

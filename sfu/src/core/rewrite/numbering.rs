@@ -3,8 +3,10 @@
 //! Within one source the mapping is a constant offset (`out = in + offset`), so input
 //! gaps stay gaps (downstream NACK keeps working) and a late packet lands in its own
 //! slot. On a source switch, new offsets continue the output right after the highest
-//! number sent so far, and the timestamp advances by the wall time that passed, so the
-//! subscriber sees one continuous stream. Packets a subscription drops on purpose (temporal
+//! number sent so far, and the timestamp advances by the time between the two sources'
+//! frames: by when each was sampled where the packets say (sender-report-aligned, so the
+//! receiver's lip sync sees no jump), else by the wall time between their arrivals (a safe
+//! offset). The subscriber sees one continuous stream. Packets a subscription drops on purpose (temporal
 //! layers it does not receive) are taken out of the output space (see [`DropCompressor`]), so
 //! they leave no gap.
 
@@ -44,6 +46,8 @@ pub(crate) struct Numbering {
     mapping: Option<Mapping>,
     highest_seq: Option<ExtSeq>,
     highest_ts: Option<ExtTs>,
+    /// When the media of `highest_ts` was sampled, if its packet said.
+    highest_ts_sampled_at: Option<Instant>,
     last_forward_at: Option<Instant>,
 }
 
@@ -54,6 +58,7 @@ impl Numbering {
             mapping: None,
             highest_seq: None,
             highest_ts: None,
+            highest_ts_sampled_at: None,
             last_forward_at: None,
         }
     }
@@ -68,7 +73,12 @@ impl Numbering {
     pub fn start_source(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) {
         let (out_seq, out_ts) = match (self.highest_seq, self.highest_ts, self.last_forward_at) {
             (Some(seq), Some(ts), Some(at)) => {
-                let elapsed = ticks(now.saturating_duration_since(at), clock_rate).max(1);
+                let since = match (self.highest_ts_sampled_at, meta.sampled_at) {
+                    (Some(last), Some(next)) => next.saturating_duration_since(last),
+                    _ => now.saturating_duration_since(at),
+                };
+                // Timestamps never stand still or go back across a switch.
+                let elapsed = ticks(since, clock_rate).max(1);
                 (seq.0 + 1, ts.0.saturating_add(elapsed))
             }
             // The first source keeps its timestamps: the publisher's Sender Reports then
@@ -117,7 +127,10 @@ impl Numbering {
         );
         let ts = ExtTs(meta.ts.0.wrapping_add(mapping.ts_offset));
         self.highest_seq = Some(self.highest_seq.map_or(seq, |h| h.max(seq)));
-        self.highest_ts = Some(self.highest_ts.map_or(ts, |h| h.max(ts)));
+        if self.highest_ts.is_none_or(|highest| ts >= highest) {
+            self.highest_ts = Some(ts);
+            self.highest_ts_sampled_at = meta.sampled_at;
+        }
         self.last_forward_at = Some(now);
         Ok(Numbers {
             sequence_number: seq.wire(),
@@ -139,7 +152,50 @@ mod tests {
             ts: ExtTs((1 << 40) + ts),
             start_point: true,
             vp8: None,
+            sampled_at: None,
         }
+    }
+
+    fn sampled(mut meta: PacketMeta, at: Instant) -> PacketMeta {
+        meta.sampled_at = Some(at);
+        meta
+    }
+
+    /// A simulcast switch: the new layer's keyframe arrives 70 ms after the last frame of the
+    /// old layer, but it was sampled one frame (33 ms) after it. The output timestamp follows
+    /// the sampling, so the receiver's sender-report mapping (also by sampling) stays straight.
+    #[test]
+    fn a_switch_between_sampled_sources_advances_by_the_sampling_interval() {
+        let t0 = Instant::now();
+        let mut n = Numbering::new(10);
+        n.start_source(&sampled(meta(0, 0, 0), t0), t0, 90_000);
+        assert!(n.map(&sampled(meta(0, 0, 0), t0), t0).is_ok());
+        let last = t0 + Duration::from_millis(100);
+        assert!(n.map(&sampled(meta(0, 5, 9_000), last), last).is_ok());
+        // A reordered older packet does not move the reference.
+        assert!(n.map(&sampled(meta(0, 4, 6_000), t0), last).is_ok());
+        let keyframe = sampled(meta(1, 77, 123_456), last + Duration::from_millis(33));
+        let arrival = last + Duration::from_millis(70);
+        n.start_source(&keyframe, arrival, 90_000);
+        assert_eq!(
+            n.map(&keyframe, arrival).map(|numbers| numbers.timestamp),
+            Ok(9_000 + 2_970)
+        );
+    }
+
+    #[test]
+    fn a_switch_falls_back_to_arrival_time_when_a_side_was_not_sampled() {
+        let t0 = Instant::now();
+        let mut n = Numbering::new(10);
+        n.start_source(&meta(0, 0, 0), t0, 90_000);
+        assert!(n.map(&meta(0, 0, 0), t0).is_ok());
+        let keyframe = sampled(meta(1, 9, 50), t0 + Duration::from_millis(33));
+        let arrival = t0 + Duration::from_millis(70);
+        n.start_source(&keyframe, arrival, 90_000);
+        assert_eq!(
+            n.map(&keyframe, arrival).map(|numbers| numbers.timestamp),
+            Ok(6_300)
+        );
     }
 
     #[test]
