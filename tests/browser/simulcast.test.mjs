@@ -27,6 +27,8 @@ const SWITCH_LIMIT_MS = 2_000;
 const SWITCH_GRACE_MS = 4_000;
 const SEQUENCE = [0, 1, 2, 0];
 const SETTLE_MS = 1_000;
+/** The rig's floor for the publisher's uplink estimate: all three layers fit above it. */
+const PUBLISHER_MIN_KBPS = 2_000;
 const CODEC_MIME = { vp8: 'video/VP8', h264: 'video/H264' };
 
 let server;
@@ -49,6 +51,20 @@ after(async () => {
 async function switchesFollowRequests(codec) {
   const room = uniqueRoom(`simulcast-${codec}`);
   const publisher = await joinPage(browser, server, room, `publisher-${codec}`, { pages });
+  // Rig: the publishing Chrome's uplink estimate may not fall below what its three layers
+  // need. On this loopback it sometimes collapsed (to 30–70 kbit/s) or crawled up from a cut at
+  // 8 %/s, and f then came 16–25 s late or never; that is the publisher's uplink estimation,
+  // tracked under issue 3, not the switching this test is about (docs/decisions.md §22).
+  await publisher.evaluate((minKbps) => {
+    const apply = RTCPeerConnection.prototype.setRemoteDescription;
+    RTCPeerConnection.prototype.setRemoteDescription = function (description) {
+      if (description?.type === 'answer' && description.sdp) {
+        const sdp = description.sdp.replace(/(x-google-start-bitrate=\d+)/g, `$1;x-google-min-bitrate=${minKbps}`);
+        return apply.call(this, { type: 'answer', sdp });
+      }
+      return apply.call(this, description);
+    };
+  }, PUBLISHER_MIN_KBPS);
   const publishedAt = Date.now();
   const publication = await publishCamera(publisher, { codec });
   assert.equal(publication.codec, CODEC_MIME[codec], 'negotiated codec of the publication');
@@ -64,11 +80,11 @@ async function switchesFollowRequests(codec) {
     { timeoutMs: 25_000, intervalMs: 200 },
   );
   const fullAfterMs = Date.now() - publishedAt;
-  if (!full.ok) {
+  if (!full.ok || fullAfterMs > 5_000) {
     // Which side held it back: the publisher not sending f (its uplink estimate, CPU), or the
     // server not forwarding it (the subscriber's estimate, the allocator's layer events).
     const samples = await outboundSamples(publisher, publishedAt);
-    report(`${codec} no full layer`, {
+    report(`${codec} slow or no full layer`, {
       // The publisher's uplink estimate and f's bytes, once a second since it published.
       bweKbps: samples
         .filter((_, i) => i % 4 === 0)

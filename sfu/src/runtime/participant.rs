@@ -8,8 +8,13 @@ use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, T
 use crate::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{
     ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, SubscriberFeedback,
-    negotiated_codecs,
+    negotiated_codecs, with_start_bitrate,
 };
+
+/// Where a publishing Chrome starts its uplink estimate (`x-google-start-bitrate` in our
+/// answer): high enough for all three simulcast layers within a few seconds, low enough that
+/// GCC backs off in about a second on a slower uplink (decisions §22).
+const PUBLISHER_START_KBPS: u32 = 1_000;
 
 /// How often the subscriber connection's bandwidth estimate is read.
 const BANDWIDTH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
@@ -685,6 +690,7 @@ impl ParticipantTask {
             self.publications.push(info.id);
             publications.push(info);
         }
+        let answer = with_start_bitrate(&answer, PUBLISHER_START_KBPS);
         Ok((answer, publications))
     }
 

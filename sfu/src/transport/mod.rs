@@ -17,7 +17,7 @@ mod track;
 pub use feedback::FeedbackToApplication;
 pub use peer::{Peer, PeerRole, Transport};
 pub use ports::{PortRange, PortRangeError};
-pub use sdp::negotiated_codecs;
+pub use sdp::{negotiated_codecs, with_start_bitrate};
 pub use track::{LocalTrack, RemoteTrack, RtpSink, SubscriberFeedback};
 
 use std::net::IpAddr;
