@@ -25,6 +25,26 @@ export async function joinPage(browser, server, room, label, { relay, pages } = 
   return page;
 }
 
+/**
+ * Test rig: the publishing Chrome's uplink estimate may not fall below `minKbps` (added to the
+ * `x-google-start-bitrate` the server's answer carries). On this loopback it sometimes collapsed
+ * (to 30–70 kbit/s) or crawled up from a cut at 8 %/s, and f then came 16–25 s late or never;
+ * that is the publisher's uplink estimation (issue 3, docs/decisions.md §22), not what the
+ * tests using this floor are about. Call before publishing.
+ */
+export async function floorPublisherUplink(page, minKbps) {
+  await page.evaluate((minKbps) => {
+    const apply = RTCPeerConnection.prototype.setRemoteDescription;
+    RTCPeerConnection.prototype.setRemoteDescription = function (description) {
+      if (description?.type === 'answer' && description.sdp) {
+        const sdp = description.sdp.replace(/(x-google-start-bitrate=\d+)/g, `$1;x-google-min-bitrate=${minKbps}`);
+        return apply.call(this, { type: 'answer', sdp });
+      }
+      return apply.call(this, description);
+    };
+  }, minKbps);
+}
+
 /** Publishes the fake camera's video (simulcast by default); returns the video publication. */
 export async function publishCamera(page, options = {}) {
   const pubs = await page.evaluate((options) => window.probe.publishCamera(options), options);

@@ -7,6 +7,7 @@ import { closePage, launchBrowser, startServer, uniqueRoom, withDiagnostics } fr
 import {
   LAYER_WIDTH,
   RIDS,
+  floorPublisherUplink,
   inbound,
   joinPage,
   maxFrameGap,
@@ -51,20 +52,8 @@ after(async () => {
 async function switchesFollowRequests(codec) {
   const room = uniqueRoom(`simulcast-${codec}`);
   const publisher = await joinPage(browser, server, room, `publisher-${codec}`, { pages });
-  // Rig: the publishing Chrome's uplink estimate may not fall below what its three layers
-  // need. On this loopback it sometimes collapsed (to 30–70 kbit/s) or crawled up from a cut at
-  // 8 %/s, and f then came 16–25 s late or never; that is the publisher's uplink estimation,
-  // tracked under issue 3, not the switching this test is about (docs/decisions.md §22).
-  await publisher.evaluate((minKbps) => {
-    const apply = RTCPeerConnection.prototype.setRemoteDescription;
-    RTCPeerConnection.prototype.setRemoteDescription = function (description) {
-      if (description?.type === 'answer' && description.sdp) {
-        const sdp = description.sdp.replace(/(x-google-start-bitrate=\d+)/g, `$1;x-google-min-bitrate=${minKbps}`);
-        return apply.call(this, { type: 'answer', sdp });
-      }
-      return apply.call(this, description);
-    };
-  }, PUBLISHER_MIN_KBPS);
+  // Rig: the publisher's uplink estimate is floored (see floorPublisherUplink).
+  await floorPublisherUplink(publisher, PUBLISHER_MIN_KBPS);
   const publishedAt = Date.now();
   const publication = await publishCamera(publisher, { codec });
   assert.equal(publication.codec, CODEC_MIME[codec], 'negotiated codec of the publication');

@@ -123,6 +123,12 @@ pub enum Input {
         subscriber: ParticipantId,
         bits_per_second: u64,
     },
+    /// A subscriber's downlink holds a standing queue and delivers this much: its video
+    /// goes at once to what that rate carries, before the bandwidth estimate reacts.
+    Congested {
+        subscriber: ParticipantId,
+        delivered_bits_per_second: u64,
+    },
     /// A subscriber sent PLI or FIR.
     KeyframeRequested {
         subscription: SubscriptionId,
@@ -206,6 +212,22 @@ const LOSS_TO_LOWEST_PERCENT: u64 = 35;
 /// says: after a quick step-down the path is clear again, so GCC may never see the congestion
 /// and would otherwise send the subscriber straight back into it.
 const LOSS_CEILING_HOLD: Duration = Duration::from_secs(12);
+/// A congested path's delivery rate, in percent, that its subscriber's video may use (before
+/// the allocator's usual headroom) until [`LOSS_CEILING_HOLD`] has passed: the queue built up
+/// so far can only drain while less than the path's rate goes in.
+const CONGESTION_BUDGET_PERCENT: u64 = 75;
+/// How long a step-down's keyframe may take to cross a congested path (the viewer's picture
+/// stops between the shed layer and that keyframe).
+const KEYFRAME_CROSSING_LIMIT: Duration = Duration::from_millis(200);
+/// A keyframe carries about this much of its layer's stream (VP8 and H.264 keyframes of
+/// Chrome's camera layers: 5–10 average frames at 20–30 fps).
+const KEYFRAME_SHARE_OF_SECOND: u64 = 3;
+
+/// How long a keyframe of a layer streaming `layer_bps` takes through `path_bps`.
+fn keyframe_crossing(layer_bps: u64, path_bps: u64) -> Duration {
+    Duration::from_millis(layer_bps * 1_000 / KEYFRAME_SHARE_OF_SECOND / path_bps.max(1))
+}
+
 /// After a loss step-down, the next one waits this long: NACKs for packets already queued on
 /// the congested path keep coming for a while and must not cascade.
 const LOSS_STEP_DOWN_COOLDOWN: Duration = Duration::from_millis(1500);
@@ -279,6 +301,9 @@ pub struct Room {
     outputs: VecDeque<Output>,
     stats: RoomStats,
     loss: HashMap<ParticipantId, LossWindow>,
+    /// What each congested subscriber's path delivered, and until when it bounds its
+    /// allocation whatever the bandwidth estimate says.
+    congestion_budget: HashMap<ParticipantId, (u64, Instant)>,
     speakers: SpeakerDetector,
 }
 
@@ -291,6 +316,7 @@ impl Room {
             outputs: VecDeque::new(),
             stats: RoomStats::default(),
             loss: HashMap::new(),
+            congestion_budget: HashMap::new(),
             speakers: SpeakerDetector::default(),
         }
     }
@@ -354,6 +380,13 @@ impl Room {
                 bits_per_second,
             } => {
                 self.allocate(now, subscriber, bits_per_second);
+                Ok(())
+            }
+            Input::Congested {
+                subscriber,
+                delivered_bits_per_second,
+            } => {
+                self.on_congested(now, subscriber, delivered_bits_per_second);
                 Ok(())
             }
             Input::Nacked {
@@ -610,6 +643,89 @@ impl Room {
         }
     }
 
+    /// A standing queue on `subscriber`'s downlink: its video is allocated from what the path
+    /// delivered, at once. A subscription that lands on a lower spatial layer sheds its current
+    /// one until the switch (feeding it into the queue would only delay the lower layer's
+    /// keyframe), and the layer it left gets the loss ceiling: the queue drains within a second,
+    /// and nothing else would keep GCC from sending the subscriber straight back into it.
+    fn on_congested(&mut self, now: Instant, subscriber: ParticipantId, delivered_bps: u64) {
+        let forwarded = self.forwarded_to(subscriber);
+        let window = self.loss.entry(subscriber).or_insert(LossWindow {
+            started: now,
+            forwarded_at_start: forwarded,
+            nacked: 0,
+            last_step_down: None,
+        });
+        if window
+            .last_step_down
+            .is_some_and(|at| now.saturating_duration_since(at) < LOSS_STEP_DOWN_COOLDOWN)
+        {
+            return;
+        }
+        let receiving: Vec<(PublicationId, SubscriptionId, u8)> = self
+            .publications
+            .values()
+            .filter(|p| p.kind() == MediaKind::Video && p.layer_count() > 1)
+            .flat_map(|p| {
+                p.subscriptions
+                    .iter()
+                    .filter(|s| s.subscriber == subscriber)
+                    .filter_map(move |s| s.current_layer().map(|c| (p.id, s.id, c)))
+            })
+            .collect();
+        // Below what the path delivers, so the queue built up so far drains.
+        let budget = delivered_bps * CONGESTION_BUDGET_PERCENT / 100;
+        self.congestion_budget
+            .insert(subscriber, (budget, now + LOSS_CEILING_HOLD));
+        self.allocate(now, subscriber, budget);
+        let mut stepped_down = false;
+        for (publication, id, was) in receiving {
+            let Some(publication) = self.publications.get_mut(&publication) else {
+                continue;
+            };
+            let rates = publication.layer_bitrates(now);
+            let Some(subscription) = publication.subscription_mut(id) else {
+                continue;
+            };
+            let allocated = subscription.target();
+            if allocated >= was {
+                continue;
+            }
+            // The switch completes on the new layer's keyframe, which must cross the congested
+            // path first: take the highest layer whose keyframe crosses quickly, and let the
+            // allocator climb to the allocated one after the usual hold, while that layer plays.
+            let quick = (0..allocated)
+                .rev()
+                .find(|layer| {
+                    rates.get(usize::from(*layer)).is_some_and(|bps| {
+                        keyframe_crossing(*bps, delivered_bps) <= KEYFRAME_CROSSING_LIMIT
+                    })
+                })
+                .unwrap_or(0);
+            let to = if rates.get(usize::from(allocated)).is_some_and(|bps| {
+                keyframe_crossing(*bps, delivered_bps) <= KEYFRAME_CROSSING_LIMIT
+            }) {
+                allocated
+            } else {
+                quick
+            };
+            if to < allocated {
+                subscription.set_cap(to, u8::MAX);
+                subscription.upgrade_candidate = None;
+                publication.retarget(now, Some(id), LayerReason::Bandwidth, &mut self.outputs);
+            }
+            let Some(subscription) = publication.subscription_mut(id) else {
+                continue;
+            };
+            debug!(subscription = %id, from = was, allocated, to = subscription.target(), delivered_bps, "congestion step-down");
+            subscription.shed_until_switched();
+            stepped_down = true;
+        }
+        if stepped_down && let Some(window) = self.loss.get_mut(&subscriber) {
+            window.last_step_down = Some(now);
+        }
+    }
+
     /// Heavy loss: every simulcast video subscription of `subscriber` goes one layer below the
     /// one it receives (or to the lowest, when `to_lowest`), at once; the bandwidth estimate
     /// moves it back up after the usual hold.
@@ -658,7 +774,15 @@ impl Room {
     /// layer received and only then its resolution. Everyone gets the lowest step first, then
     /// subscriptions move up one step at a time, round-robin, while the budget allows. Lower
     /// caps apply at once; a higher cap only after it has fit for [`UPGRADE_HOLD`].
-    fn allocate(&mut self, now: Instant, subscriber: ParticipantId, bits_per_second: u64) {
+    fn allocate(&mut self, now: Instant, subscriber: ParticipantId, estimate: u64) {
+        let bits_per_second = match self.congestion_budget.get(&subscriber) {
+            Some((delivered, until)) if now < *until => estimate.min(*delivered),
+            Some(_) => {
+                self.congestion_budget.remove(&subscriber);
+                estimate
+            }
+            None => estimate,
+        };
         struct Step {
             spatial: u8,
             temporal: u8,
@@ -698,7 +822,15 @@ impl Room {
                     if spatial > 0 && ceiling.is_some_and(|ceiling| full >= ceiling) {
                         break;
                     }
-                    for temporal in 0..=max_temporal {
+                    // Base frames alone (a quarter of the frame rate with Chrome's L1T3) are a
+                    // slideshow: above the lowest layer, the next layer down at full rate is
+                    // the better picture, so the ladder skips them unless they were asked for.
+                    let lowest = if spatial > 0 && max_temporal > 0 {
+                        1
+                    } else {
+                        0
+                    };
+                    for temporal in lowest..=max_temporal {
                         steps.push(Step {
                             spatial,
                             temporal,
@@ -742,6 +874,7 @@ impl Room {
                 continue;
             };
             let top_spatial = publication.layer_count() - 1;
+            let rates = publication.temporal_bitrates(now);
             let Some(subscription) = publication.subscription_mut(w.subscription) else {
                 continue;
             };
@@ -778,7 +911,7 @@ impl Room {
                 false
             };
             if apply {
-                debug!(subscription = %w.subscription, bits_per_second, from = ?current_cap, to = ?cap, "bandwidth cap");
+                debug!(subscription = %w.subscription, bits_per_second, from = ?current_cap, to = ?cap, ?rates, "bandwidth cap");
                 subscription.set_cap(cap.0, cap.1);
                 subscription.upgrade_candidate = None;
                 publication.retarget(
@@ -803,6 +936,7 @@ impl Room {
 
     fn remove_participant(&mut self, now: Instant, participant: ParticipantId) {
         self.loss.remove(&participant);
+        self.congestion_budget.remove(&participant);
         let owned: Vec<PublicationId> = self
             .publications
             .values()

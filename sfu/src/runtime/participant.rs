@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, debug, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::room::{RoomCommand, RoomEvent, RoomHandle};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
@@ -955,6 +955,20 @@ impl ParticipantTask {
                     if self.subscriber_connected {
                         self.activate_subscriptions().await;
                     }
+                }
+            }
+            PeerEvent::Congested(congestion) => {
+                if role == PeerRole::Subscriber {
+                    info!(
+                        delivered_bps = congestion.delivered_bits_per_second,
+                        sent_bps = congestion.sent_bits_per_second,
+                        queue_delay_ms = congestion.queue_delay.as_millis() as u64,
+                        "downlink congested"
+                    );
+                    self.room.try_send(RoomCommand::Congested {
+                        subscriber: self.id,
+                        delivered_bits_per_second: congestion.delivered_bits_per_second,
+                    });
                 }
             }
             PeerEvent::TrackOpened(track) => {

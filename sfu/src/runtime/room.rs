@@ -124,6 +124,11 @@ pub(crate) enum RoomCommand {
         subscriber: ParticipantId,
         bits_per_second: u64,
     },
+    /// The subscriber's path holds a standing queue and delivers this much.
+    Congested {
+        subscriber: ParticipantId,
+        delivered_bits_per_second: u64,
+    },
 }
 
 #[derive(Clone)]
@@ -313,6 +318,16 @@ impl RoomTask {
                 Input::Bandwidth {
                     subscriber,
                     bits_per_second,
+                },
+            ),
+            RoomCommand::Congested {
+                subscriber,
+                delivered_bits_per_second,
+            } => self.feed(
+                now,
+                Input::Congested {
+                    subscriber,
+                    delivered_bits_per_second,
                 },
             ),
             RoomCommand::KeyframeRequested { subscription } => {

@@ -7,6 +7,7 @@
 //! over the sans-IO `rtc` core with one shared UDP socket) without touching routing or
 //! signaling.
 
+mod congestion;
 mod feedback;
 mod peer;
 mod ports;
@@ -14,6 +15,7 @@ mod reports;
 mod sdp;
 mod track;
 
+pub use congestion::Congestion;
 pub use feedback::FeedbackToApplication;
 pub use peer::{Peer, PeerRole, Transport};
 pub use ports::{PortRange, PortRangeError};
@@ -90,6 +92,8 @@ pub enum PeerEvent {
     ConnectionState(ConnectionState),
     /// The first RTP packet of a remote track arrived (publisher connections only).
     TrackOpened(RemoteTrack),
+    /// The path to the client holds a standing queue (subscriber connections only).
+    Congested(Congestion),
 }
 
 impl std::fmt::Debug for PeerEvent {
@@ -98,6 +102,7 @@ impl std::fmt::Debug for PeerEvent {
             Self::LocalCandidate(c) => f.debug_tuple("LocalCandidate").field(c).finish(),
             Self::ConnectionState(s) => f.debug_tuple("ConnectionState").field(s).finish(),
             Self::TrackOpened(t) => f.debug_tuple("TrackOpened").field(&t.ssrc()).finish(),
+            Self::Congested(c) => f.debug_tuple("Congested").field(c).finish(),
         }
     }
 }

@@ -42,6 +42,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
+use super::congestion::QueueWatch;
 use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
 use super::reports::{RemoteSenderClock, SampledClocks, SenderReports};
@@ -160,7 +161,10 @@ impl Transport {
                     .with(Slot::SenderReport, SenderReports::new(Arc::clone(&clocks)));
                 configure_congestion_control(
                     registry,
-                    Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
+                    QueueWatch::new(
+                        Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
+                        handler.events.clone(),
+                    ),
                     CongestionFeedback::Twcc,
                     &mut media_engine,
                 )

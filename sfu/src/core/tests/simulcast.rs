@@ -21,6 +21,8 @@ struct Stream {
     ts: u32,
     /// VP8 picture ids, far apart per layer (as Chrome's are).
     picture_id: [u16; 3],
+    /// Payload bytes added to every frame of each layer, for tests that need real bitrates.
+    padding: [usize; 3],
 }
 
 impl Stream {
@@ -29,6 +31,7 @@ impl Stream {
             seq: [10, 5000, 60000],
             ts: 1_000,
             picture_id: [32_760, 100, 20_000],
+            padding: [0; 3],
         }
     }
 
@@ -45,6 +48,7 @@ impl Stream {
             } else {
                 payload.push(0x01);
             }
+            payload.resize(payload.len() + self.padding[i], 0);
             payload.push(layer);
             h.rtp_on(
                 PUB,
@@ -582,6 +586,93 @@ fn very_heavy_nack_loss_drops_to_the_lowest_layer() {
     h.input(Input::Nacked {
         subscription: SubscriptionId(1),
         packets: 12,
+    })
+    .unwrap();
+    assert_eq!(
+        layer_changes(&h.drain()),
+        vec![(Some(2), 0, LayerReason::Bandwidth)]
+    );
+}
+
+#[test]
+fn a_congested_path_gets_what_it_delivers_at_once_and_keeps_it_through_the_hold() {
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    let mut stream = Stream::new();
+    // About 120, 360 and 960 kbit/s at 30 frames per second.
+    stream.padding = [500, 1_500, 4_000];
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    h.subscribe(1, 20, PUB);
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 1_500);
+    h.bandwidth(20, 5_000_000);
+    assert!(layer_changes(&h.drain()).is_empty(), "on f, nothing capped");
+    let congested = |h: &mut Harness, delivered| {
+        h.input(Input::Congested {
+            subscriber: ParticipantId(20),
+            delivered_bits_per_second: delivered,
+        })
+        .unwrap();
+    };
+    // The path delivers 800 kbit/s of the ~1 Mbit/s sent: h (~360 kbit/s) fits the budget
+    // (75 % of it, less the usual headroom), and its keyframe crosses in ~150 ms.
+    congested(&mut h, 800_000);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs),
+        vec![(Some(2), 1, LayerReason::Bandwidth)]
+    );
+    // f is shed at once (not fed into the queue), until h's keyframe.
+    stream.frame(&mut h, &[0, 1, 2], &[]);
+    assert!(
+        forwards_to(&h.drain(), 1).is_empty(),
+        "the congested layer is shed"
+    );
+    stream.frame(&mut h, &[0, 1, 2], &[1]);
+    let switched = forwards_to(&h.drain(), 1);
+    assert_eq!(switched.iter().map(layer_of).collect::<Vec<_>>(), vec![1]);
+    // A second signal inside the cooldown does nothing, however low.
+    congested(&mut h, 100_000);
+    assert!(layer_changes(&h.drain()).is_empty());
+    // GCC still says 5 Mbit/s, but what the path delivered bounds the allocation for the hold.
+    let mut outputs = Vec::new();
+    for _ in 0..20 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        h.bandwidth(20, 5_000_000);
+    }
+    outputs.extend(h.drain());
+    assert!(
+        !layer_changes(&outputs).iter().any(|c| c.1 == 2),
+        "back to f within the hold: {:?}",
+        layer_changes(&outputs)
+    );
+    // After it, the estimate applies again (and its own upgrade hold).
+    for _ in 0..12 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        h.bandwidth(20, 5_000_000);
+    }
+    outputs.extend(h.drain());
+    assert_eq!(
+        layer_changes(&outputs).last().map(|c| c.1),
+        Some(2),
+        "f again after the hold: {:?}",
+        layer_changes(&outputs)
+    );
+}
+
+#[test]
+fn a_congested_path_that_delivers_little_drops_to_the_lowest_layer() {
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    let mut stream = Stream::new();
+    stream.padding = [500, 1_500, 4_000];
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    h.subscribe(1, 20, PUB);
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 1_500);
+    h.input(Input::Congested {
+        subscriber: ParticipantId(20),
+        delivered_bits_per_second: 350_000,
     })
     .unwrap();
     assert_eq!(
