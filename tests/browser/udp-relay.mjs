@@ -190,7 +190,7 @@ export class UdpRelay {
     this.lastBrowserSource = undefined;
     this.transactions = new Map(); // STUN txid (browser requests) → browser address
     this.unroutable = { up: 0, down: 0 };
-    this.retransmit = { drops: new Map(), queueDrops: new Map(), queueDropLatencies: [], latencies: [], markerLatencies: [], firstDropAt: undefined, firstLatencyMs: undefined, duplicates: 0, ssrcs: new Map() };
+    this.retransmit = { drops: new Map(), queueDrops: new Map(), queueDropLatencies: [], latencies: [], markerLatencies: [], firstDropAt: undefined, firstLatencyMs: undefined, duplicates: 0, repeats: 0, lostRepairs: 0, ssrcs: new Map() };
     this.up = new Direction('up', seed ^ 0x5bd1e995, (item) => {
       if (this.server !== undefined) this.back.send(item.buf, this.server.port, this.server.host);
     });
@@ -271,11 +271,17 @@ export class UdpRelay {
         this.retransmit.latencies.push(latency);
         if (dropped.marker) this.retransmit.markerLatencies.push(latency);
         if (dropped.first) this.retransmit.firstLatencyMs = latency;
+      } else {
+        // A further copy of a dropped packet (the server repeats each retransmission).
+        this.retransmit.repeats += 1;
       }
     } else if (this.recentlyForwarded(key)) {
       this.retransmit.duplicates += 1;
     }
     const fate = this.down.push(item);
+    // A retransmission or its repeat lost as well: without another copy its frame waits for
+    // the browser's next NACK, 100 ms later.
+    if (fate === 'lost' && dropped !== undefined) this.retransmit.lostRepairs += 1;
     if (fate === 'lost' && dropped === undefined && !padding) {
       const first = this.retransmit.firstDropAt === undefined;
       if (first) this.retransmit.firstDropAt = now;
@@ -305,7 +311,7 @@ export class UdpRelay {
 
   /** Clears the retransmission bookkeeping (call when a measurement window starts). */
   resetRetransmissions() {
-    this.retransmit = { drops: new Map(), queueDrops: new Map(), queueDropLatencies: [], latencies: [], markerLatencies: [], firstDropAt: undefined, firstLatencyMs: undefined, duplicates: 0, ssrcs: new Map() };
+    this.retransmit = { drops: new Map(), queueDrops: new Map(), queueDropLatencies: [], latencies: [], markerLatencies: [], firstDropAt: undefined, firstLatencyMs: undefined, duplicates: 0, repeats: 0, lostRepairs: 0, ssrcs: new Map() };
   }
 
   /**
@@ -325,6 +331,8 @@ export class UdpRelay {
       p95Ms: round(percentile(sorted, 95)),
       maxMs: round(sorted.length ? sorted[sorted.length - 1] : null),
       duplicates: r.duplicates,
+      repeats: r.repeats,
+      lostRepairs: r.lostRepairs,
       // Drops of the last packet of a frame (RTP marker bit): the receiver notices them only
       // when the next frame starts, so their frame completes about one frame interval late.
       droppedFrameEnds: [...r.drops.values()].filter((d) => d.marker).length,

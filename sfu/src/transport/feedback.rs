@@ -16,42 +16,17 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
-/// A pass-through interceptor; with `mark_feedback` it also marks inbound RTCP that carries a
-/// keyframe request, a bandwidth estimate, a NACK (the fastest congestion signal a receiver
-/// sends) or a sender report (a publisher's capture clock) for delivery. The NACK responder still answers the NACKs: marking only lets a copy
-/// past the terminus.
+/// A pass-through interceptor that marks inbound RTCP carrying a keyframe request, a
+/// bandwidth estimate, a NACK (the fastest congestion signal a receiver sends) or a sender
+/// report (a publisher's capture clock) for delivery. The NACK responder still answers the
+/// NACKs: marking only lets a copy past the terminus.
 ///
 /// Add [`FeedbackToApplication::default`] to a webrtc-rs interceptor registry at an
 /// application-most slot (above every built-in interceptor), e.g. `Slot::Custom(20_000)`.
+#[derive(Default)]
 pub struct FeedbackToApplication {
-    mark_feedback: bool,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
-}
-
-impl Default for FeedbackToApplication {
-    fn default() -> Self {
-        Self::new(true)
-    }
-}
-
-impl FeedbackToApplication {
-    fn new(mark_feedback: bool) -> Self {
-        Self {
-            mark_feedback,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
-        }
-    }
-
-    /// Takes the pacer's slot in subscriber chains: forwarded media leaves at the rate the
-    /// publisher sends it. webrtc-rs's pacer paces at the GCC estimate and drops from a full
-    /// queue; on a capped link that starved even the lowest layer, so the estimate never
-    /// recovered (measured in the bandwidth browser test). Layer allocation is the rate
-    /// control here.
-    pub(crate) fn unpaced() -> Self {
-        Self::new(false)
-    }
 }
 
 fn is_actionable(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
@@ -74,8 +49,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {
     type Time = Instant;
 
     fn handle_read(&mut self, mut msg: TaggedPacket) -> Result<(), Self::Error> {
-        if self.mark_feedback
-            && let Packet::Rtcp(packets) = &msg.message.packet
+        if let Packet::Rtcp(packets) = &msg.message.packet
             && is_actionable(packets)
         {
             msg.message.add(Attribute::DeliverToApplication);

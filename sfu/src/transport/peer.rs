@@ -45,6 +45,7 @@ use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 use super::congestion::QueueWatch;
 use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
+use super::repeat::RepeatedRetransmissions;
 use super::reports::{RemoteSenderClock, SampledClocks, SenderReports};
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
@@ -169,7 +170,7 @@ impl Transport {
                     &mut media_engine,
                 )
                 .map_err(peer_err)?
-                .with(Slot::Pacer, FeedbackToApplication::unpaced())
+                .with(Slot::Pacer, RepeatedRetransmissions::default())
             }
         }
         // Application-most: it sees inbound RTCP after every built-in interceptor.
