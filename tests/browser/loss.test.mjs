@@ -10,10 +10,12 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { launchBrowser, startServer, uniqueRoom, withDiagnostics } from './harness.mjs';
 import {
+  floorPublisherUplink,
   inbound,
   joinPage,
   maxFrameGap,
   outboundSamples,
+  RIDS,
   pageState,
   pollUntil,
   publishCamera,
@@ -33,19 +35,25 @@ const FREEZE_LIMIT_MS = 500;
 let server;
 let browser;
 let relay;
+let uplinkRelay;
 const pages = [];
 
 before(async () => {
   // A 100 ms minimum playout delay (RTP playout-delay extension) gives a retransmitted packet
   // time to make its frame's deadline: on loopback Chrome's own buffer is ~10 ms, shorter than
   // the time it takes to notice that a frame's last packet is missing.
-  server = await startServer('loss', { env: { SLUICE_PLAYOUT_DELAY_MS: '100' } });
+  // The RTX unwrapping logs each stream it binds and its repair count (read by the uplink test).
+  server = await startServer('loss', {
+    env: { SLUICE_PLAYOUT_DELAY_MS: '100', SLUICE_LOG: process.env.SLUICE_LOG ?? 'info,sluice_sfu::transport::rtx=debug' },
+  });
   browser = await launchBrowser();
   relay = await startUdpRelay({ seed: 5 });
+  uplinkRelay = await startUdpRelay({ seed: 6 });
 });
 
 after(async () => {
   relay?.close();
+  uplinkRelay?.close();
   await browser?.close();
   await server?.stop();
 });
@@ -157,3 +165,83 @@ test('5 % downlink loss: frames still decoded, NACKs answered quickly', { timeou
     assert.equal(end.freezeCount - before.freezeCount, 0, `freezes under loss (${end.totalFreezesDuration - before.totalFreezesDuration} s)`);
   });
 });
+
+// The publisher's uplink loses 5 % at random: Chrome retransmits on an RTX stream per simulcast
+// layer, named only by repaired-rid, which the server must turn back into the packets repaired
+// (transport::rtx; webrtc-rs alone would drop them as unknown SSRCs and re-NACK every 100 ms).
+// The subscriber, on a clean downlink, must still decode ≥ 99 % of the frames without freezes.
+test('5 % publisher uplink loss: RTX repairs by repaired-rid, frames still decoded', { timeout: 90_000 }, async () => {
+  await withDiagnostics('loss', server, () => pages, async () => {
+    const room = uniqueRoom('uplink-loss');
+    const publisher = await joinPage(browser, server, room, 'publisher', { pages, relay: uplinkRelay });
+    // As in the simulcast test: the publisher's own uplink estimation is not what this checks.
+    await floorPublisherUplink(publisher, 2_000);
+    const publication = await publishCamera(publisher, { codec: 'vp8' });
+    const subscriber = await joinPage(browser, server, room, 'subscriber', { pages });
+    const subscriptionId = await subscribeAndDecode(subscriber, publication.publicationId);
+    const onF = await waitWidth(subscriber, subscriptionId, { equals: 1280 }, { timeoutMs: 20_000 });
+    assert.ok(onF.ok, `the subscriber never reached 1280 px: ${JSON.stringify(onF.stats)}`);
+    assert.ok(uplinkRelay.stats().up.forwarded > 0, "the publisher's media flows through the relay");
+
+    const repairsBefore = serverRepairs();
+    const before = await inbound(subscriber, subscriptionId);
+    const lossAt = Date.now();
+    uplinkRelay.configure('up', { loss: LOSS });
+    await pollUntil(() => Date.now(), (now) => now >= lossAt + LOSS_SECONDS * 1_000, {
+      timeoutMs: LOSS_SECONDS * 1_000 + 5_000,
+      intervalMs: 200,
+    });
+    const lossEnd = Date.now();
+    uplinkRelay.configure('up', { loss: 0 });
+    await pollUntil(() => Date.now(), (now) => now >= lossEnd + 1_000, { timeoutMs: 3_000, intervalMs: 100 });
+    const end = await inbound(subscriber, subscriptionId);
+    const gap = await maxFrameGap(subscriber, subscriptionId, lossAt, lossEnd);
+    const samples = (await outboundSamples(publisher, lossAt - 300)).filter((s) => s.at <= lossEnd + 1_000);
+    const first = samples[0]?.byRid ?? {};
+    const last = samples[samples.length - 1]?.byRid ?? {};
+    const retransmitted = Object.fromEntries(
+      RIDS.map((rid) => [rid, (last[rid]?.retransmittedPacketsSent ?? 0) - (first[rid]?.retransmittedPacketsSent ?? 0)]),
+    );
+    const repairs = serverRepairs();
+    const decoded = end.framesDecoded - before.framesDecoded;
+    const dropped = end.framesDropped - before.framesDropped;
+    const ratio = decoded / (decoded + dropped);
+    report('uplink loss', {
+      LOSS_PCT: LOSS * 100,
+      SECONDS: ((lossEnd - lossAt) / 1000).toFixed(1),
+      DECODED_RATIO: ratio.toFixed(4),
+      framesDecoded: decoded,
+      framesDropped: dropped,
+      FREEZE_COUNT_DELTA: end.freezeCount - before.freezeCount,
+      MAX_FRAME_GAP_MS: gap.maxGapMs,
+      PUBLISHER_RETRANSMITTED: JSON.stringify(retransmitted),
+      rtxSsrcs: JSON.stringify(Object.fromEntries(RIDS.map((rid) => [rid, last[rid]?.rtxSsrc ?? null]))),
+      SERVER_RTX_STREAMS: repairs.streams,
+      SERVER_REPAIRED_AT_LEAST: repairs.repaired - repairsBefore.repaired,
+      relayUp: JSON.stringify(uplinkRelay.stats().up),
+      frameWidth: end.frameWidth,
+    });
+
+    assert.deepEqual((await pageState(subscriber)).errors, [], 'subscriber errors');
+    assert.ok(uplinkRelay.stats().up.lostRandom > 20, `the relay dropped only ${uplinkRelay.stats().up.lostRandom} packets`);
+    assert.ok(retransmitted.f > 0, `the publisher retransmitted nothing on f: ${JSON.stringify(retransmitted)}`);
+    assert.ok(last.f?.rtxSsrc, 'f has an RTX stream');
+    assert.ok(repairs.streams >= 1, 'the server bound no RTX stream by repaired-rid');
+    assert.ok(repairs.repaired - repairsBefore.repaired > 20, `the server repaired only ${repairs.repaired - repairsBefore.repaired} packets`);
+    assert.ok(ratio >= DECODED_MIN, `only ${(ratio * 100).toFixed(2)} % of the frames were decoded`);
+    assert.ok(gap.maxGapMs <= FREEZE_LIMIT_MS, `${gap.maxGapMs} ms without a frame under uplink loss`);
+    assert.equal(end.freezeCount - before.freezeCount, 0, 'freezes under uplink loss');
+  });
+});
+
+/** RTX streams the server bound by repaired-rid, and the packets it repaired (its debug log). */
+function serverRepairs() {
+  let streams = 0;
+  let repaired = 0;
+  for (const line of server.log) {
+    if (line.includes('RTX stream bound by repaired-rid')) streams += 1;
+    const m = /RTX packets repaired stats=RepairStats \{ repaired: (\d+)/.exec(line);
+    if (m) repaired = Math.max(repaired, Number(m[1]));
+  }
+  return { streams, repaired };
+}

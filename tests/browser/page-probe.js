@@ -222,7 +222,7 @@
       }
       if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
       byRid[s.rid ?? '-'] = {
-        ...pick(s, ['active', 'frameWidth', 'frameHeight', 'framesEncoded', 'framesSent', 'bytesSent', 'framesPerSecond', 'qualityLimitationReason', 'targetBitrate', 'nackCount', 'pliCount', 'keyFramesEncoded']),
+        ...pick(s, ['active', 'frameWidth', 'frameHeight', 'framesEncoded', 'framesSent', 'bytesSent', 'framesPerSecond', 'qualityLimitationReason', 'targetBitrate', 'nackCount', 'pliCount', 'keyFramesEncoded', 'retransmittedPacketsSent', 'rtxSsrc']),
         codec: report.get(s.codecId)?.mimeType ?? null,
       };
     });

@@ -13,6 +13,7 @@ mod peer;
 mod ports;
 mod repeat;
 mod reports;
+mod rtx;
 mod sdp;
 mod track;
 

@@ -1,11 +1,11 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use rtc::interceptor::{Gcc, ReceiverReportBuilder, Slot};
+use rtc::interceptor::{Gcc, NackGeneratorBuilder, ReceiverReportBuilder, Slot};
 use rtc::peer_connection::configuration::RTCOfferOptions;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    CongestionFeedback, configure_congestion_control, configure_nack,
-    configure_simulcast_extension_headers,
+    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
+    configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 
 /// GCC's starting point on a subscriber connection: high enough for a 720p simulcast layer
@@ -13,6 +13,13 @@ use rtc::peer_connection::configuration::interceptor_registry::{
 const GCC_INITIAL_BPS: f64 = 2_500_000.0;
 const GCC_MIN_BPS: f64 = 100_000.0;
 const GCC_MAX_BPS: f64 = 50_000_000.0;
+/// How often lost packets of a publisher's are asked for again, and at most how many times.
+const PUBLISHER_NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
+const PUBLISHER_NACKS_PER_PACKET: u16 = 15;
+/// Wire-ward of the FEC decoder (6_000) and the NACK generator (7_000).
+const RTX_SLOT: usize = 5_500;
+/// Below `Slot::CongestionControl` (1_000), the wire-most built-in.
+const REPEAT_SLOT: usize = 500;
 /// RTP header extension that asks the receiver for a playout delay range.
 const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 /// RFC 6464: the sender's audio level on every audio packet, for active speaker detection
@@ -38,7 +45,7 @@ use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry,
-    SettingEngineBuilder, StatsSelector, register_default_interceptors,
+    SettingEngineBuilder, StatsSelector,
 };
 use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
@@ -47,6 +54,7 @@ use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
 use super::repeat::RepeatedRetransmissions;
 use super::reports::{RemoteSenderClock, SampledClocks, SenderReports};
+use super::rtx::RepairedStreams;
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
 use crate::core::MediaKind;
@@ -136,8 +144,25 @@ impl Transport {
                         None,
                     )
                     .map_err(peer_err)?;
-                register_default_interceptors(Registry::new(), &mut media_engine)
-                    .map_err(peer_err)?
+                register_publisher_rtx(&mut media_engine).map_err(peer_err)?;
+                // webrtc-rs's defaults, except the NACK generator: by default it asks every
+                // 100 ms, so a packet lost on the uplink came back after the subscriber's
+                // playout deadline. Chrome ignores a repeated NACK within one round trip, so
+                // asking every 20 ms costs no duplicate retransmissions (decisions §25).
+                configure_simulcast_extension_headers(&mut media_engine).map_err(peer_err)?;
+                let registry = Registry::new().with(
+                    Slot::NackGenerator,
+                    NackGeneratorBuilder::new()
+                        .with_interval(PUBLISHER_NACK_INTERVAL)
+                        .with_max_nacks_per_packet(PUBLISHER_NACKS_PER_PACKET)
+                        .build(),
+                );
+                let registry =
+                    configure_twcc_receiver_only(registry, &mut media_engine).map_err(peer_err)?;
+                configure_rtcp_reports(registry)
+                    // Before the NACK generator (7_000) on the read path, so a repaired packet
+                    // fills its gap there (decisions §25).
+                    .with(Slot::Custom(RTX_SLOT), RepairedStreams::default())
             }
             // We send here: send-side bandwidth estimation (GCC over TWCC) drives layer
             // allocation, and the NACK responder answers the subscriber's NACKs.
@@ -170,7 +195,15 @@ impl Transport {
                     &mut media_engine,
                 )
                 .map_err(peer_err)?
-                .with(Slot::Pacer, RepeatedRetransmissions::default())
+                // No pacer on subscriber legs (decisions §11): a pass-through takes its slot.
+                .with(Slot::Pacer, FeedbackToApplication::default())
+                // Wire-most, below the transport-wide numbering and the send history: the
+                // repeat carries the same transport sequence number as the retransmission,
+                // so the congestion controller sees one packet (decisions §24).
+                .with(
+                    Slot::Custom(REPEAT_SLOT),
+                    RepeatedRetransmissions::default(),
+                )
             }
         }
         // Application-most: it sees inbound RTCP after every built-in interceptor.
@@ -263,6 +296,39 @@ fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
         )?;
     }
     Ok(engine)
+}
+
+/// The video payload types of [`sluice_media_engine`] and the RTX payload type of each.
+const VIDEO_RTX_PAYLOAD_TYPES: [(u8, u8); 6] = [
+    (96, 97),
+    (102, 103),
+    (104, 105),
+    (106, 107),
+    (108, 109),
+    (110, 112),
+];
+
+/// RTX (RFC 4588) for publishers' video: Chrome then retransmits on a separate stream per
+/// simulcast encoding, named by repaired-rid, which [`RepairedStreams`] turns back into the
+/// packets repaired. Only publishers: towards subscribers, retransmissions stay on the media
+/// SSRC (webrtc-rs's NACK responder would otherwise switch to RTX for them too).
+fn register_publisher_rtx(engine: &mut MediaEngine) -> webrtc::error::Result<()> {
+    for (primary, rtx) in VIDEO_RTX_PAYLOAD_TYPES {
+        engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: "video/rtx".to_owned(),
+                    clock_rate: 90_000,
+                    channels: 0,
+                    sdp_fmtp_line: format!("apt={primary}"),
+                    rtcp_feedback: Vec::new(),
+                },
+                payload_type: rtx,
+            },
+            RtpCodecKind::Video,
+        )?;
+    }
+    Ok(())
 }
 
 fn peer_err(err: impl std::fmt::Display) -> TransportError {

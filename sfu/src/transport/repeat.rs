@@ -8,12 +8,12 @@
 //! the first turns that 5 % into 0.25 % for the cost of one packet per loss; when the first
 //! copy arrived, SRTP's replay check discards the second at the receiver.
 //!
-//! It takes the pacer's slot in subscriber chains, below the NACK responder (whose
-//! retransmissions carry [`Attribute::Retransmission`]) and above the transport-wide sequence
-//! numbering, so the copy is numbered and accounted for like any packet on the wire. There is no
-//! pacer on subscriber legs: webrtc-rs's paced at the GCC estimate and dropped from a full
-//! queue, which on a capped link starved even the lowest layer (decisions §11); layer
-//! allocation is the rate control.
+//! It sits wire-most in subscriber chains, below the NACK responder (whose retransmissions carry
+//! [`Attribute::Retransmission`]) and below the transport-wide numbering and send history, so the
+//! copy carries the same transport sequence number as the retransmission it repeats. The
+//! receiver's feedback then reports one packet: arrived (whichever copy made it) or lost (both
+//! did not). Numbered apart, every copy dropped by the replay check would read as a lost packet
+//! to GCC, doubling the loss it sees.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
