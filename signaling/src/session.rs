@@ -218,8 +218,9 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 }
                 event = next_event(&mut self.participant) => match event {
                     Some(event) => {
-                        let message = event_message(event);
-                        if self.send(message).await.is_err() {
+                        if let Some(message) = event_message(event)
+                            && self.send(message).await.is_err()
+                        {
                             break (None, After::Park);
                         }
                     }
@@ -646,7 +647,7 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                     )
                 )
             })
-            .map(event_message)
+            .filter_map(event_message)
             .collect();
         let state = match participant.resume().await {
             Ok(state) => state,
@@ -756,8 +757,10 @@ fn error_message(
     }
 }
 
-fn event_message(event: ParticipantEvent) -> ServerMessage {
-    match event {
+/// The message a participant event becomes for the client; `None` for the events that are
+/// the participant's own business (a probe never leaves its task).
+fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
+    Some(match event {
         ParticipantEvent::Offer(sdp) => ServerMessage::Offer { sdp },
         ParticipantEvent::Candidate(role, c) => ServerMessage::Trickle {
             target: match role {
@@ -830,7 +833,8 @@ fn event_message(event: ParticipantEvent) -> ServerMessage {
                     .collect(),
             }
         }
-    }
+        ParticipantEvent::Room(RoomEvent::Probe { .. }) => return None,
+    })
 }
 
 fn participant_info(info: CoreParticipantInfo) -> ParticipantInfo {

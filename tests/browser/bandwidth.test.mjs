@@ -32,6 +32,8 @@ const FREEZE_LIMIT_MS = 500;
 const PUBLISHER_MIN_KBPS = 2_000;
 /** Before the cap, the downlink must carry well over the cap, or the cap tests nothing. */
 const UNCAPPED_MIN_BPS = 1.5 * CAP_BPS;
+/** How long the cap stays on: past the server's 12 s congestion hold (probing then). */
+const CAPPED_MS = 16_000;
 /** How long after a switch its freeze window lasts. */
 const AFTER_SWITCH_MS = 1_000;
 
@@ -46,7 +48,7 @@ const rates = [];
 before(async () => {
   // The core's allocation decisions (`bandwidth cap … bits_per_second=…`) are debug lines: keep
   // them to report the estimate at which each layer was chosen.
-  const log = process.env.SLUICE_LOG ?? 'info,sluice_sfu::core::room=debug';
+  const log = process.env.SLUICE_LOG ?? 'info,sluice_sfu::core::room=debug,sluice_sfu::transport::peer=debug';
   server = await startServer('bandwidth', { env: { SLUICE_LOG: log } });
   // 20 fps, as in the simulcast test: at 30 fps the publishing Chromium's three encoders starve
   // on 2 cores (docs/decisions.md §19), which would show up here as freezes of the publisher.
@@ -73,7 +75,16 @@ function rateAt(at) {
 
 const kbps = (bps) => `${Math.round(bps / 1000)}kbps`;
 
-test('a capped downlink moves the subscriber down a layer and back up', { timeout: 120_000 }, async () => {
+/** How many server log lines matching `pattern` were logged in [from, to] (epoch ms). */
+function serverLines(pattern, from, to) {
+  return server.log.filter((line) => {
+    const at = /(\d{4}-\d\d-\d\dT[\d:.]+Z)/.exec(line);
+    const t = at ? Date.parse(at[1]) : NaN;
+    return pattern.test(line) && t >= from && t <= to;
+  }).length;
+}
+
+test('a capped downlink moves the subscriber down a layer and back up', { timeout: 150_000 }, async () => {
   await withDiagnostics('bandwidth', server, () => pages, async () => {
     const room = uniqueRoom('bandwidth');
     const publisher = await joinPage(browser, server, room, 'publisher', { pages });
@@ -117,13 +128,20 @@ test('a capped downlink moves the subscriber down a layer and back up', { timeou
     );
     const downGap = await maxFrameGap(subscriber, subscriptionId, decided?.at ?? capAt, downAt + AFTER_SWITCH_MS);
     const afterDown = await inbound(subscriber, subscriptionId);
-    // Stay capped 3 s more: the layer must hold below f.
-    const held = await pollUntil(
+    // Stay capped until CAPPED_MS after the cap: past the server's 12 s congestion hold, so
+    // it tries an upgrade into the capped path, which its probe must refuse: the layer holds
+    // below f, without another freeze.
+    let widest = 0;
+    await pollUntil(
       () => inbound(subscriber, subscriptionId),
-      (s) => s.frameWidth >= 1280 || Date.now() >= downAt + AFTER_SWITCH_MS + 3_000,
-      { timeoutMs: 5_000, intervalMs: 200 },
+      (s) => {
+        widest = Math.max(widest, s.frameWidth ?? 0);
+        return Date.now() >= capAt + CAPPED_MS;
+      },
+      { timeoutMs: CAPPED_MS + 5_000, intervalMs: 200 },
     );
-    const cappedLayerWidth = held.value.frameWidth;
+    const cappedLayerWidth = widest;
+    const cappedGap = await maxFrameGap(subscriber, subscriptionId, downAt + AFTER_SWITCH_MS, Date.now());
     const cappedRate = relay.stats().down;
     const cappedPublisherKbps = await outboundRates(publisher);
 
@@ -155,7 +173,10 @@ test('a capped downlink moves the subscriber down a layer and back up', { timeou
       framesDecodedWhileCapped: beforeLift.framesDecoded - beforeCap.framesDecoded,
       cappedSeconds: ((liftAt - capAt) / 1000).toFixed(1),
       cap: kbps(CAP_BPS),
-      heldWidth: cappedLayerWidth,
+      widestWhileCapped: cappedLayerWidth,
+      CAPPED_MAX_FRAME_GAP_MS: cappedGap.maxGapMs,
+      probesWhileCapped: serverLines(/probing before an upgrade/, capAt, liftAt),
+      congestionSignalsWhileCapped: serverLines(/downlink congested/, capAt, liftAt),
       cappedDownlink: kbps(cappedRate.rateBps),
       publisherKbps: cappedPublisherKbps,
       queueDrops: cappedRate.droppedQueue,
@@ -196,6 +217,7 @@ test('a capped downlink moves the subscriber down a layer and back up', { timeou
     assert.deepEqual(state.errors, [], 'subscriber errors');
     assert.ok(down.ok && down.ms <= DOWN_LIMIT_MS, `downgrade: frameWidth < 1280 after ${down.ms ?? 'never'} ms`);
     assert.ok(cappedLayerWidth < 1280, `went back to 1280 px while still capped at ${kbps(CAP_BPS)}`);
+    assert.ok(cappedGap.maxGapMs <= FREEZE_LIMIT_MS, `while capped: ${cappedGap.maxGapMs} ms without a frame`);
     assert.ok(up.ok && up.ms <= UP_LIMIT_MS, `upgrade: frameWidth 1280 after ${up.ms ?? 'never'} ms`);
     assert.ok(downGap.maxGapMs <= FREEZE_LIMIT_MS, `downgrade: ${downGap.maxGapMs} ms without a frame`);
     assert.ok(upGap.maxGapMs <= FREEZE_LIMIT_MS, `upgrade: ${upGap.maxGapMs} ms without a frame`);

@@ -129,6 +129,13 @@ pub enum Input {
         subscriber: ParticipantId,
         delivered_bits_per_second: u64,
     },
+    /// A probe of a subscriber's path built a queue while its media ran at this rate: the
+    /// upgrade it tested is off, and what it receives now is all its path is trusted with
+    /// for [`CONGESTION_HOLD`].
+    ProbeFailed {
+        subscriber: ParticipantId,
+        bits_per_second: u64,
+    },
     /// A subscriber sent PLI or FIR.
     KeyframeRequested {
         subscription: SubscriptionId,
@@ -163,6 +170,14 @@ pub enum Output {
         current_temporal: Option<u8>,
         target_temporal: u8,
         reason: LayerReason,
+    },
+    /// Before moving `subscriber` up, send `bits_per_second` more than its media for
+    /// `duration` to see whether its path carries that (a standing queue stops the probe and
+    /// arrives as [`Input::Congested`], which cancels the upgrade).
+    Probe {
+        subscriber: ParticipantId,
+        bits_per_second: u64,
+        duration: Duration,
     },
     /// Dynacast: tell the publisher which simulcast layers anyone needs (by index).
     PublisherLayers {
@@ -213,9 +228,13 @@ const LOSS_TO_LOWEST_PERCENT: u64 = 35;
 /// and would otherwise send the subscriber straight back into it.
 const LOSS_CEILING_HOLD: Duration = Duration::from_secs(12);
 /// A congested path's delivery rate, in percent, that its subscriber's video may use (before
-/// the allocator's usual headroom) until [`LOSS_CEILING_HOLD`] has passed: the queue built up
+/// the allocator's usual headroom) until [`CONGESTION_HOLD`] has passed: the queue built up
 /// so far can only drain while less than the path's rate goes in.
 const CONGESTION_BUDGET_PERCENT: u64 = 75;
+/// How long a congested path's budget bounds its subscriber's allocation. After it, an upgrade
+/// the estimate allows is probed first, so a path still narrow costs a short probe, not a
+/// switch into a queue.
+const CONGESTION_HOLD: Duration = Duration::from_secs(8);
 /// How long a step-down's keyframe may take to cross a congested path (the viewer's picture
 /// stops between the shed layer and that keyframe).
 const KEYFRAME_CROSSING_LIMIT: Duration = Duration::from_millis(200);
@@ -228,6 +247,10 @@ fn keyframe_crossing(layer_bps: u64, path_bps: u64) -> Duration {
     Duration::from_millis(layer_bps * 1_000 / KEYFRAME_SHARE_OF_SECOND / path_bps.max(1))
 }
 
+/// An upgrade is probed for this long, starting when it first fits the estimate (so within
+/// its [`UPGRADE_HOLD`]), at this share of what it adds: a little more, for the headroom.
+const PROBE_DURATION: Duration = Duration::from_millis(1_500);
+const PROBE_PERCENT: u64 = 110;
 /// After a loss step-down, the next one waits this long: NACKs for packets already queued on
 /// the congested path keep coming for a while and must not cascade.
 const LOSS_STEP_DOWN_COOLDOWN: Duration = Duration::from_millis(1500);
@@ -387,6 +410,19 @@ impl Room {
                 delivered_bits_per_second,
             } => {
                 self.on_congested(now, subscriber, delivered_bits_per_second);
+                Ok(())
+            }
+            Input::ProbeFailed {
+                subscriber,
+                bits_per_second,
+            } => {
+                // A budget the media it measured just fits (with the allocator's headroom
+                // and a little noise): nothing moves down, nothing moves up.
+                let budget = bits_per_second * 100 / BANDWIDTH_HEADROOM_PERCENT * 110 / 100;
+                debug!(%subscriber, bits_per_second, budget, "probe failed");
+                self.congestion_budget
+                    .insert(subscriber, (budget, now + CONGESTION_HOLD));
+                self.allocate(now, subscriber, budget);
                 Ok(())
             }
             Input::Nacked {
@@ -676,7 +712,7 @@ impl Room {
         // Below what the path delivers, so the queue built up so far drains.
         let budget = delivered_bps * CONGESTION_BUDGET_PERCENT / 100;
         self.congestion_budget
-            .insert(subscriber, (budget, now + LOSS_CEILING_HOLD));
+            .insert(subscriber, (budget, now + CONGESTION_HOLD));
         self.allocate(now, subscriber, budget);
         let mut stepped_down = false;
         for (publication, id, was) in receiving {
@@ -869,6 +905,7 @@ impl Room {
                 }
             }
         }
+        let mut probe_bps = 0;
         for w in wanted {
             let Some(publication) = self.publications.get_mut(&w.publication) else {
                 continue;
@@ -903,6 +940,14 @@ impl Room {
                     }
                     _ => {
                         subscription.upgrade_candidate = Some((cap, now));
+                        // The extra the upgrade would cost: what the probe must show fits.
+                        let from = w
+                            .steps
+                            .iter()
+                            .rev()
+                            .find(|s| (s.spatial, s.temporal) <= current_cap)
+                            .map_or(0, |s| s.bps);
+                        probe_bps += granted.bps.saturating_sub(from);
                         false
                     }
                 }
@@ -921,6 +966,14 @@ impl Room {
                     &mut self.outputs,
                 );
             }
+        }
+        if probe_bps > 0 {
+            debug!(%subscriber, probe_bps, "probing before an upgrade");
+            self.outputs.push_back(Output::Probe {
+                subscriber,
+                bits_per_second: probe_bps * PROBE_PERCENT / 100,
+                duration: PROBE_DURATION,
+            });
         }
     }
 

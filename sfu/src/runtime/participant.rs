@@ -904,6 +904,14 @@ impl ParticipantTask {
     }
 
     async fn handle_room_event(&mut self, event: RoomEvent) {
+        if let RoomEvent::Probe {
+            bits_per_second,
+            duration,
+        } = event
+        {
+            self.subscriber.probe(bits_per_second, duration);
+            return;
+        }
         let RoomEvent::PublicationRemoved { publication, .. } = &event else {
             self.emit(ParticipantEvent::Room(event));
             return;
@@ -963,11 +971,15 @@ impl ParticipantTask {
                         delivered_bps = congestion.delivered_bits_per_second,
                         sent_bps = congestion.sent_bits_per_second,
                         queue_delay_ms = congestion.queue_delay.as_millis() as u64,
+                        during_probe = congestion.during_probe,
                         "downlink congested"
                     );
                     self.room.try_send(RoomCommand::Congested {
                         subscriber: self.id,
                         delivered_bits_per_second: congestion.delivered_bits_per_second,
+                        media_bits_per_second: congestion
+                            .during_probe
+                            .then_some(congestion.sent_bits_per_second),
                     });
                 }
             }

@@ -33,6 +33,11 @@ pub enum RoomEvent {
     /// To everyone: who speaks now, loudest first, with a level in 0.0..=1.0 (linear
     /// amplitude, 1.0 = 0 dBov); empty when nobody does any more.
     ActiveSpeakers(Vec<(ParticipantId, f32)>),
+    /// To a subscriber's own task: probe its path before an upgrade (never sent to a client).
+    Probe {
+        bits_per_second: u64,
+        duration: std::time::Duration,
+    },
 }
 
 /// A subscription's layer change, as the room reports it.
@@ -128,6 +133,8 @@ pub(crate) enum RoomCommand {
     Congested {
         subscriber: ParticipantId,
         delivered_bits_per_second: u64,
+        /// Set when a probe was running: the media's own rate, which the path carried.
+        media_bits_per_second: Option<u64>,
     },
 }
 
@@ -323,11 +330,18 @@ impl RoomTask {
             RoomCommand::Congested {
                 subscriber,
                 delivered_bits_per_second,
+                media_bits_per_second,
             } => self.feed(
                 now,
-                Input::Congested {
-                    subscriber,
-                    delivered_bits_per_second,
+                match media_bits_per_second {
+                    Some(bits_per_second) => Input::ProbeFailed {
+                        subscriber,
+                        bits_per_second,
+                    },
+                    None => Input::Congested {
+                        subscriber,
+                        delivered_bits_per_second,
+                    },
                 },
             ),
             RoomCommand::KeyframeRequested { subscription } => {
@@ -618,6 +632,17 @@ impl RoomTask {
                         },
                     );
                 }
+                Output::Probe {
+                    subscriber,
+                    bits_per_second,
+                    duration,
+                } => self.tell(
+                    subscriber,
+                    RoomEvent::Probe {
+                        bits_per_second,
+                        duration,
+                    },
+                ),
                 Output::ActiveSpeakers { speakers } => {
                     self.active_speakers.clone_from(&speakers);
                     self.broadcast(None, RoomEvent::ActiveSpeakers(speakers));

@@ -18,6 +18,8 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::PeerEvent;
+use super::probe::ProbeControl;
+use std::sync::Arc;
 
 /// Queueing delay, above the path's base delay, that every packet of a window must have seen
 /// before the path counts as congested. Scheduling jitter of a busy host delays some packets by
@@ -46,6 +48,9 @@ pub struct Congestion {
     pub sent_bits_per_second: u64,
     /// The smallest queueing delay any packet of the window saw.
     pub queue_delay: Duration,
+    /// A probe was running: the queue may be its doing, and the delivered rate counts only the
+    /// media (the probe's copies are not reported), so it understates the path.
+    pub during_probe: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -121,10 +126,19 @@ impl QueueDelayDetector {
             arrival_us,
             size: report.size as u64,
         });
+        // The last WINDOW of sending, or back to the last WINDOW_MIN_PACKETS that arrived when
+        // fewer did in it (a low-rate stream, such as the lowest layer alone, or heavy loss).
         while self
             .window
             .front()
             .is_some_and(|s| report.departure.saturating_duration_since(s.departure) > WINDOW)
+            && self
+                .window
+                .iter()
+                .skip(1)
+                .filter(|s| s.arrival_us.is_some())
+                .count()
+                >= WINDOW_MIN_PACKETS
         {
             self.window.pop_front();
         }
@@ -168,6 +182,7 @@ impl QueueDelayDetector {
             delivered_bits_per_second: delivered_bps,
             sent_bits_per_second: sent_bps,
             queue_delay,
+            during_probe: false,
         })
     }
 }
@@ -187,14 +202,17 @@ pub struct QueueWatch<E> {
     estimator: E,
     detector: QueueDelayDetector,
     events: mpsc::Sender<PeerEvent>,
+    /// A running probe stops at the first sign of a queue, before the application hears of it.
+    probe: Arc<ProbeControl>,
 }
 
 impl<E: BandwidthEstimator> QueueWatch<E> {
-    pub fn new(estimator: E, events: mpsc::Sender<PeerEvent>) -> Self {
+    pub fn new(estimator: E, events: mpsc::Sender<PeerEvent>, probe: Arc<ProbeControl>) -> Self {
         Self {
             estimator,
             detector: QueueDelayDetector::default(),
             events,
+            probe,
         }
     }
 }
@@ -202,7 +220,8 @@ impl<E: BandwidthEstimator> QueueWatch<E> {
 impl<E: BandwidthEstimator> BandwidthEstimator for QueueWatch<E> {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.estimator.on_reports(now, reports);
-        if let Some(congestion) = self.detector.on_reports(now, reports) {
+        if let Some(mut congestion) = self.detector.on_reports(now, reports) {
+            congestion.during_probe = self.probe.stop();
             debug!(?congestion, "subscriber path congested");
             if let Err(err) = self.events.try_send(PeerEvent::Congested(congestion)) {
                 warn!(%err, "congestion signal dropped");

@@ -11,6 +11,7 @@ mod congestion;
 mod feedback;
 mod peer;
 mod ports;
+mod probe;
 mod repeat;
 mod reports;
 mod rtx;

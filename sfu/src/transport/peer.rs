@@ -20,6 +20,7 @@ const PUBLISHER_NACKS_PER_PACKET: u16 = 15;
 const RTX_SLOT: usize = 5_500;
 /// Below `Slot::CongestionControl` (1_000), the wire-most built-in.
 const REPEAT_SLOT: usize = 500;
+const PROBE_SLOT: usize = 400;
 /// RTP header extension that asks the receiver for a playout delay range.
 const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 /// RFC 6464: the sender's audio level on every audio packet, for active speaker detection
@@ -52,6 +53,7 @@ use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 use super::congestion::QueueWatch;
 use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
+use super::probe::{ProbeControl, Prober};
 use super::repeat::RepeatedRetransmissions;
 use super::reports::{RemoteSenderClock, SampledClocks, SenderReports};
 use super::rtx::RepairedStreams;
@@ -131,6 +133,7 @@ impl Transport {
     ) -> Result<Peer, TransportError> {
         let mut media_engine = sluice_media_engine().map_err(peer_err)?;
         let clocks = Arc::new(SampledClocks::default());
+        let probe = Arc::new(ProbeControl::default());
         let registry = match role {
             // The client estimates its uplink from our TWCC feedback (and NACKs us for loss), and
             // tells us how loud each audio packet is.
@@ -190,6 +193,7 @@ impl Transport {
                     QueueWatch::new(
                         Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
                         handler.events.clone(),
+                        Arc::clone(&probe),
                     ),
                     CongestionFeedback::Twcc,
                     &mut media_engine,
@@ -204,6 +208,9 @@ impl Transport {
                     Slot::Custom(REPEAT_SLOT),
                     RepeatedRetransmissions::default(),
                 )
+                // Wire-most too, for the same reason: a probe's copies share their originals'
+                // transport sequence numbers.
+                .with(Slot::Custom(PROBE_SLOT), Prober::new(Arc::clone(&probe)))
             }
         }
         // Application-most: it sees inbound RTCP after every built-in interceptor.
@@ -228,6 +235,7 @@ impl Transport {
             pc: Arc::new(pc),
             playout_delay_ms: self.config.playout_delay_ms,
             clocks,
+            probe,
         })
     }
 }
@@ -347,6 +355,8 @@ pub struct Peer {
     playout_delay_ms: u16,
     /// Shared by the sending tracks' writers and the connection's sender reports.
     clocks: Arc<SampledClocks>,
+    /// The probe this connection sends (subscriber connections).
+    probe: Arc<ProbeControl>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -571,6 +581,14 @@ impl Peer {
 
     /// The send-side bandwidth estimate (GCC over TWCC feedback) of this connection, in bits
     /// per second; `None` before the estimator has produced one.
+    /// Probes the path to the client: `bits_per_second` more than the media for `duration`,
+    /// stopped early if a standing queue forms (see `probe`).
+    pub fn probe(&self, bits_per_second: u64, duration: std::time::Duration) {
+        debug!(bits_per_second, ?duration, "probing the subscriber's path");
+        self.probe
+            .start(std::time::Instant::now(), bits_per_second, duration);
+    }
+
     pub async fn estimated_bitrate(&self) -> Option<u64> {
         let report = self
             .pc

@@ -204,6 +204,9 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
                 Output::ActiveSpeakers { .. } => {
                     prop_assert!(false, "packets without audio levels have no speakers");
                 }
+                Output::Probe { .. } => {
+                    prop_assert!(false, "nothing to probe without bandwidth estimates");
+                }
             }
         }
     }

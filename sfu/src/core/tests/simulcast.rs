@@ -660,6 +660,119 @@ fn a_congested_path_gets_what_it_delivers_at_once_and_keeps_it_through_the_hold(
     );
 }
 
+fn probes(outputs: &[Output]) -> Vec<(u64, u64)> {
+    outputs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Probe {
+                subscriber,
+                bits_per_second,
+                ..
+            } => Some((subscriber.0, *bits_per_second)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_upgrade_is_probed_first_and_a_queue_during_the_probe_cancels_it() {
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    let mut stream = Stream::new();
+    stream.padding = [500, 1_500, 4_000];
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    h.subscribe(1, 20, PUB);
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 1_500);
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    let (q, f) = (rates[0][2], rates[2][2]);
+    // Down to q at once: nothing to probe on the way down.
+    h.bandwidth(20, q * 100 / 85 + 10_000);
+    let outputs = h.drain();
+    assert_eq!(layer_changes(&outputs).last().map(|c| c.1), Some(0));
+    assert!(probes(&outputs).is_empty());
+    // Room for f: the upgrade waits for its hold, and the path is probed meanwhile with what
+    // f adds over q (and 10 % more).
+    h.bandwidth(20, 5_000_000);
+    let outputs = h.drain();
+    assert!(layer_changes(&outputs).is_empty(), "the hold comes first");
+    let probed = probes(&outputs);
+    assert_eq!(probed.len(), 1, "{probed:?}");
+    assert_eq!(probed[0].0, 20);
+    let expected = (f - q) * 110 / 100;
+    assert!(
+        probed[0].1.abs_diff(expected) <= expected / 50,
+        "{probed:?} vs {expected}"
+    );
+    // The probe built a queue: the path delivers 300 kbit/s. The upgrade never comes.
+    h.input(Input::Congested {
+        subscriber: ParticipantId(20),
+        delivered_bits_per_second: 300_000,
+    })
+    .unwrap();
+    let mut outputs = Vec::new();
+    for _ in 0..10 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        h.bandwidth(20, 5_000_000);
+    }
+    outputs.extend(h.drain());
+    assert!(
+        !layer_changes(&outputs).iter().any(|c| c.1 > 0),
+        "moved up into a path that failed its probe: {:?}",
+        layer_changes(&outputs)
+    );
+    assert!(probes(&outputs).is_empty(), "no probe beyond the budget");
+}
+
+#[test]
+fn a_failed_probe_keeps_the_subscriber_where_it_is_then_probes_again_after_the_hold() {
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    let mut stream = Stream::new();
+    stream.padding = [500, 1_500, 4_000];
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    h.subscribe(1, 20, PUB);
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 1_500);
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    let h_rate = rates[1][2];
+    h.bandwidth(20, h_rate * 100 / 85 + 10_000);
+    stream.frame(&mut h, &[0, 1, 2], &[1]);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs).last().map(|c| c.0),
+        Some(Some(1)),
+        "on h"
+    );
+    h.bandwidth(20, 5_000_000);
+    assert_eq!(probes(&h.drain()).len(), 1, "f is probed");
+    // The probe built a queue while h streamed at its rate: h stays, f does not come.
+    h.input(Input::ProbeFailed {
+        subscriber: ParticipantId(20),
+        bits_per_second: h_rate,
+    })
+    .unwrap();
+    let mut outputs = h.drain();
+    for _ in 0..14 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        h.bandwidth(20, 5_000_000);
+    }
+    outputs.extend(h.drain());
+    assert!(
+        layer_changes(&outputs).is_empty(),
+        "neither down nor up within the hold: {:?}",
+        layer_changes(&outputs)
+    );
+    assert!(probes(&outputs).is_empty(), "no probe within the hold");
+    // After the hold the estimate applies again: f is probed anew.
+    for _ in 0..4 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        h.bandwidth(20, 5_000_000);
+    }
+    outputs.extend(h.drain());
+    assert_eq!(probes(&outputs).len(), 1, "probed again after the hold");
+}
+
 #[test]
 fn a_congested_path_that_delivers_little_drops_to_the_lowest_layer() {
     let mut h = Harness::new();
