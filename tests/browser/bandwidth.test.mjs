@@ -227,3 +227,4 @@ test('a capped downlink moves the subscriber down a layer and back up', { timeou
     );
   });
 });
+

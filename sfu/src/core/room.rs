@@ -129,6 +129,14 @@ pub enum Input {
         subscriber: ParticipantId,
         delivered_bits_per_second: u64,
     },
+    /// A subscriber's own estimate of its downlink (REMB), from a client without transport-wide
+    /// feedback. It only ever says "less": a REMB never exceeds ~1.5× what the client receives,
+    /// so as an estimate it would keep the subscriber where it is. Far below what the
+    /// subscriber is sent, it is a congestion signal (or a failed probe, during one).
+    Remb {
+        subscriber: ParticipantId,
+        bits_per_second: u64,
+    },
     /// A probe of a subscriber's path built a queue while its media ran at this rate: the
     /// upgrade it tested is off, and what it receives now is all its path is trusted with
     /// for [`CONGESTION_HOLD`].
@@ -251,6 +259,19 @@ fn keyframe_crossing(layer_bps: u64, path_bps: u64) -> Duration {
 /// its [`UPGRADE_HOLD`]), at this share of what it adds: a little more, for the headroom.
 const PROBE_DURATION: Duration = Duration::from_millis(1_500);
 const PROBE_PERCENT: u64 = 110;
+/// A REMB below this share of what its subscriber is sent means congestion. On overuse
+/// libwebrtc's receiver lowers its REMB to 85 % of what it receives; after a step-down it
+/// grows again towards 150 % of it, so a tighter threshold would read its recovery as
+/// more congestion.
+const REMB_CONGESTED_PERCENT: u64 = 75;
+/// During a probe the REMB counts only the media (the probe's copies never pass SRTP), so its
+/// overuse value, 85 % of that, already means the probe built a queue.
+const REMB_PROBE_FAILED_PERCENT: u64 = 90;
+/// A REMB this far above what is sent means the client saw no queue at this rate.
+const REMB_UNCONGESTED_PERCENT: u64 = 130;
+/// What an uncongested REMB is taken for when allocating: enough for the next layer up to be
+/// probed (h over q, f over h with Chrome's camera layers), never more than that in one step.
+const REMB_UPGRADE_FACTOR: u64 = 3;
 /// After a loss step-down, the next one waits this long: NACKs for packets already queued on
 /// the congested path keep coming for a while and must not cascade.
 const LOSS_STEP_DOWN_COOLDOWN: Duration = Duration::from_millis(1500);
@@ -327,6 +348,8 @@ pub struct Room {
     /// What each congested subscriber's path delivered, and until when it bounds its
     /// allocation whatever the bandwidth estimate says.
     congestion_budget: HashMap<ParticipantId, (u64, Instant)>,
+    /// When each subscriber's path was last asked to be probed.
+    last_probe: HashMap<ParticipantId, Instant>,
     speakers: SpeakerDetector,
 }
 
@@ -340,6 +363,7 @@ impl Room {
             stats: RoomStats::default(),
             loss: HashMap::new(),
             congestion_budget: HashMap::new(),
+            last_probe: HashMap::new(),
             speakers: SpeakerDetector::default(),
         }
     }
@@ -416,13 +440,14 @@ impl Room {
                 subscriber,
                 bits_per_second,
             } => {
-                // A budget the media it measured just fits (with the allocator's headroom
-                // and a little noise): nothing moves down, nothing moves up.
-                let budget = bits_per_second * 100 / BANDWIDTH_HEADROOM_PERCENT * 110 / 100;
-                debug!(%subscriber, bits_per_second, budget, "probe failed");
-                self.congestion_budget
-                    .insert(subscriber, (budget, now + CONGESTION_HOLD));
-                self.allocate(now, subscriber, budget);
+                self.on_probe_failed(now, subscriber, bits_per_second);
+                Ok(())
+            }
+            Input::Remb {
+                subscriber,
+                bits_per_second,
+            } => {
+                self.on_remb(now, subscriber, bits_per_second);
                 Ok(())
             }
             Input::Nacked {
@@ -677,6 +702,75 @@ impl Room {
         if step_down {
             self.step_down(now, subscriber, to_lowest);
         }
+    }
+
+    /// A probe of `subscriber`'s path failed while its media ran at `media_bps`: a budget the
+    /// media just fits (with the allocator's headroom and a little noise), so nothing moves down
+    /// and nothing moves up for [`CONGESTION_HOLD`].
+    fn on_probe_failed(&mut self, now: Instant, subscriber: ParticipantId, media_bps: u64) {
+        let budget = media_bps * 100 / BANDWIDTH_HEADROOM_PERCENT * 110 / 100;
+        debug!(%subscriber, media_bps, budget, "probe failed");
+        self.last_probe.remove(&subscriber);
+        self.congestion_budget
+            .insert(subscriber, (budget, now + CONGESTION_HOLD));
+        self.allocate(now, subscriber, budget);
+    }
+
+    /// A client's own downlink estimate (REMB). libwebrtc's receiver lets it grow to ~1.5× what
+    /// it receives while nothing queues, and drops it to 85 % of what it receives on overuse. So:
+    /// far below what is sent, congestion (a failed probe, during one); above ~1.3× what is
+    /// sent, "not congested at this rate", which says nothing about the next layer up, so the
+    /// allocator is told
+    /// [`REMB_UPGRADE_FACTOR`]× the REMB and the upgrade goes through the usual hold and probe.
+    /// (Without transport-wide feedback the probe's copies show only as the REMB falling.)
+    fn on_remb(&mut self, now: Instant, subscriber: ParticipantId, remb: u64) {
+        let sent = self.sent_rate(now, subscriber);
+        if sent == 0 {
+            return;
+        }
+        let probing = self
+            .last_probe
+            .get(&subscriber)
+            .is_some_and(|at| now.saturating_duration_since(*at) <= PROBE_DURATION * 2);
+        if probing && remb * 100 < sent * REMB_PROBE_FAILED_PERCENT {
+            debug!(%subscriber, remb, sent, "REMB fell during a probe");
+            self.on_probe_failed(now, subscriber, sent);
+        } else if remb * 100 < sent * REMB_CONGESTED_PERCENT {
+            debug!(%subscriber, remb, sent, "REMB below what is sent");
+            // On overuse the REMB is 85 % of what arrived: the path delivered that much.
+            self.on_congested(now, subscriber, remb * 100 / 85);
+        } else if remb * 100 >= sent * REMB_UNCONGESTED_PERCENT {
+            self.allocate(now, subscriber, remb.saturating_mul(REMB_UPGRADE_FACTOR));
+        }
+        // In between the REMB is still growing back towards 1.5× what arrives: no news.
+    }
+
+    /// What `subscriber`'s video subscriptions cost at the layers they receive now.
+    fn sent_rate(&mut self, now: Instant, subscriber: ParticipantId) -> u64 {
+        let mut total = 0;
+        for publication in self.publications.values_mut() {
+            if publication.kind() != MediaKind::Video {
+                continue;
+            }
+            let receiving: Vec<(u8, u8)> = publication
+                .subscriptions
+                .iter()
+                .filter(|s| s.subscriber == subscriber && !s.paused())
+                .filter_map(|s| s.current_layer().map(|l| (l, s.current_temporal())))
+                .collect();
+            if receiving.is_empty() {
+                continue;
+            }
+            let rates = publication.temporal_bitrates(now);
+            for (spatial, temporal) in receiving {
+                total += rates
+                    .get(usize::from(spatial))
+                    .and_then(|r| r.get(usize::from(temporal.min(TOP_TEMPORAL_LAYER))))
+                    .copied()
+                    .unwrap_or(0);
+            }
+        }
+        total
     }
 
     /// A standing queue on `subscriber`'s downlink: its video is allocated from what the path
@@ -969,6 +1063,7 @@ impl Room {
         }
         if probe_bps > 0 {
             debug!(%subscriber, probe_bps, "probing before an upgrade");
+            self.last_probe.insert(subscriber, now);
             self.outputs.push_back(Output::Probe {
                 subscriber,
                 bits_per_second: probe_bps * PROBE_PERCENT / 100,
@@ -990,6 +1085,7 @@ impl Room {
     fn remove_participant(&mut self, now: Instant, participant: ParticipantId) {
         self.loss.remove(&participant);
         self.congestion_budget.remove(&participant);
+        self.last_probe.remove(&participant);
         let owned: Vec<PublicationId> = self
             .publications
             .values()

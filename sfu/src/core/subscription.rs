@@ -161,6 +161,11 @@ impl Subscription {
         self.max_layer
     }
 
+    /// The temporal layer forwarded within the current spatial layer.
+    pub fn current_temporal(&self) -> u8 {
+        self.temporal.current()
+    }
+
     pub fn max_temporal(&self) -> u8 {
         self.max_temporal
     }

@@ -851,6 +851,7 @@ impl ParticipantTask {
             .expect("invariant: activate is called with a held subscription");
         let payload_type = state.track.payload_type().await?;
         let room = self.room.clone();
+        let subscriber = self.id;
         let sink = state
             .track
             .spawn_io(
@@ -863,6 +864,12 @@ impl ParticipantTask {
                         room.try_send(RoomCommand::Nacked {
                             subscription: id,
                             packets,
+                        });
+                    }
+                    SubscriberFeedback::Remb(bits_per_second) => {
+                        room.try_send(RoomCommand::Remb {
+                            subscriber,
+                            bits_per_second,
                         });
                     }
                 },

@@ -129,6 +129,11 @@ pub(crate) enum RoomCommand {
         subscriber: ParticipantId,
         bits_per_second: u64,
     },
+    /// The subscriber's own estimate of its downlink (REMB).
+    Remb {
+        subscriber: ParticipantId,
+        bits_per_second: u64,
+    },
     /// The subscriber's path holds a standing queue and delivers this much.
     Congested {
         subscriber: ParticipantId,
@@ -323,6 +328,16 @@ impl RoomTask {
             } => self.feed(
                 now,
                 Input::Bandwidth {
+                    subscriber,
+                    bits_per_second,
+                },
+            ),
+            RoomCommand::Remb {
+                subscriber,
+                bits_per_second,
+            } => self.feed(
+                now,
+                Input::Remb {
                     subscriber,
                     bits_per_second,
                 },

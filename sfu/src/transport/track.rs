@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
@@ -41,6 +42,9 @@ pub enum SubscriberFeedback {
     KeyframeRequest,
     /// A NACK naming this many lost packets.
     Nacked(u32),
+    /// A receiver-estimated maximum bitrate (REMB), from a client that estimates its downlink
+    /// itself (one that did not take transport-wide feedback).
+    Remb(u64),
 }
 
 /// A track a publisher sends us, opened when its first RTP packet arrived.
@@ -407,6 +411,16 @@ impl LocalTrack {
                             if lost > 0 {
                                 nacked.fetch_add(u64::from(lost), Ordering::Relaxed);
                                 on_feedback(SubscriberFeedback::Nacked(lost));
+                            }
+                            let remb = packets
+                                .iter()
+                                .filter_map(|p| {
+                                    p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>()
+                                })
+                                .map(|remb| remb.bitrate)
+                                .rfind(|bps| bps.is_finite() && *bps >= 0.0);
+                            if let Some(bps) = remb {
+                                on_feedback(SubscriberFeedback::Remb(bps as u64));
                             }
                         }
                         Some(_) => {}
