@@ -330,6 +330,7 @@ pub enum CoreError {
 ///             Output::LayersChanged { subscriber, .. } => { /* tell the subscriber */ }
 ///             Output::PublisherLayers { publisher, active, .. } => { /* dynacast */ }
 ///             Output::ActiveSpeakers { speakers } => { /* tell everyone in the room */ }
+///             Output::Probe { subscriber, bits_per_second, .. } => { /* probe its path */ }
 ///         }
 ///     }
 ///     // then: sleep until room.poll_timeout(), call room.handle_timeout(now), drain again
