@@ -175,6 +175,7 @@ test('a capped downlink moves the subscriber down a layer and back up', { timeou
       cap: kbps(CAP_BPS),
       widestWhileCapped: cappedLayerWidth,
       CAPPED_MAX_FRAME_GAP_MS: cappedGap.maxGapMs,
+      cappedGapAfterCapMs: cappedGap.at === null ? null : cappedGap.at - capAt,
       probesWhileCapped: serverLines(/probing before an upgrade/, capAt, liftAt),
       congestionSignalsWhileCapped: serverLines(/downlink congested/, capAt, liftAt),
       cappedDownlink: kbps(cappedRate.rateBps),

@@ -349,6 +349,8 @@ pub struct Room {
     /// What each congested subscriber's path delivered, and until when it bounds its
     /// allocation whatever the bandwidth estimate says.
     congestion_budget: HashMap<ParticipantId, (u64, Instant)>,
+    /// Until when a subscriber is not moved up (its last probe failed).
+    upgrades_held: HashMap<ParticipantId, Instant>,
     /// When each subscriber's path was last asked to be probed.
     last_probe: HashMap<ParticipantId, Instant>,
     speakers: SpeakerDetector,
@@ -365,6 +367,7 @@ impl Room {
             loss: HashMap::new(),
             congestion_budget: HashMap::new(),
             last_probe: HashMap::new(),
+            upgrades_held: HashMap::new(),
             speakers: SpeakerDetector::default(),
         }
     }
@@ -705,16 +708,22 @@ impl Room {
         }
     }
 
-    /// A probe of `subscriber`'s path failed while its media ran at `media_bps`: a budget the
-    /// media just fits (with the allocator's headroom and a little noise), so nothing moves down
-    /// and nothing moves up for [`CONGESTION_HOLD`].
+    /// A probe of `subscriber`'s path failed while its media ran at `media_bps`: the upgrade it
+    /// tested is off, and no upgrade is tried for [`CONGESTION_HOLD`]. Nothing moves down: the
+    /// media fitted before the probe, and a switch now would put a keyframe into the queue the
+    /// probe left (measured: a failed probe that also stepped h down to q froze 500 ms).
     fn on_probe_failed(&mut self, now: Instant, subscriber: ParticipantId, media_bps: u64) {
-        let budget = media_bps * 100 / BANDWIDTH_HEADROOM_PERCENT * 110 / 100;
-        debug!(%subscriber, media_bps, budget, "probe failed");
+        debug!(%subscriber, media_bps, "probe failed");
         self.last_probe.remove(&subscriber);
-        self.congestion_budget
-            .insert(subscriber, (budget, now + CONGESTION_HOLD));
-        self.allocate(now, subscriber, budget);
+        self.upgrades_held.insert(subscriber, now + CONGESTION_HOLD);
+        for subscription in self
+            .publications
+            .values_mut()
+            .flat_map(|p| p.subscriptions.iter_mut())
+            .filter(|s| s.subscriber == subscriber)
+        {
+            subscription.upgrade_candidate = None;
+        }
     }
 
     /// A client's own downlink estimate (REMB). libwebrtc's receiver lets it grow to ~1.5× what
@@ -1000,6 +1009,14 @@ impl Room {
                 }
             }
         }
+        let upgrades_held = match self.upgrades_held.get(&subscriber) {
+            Some(until) if now < *until => true,
+            Some(_) => {
+                self.upgrades_held.remove(&subscriber);
+                false
+            }
+            None => false,
+        };
         let mut probe_bps = 0;
         for w in wanted {
             let Some(publication) = self.publications.get_mut(&w.publication) else {
@@ -1028,6 +1045,9 @@ impl Room {
             let apply = if cap < current_cap {
                 subscription.upgrade_candidate = None;
                 true
+            } else if cap > current_cap && upgrades_held {
+                subscription.upgrade_candidate = None;
+                false
             } else if cap > current_cap {
                 match subscription.upgrade_candidate {
                     Some((candidate, since)) if candidate <= cap => {
@@ -1087,6 +1107,7 @@ impl Room {
         self.loss.remove(&participant);
         self.congestion_budget.remove(&participant);
         self.last_probe.remove(&participant);
+        self.upgrades_held.remove(&participant);
         let owned: Vec<PublicationId> = self
             .publications
             .values()

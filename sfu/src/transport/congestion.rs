@@ -39,6 +39,33 @@ const BASE_WINDOW_SECONDS: u64 = 10;
 /// a while to drain and would otherwise signal again.
 const SIGNAL_COOLDOWN: Duration = Duration::from_millis(1_000);
 
+/// How long after a congestion signal the path counts as congested for [`PathState`].
+const CONGESTED_FOR: Duration = Duration::from_secs(2);
+
+/// What the rest of a subscriber connection's chain should know about its path: whether it was
+/// just found congested (the retransmission repeater then stops doubling its repairs, which
+/// would only deepen the queue the step-down is draining).
+#[derive(Debug, Default)]
+pub struct PathState {
+    congested_until: std::sync::Mutex<Option<Instant>>,
+}
+
+impl PathState {
+    pub fn mark_congested(&self, now: Instant) {
+        if let Ok(mut until) = self.congested_until.lock() {
+            *until = Some(now + CONGESTED_FOR);
+        }
+    }
+
+    pub fn congested(&self, now: Instant) -> bool {
+        self.congested_until
+            .lock()
+            .ok()
+            .and_then(|until| *until)
+            .is_some_and(|until| now < until)
+    }
+}
+
 /// The path to a subscriber holds a standing queue and delivers less than we send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Congestion {
@@ -76,14 +103,23 @@ pub struct QueueDelayDetector {
 
 impl QueueDelayDetector {
     /// Feeds one feedback batch; returns a signal when the path just proved congested.
-    pub fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) -> Option<Congestion> {
+    ///
+    /// While `probing`, a standing queue alone is congestion: the probe's copies are not in
+    /// the reports, so the media's delivered rate falls below its sent rate only once the path
+    /// is overloaded by a quarter, too late for a probe that must not hurt the media.
+    pub fn on_reports(
+        &mut self,
+        now: Instant,
+        reports: &[PacketReport],
+        probing: bool,
+    ) -> Option<Congestion> {
         for report in reports {
             self.push(report);
         }
         if reports.is_empty() {
             return None;
         }
-        let congestion = self.judge()?;
+        let congestion = self.judge(probing)?;
         if self
             .last_signal
             .is_some_and(|at| now.saturating_duration_since(at) < SIGNAL_COOLDOWN)
@@ -144,7 +180,7 @@ impl QueueDelayDetector {
         }
     }
 
-    fn judge(&self) -> Option<Congestion> {
+    fn judge(&self, probing: bool) -> Option<Congestion> {
         let base = self.base.iter().map(|(_, lowest)| *lowest).min()?;
         let arrived: Vec<&Sample> = self
             .window
@@ -175,14 +211,14 @@ impl QueueDelayDetector {
         let delivered_span = Duration::from_micros(u64::try_from(latest - earliest).ok()?);
         let delivered_bytes: u64 = arrived.iter().skip(1).map(|s| s.size).sum();
         let delivered_bps = bits_per_second(delivered_bytes, delivered_span)?;
-        if delivered_bps * 100 >= sent_bps * DELIVERED_OF_SENT_PERCENT {
+        if !probing && delivered_bps * 100 >= sent_bps * DELIVERED_OF_SENT_PERCENT {
             return None;
         }
         Some(Congestion {
             delivered_bits_per_second: delivered_bps,
             sent_bits_per_second: sent_bps,
             queue_delay,
-            during_probe: false,
+            during_probe: probing,
         })
     }
 }
@@ -204,15 +240,22 @@ pub struct QueueWatch<E> {
     events: mpsc::Sender<PeerEvent>,
     /// A running probe stops at the first sign of a queue, before the application hears of it.
     probe: Arc<ProbeControl>,
+    path: Arc<PathState>,
 }
 
 impl<E: BandwidthEstimator> QueueWatch<E> {
-    pub fn new(estimator: E, events: mpsc::Sender<PeerEvent>, probe: Arc<ProbeControl>) -> Self {
+    pub fn new(
+        estimator: E,
+        events: mpsc::Sender<PeerEvent>,
+        probe: Arc<ProbeControl>,
+        path: Arc<PathState>,
+    ) -> Self {
         Self {
             estimator,
             detector: QueueDelayDetector::default(),
             events,
             probe,
+            path,
         }
     }
 }
@@ -220,8 +263,11 @@ impl<E: BandwidthEstimator> QueueWatch<E> {
 impl<E: BandwidthEstimator> BandwidthEstimator for QueueWatch<E> {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.estimator.on_reports(now, reports);
-        if let Some(mut congestion) = self.detector.on_reports(now, reports) {
-            congestion.during_probe = self.probe.stop();
+        let probing = self.probe.running(now);
+        if let Some(mut congestion) = self.detector.on_reports(now, reports, probing) {
+            // A probe that ended a moment ago may still be what the queue holds.
+            congestion.during_probe = self.probe.stop() || probing;
+            self.path.mark_congested(now);
             debug!(?congestion, "subscriber path congested");
             if let Err(err) = self.events.try_send(PeerEvent::Congested(congestion)) {
                 warn!(%err, "congestion signal dropped");
@@ -329,7 +375,9 @@ mod tests {
     ) -> Vec<(Instant, Congestion)> {
         batches
             .into_iter()
-            .filter_map(|(now, reports)| detector.on_reports(now, &reports).map(|c| (now, c)))
+            .filter_map(|(now, reports)| {
+                detector.on_reports(now, &reports, false).map(|c| (now, c))
+            })
             .collect()
     }
 
@@ -413,6 +461,45 @@ mod tests {
     }
 
     #[test]
+    fn while_probing_a_standing_queue_alone_is_congestion() {
+        let start = Instant::now();
+        let mut path = Path::new(start);
+        let mut detector = QueueDelayDetector::default();
+        let quiet = path.run(
+            Duration::from_secs(2),
+            300_000,
+            10_000_000,
+            Duration::from_millis(250),
+        );
+        assert!(feed(&mut detector, quiet).is_empty());
+        // The path narrows to just what the media takes: a queue stands (as a probe's unseen
+        // copies would build), but what is reported is delivered at the rate it was sent.
+        let narrow = path.run(
+            Duration::from_secs(1),
+            300_000,
+            290_000,
+            Duration::from_millis(250),
+        );
+        let (quiet, probed): (Vec<_>, Vec<_>) = narrow
+            .into_iter()
+            .partition(|(at, _)| *at < start + Duration::from_millis(2_600));
+        assert!(
+            feed(&mut detector, quiet).is_empty(),
+            "delivered ≈ sent: not congestion"
+        );
+        let signals: Vec<_> = probed
+            .into_iter()
+            .filter_map(|(now, reports)| detector.on_reports(now, &reports, true))
+            .collect();
+        assert!(
+            signals
+                .first()
+                .is_some_and(|c| c.during_probe && c.queue_delay >= QUEUE_DELAY_LIMIT),
+            "{signals:?}"
+        );
+    }
+
+    #[test]
     fn jitter_on_some_packets_is_not_congestion() {
         let start = Instant::now();
         let mut detector = QueueDelayDetector::default();
@@ -436,7 +523,7 @@ mod tests {
     fn empty_and_lost_reports_say_nothing() {
         let start = Instant::now();
         let mut detector = QueueDelayDetector::default();
-        assert_eq!(detector.on_reports(start, &[]), None);
+        assert_eq!(detector.on_reports(start, &[], false), None);
         let lost: Vec<PacketReport> = (0..50)
             .map(|i| PacketReport {
                 ssrc: 1,
@@ -452,7 +539,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            detector.on_reports(start + Duration::from_secs(1), &lost),
+            detector.on_reports(start + Duration::from_secs(1), &lost, false),
             None
         );
     }

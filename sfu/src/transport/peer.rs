@@ -50,7 +50,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
-use super::congestion::QueueWatch;
+use super::congestion::{PathState, QueueWatch};
 use super::feedback::FeedbackToApplication;
 use super::ports::PortCursor;
 use super::probe::{ProbeControl, Prober};
@@ -134,6 +134,7 @@ impl Transport {
         let mut media_engine = sluice_media_engine().map_err(peer_err)?;
         let clocks = Arc::new(SampledClocks::default());
         let probe = Arc::new(ProbeControl::default());
+        let path = Arc::new(PathState::default());
         let registry = match role {
             // The client estimates its uplink from our TWCC feedback (and NACKs us for loss), and
             // tells us how loud each audio packet is.
@@ -194,6 +195,7 @@ impl Transport {
                         Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
                         handler.events.clone(),
                         Arc::clone(&probe),
+                        Arc::clone(&path),
                     ),
                     CongestionFeedback::Twcc,
                     &mut media_engine,
@@ -206,7 +208,7 @@ impl Transport {
                 // so the congestion controller sees one packet (decisions §24).
                 .with(
                     Slot::Custom(REPEAT_SLOT),
-                    RepeatedRetransmissions::default(),
+                    RepeatedRetransmissions::new(Arc::clone(&path)),
                 )
                 // Wire-most too, for the same reason: a probe's copies share their originals'
                 // transport sequence numbers.

@@ -18,8 +18,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
+
+use super::congestion::PathState;
 
 /// How long after a retransmission its copy goes out: apart enough that one loss burst on the
 /// path rarely takes both, well inside any playout delay.
@@ -27,12 +31,24 @@ const REPEAT_AFTER: Duration = Duration::from_millis(15);
 /// Copies waiting at most; a NACK storm beyond this is answered once, as before.
 const PENDING_LIMIT: usize = 512;
 
-#[derive(Default)]
 pub struct RepeatedRetransmissions {
+    /// While the path was just found congested, repairs go out once.
+    path: Arc<PathState>,
     /// Copies due to be sent, in the order they are due (`now` is the due instant).
     pending: VecDeque<TaggedPacket>,
     read_queue: VecDeque<TaggedPacket>,
     write_queue: VecDeque<TaggedPacket>,
+}
+
+impl RepeatedRetransmissions {
+    pub fn new(path: Arc<PathState>) -> Self {
+        Self {
+            path,
+            pending: VecDeque::new(),
+            read_queue: VecDeque::new(),
+            write_queue: VecDeque::new(),
+        }
+    }
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for RepeatedRetransmissions {
@@ -55,6 +71,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for RepeatedRetransmissions {
         if matches!(msg.message.packet, Packet::Rtp(_))
             && msg.message.has(&Attribute::Retransmission)
             && self.pending.len() < PENDING_LIMIT
+            && !self.path.congested(msg.now)
         {
             // The envelope is not `Clone`; its parts are.
             self.pending.push_back(TaggedPacket {
@@ -131,7 +148,7 @@ mod tests {
     #[test]
     fn a_retransmission_goes_out_again_after_the_delay_and_originals_once() {
         let start = Instant::now();
-        let mut repeater = RepeatedRetransmissions::default();
+        let mut repeater = RepeatedRetransmissions::new(Arc::default());
         repeater
             .handle_write(rtp(start, 10, false))
             .expect("a pass-through never fails");
@@ -153,9 +170,36 @@ mod tests {
     }
 
     #[test]
+    fn on_a_path_just_found_congested_repairs_go_out_once() {
+        let start = Instant::now();
+        let path = Arc::new(PathState::default());
+        let mut repeater = RepeatedRetransmissions::new(Arc::clone(&path));
+        path.mark_congested(start);
+        repeater
+            .handle_write(rtp(start, 4, true))
+            .expect("a pass-through never fails");
+        repeater
+            .handle_timeout(start + REPEAT_AFTER)
+            .expect("a pass-through never fails");
+        assert_eq!(drain(&mut repeater), vec![(4, start)], "no copy");
+        let later = start + Duration::from_secs(3);
+        repeater
+            .handle_write(rtp(later, 5, true))
+            .expect("a pass-through never fails");
+        repeater
+            .handle_timeout(later + REPEAT_AFTER)
+            .expect("a pass-through never fails");
+        assert_eq!(
+            drain(&mut repeater).len(),
+            2,
+            "copies again once it has drained"
+        );
+    }
+
+    #[test]
     fn a_nack_storm_keeps_the_copies_bounded() {
         let start = Instant::now();
-        let mut repeater = RepeatedRetransmissions::default();
+        let mut repeater = RepeatedRetransmissions::new(Arc::default());
         for seq in 0..2_000u16 {
             repeater
                 .handle_write(rtp(start, seq, true))
