@@ -672,14 +672,21 @@ impl Room {
             .sum()
     }
 
-    fn on_nacked(&mut self, now: Instant, subscriber: ParticipantId, packets: u64) {
+    /// `subscriber`'s loss window (which also remembers its last step-down), opened now if it
+    /// has none.
+    fn loss_window(&mut self, now: Instant, subscriber: ParticipantId) -> &mut LossWindow {
         let forwarded = self.forwarded_to(subscriber);
-        let window = self.loss.entry(subscriber).or_insert(LossWindow {
+        self.loss.entry(subscriber).or_insert(LossWindow {
             started: now,
             forwarded_at_start: forwarded,
             nacked: 0,
             last_step_down: None,
-        });
+        })
+    }
+
+    fn on_nacked(&mut self, now: Instant, subscriber: ParticipantId, packets: u64) {
+        let forwarded = self.forwarded_to(subscriber);
+        let window = self.loss_window(now, subscriber);
         window.nacked += packets;
         if now.saturating_duration_since(window.started) < LOSS_WINDOW {
             return;
@@ -784,18 +791,12 @@ impl Room {
     }
 
     /// A standing queue on `subscriber`'s downlink: its video is allocated from what the path
-    /// delivered, at once. A subscription that lands on a lower spatial layer sheds its current
-    /// one until the switch (feeding it into the queue would only delay the lower layer's
-    /// keyframe), and the layer it left gets the loss ceiling: the queue drains within a second,
-    /// and nothing else would keep GCC from sending the subscriber straight back into it.
+    /// delivered, at once, and that budget bounds it for [`CONGESTION_HOLD`] (the queue drains
+    /// within a second, and nothing else would keep GCC from sending the subscriber straight
+    /// back into it). A subscription that lands on a lower spatial layer sheds its current one
+    /// until the switch (feeding it into the queue would only delay the lower layer's keyframe).
     fn on_congested(&mut self, now: Instant, subscriber: ParticipantId, delivered_bps: u64) {
-        let forwarded = self.forwarded_to(subscriber);
-        let window = self.loss.entry(subscriber).or_insert(LossWindow {
-            started: now,
-            forwarded_at_start: forwarded,
-            nacked: 0,
-            last_step_down: None,
-        });
+        let window = self.loss_window(now, subscriber);
         if window
             .last_step_down
             .is_some_and(|at| now.saturating_duration_since(at) < LOSS_STEP_DOWN_COOLDOWN)

@@ -594,17 +594,23 @@ fn very_heavy_nack_loss_drops_to_the_lowest_layer() {
     );
 }
 
-#[test]
-fn a_congested_path_gets_what_it_delivers_at_once_and_keeps_it_through_the_hold() {
+/// Subscriber 20 on publication `PUB`, whose layers stream at about 120, 360 and 960 kbit/s
+/// (30 frames per second), measured over more than a rate window.
+fn streaming_at_real_rates() -> (Harness, Stream) {
     let mut h = Harness::new();
     h.publish_simulcast(PUB, PUBLISHER, 3);
     let mut stream = Stream::new();
-    // About 120, 360 and 960 kbit/s at 30 frames per second.
     stream.padding = [500, 1_500, 4_000];
     stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
     h.subscribe(1, 20, PUB);
     stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
     run_frames(&mut h, &mut stream, &[0, 1, 2], 1_500);
+    (h, stream)
+}
+
+#[test]
+fn a_congested_path_gets_what_it_delivers_at_once_and_keeps_it_through_the_hold() {
+    let (mut h, mut stream) = streaming_at_real_rates();
     h.bandwidth(20, 5_000_000);
     assert!(layer_changes(&h.drain()).is_empty(), "on f, nothing capped");
     let congested = |h: &mut Harness, delivered| {
@@ -676,14 +682,7 @@ fn probes(outputs: &[Output]) -> Vec<(u64, u64)> {
 
 #[test]
 fn an_upgrade_is_probed_first_and_a_queue_during_the_probe_cancels_it() {
-    let mut h = Harness::new();
-    h.publish_simulcast(PUB, PUBLISHER, 3);
-    let mut stream = Stream::new();
-    stream.padding = [500, 1_500, 4_000];
-    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
-    h.subscribe(1, 20, PUB);
-    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
-    run_frames(&mut h, &mut stream, &[0, 1, 2], 1_500);
+    let (mut h, mut stream) = streaming_at_real_rates();
     let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
     let (q, f) = (rates[0][2], rates[2][2]);
     // Down to q at once: nothing to probe on the way down.
@@ -726,14 +725,7 @@ fn an_upgrade_is_probed_first_and_a_queue_during_the_probe_cancels_it() {
 
 #[test]
 fn a_failed_probe_keeps_the_subscriber_where_it_is_then_probes_again_after_the_hold() {
-    let mut h = Harness::new();
-    h.publish_simulcast(PUB, PUBLISHER, 3);
-    let mut stream = Stream::new();
-    stream.padding = [500, 1_500, 4_000];
-    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
-    h.subscribe(1, 20, PUB);
-    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
-    run_frames(&mut h, &mut stream, &[0, 1, 2], 1_500);
+    let (mut h, mut stream) = streaming_at_real_rates();
     let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
     let h_rate = rates[1][2];
     h.bandwidth(20, h_rate * 100 / 85 + 10_000);
@@ -775,14 +767,7 @@ fn a_failed_probe_keeps_the_subscriber_where_it_is_then_probes_again_after_the_h
 
 #[test]
 fn a_congested_path_that_delivers_little_drops_to_the_lowest_layer() {
-    let mut h = Harness::new();
-    h.publish_simulcast(PUB, PUBLISHER, 3);
-    let mut stream = Stream::new();
-    stream.padding = [500, 1_500, 4_000];
-    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
-    h.subscribe(1, 20, PUB);
-    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
-    run_frames(&mut h, &mut stream, &[0, 1, 2], 1_500);
+    let (mut h, _stream) = streaming_at_real_rates();
     h.input(Input::Congested {
         subscriber: ParticipantId(20),
         delivered_bits_per_second: 350_000,
