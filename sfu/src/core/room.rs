@@ -130,9 +130,8 @@ pub enum Input {
         delivered_bits_per_second: u64,
     },
     /// A subscriber's own estimate of its downlink (REMB), from a client without transport-wide
-    /// feedback. It only ever says "less": a REMB never exceeds ~1.5× what the client receives,
-    /// so as an estimate it would keep the subscriber where it is. Far below what the
-    /// subscriber is sent, it is a congestion signal (or a failed probe, during one).
+    /// feedback. A REMB never exceeds ~1.5× what the client receives, so as an estimate it
+    /// would keep the subscriber where it is; it is read as a signal instead (see `on_remb`).
     Remb {
         subscriber: ParticipantId,
         bits_per_second: u64,
@@ -749,14 +748,14 @@ impl Room {
             .last_probe
             .get(&subscriber)
             .is_some_and(|at| now.saturating_duration_since(*at) <= PROBE_DURATION * 2);
-        if probing && remb * 100 < sent * REMB_PROBE_FAILED_PERCENT {
+        if probing && remb.saturating_mul(100) < sent.saturating_mul(REMB_PROBE_FAILED_PERCENT) {
             debug!(%subscriber, remb, sent, "REMB fell during a probe");
             self.on_probe_failed(now, subscriber, sent);
-        } else if remb * 100 < sent * REMB_CONGESTED_PERCENT {
+        } else if remb.saturating_mul(100) < sent.saturating_mul(REMB_CONGESTED_PERCENT) {
             debug!(%subscriber, remb, sent, "REMB below what is sent");
             // On overuse the REMB is 85 % of what arrived: the path delivered that much.
-            self.on_congested(now, subscriber, remb * 100 / 85);
-        } else if remb * 100 >= sent * REMB_UNCONGESTED_PERCENT {
+            self.on_congested(now, subscriber, remb.saturating_mul(100) / 85);
+        } else if remb.saturating_mul(100) >= sent.saturating_mul(REMB_UNCONGESTED_PERCENT) {
             self.allocate(now, subscriber, remb.saturating_mul(REMB_UPGRADE_FACTOR));
         }
         // In between the REMB is still growing back towards 1.5× what arrives: no news.
@@ -815,7 +814,7 @@ impl Room {
             })
             .collect();
         // Below what the path delivers, so the queue built up so far drains.
-        let budget = delivered_bps * CONGESTION_BUDGET_PERCENT / 100;
+        let budget = delivered_bps.saturating_mul(CONGESTION_BUDGET_PERCENT) / 100;
         self.congestion_budget
             .insert(subscriber, (budget, now + CONGESTION_HOLD));
         self.allocate(now, subscriber, budget);
@@ -987,7 +986,8 @@ impl Room {
                 });
             }
         }
-        let budget = (bits_per_second * BANDWIDTH_HEADROOM_PERCENT / 100).saturating_sub(audio);
+        let budget = (bits_per_second.saturating_mul(BANDWIDTH_HEADROOM_PERCENT) / 100)
+            .saturating_sub(audio);
         let mut spent: u64 = wanted
             .iter()
             .filter_map(|w| w.steps.first())
@@ -1088,7 +1088,7 @@ impl Room {
             self.last_probe.insert(subscriber, now);
             self.outputs.push_back(Output::Probe {
                 subscriber,
-                bits_per_second: probe_bps * PROBE_PERCENT / 100,
+                bits_per_second: probe_bps.saturating_mul(PROBE_PERCENT) / 100,
                 duration: PROBE_DURATION,
             });
         }

@@ -266,7 +266,7 @@ impl<E: BandwidthEstimator> BandwidthEstimator for QueueWatch<E> {
         let probing = self.probe.running(now);
         if let Some(mut congestion) = self.detector.on_reports(now, reports, probing) {
             // A probe that ended a moment ago may still be what the queue holds.
-            congestion.during_probe = self.probe.stop() || probing;
+            congestion.during_probe = self.probe.stop(now) || probing;
             self.path.mark_congested(now);
             debug!(?congestion, "subscriber path congested");
             if let Err(err) = self.events.try_send(PeerEvent::Congested(congestion)) {

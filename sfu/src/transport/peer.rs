@@ -201,7 +201,8 @@ impl Transport {
                     &mut media_engine,
                 )
                 .map_err(peer_err)?
-                // No pacer on subscriber legs (decisions §11): a pass-through takes its slot.
+                // No pacer on subscriber legs (decisions §11): the feedback marker (a pass-through
+                // otherwise) takes its slot.
                 .with(Slot::Pacer, FeedbackToApplication::default())
                 // Wire-most, below the transport-wide numbering and the send history: the
                 // repeat carries the same transport sequence number as the retransmission,
@@ -581,8 +582,6 @@ impl Peer {
         None
     }
 
-    /// The send-side bandwidth estimate (GCC over TWCC feedback) of this connection, in bits
-    /// per second; `None` before the estimator has produced one.
     /// Probes the path to the client: `bits_per_second` more than the media for `duration`,
     /// stopped early if a standing queue forms (see `probe`).
     pub fn probe(&self, bits_per_second: u64, duration: std::time::Duration) {
@@ -591,6 +590,8 @@ impl Peer {
             .start(std::time::Instant::now(), bits_per_second, duration);
     }
 
+    /// The send-side bandwidth estimate (GCC over TWCC feedback) of this connection, in bits
+    /// per second; `None` before the estimator has produced one.
     pub async fn estimated_bitrate(&self) -> Option<u64> {
         let report = self
             .pc

@@ -26,6 +26,9 @@ use rtc::shared::marshal::MarshalSize;
 const RECENT_PACKETS: usize = 16;
 /// How often a running probe sends what its rate has accumulated.
 const PROBE_TICK: Duration = Duration::from_millis(5);
+/// How long after a probe ended a queue is still taken for its doing: the feedback on its
+/// last packets (a window, the queue itself, the receiver's feedback interval) arrives later.
+const PROBE_ECHO: Duration = Duration::from_millis(500);
 /// A probe rate never exceeds this (a bad request must not flood a path).
 const PROBE_MAX_BPS: u64 = 10_000_000;
 
@@ -71,30 +74,34 @@ impl ProbeControl {
         }
     }
 
-    /// Whether a probe is being sent now.
+    /// Whether a probe is being sent now or ended less than [`PROBE_ECHO`] ago: feedback on
+    /// its last, fastest part arrives only after it ended.
     pub fn running(&self, now: Instant) -> bool {
-        self.current(now).is_some()
+        self.state
+            .lock()
+            .ok()
+            .and_then(|state| *state)
+            .is_some_and(|probe| now < probe.until + PROBE_ECHO)
     }
 
-    /// The path proved too narrow: no more probe bytes. Returns whether a probe was running
-    /// (then the queue may be the probe's doing, not the media's).
-    pub fn stop(&self) -> bool {
+    /// The path proved too narrow: no more probe bytes. Returns whether a probe was running,
+    /// or ended less than [`PROBE_ECHO`] ago (then the queue may be the probe's doing, not
+    /// the media's).
+    pub fn stop(&self, now: Instant) -> bool {
         self.state
             .lock()
             .map(|mut state| {
                 state
                     .take()
-                    .is_some_and(|probe| Instant::now() < probe.until)
+                    .is_some_and(|probe| now < probe.until + PROBE_ECHO)
             })
             .unwrap_or(false)
     }
 
+    /// The probe to send now, if one is due.
     fn current(&self, now: Instant) -> Option<Probe> {
-        let mut state = self.state.lock().ok()?;
-        if state.is_some_and(|probe| now >= probe.until) {
-            *state = None;
-        }
-        *state
+        let state = self.state.lock().ok()?;
+        state.filter(|probe| now < probe.until)
     }
 }
 
@@ -294,8 +301,8 @@ mod tests {
         let ramped = start + Duration::from_secs(4);
         prober.handle_timeout(ramped).expect("timeout");
         assert!(!written(&mut prober).is_empty());
-        assert!(control.stop(), "a probe was running");
-        assert!(!control.stop(), "and is no more");
+        assert!(control.stop(ramped), "a probe was running");
+        assert!(!control.stop(ramped), "and is no more");
         prober.handle_timeout(ramped + PROBE_TICK).expect("timeout");
         assert!(written(&mut prober).is_empty());
         assert_eq!(prober.poll_timeout(), None, "idle once stopped");

@@ -170,6 +170,17 @@ impl Interceptor for RepairedStreams {
     fn unbind_local_stream(&mut self, _info: &StreamInfo) {}
     fn bind_remote_stream(&mut self, info: &StreamInfo) {
         self.learn_extensions(info);
+        // A single encoding (a screen share) signals its RTX stream with `a=ssrc-group:FID`
+        // and no rid. webrtc-rs unwraps those only after the chain, so the NACK generator
+        // would never see their repairs fill a gap: unwrap them here too.
+        if let Some(rtx) = info.ssrc_rtx
+            && (self.repairs.len() < STREAM_LIMIT || self.repairs.contains_key(&rtx))
+            && (self.media_payload_type.len() < STREAM_LIMIT
+                || self.media_payload_type.contains_key(&info.ssrc))
+        {
+            self.repairs.insert(rtx, info.ssrc);
+            self.media_payload_type.insert(info.ssrc, info.payload_type);
+        }
     }
     fn unbind_remote_stream(&mut self, info: &StreamInfo) {
         self.media_payload_type.remove(&info.ssrc);
@@ -290,6 +301,28 @@ mod tests {
                 unmatched: 0
             }
         );
+    }
+
+    #[test]
+    fn an_rtx_stream_signalled_by_ssrc_group_is_unwrapped_too() {
+        let mut streams = bound();
+        streams.bind_remote_stream(&StreamInfo {
+            ssrc: 5_000,
+            ssrc_rtx: Some(5_001),
+            payload_type: 96,
+            payload_type_rtx: Some(97),
+            ..Default::default()
+        });
+        let repaired = pass(&mut streams, packet(5_001, 97, 3, &[], &[0x00, 0x2a, 0xEE]));
+        assert_eq!(
+            (
+                repaired.header.ssrc,
+                repaired.header.payload_type,
+                repaired.header.sequence_number
+            ),
+            (5_000, 96, 42)
+        );
+        assert_eq!(&repaired.payload[..], &[0xEE]);
     }
 
     #[test]

@@ -35,6 +35,9 @@ pub trait RtpSink: Send + Sync + 'static {
     fn deliver(&self, layer: u8, packet: RtpPacket);
 }
 
+/// REMB values are clamped to this (10 Gbit/s).
+const REMB_LIMIT_BPS: u64 = 10_000_000_000;
+
 /// What a subscriber tells us about a track we send it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriberFeedback {
@@ -420,7 +423,10 @@ impl LocalTrack {
                                 .map(|remb| remb.bitrate)
                                 .rfind(|bps| bps.is_finite() && *bps >= 0.0);
                             if let Some(bps) = remb {
-                                on_feedback(SubscriberFeedback::Remb(bps as u64));
+                                // A REMB's mantissa and exponent reach far past any real path.
+                                on_feedback(SubscriberFeedback::Remb(
+                                    (bps as u64).min(REMB_LIMIT_BPS),
+                                ));
                             }
                         }
                         Some(_) => {}
