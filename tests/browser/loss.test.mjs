@@ -227,7 +227,8 @@ test('5 % publisher uplink loss: RTX repairs by repaired-rid, frames still decod
     assert.ok(retransmitted.f > 0, `the publisher retransmitted nothing on f: ${JSON.stringify(retransmitted)}`);
     assert.ok(last.f?.rtxSsrc, 'f has an RTX stream');
     assert.ok(repairs.streams >= 1, 'the server bound no RTX stream by repaired-rid');
-    assert.ok(repairs.repaired - repairsBefore.repaired > 20, `the server repaired only ${repairs.repaired - repairsBefore.repaired} packets`);
+    // The server logs its repair count every 16 repairs; Chrome retransmitted ~90 packets.
+    assert.ok(repairs.repaired - repairsBefore.repaired >= 32, `the server repaired only ${repairs.repaired - repairsBefore.repaired} packets`);
     assert.ok(ratio >= DECODED_MIN, `only ${(ratio * 100).toFixed(2)} % of the frames were decoded`);
     assert.ok(gap.maxGapMs <= FREEZE_LIMIT_MS, `${gap.maxGapMs} ms without a frame under uplink loss`);
     assert.equal(end.freezeCount - before.freezeCount, 0, 'freezes under uplink loss');

@@ -23,6 +23,8 @@ pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 pub const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
 pub const MID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
 
+/// The repair count is logged every this many repairs.
+const REPAIRS_PER_LOG: u64 = 16;
 /// Streams remembered at most, so a peer inventing SSRCs or rids cannot grow them.
 const STREAM_LIMIT: usize = 64;
 
@@ -130,7 +132,7 @@ impl RepairedStreams {
         packet.header.sequence_number = sequence_number;
         packet.header.padding = false;
         self.stats.repaired += 1;
-        if self.stats.repaired.is_power_of_two() {
+        if self.stats.repaired.is_multiple_of(REPAIRS_PER_LOG) {
             debug!(stats = ?self.stats, "RTX packets repaired");
         }
     }
