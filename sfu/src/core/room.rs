@@ -249,6 +249,21 @@ const KEYFRAME_CROSSING_LIMIT: Duration = Duration::from_millis(200);
 /// Chrome's camera layers: 5–10 average frames at 20–30 fps).
 const KEYFRAME_SHARE_OF_SECOND: u64 = 3;
 
+/// How well a congestion signal knows the path's rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PathRate {
+    /// What the path delivered while the queue stood (transport-wide feedback): the
+    /// allocation can follow it to a temporal layer of the same resolution.
+    Measured,
+    /// Only an upper bound that may still be well above the path (a REMB, whose first value
+    /// after overuse averages the second before the queue: 380 and 548 kbit/s under a 350
+    /// cap). A step chosen from it may not drain the queue (f at half rate, chosen at a budget
+    /// of 335 kbit/s, sent 320 under that cap and froze 983 ms; h, chosen at 410, froze 759),
+    /// so the subscriber goes to the lowest layer, whose keyframe crosses first, and the
+    /// allocator climbs from there within the budget after the usual hold, probing first.
+    Bounded,
+}
+
 /// How long a keyframe of a layer streaming `layer_bps` takes through `path_bps`.
 fn keyframe_crossing(layer_bps: u64, path_bps: u64) -> Duration {
     Duration::from_millis(layer_bps * 1_000 / KEYFRAME_SHARE_OF_SECOND / path_bps.max(1))
@@ -256,21 +271,31 @@ fn keyframe_crossing(layer_bps: u64, path_bps: u64) -> Duration {
 
 /// An upgrade is probed for this long, starting when it first fits the estimate (so within
 /// its [`UPGRADE_HOLD`]), at this share of what it adds: a little more, for the headroom.
+/// (125 % of the upgraded rate, less what is sent, was tried for REMB clients, whose probes
+/// passed too easily: in the transport-wide test it only made each refused probe of f freeze
+/// longer, 267–417 ms against 167–217; decisions §26.)
 const PROBE_DURATION: Duration = Duration::from_millis(1_500);
 const PROBE_PERCENT: u64 = 110;
-/// A REMB below this share of what its subscriber is sent means congestion. On overuse
+/// A REMB that falls below this share of what its subscriber is sent means congestion. On overuse
 /// libwebrtc's receiver lowers its REMB to 85 % of what it receives; after a step-down it
 /// grows again towards 150 % of it, so a tighter threshold would read its recovery as
 /// more congestion.
 const REMB_CONGESTED_PERCENT: u64 = 75;
-/// During a probe the REMB counts only the media (the probe's copies never pass SRTP), so its
-/// overuse value, 85 % of that, already means the probe built a queue.
-const REMB_PROBE_FAILED_PERCENT: u64 = 90;
+/// A REMB this much below the one before it is a fall (libwebrtc sends a new REMB at once
+/// when its estimate drops by 3 % or more).
+const REMB_FALL_PERCENT: u64 = 97;
 /// A REMB this far above what is sent means the client saw no queue at this rate.
 const REMB_UNCONGESTED_PERCENT: u64 = 130;
-/// What an uncongested REMB is taken for when allocating: enough for the next layer up to be
-/// probed (h over q, f over h with Chrome's camera layers), never more than that in one step.
-const REMB_UPGRADE_FACTOR: u64 = 3;
+/// What an uncongested REMB lets the allocator try, as a multiple of what is sent: the next
+/// layer up (h over q, f over h with Chrome's camera layers), never more in one step. From the
+/// REMB itself it was f straight from q (a REMB holds its value for seconds after a
+/// step-down), and that probe overran a 350 kbit/s path so far that the REMB fell to 40
+/// kbit/s and crawled back at 2.5 kbit/s per second.
+const REMB_UPGRADE_PERCENT: u64 = 400;
+/// After a congestion signal, nothing moves up (nor is probed) for this long: the queue is
+/// still draining, and feedback describes the rate before the step-down (a probe started
+/// 100 ms after one failed on the REMB's fall that the queue, not the probe, caused).
+const CONGESTION_DRAIN: Duration = Duration::from_secs(2);
 /// After a loss step-down, the next one waits this long: NACKs for packets already queued on
 /// the congested path keep coming for a while and must not cascade.
 const LOSS_STEP_DOWN_COOLDOWN: Duration = Duration::from_millis(1500);
@@ -352,6 +377,8 @@ pub struct Room {
     upgrades_held: HashMap<ParticipantId, Instant>,
     /// When each subscriber's path was last asked to be probed.
     last_probe: HashMap<ParticipantId, Instant>,
+    /// Each REMB client's last REMB: during a probe, a fall from it is the probe's queue.
+    last_remb: HashMap<ParticipantId, u64>,
     speakers: SpeakerDetector,
 }
 
@@ -366,6 +393,7 @@ impl Room {
             loss: HashMap::new(),
             congestion_budget: HashMap::new(),
             last_probe: HashMap::new(),
+            last_remb: HashMap::new(),
             upgrades_held: HashMap::new(),
             speakers: SpeakerDetector::default(),
         }
@@ -436,7 +464,12 @@ impl Room {
                 subscriber,
                 delivered_bits_per_second,
             } => {
-                self.on_congested(now, subscriber, delivered_bits_per_second);
+                self.on_congested(
+                    now,
+                    subscriber,
+                    delivered_bits_per_second,
+                    PathRate::Measured,
+                );
                 Ok(())
             }
             Input::ProbeFailed {
@@ -734,13 +767,18 @@ impl Room {
 
     /// A client's own downlink estimate (REMB). libwebrtc's receiver lets it grow to ~1.5× what
     /// it receives while nothing queues, and drops it to 85 % of what it receives on overuse. So:
-    /// far below what is sent, congestion (a failed probe, during one); above ~1.3× what is
+    /// a REMB that falls to far below what is sent, congestion (any fall during a probe: the
+    /// probe failed); above ~1.3× what is
     /// sent, "not congested at this rate", which says nothing about the next layer up, so the
-    /// allocator is told
-    /// [`REMB_UPGRADE_FACTOR`]× the REMB and the upgrade goes through the usual hold and probe.
+    /// allocator is told [`REMB_UPGRADE_PERCENT`] of what is sent and the upgrade goes through
+    /// the usual hold and probe.
     /// (Without transport-wide feedback the probe's copies show only as the REMB falling.)
     fn on_remb(&mut self, now: Instant, subscriber: ParticipantId, remb: u64) {
+        let previous = self.last_remb.insert(subscriber, remb);
+        // The REMB covers every stream the client receives, audio too (at low video rates
+        // audio is a third of it).
         let sent = self.sent_rate(now, subscriber);
+        debug!(%subscriber, remb, sent, "REMB");
         if sent == 0 {
             return;
         }
@@ -748,24 +786,49 @@ impl Room {
             .last_probe
             .get(&subscriber)
             .is_some_and(|at| now.saturating_duration_since(*at) <= PROBE_DURATION * 2);
-        if probing && remb.saturating_mul(100) < sent.saturating_mul(REMB_PROBE_FAILED_PERCENT) {
-            debug!(%subscriber, remb, sent, "REMB fell during a probe");
+        // libwebrtc lowers its REMB only on overuse (or to 1.5× what arrives, when that
+        // falls). A REMB that merely stays below what is sent is lagging behind an upgrade
+        // (it grows by ~8 % a second): read as congestion, it stepped a subscriber straight
+        // back down from the layer it had just been given.
+        let fell = previous.is_some_and(|before| {
+            remb.saturating_mul(100) < before.saturating_mul(REMB_FALL_PERCENT)
+        });
+        if probing && fell {
+            // The media holds still during a probe: the fall is the probe's queue.
+            debug!(%subscriber, remb, ?previous, sent, "REMB fell during a probe");
             self.on_probe_failed(now, subscriber, sent);
-        } else if remb.saturating_mul(100) < sent.saturating_mul(REMB_CONGESTED_PERCENT) {
+        } else if fell && remb.saturating_mul(100) < sent.saturating_mul(REMB_CONGESTED_PERCENT) {
             debug!(%subscriber, remb, sent, "REMB below what is sent");
-            // On overuse the REMB is 85 % of what arrived: the path delivered that much.
-            self.on_congested(now, subscriber, remb.saturating_mul(100) / 85);
+            // On overuse the REMB is 85 % of what arrived over the last second, which still
+            // holds the time before the queue: even the REMB itself is above the path at first
+            // (a 350 kbit/s cap read 380 and 548 kbit/s), so it is taken only as a bound.
+            self.on_congested(now, subscriber, remb, PathRate::Bounded);
         } else if remb.saturating_mul(100) >= sent.saturating_mul(REMB_UNCONGESTED_PERCENT) {
-            self.allocate(now, subscriber, remb.saturating_mul(REMB_UPGRADE_FACTOR));
+            self.allocate(
+                now,
+                subscriber,
+                sent.saturating_mul(REMB_UPGRADE_PERCENT) / 100,
+            );
         }
         // In between the REMB is still growing back towards 1.5× what arrives: no news.
     }
 
-    /// What `subscriber`'s video subscriptions cost at the layers they receive now.
+    /// What `subscriber`'s subscriptions cost at the layers they receive now.
     fn sent_rate(&mut self, now: Instant, subscriber: ParticipantId) -> u64 {
         let mut total = 0;
         for publication in self.publications.values_mut() {
             if publication.kind() != MediaKind::Video {
+                let listening = publication
+                    .subscriptions
+                    .iter()
+                    .any(|s| s.subscriber == subscriber && !s.paused());
+                if listening {
+                    total += publication
+                        .layer_bitrates(now)
+                        .first()
+                        .copied()
+                        .unwrap_or(0);
+                }
                 continue;
             }
             let receiving: Vec<(u8, u8)> = publication
@@ -794,7 +857,13 @@ impl Room {
     /// within a second, and nothing else would keep GCC from sending the subscriber straight
     /// back into it). A subscription that lands on a lower spatial layer sheds its current one
     /// until the switch (feeding it into the queue would only delay the lower layer's keyframe).
-    fn on_congested(&mut self, now: Instant, subscriber: ParticipantId, delivered_bps: u64) {
+    fn on_congested(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantId,
+        delivered_bps: u64,
+        path_rate: PathRate,
+    ) {
         let window = self.loss_window(now, subscriber);
         if window
             .last_step_down
@@ -813,6 +882,9 @@ impl Room {
                     .filter_map(move |s| s.current_layer().map(|c| (p.id, s.id, c)))
             })
             .collect();
+        let drained = now + CONGESTION_DRAIN;
+        let held = self.upgrades_held.entry(subscriber).or_insert(drained);
+        *held = (*held).max(drained);
         // Below what the path delivers, so the queue built up so far drains.
         let budget = delivered_bps.saturating_mul(CONGESTION_BUDGET_PERCENT) / 100;
         self.congestion_budget
@@ -827,7 +899,10 @@ impl Room {
             let Some(subscription) = publication.subscription_mut(id) else {
                 continue;
             };
-            let allocated = subscription.target();
+            let mut allocated = subscription.target();
+            if path_rate == PathRate::Bounded && was > 0 {
+                allocated = allocated.min(was - 1);
+            }
             if allocated >= was {
                 continue;
             }
@@ -842,14 +917,18 @@ impl Room {
                     })
                 })
                 .unwrap_or(0);
-            let to = if rates.get(usize::from(allocated)).is_some_and(|bps| {
+            let to = if path_rate == PathRate::Bounded {
+                0
+            } else if rates.get(usize::from(allocated)).is_some_and(|bps| {
                 keyframe_crossing(*bps, delivered_bps) <= KEYFRAME_CROSSING_LIMIT
             }) {
                 allocated
             } else {
                 quick
             };
-            if to < allocated {
+            // Against the cap, not the target: the target may sit below the allocated layer
+            // while that layer is paused, and would climb to it as soon as it resumes.
+            if to < subscription.cap_layer() {
                 subscription.set_cap(to, u8::MAX);
                 subscription.upgrade_candidate = None;
                 publication.retarget(now, Some(id), LayerReason::Bandwidth, &mut self.outputs);
@@ -1037,7 +1116,7 @@ impl Room {
             let top = w.granted + 1 == w.steps.len()
                 && subscription.loss_ceiling(now).is_none()
                 && granted.spatial >= subscription.max_layer().min(top_spatial);
-            let cap = if top {
+            let mut cap = if top {
                 (u8::MAX, u8::MAX)
             } else {
                 (granted.spatial, granted.temporal)
@@ -1052,6 +1131,11 @@ impl Room {
             } else if cap > current_cap {
                 match subscription.upgrade_candidate {
                     Some((candidate, since)) if candidate <= cap => {
+                        // Only as far as the probe went: a higher layer that fits the
+                        // estimate now is a new candidate, probed in its turn (applied
+                        // unprobed, f at half rate went through a 350 kbit/s path that had
+                        // been probed for h).
+                        cap = candidate;
                         now.saturating_duration_since(since) >= UPGRADE_HOLD
                     }
                     _ => {
@@ -1108,6 +1192,7 @@ impl Room {
         self.loss.remove(&participant);
         self.congestion_budget.remove(&participant);
         self.last_probe.remove(&participant);
+        self.last_remb.remove(&participant);
         self.upgrades_held.remove(&participant);
         let owned: Vec<PublicationId> = self
             .publications

@@ -16,6 +16,7 @@ mod repeat;
 mod reports;
 mod rtx;
 mod sdp;
+mod send_time;
 mod track;
 
 pub use congestion::Congestion;

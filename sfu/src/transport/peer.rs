@@ -21,6 +21,8 @@ const RTX_SLOT: usize = 5_500;
 /// Below `Slot::CongestionControl` (1_000), the wire-most built-in.
 const REPEAT_SLOT: usize = 500;
 const PROBE_SLOT: usize = 400;
+/// The very last before the wire: the stamp is when a packet leaves.
+const SEND_TIME_SLOT: usize = 300;
 /// RTP header extension that asks the receiver for a playout delay range.
 const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
 /// RFC 6464: the sender's audio level on every audio packet, for active speaker detection
@@ -57,6 +59,7 @@ use super::probe::{ProbeControl, Prober};
 use super::repeat::RepeatedRetransmissions;
 use super::reports::{RemoteSenderClock, SampledClocks, SenderReports};
 use super::rtx::RepairedStreams;
+use super::send_time::{ABS_SEND_TIME_URI, AbsSendTimeStamper};
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
 use crate::core::MediaKind;
@@ -182,6 +185,16 @@ impl Transport {
                         )
                         .map_err(peer_err)?;
                 }
+                // For receivers that estimate their downlink themselves (REMB): see `send_time`.
+                media_engine
+                    .register_header_extension(
+                        RTCRtpHeaderExtensionCapability {
+                            uri: ABS_SEND_TIME_URI.to_owned(),
+                        },
+                        RtpCodecKind::Video,
+                        None,
+                    )
+                    .map_err(peer_err)?;
                 let registry = configure_nack(Registry::new(), &mut media_engine);
                 configure_simulcast_extension_headers(&mut media_engine).map_err(peer_err)?;
                 // Our own sender reports: they follow each source's sampling clock (see
@@ -214,6 +227,7 @@ impl Transport {
                 // Wire-most too, for the same reason: a probe's copies share their originals'
                 // transport sequence numbers.
                 .with(Slot::Custom(PROBE_SLOT), Prober::new(Arc::clone(&probe)))
+                .with(Slot::Custom(SEND_TIME_SLOT), AbsSendTimeStamper::default())
             }
         }
         // Application-most: it sees inbound RTCP after every built-in interceptor.

@@ -107,7 +107,8 @@ impl ProbeControl {
 
 pub struct Prober {
     control: Arc<ProbeControl>,
-    /// (packet, size on the wire) of the RTP packets just sent, newest last.
+    /// (packet, size on the wire) of the RTP packets sent during the running probe, newest
+    /// last.
     recent: VecDeque<(TaggedPacket, usize)>,
     /// Which recent packet the probe repeats next.
     next: usize,
@@ -157,7 +158,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
     }
 
     fn handle_write(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
-        if let Packet::Rtp(packet) = &msg.message.packet {
+        // Packets are kept (a clone each) only while a probe runs: it repeats those.
+        if let Packet::Rtp(packet) = &msg.message.packet
+            && self.control.current(msg.now).is_some()
+        {
             if self.recent.len() == RECENT_PACKETS {
                 self.recent.pop_front();
             }
@@ -183,6 +187,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
         let Some(probe) = self.control.current(now) else {
             self.credit = 0.0;
             self.last_tick = None;
+            self.recent.clear();
             return Ok(());
         };
         let elapsed = self
@@ -259,17 +264,21 @@ mod tests {
         let start = Instant::now();
         let control = Arc::new(ProbeControl::default());
         let mut prober = Prober::new(Arc::clone(&control));
+        prober
+            .handle_write(media(start, 100))
+            .expect("pass-through");
+        assert_eq!(written(&mut prober), vec![100]);
+        prober.handle_timeout(start).expect("no probe");
+        assert!(written(&mut prober).is_empty(), "nothing without a probe");
+        // 960 kbit/s for 500 ms, ramped up over all of it: 30 000 bytes, 25 copies of the
+        // 1 200-byte packets sent since it started.
+        control.start(start, 960_000, Duration::from_millis(500));
         for seq in 0..4 {
             prober
                 .handle_write(media(start, seq))
                 .expect("pass-through");
         }
         assert_eq!(written(&mut prober), vec![0, 1, 2, 3]);
-        prober.handle_timeout(start).expect("no probe");
-        assert!(written(&mut prober).is_empty(), "nothing without a probe");
-        // 960 kbit/s for 500 ms, ramped up over all of it: 30 000 bytes, 25 copies of the
-        // 1 200-byte packets.
-        control.start(start, 960_000, Duration::from_millis(500));
         let mut copies = Vec::new();
         let mut now = start;
         while now < start + Duration::from_millis(700) {
@@ -280,7 +289,7 @@ mod tests {
         assert!((23..=27).contains(&copies.len()), "{} copies", copies.len());
         assert!(
             copies.iter().all(|seq| *seq < 4),
-            "only packets already sent"
+            "only packets sent during the probe"
         );
         assert_eq!(
             &copies[..5],
@@ -295,9 +304,9 @@ mod tests {
         let start = Instant::now();
         let control = Arc::new(ProbeControl::default());
         let mut prober = Prober::new(Arc::clone(&control));
+        control.start(start, 5_000_000, Duration::from_secs(5));
         prober.handle_write(media(start, 1)).expect("pass-through");
         written(&mut prober);
-        control.start(start, 5_000_000, Duration::from_secs(5));
         let ramped = start + Duration::from_secs(4);
         prober.handle_timeout(ramped).expect("timeout");
         assert!(!written(&mut prober).is_empty());

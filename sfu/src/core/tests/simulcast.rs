@@ -858,3 +858,92 @@ fn a_paused_subscription_forwards_nothing_and_resumes_contiguously_at_a_keyframe
         assert_eq!(got[0].sequence_number, last.wrapping_add(1));
     }
 }
+
+fn remb(h: &mut Harness, bits_per_second: u64) {
+    h.input(Input::Remb {
+        subscriber: ParticipantId(20),
+        bits_per_second,
+    })
+    .unwrap();
+}
+
+#[test]
+fn a_remb_near_what_is_sent_moves_nothing_and_one_well_above_it_is_probed_before_an_upgrade() {
+    let (mut h, mut stream) = streaming_at_real_rates();
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    h.bandwidth(20, rates[0][2] * 100 / 85 + 10_000);
+    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(0));
+    stream.frame(&mut h, &[0, 1, 2], &[0]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
+    h.drain();
+    let sent = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[0][2];
+    // Below what is sent but rising (a REMB lagging behind an upgrade), then growing back
+    // between 75 % and 130 % of it: no news.
+    remb(&mut h, sent * 50 / 100);
+    remb(&mut h, sent * 55 / 100);
+    remb(&mut h, sent * 80 / 100);
+    remb(&mut h, sent * 120 / 100);
+    let outputs = h.drain();
+    assert!(
+        layer_changes(&outputs).is_empty() && probes(&outputs).is_empty(),
+        "{outputs:?}"
+    );
+    // Well above: the next layer up is probed, not taken.
+    remb(&mut h, sent * 2);
+    let outputs = h.drain();
+    assert!(layer_changes(&outputs).is_empty(), "the hold comes first");
+    assert_eq!(probes(&outputs).len(), 1, "{outputs:?}");
+    // The REMB falls during the probe: the probe failed, and q stays through the next hold.
+    remb(&mut h, sent * 85 / 100);
+    let mut outputs = h.drain();
+    for _ in 0..8 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        remb(&mut h, sent * 2);
+    }
+    outputs.extend(h.drain());
+    assert!(
+        layer_changes(&outputs).iter().all(|c| c.1 == 0),
+        "moved up after a failed probe: {:?}",
+        layer_changes(&outputs)
+    );
+}
+
+#[test]
+fn an_upgrade_goes_only_as_far_as_its_probe_and_a_higher_layer_is_probed_in_its_turn() {
+    let (mut h, mut stream) = streaming_at_real_rates();
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    let (q, hh) = (rates[0][2], rates[1][2]);
+    h.bandwidth(20, q * 100 / 85 + 10_000);
+    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(0));
+    // Room for h: probed for h.
+    h.bandwidth(20, hh * 100 / 85 + 10_000);
+    let probed = probes(&h.drain());
+    assert_eq!(probed.len(), 1, "{probed:?}");
+    assert!(
+        probed[0].1 < rates[2][2],
+        "a probe for h, not f: {probed:?}"
+    );
+    // The estimate grows to room for f during the hold: after it, h (the probed layer) only.
+    let mut outputs = Vec::new();
+    for _ in 0..7 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        h.bandwidth(20, 5_000_000);
+    }
+    outputs.extend(h.drain());
+    let targets: Vec<u8> = layer_changes(&outputs).iter().map(|c| c.1).collect();
+    assert!(targets.contains(&1), "{targets:?}");
+    assert!(!targets.contains(&2), "f was never probed: {targets:?}");
+    assert!(
+        probes(&outputs).len() == 1,
+        "f is probed in its turn: {:?}",
+        probes(&outputs)
+    );
+    // And taken after its own hold.
+    let mut outputs = Vec::new();
+    for _ in 0..8 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        h.bandwidth(20, 5_000_000);
+    }
+    outputs.extend(h.drain());
+    assert_eq!(layer_changes(&outputs).last().map(|c| c.1), Some(2));
+}

@@ -355,6 +355,18 @@ fn an_encoder_without_layer_sync_bits_gets_a_keyframe_to_climb_back() {
 /// Feeds one frame per layer with `bytes` per TID 0 packet and half that for the others,
 /// 30 frames a second, for `ms`.
 fn feed_l1t3(h: &mut Harness, index: &mut u16, ms: u64) {
+    feed_l1t3_sized(h, index, ms, [4, 2, 2], u16::MAX);
+}
+
+/// As [`feed_l1t3`], with each TID's frames `quarters[tid]` quarters of the base size and a
+/// keyframe every `keyframe_every` frames.
+fn feed_l1t3_sized(
+    h: &mut Harness,
+    index: &mut u16,
+    ms: u64,
+    quarters: [usize; 3],
+    keyframe_every: u16,
+) {
     for _ in 0..ms / 33 {
         let i = *index;
         *index += 1;
@@ -362,9 +374,13 @@ fn feed_l1t3(h: &mut Harness, index: &mut u16, ms: u64) {
         for layer in 0..3u8 {
             let l = usize::from(layer);
             let pid = (PID0[l] + i) % (1 << 15);
-            let size = [300usize, 1000, 3000][l] / if tid == 0 { 1 } else { 2 };
+            let size = [300usize, 1000, 3000][l] * quarters[usize::from(tid)] / 4;
             let mut payload = vec![0x90, 0xe0, 0x80 | (pid >> 8) as u8, pid as u8, 0, tid << 6];
-            payload.push(if i == 0 { 0x00 } else { 0x01 });
+            payload.push(if i.is_multiple_of(keyframe_every) {
+                0x00
+            } else {
+                0x01
+            });
             payload.resize(size, 0);
             h.rtp_on(
                 PUB,
@@ -432,6 +448,67 @@ fn the_allocator_halves_the_frame_rate_before_the_resolution_and_raises_it_back(
     feed_l1t3(&mut h, &mut index, 3100);
     h.bandwidth(SUBSCRIBER, 100_000_000);
     assert_eq!(caps(&h.drain()), vec![(2, 2)]);
+}
+
+#[test]
+fn a_remb_far_below_what_is_sent_lowers_the_resolution_where_the_same_measured_rate_would_not() {
+    // Base frames as large as Chrome's share of them (f at half its frame rate is 43 % of f).
+    let streaming = || {
+        let mut h = Harness::new();
+        h.publish_simulcast(PUB, PUBLISHER, 3);
+        h.subscribe(1, SUBSCRIBER, PUB);
+        let mut index = 0;
+        feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
+        h.bandwidth(SUBSCRIBER, 100_000_000);
+        h.drain();
+        (h, index)
+    };
+    let (mut h, _) = streaming();
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    // Below the 75 % of what is sent that a REMB must fall under to mean congestion.
+    let path = rates[2][2] * 74 / 100;
+    // Measured (transport-wide feedback): f stays, at half its frame rate.
+    h.input(Input::Congested {
+        subscriber: ParticipantId(SUBSCRIBER),
+        delivered_bits_per_second: path,
+    })
+    .unwrap();
+    assert_eq!(caps(&h.drain()), vec![(2, 1)], "{rates:?}");
+    // The same value as a REMB (falling from one well above what is sent) is only a bound on
+    // the path: down to the lowest layer, whose keyframe crosses first.
+    let (mut h, mut index) = streaming();
+    h.input(Input::Remb {
+        subscriber: ParticipantId(SUBSCRIBER),
+        bits_per_second: rates[2][2] * 3 / 2,
+    })
+    .unwrap();
+    assert!(caps(&h.drain()).is_empty(), "room to spare: f stays");
+    h.input(Input::Remb {
+        subscriber: ParticipantId(SUBSCRIBER),
+        bits_per_second: path,
+    })
+    .unwrap();
+    let changes = caps(&h.drain());
+    assert!(
+        matches!(changes.last(), Some((0, _))),
+        "{changes:?} ({rates:?})"
+    );
+    // f is shed at once, until q's keyframe (none comes in these 100 ms).
+    feed_l1t3_sized(&mut h, &mut index, 100, [4, 2, 4], 30);
+    assert!(forwards_to(&h.drain(), 1).is_empty(), "f is shed");
+    // As the REMB grows back well above what q costs, the allocator climbs within the
+    // congestion budget, probing first.
+    let mut probed = false;
+    for _ in 0..12 {
+        feed_l1t3_sized(&mut h, &mut index, 1_000, [4, 2, 4], 30);
+        h.input(Input::Remb {
+            subscriber: ParticipantId(SUBSCRIBER),
+            bits_per_second: rates[0][2] * 2,
+        })
+        .unwrap();
+        probed |= h.drain().iter().any(|o| matches!(o, Output::Probe { .. }));
+    }
+    assert!(probed, "the climb from the lowest layer is probed");
 }
 
 // ---------------------------------------------------------------------------------------
