@@ -753,7 +753,8 @@ impl Room {
     /// probe left (measured: a failed probe that also stepped h down to q froze 500 ms).
     fn on_probe_failed(&mut self, now: Instant, subscriber: ParticipantId, media_bps: u64) {
         debug!(%subscriber, media_bps, "probe failed");
-        self.last_probe.remove(&subscriber);
+        // `last_probe` stays: a REMB falling on within the probe's window is still the probe's
+        // queue draining (taken for congestion, it stepped f down to q after a failed probe).
         self.upgrades_held.insert(subscriber, now + CONGESTION_HOLD);
         for subscription in self
             .publications
@@ -790,9 +791,10 @@ impl Room {
         // falls). A REMB that merely stays below what is sent is lagging behind an upgrade
         // (it grows by ~8 % a second): read as congestion, it stepped a subscriber straight
         // back down from the layer it had just been given.
-        let fell = previous.is_some_and(|before| {
-            remb.saturating_mul(100) < before.saturating_mul(REMB_FALL_PERCENT)
-        });
+        // Chrome may send its first REMB only once it has seen overuse (1.3 s into a stream,
+        // 0.7 s after a cap): the first one is measured against what is sent.
+        let before = previous.unwrap_or(sent);
+        let fell = remb.saturating_mul(100) < before.saturating_mul(REMB_FALL_PERCENT);
         if probing && fell {
             // The media holds still during a probe: the fall is the probe's queue.
             debug!(%subscriber, remb, ?previous, sent, "REMB fell during a probe");
@@ -882,9 +884,7 @@ impl Room {
                     .filter_map(move |s| s.current_layer().map(|c| (p.id, s.id, c)))
             })
             .collect();
-        let drained = now + CONGESTION_DRAIN;
-        let held = self.upgrades_held.entry(subscriber).or_insert(drained);
-        *held = (*held).max(drained);
+        self.hold_upgrades_while_draining(now, subscriber);
         // Below what the path delivers, so the queue built up so far drains.
         let budget = delivered_bps.saturating_mul(CONGESTION_BUDGET_PERCENT) / 100;
         self.congestion_budget
@@ -945,10 +945,19 @@ impl Room {
         }
     }
 
+    /// Nothing moves up for [`CONGESTION_DRAIN`] after a congestion signal.
+    fn hold_upgrades_while_draining(&mut self, now: Instant, subscriber: ParticipantId) {
+        let drained = now + CONGESTION_DRAIN;
+        let held = self.upgrades_held.entry(subscriber).or_insert(drained);
+        *held = (*held).max(drained);
+    }
+
     /// Heavy loss: every simulcast video subscription of `subscriber` goes one layer below the
     /// one it receives (or to the lowest, when `to_lowest`), at once; the bandwidth estimate
     /// moves it back up after the usual hold.
     fn step_down(&mut self, now: Instant, subscriber: ParticipantId, to_lowest: bool) {
+        // A probe 35 ms after a loss step-down failed on the queue the loss came from.
+        self.hold_upgrades_while_draining(now, subscriber);
         for publication in self.publications.values_mut() {
             if publication.kind() != MediaKind::Video || publication.layer_count() < 2 {
                 continue;

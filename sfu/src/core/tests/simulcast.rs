@@ -877,10 +877,7 @@ fn a_remb_near_what_is_sent_moves_nothing_and_one_well_above_it_is_probed_before
     run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
     h.drain();
     let sent = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[0][2];
-    // Below what is sent but rising (a REMB lagging behind an upgrade), then growing back
-    // between 75 % and 130 % of it: no news.
-    remb(&mut h, sent * 50 / 100);
-    remb(&mut h, sent * 55 / 100);
+    // Growing back between 75 % and 130 % of what is sent: no news.
     remb(&mut h, sent * 80 / 100);
     remb(&mut h, sent * 120 / 100);
     let outputs = h.drain();
@@ -946,4 +943,62 @@ fn an_upgrade_goes_only_as_far_as_its_probe_and_a_higher_layer_is_probed_in_its_
     }
     outputs.extend(h.drain());
     assert_eq!(layer_changes(&outputs).last().map(|c| c.1), Some(2));
+}
+
+#[test]
+fn a_remb_still_falling_after_a_failed_probe_moves_nothing_down() {
+    let (mut h, mut stream) = streaming_at_real_rates();
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    h.bandwidth(20, rates[1][2] * 100 / 85 + 10_000);
+    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(1));
+    stream.frame(&mut h, &[0, 1, 2], &[1]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
+    h.drain();
+    let sent = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[1][2];
+    // Room to spare on h: f is probed.
+    remb(&mut h, sent * 2);
+    assert_eq!(probes(&h.drain()).len(), 1);
+    // The probe's queue: the REMB falls, then falls on, far below what is sent.
+    remb(&mut h, sent * 90 / 100);
+    remb(&mut h, sent * 50 / 100);
+    let outputs = h.drain();
+    assert!(
+        layer_changes(&outputs).is_empty(),
+        "a failed probe moved the subscriber: {:?}",
+        layer_changes(&outputs)
+    );
+}
+
+#[test]
+fn a_remb_lagging_behind_an_upgrade_is_no_congestion() {
+    let (mut h, mut stream) = streaming_at_real_rates();
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    h.bandwidth(20, rates[0][2] * 100 / 85 + 10_000);
+    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(0));
+    stream.frame(&mut h, &[0, 1, 2], &[0]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
+    let on_q = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[0][2];
+    remb(&mut h, on_q * 120 / 100);
+    // Up to h on the estimate, after its hold.
+    for _ in 0..8 {
+        h.bandwidth(20, rates[1][2] * 100 / 85 + 10_000);
+        run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
+    }
+    stream.frame(&mut h, &[0, 1, 2], &[1]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
+    h.drain();
+    let on_h = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[1][2];
+    // The REMB still describes q, growing: far below what h costs, but no fall.
+    remb(&mut h, on_q * 125 / 100);
+    assert!(on_q * 125 / 100 < on_h * 75 / 100, "{on_q} {on_h}");
+    remb(&mut h, on_q * 130 / 100);
+    let outputs = h.drain();
+    assert!(
+        layer_changes(&outputs).is_empty(),
+        "a lagging REMB moved the subscriber: {:?}",
+        layer_changes(&outputs)
+    );
+    // A fall is congestion: down to the lowest layer.
+    remb(&mut h, on_q);
+    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(0));
 }
