@@ -98,6 +98,8 @@ pub struct QueueDelayDetector {
     base: VecDeque<(u64, i64)>,
     /// The packets reported within [`WINDOW`] of the newest departure, in send order.
     window: VecDeque<Sample>,
+    /// How many of `window` arrived (kept as it changes, so trimming it counts nothing).
+    arrived_in_window: usize,
     last_signal: Option<Instant>,
 }
 
@@ -156,6 +158,7 @@ impl QueueDelayDetector {
                 self.base.pop_front();
             }
         }
+        self.arrived_in_window += usize::from(arrival_us.is_some());
         self.window.push_back(Sample {
             departure: report.departure,
             offset_us,
@@ -164,18 +167,13 @@ impl QueueDelayDetector {
         });
         // The last WINDOW of sending, or back to the last WINDOW_MIN_PACKETS that arrived when
         // fewer did in it (a low-rate stream, such as the lowest layer alone, or heavy loss).
-        while self
-            .window
-            .front()
-            .is_some_and(|s| report.departure.saturating_duration_since(s.departure) > WINDOW)
-            && self
-                .window
-                .iter()
-                .skip(1)
-                .filter(|s| s.arrival_us.is_some())
-                .count()
-                >= WINDOW_MIN_PACKETS
-        {
+        while let Some(oldest) = self.window.front() {
+            let oldest_arrived = usize::from(oldest.arrival_us.is_some());
+            let expired = report.departure.saturating_duration_since(oldest.departure) > WINDOW;
+            if !expired || self.arrived_in_window - oldest_arrived < WINDOW_MIN_PACKETS {
+                break;
+            }
+            self.arrived_in_window -= oldest_arrived;
             self.window.pop_front();
         }
     }
@@ -187,6 +185,11 @@ impl QueueDelayDetector {
             .iter()
             .filter(|s| s.arrival_us.is_some())
             .collect();
+        debug_assert_eq!(
+            arrived.len(),
+            self.arrived_in_window,
+            "the running count drifted"
+        );
         if arrived.len() < WINDOW_MIN_PACKETS {
             return None;
         }
