@@ -867,16 +867,23 @@ fn remb(h: &mut Harness, bits_per_second: u64) {
     .unwrap();
 }
 
-#[test]
-fn a_remb_near_what_is_sent_moves_nothing_and_one_well_above_it_is_probed_before_an_upgrade() {
+/// Streaming at real rates, with subscriber 20 moved by its estimate to `layer` (switched on
+/// its keyframe) and settled there for half a second; also what that layer costs now.
+fn settled_on(layer: u8) -> (Harness, Stream, u64) {
     let (mut h, mut stream) = streaming_at_real_rates();
     let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
-    h.bandwidth(20, rates[0][2] * 100 / 85 + 10_000);
-    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(0));
-    stream.frame(&mut h, &[0, 1, 2], &[0]);
+    h.bandwidth(20, rates[usize::from(layer)][2] * 100 / 85 + 10_000);
+    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(layer));
+    stream.frame(&mut h, &[0, 1, 2], &[layer]);
     run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
     h.drain();
-    let sent = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[0][2];
+    let cost = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[usize::from(layer)][2];
+    (h, stream, cost)
+}
+
+#[test]
+fn a_remb_near_what_is_sent_moves_nothing_and_one_well_above_it_is_probed_before_an_upgrade() {
+    let (mut h, mut stream, sent) = settled_on(0);
     // Growing back between 75 % and 130 % of what is sent: no news.
     remb(&mut h, sent * 80 / 100);
     remb(&mut h, sent * 120 / 100);
@@ -947,14 +954,7 @@ fn an_upgrade_goes_only_as_far_as_its_probe_and_a_higher_layer_is_probed_in_its_
 
 #[test]
 fn a_remb_still_falling_after_a_failed_probe_moves_nothing_down() {
-    let (mut h, mut stream) = streaming_at_real_rates();
-    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
-    h.bandwidth(20, rates[1][2] * 100 / 85 + 10_000);
-    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(1));
-    stream.frame(&mut h, &[0, 1, 2], &[1]);
-    run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
-    h.drain();
-    let sent = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[1][2];
+    let (mut h, _stream, sent) = settled_on(1);
     // Room to spare on h: f is probed.
     remb(&mut h, sent * 2);
     assert_eq!(probes(&h.drain()).len(), 1);
@@ -971,13 +971,8 @@ fn a_remb_still_falling_after_a_failed_probe_moves_nothing_down() {
 
 #[test]
 fn a_remb_lagging_behind_an_upgrade_is_no_congestion() {
-    let (mut h, mut stream) = streaming_at_real_rates();
+    let (mut h, mut stream, on_q) = settled_on(0);
     let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
-    h.bandwidth(20, rates[0][2] * 100 / 85 + 10_000);
-    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(0));
-    stream.frame(&mut h, &[0, 1, 2], &[0]);
-    run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
-    let on_q = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[0][2];
     remb(&mut h, on_q * 120 / 100);
     // Up to h on the estimate, after its hold.
     for _ in 0..8 {
