@@ -176,6 +176,7 @@ test('5 % downlink loss: frames still decoded, NACKs answered quickly', { timeou
 test('5 % publisher uplink loss: RTX repairs by repaired-rid, frames still decoded', { timeout: 90_000 }, async () => {
   await withDiagnostics('loss', server, () => pages, async () => {
     const room = uniqueRoom('uplink-loss');
+    const startedAt = Date.now();
     const publisher = await joinPage(browser, server, room, 'publisher', { pages, relay: uplinkRelay });
     // As in the simulcast test: the publisher's own uplink estimation is not what this checks.
     await floorPublisherUplink(publisher, 2_000);
@@ -204,7 +205,7 @@ test('5 % publisher uplink loss: RTX repairs by repaired-rid, frames still decod
     const retransmitted = Object.fromEntries(
       RIDS.map((rid) => [rid, (last[rid]?.retransmittedPacketsSent ?? 0) - (first[rid]?.retransmittedPacketsSent ?? 0)]),
     );
-    const repairs = serverRepairs(lossAt, lossEnd + 1_000);
+    const repairs = serverRepairs(startedAt, lossAt, lossEnd + 1_000);
     const decoded = end.framesDecoded - before.framesDecoded;
     const dropped = end.framesDropped - before.framesDropped;
     const ratio = decoded / (decoded + dropped);
@@ -238,18 +239,18 @@ test('5 % publisher uplink loss: RTX repairs by repaired-rid, frames still decod
 });
 
 /**
- * RTX streams the server bound by repaired-rid, and the packets it repaired in [from, to] (epoch
- * ms), from its debug log: a line per 16 repairs of one publisher connection. The count is per
- * connection, and the first test's publisher logged its own (it is closed after that test), so
- * the lines are counted, not their numbers compared.
+ * RTX streams the server bound by repaired-rid since `since`, and the packets it repaired in
+ * [from, to] (epoch ms), from its debug log: a line per 16 repairs of one publisher connection.
+ * The count is per connection, and the first test's publisher logged its own (it is closed after
+ * that test), so the lines are counted, not their numbers compared.
  */
-function serverRepairs(from, to) {
+function serverRepairs(since, from, to) {
   let streams = 0;
   let repaired = 0;
   for (const line of server.log) {
-    if (line.includes('RTX stream bound by repaired-rid')) streams += 1;
     const at = /(\d{4}-\d\d-\d\dT[\d:.]+Z)/.exec(line);
     const t = at ? Date.parse(at[1]) : NaN;
+    if (line.includes('RTX stream bound by repaired-rid') && t >= since) streams += 1;
     if (line.includes('RTX packets repaired') && t >= from && t <= to) repaired += 16;
   }
   return { streams, repaired };

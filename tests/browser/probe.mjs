@@ -6,13 +6,13 @@ import { installProbe, openPage, waitFor } from './harness.mjs';
 export const LAYER_WIDTH = [320, 640, 1280];
 export const RIDS = ['q', 'h', 'f'];
 
-/** Opens a page, injects the probe and joins `room`. */
 /** Closes the pages a test opened (and forgets them): the next test's publisher must not share
  * the 2 cores with this one's encoders, nor this one's connections log into its window. */
 export async function closePages(pages) {
   for (const page of pages.splice(0)) await page.close().catch(() => {});
 }
 
+/** Opens a page, injects the probe and joins `room`. */
 export async function joinPage(browser, server, room, label, { relay, pages } = {}) {
   const page = await openPage(browser, server.url, label);
   pages?.push(page);

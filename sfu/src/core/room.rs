@@ -281,6 +281,8 @@ const PROBE_PERCENT: u64 = 110;
 /// grows again towards 150 % of it, so a tighter threshold would read its recovery as
 /// more congestion.
 const REMB_CONGESTED_PERCENT: u64 = 75;
+/// How long after a probe ended a REMB fall is still taken for its queue draining.
+const PROBE_REMB_ECHO: Duration = Duration::from_millis(500);
 /// A REMB this much below the one before it is a fall (libwebrtc sends a new REMB at once
 /// when its estimate drops by 3 % or more).
 const REMB_FALL_PERCENT: u64 = 97;
@@ -373,11 +375,12 @@ pub struct Room {
     /// What each congested subscriber's path delivered, and until when it bounds its
     /// allocation whatever the bandwidth estimate says.
     congestion_budget: HashMap<ParticipantId, (u64, Instant)>,
-    /// Until when a subscriber is not moved up (its last probe failed).
+    /// Until when a subscriber is not moved up (its last probe failed, or its path was just
+    /// found congested and is draining).
     upgrades_held: HashMap<ParticipantId, Instant>,
     /// When each subscriber's path was last asked to be probed.
     last_probe: HashMap<ParticipantId, Instant>,
-    /// Each REMB client's last REMB: during a probe, a fall from it is the probe's queue.
+    /// Each REMB client's last REMB: the baseline a fall is measured from.
     last_remb: HashMap<ParticipantId, u64>,
     speakers: SpeakerDetector,
 }
@@ -775,18 +778,19 @@ impl Room {
     /// the usual hold and probe.
     /// (Without transport-wide feedback the probe's copies show only as the REMB falling.)
     fn on_remb(&mut self, now: Instant, subscriber: ParticipantId, remb: u64) {
-        let previous = self.last_remb.insert(subscriber, remb);
         // The REMB covers every stream the client receives, audio too (at low video rates
         // audio is a third of it).
         let sent = self.sent_rate(now, subscriber);
         debug!(%subscriber, remb, sent, "REMB");
         if sent == 0 {
+            // Nothing subscribed (or a REMB that arrived after its subscriber left): no
+            // baseline is kept for it.
             return;
         }
-        let probing = self
-            .last_probe
-            .get(&subscriber)
-            .is_some_and(|at| now.saturating_duration_since(*at) <= PROBE_DURATION * 2);
+        let previous = self.last_remb.insert(subscriber, remb);
+        let probing = self.last_probe.get(&subscriber).is_some_and(|at| {
+            now.saturating_duration_since(*at) <= PROBE_DURATION + PROBE_REMB_ECHO
+        });
         // libwebrtc lowers its REMB only on overuse (or to 1.5× what arrives, when that
         // falls). A REMB that merely stays below what is sent is lagging behind an upgrade
         // (it grows by ~8 % a second): read as congestion, it stepped a subscriber straight
@@ -824,12 +828,10 @@ impl Room {
                     .subscriptions
                     .iter()
                     .any(|s| s.subscriber == subscriber && !s.paused());
+                // At the rate the allocator budgets it: a silent or new audio track has no
+                // measured rate, and its layer's fallback is video's.
                 if listening {
-                    total += publication
-                        .layer_bitrates(now)
-                        .first()
-                        .copied()
-                        .unwrap_or(0);
+                    total += AUDIO_BPS;
                 }
                 continue;
             }
@@ -854,8 +856,9 @@ impl Room {
         total
     }
 
-    /// A standing queue on `subscriber`'s downlink: its video is allocated from what the path
-    /// delivered, at once, and that budget bounds it for [`CONGESTION_HOLD`] (the queue drains
+    /// A standing queue on `subscriber`'s downlink (`Measured`) or a falling REMB (`Bounded`,
+    /// which always goes to the lowest layer, see [`PathRate`]): its video is allocated from
+    /// what the path delivered, at once, and that budget bounds it for [`CONGESTION_HOLD`] (the queue drains
     /// within a second, and nothing else would keep GCC from sending the subscriber straight
     /// back into it). A subscription that lands on a lower spatial layer sheds its current one
     /// until the switch (feeding it into the queue would only delay the lower layer's keyframe).

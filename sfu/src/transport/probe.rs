@@ -195,6 +195,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
             .map_or(PROBE_TICK, |last| now.saturating_duration_since(last))
             .min(PROBE_TICK * 4);
         self.last_tick = Some(now);
+        if self.recent.is_empty() {
+            // Nothing to repeat yet: no credit either, or the first packet would go out as a
+            // burst of copies.
+            self.credit = 0.0;
+            return Ok(());
+        }
         self.credit += probe.rate_at(now) / 8.0 * elapsed.as_secs_f64();
         while !self.recent.is_empty() {
             let index = self.next % self.recent.len();
