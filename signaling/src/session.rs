@@ -833,7 +833,10 @@ fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
                     .collect(),
             }
         }
-        ParticipantEvent::Room(RoomEvent::Probe { .. }) => return None,
+        // A subscriber task's own business, never the client's.
+        ParticipantEvent::Room(
+            RoomEvent::Probe { .. } | RoomEvent::RepairHorizon { .. } | RoomEvent::PathCongested,
+        ) => return None,
     })
 }
 

@@ -52,7 +52,7 @@ export function cappedDownlinkRig(name, seeds) {
   before(async () => {
     // The core's allocation decisions (`bandwidth cap … bits_per_second=…`) are debug lines:
     // keep them to report the estimate at which each layer was chosen.
-    const log = process.env.SLUICE_LOG ?? 'info,sluice_sfu::core::room=debug,sluice_sfu::transport::peer=debug';
+    const log = process.env.SLUICE_LOG ?? 'info,sluice_sfu::core::room=debug,sluice_sfu::transport::peer=debug,sluice_sfu::transport::horizon=debug';
     server = await startServer(name, { env: { SLUICE_LOG: log } });
     // 20 fps, as in the simulcast test: at 30 fps the publishing Chromium's three encoders
     // starve on 2 cores (docs/decisions.md §19), which would show up here as freezes of the
@@ -101,6 +101,39 @@ export function serverLines(pattern, from, to) {
     const t = at ? Date.parse(at[1]) : NaN;
     return pattern.test(line) && t >= from && t <= to;
   }).length;
+}
+
+/** How long after the restart's first packet a repair of an earlier one may still be in flight
+ * (answered before the server heard of the restart, or that answer's repeat 15 ms later). */
+const REPAIR_IN_FLIGHT_MS = 50;
+
+/**
+ * The first repair horizon the server set in [from, to] (its decoder restart at the step-down's
+ * keyframe, `repair horizon set` in its log) and how many packets from before it the relay saw
+ * sent again later: those the decoder could no longer show, on the path that was congested.
+ */
+function repairsBehindHorizon(relay, from, to) {
+  const line = server.log.find((l) => {
+    const at = /(\d{4}-\d\d-\d\dT[\d:.]+Z)/.exec(l);
+    const t = at ? Date.parse(at[1]) : NaN;
+    return /repair horizon set/.test(l) && t >= from && t <= to;
+  });
+  const parsed = line && /ssrc=(\d+) sequence_number=(\d+)/.exec(line);
+  if (!parsed) return { horizon: null, late: null, earlier: null };
+  const ssrc = Number(parsed[1]);
+  const horizon = Number(parsed[2]);
+  const sentAt = relay.firstForwardedAt(ssrc, horizon);
+  if (sentAt === undefined) return { horizon, late: null, earlier: null };
+  const before = (seq) => {
+    const distance = (horizon - seq) & 0xffff;
+    return distance > 0 && distance < 0x8000;
+  };
+  const earlier = relay.resentPackets().filter((p) => p.ssrc === ssrc && before(p.seq));
+  return {
+    horizon,
+    late: earlier.filter((p) => p.at > sentAt + REPAIR_IN_FLIGHT_MS).length,
+    earlier: earlier.length,
+  };
 }
 
 /** Makes the page's Chrome answer our offers without transport-wide feedback, as a browser
@@ -170,6 +203,7 @@ async function cappedDownlink(label, path, { rembOnly = false } = {}) {
   );
   const downGap = await maxFrameGap(subscriber, subscriptionId, decided?.at ?? capAt, downAt + AFTER_SWITCH_MS);
   const afterDown = await inbound(subscriber, subscriptionId);
+  const repairs = repairsBehindHorizon(relay, capAt, downAt + AFTER_SWITCH_MS);
   // Stay capped until CAPPED_MS after the cap: past the server's 8 s congestion hold, so
   // it tries an upgrade into the capped path, which its probe must refuse: the layer holds
   // below f, without another freeze.
@@ -225,6 +259,9 @@ async function cappedDownlink(label, path, { rembOnly = false } = {}) {
     cappedDownlink: kbps(cappedRate.rateBps),
     publisherKbps: cappedPublisherKbps,
     queueDrops: cappedRate.droppedQueue,
+    repairHorizon: repairs.horizon,
+    repairsOfEarlierPackets: repairs.earlier,
+    REPAIRS_BEHIND_HORIZON: repairs.late,
   });
   report(`${label} upgrade`, {
     UPGRADE_MS: up.ms,
@@ -269,6 +306,7 @@ async function cappedDownlink(label, path, { rembOnly = false } = {}) {
     liftAt,
     down,
     downGap,
+    repairs,
     cappedLayerWidth,
     cappedGap,
     up,
@@ -283,6 +321,10 @@ export function assertSwitches(run) {
   assert.ok(run.down.ok && run.down.ms <= DOWN_LIMIT_MS, `downgrade: frameWidth < 1280 after ${run.down.ms ?? 'never'} ms`);
   assert.ok(run.up.ok && run.up.ms <= UP_LIMIT_MS, `upgrade: frameWidth 1280 after ${run.up.ms ?? 'never'} ms`);
   assert.ok(run.downGap.maxGapMs <= FREEZE_LIMIT_MS, `downgrade: ${run.downGap.maxGapMs} ms without a frame`);
+  // The step-down restarts the decoder at the lower layer's keyframe: packets from before it
+  // can no longer be shown, and repairing them would only queue in front of that keyframe.
+  assert.notEqual(run.repairs.late, null, `the step-down's keyframe set no repair horizon: ${JSON.stringify(run.repairs)}`);
+  assert.equal(run.repairs.late, 0, `packets from before the step-down's keyframe repaired after it: ${JSON.stringify(run.repairs)}`);
   assert.ok(run.upGap.maxGapMs <= FREEZE_LIMIT_MS, `upgrade: ${run.upGap.maxGapMs} ms without a frame`);
   assert.ok(run.freezesAfterLiftS <= FREEZE_LIMIT_MS / 1000, 'upgrade: Chrome counted more than 0.5 s of freezes');
 }

@@ -278,6 +278,11 @@ export class UdpRelay {
     } else if (this.recentlyForwarded(key)) {
       this.retransmit.duplicates += 1;
     }
+    if (dropped !== undefined || queueDropped !== undefined || this.recentlyForwarded(key)) {
+      this.resent ??= [];
+      this.resent.push({ ssrc, seq, at: Date.now() });
+      if (this.resent.length > 20_000) this.resent.splice(0, 10_000);
+    }
     const fate = this.down.push(item);
     // A retransmission or its repeat lost as well: without another copy its frame waits for
     // the browser's next NACK, 100 ms later.
@@ -298,11 +303,22 @@ export class UdpRelay {
   }
 
   rememberForwarded(key) {
-    this.forwarded ??= new Set();
+    this.forwarded ??= new Map();
     this.forwardedOrder ??= [];
-    this.forwarded.add(key);
+    if (this.forwarded.has(key)) return;
+    this.forwarded.set(key, Date.now());
     this.forwardedOrder.push(key);
     if (this.forwardedOrder.length > 5_000) this.forwarded.delete(this.forwardedOrder.shift());
+  }
+
+  /** When (epoch ms) the packet `seq` of `ssrc` first passed towards the browser, if recently. */
+  firstForwardedAt(ssrc, seq) {
+    return this.forwarded?.get(`${ssrc}:${seq}`);
+  }
+
+  /** Packets sent towards the browser again (retransmissions, repeats): {ssrc, seq, at}. */
+  resentPackets() {
+    return [...(this.resent ?? [])];
   }
 
   recentlyForwarded(key) {

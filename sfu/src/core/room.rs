@@ -186,6 +186,19 @@ pub enum Output {
         bits_per_second: u64,
         duration: Duration,
     },
+    /// `subscriber`'s decoder restarts at `sequence_number` of `ssrc` (the keyframe of a new
+    /// layer or source): it will never show a packet sent before it, so repairing those
+    /// (a NACK storm for the layer a congested path was losing) would only delay the keyframe
+    /// on the same path.
+    RepairHorizon {
+        subscription: SubscriptionId,
+        subscriber: ParticipantId,
+        ssrc: Ssrc,
+        sequence_number: u16,
+    },
+    /// `subscriber`'s path was just found congested (by any signal): while its queue drains,
+    /// send it nothing it can do without (no repeated retransmissions).
+    PathCongested { subscriber: ParticipantId },
     /// Dynacast: tell the publisher which simulcast layers anyone needs (by index).
     PublisherLayers {
         publication: PublicationId,
@@ -276,6 +289,12 @@ fn keyframe_crossing(layer_bps: u64, path_bps: u64) -> Duration {
 /// longer, 267–417 ms against 167–217; decisions §26.)
 const PROBE_DURATION: Duration = Duration::from_millis(1_500);
 const PROBE_PERCENT: u64 = 110;
+/// A REMB client's probe adds this share of the upgraded rate on top of what the upgrade adds.
+/// Its estimator never sees the copies (SRTP drops them as replays), only the queue they build
+/// in front of the media, and libwebrtc notices a slow queue late: a probe of f at half rate
+/// (+10 %, ~15 % over a 350 kbit/s path) passed, and the REMB fell only 2.5 s after the
+/// upgrade it let through.
+const REMB_PROBE_MARGIN_PERCENT: u64 = 25;
 /// A REMB that falls below this share of what its subscriber is sent means congestion. On overuse
 /// libwebrtc's receiver lowers its REMB to 85 % of what it receives; after a step-down it
 /// grows again towards 150 % of it, so a tighter threshold would read its recovery as
@@ -357,6 +376,10 @@ pub enum CoreError {
 ///             Output::PublisherLayers { publisher, active, .. } => { /* dynacast */ }
 ///             Output::ActiveSpeakers { speakers } => { /* tell everyone in the room */ }
 ///             Output::Probe { subscriber, bits_per_second, .. } => { /* probe its path */ }
+///             Output::RepairHorizon { subscriber, ssrc, sequence_number, .. } => {
+///                 /* ignore the subscriber's NACKs for earlier packets of ssrc */
+///             }
+///             Output::PathCongested { subscriber } => { /* send it no extra copies */ }
 ///         }
 ///     }
 ///     // then: sleep until room.poll_timeout(), call room.handle_timeout(now), drain again
@@ -950,6 +973,7 @@ impl Room {
 
     /// Nothing moves up for [`CONGESTION_DRAIN`] after a congestion signal.
     fn hold_upgrades_while_draining(&mut self, now: Instant, subscriber: ParticipantId) {
+        self.outputs.push_back(Output::PathCongested { subscriber });
         let drained = now + CONGESTION_DRAIN;
         let held = self.upgrades_held.entry(subscriber).or_insert(drained);
         *held = (*held).max(drained);
@@ -1180,11 +1204,17 @@ impl Room {
             }
         }
         if probe_bps > 0 {
+            let probe_bps = if self.last_remb.contains_key(&subscriber) {
+                let upgraded = self.sent_rate(now, subscriber).saturating_add(probe_bps);
+                probe_bps.saturating_add(upgraded.saturating_mul(REMB_PROBE_MARGIN_PERCENT) / 100)
+            } else {
+                probe_bps.saturating_mul(PROBE_PERCENT) / 100
+            };
             debug!(%subscriber, probe_bps, "probing before an upgrade");
             self.last_probe.insert(subscriber, now);
             self.outputs.push_back(Output::Probe {
                 subscriber,
-                bits_per_second: probe_bps.saturating_mul(PROBE_PERCENT) / 100,
+                bits_per_second: probe_bps,
                 duration: PROBE_DURATION,
             });
         }

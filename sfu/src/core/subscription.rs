@@ -97,6 +97,12 @@ pub(crate) struct Subscription {
     /// Resumed after a pause: the next packet forwarded restarts the numbering (at a keyframe
     /// for video), so the packets dropped meanwhile leave no sequence gap to NACK.
     restart_pending: bool,
+    /// Forwarding restarted at a keyframe (a new layer or source, or a resume) and its first
+    /// packet is still to be sent: that packet becomes the repair horizon.
+    restarted: bool,
+    /// The output sequence number the subscriber's decoder restarts at, to report
+    /// ([`Output::RepairHorizon`]).
+    repair_horizon: Option<u16>,
     /// Layer changes to report, drained into outputs.
     events: Vec<LayerEvent>,
 }
@@ -141,6 +147,8 @@ impl Subscription {
             reports_first_layer: false,
             paused: false,
             restart_pending: false,
+            restarted: false,
+            repair_horizon: None,
             events: Vec::new(),
         }
     }
@@ -290,7 +298,17 @@ impl Subscription {
         self.current.unwrap_or(self.target)
     }
 
+    /// Drains what happened to this subscription into outputs: the layer changes to report,
+    /// and where its decoder restarted.
     pub fn take_layer_events(&mut self, outputs: &mut VecDeque<Output>) {
+        if let Some(sequence_number) = self.repair_horizon.take() {
+            outputs.push_back(Output::RepairHorizon {
+                subscription: self.id,
+                subscriber: self.subscriber,
+                ssrc: self.ssrc,
+                sequence_number,
+            });
+        }
         for event in self.events.drain(..) {
             outputs.push_back(Output::LayersChanged {
                 subscription: self.id,
@@ -352,6 +370,8 @@ impl Subscription {
                 reason = if self.numbering.source().is_none() { "first-source" } else if on_current { "source-change" } else { "layer-switch" },
                 "forwarding starts"
             );
+            // Not the first source: the decoder had a picture, which this keyframe replaces.
+            self.restarted = self.numbering.source().is_some();
             self.numbering.start_source(meta, now, clock_rate);
             self.shed_current = false;
             self.restart_pending = false;
@@ -386,13 +406,18 @@ impl Subscription {
             }
         }
         match self.numbering.map(meta, now) {
-            Ok(numbers) => Decision::Send(Rewrite {
-                ssrc: self.ssrc,
-                payload_type: self.payload_type,
-                sequence_number: numbers.sequence_number,
-                timestamp: numbers.timestamp,
-                vp8: meta.vp8.as_ref().map(|vp8| self.vp8.on_send(vp8)),
-            }),
+            Ok(numbers) => {
+                if std::mem::take(&mut self.restarted) {
+                    self.repair_horizon = Some(numbers.sequence_number);
+                }
+                Decision::Send(Rewrite {
+                    ssrc: self.ssrc,
+                    payload_type: self.payload_type,
+                    sequence_number: numbers.sequence_number,
+                    timestamp: numbers.timestamp,
+                    vp8: meta.vp8.as_ref().map(|vp8| self.vp8.on_send(vp8)),
+                })
+            }
             Err(reason) => Decision::Drop(reason),
         }
     }

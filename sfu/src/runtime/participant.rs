@@ -911,13 +911,26 @@ impl ParticipantTask {
     }
 
     async fn handle_room_event(&mut self, event: RoomEvent) {
-        if let RoomEvent::Probe {
-            bits_per_second,
-            duration,
-        } = event
-        {
-            self.subscriber.probe(bits_per_second, duration);
-            return;
+        match event {
+            RoomEvent::Probe {
+                bits_per_second,
+                duration,
+            } => {
+                self.subscriber.probe(bits_per_second, duration);
+                return;
+            }
+            RoomEvent::RepairHorizon {
+                ssrc,
+                sequence_number,
+            } => {
+                self.subscriber.set_repair_horizon(ssrc, sequence_number);
+                return;
+            }
+            RoomEvent::PathCongested => {
+                self.subscriber.mark_path_congested();
+                return;
+            }
+            _ => {}
         }
         let RoomEvent::PublicationRemoved { publication, .. } = &event else {
             self.emit(ParticipantEvent::Room(event));

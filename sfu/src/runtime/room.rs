@@ -38,6 +38,14 @@ pub enum RoomEvent {
         bits_per_second: u64,
         duration: std::time::Duration,
     },
+    /// To a subscriber's own task: the decoder of its stream `ssrc` restarts at
+    /// `sequence_number`, so its NACKs for earlier packets are futile (never sent to a client).
+    RepairHorizon {
+        ssrc: u32,
+        sequence_number: u16,
+    },
+    /// To a subscriber's own task: its path was just found congested (never sent to a client).
+    PathCongested,
 }
 
 /// A subscription's layer change, as the room reports it.
@@ -658,6 +666,21 @@ impl RoomTask {
                         duration,
                     },
                 ),
+                Output::RepairHorizon {
+                    subscriber,
+                    ssrc,
+                    sequence_number,
+                    ..
+                } => self.tell(
+                    subscriber,
+                    RoomEvent::RepairHorizon {
+                        ssrc: ssrc.0,
+                        sequence_number,
+                    },
+                ),
+                Output::PathCongested { subscriber } => {
+                    self.tell(subscriber, RoomEvent::PathCongested);
+                }
                 Output::ActiveSpeakers { speakers } => {
                     self.active_speakers.clone_from(&speakers);
                     self.broadcast(None, RoomEvent::ActiveSpeakers(speakers));

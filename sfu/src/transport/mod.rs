@@ -9,6 +9,7 @@
 
 mod congestion;
 mod feedback;
+mod horizon;
 mod peer;
 mod ports;
 mod probe;

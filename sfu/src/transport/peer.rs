@@ -20,6 +20,9 @@ const PUBLISHER_NACKS_PER_PACKET: u16 = 15;
 const RTX_SLOT: usize = 5_500;
 /// Below `Slot::CongestionControl` (1_000), the wire-most built-in.
 const REPEAT_SLOT: usize = 500;
+/// Wire-ward of `Slot::NackResponder` (4_000) on the read path: the responder never sees a
+/// NACK for a packet the decoder will not show.
+const NACK_HORIZON_SLOT: usize = 3_900;
 const PROBE_SLOT: usize = 400;
 /// The very last before the wire: the stamp is when a packet leaves.
 const SEND_TIME_SLOT: usize = 300;
@@ -54,6 +57,7 @@ use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
 use super::congestion::{PathState, QueueWatch};
 use super::feedback::FeedbackToApplication;
+use super::horizon::{NackHorizon, RepairHorizons};
 use super::ports::PortCursor;
 use super::probe::{ProbeControl, Prober};
 use super::repeat::RepeatedRetransmissions;
@@ -138,6 +142,7 @@ impl Transport {
         let clocks = Arc::new(SampledClocks::default());
         let probe = Arc::new(ProbeControl::default());
         let path = Arc::new(PathState::default());
+        let horizons = Arc::new(RepairHorizons::default());
         let registry = match role {
             // The client estimates its uplink from our TWCC feedback (and NACKs us for loss), and
             // tells us how loud each audio packet is.
@@ -227,6 +232,10 @@ impl Transport {
                 // Wire-most too, for the same reason: a probe's copies share their originals'
                 // transport sequence numbers.
                 .with(Slot::Custom(PROBE_SLOT), Prober::new(Arc::clone(&probe)))
+                .with(
+                    Slot::Custom(NACK_HORIZON_SLOT),
+                    NackHorizon::new(Arc::clone(&horizons)),
+                )
                 .with(Slot::Custom(SEND_TIME_SLOT), AbsSendTimeStamper::default())
             }
         }
@@ -253,6 +262,8 @@ impl Transport {
             playout_delay_ms: self.config.playout_delay_ms,
             clocks,
             probe,
+            path,
+            horizons,
         })
     }
 }
@@ -374,6 +385,10 @@ pub struct Peer {
     clocks: Arc<SampledClocks>,
     /// The probe this connection sends (subscriber connections).
     probe: Arc<ProbeControl>,
+    /// Whether the path to the client was just found congested.
+    path: Arc<PathState>,
+    /// Where each outgoing stream's decoder last restarted (see `horizon`).
+    horizons: Arc<RepairHorizons>,
 }
 
 impl std::fmt::Debug for Peer {
@@ -602,6 +617,20 @@ impl Peer {
         debug!(bits_per_second, ?duration, "probing the subscriber's path");
         self.probe
             .start(std::time::Instant::now(), bits_per_second, duration);
+    }
+
+    /// The client's decoder restarts at `sequence_number` of the stream `ssrc` it receives
+    /// here: its NACKs for earlier packets are ignored (see `horizon`).
+    pub fn set_repair_horizon(&self, ssrc: u32, sequence_number: u16) {
+        debug!(ssrc, sequence_number, "repair horizon set");
+        self.horizons
+            .set(std::time::Instant::now(), ssrc, sequence_number);
+    }
+
+    /// The path to the client was found congested by a signal the connection cannot see
+    /// itself (a REMB, heavy loss): repairs go out once while it drains.
+    pub fn mark_path_congested(&self) {
+        self.path.mark_congested(std::time::Instant::now());
     }
 
     /// The send-side bandwidth estimate (GCC over TWCC feedback) of this connection, in bits

@@ -136,6 +136,8 @@ struct Received {
     forwards: Vec<(usize, usize, u16, u32, Instant)>,
     /// Packets delivered while the subscription existed: (source, index, keyframe).
     offered: Vec<(usize, usize, bool)>,
+    /// The repair horizons reported (wire seq).
+    horizons: Vec<u16>,
 }
 
 fn run(plan: &Plan) -> Result<(), TestCaseError> {
@@ -204,9 +206,18 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
                 Output::ActiveSpeakers { .. } => {
                     prop_assert!(false, "packets without audio levels have no speakers");
                 }
-                Output::Probe { .. } => {
-                    prop_assert!(false, "nothing to probe without bandwidth estimates");
+                Output::Probe { .. } | Output::PathCongested { .. } => {
+                    prop_assert!(false, "no congestion without bandwidth estimates");
                 }
+                Output::RepairHorizon {
+                    subscription,
+                    sequence_number,
+                    ..
+                } => received
+                    .entry(subscription.0)
+                    .or_default()
+                    .horizons
+                    .push(sequence_number),
             }
         }
     }
@@ -243,6 +254,20 @@ fn check_subscription(
     // Per source: (first forwarded index, seq offset, ts offset)
     let mut started: HashMap<usize, (usize, u64, u64)> = HashMap::new();
     let mut current: Option<usize> = None;
+
+    // The decoder restarts at the first packet of every source after the first.
+    let restarts: Vec<u16> = got
+        .forwards
+        .windows(2)
+        .filter(|pair| pair[0].0 != pair[1].0)
+        .map(|pair| pair[1].2)
+        .collect();
+    prop_assert_eq!(
+        &got.horizons,
+        &restarts,
+        "SU{}: repair horizons are the restarts",
+        n
+    );
 
     for &(source, index, seq, ts, now) in &got.forwards {
         let origin = by_origin[&(source, index)];

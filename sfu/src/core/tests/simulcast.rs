@@ -896,7 +896,21 @@ fn a_remb_near_what_is_sent_moves_nothing_and_one_well_above_it_is_probed_before
     remb(&mut h, sent * 2);
     let outputs = h.drain();
     assert!(layer_changes(&outputs).is_empty(), "the hold comes first");
-    assert_eq!(probes(&outputs).len(), 1, "{outputs:?}");
+    let probed = probes(&outputs);
+    assert_eq!(probed.len(), 1, "{outputs:?}");
+    // A REMB client's probe is what the upgrade adds plus a quarter of the upgraded rate (its
+    // estimator sees only the queue the copies build): solved for the upgraded rate, that is
+    // one of the layers' rates.
+    let upgraded = (probed[0].1 + sent) * 100 / 125;
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    assert!(
+        rates[1..]
+            .iter()
+            .flatten()
+            .any(|bps| bps.abs_diff(upgraded) <= bps / 50),
+        "probe {} from {sent}: upgraded {upgraded} is none of {rates:?}",
+        probed[0].1
+    );
     // The REMB falls during the probe: the probe failed, and q stays through the next hold.
     remb(&mut h, sent * 85 / 100);
     let mut outputs = h.drain();
@@ -993,7 +1007,24 @@ fn a_remb_lagging_behind_an_upgrade_is_no_congestion() {
         "a lagging REMB moved the subscriber: {:?}",
         layer_changes(&outputs)
     );
-    // A fall is congestion: down to the lowest layer.
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, Output::PathCongested { .. })),
+        "no congestion: {outputs:?}"
+    );
+    // A fall is congestion: down to the lowest layer, and the transport is told (its repairs
+    // go out once while the queue drains).
     remb(&mut h, on_q);
-    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(0));
+    let outputs = h.drain();
+    assert_eq!(layer_changes(&outputs).last().map(|c| c.1), Some(0));
+    assert!(
+        outputs.iter().any(|o| matches!(
+            o,
+            Output::PathCongested {
+                subscriber: ParticipantId(20)
+            }
+        )),
+        "{outputs:?}"
+    );
 }
