@@ -834,9 +834,7 @@ fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
             }
         }
         // A subscriber task's own business, never the client's.
-        ParticipantEvent::Room(
-            RoomEvent::Probe { .. } | RoomEvent::RepairHorizon { .. } | RoomEvent::PathCongested,
-        ) => return None,
+        ParticipantEvent::Room(RoomEvent::Probe { .. } | RoomEvent::PathCongested) => return None,
     })
 }
 

@@ -119,11 +119,11 @@ function repairsBehindHorizon(relay, from, to) {
     return /repair horizon set/.test(l) && t >= from && t <= to;
   });
   const parsed = line && /ssrc=(\d+) sequence_number=(\d+)/.exec(line);
-  if (!parsed) return { horizon: null, late: null, earlier: null };
+  if (!parsed) return { horizon: null, sentAt: null, late: null, earlier: null };
   const ssrc = Number(parsed[1]);
   const horizon = Number(parsed[2]);
-  const sentAt = relay.firstForwardedAt(ssrc, horizon);
-  if (sentAt === undefined) return { horizon, late: null, earlier: null };
+  const sentAt = relay.firstSentAt(ssrc, horizon) ?? null;
+  if (sentAt === null) return { horizon, sentAt, late: null, earlier: null };
   const before = (seq) => {
     const distance = (horizon - seq) & 0xffff;
     return distance > 0 && distance < 0x8000;
@@ -131,6 +131,7 @@ function repairsBehindHorizon(relay, from, to) {
   const earlier = relay.resentPackets().filter((p) => p.ssrc === ssrc && before(p.seq));
   return {
     horizon,
+    sentAt,
     late: earlier.filter((p) => p.at > sentAt + REPAIR_IN_FLIGHT_MS).length,
     earlier: earlier.length,
   };
@@ -323,7 +324,8 @@ export function assertSwitches(run) {
   assert.ok(run.downGap.maxGapMs <= FREEZE_LIMIT_MS, `downgrade: ${run.downGap.maxGapMs} ms without a frame`);
   // The step-down restarts the decoder at the lower layer's keyframe: packets from before it
   // can no longer be shown, and repairing them would only queue in front of that keyframe.
-  assert.notEqual(run.repairs.late, null, `the step-down's keyframe set no repair horizon: ${JSON.stringify(run.repairs)}`);
+  assert.notEqual(run.repairs.horizon, null, `the step-down set no repair horizon: ${JSON.stringify(run.repairs)}`);
+  assert.notEqual(run.repairs.sentAt, null, `the relay never saw the repair horizon's packet: ${JSON.stringify(run.repairs)}`);
   assert.equal(run.repairs.late, 0, `packets from before the step-down's keyframe repaired after it: ${JSON.stringify(run.repairs)}`);
   assert.ok(run.upGap.maxGapMs <= FREEZE_LIMIT_MS, `upgrade: ${run.upGap.maxGapMs} ms without a frame`);
   assert.ok(run.freezesAfterLiftS <= FREEZE_LIMIT_MS / 1000, 'upgrade: Chrome counted more than 0.5 s of freezes');

@@ -278,11 +278,12 @@ export class UdpRelay {
     } else if (this.recentlyForwarded(key)) {
       this.retransmit.duplicates += 1;
     }
-    if (dropped !== undefined || queueDropped !== undefined || this.recentlyForwarded(key)) {
+    if (this.arrived?.has(key)) {
       this.resent ??= [];
       this.resent.push({ ssrc, seq, at: Date.now() });
       if (this.resent.length > 20_000) this.resent.splice(0, 10_000);
     }
+    this.rememberArrival(key);
     const fate = this.down.push(item);
     // A retransmission or its repeat lost as well: without another copy its frame waits for
     // the browser's next NACK, 100 ms later.
@@ -303,17 +304,27 @@ export class UdpRelay {
   }
 
   rememberForwarded(key) {
-    this.forwarded ??= new Map();
+    this.forwarded ??= new Set();
     this.forwardedOrder ??= [];
     if (this.forwarded.has(key)) return;
-    this.forwarded.set(key, Date.now());
+    this.forwarded.add(key);
     this.forwardedOrder.push(key);
     if (this.forwardedOrder.length > 5_000) this.forwarded.delete(this.forwardedOrder.shift());
   }
 
-  /** When (epoch ms) the packet `seq` of `ssrc` first passed towards the browser, if recently. */
-  firstForwardedAt(ssrc, seq) {
-    return this.forwarded?.get(`${ssrc}:${seq}`);
+  rememberArrival(key) {
+    this.arrived ??= new Map();
+    this.arrivedOrder ??= [];
+    if (this.arrived.has(key)) return;
+    this.arrived.set(key, Date.now());
+    this.arrivedOrder.push(key);
+    if (this.arrivedOrder.length > 5_000) this.arrived.delete(this.arrivedOrder.shift());
+  }
+
+  /** When (epoch ms) the server first sent the packet `seq` of `ssrc` towards the browser
+   * (whatever the relay then did with it), if recently. */
+  firstSentAt(ssrc, seq) {
+    return this.arrived?.get(`${ssrc}:${seq}`);
   }
 
   /** Packets sent towards the browser again (retransmissions, repeats): {ssrc, seq, at}. */

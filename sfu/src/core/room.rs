@@ -300,6 +300,9 @@ const REMB_PROBE_MARGIN_PERCENT: u64 = 25;
 /// grows again towards 150 % of it, so a tighter threshold would read its recovery as
 /// more congestion.
 const REMB_CONGESTED_PERCENT: u64 = 75;
+/// How long after a REMB client's upgrade a REMB fall is taken for that upgrade's failure:
+/// libwebrtc's estimator noticed a layer ~15 % over the path 0.4–3.7 s after it came.
+const UPGRADE_TRIAL: Duration = Duration::from_secs(5);
 /// How long after a probe ended a REMB fall is still taken for its queue draining.
 const PROBE_REMB_ECHO: Duration = Duration::from_millis(500);
 /// A REMB this much below the one before it is a fall (libwebrtc sends a new REMB at once
@@ -828,6 +831,17 @@ impl Room {
             self.on_probe_failed(now, subscriber, sent);
         } else if fell && remb.saturating_mul(100) < sent.saturating_mul(REMB_CONGESTED_PERCENT) {
             debug!(%subscriber, remb, sent, "REMB below what is sent");
+            if self.undo_recent_upgrades(now, subscriber) {
+                return;
+            }
+            if self.receives_only_lowest_layers(subscriber) {
+                // A REMB never exceeds ~1.5× what arrives: a lower frame rate on the lowest
+                // layer would only sink it further (105, then 16.5 kbit/s under a 350 kbit/s
+                // cap, 20 s to climb back). Heavy loss still steps down from here.
+                debug!(%subscriber, remb, sent, "REMB fell on the lowest layer: held, not lowered");
+                self.hold_upgrades_while_draining(now, subscriber);
+                return;
+            }
             // On overuse the REMB is 85 % of what arrived over the last second, which still
             // holds the time before the queue: even the REMB itself is above the path at first
             // (a 350 kbit/s cap read 380 and 548 kbit/s), so it is taken only as a bound.
@@ -840,6 +854,80 @@ impl Room {
             );
         }
         // In between the REMB is still growing back towards 1.5× what arrives: no news.
+    }
+
+    /// A REMB fell soon after upgrades: those upgrades are what the path could not carry (their
+    /// layers had passed a probe, which a REMB client's estimator barely sees), so each
+    /// subscription goes back to the cap it had, which carried it for seconds before, and
+    /// nothing moves up for [`CONGESTION_HOLD`]. Within a layer that is at once and without a
+    /// keyframe; to a lower resolution, the layer it leaves is shed until that keyframe.
+    /// Returns false, touching nothing, unless every simulcast video subscription of
+    /// `subscriber` that receives a layer was upgraded within [`UPGRADE_TRIAL`].
+    ///
+    /// (Sent to the lowest layer instead, as after a cap, h at its full rate straddling a
+    /// 350 kbit/s path froze 500–867 ms, and from q the REMB took 20 s and more to grow back
+    /// to f after the path widened.)
+    fn undo_recent_upgrades(&mut self, now: Instant, subscriber: ParticipantId) -> bool {
+        let mut undo = Vec::new();
+        for publication in self.publications.values() {
+            if publication.kind() != MediaKind::Video || publication.layer_count() < 2 {
+                continue;
+            }
+            for subscription in publication
+                .subscriptions
+                .iter()
+                .filter(|s| s.subscriber == subscriber)
+            {
+                if subscription.current_layer().is_none() {
+                    continue;
+                }
+                match subscription.last_upgrade {
+                    Some((before, at)) if now.saturating_duration_since(at) <= UPGRADE_TRIAL => {
+                        undo.push((publication.id, subscription.id, before));
+                    }
+                    _ => return false,
+                }
+            }
+        }
+        if undo.is_empty() {
+            return false;
+        }
+        self.outputs.push_back(Output::PathCongested { subscriber });
+        let held = self.upgrades_held.entry(subscriber).or_insert(now);
+        *held = (*held).max(now + CONGESTION_HOLD);
+        for (publication, id, before) in undo {
+            let Some(publication) = self.publications.get_mut(&publication) else {
+                continue;
+            };
+            let Some(subscription) = publication.subscription_mut(id) else {
+                continue;
+            };
+            debug!(subscription = %id, to = ?before, "REMB fell after an upgrade: undone");
+            subscription.set_cap(before.0, before.1);
+            subscription.upgrade_candidate = None;
+            subscription.last_upgrade = None;
+            publication.retarget(now, Some(id), LayerReason::Bandwidth, &mut self.outputs);
+            if let Some(subscription) = publication.subscription_mut(id) {
+                subscription.shed_until_switched();
+            }
+        }
+        if let Some(window) = self.loss.get_mut(&subscriber) {
+            window.last_step_down = Some(now);
+        }
+        true
+    }
+
+    /// `subscriber` receives simulcast video, and only the lowest layer of it.
+    fn receives_only_lowest_layers(&self, subscriber: ParticipantId) -> bool {
+        let mut layers = self
+            .publications
+            .values()
+            .filter(|p| p.kind() == MediaKind::Video && p.layer_count() > 1)
+            .flat_map(|p| &p.subscriptions)
+            .filter(|s| s.subscriber == subscriber)
+            .filter_map(|s| s.current_layer())
+            .peekable();
+        layers.peek().is_some() && layers.all(|layer| layer == 0)
     }
 
     /// What `subscriber`'s subscriptions cost at the layers they receive now.
@@ -1193,6 +1281,7 @@ impl Room {
             };
             if apply {
                 debug!(subscription = %w.subscription, bits_per_second, from = ?current_cap, to = ?cap, ?rates, "bandwidth cap");
+                subscription.last_upgrade = (cap > current_cap).then_some((current_cap, now));
                 subscription.set_cap(cap.0, cap.1);
                 subscription.upgrade_candidate = None;
                 publication.retarget(

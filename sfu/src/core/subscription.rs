@@ -85,6 +85,8 @@ pub(crate) struct Subscription {
     /// Bandwidth allocation: a higher cap (spatial, temporal) must hold this long before it
     /// applies.
     pub(crate) upgrade_candidate: Option<((u8, u8), Instant)>,
+    /// The cap (spatial, temporal) before the last bandwidth upgrade, and when it was raised.
+    pub(crate) last_upgrade: Option<((u8, u8), Instant)>,
     /// Layers at or above this bitrate caused heavy loss: not offered until the instant.
     loss_ceiling: Option<(u64, Instant)>,
     /// The path is congested: stop sending the current layer until the switch down lands,
@@ -142,6 +144,7 @@ impl Subscription {
             temporal: TemporalSelector::default(),
             waiting_keyframe: false,
             upgrade_candidate: None,
+            last_upgrade: None,
             loss_ceiling: None,
             shed_current: false,
             reports_first_layer: false,
@@ -371,7 +374,7 @@ impl Subscription {
                 "forwarding starts"
             );
             // Not the first source: the decoder had a picture, which this keyframe replaces.
-            self.restarted = self.numbering.source().is_some();
+            self.restarted = self.kind == MediaKind::Video && self.numbering.source().is_some();
             self.numbering.start_source(meta, now, clock_rate);
             self.shed_current = false;
             self.restart_pending = false;

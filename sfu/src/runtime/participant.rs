@@ -883,6 +883,7 @@ impl ParticipantTask {
                 ssrc: state.track.ssrc(),
                 payload_type,
                 sink,
+                horizons: self.subscriber.repair_horizons(),
                 reply,
             })
             .await?;
@@ -917,13 +918,6 @@ impl ParticipantTask {
                 duration,
             } => {
                 self.subscriber.probe(bits_per_second, duration);
-                return;
-            }
-            RoomEvent::RepairHorizon {
-                ssrc,
-                sequence_number,
-            } => {
-                self.subscriber.set_repair_horizon(ssrc, sequence_number);
                 return;
             }
             RoomEvent::PathCongested => {

@@ -10,7 +10,7 @@ use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu};
 use crate::core::{
     self, Input, LayerReason, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId,
 };
-use crate::transport::{CodecInfo, RemoteTrack, RtpSink};
+use crate::transport::{CodecInfo, RemoteTrack, RepairHorizons, RtpSink};
 
 /// What the room tells a participant: about the others, and about its own subscriptions and
 /// publications.
@@ -37,12 +37,6 @@ pub enum RoomEvent {
     Probe {
         bits_per_second: u64,
         duration: std::time::Duration,
-    },
-    /// To a subscriber's own task: the decoder of its stream `ssrc` restarts at
-    /// `sequence_number`, so its NACKs for earlier packets are futile (never sent to a client).
-    RepairHorizon {
-        ssrc: u32,
-        sequence_number: u16,
     },
     /// To a subscriber's own task: its path was just found congested (never sent to a client).
     PathCongested,
@@ -106,6 +100,8 @@ pub(crate) enum RoomCommand {
         ssrc: Ssrc,
         payload_type: u8,
         sink: mpsc::Sender<RtpPacket>,
+        /// The subscriber connection's repair horizons, set as the core reports restarts.
+        horizons: Arc<RepairHorizons>,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
     RemoveSubscription {
@@ -241,6 +237,7 @@ struct SubscriptionEntry {
     subscriber: ParticipantId,
     publication: PublicationId,
     sink: mpsc::Sender<RtpPacket>,
+    horizons: Arc<RepairHorizons>,
 }
 
 struct RoomTask {
@@ -477,6 +474,7 @@ impl RoomTask {
                 ssrc,
                 payload_type,
                 sink,
+                horizons,
                 reply,
             } => {
                 let result = self
@@ -499,6 +497,7 @@ impl RoomTask {
                             subscriber,
                             publication,
                             sink,
+                            horizons,
                         },
                     );
                 }
@@ -667,17 +666,18 @@ impl RoomTask {
                     },
                 ),
                 Output::RepairHorizon {
-                    subscriber,
+                    subscription,
                     ssrc,
                     sequence_number,
                     ..
-                } => self.tell(
-                    subscriber,
-                    RoomEvent::RepairHorizon {
-                        ssrc: ssrc.0,
-                        sequence_number,
-                    },
-                ),
+                } => {
+                    // Here rather than through the subscriber's task: the restart's first
+                    // packet was just handed to the writer, and NACKs naming anything after it
+                    // must find the horizon in place.
+                    if let Some(entry) = self.subscriptions.get(&subscription) {
+                        entry.horizons.set(Instant::now(), ssrc.0, sequence_number);
+                    }
+                }
                 Output::PathCongested { subscriber } => {
                     self.tell(subscriber, RoomEvent::PathCongested);
                 }

@@ -9,8 +9,10 @@
 //! keyframe that was to end the freeze waited behind them (1.1–1.6 s without a picture).
 //!
 //! The routing core reports each restart as an output sequence number of the subscription's
-//! SSRC (`Output::RepairHorizon`); this interceptor, read-side just below the NACK responder,
-//! strips the sequence numbers before it from inbound NACKs, and drops a NACK left empty.
+//! SSRC (`Output::RepairHorizon`). The room task records it here right after handing the
+//! restart's first packet to the track writer, so it is in place before any NACK could name a
+//! later packet. This interceptor, read-side just below the NACK responder, strips the sequence
+//! numbers before it from inbound NACKs, and drops a NACK left empty.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -36,6 +38,7 @@ pub struct RepairHorizons {
 
 impl RepairHorizons {
     pub fn set(&self, now: Instant, ssrc: u32, sequence_number: u16) {
+        debug!(ssrc, sequence_number, "repair horizon set");
         if let Ok(mut by_ssrc) = self.by_ssrc.lock() {
             by_ssrc.retain(|_, (_, at)| now.saturating_duration_since(*at) < HORIZON_TTL);
             by_ssrc.insert(ssrc, (sequence_number, now));

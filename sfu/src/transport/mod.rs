@@ -22,6 +22,7 @@ mod track;
 
 pub use congestion::Congestion;
 pub use feedback::FeedbackToApplication;
+pub use horizon::RepairHorizons;
 pub use peer::{Peer, PeerRole, Transport};
 pub use ports::{PortRange, PortRangeError};
 pub use sdp::{negotiated_codecs, with_start_bitrate};

@@ -619,12 +619,10 @@ impl Peer {
             .start(std::time::Instant::now(), bits_per_second, duration);
     }
 
-    /// The client's decoder restarts at `sequence_number` of the stream `ssrc` it receives
-    /// here: its NACKs for earlier packets are ignored (see `horizon`).
-    pub fn set_repair_horizon(&self, ssrc: u32, sequence_number: u16) {
-        debug!(ssrc, sequence_number, "repair horizon set");
-        self.horizons
-            .set(std::time::Instant::now(), ssrc, sequence_number);
+    /// Where the decoder of each stream this connection sends restarted: NACKs for earlier
+    /// packets are ignored (see `horizon`).
+    pub fn repair_horizons(&self) -> Arc<RepairHorizons> {
+        Arc::clone(&self.horizons)
     }
 
     /// The path to the client was found congested by a signal the connection cannot see

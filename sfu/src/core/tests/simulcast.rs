@@ -1028,3 +1028,36 @@ fn a_remb_lagging_behind_an_upgrade_is_no_congestion() {
         "{outputs:?}"
     );
 }
+
+#[test]
+fn a_remb_falling_soon_after_an_upgrade_to_f_goes_back_to_h_not_to_the_lowest_layer() {
+    let (mut h, mut stream, sent) = settled_on(1);
+    // Room to spare on h: f is probed, then taken after its hold.
+    let mut outputs = Vec::new();
+    for _ in 0..8 {
+        remb(&mut h, sent * 2);
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+    }
+    assert_eq!(layer_changes(&outputs).last().map(|c| c.1), Some(2));
+    stream.frame(&mut h, &[0, 1, 2], &[2]);
+    run_frames(&mut h, &mut stream, &[0, 1, 2], 500);
+    h.drain();
+    // Its REMB falls: back to h, which carried it before, not to q.
+    remb(&mut h, sent / 2);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs).last().map(|c| c.1),
+        Some(1),
+        "{:?}",
+        layer_changes(&outputs)
+    );
+    // f is shed until h's keyframe.
+    let outputs = run_frames(&mut h, &mut stream, &[0, 1, 2], 200);
+    assert!(forwards_to(&outputs, 1).is_empty(), "f is shed");
+    stream.frame(&mut h, &[0, 1, 2], &[1]);
+    let outputs = h.drain();
+    assert_eq!(
+        layer_changes(&outputs).last().map(|c| (c.0, c.1)),
+        Some((Some(1), 1))
+    );
+}

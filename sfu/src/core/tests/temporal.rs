@@ -511,6 +511,106 @@ fn a_remb_far_below_what_is_sent_lowers_the_resolution_where_the_same_measured_r
     assert!(probed, "the climb from the lowest layer is probed");
 }
 
+#[test]
+fn a_remb_falling_on_the_lowest_layer_lowers_nothing() {
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    h.subscribe(1, SUBSCRIBER, PUB);
+    let mut index = 0;
+    feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
+    h.bandwidth(SUBSCRIBER, 100_000_000);
+    h.drain();
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    let remb = |h: &mut Harness, bits_per_second: u64| {
+        h.input(Input::Remb {
+            subscriber: ParticipantId(SUBSCRIBER),
+            bits_per_second,
+        })
+        .unwrap();
+    };
+    remb(&mut h, rates[2][2] * 3 / 2);
+    remb(&mut h, rates[2][2] / 2);
+    assert!(matches!(caps(&h.drain()).last(), Some((0, 2))), "{rates:?}");
+    // On q at its full frame rate, its REMB falls again (libwebrtc's goes on falling while
+    // what arrives shrinks): q keeps its frame rate, and nothing moves up for a while.
+    feed_l1t3_sized(&mut h, &mut index, 1_500, [4, 2, 4], 30);
+    h.drain();
+    remb(&mut h, rates[0][2] / 2);
+    let outputs = h.drain();
+    assert!(caps(&outputs).is_empty(), "{:?}", caps(&outputs));
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::PathCongested { .. })),
+        "{outputs:?}"
+    );
+    feed_l1t3_sized(&mut h, &mut index, 300, [4, 2, 4], u16::MAX);
+    let forwarded = forwards_to(&h.drain(), 1);
+    assert!(
+        forwarded.iter().any(|p| out_tid(p) == 2),
+        "q at its full frame rate"
+    );
+}
+
+#[test]
+fn a_remb_falling_soon_after_a_frame_rate_upgrade_undoes_just_that_upgrade() {
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    h.subscribe(1, SUBSCRIBER, PUB);
+    prefer_temporal(&mut h, 1, None);
+    let mut index = 0;
+    feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    let remb = |h: &mut Harness, bits_per_second: u64| {
+        h.input(Input::Remb {
+            subscriber: ParticipantId(SUBSCRIBER),
+            bits_per_second,
+        })
+        .unwrap();
+    };
+    // h at half its frame rate, on a measured estimate.
+    h.bandwidth(SUBSCRIBER, (rates[1][1] + rates[1][2]) / 2 * 100 / 85);
+    feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
+    assert_eq!(caps(&h.drain()).last(), Some(&(1, 1)), "{rates:?}");
+    // The REMB has room to spare: h at its full rate is probed, then taken after the hold.
+    let mut outputs = Vec::new();
+    for _ in 0..5 {
+        remb(&mut h, rates[1][2] * 3);
+        feed_l1t3_sized(&mut h, &mut index, 1_000, [4, 2, 4], 30);
+        outputs.extend(h.drain());
+    }
+    assert_eq!(caps(&outputs).last(), Some(&(1, 2)));
+    // Its REMB falls: the upgrade was too much. Back to half the frame rate of the same layer,
+    // at once, with no keyframe to wait for, and the transport told the path is congested.
+    remb(&mut h, rates[1][1] / 2);
+    let outputs = h.drain();
+    assert_eq!(caps(&outputs), vec![(1, 1)]);
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, Output::RequestKeyframe { .. })),
+        "{outputs:?}"
+    );
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::PathCongested { .. })),
+        "{outputs:?}"
+    );
+    feed_l1t3_sized(&mut h, &mut index, 300, [4, 2, 4], u16::MAX);
+    let forwarded = forwards_to(&h.drain(), 1);
+    assert!(!forwarded.is_empty(), "h goes on without a keyframe");
+    assert!(
+        forwarded.iter().all(|p| out_tid(p) <= 1),
+        "at half the frame rate"
+    );
+    // Another fall, long after that upgrade, is congestion as after a cap: the lowest layer.
+    feed_l1t3_sized(&mut h, &mut index, 6_000, [4, 2, 4], 30);
+    h.drain();
+    remb(&mut h, rates[1][1] / 4);
+    assert!(matches!(caps(&h.drain()).last(), Some((0, _))), "{rates:?}");
+}
+
 // ---------------------------------------------------------------------------------------
 // Property test: random L1T3 simulcast streams, random wishes, loss and reordering.
 
