@@ -3,12 +3,11 @@
 // REMB), on the capped-downlink rig of bandwidth.test.mjs (capped-downlink.mjs). It asserts what
 // the transport-wide client must do, except that f at half its frame rate, which straddles the
 // cap (250–354 kbit/s as the picture changes) and whose probe a REMB cannot always refuse, is
-// allowed while capped (2 of session 8's 41 runs with stronger REMB probes took it). It failed
-// 2 of 6 runs of session 8's final code (docs/decisions.md §29). Once, the server decided
-// 0.57 s after the cap, when the relay's queue had long overflowed, and the lower layer's
-// keyframe waited behind it (a 617 ms switch gap; 167–483 in the others). Once, the climb back
-// to f took 20.3 s, because the REMB grows back by only ~8 % a second (6.9–19.3 s in the
-// others).
+// allowed while capped (4 of session 8's 63 runs with stronger REMB probes took it). It failed
+// 1 of 22 runs of session 8's final code (docs/decisions.md §29). The server decided 0.5 s after
+// the cap, when the relay's queue had long overflowed, and the lower layer's keyframe waited
+// behind it: a 517 ms switch gap (117–467 ms in the others). The climb back to f took
+// 5.3–16.6 s.
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { withDiagnostics } from './harness.mjs';

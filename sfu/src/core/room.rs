@@ -196,8 +196,9 @@ pub enum Output {
         ssrc: Ssrc,
         sequence_number: u16,
     },
-    /// `subscriber`'s path was just found congested (by any signal): while its queue drains,
-    /// send it nothing it can do without (no repeated retransmissions).
+    /// `subscriber`'s path was just found congested (by any signal, a failed probe included):
+    /// while its queue drains, send it nothing it can do without (no repeated retransmissions,
+    /// no probe).
     PathCongested { subscriber: ParticipantId },
     /// Dynacast: tell the publisher which simulcast layers anyone needs (by index).
     PublisherLayers {
@@ -382,7 +383,7 @@ pub enum CoreError {
 ///             Output::RepairHorizon { subscriber, ssrc, sequence_number, .. } => {
 ///                 /* ignore the subscriber's NACKs for earlier packets of ssrc */
 ///             }
-///             Output::PathCongested { subscriber } => { /* send it no extra copies */ }
+///             Output::PathCongested { subscriber } => { /* stop probing, no extra copies */ }
 ///         }
 ///     }
 ///     // then: sleep until room.poll_timeout(), call room.handle_timeout(now), drain again
@@ -782,6 +783,9 @@ impl Room {
     /// probe left (measured: a failed probe that also stepped h down to q froze 500 ms).
     fn on_probe_failed(&mut self, now: Instant, subscriber: ParticipantId, media_bps: u64) {
         debug!(%subscriber, media_bps, "probe failed");
+        // The transport stops the probe (a REMB's fall is news to it) and repeats no repairs
+        // into the queue the probe left.
+        self.outputs.push_back(Output::PathCongested { subscriber });
         // `last_probe` stays: a REMB falling on within the probe's window is still the probe's
         // queue draining (taken for congestion, it stepped f down to q after a failed probe).
         self.upgrades_held.insert(subscriber, now + CONGESTION_HOLD);

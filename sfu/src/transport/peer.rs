@@ -626,9 +626,12 @@ impl Peer {
     }
 
     /// The path to the client was found congested by a signal the connection cannot see
-    /// itself (a REMB, heavy loss): repairs go out once while it drains.
+    /// itself (a REMB, heavy loss): repairs go out once while it drains, and a running probe
+    /// stops (sent on after a REMB client's fall, it sank the REMB from 413 to 155 kbit/s).
     pub fn mark_path_congested(&self) {
-        self.path.mark_congested(std::time::Instant::now());
+        let now = std::time::Instant::now();
+        self.path.mark_congested(now);
+        self.probe.stop(now);
     }
 
     /// The send-side bandwidth estimate (GCC over TWCC feedback) of this connection, in bits

@@ -911,9 +911,16 @@ fn a_remb_near_what_is_sent_moves_nothing_and_one_well_above_it_is_probed_before
         "probe {} from {sent}: upgraded {upgraded} is none of {rates:?}",
         probed[0].1
     );
-    // The REMB falls during the probe: the probe failed, and q stays through the next hold.
+    // The REMB falls during the probe: the probe failed (the transport is told, to stop it),
+    // and q stays through the next hold.
     remb(&mut h, sent * 85 / 100);
     let mut outputs = h.drain();
+    assert!(
+        outputs
+            .iter()
+            .any(|o| matches!(o, Output::PathCongested { .. })),
+        "{outputs:?}"
+    );
     for _ in 0..8 {
         outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
         remb(&mut h, sent * 2);
