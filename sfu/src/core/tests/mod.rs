@@ -140,6 +140,15 @@ impl Harness {
         .unwrap();
     }
 
+    /// A REMB from `subscriber`'s client.
+    pub fn remb(&mut self, subscriber: u64, bits_per_second: u64) {
+        self.input(Input::Remb {
+            subscriber: ParticipantId(subscriber),
+            bits_per_second,
+        })
+        .unwrap();
+    }
+
     pub fn timeout(&mut self) {
         self.room.handle_timeout(self.now);
     }
@@ -217,6 +226,13 @@ pub(super) fn forwards(outputs: &[Output]) -> Vec<(SubscriptionId, RtpPacket)> {
 }
 
 /// The forwarded packets of `outputs` for one subscription.
+/// Whether the core told the transport that a path is congested.
+pub(super) fn path_congested(outputs: &[Output]) -> bool {
+    outputs
+        .iter()
+        .any(|o| matches!(o, Output::PathCongested { .. }))
+}
+
 pub(super) fn forwards_to(outputs: &[Output], subscription: u64) -> Vec<RtpPacket> {
     forwards(outputs)
         .into_iter()

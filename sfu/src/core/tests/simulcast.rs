@@ -860,11 +860,7 @@ fn a_paused_subscription_forwards_nothing_and_resumes_contiguously_at_a_keyframe
 }
 
 fn remb(h: &mut Harness, bits_per_second: u64) {
-    h.input(Input::Remb {
-        subscriber: ParticipantId(20),
-        bits_per_second,
-    })
-    .unwrap();
+    h.remb(20, bits_per_second);
 }
 
 /// Streaming at real rates, with subscriber 20 moved by its estimate to `layer` (switched on
@@ -915,12 +911,7 @@ fn a_remb_near_what_is_sent_moves_nothing_and_one_well_above_it_is_probed_before
     // and q stays through the next hold.
     remb(&mut h, sent * 85 / 100);
     let mut outputs = h.drain();
-    assert!(
-        outputs
-            .iter()
-            .any(|o| matches!(o, Output::PathCongested { .. })),
-        "{outputs:?}"
-    );
+    assert!(path_congested(&outputs), "{outputs:?}");
     for _ in 0..8 {
         outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
         remb(&mut h, sent * 2);
@@ -1014,12 +1005,7 @@ fn a_remb_lagging_behind_an_upgrade_is_no_congestion() {
         "a lagging REMB moved the subscriber: {:?}",
         layer_changes(&outputs)
     );
-    assert!(
-        !outputs
-            .iter()
-            .any(|o| matches!(o, Output::PathCongested { .. })),
-        "no congestion: {outputs:?}"
-    );
+    assert!(!path_congested(&outputs), "no congestion: {outputs:?}");
     // A fall is congestion: down to the lowest layer, and the transport is told (its repairs
     // go out once while the queue drains).
     remb(&mut h, on_q);

@@ -477,17 +477,9 @@ fn a_remb_far_below_what_is_sent_lowers_the_resolution_where_the_same_measured_r
     // The same value as a REMB (falling from one well above what is sent) is only a bound on
     // the path: down to the lowest layer, whose keyframe crosses first.
     let (mut h, mut index) = streaming();
-    h.input(Input::Remb {
-        subscriber: ParticipantId(SUBSCRIBER),
-        bits_per_second: rates[2][2] * 3 / 2,
-    })
-    .unwrap();
+    h.remb(SUBSCRIBER, rates[2][2] * 3 / 2);
     assert!(caps(&h.drain()).is_empty(), "room to spare: f stays");
-    h.input(Input::Remb {
-        subscriber: ParticipantId(SUBSCRIBER),
-        bits_per_second: path,
-    })
-    .unwrap();
+    h.remb(SUBSCRIBER, path);
     let changes = caps(&h.drain());
     assert!(
         matches!(changes.last(), Some((0, _))),
@@ -501,11 +493,7 @@ fn a_remb_far_below_what_is_sent_lowers_the_resolution_where_the_same_measured_r
     let mut probed = false;
     for _ in 0..12 {
         feed_l1t3_sized(&mut h, &mut index, 1_000, [4, 2, 4], 30);
-        h.input(Input::Remb {
-            subscriber: ParticipantId(SUBSCRIBER),
-            bits_per_second: rates[0][2] * 2,
-        })
-        .unwrap();
+        h.remb(SUBSCRIBER, rates[0][2] * 2);
         probed |= h.drain().iter().any(|o| matches!(o, Output::Probe { .. }));
     }
     assert!(probed, "the climb from the lowest layer is probed");
@@ -521,29 +509,17 @@ fn a_remb_falling_on_the_lowest_layer_lowers_nothing() {
     h.bandwidth(SUBSCRIBER, 100_000_000);
     h.drain();
     let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
-    let remb = |h: &mut Harness, bits_per_second: u64| {
-        h.input(Input::Remb {
-            subscriber: ParticipantId(SUBSCRIBER),
-            bits_per_second,
-        })
-        .unwrap();
-    };
-    remb(&mut h, rates[2][2] * 3 / 2);
-    remb(&mut h, rates[2][2] / 2);
+    h.remb(SUBSCRIBER, rates[2][2] * 3 / 2);
+    h.remb(SUBSCRIBER, rates[2][2] / 2);
     assert!(matches!(caps(&h.drain()).last(), Some((0, 2))), "{rates:?}");
     // On q at its full frame rate, its REMB falls again (libwebrtc's goes on falling while
     // what arrives shrinks): q keeps its frame rate, and nothing moves up for a while.
     feed_l1t3_sized(&mut h, &mut index, 1_500, [4, 2, 4], 30);
     h.drain();
-    remb(&mut h, rates[0][2] / 2);
+    h.remb(SUBSCRIBER, rates[0][2] / 2);
     let outputs = h.drain();
     assert!(caps(&outputs).is_empty(), "{:?}", caps(&outputs));
-    assert!(
-        outputs
-            .iter()
-            .any(|o| matches!(o, Output::PathCongested { .. })),
-        "{outputs:?}"
-    );
+    assert!(path_congested(&outputs), "{outputs:?}");
     feed_l1t3_sized(&mut h, &mut index, 300, [4, 2, 4], u16::MAX);
     let forwarded = forwards_to(&h.drain(), 1);
     assert!(
@@ -561,13 +537,6 @@ fn a_remb_falling_soon_after_a_frame_rate_upgrade_undoes_just_that_upgrade() {
     let mut index = 0;
     feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
     let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
-    let remb = |h: &mut Harness, bits_per_second: u64| {
-        h.input(Input::Remb {
-            subscriber: ParticipantId(SUBSCRIBER),
-            bits_per_second,
-        })
-        .unwrap();
-    };
     // h at half its frame rate, on a measured estimate.
     h.bandwidth(SUBSCRIBER, (rates[1][1] + rates[1][2]) / 2 * 100 / 85);
     feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
@@ -575,14 +544,14 @@ fn a_remb_falling_soon_after_a_frame_rate_upgrade_undoes_just_that_upgrade() {
     // The REMB has room to spare: h at its full rate is probed, then taken after the hold.
     let mut outputs = Vec::new();
     for _ in 0..5 {
-        remb(&mut h, rates[1][2] * 3);
+        h.remb(SUBSCRIBER, rates[1][2] * 3);
         feed_l1t3_sized(&mut h, &mut index, 1_000, [4, 2, 4], 30);
         outputs.extend(h.drain());
     }
     assert_eq!(caps(&outputs).last(), Some(&(1, 2)));
     // Its REMB falls: the upgrade was too much. Back to half the frame rate of the same layer,
     // at once, with no keyframe to wait for, and the transport told the path is congested.
-    remb(&mut h, rates[1][1] / 2);
+    h.remb(SUBSCRIBER, rates[1][1] / 2);
     let outputs = h.drain();
     assert_eq!(caps(&outputs), vec![(1, 1)]);
     assert!(
@@ -591,12 +560,7 @@ fn a_remb_falling_soon_after_a_frame_rate_upgrade_undoes_just_that_upgrade() {
             .any(|o| matches!(o, Output::RequestKeyframe { .. })),
         "{outputs:?}"
     );
-    assert!(
-        outputs
-            .iter()
-            .any(|o| matches!(o, Output::PathCongested { .. })),
-        "{outputs:?}"
-    );
+    assert!(path_congested(&outputs), "{outputs:?}");
     feed_l1t3_sized(&mut h, &mut index, 300, [4, 2, 4], u16::MAX);
     let forwarded = forwards_to(&h.drain(), 1);
     assert!(!forwarded.is_empty(), "h goes on without a keyframe");
@@ -607,7 +571,7 @@ fn a_remb_falling_soon_after_a_frame_rate_upgrade_undoes_just_that_upgrade() {
     // Another fall, long after that upgrade, is congestion as after a cap: the lowest layer.
     feed_l1t3_sized(&mut h, &mut index, 6_000, [4, 2, 4], 30);
     h.drain();
-    remb(&mut h, rates[1][1] / 4);
+    h.remb(SUBSCRIBER, rates[1][1] / 4);
     assert!(matches!(caps(&h.drain()).last(), Some((0, _))), "{rates:?}");
 }
 
