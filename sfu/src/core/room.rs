@@ -843,7 +843,7 @@ impl Room {
                 // layer would only sink it further (105, then 16.5 kbit/s under a 350 kbit/s
                 // cap, 20 s to climb back). Heavy loss still steps down from here.
                 debug!(%subscriber, remb, sent, "REMB fell on the lowest layer: held, not lowered");
-                self.hold_upgrades_while_draining(now, subscriber);
+                self.hold_upgrades_after_congestion(now, subscriber, CONGESTION_DRAIN);
                 return;
             }
             // On overuse the REMB is 85 % of what arrived over the last second, which still
@@ -896,9 +896,7 @@ impl Room {
         if undo.is_empty() {
             return false;
         }
-        self.outputs.push_back(Output::PathCongested { subscriber });
-        let held = self.upgrades_held.entry(subscriber).or_insert(now);
-        *held = (*held).max(now + CONGESTION_HOLD);
+        self.hold_upgrades_after_congestion(now, subscriber, CONGESTION_HOLD);
         for (publication, id, before) in undo {
             let Some(publication) = self.publications.get_mut(&publication) else {
                 continue;
@@ -1002,7 +1000,7 @@ impl Room {
                     .filter_map(move |s| s.current_layer().map(|c| (p.id, s.id, c)))
             })
             .collect();
-        self.hold_upgrades_while_draining(now, subscriber);
+        self.hold_upgrades_after_congestion(now, subscriber, CONGESTION_DRAIN);
         // Below what the path delivers, so the queue built up so far drains.
         let budget = delivered_bps.saturating_mul(CONGESTION_BUDGET_PERCENT) / 100;
         self.congestion_budget
@@ -1063,12 +1061,18 @@ impl Room {
         }
     }
 
-    /// Nothing moves up for [`CONGESTION_DRAIN`] after a congestion signal.
-    fn hold_upgrades_while_draining(&mut self, now: Instant, subscriber: ParticipantId) {
+    /// A congestion signal: the transport is told, and nothing moves up for `hold` (at least
+    /// [`CONGESTION_DRAIN`] while the queue drains).
+    fn hold_upgrades_after_congestion(
+        &mut self,
+        now: Instant,
+        subscriber: ParticipantId,
+        hold: Duration,
+    ) {
         self.outputs.push_back(Output::PathCongested { subscriber });
-        let drained = now + CONGESTION_DRAIN;
-        let held = self.upgrades_held.entry(subscriber).or_insert(drained);
-        *held = (*held).max(drained);
+        let until = now + hold;
+        let held = self.upgrades_held.entry(subscriber).or_insert(until);
+        *held = (*held).max(until);
     }
 
     /// Heavy loss: every simulcast video subscription of `subscriber` goes one layer below the
@@ -1076,7 +1080,7 @@ impl Room {
     /// moves it back up after the usual hold.
     fn step_down(&mut self, now: Instant, subscriber: ParticipantId, to_lowest: bool) {
         // A probe 35 ms after a loss step-down failed on the queue the loss came from.
-        self.hold_upgrades_while_draining(now, subscriber);
+        self.hold_upgrades_after_congestion(now, subscriber, CONGESTION_DRAIN);
         for publication in self.publications.values_mut() {
             if publication.kind() != MediaKind::Video || publication.layer_count() < 2 {
                 continue;

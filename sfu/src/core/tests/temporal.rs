@@ -450,20 +450,22 @@ fn the_allocator_halves_the_frame_rate_before_the_resolution_and_raises_it_back(
     assert_eq!(caps(&h.drain()), vec![(2, 2)]);
 }
 
+/// L1T3 streaming with base frames as large as Chrome's share of them (f at half its frame
+/// rate is 43 % of f), subscribed with room for everything; returns the next frame index.
+fn streaming_at_chrome_shares() -> (Harness, u16) {
+    let mut h = Harness::new();
+    h.publish_simulcast(PUB, PUBLISHER, 3);
+    h.subscribe(1, SUBSCRIBER, PUB);
+    let mut index = 0;
+    feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
+    h.bandwidth(SUBSCRIBER, 100_000_000);
+    h.drain();
+    (h, index)
+}
+
 #[test]
 fn a_remb_far_below_what_is_sent_lowers_the_resolution_where_the_same_measured_rate_would_not() {
-    // Base frames as large as Chrome's share of them (f at half its frame rate is 43 % of f).
-    let streaming = || {
-        let mut h = Harness::new();
-        h.publish_simulcast(PUB, PUBLISHER, 3);
-        h.subscribe(1, SUBSCRIBER, PUB);
-        let mut index = 0;
-        feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
-        h.bandwidth(SUBSCRIBER, 100_000_000);
-        h.drain();
-        (h, index)
-    };
-    let (mut h, _) = streaming();
+    let (mut h, _) = streaming_at_chrome_shares();
     let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
     // Below the 75 % of what is sent that a REMB must fall under to mean congestion.
     let path = rates[2][2] * 74 / 100;
@@ -476,7 +478,7 @@ fn a_remb_far_below_what_is_sent_lowers_the_resolution_where_the_same_measured_r
     assert_eq!(caps(&h.drain()), vec![(2, 1)], "{rates:?}");
     // The same value as a REMB (falling from one well above what is sent) is only a bound on
     // the path: down to the lowest layer, whose keyframe crosses first.
-    let (mut h, mut index) = streaming();
+    let (mut h, mut index) = streaming_at_chrome_shares();
     h.remb(SUBSCRIBER, rates[2][2] * 3 / 2);
     assert!(caps(&h.drain()).is_empty(), "room to spare: f stays");
     h.remb(SUBSCRIBER, path);
@@ -501,13 +503,7 @@ fn a_remb_far_below_what_is_sent_lowers_the_resolution_where_the_same_measured_r
 
 #[test]
 fn a_remb_falling_on_the_lowest_layer_lowers_nothing() {
-    let mut h = Harness::new();
-    h.publish_simulcast(PUB, PUBLISHER, 3);
-    h.subscribe(1, SUBSCRIBER, PUB);
-    let mut index = 0;
-    feed_l1t3_sized(&mut h, &mut index, 1500, [4, 2, 4], 30);
-    h.bandwidth(SUBSCRIBER, 100_000_000);
-    h.drain();
+    let (mut h, mut index) = streaming_at_chrome_shares();
     let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
     h.remb(SUBSCRIBER, rates[2][2] * 3 / 2);
     h.remb(SUBSCRIBER, rates[2][2] / 2);
