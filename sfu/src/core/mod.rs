@@ -16,6 +16,7 @@ mod keyframe_cache;
 mod layer;
 mod packet;
 mod publication;
+mod queue_watch;
 mod rewrite;
 mod room;
 mod speakers;

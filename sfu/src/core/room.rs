@@ -8,6 +8,7 @@ use tracing::debug;
 use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use super::packet::{Codec, DropReason, MediaKind, RtpPacket};
 use super::publication::Publication;
+use super::queue_watch::{QueueWatch, Reading};
 use super::speakers::SpeakerDetector;
 use super::subscription::Subscription;
 use super::temporal::TOP_TEMPORAL_LAYER;
@@ -135,6 +136,13 @@ pub enum Input {
     Remb {
         subscriber: ParticipantId,
         bits_per_second: u64,
+    },
+    /// The round trip to a subscriber without transport-wide feedback, from a receiver report
+    /// that echoes one of our sender reports. A rise above the recent smallest one is a queue
+    /// on its path, seen before its REMB falls (see `on_round_trip`).
+    RoundTrip {
+        subscriber: ParticipantId,
+        round_trip: Duration,
     },
     /// A probe of a subscriber's path built a queue while its media ran at this rate: the
     /// upgrade it tested is off, and what it receives now is all its path is trusted with
@@ -317,6 +325,9 @@ const REMB_UNCONGESTED_PERCENT: u64 = 130;
 /// step-down), and that probe overran a 350 kbit/s path so far that the REMB fell to 40
 /// kbit/s and crawled back at 2.5 kbit/s per second.
 const REMB_UPGRADE_PERCENT: u64 = 400;
+/// After an upgrade, nothing else moves up (nor is probed) for this long, so a queue it builds
+/// shows as its own (and undoes it) rather than as the next probe's failure.
+const UPGRADE_SETTLE: Duration = Duration::from_secs(2);
 /// After a congestion signal, nothing moves up (nor is probed) for this long: the queue is
 /// still draining, and feedback describes the rate before the step-down (a probe started
 /// 100 ms after one failed on the REMB's fall that the queue, not the probe, caused).
@@ -409,6 +420,8 @@ pub struct Room {
     last_probe: HashMap<ParticipantId, Instant>,
     /// Each REMB client's last REMB: the baseline a fall is measured from.
     last_remb: HashMap<ParticipantId, u64>,
+    /// Each REMB client's round trips, watched for a queue.
+    queue_watch: HashMap<ParticipantId, QueueWatch>,
     speakers: SpeakerDetector,
 }
 
@@ -424,6 +437,7 @@ impl Room {
             congestion_budget: HashMap::new(),
             last_probe: HashMap::new(),
             last_remb: HashMap::new(),
+            queue_watch: HashMap::new(),
             upgrades_held: HashMap::new(),
             speakers: SpeakerDetector::default(),
         }
@@ -514,6 +528,13 @@ impl Room {
                 bits_per_second,
             } => {
                 self.on_remb(now, subscriber, bits_per_second);
+                Ok(())
+            }
+            Input::RoundTrip {
+                subscriber,
+                round_trip,
+            } => {
+                self.on_round_trip(now, subscriber, round_trip);
                 Ok(())
             }
             Input::Nacked {
@@ -818,9 +839,7 @@ impl Room {
             return;
         }
         let previous = self.last_remb.insert(subscriber, remb);
-        let probing = self.last_probe.get(&subscriber).is_some_and(|at| {
-            now.saturating_duration_since(*at) <= PROBE_DURATION + PROBE_REMB_ECHO
-        });
+        let probing = self.probing(now, subscriber);
         // libwebrtc lowers its REMB only on overuse (or to 1.5× what arrives, when that
         // falls). A REMB that merely stays below what is sent is lagging behind an upgrade
         // (it grows by ~8 % a second): read as congestion, it stepped a subscriber straight
@@ -835,21 +854,10 @@ impl Room {
             self.on_probe_failed(now, subscriber, sent);
         } else if fell && remb.saturating_mul(100) < sent.saturating_mul(REMB_CONGESTED_PERCENT) {
             debug!(%subscriber, remb, sent, "REMB below what is sent");
-            if self.undo_recent_upgrades(now, subscriber) {
-                return;
-            }
-            if self.receives_only_lowest_layers(subscriber) {
-                // A REMB never exceeds ~1.5× what arrives: a lower frame rate on the lowest
-                // layer would only sink it further (105, then 16.5 kbit/s under a 350 kbit/s
-                // cap, 20 s to climb back). Heavy loss still steps down from here.
-                debug!(%subscriber, remb, sent, "REMB fell on the lowest layer: held, not lowered");
-                self.hold_upgrades_after_congestion(now, subscriber, CONGESTION_DRAIN);
-                return;
-            }
             // On overuse the REMB is 85 % of what arrived over the last second, which still
             // holds the time before the queue: even the REMB itself is above the path at first
             // (a 350 kbit/s cap read 380 and 548 kbit/s), so it is taken only as a bound.
-            self.on_congested(now, subscriber, remb, PathRate::Bounded);
+            self.on_bounded_congestion(now, subscriber, remb);
         } else if remb.saturating_mul(100) >= sent.saturating_mul(REMB_UNCONGESTED_PERCENT) {
             self.allocate(
                 now,
@@ -858,6 +866,73 @@ impl Room {
             );
         }
         // In between the REMB is still growing back towards 1.5× what arrives: no news.
+    }
+
+    /// Whether `subscriber`'s path is being probed, or was until lately: a queue now is the
+    /// probe's (its feedback comes after it ended).
+    fn probing(&self, now: Instant, subscriber: ParticipantId) -> bool {
+        self.last_probe.get(&subscriber).is_some_and(|at| {
+            now.saturating_duration_since(*at) <= PROBE_DURATION + PROBE_REMB_ECHO
+        })
+    }
+
+    /// A REMB client's round trip. A queue in it, outside a probe, is congestion, known only
+    /// to be below what is sent (and below its last REMB); during a probe, the probe failed.
+    /// (Measured under a 350 kbit/s cap: a 41 ms round trip 210 ms after the cap, where the
+    /// REMB fell 424 ms after it.) A clear one says what an uncongested REMB says: the next
+    /// layer up may be probed. The REMB itself says so late: after congestion libwebrtc grows
+    /// it a few kbit/s a second, and held it flat for 8 s after a cap was lifted, so upgrades
+    /// waiting for it took over 25 s.
+    fn on_round_trip(&mut self, now: Instant, subscriber: ParticipantId, round_trip: Duration) {
+        let reading = self
+            .queue_watch
+            .entry(subscriber)
+            .or_default()
+            .on_round_trip(now, round_trip);
+        let sent = self.sent_rate(now, subscriber);
+        let queue = match reading {
+            Reading::Queue(queue) => queue,
+            Reading::Clear if sent > 0 => {
+                self.allocate(
+                    now,
+                    subscriber,
+                    sent.saturating_mul(REMB_UPGRADE_PERCENT) / 100,
+                );
+                return;
+            }
+            Reading::Clear | Reading::Unsure => return,
+        };
+        debug!(%subscriber, ?round_trip, ?queue, sent, "queue in the round trip");
+        if sent == 0 {
+            return;
+        }
+        if self.probing(now, subscriber) {
+            self.on_probe_failed(now, subscriber, sent);
+            return;
+        }
+        let bound = self
+            .last_remb
+            .get(&subscriber)
+            .map_or(sent, |remb| sent.min(*remb));
+        self.on_bounded_congestion(now, subscriber, bound);
+    }
+
+    /// A REMB client's path is congested and delivers less than `bound`: a recent upgrade is
+    /// undone; on the lowest layers upgrades are held and nothing is lowered; otherwise the
+    /// subscriber goes to the lowest layer (see [`PathRate::Bounded`]).
+    fn on_bounded_congestion(&mut self, now: Instant, subscriber: ParticipantId, bound: u64) {
+        if self.undo_recent_upgrades(now, subscriber) {
+            return;
+        }
+        if self.receives_only_lowest_layers(subscriber) {
+            // A REMB never exceeds ~1.5× what arrives: a lower frame rate on the lowest
+            // layer would only sink it further (105, then 16.5 kbit/s under a 350 kbit/s
+            // cap, 20 s to climb back). Heavy loss still steps down from here.
+            debug!(%subscriber, bound, "congested on the lowest layer: held, not lowered");
+            self.hold_upgrades_after_congestion(now, subscriber, CONGESTION_DRAIN);
+            return;
+        }
+        self.on_congested(now, subscriber, bound, PathRate::Bounded);
     }
 
     /// A REMB fell soon after upgrades: those upgrades are what the path could not carry (their
@@ -1221,14 +1296,25 @@ impl Room {
                 }
             }
         }
-        let upgrades_held = match self.upgrades_held.get(&subscriber) {
-            Some(until) if now < *until => true,
-            Some(_) => {
-                self.upgrades_held.remove(&subscriber);
-                false
-            }
-            None => false,
-        };
+        // A probe started right after an upgrade cannot tell whose queue it meets: a REMB
+        // client's h at its full rate, upgraded while a probe for f began, overran a 350 kbit/s
+        // path; the queue failed the probe and the upgrade stayed for 2.8 s, freezing 800 ms.
+        let settling = self.publications.values().any(|p| {
+            p.subscriptions.iter().any(|s| {
+                s.subscriber == subscriber
+                    && s.last_upgrade
+                        .is_some_and(|(_, at)| now.saturating_duration_since(at) < UPGRADE_SETTLE)
+            })
+        });
+        let upgrades_held = settling
+            || match self.upgrades_held.get(&subscriber) {
+                Some(until) if now < *until => true,
+                Some(_) => {
+                    self.upgrades_held.remove(&subscriber);
+                    false
+                }
+                None => false,
+            };
         let mut probe_bps = 0;
         for w in wanted {
             let Some(publication) = self.publications.get_mut(&w.publication) else {
@@ -1332,6 +1418,7 @@ impl Room {
         self.congestion_budget.remove(&participant);
         self.last_probe.remove(&participant);
         self.last_remb.remove(&participant);
+        self.queue_watch.remove(&participant);
         self.upgrades_held.remove(&participant);
         let owned: Vec<PublicationId> = self
             .publications

@@ -872,6 +872,12 @@ impl ParticipantTask {
                             bits_per_second,
                         });
                     }
+                    SubscriberFeedback::RoundTrip(round_trip) => {
+                        room.try_send(RoomCommand::RoundTrip {
+                            subscriber,
+                            round_trip,
+                        });
+                    }
                 },
             );
         let (reply, result) = oneshot::channel();

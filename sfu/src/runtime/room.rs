@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -137,6 +137,11 @@ pub(crate) enum RoomCommand {
     Remb {
         subscriber: ParticipantId,
         bits_per_second: u64,
+    },
+    /// The round trip to a subscriber without transport-wide feedback.
+    RoundTrip {
+        subscriber: ParticipantId,
+        round_trip: Duration,
     },
     /// The subscriber's path holds a standing queue and delivers this much.
     Congested {
@@ -345,6 +350,16 @@ impl RoomTask {
                 Input::Remb {
                     subscriber,
                     bits_per_second,
+                },
+            ),
+            RoomCommand::RoundTrip {
+                subscriber,
+                round_trip,
+            } => self.feed(
+                now,
+                Input::RoundTrip {
+                    subscriber,
+                    round_trip,
                 },
             ),
             RoomCommand::Congested {

@@ -61,7 +61,7 @@ use super::horizon::{NackHorizon, RepairHorizons};
 use super::ports::PortCursor;
 use super::probe::{ProbeControl, Prober};
 use super::repeat::RepeatedRetransmissions;
-use super::reports::{RemoteSenderClock, SampledClocks, SenderReports};
+use super::reports::{RemoteSenderClock, SampledClocks, SenderReports, SentReports};
 use super::rtx::RepairedStreams;
 use super::send_time::{ABS_SEND_TIME_URI, AbsSendTimeStamper};
 use super::track::{LocalTrack, RemoteTrack};
@@ -140,6 +140,7 @@ impl Transport {
     ) -> Result<Peer, TransportError> {
         let mut media_engine = sluice_media_engine().map_err(peer_err)?;
         let clocks = Arc::new(SampledClocks::default());
+        let sent_reports = Arc::new(SentReports::default());
         let probe = Arc::new(ProbeControl::default());
         let path = Arc::new(PathState::default());
         let horizons = Arc::new(RepairHorizons::default());
@@ -206,7 +207,10 @@ impl Transport {
                 // `reports`), which webrtc-rs's report interceptor cannot know.
                 let registry = registry
                     .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-                    .with(Slot::SenderReport, SenderReports::new(Arc::clone(&clocks)));
+                    .with(
+                        Slot::SenderReport,
+                        SenderReports::new(Arc::clone(&clocks), Arc::clone(&sent_reports)),
+                    );
                 configure_congestion_control(
                     registry,
                     QueueWatch::new(
@@ -261,6 +265,7 @@ impl Transport {
             pc: Arc::new(pc),
             playout_delay_ms: self.config.playout_delay_ms,
             clocks,
+            sent_reports,
             probe,
             path,
             horizons,
@@ -383,6 +388,9 @@ pub struct Peer {
     playout_delay_ms: u16,
     /// Shared by the sending tracks' writers and the connection's sender reports.
     clocks: Arc<SampledClocks>,
+    /// Shared by the connection's sender reports and the sending tracks' feedback, which
+    /// matches receiver reports against them.
+    sent_reports: Arc<SentReports>,
     /// The probe this connection sends (subscriber connections).
     probe: Arc<ProbeControl>,
     /// Whether the path to the client was just found congested.
@@ -523,6 +531,7 @@ impl Peer {
             ssrc,
             playout_delay,
             Arc::clone(&self.clocks),
+            Arc::clone(&self.sent_reports),
         ))
     }
 

@@ -23,8 +23,18 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
 
+use super::send_time::TRANSPORT_CC_URI;
+
 /// How often each sending stream reports (what browsers do too).
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
+/// How often a video stream reports to a receiver without transport-wide feedback. Its receiver
+/// reports then echo a sender report at most this old, so the round trip each one gives shows a
+/// queue on the path (Chrome sends one with every REMB, every 200–300 ms) about a REMB
+/// interval before the receiver's own estimator lowers its REMB. ~5 kbit/s per video track.
+pub(crate) const QUEUE_WATCH_REPORT_INTERVAL: Duration = Duration::from_millis(100);
+/// Sender reports remembered per watched stream, to match receiver reports against: 3.2 s of
+/// them, longer than any receiver holds one before it reports.
+const SENT_REPORTS_KEPT: usize = 32;
 
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
@@ -111,9 +121,74 @@ impl SampledClocks {
     }
 }
 
+/// When a connection's recent sender reports to receivers without transport-wide feedback went
+/// out, so each receiver report that echoes one gives the round trip: written by the report
+/// interceptor, read by the track that receives the receiver report.
+#[derive(Debug, Default)]
+pub(crate) struct SentReports {
+    /// Per SSRC: (the report's NTP time, middle 32 bits, as receivers echo it; when it left).
+    sent: Mutex<HashMap<u32, VecDeque<(u32, Instant)>>>,
+}
+
+impl SentReports {
+    fn record(&self, ssrc: u32, ntp_time: u64, at: Instant) {
+        let mut sent = self.lock();
+        let reports = sent.entry(ssrc).or_default();
+        if reports.len() == SENT_REPORTS_KEPT {
+            reports.pop_front();
+        }
+        reports.push_back((ntp_middle(ntp_time), at));
+    }
+
+    fn forget(&self, ssrc: u32) {
+        self.lock().remove(&ssrc);
+    }
+
+    /// The round trip a receiver's report block on `ssrc` gives at `now`: from when the sender
+    /// report it echoes (`last_sender_report`) left, less the time the receiver held it
+    /// (`delay`, in 1/65536 s). None for a report we did not send or no longer remember (or a
+    /// stream that is not watched), and for a delay longer than the whole round trip.
+    pub(crate) fn round_trip(
+        &self,
+        ssrc: u32,
+        last_sender_report: u32,
+        delay: u32,
+        now: Instant,
+    ) -> Option<Duration> {
+        if last_sender_report == 0 {
+            return None;
+        }
+        let sent = self
+            .lock()
+            .get(&ssrc)?
+            .iter()
+            .rev()
+            .find(|(ntp, _)| *ntp == last_sender_report)
+            .map(|(_, at)| *at)?;
+        let held = Duration::from_nanos(u64::from(delay) * 1_000_000_000 / 65_536);
+        now.checked_duration_since(sent)?.checked_sub(held)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u32, VecDeque<(u32, Instant)>>> {
+        // A map of plain values cannot be left half-updated by a panicking holder.
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The middle 32 bits of a 64-bit NTP timestamp: what a report block's LSR field carries.
+fn ntp_middle(ntp_time: u64) -> u32 {
+    ((ntp_time >> 16) & 0xffff_ffff) as u32
+}
+
 #[derive(Debug)]
 struct SendingStream {
     clock_rate: u32,
+    /// How often it reports, and when next (from its first packet on).
+    interval: Duration,
+    next_report: Option<Instant>,
+    /// Its reports are remembered for round trips: video to a receiver without transport-wide
+    /// feedback.
+    watched: bool,
     packets: u32,
     octets: u32,
     /// The newest packet written, as an anchor of last resort.
@@ -153,8 +228,8 @@ impl SendingStream {
 /// The report interceptor of a subscriber connection (webrtc-rs's `Slot::SenderReport`).
 pub(crate) struct SenderReports {
     clocks: Arc<SampledClocks>,
+    sent_reports: Arc<SentReports>,
     streams: HashMap<u32, SendingStream>,
-    next_report: Option<Instant>,
     /// One pairing of the monotonic and the wall clock for the connection's life, so every
     /// report of every track uses the same NTP timeline.
     epoch: (Instant, Duration),
@@ -163,14 +238,14 @@ pub(crate) struct SenderReports {
 }
 
 impl SenderReports {
-    pub(crate) fn new(clocks: Arc<SampledClocks>) -> Self {
+    pub(crate) fn new(clocks: Arc<SampledClocks>, sent_reports: Arc<SentReports>) -> Self {
         let since_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
         Self {
             clocks,
+            sent_reports,
             streams: HashMap::new(),
-            next_report: None,
             epoch: (Instant::now(), since_unix),
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
@@ -246,7 +321,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReports {
                 packet.header.timestamp,
                 packet.payload.len(),
             );
-            self.next_report.get_or_insert(msg.now + REPORT_INTERVAL);
+            stream.next_report.get_or_insert(msg.now + stream.interval);
         }
         self.write_queue.push_back(msg);
         Ok(())
@@ -257,35 +332,55 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReports {
     }
 
     fn handle_timeout(&mut self, now: Instant) -> Result<(), Self::Error> {
-        if self.next_report.is_some_and(|due| now >= due) {
-            self.next_report = Some(now + REPORT_INTERVAL);
-            let reports: Vec<SenderReport> = self
-                .streams
-                .iter()
-                .filter_map(|(ssrc, stream)| self.report(*ssrc, stream, now))
-                .collect();
-            for report in reports {
-                self.write_queue.push_back(TaggedPacket {
-                    now,
-                    transport: TransportContext::default(),
-                    message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(report)])),
-                });
+        let mut due = Vec::new();
+        for (ssrc, stream) in &mut self.streams {
+            if stream.next_report.is_some_and(|at| now >= at) {
+                stream.next_report = Some(now + stream.interval);
+                due.push(*ssrc);
             }
+        }
+        for ssrc in due {
+            let Some(stream) = self.streams.get(&ssrc) else {
+                continue;
+            };
+            let Some(report) = self.report(ssrc, stream, now) else {
+                continue;
+            };
+            if stream.watched {
+                self.sent_reports.record(ssrc, report.ntp_time, now);
+            }
+            self.write_queue.push_back(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtcp(vec![Box::new(report)])),
+            });
         }
         Ok(())
     }
 
     fn poll_timeout(&mut self) -> Option<Self::Time> {
-        self.next_report
+        self.streams.values().filter_map(|s| s.next_report).min()
     }
 }
 
 impl Interceptor for SenderReports {
     fn bind_local_stream(&mut self, info: &StreamInfo) {
+        let transport_wide = info
+            .rtp_header_extensions
+            .iter()
+            .any(|extension| extension.uri == TRANSPORT_CC_URI);
+        let watched = !transport_wide && info.mime_type.to_ascii_lowercase().starts_with("video/");
         self.streams.insert(
             info.ssrc,
             SendingStream {
                 clock_rate: info.clock_rate,
+                interval: if watched {
+                    QUEUE_WATCH_REPORT_INTERVAL
+                } else {
+                    REPORT_INTERVAL
+                },
+                next_report: None,
+                watched,
                 packets: 0,
                 octets: 0,
                 last_written: None,
@@ -296,6 +391,7 @@ impl Interceptor for SenderReports {
     fn unbind_local_stream(&mut self, info: &StreamInfo) {
         self.streams.remove(&info.ssrc);
         self.clocks.clear(info.ssrc);
+        self.sent_reports.forget(info.ssrc);
     }
 
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -312,7 +408,7 @@ mod tests {
 
     fn interceptor() -> (SenderReports, Arc<SampledClocks>) {
         let clocks = Arc::new(SampledClocks::default());
-        let mut reports = SenderReports::new(Arc::clone(&clocks));
+        let mut reports = SenderReports::new(Arc::clone(&clocks), Arc::default());
         reports.bind_local_stream(&StreamInfo {
             ssrc: SSRC,
             clock_rate: 90_000,
@@ -442,6 +538,102 @@ mod tests {
             Some(t0 - Duration::from_millis(100))
         );
         assert_eq!(anchor.instant_of(0, 0), None);
+    }
+
+    fn video(ssrc: u32, transport_wide: bool) -> StreamInfo {
+        StreamInfo {
+            ssrc,
+            clock_rate: 90_000,
+            mime_type: "video/VP8".to_owned(),
+            rtp_header_extensions: if transport_wide {
+                vec![rtc::interceptor::RTPHeaderExtension {
+                    uri: TRANSPORT_CC_URI.to_owned(),
+                    id: 5,
+                }]
+            } else {
+                Vec::new()
+            },
+            ..Default::default()
+        }
+    }
+
+    fn write_on(reports: &mut SenderReports, ssrc: u32, now: Instant) {
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                ssrc,
+                sequence_number: 1,
+                timestamp: 9_000,
+                ..Default::default()
+            },
+            payload: bytes::Bytes::from_static(&[0; 100]),
+        };
+        reports
+            .handle_write(TaggedPacket {
+                now,
+                transport: TransportContext::default(),
+                message: AttributedPacket::new(Packet::Rtp(packet)),
+            })
+            .expect("written");
+        while reports.poll_write().is_some() {}
+    }
+
+    #[test]
+    fn video_without_transport_wide_feedback_reports_every_100_ms_and_its_round_trips_are_measured()
+    {
+        let sent = Arc::new(SentReports::default());
+        let mut reports = SenderReports::new(Arc::default(), Arc::clone(&sent));
+        reports.bind_local_stream(&video(1, false));
+        reports.bind_local_stream(&video(2, true));
+        let t0 = Instant::now();
+        write_on(&mut reports, 1, t0);
+        write_on(&mut reports, 2, t0);
+        assert_eq!(
+            reports.poll_timeout(),
+            Some(t0 + QUEUE_WATCH_REPORT_INTERVAL)
+        );
+        let mut watched = Vec::new();
+        let mut now = t0;
+        while now < t0 + REPORT_INTERVAL {
+            now = reports.poll_timeout().expect("a report is due");
+            reports.handle_timeout(now).expect("timeout");
+            while let Some(packet) = reports.poll_write() {
+                let Packet::Rtcp(rtcp) = packet.message.packet else {
+                    panic!("not RTCP");
+                };
+                let report = rtcp[0]
+                    .as_any()
+                    .downcast_ref::<SenderReport>()
+                    .expect("a sender report")
+                    .clone();
+                if report.ssrc == 1 {
+                    watched.push((now, report));
+                }
+            }
+        }
+        assert_eq!(
+            watched.len(),
+            10,
+            "10 reports a second on the watched stream"
+        );
+        // A receiver report echoing the fourth, held 30 ms, arriving 45 ms after it was sent.
+        let (sent_at, report) = &watched[3];
+        let lsr = ntp_middle(report.ntp_time);
+        let held = 30 * 65_536 / 1_000;
+        let round_trip = sent.round_trip(1, lsr, held, *sent_at + Duration::from_millis(45));
+        let error = round_trip.map(|rtt| rtt.as_secs_f64() - 0.015);
+        assert!(error.is_some_and(|e| e.abs() < 1e-4), "{round_trip:?}");
+        // What was not sent, or not on a watched stream, gives nothing.
+        assert_eq!(sent.round_trip(1, lsr.wrapping_add(1), 0, now), None);
+        assert_eq!(sent.round_trip(1, 0, 0, now), None);
+        assert_eq!(sent.round_trip(2, lsr, 0, now), None);
+        // A delay longer than the whole round trip is a lie.
+        assert_eq!(
+            sent.round_trip(1, lsr, 65_536, *sent_at + Duration::from_millis(45)),
+            None
+        );
+        // A stream that leaves is forgotten.
+        reports.unbind_local_stream(&video(1, false));
+        assert_eq!(sent.round_trip(1, lsr, held, now), None);
     }
 
     #[test]

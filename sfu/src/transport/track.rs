@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
@@ -24,7 +25,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::reports::{ClockAnchor, RemoteSenderClock, SampledClocks};
+use super::reports::{ClockAnchor, RemoteSenderClock, SampledClocks, SentReports};
 use super::{CodecInfo, TransportError};
 use crate::core::{RtpPacket, Ssrc};
 
@@ -48,6 +49,9 @@ pub enum SubscriberFeedback {
     /// A receiver-estimated maximum bitrate (REMB), from a client that estimates its downlink
     /// itself (one that did not take transport-wide feedback).
     Remb(u64),
+    /// The round trip a receiver report gave (only for video to a receiver without
+    /// transport-wide feedback, whose sender reports go out every 100 ms).
+    RoundTrip(Duration),
 }
 
 /// A track a publisher sends us, opened when its first RTP packet arrived.
@@ -268,6 +272,8 @@ pub struct LocalTrack {
     nacked: Arc<AtomicU64>,
     /// Where the writer leaves when its packets' media was sampled, for the sender reports.
     clocks: Arc<SampledClocks>,
+    /// When the connection's sender reports left, for the round trip of receiver reports.
+    sent_reports: Arc<SentReports>,
 }
 
 impl LocalTrack {
@@ -278,6 +284,7 @@ impl LocalTrack {
         ssrc: u32,
         playout_delay_ms: Option<u16>,
         clocks: Arc<SampledClocks>,
+        sent_reports: Arc<SentReports>,
     ) -> Self {
         Self {
             track,
@@ -289,6 +296,7 @@ impl LocalTrack {
             handed: Arc::new(AtomicU64::new(0)),
             nacked: Arc::new(AtomicU64::new(0)),
             clocks,
+            sent_reports,
         }
     }
 
@@ -393,6 +401,8 @@ impl LocalTrack {
         });
         let feedback = Arc::clone(&self.track);
         let nacked = Arc::clone(&self.nacked);
+        let sent_reports = Arc::clone(&self.sent_reports);
+        let ssrc = self.ssrc.0;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -427,6 +437,32 @@ impl LocalTrack {
                                 on_feedback(SubscriberFeedback::Remb(
                                     (bps as u64).min(REMB_LIMIT_BPS),
                                 ));
+                            }
+                            let now = Instant::now();
+                            let round_trip = packets
+                                .iter()
+                                .flat_map(|p| {
+                                    let any = p.as_any();
+                                    if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                                        rr.reports.as_slice()
+                                    } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                                        sr.reports.as_slice()
+                                    } else {
+                                        &[]
+                                    }
+                                })
+                                .filter(|block| block.ssrc == ssrc)
+                                .filter_map(|block| {
+                                    sent_reports.round_trip(
+                                        ssrc,
+                                        block.last_sender_report,
+                                        block.delay,
+                                        now,
+                                    )
+                                })
+                                .min();
+                            if let Some(round_trip) = round_trip {
+                                on_feedback(SubscriberFeedback::RoundTrip(round_trip));
                             }
                         }
                         Some(_) => {}

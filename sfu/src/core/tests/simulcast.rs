@@ -949,18 +949,18 @@ fn an_upgrade_goes_only_as_far_as_its_probe_and_a_higher_layer_is_probed_in_its_
     let targets: Vec<u8> = layer_changes(&outputs).iter().map(|c| c.1).collect();
     assert!(targets.contains(&1), "{targets:?}");
     assert!(!targets.contains(&2), "f was never probed: {targets:?}");
+    // f is probed in its turn (once h has settled), and taken after its own hold.
+    let mut outputs = Vec::new();
+    for _ in 0..12 {
+        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
+        h.bandwidth(20, 5_000_000);
+    }
+    outputs.extend(h.drain());
     assert!(
         probes(&outputs).len() == 1,
         "f is probed in its turn: {:?}",
         probes(&outputs)
     );
-    // And taken after its own hold.
-    let mut outputs = Vec::new();
-    for _ in 0..8 {
-        outputs.extend(run_frames(&mut h, &mut stream, &[0, 1, 2], 500));
-        h.bandwidth(20, 5_000_000);
-    }
-    outputs.extend(h.drain());
     assert_eq!(layer_changes(&outputs).last().map(|c| c.1), Some(2));
 }
 
@@ -1053,4 +1053,140 @@ fn a_remb_falling_soon_after_an_upgrade_to_f_goes_back_to_h_not_to_the_lowest_la
         layer_changes(&outputs).last().map(|c| (c.0, c.1)),
         Some((Some(1), 1))
     );
+}
+
+/// Subscriber 20's round trips, one every 250 ms of streaming (a REMB client reports with each
+/// REMB); everything that came out.
+fn round_trips(h: &mut Harness, stream: &mut Stream, round_trips_ms: &[u64]) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    for rtt in round_trips_ms {
+        outputs.extend(run_frames(h, stream, &[0, 1, 2], 250));
+        h.input(Input::RoundTrip {
+            subscriber: ParticipantId(20),
+            round_trip: Duration::from_millis(*rtt),
+        })
+        .unwrap();
+        outputs.extend(h.drain());
+    }
+    outputs
+}
+
+#[test]
+fn a_queue_in_a_remb_clients_round_trip_steps_it_down_before_its_remb_falls() {
+    let (mut h, mut stream) = streaming_at_real_rates();
+    let on_f = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap()[2][2];
+    // Its REMB says nothing new, and its round trips are steady.
+    remb(&mut h, on_f);
+    let outputs = round_trips(&mut h, &mut stream, &[2, 3, 2, 2, 3]);
+    assert!(
+        layer_changes(&outputs).is_empty() && !path_congested(&outputs),
+        "{:?}",
+        layer_changes(&outputs)
+    );
+    // 40 ms more: a queue. The REMB has not fallen, but the subscriber goes to q at once (the
+    // queue's rate is unknown: only that it is below what is sent), and the transport is told.
+    let outputs = round_trips(&mut h, &mut stream, &[42]);
+    assert_eq!(
+        layer_changes(&outputs).last().map(|c| (c.1, c.2)),
+        Some((0, LayerReason::Bandwidth)),
+        "{:?}",
+        layer_changes(&outputs)
+    );
+    assert!(path_congested(&outputs), "{outputs:?}");
+    assert!(
+        !keyframe_requests(&outputs).is_empty(),
+        "q's keyframe is asked for"
+    );
+    // The queue drains over the next reports: no more news, nothing moves.
+    let outputs = round_trips(&mut h, &mut stream, &[180, 90, 3]);
+    assert!(
+        layer_changes(&outputs).iter().all(|c| c.1 == 0) && !path_congested(&outputs),
+        "{:?}",
+        layer_changes(&outputs)
+    );
+}
+
+#[test]
+fn clear_round_trips_move_a_remb_client_up_after_a_probe_though_its_remb_lags() {
+    let (mut h, mut stream, sent) = settled_on(1);
+    // A REMB that stays where it is (libwebrtc's after congestion): alone it moves nothing.
+    remb(&mut h, sent);
+    assert!(probes(&h.drain()).is_empty());
+    // Clear round trips: f is probed, then taken after the hold.
+    let outputs = round_trips(&mut h, &mut stream, &[2; 14]);
+    assert_eq!(probes(&outputs).len(), 1, "{:?}", probes(&outputs));
+    assert_eq!(
+        layer_changes(&outputs).last().map(|c| c.1),
+        Some(2),
+        "{:?}",
+        layer_changes(&outputs)
+    );
+    stream.frame(&mut h, &[0, 1, 2], &[2]);
+    h.drain();
+    // A queue soon after: the upgrade is undone, back to h (not q).
+    let outputs = round_trips(&mut h, &mut stream, &[2, 50]);
+    assert_eq!(
+        layer_changes(&outputs).last().map(|c| c.1),
+        Some(1),
+        "{:?}",
+        layer_changes(&outputs)
+    );
+    assert!(path_congested(&outputs));
+}
+
+#[test]
+fn a_queue_in_the_round_trip_during_a_probe_fails_the_probe_and_moves_nothing() {
+    let (mut h, mut stream, _sent) = settled_on(0);
+    let outputs = round_trips(&mut h, &mut stream, &[2, 2, 3, 2]);
+    assert_eq!(probes(&outputs).len(), 1, "h is probed: {outputs:?}");
+    // The probe's queue.
+    let outputs = round_trips(&mut h, &mut stream, &[45]);
+    assert!(path_congested(&outputs), "the transport stops the probe");
+    assert!(
+        layer_changes(&outputs).is_empty(),
+        "{:?}",
+        layer_changes(&outputs)
+    );
+    // Nothing moves up through the hold that follows, however clear the path.
+    let outputs = round_trips(&mut h, &mut stream, &[2; 24]);
+    assert!(
+        layer_changes(&outputs).is_empty(),
+        "moved after a failed probe: {:?}",
+        layer_changes(&outputs)
+    );
+}
+
+#[test]
+fn after_an_upgrade_the_next_probe_waits_until_the_upgrade_has_settled() {
+    let (mut h, mut stream) = streaming_at_real_rates();
+    let rates = h.room.temporal_bitrates(PublicationId(PUB), h.now).unwrap();
+    h.bandwidth(20, rates[0][2] * 100 / 85 + 10_000);
+    assert_eq!(layer_changes(&h.drain()).last().map(|c| c.1), Some(0));
+    h.bandwidth(20, rates[1][2] * 100 / 85 + 10_000);
+    let mut probed_at = vec![h.now];
+    assert_eq!(probes(&h.drain()).len(), 1, "h is probed");
+    // Then room for everything: h is taken after its hold; f is not probed in the same moment,
+    // but once h has been on for the settle time.
+    let mut outputs = Vec::new();
+    let mut upgraded_at = None;
+    for _ in 0..40 {
+        let step = run_frames(&mut h, &mut stream, &[0, 1, 2], 250);
+        h.bandwidth(20, 5_000_000);
+        let step: Vec<Output> = step.into_iter().chain(h.drain()).collect();
+        if !probes(&step).is_empty() {
+            probed_at.push(h.now);
+        }
+        if upgraded_at.is_none() && layer_changes(&step).iter().any(|c| c.1 == 1) {
+            upgraded_at = Some(h.now);
+        }
+        outputs.extend(step);
+    }
+    let upgraded_at = upgraded_at.expect("h was taken");
+    assert_eq!(probed_at.len(), 2, "h, then f: {probed_at:?}");
+    let waited = probed_at[1].saturating_duration_since(upgraded_at);
+    assert!(
+        waited >= Duration::from_secs(2),
+        "f probed {waited:?} after h was taken"
+    );
+    assert_eq!(layer_changes(&outputs).last().map(|c| c.1), Some(2));
 }

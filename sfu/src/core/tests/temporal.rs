@@ -444,7 +444,11 @@ fn the_allocator_halves_the_frame_rate_before_the_resolution_and_raises_it_back(
     feed_l1t3(&mut h, &mut index, 3100);
     h.bandwidth(SUBSCRIBER, headroom((f_t1 + f_all) / 2));
     assert_eq!(caps(&h.drain()), vec![(2, 1)]);
+    // The next step is tried once that one has settled, and taken after its own hold.
     h.bandwidth(SUBSCRIBER, 100_000_000);
+    feed_l1t3(&mut h, &mut index, 2100);
+    h.bandwidth(SUBSCRIBER, 100_000_000);
+    assert!(caps(&h.drain()).is_empty(), "an upgrade waits for the hold");
     feed_l1t3(&mut h, &mut index, 3100);
     h.bandwidth(SUBSCRIBER, 100_000_000);
     assert_eq!(caps(&h.drain()), vec![(2, 2)]);
