@@ -3,7 +3,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use tracing::debug;
+use tracing::{debug, trace};
 
 use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use super::packet::{Codec, DropReason, MediaKind, RtpPacket};
@@ -889,6 +889,7 @@ impl Room {
             .entry(subscriber)
             .or_default()
             .on_round_trip(now, round_trip);
+        trace!(%subscriber, ?round_trip, ?reading, "round trip");
         let sent = self.sent_rate(now, subscriber);
         let queue = match reading {
             Reading::Queue(queue) => queue,

@@ -27,14 +27,18 @@ use super::send_time::TRANSPORT_CC_URI;
 
 /// How often each sending stream reports (what browsers do too).
 pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
-/// How often a video stream reports to a receiver without transport-wide feedback. Its receiver
-/// reports then echo a sender report at most this old, so the round trip each one gives shows a
-/// queue on the path (Chrome sends one with every REMB, every 200–300 ms) about a REMB
-/// interval before the receiver's own estimator lowers its REMB. ~5 kbit/s per video track.
-pub(crate) const QUEUE_WATCH_REPORT_INTERVAL: Duration = Duration::from_millis(100);
-/// Sender reports remembered per watched stream, to match receiver reports against: 3.2 s of
-/// them, longer than any receiver holds one before it reports.
-const SENT_REPORTS_KEPT: usize = 32;
+/// How often one video stream of a connection to a receiver without transport-wide feedback
+/// reports (the watched stream). A receiver report echoes the newest sender report that has
+/// crossed the path, so its round trip shows a queue once a report sent after the queue began
+/// has crossed it: Chrome reports with every REMB (every 200–300 ms), and at 100 ms the echoed
+/// report was often one sent before a cap, so the queue showed a REMB later. ~11 kbit/s.
+pub(crate) const QUEUE_WATCH_REPORT_INTERVAL: Duration = Duration::from_millis(50);
+/// A watched stream that has sent nothing for this long hands the watch to another that sends
+/// (its subscription paused or gone quiet: its receiver may stop reporting on it).
+const WATCH_IDLE: Duration = Duration::from_secs(1);
+/// Sender reports remembered for the watched stream, to match receiver reports against: 3.2 s
+/// of them, longer than any receiver holds one before it reports.
+const SENT_REPORTS_KEPT: usize = 64;
 
 /// Seconds from the NTP epoch (1900) to the Unix epoch (1970).
 const NTP_UNIX_OFFSET_SECS: u64 = 2_208_988_800;
@@ -183,12 +187,11 @@ fn ntp_middle(ntp_time: u64) -> u32 {
 #[derive(Debug)]
 struct SendingStream {
     clock_rate: u32,
-    /// How often it reports, and when next (from its first packet on).
-    interval: Duration,
+    /// When it reports next (from its first packet on).
     next_report: Option<Instant>,
-    /// Its reports are remembered for round trips: video to a receiver without transport-wide
-    /// feedback.
-    watched: bool,
+    /// Video to a receiver without transport-wide feedback: it may be the watched stream.
+    watchable: bool,
+    last_write: Option<Instant>,
     packets: u32,
     octets: u32,
     /// The newest packet written, as an anchor of last resort.
@@ -230,6 +233,9 @@ pub(crate) struct SenderReports {
     clocks: Arc<SampledClocks>,
     sent_reports: Arc<SentReports>,
     streams: HashMap<u32, SendingStream>,
+    /// The one stream that reports often, for the round trip (see
+    /// [`QUEUE_WATCH_REPORT_INTERVAL`]).
+    watched: Option<u32>,
     /// One pairing of the monotonic and the wall clock for the connection's life, so every
     /// report of every track uses the same NTP timeline.
     epoch: (Instant, Duration),
@@ -246,6 +252,7 @@ impl SenderReports {
             clocks,
             sent_reports,
             streams: HashMap::new(),
+            watched: None,
             epoch: (Instant::now(), since_unix),
             read_queue: VecDeque::new(),
             write_queue: VecDeque::new(),
@@ -259,6 +266,14 @@ impl SenderReports {
             None => epoch_unix.saturating_sub(epoch_instant.duration_since(at)),
         };
         ntp_from_unix(unix)
+    }
+
+    /// Whether the watched stream (if any) sent something within [`WATCH_IDLE`].
+    fn watched_is_sending(&self, now: Instant) -> bool {
+        self.watched
+            .and_then(|ssrc| self.streams.get(&ssrc))
+            .and_then(|stream| stream.last_write)
+            .is_some_and(|at| now.saturating_duration_since(at) < WATCH_IDLE)
     }
 
     fn report(&self, ssrc: u32, stream: &SendingStream, now: Instant) -> Option<SenderReport> {
@@ -321,7 +336,16 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReports {
                 packet.header.timestamp,
                 packet.payload.len(),
             );
-            stream.next_report.get_or_insert(msg.now + stream.interval);
+            stream.last_write = Some(msg.now);
+            stream.next_report.get_or_insert(msg.now + REPORT_INTERVAL);
+            let watchable = stream.watchable;
+            let ssrc = packet.header.ssrc;
+            if watchable && self.watched != Some(ssrc) && !self.watched_is_sending(msg.now) {
+                self.watched = Some(ssrc);
+                if let Some(stream) = self.streams.get_mut(&ssrc) {
+                    stream.next_report = Some(msg.now + QUEUE_WATCH_REPORT_INTERVAL);
+                }
+            }
         }
         self.write_queue.push_back(msg);
         Ok(())
@@ -335,7 +359,12 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReports {
         let mut due = Vec::new();
         for (ssrc, stream) in &mut self.streams {
             if stream.next_report.is_some_and(|at| now >= at) {
-                stream.next_report = Some(now + stream.interval);
+                let interval = if self.watched == Some(*ssrc) {
+                    QUEUE_WATCH_REPORT_INTERVAL
+                } else {
+                    REPORT_INTERVAL
+                };
+                stream.next_report = Some(now + interval);
                 due.push(*ssrc);
             }
         }
@@ -346,7 +375,7 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for SenderReports {
             let Some(report) = self.report(ssrc, stream, now) else {
                 continue;
             };
-            if stream.watched {
+            if self.watched == Some(ssrc) {
                 self.sent_reports.record(ssrc, report.ntp_time, now);
             }
             self.write_queue.push_back(TaggedPacket {
@@ -369,18 +398,15 @@ impl Interceptor for SenderReports {
             .rtp_header_extensions
             .iter()
             .any(|extension| extension.uri == TRANSPORT_CC_URI);
-        let watched = !transport_wide && info.mime_type.to_ascii_lowercase().starts_with("video/");
+        let watchable =
+            !transport_wide && info.mime_type.to_ascii_lowercase().starts_with("video/");
         self.streams.insert(
             info.ssrc,
             SendingStream {
                 clock_rate: info.clock_rate,
-                interval: if watched {
-                    QUEUE_WATCH_REPORT_INTERVAL
-                } else {
-                    REPORT_INTERVAL
-                },
                 next_report: None,
-                watched,
+                watchable,
+                last_write: None,
                 packets: 0,
                 octets: 0,
                 last_written: None,
@@ -392,6 +418,9 @@ impl Interceptor for SenderReports {
         self.streams.remove(&info.ssrc);
         self.clocks.clear(info.ssrc);
         self.sent_reports.forget(info.ssrc);
+        if self.watched == Some(info.ssrc) {
+            self.watched = None;
+        }
     }
 
     fn bind_remote_stream(&mut self, _info: &StreamInfo) {}
@@ -577,24 +606,14 @@ mod tests {
         while reports.poll_write().is_some() {}
     }
 
-    #[test]
-    fn video_without_transport_wide_feedback_reports_every_100_ms_and_its_round_trips_are_measured()
-    {
-        let sent = Arc::new(SentReports::default());
-        let mut reports = SenderReports::new(Arc::default(), Arc::clone(&sent));
-        reports.bind_local_stream(&video(1, false));
-        reports.bind_local_stream(&video(2, true));
-        let t0 = Instant::now();
-        write_on(&mut reports, 1, t0);
-        write_on(&mut reports, 2, t0);
-        assert_eq!(
-            reports.poll_timeout(),
-            Some(t0 + QUEUE_WATCH_REPORT_INTERVAL)
-        );
-        let mut watched = Vec::new();
-        let mut now = t0;
-        while now < t0 + REPORT_INTERVAL {
-            now = reports.poll_timeout().expect("a report is due");
+    /// Runs the report timers from `from` for `duration`; the reports sent, by SSRC.
+    fn reports_over(
+        reports: &mut SenderReports,
+        from: Instant,
+        duration: Duration,
+    ) -> HashMap<u32, Vec<(Instant, SenderReport)>> {
+        let mut sent: HashMap<u32, Vec<(Instant, SenderReport)>> = HashMap::new();
+        while let Some(now) = reports.poll_timeout().filter(|at| *at <= from + duration) {
             reports.handle_timeout(now).expect("timeout");
             while let Some(packet) = reports.poll_write() {
                 let Packet::Rtcp(rtcp) = packet.message.packet else {
@@ -605,35 +624,79 @@ mod tests {
                     .downcast_ref::<SenderReport>()
                     .expect("a sender report")
                     .clone();
-                if report.ssrc == 1 {
-                    watched.push((now, report));
-                }
+                sent.entry(report.ssrc).or_default().push((now, report));
             }
         }
-        assert_eq!(
-            watched.len(),
-            10,
-            "10 reports a second on the watched stream"
-        );
+        sent
+    }
+
+    #[test]
+    fn one_video_stream_without_transport_wide_feedback_reports_every_50_ms_for_round_trips() {
+        let sent = Arc::new(SentReports::default());
+        let mut reports = SenderReports::new(Arc::default(), Arc::clone(&sent));
+        reports.bind_local_stream(&video(1, false));
+        reports.bind_local_stream(&video(2, true));
+        reports.bind_local_stream(&video(3, false));
+        let t0 = Instant::now();
+        for ssrc in [1, 2, 3] {
+            write_on(&mut reports, ssrc, t0);
+        }
+        let second = reports_over(&mut reports, t0, Duration::from_secs(1));
+        let counts: Vec<usize> = [1, 2, 3].iter().map(|ssrc| second[ssrc].len()).collect();
+        assert_eq!(counts, vec![20, 1, 1], "the first to send is watched");
         // A receiver report echoing the fourth, held 30 ms, arriving 45 ms after it was sent.
-        let (sent_at, report) = &watched[3];
+        let (sent_at, report) = &second[&1][3];
         let lsr = ntp_middle(report.ntp_time);
         let held = 30 * 65_536 / 1_000;
         let round_trip = sent.round_trip(1, lsr, held, *sent_at + Duration::from_millis(45));
         let error = round_trip.map(|rtt| rtt.as_secs_f64() - 0.015);
         assert!(error.is_some_and(|e| e.abs() < 1e-4), "{round_trip:?}");
-        // What was not sent, or not on a watched stream, gives nothing.
+        // What was not sent, or not on the watched stream, gives nothing.
+        let now = t0 + Duration::from_secs(1);
         assert_eq!(sent.round_trip(1, lsr.wrapping_add(1), 0, now), None);
         assert_eq!(sent.round_trip(1, 0, 0, now), None);
-        assert_eq!(sent.round_trip(2, lsr, 0, now), None);
+        let (_, unwatched) = &second[&3][0];
+        assert_eq!(
+            sent.round_trip(3, ntp_middle(unwatched.ntp_time), 0, now),
+            None
+        );
         // A delay longer than the whole round trip is a lie.
         assert_eq!(
             sent.round_trip(1, lsr, 65_536, *sent_at + Duration::from_millis(45)),
             None
         );
+        // The watched stream goes quiet for a second: the next stream that sends takes over.
+        let later = t0 + Duration::from_millis(2_100);
+        reports_over(
+            &mut reports,
+            t0 + Duration::from_secs(1),
+            Duration::from_millis(1_100),
+        );
+        write_on(&mut reports, 3, later);
+        let next = reports_over(&mut reports, later, Duration::from_secs(1));
+        assert!(next[&3].len() >= 19, "{}", next[&3].len());
+        assert!(next[&1].len() <= 2, "{}", next[&1].len());
+        let (at, report) = &next[&3][5];
+        assert!(
+            sent.round_trip(
+                3,
+                ntp_middle(report.ntp_time),
+                0,
+                *at + Duration::from_millis(5)
+            )
+            .is_some()
+        );
         // A stream that leaves is forgotten.
-        reports.unbind_local_stream(&video(1, false));
-        assert_eq!(sent.round_trip(1, lsr, held, now), None);
+        reports.unbind_local_stream(&video(3, false));
+        assert_eq!(
+            sent.round_trip(
+                3,
+                ntp_middle(report.ntp_time),
+                0,
+                *at + Duration::from_millis(5)
+            ),
+            None
+        );
     }
 
     #[test]
