@@ -16,7 +16,19 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { REPO, installProbe, launchBrowser, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
-import { LAYER_WIDTH, RIDS, inbound, pageState, pollUntil, publishCamera, report, subscribeAndDecode, waitWidth } from './probe.mjs';
+import {
+  LAYER_WIDTH,
+  RIDS,
+  floorPublisherUplink,
+  inbound,
+  outboundRates,
+  pageState,
+  pollUntil,
+  publishCamera,
+  report,
+  subscribeAndDecode,
+  waitWidth,
+} from './probe.mjs';
 
 const ASSETS = join(REPO, 'signaling/assets');
 const ARTIFACTS = join(REPO, 'tests/browser/artifacts');
@@ -106,6 +118,10 @@ test('adaptive stream: the layer follows the video element size and visibility',
   await withDiagnostics('adaptive', server, () => pages, async () => {
     const room = uniqueRoom('adaptive');
     const publisher = await joinProbePage(room, 'publisher');
+    // Rig: the publisher's uplink estimate is floored (see floorPublisherUplink). Unfloored, it
+    // once stayed so low in CI that f never came within 25 s: this test is about the element's
+    // size, not the publisher's uplink.
+    await floorPublisherUplink(publisher, 2_000);
     const publication = await publishCamera(publisher, { codec: 'vp8' });
     assert.deepEqual(publication.rids, RIDS, 'the publication is simulcast');
 
@@ -119,13 +135,16 @@ test('adaptive stream: the layer follows the video element size and visibility',
       video.removeAttribute('width');
       sub.attach(video);
     }, subscriptionId);
-    // First the full layer: Chrome's uplink estimate starts at 300 kbit/s and ramps up.
+    // First the full layer, once the publisher sends it.
     const full = await pollUntil(
       () => inbound(subscriber, subscriptionId),
       (s) => s?.frameWidth === 1280,
       { timeoutMs: 25_000, intervalMs: 200 },
     );
-    assert.ok(full.ok, `a 1280-px element never got the full layer: ${JSON.stringify(full.value)}`);
+    assert.ok(
+      full.ok,
+      `a 1280-px element never got the full layer: ${JSON.stringify(full.value)}; the publisher sent (kbit/s) ${JSON.stringify(await outboundRates(publisher))}`,
+    );
     report('adaptive start', { frameWidth: full.value.frameWidth, requests: JSON.stringify((await layerRequests(subscriber)).map((r) => r.spatial)) });
 
     const steps = [
