@@ -447,9 +447,13 @@ mod tests {
     }
 
     fn write(reports: &mut SenderReports, now: Instant, seq: u16, ts: u32) {
+        write_on(reports, SSRC, now, seq, ts);
+    }
+
+    fn write_on(reports: &mut SenderReports, ssrc: u32, now: Instant, seq: u16, ts: u32) {
         let packet = rtp::Packet {
             header: rtp::header::Header {
-                ssrc: SSRC,
+                ssrc,
                 sequence_number: seq,
                 timestamp: ts,
                 ..Default::default()
@@ -586,26 +590,6 @@ mod tests {
         }
     }
 
-    fn write_on(reports: &mut SenderReports, ssrc: u32, now: Instant) {
-        let packet = rtp::Packet {
-            header: rtp::header::Header {
-                ssrc,
-                sequence_number: 1,
-                timestamp: 9_000,
-                ..Default::default()
-            },
-            payload: bytes::Bytes::from_static(&[0; 100]),
-        };
-        reports
-            .handle_write(TaggedPacket {
-                now,
-                transport: TransportContext::default(),
-                message: AttributedPacket::new(Packet::Rtp(packet)),
-            })
-            .expect("written");
-        while reports.poll_write().is_some() {}
-    }
-
     /// Runs the report timers from `from` for `duration`; the reports sent, by SSRC.
     fn reports_over(
         reports: &mut SenderReports,
@@ -639,7 +623,7 @@ mod tests {
         reports.bind_local_stream(&video(3, false));
         let t0 = Instant::now();
         for ssrc in [1, 2, 3] {
-            write_on(&mut reports, ssrc, t0);
+            write_on(&mut reports, ssrc, t0, 1, 9_000);
         }
         let second = reports_over(&mut reports, t0, Duration::from_secs(1));
         let counts: Vec<usize> = [1, 2, 3].iter().map(|ssrc| second[ssrc].len()).collect();
@@ -672,7 +656,7 @@ mod tests {
             t0 + Duration::from_secs(1),
             Duration::from_millis(1_100),
         );
-        write_on(&mut reports, 3, later);
+        write_on(&mut reports, 3, later, 2, 12_000);
         let next = reports_over(&mut reports, later, Duration::from_secs(1));
         assert!(next[&3].len() >= 19, "{}", next[&3].len());
         assert!(next[&1].len() <= 2, "{}", next[&1].len());
