@@ -20,6 +20,10 @@ test('a client with REMB only is moved down under a cap and back up', { timeout:
       (e) => e.at >= run.capAt && e.at < run.liftAt && e.target.spatial === 2 && e.target.temporal >= 2,
     );
     assert.deepEqual(fullF, [], `f at its full rate while still capped at ${kbps(CAP_BPS)}`);
+    assert.ok(
+      serverLines(/queue in the round trip/, run.capAt, run.liftAt) > 0,
+      'the round trip of its receiver reports never showed the queue of the capped path',
+    );
     assert.equal(
       serverLines(/downlink congested/, run.capAt, Date.now()),
       0,

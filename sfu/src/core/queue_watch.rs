@@ -18,7 +18,8 @@ const MAX_SAMPLES: usize = 128;
 /// few milliseconds; 30 ms of queue is a tenth of the 250 ms a path typically buffers.
 const QUEUE_MIN: Duration = Duration::from_millis(30);
 /// On a path whose round trips vary more, a queue must rise this many times the usual rise (the
-/// median over the window), so jitter alone does not read as congestion.
+/// median over the window's samples below [`QUEUE_MIN`]), so jitter alone does not read as
+/// congestion.
 const JITTER_FACTOR: u32 = 4;
 /// After a queue was reported, the next is reported once the round trip has come back below
 /// half the threshold (the queue drained), or after this long (a queue that stays).
@@ -62,10 +63,13 @@ impl QueueWatch {
             .chain(std::iter::once(round_trip))
             .min()
             .unwrap_or(round_trip);
+        // The path's jitter, from the samples that were no queue: a queue that stands must not
+        // become the usual rise (and read as clear once it fills half the window).
         let mut rises: Vec<Duration> = self
             .samples
             .iter()
             .map(|(_, rtt)| rtt.saturating_sub(baseline))
+            .filter(|rise| *rise < QUEUE_MIN)
             .collect();
         rises.sort_unstable();
         let usual_rise = rises.get(rises.len() / 2).copied().unwrap_or_default();
@@ -158,6 +162,18 @@ mod tests {
             watch.on_round_trip(now + 2_000 * MS, 100 * MS),
             Reading::Queue(95 * MS)
         );
+    }
+
+    #[test]
+    fn a_queue_that_stands_never_reads_as_clear() {
+        let mut watch = QueueWatch::default();
+        let t0 = Instant::now();
+        let mut now = steady(&mut watch, t0, 8, &[5]);
+        for i in 0..32 {
+            let reading = watch.on_round_trip(now, 100 * MS);
+            assert_ne!(reading, Reading::Clear, "sample {i} of a standing queue");
+            now += 250 * MS;
+        }
     }
 
     #[test]

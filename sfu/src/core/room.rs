@@ -325,6 +325,10 @@ const REMB_UNCONGESTED_PERCENT: u64 = 130;
 /// step-down), and that probe overran a 350 kbit/s path so far that the REMB fell to 40
 /// kbit/s and crawled back at 2.5 kbit/s per second.
 const REMB_UPGRADE_PERCENT: u64 = 400;
+/// How long after a video restarts at a keyframe a queue in the round trip may be that
+/// keyframe's burst (the report echoed must have crossed behind it, and comes with the client's
+/// next REMB, 200–300 ms on).
+const KEYFRAME_BURST: Duration = Duration::from_millis(500);
 /// After an upgrade, nothing else moves up (nor is probed) for this long, so a queue it builds
 /// shows as its own (and undoes it) rather than as the next probe's failure.
 const UPGRADE_SETTLE: Duration = Duration::from_secs(2);
@@ -884,16 +888,27 @@ impl Room {
     /// it a few kbit/s a second, and held it flat for 8 s after a cap was lifted, so upgrades
     /// waiting for it took over 25 s.
     fn on_round_trip(&mut self, now: Instant, subscriber: ParticipantId, round_trip: Duration) {
+        let sent = self.sent_rate(now, subscriber);
+        if sent == 0 {
+            // Nothing subscribed, or a report that arrived after its subscriber left: no watch
+            // is kept for it.
+            return;
+        }
         let reading = self
             .queue_watch
             .entry(subscriber)
             .or_default()
             .on_round_trip(now, round_trip);
         trace!(%subscriber, ?round_trip, ?reading, "round trip");
-        let sent = self.sent_rate(now, subscriber);
         let queue = match reading {
+            Reading::Queue(queue) if self.keyframe_burst(now, subscriber) => {
+                // Without a pacer a keyframe crosses the path as a burst: the queue it leaves
+                // for a moment is no congestion (an upgrade's own keyframe would undo it).
+                debug!(%subscriber, ?queue, "queue behind a keyframe: not acted on");
+                return;
+            }
             Reading::Queue(queue) => queue,
-            Reading::Clear if sent > 0 => {
+            Reading::Clear => {
                 self.allocate(
                     now,
                     subscriber,
@@ -901,12 +916,9 @@ impl Room {
                 );
                 return;
             }
-            Reading::Clear | Reading::Unsure => return,
+            Reading::Unsure => return,
         };
         debug!(%subscriber, ?round_trip, ?queue, sent, "queue in the round trip");
-        if sent == 0 {
-            return;
-        }
         if self.probing(now, subscriber) {
             self.on_probe_failed(now, subscriber, sent);
             return;
@@ -916,6 +928,18 @@ impl Room {
             .get(&subscriber)
             .map_or(sent, |remb| sent.min(*remb));
         self.on_bounded_congestion(now, subscriber, bound);
+    }
+
+    /// Whether a keyframe that restarted one of `subscriber`'s videos went out within
+    /// [`KEYFRAME_BURST`].
+    fn keyframe_burst(&self, now: Instant, subscriber: ParticipantId) -> bool {
+        self.publications.values().any(|p| {
+            p.subscriptions.iter().any(|s| {
+                s.subscriber == subscriber
+                    && s.restarted_at
+                        .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_BURST)
+            })
+        })
     }
 
     /// A REMB client's path is congested and delivers less than `bound`: a recent upgrade is

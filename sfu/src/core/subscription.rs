@@ -102,6 +102,8 @@ pub(crate) struct Subscription {
     /// Forwarding restarted at a keyframe (a new layer or source, or a resume) and its first
     /// packet is still to be sent: that packet becomes the repair horizon.
     restarted: bool,
+    /// When the last restart's keyframe went out: it crosses the path as a burst.
+    pub(crate) restarted_at: Option<Instant>,
     /// The output sequence number the subscriber's decoder restarts at, to report
     /// ([`Output::RepairHorizon`]).
     repair_horizon: Option<u16>,
@@ -151,6 +153,7 @@ impl Subscription {
             paused: false,
             restart_pending: false,
             restarted: false,
+            restarted_at: None,
             repair_horizon: None,
             events: Vec::new(),
         }
@@ -412,6 +415,7 @@ impl Subscription {
             Ok(numbers) => {
                 if std::mem::take(&mut self.restarted) {
                     self.repair_horizon = Some(numbers.sequence_number);
+                    self.restarted_at = Some(now);
                 }
                 Decision::Send(Rewrite {
                     ssrc: self.ssrc,

@@ -49,8 +49,8 @@ pub enum SubscriberFeedback {
     /// A receiver-estimated maximum bitrate (REMB), from a client that estimates its downlink
     /// itself (one that did not take transport-wide feedback).
     Remb(u64),
-    /// The round trip a receiver report gave (only for video to a receiver without
-    /// transport-wide feedback, whose sender reports go out every 100 ms).
+    /// The round trip a receiver report gave (only on the one video stream per connection to a
+    /// receiver without transport-wide feedback that reports every 50 ms).
     RoundTrip(Duration),
 }
 
@@ -402,7 +402,6 @@ impl LocalTrack {
         let feedback = Arc::clone(&self.track);
         let nacked = Arc::clone(&self.nacked);
         let sent_reports = Arc::clone(&self.sent_reports);
-        let ssrc = self.ssrc.0;
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -451,10 +450,11 @@ impl LocalTrack {
                                         &[]
                                     }
                                 })
-                                .filter(|block| block.ssrc == ssrc)
+                                // A compound report reaches the track its first block names;
+                                // the watched stream's block may be another in it.
                                 .filter_map(|block| {
                                     sent_reports.round_trip(
-                                        ssrc,
+                                        block.ssrc,
                                         block.last_sender_report,
                                         block.delay,
                                         now,
