@@ -863,11 +863,7 @@ impl Room {
             // (a 350 kbit/s cap read 380 and 548 kbit/s), so it is taken only as a bound.
             self.on_bounded_congestion(now, subscriber, remb);
         } else if remb.saturating_mul(100) >= sent.saturating_mul(REMB_UNCONGESTED_PERCENT) {
-            self.allocate(
-                now,
-                subscriber,
-                sent.saturating_mul(REMB_UPGRADE_PERCENT) / 100,
-            );
+            self.try_next_layer_up(now, subscriber, sent);
         }
         // In between the REMB is still growing back towards 1.5× what arrives: no news.
     }
@@ -909,11 +905,7 @@ impl Room {
             }
             Reading::Queue(queue) => queue,
             Reading::Clear => {
-                self.allocate(
-                    now,
-                    subscriber,
-                    sent.saturating_mul(REMB_UPGRADE_PERCENT) / 100,
-                );
+                self.try_next_layer_up(now, subscriber, sent);
                 return;
             }
             Reading::Unsure => return,
@@ -933,13 +925,28 @@ impl Room {
     /// Whether a keyframe that restarted one of `subscriber`'s videos went out within
     /// [`KEYFRAME_BURST`].
     fn keyframe_burst(&self, now: Instant, subscriber: ParticipantId) -> bool {
-        self.publications.values().any(|p| {
-            p.subscriptions.iter().any(|s| {
-                s.subscriber == subscriber
-                    && s.restarted_at
-                        .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_BURST)
-            })
+        self.subscriptions_of(subscriber).any(|s| {
+            s.restarted_at
+                .is_some_and(|at| now.saturating_duration_since(at) < KEYFRAME_BURST)
         })
+    }
+
+    /// Every subscription of `subscriber`, of every publication.
+    fn subscriptions_of(&self, subscriber: ParticipantId) -> impl Iterator<Item = &Subscription> {
+        self.publications
+            .values()
+            .flat_map(|p| &p.subscriptions)
+            .filter(move |s| s.subscriber == subscriber)
+    }
+
+    /// A REMB client's path shows no queue at what it is sent: the allocator may try the next
+    /// layer up (probed first), never more in one step.
+    fn try_next_layer_up(&mut self, now: Instant, subscriber: ParticipantId, sent: u64) {
+        self.allocate(
+            now,
+            subscriber,
+            sent.saturating_mul(REMB_UPGRADE_PERCENT) / 100,
+        );
     }
 
     /// A REMB client's path is congested and delivers less than `bound`: a recent upgrade is
@@ -1324,12 +1331,9 @@ impl Room {
         // A probe started right after an upgrade cannot tell whose queue it meets: a REMB
         // client's h at its full rate, upgraded while a probe for f began, overran a 350 kbit/s
         // path; the queue failed the probe and the upgrade stayed for 2.8 s, freezing 800 ms.
-        let settling = self.publications.values().any(|p| {
-            p.subscriptions.iter().any(|s| {
-                s.subscriber == subscriber
-                    && s.last_upgrade
-                        .is_some_and(|(_, at)| now.saturating_duration_since(at) < UPGRADE_SETTLE)
-            })
+        let settling = self.subscriptions_of(subscriber).any(|s| {
+            s.last_upgrade
+                .is_some_and(|(_, at)| now.saturating_duration_since(at) < UPGRADE_SETTLE)
         });
         let upgrades_held = settling
             || match self.upgrades_held.get(&subscriber) {
