@@ -42,8 +42,8 @@
 //! # }
 //! ```
 
-pub mod codec;
-pub mod core;
+pub use sluice_core as core;
+pub use sluice_core::codec;
 pub mod ingest;
 pub mod runtime;
 pub mod transport;

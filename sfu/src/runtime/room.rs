@@ -171,7 +171,10 @@ impl RoomHandle {
             name,
             handle_id: handle.id,
             sfu,
-            core: core::Room::new(core::RoomConfig::default()),
+            core: core::Room::new(core::RoomConfig {
+                random_seed: rand::random(),
+                ..core::RoomConfig::default()
+            }),
             participants: HashMap::new(),
             publications: HashMap::new(),
             subscriptions: HashMap::new(),

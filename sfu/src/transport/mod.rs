@@ -20,7 +20,7 @@ mod sdp;
 mod send_time;
 mod track;
 
-pub use congestion::Congestion;
+pub use crate::core::downlink::queue_delay::Congestion;
 pub use feedback::FeedbackToApplication;
 pub use horizon::RepairHorizons;
 pub use peer::{Peer, PeerRole, Transport};

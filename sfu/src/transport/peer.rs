@@ -55,7 +55,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
-use super::congestion::{PathState, QueueWatch};
+use super::congestion::{PathState, QueueDelayWatch};
 use super::feedback::FeedbackToApplication;
 use super::horizon::{NackHorizon, RepairHorizons};
 use super::ports::PortCursor;
@@ -213,7 +213,7 @@ impl Transport {
                     );
                 configure_congestion_control(
                     registry,
-                    QueueWatch::new(
+                    QueueDelayWatch::new(
                         Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
                         handler.events.clone(),
                         Arc::clone(&probe),

@@ -12,7 +12,7 @@
 //! stops at once and the allocator keeps the subscriber where it is, without the freeze a real
 //! upgrade into a too-narrow path would cost.
 //!
-//! [`QueueDelayDetector`]: super::congestion::QueueDelayDetector
+//! [`QueueDelayDetector`]: sluice_core::downlink::queue_delay::QueueDelayDetector
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};

@@ -5,8 +5,8 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::core::publication::PAUSE_DELAY;
-use crate::core::{DropReason, LayerReason};
+use crate::publication::PAUSE_DELAY;
+use crate::{DropReason, LayerReason};
 
 const PUB: u64 = 1;
 const PUBLISHER: u64 = 10;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::DropReason;
+use crate::DropReason;
 
 fn send(h: &mut Harness, seqs_in: &[u16]) -> Vec<RtpPacket> {
     for &seq in seqs_in {

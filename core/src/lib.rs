@@ -10,13 +10,14 @@
 //! a counted [`DropReason`]. The payload `Bytes` is shared by all subscribers.
 
 mod dedup;
+pub mod downlink;
 mod feedback;
 mod ids;
 mod keyframe_cache;
 mod layer;
 mod packet;
 mod publication;
-mod queue_watch;
+mod random;
 mod rewrite;
 mod room;
 mod speakers;
@@ -28,6 +29,8 @@ mod temporal;
 mod tests;
 
 pub use ids::{ParseIdError, ParticipantId, PublicationId, Ssrc, SubscriptionId};
+pub mod codec;
+
 pub use packet::{Codec, DropReason, MediaKind, RtpPacket};
 pub use room::{
     CoreError, DropCounts, Input, LayerReason, Output, PublicationStats, Room, RoomConfig,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::DropReason;
+use crate::DropReason;
 
 fn waiting(h: &Harness, subscription: u64) -> u64 {
     h.room

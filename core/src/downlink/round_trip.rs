@@ -38,12 +38,12 @@ pub(crate) enum Reading {
 
 /// One subscriber's round trips and whether a queue in them was already reported.
 #[derive(Debug, Default)]
-pub(crate) struct QueueWatch {
+pub(crate) struct RoundTripWatch {
     samples: VecDeque<(Instant, Duration)>,
     reported_at: Option<Instant>,
 }
 
-impl QueueWatch {
+impl RoundTripWatch {
     /// Adds the round trip measured at `now` and reads it: a rise above the window's smallest
     /// round trip past the threshold is a queue, news unless reported since the last one
     /// drained; under half the threshold it is clear.
@@ -100,7 +100,7 @@ mod tests {
 
     /// Feeds `count` round trips cycling through `rtt_ms`, every 250 ms from `t0`, none of them
     /// a queue; returns the time after.
-    fn steady(watch: &mut QueueWatch, t0: Instant, count: u32, rtt_ms: &[u32]) -> Instant {
+    fn steady(watch: &mut RoundTripWatch, t0: Instant, count: u32, rtt_ms: &[u32]) -> Instant {
         let mut now = t0;
         for i in 0..count {
             let rtt = rtt_ms[i as usize % rtt_ms.len()];
@@ -116,7 +116,7 @@ mod tests {
 
     #[test]
     fn a_rise_of_30_ms_over_a_steady_path_is_a_queue_reported_once_until_it_drains() {
-        let mut watch = QueueWatch::default();
+        let mut watch = RoundTripWatch::default();
         let t0 = Instant::now();
         let now = steady(&mut watch, t0, 20, &[2, 3, 1, 4]);
         assert_eq!(watch.on_round_trip(now, 5 * MS), Reading::Clear);
@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn a_queue_that_stays_is_reported_again_after_two_seconds() {
-        let mut watch = QueueWatch::default();
+        let mut watch = RoundTripWatch::default();
         let t0 = Instant::now();
         let now = steady(&mut watch, t0, 8, &[5]);
         assert_eq!(watch.on_round_trip(now, 100 * MS), Reading::Queue(95 * MS));
@@ -166,7 +166,7 @@ mod tests {
 
     #[test]
     fn a_queue_that_stands_never_reads_as_clear() {
-        let mut watch = QueueWatch::default();
+        let mut watch = RoundTripWatch::default();
         let t0 = Instant::now();
         let mut now = steady(&mut watch, t0, 8, &[5]);
         for i in 0..32 {
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn a_jittery_path_needs_a_larger_rise() {
-        let mut watch = QueueWatch::default();
+        let mut watch = RoundTripWatch::default();
         let t0 = Instant::now();
         // Round trips between 20 and 40 ms: the usual rise is 10 ms, so 40 ms is needed.
         let now = steady(&mut watch, t0, 40, &[20, 30, 40, 25, 35]);
@@ -191,7 +191,7 @@ mod tests {
 
     #[test]
     fn the_baseline_is_the_smallest_round_trip_of_the_last_ten_seconds() {
-        let mut watch = QueueWatch::default();
+        let mut watch = RoundTripWatch::default();
         let t0 = Instant::now();
         // A short path, then a longer one (the client moved): once the short round trips have
         // left the window, the longer path is the baseline, not a queue.
@@ -211,7 +211,7 @@ mod tests {
 
     #[test]
     fn a_flood_of_reports_keeps_the_window_bounded() {
-        let mut watch = QueueWatch::default();
+        let mut watch = RoundTripWatch::default();
         let t0 = Instant::now();
         for i in 0..10_000u32 {
             watch.on_round_trip(t0 + Duration::from_micros(u64::from(i)), 2 * MS);

@@ -55,9 +55,7 @@ fn subscription_removed_mid_stream_gets_nothing_more() {
         h.input(Input::KeyframeRequested {
             subscription: SubscriptionId(2)
         }),
-        Err(crate::core::CoreError::UnknownSubscription(SubscriptionId(
-            2
-        )))
+        Err(crate::CoreError::UnknownSubscription(SubscriptionId(2)))
     );
 }
 
@@ -106,7 +104,7 @@ fn participant_left_removes_its_subscriptions_and_publications() {
         h.room
             .stats()
             .dropped
-            .get(crate::core::DropReason::UnknownPublication),
+            .get(crate::DropReason::UnknownPublication),
         3
     );
 

@@ -119,11 +119,11 @@ impl Publication {
     }
 
     pub fn subscription(&self, id: SubscriptionId) -> Option<&Subscription> {
-        self.subscriptions.iter().find(|s| s.id == id)
+        self.subscriptions.iter().find(|s| s.id() == id)
     }
 
     pub fn subscription_mut(&mut self, id: SubscriptionId) -> Option<&mut Subscription> {
-        self.subscriptions.iter_mut().find(|s| s.id == id)
+        self.subscriptions.iter_mut().find(|s| s.id() == id)
     }
 
     pub fn remove_subscription(
@@ -132,7 +132,7 @@ impl Publication {
         id: SubscriptionId,
         outputs: &mut VecDeque<Output>,
     ) -> Option<Subscription> {
-        let index = self.subscriptions.iter().position(|s| s.id == id)?;
+        let index = self.subscriptions.iter().position(|s| s.id() == id)?;
         let removed = self.subscriptions.remove(index);
         self.update_dynacast(now, outputs);
         Some(removed)
@@ -162,7 +162,7 @@ impl Publication {
         let Some(cache) = &self.keyframe_cache else {
             return false;
         };
-        let Some(subscription) = self.subscriptions.iter_mut().find(|s| s.id == id) else {
+        let Some(subscription) = self.subscriptions.iter_mut().find(|s| s.id() == id) else {
             return false;
         };
         if cache.packets.is_empty() {
@@ -173,8 +173,8 @@ impl Publication {
                 subscription.decide(meta, packet.payload.len(), now, self.clock_rate)
             {
                 outputs.push_back(Output::Forward {
-                    subscription: subscription.id,
-                    subscriber: subscription.subscriber,
+                    subscription: subscription.id(),
+                    subscriber: subscription.subscriber(),
                     packet: rewrite.apply(packet),
                 });
             }
@@ -211,8 +211,8 @@ impl Publication {
                 subscription.decide(&meta, packet.payload.len(), now, self.clock_rate)
             {
                 outputs.push_back(Output::Forward {
-                    subscription: subscription.id,
-                    subscriber: subscription.subscriber,
+                    subscription: subscription.id(),
+                    subscriber: subscription.subscriber(),
                     packet: rewrite.apply(packet),
                 });
             }
@@ -326,7 +326,7 @@ impl Publication {
         }
         let count = self.layer_count();
         for index in 0..self.subscriptions.len() {
-            if only.is_some_and(|id| self.subscriptions[index].id != id) {
+            if only.is_some_and(|id| self.subscriptions[index].id() != id) {
                 continue;
             }
             let desired = self.subscriptions[index].desired_layer(count);

@@ -15,7 +15,7 @@ use std::time::Instant;
 use super::drops::DropCompressor;
 use super::seq::ExtSeq;
 use super::timestamp::{ExtTs, ticks};
-use crate::core::packet::{DropReason, PacketMeta};
+use crate::packet::{DropReason, PacketMeta};
 
 /// Output sequence numbers start far from zero so that `out = in + offset` never
 /// underflows; only the low 16 bits reach the wire.

@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::core::rewrite::seq::SeqUnwrapper;
-use crate::core::{DropReason, LayerReason};
+use crate::rewrite::seq::SeqUnwrapper;
+use crate::{DropReason, LayerReason};
 
 const PUB: u64 = 1;
 const PUBLISHER: u64 = 10;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::DropReason;
+use crate::DropReason;
 
 /// Sends `count` one-packet frames of a source, `gap_ms` apart, the first a keyframe.
 fn send_source(

@@ -63,6 +63,7 @@ pub(super) fn config() -> RoomConfig {
     RoomConfig {
         keyframe_request_interval: INTERVAL,
         initial_output_sequence: Some(INITIAL_SEQ),
+        random_seed: 0,
     }
 }
 

@@ -6,8 +6,8 @@ use std::collections::{HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
-use crate::core::rewrite::seq::SeqUnwrapper;
-use crate::core::rewrite::timestamp::{TsUnwrapper, ticks};
+use crate::rewrite::seq::SeqUnwrapper;
+use crate::rewrite::timestamp::{TsUnwrapper, ticks};
 
 /// Packets move at most `REORDER - 1` places from their sending order.
 const REORDER: usize = 4;

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::{CoreError, DropReason};
+use crate::{CoreError, DropReason};
 
 #[test]
 fn unknown_ids_are_errors_and_change_nothing() {
@@ -224,9 +224,7 @@ fn config_validation() {
         };
         assert_eq!(
             bad.validate(),
-            Err(crate::core::RoomConfigError::KeyframeRequestInterval(
-                interval
-            ))
+            Err(crate::RoomConfigError::KeyframeRequestInterval(interval))
         );
     }
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::core::DropReason;
+use crate::DropReason;
 
 #[test]
 fn fan_out_to_five_subscribers_rewrites_headers_and_shares_payload() {

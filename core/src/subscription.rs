@@ -57,14 +57,14 @@ impl Rewrite {
 
 #[derive(Clone, Debug)]
 pub(crate) struct Subscription {
-    pub id: SubscriptionId,
-    pub subscriber: ParticipantId,
+    id: SubscriptionId,
+    subscriber: ParticipantId,
     ssrc: Ssrc,
     payload_type: u8,
     kind: MediaKind,
     numbering: Numbering,
     vp8: Vp8Continuity,
-    pub stats: SubscriptionStats,
+    stats: SubscriptionStats,
     /// The highest spatial layer the subscriber asked for.
     max_layer: u8,
     /// The highest spatial layer its bandwidth allows.
@@ -84,9 +84,9 @@ pub(crate) struct Subscription {
     waiting_keyframe: bool,
     /// Bandwidth allocation: a higher cap (spatial, temporal) must hold this long before it
     /// applies.
-    pub(crate) upgrade_candidate: Option<((u8, u8), Instant)>,
+    upgrade_candidate: Option<((u8, u8), Instant)>,
     /// The cap (spatial, temporal) before the last bandwidth upgrade, and when it was raised.
-    pub(crate) last_upgrade: Option<((u8, u8), Instant)>,
+    last_upgrade: Option<((u8, u8), Instant)>,
     /// Layers at or above this bitrate caused heavy loss: not offered until the instant.
     loss_ceiling: Option<(u64, Instant)>,
     /// The path is congested: stop sending the current layer until the switch down lands,
@@ -103,7 +103,7 @@ pub(crate) struct Subscription {
     /// packet is still to be sent: that packet becomes the repair horizon.
     restarted: bool,
     /// When the last restart's keyframe went out: it crosses the path as a burst.
-    pub(crate) restarted_at: Option<Instant>,
+    restarted_at: Option<Instant>,
     /// The output sequence number the subscriber's decoder restarts at, to report
     /// ([`Output::RepairHorizon`]).
     repair_horizon: Option<u16>,
@@ -157,6 +157,41 @@ impl Subscription {
             repair_horizon: None,
             events: Vec::new(),
         }
+    }
+
+    pub fn id(&self) -> SubscriptionId {
+        self.id
+    }
+
+    pub fn subscriber(&self) -> ParticipantId {
+        self.subscriber
+    }
+
+    pub fn stats(&self) -> &SubscriptionStats {
+        &self.stats
+    }
+
+    /// A higher cap (spatial, temporal) waiting out the upgrade hold, and since when.
+    pub fn upgrade_candidate(&self) -> Option<((u8, u8), Instant)> {
+        self.upgrade_candidate
+    }
+
+    pub fn set_upgrade_candidate(&mut self, candidate: Option<((u8, u8), Instant)>) {
+        self.upgrade_candidate = candidate;
+    }
+
+    /// The cap before the last bandwidth upgrade, and when it was raised.
+    pub fn last_upgrade(&self) -> Option<((u8, u8), Instant)> {
+        self.last_upgrade
+    }
+
+    pub fn set_last_upgrade(&mut self, upgrade: Option<((u8, u8), Instant)>) {
+        self.last_upgrade = upgrade;
+    }
+
+    /// When the last restart's keyframe went out.
+    pub fn restarted_at(&self) -> Option<Instant> {
+        self.restarted_at
     }
 
     pub fn target(&self) -> u8 {
@@ -433,8 +468,8 @@ impl Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::core::rewrite::seq::ExtSeq;
-    use crate::core::rewrite::timestamp::ExtTs;
+    use crate::rewrite::seq::ExtSeq;
+    use crate::rewrite::timestamp::ExtTs;
 
     fn meta(source: u64, seq: u64, start_point: bool) -> PacketMeta {
         PacketMeta {
