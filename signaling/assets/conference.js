@@ -29,6 +29,52 @@ __export(src_exports, {
   reconnectDelayMs: () => reconnectDelayMs
 });
 
+// src/errors.ts
+var SluiceError = class extends Error {
+  constructor(message, options) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+};
+var ServerError = class extends SluiceError {
+  constructor(code, message, requestId) {
+    super(`${code}: ${message}`);
+    this.code = code;
+    this.requestId = requestId;
+  }
+};
+var ConnectionErrorReason = {
+  /** The WebSocket could not be opened. */
+  ConnectFailed: "connectFailed",
+  /** A request got no response within `requestTimeoutMs`. */
+  Timeout: "timeout",
+  /** The connection closed before the request was answered, or was not open. */
+  Closed: "closed",
+  /** The call is not valid in the room's current state (e.g. `publish` before `connect`). */
+  InvalidState: "invalidState",
+  /** The server answered with a message that does not fit the request. */
+  UnexpectedResponse: "unexpectedResponse"
+};
+var ConnectionError = class extends SluiceError {
+  constructor(reason, message, options) {
+    super(message === void 0 ? reason : `${reason}: ${message}`, options);
+    this.reason = reason;
+  }
+};
+var NegotiationError = class extends SluiceError {
+};
+var SubscriptionEndedError = class extends SluiceError {
+  constructor(subscriptionId) {
+    super(`subscription ${subscriptionId} ended before its track arrived`);
+    this.subscriptionId = subscriptionId;
+  }
+};
+
+// src/context.ts
+function asSluiceError(err) {
+  return err instanceof SluiceError ? err : new SluiceError(String(err), { cause: err });
+}
+
 // src/emitter.ts
 var TypedEmitter = class {
   constructor() {
@@ -72,45 +118,45 @@ var TypedEmitter = class {
   }
 };
 
-// src/errors.ts
-var SluiceError = class extends Error {
-  constructor(message, options) {
-    super(message, options);
-    this.name = new.target.name;
-  }
+// src/events.ts
+var RoomState = {
+  Idle: "idle",
+  Connecting: "connecting",
+  Connected: "connected",
+  /** The signaling connection dropped; the SDK is resuming the session (media may still flow). */
+  Reconnecting: "reconnecting",
+  Disconnected: "disconnected"
 };
-var ServerError = class extends SluiceError {
-  constructor(code, message, requestId) {
-    super(`${code}: ${message}`);
-    this.code = code;
-    this.requestId = requestId;
-  }
+var RoomEvent = {
+  ParticipantJoined: "participantJoined",
+  ParticipantLeft: "participantLeft",
+  PublicationAdded: "publicationAdded",
+  PublicationRemoved: "publicationRemoved",
+  TrackSubscribed: "trackSubscribed",
+  /** A subscription's media ended (see `RoomEvents.trackUnsubscribed`). */
+  TrackUnsubscribed: "trackUnsubscribed",
+  LayersChanged: "layersChanged",
+  PublisherLayersApplied: "publisherLayersApplied",
+  /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
+  ActiveSpeakersChanged: "activeSpeakersChanged",
+  Error: "error",
+  /** The signaling connection dropped; the SDK is reconnecting. */
+  Reconnecting: "reconnecting",
+  /** The session is back after `reconnecting`. */
+  Reconnected: "reconnected",
+  /** `room.state` changed. */
+  ConnectionStateChanged: "connectionStateChanged",
+  Disconnected: "disconnected"
 };
-var ConnectionErrorReason = {
-  /** The WebSocket could not be opened. */
-  ConnectFailed: "connectFailed",
-  /** A request got no response within `requestTimeoutMs`. */
-  Timeout: "timeout",
-  /** The connection closed before the request was answered, or was not open. */
-  Closed: "closed",
-  /** The call is not valid in the room's current state (e.g. `publish` before `connect`). */
-  InvalidState: "invalidState",
-  /** The server answered with a message that does not fit the request. */
-  UnexpectedResponse: "unexpectedResponse"
-};
-var ConnectionError = class extends SluiceError {
-  constructor(reason, message, options) {
-    super(message === void 0 ? reason : `${reason}: ${message}`, options);
-    this.reason = reason;
-  }
-};
-var NegotiationError = class extends SluiceError {
-};
-var SubscriptionEndedError = class extends SluiceError {
-  constructor(subscriptionId) {
-    super(`subscription ${subscriptionId} ended before its track arrived`);
-    this.subscriptionId = subscriptionId;
-  }
+var DisconnectCause = {
+  /** `disconnect()` was called. */
+  ClientLeft: "clientLeft",
+  /** The server closed the connection in a way reconnecting cannot fix (or reconnect is off). */
+  ServerClosed: "serverClosed",
+  /** Another connection resumed this session (close code 4001). */
+  Replaced: "replaced",
+  /** Reconnecting did not succeed within `reconnectTimeoutMs`, or the server refused the rejoin. */
+  ReconnectFailed: "reconnectFailed"
 };
 
 // src/queue.ts
@@ -205,6 +251,318 @@ function fromWireCandidate(candidate) {
   return init;
 }
 
+// src/publisher.ts
+var SIMULCAST_ENCODINGS = [
+  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 15e4 },
+  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 5e5 },
+  { rid: "f", maxBitrate: 15e5 }
+];
+var Publisher = class {
+  constructor(room) {
+    this.room = room;
+    /** The local participant's publications, by publication id. */
+    this.publications = /* @__PURE__ */ new Map();
+    /** Dynacast: the encodings' `active` flags last applied per local publication. */
+    this.appliedLayers = /* @__PURE__ */ new Map();
+    /** Dynacast: `publisherLayers` not applied yet, merged per publication (rid → active). */
+    this.pendingLayers = /* @__PURE__ */ new Map();
+  }
+  /** The publisher RTCPeerConnection, once created. */
+  get pc() {
+    return this.peer?.pc;
+  }
+  /**
+   * Publishes `tracks` of `stream` (one sendonly transceiver each, one offer for all) and
+   * resolves with the publications the server created.
+   */
+  async publish(stream, tracks, options) {
+    if (tracks.length === 0) return [];
+    const peer = this.ensurePeer();
+    return peer.negotiate(async () => {
+      this.room.assertConnected("publish");
+      const added = tracks.map((track) => {
+        const simulcast = track.kind === "video" && (options.simulcast ?? videoSource(options) === "camera");
+        const init = { direction: "sendonly", streams: [stream] };
+        if (simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((encoding) => ({ ...encoding }));
+        const transceiver = peer.pc.addTransceiver(track, init);
+        return { track, transceiver, rids: simulcast ? SIMULCAST_ENCODINGS.map((e) => e.rid) : void 0 };
+      });
+      const rollback = async () => {
+        for (const { transceiver } of added) {
+          try {
+            peer.pc.removeTrack(transceiver.sender);
+          } catch {
+          }
+        }
+        if (peer.pc.signalingState === "have-local-offer") {
+          await peer.pc.setLocalDescription({ type: "rollback" }).catch(() => void 0);
+        }
+      };
+      let infos;
+      let sdp;
+      try {
+        if (options.codec !== void 0) {
+          for (const { track, transceiver } of added) {
+            if (track.kind === "video") preferCodec(transceiver, options.codec);
+          }
+        }
+        const offer = await peer.pc.createOffer();
+        await peer.pc.setLocalDescription(offer);
+        sdp = peer.pc.localDescription?.sdp ?? offer.sdp ?? "";
+        infos = added.map(({ track, transceiver, rids }) => {
+          if (transceiver.mid === null) throw new NegotiationError("publisher: transceiver has no mid after the offer");
+          return trackInfo(transceiver.mid, track, options, rids);
+        });
+      } catch (err) {
+        await rollback();
+        throw err instanceof SluiceError ? err : new NegotiationError("publisher: cannot create the offer", { cause: err });
+      }
+      const request = this.room.signal().request({ type: "publish", sdp, tracks: infos });
+      peer.localDescriptionSent();
+      let published;
+      try {
+        published = await request;
+      } catch (err) {
+        await rollback();
+        throw err;
+      }
+      try {
+        await peer.setRemoteDescription({ type: "answer", sdp: published.sdp });
+      } catch (err) {
+        throw new NegotiationError("publisher: the server answer was rejected", { cause: err });
+      }
+      return this.claimPublications(published.publications, added, infos, { stream, options });
+    });
+  }
+  /** Stops publishing one of the local publications. */
+  async unpublish(publicationId) {
+    this.room.assertConnected("unpublish");
+    await this.room.signal().request({ type: "unpublish", publicationId });
+    const own = this.publications.get(publicationId);
+    if (own === void 0) return;
+    this.publications.delete(publicationId);
+    this.appliedLayers.delete(publicationId);
+    await own.sender.replaceTrack(null).catch(() => void 0);
+  }
+  /** Forgets a local publication the server ended. */
+  forget(publicationId) {
+    this.publications.delete(publicationId);
+    this.appliedLayers.delete(publicationId);
+  }
+  /** Dynacast: the `active` flags last applied to a publication's encodings. */
+  layers(publicationId) {
+    return this.appliedLayers.get(publicationId);
+  }
+  /**
+   * Dynacast: sets `active` on the encodings of a local publication's sender by rid. Runs on the
+   * publisher's negotiation queue, so it never interleaves with an offer/answer (and a
+   * `publisherLayers` for a publication still being published waits until it is known).
+   * Messages that arrive while an earlier one still waits in the queue are merged into it (the
+   * later flag wins), so a burst costs one `setParameters`.
+   */
+  handlePublisherLayers(publicationId, layers) {
+    const peer = this.peer;
+    if (peer === void 0) return;
+    const pending = this.pendingLayers.get(publicationId);
+    if (pending !== void 0) {
+      for (const { rid, active } of layers) pending.set(rid, active);
+      return;
+    }
+    this.pendingLayers.set(publicationId, new Map(layers.map((l) => [l.rid, l.active])));
+    peer.negotiate(async () => {
+      const wanted = this.pendingLayers.get(publicationId);
+      this.pendingLayers.delete(publicationId);
+      const own = this.publications.get(publicationId);
+      if (wanted === void 0 || own === void 0 || this.room.state() !== RoomState.Connected) return;
+      const params2 = own.sender.getParameters();
+      let changed = false;
+      for (const encoding of params2.encodings) {
+        const active = encoding.rid === void 0 ? void 0 : wanted.get(encoding.rid);
+        if (active !== void 0 && encoding.active !== active) {
+          encoding.active = active;
+          changed = true;
+        }
+      }
+      if (changed) {
+        try {
+          await own.sender.setParameters(params2);
+        } catch (err) {
+          throw new NegotiationError(`publisher: cannot set the active layers of ${publicationId}`, { cause: err });
+        }
+      }
+      const applied = own.sender.getParameters().encodings.filter((e) => e.rid !== void 0).map((e) => ({ rid: e.rid, active: e.active !== false }));
+      if (!this.publications.has(publicationId)) return;
+      this.appliedLayers.set(publicationId, applied);
+      this.room.emit("publisherLayersApplied", { publicationId, layers: applied });
+    }).catch((err) => {
+      if (this.room.state() === RoomState.Connected) this.room.reportError(asSluiceError(err));
+    });
+  }
+  /** A candidate from the server for the publisher connection. */
+  addRemoteCandidate(candidate) {
+    if (this.peer === void 0) {
+      console.warn("sluice: ignoring a publisher candidate before any publish");
+      return;
+    }
+    this.peer.addRemoteCandidate(candidate);
+  }
+  /**
+   * After a resume: an ICE restart offer (`publish` without tracks) on `signal`, once the
+   * connection has negotiated; undefined when there is nothing to restart.
+   */
+  restartIce(signal) {
+    const publisher = this.peer;
+    if (publisher === void 0 || publisher.pc.localDescription === null) return void 0;
+    return publisher.negotiate(async () => {
+      if (publisher.pc.signalingState === "have-local-offer") {
+        await publisher.pc.setLocalDescription({ type: "rollback" });
+      }
+      let sdp;
+      try {
+        const offer = await publisher.pc.createOffer({ iceRestart: true });
+        await publisher.pc.setLocalDescription(offer);
+        sdp = publisher.pc.localDescription?.sdp ?? offer.sdp ?? "";
+      } catch (err) {
+        throw new NegotiationError("publisher: cannot create the ICE restart offer", { cause: err });
+      }
+      const published = await signal.request({ type: "publish", sdp, tracks: [] });
+      try {
+        await publisher.setRemoteDescription({ type: "answer", sdp: published.sdp });
+      } catch (err) {
+        throw new NegotiationError("publisher: the ICE restart answer was rejected", { cause: err });
+      }
+    });
+  }
+  /** The tracks of each `publish` call still published, to publish them again after a rejoin. */
+  publishCalls() {
+    const calls = /* @__PURE__ */ new Map();
+    for (const own of this.publications.values()) {
+      const tracks = calls.get(own.call) ?? [];
+      tracks.push(own.track);
+      calls.set(own.call, tracks);
+    }
+    return calls;
+  }
+  /** Closes the connection (the session ended); the publications stay readable. */
+  close() {
+    this.peer?.close();
+    this.pendingLayers.clear();
+  }
+  /** Drops the connection and everything negotiated on it (before a rejoin). */
+  reset() {
+    this.peer?.close();
+    this.peer = void 0;
+    this.publications.clear();
+    this.appliedLayers.clear();
+    this.pendingLayers.clear();
+  }
+  ensurePeer() {
+    this.peer ?? (this.peer = this.room.newPeer("publisher"));
+    return this.peer;
+  }
+  localPublication(publication, track, sender, call) {
+    const id = publication.publicationId;
+    return {
+      ...publication,
+      sender,
+      call,
+      sending: track,
+      get track() {
+        return this.sending;
+      },
+      get muted() {
+        return !this.sending.enabled;
+      },
+      mute() {
+        this.sending.enabled = false;
+      },
+      unmute() {
+        this.sending.enabled = true;
+      },
+      replaceTrack: async (next) => {
+        const own = this.publications.get(id);
+        if (own === void 0) {
+          throw new ConnectionError(ConnectionErrorReason.InvalidState, `replaceTrack() on ended publication ${id}`);
+        }
+        if (next.kind !== own.kind) throw new TypeError(`replaceTrack(): a ${next.kind} track for ${own.kind} publication ${id}`);
+        await own.sender.replaceTrack(next);
+        own.sending = next;
+      },
+      unpublish: () => this.unpublish(id)
+    };
+  }
+  claimPublications(publications, added, infos, call) {
+    const unclaimed = publications.filter((p) => !this.publications.has(p.publicationId));
+    const result = [];
+    added.forEach(({ track, transceiver }, i) => {
+      const info = infos[i];
+      const index = unclaimed.findIndex((p) => p.kind === info?.kind && p.source === info.source);
+      if (index < 0) return;
+      const [publication] = unclaimed.splice(index, 1);
+      if (publication === void 0) return;
+      const local = this.localPublication(publication, track, transceiver.sender, call);
+      this.publications.set(publication.publicationId, local);
+      result.push(local);
+    });
+    return result;
+  }
+};
+function videoSource(options) {
+  return options.videoSource ?? "camera";
+}
+function trackInfo(mid, track, options, rids) {
+  const kind = track.kind === "audio" ? "audio" : "video";
+  const source = kind === "audio" ? options.audioSource ?? "microphone" : videoSource(options);
+  const info = { mid, kind, source };
+  if (options.name !== void 0) info.name = options.name;
+  if (rids !== void 0) info.rids = rids;
+  return info;
+}
+var CODEC_MIME = { vp8: "video/vp8", h264: "video/h264" };
+function codecRank(codec, wanted) {
+  if (codec.mimeType.toLowerCase() !== CODEC_MIME[wanted]) return Number.POSITIVE_INFINITY;
+  if (wanted !== "h264") return 0;
+  const fmtp = new Map(
+    (codec.sdpFmtpLine ?? "").split(";").map((kv) => {
+      const [key = "", value = ""] = kv.trim().split("=");
+      return [key.toLowerCase(), value.toLowerCase()];
+    })
+  );
+  const mode1 = fmtp.get("packetization-mode") === "1";
+  const profile = fmtp.get("profile-level-id") ?? "";
+  if (mode1 && profile === "42e01f") return 0;
+  if (mode1 && profile.startsWith("42")) return 1;
+  if (mode1) return 2;
+  return 3;
+}
+function orderCodecs(codecs, wanted) {
+  const ranked = codecs.map((codec, index) => ({ codec, index, rank: codecRank(codec, wanted) }));
+  if (!ranked.some((c) => Number.isFinite(c.rank))) return [];
+  ranked.sort((a, b) => a.rank === b.rank ? a.index - b.index : a.rank < b.rank ? -1 : 1);
+  return ranked.map((c) => c.codec);
+}
+function preferCodec(transceiver, wanted) {
+  const capabilities = (kind) => {
+    const api = kind === "sender" ? globalThis.RTCRtpSender : globalThis.RTCRtpReceiver;
+    return api?.getCapabilities?.("video")?.codecs ?? [];
+  };
+  if (typeof transceiver.setCodecPreferences !== "function") {
+    throw new NegotiationError("publisher: this browser cannot choose a codec (no setCodecPreferences)");
+  }
+  let lastError;
+  for (const kind of ["sender", "receiver"]) {
+    const ordered = orderCodecs(capabilities(kind), wanted);
+    if (ordered.length === 0) continue;
+    try {
+      transceiver.setCodecPreferences(ordered);
+      return;
+    } catch (err) {
+      lastError = err;
+    }
+  }
+  throw new NegotiationError(`publisher: this browser cannot send ${wanted}`, { cause: lastError });
+}
+
 // src/reconnect.ts
 var RECONNECT_SCHEDULE_MS = [0, 1e3, 2e3, 4e3, 8e3, 16e3, 3e4];
 var MAX_RECONNECT_DELAY_MS = 3e4;
@@ -226,6 +584,176 @@ var NO_RECONNECT_CLOSE_CODES = /* @__PURE__ */ new Set([
   4001
   // another connection resumed this session
 ]);
+
+// src/resume.ts
+var Resumer = class {
+  constructor(room, timeoutMs, jitter) {
+    this.room = room;
+    this.timeoutMs = timeoutMs;
+    this.jitter = jitter;
+    /** A resume happened: later membership events may repeat what its room state showed. */
+    this.resumedOnce = false;
+  }
+  /** Ends the wait before the next attempt (the session ended meanwhile). */
+  cancel() {
+    this.cancelWait?.();
+    this.cancelWait = void 0;
+  }
+  /**
+   * After an unexpected close: retries with backoff until the session is resumed (or rejoined)
+   * or `timeoutMs` has passed. Media keeps flowing on the peer connections meanwhile when only
+   * the WebSocket dropped.
+   */
+  async reconnect(dropped) {
+    const { room, session } = this;
+    if (session === void 0) return;
+    const startedAt = Date.now();
+    room.setState(RoomState.Reconnecting);
+    room.emit("reconnecting", { code: dropped.code, reason: dropped.reason });
+    let attempts = 0;
+    let lastError;
+    while (room.state() === RoomState.Reconnecting) {
+      const delay = reconnectDelayMs(attempts, this.jitter);
+      if (Date.now() - startedAt + delay > this.timeoutMs) break;
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.cancelWait = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      });
+      this.cancelWait = void 0;
+      if (room.state() !== RoomState.Reconnecting) return;
+      attempts += 1;
+      const signal = room.replaceSignal();
+      try {
+        await signal.connect(session.url);
+        const resumed = await this.resumeOrRejoin(signal, session);
+        if (room.signal() !== signal || room.state() !== RoomState.Connected) return;
+        room.emit("reconnected", { resumed, attempts, durationMs: Date.now() - startedAt });
+        return;
+      } catch (err) {
+        lastError = err;
+        if (room.signal() === signal) signal.close();
+        if (room.state() === RoomState.Disconnected) return;
+        if (room.state() === RoomState.Connected) {
+          return;
+        }
+        if (err instanceof ServerError && (err.code === "unauthorized" || err.code === "permissionDenied")) break;
+      }
+    }
+    if (room.state() !== RoomState.Reconnecting) return;
+    const why = lastError instanceof Error ? `: ${lastError.message}` : "";
+    room.teardown({
+      clientInitiated: false,
+      code: dropped.code,
+      reason: `reconnect gave up after ${attempts} attempts in ${Date.now() - startedAt} ms${why}`,
+      cause: DisconnectCause.ReconnectFailed
+    });
+  }
+  /** One attempt on an open socket: `resume`, or a full rejoin when the server refuses it. */
+  async resumeOrRejoin(signal, session) {
+    const participantId = this.room.local()?.participantId;
+    let resumed;
+    if (participantId !== void 0) {
+      try {
+        resumed = await signal.request({ type: "resume", participantId, resumeToken: session.resumeToken });
+      } catch (err) {
+        if (!(err instanceof ServerError && err.code === "resumeFailed")) throw err;
+      }
+    }
+    if (resumed !== void 0) {
+      this.resumedOnce = true;
+      this.reconcile(resumed.participants, resumed.publications, resumed.subscriptions);
+      this.room.setState(RoomState.Connected);
+      await this.restartIce(signal);
+      return true;
+    }
+    await this.rejoin(signal, session);
+    return false;
+  }
+  /**
+   * Brings the room's view in line with the server's after time away, emitting the events the
+   * missed ones would have caused.
+   */
+  reconcile(participants, publications, subscriptions) {
+    const { room } = this;
+    const self = room.local()?.participantId;
+    const present = new Set(publications.map((p) => p.publicationId));
+    for (const [id, publication] of [...room.publications, ...room.publisher.publications]) {
+      if (!present.has(id)) room.removePublication(id, publication.participantId);
+    }
+    const here = new Map(participants.filter((p) => p.participantId !== self).map((p) => [p.participantId, p]));
+    for (const [id, participant] of [...room.participants]) {
+      if (here.has(id)) continue;
+      room.participants.delete(id);
+      room.emit("participantLeft", { participantId: id, participant });
+    }
+    for (const [id, participant] of here) {
+      if (room.participants.has(id)) continue;
+      room.participants.set(id, participant);
+      room.emit("participantJoined", participant);
+    }
+    for (const publication of publications) {
+      if (publication.participantId === self || room.publications.has(publication.publicationId)) continue;
+      room.publications.set(publication.publicationId, publication);
+      room.emit("publicationAdded", publication);
+    }
+    if (subscriptions !== void 0) room.subscriber.keepOnly(new Set(subscriptions.map((s) => s.subscriptionId)));
+  }
+  /**
+   * ICE-restarts both connections after a resume, so they recover if the network under them
+   * changed too: the publisher with an `iceRestart` offer (`publish` without tracks), the
+   * subscriber by asking the server (`restartIce`; its new offer arrives as an event).
+   */
+  async restartIce(signal) {
+    const steps = [];
+    const publisher = this.room.publisher.restartIce(signal);
+    if (publisher !== void 0) steps.push(publisher);
+    if (this.room.subscriber.negotiated) steps.push(signal.request({ type: "restartIce" }));
+    const results = await Promise.allSettled(steps);
+    for (const result of results) {
+      if (result.status === "rejected" && this.room.signal() === signal) {
+        this.room.reportError(asSluiceError(result.reason));
+      }
+    }
+  }
+  /**
+   * The server forgot the session: join again with the same token, publish the local tracks
+   * again and subscribe again to what is still published. Both peer connections start afresh.
+   */
+  async rejoin(signal, session) {
+    const { room } = this;
+    const calls = room.publisher.publishCalls();
+    const wanted = [...room.subscriber.subscriptions.values()].map((s) => s.publicationId);
+    const joined = await signal.request(
+      session.options.room === void 0 ? { type: "join", token: session.token } : { type: "join", token: session.token, room: session.options.room }
+    );
+    room.subscriber.reset();
+    room.publisher.reset();
+    this.session = { ...session, resumeToken: joined.resumeToken };
+    room.joined(joined.room, joined.participant);
+    this.reconcile(joined.participants, joined.publications, void 0);
+    room.setState(RoomState.Connected);
+    for (const [call, tracks] of calls) {
+      try {
+        await room.publisher.publish(call.stream, tracks, call.options);
+      } catch (err) {
+        if (room.signal() !== signal) throw err;
+        room.reportError(asSluiceError(err));
+      }
+    }
+    for (const publicationId of wanted) {
+      if (!room.publications.has(publicationId)) continue;
+      try {
+        await room.subscriber.subscribe(publicationId, {});
+      } catch (err) {
+        if (room.signal() !== signal) throw err;
+        room.reportError(asSluiceError(err));
+      }
+    }
+  }
+};
 
 // src/signal.ts
 var RESPONSE_TYPE = {
@@ -878,51 +1406,183 @@ function isVideoElement(element2) {
   return typeof HTMLVideoElement === "function" ? element2 instanceof HTMLVideoElement : element2.tagName === "VIDEO";
 }
 
+// src/subscriber.ts
+var Subscriber = class {
+  /** `publications`: the other participants' publications, by publication id. */
+  constructor(room, publications) {
+    this.room = room;
+    this.publications = publications;
+    /** Active subscriptions, by subscription id. */
+    this.subscriptions = /* @__PURE__ */ new Map();
+    /** Subscriber transceivers' mids → subscription ids, from the server's offers. */
+    this.subscriptionByMid = /* @__PURE__ */ new Map();
+    /** Tracks that arrived before their `subscribed` response, by subscription id. */
+    this.unclaimedTracks = /* @__PURE__ */ new Map();
+    /** The latest `layersChanged` of subscriptions whose `subscribed` response has not come yet. */
+    this.unclaimedLayers = /* @__PURE__ */ new Map();
+  }
+  /** The subscriber RTCPeerConnection, once created. */
+  get pc() {
+    return this.peer?.pc;
+  }
+  /** Whether the connection has negotiated (so a resume restarts its ICE). */
+  get negotiated() {
+    return this.peer !== void 0 && this.peer.pc.remoteDescription !== null;
+  }
+  /** Subscribes to a publication; resolves once the server accepted. */
+  async subscribe(publicationId, options) {
+    this.room.assertConnected("subscribe");
+    this.ensurePeer();
+    const subscribed = await this.room.signal().request({ type: "subscribe", publicationId });
+    const subscription = new Subscription(
+      subscribed.subscriptionId,
+      subscribed.publicationId,
+      this.publications.get(subscribed.publicationId),
+      (subscriptionId, layer) => this.requestLayer(subscriptionId, layer),
+      (subscriptionId, paused) => this.requestPaused(subscriptionId, paused)
+    );
+    this.subscriptions.set(subscription.subscriptionId, subscription);
+    const early = this.unclaimedTracks.get(subscription.subscriptionId);
+    if (early !== void 0) {
+      this.unclaimedTracks.delete(subscription.subscriptionId);
+      this.attachTrack(subscription, early.remote, early.receiver);
+    }
+    const earlyLayers = this.unclaimedLayers.get(subscription.subscriptionId);
+    if (earlyLayers !== void 0) {
+      this.unclaimedLayers.delete(subscription.subscriptionId);
+      this.applyLayersChanged(subscription, earlyLayers);
+    }
+    const { preferredLayer } = options;
+    if (preferredLayer !== void 0) {
+      const layer = typeof preferredLayer === "number" ? { spatial: preferredLayer } : preferredLayer;
+      await subscription.setPreferredLayer(layer.spatial, layer.temporal);
+    }
+    return subscription;
+  }
+  /** Asks for the highest simulcast layer of a subscription; resolves when the server accepted it. */
+  async setPreferredLayer(subscriptionId, spatial, temporal) {
+    const subscription = this.subscriptions.get(subscriptionId);
+    if (subscription !== void 0) return subscription.setPreferredLayer(spatial, temporal);
+    this.room.assertConnected("setPreferredLayer");
+    return this.requestLayer(subscriptionId, temporal === void 0 ? { spatial } : { spatial, temporal });
+  }
+  /** Ends a subscription. */
+  async unsubscribe(subscriptionId) {
+    this.room.assertConnected("unsubscribe");
+    await this.room.signal().request({ type: "unsubscribe", subscriptionId });
+    this.end(subscriptionId);
+  }
+  /** Answers a server offer on the negotiation queue. */
+  handleOffer(sdp) {
+    const peer = this.ensurePeer();
+    peer.negotiate(async () => {
+      try {
+        for (const [mid, subscriptionId] of msidTrackIdsByMid(sdp)) this.subscriptionByMid.set(mid, subscriptionId);
+        await peer.setRemoteDescription({ type: "offer", sdp });
+        const answer = await peer.pc.createAnswer();
+        await peer.pc.setLocalDescription(answer);
+        sdp = peer.pc.localDescription?.sdp ?? answer.sdp ?? "";
+      } catch (err) {
+        throw new NegotiationError("subscriber: cannot answer the server offer", { cause: err });
+      }
+      const request = this.room.signal().request({ type: "answer", sdp });
+      peer.localDescriptionSent();
+      await request;
+    }).catch((err) => {
+      if (this.room.state() === RoomState.Connected) this.room.reportError(asSluiceError(err));
+    });
+  }
+  /** A candidate from the server; one may come before the first offer: kept on a fresh connection. */
+  addRemoteCandidate(candidate) {
+    this.ensurePeer().addRemoteCandidate(candidate);
+  }
+  handleLayersChanged(event) {
+    const subscription = this.subscriptions.get(event.subscriptionId);
+    if (subscription === void 0) this.unclaimedLayers.set(event.subscriptionId, event);
+    else this.applyLayersChanged(subscription, event);
+  }
+  /** Ends a subscription locally (`trackUnsubscribed` if it had media). */
+  end(subscriptionId) {
+    this.unclaimedTracks.delete(subscriptionId);
+    this.unclaimedLayers.delete(subscriptionId);
+    const subscription = this.subscriptions.get(subscriptionId);
+    if (subscription === void 0) return;
+    this.subscriptions.delete(subscriptionId);
+    const track = subscription.track;
+    subscription.end();
+    if (track !== void 0) this.room.emit("trackUnsubscribed", { subscription, track });
+  }
+  /** Ends the subscriptions to a publication that ended. */
+  endPublication(publicationId) {
+    for (const subscription of [...this.subscriptions.values()]) {
+      if (subscription.publicationId === publicationId) this.end(subscription.subscriptionId);
+    }
+  }
+  /** Ends every subscription not in `held` (the ones the server still holds after a resume). */
+  keepOnly(held) {
+    for (const id of [...this.subscriptions.keys()]) if (!held.has(id)) this.end(id);
+  }
+  /** Closes the connection and ends every subscription (the session ended). */
+  close() {
+    this.peer?.close();
+    for (const id of [...this.subscriptions.keys()]) this.end(id);
+    this.unclaimedTracks.clear();
+    this.subscriptionByMid.clear();
+    this.unclaimedLayers.clear();
+  }
+  /** Drops the connection and everything negotiated on it (before a rejoin). */
+  reset() {
+    this.close();
+    this.peer = void 0;
+  }
+  ensurePeer() {
+    if (this.peer !== void 0) return this.peer;
+    const peer = this.room.newPeer("subscriber");
+    peer.pc.addEventListener("track", (ev) => this.handleTrack(ev));
+    this.peer = peer;
+    return peer;
+  }
+  async requestLayer(subscriptionId, layer) {
+    this.room.assertConnected("setPreferredLayer");
+    await this.room.signal().request({ type: "setPreferredLayer", subscriptionId, ...layer });
+  }
+  async requestPaused(subscriptionId, paused) {
+    this.room.assertConnected("setPaused");
+    await this.room.signal().request({ type: "setSubscriptionPaused", subscriptionId, paused });
+  }
+  applyLayersChanged(subscription, event) {
+    subscription.updateLayers(event.current, event.target, event.reason);
+    this.room.emit("layersChanged", {
+      subscription,
+      subscriptionId: subscription.subscriptionId,
+      current: event.current,
+      target: event.target,
+      reason: event.reason
+    });
+  }
+  handleTrack(ev) {
+    const mid = ev.transceiver.mid;
+    const subscriptionId = mid === null ? void 0 : this.subscriptionByMid.get(mid);
+    if (subscriptionId === void 0) {
+      console.warn(`sluice: ignoring a subscriber track on mid ${mid ?? "(none)"}: not in the server's offer`);
+      return;
+    }
+    const remote = { track: ev.track, stream: new MediaStream([ev.track]) };
+    const subscription = this.subscriptions.get(subscriptionId);
+    if (subscription === void 0) {
+      this.unclaimedTracks.set(subscriptionId, { remote, receiver: ev.receiver });
+      return;
+    }
+    this.attachTrack(subscription, remote, ev.receiver);
+  }
+  attachTrack(subscription, remote, receiver) {
+    if (subscription.track !== void 0) return;
+    subscription.bindTrack(remote, receiver);
+    this.room.emit("trackSubscribed", { subscription, ...remote });
+  }
+};
+
 // src/room.ts
-var SIMULCAST_ENCODINGS = [
-  { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 15e4 },
-  { rid: "h", scaleResolutionDownBy: 2, maxBitrate: 5e5 },
-  { rid: "f", maxBitrate: 15e5 }
-];
-var RoomState = {
-  Idle: "idle",
-  Connecting: "connecting",
-  Connected: "connected",
-  /** The signaling connection dropped; the SDK is resuming the session (media may still flow). */
-  Reconnecting: "reconnecting",
-  Disconnected: "disconnected"
-};
-var RoomEvent = {
-  ParticipantJoined: "participantJoined",
-  ParticipantLeft: "participantLeft",
-  PublicationAdded: "publicationAdded",
-  PublicationRemoved: "publicationRemoved",
-  TrackSubscribed: "trackSubscribed",
-  /** A subscription's media ended (see `RoomEvents.trackUnsubscribed`). */
-  TrackUnsubscribed: "trackUnsubscribed",
-  LayersChanged: "layersChanged",
-  PublisherLayersApplied: "publisherLayersApplied",
-  /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
-  ActiveSpeakersChanged: "activeSpeakersChanged",
-  Error: "error",
-  /** The signaling connection dropped; the SDK is reconnecting. */
-  Reconnecting: "reconnecting",
-  /** The session is back after `reconnecting`. */
-  Reconnected: "reconnected",
-  /** `room.state` changed. */
-  ConnectionStateChanged: "connectionStateChanged",
-  Disconnected: "disconnected"
-};
-var DisconnectCause = {
-  /** `disconnect()` was called. */
-  ClientLeft: "clientLeft",
-  /** The server closed the connection in a way reconnecting cannot fix (or reconnect is off). */
-  ServerClosed: "serverClosed",
-  /** Another connection resumed this session (close code 4001). */
-  Replaced: "replaced",
-  /** Reconnecting did not succeed within `reconnectTimeoutMs`, or the server refused the rejoin. */
-  ReconnectFailed: "reconnectFailed"
-};
 var DEFAULT_RECONNECT_TIMEOUT_MS = 12e4;
 var DEFAULT_TIMEOUT_MS = 1e4;
 var DEFAULT_HEARTBEAT_INTERVAL_MS = 5e3;
@@ -931,32 +1591,49 @@ var Room = class extends TypedEmitter {
     super();
     this.roomState = RoomState.Idle;
     this.leaving = false;
-    /** A resume happened: later membership events may repeat what its room state showed. */
-    this.resumedOnce = false;
     this.remoteParticipants = /* @__PURE__ */ new Map();
     this.remotePublications = /* @__PURE__ */ new Map();
-    this.ownPublications = /* @__PURE__ */ new Map();
-    this.activeSubscriptions = /* @__PURE__ */ new Map();
-    /** Tracks that arrived before their `subscribed` response, by stream id (= subscription id). */
-    /** Subscriber transceivers' mids → subscription ids, from the server's offers. */
-    this.subscriptionByMid = /* @__PURE__ */ new Map();
-    this.unclaimedTracks = /* @__PURE__ */ new Map();
-    /** The latest `layersChanged` of subscriptions whose `subscribed` response has not come yet. */
-    this.unclaimedLayers = /* @__PURE__ */ new Map();
-    /** Dynacast: the encodings' `active` flags last applied per local publication. */
-    this.appliedLayers = /* @__PURE__ */ new Map();
-    /** Dynacast: `publisherLayers` not applied yet, merged per publication (rid → active). */
-    this.pendingLayers = /* @__PURE__ */ new Map();
     this.speakers = [];
     this.webSocketFactory = options.webSocketFactory ?? ((url) => new WebSocket(url));
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.reconnectEnabled = options.reconnect ?? true;
-    this.reconnectTimeoutMs = options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS;
     this.heartbeatIntervalMs = options.heartbeatIntervalMs ?? DEFAULT_HEARTBEAT_INTERVAL_MS;
-    this.reconnectJitter = options.reconnectJitter ?? DEFAULT_RECONNECT_JITTER;
     this.peerConnectionFactory = options.peerConnectionFactory ?? ((config) => new RTCPeerConnection(config));
     this.rtcConfiguration = options.rtcConfiguration ?? {};
     this.signal = this.newSignal();
+    const context = {
+      signal: () => this.signal,
+      state: () => this.roomState,
+      emit: this.emit.bind(this),
+      reportError: (error) => this.reportError(error),
+      assertConnected: (operation) => this.assertConnected(operation),
+      newPeer: (target) => this.newPeer(target)
+    };
+    this.publisher = new Publisher(context);
+    this.subscriber = new Subscriber(context, this.remotePublications);
+    this.resumer = new Resumer(
+      {
+        ...context,
+        publisher: this.publisher,
+        subscriber: this.subscriber,
+        participants: this.remoteParticipants,
+        publications: this.remotePublications,
+        local: () => this.local,
+        setState: (state) => this.setState(state),
+        replaceSignal: () => {
+          this.signal = this.newSignal();
+          return this.signal;
+        },
+        joined: (room, participant) => {
+          this.roomName = room;
+          this.local = participant;
+        },
+        removePublication: (publicationId, participant) => this.handlePublicationRemoved(publicationId, participant),
+        teardown: (event) => this.teardown(event)
+      },
+      options.reconnectTimeoutMs ?? DEFAULT_RECONNECT_TIMEOUT_MS,
+      options.reconnectJitter ?? DEFAULT_RECONNECT_JITTER
+    );
   }
   /** A signaling client for one socket; a stale one's events and close are ignored. */
   newSignal() {
@@ -1005,18 +1682,18 @@ var Room = class extends TypedEmitter {
   }
   /** The local participant's publications, by publication id. */
   get localPublications() {
-    return this.ownPublications;
+    return this.publisher.publications;
   }
   /** Active subscriptions, by subscription id. */
   get subscriptions() {
-    return this.activeSubscriptions;
+    return this.subscriber.subscriptions;
   }
   /**
    * Dynacast: the `active` flags of a local simulcast publication's encodings as the SDK last
    * applied them on a `publisherLayers` event; undefined until the first one.
    */
   publisherLayers(publicationId) {
-    return this.appliedLayers.get(publicationId);
+    return this.publisher.layers(publicationId);
   }
   /**
    * The participants speaking now (the local participant included), loudest first, each with a
@@ -1027,7 +1704,7 @@ var Room = class extends TypedEmitter {
   }
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
   peerConnection(target) {
-    return (target === "publisher" ? this.publisher : this.subscriber)?.pc;
+    return (target === "publisher" ? this.publisher : this.subscriber).pc;
   }
   /**
    * Opens the signaling connection to `url` (e.g. `wss://sfu.example/ws`) and joins the room the
@@ -1048,7 +1725,7 @@ var Room = class extends TypedEmitter {
       }
       this.roomName = joined.room;
       this.local = joined.participant;
-      this.session = { url, token, options, resumeToken: joined.resumeToken };
+      this.resumer.session = { url, token, options, resumeToken: joined.resumeToken };
       for (const participant of joined.participants) {
         if (participant.participantId !== joined.participant.participantId) {
           this.remoteParticipants.set(participant.participantId, participant);
@@ -1073,125 +1750,29 @@ var Room = class extends TypedEmitter {
    */
   async publish(stream, options = {}) {
     this.assertConnected("publish");
-    return this.publishTracks(stream, stream.getTracks(), options);
-  }
-  async publishTracks(stream, tracks, options) {
-    if (tracks.length === 0) return [];
-    const peer = this.ensurePeer("publisher");
-    return peer.negotiate(async () => {
-      this.assertConnected("publish");
-      const added = tracks.map((track) => {
-        const simulcast = track.kind === "video" && (options.simulcast ?? videoSource(options) === "camera");
-        const init = { direction: "sendonly", streams: [stream] };
-        if (simulcast) init.sendEncodings = SIMULCAST_ENCODINGS.map((encoding) => ({ ...encoding }));
-        const transceiver = peer.pc.addTransceiver(track, init);
-        return { track, transceiver, rids: simulcast ? SIMULCAST_ENCODINGS.map((e) => e.rid) : void 0 };
-      });
-      const rollback = async () => {
-        for (const { transceiver } of added) {
-          try {
-            peer.pc.removeTrack(transceiver.sender);
-          } catch {
-          }
-        }
-        if (peer.pc.signalingState === "have-local-offer") {
-          await peer.pc.setLocalDescription({ type: "rollback" }).catch(() => void 0);
-        }
-      };
-      let infos;
-      let sdp;
-      try {
-        if (options.codec !== void 0) {
-          for (const { track, transceiver } of added) {
-            if (track.kind === "video") preferCodec(transceiver, options.codec);
-          }
-        }
-        const offer = await peer.pc.createOffer();
-        await peer.pc.setLocalDescription(offer);
-        sdp = peer.pc.localDescription?.sdp ?? offer.sdp ?? "";
-        infos = added.map(({ track, transceiver, rids }) => {
-          if (transceiver.mid === null) throw new NegotiationError("publisher: transceiver has no mid after the offer");
-          return trackInfo(transceiver.mid, track, options, rids);
-        });
-      } catch (err) {
-        await rollback();
-        throw err instanceof SluiceError ? err : new NegotiationError("publisher: cannot create the offer", { cause: err });
-      }
-      const request = this.signal.request({ type: "publish", sdp, tracks: infos });
-      peer.localDescriptionSent();
-      let published;
-      try {
-        published = await request;
-      } catch (err) {
-        await rollback();
-        throw err;
-      }
-      try {
-        await peer.setRemoteDescription({ type: "answer", sdp: published.sdp });
-      } catch (err) {
-        throw new NegotiationError("publisher: the server answer was rejected", { cause: err });
-      }
-      return this.claimPublications(published.publications, added, infos, { stream, options });
-    });
+    return this.publisher.publish(stream, stream.getTracks(), options);
   }
   /** Stops publishing one of the local publications. */
   async unpublish(publicationId) {
-    this.assertConnected("unpublish");
-    await this.signal.request({ type: "unpublish", publicationId });
-    const own = this.ownPublications.get(publicationId);
-    if (own === void 0) return;
-    this.ownPublications.delete(publicationId);
-    this.appliedLayers.delete(publicationId);
-    await own.sender.replaceTrack(null).catch(() => void 0);
+    return this.publisher.unpublish(publicationId);
   }
   /**
    * Subscribes to a publication. Resolves once the server accepted; the media follows with the
    * server's next offer (`subscription.waitForTrack()`, or the `trackSubscribed` event).
    */
   async subscribe(publicationId, options = {}) {
-    this.assertConnected("subscribe");
-    this.ensurePeer("subscriber");
-    const subscribed = await this.signal.request({ type: "subscribe", publicationId });
-    const subscription = new Subscription(
-      subscribed.subscriptionId,
-      subscribed.publicationId,
-      this.remotePublications.get(subscribed.publicationId),
-      (subscriptionId, layer) => this.requestLayer(subscriptionId, layer),
-      (subscriptionId, paused) => this.requestPaused(subscriptionId, paused)
-    );
-    this.activeSubscriptions.set(subscription.subscriptionId, subscription);
-    const early = this.unclaimedTracks.get(subscription.subscriptionId);
-    if (early !== void 0) {
-      this.unclaimedTracks.delete(subscription.subscriptionId);
-      this.attachTrack(subscription, early.remote, early.receiver);
-    }
-    const earlyLayers = this.unclaimedLayers.get(subscription.subscriptionId);
-    if (earlyLayers !== void 0) {
-      this.unclaimedLayers.delete(subscription.subscriptionId);
-      this.applyLayersChanged(subscription, earlyLayers);
-    }
-    const { preferredLayer } = options;
-    if (preferredLayer !== void 0) {
-      const layer = typeof preferredLayer === "number" ? { spatial: preferredLayer } : preferredLayer;
-      await subscription.setPreferredLayer(layer.spatial, layer.temporal);
-    }
-    return subscription;
+    return this.subscriber.subscribe(publicationId, options);
   }
   /**
    * Asks for the highest simulcast layer of a subscription (see
    * `Subscription.setPreferredLayer`). Resolves when the server accepted it.
    */
   async setPreferredLayer(subscriptionId, spatial, temporal) {
-    const subscription = this.activeSubscriptions.get(subscriptionId);
-    if (subscription !== void 0) return subscription.setPreferredLayer(spatial, temporal);
-    this.assertConnected("setPreferredLayer");
-    return this.requestLayer(subscriptionId, temporal === void 0 ? { spatial } : { spatial, temporal });
+    return this.subscriber.setPreferredLayer(subscriptionId, spatial, temporal);
   }
   /** Ends a subscription. */
   async unsubscribe(subscriptionId) {
-    this.assertConnected("unsubscribe");
-    await this.signal.request({ type: "unsubscribe", subscriptionId });
-    this.endSubscription(subscriptionId);
+    return this.subscriber.unsubscribe(subscriptionId);
   }
   /** Leaves the room (best effort `leave`), then closes both peer connections and the socket. */
   async disconnect() {
@@ -1211,12 +1792,13 @@ var Room = class extends TypedEmitter {
   }
   handleEvent(event) {
     if (this.roomState === RoomState.Idle || this.roomState === RoomState.Disconnected) return;
+    const { resumedOnce } = this.resumer;
     switch (event.type) {
       case "offer":
-        this.handleOffer(event.sdp);
+        this.subscriber.handleOffer(event.sdp);
         break;
       case "trickle":
-        this.handleRemoteCandidate(event.target, event.candidate);
+        (event.target === "subscriber" ? this.subscriber : this.publisher).addRemoteCandidate(event.candidate);
         break;
       case "participantJoined":
         if (event.participant.participantId === this.local?.participantId) break;
@@ -1226,7 +1808,7 @@ var Room = class extends TypedEmitter {
         break;
       case "participantLeft": {
         const participant = this.remoteParticipants.get(event.participantId);
-        if (participant === void 0 && this.resumedOnce) break;
+        if (participant === void 0 && resumedOnce) break;
         this.remoteParticipants.delete(event.participantId);
         this.emit("participantLeft", { participantId: event.participantId, participant });
         break;
@@ -1238,19 +1820,16 @@ var Room = class extends TypedEmitter {
         this.emit("publicationAdded", event.publication);
         break;
       case "publicationRemoved":
-        if (this.resumedOnce && !this.remotePublications.has(event.publicationId) && !this.ownPublications.has(event.publicationId)) {
+        if (resumedOnce && !this.remotePublications.has(event.publicationId) && !this.publisher.publications.has(event.publicationId)) {
           break;
         }
         this.handlePublicationRemoved(event.publicationId, event.participantId);
         break;
-      case "layersChanged": {
-        const subscription = this.activeSubscriptions.get(event.subscriptionId);
-        if (subscription === void 0) this.unclaimedLayers.set(event.subscriptionId, event);
-        else this.applyLayersChanged(subscription, event);
+      case "layersChanged":
+        this.subscriber.handleLayersChanged(event);
         break;
-      }
       case "publisherLayers":
-        this.handlePublisherLayers(event.publicationId, event.layers);
+        this.publisher.handlePublisherLayers(event.publicationId, event.layers);
         break;
       case "activeSpeakers":
         this.speakers = event.speakers;
@@ -1258,330 +1837,30 @@ var Room = class extends TypedEmitter {
         break;
     }
   }
-  async requestLayer(subscriptionId, layer) {
-    this.assertConnected("setPreferredLayer");
-    await this.signal.request({ type: "setPreferredLayer", subscriptionId, ...layer });
-  }
-  async requestPaused(subscriptionId, paused) {
-    this.assertConnected("setPaused");
-    await this.signal.request({ type: "setSubscriptionPaused", subscriptionId, paused });
-  }
-  applyLayersChanged(subscription, event) {
-    subscription.updateLayers(event.current, event.target, event.reason);
-    this.emit("layersChanged", {
-      subscription,
-      subscriptionId: subscription.subscriptionId,
-      current: event.current,
-      target: event.target,
-      reason: event.reason
-    });
-  }
-  /**
-   * Dynacast: sets `active` on the encodings of a local publication's sender by rid. Runs on the
-   * publisher's negotiation queue, so it never interleaves with an offer/answer (and a
-   * `publisherLayers` for a publication still being published waits until it is known).
-   * Messages that arrive while an earlier one still waits in the queue are merged into it (the
-   * later flag wins), so a burst costs one `setParameters`.
-   */
-  handlePublisherLayers(publicationId, layers) {
-    const peer = this.publisher;
-    if (peer === void 0) return;
-    const pending = this.pendingLayers.get(publicationId);
-    if (pending !== void 0) {
-      for (const { rid, active } of layers) pending.set(rid, active);
-      return;
-    }
-    this.pendingLayers.set(publicationId, new Map(layers.map((l) => [l.rid, l.active])));
-    peer.negotiate(async () => {
-      const wanted = this.pendingLayers.get(publicationId);
-      this.pendingLayers.delete(publicationId);
-      const own = this.ownPublications.get(publicationId);
-      if (wanted === void 0 || own === void 0 || this.roomState !== RoomState.Connected) return;
-      const params2 = own.sender.getParameters();
-      let changed = false;
-      for (const encoding of params2.encodings) {
-        const active = encoding.rid === void 0 ? void 0 : wanted.get(encoding.rid);
-        if (active !== void 0 && encoding.active !== active) {
-          encoding.active = active;
-          changed = true;
-        }
-      }
-      if (changed) {
-        try {
-          await own.sender.setParameters(params2);
-        } catch (err) {
-          throw new NegotiationError(`publisher: cannot set the active layers of ${publicationId}`, { cause: err });
-        }
-      }
-      const applied = own.sender.getParameters().encodings.filter((e) => e.rid !== void 0).map((e) => ({ rid: e.rid, active: e.active !== false }));
-      if (!this.ownPublications.has(publicationId)) return;
-      this.appliedLayers.set(publicationId, applied);
-      this.emit("publisherLayersApplied", { publicationId, layers: applied });
-    }).catch((err) => {
-      if (this.roomState === RoomState.Connected) this.reportError(asSluiceError(err));
-    });
-  }
-  handleOffer(sdp) {
-    const peer = this.ensurePeer("subscriber");
-    peer.negotiate(async () => {
-      try {
-        for (const [mid, subscriptionId] of msidTrackIdsByMid(sdp)) this.subscriptionByMid.set(mid, subscriptionId);
-        await peer.setRemoteDescription({ type: "offer", sdp });
-        const answer = await peer.pc.createAnswer();
-        await peer.pc.setLocalDescription(answer);
-        sdp = peer.pc.localDescription?.sdp ?? answer.sdp ?? "";
-      } catch (err) {
-        throw new NegotiationError("subscriber: cannot answer the server offer", { cause: err });
-      }
-      const request = this.signal.request({ type: "answer", sdp });
-      peer.localDescriptionSent();
-      await request;
-    }).catch((err) => {
-      if (this.roomState === RoomState.Connected) this.reportError(asSluiceError(err));
-    });
-  }
-  handleRemoteCandidate(target, candidate) {
-    const peer = target === "subscriber" ? this.ensurePeer("subscriber") : this.publisher;
-    if (peer === void 0) {
-      console.warn("sluice: ignoring a publisher candidate before any publish");
-      return;
-    }
-    peer.addRemoteCandidate(candidate);
-  }
   handlePublicationRemoved(publicationId, participantId) {
-    const publication = this.remotePublications.get(publicationId) ?? this.ownPublications.get(publicationId);
+    const publication = this.remotePublications.get(publicationId) ?? this.publisher.publications.get(publicationId);
     this.remotePublications.delete(publicationId);
-    this.ownPublications.delete(publicationId);
-    this.appliedLayers.delete(publicationId);
-    for (const subscription of [...this.activeSubscriptions.values()]) {
-      if (subscription.publicationId === publicationId) this.endSubscription(subscription.subscriptionId);
-    }
+    this.publisher.forget(publicationId);
+    this.subscriber.endPublication(publicationId);
     this.emit("publicationRemoved", { publicationId, participantId, publication });
   }
   handleClose(info) {
     const clientInitiated = info.clientInitiated || this.leaving;
     if (this.roomState === RoomState.Reconnecting) return;
-    if (!clientInitiated && this.roomState === RoomState.Connected && this.reconnectEnabled && this.session !== void 0 && !NO_RECONNECT_CLOSE_CODES.has(info.code)) {
-      void this.reconnect(info);
+    if (!clientInitiated && this.roomState === RoomState.Connected && this.reconnectEnabled && this.resumer.session !== void 0 && !NO_RECONNECT_CLOSE_CODES.has(info.code)) {
+      void this.resumer.reconnect(info);
       return;
     }
     const cause = clientInitiated ? DisconnectCause.ClientLeft : info.code === 4001 ? DisconnectCause.Replaced : DisconnectCause.ServerClosed;
     this.teardown({ clientInitiated, code: info.code, reason: info.reason, cause });
   }
-  /**
-   * After an unexpected close: retries with backoff until the session is resumed (or rejoined)
-   * or `reconnectTimeoutMs` has passed. Media keeps flowing on the peer connections meanwhile
-   * when only the WebSocket dropped.
-   */
-  async reconnect(dropped) {
-    const session = this.session;
-    if (session === void 0) return;
-    const startedAt = Date.now();
-    this.setState(RoomState.Reconnecting);
-    this.emit("reconnecting", { code: dropped.code, reason: dropped.reason });
-    let attempts = 0;
-    let lastError;
-    while (this.stateNow() === RoomState.Reconnecting) {
-      const delay = reconnectDelayMs(attempts, this.reconnectJitter);
-      if (Date.now() - startedAt + delay > this.reconnectTimeoutMs) break;
-      await new Promise((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        this.cancelReconnectWait = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      });
-      this.cancelReconnectWait = void 0;
-      if (this.stateNow() !== RoomState.Reconnecting) return;
-      attempts += 1;
-      const signal = this.newSignal();
-      this.signal = signal;
-      try {
-        await signal.connect(session.url);
-        const resumed = await this.resumeOrRejoin(signal, session);
-        if (this.signal !== signal || this.stateNow() !== RoomState.Connected) return;
-        this.emit("reconnected", { resumed, attempts, durationMs: Date.now() - startedAt });
-        return;
-      } catch (err) {
-        lastError = err;
-        if (this.signal === signal) signal.close();
-        if (this.stateNow() === RoomState.Disconnected) return;
-        if (this.stateNow() === RoomState.Connected) {
-          return;
-        }
-        if (err instanceof ServerError && (err.code === "unauthorized" || err.code === "permissionDenied")) break;
-      }
-    }
-    if (this.stateNow() !== RoomState.Reconnecting) return;
-    const why = lastError instanceof Error ? `: ${lastError.message}` : "";
-    this.teardown({
-      clientInitiated: false,
-      code: dropped.code,
-      reason: `reconnect gave up after ${attempts} attempts in ${Date.now() - startedAt} ms${why}`,
-      cause: DisconnectCause.ReconnectFailed
-    });
-  }
-  /** One attempt on an open socket: `resume`, or a full rejoin when the server refuses it. */
-  async resumeOrRejoin(signal, session) {
-    const participantId = this.local?.participantId;
-    let resumed;
-    if (participantId !== void 0) {
-      try {
-        resumed = await signal.request({ type: "resume", participantId, resumeToken: session.resumeToken });
-      } catch (err) {
-        if (!(err instanceof ServerError && err.code === "resumeFailed")) throw err;
-      }
-    }
-    if (resumed !== void 0) {
-      this.resumedOnce = true;
-      this.reconcile(resumed.participants, resumed.publications, resumed.subscriptions);
-      this.setState(RoomState.Connected);
-      await this.restartIce(signal);
-      return true;
-    }
-    await this.rejoin(signal, session);
-    return false;
-  }
-  /**
-   * Brings the room's view in line with the server's after time away, emitting the events the
-   * missed ones would have caused.
-   */
-  reconcile(participants, publications, subscriptions) {
-    const self = this.local?.participantId;
-    const present = new Set(publications.map((p) => p.publicationId));
-    for (const [id, publication] of [...this.remotePublications, ...this.ownPublications]) {
-      if (!present.has(id)) this.handlePublicationRemoved(id, publication.participantId);
-    }
-    const here = new Map(participants.filter((p) => p.participantId !== self).map((p) => [p.participantId, p]));
-    for (const [id, participant] of [...this.remoteParticipants]) {
-      if (here.has(id)) continue;
-      this.remoteParticipants.delete(id);
-      this.emit("participantLeft", { participantId: id, participant });
-    }
-    for (const [id, participant] of here) {
-      if (this.remoteParticipants.has(id)) continue;
-      this.remoteParticipants.set(id, participant);
-      this.emit("participantJoined", participant);
-    }
-    for (const publication of publications) {
-      if (publication.participantId === self || this.remotePublications.has(publication.publicationId)) continue;
-      this.remotePublications.set(publication.publicationId, publication);
-      this.emit("publicationAdded", publication);
-    }
-    if (subscriptions !== void 0) {
-      const held = new Set(subscriptions.map((s) => s.subscriptionId));
-      for (const id of [...this.activeSubscriptions.keys()]) if (!held.has(id)) this.endSubscription(id);
-    }
-  }
-  /**
-   * ICE-restarts both connections after a resume, so they recover if the network under them
-   * changed too: the publisher with an `iceRestart` offer (`publish` without tracks), the
-   * subscriber by asking the server (`restartIce`; its new offer arrives as an event).
-   */
-  async restartIce(signal) {
-    const steps = [];
-    const publisher = this.publisher;
-    if (publisher !== void 0 && publisher.pc.localDescription !== null) {
-      steps.push(
-        publisher.negotiate(async () => {
-          if (publisher.pc.signalingState === "have-local-offer") {
-            await publisher.pc.setLocalDescription({ type: "rollback" });
-          }
-          let sdp;
-          try {
-            const offer = await publisher.pc.createOffer({ iceRestart: true });
-            await publisher.pc.setLocalDescription(offer);
-            sdp = publisher.pc.localDescription?.sdp ?? offer.sdp ?? "";
-          } catch (err) {
-            throw new NegotiationError("publisher: cannot create the ICE restart offer", { cause: err });
-          }
-          const published = await signal.request({ type: "publish", sdp, tracks: [] });
-          try {
-            await publisher.setRemoteDescription({ type: "answer", sdp: published.sdp });
-          } catch (err) {
-            throw new NegotiationError("publisher: the ICE restart answer was rejected", { cause: err });
-          }
-        })
-      );
-    }
-    if (this.subscriber !== void 0 && this.subscriber.pc.remoteDescription !== null) {
-      steps.push(signal.request({ type: "restartIce" }));
-    }
-    const results = await Promise.allSettled(steps);
-    for (const result of results) {
-      if (result.status === "rejected" && this.signal === signal) this.reportError(asSluiceError(result.reason));
-    }
-  }
-  /**
-   * The server forgot the session: join again with the same token, publish the local tracks
-   * again and subscribe again to what is still published. Both peer connections start afresh.
-   */
-  async rejoin(signal, session) {
-    const calls = /* @__PURE__ */ new Map();
-    for (const own of this.ownPublications.values()) {
-      const tracks = calls.get(own.call) ?? [];
-      tracks.push(own.track);
-      calls.set(own.call, tracks);
-    }
-    const wanted = [...this.activeSubscriptions.values()].map((s) => s.publicationId);
-    const joined = await signal.request(
-      session.options.room === void 0 ? { type: "join", token: session.token } : { type: "join", token: session.token, room: session.options.room }
-    );
-    this.resetMedia();
-    this.session = { ...session, resumeToken: joined.resumeToken };
-    this.roomName = joined.room;
-    this.local = joined.participant;
-    this.reconcile(joined.participants, joined.publications, void 0);
-    this.setState(RoomState.Connected);
-    for (const [call, tracks] of calls) {
-      try {
-        await this.publishTracks(call.stream, tracks, call.options);
-      } catch (err) {
-        if (this.signal !== signal) throw err;
-        this.reportError(asSluiceError(err));
-      }
-    }
-    for (const publicationId of wanted) {
-      if (!this.remotePublications.has(publicationId)) continue;
-      try {
-        await this.subscribe(publicationId);
-      } catch (err) {
-        if (this.signal !== signal) throw err;
-        this.reportError(asSluiceError(err));
-      }
-    }
-  }
-  /** Drops both peer connections and everything negotiated on them (before a rejoin). */
-  resetMedia() {
-    this.publisher?.close();
-    this.subscriber?.close();
-    this.publisher = void 0;
-    this.subscriber = void 0;
-    for (const id of [...this.activeSubscriptions.keys()]) this.endSubscription(id);
-    this.ownPublications.clear();
-    this.appliedLayers.clear();
-    this.pendingLayers.clear();
-    this.subscriptionByMid.clear();
-    this.unclaimedTracks.clear();
-    this.unclaimedLayers.clear();
-  }
-  ensurePeer(target) {
-    const existing = target === "publisher" ? this.publisher : this.subscriber;
-    if (existing !== void 0) return existing;
-    const pc = this.peerConnectionFactory(this.rtcConfiguration);
-    const peer = new Peer(
+  newPeer(target) {
+    return new Peer(
       target,
-      pc,
+      this.peerConnectionFactory(this.rtcConfiguration),
       (candidate) => this.sendCandidate(target, candidate),
       (error) => this.reportError(error)
     );
-    if (target === "subscriber") {
-      pc.addEventListener("track", (ev) => this.handleTrack(ev));
-      this.subscriber = peer;
-    } else {
-      this.publisher = peer;
-    }
-    return peer;
   }
   sendCandidate(target, candidate) {
     if (this.roomState !== RoomState.Connected) return;
@@ -1589,96 +1868,14 @@ var Room = class extends TypedEmitter {
       if (this.roomState === RoomState.Connected) this.reportError(asSluiceError(err));
     });
   }
-  handleTrack(ev) {
-    const mid = ev.transceiver.mid;
-    const subscriptionId = mid === null ? void 0 : this.subscriptionByMid.get(mid);
-    if (subscriptionId === void 0) {
-      console.warn(`sluice: ignoring a subscriber track on mid ${mid ?? "(none)"}: not in the server's offer`);
-      return;
-    }
-    const remote = { track: ev.track, stream: new MediaStream([ev.track]) };
-    const subscription = this.activeSubscriptions.get(subscriptionId);
-    if (subscription === void 0) {
-      this.unclaimedTracks.set(subscriptionId, { remote, receiver: ev.receiver });
-      return;
-    }
-    this.attachTrack(subscription, remote, ev.receiver);
-  }
-  attachTrack(subscription, remote, receiver) {
-    if (subscription.track !== void 0) return;
-    subscription.bindTrack(remote, receiver);
-    this.emit("trackSubscribed", { subscription, ...remote });
-  }
-  endSubscription(subscriptionId) {
-    this.unclaimedTracks.delete(subscriptionId);
-    this.unclaimedLayers.delete(subscriptionId);
-    const subscription = this.activeSubscriptions.get(subscriptionId);
-    if (subscription === void 0) return;
-    this.activeSubscriptions.delete(subscriptionId);
-    const track = subscription.track;
-    subscription.end();
-    if (track !== void 0) this.emit("trackUnsubscribed", { subscription, track });
-  }
-  localPublication(publication, track, sender, call) {
-    const id = publication.publicationId;
-    return {
-      ...publication,
-      sender,
-      call,
-      sending: track,
-      get track() {
-        return this.sending;
-      },
-      get muted() {
-        return !this.sending.enabled;
-      },
-      mute() {
-        this.sending.enabled = false;
-      },
-      unmute() {
-        this.sending.enabled = true;
-      },
-      replaceTrack: async (next) => {
-        const own = this.ownPublications.get(id);
-        if (own === void 0) {
-          throw new ConnectionError(ConnectionErrorReason.InvalidState, `replaceTrack() on ended publication ${id}`);
-        }
-        if (next.kind !== own.kind) throw new TypeError(`replaceTrack(): a ${next.kind} track for ${own.kind} publication ${id}`);
-        await own.sender.replaceTrack(next);
-        own.sending = next;
-      },
-      unpublish: () => this.unpublish(id)
-    };
-  }
-  claimPublications(publications, added, infos, call) {
-    const unclaimed = publications.filter((p) => !this.ownPublications.has(p.publicationId));
-    const result = [];
-    added.forEach(({ track, transceiver }, i) => {
-      const info = infos[i];
-      const index = unclaimed.findIndex((p) => p.kind === info?.kind && p.source === info.source);
-      if (index < 0) return;
-      const [publication] = unclaimed.splice(index, 1);
-      if (publication === void 0) return;
-      const local = this.localPublication(publication, track, transceiver.sender, call);
-      this.ownPublications.set(publication.publicationId, local);
-      result.push(local);
-    });
-    return result;
-  }
   teardown(event) {
     if (this.roomState === RoomState.Disconnected) return;
     const wasConnected = this.roomState === RoomState.Connected || this.roomState === RoomState.Reconnecting;
     this.setState(RoomState.Disconnected);
-    this.cancelReconnectWait?.();
-    this.cancelReconnectWait = void 0;
+    this.resumer.cancel();
     this.signal.close();
-    this.publisher?.close();
-    this.subscriber?.close();
-    for (const id of [...this.activeSubscriptions.keys()]) this.endSubscription(id);
-    this.unclaimedTracks.clear();
-    this.subscriptionByMid.clear();
-    this.unclaimedLayers.clear();
-    this.pendingLayers.clear();
+    this.publisher.close();
+    this.subscriber.close();
     this.speakers = [];
     if (wasConnected && event !== void 0) this.emit("disconnected", event);
   }
@@ -1692,64 +1889,6 @@ var Room = class extends TypedEmitter {
     }
   }
 };
-function videoSource(options) {
-  return options.videoSource ?? "camera";
-}
-function trackInfo(mid, track, options, rids) {
-  const kind = track.kind === "audio" ? "audio" : "video";
-  const source = kind === "audio" ? options.audioSource ?? "microphone" : videoSource(options);
-  const info = { mid, kind, source };
-  if (options.name !== void 0) info.name = options.name;
-  if (rids !== void 0) info.rids = rids;
-  return info;
-}
-var CODEC_MIME = { vp8: "video/vp8", h264: "video/h264" };
-function codecRank(codec, wanted) {
-  if (codec.mimeType.toLowerCase() !== CODEC_MIME[wanted]) return Number.POSITIVE_INFINITY;
-  if (wanted !== "h264") return 0;
-  const fmtp = new Map(
-    (codec.sdpFmtpLine ?? "").split(";").map((kv) => {
-      const [key = "", value = ""] = kv.trim().split("=");
-      return [key.toLowerCase(), value.toLowerCase()];
-    })
-  );
-  const mode1 = fmtp.get("packetization-mode") === "1";
-  const profile = fmtp.get("profile-level-id") ?? "";
-  if (mode1 && profile === "42e01f") return 0;
-  if (mode1 && profile.startsWith("42")) return 1;
-  if (mode1) return 2;
-  return 3;
-}
-function orderCodecs(codecs, wanted) {
-  const ranked = codecs.map((codec, index) => ({ codec, index, rank: codecRank(codec, wanted) }));
-  if (!ranked.some((c) => Number.isFinite(c.rank))) return [];
-  ranked.sort((a, b) => a.rank === b.rank ? a.index - b.index : a.rank < b.rank ? -1 : 1);
-  return ranked.map((c) => c.codec);
-}
-function preferCodec(transceiver, wanted) {
-  const capabilities = (kind) => {
-    const api = kind === "sender" ? globalThis.RTCRtpSender : globalThis.RTCRtpReceiver;
-    return api?.getCapabilities?.("video")?.codecs ?? [];
-  };
-  if (typeof transceiver.setCodecPreferences !== "function") {
-    throw new NegotiationError("publisher: this browser cannot choose a codec (no setCodecPreferences)");
-  }
-  let lastError;
-  for (const kind of ["sender", "receiver"]) {
-    const ordered = orderCodecs(capabilities(kind), wanted);
-    if (ordered.length === 0) continue;
-    try {
-      transceiver.setCodecPreferences(ordered);
-      return;
-    } catch (err) {
-      lastError = err;
-    }
-  }
-  throw new NegotiationError(`publisher: this browser cannot send ${wanted}`, { cause: lastError });
-}
-function asSluiceError(err) {
-  return err instanceof SluiceError ? err : new SluiceError(String(err), { cause: err });
-}
 
 // demo/conference.ts
 function element(id) {
