@@ -14,11 +14,15 @@ import type { RemoteTrack, Subscription } from './subscription.js';
 
 /** The states of a `Room` (`room.state`); `connectionStateChanged` reports each change. */
 export const RoomState = {
+  /** Created; `connect` not called yet. */
   Idle: 'idle',
+  /** `connect` is opening the socket and joining. */
   Connecting: 'connecting',
+  /** Joined: requests can be made. */
   Connected: 'connected',
   /** The signaling connection dropped; the SDK is resuming the session (media may still flow). */
   Reconnecting: 'reconnecting',
+  /** The session ended (or `connect` failed); the room cannot be used again. */
   Disconnected: 'disconnected',
 } as const;
 /** A state of a `Room`. */
@@ -29,17 +33,25 @@ export type RoomState = (typeof RoomState)[keyof typeof RoomState];
  * has their listeners.
  */
 export const RoomEvent = {
+  /** Another participant entered the room (see `RoomEvents.participantJoined`). */
   ParticipantJoined: 'participantJoined',
+  /** Another participant left the room (see `RoomEvents.participantLeft`). */
   ParticipantLeft: 'participantLeft',
+  /** Another participant's publication became available (see `RoomEvents.publicationAdded`). */
   PublicationAdded: 'publicationAdded',
+  /** A publication ended (see `RoomEvents.publicationRemoved`). */
   PublicationRemoved: 'publicationRemoved',
+  /** A subscription's media arrived (see `RoomEvents.trackSubscribed`). */
   TrackSubscribed: 'trackSubscribed',
   /** A subscription's media ended (see `RoomEvents.trackUnsubscribed`). */
   TrackUnsubscribed: 'trackUnsubscribed',
+  /** The server changed a subscription's simulcast layer (see `RoomEvents.layersChanged`). */
   LayersChanged: 'layersChanged',
+  /** Dynacast changed a local publication's active layers (see `RoomEvents.publisherLayersApplied`). */
   PublisherLayersApplied: 'publisherLayersApplied',
   /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
   ActiveSpeakersChanged: 'activeSpeakersChanged',
+  /** A failure that belongs to no call (see `RoomEvents.error`). */
   Error: 'error',
   /** The signaling connection dropped; the SDK is reconnecting. */
   Reconnecting: 'reconnecting',
@@ -47,6 +59,7 @@ export const RoomEvent = {
   Reconnected: 'reconnected',
   /** `room.state` changed. */
   ConnectionStateChanged: 'connectionStateChanged',
+  /** The session ended (see `RoomEvents.disconnected`). */
   Disconnected: 'disconnected',
 } as const;
 
@@ -85,19 +98,23 @@ export interface ReconnectedEvent {
   durationMs: number;
 }
 
+/** `participantLeft`: another participant left the room. */
 export interface ParticipantLeftEvent {
+  /** The participant that left. */
   participantId: string;
   /** The participant as the room knew it, if it did. */
   participant: ParticipantInfo | undefined;
 }
 
+/** `publicationRemoved`: a publication ended. */
 export interface PublicationRemovedEvent {
+  /** The publication that ended. */
   publicationId: string;
+  /** Its publisher. */
   participantId: string;
   /** The publication as the room knew it, if it did. */
   publication: PublicationInfo | undefined;
 }
-
 
 /** `trackUnsubscribed`: a subscription that had its media ended. */
 export interface TrackUnsubscribedEvent {
@@ -107,21 +124,29 @@ export interface TrackUnsubscribedEvent {
   track: MediaStreamTrack;
 }
 
+/** `trackSubscribed`: the media of a subscription arrived (its track and a stream holding it). */
 export interface TrackSubscribedEvent extends RemoteTrack {
+  /** The subscription whose media arrived. */
   subscription: Subscription;
 }
 
+/** `layersChanged`: the server changed (or plans to change) a subscription's simulcast layer. */
 export interface LayersChangedEvent {
+  /** The subscription (its `currentLayer` and `targetLayer` are updated already). */
   subscription: Subscription;
+  /** Its id. */
   subscriptionId: string;
   /** The layer forwarded now; absent while nothing is forwarded. */
   current: LayerRef | undefined;
   /** The layer the server switches to (equal to `current` once a switch completed). */
   target: LayerRef;
+  /** Why: asked for, the bandwidth, a layer the publisher stopped sending, or a switch completed. */
   reason: LayerChangeReason;
 }
 
+/** `publisherLayersApplied`: dynacast set which encodings of a local publication are sent. */
 export interface PublisherLayersAppliedEvent {
+  /** The local publication. */
   publicationId: string;
   /** The encodings of the publication's sender after the change, by rid. */
   layers: LayerActivity[];
@@ -133,19 +158,23 @@ export interface ActiveSpeakersChangedEvent {
   speakers: SpeakerInfo[];
 }
 
+/** `disconnected`: the session ended. */
 export interface DisconnectedEvent {
   /** True when `disconnect()` ended the session. */
   clientInitiated: boolean;
   /** WebSocket close code. */
   code: number;
+  /** WebSocket close reason, or why reconnecting gave up. */
   reason: string;
   /** Why the session ended. */
   cause: DisconnectCause;
 }
 
+/** The listener of each event a `Room` emits, by event name (`room.on(name, listener)`). */
 export type RoomEvents = {
   /** Another participant entered the room. */
   participantJoined: (participant: ParticipantInfo) => void;
+  /** Another participant left the room. */
   participantLeft: (event: ParticipantLeftEvent) => void;
   /** Another participant's publication became available (own publications come from `publish`). */
   publicationAdded: (publication: PublicationInfo) => void;

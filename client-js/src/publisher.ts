@@ -20,6 +20,7 @@ import type { SignalClient } from './signal.js';
 /** A video codec the publisher can prefer. */
 export type VideoCodec = 'vp8' | 'h264';
 
+/** Options of `room.publish`. */
 export interface PublishOptions {
   /** Source announced for audio tracks. Default: `microphone`. */
   audioSource?: TrackSource;
@@ -45,7 +46,12 @@ export interface PublishOptions {
  * The encodings of a simulcast video track, lowest resolution first: the spatial layer index
  * the server reports (`LayerRef.spatial`) is the index in this list.
  */
-export const SIMULCAST_ENCODINGS: readonly Readonly<RTCRtpEncodingParameters & { rid: string }>[] = [
+export const SIMULCAST_ENCODINGS: readonly Readonly<
+  RTCRtpEncodingParameters & {
+    /** The encoding's RTP stream id, as the publication's `rids` list it. */
+    rid: string;
+  }
+>[] = [
   { rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150_000 },
   { rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500_000 },
   { rid: 'f', maxBitrate: 1_500_000 },

@@ -25,6 +25,7 @@ import { type SubscribeOptions, Subscriber } from './subscriber.js';
 import type { Subscription } from './subscription.js';
 
 
+/** Options of `new Room(options)`. */
 export interface RoomOptions {
   /** Opens the signaling WebSocket. Default: `new WebSocket(url)`. */
   webSocketFactory?: (url: string) => WebSocket;
@@ -51,6 +52,7 @@ export interface RoomOptions {
   heartbeatIntervalMs?: number;
 }
 
+/** Options of `room.connect`. */
 export interface ConnectOptions {
   /**
    * The room the caller expects the token to be for; the server refuses the join
@@ -164,6 +166,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.emit('connectionStateChanged', state, previous);
   }
 
+  /** Where the session stands; `connectionStateChanged` reports each change. */
   get state(): RoomState {
     return this.roomState;
   }

@@ -91,25 +91,37 @@ var TypedEmitter = class {
 
 // src/events.ts
 var RoomState = {
+  /** Created; `connect` not called yet. */
   Idle: "idle",
+  /** `connect` is opening the socket and joining. */
   Connecting: "connecting",
+  /** Joined: requests can be made. */
   Connected: "connected",
   /** The signaling connection dropped; the SDK is resuming the session (media may still flow). */
   Reconnecting: "reconnecting",
+  /** The session ended (or `connect` failed); the room cannot be used again. */
   Disconnected: "disconnected"
 };
 var RoomEvent = {
+  /** Another participant entered the room (see `RoomEvents.participantJoined`). */
   ParticipantJoined: "participantJoined",
+  /** Another participant left the room (see `RoomEvents.participantLeft`). */
   ParticipantLeft: "participantLeft",
+  /** Another participant's publication became available (see `RoomEvents.publicationAdded`). */
   PublicationAdded: "publicationAdded",
+  /** A publication ended (see `RoomEvents.publicationRemoved`). */
   PublicationRemoved: "publicationRemoved",
+  /** A subscription's media arrived (see `RoomEvents.trackSubscribed`). */
   TrackSubscribed: "trackSubscribed",
   /** A subscription's media ended (see `RoomEvents.trackUnsubscribed`). */
   TrackUnsubscribed: "trackUnsubscribed",
+  /** The server changed a subscription's simulcast layer (see `RoomEvents.layersChanged`). */
   LayersChanged: "layersChanged",
+  /** Dynacast changed a local publication's active layers (see `RoomEvents.publisherLayersApplied`). */
   PublisherLayersApplied: "publisherLayersApplied",
   /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
   ActiveSpeakersChanged: "activeSpeakersChanged",
+  /** A failure that belongs to no call (see `RoomEvents.error`). */
   Error: "error",
   /** The signaling connection dropped; the SDK is reconnecting. */
   Reconnecting: "reconnecting",
@@ -117,6 +129,7 @@ var RoomEvent = {
   Reconnected: "reconnected",
   /** `room.state` changed. */
   ConnectionStateChanged: "connectionStateChanged",
+  /** The session ended (see `RoomEvents.disconnected`). */
   Disconnected: "disconnected"
 };
 var DisconnectCause = {
@@ -1632,6 +1645,7 @@ var Room = class extends TypedEmitter {
     if (state === RoomState.Connected) this.signal.startHeartbeat(this.heartbeatIntervalMs);
     this.emit("connectionStateChanged", state, previous);
   }
+  /** Where the session stands; `connectionStateChanged` reports each change. */
   get state() {
     return this.roomState;
   }
