@@ -68,7 +68,9 @@ test('two demo pages see each other', { timeout: 90_000 }, async () => {
       assert.equal(view.remote[0].caption, other);
     });
     // The page runs the SDK the server serves as a module, not a copy bundled into the page.
-    const shared = await pages[0].evaluate(async () => (await import('/sdk/v0/sluice-client.js')).Room === window.Sluice.Room);
+    const shared = await pages[0].evaluate(
+      async () => (await import('/sdk/v0/sluice-client.js')).Room === window.Sluice.Room,
+    );
     assert.ok(shared, 'window.Sluice is the module at /sdk/v0/sluice-client.js');
   });
 });
