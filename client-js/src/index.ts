@@ -1,26 +1,24 @@
 /** @sluice/client — browser SDK for the Sluice SFU. */
-export { DisconnectCause, Room, RoomEvent, RoomState, SIMULCAST_ENCODINGS } from './room.js';
-export { MAX_RECONNECT_DELAY_MS, RECONNECT_SCHEDULE_MS, reconnectDelayMs } from './reconnect.js';
+export { Room } from './room.js';
+export type { ConnectOptions, JoinInfo, RoomOptions } from './room.js';
+export { DisconnectCause, RoomEvent, RoomState } from './events.js';
 export type {
   ActiveSpeakersChangedEvent,
-  ConnectOptions,
   DisconnectedEvent,
-  JoinInfo,
   LayersChangedEvent,
-  LocalPublication,
   ParticipantLeftEvent,
   PublicationRemovedEvent,
   PublisherLayersAppliedEvent,
   ReconnectedEvent,
   ReconnectingEvent,
-  PublishOptions,
   RoomEvents,
-  RoomOptions,
-  SubscribeOptions,
   TrackSubscribedEvent,
   TrackUnsubscribedEvent,
-  VideoCodec,
-} from './room.js';
+} from './events.js';
+export { SIMULCAST_ENCODINGS } from './publisher.js';
+export type { LocalPublication, PublishOptions, VideoCodec } from './publisher.js';
+export type { SubscribeOptions } from './subscriber.js';
+export { MAX_RECONNECT_DELAY_MS, RECONNECT_SCHEDULE_MS, reconnectDelayMs } from './reconnect.js';
 export { Subscription } from './subscription.js';
 export type { PreferredLayer, RemoteTrack } from './subscription.js';
 export { DEFAULT_DEBOUNCE_MS, DEFAULT_SOURCE_WIDTH, UPSCALE_TOLERANCE } from './adaptive.js';

@@ -7,7 +7,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
 import type { ClientMessage, ServerMessage } from '../src/protocol.gen.js';
-import { FakeStream, FakeTrack, type Reply, createHarness, until } from './fakes.js';
+import { FakeStream, FakeTrack, type Harness, type Reply, createHarness, flush, until } from './fakes.js';
 
 const FIXTURES = join(dirname(fileURLToPath(import.meta.url)), '../../tests/fixtures/protocol');
 const files = readdirSync(FIXTURES).filter((f) => f.endsWith('.json'));
@@ -46,6 +46,28 @@ async function messagesTheSdkSends(): Promise<Map<string, ClientMessage>> {
   await h.room.unpublish(pub?.publicationId ?? '');
   await h.room.disconnect();
   return new Map(h.sockets.flatMap((socket) => socket.sent).map((m) => [m.type, m]));
+}
+
+/**
+ * Waits until the room finished handling a server event, so a failure it reports afterwards
+ * (`error`, console) is seen. The other events are handled synchronously on receipt.
+ */
+async function settled(type: ServerMessage['type'], h: Harness): Promise<void> {
+  switch (type) {
+    case 'offer':
+      // The answer goes out after the subscriber connection applied the offer; flush lets the
+      // server's `ok` to it (a queued microtask) be taken.
+      await until(() => h.socket().sentOfType('answer').length === 1);
+      await flush();
+      break;
+    case 'publisherLayers':
+      // Dynacast runs on the publisher's serial negotiation queue: a publish queued after it
+      // resolves only once it is done.
+      await h.room.publish(new FakeStream('late', [new FakeTrack('audio')]) as unknown as MediaStream);
+      break;
+    default:
+      break;
+  }
 }
 
 describe('golden fixtures', () => {
@@ -130,7 +152,7 @@ describe('golden fixtures', () => {
         // Events: give the room a publisher connection so publisher-side trickle has a target.
         await h.room.publish(stream as unknown as MediaStream);
         expect(() => h.socket().receive(fixture)).not.toThrow();
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await settled(fixture.type, h);
     }
     expect(error).not.toHaveBeenCalled();
     expect(warn).not.toHaveBeenCalled();

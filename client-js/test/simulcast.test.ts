@@ -12,7 +12,7 @@ import {
   ServerError,
   type LayersChangedEvent,
 } from '../src/index.js';
-import { orderCodecs } from '../src/room.js';
+import { orderCodecs } from '../src/publisher.js';
 import { FakeStream, FakeTrack, createHarness, flush, gate, until, type Harness } from './fakes.js';
 
 afterEach(() => {

@@ -1,5 +1,5 @@
-//! The HTTP side: `/ws` (signaling), `/healthz`, the demo pages and, in demo mode only, a
-//! loopback-only token endpoint.
+//! The HTTP side: `/ws` (signaling), `/healthz`, the demo pages, the browser SDK as an ES module
+//! ([`SDK_PATH`]) and, in demo mode only, a loopback-only token endpoint.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -110,6 +110,7 @@ fn router(state: AppState) -> Router {
         .route("/", get(index))
         .route("/watch/{room}", get(watch))
         .route("/assets/{file}", get(asset))
+        .route(SDK_PATH, get(sdk))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
         .route("/dev/token", get(dev_token))
@@ -252,6 +253,24 @@ async fn watch() -> Response {
 
 async fn asset(Path(file): Path<String>) -> Response {
     asset_response(&file)
+}
+
+/// Where the browser SDK (client-js) is served as one ES module, for the demo pages and for apps
+/// (`import { Room } from "https://sfu.example/sdk/v0/sluice-client.js"`). `v0` is the SDK's
+/// major version: the path stays while the API stays compatible.
+pub const SDK_PATH: &str = "/sdk/v0/sluice-client.js";
+
+/// The SDK module; any origin may import it (it is public code, fetched without credentials).
+async fn sdk() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-cache"),
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+        ],
+        include_str!("../assets/sluice-client.js"),
+    )
+        .into_response()
 }
 
 /// The demo pages, compiled into the binary so `sluice` runs from anywhere.

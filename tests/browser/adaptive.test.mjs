@@ -6,9 +6,9 @@
 // it is shown again (frames at 1280 again). Then the demo page on a phone-sized viewport (390x844) with
 // two participants: both video tiles inside the viewport, a screenshot in artifacts/.
 //
-// The pages load the demo's script and stylesheet (conference.js, style.css) from
-// signaling/assets/ on disk, not the copies embedded in the server binary, so SDK and demo
-// changes are tested without rebuilding the server. index.html comes from the server: a
+// The pages load the demo's script, the SDK module and the stylesheet (conference.js,
+// sluice-client.js, style.css) from signaling/assets/ on disk, not the copies embedded in the
+// server binary, so SDK and demo changes are tested without rebuilding the server. index.html comes from the server: a
 // document fulfilled by the test would count as a public page, and Chrome's local network
 // access checks would then block its WebSocket to 127.0.0.1.
 import assert from 'node:assert/strict';
@@ -66,6 +66,7 @@ async function openDiskPage(url, label) {
   page.on('pageerror', (err) => page.logs.push(`[${label} pageerror] ${err.message}`));
   const files = [
     ['/assets/conference.js', 'conference.js', 'text/javascript; charset=utf-8'],
+    ['/sdk/v0/sluice-client.js', 'sluice-client.js', 'text/javascript; charset=utf-8'],
     ['/assets/style.css', 'style.css', 'text/css; charset=utf-8'],
   ];
   for (const [path, file, contentType] of files) {

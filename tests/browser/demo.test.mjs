@@ -1,4 +1,5 @@
-// The bundled demo page: two participants open `/?room=…&autojoin=1` and each sees the other.
+// The bundled demo page: two participants open `/?room=…&autojoin=1` and each sees the other;
+// the page and the server's SDK module (/sdk/v0/sluice-client.js) it imports.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
@@ -66,5 +67,25 @@ test('two demo pages see each other', { timeout: 90_000 }, async () => {
       assert.equal(view.remote.length, 1, `${names[i]} shows exactly one remote tile`);
       assert.equal(view.remote[0].caption, other);
     });
+    // The page runs the SDK the server serves as a module, not a copy bundled into the page.
+    const shared = await pages[0].evaluate(
+      async () => (await import('/sdk/v0/sluice-client.js')).Room === window.Sluice.Room,
+    );
+    assert.ok(shared, 'window.Sluice is the module at /sdk/v0/sluice-client.js');
   });
+});
+
+test('the server serves the SDK as an ES module at /sdk/v0/sluice-client.js', async () => {
+  const response = await fetch(`${server.url}/sdk/v0/sluice-client.js`);
+  assert.equal(response.status, 200);
+  assert.equal(response.headers.get('content-type'), 'text/javascript; charset=utf-8');
+  assert.equal(response.headers.get('cache-control'), 'no-cache');
+  assert.equal(response.headers.get('access-control-allow-origin'), '*');
+  const sdk = await response.text();
+  assert.match(sdk, /^export \{[^}]*\bRoom,/m, 'the module exports Room');
+  for (const page of ['conference.js', 'watch.js']) {
+    const script = await (await fetch(`${server.url}/assets/${page}`)).text();
+    assert.match(script, /^import .* from "\/sdk\/v0\/sluice-client\.js";$/m, `${page} imports the SDK module`);
+    assert.doesNotMatch(script, /\bSignalClient = class\b/, `${page} does not bundle the SDK`);
+  }
 });

@@ -116,12 +116,18 @@ export async function openPage(browser, url, label) {
   page.on('console', (msg) => page.logs.push(`[${label} ${msg.type()}] ${msg.text()}`));
   page.on('pageerror', (err) => page.logs.push(`[${label} pageerror] ${err.message}`));
   if (process.env.SLUICE_SDK_FROM_DISK === '1') {
-    // Development aid: serve the demo bundle from signaling/assets/ on disk instead of the copy
-    // embedded in the server binary, to try SDK changes without rebuilding the server.
-    const bundle = readFileSync(join(REPO, 'signaling/assets/conference.js'), 'utf8');
-    await page.route('**/conference.js', (route) =>
-      route.fulfill({ status: 200, contentType: 'text/javascript; charset=utf-8', body: bundle }),
-    );
+    // Development aid: serve the demo page's script and the SDK module it imports from
+    // signaling/assets/ on disk instead of the copies embedded in the server binary, to try SDK
+    // changes without rebuilding the server.
+    for (const [path, file] of [
+      ['/assets/conference.js', 'conference.js'],
+      ['/sdk/v0/sluice-client.js', 'sluice-client.js'],
+    ]) {
+      const body = readFileSync(join(REPO, 'signaling/assets', file), 'utf8');
+      await page.route((u) => u.pathname === path, (route) =>
+        route.fulfill({ status: 200, contentType: 'text/javascript; charset=utf-8', body }),
+      );
+    }
   }
   await page.goto(url);
   await page.waitForFunction(() => typeof window.Sluice?.Room === 'function', null, { timeout: 10_000 });
