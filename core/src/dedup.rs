@@ -1,4 +1,4 @@
-//! Which recent sequence numbers of a source have already arrived, so that a duplicated
+//! Which recent sequence numbers of a incarnation have already arrived, so that a duplicated
 //! packet is dropped once per publication instead of being forwarded twice.
 
 use super::packet::DropReason;
@@ -17,7 +17,7 @@ pub(crate) struct SeenWindow {
 
 impl SeenWindow {
     /// Records `seq`; an error says why the packet must not be forwarded.
-    pub fn insert(&mut self, seq: ExtSeq) -> Result<(), DropReason> {
+    pub(crate) fn insert(&mut self, seq: ExtSeq) -> Result<(), DropReason> {
         let seq = seq.0;
         let Some(highest) = self.highest else {
             self.highest = Some(seq);

@@ -1,4 +1,4 @@
-//! Keyframe-request throttling: many subscribers (PLI/FIR, new subscriptions, source
+//! Keyframe-request throttling: many subscribers (PLI/FIR, new subscriptions, incarnation
 //! switches) must not turn into a PLI storm towards one publisher, whose encoder answers
 //! each with an expensive keyframe. At most one request per publication goes upstream
 //! per interval; a request made inside the window is remembered and sent when the window
@@ -14,7 +14,7 @@ pub(crate) struct KeyframeThrottle {
 }
 
 impl KeyframeThrottle {
-    pub fn new(interval: Duration) -> Self {
+    pub(crate) fn new(interval: Duration) -> Self {
         KeyframeThrottle {
             interval,
             last_sent: None,
@@ -23,24 +23,24 @@ impl KeyframeThrottle {
     }
 
     /// Records a request. Returns true when it must be sent upstream now.
-    pub fn request(&mut self, now: Instant) -> bool {
+    pub(crate) fn request(&mut self, now: Instant) -> bool {
         self.pending = true;
         self.poll(now)
     }
 
     /// Records a request that cannot be sent yet (the upstream SSRC is unknown); a later
     /// `poll` sends it.
-    pub fn defer(&mut self) {
+    pub(crate) fn defer(&mut self) {
         self.pending = true;
     }
 
     /// A keyframe arrived: it answers every request made so far.
-    pub fn keyframe_arrived(&mut self) {
+    pub(crate) fn keyframe_arrived(&mut self) {
         self.pending = false;
     }
 
     /// Returns true when a remembered request is due now (and marks it sent).
-    pub fn poll(&mut self, now: Instant) -> bool {
+    pub(crate) fn poll(&mut self, now: Instant) -> bool {
         if !self.pending || !self.window_open(now) {
             return false;
         }
@@ -51,7 +51,7 @@ impl KeyframeThrottle {
 
     /// When a remembered request becomes due; `None` if nothing is pending or nothing
     /// was ever sent (then the request is waiting for `poll`, not for time).
-    pub fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         if !self.pending {
             return None;
         }

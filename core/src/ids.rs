@@ -67,7 +67,7 @@ prefixed_id!(
     "SU"
 );
 
-/// An RTP synchronization source identifier (wire value).
+/// An RTP synchronization incarnation identifier (wire value).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Ssrc(pub u32);
 

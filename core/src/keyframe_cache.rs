@@ -1,4 +1,4 @@
-//! Instant join: the packets since the last keyframe of a publication's current source,
+//! Instant join: the packets since the last keyframe of a publication's current incarnation,
 //! replayed to each new subscriber (for publishers that cannot be asked for a keyframe).
 
 use super::packet::{PacketMeta, RtpPacket};
@@ -8,7 +8,7 @@ use super::packet::{PacketMeta, RtpPacket};
 const KEYFRAME_CACHE_MAX_PACKETS: usize = 4096;
 const KEYFRAME_CACHE_MAX_BYTES: usize = 8 * 1024 * 1024;
 
-/// The packets since the last keyframe of the current source, for instant join.
+/// The packets since the last keyframe of the current incarnation, for instant join.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct KeyframeCache {
     pub packets: Vec<(PacketMeta, RtpPacket)>,
@@ -19,18 +19,18 @@ pub(crate) struct KeyframeCache {
 }
 
 impl KeyframeCache {
-    pub fn record(&mut self, meta: &PacketMeta, packet: &RtpPacket, keyframe_start: bool) {
-        let other_source = self
+    pub(crate) fn record(&mut self, meta: &PacketMeta, packet: &RtpPacket, keyframe_start: bool) {
+        let other_incarnation = self
             .packets
             .first()
-            .is_some_and(|(m, _)| m.source != meta.source);
+            .is_some_and(|(m, _)| m.incarnation != meta.incarnation);
         // The packets of one keyframe share its timestamp: a second start point in it (the IDR
         // after an SPS/PPS STAP-A, or another IDR slice) continues it rather than restarting.
         let same_keyframe = self
             .packets
             .first()
             .is_some_and(|(_, first)| first.timestamp == packet.timestamp);
-        if (keyframe_start && !same_keyframe) || other_source {
+        if (keyframe_start && !same_keyframe) || other_incarnation {
             self.packets.clear();
             self.bytes = 0;
             self.invalid = false;

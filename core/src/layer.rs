@@ -20,7 +20,7 @@ pub(crate) const LAYER_STALL: Duration = Duration::from_millis(500);
 
 /// Late packets of a replaced SSRC are dropped for this long instead of being taken for a
 /// switch back.
-const STALE_SOURCE_GRACE: Duration = Duration::from_secs(2);
+const STALE_INCARNATION_GRACE: Duration = Duration::from_secs(2);
 
 /// Bitrate is measured over this window.
 const RATE_WINDOW: Duration = Duration::from_millis(1000);
@@ -30,7 +30,7 @@ const RATE_WINDOW: Duration = Duration::from_millis(1000);
 const DEFAULT_LAYER_BPS: [u64; 3] = [150_000, 500_000, 1_500_000];
 
 #[derive(Clone, Debug)]
-pub(crate) struct Source {
+pub(crate) struct Incarnation {
     pub id: u64,
     pub ssrc: Ssrc,
     pub seq: SeqUnwrapper,
@@ -95,7 +95,7 @@ impl RateMeter {
 #[derive(Clone, Debug)]
 pub(crate) struct Layer {
     pub index: u8,
-    pub source: Option<Source>,
+    pub incarnation: Option<Incarnation>,
     replaced: Option<(Ssrc, Instant)>,
     pub throttle: KeyframeThrottle,
     last_packet_at: Option<Instant>,
@@ -110,10 +110,10 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
-    pub fn new(index: u8, keyframe_request_interval: Duration) -> Self {
+    pub(crate) fn new(index: u8, keyframe_request_interval: Duration) -> Self {
         Layer {
             index,
-            source: None,
+            incarnation: None,
             replaced: None,
             throttle: KeyframeThrottle::new(keyframe_request_interval),
             last_packet_at: None,
@@ -125,18 +125,18 @@ impl Layer {
         }
     }
 
-    pub fn ssrc(&self) -> Option<Ssrc> {
-        self.source.as_ref().map(|s| s.ssrc)
+    pub(crate) fn ssrc(&self) -> Option<Ssrc> {
+        self.incarnation.as_ref().map(|s| s.ssrc)
     }
 
-    pub fn is_live(&self, now: Instant) -> bool {
+    pub(crate) fn is_live(&self, now: Instant) -> bool {
         self.last_packet_at
             .is_some_and(|at| now.saturating_duration_since(at) < LAYER_STALL)
     }
 
     /// Records an arrival of a packet of temporal layer `temporal`; returns true when the
     /// layer was not live before it.
-    pub fn record_arrival(&mut self, now: Instant, bytes: usize, temporal: u8) -> bool {
+    pub(crate) fn record_arrival(&mut self, now: Instant, bytes: usize, temporal: u8) -> bool {
         let was_live = self.is_live(now);
         self.last_packet_at = Some(now);
         self.rate.add(now, bytes, temporal);
@@ -158,7 +158,7 @@ impl Layer {
     }
 
     /// What forwarding this layer costs, in bits per second.
-    pub fn bitrate(&mut self, now: Instant) -> u64 {
+    pub(crate) fn bitrate(&mut self, now: Instant) -> u64 {
         self.rate.expire(now);
         let fallback = DEFAULT_LAYER_BPS
             .get(usize::from(self.index))
@@ -175,36 +175,36 @@ impl Layer {
     /// What forwarding temporal layers 0..=t of this layer costs, for t = 0, 1, 2 (the last
     /// is [`bitrate`](Layer::bitrate)). Measured shares of the last full window; a layer
     /// without temporal layers costs its full bitrate at every step.
-    pub fn temporal_bitrates(&mut self, now: Instant) -> [u64; TEMPORAL_LAYERS as usize] {
+    pub(crate) fn temporal_bitrates(&mut self, now: Instant) -> [u64; TEMPORAL_LAYERS as usize] {
         let total = self.bitrate(now);
         self.last_known_shares.map(|share| total * share / 1000)
     }
 
-    /// The source (SSRC epoch) a packet with `ssrc` belongs to, starting a new one on a new
-    /// SSRC. `next_source_id` numbers sources across all layers of the publication.
-    pub fn source_for(
+    /// The incarnation (SSRC epoch) a packet with `ssrc` belongs to, starting a new one on a new
+    /// SSRC. `next_incarnation_id` numbers incarnations across all layers of the publication.
+    pub(crate) fn incarnation_for(
         &mut self,
         now: Instant,
         ssrc: Ssrc,
-        next_source_id: &mut u64,
-    ) -> Result<(&mut Source, bool), DropReason> {
+        next_incarnation_id: &mut u64,
+    ) -> Result<(&mut Incarnation, bool), DropReason> {
         let current = self.ssrc();
         let mut changed = false;
         if current != Some(ssrc) {
             if let Some((replaced, at)) = self.replaced
                 && replaced == ssrc
-                && now.saturating_duration_since(at) < STALE_SOURCE_GRACE
+                && now.saturating_duration_since(at) < STALE_INCARNATION_GRACE
             {
-                return Err(DropReason::StaleSource);
+                return Err(DropReason::StaleIncarnation);
             }
             if let Some(current) = current {
-                tracing::debug!(layer = self.index, from = %current, to = %ssrc, "source change");
+                tracing::debug!(layer = self.index, from = %current, to = %ssrc, "incarnation change");
                 self.replaced = Some((current, now));
                 changed = true;
             }
-            let id = *next_source_id;
-            *next_source_id += 1;
-            self.source = Some(Source {
+            let id = *next_incarnation_id;
+            *next_incarnation_id += 1;
+            self.incarnation = Some(Incarnation {
                 id,
                 ssrc,
                 seq: SeqUnwrapper::default(),
@@ -212,11 +212,11 @@ impl Layer {
                 seen: SeenWindow::default(),
             });
         }
-        let source = self
-            .source
+        let incarnation = self
+            .incarnation
             .as_mut()
-            .expect("invariant: the source was just checked or created");
-        Ok((source, changed))
+            .expect("invariant: the incarnation was just checked or created");
+        Ok((incarnation, changed))
     }
 }
 

@@ -5,16 +5,21 @@
 //! every routing decision unit-testable with synthetic packets and a fake clock.
 //!
 //! A packet is parsed once per publication into a `PacketMeta` (extended sequence number
-//! and timestamp, source, keyframe); each subscription then decides to send it with its
+//! and timestamp, incarnation, keyframe); each subscription then decides to send it with its
 //! own rewritten header (SSRC, payload type, sequence number, timestamp) or to drop it for
 //! a counted [`DropReason`]. The payload `Bytes` is shared by all subscribers.
 
+#![warn(missing_docs, unreachable_pub)]
+
+mod config;
 mod dedup;
 pub mod downlink;
 mod feedback;
 mod ids;
+mod input;
 mod keyframe_cache;
 mod layer;
+mod output;
 mod packet;
 mod publication;
 mod random;

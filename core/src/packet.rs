@@ -15,15 +15,20 @@ use crate::codec::{h264, vp8};
 /// Audio or video. Decides whether a subscription must start on a keyframe.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MediaKind {
+    /// Sound.
     Audio,
+    /// Pictures.
     Video,
 }
 
 /// The codec of a publication, as far as the core needs to know it (keyframe detection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Codec {
+    /// VP8 (RFC 7741).
     Vp8,
+    /// H.264 (RFC 6184).
     H264,
+    /// Opus (RFC 7587).
     Opus,
     /// A codec the core cannot parse: every packet is treated as a possible start point.
     Other,
@@ -73,19 +78,25 @@ impl Codec {
 /// payload, shared (not copied) between all subscriptions it is forwarded to.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RtpPacket {
+    /// The publisher's (or, rewritten, the subscription's) SSRC.
     pub ssrc: Ssrc,
+    /// The RTP payload type.
     pub payload_type: u8,
+    /// The RTP sequence number.
     pub sequence_number: u16,
+    /// The RTP timestamp.
     pub timestamp: u32,
+    /// The RTP marker bit (the last packet of a video frame).
     pub marker: bool,
+    /// The payload, shared by every subscriber's copy.
     pub payload: Bytes,
     /// The RFC 6464 audio level the publisher sent with an audio packet, in -dBov (0 is the
     /// loudest, 127 silence); `None` without the extension. Only the publisher's value is
     /// used (speaker detection); it is never written towards subscribers.
     pub audio_level: Option<u8>,
     /// When the media this packet's timestamp stands for was sampled, on the server's clock,
-    /// when the source tells (an RTMP encoder's timeline). Forwarded unchanged: the sender
-    /// reports towards subscribers are derived from it, so the audio and video of one source
+    /// when the incarnation tells (an RTMP encoder's timeline). Forwarded unchanged: the sender
+    /// reports towards subscribers are derived from it, so the audio and video of one incarnation
     /// stay in sync whatever each one's path (transcoding, queues) delays them by.
     pub sampled_at: Option<Instant>,
 }
@@ -94,17 +105,17 @@ pub struct RtpPacket {
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DropReason {
-    /// A video subscription has not seen a keyframe of the current source yet.
+    /// A video subscription has not seen a keyframe of the current incarnation yet.
     WaitingForKeyframe,
     /// RTP arrived for a publication the room does not know.
     UnknownPublication,
     /// A reordered packet older than the forwarding window start (the first packet
-    /// forwarded from the current source, or the publication's duplicate window).
+    /// forwarded from the current incarnation, or the publication's duplicate window).
     TooOld,
-    /// The same sequence number of the same source arrived twice.
+    /// The same sequence number of the same incarnation arrived twice.
     Duplicate,
-    /// A late packet of the source that a publication just replaced.
-    StaleSource,
+    /// A late packet of the incarnation that a publication just replaced.
+    StaleIncarnation,
     /// A packet of a simulcast layer this subscription is not receiving.
     NotCurrentLayer,
     /// A packet for a layer index the publication does not have.
@@ -126,7 +137,7 @@ impl DropReason {
         DropReason::UnknownPublication,
         DropReason::TooOld,
         DropReason::Duplicate,
-        DropReason::StaleSource,
+        DropReason::StaleIncarnation,
         DropReason::NotCurrentLayer,
         DropReason::UnknownLayer,
         DropReason::Congestion,
@@ -141,7 +152,7 @@ impl DropReason {
             DropReason::UnknownPublication => "unknown_publication",
             DropReason::TooOld => "too_old",
             DropReason::Duplicate => "duplicate",
-            DropReason::StaleSource => "stale_source",
+            DropReason::StaleIncarnation => "stale_incarnation",
             DropReason::NotCurrentLayer => "not_current_layer",
             DropReason::UnknownLayer => "unknown_layer",
             DropReason::Congestion => "congestion",
@@ -156,7 +167,7 @@ impl DropReason {
             DropReason::UnknownPublication => 1,
             DropReason::TooOld => 2,
             DropReason::Duplicate => 3,
-            DropReason::StaleSource => 4,
+            DropReason::StaleIncarnation => 4,
             DropReason::NotCurrentLayer => 5,
             DropReason::UnknownLayer => 6,
             DropReason::Congestion => 7,
@@ -177,7 +188,7 @@ impl fmt::Display for DropReason {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct PacketMeta {
     /// Increments each time one of the publication's layers switches to a new SSRC.
-    pub source: u64,
+    pub incarnation: u64,
     /// The simulcast (spatial) layer, 0 = lowest; always 0 without simulcast.
     pub layer: u8,
     pub seq: ExtSeq,

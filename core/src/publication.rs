@@ -41,13 +41,13 @@ pub(crate) struct Publication {
     codec: Codec,
     clock_rate: u32,
     layers: Vec<Layer>,
-    next_source_id: u64,
+    next_incarnation_id: u64,
     pub subscriptions: Vec<Subscription>,
     received_packets: u64,
     received_bytes: u64,
     keyframes_requested: u64,
     keyframes_received: u64,
-    source_changes: u64,
+    incarnation_changes: u64,
     dropped: DropCounts,
     keyframe_cache: Option<KeyframeCache>,
     /// Dynacast: the layers the publisher was last told to send (all at first).
@@ -66,7 +66,7 @@ pub(crate) struct Publication {
 }
 
 impl Publication {
-    pub fn new(
+    pub(crate) fn new(
         id: PublicationId,
         publisher: ParticipantId,
         kind: MediaKind,
@@ -85,13 +85,13 @@ impl Publication {
             layers: (0..layer_count)
                 .map(|i| Layer::new(i, keyframe_request_interval))
                 .collect(),
-            next_source_id: 0,
+            next_incarnation_id: 0,
             subscriptions: Vec::new(),
             received_packets: 0,
             received_bytes: 0,
             keyframes_requested: 0,
             keyframes_received: 0,
-            source_changes: 0,
+            incarnation_changes: 0,
             dropped: DropCounts::default(),
             keyframe_cache: None,
             active_layers: vec![true; usize::from(layer_count)],
@@ -105,28 +105,28 @@ impl Publication {
 
     /// Enables the cache of packets since the last keyframe (instant join); single-layer
     /// publications only — a simulcast publisher can be asked for keyframes.
-    pub fn with_keyframe_cache(mut self, enabled: bool) -> Self {
+    pub(crate) fn with_keyframe_cache(mut self, enabled: bool) -> Self {
         self.keyframe_cache = (enabled && self.layers.len() == 1).then(KeyframeCache::default);
         self
     }
 
-    pub fn kind(&self) -> MediaKind {
+    pub(crate) fn kind(&self) -> MediaKind {
         self.kind
     }
 
-    pub fn layer_count(&self) -> u8 {
+    pub(crate) fn layer_count(&self) -> u8 {
         u8::try_from(self.layers.len()).unwrap_or(u8::MAX)
     }
 
-    pub fn subscription(&self, id: SubscriptionId) -> Option<&Subscription> {
+    pub(crate) fn subscription(&self, id: SubscriptionId) -> Option<&Subscription> {
         self.subscriptions.iter().find(|s| s.id() == id)
     }
 
-    pub fn subscription_mut(&mut self, id: SubscriptionId) -> Option<&mut Subscription> {
+    pub(crate) fn subscription_mut(&mut self, id: SubscriptionId) -> Option<&mut Subscription> {
         self.subscriptions.iter_mut().find(|s| s.id() == id)
     }
 
-    pub fn remove_subscription(
+    pub(crate) fn remove_subscription(
         &mut self,
         now: Instant,
         id: SubscriptionId,
@@ -139,7 +139,7 @@ impl Publication {
     }
 
     /// Adds a subscription; it targets the best layer available now.
-    pub fn add_subscription(
+    pub(crate) fn add_subscription(
         &mut self,
         now: Instant,
         mut subscription: Subscription,
@@ -153,7 +153,7 @@ impl Publication {
 
     /// Starts the subscription `id` from the cached packets since the last keyframe, so it
     /// shows a picture at once; returns false when there was nothing to replay.
-    pub fn replay_cached(
+    pub(crate) fn replay_cached(
         &mut self,
         now: Instant,
         id: SubscriptionId,
@@ -184,7 +184,7 @@ impl Publication {
         true
     }
 
-    pub fn handle_rtp(
+    pub(crate) fn handle_rtp(
         &mut self,
         now: Instant,
         layer: u8,
@@ -246,7 +246,7 @@ impl Publication {
     }
 
     /// A subscriber asked for a keyframe: ask for one on the layer it receives.
-    pub fn subscriber_keyframe_request(
+    pub(crate) fn subscriber_keyframe_request(
         &mut self,
         now: Instant,
         id: SubscriptionId,
@@ -255,7 +255,7 @@ impl Publication {
         self.request_keyframe(now, layer)
     }
 
-    pub fn request_keyframe(&mut self, now: Instant, layer: u8) -> Option<Output> {
+    pub(crate) fn request_keyframe(&mut self, now: Instant, layer: u8) -> Option<Output> {
         if self.kind != MediaKind::Video {
             return None;
         }
@@ -282,7 +282,7 @@ impl Publication {
             .then(|| self.keyframe_request(ssrc))
     }
 
-    pub fn timeout(&self) -> Option<Instant> {
+    pub(crate) fn timeout(&self) -> Option<Instant> {
         let deferred = self
             .layers
             .iter()
@@ -295,7 +295,7 @@ impl Publication {
             .min()
     }
 
-    pub fn handle_timeout(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
         for index in 0..self.layers.len() {
             outputs.extend(self.poll_keyframe_request(now, index));
         }
@@ -314,7 +314,7 @@ impl Publication {
 
     /// Re-chooses the target layer of every subscription (or only `only`), given each one's
     /// wishes and what the publisher sends now; reports changes with `reason`.
-    pub fn retarget(
+    pub(crate) fn retarget(
         &mut self,
         now: Instant,
         only: Option<SubscriptionId>,
@@ -356,7 +356,7 @@ impl Publication {
     }
 
     /// Pauses or resumes one subscription; a resumed video subscription asks for a keyframe.
-    pub fn set_paused(
+    pub(crate) fn set_paused(
         &mut self,
         now: Instant,
         id: SubscriptionId,
@@ -372,13 +372,16 @@ impl Publication {
     }
 
     /// What forwarding each layer costs now, in bits per second.
-    pub fn layer_bitrates(&mut self, now: Instant) -> Vec<u64> {
+    pub(crate) fn layer_bitrates(&mut self, now: Instant) -> Vec<u64> {
         self.layers.iter_mut().map(|l| l.bitrate(now)).collect()
     }
 
     /// What forwarding each layer up to each of its temporal layers costs now (cumulative:
     /// T0, T0+T1, all), in bits per second.
-    pub fn temporal_bitrates(&mut self, now: Instant) -> Vec<[u64; TEMPORAL_LAYERS as usize]> {
+    pub(crate) fn temporal_bitrates(
+        &mut self,
+        now: Instant,
+    ) -> Vec<[u64; TEMPORAL_LAYERS as usize]> {
         self.layers
             .iter_mut()
             .map(|l| l.temporal_bitrates(now))
@@ -461,7 +464,7 @@ impl Publication {
         }
     }
 
-    pub fn stats(&self) -> PublicationStats {
+    pub(crate) fn stats(&self) -> PublicationStats {
         PublicationStats {
             publisher: self.publisher,
             publication: self.id,
@@ -469,7 +472,7 @@ impl Publication {
             received_bytes: self.received_bytes,
             keyframes_requested: self.keyframes_requested,
             keyframes_received: self.keyframes_received,
-            source_changes: self.source_changes,
+            incarnation_changes: self.incarnation_changes,
             dropped: self.dropped,
             subscriptions: self.subscriptions.len(),
         }
@@ -496,12 +499,13 @@ impl Publication {
         let Some(target) = self.layers.get_mut(usize::from(layer)) else {
             return Err(DropReason::UnknownLayer);
         };
-        let (source, changed) = target.source_for(now, packet.ssrc, &mut self.next_source_id)?;
-        let seq = source.seq.unwrap(packet.sequence_number);
-        let ts = source.ts.unwrap(packet.timestamp);
-        source.seen.insert(seq)?;
+        let (incarnation, changed) =
+            target.incarnation_for(now, packet.ssrc, &mut self.next_incarnation_id)?;
+        let seq = incarnation.seq.unwrap(packet.sequence_number);
+        let ts = incarnation.ts.unwrap(packet.timestamp);
+        incarnation.seen.insert(seq)?;
         let meta = PacketMeta {
-            source: source.id,
+            incarnation: incarnation.id,
             layer,
             seq,
             ts,
@@ -512,7 +516,7 @@ impl Publication {
             sampled_at: packet.sampled_at,
         };
         if changed {
-            self.source_changes += 1;
+            self.incarnation_changes += 1;
         }
         let temporal = meta.vp8.and_then(|vp8| vp8.temporal_id).unwrap_or(0);
         if temporal > 0 && !target.saw_temporal_layers {
@@ -522,9 +526,11 @@ impl Publication {
         let became_live = target.record_arrival(now, packet.payload.len(), temporal);
         if meta.start_point {
             target.throttle.keyframe_arrived();
-            if self.codec.detects_keyframes() && target.last_keyframe != Some((meta.source, ts)) {
+            if self.codec.detects_keyframes()
+                && target.last_keyframe != Some((meta.incarnation, ts))
+            {
                 self.keyframes_received += 1;
-                target.last_keyframe = Some((meta.source, ts));
+                target.last_keyframe = Some((meta.incarnation, ts));
             }
         }
         if became_live && self.layers.len() > 1 {

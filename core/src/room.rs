@@ -1,255 +1,22 @@
 //! The media routing of one room, driven as a sans-IO state machine.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::debug;
 
 use super::downlink::{Downlink, Media};
 use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
-use super::packet::{Codec, DropReason, MediaKind, RtpPacket};
+use super::packet::{DropReason, MediaKind, RtpPacket};
 use super::publication::Publication;
 use super::random::SplitMix64;
 use super::speakers::SpeakerDetector;
 use super::subscription::Subscription;
 
+pub use super::config::{RoomConfig, RoomConfigError};
+pub use super::input::{CoreError, Input};
+pub use super::output::{LayerReason, Output};
 pub use super::stats::{DropCounts, PublicationStats, RoomStats, SubscriptionStats};
-
-/// Configuration of a [`Room`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RoomConfig {
-    /// At most one keyframe request per publication goes upstream per interval.
-    pub keyframe_request_interval: Duration,
-    /// First output sequence number of every subscription; `None` picks a random one
-    /// per subscription (RFC 3550 §5.1). Tests pass `Some` to get predictable numbers.
-    pub initial_output_sequence: Option<u16>,
-    /// Seed of the room's random numbers (initial sequence numbers). The core reads no
-    /// entropy of its own: the runtime passes a random seed, tests a fixed one.
-    pub random_seed: u64,
-}
-
-impl Default for RoomConfig {
-    fn default() -> Self {
-        RoomConfig {
-            keyframe_request_interval: Duration::from_millis(500),
-            initial_output_sequence: None,
-            random_seed: 0,
-        }
-    }
-}
-
-impl RoomConfig {
-    /// Checks the values a deployment could get wrong; `Room::new` trusts its config.
-    pub fn validate(&self) -> Result<(), RoomConfigError> {
-        let interval = self.keyframe_request_interval;
-        if interval.is_zero() || interval > MAX_KEYFRAME_REQUEST_INTERVAL {
-            return Err(RoomConfigError::KeyframeRequestInterval(interval));
-        }
-        Ok(())
-    }
-}
-
-/// Longer than this, a subscriber whose first request was lost stays frozen too long.
-const MAX_KEYFRAME_REQUEST_INTERVAL: Duration = Duration::from_secs(10);
-
-/// An invalid [`RoomConfig`].
-#[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum RoomConfigError {
-    /// Zero would forward every PLI upstream (a keyframe storm); too long freezes video.
-    #[error("keyframe request interval {0:?} must be above zero and at most 10 s")]
-    KeyframeRequestInterval(Duration),
-}
-
-/// Something that happened, fed to [`Room::handle_input`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum Input {
-    PublicationAdded {
-        publication: PublicationId,
-        publisher: ParticipantId,
-        kind: MediaKind,
-        codec: Codec,
-        /// RTP clock rate of the codec (90 000 for video, 48 000 for Opus).
-        clock_rate: u32,
-        /// Keep the packets since the last keyframe and start each new subscriber from
-        /// them at once. For publishers that cannot be asked for a keyframe (RTMP encoders).
-        cache_since_keyframe: bool,
-        /// Simulcast spatial layers (1 without simulcast), lowest resolution first.
-        layers: u8,
-    },
-    /// Also removes the publication's subscriptions.
-    PublicationRemoved {
-        publication: PublicationId,
-    },
-    SubscriptionAdded {
-        subscription: SubscriptionId,
-        subscriber: ParticipantId,
-        publication: PublicationId,
-        /// The SSRC negotiated towards the subscriber.
-        ssrc: Ssrc,
-        /// The payload type negotiated towards the subscriber.
-        payload_type: u8,
-    },
-    SubscriptionRemoved {
-        subscription: SubscriptionId,
-    },
-    /// Removes all the participant's publications (with their subscriptions) and all its
-    /// subscriptions.
-    ParticipantLeft {
-        participant: ParticipantId,
-    },
-    /// One RTP packet received from a publication's publisher, on simulcast `layer`
-    /// (0 without simulcast).
-    Rtp {
-        publication: PublicationId,
-        layer: u8,
-        packet: RtpPacket,
-    },
-    /// The subscriber wants at most this spatial layer and, if given, at most this temporal
-    /// layer (`None`: all of them).
-    SetPreferredLayer {
-        subscription: SubscriptionId,
-        spatial: u8,
-        temporal: Option<u8>,
-    },
-    /// The subscriber pauses (nothing forwarded, no layer needed) or resumes a subscription.
-    SetPaused {
-        subscription: SubscriptionId,
-        paused: bool,
-    },
-    /// A subscriber's NACK named this many lost packets of a subscription: heavy loss steps
-    /// its video down a layer at once, before the bandwidth estimate reacts.
-    Nacked {
-        subscription: SubscriptionId,
-        packets: u32,
-    },
-    /// The estimated downlink bandwidth of a subscriber's connection.
-    Bandwidth {
-        subscriber: ParticipantId,
-        bits_per_second: u64,
-    },
-    /// A subscriber's downlink holds a standing queue and delivers this much: its video
-    /// goes at once to what that rate carries, before the bandwidth estimate reacts.
-    Congested {
-        subscriber: ParticipantId,
-        delivered_bits_per_second: u64,
-    },
-    /// A subscriber's own estimate of its downlink (REMB), from a client without transport-wide
-    /// feedback. A REMB never exceeds ~1.5× what the client receives, so as an estimate it
-    /// would keep the subscriber where it is; it is read as a signal instead (see `on_remb`).
-    Remb {
-        subscriber: ParticipantId,
-        bits_per_second: u64,
-    },
-    /// The round trip to a subscriber without transport-wide feedback, from a receiver report
-    /// that echoes one of our sender reports. A rise above the recent smallest one is a queue
-    /// on its path, seen before its REMB falls (see `on_round_trip`).
-    RoundTrip {
-        subscriber: ParticipantId,
-        round_trip: Duration,
-    },
-    /// A probe of a subscriber's path built a queue while its media ran at this rate: the
-    /// upgrade it tested is off, and what it receives now is all its path is trusted with
-    /// for the congestion hold (8 s).
-    ProbeFailed {
-        subscriber: ParticipantId,
-        bits_per_second: u64,
-    },
-    /// A subscriber sent PLI or FIR.
-    KeyframeRequested {
-        subscription: SubscriptionId,
-    },
-}
-
-/// Something the owner of a [`Room`] must do, taken from [`Room::poll_output`].
-#[derive(Clone, Debug, PartialEq)]
-pub enum Output {
-    /// Send `packet` to `subscriber` on `subscription`. The header is already rewritten
-    /// for this subscription; the payload `Bytes` is shared with the other subscribers.
-    Forward {
-        subscription: SubscriptionId,
-        subscriber: ParticipantId,
-        packet: RtpPacket,
-    },
-    /// Send a PLI to the publisher; `ssrc` is the media SSRC of the layer that needs one.
-    RequestKeyframe {
-        publication: PublicationId,
-        publisher: ParticipantId,
-        ssrc: Ssrc,
-    },
-    /// Tell the subscriber its layers changed: `current` is what it receives, `target` what
-    /// it is being moved to (spatial layers, and the temporal layer within them; a stream
-    /// without temporal layers reports the top one, 2, as "all").
-    LayersChanged {
-        subscription: SubscriptionId,
-        subscriber: ParticipantId,
-        current: Option<u8>,
-        target: u8,
-        /// The temporal layer forwarded; `None` exactly when `current` is.
-        current_temporal: Option<u8>,
-        target_temporal: u8,
-        reason: LayerReason,
-    },
-    /// Before moving `subscriber` up, send `bits_per_second` more than its media for
-    /// `duration` to see whether its path carries that (a standing queue stops the probe and
-    /// arrives as [`Input::Congested`], which cancels the upgrade).
-    Probe {
-        subscriber: ParticipantId,
-        bits_per_second: u64,
-        duration: Duration,
-    },
-    /// `subscriber`'s decoder restarts at `sequence_number` of `ssrc` (the keyframe of a new
-    /// layer or source): it will never show a packet sent before it, so repairing those
-    /// (a NACK storm for the layer a congested path was losing) would only delay the keyframe
-    /// on the same path.
-    RepairHorizon {
-        subscription: SubscriptionId,
-        subscriber: ParticipantId,
-        ssrc: Ssrc,
-        sequence_number: u16,
-    },
-    /// `subscriber`'s path was just found congested (by any signal, a failed probe included):
-    /// while its queue drains, send it nothing it can do without (no repeated retransmissions,
-    /// no probe).
-    PathCongested { subscriber: ParticipantId },
-    /// Dynacast: tell the publisher which simulcast layers anyone needs (by index).
-    PublisherLayers {
-        publication: PublicationId,
-        publisher: ParticipantId,
-        active: Vec<bool>,
-    },
-    /// Tell everyone in the room who is speaking: participants loudest first, each with its
-    /// level (0.0..=1.0, linear amplitude as WebRTC's `audioLevel`: 1.0 = 0 dBov). Emitted only
-    /// when the ordered list changes; an empty list once nobody speaks any more.
-    ActiveSpeakers { speakers: Vec<(ParticipantId, f32)> },
-}
-
-/// Why a subscription's layer target or current layer changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayerReason {
-    /// The subscriber asked for a different maximum.
-    Requested,
-    /// The subscriber's bandwidth estimate moved the cap.
-    Bandwidth,
-    /// The layer stopped (or started) arriving from the publisher.
-    LayerUnavailable,
-    /// A switch to the target completed on its keyframe.
-    Switched,
-}
-
-/// A control input referenced an id the room does not know, or re-used one.
-#[non_exhaustive]
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum CoreError {
-    #[error("unknown publication {0}")]
-    UnknownPublication(PublicationId),
-    #[error("unknown subscription {0}")]
-    UnknownSubscription(SubscriptionId),
-    #[error("duplicate publication {0}")]
-    DuplicatePublication(PublicationId),
-    #[error("duplicate subscription {0}")]
-    DuplicateSubscription(SubscriptionId),
-}
 
 /// The media routing of one room: which packets go to which subscriber, with which
 /// header, and when to ask a publisher for a keyframe.
@@ -308,6 +75,7 @@ pub struct Room {
 }
 
 impl Room {
+    /// A room with no publications, configured by `config` (see [`RoomConfig::validate`]).
     pub fn new(config: RoomConfig) -> Self {
         Room {
             publications: HashMap::new(),
@@ -549,11 +317,13 @@ impl Room {
         self.speakers.handle_timeout(now, &mut self.outputs);
     }
 
+    /// Counters of one subscription, if it is in the room.
     pub fn subscription_stats(&self, id: SubscriptionId) -> Option<SubscriptionStats> {
         let publication = self.publications.get(self.subscription_index.get(&id)?)?;
         publication.subscription(id).map(|s| *s.stats())
     }
 
+    /// Counters of one publication, if it is in the room.
     pub fn publication_stats(&self, id: PublicationId) -> Option<PublicationStats> {
         self.publications.get(&id).map(Publication::stats)
     }
@@ -576,10 +346,12 @@ impl Room {
             .map(|p| p.temporal_bitrates(now))
     }
 
+    /// How many publications the room holds.
     pub fn publication_count(&self) -> usize {
         self.publications.len()
     }
 
+    /// How many subscriptions the room holds.
     pub fn subscription_count(&self) -> usize {
         self.subscription_index.len()
     }

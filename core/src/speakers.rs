@@ -140,7 +140,7 @@ pub(crate) struct SpeakerDetector {
 
 impl SpeakerDetector {
     /// Starts following an audio publication.
-    pub fn add_publication(&mut self, publication: PublicationId, publisher: ParticipantId) {
+    pub(crate) fn add_publication(&mut self, publication: PublicationId, publisher: ParticipantId) {
         self.publications.insert(
             publication,
             Activity {
@@ -155,14 +155,14 @@ impl SpeakerDetector {
 
     /// Stops following a publication; its participant leaves the ranking at the next interval
     /// (unless another of its publications keeps it there).
-    pub fn remove_publication(&mut self, publication: PublicationId) {
+    pub(crate) fn remove_publication(&mut self, publication: PublicationId) {
         self.publications.remove(&publication);
     }
 
     /// One audio packet's RFC 6464 level (0 = 0 dBov, loudest; 127 = silence; above is treated
     /// as silence). Called per packet: no allocation, a few additions. Levels of publications not followed (video, or
     /// unknown) are ignored.
-    pub fn observe(&mut self, now: Instant, publication: PublicationId, level: u8) {
+    pub(crate) fn observe(&mut self, now: Instant, publication: PublicationId, level: u8) {
         let Some(activity) = self.publications.get_mut(&publication) else {
             return;
         };
@@ -173,12 +173,12 @@ impl SpeakerDetector {
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due.
-    pub fn timeout(&self) -> Option<Instant> {
+    pub(crate) fn timeout(&self) -> Option<Instant> {
         self.next_ranking
     }
 
     /// Closes the interval if it is due, and announces the ranking if it changed.
-    pub fn handle_timeout(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
         if self.next_ranking.is_none_or(|due| now < due) {
             return;
         }

@@ -8,10 +8,12 @@ use super::packet::DropReason;
 pub struct DropCounts([u64; DropReason::ALL.len()]);
 
 impl DropCounts {
+    /// Drops counted for `reason`.
     pub fn get(&self, reason: DropReason) -> u64 {
         self.0[reason.index()]
     }
 
+    /// Drops counted for every reason together.
     pub fn total(&self) -> u64 {
         self.0.iter().sum()
     }
@@ -32,6 +34,7 @@ impl DropCounts {
 /// Counters of one subscription.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SubscriptionStats {
+    /// Packets forwarded to the subscriber.
     pub forwarded_packets: u64,
     /// Payload bytes (the RTP header is rewritten per subscription and not counted).
     pub forwarded_bytes: u64,
@@ -42,7 +45,9 @@ pub struct SubscriptionStats {
 /// Counters of one publication.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PublicationStats {
+    /// Who publishes it.
     pub publisher: ParticipantId,
+    /// Its id.
     pub publication: PublicationId,
     /// Every RTP packet that arrived for the publication, dropped or not.
     pub received_packets: u64,
@@ -53,9 +58,10 @@ pub struct PublicationStats {
     /// Keyframes seen (codecs with keyframe detection only; one per frame).
     pub keyframes_received: u64,
     /// How many times the publication's packets switched to a new SSRC.
-    pub source_changes: u64,
-    /// Packets dropped before any subscription saw them (duplicates, stale source, …).
+    pub incarnation_changes: u64,
+    /// Packets dropped before any subscription saw them (duplicates, stale incarnation, …).
     pub dropped: DropCounts,
+    /// Subscriptions it has.
     pub subscriptions: usize,
 }
 

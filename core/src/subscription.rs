@@ -37,7 +37,7 @@ pub(crate) struct Rewrite {
 }
 
 impl Rewrite {
-    pub fn apply(&self, packet: &RtpPacket) -> RtpPacket {
+    pub(crate) fn apply(&self, packet: &RtpPacket) -> RtpPacket {
         RtpPacket {
             ssrc: self.ssrc,
             payload_type: self.payload_type,
@@ -80,7 +80,7 @@ pub(crate) struct Subscription {
     cap_temporal: u8,
     /// Target and current temporal layer within the forwarded spatial layer.
     temporal: TemporalSelector,
-    /// The current layer's source changed and its keyframe has not come yet.
+    /// The current layer's incarnation changed and its keyframe has not come yet.
     waiting_keyframe: bool,
     /// Bandwidth allocation: a higher cap (spatial, temporal) must hold this long before it
     /// applies.
@@ -99,7 +99,7 @@ pub(crate) struct Subscription {
     /// Resumed after a pause: the next packet forwarded restarts the numbering (at a keyframe
     /// for video), so the packets dropped meanwhile leave no sequence gap to NACK.
     restart_pending: bool,
-    /// Forwarding restarted at a keyframe (a new layer or source, or a resume) and its first
+    /// Forwarding restarted at a keyframe (a new layer or incarnation, or a resume) and its first
     /// packet is still to be sent: that packet becomes the repair horizon.
     restarted: bool,
     /// When the last restart's keyframe went out: it crosses the path as a burst.
@@ -120,7 +120,7 @@ struct LayerEvent {
 }
 
 impl Subscription {
-    pub fn new(
+    pub(crate) fn new(
         id: SubscriptionId,
         subscriber: ParticipantId,
         ssrc: Ssrc,
@@ -159,100 +159,100 @@ impl Subscription {
         }
     }
 
-    pub fn id(&self) -> SubscriptionId {
+    pub(crate) fn id(&self) -> SubscriptionId {
         self.id
     }
 
-    pub fn subscriber(&self) -> ParticipantId {
+    pub(crate) fn subscriber(&self) -> ParticipantId {
         self.subscriber
     }
 
-    pub fn stats(&self) -> &SubscriptionStats {
+    pub(crate) fn stats(&self) -> &SubscriptionStats {
         &self.stats
     }
 
     /// A higher cap (spatial, temporal) waiting out the upgrade hold, and since when.
-    pub fn upgrade_candidate(&self) -> Option<((u8, u8), Instant)> {
+    pub(crate) fn upgrade_candidate(&self) -> Option<((u8, u8), Instant)> {
         self.upgrade_candidate
     }
 
-    pub fn set_upgrade_candidate(&mut self, candidate: Option<((u8, u8), Instant)>) {
+    pub(crate) fn set_upgrade_candidate(&mut self, candidate: Option<((u8, u8), Instant)>) {
         self.upgrade_candidate = candidate;
     }
 
     /// The cap before the last bandwidth upgrade, and when it was raised.
-    pub fn last_upgrade(&self) -> Option<((u8, u8), Instant)> {
+    pub(crate) fn last_upgrade(&self) -> Option<((u8, u8), Instant)> {
         self.last_upgrade
     }
 
-    pub fn set_last_upgrade(&mut self, upgrade: Option<((u8, u8), Instant)>) {
+    pub(crate) fn set_last_upgrade(&mut self, upgrade: Option<((u8, u8), Instant)>) {
         self.last_upgrade = upgrade;
     }
 
     /// When the last restart's keyframe went out.
-    pub fn restarted_at(&self) -> Option<Instant> {
+    pub(crate) fn restarted_at(&self) -> Option<Instant> {
         self.restarted_at
     }
 
-    pub fn target(&self) -> u8 {
+    pub(crate) fn target(&self) -> u8 {
         self.target
     }
 
-    pub fn current_layer(&self) -> Option<u8> {
+    pub(crate) fn current_layer(&self) -> Option<u8> {
         self.current
     }
 
-    pub fn cap_layer(&self) -> u8 {
+    pub(crate) fn cap_layer(&self) -> u8 {
         self.cap_layer
     }
 
-    pub fn max_layer(&self) -> u8 {
+    pub(crate) fn max_layer(&self) -> u8 {
         self.max_layer
     }
 
     /// The temporal layer forwarded within the current spatial layer.
-    pub fn current_temporal(&self) -> u8 {
+    pub(crate) fn current_temporal(&self) -> u8 {
         self.temporal.current()
     }
 
-    pub fn max_temporal(&self) -> u8 {
+    pub(crate) fn max_temporal(&self) -> u8 {
         self.max_temporal
     }
 
     /// The bandwidth cap as (spatial, temporal); `u8::MAX` in both when nothing is capped.
-    pub fn cap(&self) -> (u8, u8) {
+    pub(crate) fn cap(&self) -> (u8, u8) {
         (self.cap_layer, self.cap_temporal)
     }
 
     /// The layer the subscriber should get, before availability is considered.
-    pub fn desired_layer(&self, layer_count: u8) -> u8 {
+    pub(crate) fn desired_layer(&self, layer_count: u8) -> u8 {
         self.max_layer
             .min(self.cap_layer)
             .min(layer_count.saturating_sub(1))
     }
 
     /// The bitrate from which layers are off limits after heavy loss, while it holds.
-    pub fn loss_ceiling(&self, now: Instant) -> Option<u64> {
+    pub(crate) fn loss_ceiling(&self, now: Instant) -> Option<u64> {
         self.loss_ceiling
             .filter(|(_, until)| now < *until)
             .map(|(bps, _)| bps)
     }
 
-    pub fn set_loss_ceiling(&mut self, bits_per_second: u64, until: Instant) {
+    pub(crate) fn set_loss_ceiling(&mut self, bits_per_second: u64, until: Instant) {
         self.loss_ceiling = Some((bits_per_second, until));
     }
 
     /// Congestion: drop the current layer's packets until the switch to the target lands.
-    pub fn shed_until_switched(&mut self) {
+    pub(crate) fn shed_until_switched(&mut self) {
         self.shed_current = self.current.is_some_and(|c| c != self.target);
     }
 
-    pub fn paused(&self) -> bool {
+    pub(crate) fn paused(&self) -> bool {
         self.paused
     }
 
     /// Pauses or resumes forwarding; a resumed video subscription waits for a keyframe.
-    pub fn set_paused(&mut self, paused: bool) {
+    pub(crate) fn set_paused(&mut self, paused: bool) {
         if self.paused && !paused && self.current.is_some() {
             self.restart_pending = true;
             self.waiting_keyframe = true;
@@ -260,16 +260,16 @@ impl Subscription {
         self.paused = paused;
     }
 
-    pub fn set_max_layer(&mut self, layer: u8) {
+    pub(crate) fn set_max_layer(&mut self, layer: u8) {
         self.max_layer = layer;
     }
 
-    pub fn set_max_temporal(&mut self, temporal: u8) {
+    pub(crate) fn set_max_temporal(&mut self, temporal: u8) {
         self.max_temporal = temporal;
     }
 
     /// Caps the spatial layer, and the temporal layer on that spatial layer.
-    pub fn set_cap(&mut self, layer: u8, temporal: u8) {
+    pub(crate) fn set_cap(&mut self, layer: u8, temporal: u8) {
         self.cap_layer = layer;
         self.cap_temporal = temporal;
     }
@@ -297,7 +297,7 @@ impl Subscription {
 
     /// Sets the target of a new subscription; with several layers to choose from, the first
     /// layer forwarded is reported as a switch.
-    pub fn set_initial_target(&mut self, target: u8, layer_count: u8) {
+    pub(crate) fn set_initial_target(&mut self, target: u8, layer_count: u8) {
         self.target = target;
         self.temporal.set_target(self.temporal_target_for(target));
         self.reports_first_layer = layer_count > 1;
@@ -305,7 +305,7 @@ impl Subscription {
 
     /// Moves the target; a spatial switch happens on the target layer's next keyframe, a
     /// temporal one at the next frame (down) or layer-sync frame (up).
-    pub fn retarget(&mut self, target: u8, reason: LayerReason) {
+    pub(crate) fn retarget(&mut self, target: u8, reason: LayerReason) {
         let temporal = self.temporal_target_for(target);
         if target != self.target || temporal != self.temporal.target() {
             debug!(
@@ -324,8 +324,8 @@ impl Subscription {
     }
 
     /// The layer this subscription waits for a keyframe on, if any: a spatial switch, a new
-    /// source, or a temporal up-switch that no layer-sync frame will complete.
-    pub fn awaited_layer(&self) -> Option<u8> {
+    /// incarnation, or a temporal up-switch that no layer-sync frame will complete.
+    pub(crate) fn awaited_layer(&self) -> Option<u8> {
         (self.kind == MediaKind::Video
             && !self.paused
             && (self.current != Some(self.target)
@@ -335,13 +335,13 @@ impl Subscription {
     }
 
     /// The layer a keyframe request from this subscriber is about.
-    pub fn keyframe_layer(&self) -> u8 {
+    pub(crate) fn keyframe_layer(&self) -> u8 {
         self.current.unwrap_or(self.target)
     }
 
     /// Drains what happened to this subscription into outputs: the layer changes to report,
     /// and where its decoder restarted.
-    pub fn take_layer_events(&mut self, outputs: &mut VecDeque<Output>) {
+    pub(crate) fn take_layer_events(&mut self, outputs: &mut VecDeque<Output>) {
         if let Some(sequence_number) = self.repair_horizon.take() {
             outputs.push_back(Output::RepairHorizon {
                 subscription: self.id,
@@ -364,7 +364,7 @@ impl Subscription {
     }
 
     /// Decides about one packet of the publication and counts the outcome.
-    pub fn decide(
+    pub(crate) fn decide(
         &mut self,
         meta: &PacketMeta,
         payload_len: usize,
@@ -393,8 +393,10 @@ impl Subscription {
         if on_current && self.shed_current && meta.layer != self.target {
             return Decision::Drop(DropReason::Congestion);
         }
-        if self.restart_pending || !(on_current && self.numbering.source() == Some(meta.source)) {
-            // A packet of another layer, or the first of a new source on the current one:
+        if self.restart_pending
+            || !(on_current && self.numbering.incarnation() == Some(meta.incarnation))
+        {
+            // A packet of another layer, or the first of a new incarnation on the current one:
             // forwarding moves here only to the target layer (or restarts the current one),
             // and for video only at a keyframe, so the decoder never sees a broken picture.
             if !on_current && meta.layer != self.target {
@@ -406,21 +408,22 @@ impl Subscription {
             }
             debug!(
                 subscription = %self.id,
-                source = meta.source,
+                incarnation = meta.incarnation,
                 layer = meta.layer,
-                reason = if self.numbering.source().is_none() { "first-source" } else if on_current { "source-change" } else { "layer-switch" },
+                reason = if self.numbering.incarnation().is_none() { "first-incarnation" } else if on_current { "incarnation-change" } else { "layer-switch" },
                 "forwarding starts"
             );
-            // Not the first source: the decoder had a picture, which this keyframe replaces.
-            self.restarted = self.kind == MediaKind::Video && self.numbering.source().is_some();
-            self.numbering.start_source(meta, now, clock_rate);
+            // Not the first incarnation: the decoder had a picture, which this keyframe replaces.
+            self.restarted =
+                self.kind == MediaKind::Video && self.numbering.incarnation().is_some();
+            self.numbering.start_incarnation(meta, now, clock_rate);
             self.shed_current = false;
             self.restart_pending = false;
             if let Some(vp8) = &meta.vp8 {
-                self.vp8.start_source(vp8);
+                self.vp8.start_incarnation(vp8);
             }
             self.temporal
-                .start_source(meta.vp8.is_some_and(|vp8| vp8.temporal_id.is_some()));
+                .start_incarnation(meta.vp8.is_some_and(|vp8| vp8.temporal_id.is_some()));
             self.waiting_keyframe = false;
             let previous = self.current.replace(meta.layer);
             // The first layer is news too where there are layers to choose from: the
@@ -471,9 +474,9 @@ mod tests {
     use crate::rewrite::seq::ExtSeq;
     use crate::rewrite::timestamp::ExtTs;
 
-    fn meta(source: u64, seq: u64, start_point: bool) -> PacketMeta {
+    fn meta(incarnation: u64, seq: u64, start_point: bool) -> PacketMeta {
         PacketMeta {
-            source,
+            incarnation,
             layer: 0,
             seq: ExtSeq((1 << 32) + seq),
             ts: ExtTs((1 << 40) + seq * 100),
@@ -495,7 +498,7 @@ mod tests {
     }
 
     #[test]
-    fn video_waits_for_a_start_point_of_each_source() {
+    fn video_waits_for_a_start_point_of_each_incarnation() {
         let now = Instant::now();
         let mut s = sub(MediaKind::Video);
         assert_eq!(

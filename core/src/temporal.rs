@@ -46,7 +46,7 @@ pub(crate) struct TemporalDecision {
 pub(crate) struct TemporalSelector {
     target: u8,
     current: u8,
-    /// A frame with a TID was seen on the current source: the stream has temporal layers.
+    /// A frame with a TID was seen on the current incarnation: the stream has temporal layers.
     layered: bool,
     newest_frame: Option<ExtTs>,
     recent: VecDeque<(ExtTs, bool)>,
@@ -68,12 +68,12 @@ impl Default for TemporalSelector {
 }
 
 impl TemporalSelector {
-    pub fn target(&self) -> u8 {
+    pub(crate) fn target(&self) -> u8 {
         self.target
     }
 
     /// The highest temporal layer forwarded; all of them while the stream has none.
-    pub fn current(&self) -> u8 {
+    pub(crate) fn current(&self) -> u8 {
         if self.layered {
             self.current
         } else {
@@ -81,7 +81,7 @@ impl TemporalSelector {
         }
     }
 
-    pub fn set_target(&mut self, target: u8) {
+    pub(crate) fn set_target(&mut self, target: u8) {
         let target = target.min(TOP_TEMPORAL_LAYER);
         if target != self.target {
             self.unsynced_frames = 0;
@@ -91,13 +91,13 @@ impl TemporalSelector {
 
     /// An up-switch has seen [`SYNC_WAIT_FRAMES`] frames of the next layer without a sync
     /// frame among them: only a keyframe will move it.
-    pub fn wants_keyframe(&self) -> bool {
+    pub(crate) fn wants_keyframe(&self) -> bool {
         self.layered && self.target > self.current && self.unsynced_frames >= SYNC_WAIT_FRAMES
     }
 
-    /// A new source starts at a keyframe: every temporal layer up to the target can follow.
+    /// A new incarnation starts at a keyframe: every temporal layer up to the target can follow.
     /// `layered`: its first packet carries a TID.
-    pub fn start_source(&mut self, layered: bool) {
+    pub(crate) fn start_incarnation(&mut self, layered: bool) {
         self.current = self.target;
         self.layered = layered;
         self.newest_frame = None;
@@ -105,9 +105,9 @@ impl TemporalSelector {
         self.unsynced_frames = 0;
     }
 
-    /// Decides about a packet of the current source with temporal layer `tid`, in the frame
+    /// Decides about a packet of the current incarnation with temporal layer `tid`, in the frame
     /// with timestamp `ts`; `layer_sync` is its Y bit, `keyframe` whether it starts a keyframe.
-    pub fn decide(
+    pub(crate) fn decide(
         &mut self,
         ts: ExtTs,
         tid: u8,
@@ -158,11 +158,11 @@ mod tests {
     /// Chrome's L1T3 pattern: TIDs 0 2 1 2, repeating.
     const PATTERN: [u8; 4] = [0, 2, 1, 2];
 
-    /// A layered source started on temporal 0, now asked for `target`.
+    /// A layered incarnation started on temporal 0, now asked for `target`.
     fn climbing_from_base(target: u8) -> TemporalSelector {
         let mut s = TemporalSelector::default();
         s.set_target(0);
-        s.start_source(true);
+        s.start_incarnation(true);
         s.set_target(target);
         s
     }
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn down_at_the_next_frame_and_all_packets_of_a_frame_alike() {
         let mut s = TemporalSelector::default();
-        s.start_source(true);
+        s.start_incarnation(true);
         assert!(frame(&mut s, 1, false).forward, "TL2 forwarded at first");
         s.set_target(0);
         // The frame already under way keeps its decision.
@@ -269,7 +269,7 @@ mod tests {
     fn a_stream_without_temporal_layers_reports_all() {
         let mut s = TemporalSelector::default();
         s.set_target(0);
-        s.start_source(false);
+        s.start_incarnation(false);
         assert_eq!(s.current(), TOP_TEMPORAL_LAYER);
     }
 }

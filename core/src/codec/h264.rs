@@ -13,15 +13,26 @@ pub const FU_A: u8 = 28;
 
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// A malformed H.264 RTP payload (RFC 6184).
 pub enum H264Error {
+    /// No bytes at all.
     #[error("empty h264 payload")]
     Empty,
+    /// A fragmentation unit shorter than its headers.
     #[error("h264 fu-a header truncated")]
     TruncatedFragment,
+    /// An aggregation packet cut inside a NAL unit size field at this offset.
     #[error("h264 stap-a nal unit size truncated at offset {0}")]
     TruncatedSize(usize),
+    /// A NAL unit whose size runs past the end of the payload.
     #[error("h264 stap-a nal unit at offset {offset} of size {size} exceeds the payload")]
-    NalUnitOverrun { offset: usize, size: usize },
+    NalUnitOverrun {
+        /// Where the NAL unit starts in the payload.
+        offset: usize,
+        /// The size its header claims.
+        size: usize,
+    },
+    /// A NAL unit of size zero, at this offset.
     #[error("h264 stap-a contains an empty nal unit at offset {0}")]
     EmptyNalUnit(usize),
 }

@@ -20,7 +20,9 @@
 /// A VP8 picture id: 7 bits (M=0) or 15 bits (M=1) on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PictureId {
+    /// A 7-bit picture id.
     Short(u8),
+    /// A 15-bit picture id.
     Long(u16),
 }
 
@@ -33,7 +35,9 @@ pub struct Descriptor {
     pub start_of_partition: bool,
     /// PID: the partition index (0..=7).
     pub partition_index: u8,
+    /// The picture id, when the descriptor carries one.
     pub picture_id: Option<PictureId>,
+    /// The TL0PICIDX, when the descriptor carries one.
     pub tl0_pic_idx: Option<u8>,
     /// TID (present when T=1).
     pub temporal_id: Option<u8>,
@@ -47,9 +51,12 @@ pub struct Descriptor {
 
 #[non_exhaustive]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+/// A malformed VP8 payload descriptor (RFC 7741).
 pub enum Vp8Error {
+    /// No bytes at all.
     #[error("empty vp8 payload")]
     Empty,
+    /// The descriptor runs past the end of the payload.
     #[error("vp8 payload descriptor truncated")]
     Truncated,
 }

@@ -16,7 +16,7 @@ use std::collections::BTreeSet;
 /// an input that old is refused (it is older than any reordering a jitter buffer waits for).
 const WINDOW: u64 = 1 << 10;
 
-/// The dropped inputs of one source, in an extended (never wrapping) `u64` space.
+/// The dropped inputs of one incarnation, in an extended (never wrapping) `u64` space.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct DropCompressor {
     /// Removed inputs at or above `floor`.
@@ -30,7 +30,7 @@ pub(crate) struct DropCompressor {
 impl DropCompressor {
     /// Records `input` as dropped. Returns true when it is (or already was) removed from the
     /// output space, false when it came too late for that and leaves a gap.
-    pub fn drop_input(&mut self, input: u64) -> bool {
+    pub(crate) fn drop_input(&mut self, input: u64) -> bool {
         match self.newest {
             Some(newest) if input <= newest => self.dropped.contains(&input),
             _ => {
@@ -44,7 +44,7 @@ impl DropCompressor {
 
     /// How far `input` (forwarded) moves down: the number of removed inputs below it.
     /// `None` for an input older than the window, whose place is no longer known.
-    pub fn removed_below(&mut self, input: u64) -> Option<u64> {
+    pub(crate) fn removed_below(&mut self, input: u64) -> Option<u64> {
         if input < self.floor {
             return None;
         }

@@ -1,9 +1,9 @@
 //! The output sequence-number and timestamp space of one subscription.
 //!
-//! Within one source the mapping is a constant offset (`out = in + offset`), so input
+//! Within one incarnation the mapping is a constant offset (`out = in + offset`), so input
 //! gaps stay gaps (downstream NACK keeps working) and a late packet lands in its own
-//! slot. On a source switch, new offsets continue the output right after the highest
-//! number sent so far, and the timestamp advances by the time between the two sources'
+//! slot. On a incarnation switch, new offsets continue the output right after the highest
+//! number sent so far, and the timestamp advances by the time between the two incarnations'
 //! frames: by when each was sampled where the packets say (sender-report-aligned, so the
 //! receiver's lip sync sees no jump), else by the wall time between their arrivals (a safe
 //! offset). The subscriber sees one continuous stream. Packets a subscription drops on purpose (temporal
@@ -28,15 +28,15 @@ pub(crate) struct Numbers {
     pub timestamp: u32,
 }
 
-/// How the source currently forwarded maps onto the output space.
+/// How the incarnation currently forwarded maps onto the output space.
 #[derive(Clone, Debug)]
 struct Mapping {
-    source: u64,
-    /// Packets of the source older than this were never part of the output.
+    incarnation: u64,
+    /// Packets of the incarnation older than this were never part of the output.
     first_input_seq: ExtSeq,
     seq_offset: u64,
     ts_offset: u64,
-    /// Input sequence numbers of the source dropped on purpose.
+    /// Input sequence numbers of the incarnation dropped on purpose.
     skipped: DropCompressor,
 }
 
@@ -52,7 +52,7 @@ pub(crate) struct Numbering {
 }
 
 impl Numbering {
-    pub fn new(initial_seq: u16) -> Self {
+    pub(crate) fn new(initial_seq: u16) -> Self {
         Numbering {
             initial_seq,
             mapping: None,
@@ -63,14 +63,14 @@ impl Numbering {
         }
     }
 
-    /// The source whose packets are mapped, if any has started.
-    pub fn source(&self) -> Option<u64> {
-        self.mapping.as_ref().map(|m| m.source)
+    /// The incarnation whose packets are mapped, if any has started.
+    pub(crate) fn incarnation(&self) -> Option<u64> {
+        self.mapping.as_ref().map(|m| m.incarnation)
     }
 
-    /// Makes `meta`'s source the one forwarded, starting at `meta` (which must be a
+    /// Makes `meta`'s incarnation the one forwarded, starting at `meta` (which must be a
     /// packet the subscriber can start decoding at).
-    pub fn start_source(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) {
+    pub(crate) fn start_incarnation(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) {
         let (out_seq, out_ts) = match (self.highest_seq, self.highest_ts, self.last_forward_at) {
             (Some(seq), Some(ts), Some(at)) => {
                 let since = match (self.highest_ts_sampled_at, meta.sampled_at) {
@@ -81,12 +81,12 @@ impl Numbering {
                 let elapsed = ticks(since, clock_rate).max(1);
                 (seq.0 + 1, ts.0.saturating_add(elapsed))
             }
-            // The first source keeps its timestamps: the publisher's Sender Reports then
-            // stay valid for this subscriber's first (and usually only) source.
+            // The first incarnation keeps its timestamps: the publisher's Sender Reports then
+            // stay valid for this subscriber's first (and usually only) incarnation.
             _ => (OUTPUT_SEQ_ORIGIN + u64::from(self.initial_seq), meta.ts.0),
         };
         self.mapping = Some(Mapping {
-            source: meta.source,
+            incarnation: meta.incarnation,
             first_input_seq: meta.seq,
             seq_offset: out_seq.wrapping_sub(meta.seq.0),
             ts_offset: out_ts.wrapping_sub(meta.ts.0),
@@ -94,24 +94,24 @@ impl Numbering {
         });
     }
 
-    /// A packet of the current source is dropped on purpose: later packets move down so
+    /// A packet of the current incarnation is dropped on purpose: later packets move down so
     /// that it leaves no gap (unless a later one was already numbered).
-    pub fn skip(&mut self, meta: &PacketMeta) {
+    pub(crate) fn skip(&mut self, meta: &PacketMeta) {
         if let Some(mapping) = &mut self.mapping
-            && mapping.source == meta.source
+            && mapping.incarnation == meta.incarnation
             && meta.seq >= mapping.first_input_seq
         {
             mapping.skipped.drop_input(meta.seq.0);
         }
     }
 
-    /// Maps a packet of the current source. `meta.source` must be `self.source()`.
-    pub fn map(&mut self, meta: &PacketMeta, now: Instant) -> Result<Numbers, DropReason> {
+    /// Maps a packet of the current incarnation. `meta.incarnation` must be `self.incarnation()`.
+    pub(crate) fn map(&mut self, meta: &PacketMeta, now: Instant) -> Result<Numbers, DropReason> {
         let mapping = self
             .mapping
             .as_mut()
-            .expect("invariant: map is only called once a source has started");
-        debug_assert_eq!(mapping.source, meta.source);
+            .expect("invariant: map is only called once a incarnation has started");
+        debug_assert_eq!(mapping.incarnation, meta.incarnation);
         if meta.seq < mapping.first_input_seq {
             return Err(DropReason::TooOld);
         }
@@ -144,9 +144,9 @@ mod tests {
     use super::*;
     use std::time::Duration;
 
-    fn meta(source: u64, seq: u64, ts: u64) -> PacketMeta {
+    fn meta(incarnation: u64, seq: u64, ts: u64) -> PacketMeta {
         PacketMeta {
-            source,
+            incarnation,
             layer: 0,
             seq: ExtSeq((1 << 32) + seq),
             ts: ExtTs((1 << 40) + ts),
@@ -165,10 +165,10 @@ mod tests {
     /// old layer, but it was sampled one frame (33 ms) after it. The output timestamp follows
     /// the sampling, so the receiver's sender-report mapping (also by sampling) stays straight.
     #[test]
-    fn a_switch_between_sampled_sources_advances_by_the_sampling_interval() {
+    fn a_switch_between_sampled_incarnations_advances_by_the_sampling_interval() {
         let t0 = Instant::now();
         let mut n = Numbering::new(10);
-        n.start_source(&sampled(meta(0, 0, 0), t0), t0, 90_000);
+        n.start_incarnation(&sampled(meta(0, 0, 0), t0), t0, 90_000);
         assert!(n.map(&sampled(meta(0, 0, 0), t0), t0).is_ok());
         let last = t0 + Duration::from_millis(100);
         assert!(n.map(&sampled(meta(0, 5, 9_000), last), last).is_ok());
@@ -176,7 +176,7 @@ mod tests {
         assert!(n.map(&sampled(meta(0, 4, 6_000), t0), last).is_ok());
         let keyframe = sampled(meta(1, 77, 123_456), last + Duration::from_millis(33));
         let arrival = last + Duration::from_millis(70);
-        n.start_source(&keyframe, arrival, 90_000);
+        n.start_incarnation(&keyframe, arrival, 90_000);
         assert_eq!(
             n.map(&keyframe, arrival).map(|numbers| numbers.timestamp),
             Ok(9_000 + 2_970)
@@ -187,11 +187,11 @@ mod tests {
     fn a_switch_falls_back_to_arrival_time_when_a_side_was_not_sampled() {
         let t0 = Instant::now();
         let mut n = Numbering::new(10);
-        n.start_source(&meta(0, 0, 0), t0, 90_000);
+        n.start_incarnation(&meta(0, 0, 0), t0, 90_000);
         assert!(n.map(&meta(0, 0, 0), t0).is_ok());
         let keyframe = sampled(meta(1, 9, 50), t0 + Duration::from_millis(33));
         let arrival = t0 + Duration::from_millis(70);
-        n.start_source(&keyframe, arrival, 90_000);
+        n.start_incarnation(&keyframe, arrival, 90_000);
         assert_eq!(
             n.map(&keyframe, arrival).map(|numbers| numbers.timestamp),
             Ok(6_300)
@@ -199,10 +199,10 @@ mod tests {
     }
 
     #[test]
-    fn first_source_starts_at_initial_seq_and_keeps_timestamps() {
+    fn first_incarnation_starts_at_initial_seq_and_keeps_timestamps() {
         let t0 = Instant::now();
         let mut n = Numbering::new(65535);
-        n.start_source(&meta(0, 500, 90_000), t0, 90_000);
+        n.start_incarnation(&meta(0, 500, 90_000), t0, 90_000);
         assert_eq!(
             n.map(&meta(0, 500, 90_000), t0),
             Ok(Numbers {
@@ -221,14 +221,14 @@ mod tests {
     }
 
     #[test]
-    fn next_source_continues_after_highest_output() {
+    fn next_incarnation_continues_after_highest_output() {
         let t0 = Instant::now();
         let mut n = Numbering::new(10);
-        n.start_source(&meta(0, 0, 0), t0, 90_000);
+        n.start_incarnation(&meta(0, 0, 0), t0, 90_000);
         assert!(n.map(&meta(0, 0, 0), t0).is_ok());
         assert!(n.map(&meta(0, 5, 3000), t0).is_ok());
         let later = t0 + Duration::from_millis(100);
-        n.start_source(&meta(1, 40_000, 7), later, 90_000);
+        n.start_incarnation(&meta(1, 40_000, 7), later, 90_000);
         assert_eq!(
             n.map(&meta(1, 40_000, 7), later),
             Ok(Numbers {
@@ -239,12 +239,12 @@ mod tests {
     }
 
     #[test]
-    fn next_source_advances_timestamp_by_at_least_one_tick() {
+    fn next_incarnation_advances_timestamp_by_at_least_one_tick() {
         let t0 = Instant::now();
         let mut n = Numbering::new(0);
-        n.start_source(&meta(0, 0, 100), t0, 90_000);
+        n.start_incarnation(&meta(0, 0, 100), t0, 90_000);
         assert!(n.map(&meta(0, 0, 100), t0).is_ok());
-        n.start_source(&meta(1, 0, 5), t0, 90_000);
+        n.start_incarnation(&meta(1, 0, 5), t0, 90_000);
         assert_eq!(
             n.map(&meta(1, 0, 5), t0),
             Ok(Numbers {

@@ -6,13 +6,13 @@ pub(crate) struct ExtSeq(pub u64);
 
 impl ExtSeq {
     /// The wire value.
-    pub fn wire(self) -> u16 {
+    pub(crate) fn wire(self) -> u16 {
         // Truncation is the point: the wire carries the low 16 bits.
         self.0 as u16
     }
 }
 
-/// Turns the wire sequence numbers of one source into `ExtSeq`s, taking each packet to
+/// Turns the wire sequence numbers of one incarnation into `ExtSeq`s, taking each packet to
 /// be the interpretation closest to the highest number seen so far (RFC 3550 A.1 style).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct SeqUnwrapper {
@@ -24,7 +24,7 @@ pub(crate) struct SeqUnwrapper {
 const ORIGIN: u64 = 1 << 32;
 
 impl SeqUnwrapper {
-    pub fn unwrap(&mut self, seq: u16) -> ExtSeq {
+    pub(crate) fn unwrap(&mut self, seq: u16) -> ExtSeq {
         let ext = match self.highest {
             None => ORIGIN + u64::from(seq),
             Some(highest) => {

@@ -8,13 +8,13 @@ pub(crate) struct ExtTs(pub u64);
 
 impl ExtTs {
     /// The wire value.
-    pub fn wire(self) -> u32 {
+    pub(crate) fn wire(self) -> u32 {
         // Truncation is the point: the wire carries the low 32 bits.
         self.0 as u32
     }
 }
 
-/// Turns the wire timestamps of one source into `ExtTs`s, taking each to be the
+/// Turns the wire timestamps of one incarnation into `ExtTs`s, taking each to be the
 /// interpretation closest to the highest timestamp seen so far.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct TsUnwrapper {
@@ -26,7 +26,7 @@ pub(crate) struct TsUnwrapper {
 const ORIGIN: u64 = 1 << 40;
 
 impl TsUnwrapper {
-    pub fn unwrap(&mut self, ts: u32) -> ExtTs {
+    pub(crate) fn unwrap(&mut self, ts: u32) -> ExtTs {
         let ext = match self.highest {
             None => ORIGIN + u64::from(ts),
             Some(highest) => {

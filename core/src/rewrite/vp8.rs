@@ -1,5 +1,5 @@
 //! VP8 payload-descriptor continuity: after a layer switch or a re-publish, the picture id,
-//! TL0PICIDX and KEYIDX of the new source continue where the subscriber's stream left off,
+//! TL0PICIDX and KEYIDX of the new incarnation continue where the subscriber's stream left off,
 //! so its decoder sees one stream instead of a jump it could take for lost frames. Frames a
 //! subscription drops on purpose (temporal layers) are taken out of the picture-id sequence
 //! the same way, so the decoder sees consecutive ids over the frames it gets. TL0PICIDX
@@ -29,7 +29,7 @@ pub(crate) struct Vp8Meta {
 }
 
 impl Vp8Meta {
-    pub fn parse(payload: &[u8]) -> Option<Vp8Meta> {
+    pub(crate) fn parse(payload: &[u8]) -> Option<Vp8Meta> {
         let descriptor = Descriptor::parse(payload).ok()?;
         Some(Vp8Meta {
             picture_id: descriptor.picture_id.map(|id| match id {
@@ -44,7 +44,7 @@ impl Vp8Meta {
     }
 }
 
-/// Offsets added to one source's descriptor fields for one subscription.
+/// Offsets added to one incarnation's descriptor fields for one subscription.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub(crate) struct Vp8Patch {
     pub picture_id: u16,
@@ -53,13 +53,13 @@ pub(crate) struct Vp8Patch {
 }
 
 impl Vp8Patch {
-    pub fn is_identity(&self) -> bool {
+    pub(crate) fn is_identity(&self) -> bool {
         *self == Vp8Patch::default()
     }
 
     /// The payload with the patched descriptor; the same `Bytes` when there is nothing to
     /// change (the common case: a subscriber that never switched).
-    pub fn apply(&self, payload: &Bytes) -> Bytes {
+    pub(crate) fn apply(&self, payload: &Bytes) -> Bytes {
         if self.is_identity() {
             return payload.clone();
         }
@@ -89,21 +89,21 @@ impl Vp8Patch {
     }
 }
 
-/// The subscription's side: what it has sent so far and the patch of the current source.
+/// The subscription's side: what it has sent so far and the patch of the current incarnation.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Vp8Continuity {
     patch: Vp8Patch,
     last_picture_id: Option<u16>,
     last_tl0_pic_idx: Option<u8>,
     last_key_index: Option<u8>,
-    /// The current source's picture ids, unwrapped, and the frames dropped among them.
+    /// The current incarnation's picture ids, unwrapped, and the frames dropped among them.
     picture_ids: PictureIdUnwrapper,
     dropped_frames: DropCompressor,
 }
 
 impl Vp8Continuity {
-    /// A new source starts with `first`: continue right after what was sent.
-    pub fn start_source(&mut self, first: &Vp8Meta) {
+    /// A new incarnation starts with `first`: continue right after what was sent.
+    pub(crate) fn start_incarnation(&mut self, first: &Vp8Meta) {
         self.picture_ids = PictureIdUnwrapper::default();
         self.dropped_frames = DropCompressor::default();
         let mut patch = Vp8Patch::default();
@@ -121,9 +121,9 @@ impl Vp8Continuity {
         self.patch = patch;
     }
 
-    /// A packet of the current source is dropped on purpose: its frame leaves no gap in
+    /// A packet of the current incarnation is dropped on purpose: its frame leaves no gap in
     /// the picture ids sent after it.
-    pub fn on_drop(&mut self, meta: &Vp8Meta) {
+    pub(crate) fn on_drop(&mut self, meta: &Vp8Meta) {
         if let Some(id) = meta.picture_id {
             let id = self.picture_ids.unwrap(id);
             self.dropped_frames.drop_input(id);
@@ -131,11 +131,11 @@ impl Vp8Continuity {
     }
 
     /// Records a packet being sent and returns the patch to apply to it.
-    pub fn on_send(&mut self, meta: &Vp8Meta) -> Vp8Patch {
+    pub(crate) fn on_send(&mut self, meta: &Vp8Meta) -> Vp8Patch {
         let mut p = self.patch;
         if let Some(id) = meta.picture_id {
             let unwrapped = self.picture_ids.unwrap(id);
-            // An id older than the window has no known place; leave it as the source had it.
+            // An id older than the window has no known place; leave it as the incarnation had it.
             let removed = self.dropped_frames.removed_below(unwrapped).unwrap_or(0);
             p.picture_id = p
                 .picture_id
@@ -238,14 +238,14 @@ mod tests {
         let mut c = Vp8Continuity::default();
         let first = payload(32760, 250, 30, true);
         let meta = Vp8Meta::parse(&first).expect("valid");
-        c.start_source(&meta);
+        c.start_incarnation(&meta);
         c.on_send(&meta);
         let second = payload(32767, 255, 31, false);
         c.on_send(&Vp8Meta::parse(&second).expect("valid"));
         // Switch to a layer whose ids are elsewhere entirely.
         let other = payload(7, 90, 2, true);
         let other_meta = Vp8Meta::parse(&other).expect("valid");
-        c.start_source(&other_meta);
+        c.start_incarnation(&other_meta);
         let patch = c.on_send(&other_meta);
         let out = Vp8Meta::parse(&patch.apply(&other)).expect("valid");
         assert_eq!(out.picture_id, Some(0), "32767 + 1 wraps to 0");
@@ -254,7 +254,7 @@ mod tests {
         // The VP8 payload after the descriptor is untouched.
         let rewritten = patch.apply(&other);
         assert_eq!(&rewritten[rewritten.len() - 3..], &other[other.len() - 3..]);
-        // The next packet of the new source follows on.
+        // The next packet of the new incarnation follows on.
         let next = payload(8, 91, 2, false);
         let patch = c.on_send(&Vp8Meta::parse(&next).expect("valid"));
         let out = Vp8Meta::parse(&patch.apply(&next)).expect("valid");

@@ -35,7 +35,7 @@ fn late_subscriber_starts_from_the_cached_keyframe_at_once_then_live() {
     assert_eq!(
         replayed.iter().map(|p| p.timestamp).collect::<Vec<_>>(),
         vec![12000, 12000, 15000],
-        "the first source keeps the publisher's timestamps"
+        "the first incarnation keeps the publisher's timestamps"
     );
     assert!(
         keyframe_requests(&outputs).is_empty(),
@@ -62,7 +62,7 @@ fn without_a_cached_keyframe_the_subscriber_waits_and_a_keyframe_is_requested() 
 }
 
 #[test]
-fn a_new_source_empties_the_cache_until_its_keyframe() {
+fn a_new_incarnation_empties_the_cache_until_its_keyframe() {
     let mut h = Harness::new();
     stream_with_cache(&mut h);
     h.rtp(PUB, packet(7, 1, 0, VP8_KEY));

@@ -83,26 +83,26 @@ pub(super) struct Harness {
 }
 
 impl Harness {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Harness {
             room: Room::new(config()),
             now: Instant::now(),
         }
     }
 
-    pub fn advance_ms(&mut self, ms: u64) {
+    pub(crate) fn advance_ms(&mut self, ms: u64) {
         self.now += Duration::from_millis(ms);
     }
 
-    pub fn input(&mut self, input: Input) -> Result<(), super::CoreError> {
+    pub(crate) fn input(&mut self, input: Input) -> Result<(), super::CoreError> {
         self.room.handle_input(self.now, input)
     }
 
-    pub fn publish(&mut self, publication: u64, publisher: u64, codec: Codec) {
+    pub(crate) fn publish(&mut self, publication: u64, publisher: u64, codec: Codec) {
         self.publish_with_cache(publication, publisher, codec, false);
     }
 
-    pub fn publish_simulcast(&mut self, publication: u64, publisher: u64, layers: u8) {
+    pub(crate) fn publish_simulcast(&mut self, publication: u64, publisher: u64, layers: u8) {
         self.input(Input::PublicationAdded {
             publication: PublicationId(publication),
             publisher: ParticipantId(publisher),
@@ -115,7 +115,7 @@ impl Harness {
         .unwrap();
     }
 
-    pub fn rtp_on(&mut self, publication: u64, layer: u8, packet: RtpPacket) {
+    pub(crate) fn rtp_on(&mut self, publication: u64, layer: u8, packet: RtpPacket) {
         self.input(Input::Rtp {
             publication: PublicationId(publication),
             layer,
@@ -124,7 +124,7 @@ impl Harness {
         .unwrap();
     }
 
-    pub fn prefer(&mut self, subscription: u64, spatial: u8) {
+    pub(crate) fn prefer(&mut self, subscription: u64, spatial: u8) {
         self.input(Input::SetPreferredLayer {
             subscription: SubscriptionId(subscription),
             spatial,
@@ -133,7 +133,7 @@ impl Harness {
         .unwrap();
     }
 
-    pub fn bandwidth(&mut self, subscriber: u64, bits_per_second: u64) {
+    pub(crate) fn bandwidth(&mut self, subscriber: u64, bits_per_second: u64) {
         self.input(Input::Bandwidth {
             subscriber: ParticipantId(subscriber),
             bits_per_second,
@@ -142,7 +142,7 @@ impl Harness {
     }
 
     /// A REMB from `subscriber`'s client.
-    pub fn remb(&mut self, subscriber: u64, bits_per_second: u64) {
+    pub(crate) fn remb(&mut self, subscriber: u64, bits_per_second: u64) {
         self.input(Input::Remb {
             subscriber: ParticipantId(subscriber),
             bits_per_second,
@@ -150,11 +150,11 @@ impl Harness {
         .unwrap();
     }
 
-    pub fn timeout(&mut self) {
+    pub(crate) fn timeout(&mut self) {
         self.room.handle_timeout(self.now);
     }
 
-    pub fn publish_with_cache(
+    pub(crate) fn publish_with_cache(
         &mut self,
         publication: u64,
         publisher: u64,
@@ -179,7 +179,7 @@ impl Harness {
         .unwrap();
     }
 
-    pub fn subscribe(&mut self, subscription: u64, subscriber: u64, publication: u64) {
+    pub(crate) fn subscribe(&mut self, subscription: u64, subscriber: u64, publication: u64) {
         self.input(Input::SubscriptionAdded {
             subscription: SubscriptionId(subscription),
             subscriber: ParticipantId(subscriber),
@@ -190,7 +190,7 @@ impl Harness {
         .unwrap();
     }
 
-    pub fn rtp(&mut self, publication: u64, packet: RtpPacket) {
+    pub(crate) fn rtp(&mut self, publication: u64, packet: RtpPacket) {
         self.input(Input::Rtp {
             publication: PublicationId(publication),
             layer: 0,
@@ -199,14 +199,14 @@ impl Harness {
         .unwrap();
     }
 
-    pub fn request_keyframe(&mut self, subscription: u64) {
+    pub(crate) fn request_keyframe(&mut self, subscription: u64) {
         self.input(Input::KeyframeRequested {
             subscription: SubscriptionId(subscription),
         })
         .unwrap();
     }
 
-    pub fn drain(&mut self) -> Vec<Output> {
+    pub(crate) fn drain(&mut self) -> Vec<Output> {
         std::iter::from_fn(|| self.room.poll_output()).collect()
     }
 }

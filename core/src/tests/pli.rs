@@ -104,7 +104,7 @@ fn audio_publications_never_request_keyframes() {
         h.advance_ms(200);
     }
     h.subscribe(2, 3, 1);
-    h.rtp(1, packet(8, 0, 0, OPUS)); // a source change too
+    h.rtp(1, packet(8, 0, 0, OPUS)); // a incarnation change too
     let outputs = h.drain();
     assert!(keyframe_requests(&outputs).is_empty());
     assert_eq!(h.room.poll_timeout(), None);

@@ -15,7 +15,7 @@ const MAX_FRAMES: usize = 25;
 const MAX_PACKETS: usize = MAX_FRAMES * 3;
 
 #[derive(Clone, Debug)]
-struct SourcePlan {
+struct IncarnationPlan {
     seq0: u16,
     ts0: u32,
     /// (keyframe, packets in the frame)
@@ -28,14 +28,14 @@ struct SourcePlan {
 #[derive(Clone, Debug)]
 struct Plan {
     video: bool,
-    sources: Vec<SourcePlan>,
+    incarnations: Vec<IncarnationPlan>,
     /// Fractions of the stream after which subscriptions 2 and 3 join.
     joins: [f64; 2],
     /// Fraction after which subscription 3 leaves (if it has joined by then).
     leave: f64,
 }
 
-fn source_plan() -> impl Strategy<Value = SourcePlan> {
+fn incarnation_plan() -> impl Strategy<Value = IncarnationPlan> {
     (
         prop_oneof![any::<u16>(), 65_500u16..=u16::MAX],
         prop_oneof![any::<u32>(), (u32::MAX - 100_000)..=u32::MAX],
@@ -43,7 +43,7 @@ fn source_plan() -> impl Strategy<Value = SourcePlan> {
         proptest::collection::vec((proptest::bool::weighted(0.1), 0..REORDER), MAX_PACKETS),
         0u64..3_000,
     )
-        .prop_map(|(seq0, ts0, frames, network, gap_ms)| SourcePlan {
+        .prop_map(|(seq0, ts0, frames, network, gap_ms)| IncarnationPlan {
             seq0,
             ts0,
             frames,
@@ -55,13 +55,13 @@ fn source_plan() -> impl Strategy<Value = SourcePlan> {
 fn plan() -> impl Strategy<Value = Plan> {
     (
         any::<bool>(),
-        proptest::collection::vec(source_plan(), 1..5),
+        proptest::collection::vec(incarnation_plan(), 1..5),
         (0.0..1.0f64, 0.0..1.0f64),
         0.0..1.2f64,
     )
-        .prop_map(|(video, sources, (a, b), leave)| Plan {
+        .prop_map(|(video, incarnations, (a, b), leave)| Plan {
             video,
-            sources,
+            incarnations,
             joins: [a, b],
             leave,
         })
@@ -70,7 +70,7 @@ fn plan() -> impl Strategy<Value = Plan> {
 /// One packet as the network delivers it, tagged with where it came from.
 #[derive(Clone, Debug)]
 struct Sent {
-    source: usize,
+    incarnation: usize,
     index: usize,
     keyframe: bool,
     packet: RtpPacket,
@@ -79,10 +79,10 @@ struct Sent {
 
 fn deliveries(plan: &Plan) -> Vec<Sent> {
     let mut out = Vec::new();
-    for (s, source) in plan.sources.iter().enumerate() {
+    for (s, incarnation) in plan.incarnations.iter().enumerate() {
         let mut packets = Vec::new();
         let mut index = 0;
-        for (frame, &(keyframe, count)) in source.frames.iter().enumerate() {
+        for (frame, &(keyframe, count)) in incarnation.frames.iter().enumerate() {
             for k in 0..count {
                 let descriptor: &[u8] = match (k, keyframe) {
                     (0, true) => &VP8_KEY[..2],
@@ -93,14 +93,14 @@ fn deliveries(plan: &Plan) -> Vec<Sent> {
                 let mut payload = descriptor.to_vec();
                 payload.extend([s as u8, index as u8]);
                 packets.push(Sent {
-                    source: s,
+                    incarnation: s,
                     index,
                     keyframe: keyframe && k == 0,
                     packet: RtpPacket {
                         ssrc: Ssrc(1000 + s as u32),
                         payload_type: 96,
-                        sequence_number: source.seq0.wrapping_add(index as u16),
-                        timestamp: source.ts0.wrapping_add(3000 * frame as u32),
+                        sequence_number: incarnation.seq0.wrapping_add(index as u16),
+                        timestamp: incarnation.ts0.wrapping_add(3000 * frame as u32),
                         marker: k + 1 == count,
                         payload: Bytes::from(payload),
                         audio_level: None,
@@ -113,16 +113,16 @@ fn deliveries(plan: &Plan) -> Vec<Sent> {
         }
         let mut keyed: Vec<(usize, Sent)> = packets
             .into_iter()
-            .map(|p| (p.index + source.network[p.index].1, p))
+            .map(|p| (p.index + incarnation.network[p.index].1, p))
             .collect();
         keyed.sort_by_key(|(key, p)| (*key, p.index));
         let mut delivered: Vec<Sent> = keyed
             .into_iter()
             .map(|(_, p)| p)
-            .filter(|p| !source.network[p.index].0)
+            .filter(|p| !incarnation.network[p.index].0)
             .collect();
         if let Some(first) = delivered.first_mut() {
-            first.gap_before_ms = source.gap_ms;
+            first.gap_before_ms = incarnation.gap_ms;
         }
         out.extend(delivered);
     }
@@ -132,9 +132,9 @@ fn deliveries(plan: &Plan) -> Vec<Sent> {
 /// What one subscription received, in arrival order.
 #[derive(Debug, Default)]
 struct Received {
-    /// (source, index, wire seq, wire ts, time)
+    /// (incarnation, index, wire seq, wire ts, time)
     forwards: Vec<(usize, usize, u16, u32, Instant)>,
-    /// Packets delivered while the subscription existed: (source, index, keyframe).
+    /// Packets delivered while the subscription existed: (incarnation, index, keyframe).
     offered: Vec<(usize, usize, bool)>,
     /// The repair horizons reported (wire seq).
     horizons: Vec<u16>,
@@ -177,7 +177,7 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
                 .entry(n)
                 .or_default()
                 .offered
-                .push((p.source, p.index, p.keyframe));
+                .push((p.incarnation, p.index, p.keyframe));
         }
         for output in h.drain() {
             match output {
@@ -231,7 +231,7 @@ fn run(plan: &Plan) -> Result<(), TestCaseError> {
     );
 
     let by_origin: HashMap<(usize, usize), &Sent> =
-        sent.iter().map(|p| ((p.source, p.index), p)).collect();
+        sent.iter().map(|p| ((p.incarnation, p.index), p)).collect();
     for (n, got) in &received {
         check_subscription(*n, got, &by_origin, plan.video, clock_rate)?;
     }
@@ -251,11 +251,11 @@ fn check_subscription(
     let mut max_seq: Option<u64> = None;
     let mut max_ts: Option<u64> = None;
     let mut last_forward_at: Option<Instant> = None;
-    // Per source: (first forwarded index, seq offset, ts offset)
+    // Per incarnation: (first forwarded index, seq offset, ts offset)
     let mut started: HashMap<usize, (usize, u64, u64)> = HashMap::new();
     let mut current: Option<usize> = None;
 
-    // A video decoder restarts at the first packet of every source after the first (audio
+    // A video decoder restarts at the first packet of every incarnation after the first (audio
     // has no keyframes to restart at).
     let restarts: Vec<u16> = got
         .forwards
@@ -270,8 +270,8 @@ fn check_subscription(
         n
     );
 
-    for &(source, index, seq, ts, now) in &got.forwards {
-        let origin = by_origin[&(source, index)];
+    for &(incarnation, index, seq, ts, now) in &got.forwards {
+        let origin = by_origin[&(incarnation, index)];
         let out_seq = seq_unwrap.unwrap(seq).0;
         let out_ts = ts_unwrap.unwrap(ts).0;
         prop_assert!(
@@ -284,55 +284,60 @@ fn check_subscription(
                 "SU{n}: seq {seq} goes back too far"
             );
         }
-        // Sequence numbers of a source are input + constant (so gaps stay gaps).
+        // Sequence numbers of a incarnation are input + constant (so gaps stay gaps).
         let in_seq = origin.packet.sequence_number;
         let in_ts = origin.packet.timestamp;
-        if current != Some(source) {
+        if current != Some(incarnation) {
             prop_assert!(
-                !started.contains_key(&source),
-                "SU{n}: source {source} resumed"
+                !started.contains_key(&incarnation),
+                "SU{n}: incarnation {incarnation} resumed"
             );
             if video {
                 prop_assert!(
                     origin.keyframe,
-                    "SU{n}: source {source} started on a non-keyframe"
+                    "SU{n}: incarnation {incarnation} started on a non-keyframe"
                 );
             }
             if let (Some(max_seq), Some(max_ts), Some(at)) = (max_seq, max_ts, last_forward_at) {
                 prop_assert_eq!(
                     out_seq,
                     max_seq + 1,
-                    "SU{}: seq not contiguous across sources",
+                    "SU{}: seq not contiguous across incarnations",
                     n
                 );
                 let step = ticks(now - at, clock_rate).max(1);
-                prop_assert_eq!(out_ts, max_ts + step, "SU{}: ts step across sources", n);
+                prop_assert_eq!(
+                    out_ts,
+                    max_ts + step,
+                    "SU{}: ts step across incarnations",
+                    n
+                );
             }
             started.insert(
-                source,
+                incarnation,
                 (
                     index,
                     out_seq.wrapping_sub(u64::from(in_seq)),
                     u64::from(ts.wrapping_sub(in_ts)),
                 ),
             );
-            current = Some(source);
+            current = Some(incarnation);
         }
-        let (first_index, seq_offset, ts_offset) = started[&source];
+        let (first_index, seq_offset, ts_offset) = started[&incarnation];
         prop_assert!(
             index >= first_index,
-            "SU{n}: forwarded a packet older than the source start"
+            "SU{n}: forwarded a packet older than the incarnation start"
         );
         prop_assert_eq!(
             out_seq.wrapping_sub(u64::from(in_seq)) % (1 << 16),
             seq_offset % (1 << 16),
-            "SU{}: seq offset changed within a source",
+            "SU{}: seq offset changed within a incarnation",
             n
         );
         prop_assert_eq!(
             u64::from(ts.wrapping_sub(in_ts)),
             ts_offset,
-            "SU{}: ts offset changed within a source",
+            "SU{}: ts offset changed within a incarnation",
             n
         );
         max_seq = Some(max_seq.map_or(out_seq, |m| m.max(out_seq)));
@@ -340,17 +345,17 @@ fn check_subscription(
         last_forward_at = Some(now);
     }
 
-    // Completeness: a source is forwarded from its first start point offered to the
+    // Completeness: a incarnation is forwarded from its first start point offered to the
     // subscription, and then every later-offered packet not older than that start is.
     let mut expected = Vec::new();
     let mut start: HashMap<usize, usize> = HashMap::new();
-    for &(source, index, keyframe) in &got.offered {
-        match start.get(&source) {
-            Some(&first) if index >= first => expected.push((source, index)),
+    for &(incarnation, index, keyframe) in &got.offered {
+        match start.get(&incarnation) {
+            Some(&first) if index >= first => expected.push((incarnation, index)),
             Some(_) => {}
             None if keyframe || !video => {
-                start.insert(source, index);
-                expected.push((source, index));
+                start.insert(incarnation, index);
+                expected.push((incarnation, index));
             }
             None => {}
         }

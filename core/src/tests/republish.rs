@@ -1,8 +1,8 @@
 use super::*;
 use crate::DropReason;
 
-/// Sends `count` one-packet frames of a source, `gap_ms` apart, the first a keyframe.
-fn send_source(
+/// Sends `count` one-packet frames of a incarnation, `gap_ms` apart, the first a keyframe.
+fn send_incarnation(
     h: &mut Harness,
     ssrc: u32,
     seq0: u16,
@@ -40,8 +40,8 @@ fn republish_keeps_output_seq_contiguous_and_ts_monotonic() {
         "no keyframe request before an SSRC is known"
     );
 
-    // Source A crosses both the u16 sequence and the u32 timestamp wrap.
-    let mut out = send_source(
+    // Incarnation A crosses both the u16 sequence and the u32 timestamp wrap.
+    let mut out = send_incarnation(
         &mut h,
         1111,
         65_530,
@@ -52,7 +52,7 @@ fn republish_keeps_output_seq_contiguous_and_ts_monotonic() {
     );
     let last_a = h.now - Duration::from_millis(33);
 
-    // Source B: new SSRC, sequence jump, unrelated timestamp; two interframes first.
+    // Incarnation B: new SSRC, sequence jump, unrelated timestamp; two interframes first.
     h.advance_ms(100 - 33);
     h.rtp(1, packet(2222, 12_345, 777, VP8_DELTA));
     let switch = h.drain();
@@ -66,7 +66,7 @@ fn republish_keeps_output_seq_contiguous_and_ts_monotonic() {
     assert!(h.drain().is_empty(), "the second request is throttled");
     h.advance_ms(50);
     let first_b = h.now;
-    out.extend(send_source(
+    out.extend(send_incarnation(
         &mut h,
         2222,
         12_347,
@@ -77,10 +77,10 @@ fn republish_keeps_output_seq_contiguous_and_ts_monotonic() {
     ));
     let last_b = h.now - Duration::from_millis(33);
 
-    // Source C: immediately a keyframe, and both wraps again inside the source.
+    // Incarnation C: immediately a keyframe, and both wraps again inside the incarnation.
     h.advance_ms(1_000 - 33);
     let first_c = h.now;
-    out.extend(send_source(
+    out.extend(send_incarnation(
         &mut h,
         3333,
         65_534,
@@ -103,7 +103,7 @@ fn republish_keeps_output_seq_contiguous_and_ts_monotonic() {
             got.iter()
                 .all(|p| p.ssrc == sub_ssrc(n) && p.payload_type == sub_pt(n))
         );
-        // First source keeps its timestamps.
+        // First incarnation keeps its timestamps.
         assert_eq!(got[0].timestamp, u32::MAX - 5_000);
         let steps: Vec<u32> = got
             .windows(2)
@@ -127,7 +127,7 @@ fn republish_keeps_output_seq_contiguous_and_ts_monotonic() {
         assert_eq!(stats.drops.get(DropReason::WaitingForKeyframe), 2);
     }
     let publication = h.room.publication_stats(PublicationId(1)).unwrap();
-    assert_eq!(publication.source_changes, 2);
+    assert_eq!(publication.incarnation_changes, 2);
     assert_eq!(publication.keyframes_received, 3);
     assert_eq!(publication.keyframes_requested, 1);
 }
@@ -154,7 +154,7 @@ fn deferred_request_after_republish_names_the_new_ssrc() {
 }
 
 #[test]
-fn audio_source_change_switches_at_once_with_continuity() {
+fn audio_incarnation_change_switches_at_once_with_continuity() {
     let mut h = Harness::new();
     h.publish(1, 1, Codec::Opus);
     h.subscribe(1, 2, 1);
@@ -186,7 +186,7 @@ fn audio_source_change_switches_at_once_with_continuity() {
 }
 
 #[test]
-fn late_packets_of_the_replaced_source_are_dropped_as_stale() {
+fn late_packets_of_the_replaced_incarnation_are_dropped_as_stale() {
     let mut h = Harness::new();
     h.publish(1, 1, Codec::Opus);
     h.subscribe(1, 2, 1);
@@ -201,8 +201,8 @@ fn late_packets_of_the_replaced_source_are_dropped_as_stale() {
         vec![INITIAL_SEQ, INITIAL_SEQ + 1, INITIAL_SEQ + 2]
     );
     let publication = h.room.publication_stats(PublicationId(1)).unwrap();
-    assert_eq!(publication.dropped.get(DropReason::StaleSource), 1);
-    assert_eq!(publication.source_changes, 1);
+    assert_eq!(publication.dropped.get(DropReason::StaleIncarnation), 1);
+    assert_eq!(publication.incarnation_changes, 1);
 
     // Long after the switch, the old SSRC is a genuine switch back.
     h.advance_ms(5_000);
@@ -213,7 +213,7 @@ fn late_packets_of_the_replaced_source_are_dropped_as_stale() {
         h.room
             .publication_stats(PublicationId(1))
             .unwrap()
-            .source_changes,
+            .incarnation_changes,
         2
     );
 }
