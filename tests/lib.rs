@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use sluice_sfu::runtime::{Sfu, SfuConfig};
-use sluice_sfu::transport::TransportConfig;
 use sluice_signaling::auth::{Grants, TokenAuthority};
 use sluice_signaling::config::Config;
 use sluice_signaling::protocol::{ClientMessage, IceCandidate, PeerTarget, ServerMessage};
@@ -39,17 +38,13 @@ impl TestServer {
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
         let mut config = Config {
             listen: "127.0.0.1:0".parse()?,
-            secret: Some(SECRET.to_owned()),
+            secret: Some(SECRET.into()),
             public_ip: Some("127.0.0.1".parse()?),
             ..Config::default()
         };
         adjust(&mut config);
         let sfu = Sfu::new(SfuConfig {
-            transport: TransportConfig {
-                udp_ports: config.udp_ports,
-                playout_delay_ms: config.playout_delay_ms,
-                public_ip: config.public_ip,
-            },
+            transport: config.transport(),
             ..SfuConfig::default()
         });
         let server = Server::start(config, sfu.clone()).await?;
