@@ -257,10 +257,10 @@ async fn bad_or_late_resumes_are_refused() -> Result<()> {
     let grace = Duration::from_millis(400);
     let server = TestServer::start_with(|c| c.resume_grace = grace).await?;
     let alice = join(&server, "refuse", "alice").await?;
-    let other = join(&server, "refuse", "other").await?;
+    let mut other = join(&server, "refuse", "other").await?;
     let (id, secret) = (alice.participant_id.clone(), alice.resume_token.clone());
-    drop(alice.client);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Alice's socket drops; once the server closed its side she is parked for a resume.
+    alice.client.vanish(Duration::from_secs(2)).await?;
 
     let mut wrong = secret.clone().into_bytes();
     wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
@@ -282,7 +282,15 @@ async fn bad_or_late_resumes_are_refused() -> Result<()> {
         );
     }
 
-    tokio::time::sleep(grace + Duration::from_millis(300)).await;
+    // The grace period ends: the room sees her leave.
+    let left = other
+        .client
+        .wait_event(grace + Duration::from_secs(2), |m| match m {
+            ServerMessage::ParticipantLeft { participant_id } => Some(participant_id.clone()),
+            _ => None,
+        })
+        .await?;
+    ensure!(left == id, "{left} left, not {id}");
     let (mut client, response) = resume(&server, &id, &secret).await?;
     ensure!(
         is_resume_failed(&response),

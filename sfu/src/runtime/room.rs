@@ -162,6 +162,7 @@ pub(crate) struct RoomHandle {
 impl RoomHandle {
     pub(crate) fn spawn(name: String, sfu: Sfu) -> Self {
         let (tx, rx) = mpsc::channel(sfu.limits().room_queue);
+        let core = core::Room::new(sfu.room_config().clone());
         let handle = Self {
             id: sfu.next_id(),
             tx,
@@ -171,7 +172,7 @@ impl RoomHandle {
             name,
             handle_id: handle.id,
             sfu,
-            core: core::Room::new(core::RoomConfig::default()),
+            core,
             participants: HashMap::new(),
             publications: HashMap::new(),
             subscriptions: HashMap::new(),
