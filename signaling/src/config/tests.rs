@@ -170,6 +170,12 @@ fn unknown_key_rejected_clearly() {
         detail.contains("unknown field") && detail.contains("listen_port"),
         "{detail}"
     );
+    // `--config` is a flag only: a file cannot name another file.
+    let err = Config::from_toml_str("config = \"other.toml\"\n").unwrap_err();
+    assert!(
+        err.source().unwrap().to_string().contains("unknown field"),
+        "{err}"
+    );
 
     let file = TempFile::new("unknown", "bogus = true\n");
     let err = Config::load(&ServeArgs {
