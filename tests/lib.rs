@@ -11,7 +11,6 @@ use std::time::Duration;
 use anyhow::{Context, Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use sluice_sfu::runtime::{Sfu, SfuConfig};
-use sluice_sfu::transport::TransportConfig;
 use sluice_signaling::auth::{Grants, TokenAuthority};
 use sluice_signaling::config::Config;
 use sluice_signaling::protocol::{ClientMessage, IceCandidate, PeerTarget, ServerMessage};
@@ -20,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 pub const SECRET: &str = "e2e-test-secret-0123456789abcdef";
@@ -37,20 +37,23 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+        Self::start_with_sfu(|config, _| adjust(config)).await
+    }
+
+    /// Like [`start_with`](Self::start_with), and the media server's own config too (its
+    /// `transport` comes from the adjusted `Config`).
+    pub async fn start_with_sfu(adjust: impl FnOnce(&mut Config, &mut SfuConfig)) -> Result<Self> {
         let mut config = Config {
             listen: "127.0.0.1:0".parse()?,
-            secret: Some(SECRET.to_owned()),
+            secret: Some(SECRET.into()),
             public_ip: Some("127.0.0.1".parse()?),
             ..Config::default()
         };
-        adjust(&mut config);
+        let mut sfu_config = SfuConfig::default();
+        adjust(&mut config, &mut sfu_config);
         let sfu = Sfu::new(SfuConfig {
-            transport: TransportConfig {
-                udp_ports: config.udp_ports,
-                playout_delay_ms: config.playout_delay_ms,
-                public_ip: config.public_ip,
-            },
-            ..SfuConfig::default()
+            transport: config.transport(),
+            ..sfu_config
         });
         let server = Server::start(config, sfu.clone()).await?;
         Ok(Self {
@@ -113,6 +116,8 @@ pub struct SignalClient {
     pending_events: VecDeque<ServerMessage>,
     next_request_id: u32,
     reader: tokio::task::JoinHandle<()>,
+    /// The connection's TCP socket, to end it without a close frame ([`Self::vanish`]).
+    socket: std::net::TcpStream,
 }
 
 impl Drop for SignalClient {
@@ -124,9 +129,23 @@ impl Drop for SignalClient {
 
 impl SignalClient {
     pub async fn connect(url: &str) -> Result<Self> {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let request = url.into_client_request().context("websocket url")?;
+        let host = request.uri().host().context("websocket url without host")?;
+        let port = request
+            .uri()
+            .port_u16()
+            .context("websocket url without port")?;
+        let tcp = TcpStream::connect((host, port))
             .await
-            .context("websocket connect")?;
+            .context("tcp connect")?
+            .into_std()?;
+        let socket = tcp.try_clone()?;
+        let (ws, _) = tokio_tungstenite::client_async(
+            request,
+            MaybeTlsStream::Plain(TcpStream::from_std(tcp)?),
+        )
+        .await
+        .context("websocket connect")?;
         let (write, mut read) = ws.split();
         let (tx, inbox) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
@@ -155,7 +174,21 @@ impl SignalClient {
             pending_events: VecDeque::new(),
             next_request_id: 1,
             reader,
+            socket,
         })
+    }
+
+    /// Ends the connection as a vanished peer would — no close frame, no `leave` — and waits
+    /// until the server has closed its side, which it does once the session has ended (and
+    /// parked the participant for a resume).
+    pub async fn vanish(mut self, wait: Duration) -> Result<()> {
+        self.socket
+            .shutdown(std::net::Shutdown::Write)
+            .context("shutting down the socket")?;
+        match self.closed(wait).await? {
+            None => Ok(()),
+            Some(code) => bail!("the server sent a close frame ({code}) to a vanished client"),
+        }
     }
 
     pub fn next_id(&mut self) -> u32 {

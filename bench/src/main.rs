@@ -174,7 +174,7 @@ async fn serve(listen: std::net::SocketAddr) -> Result<()> {
     use sluice_signaling::config::Config;
     let config = Config {
         listen,
-        secret: Some(SECRET.to_owned()),
+        secret: Some(SECRET.into()),
         public_ip: Some("127.0.0.1".parse()?),
         ..Config::default()
     };

@@ -37,6 +37,8 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::secret::Secret;
+
 /// Longest token [`TokenAuthority::verify`] will look at, in bytes.
 pub const MAX_TOKEN_LEN: usize = 4096;
 /// Longest room name or identity, in characters.
@@ -134,10 +136,14 @@ impl TokenAuthority {
 
     /// A fresh random secret (32 bytes from the OS-seeded CSPRNG, as 64 hex
     /// characters) for running without a configured secret.
-    pub fn generate_secret() -> String {
+    pub fn generate_secret() -> Secret {
         let mut bytes = [0u8; 32];
         rand::rng().fill(&mut bytes);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        bytes
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+            .into()
     }
 
     /// Mints a token for `grants`, valid for `ttl` from now.
@@ -645,7 +651,7 @@ mod tests {
         let a = TokenAuthority::generate_secret();
         let b = TokenAuthority::generate_secret();
         assert_eq!(a.len(), 64);
-        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
         assert_ne!(a, b);
     }
 }

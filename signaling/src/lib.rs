@@ -5,11 +5,15 @@
 //! messages defined in [`protocol`]. [`session`] is the per-connection state machine, generic
 //! over the frame transport so it is unit-testable; [`server`] is the axum shell around it;
 //! [`auth`] verifies HS256 room tokens; [`resume`] keeps dropped participants for a grace
-//! period so their client can re-attach; [`config`] merges flags, environment and a TOML file.
+//! period so their client can re-attach; [`config`] merges flags and environment ([`cli`]) with
+//! a TOML file; [`origin`] is the WebSocket Origin allowlist.
 
 pub mod auth;
+pub mod cli;
 pub mod config;
+pub mod origin;
 pub mod protocol;
 pub mod resume;
+pub mod secret;
 pub mod server;
 pub mod session;

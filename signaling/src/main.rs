@@ -7,9 +7,9 @@ use anyhow::Context;
 use clap::Parser;
 use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
 use sluice_sfu::runtime::{Sfu, SfuConfig};
-use sluice_sfu::transport::TransportConfig;
 use sluice_signaling::auth::TokenAuthority;
-use sluice_signaling::config::{Cli, Command, Config, RtmpListen};
+use sluice_signaling::cli::{Cli, Command};
+use sluice_signaling::config::{Config, RtmpListen};
 use sluice_signaling::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -47,11 +47,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_new(&config.log).context("parsing the log filter (--log)")?)
         .with_writer(std::io::stderr)
         .init();
-    let transport = TransportConfig {
-        udp_ports: config.udp_ports,
-        playout_delay_ms: config.playout_delay_ms,
-        public_ip: config.public_ip,
-    };
+    let transport = config.transport();
     let demo_mode = config.secret.is_none();
     if config.test_hooks {
         tracing::warn!(

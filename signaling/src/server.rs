@@ -63,7 +63,7 @@ impl Server {
                 max_message_burst: config.max_message_burst(),
                 join_timeout: Duration::from_secs(10),
                 shutdown: shutdown_rx.clone(),
-                resumable: Resumable::new(Duration::from_millis(config.resume_grace_ms)),
+                resumable: Resumable::new(config.resume_grace),
             },
             config: Arc::new(config),
             secret_mode,

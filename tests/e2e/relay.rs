@@ -22,6 +22,9 @@ const VIDEO_PACKETS: u32 = 500;
 const KEYFRAME_EVERY: u32 = 30;
 /// The server's media ports in this test (`--udp-ports`); every server candidate must use one.
 const MEDIA_PORTS: std::ops::RangeInclusive<u16> = 47000..=47099;
+/// The server's keyframe-request throttle in this test: at most one PLI upstream per interval
+/// (500 ms by default).
+const KEYFRAME_THROTTLE: Duration = Duration::from_millis(100);
 
 /// A synthetic VP8 packet: a real payload descriptor and frame tag (keyframe or not), then the
 /// packet index and a filler that differs per packet, so any corruption or mix-up shows.
@@ -118,11 +121,12 @@ struct Received {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()> {
     init_tracing();
-    let server = TestServer::start_with(|c| {
+    let server = TestServer::start_with_sfu(|c, sfu| {
         c.udp_ports = Some(
             sluice_sfu::transport::PortRange::new(*MEDIA_PORTS.start(), *MEDIA_PORTS.end())
                 .expect("valid range"),
         );
+        sfu.room.keyframe_request_interval = KEYFRAME_THROTTLE;
     })
     .await?;
     let room = "relay";
@@ -314,9 +318,33 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
         });
     }
 
-    // Once the join-time requests are out of the 500 ms throttle window, one subscriber sends
-    // its own PLI: the server must relay it to the publisher.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Once every subscriber receives video (the join-time keyframe requests are answered)
+    // and no request went upstream for a throttle interval, one subscriber sends its own PLI:
+    // the server must relay it to the publisher.
+    let receiving_video = || {
+        collected.iter().all(|log| {
+            log.lock()
+                .expect("log")
+                .iter()
+                .any(|received| received.kind_is_video && !received.packets.is_empty())
+        })
+    };
+    let throttle_window_over = || {
+        plis.lock()
+            .expect("pli log")
+            .last()
+            .is_none_or(|at| at.elapsed() >= KEYFRAME_THROTTLE)
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !(receiving_video() && throttle_window_over()) {
+        ensure!(
+            Instant::now() < deadline,
+            "subscribers receiving video: {}; last PLI upstream {:?} ago",
+            receiving_video(),
+            plis.lock().expect("pli log").last().map(Instant::elapsed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let plis_before_relay = plis.lock().expect("pli log").len();
     let subscriber_track = video_tracks
         .lock()

@@ -116,7 +116,7 @@ async fn expect_no_departure(client: &mut SignalClient, wait: Duration) -> Resul
 #[tokio::test]
 async fn resume_within_grace_keeps_participant_publications_and_subscriptions() -> Result<()> {
     init_tracing();
-    let server = TestServer::start_with(|c| c.resume_grace_ms = 5_000).await?;
+    let server = TestServer::start_with(|c| c.resume_grace = Duration::from_secs(5)).await?;
     let mut alice = join(&server, "resume", "alice").await?;
     let alice_peer = ClientPeer::new().await?;
     let publication = publish_video(&mut alice.client, &alice_peer).await?;
@@ -255,12 +255,12 @@ async fn resume_within_grace_keeps_participant_publications_and_subscriptions() 
 async fn bad_or_late_resumes_are_refused() -> Result<()> {
     init_tracing();
     let grace = Duration::from_millis(400);
-    let server = TestServer::start_with(|c| c.resume_grace_ms = 400).await?;
+    let server = TestServer::start_with(|c| c.resume_grace = grace).await?;
     let alice = join(&server, "refuse", "alice").await?;
-    let other = join(&server, "refuse", "other").await?;
+    let mut other = join(&server, "refuse", "other").await?;
     let (id, secret) = (alice.participant_id.clone(), alice.resume_token.clone());
-    drop(alice.client);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Alice's socket drops; once the server closed its side she is parked for a resume.
+    alice.client.vanish(Duration::from_secs(2)).await?;
 
     let mut wrong = secret.clone().into_bytes();
     wrong[0] = if wrong[0] == b'0' { b'1' } else { b'0' };
@@ -282,7 +282,15 @@ async fn bad_or_late_resumes_are_refused() -> Result<()> {
         );
     }
 
-    tokio::time::sleep(grace + Duration::from_millis(300)).await;
+    // The grace period ends: the room sees her leave.
+    let left = other
+        .client
+        .wait_event(grace + Duration::from_secs(2), |m| match m {
+            ServerMessage::ParticipantLeft { participant_id } => Some(participant_id.clone()),
+            _ => None,
+        })
+        .await?;
+    ensure!(left == id, "{left} left, not {id}");
     let (mut client, response) = resume(&server, &id, &secret).await?;
     ensure!(
         is_resume_failed(&response),
@@ -303,7 +311,7 @@ async fn bad_or_late_resumes_are_refused() -> Result<()> {
 async fn dropped_participant_is_removed_after_the_grace_period() -> Result<()> {
     init_tracing();
     let grace = Duration::from_millis(600);
-    let server = TestServer::start_with(|c| c.resume_grace_ms = 600).await?;
+    let server = TestServer::start_with(|c| c.resume_grace = grace).await?;
     let mut stayer = join(&server, "grace", "stayer").await?;
     let leaver = join(&server, "grace", "leaver").await?;
     let leaver_peer = ClientPeer::new().await?;
@@ -354,7 +362,7 @@ async fn dropped_participant_is_removed_after_the_grace_period() -> Result<()> {
 #[tokio::test]
 async fn resume_while_the_old_socket_is_open_replaces_it() -> Result<()> {
     init_tracing();
-    let server = TestServer::start_with(|c| c.resume_grace_ms = 5_000).await?;
+    let server = TestServer::start_with(|c| c.resume_grace = Duration::from_secs(5)).await?;
     let mut old = join(&server, "replace", "alice").await?;
     let mut watcher = join(&server, "replace", "watcher").await?;
     let (mut new, response) = resume(&server, &old.participant_id, &old.resume_token).await?;
@@ -398,7 +406,7 @@ async fn resume_while_the_old_socket_is_open_replaces_it() -> Result<()> {
 async fn a_close_frame_from_the_client_leaves_at_once() -> Result<()> {
     init_tracing();
     // What a browser does when its page goes away: a close frame, no `leave`.
-    let server = TestServer::start_with(|c| c.resume_grace_ms = 10_000).await?;
+    let server = TestServer::start_with(|c| c.resume_grace = Duration::from_secs(10)).await?;
     let mut stayer = join(&server, "close-frame", "stayer").await?;
     let mut leaver = join(&server, "close-frame", "leaver").await?;
     let closed_at = Instant::now();

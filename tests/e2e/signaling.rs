@@ -307,7 +307,7 @@ async fn dropped_websocket_is_cleaned_up_and_others_are_told() -> Result<()> {
     init_tracing();
     // Without a resume grace period a drop ends the participant at once (resume.rs covers
     // the grace period).
-    let server = TestServer::start_with(|c| c.resume_grace_ms = 0).await?;
+    let server = TestServer::start_with(|c| c.resume_grace = Duration::ZERO).await?;
     let mut stayer = joined(&server, "cleanup", "stayer").await?;
     let leaver = joined(&server, "cleanup", "leaver").await?;
     let left_id = stayer

@@ -120,6 +120,8 @@ impl Default for Limits {
 pub struct SfuConfig {
     pub transport: TransportConfig,
     pub limits: Limits,
+    /// Every room's routing core (the keyframe-request throttle among others).
+    pub room: crate::core::RoomConfig,
 }
 
 /// Why a participant request failed. Messages are lowercase and safe to show the client.
@@ -215,5 +217,9 @@ impl Sfu {
 
     fn limits(&self) -> &Limits {
         &self.inner.config.limits
+    }
+
+    fn room_config(&self) -> &crate::core::RoomConfig {
+        &self.inner.config.room
     }
 }

@@ -162,6 +162,11 @@ pub(crate) struct RoomHandle {
 impl RoomHandle {
     pub(crate) fn spawn(name: String, sfu: Sfu) -> Self {
         let (tx, rx) = mpsc::channel(sfu.limits().room_queue);
+        // Each room draws its own initial sequence numbers unless the config pins them.
+        let core = core::Room::new(core::RoomConfig {
+            random_seed: rand::random(),
+            ..sfu.room_config().clone()
+        });
         let handle = Self {
             id: sfu.next_id(),
             tx,
@@ -171,10 +176,7 @@ impl RoomHandle {
             name,
             handle_id: handle.id,
             sfu,
-            core: core::Room::new(core::RoomConfig {
-                random_seed: rand::random(),
-                ..core::RoomConfig::default()
-            }),
+            core,
             participants: HashMap::new(),
             publications: HashMap::new(),
             subscriptions: HashMap::new(),

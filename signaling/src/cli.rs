@@ -1,0 +1,277 @@
+//! The `sluice` command line (clap): serving (the options are [`ServeArgs`]) and the `token`
+//! and `stream-key` subcommands.
+
+use std::time::Duration;
+
+use crate::auth::{Grants, check_name};
+use crate::config::{MIN_SECRET_BYTES, ServeArgs};
+use crate::secret::Secret;
+
+/// The `sluice` command line.
+#[derive(clap::Parser, Debug)]
+#[command(
+    name = "sluice",
+    version,
+    about = "Sluice: ultra-low-latency WebRTC SFU"
+)]
+pub struct Cli {
+    /// What to do instead of serving (serve when absent).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Server options (used when no subcommand is given).
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands of `sluice`.
+#[derive(clap::Subcommand, Debug)]
+pub enum Command {
+    /// Print a room token signed with the server secret.
+    Token(TokenArgs),
+    /// Print an RTMP stream key signed with the server secret, for rtmp://host/live/<key>.
+    StreamKey(StreamKeyArgs),
+}
+
+/// Arguments of `sluice stream-key`.
+#[derive(clap::Args, Debug)]
+pub struct StreamKeyArgs {
+    /// Server secret the key is signed with (the server's --secret, at least 16 bytes).
+    #[arg(long, env = "SLUICE_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub secret: Secret,
+    /// Room the stream is published in.
+    #[arg(long, value_parser = parse_room)]
+    pub room: String,
+    /// Participant identity the stream publishes as.
+    #[arg(long, value_parser = parse_identity)]
+    pub identity: String,
+}
+
+/// Arguments of `sluice token`.
+#[derive(clap::Args, Debug)]
+pub struct TokenArgs {
+    /// Server secret used to sign the token (at least 16 bytes).
+    #[arg(long, env = "SLUICE_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub secret: Secret,
+    /// Room the token grants access to.
+    #[arg(long, value_parser = parse_room)]
+    pub room: String,
+    /// Participant identity the token is issued to.
+    #[arg(long, value_parser = parse_identity)]
+    pub identity: String,
+    /// Do not allow the bearer to publish tracks.
+    #[arg(long)]
+    pub no_publish: bool,
+    /// Do not allow the bearer to subscribe to tracks.
+    #[arg(long)]
+    pub no_subscribe: bool,
+    /// Token lifetime: seconds, or a number with unit s, m, h or d (e.g. 90, 30m, 2d).
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+}
+
+impl TokenArgs {
+    /// The grants the token should carry.
+    pub fn grants(&self) -> Grants {
+        Grants {
+            room: self.room.clone(),
+            identity: self.identity.clone(),
+            can_publish: !self.no_publish,
+            can_subscribe: !self.no_subscribe,
+        }
+    }
+
+    /// The token lifetime.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}
+
+/// Parses a duration: bare seconds (`90`) or a number with a unit suffix
+/// `s`, `m`, `h` or `d` (`90s`, `30m`, `1h`, `2d`). Zero is rejected.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (digits, unit) = s.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "invalid duration {s:?}: expected e.g. 90, 90s, 30m, 1h, 2d"
+        ));
+    }
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: number too large"))?;
+    let scale = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("invalid duration {s:?}: unit must be s, m, h or d")),
+    };
+    let secs = n
+        .checked_mul(scale)
+        .ok_or_else(|| format!("invalid duration {s:?}: too large"))?;
+    if secs == 0 {
+        return Err("duration must be positive".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    if s.len() < MIN_SECRET_BYTES {
+        return Err(format!("secret must be at least {MIN_SECRET_BYTES} bytes"));
+    }
+    Ok(s.into())
+}
+
+fn parse_room(s: &str) -> Result<String, String> {
+    check_name("room", s).map(|()| s.to_owned())
+}
+
+fn parse_identity(s: &str) -> Result<String, String> {
+    check_name("identity", s).map(|()| s.to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use clap::{CommandFactory, Parser};
+    use sluice_sfu::ingest::{StreamKeys, StreamTarget};
+
+    use super::*;
+    use crate::config::Config;
+
+    #[test]
+    fn parse_duration_cases() {
+        let secs = |s: &str| parse_duration(s).map(|d| d.as_secs());
+        assert_eq!(secs("90"), Ok(90));
+        assert_eq!(secs("90s"), Ok(90));
+        assert_eq!(secs("30m"), Ok(1800));
+        assert_eq!(secs("1h"), Ok(3600));
+        assert_eq!(secs("2d"), Ok(172_800));
+        assert_eq!(secs(" 5m "), Ok(300));
+        for bad in [
+            "",
+            "0",
+            "0s",
+            "h",
+            "1x",
+            "1.5h",
+            "-1",
+            "1 h",
+            "1hh",
+            "99999999999999999999",
+            "999999999999999999d",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn token_subcommand_parses() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "token",
+            "--secret",
+            "0123456789abcdef0123",
+            "--room",
+            "r",
+            "--identity",
+            "i",
+            "--no-publish",
+            "--ttl",
+            "30m",
+        ])
+        .unwrap();
+        let Some(Command::Token(args)) = cli.command else {
+            panic!("expected token subcommand, got {:?}", cli.command);
+        };
+        assert_eq!(
+            args.grants(),
+            Grants {
+                room: "r".into(),
+                identity: "i".into(),
+                can_publish: false,
+                can_subscribe: true,
+            }
+        );
+        assert_eq!(args.ttl(), Duration::from_secs(1800));
+        assert!(!format!("{args:?}").contains("0123456789abcdef0123"));
+    }
+
+    #[test]
+    fn token_subcommand_rejects_bad_input() {
+        let base = ["sluice", "token", "--room", "r", "--identity", "i"];
+        let with = |extra: &[&'static str]| {
+            let mut argv = base.to_vec();
+            argv.extend_from_slice(extra);
+            Cli::try_parse_from(argv)
+        };
+        assert!(with(&["--secret", "short"]).is_err());
+        assert!(with(&["--secret", "0123456789abcdef", "--ttl", "0"]).is_err());
+        assert!(with(&["--secret", "0123456789abcdef", "--ttl", "1y"]).is_err());
+        assert!(with(&["--secret", "0123456789abcdef", "--room", ""]).is_err());
+        let args = match with(&["--secret", "0123456789abcdef"]).unwrap().command {
+            Some(Command::Token(args)) => args,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(args.ttl(), Duration::from_secs(3600));
+        assert!(args.grants().can_publish && args.grants().can_subscribe);
+    }
+
+    #[test]
+    fn signed_stream_keys_need_the_secret() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "stream-key",
+            "--secret",
+            "0123456789abcdef0123",
+            "--room",
+            "stage",
+            "--identity",
+            "obs",
+        ])
+        .unwrap();
+        let Some(Command::StreamKey(args)) = cli.command else {
+            panic!("expected stream-key, got {:?}", cli.command);
+        };
+        let target = StreamTarget {
+            room: args.room.clone(),
+            identity: args.identity.clone(),
+        };
+        let key = StreamKeys::sign(args.secret.as_bytes(), &target);
+        let with_secret = Config {
+            secret: Some("0123456789abcdef0123".into()),
+            ..Config::default()
+        };
+        assert_eq!(
+            with_secret.stream_keys().unwrap().authorize(&key),
+            Ok(target)
+        );
+        assert!(
+            Config::default()
+                .stream_keys()
+                .unwrap()
+                .authorize(&key)
+                .is_err()
+        );
+        assert!(!format!("{args:?}").contains("0123456789abcdef0123"));
+        assert!(
+            Cli::try_parse_from([
+                "sluice",
+                "stream-key",
+                "--secret",
+                "short",
+                "--room",
+                "r",
+                "--identity",
+                "i"
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

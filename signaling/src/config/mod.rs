@@ -1,0 +1,455 @@
+//! The server configuration: every option of `sluice` (serve), its default, the TOML file and
+//! [`Config::validate`].
+//!
+//! Each option is declared once, as a field of [`ServeArgs`]: its flag, its `SLUICE_*`
+//! environment variable, its help text and its TOML key (the field name). Flags and
+//! environment parse into one `ServeArgs` (clap), the TOML file into another (serde), and
+//! [`Config::load`] lays them over the defaults. Precedence, lowest first:
+//! [`Config::default`] < the TOML file named by `--config` / `SLUICE_CONFIG` < environment
+//! variables < command-line flags (clap merges the last two). See
+//! `signaling/config.example.toml`.
+//!
+//! ```no_run
+//! use clap::Parser;
+//! use sluice_signaling::cli::Cli;
+//! use sluice_signaling::config::Config;
+//!
+//! let cli = Cli::parse();
+//! let config = Config::load(&cli.serve)?; // merged and validated
+//! # Ok::<(), sluice_signaling::config::ConfigError>(())
+//! ```
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sluice_sfu::ingest::{StreamKeys, StreamTarget};
+use sluice_sfu::transport::TransportConfig;
+
+use crate::auth::check_name;
+use crate::origin;
+pub use crate::secret::Secret;
+
+/// Sluice at info; the WebRTC stack only when something is wrong (its DTLS and ICE layers log
+/// routine retransmissions as warnings).
+pub const DEFAULT_LOG: &str =
+    "info,rtc=error,rtc_dtls=error,rtc_ice=error,rtc_sctp=error,rtc_interceptor=error,webrtc=error";
+
+/// Minimum secret length accepted for signing tokens, in bytes.
+pub const MIN_SECRET_BYTES: usize = 16;
+
+/// Longest playout delay that may be asked of subscribers.
+const MAX_PLAYOUT_DELAY: Duration = Duration::from_millis(1000);
+
+/// Longest resume grace period.
+const MAX_RESUME_GRACE: Duration = Duration::from_secs(300);
+
+/// The server options, each declared once: flag, environment variable and help text (clap),
+/// TOML key (serde: the field name). Every field is optional so that one layer fills the gaps
+/// of the next; see [`Config::load`].
+#[derive(clap::Args, serde::Deserialize, Debug, Clone, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeArgs {
+    /// TOML config file; flags and environment variables override its values.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "PATH")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// Address for HTTP and WebSocket signaling [default: 127.0.0.1:8080].
+    #[arg(long, env = "SLUICE_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// UDP port range for media, e.g. 50000-50100 [default: OS-assigned ephemeral ports].
+    #[arg(long, env = "SLUICE_UDP_PORTS", value_name = "LO-HI")]
+    #[serde(deserialize_with = "deserialize_port_range")]
+    pub udp_ports: Option<PortRange>,
+    /// IP advertised in ICE candidates [default: bind 127.0.0.1 and advertise it].
+    #[arg(long, env = "SLUICE_PUBLIC_IP", value_name = "IP")]
+    pub public_ip: Option<IpAddr>,
+    /// Token signing secret, at least 16 bytes [default: random per start (demo mode)].
+    #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
+    pub secret: Option<Secret>,
+    /// Comma-separated Origin allowlist for /ws, e.g. https://app.example.com; "*" allows any
+    /// [default: no Origin, or an Origin on the listen/public host or localhost].
+    #[arg(
+        long,
+        env = "SLUICE_ALLOWED_ORIGINS",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// Signaling messages per second per connection; bursts of twice that are allowed [default: 50].
+    #[arg(long, env = "SLUICE_MAX_MESSAGE_RATE", value_name = "N")]
+    pub max_message_rate: Option<u32>,
+    /// Minimum playout delay asked of subscribing browsers (RTP playout-delay extension), in
+    /// ms, so a retransmitted packet still makes its frame's deadline on lossy links
+    /// [default: 0 = the browser decides].
+    #[arg(long, env = "SLUICE_PLAYOUT_DELAY_MS", value_name = "MS")]
+    pub playout_delay_ms: Option<u16>,
+    /// How long a participant whose WebSocket dropped (without `leave`) is kept for its client
+    /// to `resume`, in ms; 0 removes it at once [default: 15000].
+    #[arg(long, env = "SLUICE_RESUME_GRACE_MS", value_name = "MS")]
+    pub resume_grace_ms: Option<u64>,
+    /// TESTS ONLY: serve `POST /debug/drop-socket?participant=ID` (loopback clients only), which
+    /// makes the server close that participant's WebSocket as a network drop would. Never
+    /// enable in production [default: off].
+    #[arg(
+        long,
+        env = "SLUICE_TEST_HOOKS",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub test_hooks: Option<bool>,
+    /// Largest signaling message accepted, in bytes (TOML file only) [default: 65536].
+    #[arg(skip)]
+    pub max_message_bytes: Option<usize>,
+    /// Log filter in tracing EnvFilter syntax, e.g. "info,sluice_sfu=debug" [default: info].
+    #[arg(long, env = "SLUICE_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// RTMP ingest address, or "off" [default: 127.0.0.1:1935].
+    #[arg(long, env = "SLUICE_RTMP", value_name = "ADDR:PORT|off")]
+    pub rtmp: Option<RtmpListen>,
+    /// An RTMP stream key and where it publishes, KEY=ROOM/IDENTITY (key ≥ 16 characters; the
+    /// room cannot contain '/' here — use the TOML file for that). Repeat or comma-separate.
+    #[arg(
+        long = "rtmp-key",
+        env = "SLUICE_RTMP_KEYS",
+        hide_env_values = true,
+        value_name = "KEY=ROOM/IDENTITY",
+        value_delimiter = ','
+    )]
+    pub rtmp_keys: Option<Vec<RtmpKey>>,
+}
+
+/// The server configuration after merging defaults, file, environment and flags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address for HTTP and WebSocket signaling.
+    pub listen: SocketAddr,
+    /// UDP ports for media; `None` lets the OS pick ephemeral ports.
+    pub udp_ports: Option<PortRange>,
+    /// IP advertised in ICE candidates; `None` binds and advertises 127.0.0.1.
+    pub public_ip: Option<IpAddr>,
+    /// Token signing secret; `None` means generate a random one at start.
+    pub secret: Option<Secret>,
+    /// Origin allowlist for /ws; see [`Config::origin_allowed`].
+    pub allowed_origins: Vec<String>,
+    /// Signaling messages per second per connection (burst: twice that).
+    pub max_message_rate: u32,
+    /// Minimum playout delay asked of subscribing browsers (zero: not asked).
+    pub playout_delay: Duration,
+    /// How long a dropped participant waits for its client to resume (zero: no resume).
+    pub resume_grace: Duration,
+    /// Serve the loopback-only test hooks (`/debug/drop-socket`). Tests only.
+    pub test_hooks: bool,
+    /// Largest signaling message accepted, in bytes (file only).
+    pub max_message_bytes: usize,
+    /// tracing EnvFilter directive string.
+    pub log: String,
+    /// RTMP ingest listener (`"off"` or `"addr:port"`).
+    pub rtmp: RtmpListen,
+    /// Configured RTMP stream keys (signed keys need only `secret`).
+    pub rtmp_keys: Vec<RtmpKey>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
+            udp_ports: None,
+            public_ip: None,
+            secret: None,
+            allowed_origins: Vec::new(),
+            max_message_rate: 50,
+            playout_delay: Duration::ZERO,
+            resume_grace: Duration::from_secs(15),
+            test_hooks: false,
+            max_message_bytes: 64 * 1024,
+            log: DEFAULT_LOG.into(),
+            rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
+            rtmp_keys: Vec::new(),
+        }
+    }
+}
+
+/// Where the RTMP ingest listens, if anywhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtmpListen {
+    Off,
+    On(SocketAddr),
+}
+
+impl std::str::FromStr for RtmpListen {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" => Ok(Self::Off),
+            addr => addr
+                .parse()
+                .map(Self::On)
+                .map_err(|_| format!("invalid RTMP address {addr:?}: expected ADDR:PORT or off")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for RtmpListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// One configured RTMP stream key and the room and identity it publishes as.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtmpKey {
+    pub key: Secret,
+    pub room: String,
+    pub identity: String,
+}
+
+impl std::str::FromStr for RtmpKey {
+    type Err = String;
+
+    /// `KEY=ROOM/IDENTITY`. Errors never repeat the key.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let usage = "expected KEY=ROOM/IDENTITY";
+        let (key, target) = s.trim().split_once('=').ok_or(usage)?;
+        let (room, identity) = target.split_once('/').ok_or(usage)?;
+        Ok(Self {
+            key: key.into(),
+            room: room.to_owned(),
+            identity: identity.to_owned(),
+        })
+    }
+}
+
+/// The media port range type is the transport's own (`lo-hi`, e.g. `50000-50100`).
+pub use sluice_sfu::transport::PortRange;
+
+fn deserialize_port_range<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<PortRange>, D::Error> {
+    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
+    text.map(|t| t.parse().map_err(serde::de::Error::custom))
+        .transpose()
+}
+
+/// Why the configuration could not be loaded.
+///
+/// `Read` and `Parse` carry the underlying error as their `source()`; print
+/// with `{:#}` (anyhow) or walk the chain to see it.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {}", path.display())]
+    Read {
+        /// The file named by `--config`.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML or has unknown/ill-typed keys.
+    #[error("invalid config{}", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
+    Parse {
+        /// The file, when parsed from one.
+        path: Option<PathBuf>,
+        /// The TOML error, with line, column and the offending key.
+        source: toml::de::Error,
+    },
+    /// A value is out of range.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Merges defaults < the TOML file in `args.config` (if any) < `args`
+    /// (environment and flags), then [`validate`](Self::validate)s the result.
+    pub fn load(args: &ServeArgs) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        if let Some(path) = &args.config {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })?;
+            config.apply(parse_toml(&text, Some(path))?);
+        }
+        let mut flags = args.clone();
+        // A comma-separated list may carry spaces and empty entries ("a, b,").
+        if let Some(origins) = &mut flags.allowed_origins {
+            *origins = origins
+                .iter()
+                .map(|o| o.trim())
+                .filter(|o| !o.is_empty())
+                .map(str::to_owned)
+                .collect();
+        }
+        config.apply(flags);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses a TOML document; missing keys take their defaults. Does not validate.
+    pub fn from_toml_str(s: &str) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        config.apply(parse_toml(s, None)?);
+        Ok(config)
+    }
+
+    /// Overrides fields with the values present in `layer`.
+    fn apply(&mut self, layer: ServeArgs) {
+        fn set<T>(slot: &mut T, value: Option<T>) {
+            if let Some(value) = value {
+                *slot = value;
+            }
+        }
+        // Destructured, so an option added to `ServeArgs` cannot be forgotten here.
+        let ServeArgs {
+            config: _,
+            listen,
+            udp_ports,
+            public_ip,
+            secret,
+            allowed_origins,
+            max_message_rate,
+            playout_delay_ms,
+            resume_grace_ms,
+            test_hooks,
+            max_message_bytes,
+            log,
+            rtmp,
+            rtmp_keys,
+        } = layer;
+        set(&mut self.listen, listen);
+        set(&mut self.udp_ports, udp_ports.map(Some));
+        set(&mut self.public_ip, public_ip.map(Some));
+        set(&mut self.secret, secret.map(Some));
+        set(&mut self.allowed_origins, allowed_origins);
+        set(&mut self.max_message_rate, max_message_rate);
+        set(
+            &mut self.playout_delay,
+            playout_delay_ms.map(|ms| Duration::from_millis(ms.into())),
+        );
+        set(
+            &mut self.resume_grace,
+            resume_grace_ms.map(Duration::from_millis),
+        );
+        set(&mut self.test_hooks, test_hooks);
+        set(&mut self.max_message_bytes, max_message_bytes);
+        set(&mut self.log, log);
+        set(&mut self.rtmp, rtmp);
+        set(&mut self.rtmp_keys, rtmp_keys);
+    }
+
+    /// Checks value ranges: secret (if set) ≥ 16 bytes, `max_message_rate` ≥ 1,
+    /// `max_message_bytes` in 1 KiB..=1 MiB, a sane UDP range, an advertisable
+    /// public IP, well-formed origins and RTMP stream keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if let Some(secret) = &self.secret
+            && secret.len() < MIN_SECRET_BYTES
+        {
+            return invalid(format!("secret must be at least {MIN_SECRET_BYTES} bytes"));
+        }
+        if self.max_message_rate == 0 {
+            return invalid("max_message_rate must be at least 1".into());
+        }
+        if self.playout_delay > MAX_PLAYOUT_DELAY {
+            return invalid("playout_delay_ms must be at most 1000".into());
+        }
+        if self.resume_grace > MAX_RESUME_GRACE {
+            return invalid("resume_grace_ms must be at most 300000 (5 minutes)".into());
+        }
+        if !(1024..=1024 * 1024).contains(&self.max_message_bytes) {
+            return invalid(format!(
+                "max_message_bytes must be between 1024 and 1048576, got {}",
+                self.max_message_bytes
+            ));
+        }
+        if let Some(range) = self.udp_ports
+            && let Err(e) = PortRange::new(range.lo, range.hi)
+        {
+            return invalid(format!("udp_ports: {e}"));
+        }
+        if let Some(ip) = self.public_ip
+            && (ip.is_unspecified() || ip.is_multicast())
+        {
+            return invalid(format!("public_ip {ip} cannot be advertised to peers"));
+        }
+        for entry in &self.rtmp_keys {
+            check_name("rtmp_keys room", &entry.room).map_err(ConfigError::Invalid)?;
+            check_name("rtmp_keys identity", &entry.identity).map_err(ConfigError::Invalid)?;
+        }
+        self.stream_keys()?;
+        for entry in &self.allowed_origins {
+            if !origin::valid_entry(entry) {
+                return invalid(format!(
+                    "allowed_origins entry {entry:?} is not \"*\" or scheme://host[:port] (http or https)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The RTMP stream keys this configuration accepts: the configured ones, and keys signed
+    /// with the secret when one is configured.
+    pub fn stream_keys(&self) -> Result<StreamKeys, ConfigError> {
+        let mut keys = match &self.secret {
+            Some(secret) => StreamKeys::new().with_secret(secret.as_bytes()),
+            None => StreamKeys::new(),
+        };
+        for entry in &self.rtmp_keys {
+            let target = StreamTarget {
+                room: entry.room.clone(),
+                identity: entry.identity.clone(),
+            };
+            // The error never contains the key: it names the entry by its target.
+            keys.add(entry.key.expose(), target).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "rtmp_keys entry for {}/{}: {e}",
+                    entry.room, entry.identity
+                ))
+            })?;
+        }
+        Ok(keys)
+    }
+
+    /// The media transport this configuration asks for.
+    pub fn transport(&self) -> TransportConfig {
+        TransportConfig {
+            udp_ports: self.udp_ports,
+            public_ip: self.public_ip,
+            // `validate` keeps the delay within 1000 ms.
+            playout_delay_ms: u16::try_from(self.playout_delay.as_millis()).unwrap_or(u16::MAX),
+        }
+    }
+
+    /// Maximum burst of signaling messages per connection (twice the rate).
+    pub fn max_message_burst(&self) -> u32 {
+        self.max_message_rate.saturating_mul(2)
+    }
+
+    /// Whether a WebSocket upgrade with this `Origin` header may proceed; see
+    /// [`origin::allowed`] for the rule.
+    pub fn origin_allowed(&self, origin: Option<&str>) -> bool {
+        origin::allowed(
+            &self.allowed_origins,
+            self.listen.ip(),
+            self.public_ip,
+            origin,
+        )
+    }
+}
+
+/// Parses one TOML layer; `path` names the file in errors.
+fn parse_toml(text: &str, path: Option<&Path>) -> Result<ServeArgs, ConfigError> {
+    toml::from_str(text).map_err(|source| ConfigError::Parse {
+        path: path.map(Path::to_owned),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests;

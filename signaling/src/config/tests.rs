@@ -1,0 +1,390 @@
+//! Tests of the configuration: defaults, the TOML file, precedence, validation.
+
+#![allow(clippy::unwrap_used)]
+
+use std::error::Error as _;
+
+use clap::Parser;
+use sluice_sfu::ingest::StreamTarget;
+
+use super::*;
+use crate::cli::Cli;
+
+/// A config file in the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> Self {
+        let path =
+            std::env::temp_dir().join(format!("sluice-config-{}-{name}.toml", std::process::id()));
+        std::fs::write(&path, contents).unwrap();
+        Self(path)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn example_file_parses_and_matches_defaults() {
+    let config = Config::from_toml_str(include_str!("../../config.example.toml")).unwrap();
+    config.validate().unwrap();
+    assert_eq!(config, Config::default());
+}
+
+#[test]
+fn defaults_are_valid() {
+    Config::default().validate().unwrap();
+    assert_eq!(
+        Config::load(&ServeArgs::default()).unwrap(),
+        Config::default()
+    );
+}
+
+#[test]
+fn full_file_parses() {
+    let config = Config::from_toml_str(
+        r#"
+        listen = "0.0.0.0:9000"
+        udp_ports = "50000-50100"
+        public_ip = "203.0.113.7"
+        secret = "0123456789abcdef"
+        allowed_origins = ["https://app.example.com", "http://localhost:5173"]
+        max_message_rate = 10
+        max_message_bytes = 2048
+        log = "debug"
+        "#,
+    )
+    .unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.listen, "0.0.0.0:9000".parse::<SocketAddr>().unwrap());
+    assert_eq!(
+        config.udp_ports,
+        Some(PortRange {
+            lo: 50000,
+            hi: 50100
+        })
+    );
+    assert_eq!(
+        config.public_ip,
+        Some("203.0.113.7".parse::<IpAddr>().unwrap())
+    );
+    assert_eq!(config.allowed_origins.len(), 2);
+    assert_eq!(config.max_message_burst(), 20);
+    assert_eq!(config.max_message_bytes, 2048);
+    assert_eq!(config.log, "debug");
+}
+
+#[test]
+fn precedence_flags_over_file_over_defaults() {
+    let file = TempFile::new(
+        "precedence",
+        r#"
+        listen = "127.0.0.1:9000"
+        max_message_rate = 10
+        log = "debug"
+        allowed_origins = ["https://file.example"]
+        max_message_bytes = 4096
+        "#,
+    );
+    let args = ServeArgs {
+        config: Some(file.0.clone()),
+        listen: Some("127.0.0.1:9999".parse().unwrap()),
+        allowed_origins: Some(vec!["https://flag.example".into(), " ".into()]),
+        ..ServeArgs::default()
+    };
+    let config = Config::load(&args).unwrap();
+    // Flags win.
+    assert_eq!(
+        config.listen,
+        "127.0.0.1:9999".parse::<SocketAddr>().unwrap()
+    );
+    assert_eq!(config.allowed_origins, ["https://flag.example"]);
+    // The file fills what flags leave unset.
+    assert_eq!(config.max_message_rate, 10);
+    assert_eq!(config.log, "debug");
+    assert_eq!(config.max_message_bytes, 4096);
+    // Defaults fill the rest.
+    assert_eq!(config.udp_ports, None);
+    assert_eq!(config.secret, None);
+}
+
+#[test]
+fn resume_grace_and_test_hooks_flags() {
+    let cli = Cli::try_parse_from(["sluice", "--resume-grace-ms", "2500", "--test-hooks"]).unwrap();
+    let config = Config::load(&cli.serve).unwrap();
+    assert_eq!(config.resume_grace, Duration::from_millis(2500));
+    assert!(config.test_hooks);
+    // Env-style values: 1/0, true/false.
+    for (value, expected) in [("1", true), ("0", false), ("true", true), ("false", false)] {
+        let cli = Cli::try_parse_from(["sluice", &format!("--test-hooks={value}")]).unwrap();
+        assert_eq!(
+            Config::load(&cli.serve).unwrap().test_hooks,
+            expected,
+            "{value}"
+        );
+    }
+    // Off unless asked for.
+    let cli = Cli::try_parse_from(["sluice"]).unwrap();
+    let config = Config::load(&cli.serve).unwrap();
+    assert!(!config.test_hooks);
+    assert_eq!(config.resume_grace, Duration::from_secs(15));
+}
+
+#[test]
+fn precedence_through_clap() {
+    let file = TempFile::new("clap", "max_message_rate = 7\nlog = \"warn\"\n");
+    let path = file.0.to_str().unwrap();
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "--config",
+        path,
+        "--log",
+        "trace",
+        "--udp-ports",
+        "40000-40010",
+    ])
+    .unwrap();
+    assert!(cli.command.is_none());
+    let config = Config::load(&cli.serve).unwrap();
+    assert_eq!(config.log, "trace");
+    assert_eq!(config.max_message_rate, 7);
+    assert_eq!(
+        config.udp_ports,
+        Some(PortRange {
+            lo: 40000,
+            hi: 40010
+        })
+    );
+}
+
+#[test]
+fn unknown_key_rejected_clearly() {
+    let err = Config::from_toml_str("listen = \"127.0.0.1:1\"\nlisten_port = 80\n").unwrap_err();
+    assert!(matches!(err, ConfigError::Parse { path: None, .. }));
+    let detail = err.source().unwrap().to_string();
+    assert!(
+        detail.contains("unknown field") && detail.contains("listen_port"),
+        "{detail}"
+    );
+    // `--config` is a flag only: a file cannot name another file.
+    let err = Config::from_toml_str("config = \"other.toml\"\n").unwrap_err();
+    assert!(
+        err.source().unwrap().to_string().contains("unknown field"),
+        "{err}"
+    );
+
+    let file = TempFile::new("unknown", "bogus = true\n");
+    let err = Config::load(&ServeArgs {
+        config: Some(file.0.clone()),
+        ..ServeArgs::default()
+    })
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(&*file.0.to_string_lossy()),
+        "{err}"
+    );
+    assert!(err.source().unwrap().to_string().contains("bogus"));
+}
+
+#[test]
+fn missing_file_is_a_read_error() {
+    let path = std::env::temp_dir().join("sluice-config-does-not-exist.toml");
+    let err = Config::load(&ServeArgs {
+        config: Some(path),
+        ..ServeArgs::default()
+    })
+    .unwrap_err();
+    assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+}
+
+#[test]
+fn bad_port_range() {
+    for bad in [
+        "", "5", "0-10", "10-5", "1-70000", "a-b", "1-", "-1", "1-2-3",
+    ] {
+        assert!(bad.parse::<PortRange>().is_err(), "{bad:?}");
+    }
+    let range: PortRange = "50000-50100".parse().unwrap();
+    assert_eq!(
+        range,
+        PortRange {
+            lo: 50000,
+            hi: 50100
+        }
+    );
+    assert_eq!(range.to_string(), "50000-50100");
+    assert_eq!(range.len(), 101);
+    assert_eq!("7-7".parse::<PortRange>().unwrap().len(), 1);
+    assert!(Config::from_toml_str("udp_ports = \"9-1\"").is_err());
+    assert!(Cli::try_parse_from(["sluice", "--udp-ports", "0-100"]).is_err());
+    let invalid = Config {
+        udp_ports: Some(PortRange { lo: 10, hi: 5 }),
+        ..Config::default()
+    };
+    assert!(matches!(invalid.validate(), Err(ConfigError::Invalid(_))));
+}
+
+#[test]
+fn bad_listen_address() {
+    for bad in ["localhost", "127.0.0.1", "127.0.0.1:99999", ":8080"] {
+        assert!(
+            Config::from_toml_str(&format!("listen = {bad:?}")).is_err(),
+            "{bad}"
+        );
+        assert!(
+            Cli::try_parse_from(["sluice", "--listen", bad]).is_err(),
+            "{bad}"
+        );
+    }
+    assert!(Config::from_toml_str("listen = 8080").is_err());
+    assert!(Config::from_toml_str("listen = \"[::1]:8080\"").is_ok());
+}
+
+#[test]
+fn validate_ranges() {
+    let ok = Config::default();
+    let cases = [
+        Config {
+            secret: Some("short".into()),
+            ..ok.clone()
+        },
+        Config {
+            max_message_rate: 0,
+            ..ok.clone()
+        },
+        Config {
+            playout_delay: Duration::from_millis(1001),
+            ..ok.clone()
+        },
+        Config {
+            resume_grace: Duration::from_millis(300_001),
+            ..ok.clone()
+        },
+        Config {
+            max_message_bytes: 1023,
+            ..ok.clone()
+        },
+        Config {
+            max_message_bytes: 1024 * 1024 + 1,
+            ..ok.clone()
+        },
+        Config {
+            public_ip: Some("0.0.0.0".parse().unwrap()),
+            ..ok.clone()
+        },
+        Config {
+            allowed_origins: vec!["example.com".into()],
+            ..ok.clone()
+        },
+        Config {
+            allowed_origins: vec!["https://example.com/path".into()],
+            ..ok.clone()
+        },
+    ];
+    for config in cases {
+        assert!(
+            matches!(config.validate(), Err(ConfigError::Invalid(_))),
+            "{config:?}"
+        );
+    }
+    Config {
+        secret: Some("0123456789abcdef".into()),
+        max_message_bytes: 1024,
+        ..ok.clone()
+    }
+    .validate()
+    .unwrap();
+    // Load validates too.
+    let err = Config::load(&ServeArgs {
+        secret: Some("short".into()),
+        ..ServeArgs::default()
+    })
+    .unwrap_err();
+    assert!(!err.to_string().contains("short"), "secret leaked: {err}");
+}
+
+#[test]
+fn rtmp_defaults_flags_and_off() {
+    assert_eq!(
+        Config::default().rtmp,
+        RtmpListen::On("127.0.0.1:1935".parse().unwrap())
+    );
+    let cli = Cli::try_parse_from(["sluice", "--rtmp", "off"]).unwrap();
+    assert_eq!(Config::load(&cli.serve).unwrap().rtmp, RtmpListen::Off);
+    let cli = Cli::try_parse_from(["sluice", "--rtmp", "0.0.0.0:1936"]).unwrap();
+    assert_eq!(
+        Config::load(&cli.serve).unwrap().rtmp,
+        RtmpListen::On("0.0.0.0:1936".parse().unwrap())
+    );
+    assert!(Cli::try_parse_from(["sluice", "--rtmp", "1935"]).is_err());
+    assert_eq!(
+        Config::from_toml_str("rtmp = \"off\"").unwrap().rtmp,
+        RtmpListen::Off
+    );
+    assert!(Config::from_toml_str("rtmp = \"nowhere\"").is_err());
+}
+
+#[test]
+fn rtmp_keys_from_flags_and_toml() {
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "--rtmp-key",
+        "0123456789abcdef-key=stage/obs,fedcba9876543210-key=lobby/cam/2",
+    ])
+    .unwrap();
+    let config = Config::load(&cli.serve).unwrap();
+    assert_eq!(config.rtmp_keys.len(), 2);
+    assert_eq!(config.rtmp_keys[1].room, "lobby");
+    assert_eq!(config.rtmp_keys[1].identity, "cam/2");
+    let keys = config.stream_keys().unwrap();
+    assert_eq!(
+        keys.authorize("0123456789abcdef-key").unwrap(),
+        StreamTarget {
+            room: "stage".into(),
+            identity: "obs".into()
+        }
+    );
+    let toml = Config::from_toml_str(
+        "[[rtmp_keys]]\nkey = \"0123456789abcdef-key\"\nroom = \"a/b\"\nidentity = \"obs\"\n",
+    )
+    .unwrap();
+    assert_eq!(toml.rtmp_keys[0].room, "a/b");
+    toml.validate().unwrap();
+    // Keys never show in Debug output or errors.
+    assert!(!format!("{config:?} {:?}", cli.serve).contains("0123456789abcdef-key"));
+    let short = Cli::try_parse_from(["sluice", "--rtmp-key", "short=room/id"]).unwrap();
+    let err = Config::load(&short.serve).unwrap_err();
+    assert!(err.to_string().contains("at least 16"), "{err}");
+    assert!(!err.to_string().contains("short="), "{err}");
+    assert!(Cli::try_parse_from(["sluice", "--rtmp-key", "no-target-here"]).is_err());
+}
+
+#[test]
+fn serve_flags_parse() {
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "--listen",
+        "0.0.0.0:9000",
+        "--public-ip",
+        "127.0.0.1",
+        "--allowed-origins",
+        "https://a.example,https://b.example",
+        "--max-message-rate",
+        "20",
+        "--secret",
+        "0123456789abcdef",
+    ])
+    .unwrap();
+    let config = Config::load(&cli.serve).unwrap();
+    assert_eq!(
+        config.allowed_origins,
+        ["https://a.example", "https://b.example"]
+    );
+    assert_eq!(config.max_message_rate, 20);
+    assert_eq!(config.public_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    assert!(!format!("{config:?} {:?}", cli.serve).contains("0123456789abcdef"));
+}

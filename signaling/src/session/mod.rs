@@ -1,0 +1,386 @@
+//! One client connection: a state machine from WebSocket frames to SFU calls and back.
+//!
+//! It is generic over a [`Stream`] of [`Inbound`] frames and a [`Sink`] of [`Outbound`]
+//! frames, so it runs over axum's WebSocket in production and over in-memory channels in its
+//! tests. `requests` answers each request, `wire` maps the media plane's types to the
+//! protocol's, `rate_limit` holds each connection to its message rate.
+
+mod rate_limit;
+mod requests;
+#[cfg(test)]
+mod tests;
+mod wire;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Sink, SinkExt, Stream, StreamExt};
+use sluice_sfu::runtime::{Participant, ParticipantEvent, Sfu};
+use tokio::sync::watch;
+use tracing::{Instrument, debug, info, info_span};
+
+use self::rate_limit::{RateLimiter, Verdict};
+use self::wire::event_message;
+use crate::auth::TokenAuthority;
+use crate::protocol::{ClientMessage, ErrorCode, RequestId, ServerMessage};
+use crate::resume::{Attachment, Resumable, SessionControl};
+
+/// A frame from the client, as the server layer classified it.
+#[derive(Debug)]
+pub enum Inbound {
+    Text(String),
+    /// A binary frame: the protocol is JSON text only.
+    Binary,
+    /// A message over the size limit; the connection must close with 1009.
+    TooLarge,
+    /// The client sent a close frame: it ended the connection on purpose (a browser does when
+    /// its page goes away), unlike a network drop, which sends none.
+    Closed,
+}
+
+/// A frame to the client.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outbound {
+    Message(ServerMessage),
+    Close { code: u16, reason: String },
+}
+
+pub const CLOSE_NORMAL: u16 = 1000;
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+pub const CLOSE_POLICY: u16 = 1008;
+pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Another connection resumed this participant; the client must not reconnect from this one.
+pub const CLOSE_REPLACED: u16 = 4001;
+/// Test hook only: the server dropped the socket as a network failure would.
+pub const CLOSE_DROPPED_BY_TEST_HOOK: u16 = 4002;
+
+/// Everything sessions share.
+#[derive(Clone)]
+pub struct SessionContext {
+    pub sfu: Sfu,
+    pub auth: Arc<TokenAuthority>,
+    pub max_message_rate: u32,
+    pub max_message_burst: u32,
+    /// How long a connection may stay without joining.
+    pub join_timeout: Duration,
+    /// Flips to true when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Participants whose socket dropped, waiting for a `resume`.
+    pub resumable: Arc<Resumable>,
+}
+
+/// What the session does after a frame.
+enum Flow {
+    Continue,
+    Close {
+        code: u16,
+        reason: String,
+        then: After,
+    },
+}
+
+/// What becomes of the participant when its session ends.
+enum After {
+    /// It leaves the room (`leave`, shutdown, a policy close).
+    Leave,
+    /// The socket dropped: it waits for a `resume` during the grace period.
+    Park,
+    /// Another connection resumed it.
+    HandOver(tokio::sync::oneshot::Sender<Participant>),
+}
+
+/// Runs one client connection to its end. Never panics on client input; every request gets
+/// exactly one response.
+pub async fn run<I, O>(ctx: SessionContext, incoming: I, outgoing: O)
+where
+    I: Stream<Item = Inbound> + Unpin,
+    O: Sink<Outbound> + Unpin,
+{
+    let span = info_span!("session", participant = tracing::field::Empty);
+    Session {
+        ctx,
+        participant: None,
+        attachment: None,
+        after_response: Vec::new(),
+        limiter: None,
+        outgoing,
+    }
+    .run(incoming)
+    .instrument(span)
+    .await;
+}
+
+struct Session<O> {
+    ctx: SessionContext,
+    participant: Option<Participant>,
+    /// This session's hold on its participant's resume entry.
+    attachment: Option<Attachment>,
+    /// Events to send right after the current response (a resume's kept events).
+    after_response: Vec<ServerMessage>,
+    limiter: Option<RateLimiter>,
+    outgoing: O,
+}
+
+impl<O: Sink<Outbound> + Unpin> Session<O> {
+    async fn run<I: Stream<Item = Inbound> + Unpin>(mut self, mut incoming: I) {
+        let shutdown = stopped(self.ctx.shutdown.clone());
+        tokio::pin!(shutdown);
+        let join_deadline = tokio::time::Instant::now() + self.ctx.join_timeout;
+        let (close, then) = loop {
+            let joined = self.participant.is_some();
+            tokio::select! {
+                frame = incoming.next() => {
+                    // A connection that breaks without a close frame may come back: park.
+                    let Some(frame) = frame else { break (None, After::Park) };
+                    // A close frame is the client's decision to go: leave at once.
+                    if matches!(frame, Inbound::Closed) { break (None, After::Leave) };
+                    match self.on_frame(frame).await {
+                        Flow::Continue => {}
+                        Flow::Close { code, reason, then } => break (Some((code, reason)), then),
+                    }
+                }
+                event = next_event(&mut self.participant) => match event {
+                    Some(event) => {
+                        if let Some(message) = event_message(event)
+                            && self.send(message).await.is_err()
+                        {
+                            break (None, After::Park);
+                        }
+                    }
+                    // The participant ended under us (should not happen while we hold it).
+                    None => break (Some((CLOSE_GOING_AWAY, "participant ended".to_owned())), After::Leave),
+                },
+                control = next_control(&mut self.attachment) => match control {
+                    SessionControl::Takeover(handover) => {
+                        info!("resumed on another connection");
+                        break (
+                            Some((CLOSE_REPLACED, "resumed on another connection".to_owned())),
+                            After::HandOver(handover),
+                        );
+                    }
+                    SessionControl::Drop => {
+                        info!("socket dropped by the test hook");
+                        break (
+                            Some((CLOSE_DROPPED_BY_TEST_HOOK, "dropped by test hook".to_owned())),
+                            After::Park,
+                        );
+                    }
+                },
+                () = tokio::time::sleep_until(join_deadline), if !joined => {
+                    break (Some((CLOSE_POLICY, "join timeout".to_owned())), After::Leave);
+                }
+                () = &mut shutdown => {
+                    break (Some((CLOSE_GOING_AWAY, "server shutting down".to_owned())), After::Leave);
+                }
+            }
+        };
+        // The participant first: a resuming connection waits for the handover, and a close
+        // frame to a dead socket may take long to write.
+        self.end(then);
+        if let Some((code, reason)) = close {
+            let _ = self.outgoing.send(Outbound::Close { code, reason }).await;
+        }
+    }
+
+    /// Decides the participant's fate once the socket is done.
+    fn end(&mut self, then: After) {
+        let Some(participant) = self.participant.take() else {
+            return;
+        };
+        let Some(mut attachment) = self.attachment.take() else {
+            participant.leave();
+            return;
+        };
+        // A resume that raced with this ending wins: its client is the live one.
+        let then = match (attachment.take_takeover(), then) {
+            (Some(handover), _) | (None, After::HandOver(handover)) => After::HandOver(handover),
+            (None, then) => then,
+        };
+        match then {
+            After::HandOver(handover) => {
+                if handover.send(participant).is_err() {
+                    debug!("the resuming connection went away before the handover");
+                }
+            }
+            After::Leave => {
+                self.ctx.resumable.release(attachment.participant);
+                info!("participant left");
+                participant.leave();
+            }
+            After::Park => match self.ctx.resumable.park(&attachment, participant) {
+                None => {
+                    info!(grace = ?self.ctx.resumable.grace(), "connection dropped; waiting for a resume")
+                }
+                Some(participant) => match attachment.take_takeover() {
+                    Some(handover) => {
+                        let _ = handover.send(participant);
+                    }
+                    None => {
+                        info!("participant left");
+                        participant.leave();
+                    }
+                },
+            },
+        }
+    }
+
+    async fn send(&mut self, message: ServerMessage) -> Result<(), ()> {
+        self.outgoing
+            .send(Outbound::Message(message))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn on_frame(&mut self, frame: Inbound) -> Flow {
+        let text = match frame {
+            Inbound::Text(text) => text,
+            Inbound::Closed => {
+                return Flow::Close {
+                    code: CLOSE_NORMAL,
+                    reason: String::new(),
+                    then: After::Leave,
+                };
+            }
+            Inbound::TooLarge => {
+                return Flow::Close {
+                    code: CLOSE_TOO_BIG,
+                    reason: "message too large".to_owned(),
+                    then: After::Leave,
+                };
+            }
+            Inbound::Binary => {
+                let _ = self
+                    .send(error_message(
+                        None,
+                        ErrorCode::InvalidMessage,
+                        "binary frames are not supported",
+                    ))
+                    .await;
+                return Flow::Continue;
+            }
+        };
+        let now = Instant::now();
+        let limiter = self.limiter.get_or_insert_with(|| {
+            RateLimiter::new(self.ctx.max_message_rate, self.ctx.max_message_burst, now)
+        });
+        match limiter.check(now) {
+            Verdict::Allowed => {}
+            Verdict::Refused => {
+                let request_id = peek_request_id(&text);
+                let _ = self
+                    .send(error_message(
+                        request_id,
+                        ErrorCode::RateLimited,
+                        "too many messages; slow down",
+                    ))
+                    .await;
+                return Flow::Continue;
+            }
+            Verdict::Flooding => {
+                return Flow::Close {
+                    code: CLOSE_POLICY,
+                    reason: "message rate limit exceeded".to_owned(),
+                    then: After::Leave,
+                };
+            }
+        }
+        let message = match parse(&text) {
+            Ok(message) => message,
+            Err((request_id, reason)) => {
+                let _ = self
+                    .send(error_message(request_id, ErrorCode::InvalidMessage, reason))
+                    .await;
+                return Flow::Continue;
+            }
+        };
+        let request_id = message.request_id();
+        let leaving = matches!(message, ClientMessage::Leave { .. });
+        let response = match self.handle(message).await {
+            Ok(response) => response,
+            Err(failure) => error_message(Some(request_id), failure.code, failure.message),
+        };
+        if self.send(response).await.is_err() {
+            return Flow::Close {
+                code: CLOSE_GOING_AWAY,
+                reason: String::new(),
+                then: After::Park,
+            };
+        }
+        for message in std::mem::take(&mut self.after_response) {
+            if self.send(message).await.is_err() {
+                return Flow::Close {
+                    code: CLOSE_GOING_AWAY,
+                    reason: String::new(),
+                    then: After::Park,
+                };
+            }
+        }
+        if leaving {
+            return Flow::Close {
+                code: CLOSE_NORMAL,
+                reason: "left".to_owned(),
+                then: After::Leave,
+            };
+        }
+        Flow::Continue
+    }
+}
+
+async fn next_control(attachment: &mut Option<Attachment>) -> SessionControl {
+    match attachment {
+        Some(attachment) => match attachment.control.recv().await {
+            Some(control) => control,
+            // The registry dropped the sender (the entry was released): nothing will come.
+            None => std::future::pending().await,
+        },
+        None => std::future::pending().await,
+    }
+}
+
+/// Resolves once the server starts shutting down (never, if the sender is gone without it).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+async fn next_event(participant: &mut Option<Participant>) -> Option<ParticipantEvent> {
+    match participant {
+        Some(participant) => participant.next_event().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Parses a frame; on failure returns the request id if one could be found, and why.
+fn parse(text: &str) -> Result<ClientMessage, (Option<RequestId>, String)> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| (None, format!("malformed JSON: {e}")))?;
+    let request_id = value
+        .get("requestId")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|id| RequestId::try_from(id).ok());
+    serde_json::from_value(value).map_err(|e| (request_id, format!("invalid message: {e}")))
+}
+
+fn peek_request_id(text: &str) -> Option<RequestId> {
+    parse(text).ok().map(|m| m.request_id())
+}
+
+fn error_message(
+    request_id: Option<RequestId>,
+    code: ErrorCode,
+    message: impl Into<String>,
+) -> ServerMessage {
+    let message = message.into();
+    debug!(?request_id, code = code.as_str(), %message, "request failed");
+    ServerMessage::Error {
+        request_id,
+        code,
+        message,
+    }
+}

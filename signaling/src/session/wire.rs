@@ -1,0 +1,214 @@
+//! Mapping between the media plane's runtime types (`sluice_sfu`) and the wire types of
+//! [`crate::protocol`]: `From` impls both ways, and [`event_message`] for participant events.
+
+use sluice_sfu::core::{LayerReason, MediaKind as CoreMediaKind};
+use sluice_sfu::runtime::{
+    ParticipantEvent, ParticipantInfo as CoreParticipantInfo,
+    PublicationInfo as CorePublicationInfo, RoomEvent, Source, TrackRequest,
+};
+use sluice_sfu::transport::{IceCandidate as CoreIceCandidate, PeerRole};
+
+use crate::protocol::{
+    IceCandidate, LayerActivity, LayerChangeReason, LayerRef, MediaKind, ParticipantInfo,
+    PeerTarget, PublicationInfo, ServerMessage, SpeakerInfo, TrackInfo, TrackSource,
+};
+
+/// The temporal layer that means "all of them" (VP8 L1T3 has 3); the room reports it for
+/// streams without temporal layers.
+const ALL_TEMPORAL_LAYERS: u8 = 2;
+
+/// The message a participant event becomes for the client; `None` for the events that are
+/// the participant's own business (a probe never leaves its task).
+pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
+    Some(match event {
+        ParticipantEvent::Offer(sdp) => ServerMessage::Offer { sdp },
+        ParticipantEvent::Candidate(role, candidate) => ServerMessage::Trickle {
+            target: role.into(),
+            candidate: candidate.into(),
+        },
+        ParticipantEvent::Room(RoomEvent::ParticipantJoined(info)) => {
+            ServerMessage::ParticipantJoined {
+                participant: info.into(),
+            }
+        }
+        ParticipantEvent::Room(RoomEvent::ParticipantLeft(id)) => ServerMessage::ParticipantLeft {
+            participant_id: id.to_string(),
+        },
+        ParticipantEvent::Room(RoomEvent::PublicationAdded(info)) => {
+            ServerMessage::PublicationAdded {
+                publication: info.into(),
+            }
+        }
+        ParticipantEvent::Room(RoomEvent::PublicationRemoved {
+            publication,
+            participant,
+        }) => ServerMessage::PublicationRemoved {
+            publication_id: publication.to_string(),
+            participant_id: participant.to_string(),
+        },
+        ParticipantEvent::Room(RoomEvent::LayersChanged(change)) => ServerMessage::LayersChanged {
+            subscription_id: change.subscription.to_string(),
+            current: change.current.map(|spatial| LayerRef {
+                spatial,
+                temporal: change.current_temporal.unwrap_or(ALL_TEMPORAL_LAYERS),
+            }),
+            target: LayerRef {
+                spatial: change.target,
+                temporal: change.target_temporal,
+            },
+            reason: change.reason.into(),
+        },
+        ParticipantEvent::Room(RoomEvent::PublisherLayers {
+            publication,
+            layers,
+        }) => ServerMessage::PublisherLayers {
+            publication_id: publication.to_string(),
+            layers: layers
+                .into_iter()
+                .map(|(rid, active)| LayerActivity { rid, active })
+                .collect(),
+        },
+        ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)) => {
+            ServerMessage::ActiveSpeakers {
+                speakers: speakers
+                    .into_iter()
+                    .map(|(participant, level)| SpeakerInfo {
+                        participant_id: participant.to_string(),
+                        // Four decimals tell -70 dBov from silence; more is noise on the wire.
+                        level: (f64::from(level) * 10_000.0).round() / 10_000.0,
+                    })
+                    .collect(),
+            }
+        }
+        // A subscriber task's own business, never the client's.
+        ParticipantEvent::Room(RoomEvent::Probe { .. } | RoomEvent::PathCongested) => return None,
+    })
+}
+
+impl From<CoreParticipantInfo> for ParticipantInfo {
+    fn from(info: CoreParticipantInfo) -> Self {
+        Self {
+            participant_id: info.id.to_string(),
+            identity: info.identity,
+        }
+    }
+}
+
+impl From<CorePublicationInfo> for PublicationInfo {
+    fn from(info: CorePublicationInfo) -> Self {
+        Self {
+            publication_id: info.id.to_string(),
+            participant_id: info.participant.to_string(),
+            kind: info.kind.into(),
+            source: info.source.into(),
+            name: info.name,
+            codec: info.codec,
+            rids: (!info.rids.is_empty()).then_some(info.rids),
+        }
+    }
+}
+
+impl From<TrackInfo> for TrackRequest {
+    fn from(track: TrackInfo) -> Self {
+        Self {
+            mid: track.mid,
+            kind: track.kind.into(),
+            source: track.source.into(),
+            name: track.name,
+            rids: track.rids.unwrap_or_default(),
+        }
+    }
+}
+
+impl From<CoreMediaKind> for MediaKind {
+    fn from(kind: CoreMediaKind) -> Self {
+        match kind {
+            CoreMediaKind::Audio => Self::Audio,
+            CoreMediaKind::Video => Self::Video,
+        }
+    }
+}
+
+impl From<MediaKind> for CoreMediaKind {
+    fn from(kind: MediaKind) -> Self {
+        match kind {
+            MediaKind::Audio => Self::Audio,
+            MediaKind::Video => Self::Video,
+        }
+    }
+}
+
+impl From<Source> for TrackSource {
+    fn from(source: Source) -> Self {
+        match source {
+            Source::Camera => Self::Camera,
+            Source::Microphone => Self::Microphone,
+            Source::Screen => Self::Screen,
+            Source::Rtmp => Self::Rtmp,
+            Source::Other => Self::Other,
+        }
+    }
+}
+
+impl From<TrackSource> for Source {
+    fn from(source: TrackSource) -> Self {
+        match source {
+            TrackSource::Camera => Self::Camera,
+            TrackSource::Microphone => Self::Microphone,
+            TrackSource::Screen => Self::Screen,
+            TrackSource::Rtmp => Self::Rtmp,
+            TrackSource::Other => Self::Other,
+        }
+    }
+}
+
+impl From<PeerRole> for PeerTarget {
+    fn from(role: PeerRole) -> Self {
+        match role {
+            PeerRole::Publisher => Self::Publisher,
+            PeerRole::Subscriber => Self::Subscriber,
+        }
+    }
+}
+
+impl From<PeerTarget> for PeerRole {
+    fn from(target: PeerTarget) -> Self {
+        match target {
+            PeerTarget::Publisher => Self::Publisher,
+            PeerTarget::Subscriber => Self::Subscriber,
+        }
+    }
+}
+
+impl From<CoreIceCandidate> for IceCandidate {
+    fn from(candidate: CoreIceCandidate) -> Self {
+        Self {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_m_line_index: candidate.sdp_m_line_index,
+            username_fragment: candidate.username_fragment,
+        }
+    }
+}
+
+impl From<IceCandidate> for CoreIceCandidate {
+    fn from(candidate: IceCandidate) -> Self {
+        Self {
+            candidate: candidate.candidate,
+            sdp_mid: candidate.sdp_mid,
+            sdp_m_line_index: candidate.sdp_m_line_index,
+            username_fragment: candidate.username_fragment,
+        }
+    }
+}
+
+impl From<LayerReason> for LayerChangeReason {
+    fn from(reason: LayerReason) -> Self {
+        match reason {
+            LayerReason::Requested => Self::Requested,
+            LayerReason::Bandwidth => Self::Bandwidth,
+            LayerReason::LayerUnavailable => Self::LayerUnavailable,
+            LayerReason::Switched => Self::Switched,
+        }
+    }
+}
