@@ -18,7 +18,7 @@ use rtc::rtp;
 use sluice_e2e::SignalClient;
 use sluice_e2e::peer::{ClientPeer, VP8};
 use sluice_signaling::protocol::{
-    ClientMessage, MediaKind, PeerTarget, ServerMessage, TrackInfo, TrackSource,
+    ClientMessage, MediaKind, PeerRole, ServerMessage, TrackInfo, TrackSource,
 };
 use webrtc::media_stream::track_local::TrackLocal;
 
@@ -73,7 +73,7 @@ async fn main() -> Result<()> {
             bail!("not connected within 15 s");
         }
         while let Ok(candidate) = peer.candidates.try_recv() {
-            signal.trickle(PeerTarget::Publisher, candidate).await?;
+            signal.trickle(PeerRole::Publisher, candidate).await?;
         }
         if let Ok(ServerMessage::Trickle { candidate, .. }) =
             signal.next_event(Duration::from_millis(50)).await

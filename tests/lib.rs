@@ -13,7 +13,7 @@ use futures::{SinkExt, StreamExt};
 use sluice_sfu::runtime::{Sfu, SfuConfig};
 use sluice_signaling::auth::{Grants, TokenAuthority};
 use sluice_signaling::config::Config;
-use sluice_signaling::protocol::{ClientMessage, IceCandidate, PeerTarget, ServerMessage};
+use sluice_signaling::protocol::{ClientMessage, IceCandidate, PeerRole, ServerMessage};
 use sluice_signaling::server::Server;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
@@ -305,7 +305,7 @@ impl SignalClient {
         .await
     }
 
-    pub async fn trickle(&mut self, target: PeerTarget, candidate: IceCandidate) -> Result<()> {
+    pub async fn trickle(&mut self, target: PeerRole, candidate: IceCandidate) -> Result<()> {
         let request_id = self.next_id();
         match self
             .request(ClientMessage::Trickle {

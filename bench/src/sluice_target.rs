@@ -7,7 +7,7 @@ use sluice_e2e::SignalClient;
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_signaling::auth::{Grants, TokenAuthority};
 use sluice_signaling::protocol::{
-    ClientMessage, MediaKind, PeerTarget, ServerMessage, TrackInfo, TrackSource,
+    ClientMessage, MediaKind, PeerRole, ServerMessage, TrackInfo, TrackSource,
 };
 use webrtc::peer_connection::RTCPeerConnectionState;
 
@@ -109,7 +109,7 @@ impl SluiceTarget {
             bail!("publish failed: {published:?}");
         };
         peer.apply_answer(sdp).await?;
-        connect(&mut signal, &mut peer, PeerTarget::Publisher).await?;
+        connect(&mut signal, &mut peer, PeerRole::Publisher).await?;
         let source = if self.simulcast {
             client::start_simulcast_media(
                 video,
@@ -154,7 +154,7 @@ impl SluiceTarget {
                 "subscribe failed: {response:?}"
             );
         }
-        connect(&mut signal, &mut peer, PeerTarget::Subscriber).await?;
+        connect(&mut signal, &mut peer, PeerRole::Subscriber).await?;
         // Keep answering re-offers (a second subscription may be negotiated after the first
         // connected) and trickling, for as long as the subscriber lives.
         let service = AbortOnDrop(tokio::spawn(async move {
@@ -172,11 +172,11 @@ impl SluiceTarget {
 /// Handles one round of subscriber-connection signaling; `Err` when the socket is gone.
 async fn service_events(signal: &mut SignalClient, peer: &mut ClientPeer) -> Result<()> {
     while let Ok(candidate) = peer.candidates.try_recv() {
-        signal.trickle(PeerTarget::Subscriber, candidate).await?;
+        signal.trickle(PeerRole::Subscriber, candidate).await?;
     }
     match signal.next_event(Duration::from_millis(200)).await {
         Ok(ServerMessage::Trickle {
-            target: PeerTarget::Subscriber,
+            target: PeerRole::Subscriber,
             candidate,
         }) => peer.add_candidate(candidate).await,
         Ok(ServerMessage::Offer { sdp }) => {
@@ -197,11 +197,7 @@ async fn service_events(signal: &mut SignalClient, peer: &mut ClientPeer) -> Res
 }
 
 /// Trickles candidates both ways (and answers the server's offers) until connected.
-async fn connect(
-    signal: &mut SignalClient,
-    peer: &mut ClientPeer,
-    target: PeerTarget,
-) -> Result<()> {
+async fn connect(signal: &mut SignalClient, peer: &mut ClientPeer, target: PeerRole) -> Result<()> {
     let deadline = Instant::now() + CONNECT_TIMEOUT;
     while Instant::now() < deadline {
         if *peer.state.borrow() == RTCPeerConnectionState::Connected {
@@ -216,7 +212,7 @@ async fn connect(
                 target: t,
                 candidate,
             }) if t == target => peer.add_candidate(candidate).await?,
-            Ok(ServerMessage::Offer { sdp }) if target == PeerTarget::Subscriber => {
+            Ok(ServerMessage::Offer { sdp }) if target == PeerRole::Subscriber => {
                 let answer = peer.answer(sdp).await?;
                 let request_id = signal.next_id();
                 let response = signal

@@ -5,7 +5,7 @@
 import { SluiceError } from './errors.js';
 import type { RoomEvents, RoomState } from './events.js';
 import type { Peer } from './peer.js';
-import type { PeerTarget } from './protocol.gen.js';
+import type { PeerRole } from './protocol.gen.js';
 import type { SignalClient } from './signal.js';
 
 export interface RoomContext {
@@ -19,7 +19,7 @@ export interface RoomContext {
   /** Throws `ConnectionError` (`invalidState`) unless the room is connected. */
   assertConnected(operation: string): void;
   /** A new publisher or subscriber connection whose local candidates go to the server. */
-  newPeer(target: PeerTarget): Peer;
+  newPeer(target: PeerRole): Peer;
 }
 
 export function asSluiceError(err: unknown): SluiceError {

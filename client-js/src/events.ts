@@ -5,7 +5,7 @@ import type { SluiceError } from './errors.js';
 import type {
   LayerActivity,
   LayerChangeReason,
-  LayerRef,
+  Layer,
   ParticipantInfo,
   PublicationInfo,
   SpeakerInfo,
@@ -137,9 +137,9 @@ export interface LayersChangedEvent {
   /** Its id. */
   subscriptionId: string;
   /** The layer forwarded now; absent while nothing is forwarded. */
-  current: LayerRef | undefined;
+  current: Layer | undefined;
   /** The layer the server switches to (equal to `current` once a switch completed). */
-  target: LayerRef;
+  target: Layer;
   /** Why: asked for, the bandwidth, a layer the publisher stopped sending, or a switch completed. */
   reason: LayerChangeReason;
 }

@@ -39,10 +39,10 @@ export type {
   IceCandidate,
   LayerActivity,
   LayerChangeReason,
-  LayerRef,
+  Layer,
   MediaKind,
   ParticipantInfo,
-  PeerTarget,
+  PeerRole,
   PublicationInfo,
   RequestId,
   SubscriptionInfo,
@@ -51,3 +51,10 @@ export type {
   TrackInfo,
   TrackSource,
 } from './protocol.gen.js';
+export { CloseCode } from './protocol.gen.js';
+
+import type { Layer, PeerRole } from './protocol.gen.js';
+/** @deprecated Renamed {@link Layer}; this alias goes in the next major version. */
+export type LayerRef = Layer;
+/** @deprecated Renamed {@link PeerRole}; this alias goes in the next major version. */
+export type PeerTarget = PeerRole;

@@ -1,5 +1,5 @@
 import { NegotiationError } from './errors.js';
-import type { IceCandidate, PeerTarget } from './protocol.gen.js';
+import type { IceCandidate, PeerRole } from './protocol.gen.js';
 import { SerialQueue } from './queue.js';
 
 /**
@@ -18,7 +18,7 @@ export class Peer {
   private closed = false;
 
   constructor(
-    readonly target: PeerTarget,
+    readonly target: PeerRole,
     readonly pc: RTCPeerConnection,
     private readonly sendCandidate: (candidate: IceCandidate) => void,
     private readonly reportError: (error: Error) => void,

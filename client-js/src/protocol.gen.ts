@@ -3,7 +3,7 @@
 
 export type RequestId = number;
 
-export type ClientMessage = { "type": "join", requestId: number, token: string, room?: string, } | { "type": "publish", requestId: number, sdp: string, tracks: Array<TrackInfo>, } | { "type": "unpublish", requestId: number, publicationId: string, } | { "type": "subscribe", requestId: number, publicationId: string, } | { "type": "unsubscribe", requestId: number, subscriptionId: string, } | { "type": "answer", requestId: number, sdp: string, } | { "type": "trickle", requestId: number, target: PeerTarget, candidate: IceCandidate, } | { "type": "setPreferredLayer", requestId: number, subscriptionId: string, spatial: number, temporal?: number, } | { "type": "setSubscriptionPaused", requestId: number, 
+export type ClientMessage = { "type": "join", requestId: number, token: string, room?: string, } | { "type": "publish", requestId: number, sdp: string, tracks: Array<TrackInfo>, } | { "type": "unpublish", requestId: number, publicationId: string, } | { "type": "subscribe", requestId: number, publicationId: string, } | { "type": "unsubscribe", requestId: number, subscriptionId: string, } | { "type": "answer", requestId: number, sdp: string, } | { "type": "trickle", requestId: number, target: PeerRole, candidate: IceCandidate, } | { "type": "setPreferredLayer", requestId: number, subscriptionId: string, spatial: number, temporal?: number, } | { "type": "setSubscriptionPaused", requestId: number, 
 /**
  * The subscription to pause or resume.
  */
@@ -30,7 +30,7 @@ resumeToken: string, } | { "type": "resumed", requestId: number, room: string, p
 /**
  * The caller's subscriptions; any other the client holds has ended.
  */
-subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerTarget, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: LayerRef, target: LayerRef, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, } | { "type": "activeSpeakers", 
+subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerRole, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: Layer, target: Layer, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, } | { "type": "activeSpeakers", 
 /**
  * Loudest first; empty when nobody speaks.
  */
@@ -38,7 +38,7 @@ speakers: Array<SpeakerInfo>, };
 
 export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal" | "resumeFailed";
 
-export type PeerTarget = "publisher" | "subscriber";
+export type PeerRole = "publisher" | "subscriber";
 
 export type IceCandidate = { candidate: string, sdpMid?: string, sdpMLineIndex?: number, usernameFragment?: string, };
 
@@ -79,7 +79,7 @@ subscriptionId: string,
  */
 publicationId: string, };
 
-export type LayerRef = { spatial: number, temporal: number, };
+export type Layer = { spatial: number, temporal: number, };
 
 export type LayerChangeReason = "requested" | "bandwidth" | "layerUnavailable" | "switched";
 
@@ -96,3 +96,24 @@ participantId: string,
  * last 600 ms, four decimals.
  */
 level: number, };
+
+/** WebSocket close codes of the protocol. */
+export const CloseCode = {
+  /** The session ended as asked (`leave`, or the client closed). */
+  Normal: 1000,
+  /** The server is going away, or ended the participant. */
+  GoingAway: 1001,
+  /** A policy was broken (join timeout, message flood): do not reconnect. */
+  Policy: 1008,
+  /** A message over the size limit: do not reconnect. */
+  TooBig: 1009,
+  /** Sent by the SDK itself when its heartbeat gets no answer. */
+  HeartbeatTimeout: 4000,
+  /** Another connection resumed this participant: do not reconnect. */
+  Replaced: 4001,
+  /** Test hook only: dropped as a network failure would. */
+  DroppedByTestHook: 4002,
+} as const;
+
+/** One of the protocol's close codes. */
+export type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];

@@ -44,7 +44,7 @@ export interface PublishOptions {
 
 /**
  * The encodings of a simulcast video track, lowest resolution first: the spatial layer index
- * the server reports (`LayerRef.spatial`) is the index in this list.
+ * the server reports (`Layer.spatial`) is the index in this list.
  */
 export const SIMULCAST_ENCODINGS: readonly Readonly<
   RTCRtpEncodingParameters & {

@@ -1,3 +1,5 @@
+import { CloseCode } from './protocol.gen.js';
+
 /**
  * When to try again after the signaling connection dropped: 0, 1, 2, 4, 8, 16, then every 30
  * seconds, each (but the immediate first) spread by ±`jitter` so that the clients of a server
@@ -30,8 +32,8 @@ export function reconnectDelayMs(
 }
 
 /** WebSocket close codes after which reconnecting cannot help. */
-export const NO_RECONNECT_CLOSE_CODES: ReadonlySet<number> = new Set([
-  1008, // policy: join timeout, message flood
-  1009, // a message over the size limit
-  4001, // another connection resumed this session
+export const NO_RECONNECT_CLOSE_CODES: ReadonlySet<number> = new Set<number>([
+  CloseCode.Policy, // join timeout, message flood
+  CloseCode.TooBig, // a message over the size limit
+  CloseCode.Replaced, // another connection resumed this session
 ]);

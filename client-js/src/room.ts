@@ -12,11 +12,12 @@ import type {
   IceCandidate,
   LayerActivity,
   ParticipantInfo,
-  PeerTarget,
+  PeerRole,
   PublicationInfo,
   ServerMessage,
   SpeakerInfo,
 } from './protocol.gen.js';
+import { CloseCode } from './protocol.gen.js';
 import { type LocalPublication, type PublishOptions, Publisher } from './publisher.js';
 import { DEFAULT_RECONNECT_JITTER, NO_RECONNECT_CLOSE_CODES } from './reconnect.js';
 import { Resumer } from './resume.js';
@@ -218,7 +219,7 @@ export class Room extends TypedEmitter<RoomEvents> {
   }
 
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
-  peerConnection(target: PeerTarget): RTCPeerConnection | undefined {
+  peerConnection(target: PeerRole): RTCPeerConnection | undefined {
     return (target === 'publisher' ? this.publisher : this.subscriber).pc;
   }
 
@@ -300,7 +301,7 @@ export class Room extends TypedEmitter<RoomEvents> {
   async disconnect(): Promise<void> {
     if (this.roomState === RoomState.Disconnected) return;
     if (this.roomState === RoomState.Reconnecting) {
-      this.teardown({ clientInitiated: true, code: 1000, reason: 'client left', cause: DisconnectCause.ClientLeft });
+      this.teardown({ clientInitiated: true, code: CloseCode.Normal, reason: 'client left', cause: DisconnectCause.ClientLeft });
       return;
     }
     if (this.roomState === RoomState.Connected) {
@@ -311,7 +312,7 @@ export class Room extends TypedEmitter<RoomEvents> {
         // The session ends either way.
       }
     }
-    this.teardown({ clientInitiated: true, code: 1000, reason: 'client left', cause: DisconnectCause.ClientLeft });
+    this.teardown({ clientInitiated: true, code: CloseCode.Normal, reason: 'client left', cause: DisconnectCause.ClientLeft });
   }
 
   private handleEvent(event: ServerEvent): void {
@@ -396,7 +397,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.teardown({ clientInitiated, code: info.code, reason: info.reason, cause });
   }
 
-  private newPeer(target: PeerTarget): Peer {
+  private newPeer(target: PeerRole): Peer {
     return new Peer(
       target,
       this.peerConnectionFactory(this.rtcConfiguration),
@@ -405,7 +406,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     );
   }
 
-  private sendCandidate(target: PeerTarget, candidate: IceCandidate): void {
+  private sendCandidate(target: PeerRole, candidate: IceCandidate): void {
     if (this.roomState !== RoomState.Connected) return;
     this.signal.request({ type: 'trickle', target, candidate }).catch((err: unknown) => {
       if (this.roomState === RoomState.Connected) this.reportError(asSluiceError(err));

@@ -1,5 +1,5 @@
 import { ConnectionError, ConnectionErrorReason, ServerError } from './errors.js';
-import type { ClientMessage, RequestId, ServerMessage } from './protocol.gen.js';
+import { CloseCode, type ClientMessage, type RequestId, type ServerMessage } from './protocol.gen.js';
 
 type ClientType = ClientMessage['type'];
 
@@ -144,7 +144,7 @@ export class SignalClient {
         () => this.startHeartbeat(intervalMs),
         (err: unknown) => {
           if (err instanceof ConnectionError && err.reason === ConnectionErrorReason.Timeout) {
-            this.drop(4000, 'heartbeat: no answer to ping');
+            this.drop(CloseCode.HeartbeatTimeout, 'heartbeat: no answer to ping');
           } else if (!this.closed) {
             this.startHeartbeat(intervalMs);
           }
@@ -198,7 +198,7 @@ export class SignalClient {
   }
 
   /** Closes the socket; pending requests reject with `ConnectionError(Closed)`. */
-  close(code = 1000, reason = ''): void {
+  close(code: number = CloseCode.Normal, reason = ''): void {
     if (this.closing || this.closed) return;
     this.closing = true;
     const socket = this.socket;

@@ -1,6 +1,6 @@
 import { AdaptiveStream, type AdaptiveStreamOptions } from './adaptive.js';
 import { ConnectionError, ConnectionErrorReason, SubscriptionEndedError } from './errors.js';
-import type { LayerChangeReason, LayerRef, PublicationInfo } from './protocol.gen.js';
+import type { LayerChangeReason, Layer, PublicationInfo } from './protocol.gen.js';
 
 /** The media of a subscription once it has arrived on the subscriber peer connection. */
 export interface RemoteTrack {
@@ -41,8 +41,8 @@ export class Subscription {
   private remote: RemoteTrack | undefined;
   private receiver: RTCRtpReceiver | undefined;
   private isEnded = false;
-  private current: LayerRef | undefined;
-  private target: LayerRef | undefined;
+  private current: Layer | undefined;
+  private target: Layer | undefined;
   private preferred: PreferredLayer | undefined;
   private lastReason: LayerChangeReason | undefined;
   private readonly adaptive: AdaptiveStream;
@@ -100,12 +100,12 @@ export class Subscription {
    * The simulcast layer the server forwards now, from its latest `layersChanged`; undefined
    * until it reported one (or while nothing is forwarded yet).
    */
-  get currentLayer(): LayerRef | undefined {
+  get currentLayer(): Layer | undefined {
     return this.current;
   }
 
   /** The layer the server is switching to (or stays on), from its latest `layersChanged`. */
-  get targetLayer(): LayerRef | undefined {
+  get targetLayer(): Layer | undefined {
     return this.target;
   }
 
@@ -273,7 +273,7 @@ export class Subscription {
   }
 
   /** @internal Called by the room on `layersChanged` for this subscription. */
-  updateLayers(current: LayerRef | undefined, target: LayerRef, reason: LayerChangeReason): void {
+  updateLayers(current: Layer | undefined, target: Layer, reason: LayerChangeReason): void {
     this.current = current;
     this.target = target;
     this.lastReason = reason;

@@ -235,6 +235,24 @@ function fromWireCandidate(candidate) {
   return init;
 }
 
+// src/protocol.gen.ts
+var CloseCode = {
+  /** The session ended as asked (`leave`, or the client closed). */
+  Normal: 1e3,
+  /** The server is going away, or ended the participant. */
+  GoingAway: 1001,
+  /** A policy was broken (join timeout, message flood): do not reconnect. */
+  Policy: 1008,
+  /** A message over the size limit: do not reconnect. */
+  TooBig: 1009,
+  /** Sent by the SDK itself when its heartbeat gets no answer. */
+  HeartbeatTimeout: 4e3,
+  /** Another connection resumed this participant: do not reconnect. */
+  Replaced: 4001,
+  /** Test hook only: dropped as a network failure would. */
+  DroppedByTestHook: 4002
+};
+
 // src/publisher.ts
 var SIMULCAST_ENCODINGS = [
   { rid: "q", scaleResolutionDownBy: 4, maxBitrate: 15e4 },
@@ -561,11 +579,11 @@ function reconnectDelayMs(attempt, jitter = DEFAULT_RECONNECT_JITTER, random = M
   return Math.min(MAX_RECONNECT_DELAY_MS, Math.max(0, Math.round(base * factor)));
 }
 var NO_RECONNECT_CLOSE_CODES = /* @__PURE__ */ new Set([
-  1008,
-  // policy: join timeout, message flood
-  1009,
+  CloseCode.Policy,
+  // join timeout, message flood
+  CloseCode.TooBig,
   // a message over the size limit
-  4001
+  CloseCode.Replaced
   // another connection resumed this session
 ]);
 
@@ -834,7 +852,7 @@ var SignalClient = class {
         () => this.startHeartbeat(intervalMs),
         (err) => {
           if (err instanceof ConnectionError && err.reason === ConnectionErrorReason.Timeout) {
-            this.drop(4e3, "heartbeat: no answer to ping");
+            this.drop(CloseCode.HeartbeatTimeout, "heartbeat: no answer to ping");
           } else if (!this.closed) {
             this.startHeartbeat(intervalMs);
           }
@@ -885,7 +903,7 @@ var SignalClient = class {
     });
   }
   /** Closes the socket; pending requests reject with `ConnectionError(Closed)`. */
-  close(code = 1e3, reason = "") {
+  close(code = CloseCode.Normal, reason = "") {
     if (this.closing || this.closed) return;
     this.closing = true;
     const socket = this.socket;
@@ -1763,7 +1781,7 @@ var Room = class extends TypedEmitter {
   async disconnect() {
     if (this.roomState === RoomState.Disconnected) return;
     if (this.roomState === RoomState.Reconnecting) {
-      this.teardown({ clientInitiated: true, code: 1e3, reason: "client left", cause: DisconnectCause.ClientLeft });
+      this.teardown({ clientInitiated: true, code: CloseCode.Normal, reason: "client left", cause: DisconnectCause.ClientLeft });
       return;
     }
     if (this.roomState === RoomState.Connected) {
@@ -1773,7 +1791,7 @@ var Room = class extends TypedEmitter {
       } catch {
       }
     }
-    this.teardown({ clientInitiated: true, code: 1e3, reason: "client left", cause: DisconnectCause.ClientLeft });
+    this.teardown({ clientInitiated: true, code: CloseCode.Normal, reason: "client left", cause: DisconnectCause.ClientLeft });
   }
   handleEvent(event) {
     if (this.roomState === RoomState.Idle || this.roomState === RoomState.Disconnected) return;
@@ -1875,6 +1893,7 @@ var Room = class extends TypedEmitter {
   }
 };
 export {
+  CloseCode,
   ConnectionError,
   ConnectionErrorReason,
   DEFAULT_DEBOUNCE_MS,

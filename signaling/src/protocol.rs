@@ -63,7 +63,7 @@ pub enum ClientMessage {
     /// A local ICE candidate of one of the client's peer connections. Answered by `ok`.
     Trickle {
         request_id: RequestId,
-        target: PeerTarget,
+        target: PeerRole,
         candidate: IceCandidate,
     },
     /// Ask for a simulcast layer of a subscription: the highest spatial (and optionally
@@ -190,7 +190,7 @@ pub enum ServerMessage {
     Offer { sdp: String },
     /// Event: an ICE candidate of one of the server's peer connections.
     Trickle {
-        target: PeerTarget,
+        target: PeerRole,
         candidate: IceCandidate,
     },
     /// Event: someone entered the room.
@@ -210,8 +210,8 @@ pub enum ServerMessage {
         subscription_id: String,
         #[ts(optional)]
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        current: Option<LayerRef>,
-        target: LayerRef,
+        current: Option<Layer>,
+        target: Layer,
         reason: LayerChangeReason,
     },
     /// Event to a publisher (dynacast): which simulcast layers of its publication anyone
@@ -232,7 +232,7 @@ pub enum ServerMessage {
 /// One simulcast layer: spatial index (0 = lowest, `q`) and temporal index (0 = base).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
-pub struct LayerRef {
+pub struct Layer {
     pub spatial: u8,
     pub temporal: u8,
 }
@@ -322,7 +322,7 @@ impl ErrorCode {
 /// Which of the participant's two peer connections a candidate belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
 #[serde(rename_all = "camelCase")]
-pub enum PeerTarget {
+pub enum PeerRole {
     /// The client-offered connection that carries the client's own media up.
     Publisher,
     /// The server-offered connection that carries subscriptions down.
@@ -429,7 +429,7 @@ pub fn typescript_bindings() -> String {
         ClientMessage::decl(&cfg),
         ServerMessage::decl(&cfg),
         ErrorCode::decl(&cfg),
-        PeerTarget::decl(&cfg),
+        PeerRole::decl(&cfg),
         IceCandidate::decl(&cfg),
         TrackInfo::decl(&cfg),
         MediaKind::decl(&cfg),
@@ -437,7 +437,7 @@ pub fn typescript_bindings() -> String {
         ParticipantInfo::decl(&cfg),
         PublicationInfo::decl(&cfg),
         SubscriptionInfo::decl(&cfg),
-        LayerRef::decl(&cfg),
+        Layer::decl(&cfg),
         LayerChangeReason::decl(&cfg),
         LayerActivity::decl(&cfg),
         SpeakerInfo::decl(&cfg),
@@ -447,8 +447,93 @@ pub fn typescript_bindings() -> String {
         out.push_str(&decl);
         out.push_str("\n\n");
     }
+    out.push_str(&close_code_bindings());
     out.truncate(out.trim_end().len());
     out.push('\n');
+    out
+}
+
+/// The WebSocket close codes of the protocol (generated into the TypeScript types as the
+/// `CloseCode` constant, so client and server cannot disagree on a number).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u16)]
+pub enum CloseCode {
+    /// The session ended as asked (`leave`, or the client closed).
+    Normal = 1000,
+    /// The server is going away, or the participant ended on the server's side.
+    GoingAway = 1001,
+    /// A policy was broken (join timeout, message flood): reconnecting cannot help.
+    Policy = 1008,
+    /// A message over the size limit.
+    TooBig = 1009,
+    /// Sent by the SDK itself when its heartbeat gets no answer.
+    HeartbeatTimeout = 4000,
+    /// Another connection resumed this participant; the client must not reconnect from this one.
+    Replaced = 4001,
+    /// Test hook only: the server dropped the socket as a network failure would.
+    DroppedByTestHook = 4002,
+}
+
+impl CloseCode {
+    /// Every close code, in the order the TypeScript constant lists them.
+    pub const ALL: [CloseCode; 7] = [
+        CloseCode::Normal,
+        CloseCode::GoingAway,
+        CloseCode::Policy,
+        CloseCode::TooBig,
+        CloseCode::HeartbeatTimeout,
+        CloseCode::Replaced,
+        CloseCode::DroppedByTestHook,
+    ];
+
+    /// The number sent in the close frame.
+    pub const fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// What the code means, for the generated TypeScript documentation.
+    fn meaning(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "The session ended as asked (`leave`, or the client closed).",
+            CloseCode::GoingAway => "The server is going away, or ended the participant.",
+            CloseCode::Policy => {
+                "A policy was broken (join timeout, message flood): do not reconnect."
+            }
+            CloseCode::TooBig => "A message over the size limit: do not reconnect.",
+            CloseCode::HeartbeatTimeout => {
+                "Sent by the SDK itself when its heartbeat gets no answer."
+            }
+            CloseCode::Replaced => "Another connection resumed this participant: do not reconnect.",
+            CloseCode::DroppedByTestHook => "Test hook only: dropped as a network failure would.",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            CloseCode::Normal => "Normal",
+            CloseCode::GoingAway => "GoingAway",
+            CloseCode::Policy => "Policy",
+            CloseCode::TooBig => "TooBig",
+            CloseCode::HeartbeatTimeout => "HeartbeatTimeout",
+            CloseCode::Replaced => "Replaced",
+            CloseCode::DroppedByTestHook => "DroppedByTestHook",
+        }
+    }
+}
+
+/// `CloseCode` as a TypeScript constant object and the union of its values.
+fn close_code_bindings() -> String {
+    let mut out =
+        String::from("/** WebSocket close codes of the protocol. */\nexport const CloseCode = {\n");
+    for code in CloseCode::ALL {
+        out.push_str(&format!(
+            "  /** {} */\n  {}: {},\n",
+            code.meaning(),
+            code.name(),
+            code.code()
+        ));
+    }
+    out.push_str("} as const;\n\n/** One of the protocol's close codes. */\nexport type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];\n");
     out
 }
 

@@ -12,7 +12,7 @@ use rtc::rtp;
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
 use sluice_signaling::protocol::{
-    ClientMessage, MediaKind, PeerTarget, PublicationInfo, ServerMessage, TrackInfo, TrackSource,
+    ClientMessage, MediaKind, PeerRole, PublicationInfo, ServerMessage, TrackInfo, TrackSource,
 };
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
@@ -60,11 +60,7 @@ fn video_index(payload: &[u8]) -> Option<u32> {
 }
 
 /// Exchanges trickle candidates (and, for subscribers, answers offers) until connected.
-async fn connect(
-    signal: &mut SignalClient,
-    peer: &mut ClientPeer,
-    target: PeerTarget,
-) -> Result<()> {
+async fn connect(signal: &mut SignalClient, peer: &mut ClientPeer, target: PeerRole) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     while Instant::now() < deadline {
         if *peer.state.borrow() == webrtc::peer_connection::RTCPeerConnectionState::Connected {
@@ -91,7 +87,7 @@ async fn connect(
                 );
                 peer.add_candidate(candidate).await?
             }
-            Ok(ServerMessage::Offer { sdp }) if target == PeerTarget::Subscriber => {
+            Ok(ServerMessage::Offer { sdp }) if target == PeerRole::Subscriber => {
                 let answer = peer.answer(sdp).await?;
                 let request_id = signal.next_id();
                 let response = signal
@@ -179,7 +175,7 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
     ensure!(publications.len() == 2, "two publications expected");
     let publisher_id = publications[0].participant_id.clone();
     publisher_peer.apply_answer(sdp).await?;
-    connect(&mut publisher, &mut publisher_peer, PeerTarget::Publisher).await?;
+    connect(&mut publisher, &mut publisher_peer, PeerRole::Publisher).await?;
 
     // The publisher counts the keyframe requests (PLI) the server sends it.
     let plis = Arc::new(Mutex::new(Vec::<Instant>::new()));
@@ -272,7 +268,7 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
             };
             subscription_ids.insert(subscription_id, publication_id.clone());
         }
-        connect(&mut signal, &mut peer, PeerTarget::Subscriber).await?;
+        connect(&mut signal, &mut peer, PeerRole::Subscriber).await?;
         subscribers.push((name, signal, peer, subscription_ids));
     }
 

@@ -19,7 +19,7 @@ use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use sluice_e2e::peer::ClientPeer;
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
 use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
-use sluice_signaling::protocol::{ClientMessage, MediaKind, PeerTarget, ServerMessage};
+use sluice_signaling::protocol::{ClientMessage, MediaKind, PeerRole, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -341,7 +341,7 @@ async fn media_subscriber(
             "subscriber not connected in 15 s"
         );
         while let Ok(candidate) = peer.candidates.try_recv() {
-            signal.trickle(PeerTarget::Subscriber, candidate).await?;
+            signal.trickle(PeerRole::Subscriber, candidate).await?;
         }
         match signal.next_event(Duration::from_millis(50)).await {
             Ok(ServerMessage::Trickle { candidate, .. }) => peer.add_candidate(candidate).await?,

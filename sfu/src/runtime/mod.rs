@@ -22,7 +22,7 @@ use dashmap::DashMap;
 
 pub use ingest::{IngestParticipant, IngestPublication};
 pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState};
-pub use room::{LayersChange, RoomEvent};
+pub use room::{LayersChanged, RoomEvent};
 
 use crate::core::{MediaKind, ParticipantId, PublicationId};
 use crate::transport::{Transport, TransportConfig, TransportError};

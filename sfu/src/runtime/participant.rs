@@ -95,7 +95,7 @@ enum Command {
         candidate: IceCandidate,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
-    PreferLayer {
+    SetPreferredLayer {
         subscription: SubscriptionId,
         spatial: u8,
         temporal: Option<u8>,
@@ -289,7 +289,7 @@ impl Participant {
         spatial: u8,
         temporal: Option<u8>,
     ) -> Result<(), RequestError> {
-        self.call(|reply| Command::PreferLayer {
+        self.call(|reply| Command::SetPreferredLayer {
             subscription,
             spatial,
             temporal,
@@ -515,7 +515,7 @@ impl ParticipantTask {
                     }
                 }
             }
-            Command::PreferLayer {
+            Command::SetPreferredLayer {
                 subscription,
                 spatial,
                 temporal,

@@ -24,7 +24,7 @@ pub enum RoomEvent {
         participant: ParticipantId,
     },
     /// To a subscriber: the layers of one of its subscriptions changed.
-    LayersChanged(LayersChange),
+    LayersChanged(LayersChanged),
     /// To a publisher (dynacast): which encodings of its publication anyone needs, by rid.
     PublisherLayers {
         publication: PublicationId,
@@ -44,7 +44,7 @@ pub enum RoomEvent {
 
 /// A subscription's layer change, as the room reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LayersChange {
+pub struct LayersChanged {
     pub subscription: SubscriptionId,
     /// The spatial layer forwarded; `None` before the first one.
     pub current: Option<u8>,
@@ -648,7 +648,7 @@ impl RoomTask {
                     reason,
                 } => self.tell(
                     subscriber,
-                    RoomEvent::LayersChanged(LayersChange {
+                    RoomEvent::LayersChanged(LayersChanged {
                         subscription,
                         current,
                         target,

@@ -22,7 +22,7 @@ use tracing::{Instrument, debug, info, info_span};
 use self::rate_limit::{RateLimiter, Verdict};
 use self::wire::event_message;
 use crate::auth::TokenAuthority;
-use crate::protocol::{ClientMessage, ErrorCode, RequestId, ServerMessage};
+use crate::protocol::{ClientMessage, CloseCode, ErrorCode, RequestId, ServerMessage};
 use crate::resume::{Attachment, Resumable, SessionControl};
 
 /// A frame from the client, as the server layer classified it.
@@ -45,14 +45,14 @@ pub enum Outbound {
     Close { code: u16, reason: String },
 }
 
-pub const CLOSE_NORMAL: u16 = 1000;
-pub const CLOSE_GOING_AWAY: u16 = 1001;
-pub const CLOSE_POLICY: u16 = 1008;
-pub const CLOSE_TOO_BIG: u16 = 1009;
+pub const CLOSE_NORMAL: u16 = CloseCode::Normal.code();
+pub const CLOSE_GOING_AWAY: u16 = CloseCode::GoingAway.code();
+pub const CLOSE_POLICY: u16 = CloseCode::Policy.code();
+pub const CLOSE_TOO_BIG: u16 = CloseCode::TooBig.code();
 /// Another connection resumed this participant; the client must not reconnect from this one.
-pub const CLOSE_REPLACED: u16 = 4001;
+pub const CLOSE_REPLACED: u16 = CloseCode::Replaced.code();
 /// Test hook only: the server dropped the socket as a network failure would.
-pub const CLOSE_DROPPED_BY_TEST_HOOK: u16 = 4002;
+pub const CLOSE_DROPPED_BY_TEST_HOOK: u16 = CloseCode::DroppedByTestHook.code();
 
 /// Everything sessions share.
 #[derive(Clone)]

@@ -6,11 +6,11 @@ use sluice_sfu::runtime::{
     ParticipantEvent, ParticipantInfo as CoreParticipantInfo,
     PublicationInfo as CorePublicationInfo, RoomEvent, Source, TrackRequest,
 };
-use sluice_sfu::transport::{IceCandidate as CoreIceCandidate, PeerRole};
+use sluice_sfu::transport::{IceCandidate as CoreIceCandidate, PeerRole as CorePeerRole};
 
 use crate::protocol::{
-    IceCandidate, LayerActivity, LayerChangeReason, LayerRef, MediaKind, ParticipantInfo,
-    PeerTarget, PublicationInfo, ServerMessage, SpeakerInfo, TrackInfo, TrackSource,
+    IceCandidate, Layer, LayerActivity, LayerChangeReason, MediaKind, ParticipantInfo, PeerRole,
+    PublicationInfo, ServerMessage, SpeakerInfo, TrackInfo, TrackSource,
 };
 
 /// The temporal layer that means "all of them" (VP8 L1T3 has 3); the room reports it for
@@ -48,11 +48,11 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
         },
         ParticipantEvent::Room(RoomEvent::LayersChanged(change)) => ServerMessage::LayersChanged {
             subscription_id: change.subscription.to_string(),
-            current: change.current.map(|spatial| LayerRef {
+            current: change.current.map(|spatial| Layer {
                 spatial,
                 temporal: change.current_temporal.unwrap_or(ALL_TEMPORAL_LAYERS),
             }),
-            target: LayerRef {
+            target: Layer {
                 spatial: change.target,
                 temporal: change.target_temporal,
             },
@@ -162,20 +162,20 @@ impl From<TrackSource> for Source {
     }
 }
 
-impl From<PeerRole> for PeerTarget {
-    fn from(role: PeerRole) -> Self {
+impl From<CorePeerRole> for PeerRole {
+    fn from(role: CorePeerRole) -> Self {
         match role {
-            PeerRole::Publisher => Self::Publisher,
-            PeerRole::Subscriber => Self::Subscriber,
+            CorePeerRole::Publisher => Self::Publisher,
+            CorePeerRole::Subscriber => Self::Subscriber,
         }
     }
 }
 
-impl From<PeerTarget> for PeerRole {
-    fn from(target: PeerTarget) -> Self {
-        match target {
-            PeerTarget::Publisher => Self::Publisher,
-            PeerTarget::Subscriber => Self::Subscriber,
+impl From<PeerRole> for CorePeerRole {
+    fn from(role: PeerRole) -> Self {
+        match role {
+            PeerRole::Publisher => Self::Publisher,
+            PeerRole::Subscriber => Self::Subscriber,
         }
     }
 }
