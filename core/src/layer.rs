@@ -6,8 +6,8 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::dedup::SeenWindow;
-use super::feedback::KeyframeThrottle;
 use super::ids::Ssrc;
+use super::keyframe_requests::KeyframeThrottle;
 use super::packet::DropReason;
 use super::rewrite::seq::SeqUnwrapper;
 use super::rewrite::timestamp::{ExtTs, TsUnwrapper};

@@ -14,10 +14,10 @@
 mod config;
 mod dedup;
 pub mod downlink;
-mod feedback;
 mod ids;
 mod input;
 mod keyframe_cache;
+mod keyframe_requests;
 mod layer;
 mod output;
 mod packet;

@@ -38,9 +38,9 @@ pub mod keys;
 mod media;
 mod packetize;
 mod registry;
-mod room;
 pub mod rtmp;
 mod stats;
+mod stream_publisher;
 mod video;
 
 pub use keys::{KeyError, StreamKeys, StreamTarget};

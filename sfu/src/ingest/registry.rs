@@ -12,8 +12,8 @@ use std::time::Duration;
 use tracing::info;
 
 use super::keys::StreamTarget;
-use super::room::RoomStream;
 use super::stats::{StreamStats, StreamStatsSnapshot};
+use super::stream_publisher::RoomStream;
 
 enum Slot {
     Live(Arc<StreamStats>),

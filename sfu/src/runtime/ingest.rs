@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::room::{RoomCommand, RoomHandle};
+use super::room_task::{RoomCommand, RoomHandle};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, Source};
 use crate::core::{ParticipantId, PublicationId, RtpPacket};
 use crate::transport::{CodecInfo, RtpSink};

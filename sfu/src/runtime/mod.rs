@@ -13,7 +13,7 @@
 
 mod ingest;
 mod participant;
-mod room;
+mod room_task;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,11 +22,11 @@ use dashmap::DashMap;
 
 pub use ingest::{IngestParticipant, IngestPublication};
 pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState};
-pub use room::{LayersChanged, RoomEvent};
+pub use room_task::{LayersChanged, RoomEvent};
 
 use crate::core::{MediaKind, ParticipantId, PublicationId};
 use crate::transport::{Transport, TransportConfig, TransportError};
-use room::RoomHandle;
+use room_task::RoomHandle;
 
 /// Where a publication's media comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::room::{RoomCommand, RoomEvent, RoomHandle};
+use super::room_task::{RoomCommand, RoomEvent, RoomHandle};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
 use crate::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{

@@ -17,7 +17,7 @@ use super::protocol::{ProtocolError, ProtocolEvent, RtmpProtocol};
 use super::rml::RmlProtocol;
 use crate::core::{MediaKind, RtpPacket};
 use crate::ingest::media::{Announce, MediaError, MediaPipeline};
-use crate::ingest::room::RoomStream;
+use crate::ingest::stream_publisher::RoomStream;
 use crate::runtime::RequestError;
 
 const READ_BUFFER: usize = 64 * 1024;
