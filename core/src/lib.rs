@@ -25,6 +25,7 @@ mod publication;
 mod random;
 mod rewrite;
 mod room;
+mod simulcast_layer;
 mod speakers;
 mod stats;
 mod subscription;
@@ -34,6 +35,7 @@ mod temporal;
 mod tests;
 
 pub use ids::{ParseIdError, ParticipantId, PublicationId, Ssrc, SubscriptionId};
+pub use layer::Layer;
 pub mod codec;
 
 pub use packet::{Codec, DropReason, MediaKind, RtpPacket};

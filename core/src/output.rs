@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use crate::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
+use crate::layer::Layer;
 use crate::packet::RtpPacket;
 
 /// Something the owner of a [`Room`] must do, taken from [`Room::poll_output`].
@@ -35,14 +36,10 @@ pub enum Output {
         subscription: SubscriptionId,
         /// Who receives it.
         subscriber: ParticipantId,
-        /// The spatial layer forwarded; `None` before the first one starts.
-        current: Option<u8>,
-        /// The spatial layer being switched to (or kept).
-        target: u8,
-        /// The temporal layer forwarded; `None` exactly when `current` is.
-        current_temporal: Option<u8>,
-        /// The temporal layer being switched to (or kept).
-        target_temporal: u8,
+        /// The layer forwarded; `None` before the first one starts.
+        current: Option<Layer>,
+        /// The layer being switched to (or kept).
+        target: Layer,
         /// Why it changed.
         reason: LayerReason,
     },

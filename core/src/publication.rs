@@ -9,10 +9,10 @@ use tracing::{debug, trace};
 
 use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use super::keyframe_cache::KeyframeCache;
-use super::layer::Layer;
 use super::packet::{Codec, DropReason, MediaKind, PacketMeta, RtpPacket};
 use super::rewrite::vp8::Vp8Meta;
 use super::room::{LayerReason, Output};
+use super::simulcast_layer::SimulcastLayer;
 use super::stats::{DropCounts, PublicationStats};
 use super::subscription::{Decision, Subscription};
 use super::temporal::TEMPORAL_LAYERS;
@@ -40,7 +40,7 @@ pub(crate) struct Publication {
     kind: MediaKind,
     codec: Codec,
     clock_rate: u32,
-    layers: Vec<Layer>,
+    layers: Vec<SimulcastLayer>,
     next_incarnation_id: u64,
     pub subscriptions: Vec<Subscription>,
     received_packets: u64,
@@ -83,7 +83,7 @@ impl Publication {
             codec,
             clock_rate,
             layers: (0..layer_count)
-                .map(|i| Layer::new(i, keyframe_request_interval))
+                .map(|i| SimulcastLayer::new(i, keyframe_request_interval))
                 .collect(),
             next_incarnation_id: 0,
             subscriptions: Vec::new(),

@@ -10,6 +10,7 @@ use tracing::{debug, trace};
 use std::collections::VecDeque;
 
 use super::ids::{ParticipantId, Ssrc, SubscriptionId};
+use super::layer::Layer;
 use super::packet::{DropReason, MediaKind, PacketMeta, RtpPacket};
 use super::rewrite::numbering::Numbering;
 use super::rewrite::vp8::{Vp8Continuity, Vp8Patch};
@@ -84,9 +85,9 @@ pub(crate) struct Subscription {
     waiting_keyframe: bool,
     /// Bandwidth allocation: a higher cap (spatial, temporal) must hold this long before it
     /// applies.
-    upgrade_candidate: Option<((u8, u8), Instant)>,
+    upgrade_candidate: Option<(Layer, Instant)>,
     /// The cap (spatial, temporal) before the last bandwidth upgrade, and when it was raised.
-    last_upgrade: Option<((u8, u8), Instant)>,
+    last_upgrade: Option<(Layer, Instant)>,
     /// Layers at or above this bitrate caused heavy loss: not offered until the instant.
     loss_ceiling: Option<(u64, Instant)>,
     /// The path is congested: stop sending the current layer until the switch down lands,
@@ -114,8 +115,8 @@ pub(crate) struct Subscription {
 /// A layer change to report: spatial and temporal, current and target.
 #[derive(Clone, Copy, Debug)]
 struct LayerEvent {
-    current: Option<(u8, u8)>,
-    target: (u8, u8),
+    current: Option<Layer>,
+    target: Layer,
     reason: LayerReason,
 }
 
@@ -172,20 +173,20 @@ impl Subscription {
     }
 
     /// A higher cap (spatial, temporal) waiting out the upgrade hold, and since when.
-    pub(crate) fn upgrade_candidate(&self) -> Option<((u8, u8), Instant)> {
+    pub(crate) fn upgrade_candidate(&self) -> Option<(Layer, Instant)> {
         self.upgrade_candidate
     }
 
-    pub(crate) fn set_upgrade_candidate(&mut self, candidate: Option<((u8, u8), Instant)>) {
+    pub(crate) fn set_upgrade_candidate(&mut self, candidate: Option<(Layer, Instant)>) {
         self.upgrade_candidate = candidate;
     }
 
     /// The cap before the last bandwidth upgrade, and when it was raised.
-    pub(crate) fn last_upgrade(&self) -> Option<((u8, u8), Instant)> {
+    pub(crate) fn last_upgrade(&self) -> Option<(Layer, Instant)> {
         self.last_upgrade
     }
 
-    pub(crate) fn set_last_upgrade(&mut self, upgrade: Option<((u8, u8), Instant)>) {
+    pub(crate) fn set_last_upgrade(&mut self, upgrade: Option<(Layer, Instant)>) {
         self.last_upgrade = upgrade;
     }
 
@@ -220,8 +221,8 @@ impl Subscription {
     }
 
     /// The bandwidth cap as (spatial, temporal); `u8::MAX` in both when nothing is capped.
-    pub(crate) fn cap(&self) -> (u8, u8) {
-        (self.cap_layer, self.cap_temporal)
+    pub(crate) fn cap(&self) -> Layer {
+        Layer::new(self.cap_layer, self.cap_temporal)
     }
 
     /// The layer the subscriber should get, before availability is considered.
@@ -269,9 +270,9 @@ impl Subscription {
     }
 
     /// Caps the spatial layer, and the temporal layer on that spatial layer.
-    pub(crate) fn set_cap(&mut self, layer: u8, temporal: u8) {
-        self.cap_layer = layer;
-        self.cap_temporal = temporal;
+    pub(crate) fn set_cap(&mut self, cap: Layer) {
+        self.cap_layer = cap.spatial;
+        self.cap_temporal = cap.temporal;
     }
 
     /// The temporal layer to forward on spatial layer `target`: the subscriber's maximum, and
@@ -289,8 +290,10 @@ impl Subscription {
     fn push_event(&mut self, reason: LayerReason) {
         let current_temporal = self.temporal.current();
         self.events.push(LayerEvent {
-            current: self.current.map(|spatial| (spatial, current_temporal)),
-            target: (self.target, self.temporal.target()),
+            current: self
+                .current
+                .map(|spatial| Layer::new(spatial, current_temporal)),
+            target: Layer::new(self.target, self.temporal.target()),
             reason,
         });
     }
@@ -354,10 +357,8 @@ impl Subscription {
             outputs.push_back(Output::LayersChanged {
                 subscription: self.id,
                 subscriber: self.subscriber,
-                current: event.current.map(|(spatial, _)| spatial),
-                target: event.target.0,
-                current_temporal: event.current.map(|(_, temporal)| temporal),
-                target_temporal: event.target.1,
+                current: event.current,
+                target: event.target,
                 reason: event.reason,
             });
         }

@@ -7,6 +7,7 @@ use tracing::debug;
 
 use super::{AUDIO_BPS, Downlink, Media, PROBE_DURATION};
 use crate::ids::{PublicationId, SubscriptionId};
+use crate::layer::Layer;
 use crate::packet::MediaKind;
 use crate::room::{LayerReason, Output};
 use crate::temporal::TOP_TEMPORAL_LAYER;
@@ -215,9 +216,9 @@ fn apply(
         && subscription.loss_ceiling(now).is_none()
         && granted.spatial >= subscription.max_layer().min(top_spatial);
     let mut cap = if top {
-        (u8::MAX, u8::MAX)
+        Layer::MAX
     } else {
-        (granted.spatial, granted.temporal)
+        Layer::new(granted.spatial, granted.temporal)
     };
     let current_cap = subscription.cap();
     let mut probe_bps = 0;
@@ -243,7 +244,7 @@ fn apply(
                     .steps
                     .iter()
                     .rev()
-                    .find(|s| (s.spatial, s.temporal) <= current_cap)
+                    .find(|s| Layer::new(s.spatial, s.temporal) <= current_cap)
                     .map_or(0, |s| s.bps);
                 probe_bps = granted.bps.saturating_sub(from);
                 false
@@ -256,7 +257,7 @@ fn apply(
     if apply {
         debug!(subscription = %w.subscription, bits_per_second, from = ?current_cap, to = ?cap, ?rates, "bandwidth cap");
         subscription.set_last_upgrade((cap > current_cap).then_some((current_cap, now)));
-        subscription.set_cap(cap.0, cap.1);
+        subscription.set_cap(cap);
         subscription.set_upgrade_candidate(None);
         publication.retarget(
             now,

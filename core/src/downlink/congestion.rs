@@ -7,6 +7,7 @@ use tracing::debug;
 
 use super::{CONGESTION_DRAIN, CONGESTION_HOLD, Downlink, Media};
 use crate::ids::{PublicationId, SubscriptionId};
+use crate::layer::Layer;
 use crate::packet::MediaKind;
 use crate::room::LayerReason;
 
@@ -152,7 +153,7 @@ impl Downlink {
             debug!(subscription = %id, from = current, to, "loss step-down");
             // Loss steps the spatial layer down (its keyframe is what must cross the congested
             // path quickly); the temporal cap does not apply below the cap.
-            subscription.set_cap(to, u8::MAX);
+            subscription.set_cap(Layer::new(to, u8::MAX));
             subscription.set_upgrade_candidate(None);
             publication.retarget(now, Some(id), LayerReason::Bandwidth, media.outputs);
             if let Some(subscription) = publication.subscription_mut(id) {
@@ -295,7 +296,7 @@ impl Downlink {
                 continue;
             };
             debug!(subscription = %id, to = ?before, "REMB fell after an upgrade: undone");
-            subscription.set_cap(before.0, before.1);
+            subscription.set_cap(before);
             subscription.set_upgrade_candidate(None);
             subscription.set_last_upgrade(None);
             publication.retarget(now, Some(id), LayerReason::Bandwidth, media.outputs);
@@ -359,7 +360,7 @@ fn step_down_to_quick_layer(
     // Against the cap, not the target: the target may sit below the allocated layer while that
     // layer is paused, and would climb to it as soon as it resumes.
     if to < subscription.cap_layer() {
-        subscription.set_cap(to, u8::MAX);
+        subscription.set_cap(Layer::new(to, u8::MAX));
         subscription.set_upgrade_candidate(None);
         publication.retarget(now, Some(id), LayerReason::Bandwidth, media.outputs);
     }

@@ -80,7 +80,7 @@ fn layer_changes(outputs: &[Output]) -> Vec<(Option<u8>, u8, LayerReason)> {
                 target,
                 reason,
                 ..
-            } => Some((*current, *target, *reason)),
+            } => Some((current.map(|l| l.spatial), target.spatial, *reason)),
             _ => None,
         })
         .collect()
@@ -416,7 +416,8 @@ proptest! {
                                 last_picture_id = Some(picture_id(&packet));
                             }
                             Output::LayersChanged { target: t, current: c, .. } => {
-                                target = t;
+                                target = t.spatial;
+                                let c = c.map(|l| l.spatial);
                                 if c.is_some() {
                                     prop_assert_eq!(c, current);
                                 }
@@ -429,7 +430,7 @@ proptest! {
                     h.prefer(1, layer);
                     for output in h.drain() {
                         if let Output::LayersChanged { target: t, .. } = output {
-                            target = t;
+                            target = t.spatial;
                         }
                     }
                 }
@@ -438,7 +439,7 @@ proptest! {
                     h.timeout();
                     for output in h.drain() {
                         if let Output::LayersChanged { target: t, .. } = output {
-                            target = t;
+                            target = t.spatial;
                         }
                     }
                 }

@@ -135,11 +135,11 @@ fn temporal_changes(outputs: &[Output]) -> Vec<(Option<u8>, u8, LayerReason)> {
         .iter()
         .filter_map(|o| match o {
             Output::LayersChanged {
-                current_temporal,
-                target_temporal,
+                current,
+                target,
                 reason,
                 ..
-            } => Some((*current_temporal, *target_temporal, *reason)),
+            } => Some((current.map(|l| l.temporal), target.temporal, *reason)),
             _ => None,
         })
         .collect()
@@ -407,10 +407,9 @@ fn caps(outputs: &[Output]) -> Vec<(u8, u8)> {
         .filter_map(|o| match o {
             Output::LayersChanged {
                 target,
-                target_temporal,
                 reason: LayerReason::Bandwidth,
                 ..
-            } => Some((*target, *target_temporal)),
+            } => Some((target.spatial, target.temporal)),
             _ => None,
         })
         .collect()
@@ -684,14 +683,9 @@ fn run_plan(plan: &Plan) -> Result<(), TestCaseError> {
         let outputs = h.drain();
         let before = (current_spatial, current_temporal);
         for output in &outputs {
-            if let Output::LayersChanged {
-                current,
-                current_temporal: t,
-                ..
-            } = output
-            {
-                current_spatial = *current;
-                current_temporal = *t;
+            if let Output::LayersChanged { current, .. } = output {
+                current_spatial = current.map(|l| l.spatial);
+                current_temporal = current.map(|l| l.temporal);
             }
         }
         if before.0 != current_spatial {

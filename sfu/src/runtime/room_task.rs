@@ -46,12 +46,10 @@ pub enum RoomEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LayersChanged {
     pub subscription: SubscriptionId,
-    /// The spatial layer forwarded; `None` before the first one.
-    pub current: Option<u8>,
-    pub target: u8,
-    /// The temporal layer forwarded within `current` (2 = all for streams without layers).
-    pub current_temporal: Option<u8>,
-    pub target_temporal: u8,
+    /// The layer forwarded; `None` before the first one (temporal 2 = all for streams without
+    /// temporal layers).
+    pub current: Option<core::Layer>,
+    pub target: core::Layer,
     pub reason: LayerReason,
 }
 
@@ -643,8 +641,6 @@ impl RoomTask {
                     subscriber,
                     current,
                     target,
-                    current_temporal,
-                    target_temporal,
                     reason,
                 } => self.tell(
                     subscriber,
@@ -652,8 +648,6 @@ impl RoomTask {
                         subscription,
                         current,
                         target,
-                        current_temporal,
-                        target_temporal,
                         reason,
                     }),
                 ),

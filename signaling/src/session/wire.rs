@@ -1,7 +1,7 @@
 //! Mapping between the media plane's runtime types (`sluice_sfu`) and the wire types of
 //! [`crate::protocol`]: `From` impls both ways, and [`event_message`] for participant events.
 
-use sluice_sfu::core::{LayerReason, MediaKind as CoreMediaKind};
+use sluice_sfu::core::{Layer as CoreLayer, LayerReason, MediaKind as CoreMediaKind};
 use sluice_sfu::runtime::{
     ParticipantEvent, ParticipantInfo as CoreParticipantInfo,
     PublicationInfo as CorePublicationInfo, RoomEvent, Source, TrackRequest,
@@ -12,10 +12,6 @@ use crate::protocol::{
     IceCandidate, Layer, LayerActivity, LayerChangeReason, MediaKind, ParticipantInfo, PeerRole,
     PublicationInfo, ServerMessage, SpeakerInfo, TrackInfo, TrackSource,
 };
-
-/// The temporal layer that means "all of them" (VP8 L1T3 has 3); the room reports it for
-/// streams without temporal layers.
-const ALL_TEMPORAL_LAYERS: u8 = 2;
 
 /// The message a participant event becomes for the client; `None` for the events that are
 /// the participant's own business (a probe never leaves its task).
@@ -48,14 +44,8 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
         },
         ParticipantEvent::Room(RoomEvent::LayersChanged(change)) => ServerMessage::LayersChanged {
             subscription_id: change.subscription.to_string(),
-            current: change.current.map(|spatial| Layer {
-                spatial,
-                temporal: change.current_temporal.unwrap_or(ALL_TEMPORAL_LAYERS),
-            }),
-            target: Layer {
-                spatial: change.target,
-                temporal: change.target_temporal,
-            },
+            current: change.current.map(Layer::from),
+            target: change.target.into(),
             reason: change.reason.into(),
         },
         ParticipantEvent::Room(RoomEvent::PublisherLayers {
@@ -158,6 +148,15 @@ impl From<TrackSource> for Source {
             TrackSource::Screen => Self::Screen,
             TrackSource::Rtmp => Self::Rtmp,
             TrackSource::Other => Self::Other,
+        }
+    }
+}
+
+impl From<CoreLayer> for Layer {
+    fn from(layer: CoreLayer) -> Self {
+        Self {
+            spatial: layer.spatial,
+            temporal: layer.temporal,
         }
     }
 }
