@@ -141,11 +141,13 @@ async fn shard_forwards_one_publisher_to_two_subscribers() -> Result<()> {
             mid: mid_of(&offer, VP8)?,
             kind: MediaKind::Video,
             publication: video_pub,
+            rids: Vec::new(),
         },
         PublishTrack {
             mid: mid_of(&offer, OPUS)?,
             kind: MediaKind::Audio,
             publication: audio_pub,
+            rids: Vec::new(),
         },
     ];
     let answer = shard.publish(publisher, offer, tracks).await?;
@@ -404,6 +406,7 @@ async fn shard_sends_nothing_to_a_named_bystander() -> Result<()> {
         mid: mid.clone(),
         kind: MediaKind::Video,
         publication: PublicationId(10),
+        rids: Vec::new(),
     }];
     let answer = shard.publish(participant, offer, tracks).await?;
     let server_ufrag = ufrag_of(&answer)?;

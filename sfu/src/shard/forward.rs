@@ -13,10 +13,11 @@ use super::worker::{Timer, Worker};
 use crate::core::{Input, Output, PublicationId, RtpPacket, Ssrc, SubscriptionId};
 
 impl Worker {
-    /// One packet of a publication into its room.
+    /// One packet of a publication's simulcast `layer` (0 without simulcast) into its room.
     pub(super) fn route_rtp(
         &mut self,
         publication: PublicationId,
+        layer: u8,
         packet: rtp::Packet,
         now: Instant,
     ) {
@@ -28,7 +29,7 @@ impl Worker {
         };
         let input = Input::Rtp {
             publication,
-            layer: 0,
+            layer,
             packet: from_wire(packet),
         };
         // RTP never fails: what cannot be forwarded is a counted drop in the core.

@@ -84,6 +84,8 @@ pub enum ShardError {
     DuplicateParticipant(ParticipantId),
     #[error("publication {0} not found")]
     UnknownPublication(PublicationId),
+    #[error("subscription {0} not found")]
+    UnknownSubscription(SubscriptionId),
     #[error("invalid request: {0}")]
     Invalid(String),
     #[error("invalid session description: {0}")]
@@ -106,6 +108,22 @@ pub struct PublishTrack {
     pub mid: String,
     pub kind: MediaKind,
     pub publication: PublicationId,
+    /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
+    pub rids: Vec<String>,
+}
+
+/// A change to one of a participant's subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// At most this spatial layer and, if given, this temporal layer.
+    PreferLayer {
+        spatial: u8,
+        temporal: Option<u8>,
+    },
+    Paused(bool),
+    /// Ends the subscription and takes its track off the subscriber connection (a new offer
+    /// carries the removal).
+    Remove,
 }
 
 /// What a shard tells a participant's owner.
@@ -170,6 +188,17 @@ pub(crate) enum Command {
         participant: ParticipantId,
         role: PeerRole,
         candidate: IceCandidate,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Unpublish {
+        participant: ParticipantId,
+        publication: PublicationId,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Change {
+        participant: ParticipantId,
+        subscription: SubscriptionId,
+        change: SubscriptionChange,
         reply: oneshot::Sender<Result<(), ShardError>>,
     },
     Leave {
@@ -302,6 +331,36 @@ impl Shard {
             participant,
             role,
             candidate,
+            reply,
+        })
+        .await?
+    }
+
+    /// Ends one of the participant's publications and every subscription to it.
+    pub async fn unpublish(
+        &self,
+        participant: ParticipantId,
+        publication: PublicationId,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::Unpublish {
+            participant,
+            publication,
+            reply,
+        })
+        .await?
+    }
+
+    /// Changes one of the participant's subscriptions.
+    pub async fn change_subscription(
+        &self,
+        participant: ParticipantId,
+        subscription: SubscriptionId,
+        change: SubscriptionChange,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::Change {
+            participant,
+            subscription,
+            change,
             reply,
         })
         .await?

@@ -11,7 +11,8 @@ use rand::distr::Alphanumeric;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, register_default_interceptors,
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    register_default_interceptors,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -41,6 +42,9 @@ pub(crate) struct SendLeg {
     pub(crate) codec: CodecInfo,
     pub(crate) ssrc: Ssrc,
     pub(crate) state: LegState,
+    /// Asked before the subscription started; applied when it does.
+    pub(crate) preferred: Option<(u8, Option<u8>)>,
+    pub(crate) paused: bool,
 }
 
 /// How far a subscriber track has come.
@@ -70,9 +74,11 @@ pub(crate) struct ShardPeer {
     pub(crate) dirty: bool,
     /// The deadline registered with the shard's timers.
     pub(crate) timeout: Option<Instant>,
-    /// Publisher: the publication of each negotiated mid, then of each remote track.
-    pub(crate) mids: HashMap<String, PublicationId>,
-    pub(crate) tracks: HashMap<String, PublicationId>,
+    /// Publisher: the publication of each negotiated mid with its simulcast rids (lowest
+    /// first; empty without simulcast), the publication and layer of each remote stream by
+    /// SSRC, and the receiver of each publication (for keyframe requests).
+    pub(crate) mids: HashMap<String, (PublicationId, Vec<String>)>,
+    pub(crate) streams: HashMap<u32, (PublicationId, u8)>,
     pub(crate) receivers: HashMap<PublicationId, RTCRtpReceiverId>,
     /// Subscriber: its subscriptions, and which one each outgoing SSRC is.
     pub(crate) legs: HashMap<SubscriptionId, SendLeg>,
@@ -121,7 +127,7 @@ impl ShardPeer {
             dirty: false,
             timeout: None,
             mids: HashMap::new(),
-            tracks: HashMap::new(),
+            streams: HashMap::new(),
             receivers: HashMap::new(),
             legs: HashMap::new(),
             by_ssrc: HashMap::new(),
@@ -139,29 +145,14 @@ impl ShardPeer {
         Ok(())
     }
 
-    /// The publication a remote track carries, learning the track on first sight through its
-    /// receiver's transceiver mid.
-    pub(crate) fn publication_of_track(&mut self, track_id: &str) -> Option<PublicationId> {
-        if let Some(publication) = self.tracks.get(track_id) {
-            return Some(*publication);
-        }
-        let receivers: Vec<RTCRtpReceiverId> = self.pc.get_receivers().collect();
-        let receiver = receivers.into_iter().find(|id| {
-            self.pc
-                .rtp_receiver(*id)
-                .is_some_and(|r| r.track().track_id() == track_id)
-        })?;
-        let publication = self.publication_of_receiver(receiver)?;
-        self.tracks.insert(track_id.to_owned(), publication);
-        Some(publication)
-    }
-
-    /// The publication whose mid `receiver`'s transceiver has; remembers the receiver for
-    /// keyframe requests.
-    pub(crate) fn publication_of_receiver(
+    /// A remote stream opened: learns its publication (by its receiver's mid) and layer (by
+    /// its rid). `None` for a mid that was not published or a rid the publication lacks.
+    pub(crate) fn open_stream(
         &mut self,
         receiver: RTCRtpReceiverId,
-    ) -> Option<PublicationId> {
+        ssrc: u32,
+        rid: Option<&str>,
+    ) -> Option<(PublicationId, u8)> {
         let transceivers: Vec<_> = self.pc.get_transceivers().collect();
         let mid = transceivers.into_iter().find_map(|id| {
             let transceiver = self.pc.rtp_transceiver(id)?;
@@ -169,9 +160,32 @@ impl ShardPeer {
                 .then(|| transceiver.mid().clone())
                 .flatten()
         })?;
-        let publication = *self.mids.get(&mid)?;
+        let (publication, rids) = self.mids.get(&mid)?;
+        let layer = match (rid, rids.is_empty()) {
+            (_, true) => 0,
+            (Some(rid), false) => u8::try_from(rids.iter().position(|r| r == rid)?).ok()?,
+            (None, false) => return None,
+        };
+        let publication = *publication;
         self.receivers.insert(publication, receiver);
-        Some(publication)
+        self.streams.insert(ssrc, (publication, layer));
+        Some((publication, layer))
+    }
+
+    /// The publication and layer of a received packet: by its SSRC once the stream opened;
+    /// before that (events and media leave `rtc` on separate queues), by its track when the
+    /// publication has a single stream.
+    pub(crate) fn stream_of(&mut self, track_id: &str, ssrc: u32) -> Option<(PublicationId, u8)> {
+        if let Some(stream) = self.streams.get(&ssrc) {
+            return Some(*stream);
+        }
+        let receivers: Vec<RTCRtpReceiverId> = self.pc.get_receivers().collect();
+        let receiver = receivers.into_iter().find(|id| {
+            self.pc
+                .rtp_receiver(*id)
+                .is_some_and(|r| r.track().track_id() == track_id)
+        })?;
+        self.open_stream(receiver, ssrc, None)
     }
 }
 
@@ -188,8 +202,10 @@ pub(crate) fn random_token(len: usize) -> String {
 fn build(role: PeerRole, ufrag: &str, now: Instant) -> Result<RTCPeerConnection, ShardError> {
     let mut engine = media_engine()?;
     let registry = match role {
-        // NACK generator, receiver reports, TWCC feedback towards the publisher.
+        // NACK generator, receiver reports, TWCC feedback towards the publisher; the MID and
+        // RID header extensions name each simulcast stream.
         PeerRole::Publisher => {
+            configure_simulcast_extension_headers(&mut engine).map_err(rtc_err)?;
             register_default_interceptors(Registry::new(), &mut engine).map_err(rtc_err)?
         }
         // NACK responder and sender reports towards the subscriber.

@@ -90,6 +90,21 @@ impl Worker {
             } => {
                 let _ = reply.send(self.candidate(participant, role, &candidate));
             }
+            Command::Unpublish {
+                participant,
+                publication,
+                reply,
+            } => {
+                let _ = reply.send(self.unpublish(participant, publication, now));
+            }
+            Command::Change {
+                participant,
+                subscription,
+                change,
+                reply,
+            } => {
+                let _ = reply.send(self.change(participant, subscription, change, now));
+            }
             Command::Leave { participant } => self.leave(participant, now),
             Command::Stats { reply } => {
                 let mut stats = self.stats;
@@ -253,7 +268,7 @@ impl Worker {
                 codec: codec.codec(),
                 clock_rate: codec.clock_rate,
                 cache_since_keyframe: false,
-                layers: 1,
+                layers: u8::try_from(track.rids.len().max(1)).unwrap_or(u8::MAX),
             };
             if let Some(slot) = self.rooms.get_mut(&room) {
                 slot.core
@@ -261,7 +276,8 @@ impl Worker {
                     .map_err(|e| ShardError::Invalid(e.to_string()))?;
             }
             if let Some(peer) = self.peers.get_mut(&key) {
-                peer.mids.insert(track.mid.clone(), track.publication);
+                peer.mids
+                    .insert(track.mid.clone(), (track.publication, track.rids.clone()));
             }
             debug!(publication = %track.publication, mid = %track.mid, codec = %codec.mime_type, "published");
             self.publications.insert(
@@ -312,6 +328,36 @@ impl Worker {
             .get_mut(&key)
             .ok_or(ShardError::UnknownParticipant(participant))?;
         peer.count_candidates(1, cap)
+    }
+
+    fn unpublish(
+        &mut self,
+        participant: ParticipantId,
+        publication: PublicationId,
+        now: Instant,
+    ) -> Result<(), ShardError> {
+        let slot = self
+            .publications
+            .get(&publication)
+            .filter(|slot| slot.publisher == participant)
+            .ok_or(ShardError::UnknownPublication(publication))?;
+        let (room, key) = (slot.room, slot.peer);
+        self.publications.remove(&publication);
+        self.subscriptions.retain(|_, (_, _, p)| *p != publication);
+        if let Some(peer) = self.peers.get_mut(&key) {
+            peer.mids.retain(|_, (p, _)| *p != publication);
+            peer.streams.retain(|_, (p, _)| *p != publication);
+            peer.receivers.remove(&publication);
+        }
+        if let Some(slot) = self.rooms.get_mut(&room)
+            && let Err(err) = slot
+                .core
+                .handle_input(now, Input::PublicationRemoved { publication })
+        {
+            debug!(%publication, %err, "unpublishing in the core");
+        }
+        self.drain_room(room, now);
+        Ok(())
     }
 
     fn leave(&mut self, participant: ParticipantId, now: Instant) {

@@ -11,10 +11,10 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use tracing::{debug, warn};
 
-use super::ShardError;
 use super::peer::{LegState, PeerKey, SendLeg, rtc_err, rtp_codec};
 use super::routing::count_candidates;
 use super::worker::Worker;
+use super::{ShardError, SubscriptionChange};
 use crate::core::{Input, MediaKind, ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::PeerRole;
 
@@ -87,6 +87,8 @@ impl Worker {
                 codec,
                 ssrc,
                 state: LegState::Pending,
+                preferred: None,
+                paused: false,
             },
         );
         Ok(())
@@ -196,12 +198,14 @@ impl Worker {
                 leg.ssrc,
                 leg.sender,
                 payload_type,
+                (leg.preferred, leg.paused),
             ));
         }
         let Some(room) = self.members.get(&participant).map(|m| m.room) else {
             return;
         };
-        for (subscription, publication, ssrc, sender, payload_type) in started {
+        for (subscription, publication, ssrc, sender, payload_type, (preferred, paused)) in started
+        {
             let input = Input::SubscriptionAdded {
                 subscription,
                 subscriber: participant,
@@ -217,10 +221,82 @@ impl Worker {
                     debug!(%subscription, %publication, payload_type, "subscription started");
                     self.subscriptions
                         .insert(subscription, (key, sender, publication));
+                    let asked = preferred.map(|(spatial, temporal)| Input::SetPreferredLayer {
+                        subscription,
+                        spatial,
+                        temporal,
+                    });
+                    let pause = paused.then_some(Input::SetPaused {
+                        subscription,
+                        paused,
+                    });
+                    for input in asked.into_iter().chain(pause) {
+                        let _ = slot.core.handle_input(now, input);
+                    }
                 }
                 Err(err) => warn!(%subscription, %err, "subscription not started"),
             }
         }
         self.drain_room(room, now);
+    }
+
+    pub(super) fn change(
+        &mut self,
+        participant: ParticipantId,
+        subscription: SubscriptionId,
+        change: SubscriptionChange,
+        now: Instant,
+    ) -> Result<(), ShardError> {
+        let member = self
+            .members
+            .get(&participant)
+            .ok_or(ShardError::UnknownParticipant(participant))?;
+        let room = member.room;
+        let key = member
+            .subscriber
+            .ok_or(ShardError::UnknownSubscription(subscription))?;
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(ShardError::UnknownSubscription(subscription))?;
+        let leg = peer
+            .legs
+            .get_mut(&subscription)
+            .ok_or(ShardError::UnknownSubscription(subscription))?;
+        let active = leg.state == LegState::Active;
+        let input = match change {
+            SubscriptionChange::PreferLayer { spatial, temporal } => {
+                leg.preferred = Some((spatial, temporal));
+                Input::SetPreferredLayer {
+                    subscription,
+                    spatial,
+                    temporal,
+                }
+            }
+            SubscriptionChange::Paused(paused) => {
+                leg.paused = paused;
+                Input::SetPaused {
+                    subscription,
+                    paused,
+                }
+            }
+            SubscriptionChange::Remove => {
+                let (sender, ssrc) = (leg.sender, leg.ssrc);
+                peer.legs.remove(&subscription);
+                peer.by_ssrc.remove(&ssrc);
+                if let Err(err) = peer.pc.remove_track(sender) {
+                    debug!(%subscription, %err, "removing the subscriber track");
+                }
+                self.subscriptions.remove(&subscription);
+                Input::SubscriptionRemoved { subscription }
+            }
+        };
+        if active && let Some(slot) = self.rooms.get_mut(&room) {
+            slot.core
+                .handle_input(now, input)
+                .map_err(|e| ShardError::Invalid(e.to_string()))?;
+            self.drain_room(room, now);
+        }
+        Ok(())
     }
 }

@@ -224,12 +224,15 @@ impl Worker {
                     self.on_connection_state(key, state, now);
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
-                    match peer.publication_of_receiver(init.receiver_id) {
-                        Some(publication) => {
-                            debug!(%publication, ssrc = init.ssrc, "publisher track opened");
-                            peer.tracks.insert(init.track_id, publication);
+                    match peer.open_stream(init.receiver_id, init.ssrc, init.rid.as_deref()) {
+                        Some((publication, layer)) => {
+                            debug!(%publication, ssrc = init.ssrc, layer, "publisher stream opened");
                         }
-                        None => debug!(ssrc = init.ssrc, "track on a mid that was not published"),
+                        None => debug!(
+                            ssrc = init.ssrc,
+                            rid = ?init.rid,
+                            "stream on a mid or rid that was not published"
+                        ),
                     }
                 }
                 _ => {}
@@ -244,8 +247,11 @@ impl Worker {
             };
             match (peer.role, message.message) {
                 (PeerRole::Publisher, RTCMessage::RtpPacket(track_id, packet)) => {
-                    if let Some(publication) = peer.publication_of_track(&track_id) {
-                        self.route_rtp(publication, packet, now);
+                    match peer.stream_of(&track_id, packet.header.ssrc) {
+                        Some((publication, layer)) => {
+                            self.route_rtp(publication, layer, packet, now);
+                        }
+                        None => self.stats.unrouted += 1,
                     }
                 }
                 (PeerRole::Subscriber, RTCMessage::RtcpPacket(_, packets)) => {
