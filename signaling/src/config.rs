@@ -149,6 +149,14 @@ pub struct ServeArgs {
     /// IP advertised in ICE candidates [default: bind 127.0.0.1 and advertise it].
     #[arg(long, env = "SLUICE_PUBLIC_IP", value_name = "IP")]
     pub public_ip: Option<IpAddr>,
+    /// Media plane: "webrtc" (one webrtc-rs connection and UDP port per peer connection) or
+    /// "shard" (one thread and one UDP port for all media, ICE-lite; see --udp-port)
+    /// [default: webrtc].
+    #[arg(long, env = "SLUICE_MEDIA_PLANE", value_name = "webrtc|shard")]
+    pub media_plane: Option<MediaPlane>,
+    /// The one UDP port of the shard media plane [default: 0 = OS-assigned, logged at start].
+    #[arg(long, env = "SLUICE_UDP_PORT", value_name = "PORT")]
+    pub udp_port: Option<u16>,
     /// Token signing secret, at least 16 bytes [default: random per start (demo mode)].
     #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
     pub secret: Option<String>,
@@ -210,6 +218,8 @@ impl fmt::Debug for ServeArgs {
             .field("listen", &self.listen)
             .field("udp_ports", &self.udp_ports)
             .field("public_ip", &self.public_ip)
+            .field("media_plane", &self.media_plane)
+            .field("udp_port", &self.udp_port)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("allowed_origins", &self.allowed_origins)
             .field("max_message_rate", &self.max_message_rate)
@@ -245,6 +255,37 @@ impl std::str::FromStr for RtmpListen {
 }
 
 impl<'de> serde::Deserialize<'de> for RtmpListen {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which media plane carries the participants' connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MediaPlane {
+    /// One webrtc-rs peer connection, task set and UDP port per connection.
+    #[default]
+    Webrtc,
+    /// One shard thread owning one UDP port for all connections (ICE-lite).
+    Shard,
+}
+
+impl std::str::FromStr for MediaPlane {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "webrtc" => Ok(Self::Webrtc),
+            "shard" => Ok(Self::Shard),
+            other => Err(format!(
+                "invalid media plane {other:?}: expected webrtc or shard"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MediaPlane {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         text.parse().map_err(serde::de::Error::custom)
@@ -308,6 +349,10 @@ pub struct Config {
     pub udp_ports: Option<PortRange>,
     /// IP advertised in ICE candidates; `None` binds and advertises 127.0.0.1.
     pub public_ip: Option<IpAddr>,
+    /// The media plane (`"webrtc"` or `"shard"`).
+    pub media_plane: MediaPlane,
+    /// The shard media plane's one UDP port; `None` lets the OS pick one.
+    pub udp_port: Option<u16>,
     /// Token signing secret; `None` means generate a random one at start.
     pub secret: Option<String>,
     /// Origin allowlist for /ws; see [`Config::origin_allowed`].
@@ -336,6 +381,8 @@ impl Default for Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             udp_ports: None,
             public_ip: None,
+            media_plane: MediaPlane::Webrtc,
+            udp_port: None,
             secret: None,
             allowed_origins: Vec::new(),
             max_message_rate: 50,
@@ -356,6 +403,8 @@ impl fmt::Debug for Config {
             .field("listen", &self.listen)
             .field("udp_ports", &self.udp_ports)
             .field("public_ip", &self.public_ip)
+            .field("media_plane", &self.media_plane)
+            .field("udp_port", &self.udp_port)
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("allowed_origins", &self.allowed_origins)
             .field("max_message_rate", &self.max_message_rate)
@@ -437,6 +486,12 @@ impl Config {
         }
         if let Some(ip) = args.public_ip {
             self.public_ip = Some(ip);
+        }
+        if let Some(plane) = args.media_plane {
+            self.media_plane = plane;
+        }
+        if let Some(port) = args.udp_port {
+            self.udp_port = Some(port);
         }
         if let Some(secret) = &args.secret {
             self.secret = Some(secret.clone());
@@ -1198,6 +1253,21 @@ mod tests {
         assert!(err.to_string().contains("at least 16"), "{err}");
         assert!(!err.to_string().contains("short="), "{err}");
         assert!(Cli::try_parse_from(["sluice", "--rtmp-key", "no-target-here"]).is_err());
+    }
+
+    #[test]
+    fn media_plane_and_udp_port_from_flags_and_toml() {
+        let cli = Cli::try_parse_from(["sluice", "--media-plane", "shard", "--udp-port", "40000"])
+            .unwrap();
+        let config = Config::load(&cli.serve).unwrap();
+        assert_eq!(config.media_plane, MediaPlane::Shard);
+        assert_eq!(config.udp_port, Some(40000));
+        let toml = Config::from_toml_str("media_plane = \"shard\"\nudp_port = 40001\n").unwrap();
+        assert_eq!(toml.media_plane, MediaPlane::Shard);
+        assert_eq!(toml.udp_port, Some(40001));
+        assert_eq!(Config::default().media_plane, MediaPlane::Webrtc);
+        assert!(Cli::try_parse_from(["sluice", "--media-plane", "fast"]).is_err());
+        assert!(Config::from_toml_str("media_plane = \"fast\"\n").is_err());
     }
 
     #[test]
