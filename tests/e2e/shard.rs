@@ -222,7 +222,7 @@ async fn shard_forwards_one_publisher_to_two_subscribers() -> Result<()> {
         shard
             .subscribe(subscriber, SubscriptionId(201 + 2 * n), audio_pub)
             .await?;
-        let offer = shard.subscriber_offer(subscriber).await?;
+        let offer = shard.subscriber_offer(subscriber, false).await?;
         let mut peer = ClientPeer::new().await?;
         let log = collect(&mut peer);
         let answer = peer.answer(offer).await?;

@@ -3,8 +3,7 @@
 //! It serves the same [`Participant`] commands as the webrtc-rs participant task, turning each
 //! into one shard request; the room task keeps the room's control state (who is in it, what is
 //! published) and tells everyone about it, while the shard owns the media and its own
-//! `core::Room`. What the shard plane does not do yet is refused with a clear error rather
-//! than pretended (ICE restart).
+//! `core::Room`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +15,7 @@ use super::participant::{
     Command, PUBLISHER_START_KBPS, Participant, ParticipantEvent, Permissions, ResumeState,
     validate_rids,
 };
-use super::room::{RoomCommand, RoomEvent, RoomHandle};
+use super::room::{LayersChange, RoomCommand, RoomEvent, RoomHandle};
 use super::{PublicationInfo, RequestError, Sfu, TrackRequest};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::shard::{PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange};
@@ -47,9 +46,12 @@ pub(super) async fn start(
         permissions,
         events: events_tx,
         publications: Vec::new(),
+        rids: HashMap::new(),
         subscriptions: HashMap::new(),
         awaiting_answer: None,
         renegotiate: false,
+        offered: false,
+        ice_restart_pending: false,
     };
     let span = info_span!("participant", participant = %id, plane = "shard");
     tokio::spawn(
@@ -84,11 +86,17 @@ struct ShardParticipantTask {
     permissions: Permissions,
     events: mpsc::Sender<ParticipantEvent>,
     publications: Vec<PublicationId>,
+    /// The simulcast rids of each of its publications (dynacast names layers by rid).
+    rids: HashMap<PublicationId, Vec<String>>,
     subscriptions: HashMap<SubscriptionId, PublicationId>,
     /// The subscriber offer that waits for its answer.
     awaiting_answer: Option<String>,
     /// Subscriptions changed while an offer was out: offer again after its answer.
     renegotiate: bool,
+    /// The subscriber connection has been offered at least once (an ICE restart needs that).
+    offered: bool,
+    /// The next subscriber offer restarts ICE.
+    ice_restart_pending: bool,
 }
 
 impl ShardParticipantTask {
@@ -105,9 +113,7 @@ impl ShardParticipantTask {
                     None => break,
                 },
                 Some(event) = room_events.recv() => self.handle_room_event(event).await,
-                Some(ShardEvent::ConnectionState { role, state }) = shard_events.recv() => {
-                    debug!(?role, ?state, "connection state");
-                }
+                Some(event) = shard_events.recv() => self.handle_shard_event(event),
             }
         }
         let _ = self
@@ -217,9 +223,11 @@ impl ShardParticipantTask {
                 }
             }
             Command::RestartIce { reply } => {
-                let _ = reply.send(Err(RequestError::Invalid(
-                    "ICE restart is not available on the shard media plane yet".to_owned(),
-                )));
+                let _ = reply.send(Ok(()));
+                if self.offered {
+                    self.ice_restart_pending = true;
+                    self.negotiate().await;
+                }
             }
         }
     }
@@ -281,6 +289,7 @@ impl ShardParticipantTask {
                 })
                 .await?;
             self.publications.push(id);
+            self.rids.insert(id, info.rids.clone());
             publications.push(info);
         }
         Ok((
@@ -300,6 +309,7 @@ impl ShardParticipantTask {
             .await?;
         rx.await.unwrap_or(Err(RequestError::Closed))?;
         self.publications.retain(|p| *p != publication);
+        self.rids.remove(&publication);
         self.shard
             .unpublish(self.id, publication)
             .await
@@ -355,8 +365,13 @@ impl ShardParticipantTask {
             self.renegotiate = true;
             return;
         }
-        match self.shard.subscriber_offer(self.id).await {
+        let ice_restart = std::mem::take(&mut self.ice_restart_pending);
+        match self.shard.subscriber_offer(self.id, ice_restart).await {
             Ok(sdp) => {
+                if ice_restart {
+                    debug!("subscriber ICE restart offered");
+                }
+                self.offered = true;
                 self.awaiting_answer = Some(sdp.clone());
                 self.emit(ParticipantEvent::Offer(sdp));
             }
@@ -378,6 +393,47 @@ impl ShardParticipantTask {
             room,
             subscriptions,
         })
+    }
+
+    fn handle_shard_event(&mut self, event: ShardEvent) {
+        match event {
+            ShardEvent::ConnectionState { role, state } => {
+                debug!(?role, ?state, "connection state");
+            }
+            ShardEvent::LayersChanged {
+                subscription,
+                current,
+                target,
+                current_temporal,
+                target_temporal,
+                reason,
+            } => self.emit(ParticipantEvent::Room(RoomEvent::LayersChanged(
+                LayersChange {
+                    subscription,
+                    current,
+                    target,
+                    current_temporal,
+                    target_temporal,
+                    reason,
+                },
+            ))),
+            ShardEvent::PublisherLayers {
+                publication,
+                active,
+            } => {
+                let Some(rids) = self.rids.get(&publication) else {
+                    return;
+                };
+                let layers = rids.iter().cloned().zip(active).collect();
+                self.emit(ParticipantEvent::Room(RoomEvent::PublisherLayers {
+                    publication,
+                    layers,
+                }));
+            }
+            ShardEvent::ActiveSpeakers(speakers) => {
+                self.emit(ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)));
+            }
+        }
     }
 
     async fn handle_room_event(&mut self, event: RoomEvent) {

@@ -8,19 +8,20 @@ use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication
 use rtc::rtp;
 use tracing::{debug, trace};
 
+use super::ShardEvent;
+use super::peer::Stream;
 use super::routing::RoomKey;
 use super::worker::{Timer, Worker};
-use crate::core::{Input, Output, PublicationId, RtpPacket, Ssrc, SubscriptionId};
+use crate::core::{Input, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId};
 
 impl Worker {
-    /// One packet of a publication's simulcast `layer` (0 without simulcast) into its room.
-    pub(super) fn route_rtp(
-        &mut self,
-        publication: PublicationId,
-        layer: u8,
-        packet: rtp::Packet,
-        now: Instant,
-    ) {
+    /// One packet of a publisher's stream into its room.
+    pub(super) fn route_rtp(&mut self, stream: Stream, packet: rtp::Packet, now: Instant) {
+        let Stream {
+            publication,
+            layer,
+            audio_level,
+        } = stream;
         let Some(room) = self.publications.get(&publication).map(|slot| slot.room) else {
             return;
         };
@@ -30,7 +31,7 @@ impl Worker {
         let input = Input::Rtp {
             publication,
             layer,
-            packet: from_wire(packet),
+            packet: from_wire(packet, audio_level),
         };
         // RTP never fails: what cannot be forwarded is a counted drop in the core.
         let _ = slot.core.handle_input(now, input);
@@ -79,8 +80,49 @@ impl Worker {
                 Output::RequestKeyframe {
                     publication, ssrc, ..
                 } => self.request_keyframe(publication, ssrc, now),
-                // Layer changes, probes, repair horizons, congestion, dynacast and speakers
-                // have no consumer on the shard plane yet.
+                Output::LayersChanged {
+                    subscription,
+                    subscriber,
+                    current,
+                    target,
+                    current_temporal,
+                    target_temporal,
+                    reason,
+                } => self.tell(
+                    subscriber,
+                    ShardEvent::LayersChanged {
+                        subscription,
+                        current,
+                        target,
+                        current_temporal,
+                        target_temporal,
+                        reason,
+                    },
+                ),
+                Output::PublisherLayers {
+                    publication,
+                    publisher,
+                    active,
+                } => self.tell(
+                    publisher,
+                    ShardEvent::PublisherLayers {
+                        publication,
+                        active,
+                    },
+                ),
+                Output::ActiveSpeakers { speakers } => {
+                    let members: Vec<ParticipantId> = self
+                        .members
+                        .iter()
+                        .filter(|(_, member)| member.room == room)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for member in members {
+                        self.tell(member, ShardEvent::ActiveSpeakers(speakers.clone()));
+                    }
+                }
+                // Probes, repair horizons and congestion have no consumer on the shard plane
+                // yet.
                 _ => trace!("room output not carried out on the shard plane"),
             }
         }
@@ -90,6 +132,15 @@ impl Worker {
         let (previous, next) = (slot.timeout, slot.core.poll_timeout());
         slot.timeout = next;
         self.set_timer(Timer::Room(room), previous, next);
+    }
+
+    /// Queues `event` for `participant`'s owner; a full queue drops it (counted).
+    pub(super) fn tell(&mut self, participant: ParticipantId, event: ShardEvent) {
+        if let Some(member) = self.members.get(&participant)
+            && member.events.try_send(event).is_err()
+        {
+            self.stats.events_dropped += 1;
+        }
     }
 
     fn forward(&mut self, subscription: SubscriptionId, packet: RtpPacket, now: Instant) {
@@ -137,14 +188,21 @@ impl Worker {
     }
 }
 
-fn from_wire(packet: rtp::Packet) -> RtpPacket {
+/// The core's view of a received packet; `audio_level`: the id of the RFC 6464 extension.
+fn from_wire(packet: rtp::Packet, audio_level: Option<u8>) -> RtpPacket {
+    // The level (-dBov) is the low 7 bits of the extension's first byte in both header forms.
+    let level = audio_level
+        .filter(|_| packet.header.extension)
+        .and_then(|id| packet.header.extensions.iter().find(|e| e.id == id))
+        .and_then(|extension| extension.payload.first())
+        .map(|byte| byte & 0x7f);
     RtpPacket {
         ssrc: Ssrc(packet.header.ssrc),
         payload_type: packet.header.payload_type,
         sequence_number: packet.header.sequence_number,
         timestamp: packet.header.timestamp,
         marker: packet.header.marker,
-        audio_level: None,
+        audio_level: level,
         sampled_at: None,
         payload: packet.payload,
     }

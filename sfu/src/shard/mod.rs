@@ -38,7 +38,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
+use crate::core::{LayerReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{ConnectionState, IceCandidate, PeerRole};
 
 /// How a shard binds and bounds itself.
@@ -127,12 +127,32 @@ pub enum SubscriptionChange {
 }
 
 /// What a shard tells a participant's owner.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ShardEvent {
     ConnectionState {
         role: PeerRole,
         state: ConnectionState,
     },
+    /// To a subscriber: the layers of one of its subscriptions changed (as the core's
+    /// `Output::LayersChanged`).
+    LayersChanged {
+        subscription: SubscriptionId,
+        current: Option<u8>,
+        target: u8,
+        current_temporal: Option<u8>,
+        target_temporal: u8,
+        reason: LayerReason,
+    },
+    /// To a publisher (dynacast): which simulcast layers of its publication anyone needs, by
+    /// index (lowest first).
+    PublisherLayers {
+        publication: PublicationId,
+        active: Vec<bool>,
+    },
+    /// To everyone in the room: who speaks now, loudest first (as the core's
+    /// `Output::ActiveSpeakers`).
+    ActiveSpeakers(Vec<(ParticipantId, f32)>),
 }
 
 /// Counters of one shard (cumulative).
@@ -177,6 +197,7 @@ pub(crate) enum Command {
     },
     Offer {
         participant: ParticipantId,
+        ice_restart: bool,
         reply: oneshot::Sender<Result<String, ShardError>>,
     },
     Answer {
@@ -300,10 +321,19 @@ impl Shard {
         .await?
     }
 
-    /// A new offer for the participant's subscriber connection.
-    pub async fn subscriber_offer(&self, participant: ParticipantId) -> Result<String, ShardError> {
-        self.request(|reply| Command::Offer { participant, reply })
-            .await?
+    /// A new offer for the participant's subscriber connection; with `ice_restart`, with new
+    /// ICE credentials.
+    pub async fn subscriber_offer(
+        &self,
+        participant: ParticipantId,
+        ice_restart: bool,
+    ) -> Result<String, ShardError> {
+        self.request(|reply| Command::Offer {
+            participant,
+            ice_restart,
+            reply,
+        })
+        .await?
     }
 
     /// The client's answer to the last subscriber offer.

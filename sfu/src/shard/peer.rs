@@ -6,8 +6,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use rand::Rng;
-use rand::distr::Alphanumeric;
 use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
@@ -21,7 +19,7 @@ use rtc::peer_connection::transport::{
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
@@ -29,6 +27,19 @@ use super::ShardError;
 use super::paths::Paths;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::{CodecInfo, FeedbackToApplication, PeerRole};
+
+/// RFC 6464: the sender's audio level on every audio packet, for speaker detection without
+/// decoding.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// What a publisher's received stream is: its publication, simulcast layer, and the id of
+/// the audio level extension on it (when negotiated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stream {
+    pub(crate) publication: PublicationId,
+    pub(crate) layer: u8,
+    pub(crate) audio_level: Option<u8>,
+}
 
 /// A key of a peer connection within its shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -65,6 +76,8 @@ pub(crate) struct ShardPeer {
     pub(crate) pc: RTCPeerConnection,
     pub(crate) role: PeerRole,
     pub(crate) participant: ParticipantId,
+    /// The local ufrag of the current local description (empty before the first one); it
+    /// changes with an ICE restart.
     pub(crate) ufrag: String,
     pub(crate) paths: Paths,
     /// Remote candidates the client named (SDP and trickle), counted against the cap.
@@ -78,7 +91,7 @@ pub(crate) struct ShardPeer {
     /// first; empty without simulcast), the publication and layer of each remote stream by
     /// SSRC, and the receiver of each publication (for keyframe requests).
     pub(crate) mids: HashMap<String, (PublicationId, Vec<String>)>,
-    pub(crate) streams: HashMap<u32, (PublicationId, u8)>,
+    pub(crate) streams: HashMap<u32, Stream>,
     pub(crate) receivers: HashMap<PublicationId, RTCRtpReceiverId>,
     /// Subscriber: its subscriptions, and which one each outgoing SSRC is.
     pub(crate) legs: HashMap<SubscriptionId, SendLeg>,
@@ -95,8 +108,7 @@ impl ShardPeer {
         local: SocketAddr,
         now: Instant,
     ) -> Result<Self, ShardError> {
-        let ufrag = random_token(16);
-        let mut pc = build(role, &ufrag, now)?;
+        let mut pc = build(role, now)?;
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
@@ -120,7 +132,7 @@ impl ShardPeer {
             pc,
             role,
             participant,
-            ufrag,
+            ufrag: String::new(),
             paths: Paths::default(),
             remote_candidates: 0,
             connected: false,
@@ -145,6 +157,16 @@ impl ShardPeer {
         Ok(())
     }
 
+    /// The local ufrag the current local description carries.
+    pub(crate) fn local_ufrag(&self) -> Option<String> {
+        let description = self.pc.local_description()?;
+        description
+            .sdp
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned)
+    }
+
     /// A remote stream opened: learns its publication (by its receiver's mid) and layer (by
     /// its rid). `None` for a mid that was not published or a rid the publication lacks.
     pub(crate) fn open_stream(
@@ -152,7 +174,7 @@ impl ShardPeer {
         receiver: RTCRtpReceiverId,
         ssrc: u32,
         rid: Option<&str>,
-    ) -> Option<(PublicationId, u8)> {
+    ) -> Option<Stream> {
         let transceivers: Vec<_> = self.pc.get_transceivers().collect();
         let mid = transceivers.into_iter().find_map(|id| {
             let transceiver = self.pc.rtp_transceiver(id)?;
@@ -167,15 +189,28 @@ impl ShardPeer {
             (None, false) => return None,
         };
         let publication = *publication;
+        let audio_level = self.pc.rtp_receiver(receiver).and_then(|mut r| {
+            r.get_parameters()
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|extension| extension.uri == AUDIO_LEVEL_URI)
+                .and_then(|extension| u8::try_from(extension.id).ok())
+        });
+        let stream = Stream {
+            publication,
+            layer,
+            audio_level,
+        };
         self.receivers.insert(publication, receiver);
-        self.streams.insert(ssrc, (publication, layer));
-        Some((publication, layer))
+        self.streams.insert(ssrc, stream);
+        Some(stream)
     }
 
     /// The publication and layer of a received packet: by its SSRC once the stream opened;
     /// before that (events and media leave `rtc` on separate queues), by its track when the
     /// publication has a single stream.
-    pub(crate) fn stream_of(&mut self, track_id: &str, ssrc: u32) -> Option<(PublicationId, u8)> {
+    pub(crate) fn stream_of(&mut self, track_id: &str, ssrc: u32) -> Option<Stream> {
         if let Some(stream) = self.streams.get(&ssrc) {
             return Some(*stream);
         }
@@ -189,23 +224,23 @@ impl ShardPeer {
     }
 }
 
-/// A random ICE token of `len` alphanumerics (ufrag: 16, password: 32 — RFC 8839 asks at
-/// least 4 and 22 characters of 24 and 128 bits).
-pub(crate) fn random_token(len: usize) -> String {
-    rand::rng()
-        .sample_iter(&Alphanumeric)
-        .take(len)
-        .map(char::from)
-        .collect()
-}
-
-fn build(role: PeerRole, ufrag: &str, now: Instant) -> Result<RTCPeerConnection, ShardError> {
+fn build(role: PeerRole, now: Instant) -> Result<RTCPeerConnection, ShardError> {
     let mut engine = media_engine()?;
     let registry = match role {
         // NACK generator, receiver reports, TWCC feedback towards the publisher; the MID and
-        // RID header extensions name each simulcast stream.
+        // RID header extensions name each simulcast stream, the audio level feeds speaker
+        // detection.
         PeerRole::Publisher => {
             configure_simulcast_extension_headers(&mut engine).map_err(rtc_err)?;
+            engine
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: AUDIO_LEVEL_URI.to_owned(),
+                    },
+                    RtpCodecKind::Audio,
+                    None,
+                )
+                .map_err(rtc_err)?;
             register_default_interceptors(Registry::new(), &mut engine).map_err(rtc_err)?
         }
         // NACK responder and sender reports towards the subscriber.
@@ -215,10 +250,9 @@ fn build(role: PeerRole, ufrag: &str, now: Instant) -> Result<RTCPeerConnection,
     }
     // PLI/FIR/REMB reach the application instead of ending in the interceptor chain.
     .with(Slot::Custom(20_000), FeedbackToApplication::default());
-    let settings = SettingEngineBuilder::new()
-        .with_lite(true)
-        .with_ice_credentials(ufrag.to_owned(), random_token(32))
-        .build();
+    // The agent draws its own credentials (and new ones on an ICE restart); the shard reads
+    // the ufrag from each local description.
+    let settings = SettingEngineBuilder::new().with_lite(true).build();
     RTCPeerConnectionBuilder::new()
         .with_configuration(RTCConfigurationBuilder::new().build())
         .with_setting_engine(settings)

@@ -72,8 +72,12 @@ impl Worker {
             } => {
                 let _ = reply.send(self.subscribe(participant, subscription, publication, now));
             }
-            Command::Offer { participant, reply } => {
-                let _ = reply.send(self.offer(participant, now));
+            Command::Offer {
+                participant,
+                ice_restart,
+                reply,
+            } => {
+                let _ = reply.send(self.offer(participant, ice_restart, now));
             }
             Command::Answer {
                 participant,
@@ -182,7 +186,6 @@ impl Worker {
         let peer = ShardPeer::new(role, participant, self.local, now)?;
         let key = PeerKey(self.next_key);
         self.next_key += 1;
-        self.by_ufrag.insert(peer.ufrag.clone(), key);
         self.peers.insert(key, peer);
         if let Some(member) = self.members.get_mut(&participant) {
             match role {
@@ -236,6 +239,7 @@ impl Worker {
             .local_description()
             .map(|d| d.sdp.clone())
             .ok_or_else(|| ShardError::Peer("no local description".to_owned()))?;
+        self.refresh_ufrag(key);
         let codecs = negotiated_codecs(&answer);
         let mut created = Vec::with_capacity(tracks.len());
         for track in tracks {
@@ -346,7 +350,8 @@ impl Worker {
         self.subscriptions.retain(|_, (_, _, p)| *p != publication);
         if let Some(peer) = self.peers.get_mut(&key) {
             peer.mids.retain(|_, (p, _)| *p != publication);
-            peer.streams.retain(|_, (p, _)| *p != publication);
+            peer.streams
+                .retain(|_, stream| stream.publication != publication);
             peer.receivers.remove(&publication);
         }
         if let Some(slot) = self.rooms.get_mut(&room)

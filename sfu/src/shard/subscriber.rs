@@ -97,6 +97,7 @@ impl Worker {
     pub(super) fn offer(
         &mut self,
         participant: ParticipantId,
+        ice_restart: bool,
         now: Instant,
     ) -> Result<String, ShardError> {
         let key = self.peer_of(participant, PeerRole::Subscriber, now)?;
@@ -104,6 +105,9 @@ impl Worker {
             .peers
             .get_mut(&key)
             .ok_or(ShardError::UnknownParticipant(participant))?;
+        if ice_restart {
+            peer.pc.restart_ice();
+        }
         let offer = peer.pc.create_offer(None).map_err(rtc_err)?;
         peer.pc.set_local_description(now, offer).map_err(rtc_err)?;
         let sdp = peer
@@ -117,6 +121,7 @@ impl Worker {
                 leg.state = LegState::Offered;
             }
         }
+        self.refresh_ufrag(key);
         self.service(key, now);
         Ok(sdp)
     }
@@ -292,10 +297,15 @@ impl Worker {
             }
         };
         if active && let Some(slot) = self.rooms.get_mut(&room) {
-            slot.core
-                .handle_input(now, input)
-                .map_err(|e| ShardError::Invalid(e.to_string()))?;
+            let removal = matches!(input, Input::SubscriptionRemoved { .. });
+            let applied = slot.core.handle_input(now, input);
             self.drain_room(room, now);
+            match applied {
+                Ok(()) => {}
+                // The core ended it already, with its publication.
+                Err(_) if removal => {}
+                Err(err) => return Err(ShardError::Invalid(err.to_string())),
+            }
         }
         Ok(())
     }

@@ -225,9 +225,12 @@ impl Worker {
                 }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     match peer.open_stream(init.receiver_id, init.ssrc, init.rid.as_deref()) {
-                        Some((publication, layer)) => {
-                            debug!(%publication, ssrc = init.ssrc, layer, "publisher stream opened");
-                        }
+                        Some(stream) => debug!(
+                            publication = %stream.publication,
+                            ssrc = init.ssrc,
+                            layer = stream.layer,
+                            "publisher stream opened"
+                        ),
                         None => debug!(
                             ssrc = init.ssrc,
                             rid = ?init.rid,
@@ -248,9 +251,7 @@ impl Worker {
             match (peer.role, message.message) {
                 (PeerRole::Publisher, RTCMessage::RtpPacket(track_id, packet)) => {
                     match peer.stream_of(&track_id, packet.header.ssrc) {
-                        Some((publication, layer)) => {
-                            self.route_rtp(publication, layer, packet, now);
-                        }
+                        Some(stream) => self.route_rtp(stream, packet, now),
                         None => self.stats.unrouted += 1,
                     }
                 }
@@ -296,14 +297,7 @@ impl Worker {
         peer.connected = state == ConnectionState::Connected;
         let (role, participant) = (peer.role, peer.participant);
         debug!(%participant, ?role, ?state, "connection state");
-        if let Some(member) = self.members.get(&participant)
-            && member
-                .events
-                .try_send(ShardEvent::ConnectionState { role, state })
-                .is_err()
-        {
-            self.stats.events_dropped += 1;
-        }
+        self.tell(participant, ShardEvent::ConnectionState { role, state });
         if role == PeerRole::Subscriber && state == ConnectionState::Connected {
             self.activate(key, now);
         }
@@ -414,6 +408,34 @@ impl Worker {
             && let Some(peer) = self.peers.get_mut(&previous)
         {
             peer.paths.forget(addr);
+        }
+    }
+
+    /// Routes binding requests naming the peer's current local ufrag to it (call after every
+    /// `set_local_description`: an ICE restart changes the ufrag, and checks naming the old one
+    /// are stale).
+    pub(super) fn refresh_ufrag(&mut self, key: PeerKey) {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(ufrag) = peer.local_ufrag() else {
+            return;
+        };
+        if ufrag == peer.ufrag {
+            return;
+        }
+        let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
+        if self.by_ufrag.get(&old) == Some(&key) {
+            self.by_ufrag.remove(&old);
+        }
+        if let Some(other) = self.by_ufrag.insert(ufrag, key)
+            && other != key
+        {
+            warn!(
+                peer = key.0,
+                other = other.0,
+                "two connections drew the same ufrag"
+            );
         }
     }
 
