@@ -181,7 +181,7 @@ impl Sfu {
         }
     }
 
-    fn shard(&self) -> Option<Arc<Shard>> {
+    pub(crate) fn shard(&self) -> Option<Arc<Shard>> {
         self.inner.shard.clone()
     }
 

@@ -111,6 +111,9 @@ impl Worker {
                     },
                 ),
                 Output::ActiveSpeakers { speakers } => {
+                    if let Some(slot) = self.rooms.get_mut(&room) {
+                        slot.speakers.clone_from(&speakers);
+                    }
                     let members: Vec<ParticipantId> = self
                         .members
                         .iter()
@@ -165,7 +168,13 @@ impl Worker {
     }
 
     fn request_keyframe(&mut self, publication: PublicationId, ssrc: Ssrc, now: Instant) {
-        let Some(key) = self.publications.get(&publication).map(|slot| slot.peer) else {
+        // Ingest publications have no connection to ask: new subscribers start from their
+        // cached keyframe instead.
+        let Some(key) = self
+            .publications
+            .get(&publication)
+            .and_then(|slot| slot.peer)
+        else {
             return;
         };
         let Some(peer) = self.peers.get_mut(&key) else {

@@ -25,6 +25,7 @@
 //! Signaling talks to a shard through [`Shard`], whose methods send one bounded command each.
 
 mod forward;
+mod ingest;
 mod paths;
 mod peer;
 mod routing;
@@ -36,10 +37,15 @@ mod worker;
 use std::net::{IpAddr, SocketAddr};
 use std::thread::JoinHandle;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{LayerReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
-use crate::transport::{ConnectionState, IceCandidate, PeerRole};
+pub use ingest::IngestSink;
+
+use crate::transport::{CodecInfo, ConnectionState, IceCandidate, PeerRole};
 
 /// How a shard binds and bounds itself.
 #[derive(Debug, Clone)]
@@ -57,6 +63,8 @@ pub struct ShardConfig {
     pub max_remote_candidates: usize,
     /// Commands queued for the shard thread before callers wait.
     pub command_queue: usize,
+    /// Ingested (RTMP) packets queued for the shard thread before they are dropped.
+    pub ingest_queue: usize,
 }
 
 impl Default for ShardConfig {
@@ -68,6 +76,7 @@ impl Default for ShardConfig {
             max_peers: 4096,
             max_remote_candidates: 32,
             command_queue: 256,
+            ingest_queue: 4096,
         }
     }
 }
@@ -222,6 +231,12 @@ pub(crate) enum Command {
         change: SubscriptionChange,
         reply: oneshot::Sender<Result<(), ShardError>>,
     },
+    IngestPublish {
+        participant: ParticipantId,
+        publication: PublicationId,
+        codec: CodecInfo,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
     Leave {
         participant: ParticipantId,
     },
@@ -234,6 +249,7 @@ pub(crate) enum Command {
 /// thread (after the commands already queued).
 pub struct Shard {
     commands: mpsc::Sender<Command>,
+    ingest: IngestSink,
     local_addr: SocketAddr,
     thread: Option<JoinHandle<()>>,
 }
@@ -244,9 +260,15 @@ impl Shard {
         let socket = socket::bind(config.bind, config.socket_buffer).map_err(ShardError::Bind)?;
         let local_addr = socket.local_addr().map_err(ShardError::Bind)?;
         let (commands, rx) = mpsc::channel(config.command_queue.max(1));
-        let thread = worker::spawn(config, socket, local_addr, rx).map_err(ShardError::Bind)?;
+        let (ingest, ingest_rx) = mpsc::channel(config.ingest_queue.max(1));
+        let thread =
+            worker::spawn(config, socket, local_addr, rx, ingest_rx).map_err(ShardError::Bind)?;
         Ok(Self {
             commands,
+            ingest: IngestSink {
+                tx: ingest,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
             local_addr,
             thread: Some(thread),
         })
@@ -396,6 +418,28 @@ impl Shard {
         .await?
     }
 
+    /// Adds a publication produced inside the server (RTMP ingest) for `participant`, which
+    /// joined without connections; its packets go through [`Shard::ingest_sink`].
+    pub async fn ingest_publish(
+        &self,
+        participant: ParticipantId,
+        publication: PublicationId,
+        codec: CodecInfo,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::IngestPublish {
+            participant,
+            publication,
+            codec,
+            reply,
+        })
+        .await?
+    }
+
+    /// Where ingest tasks hand this shard their RTP.
+    pub fn ingest_sink(&self) -> IngestSink {
+        self.ingest.clone()
+    }
+
     /// Removes the participant, its connections, publications and subscriptions.
     pub async fn leave(&self, participant: ParticipantId) {
         let _ = self.commands.send(Command::Leave { participant }).await;
@@ -412,6 +456,8 @@ impl Drop for Shard {
         // a shard inside an async task never blocks it.
         let (closed, _) = mpsc::channel(1);
         self.commands = closed;
+        let (closed, _) = mpsc::channel(1);
+        self.ingest.tx = closed;
         drop(self.thread.take());
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct ShardRoom {
     pub(super) core: core::Room,
     pub(super) members: usize,
     pub(super) timeout: Option<Instant>,
+    /// The last active speakers, for participants who join while someone speaks.
+    pub(super) speakers: Vec<(ParticipantId, f32)>,
 }
 
 /// A participant on the shard.
@@ -40,7 +42,8 @@ pub(super) struct Member {
 /// Where a publication's media comes from.
 pub(super) struct PublicationSlot {
     pub(super) publisher: ParticipantId,
-    pub(super) peer: PeerKey,
+    /// The publisher connection; `None` for ingest (RTMP) publications.
+    pub(super) peer: Option<PeerKey>,
     pub(super) room: RoomKey,
     pub(super) codec: CodecInfo,
 }
@@ -109,6 +112,14 @@ impl Worker {
             } => {
                 let _ = reply.send(self.change(participant, subscription, change, now));
             }
+            Command::IngestPublish {
+                participant,
+                publication,
+                codec,
+                reply,
+            } => {
+                let _ = reply.send(self.ingest_publish(participant, publication, codec, now));
+            }
             Command::Leave { participant } => self.leave(participant, now),
             Command::Stats { reply } => {
                 let mut stats = self.stats;
@@ -142,6 +153,7 @@ impl Worker {
                         core: core::Room::new(core::RoomConfig::default()),
                         members: 0,
                         timeout: None,
+                        speakers: Vec::new(),
                     },
                 );
                 key
@@ -159,6 +171,14 @@ impl Worker {
                 events,
             },
         );
+        let speakers = self
+            .rooms
+            .get(&key)
+            .map(|slot| slot.speakers.clone())
+            .unwrap_or_default();
+        if !speakers.is_empty() {
+            self.tell(participant, ShardEvent::ActiveSpeakers(speakers));
+        }
         Ok(())
     }
 
@@ -288,7 +308,7 @@ impl Worker {
                 track.publication,
                 PublicationSlot {
                     publisher: participant,
-                    peer: key,
+                    peer: Some(key),
                     room,
                     codec,
                 },
@@ -348,7 +368,7 @@ impl Worker {
         let (room, key) = (slot.room, slot.peer);
         self.publications.remove(&publication);
         self.subscriptions.retain(|_, (_, _, p)| *p != publication);
-        if let Some(peer) = self.peers.get_mut(&key) {
+        if let Some(peer) = key.and_then(|key| self.peers.get_mut(&key)) {
             peer.mids.retain(|_, (p, _)| *p != publication);
             peer.streams
                 .retain(|_, stream| stream.publication != publication);

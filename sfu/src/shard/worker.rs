@@ -19,6 +19,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
+use super::ingest::IngestPacket;
 use super::paths::Egress;
 use super::peer::{PeerKey, ShardPeer};
 use super::routing::{Member, PublicationSlot, RoomKey, ShardRoom};
@@ -47,6 +48,7 @@ pub(super) fn spawn(
     socket: std::net::UdpSocket,
     bound: SocketAddr,
     commands: mpsc::Receiver<Command>,
+    ingest: mpsc::Receiver<IngestPacket>,
 ) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -66,7 +68,7 @@ pub(super) fn spawn(
                     .advertise
                     .map_or(bound, |ip| SocketAddr::new(ip, bound.port()));
                 let mut worker = Worker::new(config, socket, local);
-                worker.run(commands).await;
+                worker.run(commands, ingest).await;
             });
         })
 }
@@ -114,7 +116,11 @@ impl Worker {
         }
     }
 
-    async fn run(&mut self, mut commands: mpsc::Receiver<Command>) {
+    async fn run(
+        &mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut ingest: mpsc::Receiver<IngestPacket>,
+    ) {
         info!(local = %self.local, "shard running");
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         loop {
@@ -137,7 +143,15 @@ impl Worker {
                     }
                     self.read_burst(&mut buf);
                 }
+                Some(packet) = ingest.recv() => self.ingest_packet(packet, Instant::now()),
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+            }
+            // Ingested media is read every pass, so a busy socket never starves it.
+            for _ in 0..READ_BURST {
+                match ingest.try_recv() {
+                    Ok(packet) => self.ingest_packet(packet, Instant::now()),
+                    Err(_) => break,
+                }
             }
             self.run_timers(Instant::now());
             self.flush();
