@@ -22,6 +22,9 @@
 //! - [`runtime`] — the tokio shell: one task per room owning its `core::Room`, one task per
 //!   participant owning its two peer connections, bounded queues with counted drops between
 //!   them. Signaling uses [`runtime::Sfu`] and [`runtime::Participant`].
+//! - [`shard`] — the media plane beside the webrtc-rs one: one thread owning one UDP socket,
+//!   sans-IO `rtc` peer connections in ICE-lite mode and the rooms placed on it, driving
+//!   [`core::Room`] directly (no task or channel hop per packet).
 //! - [`ingest`] — media from outside WebRTC: the RTMP server (OBS, ffmpeg) converting H.264
 //!   and AAC into ordinary publications (H.264 passed through, AAC → Opus) in a room.
 //!
@@ -46,4 +49,5 @@ pub use sluice_core as core;
 pub use sluice_core::codec;
 pub mod ingest;
 pub mod runtime;
+pub mod shard;
 pub mod transport;

@@ -4,4 +4,5 @@
 mod relay;
 mod resume;
 mod rtmp;
+mod shard;
 mod signaling;

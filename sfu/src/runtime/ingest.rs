@@ -8,7 +8,20 @@ use tokio::sync::{mpsc, oneshot};
 use super::room_task::{RoomCommand, RoomHandle};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, Source};
 use crate::core::{ParticipantId, PublicationId, RtpPacket};
+use crate::shard::{IngestSink, Shard};
 use crate::transport::{CodecInfo, RtpSink};
+
+/// Feeds an ingest publication's RTP to the shard's ingest queue (drops counted there).
+struct ShardRtpSink {
+    sink: IngestSink,
+    publication: PublicationId,
+}
+
+impl RtpSink for ShardRtpSink {
+    fn deliver(&self, _layer: u8, packet: RtpPacket) {
+        self.sink.send(self.publication, packet);
+    }
+}
 
 /// A server-side publisher in a room. Dropping it removes its publications and tells the
 /// room's other participants.
@@ -16,6 +29,9 @@ pub struct IngestParticipant {
     id: ParticipantId,
     sfu: Sfu,
     room: RoomHandle,
+    /// On the shard plane, the shard that forwards its media (the room task keeps only the
+    /// room's control state there).
+    shard: Option<Arc<Shard>>,
 }
 
 impl std::fmt::Debug for IngestParticipant {
@@ -87,10 +103,21 @@ impl Sfu {
             };
             match result {
                 Ok(snapshot) => {
+                    let shard = self.shard();
+                    if let Some(shard) = &shard {
+                        let (events, mut drain) = mpsc::channel(64);
+                        tokio::spawn(async move { while drain.recv().await.is_some() {} });
+                        let room_name = room;
+                        if let Err(err) = shard.join(room_name, id, events).await {
+                            handle.try_send(RoomCommand::Leave { participant: id });
+                            return Err(RequestError::Invalid(err.to_string()));
+                        }
+                    }
                     let participant = IngestParticipant {
                         id,
                         sfu: self.clone(),
                         room: handle,
+                        shard,
                     };
                     return Ok((participant, snapshot));
                 }
@@ -124,6 +151,19 @@ impl IngestParticipant {
             codec: codec.mime_type.clone(),
             rids: Vec::new(),
         };
+        let sink: Arc<dyn RtpSink> = match &self.shard {
+            Some(shard) => {
+                shard
+                    .ingest_publish(self.id, info.id, codec.clone())
+                    .await
+                    .map_err(|err| RequestError::Invalid(err.to_string()))?;
+                Arc::new(ShardRtpSink {
+                    sink: shard.ingest_sink(),
+                    publication: info.id,
+                })
+            }
+            None => self.room.rtp_sink(info.id),
+        };
         self.room
             .send(RoomCommand::AddPublication {
                 info: info.clone(),
@@ -131,10 +171,7 @@ impl IngestParticipant {
                 codec,
             })
             .await?;
-        Ok(IngestPublication {
-            sink: self.room.rtp_sink(info.id),
-            info,
-        })
+        Ok(IngestPublication { sink, info })
     }
 
     /// Removes one publication (subscribers are told).
@@ -147,7 +184,14 @@ impl IngestParticipant {
                 reply,
             })
             .await?;
-        result.await.map_err(|_| RequestError::Closed)?
+        result.await.map_err(|_| RequestError::Closed)??;
+        if let Some(shard) = &self.shard {
+            shard
+                .unpublish(self.id, publication)
+                .await
+                .map_err(|err| RequestError::Invalid(err.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Leaves the room; dropping does the same.
@@ -158,6 +202,9 @@ impl Drop for IngestParticipant {
     fn drop(&mut self) {
         let room = self.room.clone();
         let participant = self.id;
+        if let Some(shard) = self.shard.take() {
+            tokio::spawn(async move { shard.leave(participant).await });
+        }
         if !room.try_send(RoomCommand::Leave { participant }) {
             // The room queue is full of media: wait for space rather than leave a ghost.
             tokio::spawn(async move {

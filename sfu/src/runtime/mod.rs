@@ -14,6 +14,7 @@
 mod ingest;
 mod participant;
 mod room_task;
+mod shard_participant;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -25,6 +26,7 @@ pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState};
 pub use room_task::{LayersChanged, RoomEvent};
 
 use crate::core::{MediaKind, ParticipantId, PublicationId};
+use crate::shard::Shard;
 use crate::transport::{Transport, TransportConfig, TransportError};
 use room_task::RoomHandle;
 
@@ -151,20 +153,38 @@ pub struct Sfu {
 struct SfuInner {
     config: SfuConfig,
     transport: Transport,
+    /// The shard media plane, when the server runs on it instead of webrtc-rs connections.
+    shard: Option<Arc<Shard>>,
     rooms: DashMap<String, RoomHandle>,
     next_id: AtomicU64,
 }
 
 impl Sfu {
     pub fn new(config: SfuConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// A server whose participants' connections live on `shard` (one UDP port, ICE-lite)
+    /// instead of one webrtc-rs connection and port each. RTMP ingest still goes through the
+    /// room tasks.
+    pub fn with_shard(config: SfuConfig, shard: Shard) -> Self {
+        Self::build(config, Some(Arc::new(shard)))
+    }
+
+    fn build(config: SfuConfig, shard: Option<Arc<Shard>>) -> Self {
         Self {
             inner: Arc::new(SfuInner {
                 transport: Transport::new(config.transport.clone()),
                 config,
+                shard,
                 rooms: DashMap::new(),
                 next_id: AtomicU64::new(1),
             }),
         }
+    }
+
+    pub(crate) fn shard(&self) -> Option<Arc<Shard>> {
+        self.inner.shard.clone()
     }
 
     /// A process-wide unique id for participants, publications and subscriptions.
@@ -188,7 +208,8 @@ impl Sfu {
         // has removed itself from the registry, so the next attempt creates a fresh room.
         for _ in 0..3 {
             let handle = self.room_handle(room);
-            match Participant::join(self.clone(), handle, identity.clone(), permissions).await {
+            match Participant::join(self.clone(), handle, room, identity.clone(), permissions).await
+            {
                 Err(RequestError::Closed) => continue,
                 other => return other,
             }

@@ -14,13 +14,13 @@ use crate::transport::{
 /// Where a publishing Chrome starts its uplink estimate (`x-google-start-bitrate` in our
 /// answer): high enough for all three simulcast layers within a few seconds, low enough that
 /// GCC backs off in about a second on a slower uplink (decisions §22).
-const PUBLISHER_START_KBPS: u32 = 1_000;
+pub(super) const PUBLISHER_START_KBPS: u32 = 1_000;
 
 /// How often the subscriber connection's bandwidth estimate is read.
 const BANDWIDTH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Simulcast rids: a few short tokens (RFC 8851 allows alphanumerics, `-` and `_`).
-fn validate_rids(track: &TrackRequest) -> Result<(), RequestError> {
+pub(super) fn validate_rids(track: &TrackRequest) -> Result<(), RequestError> {
     if track.rids.is_empty() {
         return Ok(());
     }
@@ -68,7 +68,7 @@ pub enum ParticipantEvent {
     Room(RoomEvent),
 }
 
-enum Command {
+pub(super) enum Command {
     Publish {
         offer: String,
         tracks: Vec<TrackRequest>,
@@ -138,9 +138,22 @@ impl std::fmt::Debug for Participant {
 }
 
 impl Participant {
+    pub(super) fn from_parts(
+        id: ParticipantId,
+        commands: mpsc::Sender<Command>,
+        events: mpsc::Receiver<ParticipantEvent>,
+    ) -> Self {
+        Self {
+            id,
+            commands,
+            events,
+        }
+    }
+
     pub(super) async fn join(
         sfu: Sfu,
         room: RoomHandle,
+        room_name: &str,
         identity: String,
         permissions: Permissions,
     ) -> Result<(Self, RoomSnapshot), RequestError> {
@@ -155,6 +168,19 @@ impl Participant {
         })
         .await?;
         let snapshot = snapshot.await.map_err(|_| RequestError::Closed)??;
+        if let Some(shard) = sfu.shard() {
+            let participant = super::shard_participant::start(
+                sfu.clone(),
+                shard,
+                room,
+                room_name,
+                id,
+                permissions,
+                room_events,
+            )
+            .await?;
+            return Ok((participant, snapshot));
+        }
 
         let (subscriber_events_tx, subscriber_events) = mpsc::channel(256);
         let subscriber = match sfu

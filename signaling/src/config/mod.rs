@@ -64,6 +64,14 @@ pub struct ServeArgs {
     /// IP advertised in ICE candidates [default: bind 127.0.0.1 and advertise it].
     #[arg(long, env = "SLUICE_PUBLIC_IP", value_name = "IP")]
     pub public_ip: Option<IpAddr>,
+    /// Media plane: "webrtc" (one webrtc-rs connection and UDP port per peer connection) or
+    /// "shard" (one thread and one UDP port for all media, ICE-lite; see --udp-port)
+    /// [default: webrtc].
+    #[arg(long, env = "SLUICE_MEDIA_PLANE", value_name = "webrtc|shard")]
+    pub media_plane: Option<MediaPlane>,
+    /// The one UDP port of the shard media plane [default: 0 = OS-assigned, logged at start].
+    #[arg(long, env = "SLUICE_UDP_PORT", value_name = "PORT")]
+    pub udp_port: Option<u16>,
     /// Token signing secret, at least 16 bytes [default: random per start (demo mode)].
     #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
@@ -121,6 +129,37 @@ pub struct ServeArgs {
     pub rtmp_keys: Option<Vec<RtmpKey>>,
 }
 
+/// Which media plane carries the participants' connections.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MediaPlane {
+    /// One webrtc-rs peer connection, task set and UDP port per connection.
+    #[default]
+    Webrtc,
+    /// One shard thread owning one UDP port for all connections (ICE-lite).
+    Shard,
+}
+
+impl std::str::FromStr for MediaPlane {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "webrtc" => Ok(Self::Webrtc),
+            "shard" => Ok(Self::Shard),
+            other => Err(format!(
+                "invalid media plane {other:?}: expected webrtc or shard"
+            )),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for MediaPlane {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The server configuration after merging defaults, file, environment and flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -130,6 +169,10 @@ pub struct Config {
     pub udp_ports: Option<PortRange>,
     /// IP advertised in ICE candidates; `None` binds and advertises 127.0.0.1.
     pub public_ip: Option<IpAddr>,
+    /// The media plane (`"webrtc"` or `"shard"`).
+    pub media_plane: MediaPlane,
+    /// The shard media plane's one UDP port; `None` lets the OS pick one.
+    pub udp_port: Option<u16>,
     /// Token signing secret; `None` means generate a random one at start.
     pub secret: Option<Secret>,
     /// Origin allowlist for /ws; see [`Config::origin_allowed`].
@@ -158,6 +201,8 @@ impl Default for Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             udp_ports: None,
             public_ip: None,
+            media_plane: MediaPlane::Webrtc,
+            udp_port: None,
             secret: None,
             allowed_origins: Vec::new(),
             max_message_rate: 50,
@@ -311,6 +356,8 @@ impl Config {
             listen,
             udp_ports,
             public_ip,
+            media_plane,
+            udp_port,
             secret,
             allowed_origins,
             max_message_rate,
@@ -325,6 +372,8 @@ impl Config {
         set(&mut self.listen, listen);
         set(&mut self.udp_ports, udp_ports.map(Some));
         set(&mut self.public_ip, public_ip.map(Some));
+        set(&mut self.media_plane, media_plane);
+        set(&mut self.udp_port, udp_port.map(Some));
         set(&mut self.secret, secret.map(Some));
         set(&mut self.allowed_origins, allowed_origins);
         set(&mut self.max_message_rate, max_message_rate);

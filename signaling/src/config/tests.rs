@@ -388,3 +388,18 @@ fn serve_flags_parse() {
     assert_eq!(config.public_ip, Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
     assert!(!format!("{config:?} {:?}", cli.serve).contains("0123456789abcdef"));
 }
+
+#[test]
+fn media_plane_and_udp_port_from_flags_and_toml() {
+    let cli =
+        Cli::try_parse_from(["sluice", "--media-plane", "shard", "--udp-port", "40000"]).unwrap();
+    let config = Config::load(&cli.serve).unwrap();
+    assert_eq!(config.media_plane, MediaPlane::Shard);
+    assert_eq!(config.udp_port, Some(40000));
+    let toml = Config::from_toml_str("media_plane = \"shard\"\nudp_port = 40001\n").unwrap();
+    assert_eq!(toml.media_plane, MediaPlane::Shard);
+    assert_eq!(toml.udp_port, Some(40001));
+    assert_eq!(Config::default().media_plane, MediaPlane::Webrtc);
+    assert!(Cli::try_parse_from(["sluice", "--media-plane", "fast"]).is_err());
+    assert!(Config::from_toml_str("media_plane = \"fast\"\n").is_err());
+}

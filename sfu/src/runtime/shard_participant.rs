@@ -1,0 +1,473 @@
+//! A participant whose two connections live on the shard media plane (`--media-plane shard`).
+//!
+//! It serves the same [`Participant`] commands as the webrtc-rs participant task, turning each
+//! into one shard request; the room task keeps the room's control state (who is in it, what is
+//! published) and tells everyone about it, while the shard owns the media and its own
+//! `core::Room`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::participant::{
+    Command, PUBLISHER_START_KBPS, Participant, ParticipantEvent, Permissions, ResumeState,
+    validate_rids,
+};
+use super::room_task::{LayersChanged, RoomCommand, RoomEvent, RoomHandle};
+use super::{PublicationInfo, RequestError, Sfu, TrackRequest};
+use crate::core::{ParticipantId, PublicationId, SubscriptionId};
+use crate::shard::{PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange};
+use crate::transport::{TransportError, negotiated_codecs, with_start_bitrate};
+
+/// Starts the participant's task once the room has accepted it.
+pub(super) async fn start(
+    sfu: Sfu,
+    shard: Arc<Shard>,
+    room: RoomHandle,
+    room_name: &str,
+    id: ParticipantId,
+    permissions: Permissions,
+    room_events: mpsc::Receiver<RoomEvent>,
+) -> Result<Participant, RequestError> {
+    let (shard_events_tx, shard_events) = mpsc::channel(64);
+    if let Err(err) = shard.join(room_name, id, shard_events_tx).await {
+        room.try_send(RoomCommand::Leave { participant: id });
+        return Err(from_shard(err));
+    }
+    let (commands_tx, commands) = mpsc::channel(64);
+    let (events_tx, events) = mpsc::channel(1024);
+    let task = ShardParticipantTask {
+        id,
+        sfu,
+        shard,
+        room,
+        permissions,
+        events: events_tx,
+        publications: Vec::new(),
+        rids: HashMap::new(),
+        subscriptions: HashMap::new(),
+        awaiting_answer: None,
+        renegotiate: false,
+        offered: false,
+        ice_restart_pending: false,
+    };
+    let span = info_span!("participant", participant = %id, plane = "shard");
+    tokio::spawn(
+        task.run(commands, room_events, shard_events)
+            .instrument(span),
+    );
+    Ok(Participant::from_parts(id, commands_tx, events))
+}
+
+/// A shard error as the client sees it.
+fn from_shard(err: ShardError) -> RequestError {
+    match err {
+        ShardError::UnknownPublication(p) => RequestError::NotFound(format!("publication {p}")),
+        ShardError::UnknownSubscription(s) => RequestError::NotFound(format!("subscription {s}")),
+        ShardError::InvalidSdp(e) => TransportError::InvalidSdp(e).into(),
+        ShardError::InvalidCandidate(e) => TransportError::InvalidCandidate(e).into(),
+        ShardError::Peer(e) => TransportError::Peer(e).into(),
+        ShardError::LimitExceeded(what) => RequestError::LimitExceeded(what),
+        ShardError::TooManyCandidates(_) => {
+            RequestError::LimitExceeded("candidates per connection")
+        }
+        ShardError::Stopped => RequestError::Closed,
+        other => RequestError::Invalid(other.to_string()),
+    }
+}
+
+struct ShardParticipantTask {
+    id: ParticipantId,
+    sfu: Sfu,
+    shard: Arc<Shard>,
+    room: RoomHandle,
+    permissions: Permissions,
+    events: mpsc::Sender<ParticipantEvent>,
+    publications: Vec<PublicationId>,
+    /// The simulcast rids of each of its publications (dynacast names layers by rid).
+    rids: HashMap<PublicationId, Vec<String>>,
+    subscriptions: HashMap<SubscriptionId, PublicationId>,
+    /// The subscriber offer that waits for its answer.
+    awaiting_answer: Option<String>,
+    /// Subscriptions changed while an offer was out: offer again after its answer.
+    renegotiate: bool,
+    /// The subscriber connection has been offered at least once (an ICE restart needs that).
+    offered: bool,
+    /// The next subscriber offer restarts ICE.
+    ice_restart_pending: bool,
+}
+
+impl ShardParticipantTask {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut room_events: mpsc::Receiver<RoomEvent>,
+        mut shard_events: mpsc::Receiver<ShardEvent>,
+    ) {
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    Some(command) => self.handle_command(command).await,
+                    None => break,
+                },
+                Some(event) = room_events.recv() => self.handle_room_event(event).await,
+                Some(event) = shard_events.recv() => self.handle_shard_event(event),
+            }
+        }
+        let _ = self
+            .room
+            .send(RoomCommand::Leave {
+                participant: self.id,
+            })
+            .await;
+        self.shard.leave(self.id).await;
+        debug!("participant ended");
+    }
+
+    fn emit(&self, event: ParticipantEvent) {
+        if self.events.try_send(event).is_err() {
+            warn!("participant event dropped: the session is not reading");
+        }
+    }
+
+    async fn handle_command(&mut self, command: Command) {
+        match command {
+            Command::Publish {
+                offer,
+                tracks,
+                reply,
+            } => {
+                let _ = reply.send(self.publish(offer, tracks).await);
+            }
+            Command::Unpublish { publication, reply } => {
+                let _ = reply.send(self.unpublish(publication).await);
+            }
+            Command::Subscribe { publication, reply } => {
+                let result = self.subscribe(publication).await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.negotiate().await;
+                }
+            }
+            Command::Unsubscribe {
+                subscription,
+                reply,
+            } => {
+                let result = self.change(subscription, SubscriptionChange::Remove).await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.subscriptions.remove(&subscription);
+                    self.negotiate().await;
+                }
+            }
+            Command::Answer { sdp, reply } => {
+                let result = match self.awaiting_answer {
+                    None => Err(RequestError::Invalid(
+                        "no offer is waiting for an answer".to_owned(),
+                    )),
+                    Some(_) => self
+                        .shard
+                        .apply_answer(self.id, sdp)
+                        .await
+                        .map_err(from_shard),
+                };
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                if ok {
+                    self.awaiting_answer = None;
+                    if std::mem::take(&mut self.renegotiate) {
+                        self.negotiate().await;
+                    }
+                }
+            }
+            Command::Candidate {
+                role,
+                candidate,
+                reply,
+            } => {
+                let result = self
+                    .shard
+                    .add_candidate(self.id, role, candidate)
+                    .await
+                    .map_err(from_shard);
+                let _ = reply.send(result);
+            }
+            Command::SetPreferredLayer {
+                subscription,
+                spatial,
+                temporal,
+                reply,
+            } => {
+                let change = SubscriptionChange::PreferLayer { spatial, temporal };
+                let _ = reply.send(self.change(subscription, change).await);
+            }
+            Command::SetPaused {
+                subscription,
+                paused,
+                reply,
+            } => {
+                let change = SubscriptionChange::Paused(paused);
+                let _ = reply.send(self.change(subscription, change).await);
+            }
+            Command::Resume { reply } => {
+                let result = self.resume_state().await;
+                let ok = result.is_ok();
+                let _ = reply.send(result);
+                // The offer may have died with the old socket: send it again.
+                if ok && let Some(sdp) = self.awaiting_answer.clone() {
+                    self.emit(ParticipantEvent::Offer(sdp));
+                }
+            }
+            Command::RestartIce { reply } => {
+                let _ = reply.send(Ok(()));
+                if self.offered {
+                    self.ice_restart_pending = true;
+                    self.negotiate().await;
+                }
+            }
+        }
+    }
+
+    async fn publish(
+        &mut self,
+        offer: String,
+        tracks: Vec<TrackRequest>,
+    ) -> Result<(String, Vec<PublicationInfo>), RequestError> {
+        if !self.permissions.can_publish {
+            return Err(RequestError::PermissionDenied("publishing"));
+        }
+        let limit = self.sfu.limits().max_publications_per_participant;
+        if self.publications.len() + tracks.len() > limit {
+            return Err(RequestError::LimitExceeded("publications per participant"));
+        }
+        for track in &tracks {
+            validate_rids(track)?;
+        }
+        let ids: Vec<PublicationId> = tracks
+            .iter()
+            .map(|_| PublicationId(self.sfu.next_id()))
+            .collect();
+        let requests = tracks
+            .iter()
+            .zip(&ids)
+            .map(|(track, id)| PublishTrack {
+                mid: track.mid.clone(),
+                kind: track.kind,
+                publication: *id,
+                rids: track.rids.clone(),
+            })
+            .collect();
+        let answer = self
+            .shard
+            .publish(self.id, offer, requests)
+            .await
+            .map_err(from_shard)?;
+        let codecs = negotiated_codecs(&answer);
+        let mut publications = Vec::with_capacity(tracks.len());
+        for (track, id) in tracks.into_iter().zip(ids) {
+            let codec = codecs.get(&track.mid).cloned().ok_or_else(|| {
+                RequestError::Invalid(format!("mid {:?} was not negotiated", track.mid))
+            })?;
+            let info = PublicationInfo {
+                id,
+                participant: self.id,
+                kind: track.kind,
+                source: track.source,
+                name: track.name,
+                codec: codec.mime_type.clone(),
+                rids: track.rids,
+            };
+            self.room
+                .send(RoomCommand::AddPublication {
+                    info: info.clone(),
+                    codec,
+                    cache_since_keyframe: false,
+                })
+                .await?;
+            self.publications.push(id);
+            self.rids.insert(id, info.rids.clone());
+            publications.push(info);
+        }
+        Ok((
+            with_start_bitrate(&answer, PUBLISHER_START_KBPS),
+            publications,
+        ))
+    }
+
+    async fn unpublish(&mut self, publication: PublicationId) -> Result<(), RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.room
+            .send(RoomCommand::RemovePublication {
+                participant: self.id,
+                publication,
+                reply: tx,
+            })
+            .await?;
+        rx.await.unwrap_or(Err(RequestError::Closed))?;
+        self.publications.retain(|p| *p != publication);
+        self.rids.remove(&publication);
+        self.shard
+            .unpublish(self.id, publication)
+            .await
+            .map_err(from_shard)
+    }
+
+    async fn subscribe(
+        &mut self,
+        publication: PublicationId,
+    ) -> Result<SubscriptionId, RequestError> {
+        if !self.permissions.can_subscribe {
+            return Err(RequestError::PermissionDenied("subscribing"));
+        }
+        if self.subscriptions.len() >= self.sfu.limits().max_subscriptions_per_participant {
+            return Err(RequestError::LimitExceeded("subscriptions per participant"));
+        }
+        let (reply, found) = oneshot::channel();
+        self.room
+            .send(RoomCommand::GetPublication { publication, reply })
+            .await?;
+        found
+            .await
+            .map_err(|_| RequestError::Closed)?
+            .ok_or_else(|| RequestError::NotFound(format!("publication {publication}")))?;
+        let id = SubscriptionId(self.sfu.next_id());
+        self.shard
+            .subscribe(self.id, id, publication)
+            .await
+            .map_err(from_shard)?;
+        self.subscriptions.insert(id, publication);
+        Ok(id)
+    }
+
+    async fn change(
+        &mut self,
+        subscription: SubscriptionId,
+        change: SubscriptionChange,
+    ) -> Result<(), RequestError> {
+        if !self.subscriptions.contains_key(&subscription) {
+            return Err(RequestError::NotFound(format!(
+                "subscription {subscription}"
+            )));
+        }
+        self.shard
+            .change_subscription(self.id, subscription, change)
+            .await
+            .map_err(from_shard)
+    }
+
+    /// Sends a new subscriber offer, or remembers to once the outstanding one is answered.
+    async fn negotiate(&mut self) {
+        if self.awaiting_answer.is_some() {
+            self.renegotiate = true;
+            return;
+        }
+        let ice_restart = std::mem::take(&mut self.ice_restart_pending);
+        match self.shard.subscriber_offer(self.id, ice_restart).await {
+            Ok(sdp) => {
+                if ice_restart {
+                    debug!("subscriber ICE restart offered");
+                }
+                self.offered = true;
+                self.awaiting_answer = Some(sdp.clone());
+                self.emit(ParticipantEvent::Offer(sdp));
+            }
+            Err(err) => warn!(%err, "subscriber offer failed"),
+        }
+    }
+
+    async fn resume_state(&mut self) -> Result<ResumeState, RequestError> {
+        let (reply, snapshot) = oneshot::channel();
+        self.room.send(RoomCommand::Snapshot { reply }).await?;
+        let room = snapshot.await.map_err(|_| RequestError::Closed)?;
+        let mut subscriptions: Vec<(SubscriptionId, PublicationId)> = self
+            .subscriptions
+            .iter()
+            .map(|(id, publication)| (*id, *publication))
+            .collect();
+        subscriptions.sort_unstable_by_key(|(id, _)| id.0);
+        Ok(ResumeState {
+            room,
+            subscriptions,
+        })
+    }
+
+    fn handle_shard_event(&mut self, event: ShardEvent) {
+        match event {
+            ShardEvent::ConnectionState { role, state } => {
+                debug!(?role, ?state, "connection state");
+            }
+            ShardEvent::LayersChanged {
+                subscription,
+                current,
+                target,
+                reason,
+            } => self.emit(ParticipantEvent::Room(RoomEvent::LayersChanged(
+                LayersChanged {
+                    subscription,
+                    current,
+                    target,
+                    reason,
+                },
+            ))),
+            ShardEvent::PublisherLayers {
+                publication,
+                active,
+            } => {
+                let Some(rids) = self.rids.get(&publication) else {
+                    return;
+                };
+                let layers = rids.iter().cloned().zip(active).collect();
+                self.emit(ParticipantEvent::Room(RoomEvent::PublisherLayers {
+                    publication,
+                    layers,
+                }));
+            }
+            ShardEvent::ActiveSpeakers(speakers) => {
+                self.emit(ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)));
+            }
+        }
+    }
+
+    async fn handle_room_event(&mut self, event: RoomEvent) {
+        let publication = match &event {
+            // The room task's own core sees no subscription on this plane: its probes,
+            // congestion notes and dynacast layers ("nobody watches") must not reach anyone.
+            RoomEvent::Probe { .. }
+            | RoomEvent::PathCongested
+            | RoomEvent::PublisherLayers { .. } => {
+                return;
+            }
+            RoomEvent::PublicationRemoved { publication, .. } => Some(*publication),
+            _ => None,
+        };
+        self.emit(ParticipantEvent::Room(event));
+        let Some(publication) = publication else {
+            return;
+        };
+        // The shard ended these with the publication; take their tracks off the connection.
+        let ended: Vec<SubscriptionId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, p)| **p == publication)
+            .map(|(id, _)| *id)
+            .collect();
+        if ended.is_empty() {
+            return;
+        }
+        for id in ended {
+            self.subscriptions.remove(&id);
+            let removed = self
+                .shard
+                .change_subscription(self.id, id, SubscriptionChange::Remove)
+                .await;
+            if let Err(err) = removed {
+                debug!(subscription = %id, %err, "ended subscription");
+            }
+        }
+        self.negotiate().await;
+    }
+}

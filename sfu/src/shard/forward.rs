@@ -1,0 +1,231 @@
+//! Applying a room's outputs on the shard: publishers' RTP into the core, each forwarded
+//! packet written to the subscriber's sender with the header the core rewrote, keyframe
+//! requests to publishers, and subscribers' feedback back into the core.
+
+use std::time::Instant;
+
+use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+use rtc::rtp;
+use tracing::{debug, trace};
+
+use super::ShardEvent;
+use super::peer::Stream;
+use super::routing::RoomKey;
+use super::worker::{Timer, Worker};
+use crate::core::{Input, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId};
+
+impl Worker {
+    /// One packet of a publisher's stream into its room.
+    pub(super) fn route_rtp(&mut self, stream: Stream, packet: rtp::Packet, now: Instant) {
+        let Stream {
+            publication,
+            layer,
+            audio_level,
+        } = stream;
+        let Some(room) = self.publications.get(&publication).map(|slot| slot.room) else {
+            return;
+        };
+        let Some(slot) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let input = Input::Rtp {
+            publication,
+            layer,
+            packet: from_wire(packet, audio_level),
+        };
+        // RTP never fails: what cannot be forwarded is a counted drop in the core.
+        let _ = slot.core.handle_input(now, input);
+        self.drain_room(room, now);
+    }
+
+    /// A subscriber's feedback on one of its subscriptions, into its room.
+    pub(super) fn subscription_input(
+        &mut self,
+        subscription: SubscriptionId,
+        input: Input,
+        now: Instant,
+    ) {
+        let Some(room) = self
+            .subscriptions
+            .get(&subscription)
+            .and_then(|(_, _, publication)| self.publications.get(publication))
+            .map(|slot| slot.room)
+        else {
+            return;
+        };
+        let Some(slot) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        if let Err(err) = slot.core.handle_input(now, input) {
+            debug!(%subscription, %err, "subscriber feedback");
+        }
+        self.drain_room(room, now);
+    }
+
+    /// Carries out the room's outputs, then refreshes its timer.
+    pub(super) fn drain_room(&mut self, room: RoomKey, now: Instant) {
+        loop {
+            let Some(slot) = self.rooms.get_mut(&room) else {
+                return;
+            };
+            let Some(output) = slot.core.poll_output() else {
+                break;
+            };
+            match output {
+                Output::Forward {
+                    subscription,
+                    packet,
+                    ..
+                } => self.forward(subscription, packet, now),
+                Output::RequestKeyframe {
+                    publication, ssrc, ..
+                } => self.request_keyframe(publication, ssrc, now),
+                Output::LayersChanged {
+                    subscription,
+                    subscriber,
+                    current,
+                    target,
+                    reason,
+                } => self.tell(
+                    subscriber,
+                    ShardEvent::LayersChanged {
+                        subscription,
+                        current,
+                        target,
+                        reason,
+                    },
+                ),
+                Output::PublisherLayers {
+                    publication,
+                    publisher,
+                    active,
+                } => self.tell(
+                    publisher,
+                    ShardEvent::PublisherLayers {
+                        publication,
+                        active,
+                    },
+                ),
+                Output::ActiveSpeakers { speakers } => {
+                    if let Some(slot) = self.rooms.get_mut(&room) {
+                        slot.speakers.clone_from(&speakers);
+                    }
+                    let members: Vec<ParticipantId> = self
+                        .members
+                        .iter()
+                        .filter(|(_, member)| member.room == room)
+                        .map(|(id, _)| *id)
+                        .collect();
+                    for member in members {
+                        self.tell(member, ShardEvent::ActiveSpeakers(speakers.clone()));
+                    }
+                }
+                // Probes, repair horizons and congestion have no consumer on the shard plane
+                // yet.
+                _ => trace!("room output not carried out on the shard plane"),
+            }
+        }
+        let Some(slot) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        let (previous, next) = (slot.timeout, slot.core.poll_timeout());
+        slot.timeout = next;
+        self.set_timer(Timer::Room(room), previous, next);
+    }
+
+    /// Queues `event` for `participant`'s owner; a full queue drops it (counted).
+    pub(super) fn tell(&mut self, participant: ParticipantId, event: ShardEvent) {
+        if let Some(member) = self.members.get(&participant)
+            && member.events.try_send(event).is_err()
+        {
+            self.stats.events_dropped += 1;
+        }
+    }
+
+    fn forward(&mut self, subscription: SubscriptionId, packet: RtpPacket, now: Instant) {
+        let Some(&(key, sender, _)) = self.subscriptions.get(&subscription) else {
+            self.stats.forward_rejected += 1;
+            return;
+        };
+        let written = self
+            .peers
+            .get_mut(&key)
+            .and_then(|peer| peer.pc.rtp_sender(sender))
+            .map(|mut sender| sender.write_rtp(now, to_wire(packet)));
+        match written {
+            Some(Ok(())) => self.stats.forwarded += 1,
+            Some(Err(err)) => {
+                self.stats.forward_rejected += 1;
+                trace!(%subscription, %err, "write_rtp");
+            }
+            None => self.stats.forward_rejected += 1,
+        }
+        self.mark_dirty(key);
+    }
+
+    fn request_keyframe(&mut self, publication: PublicationId, ssrc: Ssrc, now: Instant) {
+        // Ingest publications have no connection to ask: new subscribers start from their
+        // cached keyframe instead.
+        let Some(key) = self
+            .publications
+            .get(&publication)
+            .and_then(|slot| slot.peer)
+        else {
+            return;
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        let Some(&receiver) = peer.receivers.get(&publication) else {
+            // No packet has arrived yet: the first one starts with what the encoder sends.
+            return;
+        };
+        if let Some(mut receiver) = peer.pc.rtp_receiver(receiver) {
+            let pli = PictureLossIndication {
+                sender_ssrc: 0,
+                media_ssrc: ssrc.0,
+            };
+            if let Err(err) = receiver.write_rtcp(now, vec![Box::new(pli)]) {
+                debug!(%publication, %err, "keyframe request");
+            }
+        }
+        self.mark_dirty(key);
+    }
+}
+
+/// The core's view of a received packet; `audio_level`: the id of the RFC 6464 extension.
+fn from_wire(packet: rtp::Packet, audio_level: Option<u8>) -> RtpPacket {
+    // The level (-dBov) is the low 7 bits of the extension's first byte in both header forms.
+    let level = audio_level
+        .filter(|_| packet.header.extension)
+        .and_then(|id| packet.header.extensions.iter().find(|e| e.id == id))
+        .and_then(|extension| extension.payload.first())
+        .map(|byte| byte & 0x7f);
+    RtpPacket {
+        ssrc: Ssrc(packet.header.ssrc),
+        payload_type: packet.header.payload_type,
+        sequence_number: packet.header.sequence_number,
+        timestamp: packet.header.timestamp,
+        marker: packet.header.marker,
+        audio_level: level,
+        sampled_at: None,
+        payload: packet.payload,
+    }
+}
+
+/// The outgoing packet with the header the core rewrote. Header extensions are not carried
+/// over: their ids were negotiated with the publisher, and the sender rejects unknown ids.
+fn to_wire(packet: RtpPacket) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            marker: packet.marker,
+            payload_type: packet.payload_type,
+            sequence_number: packet.sequence_number,
+            timestamp: packet.timestamp,
+            ssrc: packet.ssrc.0,
+            ..Default::default()
+        },
+        payload: packet.payload,
+    }
+}

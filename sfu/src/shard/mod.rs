@@ -1,0 +1,461 @@
+//! The shard media plane: one thread owns one UDP socket, every sans-IO `rtc` peer connection
+//! on it and the rooms placed on it (`core::Room` by `&mut`), with no lock and no channel hop
+//! per packet.
+//!
+//! - **Demultiplexing.** A STUN binding request goes to the peer whose local ufrag its
+//!   USERNAME names; every other datagram goes by its source address, which must have been
+//!   validated first (see below). Anything else is dropped and counted.
+//! - **ICE-lite.** Peers are built in `rtc`'s lite mode: they answer checks and never send one.
+//!   On top of that the shard's egress gate ([`paths`]) sends nothing to an address until the
+//!   peer's agent has answered a check from it with a binding success response (it answers
+//!   only checks that carry our credentials), so no client can make the server send to a
+//!   bystander. Trickled remote candidates are parsed, counted against
+//!   [`ShardConfig::max_remote_candidates`] and not handed to the agent: a lite agent learns
+//!   the client's address from its checks. Candidates inside an SDP count too (past the cap
+//!   the description is refused); `rtc` records them, and its lite agent never checks them.
+//! - **Routing.** Publishers' RTP goes into the room's `core::Room`; each `Output::Forward`
+//!   is written to the subscriber's `rtc` sender with the header the core rewrote (SSRC,
+//!   payload type, sequence number, timestamp; header extensions dropped, as their ids were
+//!   negotiated with the publisher). The NACK responder and sender/receiver reports are `rtc`
+//!   interceptors; subscribers' PLI/FIR become keyframe requests, which the core throttles and
+//!   turns into PLIs to the publisher.
+//! - **Timers.** Only peers that were touched are asked for `poll_timeout`; the loop sleeps
+//!   until the earliest deadline of any peer or room.
+//!
+//! Signaling talks to a shard through [`Shard`], whose methods send one bounded command each.
+
+mod forward;
+mod ingest;
+mod paths;
+mod peer;
+mod routing;
+mod socket;
+mod stun;
+mod subscriber;
+mod worker;
+
+use std::net::{IpAddr, SocketAddr};
+use std::thread::JoinHandle;
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::core::{LayerReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
+pub use ingest::IngestSink;
+
+use crate::transport::{CodecInfo, ConnectionState, IceCandidate, PeerRole};
+
+/// How a shard binds and bounds itself.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    /// The UDP address of the shard's one socket.
+    pub bind: SocketAddr,
+    /// The address advertised in the ICE candidate; `None` advertises the bound address.
+    pub advertise: Option<IpAddr>,
+    /// SO_RCVBUF and SO_SNDBUF: one socket takes every peer's traffic, and a keyframe fanned
+    /// out to many subscribers overflows Linux's 208 KiB default.
+    pub socket_buffer: usize,
+    /// Peer connections on the shard.
+    pub max_peers: usize,
+    /// Remote candidates a client may name per connection (SDP and trickle together).
+    pub max_remote_candidates: usize,
+    /// Commands queued for the shard thread before callers wait.
+    pub command_queue: usize,
+    /// Ingested (RTMP) packets queued for the shard thread before they are dropped.
+    pub ingest_queue: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            advertise: None,
+            socket_buffer: 8 * 1024 * 1024,
+            max_peers: 4096,
+            max_remote_candidates: 32,
+            command_queue: 256,
+            ingest_queue: 4096,
+        }
+    }
+}
+
+/// Why a shard request failed; the message is safe to show the client.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ShardError {
+    #[error("binding the media socket: {0}")]
+    Bind(#[source] std::io::Error),
+    #[error("participant {0} is not on this shard")]
+    UnknownParticipant(ParticipantId),
+    #[error("participant {0} is already on this shard")]
+    DuplicateParticipant(ParticipantId),
+    #[error("publication {0} not found")]
+    UnknownPublication(PublicationId),
+    #[error("subscription {0} not found")]
+    UnknownSubscription(SubscriptionId),
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    #[error("invalid session description: {0}")]
+    InvalidSdp(String),
+    #[error("invalid ICE candidate: {0}")]
+    InvalidCandidate(String),
+    #[error("more than {0} remote candidates on one connection")]
+    TooManyCandidates(usize),
+    #[error("limit reached: {0}")]
+    LimitExceeded(&'static str),
+    #[error("peer connection error: {0}")]
+    Peer(String),
+    #[error("the shard has stopped")]
+    Stopped,
+}
+
+/// A track the client's publish offer carries, with the id its publication gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishTrack {
+    pub mid: String,
+    pub kind: MediaKind,
+    pub publication: PublicationId,
+    /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
+    pub rids: Vec<String>,
+}
+
+/// A change to one of a participant's subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscriptionChange {
+    /// At most this spatial layer and, if given, this temporal layer.
+    PreferLayer {
+        spatial: u8,
+        temporal: Option<u8>,
+    },
+    Paused(bool),
+    /// Ends the subscription and takes its track off the subscriber connection (a new offer
+    /// carries the removal).
+    Remove,
+}
+
+/// What a shard tells a participant's owner.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ShardEvent {
+    ConnectionState {
+        role: PeerRole,
+        state: ConnectionState,
+    },
+    /// To a subscriber: the layers of one of its subscriptions changed (as the core's
+    /// `Output::LayersChanged`).
+    LayersChanged {
+        subscription: SubscriptionId,
+        current: Option<crate::core::Layer>,
+        target: crate::core::Layer,
+        reason: LayerReason,
+    },
+    /// To a publisher (dynacast): which simulcast layers of its publication anyone needs, by
+    /// index (lowest first).
+    PublisherLayers {
+        publication: PublicationId,
+        active: Vec<bool>,
+    },
+    /// To everyone in the room: who speaks now, loudest first (as the core's
+    /// `Output::ActiveSpeakers`).
+    ActiveSpeakers(Vec<(ParticipantId, f32)>),
+}
+
+/// Counters of one shard (cumulative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    pub datagrams_in: u64,
+    pub datagrams_out: u64,
+    /// Datagrams from an address no peer validated, and checks naming no known ufrag.
+    pub unrouted: u64,
+    /// Outgoing datagrams the ICE-lite gate refused (to an address never validated).
+    pub egress_refused: u64,
+    /// Outgoing datagrams the kernel did not take (send buffer full, or an error).
+    pub send_failed: u64,
+    /// Packets the core forwarded and the subscriber's sender took.
+    pub forwarded: u64,
+    /// Packets the core forwarded that the subscriber's sender refused.
+    pub forward_rejected: u64,
+    /// Events not delivered because the participant's event queue was full.
+    pub events_dropped: u64,
+    pub peers: u64,
+    pub rooms: u64,
+}
+
+pub(crate) enum Command {
+    Join {
+        room: String,
+        participant: ParticipantId,
+        events: mpsc::Sender<ShardEvent>,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Publish {
+        participant: ParticipantId,
+        offer: String,
+        tracks: Vec<PublishTrack>,
+        reply: oneshot::Sender<Result<String, ShardError>>,
+    },
+    Subscribe {
+        participant: ParticipantId,
+        subscription: SubscriptionId,
+        publication: PublicationId,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Offer {
+        participant: ParticipantId,
+        ice_restart: bool,
+        reply: oneshot::Sender<Result<String, ShardError>>,
+    },
+    Answer {
+        participant: ParticipantId,
+        sdp: String,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Candidate {
+        participant: ParticipantId,
+        role: PeerRole,
+        candidate: IceCandidate,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Unpublish {
+        participant: ParticipantId,
+        publication: PublicationId,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Change {
+        participant: ParticipantId,
+        subscription: SubscriptionId,
+        change: SubscriptionChange,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    IngestPublish {
+        participant: ParticipantId,
+        publication: PublicationId,
+        codec: CodecInfo,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Leave {
+        participant: ParticipantId,
+    },
+    Stats {
+        reply: oneshot::Sender<ShardStats>,
+    },
+}
+
+/// A running shard: its thread, and the queue of commands into it. Dropping it stops the
+/// thread (after the commands already queued).
+pub struct Shard {
+    commands: mpsc::Sender<Command>,
+    ingest: IngestSink,
+    local_addr: SocketAddr,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Shard {
+    /// Binds the shard's socket and starts its thread.
+    pub fn spawn(config: ShardConfig) -> Result<Self, ShardError> {
+        let socket = socket::bind(config.bind, config.socket_buffer).map_err(ShardError::Bind)?;
+        let local_addr = socket.local_addr().map_err(ShardError::Bind)?;
+        let (commands, rx) = mpsc::channel(config.command_queue.max(1));
+        let (ingest, ingest_rx) = mpsc::channel(config.ingest_queue.max(1));
+        let thread =
+            worker::spawn(config, socket, local_addr, rx, ingest_rx).map_err(ShardError::Bind)?;
+        Ok(Self {
+            commands,
+            ingest: IngestSink {
+                tx: ingest,
+                dropped: Arc::new(AtomicU64::new(0)),
+            },
+            local_addr,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address of the shard's socket.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    async fn request<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, ShardError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands
+            .send(command(reply))
+            .await
+            .map_err(|_| ShardError::Stopped)?;
+        answer.await.map_err(|_| ShardError::Stopped)
+    }
+
+    /// Places `participant` in `room` on this shard; its connection changes arrive on `events`
+    /// (bounded: what does not fit is dropped and counted).
+    pub async fn join(
+        &self,
+        room: &str,
+        participant: ParticipantId,
+        events: mpsc::Sender<ShardEvent>,
+    ) -> Result<(), ShardError> {
+        let room = room.to_owned();
+        self.request(|reply| Command::Join {
+            room,
+            participant,
+            events,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers the participant's publish offer (creating its publisher connection on first
+    /// use, renegotiating it after) and adds `tracks` to its room as publications.
+    pub async fn publish(
+        &self,
+        participant: ParticipantId,
+        offer: String,
+        tracks: Vec<PublishTrack>,
+    ) -> Result<String, ShardError> {
+        self.request(|reply| Command::Publish {
+            participant,
+            offer,
+            tracks,
+            reply,
+        })
+        .await?
+    }
+
+    /// Adds a track for `publication` to the participant's subscriber connection; forwarding
+    /// starts once an offer covering it was answered and the connection is up.
+    pub async fn subscribe(
+        &self,
+        participant: ParticipantId,
+        subscription: SubscriptionId,
+        publication: PublicationId,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::Subscribe {
+            participant,
+            subscription,
+            publication,
+            reply,
+        })
+        .await?
+    }
+
+    /// A new offer for the participant's subscriber connection; with `ice_restart`, with new
+    /// ICE credentials.
+    pub async fn subscriber_offer(
+        &self,
+        participant: ParticipantId,
+        ice_restart: bool,
+    ) -> Result<String, ShardError> {
+        self.request(|reply| Command::Offer {
+            participant,
+            ice_restart,
+            reply,
+        })
+        .await?
+    }
+
+    /// The client's answer to the last subscriber offer.
+    pub async fn apply_answer(
+        &self,
+        participant: ParticipantId,
+        sdp: String,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::Answer {
+            participant,
+            sdp,
+            reply,
+        })
+        .await?
+    }
+
+    /// A candidate the client trickled for one of its connections.
+    pub async fn add_candidate(
+        &self,
+        participant: ParticipantId,
+        role: PeerRole,
+        candidate: IceCandidate,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::Candidate {
+            participant,
+            role,
+            candidate,
+            reply,
+        })
+        .await?
+    }
+
+    /// Ends one of the participant's publications and every subscription to it.
+    pub async fn unpublish(
+        &self,
+        participant: ParticipantId,
+        publication: PublicationId,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::Unpublish {
+            participant,
+            publication,
+            reply,
+        })
+        .await?
+    }
+
+    /// Changes one of the participant's subscriptions.
+    pub async fn change_subscription(
+        &self,
+        participant: ParticipantId,
+        subscription: SubscriptionId,
+        change: SubscriptionChange,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::Change {
+            participant,
+            subscription,
+            change,
+            reply,
+        })
+        .await?
+    }
+
+    /// Adds a publication produced inside the server (RTMP ingest) for `participant`, which
+    /// joined without connections; its packets go through [`Shard::ingest_sink`].
+    pub async fn ingest_publish(
+        &self,
+        participant: ParticipantId,
+        publication: PublicationId,
+        codec: CodecInfo,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::IngestPublish {
+            participant,
+            publication,
+            codec,
+            reply,
+        })
+        .await?
+    }
+
+    /// Where ingest tasks hand this shard their RTP.
+    pub fn ingest_sink(&self) -> IngestSink {
+        self.ingest.clone()
+    }
+
+    /// Removes the participant, its connections, publications and subscriptions.
+    pub async fn leave(&self, participant: ParticipantId) {
+        let _ = self.commands.send(Command::Leave { participant }).await;
+    }
+
+    pub async fn stats(&self) -> Result<ShardStats, ShardError> {
+        self.request(|reply| Command::Stats { reply }).await
+    }
+}
+
+impl Drop for Shard {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread's loop; the thread is not joined here, so dropping
+        // a shard inside an async task never blocks it.
+        let (closed, _) = mpsc::channel(1);
+        self.commands = closed;
+        let (closed, _) = mpsc::channel(1);
+        self.ingest.tx = closed;
+        drop(self.thread.take());
+    }
+}

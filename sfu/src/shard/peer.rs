@@ -1,0 +1,341 @@
+//! One peer connection on a shard: the sans-IO `rtc` connection built for ICE-lite with
+//! Sluice's codecs and interceptors, and what the shard remembers about it (whose it is, the
+//! addresses it may be sent to, its tracks, its timer).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::interceptor_registry::{
+    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
+    register_default_interceptors,
+};
+use rtc::peer_connection::configuration::media_engine::MediaEngine;
+use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::transport::{
+    CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
+};
+use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+};
+use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
+
+use super::ShardError;
+use super::paths::Paths;
+use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
+use crate::transport::{CodecInfo, FeedbackToApplication, PeerRole};
+
+/// RFC 6464: the sender's audio level on every audio packet, for speaker detection without
+/// decoding.
+const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+
+/// What a publisher's received stream is: its publication, simulcast layer, and the id of
+/// the audio level extension on it (when negotiated).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stream {
+    pub(crate) publication: PublicationId,
+    pub(crate) layer: u8,
+    pub(crate) audio_level: Option<u8>,
+}
+
+/// A key of a peer connection within its shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct PeerKey(pub(crate) u64);
+
+/// A track a subscriber connection sends: one subscription of the participant.
+#[derive(Debug, Clone)]
+pub(crate) struct SendLeg {
+    pub(crate) sender: RTCRtpSenderId,
+    pub(crate) publication: PublicationId,
+    pub(crate) codec: CodecInfo,
+    pub(crate) ssrc: Ssrc,
+    pub(crate) state: LegState,
+    /// Asked before the subscription started; applied when it does.
+    pub(crate) preferred: Option<(u8, Option<u8>)>,
+    pub(crate) paused: bool,
+}
+
+/// How far a subscriber track has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LegState {
+    /// Added; no offer carried it yet.
+    Pending,
+    /// In the offer that awaits the client's answer.
+    Offered,
+    /// Answered: it starts when the connection is up.
+    Answered,
+    /// The room forwards to it.
+    Active,
+}
+
+/// A shard's peer connection and its bookkeeping.
+pub(crate) struct ShardPeer {
+    pub(crate) pc: RTCPeerConnection,
+    pub(crate) role: PeerRole,
+    pub(crate) participant: ParticipantId,
+    /// The local ufrag of the current local description (empty before the first one); it
+    /// changes with an ICE restart.
+    pub(crate) ufrag: String,
+    pub(crate) paths: Paths,
+    /// Remote candidates the client named (SDP and trickle), counted against the cap.
+    pub(crate) remote_candidates: usize,
+    pub(crate) connected: bool,
+    /// Queued for a write poll.
+    pub(crate) dirty: bool,
+    /// The deadline registered with the shard's timers.
+    pub(crate) timeout: Option<Instant>,
+    /// Publisher: the publication of each negotiated mid with its simulcast rids (lowest
+    /// first; empty without simulcast), the publication and layer of each remote stream by
+    /// SSRC, and the receiver of each publication (for keyframe requests).
+    pub(crate) mids: HashMap<String, (PublicationId, Vec<String>)>,
+    pub(crate) streams: HashMap<u32, Stream>,
+    pub(crate) receivers: HashMap<PublicationId, RTCRtpReceiverId>,
+    /// Subscriber: its subscriptions, and which one each outgoing SSRC is.
+    pub(crate) legs: HashMap<SubscriptionId, SendLeg>,
+    pub(crate) by_ssrc: HashMap<Ssrc, SubscriptionId>,
+    pub(crate) awaiting_answer: bool,
+}
+
+impl ShardPeer {
+    /// A connection for `participant` that answers ICE checks on `local` (ICE-lite: it never
+    /// sends a check, and its one candidate is the shard's socket).
+    pub(crate) fn new(
+        role: PeerRole,
+        participant: ParticipantId,
+        local: SocketAddr,
+        now: Instant,
+    ) -> Result<Self, ShardError> {
+        let mut pc = build(role, now)?;
+        let candidate = CandidateHostConfig {
+            base_config: CandidateConfig {
+                network: "udp".to_owned(),
+                address: local.ip().to_string(),
+                port: local.port(),
+                component: 1,
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+        .new_candidate_host()
+        .map_err(rtc_err)?;
+        let init = RTCIceCandidate::from(&candidate)
+            .to_json()
+            .map_err(rtc_err)?;
+        pc.add_local_candidate(init).map_err(rtc_err)?;
+        // End of gathering: the shard's socket is the only candidate.
+        pc.add_local_candidate(RTCIceCandidateInit::default())
+            .map_err(rtc_err)?;
+        Ok(Self {
+            pc,
+            role,
+            participant,
+            ufrag: String::new(),
+            paths: Paths::default(),
+            remote_candidates: 0,
+            connected: false,
+            dirty: false,
+            timeout: None,
+            mids: HashMap::new(),
+            streams: HashMap::new(),
+            receivers: HashMap::new(),
+            legs: HashMap::new(),
+            by_ssrc: HashMap::new(),
+            awaiting_answer: false,
+        })
+    }
+
+    /// Counts `n` more remote candidates; refuses past `cap`.
+    pub(crate) fn count_candidates(&mut self, n: usize, cap: usize) -> Result<(), ShardError> {
+        let total = self.remote_candidates.saturating_add(n);
+        if total > cap {
+            return Err(ShardError::TooManyCandidates(cap));
+        }
+        self.remote_candidates = total;
+        Ok(())
+    }
+
+    /// The local ufrag the current local description carries.
+    pub(crate) fn local_ufrag(&self) -> Option<String> {
+        let description = self.pc.local_description()?;
+        description
+            .sdp
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned)
+    }
+
+    /// A remote stream opened: learns its publication (by its receiver's mid) and layer (by
+    /// its rid). `None` for a mid that was not published or a rid the publication lacks.
+    pub(crate) fn open_stream(
+        &mut self,
+        receiver: RTCRtpReceiverId,
+        ssrc: u32,
+        rid: Option<&str>,
+    ) -> Option<Stream> {
+        let transceivers: Vec<_> = self.pc.get_transceivers().collect();
+        let mid = transceivers.into_iter().find_map(|id| {
+            let transceiver = self.pc.rtp_transceiver(id)?;
+            (transceiver.receiver() == Some(receiver))
+                .then(|| transceiver.mid().clone())
+                .flatten()
+        })?;
+        let (publication, rids) = self.mids.get(&mid)?;
+        let layer = match (rid, rids.is_empty()) {
+            (_, true) => 0,
+            (Some(rid), false) => u8::try_from(rids.iter().position(|r| r == rid)?).ok()?,
+            (None, false) => return None,
+        };
+        let publication = *publication;
+        let audio_level = self.pc.rtp_receiver(receiver).and_then(|mut r| {
+            r.get_parameters()
+                .rtp_parameters
+                .header_extensions
+                .iter()
+                .find(|extension| extension.uri == AUDIO_LEVEL_URI)
+                .and_then(|extension| u8::try_from(extension.id).ok())
+        });
+        let stream = Stream {
+            publication,
+            layer,
+            audio_level,
+        };
+        self.receivers.insert(publication, receiver);
+        self.streams.insert(ssrc, stream);
+        Some(stream)
+    }
+
+    /// The publication and layer of a received packet: by its SSRC once the stream opened;
+    /// before that (events and media leave `rtc` on separate queues), by its track when the
+    /// publication has a single stream.
+    pub(crate) fn stream_of(&mut self, track_id: &str, ssrc: u32) -> Option<Stream> {
+        if let Some(stream) = self.streams.get(&ssrc) {
+            return Some(*stream);
+        }
+        let receivers: Vec<RTCRtpReceiverId> = self.pc.get_receivers().collect();
+        let receiver = receivers.into_iter().find(|id| {
+            self.pc
+                .rtp_receiver(*id)
+                .is_some_and(|r| r.track().track_id() == track_id)
+        })?;
+        self.open_stream(receiver, ssrc, None)
+    }
+}
+
+fn build(role: PeerRole, now: Instant) -> Result<RTCPeerConnection, ShardError> {
+    let mut engine = media_engine()?;
+    let registry = match role {
+        // NACK generator, receiver reports, TWCC feedback towards the publisher; the MID and
+        // RID header extensions name each simulcast stream, the audio level feeds speaker
+        // detection.
+        PeerRole::Publisher => {
+            configure_simulcast_extension_headers(&mut engine).map_err(rtc_err)?;
+            engine
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: AUDIO_LEVEL_URI.to_owned(),
+                    },
+                    RtpCodecKind::Audio,
+                    None,
+                )
+                .map_err(rtc_err)?;
+            register_default_interceptors(Registry::new(), &mut engine).map_err(rtc_err)?
+        }
+        // NACK responder and sender reports towards the subscriber.
+        PeerRole::Subscriber => {
+            configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
+        }
+    }
+    // PLI/FIR/REMB reach the application instead of ending in the interceptor chain.
+    .with(Slot::Custom(20_000), FeedbackToApplication::default());
+    // The agent draws its own credentials (and new ones on an ICE restart); the shard reads
+    // the ufrag from each local description.
+    let settings = SettingEngineBuilder::new().with_lite(true).build();
+    RTCPeerConnectionBuilder::new()
+        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_setting_engine(settings)
+        .with_media_engine(engine)
+        .with_interceptor_registry(registry)
+        .build(now)
+        .map_err(rtc_err)
+}
+
+/// Only the codecs the routing core understands, as the webrtc-rs transport offers them:
+/// Opus, VP8 and H.264 in the profiles encoders send.
+fn media_engine() -> Result<MediaEngine, ShardError> {
+    let mut engine = MediaEngine::default();
+    engine
+        .register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: RTCRtpCodec {
+                    mime_type: "audio/opus".to_owned(),
+                    clock_rate: 48_000,
+                    channels: 2,
+                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+                    rtcp_feedback: vec![],
+                },
+                payload_type: 111,
+            },
+            RtpCodecKind::Audio,
+        )
+        .map_err(rtc_err)?;
+    let feedback = || {
+        [
+            ("goog-remb", ""),
+            ("ccm", "fir"),
+            ("nack", ""),
+            ("nack", "pli"),
+        ]
+        .into_iter()
+        .map(|(typ, parameter)| RTCPFeedback {
+            typ: typ.to_owned(),
+            parameter: parameter.to_owned(),
+        })
+        .collect::<Vec<_>>()
+    };
+    let h264 = |profile: &str| {
+        format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}")
+    };
+    for (mime_type, fmtp, payload_type) in [
+        ("video/VP8", String::new(), 96),
+        ("video/H264", h264("42e01f"), 102),
+        ("video/H264", h264("42001f"), 104),
+        ("video/H264", h264("4d001f"), 106),
+        ("video/H264", h264("64001f"), 108),
+        ("video/H264", h264("f4001f"), 110),
+    ] {
+        engine
+            .register_codec(
+                RTCRtpCodecParameters {
+                    rtp_codec: RTCRtpCodec {
+                        mime_type: mime_type.to_owned(),
+                        clock_rate: 90_000,
+                        channels: 0,
+                        sdp_fmtp_line: fmtp,
+                        rtcp_feedback: feedback(),
+                    },
+                    payload_type,
+                },
+                RtpCodecKind::Video,
+            )
+            .map_err(rtc_err)?;
+    }
+    Ok(engine)
+}
+
+/// The `rtc` codec a sender towards a subscriber announces for `codec`.
+pub(crate) fn rtp_codec(codec: &CodecInfo) -> RTCRtpCodec {
+    RTCRtpCodec {
+        mime_type: codec.mime_type.clone(),
+        clock_rate: codec.clock_rate,
+        channels: codec.channels,
+        sdp_fmtp_line: codec.sdp_fmtp_line.clone(),
+        rtcp_feedback: Vec::new(),
+    }
+}
+
+pub(crate) fn rtc_err(err: impl std::fmt::Display) -> ShardError {
+    ShardError::Peer(err.to_string())
+}
