@@ -1,3 +1,5 @@
+//! Control inputs with unknown or duplicate ids, and configuration checks.
+
 use super::*;
 use crate::{CoreError, DropReason};
 

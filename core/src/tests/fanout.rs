@@ -1,3 +1,5 @@
+//! One publication forwarded to many subscribers, each with its own rewritten header.
+
 use super::*;
 use crate::DropReason;
 

@@ -1,3 +1,5 @@
+//! Video starting at keyframes, and keyframe requests on subscribe.
+
 use super::*;
 use crate::DropReason;
 

@@ -1,3 +1,5 @@
+//! A participant leaving takes its publications and subscriptions with it.
+
 use std::collections::HashSet;
 
 use super::*;

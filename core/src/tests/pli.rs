@@ -1,3 +1,5 @@
+//! PLI/FIR from subscribers throttled into keyframe requests upstream.
+
 use super::*;
 
 /// A VP8 publication with three started video subscriptions and no request pending.

@@ -1,3 +1,5 @@
+//! Reordered, duplicated and late packets on the forwarding path.
+
 use super::*;
 use crate::DropReason;
 

@@ -1,3 +1,5 @@
+//! A publisher's new SSRC incarnation continuing the same output stream.
+
 use super::*;
 use crate::DropReason;
 

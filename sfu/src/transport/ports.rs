@@ -1,3 +1,5 @@
+//! The UDP port range media sockets are bound in, and the allocator that hands ports out.
+
 use std::fmt;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -1,3 +1,6 @@
+//! Tracks of a peer connection: a publisher's remote track read into the room, and a
+//! subscriber's local track written from its subscription queue.
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,0 +1,426 @@
+//! A participant of a room: the handle its signaling session holds, the events its client must
+//! be told, and the task that owns its two webrtc-rs peer connections.
+
+use std::collections::HashMap;
+
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, info_span};
+
+use super::room_task::{RoomCommand, RoomEvent, RoomHandle};
+use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
+use crate::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
+use crate::transport::{
+    ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, SubscriberFeedback,
+    negotiated_codecs, with_start_bitrate,
+};
+
+/// Where a publishing Chrome starts its uplink estimate (`x-google-start-bitrate` in our
+/// answer): high enough for all three simulcast layers within a few seconds, low enough that
+/// GCC backs off in about a second on a slower uplink (decisions §22).
+pub(super) const PUBLISHER_START_KBPS: u32 = 1_000;
+
+/// How often the subscriber connection's bandwidth estimate is read.
+const BANDWIDTH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Simulcast rids: a few short tokens (RFC 8851 allows alphanumerics, `-` and `_`).
+pub(super) fn validate_rids(track: &TrackRequest) -> Result<(), RequestError> {
+    if track.rids.is_empty() {
+        return Ok(());
+    }
+    let invalid = |why: &str| Err(RequestError::Invalid(format!("mid {:?}: {why}", track.mid)));
+    if track.kind != crate::core::MediaKind::Video {
+        return invalid("simulcast is for video");
+    }
+    if track.rids.len() > 3 {
+        return invalid("at most 3 simulcast encodings");
+    }
+    let well_formed = |rid: &String| {
+        (1..=16).contains(&rid.len())
+            && rid
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    if !track.rids.iter().all(well_formed) {
+        return invalid("rids must be 1-16 characters of A-Z a-z 0-9 - _");
+    }
+    let mut unique = track.rids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    if unique.len() != track.rids.len() {
+        return invalid("duplicate rid");
+    }
+    Ok(())
+}
+
+/// What a room token allows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Permissions {
+    pub can_publish: bool,
+    pub can_subscribe: bool,
+}
+
+/// What the participant's client must be told, in order.
+#[derive(Debug, Clone)]
+pub enum ParticipantEvent {
+    /// A new offer for the subscriber connection; the client answers with
+    /// [`Participant::apply_answer`].
+    Offer(String),
+    /// A local ICE candidate of one of the two connections.
+    Candidate(PeerRole, IceCandidate),
+    /// What happened in the room that concerns this participant.
+    Room(RoomEvent),
+}
+
+pub(super) enum Command {
+    Publish {
+        offer: String,
+        tracks: Vec<TrackRequest>,
+        reply: oneshot::Sender<Result<(String, Vec<PublicationInfo>), RequestError>>,
+    },
+    Unpublish {
+        publication: PublicationId,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    Subscribe {
+        publication: PublicationId,
+        reply: oneshot::Sender<Result<SubscriptionId, RequestError>>,
+    },
+    Unsubscribe {
+        subscription: SubscriptionId,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    Answer {
+        sdp: String,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    Candidate {
+        role: PeerRole,
+        candidate: IceCandidate,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    SetPreferredLayer {
+        subscription: SubscriptionId,
+        spatial: u8,
+        temporal: Option<u8>,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    SetPaused {
+        subscription: SubscriptionId,
+        paused: bool,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+    Resume {
+        reply: oneshot::Sender<Result<ResumeState, RequestError>>,
+    },
+    RestartIce {
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
+}
+
+/// What a client that re-attaches to its participant must know to reconcile.
+#[derive(Debug, Clone)]
+pub struct ResumeState {
+    /// The room now, the participant itself included.
+    pub room: RoomSnapshot,
+    /// The participant's subscriptions and what each receives.
+    pub subscriptions: Vec<(SubscriptionId, PublicationId)>,
+}
+
+/// A participant in a room, owned by its signaling session. Dropping it (or calling
+/// [`Participant::leave`]) closes its connections and tells the room.
+pub struct Participant {
+    id: ParticipantId,
+    commands: mpsc::Sender<Command>,
+    events: mpsc::Receiver<ParticipantEvent>,
+}
+
+impl std::fmt::Debug for Participant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Participant").field("id", &self.id).finish()
+    }
+}
+
+impl Participant {
+    pub(super) fn from_parts(
+        id: ParticipantId,
+        commands: mpsc::Sender<Command>,
+        events: mpsc::Receiver<ParticipantEvent>,
+    ) -> Self {
+        Self {
+            id,
+            commands,
+            events,
+        }
+    }
+
+    pub(super) async fn join(
+        sfu: Sfu,
+        room: RoomHandle,
+        room_name: &str,
+        identity: String,
+        permissions: Permissions,
+    ) -> Result<(Self, RoomSnapshot), RequestError> {
+        let id = ParticipantId(sfu.next_id());
+        let info = ParticipantInfo { id, identity };
+        let (room_events_tx, room_events) = mpsc::channel(1024);
+        let (reply, snapshot) = oneshot::channel();
+        room.send(RoomCommand::Join {
+            info: info.clone(),
+            events: room_events_tx,
+            reply,
+        })
+        .await?;
+        let snapshot = snapshot.await.map_err(|_| RequestError::Closed)??;
+        if let Some(shard) = sfu.shard() {
+            let participant = super::shard_participant::start(
+                sfu.clone(),
+                shard,
+                room,
+                room_name,
+                id,
+                permissions,
+                room_events,
+            )
+            .await?;
+            return Ok((participant, snapshot));
+        }
+
+        let (subscriber_events_tx, subscriber_events) = mpsc::channel(256);
+        let subscriber = match sfu
+            .transport()
+            .new_peer(PeerRole::Subscriber, subscriber_events_tx)
+            .await
+        {
+            Ok(peer) => peer,
+            Err(err) => {
+                room.try_send(RoomCommand::Leave { participant: id });
+                return Err(err.into());
+            }
+        };
+        let (commands_tx, commands) = mpsc::channel(64);
+        let (events_tx, events) = mpsc::channel(1024);
+        let (publisher_events_tx, publisher_events) = mpsc::channel(256);
+        let task = ParticipantTask {
+            id,
+            sfu,
+            room,
+            permissions,
+            events: events_tx,
+            publisher: None,
+            publisher_events_tx,
+            subscriber,
+            subscriber_connected: false,
+            pending_tracks: HashMap::new(),
+            publications: Vec::new(),
+            subscriptions: HashMap::new(),
+            awaiting_answer: false,
+            renegotiate: false,
+            offered: false,
+            ice_restart_pending: false,
+            publisher_was_connected: false,
+            publisher_interrupted: false,
+        };
+        let span = info_span!("participant", participant = %id);
+        tokio::spawn(
+            task.run(commands, room_events, publisher_events, subscriber_events)
+                .instrument(span),
+        );
+        Ok((
+            Self {
+                id,
+                commands: commands_tx,
+                events,
+            },
+            snapshot,
+        ))
+    }
+
+    pub fn id(&self) -> ParticipantId {
+        self.id
+    }
+
+    /// The next thing to tell the client; `None` once the participant has ended.
+    pub async fn next_event(&mut self) -> Option<ParticipantEvent> {
+        self.events.recv().await
+    }
+
+    async fn call<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, RequestError>>) -> Command,
+    ) -> Result<T, RequestError> {
+        let (reply, result) = oneshot::channel();
+        self.commands
+            .send(make(reply))
+            .await
+            .map_err(|_| RequestError::Closed)?;
+        result.await.map_err(|_| RequestError::Closed)?
+    }
+
+    /// Answers the client's publisher offer; returns the answer and one publication per track.
+    pub async fn publish(
+        &self,
+        offer: String,
+        tracks: Vec<TrackRequest>,
+    ) -> Result<(String, Vec<PublicationInfo>), RequestError> {
+        self.call(|reply| Command::Publish {
+            offer,
+            tracks,
+            reply,
+        })
+        .await
+    }
+
+    pub async fn unpublish(&self, publication: PublicationId) -> Result<(), RequestError> {
+        self.call(|reply| Command::Unpublish { publication, reply })
+            .await
+    }
+
+    /// Adds the publication to the subscriber connection; an [`ParticipantEvent::Offer`]
+    /// follows.
+    pub async fn subscribe(
+        &self,
+        publication: PublicationId,
+    ) -> Result<SubscriptionId, RequestError> {
+        self.call(|reply| Command::Subscribe { publication, reply })
+            .await
+    }
+
+    pub async fn unsubscribe(&self, subscription: SubscriptionId) -> Result<(), RequestError> {
+        self.call(|reply| Command::Unsubscribe {
+            subscription,
+            reply,
+        })
+        .await
+    }
+
+    /// Applies the client's answer to the latest subscriber offer.
+    pub async fn apply_answer(&self, sdp: String) -> Result<(), RequestError> {
+        self.call(|reply| Command::Answer { sdp, reply }).await
+    }
+
+    pub async fn add_ice_candidate(
+        &self,
+        role: PeerRole,
+        candidate: IceCandidate,
+    ) -> Result<(), RequestError> {
+        self.call(|reply| Command::Candidate {
+            role,
+            candidate,
+            reply,
+        })
+        .await
+    }
+
+    /// Asks for at most this simulcast layer on a subscription.
+    pub async fn set_preferred_layer(
+        &self,
+        subscription: SubscriptionId,
+        spatial: u8,
+        temporal: Option<u8>,
+    ) -> Result<(), RequestError> {
+        self.call(|reply| Command::SetPreferredLayer {
+            subscription,
+            spatial,
+            temporal,
+            reply,
+        })
+        .await
+    }
+
+    /// Pauses (nothing is forwarded) or resumes a subscription.
+    pub async fn set_paused(
+        &self,
+        subscription: SubscriptionId,
+        paused: bool,
+    ) -> Result<(), RequestError> {
+        self.call(|reply| Command::SetPaused {
+            subscription,
+            paused,
+            reply,
+        })
+        .await
+    }
+
+    /// Re-attaches a new client connection: returns the current room and subscriptions and,
+    /// if a subscriber offer is still waiting for its answer (it may have been lost with the old
+    /// connection), sends it again as an [`ParticipantEvent::Offer`].
+    ///
+    /// Call it after discarding the events queued while nobody was reading: the room state
+    /// returned replaces them.
+    pub async fn resume(&self) -> Result<ResumeState, RequestError> {
+        self.call(|reply| Command::Resume { reply }).await
+    }
+
+    /// Offers the subscriber connection again with new ICE credentials (an
+    /// [`ParticipantEvent::Offer`] follows), or after the outstanding offer is answered. Does
+    /// nothing while the subscriber connection was never negotiated.
+    pub async fn restart_ice(&self) -> Result<(), RequestError> {
+        self.call(|reply| Command::RestartIce { reply }).await
+    }
+
+    /// Events queued while nobody read them (a parked participant), without waiting.
+    pub fn take_queued_events(&mut self) -> Vec<ParticipantEvent> {
+        let mut queued = Vec::new();
+        while let Ok(event) = self.events.try_recv() {
+            queued.push(event);
+        }
+        queued
+    }
+
+    /// Leaves the room. Dropping the participant does the same.
+    pub fn leave(self) {}
+}
+
+/// Where a subscription's track is in the subscriber connection's offer/answer cycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TrackNegotiation {
+    /// Added after the outstanding offer was made: not in any offer yet.
+    Pending,
+    /// In the offer that waits for its answer.
+    Offered,
+    /// In an answered offer: the transceiver sends, and packets written now reach the client.
+    Answered,
+}
+
+struct SubscriptionState {
+    publication: PublicationId,
+    track: LocalTrack,
+    negotiation: TrackNegotiation,
+    /// Added to the room's routing core (once answered and connected).
+    active: bool,
+    /// The layer asked for, kept until the subscription is active.
+    preferred: Option<(u8, Option<u8>)>,
+    /// Paused by the subscriber, kept until the subscription is active.
+    paused: bool,
+    video: bool,
+}
+
+struct ParticipantTask {
+    id: ParticipantId,
+    sfu: Sfu,
+    room: RoomHandle,
+    permissions: Permissions,
+    events: mpsc::Sender<ParticipantEvent>,
+    publisher: Option<Peer>,
+    publisher_events_tx: mpsc::Sender<PeerEvent>,
+    subscriber: Peer,
+    subscriber_connected: bool,
+    /// Publications announced in a publish offer, by mid, waiting for their first RTP, with
+    /// their simulcast rids.
+    pending_tracks: HashMap<String, (PublicationId, Vec<String>)>,
+    publications: Vec<PublicationId>,
+    subscriptions: HashMap<SubscriptionId, SubscriptionState>,
+    awaiting_answer: bool,
+    renegotiate: bool,
+    /// The subscriber connection has been offered at least once (an ICE restart needs that).
+    offered: bool,
+    /// The next subscriber offer restarts ICE.
+    ice_restart_pending: bool,
+    /// The publisher connection has been connected once.
+    publisher_was_connected: bool,
+    /// It left the connected state since (an ICE restart, a network change).
+    publisher_interrupted: bool,
+}
+
+mod subscriber;
+mod task;
