@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,6 +12,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use sluice_sfu::runtime::{Sfu, SfuConfig};
 use sluice_sfu::transport::TransportConfig;
+use sluice_signaling::accept::ConnectionLimits;
 use sluice_signaling::auth::{Grants, TokenAuthority};
 use sluice_signaling::config::Config;
 use sluice_signaling::protocol::{ClientMessage, IceCandidate, PeerTarget, ServerMessage};
@@ -37,6 +38,13 @@ impl TestServer {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Result<Self> {
+        Self::start_with_limits(adjust, ConnectionLimits::default()).await
+    }
+
+    pub async fn start_with_limits(
+        adjust: impl FnOnce(&mut Config),
+        limits: ConnectionLimits,
+    ) -> Result<Self> {
         let mut config = Config {
             listen: "127.0.0.1:0".parse()?,
             secret: Some(SECRET.to_owned()),
@@ -52,7 +60,7 @@ impl TestServer {
             },
             ..SfuConfig::default()
         });
-        let server = Server::start(config, sfu.clone()).await?;
+        let server = Server::start_with_limits(config, sfu.clone(), limits).await?;
         Ok(Self {
             addr: server.local_addr(),
             sfu,
@@ -127,6 +135,21 @@ impl SignalClient {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
             .context("websocket connect")?;
+        Ok(Self::over(ws))
+    }
+
+    /// Connects from the loopback address `local` (e.g. 127.0.0.2), to test per-address limits.
+    pub async fn connect_from(url: &str, server: SocketAddr, local: IpAddr) -> Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(local, 0))?;
+        let stream = socket.connect(server).await.context("tcp connect")?;
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream))
+            .await
+            .context("websocket handshake")?;
+        Ok(Self::over(ws))
+    }
+
+    fn over(ws: Ws) -> Self {
         let (write, mut read) = ws.split();
         let (tx, inbox) = mpsc::unbounded_channel();
         let reader = tokio::spawn(async move {
@@ -149,13 +172,13 @@ impl SignalClient {
             }
             let _ = tx.send(Received::Closed(None));
         });
-        Ok(Self {
+        Self {
             write,
             inbox,
             pending_events: VecDeque::new(),
             next_request_id: 1,
             reader,
-        })
+        }
     }
 
     pub fn next_id(&mut self) -> u32 {

@@ -7,6 +7,7 @@
 //! [`auth`] verifies HS256 room tokens; [`resume`] keeps dropped participants for a grace
 //! period so their client can re-attach; [`config`] merges flags, environment and a TOML file.
 
+pub mod accept;
 pub mod auth;
 pub mod config;
 pub mod protocol;

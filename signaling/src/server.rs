@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, warn};
 
+use crate::accept::{self, ConnectionLimits};
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Config;
 use crate::resume::Resumable;
@@ -44,12 +45,21 @@ struct AppState {
 pub struct Server {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
-    /// Binds `config.listen` and starts serving.
+    /// Binds `config.listen` and starts serving, with the default [`ConnectionLimits`].
     pub async fn start(config: Config, sfu: Sfu) -> std::io::Result<Self> {
+        Self::start_with_limits(config, sfu, ConnectionLimits::default()).await
+    }
+
+    /// Binds `config.listen` and starts serving with `limits` on connections.
+    pub async fn start_with_limits(
+        config: Config,
+        sfu: Sfu,
+        limits: ConnectionLimits,
+    ) -> std::io::Result<Self> {
         let (secret, secret_mode) = match &config.secret {
             Some(secret) => (secret.clone(), SecretMode::Configured),
             None => (TokenAuthority::generate_secret(), SecretMode::Generated),
@@ -71,17 +81,7 @@ impl Server {
         let listener = TcpListener::bind(state.config.listen).await?;
         let local_addr = listener.local_addr()?;
         let app = router(state);
-        let mut stop = shutdown_rx;
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-        });
+        let task = tokio::spawn(accept::serve(listener, app, limits, shutdown_rx));
         Ok(Self {
             local_addr,
             shutdown,
@@ -97,8 +97,7 @@ impl Server {
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         match tokio::time::timeout(grace, self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => warn!(%err, "server ended with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(%err, "server task failed"),
             Err(_) => warn!("connections still open after the grace period; stopping anyway"),
         }

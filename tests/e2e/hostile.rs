@@ -1,0 +1,188 @@
+//! Hostile clients before authentication, against a real server on loopback: sockets that
+//! never speak or send half a request, more connections than the caps allow, a demo token
+//! asked for under a foreign `Host` header (DNS rebinding), a token not valid yet, and RTMP
+//! sockets that never finish the handshake. Each must cost the attacker its own slots only:
+//! a real client on another loopback address still gets in.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail, ensure};
+use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
+use sluice_signaling::accept::ConnectionLimits;
+use sluice_signaling::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::timeout;
+
+fn loopback(last: u8) -> IpAddr {
+    IpAddr::from([127, 0, 0, last])
+}
+
+/// A TCP connection to `server` from the loopback address `local`.
+async fn tcp_from(server: SocketAddr, local: IpAddr) -> Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.connect(server).await.context("tcp connect")
+}
+
+/// Waits until the server closes `socket` (EOF or reset); returns what it sent before.
+async fn closed_by_server(mut socket: TcpStream, within: Duration) -> Result<Vec<u8>> {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut received = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, socket.read(&mut buf)).await {
+            Err(_) => bail!("still open after {within:?}"),
+            Ok(Ok(0) | Err(_)) => return Ok(received),
+            Ok(Ok(n)) => received.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Sends one `GET path` from `local` with `host` as the Host header (none when `None`);
+/// returns the status.
+async fn get_status(
+    server: SocketAddr,
+    local: IpAddr,
+    path: &str,
+    host: Option<&str>,
+) -> Result<u16> {
+    let mut socket = tcp_from(server, local).await?;
+    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+    let request = format!("GET {path} HTTP/1.1\r\n{host}Connection: close\r\n\r\n");
+    socket.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    timeout(Duration::from_secs(5), socket.read_to_end(&mut response))
+        .await
+        .context("no response")??;
+    let status = std::str::from_utf8(&response)
+        .ok()
+        .and_then(|r| r.split(' ').nth(1))
+        .and_then(|code| code.parse().ok())
+        .with_context(|| format!("not an HTTP response: {response:?}"))?;
+    Ok(status)
+}
+
+async fn joins(client: &mut SignalClient, room: &str, identity: &str) -> Result<()> {
+    let response = client.join(token(room, identity)).await?;
+    ensure!(
+        matches!(response, ServerMessage::Joined { .. }),
+        "join failed: {response:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_half_sent_http_connections_are_closed_at_the_header_timeout() -> Result<()> {
+    init_tracing();
+    let header_timeout = Duration::from_millis(500);
+    let limits = ConnectionLimits {
+        header_read_timeout: header_timeout,
+        ..ConnectionLimits::default()
+    };
+    let server = TestServer::start_with_limits(|_| {}, limits).await?;
+    let mut idle = Vec::new();
+    for i in 0..40 {
+        let mut socket = tcp_from(server.addr, loopback(1)).await?;
+        if i % 4 == 0 {
+            socket
+                .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+                .await?;
+        }
+        idle.push(socket);
+    }
+    let opened = Instant::now();
+
+    // While they are held, a real client joins.
+    let mut client = SignalClient::connect(&server.ws_url()).await?;
+    joins(&mut client, "held", "alice").await?;
+
+    // Every one of them is closed by the server at the header timeout.
+    let closes = idle
+        .into_iter()
+        .map(|socket| closed_by_server(socket, header_timeout + Duration::from_secs(2)));
+    for closed in futures::future::join_all(closes).await {
+        closed?;
+    }
+    eprintln!(
+        "40 idle sockets closed {:?} after they were opened",
+        opened.elapsed()
+    );
+
+    // The WebSocket outlived the header timeout: an upgraded connection is not subject to it.
+    ensure!(opened.elapsed() > header_timeout);
+    let request_id = client.next_id();
+    let response = client
+        .request(ClientMessage::Unsubscribe {
+            request_id,
+            subscription_id: "SU1".into(),
+        })
+        .await?;
+    ensure!(
+        matches!(
+            response,
+            ServerMessage::Error {
+                code: ErrorCode::NotFound,
+                ..
+            }
+        ),
+        "the joined client after the timeout: {response:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_caps_are_refused_and_other_addresses_still_join() -> Result<()> {
+    init_tracing();
+    let limits = ConnectionLimits {
+        max_connections: 12,
+        max_connections_per_address: 8,
+        ..ConnectionLimits::default()
+    };
+    let server = TestServer::start_with_limits(|_| {}, limits).await?;
+    let refused = async |from: IpAddr| -> Result<()> {
+        let socket = tcp_from(server.addr, from).await?;
+        let answer = closed_by_server(socket, Duration::from_secs(2)).await?;
+        ensure!(
+            answer.starts_with(b"HTTP/1.1 503"),
+            "refused connection answered {:?}",
+            String::from_utf8_lossy(&answer)
+        );
+        Ok(())
+    };
+
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tcp_from(server.addr, loopback(1)).await?);
+    }
+    // A ninth from the same address is refused at once...
+    refused(loopback(1))
+        .await
+        .context("past the per-address cap")?;
+    // ...while a client from another address joins.
+    let mut client = SignalClient::connect_from(&server.ws_url(), server.addr, loopback(2)).await?;
+    joins(&mut client, "caps", "alice").await?;
+
+    // 8 + 1 (the WebSocket counts while it lives) + 3 reach the total.
+    for _ in 0..3 {
+        held.push(tcp_from(server.addr, loopback(3)).await?);
+    }
+    refused(loopback(4)).await.context("past the total cap")?;
+
+    // A closed connection frees its place.
+    drop(held.pop());
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match get_status(server.addr, loopback(4), "/healthz", Some("127.0.0.1")).await {
+            Ok(200) => break,
+            other if Instant::now() > deadline => {
+                bail!("no place freed after a connection closed: {other:?}")
+            }
+            _ => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+    server.stop().await;
+    Ok(())
+}
