@@ -186,3 +186,42 @@ async fn connections_beyond_the_caps_are_refused_and_other_addresses_still_join(
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test]
+async fn demo_tokens_need_a_loopback_host_header() -> Result<()> {
+    init_tracing();
+    // No secret: demo mode, where /dev/token exists.
+    let server = TestServer::start_with(|c| c.secret = None).await?;
+    let port = server.addr.port();
+    let path = "/dev/token?room=lobby&identity=alice";
+    for host in [
+        format!("127.0.0.1:{port}"),
+        "127.0.0.1".to_owned(),
+        format!("127.1.2.3:{port}"),
+        format!("localhost:{port}"),
+        "LocalHost".to_owned(),
+        format!("[::1]:{port}"),
+        "[::1]".to_owned(),
+    ] {
+        let status = get_status(server.addr, loopback(1), path, Some(&host)).await?;
+        ensure!(status == 200, "Host {host}: {status}");
+    }
+    // What a DNS-rebinding page sends: its own name, resolved to 127.0.0.1.
+    for host in [
+        format!("rebind.example:{port}"),
+        "rebind.example".to_owned(),
+        format!("localhost.rebind.example:{port}"),
+        format!("127.0.0.1.rebind.example:{port}"),
+        format!("0.0.0.0:{port}"),
+        format!("[::ffff:7f00:1]:{port}"),
+        format!("127.0.0.1:{port}@rebind.example"),
+        String::new(),
+    ] {
+        let status = get_status(server.addr, loopback(1), path, Some(&host)).await?;
+        ensure!(status == 403, "Host {host:?}: {status}");
+    }
+    let status = get_status(server.addr, loopback(1), path, None).await?;
+    ensure!(status != 200, "no Host header: {status}");
+    server.stop().await;
+    Ok(())
+}
