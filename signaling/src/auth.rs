@@ -13,6 +13,9 @@
 //!   "canPublish": true, "canSubscribe": true, "iat": 1700000000, "exp": 1700003600 }
 //! ```
 //!
+//! A token minted elsewhere may also carry `nbf` (not before, seconds since the epoch): it is
+//! refused with [`AuthError::NotValidYet`] until then.
+//!
 //! ```
 //! use std::time::Duration;
 //! use sluice_signaling::auth::{Grants, TokenAuthority};
@@ -43,6 +46,8 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 pub const MAX_NAME_CHARS: usize = 128;
 /// Clock skew tolerated when checking `exp`, in seconds.
 pub const EXP_LEEWAY_SECS: u64 = 5;
+/// Clock skew tolerated when checking `nbf` (a token used slightly before its start), in seconds.
+pub const NBF_LEEWAY_SECS: u64 = 5;
 
 /// What a token allows its bearer to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +77,9 @@ pub enum AuthError {
     /// `exp` is in the past (beyond the leeway).
     #[error("token expired")]
     Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not valid yet")]
+    NotValidYet,
     /// The header names an algorithm other than HS256.
     #[error("token algorithm not allowed")]
     WrongAlgorithm,
@@ -93,6 +101,9 @@ struct Claims {
     can_publish: bool,
     can_subscribe: bool,
     iat: u64,
+    /// Optional start of validity, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
     exp: u64,
 }
 
@@ -119,7 +130,8 @@ impl TokenAuthority {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
-        // `exp` must be present; it is checked against our own clock in `verify_at`.
+        // `exp` must be present; it and `nbf` (optional) are checked against our own clock in
+        // `verify_at`, so tests can set the time.
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -167,6 +179,7 @@ impl TokenAuthority {
             can_publish: grants.can_publish,
             can_subscribe: grants.can_subscribe,
             iat: now_unix,
+            nbf: None,
             exp,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -187,7 +200,8 @@ impl TokenAuthority {
     /// Verifies `token` as if the clock read `now_unix` (seconds since the epoch).
     ///
     /// Checks, in order: length, shape, header algorithm (HS256 only),
-    /// signature, claims, expiry (with [`EXP_LEEWAY_SECS`] of leeway).
+    /// signature, claims, expiry (with [`EXP_LEEWAY_SECS`] of leeway), start of
+    /// validity when the token has an `nbf` (with [`NBF_LEEWAY_SECS`] of leeway).
     pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<Grants, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
@@ -198,6 +212,12 @@ impl TokenAuthority {
         let claims = data.claims;
         if now_unix > claims.exp.saturating_add(EXP_LEEWAY_SECS) {
             return Err(AuthError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| now_unix.saturating_add(NBF_LEEWAY_SECS) < nbf)
+        {
+            return Err(AuthError::NotValidYet);
         }
         if claims.sub != claims.identity
             || check_name("room", &claims.room).is_err()
@@ -404,6 +424,38 @@ mod tests {
     }
 
     #[test]
+    fn not_valid_yet() {
+        let auth = TokenAuthority::new(SECRET);
+        let key = EncodingKey::from_secret(SECRET);
+        let with_nbf = |nbf: serde_json::Value| {
+            let claims = serde_json::json!({"sub":"alice","room":"lobby","identity":"alice","canPublish":true,"canSubscribe":false,"iat":NOW,"nbf":nbf,"exp":NOW+3600});
+            jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+        };
+        let later = with_nbf((NOW + 60).into());
+        let err = auth.verify_at(&later, NOW).unwrap_err();
+        assert!(matches!(err, AuthError::NotValidYet), "{err:?}");
+        assert_eq!(err.to_string(), "token not valid yet");
+        // From its `nbf` on (and within the leeway before it), it is accepted.
+        assert_eq!(auth.verify_at(&later, NOW + 60).unwrap(), grants());
+        assert_eq!(
+            auth.verify_at(&later, NOW + 60 - NBF_LEEWAY_SECS).unwrap(),
+            grants()
+        );
+        assert!(matches!(
+            auth.verify_at(&later, NOW + 60 - NBF_LEEWAY_SECS - 1),
+            Err(AuthError::NotValidYet)
+        ));
+        assert_eq!(
+            auth.verify_at(&with_nbf(NOW.into()), NOW).unwrap(),
+            grants()
+        );
+        assert!(matches!(
+            auth.verify_at(&with_nbf("soon".into()), NOW),
+            Err(AuthError::Malformed)
+        ));
+    }
+
+    #[test]
     fn tampered_payload() {
         let auth = TokenAuthority::new(SECRET);
         let token = auth.mint_at(&grants(), NOW, HOUR).unwrap();
@@ -464,6 +516,7 @@ mod tests {
             can_publish: true,
             can_subscribe: true,
             iat: NOW,
+            nbf: None,
             exp: NOW + 3600,
         };
         for alg in [Algorithm::HS384, Algorithm::HS512] {

@@ -5,7 +5,7 @@
 //! a real client on another loopback address still gets in.
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
@@ -222,6 +222,43 @@ async fn demo_tokens_need_a_loopback_host_header() -> Result<()> {
     }
     let status = get_status(server.addr, loopback(1), path, None).await?;
     ensure!(status != 200, "no Host header: {status}");
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_token_not_valid_yet_is_refused() -> Result<()> {
+    init_tracing();
+    let server = TestServer::start().await?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let not_yet = |nbf: u64| {
+        let claims = serde_json::json!({
+            "sub": "alice", "room": "later", "identity": "alice",
+            "canPublish": true, "canSubscribe": true,
+            "iat": now, "nbf": nbf, "exp": now + 3600,
+        });
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(sluice_e2e::SECRET.as_bytes()),
+        )
+    };
+    let mut client = SignalClient::connect(&server.ws_url()).await?;
+    let response = client.join(not_yet(now + 600)?).await?;
+    match &response {
+        ServerMessage::Error {
+            code: ErrorCode::Unauthorized,
+            message,
+            ..
+        } if message.contains("not valid yet") => {}
+        other => bail!("a token valid in ten minutes: {other:?}"),
+    }
+    // The same token once its time has come (clock skew within the leeway included).
+    let response = client.join(not_yet(now + 2)?).await?;
+    ensure!(
+        matches!(response, ServerMessage::Joined { .. }),
+        "a token valid now: {response:?}"
+    );
     server.stop().await;
     Ok(())
 }
