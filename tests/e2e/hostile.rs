@@ -9,11 +9,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
+use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
 use sluice_signaling::accept::ConnectionLimits;
 use sluice_signaling::protocol::{ClientMessage, ErrorCode, ServerMessage};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::timeout;
+
+use crate::rtmp::Publisher;
 
 fn loopback(last: u8) -> IpAddr {
     IpAddr::from([127, 0, 0, last])
@@ -259,6 +262,73 @@ async fn a_token_not_valid_yet_is_refused() -> Result<()> {
         matches!(response, ServerMessage::Joined { .. }),
         "a token valid now: {response:?}"
     );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rtmp_sockets_that_never_handshake_cannot_lock_out_an_encoder() -> Result<()> {
+    init_tracing();
+    const KEY: &str = "e2e-lockout-stream-key-0123";
+    let server = TestServer::start().await?;
+    let mut keys = StreamKeys::new();
+    keys.add(
+        KEY,
+        StreamTarget {
+            room: "lockout".into(),
+            identity: "encoder".into(),
+        },
+    )?;
+    let config = RtmpConfig {
+        listen: "127.0.0.1:0".parse()?,
+        ..RtmpConfig::default()
+    };
+    let slots = config.max_connections;
+    let rtmp = RtmpServer::start(config, keys, server.sfu.clone()).await?;
+    let addr = rtmp.local_addr();
+
+    // One address opens more silent sockets than the server has connection slots.
+    let mut idle = Vec::new();
+    for _ in 0..slots + 4 {
+        idle.push(tcp_from(addr, loopback(1)).await?);
+    }
+    let opened = Instant::now();
+
+    // An encoder on another address still publishes.
+    let mut encoder = Publisher::connect_from(addr, loopback(2))
+        .await
+        .context("encoder connect")?;
+    encoder.publish(KEY).await.context("encoder publish")?;
+
+    // The silent sockets are all closed: those past the per-address limit at once, the others
+    // at the handshake deadline, well before the setup timeout.
+    let closes = idle.into_iter().map(|socket| async {
+        closed_by_server(socket, Duration::from_secs(6)).await?;
+        Ok::<_, anyhow::Error>(opened.elapsed())
+    });
+    let mut closed_at = Vec::new();
+    for closed in futures::future::join_all(closes).await {
+        closed_at.push(closed?);
+    }
+    closed_at.sort();
+    eprintln!(
+        "{} silent RTMP sockets: {} closed within 1 s, the last after {:?}",
+        closed_at.len(),
+        closed_at
+            .iter()
+            .filter(|t| **t < Duration::from_secs(1))
+            .count(),
+        closed_at.last()
+    );
+    ensure!(
+        closed_at[slots - 1] < Duration::from_secs(1),
+        "sockets past the per-address limit held: {closed_at:?}"
+    );
+    ensure!(
+        closed_at[slots + 3] < RtmpConfig::default().setup_timeout / 2,
+        "sockets still in the handshake held too long: {closed_at:?}"
+    );
+    rtmp.shutdown().await;
     server.stop().await;
     Ok(())
 }
