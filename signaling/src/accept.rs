@@ -2,11 +2,10 @@
 //! served at once, in total and per source address, and how long a client may take to send a
 //! request's headers.
 
-use std::collections::HashMap;
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,9 +16,10 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
+use sluice_sfu::admission::{AddressSlot, PerAddress};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tower::ServiceExt;
 use tracing::{debug, warn};
 
@@ -66,7 +66,7 @@ pub(crate) async fn serve(
     limits: ConnectionLimits,
     mut stop: watch::Receiver<bool>,
 ) {
-    let live = Arc::new(Live::new(limits));
+    let live = Live::new(limits);
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout);
@@ -163,76 +163,38 @@ enum Refusal {
 /// The live connections, in total and per source address.
 #[derive(Debug)]
 struct Live {
-    limits: ConnectionLimits,
-    counts: Mutex<Counts>,
-}
-
-#[derive(Debug, Default)]
-struct Counts {
-    total: usize,
-    per_address: HashMap<IpAddr, usize>,
+    total: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
 }
 
 impl Live {
     fn new(limits: ConnectionLimits) -> Self {
         Self {
-            limits,
-            counts: Mutex::new(Counts::default()),
+            total: Arc::new(Semaphore::new(
+                limits.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            per_address: PerAddress::new(limits.max_connections_per_address),
         }
-    }
-
-    fn counts(&self) -> std::sync::MutexGuard<'_, Counts> {
-        // The counts stay consistent even if a holder panicked: each update is one statement.
-        self.counts.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// A slot for a connection from `ip`, held until the connection is dropped.
-    fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Refusal> {
-        let address = address_key(ip);
-        let mut counts = self.counts();
-        if counts.total >= self.limits.max_connections {
-            return Err(Refusal::Total);
-        }
-        let from_address = counts.per_address.entry(address).or_default();
-        if *from_address >= self.limits.max_connections_per_address {
-            return Err(Refusal::PerAddress);
-        }
-        *from_address += 1;
-        counts.total += 1;
+    fn admit(&self, ip: IpAddr) -> Result<Slot, Refusal> {
+        let address = self.per_address.admit(ip).ok_or(Refusal::PerAddress)?;
+        let total = Arc::clone(&self.total)
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Total)?;
         Ok(Slot {
-            live: Arc::clone(self),
-            address,
+            _total: total,
+            _address: address,
         })
     }
 }
 
-/// What connections are counted under: the IPv4 address, or the /64 of an IPv6 address (one
-/// host usually holds a whole /64).
-fn address_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V4(v4) => IpAddr::V4(v4),
-        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
-    }
-}
-
-/// One admitted connection; dropping it frees its place.
+/// One admitted connection; dropping it frees its places.
 #[derive(Debug)]
 struct Slot {
-    live: Arc<Live>,
-    address: IpAddr,
-}
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        let mut counts = self.live.counts();
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(count) = counts.per_address.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                counts.per_address.remove(&self.address);
-            }
-        }
-    }
+    _total: OwnedSemaphorePermit,
+    _address: AddressSlot,
 }
 
 /// A TCP stream holding its connection's [`Slot`]: the slot follows the stream into an upgraded
@@ -287,12 +249,12 @@ impl AsyncWrite for Counted {
 mod tests {
     use super::*;
 
-    fn live(total: usize, per_address: usize) -> Arc<Live> {
-        Arc::new(Live::new(ConnectionLimits {
+    fn live(total: usize, per_address: usize) -> Live {
+        Live::new(ConnectionLimits {
             max_connections: total,
             max_connections_per_address: per_address,
             ..ConnectionLimits::default()
-        }))
+        })
     }
 
     #[test]
@@ -307,34 +269,29 @@ mod tests {
         assert_eq!(live.admit(b).unwrap_err(), Refusal::Total);
         drop(first);
         let _again = live.admit(a).unwrap();
-        assert_eq!(live.counts().total, 3);
+        assert_eq!(live.total.available_permits(), 0);
     }
 
     #[test]
-    fn slots_are_freed_and_addresses_forgotten() {
+    fn slots_are_freed() {
         let live = live(10, 10);
         let slots: Vec<_> = (0..5)
             .map(|i| live.admit(IpAddr::from([10, 0, 0, i])).unwrap())
             .collect();
+        assert_eq!(live.total.available_permits(), 5);
         drop(slots);
-        let counts = live.counts();
-        assert_eq!(counts.total, 0);
-        assert!(counts.per_address.is_empty());
+        assert_eq!(live.total.available_permits(), 10);
+        assert_eq!(live.per_address.addresses(), 0);
     }
 
     #[test]
-    fn ipv6_counts_per_64_and_mapped_ipv4_as_ipv4() {
-        let live = live(10, 1);
-        let _one = live.admit("2001:db8::1".parse().unwrap()).unwrap();
+    fn refused_by_the_total_frees_its_address_place() {
+        let live = live(1, 5);
+        let _held = live.admit(IpAddr::from([10, 0, 0, 1])).unwrap();
         assert_eq!(
-            live.admit("2001:db8::ffff:2".parse().unwrap()).unwrap_err(),
-            Refusal::PerAddress
+            live.admit(IpAddr::from([10, 0, 0, 2])).unwrap_err(),
+            Refusal::Total
         );
-        let _other_64 = live.admit("2001:db8:0:1::1".parse().unwrap()).unwrap();
-        let _v4 = live.admit("192.0.2.7".parse().unwrap()).unwrap();
-        assert_eq!(
-            live.admit("::ffff:192.0.2.7".parse().unwrap()).unwrap_err(),
-            Refusal::PerAddress
-        );
+        assert_eq!(live.per_address.addresses(), 1);
     }
 }

@@ -12,10 +12,10 @@ use tokio::time::{Instant, timeout, timeout_at};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::Shared;
-use super::admission::SetupSlot;
 use super::guard::contain;
 use super::protocol::{ProtocolError, ProtocolEvent, RtmpProtocol};
 use super::rml::RmlProtocol;
+use crate::admission::AddressSlot;
 use crate::core::{MediaKind, RtpPacket};
 use crate::ingest::media::{Announce, MediaError, MediaPipeline};
 use crate::ingest::room::RoomStream;
@@ -55,7 +55,7 @@ struct Connection {
     stream: Option<(RoomStream, MediaPipeline)>,
     /// This connection's place among those in setup from its address; released when the
     /// publish is accepted.
-    setup: Option<SetupSlot>,
+    setup: Option<AddressSlot>,
     packets: Vec<RtpPacket>,
 }
 
@@ -66,7 +66,7 @@ pub(super) async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
-    setup: SetupSlot,
+    setup: AddressSlot,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!(

@@ -5,9 +5,6 @@
 //! - `rml`: that trait on rml_rtmp, behind `guard` (chunk-size bounds, AMF nesting depth,
 //!   message size, panics of the decoder turned into errors).
 //! - `connection`: one connection's task (the only IO besides the accept loop here).
-//! - `admission`: the per-address limit on connections still in setup.
-
-mod admission;
 mod amf;
 mod connection;
 mod guard;
@@ -22,10 +19,10 @@ use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
-use self::admission::SetupCounts;
 use super::keys::{StreamKeys, StreamTarget};
 use super::registry::Registry;
 use super::stats::StreamStatsSnapshot;
+use crate::admission::PerAddress;
 use crate::runtime::Sfu;
 
 pub use guard::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
@@ -141,7 +138,7 @@ impl RtmpServer {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
-    let in_setup = SetupCounts::new(shared.config.max_setup_per_address);
+    let in_setup = PerAddress::new(shared.config.max_setup_per_address);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
