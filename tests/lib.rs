@@ -4,13 +4,14 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow, bail};
 use futures::{SinkExt, StreamExt};
 use sluice_sfu::runtime::{Sfu, SfuConfig};
+use sluice_signaling::accept::ConnectionLimits;
 use sluice_signaling::auth::{Grants, TokenAuthority};
 use sluice_signaling::config::Config;
 use sluice_signaling::protocol::{ClientMessage, IceCandidate, PeerRole, ServerMessage};
@@ -43,6 +44,21 @@ impl TestServer {
     /// Like [`start_with`](Self::start_with), and the media server's own config too (its
     /// `transport` comes from the adjusted `Config`).
     pub async fn start_with_sfu(adjust: impl FnOnce(&mut Config, &mut SfuConfig)) -> Result<Self> {
+        Self::start_with_sfu_and_limits(adjust, ConnectionLimits::default()).await
+    }
+
+    /// Like [`start_with`](Self::start_with), with the HTTP accept loop's limits set by the test.
+    pub async fn start_with_limits(
+        adjust: impl FnOnce(&mut Config),
+        limits: ConnectionLimits,
+    ) -> Result<Self> {
+        Self::start_with_sfu_and_limits(|config, _| adjust(config), limits).await
+    }
+
+    async fn start_with_sfu_and_limits(
+        adjust: impl FnOnce(&mut Config, &mut SfuConfig),
+        limits: ConnectionLimits,
+    ) -> Result<Self> {
         let mut config = Config {
             listen: "127.0.0.1:0".parse()?,
             secret: Some(SECRET.into()),
@@ -55,7 +71,7 @@ impl TestServer {
             transport: config.transport(),
             ..sfu_config
         });
-        let server = Server::start(config, sfu.clone()).await?;
+        let server = Server::start_with_limits(config, sfu.clone(), limits).await?;
         Ok(Self {
             addr: server.local_addr(),
             sfu,
@@ -137,8 +153,24 @@ impl SignalClient {
             .context("websocket url without port")?;
         let tcp = TcpStream::connect((host, port))
             .await
-            .context("tcp connect")?
-            .into_std()?;
+            .context("tcp connect")?;
+        Self::over(request, tcp).await
+    }
+
+    /// Connects from the loopback address `local` (e.g. 127.0.0.2), to test per-address limits.
+    pub async fn connect_from(url: &str, server: SocketAddr, local: IpAddr) -> Result<Self> {
+        let request = url.into_client_request().context("websocket url")?;
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(SocketAddr::new(local, 0))?;
+        let tcp = socket.connect(server).await.context("tcp connect")?;
+        Self::over(request, tcp).await
+    }
+
+    async fn over(
+        request: tokio_tungstenite::tungstenite::handshake::client::Request,
+        tcp: TcpStream,
+    ) -> Result<Self> {
+        let tcp = tcp.into_std()?;
         let socket = tcp.try_clone()?;
         let (ws, _) = tokio_tungstenite::client_async(
             request,

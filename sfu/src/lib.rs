@@ -27,6 +27,7 @@
 //!   [`core::Room`] directly (no task or channel hop per packet).
 //! - [`ingest`] — media from outside WebRTC: the RTMP server (OBS, ffmpeg) converting H.264
 //!   and AAC into ordinary publications (H.264 passed through, AAC → Opus) in a room.
+//! - [`admission`] — live connections counted per source address, for the accept loops.
 //!
 //! ## Example
 //!
@@ -47,6 +48,7 @@
 
 pub use sluice_core as core;
 pub use sluice_core::codec;
+pub mod admission;
 pub mod ingest;
 pub mod runtime;
 pub mod shard;

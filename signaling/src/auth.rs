@@ -13,6 +13,9 @@
 //!   "canPublish": true, "canSubscribe": true, "iat": 1700000000, "exp": 1700003600 }
 //! ```
 //!
+//! A token minted elsewhere may also carry `nbf` (not before, seconds since the epoch): it is
+//! refused with [`AuthError::NotValidYet`] until then.
+//!
 //! ```
 //! use std::time::Duration;
 //! use sluice_signaling::auth::{Grants, TokenAuthority};
@@ -45,6 +48,8 @@ pub const MAX_TOKEN_LEN: usize = 4096;
 pub const MAX_NAME_CHARS: usize = 128;
 /// Clock skew tolerated when checking `exp`, in seconds.
 pub const EXP_LEEWAY_SECS: u64 = 5;
+/// Clock skew tolerated when checking `nbf` (a token used slightly before its start), in seconds.
+pub const NBF_LEEWAY_SECS: u64 = 5;
 
 /// What a token allows its bearer to do.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -74,6 +79,9 @@ pub enum AuthError {
     /// `exp` is in the past (beyond the leeway).
     #[error("token expired")]
     Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    #[error("token not valid yet")]
+    NotValidYet,
     /// The header names an algorithm other than HS256.
     #[error("token algorithm not allowed")]
     WrongAlgorithm,
@@ -95,6 +103,9 @@ struct Claims {
     can_publish: bool,
     can_subscribe: bool,
     iat: u64,
+    /// Optional start of validity, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
     exp: u64,
 }
 
@@ -121,7 +132,8 @@ impl TokenAuthority {
     pub fn new(secret: &[u8]) -> Self {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.algorithms = vec![Algorithm::HS256];
-        // `exp` must be present; it is checked against our own clock in `verify_at`.
+        // `exp` must be present; it and `nbf` (optional) are checked against our own clock in
+        // `verify_at`, so tests can set the time.
         validation.set_required_spec_claims(&["exp"]);
         validation.validate_exp = false;
         validation.validate_nbf = false;
@@ -173,6 +185,7 @@ impl TokenAuthority {
             can_publish: grants.can_publish,
             can_subscribe: grants.can_subscribe,
             iat: now_unix,
+            nbf: None,
             exp,
         };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
@@ -193,7 +206,8 @@ impl TokenAuthority {
     /// Verifies `token` as if the clock read `now_unix` (seconds since the epoch).
     ///
     /// Checks, in order: length, shape, header algorithm (HS256 only),
-    /// signature, claims, expiry (with [`EXP_LEEWAY_SECS`] of leeway).
+    /// signature, claims, expiry (with [`EXP_LEEWAY_SECS`] of leeway), start of
+    /// validity when the token has an `nbf` (with [`NBF_LEEWAY_SECS`] of leeway).
     pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<Grants, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
@@ -204,6 +218,12 @@ impl TokenAuthority {
         let claims = data.claims;
         if now_unix > claims.exp.saturating_add(EXP_LEEWAY_SECS) {
             return Err(AuthError::Expired);
+        }
+        if claims
+            .nbf
+            .is_some_and(|nbf| now_unix.saturating_add(NBF_LEEWAY_SECS) < nbf)
+        {
+            return Err(AuthError::NotValidYet);
         }
         if claims.sub != claims.identity
             || check_name("room", &claims.room).is_err()

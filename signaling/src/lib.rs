@@ -8,6 +8,7 @@
 //! period so their client can re-attach; [`config`] merges flags and environment ([`cli`]) with
 //! a TOML file; [`origin`] is the WebSocket Origin allowlist.
 
+pub mod accept;
 pub mod auth;
 pub mod cli;
 pub mod config;

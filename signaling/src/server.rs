@@ -1,7 +1,7 @@
 //! The HTTP side: `/ws` (signaling), `/healthz`, the demo pages, the browser SDK as an ES module
 //! ([`SDK_PATH`]) and, in demo mode only, a loopback-only token endpoint.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +19,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, warn};
 
+use crate::accept::{self, ConnectionLimits};
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Config;
 use crate::resume::Resumable;
@@ -44,12 +45,21 @@ struct AppState {
 pub struct Server {
     local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl Server {
-    /// Binds `config.listen` and starts serving.
+    /// Binds `config.listen` and starts serving, with the default [`ConnectionLimits`].
     pub async fn start(config: Config, sfu: Sfu) -> std::io::Result<Self> {
+        Self::start_with_limits(config, sfu, ConnectionLimits::default()).await
+    }
+
+    /// Binds `config.listen` and starts serving with `limits` on connections.
+    pub async fn start_with_limits(
+        config: Config,
+        sfu: Sfu,
+        limits: ConnectionLimits,
+    ) -> std::io::Result<Self> {
         let (secret, secret_mode) = match &config.secret {
             Some(secret) => (secret.clone(), SecretMode::Configured),
             None => (TokenAuthority::generate_secret(), SecretMode::Generated),
@@ -71,17 +81,7 @@ impl Server {
         let listener = TcpListener::bind(state.config.listen).await?;
         let local_addr = listener.local_addr()?;
         let app = router(state);
-        let mut stop = shutdown_rx;
-        let task = tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
-            })
-            .await
-        });
+        let task = tokio::spawn(accept::serve(listener, app, limits, shutdown_rx));
         Ok(Self {
             local_addr,
             shutdown,
@@ -97,8 +97,7 @@ impl Server {
     pub async fn shutdown(self, grace: Duration) {
         let _ = self.shutdown.send(true);
         match tokio::time::timeout(grace, self.task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(err))) => warn!(%err, "server ended with an error"),
+            Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(%err, "server task failed"),
             Err(_) => warn!("connections still open after the grace period; stopping anyway"),
         }
@@ -190,14 +189,26 @@ struct TokenQuery {
 }
 
 /// Demo mode only: hands out tokens to pages on this machine, so the bundled demo works
-/// without a backend while a configured secret keeps real deployments closed.
+/// without a backend while a configured secret keeps real deployments closed. The page must
+/// also have been opened under a loopback name ([`is_loopback_host`]): a DNS-rebinding page
+/// reaches us from loopback too, but under its own name.
 async fn dev_token(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     Query(query): Query<TokenQuery>,
 ) -> Response {
     if state.secret_mode != SecretMode::Generated || !peer.ip().is_loopback() {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !host.is_some_and(is_loopback_host) {
+        debug!(?host, "demo token refused: Host is not a loopback name");
+        return (
+            StatusCode::FORBIDDEN,
+            "demo tokens are only for pages opened at localhost, 127.0.0.1 or [::1]",
+        )
+            .into_response();
     }
     let grants = Grants {
         room: query.room,
@@ -209,6 +220,27 @@ async fn dev_token(
         Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),
         Err(err) => (StatusCode::BAD_REQUEST, err.to_string()).into_response(),
     }
+}
+
+/// Whether a `Host` header names this machine's loopback: `localhost`, an address in
+/// 127.0.0.0/8 or `[::1]`, each with an optional port.
+fn is_loopback_host(host: &str) -> bool {
+    let is_port =
+        |port: &str| (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = host.strip_prefix('[') {
+        let Some((address, after)) = rest.split_once(']') else {
+            return false;
+        };
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        return port_ok && address.parse::<Ipv6Addr>().is_ok_and(|a| a.is_loopback());
+    }
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if is_port(port) => name,
+        Some(_) => return false,
+        None => host,
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
 }
 
 #[derive(Deserialize)]
@@ -313,5 +345,47 @@ fn asset_response(file: &str) -> Response {
         )
             .into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_loopback_host;
+
+    #[test]
+    fn loopback_hosts() {
+        for host in [
+            "localhost",
+            "LOCALHOST:8080",
+            "127.0.0.1",
+            "127.0.0.1:7880",
+            "127.255.0.9:1",
+            "[::1]",
+            "[::1]:7880",
+        ] {
+            assert!(is_loopback_host(host), "{host}");
+        }
+        for host in [
+            "",
+            ":8080",
+            "rebind.example",
+            "rebind.example:8080",
+            "localhost.rebind.example",
+            "127.0.0.1.rebind.example",
+            "127.0.0.1:8080@rebind.example",
+            "127.0.0.1:",
+            "127.0.0.1:123456",
+            "127.1",
+            "0.0.0.0",
+            "10.0.0.1:80",
+            "[::1",
+            "[::1]x",
+            "[::1]:",
+            "[::ffff:127.0.0.1]",
+            "[::2]:80",
+            "localhost.",
+        ] {
+            assert!(!is_loopback_host(host), "{host:?}");
+        }
     }
 }

@@ -98,14 +98,28 @@ async fn send_frame(good: &mut Publisher, frames: &[Bytes], index: u32) -> Resul
 }
 
 /// An RTMP publisher on rml_rtmp's client session.
-struct Publisher {
+pub(crate) struct Publisher {
     socket: TcpStream,
     session: ClientSession,
 }
 
 impl Publisher {
     async fn connect(addr: std::net::SocketAddr) -> Result<Self> {
-        let mut socket = TcpStream::connect(addr).await?;
+        Self::handshake(TcpStream::connect(addr).await?).await
+    }
+
+    /// Connects from the loopback address `local` (e.g. 127.0.0.2).
+    pub(crate) async fn connect_from(
+        addr: std::net::SocketAddr,
+        local: std::net::IpAddr,
+    ) -> Result<Self> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.bind(std::net::SocketAddr::new(local, 0))?;
+        Self::handshake(socket.connect(addr).await?).await
+    }
+
+    /// Runs the RTMP handshake and `connect` on `socket`.
+    async fn handshake(mut socket: TcpStream) -> Result<Self> {
         let mut handshake = Handshake::new(PeerType::Client);
         socket
             .write_all(&handshake.generate_outbound_p0_and_p1()?)
@@ -143,7 +157,7 @@ impl Publisher {
     }
 
     /// Asks to publish on `key`; fails when the server refuses or closes.
-    async fn publish(&mut self, key: &str) -> Result<()> {
+    pub(crate) async fn publish(&mut self, key: &str) -> Result<()> {
         let request = self
             .session
             .request_publishing(key.to_owned(), PublishRequestType::Live)?;

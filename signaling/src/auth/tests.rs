@@ -101,6 +101,38 @@ fn expired() {
 }
 
 #[test]
+fn not_valid_yet() {
+    let auth = TokenAuthority::new(SECRET);
+    let key = EncodingKey::from_secret(SECRET);
+    let with_nbf = |nbf: serde_json::Value| {
+        let claims = serde_json::json!({"sub":"alice","room":"lobby","identity":"alice","canPublish":true,"canSubscribe":false,"iat":NOW,"nbf":nbf,"exp":NOW+3600});
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+    };
+    let later = with_nbf((NOW + 60).into());
+    let err = auth.verify_at(&later, NOW).unwrap_err();
+    assert!(matches!(err, AuthError::NotValidYet), "{err:?}");
+    assert_eq!(err.to_string(), "token not valid yet");
+    // From its `nbf` on (and within the leeway before it), it is accepted.
+    assert_eq!(auth.verify_at(&later, NOW + 60).unwrap(), grants());
+    assert_eq!(
+        auth.verify_at(&later, NOW + 60 - NBF_LEEWAY_SECS).unwrap(),
+        grants()
+    );
+    assert!(matches!(
+        auth.verify_at(&later, NOW + 60 - NBF_LEEWAY_SECS - 1),
+        Err(AuthError::NotValidYet)
+    ));
+    assert_eq!(
+        auth.verify_at(&with_nbf(NOW.into()), NOW).unwrap(),
+        grants()
+    );
+    assert!(matches!(
+        auth.verify_at(&with_nbf("soon".into()), NOW),
+        Err(AuthError::Malformed)
+    ));
+}
+
+#[test]
 fn tampered_payload() {
     let auth = TokenAuthority::new(SECRET);
     let token = auth.mint_at(&grants(), NOW, HOUR).unwrap();
@@ -161,6 +193,7 @@ fn other_algorithms_rejected() {
         can_publish: true,
         can_subscribe: true,
         iat: NOW,
+        nbf: None,
         exp: NOW + 3600,
     };
     for alg in [Algorithm::HS384, Algorithm::HS512] {

@@ -15,6 +15,7 @@ use super::Shared;
 use super::guard::contain;
 use super::protocol::{ProtocolError, ProtocolEvent, RtmpProtocol};
 use super::rml::RmlProtocol;
+use crate::admission::AddressSlot;
 use crate::core::{MediaKind, RtpPacket};
 use crate::ingest::media::{Announce, MediaError, MediaPipeline};
 use crate::ingest::stream_publisher::RoomStream;
@@ -52,6 +53,9 @@ struct Connection {
     socket: TcpStream,
     /// Set once a publish was accepted.
     stream: Option<(RoomStream, MediaPipeline)>,
+    /// This connection's place among those in setup from its address; released when the
+    /// publish is accepted.
+    setup: Option<AddressSlot>,
     packets: Vec<RtpPacket>,
 }
 
@@ -62,6 +66,7 @@ pub(super) async fn serve(
     socket: TcpStream,
     peer: SocketAddr,
     shared: Arc<Shared>,
+    setup: AddressSlot,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let span = info_span!(
@@ -77,6 +82,7 @@ pub(super) async fn serve(
             shared,
             socket,
             stream: None,
+            setup: Some(setup),
             packets: Vec::new(),
         };
         let end = tokio::select! {
@@ -111,12 +117,18 @@ impl Connection {
     async fn drive(&mut self) -> Result<std::convert::Infallible, End> {
         let mut buf = vec![0u8; READ_BUFFER];
         let mut events = Vec::new();
-        let setup_deadline = Instant::now() + self.shared.config.setup_timeout;
+        let accepted = Instant::now();
+        let handshake_deadline = accepted + self.shared.config.handshake_timeout;
+        let setup_deadline = accepted + self.shared.config.setup_timeout;
         loop {
             let read = if self.stream.is_some() {
                 timeout(self.shared.config.idle_timeout, self.socket.read(&mut buf))
                     .await
                     .map_err(|_| End::Timeout("no data from the encoder within the idle timeout"))?
+            } else if !self.protocol.handshake_done() {
+                timeout_at(handshake_deadline, self.socket.read(&mut buf))
+                    .await
+                    .map_err(|_| End::Timeout("no RTMP handshake within the handshake timeout"))?
             } else {
                 timeout_at(setup_deadline, self.socket.read(&mut buf))
                     .await
@@ -233,6 +245,8 @@ impl Connection {
         stream.stats().count_session();
         let media = stream.start_media(std::time::Instant::now());
         self.stream = Some((stream, media));
+        // Publishing: no longer counted among this address's connections in setup.
+        self.setup = None;
         let mut events = Vec::new();
         self.protocol.accept_publish(request, &mut events)?;
         info!("publishing");

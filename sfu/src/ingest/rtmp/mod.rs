@@ -5,7 +5,6 @@
 //! - `rml`: that trait on rml_rtmp, behind `guard` (chunk-size bounds, AMF nesting depth,
 //!   message size, panics of the decoder turned into errors).
 //! - `connection`: one connection's task (the only IO besides the accept loop here).
-
 mod amf;
 mod connection;
 mod guard;
@@ -23,6 +22,7 @@ use tracing::{debug, info, warn};
 use super::keys::{StreamKeys, StreamTarget};
 use super::registry::Registry;
 use super::stats::StreamStatsSnapshot;
+use crate::admission::PerAddress;
 use crate::runtime::Sfu;
 
 pub use guard::{MAX_CHUNK_SIZE, MIN_CHUNK_SIZE};
@@ -37,12 +37,19 @@ pub struct RtmpConfig {
     pub app: String,
     /// How long a stream whose connection dropped waits for its encoder to come back.
     pub reconnect_grace: Duration,
+    /// Time from TCP accept to a completed RTMP handshake. Short: an encoder sends its
+    /// handshake at once, and a socket that does not holds a connection slot meanwhile.
+    pub handshake_timeout: Duration,
     /// Time from TCP accept to an accepted publish.
     pub setup_timeout: Duration,
     /// Longest silence from a publishing encoder.
     pub idle_timeout: Duration,
     /// Connections served at once; more are closed at accept.
     pub max_connections: usize,
+    /// Connections in setup (before their publish is accepted) from one source address (an
+    /// IPv6 client: its /64); more are closed at accept. Publishing connections do not count,
+    /// so one address may carry any number of encoders.
+    pub max_setup_per_address: usize,
     /// Largest RTMP message (one video frame) accepted while publishing.
     pub max_message_bytes: usize,
 }
@@ -53,9 +60,11 @@ impl Default for RtmpConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 1935)),
             app: "live".to_owned(),
             reconnect_grace: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(3),
             setup_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(10),
             max_connections: 64,
+            max_setup_per_address: 4,
             max_message_bytes: 4 * 1024 * 1024,
         }
     }
@@ -129,6 +138,7 @@ impl RtmpServer {
 
 async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(shared.config.max_connections));
+    let in_setup = PerAddress::new(shared.config.max_setup_per_address);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -143,6 +153,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
                 continue;
             }
         };
+        let Some(setup) = in_setup.admit(peer.ip()) else {
+            debug!(%peer, "RTMP connection refused: too many connections in setup from this address");
+            continue;
+        };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
             debug!(%peer, "RTMP connection refused: too many connections");
             continue;
@@ -150,7 +164,7 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut stop: watch
         let shared = Arc::clone(&shared);
         let stop = stop.clone();
         tokio::spawn(async move {
-            connection::serve(socket, peer, shared, stop).await;
+            connection::serve(socket, peer, shared, setup, stop).await;
             drop(permit);
         });
     }

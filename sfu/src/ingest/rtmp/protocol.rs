@@ -75,6 +75,9 @@ pub trait RtmpProtocol: Send {
         events: &mut Vec<ProtocolEvent>,
     ) -> Result<(), ProtocolError>;
 
+    /// Whether the RTMP handshake is complete (the connection deadline depends on it).
+    fn handshake_done(&self) -> bool;
+
     /// Lets the peer publish (answers [`ProtocolEvent::PublishRequested`]).
     fn accept_publish(
         &mut self,

@@ -155,6 +155,10 @@ impl RtmpProtocol for RmlProtocol {
         self.dispatch(results, events)
     }
 
+    fn handshake_done(&self) -> bool {
+        self.handshake.is_none()
+    }
+
     fn accept_publish(
         &mut self,
         request: u32,

@@ -1,0 +1,297 @@
+//! The HTTP accept loop and its limits on connections before any authentication: how many are
+//! served at once, in total and per source address, and how long a client may take to send a
+//! request's headers.
+
+use std::io::ErrorKind;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sluice_sfu::admission::{AddressSlot, PerAddress};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tower::ServiceExt;
+use tracing::{debug, warn};
+
+/// Longest time a client may take to send a request's headers, counted from the accept (or
+/// from the end of the previous response on a kept-alive connection). A socket that sends
+/// nothing or half a request is closed then. Not yet a `Config` option.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Connections served at once (HTTP requests in progress, idle kept-alive sockets and
+/// WebSockets alike); more are answered 503 and closed. Keep it below the process's file
+/// descriptor limit minus the UDP sockets of the media plane. Not yet a `Config` option.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Connections served at once from one source address (an IPv6 client: its /64); more are
+/// answered 503 and closed. Not yet a `Config` option.
+pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
+
+/// What [`crate::server::Server`] allows a connection before it authenticates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
+    pub header_read_timeout: Duration,
+    /// See [`DEFAULT_MAX_CONNECTIONS`].
+    pub max_connections: usize,
+    /// See [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`].
+    pub max_connections_per_address: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
+        }
+    }
+}
+
+/// Serves `app` on `listener` within `limits` until `stop` turns true (or its sender is
+/// dropped); then asks every HTTP connection to finish its request and close, and returns once
+/// they have. Upgraded connections (WebSockets) are not waited for: their sessions end on the
+/// same `stop`.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    mut stop: watch::Receiver<bool>,
+) {
+    let live = Live::new(limits);
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    // Each connection task holds a receiver; all are gone once every task has ended.
+    let (tasks_done, task_alive) = watch::channel(());
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(err) if is_connection_error(&err) => continue,
+                Err(err) => {
+                    // Out of file descriptors and the like: wait a little rather than spin.
+                    warn!(%err, "HTTP accept failed");
+                    tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let slot = match live.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                debug!(%peer, reason = %refusal, "connection refused");
+                // Best effort and without waiting: a new socket's send buffer is empty.
+                let _ = stream.try_write(REFUSAL);
+                continue;
+            }
+        };
+        let app = app.clone();
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            app.clone().oneshot(request)
+        });
+        let io = TokioIo::new(Counted {
+            stream,
+            _slot: slot,
+        });
+        let connection = http.serve_connection(io, service).with_upgrades();
+        let mut stop = stop.clone();
+        let alive = task_alive.clone();
+        tokio::spawn(async move {
+            let mut connection = std::pin::pin!(connection);
+            let mut stopping = false;
+            loop {
+                tokio::select! {
+                    result = connection.as_mut() => {
+                        if let Err(err) = result {
+                            debug!(%peer, %err, "HTTP connection ended");
+                        }
+                        break;
+                    }
+                    () = stopped(&mut stop), if !stopping => {
+                        stopping = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                }
+            }
+            drop(alive);
+        });
+    }
+    drop(listener);
+    drop(task_alive);
+    tasks_done.closed().await;
+}
+
+/// Resolves once `stop` is true or its sender is gone.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// What a connection past a cap reads before the server closes it.
+const REFUSAL: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n";
+
+/// Pause after an accept error that is not about one connection (out of file descriptors).
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// Errors that end only the connection being accepted.
+fn is_connection_error(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        ErrorKind::ConnectionRefused | ErrorKind::ConnectionAborted | ErrorKind::ConnectionReset
+    )
+}
+
+/// Why a connection was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+enum Refusal {
+    #[error("too many connections")]
+    Total,
+    #[error("too many connections from this address")]
+    PerAddress,
+}
+
+/// The live connections, in total and per source address.
+#[derive(Debug)]
+struct Live {
+    total: Arc<Semaphore>,
+    per_address: Arc<PerAddress>,
+}
+
+impl Live {
+    fn new(limits: ConnectionLimits) -> Self {
+        Self {
+            total: Arc::new(Semaphore::new(
+                limits.max_connections.min(Semaphore::MAX_PERMITS),
+            )),
+            per_address: PerAddress::new(limits.max_connections_per_address),
+        }
+    }
+
+    /// A slot for a connection from `ip`, held until the connection is dropped.
+    fn admit(&self, ip: IpAddr) -> Result<Slot, Refusal> {
+        let address = self.per_address.admit(ip).ok_or(Refusal::PerAddress)?;
+        let total = Arc::clone(&self.total)
+            .try_acquire_owned()
+            .map_err(|_| Refusal::Total)?;
+        Ok(Slot {
+            _total: total,
+            _address: address,
+        })
+    }
+}
+
+/// One admitted connection; dropping it frees its places.
+#[derive(Debug)]
+struct Slot {
+    _total: OwnedSemaphorePermit,
+    _address: AddressSlot,
+}
+
+/// A TCP stream holding its connection's [`Slot`]: the slot follows the stream into an upgraded
+/// WebSocket, so a connection counts for as long as its socket is open.
+struct Counted {
+    stream: TcpStream,
+    _slot: Slot,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn live(total: usize, per_address: usize) -> Live {
+        Live::new(ConnectionLimits {
+            max_connections: total,
+            max_connections_per_address: per_address,
+            ..ConnectionLimits::default()
+        })
+    }
+
+    #[test]
+    fn caps_count_live_connections() {
+        let live = live(3, 2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let first = live.admit(a).unwrap();
+        let _second = live.admit(a).unwrap();
+        assert_eq!(live.admit(a).unwrap_err(), Refusal::PerAddress);
+        let _third = live.admit(b).unwrap();
+        assert_eq!(live.admit(b).unwrap_err(), Refusal::Total);
+        drop(first);
+        let _again = live.admit(a).unwrap();
+        assert_eq!(live.total.available_permits(), 0);
+    }
+
+    #[test]
+    fn slots_are_freed() {
+        let live = live(10, 10);
+        let slots: Vec<_> = (0..5)
+            .map(|i| live.admit(IpAddr::from([10, 0, 0, i])).unwrap())
+            .collect();
+        assert_eq!(live.total.available_permits(), 5);
+        drop(slots);
+        assert_eq!(live.total.available_permits(), 10);
+        assert_eq!(live.per_address.addresses(), 0);
+    }
+
+    #[test]
+    fn refused_by_the_total_frees_its_address_place() {
+        let live = live(1, 5);
+        let _held = live.admit(IpAddr::from([10, 0, 0, 1])).unwrap();
+        assert_eq!(
+            live.admit(IpAddr::from([10, 0, 0, 2])).unwrap_err(),
+            Refusal::Total
+        );
+        assert_eq!(live.per_address.addresses(), 1);
+    }
+}
