@@ -40,6 +40,6 @@ pub mod codec;
 
 pub use packet::{Codec, DropReason, MediaKind, RtpPacket};
 pub use room::{
-    CoreError, DropCounts, Input, LayerReason, Output, PublicationStats, Room, RoomConfig,
+    CoreError, DropCounts, Input, LayerChangeReason, Output, PublicationStats, Room, RoomConfig,
     RoomConfigError, RoomStats, SubscriptionStats,
 };

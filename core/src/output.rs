@@ -41,7 +41,7 @@ pub enum Output {
         /// The layer being switched to (or kept).
         target: Layer,
         /// Why it changed.
-        reason: LayerReason,
+        reason: LayerChangeReason,
     },
     /// Before moving `subscriber` up, send `bits_per_second` more than its media for
     /// `duration` to see whether its path carries that (a standing queue stops the probe and
@@ -95,7 +95,7 @@ pub enum Output {
 
 /// Why a subscription's layer target or current layer changed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LayerReason {
+pub enum LayerChangeReason {
     /// The subscriber asked for a different maximum.
     Requested,
     /// The subscriber's bandwidth estimate moved the cap.

@@ -11,7 +11,7 @@ use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use super::keyframe_cache::KeyframeCache;
 use super::packet::{Codec, DropReason, MediaKind, PacketMeta, RtpPacket};
 use super::rewrite::vp8::Vp8Meta;
-use super::room::{LayerReason, Output};
+use super::room::{LayerChangeReason, Output};
 use super::simulcast_layer::SimulcastLayer;
 use super::stats::{DropCounts, PublicationStats};
 use super::subscription::{Decision, Subscription};
@@ -204,7 +204,7 @@ impl Publication {
             cache.record(&meta, packet, keyframe_start);
         }
         if std::mem::take(&mut self.layer_came_live) {
-            self.retarget(now, None, LayerReason::LayerUnavailable, outputs);
+            self.retarget(now, None, LayerChangeReason::LayerUnavailable, outputs);
         }
         for subscription in &mut self.subscriptions {
             if let Decision::Send(rewrite) =
@@ -305,7 +305,7 @@ impl Publication {
             self.next_liveness_check = (!self.subscriptions.is_empty()
                 && self.layers.iter().any(|l| l.is_live(now)))
             .then(|| now + LIVENESS_CHECK);
-            self.retarget(now, None, LayerReason::LayerUnavailable, outputs);
+            self.retarget(now, None, LayerChangeReason::LayerUnavailable, outputs);
         }
         if self.next_pause_check.is_some_and(|check| now >= check) {
             self.update_dynacast(now, outputs);
@@ -318,7 +318,7 @@ impl Publication {
         &mut self,
         now: Instant,
         only: Option<SubscriptionId>,
-        reason: LayerReason,
+        reason: LayerChangeReason,
         outputs: &mut VecDeque<Output>,
     ) {
         if self.kind != MediaKind::Video {

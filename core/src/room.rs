@@ -15,7 +15,7 @@ use super::subscription::Subscription;
 
 pub use super::config::{RoomConfig, RoomConfigError};
 pub use super::input::{CoreError, Input};
-pub use super::output::{LayerReason, Output};
+pub use super::output::{LayerChangeReason, Output};
 pub use super::stats::{DropCounts, PublicationStats, RoomStats, SubscriptionStats};
 
 /// The media routing of one room: which packets go to which subscriber, with which
@@ -121,7 +121,7 @@ impl Room {
                 publication.retarget(
                     now,
                     Some(subscription),
-                    LayerReason::Requested,
+                    LayerChangeReason::Requested,
                     &mut self.outputs,
                 );
                 Ok(())

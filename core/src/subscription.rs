@@ -14,7 +14,7 @@ use super::layer::Layer;
 use super::packet::{DropReason, MediaKind, PacketMeta, RtpPacket};
 use super::rewrite::numbering::Numbering;
 use super::rewrite::vp8::{Vp8Continuity, Vp8Patch};
-use super::room::{LayerReason, Output};
+use super::room::{LayerChangeReason, Output};
 use super::stats::SubscriptionStats;
 use super::temporal::{TOP_TEMPORAL_LAYER, TemporalSelector};
 
@@ -117,7 +117,7 @@ pub(crate) struct Subscription {
 struct LayerEvent {
     current: Option<Layer>,
     target: Layer,
-    reason: LayerReason,
+    reason: LayerChangeReason,
 }
 
 impl Subscription {
@@ -287,7 +287,7 @@ impl Subscription {
         self.max_temporal.min(capped).min(TOP_TEMPORAL_LAYER)
     }
 
-    fn push_event(&mut self, reason: LayerReason) {
+    fn push_event(&mut self, reason: LayerChangeReason) {
         let current_temporal = self.temporal.current();
         self.events.push(LayerEvent {
             current: self
@@ -308,7 +308,7 @@ impl Subscription {
 
     /// Moves the target; a spatial switch happens on the target layer's next keyframe, a
     /// temporal one at the next frame (down) or layer-sync frame (up).
-    pub(crate) fn retarget(&mut self, target: u8, reason: LayerReason) {
+    pub(crate) fn retarget(&mut self, target: u8, reason: LayerChangeReason) {
         let temporal = self.temporal_target_for(target);
         if target != self.target || temporal != self.temporal.target() {
             debug!(
@@ -430,7 +430,7 @@ impl Subscription {
             // The first layer is news too where there are layers to choose from: the
             // subscriber learns what it receives without waiting for a change.
             if previous != self.current && (previous.is_some() || self.reports_first_layer) {
-                self.push_event(LayerReason::Switched);
+                self.push_event(LayerChangeReason::Switched);
             }
         }
         if let Some(vp8) = &meta.vp8
@@ -442,7 +442,7 @@ impl Subscription {
                 .decide(meta.ts, tid, vp8.layer_sync, meta.start_point);
             if decision.switched || reported_before != self.temporal.current() {
                 debug!(subscription = %self.id, from = reported_before, to = self.temporal.current(), "temporal layer switch");
-                self.push_event(LayerReason::Switched);
+                self.push_event(LayerChangeReason::Switched);
             }
             if !decision.forward {
                 self.numbering.skip(meta);

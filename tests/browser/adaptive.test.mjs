@@ -119,9 +119,9 @@ test('adaptive stream: the layer follows the video element size and visibility',
   await withDiagnostics('adaptive', server, () => pages, async () => {
     const room = uniqueRoom('adaptive');
     const publisher = await joinProbePage(room, 'publisher');
-    // Rig: the publisher's uplink estimate is floored (see floorPublisherUplink). Unfloored, it
-    // once stayed so low in CI that f never came within 25 s: this test is about the element's
-    // size, not the publisher's uplink.
+    // Rig: the publisher's uplink estimate is floored (see floorPublisherUplink): unfloored it can
+    // stay so low on a loaded machine that f never comes within 25 s, and this test is about the
+    // element's size, not the publisher's uplink.
     await floorPublisherUplink(publisher, 2_000);
     const publication = await publishCamera(publisher, { codec: 'vp8' });
     assert.deepEqual(publication.rids, RIDS, 'the publication is simulcast');

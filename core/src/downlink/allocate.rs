@@ -9,7 +9,7 @@ use super::{AUDIO_BPS, Downlink, Media, PROBE_DURATION};
 use crate::ids::{PublicationId, SubscriptionId};
 use crate::layer::Layer;
 use crate::packet::MediaKind;
-use crate::room::{LayerReason, Output};
+use crate::room::{LayerChangeReason, Output};
 use crate::temporal::TOP_TEMPORAL_LAYER;
 
 /// Bandwidth allocation keeps this share of the estimate for audio, RTCP and
@@ -262,7 +262,7 @@ fn apply(
         publication.retarget(
             now,
             Some(w.subscription),
-            LayerReason::Bandwidth,
+            LayerChangeReason::Bandwidth,
             media.outputs,
         );
     }

@@ -9,7 +9,7 @@ use super::{CONGESTION_DRAIN, CONGESTION_HOLD, Downlink, Media};
 use crate::ids::{PublicationId, SubscriptionId};
 use crate::layer::Layer;
 use crate::packet::MediaKind;
-use crate::room::LayerReason;
+use crate::room::LayerChangeReason;
 
 /// Loss is judged over windows this long.
 const LOSS_WINDOW: Duration = Duration::from_millis(300);
@@ -155,7 +155,7 @@ impl Downlink {
             // path quickly); the temporal cap does not apply below the cap.
             subscription.set_cap(Layer::new(to, u8::MAX));
             subscription.set_upgrade_candidate(None);
-            publication.retarget(now, Some(id), LayerReason::Bandwidth, media.outputs);
+            publication.retarget(now, Some(id), LayerChangeReason::Bandwidth, media.outputs);
             if let Some(subscription) = publication.subscription_mut(id) {
                 subscription.shed_until_switched();
             }
@@ -299,7 +299,7 @@ impl Downlink {
             subscription.set_cap(before);
             subscription.set_upgrade_candidate(None);
             subscription.set_last_upgrade(None);
-            publication.retarget(now, Some(id), LayerReason::Bandwidth, media.outputs);
+            publication.retarget(now, Some(id), LayerChangeReason::Bandwidth, media.outputs);
             if let Some(subscription) = publication.subscription_mut(id) {
                 subscription.shed_until_switched();
             }
@@ -362,7 +362,7 @@ fn step_down_to_quick_layer(
     if to < subscription.cap_layer() {
         subscription.set_cap(Layer::new(to, u8::MAX));
         subscription.set_upgrade_candidate(None);
-        publication.retarget(now, Some(id), LayerReason::Bandwidth, media.outputs);
+        publication.retarget(now, Some(id), LayerChangeReason::Bandwidth, media.outputs);
     }
     let Some(subscription) = publication.subscription_mut(id) else {
         return false;

@@ -6,7 +6,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::publication::PAUSE_DELAY;
-use crate::{DropReason, LayerReason};
+use crate::{DropReason, LayerChangeReason};
 
 const PUB: u64 = 1;
 const PUBLISHER: u64 = 10;
@@ -71,7 +71,7 @@ impl Stream {
     }
 }
 
-fn layer_changes(outputs: &[Output]) -> Vec<(Option<u8>, u8, LayerReason)> {
+fn layer_changes(outputs: &[Output]) -> Vec<(Option<u8>, u8, LayerChangeReason)> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -164,7 +164,7 @@ fn the_first_layer_forwarded_is_reported() {
     let (mut h, _stream) = streaming();
     assert_eq!(
         layer_changes(&h.drain()),
-        vec![(Some(2), 2, LayerReason::Switched)],
+        vec![(Some(2), 2, LayerChangeReason::Switched)],
         "the subscriber learns it receives f without waiting for a change"
     );
 }
@@ -177,7 +177,7 @@ fn requested_switch_waits_for_the_target_keyframe_and_stays_continuous() {
     let outputs = h.drain();
     assert_eq!(
         layer_changes(&outputs),
-        vec![(Some(2), 0, LayerReason::Requested)]
+        vec![(Some(2), 0, LayerChangeReason::Requested)]
     );
     assert_eq!(
         keyframe_requests(&outputs),
@@ -202,7 +202,7 @@ fn requested_switch_waits_for_the_target_keyframe_and_stays_continuous() {
     assert!(switched[0].timestamp > before[2].timestamp);
     assert_eq!(
         layer_changes(&outputs),
-        vec![(Some(0), 0, LayerReason::Switched)]
+        vec![(Some(0), 0, LayerChangeReason::Switched)]
     );
     assert!(
         dynacast(&outputs).is_empty(),
@@ -238,7 +238,7 @@ fn a_layer_that_stops_falls_back_to_the_best_live_layer() {
     }
     let outputs = h.drain();
     assert!(
-        layer_changes(&outputs).contains(&(Some(2), 1, LayerReason::LayerUnavailable)),
+        layer_changes(&outputs).contains(&(Some(2), 1, LayerChangeReason::LayerUnavailable)),
         "{:?}",
         layer_changes(&outputs)
     );
@@ -279,8 +279,8 @@ fn dynacast_resumes_a_layer_someone_asks_for() {
     assert_eq!(
         layer_changes(&outputs),
         vec![
-            (Some(0), 2, LayerReason::LayerUnavailable),
-            (Some(2), 2, LayerReason::Switched)
+            (Some(0), 2, LayerChangeReason::LayerUnavailable),
+            (Some(2), 2, LayerChangeReason::Switched)
         ]
     );
 }
@@ -322,7 +322,7 @@ fn bandwidth_caps_down_at_once_and_up_only_after_it_held() {
     let outputs = h.drain();
     assert_eq!(
         layer_changes(&outputs),
-        vec![(Some(2), 1, LayerReason::Bandwidth)]
+        vec![(Some(2), 1, LayerChangeReason::Bandwidth)]
     );
     // More bandwidth: no upgrade until it has held for 3 s.
     h.bandwidth(20, 5_000_000);
@@ -335,7 +335,7 @@ fn bandwidth_caps_down_at_once_and_up_only_after_it_held() {
     let outputs = h.drain();
     assert_eq!(
         layer_changes(&outputs),
-        vec![(Some(2), 2, LayerReason::Bandwidth)]
+        vec![(Some(2), 2, LayerChangeReason::Bandwidth)]
     );
 }
 
@@ -543,7 +543,7 @@ fn heavy_nack_loss_steps_down_one_layer_at_once_then_cools_down() {
     let outputs = h.drain();
     assert_eq!(
         layer_changes(&outputs),
-        vec![(Some(2), 1, LayerReason::Bandwidth)]
+        vec![(Some(2), 1, LayerChangeReason::Bandwidth)]
     );
     // Until h's keyframe, f is shed (not fed into the congested path), and the switch stays
     // contiguous in sequence numbers.
@@ -591,7 +591,7 @@ fn very_heavy_nack_loss_drops_to_the_lowest_layer() {
     .unwrap();
     assert_eq!(
         layer_changes(&h.drain()),
-        vec![(Some(2), 0, LayerReason::Bandwidth)]
+        vec![(Some(2), 0, LayerChangeReason::Bandwidth)]
     );
 }
 
@@ -627,7 +627,7 @@ fn a_congested_path_gets_what_it_delivers_at_once_and_keeps_it_through_the_hold(
     let outputs = h.drain();
     assert_eq!(
         layer_changes(&outputs),
-        vec![(Some(2), 1, LayerReason::Bandwidth)]
+        vec![(Some(2), 1, LayerChangeReason::Bandwidth)]
     );
     // f is shed at once (not fed into the queue), until h's keyframe.
     stream.frame(&mut h, &[0, 1, 2], &[]);
@@ -776,7 +776,7 @@ fn a_congested_path_that_delivers_little_drops_to_the_lowest_layer() {
     .unwrap();
     assert_eq!(
         layer_changes(&h.drain()),
-        vec![(Some(2), 0, LayerReason::Bandwidth)]
+        vec![(Some(2), 0, LayerChangeReason::Bandwidth)]
     );
 }
 
@@ -1089,7 +1089,7 @@ fn a_queue_in_a_remb_clients_round_trip_steps_it_down_before_its_remb_falls() {
     let outputs = round_trips(&mut h, &mut stream, &[42]);
     assert_eq!(
         layer_changes(&outputs).last().map(|c| (c.1, c.2)),
-        Some((0, LayerReason::Bandwidth)),
+        Some((0, LayerChangeReason::Bandwidth)),
         "{:?}",
         layer_changes(&outputs)
     );

@@ -8,7 +8,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::rewrite::seq::SeqUnwrapper;
-use crate::{DropReason, LayerReason};
+use crate::{DropReason, LayerChangeReason};
 
 const PUB: u64 = 1;
 const PUBLISHER: u64 = 10;
@@ -130,7 +130,7 @@ fn out_tid(packet: &RtpPacket) -> u8 {
     packet.payload[5] >> 6
 }
 
-fn temporal_changes(outputs: &[Output]) -> Vec<(Option<u8>, u8, LayerReason)> {
+fn temporal_changes(outputs: &[Output]) -> Vec<(Option<u8>, u8, LayerChangeReason)> {
     outputs
         .iter()
         .filter_map(|o| match o {
@@ -194,9 +194,9 @@ fn temporal_zero_forwards_base_frames_with_contiguous_numbers_and_picture_ids() 
     assert_eq!(
         temporal_changes(&outputs),
         vec![
-            (Some(2), 2, LayerReason::Switched),
-            (Some(2), 0, LayerReason::Requested),
-            (Some(0), 0, LayerReason::Switched),
+            (Some(2), 2, LayerChangeReason::Switched),
+            (Some(2), 0, LayerChangeReason::Requested),
+            (Some(0), 0, LayerChangeReason::Switched),
         ]
     );
     let frames_sent: Vec<u16> = forwarded
@@ -252,7 +252,7 @@ fn back_up_one_layer_at_each_sync_frame() {
     assert_eq!(
         temporal_changes(&outputs)
             .into_iter()
-            .filter(|c| c.2 == LayerReason::Switched)
+            .filter(|c| c.2 == LayerChangeReason::Switched)
             .map(|c| c.0)
             .collect::<Vec<_>>(),
         vec![Some(2), Some(0), Some(1), Some(2)]
@@ -407,7 +407,7 @@ fn caps(outputs: &[Output]) -> Vec<(u8, u8)> {
         .filter_map(|o| match o {
             Output::LayersChanged {
                 target,
-                reason: LayerReason::Bandwidth,
+                reason: LayerChangeReason::Bandwidth,
                 ..
             } => Some((target.spatial, target.temporal)),
             _ => None,

@@ -11,7 +11,7 @@ use super::keys::StreamTarget;
 use super::media::{MediaCarry, MediaPipeline};
 use super::stats::StreamStats;
 use crate::core::{MediaKind, RtpPacket};
-use crate::runtime::{IngestParticipant, IngestPublication, RequestError, Sfu, Source};
+use crate::runtime::{IngestParticipant, IngestPublication, RequestError, Sfu, TrackSource};
 use crate::transport::CodecInfo;
 
 struct Track {
@@ -98,7 +98,7 @@ impl RoomStream {
         }
         let publication = self
             .participant
-            .publish(Source::Rtmp, Some(name.clone()), codec.clone())
+            .publish(TrackSource::Rtmp, Some(name.clone()), codec.clone())
             .await?;
         info!(publication = %publication.id(), codec = %codec.mime_type, %name, "published");
         *slot = Some(Track {

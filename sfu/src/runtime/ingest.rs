@@ -6,7 +6,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::room_task::{RoomCommand, RoomHandle};
-use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, Source};
+use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackSource};
 use crate::core::{ParticipantId, PublicationId, RtpPacket};
 use crate::shard::{IngestSink, Shard};
 use crate::transport::{CodecInfo, RtpSink};
@@ -138,7 +138,7 @@ impl IngestParticipant {
     /// keyframe, so new subscribers start at once: an RTMP encoder cannot be asked for one.
     pub async fn publish(
         &self,
-        source: Source,
+        source: TrackSource,
         name: Option<String>,
         codec: CodecInfo,
     ) -> Result<IngestPublication, RequestError> {

@@ -32,7 +32,7 @@ use room_task::RoomHandle;
 
 /// Where a publication's media comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
+pub enum TrackSource {
     Camera,
     Microphone,
     Screen,
@@ -49,8 +49,10 @@ impl PublicationInfo {
     /// play on their own.
     pub fn sync_group(&self) -> String {
         match self.source {
-            Source::Rtmp | Source::Camera | Source::Microphone => self.participant.to_string(),
-            Source::Screen | Source::Other => format!("{}-{}", self.participant, self.id),
+            TrackSource::Rtmp | TrackSource::Camera | TrackSource::Microphone => {
+                self.participant.to_string()
+            }
+            TrackSource::Screen | TrackSource::Other => format!("{}-{}", self.participant, self.id),
         }
     }
 }
@@ -68,7 +70,7 @@ pub struct PublicationInfo {
     pub id: PublicationId,
     pub participant: ParticipantId,
     pub kind: MediaKind,
-    pub source: Source,
+    pub source: TrackSource,
     pub name: Option<String>,
     /// The negotiated codec's MIME type, e.g. `video/VP8`.
     pub codec: String,
@@ -81,7 +83,7 @@ pub struct PublicationInfo {
 pub struct TrackRequest {
     pub mid: String,
     pub kind: MediaKind,
-    pub source: Source,
+    pub source: TrackSource,
     pub name: Option<String>,
     /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
     pub rids: Vec<String>,

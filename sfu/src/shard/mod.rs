@@ -42,7 +42,7 @@ use std::sync::atomic::AtomicU64;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::core::{LayerReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
+use crate::core::{LayerChangeReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
 pub use ingest::IngestSink;
 
 use crate::transport::{CodecInfo, ConnectionState, IceCandidate, PeerRole};
@@ -149,7 +149,7 @@ pub enum ShardEvent {
         subscription: SubscriptionId,
         current: Option<crate::core::Layer>,
         target: crate::core::Layer,
-        reason: LayerReason,
+        reason: LayerChangeReason,
     },
     /// To a publisher (dynacast): which simulcast layers of its publication anyone needs, by
     /// index (lowest first).

@@ -1,10 +1,13 @@
 //! Mapping between the media plane's runtime types (`sluice_sfu`) and the wire types of
 //! [`crate::protocol`]: `From` impls both ways, and [`event_message`] for participant events.
 
-use sluice_sfu::core::{Layer as CoreLayer, LayerReason, MediaKind as CoreMediaKind};
+use sluice_sfu::core::{
+    Layer as CoreLayer, LayerChangeReason as CoreLayerChangeReason, MediaKind as CoreMediaKind,
+};
 use sluice_sfu::runtime::{
     ParticipantEvent, ParticipantInfo as CoreParticipantInfo,
-    PublicationInfo as CorePublicationInfo, RoomEvent, Source, TrackRequest,
+    PublicationInfo as CorePublicationInfo, RoomEvent, TrackRequest,
+    TrackSource as CoreTrackSource,
 };
 use sluice_sfu::transport::{IceCandidate as CoreIceCandidate, PeerRole as CorePeerRole};
 
@@ -128,19 +131,19 @@ impl From<MediaKind> for CoreMediaKind {
     }
 }
 
-impl From<Source> for TrackSource {
-    fn from(source: Source) -> Self {
+impl From<CoreTrackSource> for TrackSource {
+    fn from(source: CoreTrackSource) -> Self {
         match source {
-            Source::Camera => Self::Camera,
-            Source::Microphone => Self::Microphone,
-            Source::Screen => Self::Screen,
-            Source::Rtmp => Self::Rtmp,
-            Source::Other => Self::Other,
+            CoreTrackSource::Camera => Self::Camera,
+            CoreTrackSource::Microphone => Self::Microphone,
+            CoreTrackSource::Screen => Self::Screen,
+            CoreTrackSource::Rtmp => Self::Rtmp,
+            CoreTrackSource::Other => Self::Other,
         }
     }
 }
 
-impl From<TrackSource> for Source {
+impl From<TrackSource> for CoreTrackSource {
     fn from(source: TrackSource) -> Self {
         match source {
             TrackSource::Camera => Self::Camera,
@@ -201,13 +204,13 @@ impl From<IceCandidate> for CoreIceCandidate {
     }
 }
 
-impl From<LayerReason> for LayerChangeReason {
-    fn from(reason: LayerReason) -> Self {
+impl From<CoreLayerChangeReason> for LayerChangeReason {
+    fn from(reason: CoreLayerChangeReason) -> Self {
         match reason {
-            LayerReason::Requested => Self::Requested,
-            LayerReason::Bandwidth => Self::Bandwidth,
-            LayerReason::LayerUnavailable => Self::LayerUnavailable,
-            LayerReason::Switched => Self::Switched,
+            CoreLayerChangeReason::Requested => Self::Requested,
+            CoreLayerChangeReason::Bandwidth => Self::Bandwidth,
+            CoreLayerChangeReason::LayerUnavailable => Self::LayerUnavailable,
+            CoreLayerChangeReason::Switched => Self::Switched,
         }
     }
 }

@@ -10,7 +10,8 @@ use tracing::{debug, info, warn};
 
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu};
 use crate::core::{
-    self, Input, LayerReason, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId,
+    self, Input, LayerChangeReason, Output, ParticipantId, PublicationId, RtpPacket, Ssrc,
+    SubscriptionId,
 };
 use crate::transport::{CodecInfo, RemoteTrack, RepairHorizons, RtpSink};
 
@@ -52,7 +53,7 @@ pub struct LayersChanged {
     /// temporal layers).
     pub current: Option<core::Layer>,
     pub target: core::Layer,
-    pub reason: LayerReason,
+    pub reason: LayerChangeReason,
 }
 
 pub(crate) enum RoomCommand {
