@@ -78,7 +78,7 @@ test('RTMP audio and video play in sync in the browser', { timeout: 120_000 }, a
     encoder = startEncoder(rtmpUrl);
     await waitFor(
       'both RTMP publications',
-      () => server.log.filter((line) => /ingest::room: published/.test(line)).length,
+      () => server.log.filter((line) => /ingest::stream_publisher: published/.test(line)).length,
       (n) => n >= 2,
       { timeoutMs: 15_000, intervalMs: 100 },
     );

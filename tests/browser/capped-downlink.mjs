@@ -52,7 +52,7 @@ export function cappedDownlinkRig(name, seeds) {
   before(async () => {
     // The core's allocation decisions (`bandwidth cap … bits_per_second=…`) are debug lines:
     // keep them to report the estimate at which each layer was chosen.
-    const log = process.env.SLUICE_LOG ?? 'info,sluice_sfu::core::room=debug,sluice_sfu::transport::peer=debug,sluice_sfu::transport::horizon=debug';
+    const log = process.env.SLUICE_LOG ?? 'info,sluice_core::room=debug,sluice_core::downlink=debug,sluice_sfu::transport::peer=debug,sluice_sfu::transport::horizon=debug';
     server = await startServer(name, { env: { SLUICE_LOG: log } });
     // 20 fps, as in the simulcast test: at 30 fps the publishing Chromium's three encoders
     // starve on 2 cores (docs/decisions.md §19), which would show up here as freezes of the

@@ -32,7 +32,7 @@ let pages = [];
 
 before(async () => {
   // The core logs "temporal layers arrive" at debug when a layer's first TID > 0 arrives.
-  server = await startServer('temporal', { env: { SLUICE_LOG: 'info,sluice_sfu::core=debug,rtc=error,webrtc=error' } });
+  server = await startServer('temporal', { env: { SLUICE_LOG: 'info,sluice_core=debug,rtc=error,webrtc=error' } });
   browser = await launchBrowser();
 });
 
