@@ -25,8 +25,9 @@ const SILENCE: u8 = 127;
 
 /// A packet is voiced when it is at least this loud: -50 dBov (the levels are -dBov, so lower is
 /// louder). Speech at a normal distance from a microphone measures some 20–35 dB above that,
-/// and the noise browsers leave after their noise suppression some 10–20 dB below it. mediasoup's
-/// default (-80 dBov) lets background noise through; LiveKit's (-35 dBov) misses quiet talkers.
+/// and the noise browsers leave after their noise suppression some 10–20 dB below it. A much
+/// lower threshold lets background noise through; a much higher one misses quiet talkers
+/// (ADR 0014).
 const VOICED_MAX_DBOV: u8 = 50;
 
 /// An interval is speech when at least this share of its packets is voiced: 6 of the 15 packets
@@ -36,7 +37,7 @@ const SPEECH_MIN_VOICED_PERCENT: u64 = 40;
 /// A speaker stops being one after this many intervals without speech in a row (900 ms). A
 /// silence straddling two intervals can make both quiet once it is longer than 360 ms (60 % of
 /// each), so two would drop a talker in a long breath; three hold through silences up to 660 ms
-/// and still clear the list within about a second after the last word.
+/// and still clear the list within about a second after the last word (ADR 0014).
 const HANGOVER_INTERVALS: u8 = 3;
 
 /// A speaker overtakes one ranked above it only when louder by this factor (3 dB), so two

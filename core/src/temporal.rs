@@ -30,8 +30,8 @@ const RECENT_FRAMES: usize = 32;
 /// Frames of the next layer up seen without the layer-sync bit while an up-switch waits; then
 /// a keyframe is asked for. Some encoders never set Y, and their subscribers would otherwise
 /// stay at the lower frame rate until the next natural keyframe (with browsers: until loss).
-/// Chrome sets Y often (up-switches took 0.3–0.5 s in the browser test); 12 frames of the next
-/// layer are 1.6 s of TL1 or 0.8 s of TL2 in L1T3 at 30 fps.
+/// Chrome sets Y often, so its up-switches complete well before this (ADR 0015); 12 frames of
+/// the next layer are 1.6 s of TL1 or 0.8 s of TL2 in L1T3 at 30 fps.
 const SYNC_WAIT_FRAMES: u8 = 12;
 
 /// What happens to one packet.

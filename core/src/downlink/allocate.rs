@@ -18,15 +18,15 @@ const BANDWIDTH_HEADROOM_PERCENT: u64 = 85;
 /// A higher layer must fit the estimate this long before the subscriber is moved up, so a
 /// noisy estimate does not flap between layers (downgrades apply at once).
 const UPGRADE_HOLD: Duration = Duration::from_secs(3);
-/// An upgrade is probed at this share of what it adds: a little more, for the headroom.
-/// (125 % of the upgraded rate for REMB clients only made each refused probe freeze longer
-/// in the transport-wide test: ADR on probing, decisions §26.)
+/// An upgrade is probed at this share of what it adds: a little more, for the headroom. A
+/// bigger probe builds a bigger queue before it is refused, and the media waits behind it
+/// (ADR 0021).
 const PROBE_PERCENT: u64 = 110;
 /// A REMB client's probe adds this share of the upgraded rate on top of what the upgrade adds.
 /// Its estimator never sees the copies (SRTP drops them as replays), only the queue they build
-/// in front of the media, and libwebrtc notices a slow queue late: a probe of f at half rate
-/// (+10 %, ~15 % over a 350 kbit/s path) passed, and the REMB fell only 2.5 s after the
-/// upgrade it let through.
+/// in front of the media, and libwebrtc notices a slowly growing queue late: a probe only a
+/// little over a path can pass, and the REMB then falls seconds after the upgrade it let
+/// through (ADR 0024).
 const REMB_PROBE_MARGIN_PERCENT: u64 = 25;
 /// After an upgrade, nothing else moves up (nor is probed) for this long, so a queue it builds
 /// shows as its own (and undoes it) rather than as the next probe's failure.
@@ -68,9 +68,9 @@ impl Downlink {
         let budget = (bits_per_second.saturating_mul(BANDWIDTH_HEADROOM_PERCENT) / 100)
             .saturating_sub(audio);
         climb(&mut wanted, budget);
-        // A probe started right after an upgrade cannot tell whose queue it meets: a REMB
-        // client's h at its full rate, upgraded while a probe for f began, overran a 350 kbit/s
-        // path; the queue failed the probe and the upgrade stayed for 2.8 s, freezing 800 ms.
+        // A probe started right after an upgrade cannot tell whose queue it meets: the queue
+        // of an upgrade the path cannot carry would fail the probe instead of undoing the
+        // upgrade, which then stays and freezes the picture (ADR 0025).
         let settling = self.each(media.publications).any(|(_, s)| {
             s.last_upgrade()
                 .is_some_and(|(_, at)| now.saturating_duration_since(at) < UPGRADE_SETTLE)
@@ -232,8 +232,8 @@ fn apply(
         match subscription.upgrade_candidate() {
             Some((candidate, since)) if candidate <= cap => {
                 // Only as far as the probe went: a higher layer that fits the estimate now is
-                // a new candidate, probed in its turn (applied unprobed, f at half rate went
-                // through a 350 kbit/s path that had been probed for h).
+                // a new candidate, probed in its turn (applied unprobed, it would enter a path
+                // that was probed only for the lower one: ADR 0021).
                 cap = candidate;
                 now.saturating_duration_since(since) >= UPGRADE_HOLD
             }

@@ -36,11 +36,12 @@ const CONGESTION_BUDGET_PERCENT: u64 = 75;
 /// How long a step-down's keyframe may take to cross a congested path (the viewer's picture
 /// stops between the shed layer and that keyframe).
 const KEYFRAME_CROSSING_LIMIT: Duration = Duration::from_millis(200);
-/// A keyframe carries about this much of its layer's stream (VP8 and H.264 keyframes of
-/// Chrome's camera layers: 5–10 average frames at 20–30 fps).
+/// A keyframe carries about 1/this of a second of its layer's stream (VP8 and H.264
+/// keyframes of Chrome's camera layers weigh several average frames: ADR 0019).
 const KEYFRAME_SHARE_OF_SECOND: u64 = 3;
 /// How long after a REMB client's upgrade a REMB fall is taken for that upgrade's failure:
-/// libwebrtc's estimator noticed a layer ~15 % over the path 0.4–3.7 s after it came.
+/// libwebrtc's estimator notices a layer only a little over the path seconds after it came
+/// (ADR 0024).
 const UPGRADE_TRIAL: Duration = Duration::from_secs(5);
 
 /// How well a congestion signal knows the path's rate.
@@ -50,11 +51,10 @@ pub(super) enum PathRate {
     /// allocation can follow it to a temporal layer of the same resolution.
     Measured,
     /// Only an upper bound that may still be well above the path (a REMB, whose first value
-    /// after overuse averages the second before the queue: 380 and 548 kbit/s under a 350
-    /// cap). A step chosen from it may not drain the queue (f at half rate, chosen at a budget
-    /// of 335 kbit/s, sent 320 under that cap and froze 983 ms; h, chosen at 410, froze 759),
-    /// so the subscriber goes to the lowest layer, whose keyframe crosses first, and the
-    /// allocator climbs from there within the budget after the usual hold, probing first.
+    /// after overuse averages the second before the queue). A step chosen from it may not
+    /// drain the queue, and its keyframe then waits behind it (ADR 0022), so the subscriber
+    /// goes to the lowest layer, whose keyframe crosses first, and the allocator climbs from
+    /// there within the budget after the usual hold, probing first.
     Bounded,
 }
 
@@ -127,7 +127,8 @@ impl Downlink {
     /// (or to the lowest, when `to_lowest`), at once; the bandwidth estimate moves it back up
     /// after the usual hold.
     fn step_down(&mut self, now: Instant, media: &mut Media<'_>, to_lowest: bool) {
-        // A probe 35 ms after a loss step-down failed on the queue the loss came from.
+        // The queue the loss came from is still draining: a probe now would fail on it
+        // (ADR 0010).
         self.hold_upgrades_after_congestion(now, media.outputs, CONGESTION_DRAIN);
         for (publication, id) in self.subscriptions.clone() {
             let Some(publication) = media.publications.get_mut(&publication) else {
@@ -212,7 +213,7 @@ impl Downlink {
     /// A probe of the path failed while the media ran at `media_bps`: the upgrade it tested is
     /// off, and no upgrade is tried for [`CONGESTION_HOLD`]. Nothing moves down: the media
     /// fitted before the probe, and a switch now would put a keyframe into the queue the probe
-    /// left (measured: a failed probe that also stepped h down to q froze 500 ms).
+    /// left (ADR 0021).
     pub(crate) fn on_probe_failed(&mut self, now: Instant, media: &mut Media<'_>, media_bps: u64) {
         debug!(subscriber = %self.subscriber, media_bps, "probe failed");
         // The transport stops the probe (a REMB's fall is news to it) and repeats no repairs
@@ -221,7 +222,8 @@ impl Downlink {
             subscriber: self.subscriber,
         });
         // `last_probe` stays: a REMB falling on within the probe's window is still the probe's
-        // queue draining (taken for congestion, it stepped f down to q after a failed probe).
+        // queue draining (taken for congestion, it would step the subscriber down after the
+        // probe already failed: ADR 0022).
         self.upgrades_held = Some(now + CONGESTION_HOLD);
         for (publication, id) in &self.subscriptions {
             if let Some(subscription) = media
@@ -248,8 +250,8 @@ impl Downlink {
         }
         if self.receives_only_lowest_layers(media) {
             // A REMB never exceeds ~1.5× what arrives: a lower frame rate on the lowest
-            // layer would only sink it further (105, then 16.5 kbit/s under a 350 kbit/s
-            // cap, 20 s to climb back). Heavy loss still steps down from here.
+            // layer would only sink it further, and it grows back slowly (ADR 0024). Heavy
+            // loss still steps down from here.
             debug!(subscriber = %self.subscriber, bound, "congested on the lowest layer: held, not lowered");
             self.hold_upgrades_after_congestion(now, media.outputs, CONGESTION_DRAIN);
             return;
@@ -265,9 +267,8 @@ impl Downlink {
     /// Returns false, touching nothing, unless every simulcast video subscription that
     /// receives a layer was upgraded within [`UPGRADE_TRIAL`].
     ///
-    /// (Sent to the lowest layer instead, as after a cap, h at its full rate straddling a
-    /// 350 kbit/s path froze 500–867 ms, and from q the REMB took 20 s and more to grow back
-    /// to f after the path widened.)
+    /// (Sent to the lowest layer instead, as after a cap, the subscriber would pay a switch
+    /// freeze, and then wait for the REMB's slow growth to climb back: ADR 0024.)
     fn undo_recent_upgrades(&mut self, now: Instant, media: &mut Media<'_>) -> bool {
         let mut undo = Vec::new();
         for (publication, subscription) in self.each(media.publications) {

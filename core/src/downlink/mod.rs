@@ -40,8 +40,8 @@ const AUDIO_BPS: u64 = 48_000;
 /// switch into a queue.
 const CONGESTION_HOLD: Duration = Duration::from_secs(8);
 /// After a congestion signal, nothing moves up (nor is probed) for this long: the queue is
-/// still draining, and feedback describes the rate before the step-down (a probe started
-/// 100 ms after one failed on the REMB's fall that the queue, not the probe, caused).
+/// still draining, and feedback describes the rate before the step-down, so a probe would
+/// fail on the fall the draining queue causes (ADR 0021).
 const CONGESTION_DRAIN: Duration = Duration::from_secs(2);
 /// An upgrade is probed for this long, starting when it first fits the estimate (so within
 /// its upgrade hold).

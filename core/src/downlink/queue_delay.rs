@@ -1,13 +1,13 @@
 //! The standing-queue detector: queueing delay and delivery rate read from transport-wide
 //! feedback, pure (time comes in with the reports).
 //!
-//! GCC reacts to a suddenly narrower path in seconds (2.4–4.3 s measured, decisions §11), and
-//! the NACK loss window needs the bottleneck queue to overflow first. Both are late for a
+//! GCC reacts to a suddenly narrower path only after seconds (ADR 0010), and the NACK loss
+//! window needs the bottleneck queue to overflow first. Both are late for a
 //! simulcast step-down: by then the subscriber's decoder has been starved for most of a second.
 //! A standing queue is visible much earlier, in the feedback itself: every packet sent after
 //! the path narrowed arrives later than the path's base delay, and packets arrive at the
 //! bottleneck's rate instead of ours. [`QueueDelayDetector`] watches exactly that; the transport
-//! runs it next to GCC and feeds what it signals to the room as `Input::Congested`.
+//! runs it next to GCC and feeds what it signals to the room as `Input::Congested` (ADR 0019).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};

@@ -21,8 +21,8 @@ const REMB_UNCONGESTED_PERCENT: u64 = 130;
 /// What an uncongested REMB lets the allocator try, as a multiple of what is sent: the next
 /// layer up (h over q, f over h with Chrome's camera layers), never more in one step. Taken
 /// from the REMB itself it would be f straight from q (a REMB holds its value for seconds after
-/// a step-down), and such a probe overran a 350 kbit/s path so far that the REMB fell to 40
-/// kbit/s and crawled back at 2.5 kbit/s per second.
+/// a step-down), a probe that overruns a narrow path so far that the REMB collapses and grows
+/// back only slowly (ADR 0022).
 const REMB_UPGRADE_PERCENT: u64 = 400;
 /// How long after a video restarts at a keyframe a queue in the round trip may be that
 /// keyframe's burst (the report echoed must have crossed behind it, and comes with the client's
@@ -54,8 +54,8 @@ impl Downlink {
         // falls). A REMB that merely stays below what is sent is lagging behind an upgrade
         // (it grows by ~8 % a second): read as congestion, it would step a subscriber straight
         // back down from the layer it had just been given.
-        // Chrome may send its first REMB only once it has seen overuse (1.3 s into a stream,
-        // 0.7 s after a cap): the first one is measured against what is sent.
+        // Chrome may send its first REMB only once it has seen overuse (ADR 0022): the first
+        // one is measured against what is sent.
         let before = previous.unwrap_or(sent);
         let fell = remb.saturating_mul(100) < before.saturating_mul(REMB_FALL_PERCENT);
         if probing && fell {
@@ -66,7 +66,7 @@ impl Downlink {
             debug!(%subscriber, remb, sent, "REMB below what is sent");
             // On overuse the REMB is 85 % of what arrived over the last second, which still
             // holds the time before the queue: even the REMB itself is above the path at first
-            // (a 350 kbit/s cap read 380 and 548 kbit/s), so it is taken only as a bound.
+            // (ADR 0022), so it is taken only as a bound.
             self.on_bounded_congestion(now, media, remb);
         } else if remb.saturating_mul(100) >= sent.saturating_mul(REMB_UNCONGESTED_PERCENT) {
             self.try_next_layer_up(now, media, sent);
@@ -76,10 +76,11 @@ impl Downlink {
 
     /// A REMB client's round trip. A queue in it, outside a probe, is congestion, known only
     /// to be below what is sent (and below its last REMB); during a probe, the probe failed.
-    /// (Measured under a 350 kbit/s cap: a 41 ms round trip 210 ms after the cap, where the
-    /// REMB fell 424 ms after it.) A clear one says what an uncongested REMB says: the next
-    /// layer up may be probed. The REMB itself says so late: after congestion libwebrtc grows
-    /// it a few kbit/s a second, and held it flat for 8 s after a cap was lifted.
+    /// The round trip grows from the first packet that waits in the queue, so it shows the
+    /// queue before the REMB falls (ADR 0025). A clear one says what an uncongested REMB says:
+    /// the next layer up may be probed. The REMB itself says so late: after congestion
+    /// libwebrtc grows it by a few kbit/s a second, and may hold it flat for seconds after the
+    /// path widened (ADR 0025).
     pub(crate) fn on_round_trip(
         &mut self,
         now: Instant,

@@ -1,10 +1,11 @@
 //! A queue on a subscriber's path, seen in the round trips its receiver reports give.
 //!
 //! A client without transport-wide feedback tells us about its downlink only through its REMB,
-//! which libwebrtc lowers 0.3–0.6 s after a path narrows. The round trip of its receiver
-//! reports (each echoes one of our sender reports) grows with the queue from the first packet
-//! that waits in it, so it shows the same queue about one report earlier, and shows the queue a
-//! probe builds, which the REMB reflects only once the estimator calls it overuse.
+//! which libwebrtc lowers only once its detector has seen the queue grow. The round trip of its
+//! receiver reports (each echoes one of our sender reports) grows with the queue from the first
+//! packet that waits in it, so it shows the same queue about one report earlier, and shows the
+//! queue a probe builds, which the REMB reflects only once the estimator calls it overuse
+//! (ADR 0025).
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
