@@ -3,10 +3,10 @@
 //! When forwarding moves to another layer (or source), it restarts at that layer's keyframe,
 //! and the decoder drops every older frame once the keyframe is complete. Its NACK module
 //! does not know that: libwebrtc keeps asking for each missing packet up to ten times, one
-//! assumed round trip (100 ms) apart. After a congestion step-down that is a storm. Under a
-//! 350 kbit/s cap a REMB client went on NACKing 60–80 packets of the shed f layer per 300 ms
-//! for 1.5 s, the responder answered every one of them into the same narrow path, and the q
-//! keyframe that was to end the freeze waited behind them (1.1–1.6 s without a picture).
+//! assumed round trip (100 ms) apart. After a congestion step-down that is a storm: the
+//! client goes on NACKing the shed layer, the responder would answer every NACK into the same
+//! narrow path, and the lower layer's keyframe that is to end the freeze would wait behind the
+//! repairs (ADR 0024).
 //!
 //! The routing core reports each restart as an output sequence number of the subscription's
 //! SSRC (`Output::RepairHorizon`). The room task records it here right after handing the

@@ -3,10 +3,10 @@
 //! A browser that only receives never learns the round-trip time (it would need RTCP XR
 //! RRTR/DLRR, which Chrome does not negotiate), so its NACK module assumes 100 ms and asks again
 //! for a lost retransmission only that much later. At 5 % random loss one retransmission in
-//! twenty is lost too, and its frame then misses a 100 ms playout deadline: that was the 1–4 %
-//! of frames Chrome dropped in the loss browser test (decisions §24). A second copy 15 ms after
-//! the first turns that 5 % into 0.25 % for the cost of one packet per loss; when the first
-//! copy arrived, SRTP's replay check discards the second at the receiver.
+//! twenty is lost too, and its frame then misses a 100 ms playout deadline and is dropped
+//! (ADR 0020). A second copy 15 ms after the first turns that 5 % into 0.25 % for the cost of
+//! one packet per loss; when the first copy arrived, SRTP's replay check discards the second
+//! at the receiver.
 //!
 //! It sits wire-most in subscriber chains, below the NACK responder (whose retransmissions carry
 //! [`Attribute::Retransmission`]) and below the transport-wide numbering and send history, so the
@@ -28,7 +28,7 @@ use super::congestion::PathState;
 /// How long after a retransmission its copy goes out: apart enough that one loss burst on the
 /// path rarely takes both, well inside any playout delay.
 const REPEAT_AFTER: Duration = Duration::from_millis(15);
-/// Copies waiting at most; a NACK storm beyond this is answered once, as before.
+/// Copies waiting at most; a NACK storm beyond this is answered once, without copies.
 const PENDING_LIMIT: usize = 512;
 
 pub struct RepeatedRetransmissions {

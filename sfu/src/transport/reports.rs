@@ -9,7 +9,7 @@
 //! media was sampled ([`RtpPacket::sampled_at`](crate::core::RtpPacket::sampled_at), set by
 //! RTMP ingest from the encoder's timeline) anchors its track's reports to that instant
 //! instead, so every track of a source shares one clock. Tracks without it fall back to the
-//! write time, as before.
+//! write time (ADR 0011).
 //!
 //! A browser publisher's own sender reports give that instant for its packets: all its streams
 //! report one NTP clock, which [`RemoteSenderClock`] places on ours.
@@ -30,8 +30,9 @@ pub(crate) const REPORT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often one video stream of a connection to a receiver without transport-wide feedback
 /// reports (the watched stream). A receiver report echoes the newest sender report that has
 /// crossed the path, so its round trip shows a queue once a report sent after the queue began
-/// has crossed it: Chrome reports with every REMB (every 200–300 ms), and at 100 ms the echoed
-/// report was often one sent before a cap, so the queue showed a REMB later. ~11 kbit/s.
+/// has crossed it. Chrome reports with every REMB (every 200–300 ms); the longer our interval,
+/// the likelier the report it echoes was sent before the queue began, and the queue shows a
+/// REMB later (ADR 0025). Costs ~11 kbit/s.
 pub(crate) const QUEUE_WATCH_REPORT_INTERVAL: Duration = Duration::from_millis(50);
 /// A watched stream that has sent nothing for this long hands the watch to another that sends
 /// (its subscription paused or gone quiet: its receiver may stop reporting on it).

@@ -59,11 +59,11 @@ pub fn negotiated_codecs(sdp: &str) -> HashMap<String, CodecInfo> {
 const HINTED_VIDEO_CODECS: [&str; 4] = ["VP8", "VP9", "H264", "AV1"];
 
 /// `answer` (our answer to a publisher) with `x-google-start-bitrate=<kbps>` on every video
-/// codec format: Chrome then starts its uplink estimate there instead of at 300 kbit/s. Its own
-/// ramp from 300 kbit/s took 7–21 s to reach the 1.4 Mbit/s at which it sends all three
-/// simulcast layers, whenever its first probe did not succeed (decisions §22). Other
-/// browsers ignore the parameter. The answer webrtc-rs applied locally is not changed: fmtp
-/// parameters of an answer describe what we accept, and this one only speaks to Chrome.
+/// codec format: Chrome then starts its uplink estimate there instead of at 300 kbit/s. When
+/// its first probe does not succeed, its own ramp from 300 kbit/s to the 1.4 Mbit/s at which
+/// it sends all three simulcast layers takes many seconds (ADR 0018). Other browsers ignore
+/// the parameter. The answer webrtc-rs applied locally is not changed: fmtp parameters of an
+/// answer describe what we accept, and this one only speaks to Chrome.
 pub fn with_start_bitrate(answer: &str, kbps: u32) -> String {
     let eol = if answer.contains("\r\n") {
         "\r\n"

@@ -4,9 +4,8 @@
 //! Such a receiver (libwebrtc's receive-side estimator) measures queueing from how the gaps
 //! between packets grow on the way. With only RTP timestamps to go by, all packets of a frame
 //! share one timestamp and the capture clock's jitter rides on every gap, so it sees a queue
-//! late: its REMB fell 0.9–1.9 s after a cap (decisions §27). With `abs-send-time` on each
-//! packet it compares send and arrival gaps of 5 ms packet groups and reacts within a few
-//! hundred milliseconds (decisions §28).
+//! late. With `abs-send-time` on each packet it compares send and arrival gaps of 5 ms packet
+//! groups and sees the queue sooner (ADR 0023).
 //!
 //! Wire-most in subscriber chains, so the stamp is the moment the packet leaves (a repeat or a
 //! probe copy is stamped when it goes out, not when its original did). Streams that negotiated

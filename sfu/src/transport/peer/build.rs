@@ -85,9 +85,9 @@ impl Transport {
                     .map_err(peer_err)?;
                 register_publisher_rtx(&mut media_engine).map_err(peer_err)?;
                 // webrtc-rs's defaults, except the NACK generator: by default it asks every
-                // 100 ms, so a packet lost on the uplink came back after the subscriber's
+                // 100 ms, so a packet lost on the uplink comes back after the subscriber's
                 // playout deadline. Chrome ignores a repeated NACK within one round trip, so
-                // asking every 20 ms costs no duplicate retransmissions (decisions §25).
+                // asking every 20 ms costs no duplicate retransmissions (ADR 0002).
                 configure_simulcast_extension_headers(&mut media_engine).map_err(peer_err)?;
                 let registry = Registry::new().with(
                     Slot::NackGenerator,
@@ -100,7 +100,7 @@ impl Transport {
                     configure_twcc_receiver_only(registry, &mut media_engine).map_err(peer_err)?;
                 configure_rtcp_reports(registry)
                     // Before the NACK generator (7_000) on the read path, so a repaired packet
-                    // fills its gap there (decisions §25).
+                    // fills its gap there (ADR 0002).
                     .with(Slot::Custom(RTX_SLOT), RepairedStreams::default())
             }
             // We send here: send-side bandwidth estimation (GCC over TWCC) drives layer
@@ -149,12 +149,12 @@ impl Transport {
                     &mut media_engine,
                 )
                 .map_err(peer_err)?
-                // No pacer on subscriber legs (decisions §11): the feedback marker (a pass-through
+                // No pacer on subscriber legs (ADR 0010): the feedback marker (a pass-through
                 // otherwise) takes its slot.
                 .with(Slot::Pacer, FeedbackToApplication::default())
                 // Wire-most, below the transport-wide numbering and the send history: the
                 // repeat carries the same transport sequence number as the retransmission,
-                // so the congestion controller sees one packet (decisions §24).
+                // so the congestion controller sees one packet (ADR 0020).
                 .with(
                     Slot::Custom(REPEAT_SLOT),
                     RepeatedRetransmissions::new(Arc::clone(&path)),

@@ -346,7 +346,8 @@ impl Peer {
 
     /// The path to the client was found congested by a signal the connection cannot see
     /// itself (a REMB, heavy loss): repairs go out once while it drains, and a running probe
-    /// stops (sent on after a REMB client's fall, it sank the REMB from 413 to 155 kbit/s).
+    /// stops (sent on into the queue, it would only sink a REMB client's REMB further:
+    /// ADR 0024).
     pub fn mark_path_congested(&self) {
         let now = std::time::Instant::now();
         self.path.mark_congested(now);
