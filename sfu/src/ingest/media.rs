@@ -74,10 +74,9 @@ impl SessionClock {
 
 /// What a parked stream keeps of its last session, so that the same encoder reconnecting
 /// continues the same RTP sources: same SSRCs, contiguous sequence numbers, and timestamps
-/// that advance by the time it was away, equally for audio and video. Without it each
-/// reconnect was a new source per track, placed by the routing core at its own arrival time,
-/// and Chromium's lip sync held the video back by the audio/video arrival skew (a resumed
-/// stream showed its first frame 2.4 s after the restart, against 1.4 s unsynchronised).
+/// that advance by the time it was away, equally for audio and video. New sources per track
+/// would each be placed by the routing core at its own arrival time, and Chromium's lip sync
+/// would hold the video back by the audio/video arrival skew (ADR 0016).
 #[derive(Debug)]
 pub struct MediaCarry {
     video: H264Packetizer,
