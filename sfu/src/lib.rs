@@ -5,7 +5,9 @@
 //!
 //! ## Layers
 //!
-//! - [`core`] — the **IO-free routing core**. A [`core::Room`] is a pure state machine fed
+//! - [`core`] — the **IO-free routing core**, the crate `sluice-core` re-exported (its only
+//!   dependencies are `bytes`, `thiserror` and `tracing`, so the compiler keeps IO out). A
+//!   [`core::Room`] is a pure state machine fed
 //!   packets and time; it never reads the clock, never touches a socket, never spawns. It
 //!   decides what to forward to whom (with per-subscription SSRC / payload type / sequence /
 //!   timestamp rewriting), when to ask a publisher for a keyframe, and counts every drop with
@@ -16,8 +18,9 @@
 //!      and go to 2.
 //! - [`codec`] — pure parsers of payload headers (VP8 descriptor, H.264 NAL units) used for
 //!   keyframe detection.
-//! - [`transport`] — the only module that imports webrtc-rs. It exposes peer connections in
-//!   Sluice value types (SDP strings, [`transport::IceCandidate`], [`transport::PeerEvent`],
+//! - [`transport`] — webrtc-rs's async peer connections (and the `rtc` payloaders RTMP ingest
+//!   packetizes with); with [`shard`], the only modules that import the WebRTC stack. It exposes
+//!   peer connections in Sluice value types (SDP strings, [`transport::IceCandidate`], [`transport::PeerEvent`],
 //!   [`core::RtpPacket`]).
 //! - [`runtime`] — the tokio shell: one task per room owning its `core::Room`, one task per
 //!   participant owning its two peer connections, bounded queues with counted drops between

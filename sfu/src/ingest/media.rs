@@ -9,11 +9,11 @@ use tracing::{info, warn};
 use super::audio::{AacToOpus, OPUS_RATE, OpusFrame};
 use super::clock::StreamClock;
 use super::flv::{self, AudioTag, FlvError, VideoTag};
-use super::packetize::{H264Packetizer, OpusPacketizer};
 use super::stats::StreamStats;
 use super::video::{self, VideoError, VideoPipeline, VideoUpdate};
 use crate::core::RtpPacket;
 use crate::transport::CodecInfo;
+use crate::transport::packetize::{H264Packetizer, OpusPacketizer};
 
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

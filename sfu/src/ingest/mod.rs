@@ -36,7 +36,6 @@ mod clock;
 mod flv;
 pub mod keys;
 mod media;
-mod packetize;
 mod registry;
 pub mod rtmp;
 mod stats;

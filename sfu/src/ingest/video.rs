@@ -4,9 +4,9 @@ use bytes::Bytes;
 
 use super::avc::{self, AvcConfig, AvcError};
 use super::flv::VideoTag;
-use super::packetize::H264Packetizer;
 use crate::core::RtpPacket;
 use crate::transport::CodecInfo;
+use crate::transport::packetize::H264Packetizer;
 
 /// RTP clock rate of video.
 pub const VIDEO_RATE: i64 = 90_000;

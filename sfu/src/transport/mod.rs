@@ -10,6 +10,7 @@
 mod congestion;
 mod feedback;
 mod horizon;
+pub(crate) mod packetize;
 mod peer;
 mod ports;
 mod probe;
