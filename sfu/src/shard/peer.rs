@@ -2,11 +2,13 @@
 //! Sluice's codecs and interceptors, and what the shard remembers about it (whose it is, the
 //! addresses it may be sent to, its tracks, its timer).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use rtc::crypto::SignatureScheme;
 use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
@@ -27,6 +29,21 @@ use super::ShardError;
 use super::paths::Paths;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::{CodecInfo, FeedbackToApplication, PeerRole};
+
+/// Adds `candidate` (its `candidate:` line) to `held` unless known; refuses past `cap`.
+fn hold(held: &mut HashSet<String>, candidate: &str, cap: usize) -> Result<(), ShardError> {
+    let candidate = candidate.trim();
+    let candidate = candidate.strip_prefix("a=").unwrap_or(candidate);
+    let value = candidate.strip_prefix("candidate:").unwrap_or(candidate);
+    if held.contains(value) {
+        return Ok(());
+    }
+    if held.len() >= cap {
+        return Err(ShardError::TooManyCandidates(cap));
+    }
+    held.insert(value.to_owned());
+    Ok(())
+}
 
 /// RFC 6464: the sender's audio level on every audio packet, for speaker detection without
 /// decoding.
@@ -80,8 +97,11 @@ pub(crate) struct ShardPeer {
     /// changes with an ICE restart.
     pub(crate) ufrag: String,
     pub(crate) paths: Paths,
-    /// Remote candidates the client named (SDP and trickle), counted against the cap.
-    pub(crate) remote_candidates: usize,
+    /// The distinct remote candidates the client named (SDP and trickle) since its last ICE
+    /// credentials, held against the cap; a description repeating them costs nothing.
+    pub(crate) remote_candidates: HashSet<String>,
+    /// The remote ufrag those candidates belong to (an ICE restart starts a new count).
+    pub(crate) remote_ufrag: Option<String>,
     pub(crate) connected: bool,
     /// Queued for a write poll.
     pub(crate) dirty: bool,
@@ -106,9 +126,10 @@ impl ShardPeer {
         role: PeerRole,
         participant: ParticipantId,
         local: SocketAddr,
+        certificate: &RTCCertificate,
         now: Instant,
     ) -> Result<Self, ShardError> {
-        let mut pc = build(role, now)?;
+        let mut pc = build(role, certificate, now)?;
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
@@ -134,7 +155,8 @@ impl ShardPeer {
             participant,
             ufrag: String::new(),
             paths: Paths::default(),
-            remote_candidates: 0,
+            remote_candidates: HashSet::new(),
+            remote_ufrag: None,
             connected: false,
             dirty: false,
             timeout: None,
@@ -147,14 +169,40 @@ impl ShardPeer {
         })
     }
 
-    /// Counts `n` more remote candidates; refuses past `cap`.
-    pub(crate) fn count_candidates(&mut self, n: usize, cap: usize) -> Result<(), ShardError> {
-        let total = self.remote_candidates.saturating_add(n);
-        if total > cap {
-            return Err(ShardError::TooManyCandidates(cap));
+    /// Holds the candidates of a remote description against `cap` (the description's own
+    /// ufrag starts a new count when it changed: an ICE restart).
+    pub(crate) fn hold_description_candidates(
+        &mut self,
+        sdp: &str,
+        cap: usize,
+    ) -> Result<(), ShardError> {
+        let ufrag = sdp
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned);
+        let candidates = sdp
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("a="))
+            .filter(|line| line.starts_with("candidate:"));
+        let restart = ufrag.is_some() && ufrag != self.remote_ufrag;
+        let mut held = if restart {
+            HashSet::new()
+        } else {
+            self.remote_candidates.clone()
+        };
+        for candidate in candidates {
+            hold(&mut held, candidate, cap)?;
         }
-        self.remote_candidates = total;
+        self.remote_candidates = held;
+        if restart {
+            self.remote_ufrag = ufrag;
+        }
         Ok(())
+    }
+
+    /// Holds one trickled candidate against `cap`.
+    pub(crate) fn hold_candidate(&mut self, candidate: &str, cap: usize) -> Result<(), ShardError> {
+        hold(&mut self.remote_candidates, candidate, cap)
     }
 
     /// The local ufrag the current local description carries.
@@ -224,7 +272,20 @@ impl ShardPeer {
     }
 }
 
-fn build(role: PeerRole, now: Instant) -> Result<RTCPeerConnection, ShardError> {
+/// The DTLS certificate every connection of a shard presents: generating one per connection
+/// (ECDSA P-256 key and self-signed X.509) is work a joining peer would add to the loop.
+pub(crate) fn certificate() -> Result<RTCCertificate, ShardError> {
+    let provider = rtc::crypto::default_provider().map_err(rtc_err)?;
+    let params = CertificateParams::new(vec!["sluice".to_owned()]).map_err(rtc_err)?;
+    RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+        .map_err(rtc_err)
+}
+
+fn build(
+    role: PeerRole,
+    certificate: &RTCCertificate,
+    now: Instant,
+) -> Result<RTCPeerConnection, ShardError> {
     let mut engine = media_engine()?;
     let registry = match role {
         // NACK generator, receiver reports, TWCC feedback towards the publisher; the MID and
@@ -254,7 +315,11 @@ fn build(role: PeerRole, now: Instant) -> Result<RTCPeerConnection, ShardError> 
     // the ufrag from each local description.
     let settings = SettingEngineBuilder::new().with_lite(true).build();
     RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_certificates(vec![certificate.clone()])
+                .build(),
+        )
         .with_setting_engine(settings)
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
@@ -338,4 +403,35 @@ pub(crate) fn rtp_codec(codec: &CodecInfo) -> RTCRtpCodec {
 
 pub(crate) fn rtc_err(err: impl std::fmt::Display) -> ShardError {
     ShardError::Peer(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candidate_named_again_is_held_once() {
+        let mut held = HashSet::new();
+        let line = "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host";
+        for form in [
+            line.to_owned(),
+            format!("a={line}"),
+            line.replacen("candidate:", "", 1),
+        ] {
+            assert!(hold(&mut held, &form, 1).is_ok());
+        }
+        assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn new_candidates_past_the_cap_are_refused() {
+        let mut held = HashSet::new();
+        for port in 0..3 {
+            let line = format!("candidate:{port} 1 udp 1 127.0.0.1 {port} typ host");
+            assert!(hold(&mut held, &line, 3).is_ok());
+        }
+        let more = hold(&mut held, "candidate:9 1 udp 1 127.0.0.1 9 typ host", 3);
+        assert!(matches!(more, Err(ShardError::TooManyCandidates(3))));
+        assert_eq!(held.len(), 3);
+    }
 }
