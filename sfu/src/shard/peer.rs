@@ -14,21 +14,20 @@ use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
     register_default_interceptors,
 };
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpCodec, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use super::ShardError;
 use super::paths::Paths;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
-use crate::transport::{CodecInfo, FeedbackToApplication, PeerRole};
+use crate::transport::{CodecInfo, FeedbackToApplication, PeerRole, sluice_media_engine};
 
 /// Adds `candidate` (its `candidate:` line) to `held` unless known; refuses past `cap`.
 fn hold(held: &mut HashSet<String>, candidate: &str, cap: usize) -> Result<(), ShardError> {
@@ -286,7 +285,8 @@ fn build(
     certificate: &RTCCertificate,
     now: Instant,
 ) -> Result<RTCPeerConnection, ShardError> {
-    let mut engine = media_engine()?;
+    // The codecs the routing core understands, as the webrtc-rs transport offers them.
+    let mut engine = sluice_media_engine().map_err(rtc_err)?;
     let registry = match role {
         // NACK generator, receiver reports, TWCC feedback towards the publisher; the MID and
         // RID header extensions name each simulcast stream, the audio level feeds speaker
@@ -325,69 +325,6 @@ fn build(
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(rtc_err)
-}
-
-/// Only the codecs the routing core understands, as the webrtc-rs transport offers them:
-/// Opus, VP8 and H.264 in the profiles encoders send.
-fn media_engine() -> Result<MediaEngine, ShardError> {
-    let mut engine = MediaEngine::default();
-    engine
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: "audio/opus".to_owned(),
-                    clock_rate: 48_000,
-                    channels: 2,
-                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                    rtcp_feedback: vec![],
-                },
-                payload_type: 111,
-            },
-            RtpCodecKind::Audio,
-        )
-        .map_err(rtc_err)?;
-    let feedback = || {
-        [
-            ("goog-remb", ""),
-            ("ccm", "fir"),
-            ("nack", ""),
-            ("nack", "pli"),
-        ]
-        .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback {
-            typ: typ.to_owned(),
-            parameter: parameter.to_owned(),
-        })
-        .collect::<Vec<_>>()
-    };
-    let h264 = |profile: &str| {
-        format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}")
-    };
-    for (mime_type, fmtp, payload_type) in [
-        ("video/VP8", String::new(), 96),
-        ("video/H264", h264("42e01f"), 102),
-        ("video/H264", h264("42001f"), 104),
-        ("video/H264", h264("4d001f"), 106),
-        ("video/H264", h264("64001f"), 108),
-        ("video/H264", h264("f4001f"), 110),
-    ] {
-        engine
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: RTCRtpCodec {
-                        mime_type: mime_type.to_owned(),
-                        clock_rate: 90_000,
-                        channels: 0,
-                        sdp_fmtp_line: fmtp,
-                        rtcp_feedback: feedback(),
-                    },
-                    payload_type,
-                },
-                RtpCodecKind::Video,
-            )
-            .map_err(rtc_err)?;
-    }
-    Ok(engine)
 }
 
 /// The `rtc` codec a sender towards a subscriber announces for `codec`.
