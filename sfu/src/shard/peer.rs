@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::crypto::SignatureScheme;
 use rtc::interceptor::{Registry, Slot};
@@ -57,6 +57,10 @@ pub(crate) struct Stream {
     pub(crate) audio_level: Option<u8>,
 }
 
+/// Silence from the client before a connection counts as disconnected, then as failed.
+const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(15);
+const ICE_FAILED_AFTER: Duration = Duration::from_secs(15);
+
 /// A key of a peer connection within its shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub(crate) struct PeerKey(pub(crate) u64);
@@ -101,6 +105,7 @@ pub(crate) struct ShardPeer {
     pub(crate) remote_candidates: HashSet<String>,
     /// The remote ufrag those candidates belong to (an ICE restart starts a new count).
     pub(crate) remote_ufrag: Option<String>,
+    /// ICE and DTLS came up, and the connection has not failed or closed since.
     pub(crate) connected: bool,
     /// Queued for a write poll.
     pub(crate) dirty: bool,
@@ -313,7 +318,13 @@ fn build(
     .with(Slot::Custom(20_000), FeedbackToApplication::default());
     // The agent draws its own credentials (and new ones on an ICE restart); the shard reads
     // the ufrag from each local description.
-    let settings = SettingEngineBuilder::new().with_lite(true).build();
+    // A lite agent sends no keepalives: it hears the client's consent checks (every 4–6 s,
+    // RFC 7675) and its media. Disconnected after 15 s of silence (rtc's 5 s default flapped
+    // between consent checks), failed 15 s later (browsers give up consent after 30 s).
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_timeouts(Some(ICE_DISCONNECTED_AFTER), Some(ICE_FAILED_AFTER), None)
+        .build();
     RTCPeerConnectionBuilder::new()
         .with_configuration(
             RTCConfigurationBuilder::new()

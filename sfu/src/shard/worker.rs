@@ -318,7 +318,13 @@ impl Worker {
             RTCPeerConnectionState::Closed => ConnectionState::Closed,
             _ => ConnectionState::New,
         };
-        peer.connected = state == ConnectionState::Connected;
+        // Disconnected is transient (a lite agent hears only the client's consent checks and
+        // its media); only failing or closing ends the connection for forwarding.
+        match state {
+            ConnectionState::Connected => peer.connected = true,
+            ConnectionState::Failed | ConnectionState::Closed => peer.connected = false,
+            _ => {}
+        }
         let (role, participant) = (peer.role, peer.participant);
         debug!(%participant, ?role, ?state, "connection state");
         self.tell(participant, ShardEvent::ConnectionState { role, state });
