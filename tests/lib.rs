@@ -79,6 +79,25 @@ impl TestServer {
         })
     }
 
+    /// A server whose media runs on the shard plane (`--media-plane shard`): one UDP port on
+    /// 127.0.0.1, ICE-lite.
+    pub async fn start_on_shard() -> Result<Self> {
+        let config = Config {
+            listen: "127.0.0.1:0".parse()?,
+            secret: Some(SECRET.into()),
+            public_ip: Some("127.0.0.1".parse()?),
+            ..Config::default()
+        };
+        let shard = sluice_sfu::shard::Shard::spawn(sluice_sfu::shard::ShardConfig::default())?;
+        let sfu = Sfu::with_shard(SfuConfig::default(), shard);
+        let server = Server::start(config, sfu.clone()).await?;
+        Ok(Self {
+            addr: server.local_addr(),
+            sfu,
+            server: Some(server),
+        })
+    }
+
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.addr)
     }

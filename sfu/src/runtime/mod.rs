@@ -8,6 +8,10 @@
 //! - Per subscription, a writer task drains a bounded queue into the subscriber's track, so a
 //!   slow subscriber never stalls the room: what does not fit is dropped and counted.
 //!
+//! - On the shard media plane ([`Sfu::with_shard`]) a participant's connections and the
+//!   forwarding live on the [`Shard`](crate::shard::Shard); its participant task turns each
+//!   command into one shard request, and the room task keeps only the room's control state.
+//!
 //! Signaling talks to this module only through [`Sfu::join`] and the returned
 //! [`Participant`].
 
@@ -167,8 +171,8 @@ impl Sfu {
     }
 
     /// A server whose participants' connections live on `shard` (one UDP port, ICE-lite)
-    /// instead of one webrtc-rs connection and port each. RTMP ingest still goes through the
-    /// room tasks.
+    /// instead of one webrtc-rs connection and port each; RTMP ingest publications are
+    /// forwarded by the shard too. The room tasks keep the rooms' control state.
     pub fn with_shard(config: SfuConfig, shard: Shard) -> Self {
         Self::build(config, Some(Arc::new(shard)))
     }

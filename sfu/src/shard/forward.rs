@@ -13,6 +13,7 @@ use super::peer::Stream;
 use super::routing::RoomKey;
 use super::worker::{Timer, Worker};
 use crate::core::{Input, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId};
+use crate::transport::{from_wire, to_wire};
 
 impl Worker {
     /// One packet of a publisher's stream into its room.
@@ -190,42 +191,5 @@ impl Worker {
             }
         }
         self.mark_dirty(key);
-    }
-}
-
-/// The core's view of a received packet; `audio_level`: the id of the RFC 6464 extension.
-fn from_wire(packet: rtp::Packet, audio_level: Option<u8>) -> RtpPacket {
-    // The level (-dBov) is the low 7 bits of the extension's first byte in both header forms.
-    let level = audio_level
-        .filter(|_| packet.header.extension)
-        .and_then(|id| packet.header.extensions.iter().find(|e| e.id == id))
-        .and_then(|extension| extension.payload.first())
-        .map(|byte| byte & 0x7f);
-    RtpPacket {
-        ssrc: Ssrc(packet.header.ssrc),
-        payload_type: packet.header.payload_type,
-        sequence_number: packet.header.sequence_number,
-        timestamp: packet.header.timestamp,
-        marker: packet.header.marker,
-        audio_level: level,
-        sampled_at: None,
-        payload: packet.payload,
-    }
-}
-
-/// The outgoing packet with the header the core rewrote. Header extensions are not carried
-/// over: their ids were negotiated with the publisher, and the sender rejects unknown ids.
-fn to_wire(packet: RtpPacket) -> rtp::Packet {
-    rtp::Packet {
-        header: rtp::header::Header {
-            version: 2,
-            marker: packet.marker,
-            payload_type: packet.payload_type,
-            sequence_number: packet.sequence_number,
-            timestamp: packet.timestamp,
-            ssrc: packet.ssrc.0,
-            ..Default::default()
-        },
-        payload: packet.payload,
     }
 }

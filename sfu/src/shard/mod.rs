@@ -259,8 +259,9 @@ impl Shard {
         let local_addr = socket.local_addr().map_err(ShardError::Bind)?;
         let (commands, rx) = mpsc::channel(config.command_queue.max(1));
         let (ingest, ingest_rx) = mpsc::channel(config.ingest_queue.max(1));
-        let thread =
-            worker::spawn(config, socket, local_addr, rx, ingest_rx).map_err(ShardError::Bind)?;
+        let certificate = peer::certificate()?;
+        let thread = worker::spawn(config, socket, local_addr, rx, ingest_rx, certificate)
+            .map_err(ShardError::Bind)?;
         Ok(Self {
             commands,
             ingest: IngestSink {

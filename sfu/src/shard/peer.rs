@@ -2,31 +2,47 @@
 //! Sluice's codecs and interceptors, and what the shard remembers about it (whose it is, the
 //! addresses it may be sent to, its tracks, its timer).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use rtc::crypto::SignatureScheme;
 use rtc::interceptor::{Registry, Slot};
+use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::interceptor_registry::{
     configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
     register_default_interceptors,
 };
-use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpCodec, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use super::ShardError;
 use super::paths::Paths;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
-use crate::transport::{CodecInfo, FeedbackToApplication, PeerRole};
+use crate::transport::{CodecInfo, FeedbackToApplication, PeerRole, sluice_media_engine};
+
+/// Adds `candidate` (its `candidate:` line) to `held` unless known; refuses past `cap`.
+fn hold(held: &mut HashSet<String>, candidate: &str, cap: usize) -> Result<(), ShardError> {
+    let candidate = candidate.trim();
+    let candidate = candidate.strip_prefix("a=").unwrap_or(candidate);
+    let value = candidate.strip_prefix("candidate:").unwrap_or(candidate);
+    if held.contains(value) {
+        return Ok(());
+    }
+    if held.len() >= cap {
+        return Err(ShardError::TooManyCandidates(cap));
+    }
+    held.insert(value.to_owned());
+    Ok(())
+}
 
 /// RFC 6464: the sender's audio level on every audio packet, for speaker detection without
 /// decoding.
@@ -40,6 +56,10 @@ pub(crate) struct Stream {
     pub(crate) layer: u8,
     pub(crate) audio_level: Option<u8>,
 }
+
+/// Silence from the client before a connection counts as disconnected, then as failed.
+const ICE_DISCONNECTED_AFTER: Duration = Duration::from_secs(15);
+const ICE_FAILED_AFTER: Duration = Duration::from_secs(15);
 
 /// A key of a peer connection within its shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -80,8 +100,12 @@ pub(crate) struct ShardPeer {
     /// changes with an ICE restart.
     pub(crate) ufrag: String,
     pub(crate) paths: Paths,
-    /// Remote candidates the client named (SDP and trickle), counted against the cap.
-    pub(crate) remote_candidates: usize,
+    /// The distinct remote candidates the client named (SDP and trickle) since its last ICE
+    /// credentials, held against the cap; a description repeating them costs nothing.
+    pub(crate) remote_candidates: HashSet<String>,
+    /// The remote ufrag those candidates belong to (an ICE restart starts a new count).
+    pub(crate) remote_ufrag: Option<String>,
+    /// ICE and DTLS came up, and the connection has not failed or closed since.
     pub(crate) connected: bool,
     /// Queued for a write poll.
     pub(crate) dirty: bool,
@@ -106,9 +130,10 @@ impl ShardPeer {
         role: PeerRole,
         participant: ParticipantId,
         local: SocketAddr,
+        certificate: &RTCCertificate,
         now: Instant,
     ) -> Result<Self, ShardError> {
-        let mut pc = build(role, now)?;
+        let mut pc = build(role, certificate, now)?;
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
@@ -134,7 +159,8 @@ impl ShardPeer {
             participant,
             ufrag: String::new(),
             paths: Paths::default(),
-            remote_candidates: 0,
+            remote_candidates: HashSet::new(),
+            remote_ufrag: None,
             connected: false,
             dirty: false,
             timeout: None,
@@ -147,14 +173,40 @@ impl ShardPeer {
         })
     }
 
-    /// Counts `n` more remote candidates; refuses past `cap`.
-    pub(crate) fn count_candidates(&mut self, n: usize, cap: usize) -> Result<(), ShardError> {
-        let total = self.remote_candidates.saturating_add(n);
-        if total > cap {
-            return Err(ShardError::TooManyCandidates(cap));
+    /// Holds the candidates of a remote description against `cap` (the description's own
+    /// ufrag starts a new count when it changed: an ICE restart).
+    pub(crate) fn hold_description_candidates(
+        &mut self,
+        sdp: &str,
+        cap: usize,
+    ) -> Result<(), ShardError> {
+        let ufrag = sdp
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("a=ice-ufrag:"))
+            .map(str::to_owned);
+        let candidates = sdp
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("a="))
+            .filter(|line| line.starts_with("candidate:"));
+        let restart = ufrag.is_some() && ufrag != self.remote_ufrag;
+        let mut held = if restart {
+            HashSet::new()
+        } else {
+            self.remote_candidates.clone()
+        };
+        for candidate in candidates {
+            hold(&mut held, candidate, cap)?;
         }
-        self.remote_candidates = total;
+        self.remote_candidates = held;
+        if restart {
+            self.remote_ufrag = ufrag;
+        }
         Ok(())
+    }
+
+    /// Holds one trickled candidate against `cap`.
+    pub(crate) fn hold_candidate(&mut self, candidate: &str, cap: usize) -> Result<(), ShardError> {
+        hold(&mut self.remote_candidates, candidate, cap)
     }
 
     /// The local ufrag the current local description carries.
@@ -224,8 +276,22 @@ impl ShardPeer {
     }
 }
 
-fn build(role: PeerRole, now: Instant) -> Result<RTCPeerConnection, ShardError> {
-    let mut engine = media_engine()?;
+/// The DTLS certificate every connection of a shard presents: generating one per connection
+/// (ECDSA P-256 key and self-signed X.509) is work a joining peer would add to the loop.
+pub(crate) fn certificate() -> Result<RTCCertificate, ShardError> {
+    let provider = rtc::crypto::default_provider().map_err(rtc_err)?;
+    let params = CertificateParams::new(vec!["sluice".to_owned()]).map_err(rtc_err)?;
+    RTCCertificate::generate(provider.crypto(), SignatureScheme::EcdsaP256Sha256, params)
+        .map_err(rtc_err)
+}
+
+fn build(
+    role: PeerRole,
+    certificate: &RTCCertificate,
+    now: Instant,
+) -> Result<RTCPeerConnection, ShardError> {
+    // The codecs the routing core understands, as the webrtc-rs transport offers them.
+    let mut engine = sluice_media_engine().map_err(rtc_err)?;
     let registry = match role {
         // NACK generator, receiver reports, TWCC feedback towards the publisher; the MID and
         // RID header extensions name each simulcast stream, the audio level feeds speaker
@@ -252,77 +318,24 @@ fn build(role: PeerRole, now: Instant) -> Result<RTCPeerConnection, ShardError> 
     .with(Slot::Custom(20_000), FeedbackToApplication::default());
     // The agent draws its own credentials (and new ones on an ICE restart); the shard reads
     // the ufrag from each local description.
-    let settings = SettingEngineBuilder::new().with_lite(true).build();
+    // A lite agent sends no keepalives: it hears the client's consent checks (every 4–6 s,
+    // RFC 7675) and its media. Disconnected after 15 s of silence (rtc's 5 s default flapped
+    // between consent checks), failed 15 s later (browsers give up consent after 30 s).
+    let settings = SettingEngineBuilder::new()
+        .with_lite(true)
+        .with_ice_timeouts(Some(ICE_DISCONNECTED_AFTER), Some(ICE_FAILED_AFTER), None)
+        .build();
     RTCPeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
+        .with_configuration(
+            RTCConfigurationBuilder::new()
+                .with_certificates(vec![certificate.clone()])
+                .build(),
+        )
         .with_setting_engine(settings)
         .with_media_engine(engine)
         .with_interceptor_registry(registry)
         .build(now)
         .map_err(rtc_err)
-}
-
-/// Only the codecs the routing core understands, as the webrtc-rs transport offers them:
-/// Opus, VP8 and H.264 in the profiles encoders send.
-fn media_engine() -> Result<MediaEngine, ShardError> {
-    let mut engine = MediaEngine::default();
-    engine
-        .register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: "audio/opus".to_owned(),
-                    clock_rate: 48_000,
-                    channels: 2,
-                    sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-                    rtcp_feedback: vec![],
-                },
-                payload_type: 111,
-            },
-            RtpCodecKind::Audio,
-        )
-        .map_err(rtc_err)?;
-    let feedback = || {
-        [
-            ("goog-remb", ""),
-            ("ccm", "fir"),
-            ("nack", ""),
-            ("nack", "pli"),
-        ]
-        .into_iter()
-        .map(|(typ, parameter)| RTCPFeedback {
-            typ: typ.to_owned(),
-            parameter: parameter.to_owned(),
-        })
-        .collect::<Vec<_>>()
-    };
-    let h264 = |profile: &str| {
-        format!("level-asymmetry-allowed=1;packetization-mode=1;profile-level-id={profile}")
-    };
-    for (mime_type, fmtp, payload_type) in [
-        ("video/VP8", String::new(), 96),
-        ("video/H264", h264("42e01f"), 102),
-        ("video/H264", h264("42001f"), 104),
-        ("video/H264", h264("4d001f"), 106),
-        ("video/H264", h264("64001f"), 108),
-        ("video/H264", h264("f4001f"), 110),
-    ] {
-        engine
-            .register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: RTCRtpCodec {
-                        mime_type: mime_type.to_owned(),
-                        clock_rate: 90_000,
-                        channels: 0,
-                        sdp_fmtp_line: fmtp,
-                        rtcp_feedback: feedback(),
-                    },
-                    payload_type,
-                },
-                RtpCodecKind::Video,
-            )
-            .map_err(rtc_err)?;
-    }
-    Ok(engine)
 }
 
 /// The `rtc` codec a sender towards a subscriber announces for `codec`.
@@ -338,4 +351,35 @@ pub(crate) fn rtp_codec(codec: &CodecInfo) -> RTCRtpCodec {
 
 pub(crate) fn rtc_err(err: impl std::fmt::Display) -> ShardError {
     ShardError::Peer(err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_candidate_named_again_is_held_once() {
+        let mut held = HashSet::new();
+        let line = "candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host";
+        for form in [
+            line.to_owned(),
+            format!("a={line}"),
+            line.replacen("candidate:", "", 1),
+        ] {
+            assert!(hold(&mut held, &form, 1).is_ok());
+        }
+        assert_eq!(held.len(), 1);
+    }
+
+    #[test]
+    fn new_candidates_past_the_cap_are_refused() {
+        let mut held = HashSet::new();
+        for port in 0..3 {
+            let line = format!("candidate:{port} 1 udp 1 127.0.0.1 {port} typ host");
+            assert!(hold(&mut held, &line, 3).is_ok());
+        }
+        let more = hold(&mut held, "candidate:9 1 udp 1 127.0.0.1 9 typ host", 3);
+        assert!(matches!(more, Err(ShardError::TooManyCandidates(3))));
+        assert_eq!(held.len(), 3);
+    }
 }

@@ -203,7 +203,7 @@ impl Worker {
         if self.peers.len() >= self.config.max_peers {
             return Err(ShardError::LimitExceeded("peer connections on the shard"));
         }
-        let peer = ShardPeer::new(role, participant, self.local, now)?;
+        let peer = ShardPeer::new(role, participant, self.local, &self.certificate, now)?;
         let key = PeerKey(self.next_key);
         self.next_key += 1;
         self.peers.insert(key, peer);
@@ -244,7 +244,7 @@ impl Worker {
             .peers
             .get_mut(&key)
             .ok_or(ShardError::UnknownParticipant(participant))?;
-        peer.count_candidates(count_candidates(&offer), max_candidates)?;
+        peer.hold_description_candidates(&offer, max_candidates)?;
         let offer = RTCSessionDescription::offer(offer)
             .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
         peer.pc
@@ -351,7 +351,7 @@ impl Worker {
             .peers
             .get_mut(&key)
             .ok_or(ShardError::UnknownParticipant(participant))?;
-        peer.count_candidates(1, cap)
+        peer.hold_candidate(line, cap)
     }
 
     fn unpublish(
@@ -425,11 +425,4 @@ impl Worker {
         self.set_timer(Timer::Room(member.room), timeout, None);
         info!(room = %name, "room left the shard");
     }
-}
-
-/// The `a=candidate` lines of an SDP.
-pub(super) fn count_candidates(sdp: &str) -> usize {
-    sdp.lines()
-        .filter(|line| line.trim_start().starts_with("a=candidate:"))
-        .count()
 }

@@ -12,7 +12,6 @@ use rtc::rtp_transceiver::rtp_sender::{
 use tracing::{debug, warn};
 
 use super::peer::{LegState, PeerKey, SendLeg, rtc_err, rtp_codec};
-use super::routing::count_candidates;
 use super::worker::Worker;
 use super::{ShardError, SubscriptionChange};
 use crate::core::{Input, MediaKind, ParticipantId, PublicationId, Ssrc, SubscriptionId};
@@ -147,7 +146,7 @@ impl Worker {
                 "no offer is waiting for an answer".to_owned(),
             ));
         }
-        peer.count_candidates(count_candidates(&sdp), max_candidates)?;
+        peer.hold_description_candidates(&sdp, max_candidates)?;
         let answer = RTCSessionDescription::answer(sdp)
             .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
         peer.pc

@@ -8,6 +8,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
+use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
@@ -49,6 +50,7 @@ pub(super) fn spawn(
     bound: SocketAddr,
     commands: mpsc::Receiver<Command>,
     ingest: mpsc::Receiver<IngestPacket>,
+    certificate: RTCCertificate,
 ) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -67,7 +69,7 @@ pub(super) fn spawn(
                 let local = config
                     .advertise
                     .map_or(bound, |ip| SocketAddr::new(ip, bound.port()));
-                let mut worker = Worker::new(config, socket, local);
+                let mut worker = Worker::new(config, socket, local, certificate);
                 worker.run(commands, ingest).await;
             });
         })
@@ -79,6 +81,8 @@ pub(super) struct Worker {
     socket: UdpSocket,
     /// The address in our ICE candidate: the local side of every peer's transport.
     pub(super) local: SocketAddr,
+    /// The DTLS certificate of every connection on the shard.
+    pub(super) certificate: RTCCertificate,
     pub(super) peers: HashMap<PeerKey, ShardPeer>,
     pub(super) next_key: u64,
     pub(super) by_ufrag: HashMap<String, PeerKey>,
@@ -96,11 +100,17 @@ pub(super) struct Worker {
 }
 
 impl Worker {
-    fn new(config: ShardConfig, socket: UdpSocket, local: SocketAddr) -> Self {
+    fn new(
+        config: ShardConfig,
+        socket: UdpSocket,
+        local: SocketAddr,
+        certificate: RTCCertificate,
+    ) -> Self {
         Self {
             config,
             socket,
             local,
+            certificate,
             peers: HashMap::new(),
             next_key: 1,
             by_ufrag: HashMap::new(),
@@ -308,7 +318,13 @@ impl Worker {
             RTCPeerConnectionState::Closed => ConnectionState::Closed,
             _ => ConnectionState::New,
         };
-        peer.connected = state == ConnectionState::Connected;
+        // Disconnected is transient (a lite agent hears only the client's consent checks and
+        // its media); only failing or closing ends the connection for forwarding.
+        match state {
+            ConnectionState::Connected => peer.connected = true,
+            ConnectionState::Failed | ConnectionState::Closed => peer.connected = false,
+            _ => {}
+        }
         let (role, participant) = (peer.role, peer.participant);
         debug!(%participant, ?role, ?state, "connection state");
         self.tell(participant, ShardEvent::ConnectionState { role, state });

@@ -24,10 +24,12 @@ mod track;
 pub use crate::core::downlink::queue_delay::Congestion;
 pub use feedback::FeedbackToApplication;
 pub use horizon::RepairHorizons;
+pub(crate) use peer::sluice_media_engine;
 pub use peer::{Peer, PeerRole, Transport};
 pub use ports::{PortRange, PortRangeError};
 pub use sdp::{negotiated_codecs, with_start_bitrate};
 pub use track::{LocalTrack, RemoteTrack, RtpSink, SubscriberFeedback};
+pub(crate) use track::{from_wire, to_wire};
 
 use std::net::IpAddr;
 

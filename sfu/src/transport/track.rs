@@ -212,7 +212,7 @@ fn is_plausible_sampling(sampled_at: Instant, arrived: Instant) -> bool {
     distance <= SAMPLING_PLAUSIBLE_WITHIN
 }
 
-fn from_wire(packet: rtp::Packet, audio_level_extension_id: Option<u8>) -> RtpPacket {
+pub(crate) fn from_wire(packet: rtp::Packet, audio_level_extension_id: Option<u8>) -> RtpPacket {
     RtpPacket {
         ssrc: Ssrc(packet.header.ssrc),
         payload_type: packet.header.payload_type,
@@ -239,7 +239,7 @@ fn audio_level(header: &rtp::header::Header, id: u8) -> Option<u8> {
 
 /// Builds the outgoing packet. Header extensions are not carried over: their ids were
 /// negotiated with the publisher, not with this subscriber, and the sender rejects unknown ids.
-fn to_wire(packet: RtpPacket) -> rtp::Packet {
+pub(crate) fn to_wire(packet: RtpPacket) -> rtp::Packet {
     rtp::Packet {
         header: rtp::header::Header {
             version: 2,

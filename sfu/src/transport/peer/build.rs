@@ -201,7 +201,7 @@ impl Transport {
 
 /// Only the codecs the routing core understands (keyframe detection, rewriting), so a client
 /// never negotiates something Sluice would forward blindly.
-fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
+pub(crate) fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
     let mut engine = MediaEngine::default();
     engine.register_codec(
         RTCRtpCodecParameters {

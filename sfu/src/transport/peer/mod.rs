@@ -81,6 +81,7 @@ pub enum PeerRole {
 }
 
 pub use build::Transport;
+pub(crate) use build::sluice_media_engine;
 
 fn peer_err(err: impl std::fmt::Display) -> TransportError {
     TransportError::Peer(err.to_string())
