@@ -5,6 +5,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 
+// `SLUICE_MEDIA_PLANE=shard` runs the same test on the shard media plane (relay-shard.test.mjs).
+const PLANE = process.env.SLUICE_MEDIA_PLANE ?? 'webrtc';
+const NAME = PLANE === 'webrtc' ? 'relay' : `relay-${PLANE}`;
 const SUBSCRIBERS = 3;
 const MEDIA_DEADLINE_MS = 30_000;
 const REMOVAL_LIMIT_MS = 2_000;
@@ -14,7 +17,7 @@ let browser;
 const pages = [];
 
 before(async () => {
-  server = await startServer('relay');
+  server = await startServer(NAME, { env: { SLUICE_MEDIA_PLANE: PLANE } });
   browser = await launchBrowser();
 });
 
@@ -46,7 +49,7 @@ async function connectInPage(page, room, identity) {
 }
 
 test('a publisher reaches three subscribers with video and audio', { timeout: 120_000 }, async () => {
-  await withDiagnostics('relay', server, () => pages, async () => {
+  await withDiagnostics(NAME, server, () => pages, async () => {
     const room = uniqueRoom('relay');
 
     const publisher = await openPage(browser, server.url, 'publisher');
@@ -166,6 +169,38 @@ test('a publisher reaches three subscribers with video and audio', { timeout: 12
     });
     console.log(`PUBLISHER_PLI_COUNT=${pliCount}`);
     assert.ok(pliCount >= 1, 'the publisher never received a keyframe request');
+
+    // The server's side of every connection of every page: the port its media flows from, and
+    // whether its description says ICE-lite.
+    const legs = (
+      await Promise.all(
+        [publisher, ...subscribers].map((page) =>
+          page.evaluate(async () => {
+            const out = [];
+            for (const role of ['publisher', 'subscriber']) {
+              const pc = window.relay.room.peerConnection(role);
+              if (!pc || pc.connectionState !== 'connected') continue;
+              const stats = await pc.getStats();
+              let pairId;
+              stats.forEach((s) => {
+                if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+              });
+              const pair = pairId && stats.get(pairId);
+              const remote = pair && stats.get(pair.remoteCandidateId);
+              out.push({ role, port: remote?.port, iceLite: /^a=ice-lite/m.test(pc.remoteDescription?.sdp ?? '') });
+            }
+            return out;
+          }),
+        ),
+      )
+    ).flat();
+    const ports = [...new Set(legs.map((l) => l.port))];
+    console.log(`MEDIA_PLANE=${PLANE} CONNECTIONS=${legs.length} SERVER_PORTS=${ports.join(',')} ICE_LITE=${legs.every((l) => l.iceLite)}`);
+    assert.ok(legs.length >= 1 + SUBSCRIBERS, `only ${legs.length} connected legs`);
+    if (PLANE === 'shard') {
+      assert.equal(ports.length, 1, `the shard plane serves every connection on one port, saw ${ports}`);
+      assert.ok(legs.every((l) => l.iceLite), 'every server description says a=ice-lite');
+    }
 
     // The publisher goes away: every subscriber must hear about both publications within 2 s.
     const closedAt = Date.now();
