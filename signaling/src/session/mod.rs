@@ -232,8 +232,7 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
     }
 
     async fn on_frame(&mut self, frame: Inbound) -> Flow {
-        let text = match frame {
-            Inbound::Text(text) => text,
+        match frame {
             Inbound::Closed => {
                 return Flow::Close {
                     code: CLOSE_NORMAL,
@@ -248,25 +247,22 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                     then: After::Leave,
                 };
             }
-            Inbound::Binary => {
-                let _ = self
-                    .send(error_message(
-                        None,
-                        ErrorCode::InvalidMessage,
-                        "binary frames are not supported",
-                    ))
-                    .await;
-                return Flow::Continue;
-            }
-        };
+            Inbound::Text(_) | Inbound::Binary => {}
+        }
+        // Every data frame counts against the rate, whatever it holds.
         let now = Instant::now();
         let limiter = self.limiter.get_or_insert_with(|| {
             RateLimiter::new(self.ctx.max_message_rate, self.ctx.max_message_burst, now)
         });
-        match limiter.check(now) {
+        let verdict = limiter.check(now);
+        let text = match frame {
+            Inbound::Text(text) => Some(text),
+            _ => None,
+        };
+        match verdict {
             Verdict::Allowed => {}
             Verdict::Refused => {
-                let request_id = peek_request_id(&text);
+                let request_id = text.as_deref().and_then(peek_request_id);
                 let _ = self
                     .send(error_message(
                         request_id,
@@ -284,6 +280,16 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 };
             }
         }
+        let Some(text) = text else {
+            let _ = self
+                .send(error_message(
+                    None,
+                    ErrorCode::InvalidMessage,
+                    "binary frames are not supported",
+                ))
+                .await;
+            return Flow::Continue;
+        };
         let message = match parse(&text) {
             Ok(message) => message,
             Err((request_id, reason)) => {

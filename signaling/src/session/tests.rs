@@ -319,3 +319,28 @@ fn parse_reports_request_id_when_it_can() {
     );
     assert!(parse(r#"{"type":"leave","requestId":1}"#).is_ok());
 }
+
+#[tokio::test]
+async fn a_binary_flood_is_refused_then_disconnected() {
+    // One message a second, bursts of two: binary frames count like text ones.
+    let ctx = context(1);
+    let mut client = Client::connect(&ctx);
+    for _ in 0..2 {
+        client.to_session.unbounded_send(Inbound::Binary).unwrap();
+        let response = client.response().await;
+        assert_eq!(
+            error_code(&response),
+            Some((None, ErrorCode::InvalidMessage))
+        );
+    }
+    for _ in 0..8 {
+        client.to_session.unbounded_send(Inbound::Binary).unwrap();
+        let response = client.response().await;
+        assert_eq!(error_code(&response), Some((None, ErrorCode::RateLimited)));
+    }
+    client.to_session.unbounded_send(Inbound::Binary).unwrap();
+    assert_eq!(
+        client.closed().await,
+        (CLOSE_POLICY, "message rate limit exceeded".to_owned())
+    );
+}
