@@ -72,6 +72,8 @@ impl Server {
                 max_message_rate: config.max_message_rate,
                 max_message_burst: config.max_message_burst(),
                 join_timeout: Duration::from_secs(10),
+                outbound_queue: session::DEFAULT_OUTBOUND_QUEUE,
+                send_deadline: session::DEFAULT_SEND_DEADLINE,
                 shutdown: shutdown_rx.clone(),
                 resumable: Resumable::new(config.resume_grace),
             },

@@ -3,8 +3,10 @@
 //! It is generic over a [`Stream`] of [`Inbound`] frames and a [`Sink`] of [`Outbound`]
 //! frames, so it runs over axum's WebSocket in production and over in-memory channels in its
 //! tests. `requests` answers each request, `wire` maps the media plane's types to the
-//! protocol's, `rate_limit` holds each connection to its message rate.
+//! protocol's, `rate_limit` holds each connection to its message rate, `outbox` bounds what
+//! waits to be written to a client that does not read.
 
+mod outbox;
 mod rate_limit;
 mod requests;
 #[cfg(test)]
@@ -14,11 +16,13 @@ mod wire;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{Sink, Stream, StreamExt};
 use sluice_sfu::runtime::{Participant, ParticipantEvent, Sfu};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span};
 
+pub use self::outbox::{DEFAULT_OUTBOUND_QUEUE, DEFAULT_SEND_DEADLINE};
+use self::outbox::{Outbox, Refused};
 use self::rate_limit::{RateLimiter, Verdict};
 use self::wire::event_message;
 use crate::auth::TokenAuthority;
@@ -63,6 +67,10 @@ pub struct SessionContext {
     pub max_message_burst: u32,
     /// How long a connection may stay without joining.
     pub join_timeout: Duration,
+    /// Frames that may wait for a client that does not read before it is closed (1008).
+    pub outbound_queue: usize,
+    /// How long one frame may take to reach the socket before the connection is dropped.
+    pub send_deadline: Duration,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// Participants whose socket dropped, waiting for a `resume`.
@@ -89,28 +97,40 @@ enum After {
     HandOver(tokio::sync::oneshot::Sender<Participant>),
 }
 
+/// Why the session closes a client that does not read what it is sent.
+const NOT_READING: &str = "outbound queue full: the client does not read";
+
 /// Runs one client connection to its end. Never panics on client input; every request gets
-/// exactly one response.
+/// exactly one response. Never waits on `outgoing`: frames go through a bounded queue, and a
+/// client that does not read is closed (see `outbox`).
 pub async fn run<I, O>(ctx: SessionContext, incoming: I, outgoing: O)
 where
     I: Stream<Item = Inbound> + Unpin,
     O: Sink<Outbound> + Unpin,
 {
     let span = info_span!("session", participant = tracing::field::Empty);
-    Session {
+    let (outbox, writer) = outbox::channel(ctx.outbound_queue, ctx.send_deadline);
+    // The writer's end (a dead or stalled socket) ends the incoming frames too.
+    let (writer_done, writer_gone) = tokio::sync::oneshot::channel::<()>();
+    let writer = async move {
+        writer.run(outgoing).await;
+        drop(writer_done);
+    };
+    let session = Session {
         ctx,
         participant: None,
         attachment: None,
         after_response: Vec::new(),
         limiter: None,
-        outgoing,
+        outbox,
     }
-    .run(incoming)
-    .instrument(span)
-    .await;
+    .run(incoming.take_until(writer_gone));
+    futures::future::join(session, writer)
+        .instrument(span)
+        .await;
 }
 
-struct Session<O> {
+struct Session {
     ctx: SessionContext,
     participant: Option<Participant>,
     /// This session's hold on its participant's resume entry.
@@ -118,10 +138,10 @@ struct Session<O> {
     /// Events to send right after the current response (a resume's kept events).
     after_response: Vec<ServerMessage>,
     limiter: Option<RateLimiter>,
-    outgoing: O,
+    outbox: Outbox,
 }
 
-impl<O: Sink<Outbound> + Unpin> Session<O> {
+impl Session {
     async fn run<I: Stream<Item = Inbound> + Unpin>(mut self, mut incoming: I) {
         let shutdown = stopped(self.ctx.shutdown.clone());
         tokio::pin!(shutdown);
@@ -142,9 +162,9 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 event = next_event(&mut self.participant) => match event {
                     Some(event) => {
                         if let Some(message) = event_message(event)
-                            && self.send(message).await.is_err()
+                            && let Err(refused) = self.send(message)
                         {
-                            break (None, After::Park);
+                            break refused_close(refused);
                         }
                     }
                     // The participant ended under us (should not happen while we hold it).
@@ -178,7 +198,7 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
         // frame to a dead socket may take long to write.
         self.end(then);
         if let Some((code, reason)) = close {
-            let _ = self.outgoing.send(Outbound::Close { code, reason }).await;
+            self.outbox.close(code, reason);
         }
     }
 
@@ -224,11 +244,9 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
         }
     }
 
-    async fn send(&mut self, message: ServerMessage) -> Result<(), ()> {
-        self.outgoing
-            .send(Outbound::Message(message))
-            .await
-            .map_err(|_| ())
+    /// Queues a message for the client; never waits.
+    fn send(&mut self, message: ServerMessage) -> Result<(), Refused> {
+        self.outbox.push(message)
     }
 
     async fn on_frame(&mut self, frame: Inbound) -> Flow {
@@ -263,14 +281,11 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             Verdict::Allowed => {}
             Verdict::Refused => {
                 let request_id = text.as_deref().and_then(peek_request_id);
-                let _ = self
-                    .send(error_message(
-                        request_id,
-                        ErrorCode::RateLimited,
-                        "too many messages; slow down",
-                    ))
-                    .await;
-                return Flow::Continue;
+                return self.send_or_close(error_message(
+                    request_id,
+                    ErrorCode::RateLimited,
+                    "too many messages; slow down",
+                ));
             }
             Verdict::Flooding => {
                 return Flow::Close {
@@ -281,22 +296,20 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             }
         }
         let Some(text) = text else {
-            let _ = self
-                .send(error_message(
-                    None,
-                    ErrorCode::InvalidMessage,
-                    "binary frames are not supported",
-                ))
-                .await;
-            return Flow::Continue;
+            return self.send_or_close(error_message(
+                None,
+                ErrorCode::InvalidMessage,
+                "binary frames are not supported",
+            ));
         };
         let message = match parse(&text) {
             Ok(message) => message,
             Err((request_id, reason)) => {
-                let _ = self
-                    .send(error_message(request_id, ErrorCode::InvalidMessage, reason))
-                    .await;
-                return Flow::Continue;
+                return self.send_or_close(error_message(
+                    request_id,
+                    ErrorCode::InvalidMessage,
+                    reason,
+                ));
             }
         };
         let request_id = message.request_id();
@@ -305,21 +318,14 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             Ok(response) => response,
             Err(failure) => error_message(Some(request_id), failure.code, failure.message),
         };
-        if self.send(response).await.is_err() {
-            return Flow::Close {
-                code: CLOSE_GOING_AWAY,
-                reason: String::new(),
-                then: After::Park,
-            };
-        }
+        let mut sent = self.send(response);
         for message in std::mem::take(&mut self.after_response) {
-            if self.send(message).await.is_err() {
-                return Flow::Close {
-                    code: CLOSE_GOING_AWAY,
-                    reason: String::new(),
-                    then: After::Park,
-                };
-            }
+            sent = sent.and_then(|()| self.send(message));
+        }
+        if let Err(refused) = sent {
+            let (close, then) = refused_close(refused);
+            let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
+            return Flow::Close { code, reason, then };
         }
         if leaving {
             return Flow::Close {
@@ -329,6 +335,29 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             };
         }
         Flow::Continue
+    }
+}
+
+impl Session {
+    /// Queues a message; a client whose queue is full, or whose socket is gone, is closed.
+    fn send_or_close(&mut self, message: ServerMessage) -> Flow {
+        match self.send(message) {
+            Ok(()) => Flow::Continue,
+            Err(refused) => {
+                let (close, then) = refused_close(refused);
+                let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
+                Flow::Close { code, reason, then }
+            }
+        }
+    }
+}
+
+/// The close frame (if any is worth sending) and the participant's fate when a message could
+/// not be queued: a client that does not read leaves; a broken socket parks for a resume.
+fn refused_close(refused: Refused) -> (Option<(u16, String)>, After) {
+    match refused {
+        Refused::Full => (Some((CLOSE_POLICY, NOT_READING.to_owned())), After::Leave),
+        Refused::Gone => (None, After::Park),
     }
 }
 

@@ -4,14 +4,13 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::Sink;
 use sluice_sfu::core::{ParticipantId, PublicationId, SubscriptionId};
 use sluice_sfu::runtime::{ParticipantEvent, Permissions, RequestError, RoomEvent, TrackRequest};
 use sluice_sfu::transport::TransportError;
 use tracing::{debug, info, warn};
 
+use super::Session;
 use super::wire::event_message;
-use super::{Outbound, Session};
 use crate::protocol::{
     ClientMessage, ErrorCode, ParticipantInfo, PublicationInfo, RequestId, ServerMessage,
     SubscriptionInfo,
@@ -53,7 +52,7 @@ impl From<RequestError> for Failure {
     }
 }
 
-impl<O: Sink<Outbound> + Unpin> Session<O> {
+impl Session {
     /// Answers one parsed request.
     pub(super) async fn handle(
         &mut self,

@@ -24,6 +24,8 @@ fn context(max_message_rate: u32) -> SessionContext {
         max_message_rate,
         max_message_burst: max_message_rate.saturating_mul(2),
         join_timeout: Duration::from_secs(10),
+        outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+        send_deadline: DEFAULT_SEND_DEADLINE,
         // A dropped sender means "never shutting down" to the session.
         shutdown: shutdown_rx,
         resumable: Resumable::new(Duration::from_secs(15)),
@@ -343,4 +345,67 @@ async fn a_binary_flood_is_refused_then_disconnected() {
         client.closed().await,
         (CLOSE_POLICY, "message rate limit exceeded".to_owned())
     );
+}
+
+/// A client that never reads: its end of the outgoing channel is held and never polled, so
+/// every send to it waits forever once the channel's one slot is taken.
+fn never_read() -> (mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>) {
+    mpsc::channel(0)
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_cannot_stall_its_session() {
+    let ctx = SessionContext {
+        join_timeout: Duration::from_millis(200),
+        send_deadline: Duration::from_millis(300),
+        ..context(1000)
+    };
+    let (to_session, incoming) = mpsc::unbounded();
+    let (outgoing, _unread) = never_read();
+    for request_id in 0..50 {
+        let ping = serde_json::to_string(&ClientMessage::Ping { request_id }).unwrap();
+        to_session.unbounded_send(Inbound::Text(ping)).unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(8), run(ctx, incoming, outgoing))
+        .await
+        .expect("the session ends although its client never reads");
+    // The first stalled send ends it at the send deadline, before the join timeout matters.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "ended after {took:?}");
+}
+
+#[tokio::test]
+async fn a_client_that_reads_too_slowly_is_closed_when_its_queue_fills() {
+    // A deadline far away: the full queue, not the deadline, must end it.
+    let ctx = SessionContext {
+        outbound_queue: 8,
+        send_deadline: Duration::from_secs(60),
+        ..context(1000)
+    };
+    let (to_session, incoming) = mpsc::unbounded();
+    let (outgoing, mut unread) = never_read();
+    let session = tokio::spawn(run(ctx, incoming, outgoing));
+    for request_id in 0..20 {
+        let ping = serde_json::to_string(&ClientMessage::Ping { request_id }).unwrap();
+        to_session.unbounded_send(Inbound::Text(ping)).unwrap();
+    }
+    // The client wakes up: the close frame was put ahead of the queued answers.
+    let mut frames = Vec::new();
+    while let Some(frame) = tokio::time::timeout(WAIT, unread.next()).await.unwrap() {
+        frames.push(frame);
+    }
+    tokio::time::timeout(WAIT, session).await.unwrap().unwrap();
+    let Some(Outbound::Close { code, reason }) = frames.last() else {
+        panic!("no close frame last: {frames:?}");
+    };
+    assert_eq!(
+        (*code, reason.as_str()),
+        (
+            CLOSE_POLICY,
+            "outbound queue full: the client does not read"
+        )
+    );
+    // Only what the writer held when the queue filled came before it.
+    assert!(frames.len() <= 3, "{frames:?}");
 }
