@@ -468,7 +468,8 @@ pub enum CloseCode {
     TooBig = 1009,
     /// Sent by the SDK itself when its heartbeat gets no answer.
     HeartbeatTimeout = 4000,
-    /// Another connection resumed this participant; the client must not reconnect from this one.
+    /// Another connection resumed this participant, or a newer `join` of the same identity in
+    /// the same room replaced it; the client must not reconnect from this one.
     Replaced = 4001,
     /// Test hook only: the server dropped the socket as a network failure would.
     DroppedByTestHook = 4002,
@@ -503,7 +504,9 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => {
                 "Sent by the SDK itself when its heartbeat gets no answer."
             }
-            CloseCode::Replaced => "Another connection resumed this participant: do not reconnect.",
+            CloseCode::Replaced => {
+                "Another connection resumed this participant, or a newer join of its identity replaced it: do not reconnect."
+            }
             CloseCode::DroppedByTestHook => "Test hook only: dropped as a network failure would.",
         }
     }

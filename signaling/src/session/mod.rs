@@ -53,7 +53,8 @@ pub const CLOSE_NORMAL: u16 = CloseCode::Normal.code();
 pub const CLOSE_GOING_AWAY: u16 = CloseCode::GoingAway.code();
 pub const CLOSE_POLICY: u16 = CloseCode::Policy.code();
 pub const CLOSE_TOO_BIG: u16 = CloseCode::TooBig.code();
-/// Another connection resumed this participant; the client must not reconnect from this one.
+/// Another connection resumed this participant, or a newer join of its identity replaced it;
+/// the client must not reconnect from this one.
 pub const CLOSE_REPLACED: u16 = CloseCode::Replaced.code();
 /// Test hook only: the server dropped the socket as a network failure would.
 pub const CLOSE_DROPPED_BY_TEST_HOOK: u16 = CloseCode::DroppedByTestHook.code();
@@ -95,7 +96,13 @@ enum After {
     Park,
     /// Another connection resumed it.
     HandOver(tokio::sync::oneshot::Sender<Participant>),
+    /// A newer join of its identity replaces it: it leaves, and the sender is dropped once
+    /// the room has been told.
+    Replaced(tokio::sync::oneshot::Sender<()>),
 }
+
+/// Why the session closes a connection whose identity joined again elsewhere.
+const REPLACED: &str = "replaced by a newer join of the same identity";
 
 /// Why the session closes a client that does not read what it is sent.
 const NOT_READING: &str = "outbound queue full: the client does not read";
@@ -178,6 +185,13 @@ impl Session {
                             After::HandOver(handover),
                         );
                     }
+                    SessionControl::Replace(done) => {
+                        info!("replaced by a newer join of the same identity");
+                        break (
+                            Some((CLOSE_REPLACED, REPLACED.to_owned())),
+                            After::Replaced(done),
+                        );
+                    }
                     SessionControl::Drop => {
                         info!("socket dropped by the test hook");
                         break (
@@ -226,6 +240,13 @@ impl Session {
                 self.ctx.resumable.release(attachment.participant);
                 info!("participant left");
                 participant.leave();
+            }
+            After::Replaced(done) => {
+                // The newer join waits for this leave, so the room hears it first.
+                tokio::spawn(async move {
+                    participant.leave_and_wait().await;
+                    drop(done);
+                });
             }
             After::Park => match self.ctx.resumable.park(&attachment, participant) {
                 None => {

@@ -15,9 +15,10 @@ use crate::protocol::{
     ClientMessage, ErrorCode, ParticipantInfo, PublicationInfo, RequestId, ServerMessage,
     SubscriptionInfo,
 };
-use crate::resume::Claimed;
+use crate::resume::{Claimed, Evicted};
 
-/// How long a `resume` waits for the previous session to hand its participant over.
+/// How long a `resume` waits for the previous session to hand its participant over, and a
+/// `join` for the participant of the same identity it replaces to end.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request failure on its way to the client.
@@ -195,6 +196,21 @@ impl Session {
                 ErrorCode::Unauthorized,
                 "the token is for another room",
             ));
+        }
+        // One participant per identity per room: the newer join replaces the older, which
+        // leaves first.
+        for evicted in self.ctx.resumable.evict(&grants.room, &grants.identity) {
+            let ended = async {
+                match evicted {
+                    Evicted::Session(ended) => {
+                        let _ = ended.await;
+                    }
+                    Evicted::Parked(participant) => participant.leave_and_wait().await,
+                }
+            };
+            if tokio::time::timeout(TAKEOVER_TIMEOUT, ended).await.is_err() {
+                warn!(identity = %grants.identity, "the replaced participant did not end in time");
+            }
         }
         let permissions = Permissions {
             can_publish: grants.can_publish,

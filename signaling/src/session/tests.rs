@@ -409,3 +409,93 @@ async fn a_client_that_reads_too_slowly_is_closed_when_its_queue_fills() {
     // Only what the writer held when the queue filled came before it.
     assert!(frames.len() <= 3, "{frames:?}");
 }
+
+/// Skips events until a `participantLeft` or `participantJoined`; returns it.
+async fn next_membership_event(client: &mut Client) -> ServerMessage {
+    loop {
+        match client.next().await {
+            Some(Outbound::Message(
+                message @ (ServerMessage::ParticipantLeft { .. }
+                | ServerMessage::ParticipantJoined { .. }),
+            )) => return message,
+            Some(Outbound::Message(_event)) => {}
+            other => panic!("expected a membership event, got {other:?}"),
+        }
+    }
+}
+
+fn participant_id(joined: &ServerMessage) -> String {
+    match joined {
+        ServerMessage::Joined { participant, .. } => participant.participant_id.clone(),
+        other => panic!("not joined: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_newer_join_of_the_same_identity_replaces_the_older() {
+    let ctx = context(50);
+    let mut bob = Client::connect(&ctx);
+    bob.join("lobby", "bob").await;
+    let mut first = Client::connect(&ctx);
+    let first_id = participant_id(&first.join("lobby", "alice").await);
+    assert!(matches!(
+        next_membership_event(&mut bob).await,
+        ServerMessage::ParticipantJoined { .. }
+    ));
+
+    let mut second = Client::connect(&ctx);
+    let joined = second.join("lobby", "alice").await;
+    let second_id = participant_id(&joined);
+    // The room holds one alice: the newer one sees only bob.
+    let ServerMessage::Joined { participants, .. } = joined else {
+        unreachable!("participant_id asserts Joined");
+    };
+    let others: Vec<_> = participants.iter().map(|p| p.identity.as_str()).collect();
+    assert_eq!(others, ["bob"]);
+    // The older connection is closed with 4001: its client must not reconnect.
+    assert_eq!(
+        first.closed().await,
+        (
+            CLOSE_REPLACED,
+            "replaced by a newer join of the same identity".to_owned()
+        )
+    );
+    // The others see the older leave, then the newer join.
+    assert_eq!(
+        next_membership_event(&mut bob).await,
+        ServerMessage::ParticipantLeft {
+            participant_id: first_id
+        }
+    );
+    match next_membership_event(&mut bob).await {
+        ServerMessage::ParticipantJoined { participant } => {
+            assert_eq!(participant.participant_id, second_id);
+        }
+        other => panic!("expected the newer join, got {other:?}"),
+    }
+
+    // A parked alice (its socket dropped) is replaced too.
+    drop(second.to_session);
+    tokio::time::timeout(WAIT, async {
+        while ctx.resumable.parked_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let mut third = Client::connect(&ctx);
+    let third_id = participant_id(&third.join("lobby", "alice").await);
+    assert_eq!(
+        next_membership_event(&mut bob).await,
+        ServerMessage::ParticipantLeft {
+            participant_id: second_id
+        }
+    );
+    match next_membership_event(&mut bob).await {
+        ServerMessage::ParticipantJoined { participant } => {
+            assert_eq!(participant.participant_id, third_id);
+        }
+        other => panic!("expected the third join, got {other:?}"),
+    }
+    assert_eq!(ctx.resumable.parked_count(), 0);
+}
