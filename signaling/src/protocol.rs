@@ -10,10 +10,17 @@
 //! `client-js/src/protocol.gen.ts` are generated from them (see [`typescript_bindings`]) and a
 //! test fails when the checked-in file is stale. `docs/protocol.md` documents the flow, and
 //! `tests/fixtures/protocol/*.json` holds one golden example per message, read by the Rust and
-//! the TypeScript tests alike.
+//! the TypeScript tests alike. `limits` bounds every string and list a client sends.
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+
+mod limits;
+
+pub use self::limits::{
+    FieldError, MAX_CANDIDATE_BYTES, MAX_ID_BYTES, MAX_NAME_BYTES, MAX_RESUME_TOKEN_BYTES,
+    MAX_RIDS_PER_TRACK, MAX_TRACKS_PER_PUBLISH, MAX_TRICKLED_CANDIDATES, MAX_UFRAG_BYTES,
+};
 
 /// Client-chosen request correlation id, echoed in the response.
 pub type RequestId = u32;

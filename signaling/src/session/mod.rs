@@ -129,6 +129,7 @@ where
         attachment: None,
         after_response: Vec::new(),
         limiter: None,
+        trickled: [0; 2],
         outbox,
     }
     .run(incoming.take_until(writer_gone));
@@ -145,6 +146,8 @@ struct Session {
     /// Events to send right after the current response (a resume's kept events).
     after_response: Vec<ServerMessage>,
     limiter: Option<RateLimiter>,
+    /// Candidates trickled since the last ICE restart: publisher, subscriber connection.
+    trickled: [usize; 2],
     outbox: Outbox,
 }
 
@@ -412,7 +415,8 @@ async fn next_event(participant: &mut Option<Participant>) -> Option<Participant
     }
 }
 
-/// Parses a frame; on failure returns the request id if one could be found, and why.
+/// Parses a frame and checks its fields' bounds; on failure returns the request id if one
+/// could be found, and why.
 fn parse(text: &str) -> Result<ClientMessage, (Option<RequestId>, String)> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| (None, format!("malformed JSON: {e}")))?;
@@ -420,7 +424,12 @@ fn parse(text: &str) -> Result<ClientMessage, (Option<RequestId>, String)> {
         .get("requestId")
         .and_then(serde_json::Value::as_u64)
         .and_then(|id| RequestId::try_from(id).ok());
-    serde_json::from_value(value).map_err(|e| (request_id, format!("invalid message: {e}")))
+    let message: ClientMessage =
+        serde_json::from_value(value).map_err(|e| (request_id, format!("invalid message: {e}")))?;
+    message
+        .check_limits()
+        .map_err(|e| (request_id, format!("invalid message: {e}")))?;
+    Ok(message)
 }
 
 fn peek_request_id(text: &str) -> Option<RequestId> {

@@ -12,8 +12,8 @@ use tracing::{debug, info, warn};
 use super::Session;
 use super::wire::event_message;
 use crate::protocol::{
-    ClientMessage, ErrorCode, ParticipantInfo, PublicationInfo, RequestId, ServerMessage,
-    SubscriptionInfo,
+    ClientMessage, ErrorCode, MAX_TRICKLED_CANDIDATES, ParticipantInfo, PeerRole, PublicationInfo,
+    RequestId, ServerMessage, SubscriptionInfo,
 };
 use crate::resume::{Claimed, Evicted};
 
@@ -91,6 +91,7 @@ impl Session {
             }
             ClientMessage::RestartIce { request_id } => {
                 participant.restart_ice().await?;
+                self.trickled[trickle_slot(PeerRole::Subscriber)] = 0;
                 Ok(ServerMessage::Ok { request_id })
             }
             ClientMessage::Leave { request_id } => Ok(ServerMessage::Ok { request_id }),
@@ -99,6 +100,10 @@ impl Session {
                 sdp,
                 tracks,
             } => {
+                // An offer without tracks is the client's ICE restart of its publisher.
+                if tracks.is_empty() {
+                    self.trickled[trickle_slot(PeerRole::Publisher)] = 0;
+                }
                 let tracks = tracks.into_iter().map(TrackRequest::from).collect();
                 let (sdp, publications) = participant.publish(sdp, tracks).await?;
                 Ok(ServerMessage::Published {
@@ -168,6 +173,16 @@ impl Session {
                 target,
                 candidate,
             } => {
+                let trickled = &mut self.trickled[trickle_slot(target)];
+                if *trickled >= MAX_TRICKLED_CANDIDATES {
+                    return Err(Failure::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "at most {MAX_TRICKLED_CANDIDATES} candidates per peer connection until an ICE restart"
+                        ),
+                    ));
+                }
+                *trickled += 1;
                 participant
                     .add_ice_candidate(target.into(), candidate.into())
                     .await?;
@@ -344,6 +359,14 @@ impl Session {
                 })
                 .collect(),
         })
+    }
+}
+
+/// Where a connection's trickled candidates are counted.
+fn trickle_slot(target: PeerRole) -> usize {
+    match target {
+        PeerRole::Publisher => 0,
+        PeerRole::Subscriber => 1,
     }
 }
 
