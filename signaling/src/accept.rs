@@ -6,6 +6,7 @@ use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -96,13 +97,17 @@ pub(crate) async fn serve(
             }
         };
         let app = app.clone();
+        let reset = ResetOnClose::default();
+        let request_reset = reset.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(request_reset.clone());
             app.clone().oneshot(request)
         });
         let io = TokioIo::new(Counted {
             stream,
             _slot: slot,
+            reset,
         });
         let connection = http.serve_connection(io, service).with_upgrades();
         let mut stop = stop.clone();
@@ -202,6 +207,30 @@ struct Slot {
 struct Counted {
     stream: TcpStream,
     _slot: Slot,
+    reset: ResetOnClose,
+}
+
+impl Drop for Counted {
+    /// A connection marked for reset closes with RST: the kernel frees its unsent data at once
+    /// instead of keeping it for a peer that does not read.
+    fn drop(&mut self) {
+        if self.reset.0.load(Ordering::Relaxed) {
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+/// Set on a connection (a request extension, which follows it into an upgraded WebSocket) to
+/// close it with RST rather than FIN once it is dropped: for a peer that stopped reading, whose
+/// unsent data would otherwise stay in the kernel until TCP gives up on it.
+#[derive(Clone, Debug, Default)]
+pub struct ResetOnClose(Arc<AtomicBool>);
+
+impl ResetOnClose {
+    /// Marks the connection: its close will be a reset.
+    pub fn arm(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl AsyncRead for Counted {

@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, warn};
 
-use crate::accept::{self, ConnectionLimits};
+use crate::accept::{self, ConnectionLimits, ResetOnClose};
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Config;
 use crate::resume::Resumable;
@@ -121,6 +122,7 @@ fn router(state: AppState) -> Router {
 
 async fn websocket(
     State(state): State<AppState>,
+    reset: Option<Extension<ResetOnClose>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -133,10 +135,10 @@ async fn websocket(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve_socket(state.session, socket))
+        .on_upgrade(move |socket| serve_socket(state.session, socket, reset.map(|r| r.0)))
 }
 
-async fn serve_socket(ctx: SessionContext, socket: WebSocket) {
+async fn serve_socket(ctx: SessionContext, socket: WebSocket, reset: Option<ResetOnClose>) {
     let (sink, stream) = socket.split();
     let incoming = stream
         .filter_map(|frame| async move {
@@ -181,7 +183,13 @@ async fn serve_socket(ctx: SessionContext, socket: WebSocket) {
             })),
         })
     });
-    session::run(ctx, Box::pin(incoming), Box::pin(outgoing)).await;
+    // A client that stopped reading gets a reset: its unsent answers are freed at once.
+    let on_stall = move || {
+        if let Some(reset) = reset {
+            reset.arm();
+        }
+    };
+    session::run_with_stall(ctx, Box::pin(incoming), Box::pin(outgoing), on_stall).await;
 }
 
 #[derive(Deserialize)]

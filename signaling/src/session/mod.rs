@@ -115,12 +115,27 @@ where
     I: Stream<Item = Inbound> + Unpin,
     O: Sink<Outbound> + Unpin,
 {
+    run_with_stall(ctx, incoming, outgoing, || {}).await;
+}
+
+/// [`run`], with `on_stall` called when a frame missed the send deadline, before the socket
+/// is dropped (the server then resets the connection rather than leave its unsent data to
+/// the kernel).
+pub async fn run_with_stall<I, O>(
+    ctx: SessionContext,
+    incoming: I,
+    outgoing: O,
+    on_stall: impl FnOnce(),
+) where
+    I: Stream<Item = Inbound> + Unpin,
+    O: Sink<Outbound> + Unpin,
+{
     let span = info_span!("session", participant = tracing::field::Empty);
     let (outbox, writer) = outbox::channel(ctx.outbound_queue, ctx.send_deadline);
     // The writer's end (a dead or stalled socket) ends the incoming frames too.
     let (writer_done, writer_gone) = tokio::sync::oneshot::channel::<()>();
     let writer = async move {
-        writer.run(outgoing).await;
+        writer.run(outgoing, on_stall).await;
         drop(writer_done);
     };
     let session = Session {

@@ -87,8 +87,13 @@ impl Outbox {
 impl Writer {
     /// Sends the queued frames to `sink` until the session drops its [`Outbox`] (after the
     /// last frame), a send fails, or a send makes no progress for the deadline. The session
-    /// sees the two last as [`Refused::Gone`].
-    pub(super) async fn run<O: Sink<Outbound> + Unpin>(mut self, mut sink: O) {
+    /// sees the two last as [`Refused::Gone`]. `on_stall` runs when a send missed the
+    /// deadline, before the sink is dropped.
+    pub(super) async fn run<O: Sink<Outbound> + Unpin>(
+        mut self,
+        mut sink: O,
+        on_stall: impl FnOnce(),
+    ) {
         let mut urgent_open = true;
         loop {
             let (frame, last) = tokio::select! {
@@ -113,6 +118,7 @@ impl Writer {
                 }
                 Err(_) => {
                     debug!(deadline = ?self.send_deadline, "client not reading: dropping the connection");
+                    on_stall();
                     return;
                 }
             }
