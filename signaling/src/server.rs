@@ -74,6 +74,7 @@ impl Server {
                 max_message_burst: config.max_message_burst(),
                 join_timeout: Duration::from_secs(10),
                 outbound_queue: session::DEFAULT_OUTBOUND_QUEUE,
+                outbound_bytes: session::DEFAULT_OUTBOUND_BYTES,
                 send_deadline: session::DEFAULT_SEND_DEADLINE,
                 shutdown: shutdown_rx.clone(),
                 resumable: Resumable::new(config.resume_grace),

@@ -21,7 +21,7 @@ use sluice_sfu::runtime::{Participant, ParticipantEvent, Sfu};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span};
 
-pub use self::outbox::{DEFAULT_OUTBOUND_QUEUE, DEFAULT_SEND_DEADLINE};
+pub use self::outbox::{DEFAULT_OUTBOUND_BYTES, DEFAULT_OUTBOUND_QUEUE, DEFAULT_SEND_DEADLINE};
 use self::outbox::{Outbox, Refused};
 use self::rate_limit::{RateLimiter, Verdict};
 use self::wire::event_message;
@@ -70,6 +70,8 @@ pub struct SessionContext {
     pub join_timeout: Duration,
     /// Frames that may wait for a client that does not read before it is closed (1008).
     pub outbound_queue: usize,
+    /// Bytes (JSON text) that may wait for a client that does not read before it is closed.
+    pub outbound_bytes: usize,
     /// How long one frame may take to reach the socket before the connection is dropped.
     pub send_deadline: Duration,
     /// Flips to true when the server shuts down.
@@ -131,7 +133,8 @@ pub async fn run_with_stall<I, O>(
     O: Sink<Outbound> + Unpin,
 {
     let span = info_span!("session", participant = tracing::field::Empty);
-    let (outbox, writer) = outbox::channel(ctx.outbound_queue, ctx.send_deadline);
+    let (outbox, writer) =
+        outbox::channel(ctx.outbound_queue, ctx.outbound_bytes, ctx.send_deadline);
     // The writer's end (a dead or stalled socket) ends the incoming frames too.
     let (writer_done, writer_gone) = tokio::sync::oneshot::channel::<()>();
     let writer = async move {

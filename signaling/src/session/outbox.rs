@@ -3,6 +3,8 @@
 //! not read therefore cannot stall its session (its join timeout, its rate limit, the room's
 //! events): its queue fills, or a send makes no progress for the deadline, and it is closed.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures::{Sink, SinkExt};
@@ -14,6 +16,9 @@ use crate::protocol::ServerMessage;
 
 /// Frames a connection may have queued for its client before it is closed as not reading.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 256;
+/// Bytes (of JSON text) a connection may have queued for its client before it is closed as
+/// not reading.
+pub const DEFAULT_OUTBOUND_BYTES: usize = 1024 * 1024;
 /// How long one frame may take to reach the socket before the connection is dropped as not
 /// reading.
 pub const DEFAULT_SEND_DEADLINE: Duration = Duration::from_secs(5);
@@ -29,30 +34,42 @@ pub(super) enum Refused {
 
 /// The session's end of the queue.
 pub(super) struct Outbox {
-    queue: mpsc::Sender<Outbound>,
+    queue: mpsc::Sender<(Outbound, usize)>,
+    /// JSON bytes queued and not yet written, shared with the writer.
+    queued_bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     /// Carries the close frame past a full queue.
     urgent: Option<oneshot::Sender<Outbound>>,
 }
 
 /// The writer's end of the queue.
 pub(super) struct Writer {
-    queue: mpsc::Receiver<Outbound>,
+    queue: mpsc::Receiver<(Outbound, usize)>,
+    queued_bytes: Arc<AtomicUsize>,
     urgent: oneshot::Receiver<Outbound>,
     send_deadline: Duration,
 }
 
-/// A queue of `capacity` frames (at least one) whose frames must each reach the socket within
-/// `send_deadline`.
-pub(super) fn channel(capacity: usize, send_deadline: Duration) -> (Outbox, Writer) {
+/// A queue of `capacity` frames (at least one) and `max_bytes` of JSON text whose frames must
+/// each reach the socket within `send_deadline`.
+pub(super) fn channel(
+    capacity: usize,
+    max_bytes: usize,
+    send_deadline: Duration,
+) -> (Outbox, Writer) {
     let (queue_tx, queue) = mpsc::channel(capacity.max(1));
     let (urgent_tx, urgent) = oneshot::channel();
+    let queued_bytes = Arc::new(AtomicUsize::new(0));
     (
         Outbox {
             queue: queue_tx,
+            queued_bytes: Arc::clone(&queued_bytes),
+            max_bytes,
             urgent: Some(urgent_tx),
         },
         Writer {
             queue,
+            queued_bytes,
             urgent,
             send_deadline,
         },
@@ -60,22 +77,30 @@ pub(super) fn channel(capacity: usize, send_deadline: Duration) -> (Outbox, Writ
 }
 
 impl Outbox {
-    /// Queues a message without waiting.
+    /// Queues a message without waiting. Its size is its JSON text, measured here (signaling
+    /// messages are few; serializing twice costs microseconds).
     pub(super) fn push(&mut self, message: ServerMessage) -> Result<(), Refused> {
+        let size = serde_json::to_string(&message).map_or(0, |text| text.len());
+        let queued = self.queued_bytes.load(Ordering::Relaxed);
+        if queued.saturating_add(size) > self.max_bytes && queued > 0 {
+            return Err(Refused::Full);
+        }
         self.queue
-            .try_send(Outbound::Message(message))
+            .try_send((Outbound::Message(message), size))
             .map_err(|err| match err {
                 mpsc::error::TrySendError::Full(_) => Refused::Full,
                 mpsc::error::TrySendError::Closed(_) => Refused::Gone,
-            })
+            })?;
+        self.queued_bytes.fetch_add(size, Ordering::Relaxed);
+        Ok(())
     }
 
     /// Queues the close frame after what is queued; when the queue is full, the close frame
     /// goes ahead of it and the queued frames are never sent.
     pub(super) fn close(&mut self, code: u16, reason: String) {
-        match self.queue.try_send(Outbound::Close { code, reason }) {
+        match self.queue.try_send((Outbound::Close { code, reason }, 0)) {
             Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
-            Err(mpsc::error::TrySendError::Full(frame)) => {
+            Err(mpsc::error::TrySendError::Full((frame, _))) => {
                 if let Some(urgent) = self.urgent.take() {
                     let _ = urgent.send(frame);
                 }
@@ -106,7 +131,10 @@ impl Writer {
                     }
                 },
                 frame = self.queue.recv() => match frame {
-                    Some(frame) => (frame, false),
+                    Some((frame, size)) => {
+                        self.queued_bytes.fetch_sub(size, Ordering::Relaxed);
+                        (frame, false)
+                    }
                     None => return,
                 },
             };

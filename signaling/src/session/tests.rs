@@ -26,6 +26,7 @@ fn context(max_message_rate: u32) -> SessionContext {
         max_message_burst: max_message_rate.saturating_mul(2),
         join_timeout: Duration::from_secs(10),
         outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+        outbound_bytes: DEFAULT_OUTBOUND_BYTES,
         send_deadline: DEFAULT_SEND_DEADLINE,
         // A dropped sender means "never shutting down" to the session.
         shutdown: shutdown_rx,
@@ -676,4 +677,32 @@ async fn trickled_candidates_are_capped_per_connection() {
         Some((Some(id), ErrorCode::LimitExceeded)),
         "{response:?}"
     );
+}
+
+#[tokio::test]
+async fn a_client_that_reads_too_slowly_is_closed_when_its_queued_bytes_fill() {
+    // Room for 256 frames but 200 bytes: a few answers fill it.
+    let ctx = SessionContext {
+        outbound_bytes: 200,
+        send_deadline: Duration::from_secs(60),
+        ..context(1000)
+    };
+    let (to_session, incoming) = mpsc::unbounded();
+    let (outgoing, mut unread) = never_read();
+    let session = tokio::spawn(run(ctx, incoming, outgoing));
+    for request_id in 0..20 {
+        let ping = serde_json::to_string(&ClientMessage::Ping { request_id }).unwrap();
+        to_session.unbounded_send(Inbound::Text(ping)).unwrap();
+    }
+    let mut frames = Vec::new();
+    while let Some(frame) = tokio::time::timeout(WAIT, unread.next()).await.unwrap() {
+        frames.push(frame);
+    }
+    tokio::time::timeout(WAIT, session).await.unwrap().unwrap();
+    assert!(
+        matches!(frames.last(), Some(Outbound::Close { code: CLOSE_POLICY, reason }) if reason == "outbound queue full: the client does not read"),
+        "{frames:?}"
+    );
+    // Only what fit in 200 bytes (`{"type":"ok","requestId":N}` is 27) came before it.
+    assert!(frames.len() <= 9, "{frames:?}");
 }
