@@ -410,9 +410,9 @@ async fn websockets_that_never_read_are_closed_and_others_are_served() -> Result
     for flood in futures::future::join_all(floods).await {
         flooders.push(flood?);
     }
-    let stalled = fds_and_rss();
+    let flooding = fds_and_rss();
     eprintln!(
-        "{FLOODERS} never-reading floods stalled after {:?}",
+        "{FLOODERS} never-reading floods written or refused after {:?}",
         started.elapsed()
     );
 
@@ -433,7 +433,7 @@ async fn websockets_that_never_read_are_closed_and_others_are_served() -> Result
     }
     let after = fds_and_rss();
     eprintln!(
-        "fds/RSS: baseline {baseline:?}, {FLOODERS} stalled flooders {stalled:?}, \
+        "fds/RSS: baseline {baseline:?}, {FLOODERS} flooders {flooding:?}, \
          {:?} later {after:?}; server-side sockets still held: {}",
         started.elapsed(),
         server_held()

@@ -229,8 +229,7 @@ impl Session {
                 }
             }
         };
-        // The participant first: a resuming connection waits for the handover, and a close
-        // frame to a dead socket may take long to write.
+        // The participant first: a resuming connection waits for the handover.
         self.end(then);
         if let Some((code, reason)) = close {
             self.outbox.close(code, reason);
@@ -289,6 +288,14 @@ impl Session {
     /// Queues a message for the client; never waits.
     fn send(&mut self, message: ServerMessage) -> Result<(), Refused> {
         self.outbox.push(message)
+    }
+
+    /// Queues a message; a client whose queue is full, or whose socket is gone, is closed.
+    fn send_or_close(&mut self, message: ServerMessage) -> Flow {
+        match self.send(message) {
+            Ok(()) => Flow::Continue,
+            Err(refused) => refused_flow(refused),
+        }
     }
 
     async fn on_frame(&mut self, frame: Inbound) -> Flow {
@@ -365,9 +372,7 @@ impl Session {
             sent = sent.and_then(|()| self.send(message));
         }
         if let Err(refused) = sent {
-            let (close, then) = refused_close(refused);
-            let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
-            return Flow::Close { code, reason, then };
+            return refused_flow(refused);
         }
         if leaving {
             return Flow::Close {
@@ -380,20 +385,6 @@ impl Session {
     }
 }
 
-impl Session {
-    /// Queues a message; a client whose queue is full, or whose socket is gone, is closed.
-    fn send_or_close(&mut self, message: ServerMessage) -> Flow {
-        match self.send(message) {
-            Ok(()) => Flow::Continue,
-            Err(refused) => {
-                let (close, then) = refused_close(refused);
-                let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
-                Flow::Close { code, reason, then }
-            }
-        }
-    }
-}
-
 /// The close frame (if any is worth sending) and the participant's fate when a message could
 /// not be queued: a client that does not read leaves; a broken socket parks for a resume.
 fn refused_close(refused: Refused) -> (Option<(u16, String)>, After) {
@@ -401,6 +392,13 @@ fn refused_close(refused: Refused) -> (Option<(u16, String)>, After) {
         Refused::Full => (Some((CLOSE_POLICY, NOT_READING.to_owned())), After::Leave),
         Refused::Gone => (None, After::Park),
     }
+}
+
+/// [`refused_close`] as the flow after a frame.
+fn refused_flow(refused: Refused) -> Flow {
+    let (close, then) = refused_close(refused);
+    let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
+    Flow::Close { code, reason, then }
 }
 
 async fn next_control(attachment: &mut Option<Attachment>) -> SessionControl {
