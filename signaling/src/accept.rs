@@ -323,4 +323,34 @@ mod tests {
         );
         assert_eq!(live.per_address.addresses(), 1);
     }
+
+    /// How the client sees the server's end of a connection dropped with `reset` armed or not.
+    async fn client_sees_drop(armed: bool) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let mut client = TcpStream::connect(listener.local_addr()?).await?;
+        let (stream, peer) = listener.accept().await?;
+        let live = live(4, 4);
+        let reset = ResetOnClose::default();
+        if armed {
+            reset.arm();
+        }
+        drop(Counted {
+            stream,
+            _slot: live.admit(peer.ip()).unwrap(),
+            reset,
+        });
+        let mut buf = [0u8; 16];
+        tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the client sees the drop")
+    }
+
+    #[tokio::test]
+    async fn an_armed_connection_closes_with_a_reset() {
+        let err = client_sees_drop(true).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+        // Unarmed: an ordinary close.
+        assert_eq!(client_sees_drop(false).await.unwrap(), 0);
+    }
 }

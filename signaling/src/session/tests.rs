@@ -369,12 +369,19 @@ async fn a_client_that_never_reads_cannot_stall_its_session() {
         to_session.unbounded_send(Inbound::Text(ping)).unwrap();
     }
     let started = tokio::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(8), run(ctx, incoming, outgoing))
-        .await
-        .expect("the session ends although its client never reads");
-    // The first stalled send ends it at the send deadline, before the join timeout matters.
+    let stalled = std::sync::atomic::AtomicBool::new(false);
+    let on_stall = || stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(
+        Duration::from_secs(8),
+        run_with_stall(ctx, incoming, outgoing, on_stall),
+    )
+    .await
+    .expect("the session ends although its client never reads");
+    // The first stalled send ends it at the send deadline, before the join timeout matters,
+    // and the server is told (it resets the connection).
     let took = started.elapsed();
     assert!(took < Duration::from_secs(2), "ended after {took:?}");
+    assert!(stalled.load(std::sync::atomic::Ordering::Relaxed));
 }
 
 #[tokio::test]
