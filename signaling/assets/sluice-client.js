@@ -247,7 +247,7 @@ var CloseCode = {
   TooBig: 1009,
   /** Sent by the SDK itself when its heartbeat gets no answer. */
   HeartbeatTimeout: 4e3,
-  /** Another connection resumed this participant: do not reconnect. */
+  /** Another connection resumed this participant, or a newer join of its identity replaced it: do not reconnect. */
   Replaced: 4001,
   /** Test hook only: dropped as a network failure would. */
   DroppedByTestHook: 4002

@@ -6,6 +6,7 @@ use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -96,13 +97,17 @@ pub(crate) async fn serve(
             }
         };
         let app = app.clone();
+        let reset = ResetOnClose::default();
+        let request_reset = reset.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(request_reset.clone());
             app.clone().oneshot(request)
         });
         let io = TokioIo::new(Counted {
             stream,
             _slot: slot,
+            reset,
         });
         let connection = http.serve_connection(io, service).with_upgrades();
         let mut stop = stop.clone();
@@ -202,6 +207,30 @@ struct Slot {
 struct Counted {
     stream: TcpStream,
     _slot: Slot,
+    reset: ResetOnClose,
+}
+
+impl Drop for Counted {
+    /// A connection marked for reset closes with RST: the kernel frees its unsent data at once
+    /// instead of keeping it for a peer that does not read.
+    fn drop(&mut self) {
+        if self.reset.0.load(Ordering::Relaxed) {
+            let _ = self.stream.set_zero_linger();
+        }
+    }
+}
+
+/// Set on a connection (a request extension, which follows it into an upgraded WebSocket) to
+/// close it with RST rather than FIN once it is dropped: for a peer that stopped reading, whose
+/// unsent data would otherwise stay in the kernel until TCP gives up on it.
+#[derive(Clone, Debug, Default)]
+pub struct ResetOnClose(Arc<AtomicBool>);
+
+impl ResetOnClose {
+    /// Marks the connection: its close will be a reset.
+    pub fn arm(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
 }
 
 impl AsyncRead for Counted {
@@ -293,5 +322,35 @@ mod tests {
             Refusal::Total
         );
         assert_eq!(live.per_address.addresses(), 1);
+    }
+
+    /// How the client sees the server's end of a connection dropped with `reset` armed or not.
+    async fn client_sees_drop(armed: bool) -> std::io::Result<usize> {
+        use tokio::io::AsyncReadExt;
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let mut client = TcpStream::connect(listener.local_addr()?).await?;
+        let (stream, peer) = listener.accept().await?;
+        let live = live(4, 4);
+        let reset = ResetOnClose::default();
+        if armed {
+            reset.arm();
+        }
+        drop(Counted {
+            stream,
+            _slot: live.admit(peer.ip()).unwrap(),
+            reset,
+        });
+        let mut buf = [0u8; 16];
+        tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
+            .await
+            .expect("the client sees the drop")
+    }
+
+    #[tokio::test]
+    async fn an_armed_connection_closes_with_a_reset() {
+        let err = client_sees_drop(true).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConnectionReset);
+        // Unarmed: an ordinary close.
+        assert_eq!(client_sees_drop(false).await.unwrap(), 0);
     }
 }

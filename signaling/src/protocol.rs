@@ -10,10 +10,17 @@
 //! `client-js/src/protocol.gen.ts` are generated from them (see [`typescript_bindings`]) and a
 //! test fails when the checked-in file is stale. `docs/protocol.md` documents the flow, and
 //! `tests/fixtures/protocol/*.json` holds one golden example per message, read by the Rust and
-//! the TypeScript tests alike.
+//! the TypeScript tests alike. `limits` bounds every string and list a client sends.
 
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+
+mod limits;
+
+pub use self::limits::{
+    FieldError, MAX_CANDIDATE_BYTES, MAX_ID_BYTES, MAX_NAME_BYTES, MAX_RESUME_TOKEN_BYTES,
+    MAX_RIDS_PER_TRACK, MAX_TRACKS_PER_PUBLISH, MAX_TRICKLED_CANDIDATES, MAX_UFRAG_BYTES,
+};
 
 /// Client-chosen request correlation id, echoed in the response.
 pub type RequestId = u32;
@@ -468,7 +475,8 @@ pub enum CloseCode {
     TooBig = 1009,
     /// Sent by the SDK itself when its heartbeat gets no answer.
     HeartbeatTimeout = 4000,
-    /// Another connection resumed this participant; the client must not reconnect from this one.
+    /// Another connection resumed this participant, or a newer `join` of the same identity in
+    /// the same room replaced it; the client must not reconnect from this one.
     Replaced = 4001,
     /// Test hook only: the server dropped the socket as a network failure would.
     DroppedByTestHook = 4002,
@@ -503,7 +511,9 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => {
                 "Sent by the SDK itself when its heartbeat gets no answer."
             }
-            CloseCode::Replaced => "Another connection resumed this participant: do not reconnect.",
+            CloseCode::Replaced => {
+                "Another connection resumed this participant, or a newer join of its identity replaced it: do not reconnect."
+            }
             CloseCode::DroppedByTestHook => "Test hook only: dropped as a network failure would.",
         }
     }

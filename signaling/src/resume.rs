@@ -70,9 +70,20 @@ pub enum SessionControl {
     /// A new connection resumed this participant: close the socket (4001) and hand the
     /// participant over.
     Takeover(oneshot::Sender<Participant>),
+    /// A newer join of the same identity in the same room: close the socket (4001), end the
+    /// participant, then signal on the sender once the room has been told.
+    Replace(oneshot::Sender<()>),
     /// Test hook: close the socket as if the network dropped it; keep the participant for a
     /// resume.
     Drop,
+}
+
+/// A participant that a newer join of its identity replaces ([`Resumable::evict`]).
+pub enum Evicted {
+    /// Served by a live session, asked to end it: resolves once the room has been told.
+    Session(oneshot::Receiver<()>),
+    /// Parked: the caller ends it.
+    Parked(Participant),
 }
 
 /// A session's hold on its participant's entry.
@@ -333,6 +344,42 @@ impl Resumable {
             }) => control.try_send(SessionControl::Drop).is_ok(),
             _ => false,
         }
+    }
+
+    /// Forgets every participant of `identity` in `room`, so a newer join replaces them: a
+    /// live session is asked to close (4001) and end its participant, a parked participant is
+    /// handed back to be ended. None can be resumed afterwards.
+    pub fn evict(&self, room: &str, identity: &str) -> Vec<Evicted> {
+        let mut entries = self.lock();
+        let ids: Vec<ParticipantId> = entries
+            .iter()
+            .filter(|(_, e)| e.room == room && e.identity == identity)
+            .map(|(id, _)| *id)
+            .collect();
+        let mut evicted = Vec::new();
+        for id in ids {
+            let Some(entry) = entries.remove(&id) else {
+                continue;
+            };
+            match entry.holder {
+                Holder::Session { control, .. } => {
+                    let (done, ended) = oneshot::channel();
+                    // A full control queue holds a takeover already: that session ends anyway.
+                    if control.try_send(SessionControl::Replace(done)).is_ok() {
+                        evicted.push(Evicted::Session(ended));
+                    }
+                }
+                Holder::Parked {
+                    participant,
+                    expiry,
+                    ..
+                } => {
+                    expiry.abort();
+                    evicted.push(Evicted::Parked(participant));
+                }
+            }
+        }
+        evicted
     }
 
     /// How many participants wait for a resume.

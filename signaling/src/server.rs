@@ -5,6 +5,7 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -19,7 +20,7 @@ use tokio::sync::watch;
 use tokio_tungstenite::tungstenite;
 use tracing::{debug, warn};
 
-use crate::accept::{self, ConnectionLimits};
+use crate::accept::{self, ConnectionLimits, ResetOnClose};
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Config;
 use crate::resume::Resumable;
@@ -72,6 +73,9 @@ impl Server {
                 max_message_rate: config.max_message_rate,
                 max_message_burst: config.max_message_burst(),
                 join_timeout: Duration::from_secs(10),
+                outbound_queue: session::DEFAULT_OUTBOUND_QUEUE,
+                outbound_bytes: session::DEFAULT_OUTBOUND_BYTES,
+                send_deadline: session::DEFAULT_SEND_DEADLINE,
                 shutdown: shutdown_rx.clone(),
                 resumable: Resumable::new(config.resume_grace),
             },
@@ -119,6 +123,7 @@ fn router(state: AppState) -> Router {
 
 async fn websocket(
     State(state): State<AppState>,
+    reset: Option<Extension<ResetOnClose>>,
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -131,10 +136,10 @@ async fn websocket(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
-        .on_upgrade(move |socket| serve_socket(state.session, socket))
+        .on_upgrade(move |socket| serve_socket(state.session, socket, reset.map(|r| r.0)))
 }
 
-async fn serve_socket(ctx: SessionContext, socket: WebSocket) {
+async fn serve_socket(ctx: SessionContext, socket: WebSocket, reset: Option<ResetOnClose>) {
     let (sink, stream) = socket.split();
     let incoming = stream
         .filter_map(|frame| async move {
@@ -179,7 +184,13 @@ async fn serve_socket(ctx: SessionContext, socket: WebSocket) {
             })),
         })
     });
-    session::run(ctx, Box::pin(incoming), Box::pin(outgoing)).await;
+    // A client that stopped reading gets a reset: its unsent answers are freed at once.
+    let on_stall = move || {
+        if let Some(reset) = reset {
+            reset.arm();
+        }
+    };
+    session::run_with_stall(ctx, Box::pin(incoming), Box::pin(outgoing), on_stall).await;
 }
 
 #[derive(Deserialize)]

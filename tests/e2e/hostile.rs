@@ -1,7 +1,7 @@
-//! Hostile clients before authentication, against a real server on loopback: sockets that
-//! never speak or send half a request, more connections than the caps allow, a demo token
-//! asked for under a foreign `Host` header (DNS rebinding), a token not valid yet, and RTMP
-//! sockets that never finish the handshake. Each must cost the attacker its own slots only:
+//! Hostile clients, against a real server on loopback: sockets that never speak or send half
+//! a request, more connections than the caps allow, WebSockets that flood and never read, a
+//! demo token asked for under a foreign `Host` header (DNS rebinding), a token not valid yet,
+//! and RTMP sockets that never finish the handshake. Each must cost the attacker its own slots only:
 //! a real client on another loopback address still gets in.
 
 use std::net::{IpAddr, SocketAddr};
@@ -329,6 +329,148 @@ async fn rtmp_sockets_that_never_handshake_cannot_lock_out_an_encoder() -> Resul
         "sockets still in the handshake held too long: {closed_at:?}"
     );
     rtmp.shutdown().await;
+    server.stop().await;
+    Ok(())
+}
+
+/// Open file descriptors and resident memory of this process (the server runs in it).
+fn fds_and_rss() -> (usize, String) {
+    let fds = std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
+        })
+        .unwrap_or_default();
+    (fds, rss)
+}
+
+/// A WebSocket from `local` that upgrades, then sends `frames` messages of an unknown type
+/// named by 60,000 characters (the server's error answer quotes it: 60 KB back for each) and
+/// never reads a byte of the answers, which fill the socket buffers. Returns once the server
+/// stopped reading or closed it.
+async fn never_reading_flood(server: SocketAddr, local: IpAddr, frames: u32) -> Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(local, 0))?;
+    socket.set_recv_buffer_size(4096)?;
+    let mut socket = socket.connect(server).await?;
+    socket
+        .write_all(
+            b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .await?;
+    // Read the upgrade response only (byte by byte, so no answer is read with it).
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8; 1];
+        timeout(Duration::from_secs(5), socket.read_exact(&mut byte))
+            .await
+            .context("no upgrade response")??;
+        head.push(byte[0]);
+    }
+    ensure!(
+        head.starts_with(b"HTTP/1.1 101"),
+        "upgrade refused: {:?}",
+        String::from_utf8_lossy(&head)
+    );
+    let message = format!(r#"{{"type":"{}","requestId":1}}"#, "x".repeat(60_000));
+    let len = u16::try_from(message.len())?;
+    // A masked text frame (mask key 0: the payload stays as is), 16-bit length.
+    let mut frame = vec![0x81, 0x80 | 126];
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(&[0, 0, 0, 0]);
+    frame.extend_from_slice(message.as_bytes());
+    for _ in 0..frames {
+        match timeout(Duration::from_secs(1), socket.write_all(&frame)).await {
+            Ok(Ok(())) => {}
+            // The server already closed it (a reset, its queue for us being full).
+            Ok(Err(_)) => break,
+            // The server stopped reading: its writes to us are stuck.
+            Err(_) => break,
+        }
+    }
+    Ok(socket)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websockets_that_never_read_are_closed_and_others_are_served() -> Result<()> {
+    init_tracing();
+    const FLOODERS: usize = 20;
+    let server = TestServer::start().await?;
+    let mut client = SignalClient::connect_from(&server.ws_url(), server.addr, loopback(8)).await?;
+    joins(&mut client, "slow", "alice").await?;
+    let baseline = fds_and_rss();
+    let started = Instant::now();
+    let floods = (0..FLOODERS).map(|_| never_reading_flood(server.addr, loopback(7), 200));
+    let mut flooders = Vec::new();
+    for flood in futures::future::join_all(floods).await {
+        flooders.push(flood?);
+    }
+    let flooding = fds_and_rss();
+    eprintln!(
+        "{FLOODERS} never-reading floods written or refused after {:?}",
+        started.elapsed()
+    );
+
+    // Meanwhile the other client is served.
+    let request_id = client.next_id();
+    let response = client.request(ClientMessage::Ping { request_id }).await?;
+    ensure!(
+        response == ServerMessage::Ok { request_id },
+        "ping: {response:?}"
+    );
+
+    // The server drops its end of every flooder (they never read, so they cannot see it);
+    // the test still holds its own ends.
+    let server_held = || fds_and_rss().0.saturating_sub(baseline.0 + FLOODERS);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server_held() > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = fds_and_rss();
+    eprintln!(
+        "fds/RSS: baseline {baseline:?}, {FLOODERS} flooders {flooding:?}, \
+         {:?} later {after:?}; server-side sockets still held: {}",
+        started.elapsed(),
+        server_held()
+    );
+    ensure!(
+        server_held() == 0,
+        "{} never-reading sockets still held by the server",
+        server_held()
+    );
+    let request_id = client.next_id();
+    let response = client.request(ClientMessage::Ping { request_id }).await?;
+    ensure!(
+        response == ServerMessage::Ok { request_id },
+        "ping: {response:?}"
+    );
+    // What the server had queued for them is gone too: a flooder that reads now gets at most
+    // the outbound bound (1 MiB) and its own buffer, then the end (FIN, or a reset when the
+    // server dropped it with data unsent or unread) — not megabytes left in the kernel.
+    let mut ends = Vec::new();
+    for mut flooder in flooders {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut read = 0;
+        let end = loop {
+            match timeout(Duration::from_secs(2), flooder.read(&mut buf)).await {
+                Err(_) => bail!("a never-reading socket still open after {read} bytes"),
+                Ok(Ok(0)) => break "closed",
+                Ok(Ok(n)) => read += n,
+                Ok(Err(_)) => break "reset",
+            }
+        };
+        ensure!(
+            read <= 1024 * 1024 + 64 * 1024,
+            "a never-reading socket still got {read} bytes"
+        );
+        ends.push((end, read));
+    }
+    eprintln!("flooders' ends (how, bytes read): {ends:?}");
     server.stop().await;
     Ok(())
 }

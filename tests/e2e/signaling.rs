@@ -1,4 +1,5 @@
-//! Signaling over a real WebSocket: limits, bad input, auth and cleanup.
+//! Signaling over a real WebSocket: limits, bad input (binary floods included), auth, one
+//! participant per identity, and cleanup.
 
 use std::time::{Duration, Instant};
 
@@ -379,6 +380,86 @@ async fn origins_outside_the_allowlist_are_refused() -> Result<()> {
         connect("https://app.example").await.is_ok(),
         "allowed origin refused"
     );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_token_joined_many_times_holds_one_participant() -> Result<()> {
+    init_tracing();
+    const JOINS: usize = 20;
+    let server = TestServer::start().await?;
+    let mut bob = joined(&server, "twice", "bob").await?;
+    let fds = || std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count);
+    let baseline = fds();
+    // One token, joined again and again on new connections.
+    let alice = token("twice", "alice");
+    let mut previous: Option<SignalClient> = None;
+    for _ in 0..JOINS {
+        let mut client = SignalClient::connect(&server.ws_url()).await?;
+        let response = client.join(alice.clone()).await?;
+        let ServerMessage::Joined { participants, .. } = &response else {
+            bail!("join failed: {response:?}");
+        };
+        // The room holds bob and no other alice.
+        let identities: Vec<_> = participants.iter().map(|p| p.identity.as_str()).collect();
+        ensure!(identities == ["bob"], "others in the room: {identities:?}");
+        if let Some(mut older) = previous.take() {
+            let code = older.closed(Duration::from_secs(5)).await?;
+            ensure!(
+                code == Some(4001),
+                "the older connection closed with {code:?}"
+            );
+        }
+        previous = Some(client);
+    }
+    // Bob saw each alice but the last leave: one left/joined pair per replacement.
+    let mut joins = 0;
+    let mut leaves = 0;
+    while joins < JOINS || leaves < JOINS - 1 {
+        match bob.next_event(Duration::from_secs(5)).await? {
+            ServerMessage::ParticipantJoined { .. } => joins += 1,
+            ServerMessage::ParticipantLeft { .. } => {
+                ensure!(leaves < joins, "a leave before its join");
+                leaves += 1;
+            }
+            _ => {}
+        }
+    }
+    // The room's state as a newcomer sees it: bob and one alice.
+    let mut carol = SignalClient::connect(&server.ws_url()).await?;
+    let response = carol.join(token("twice", "carol")).await?;
+    let ServerMessage::Joined { participants, .. } = &response else {
+        bail!("join failed: {response:?}");
+    };
+    let mut identities: Vec<_> = participants.iter().map(|p| p.identity.as_str()).collect();
+    identities.sort_unstable();
+    ensure!(identities == ["alice", "bob"], "the room: {identities:?}");
+    eprintln!(
+        "{JOINS} joins of one token: fds {baseline} before, {} after (one alice, carol)",
+        fds()
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_binary_flood_is_closed_with_1008() -> Result<()> {
+    init_tracing();
+    let server = TestServer::start().await?;
+    let mut client = joined(&server, "binary", "alice").await?;
+    // Default rate: 50 a second, bursts of 100; four bursts' worth of refusals in a row close.
+    for _ in 0..600 {
+        if client
+            .send_raw(Message::Binary(vec![0u8; 16].into()))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let code = client.closed(Duration::from_secs(5)).await?;
+    ensure!(code == Some(1008), "closed with {code:?}");
     server.stop().await;
     Ok(())
 }

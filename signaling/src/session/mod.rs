@@ -3,8 +3,10 @@
 //! It is generic over a [`Stream`] of [`Inbound`] frames and a [`Sink`] of [`Outbound`]
 //! frames, so it runs over axum's WebSocket in production and over in-memory channels in its
 //! tests. `requests` answers each request, `wire` maps the media plane's types to the
-//! protocol's, `rate_limit` holds each connection to its message rate.
+//! protocol's, `rate_limit` holds each connection to its message rate, `outbox` bounds what
+//! waits to be written to a client that does not read.
 
+mod outbox;
 mod rate_limit;
 mod requests;
 #[cfg(test)]
@@ -14,11 +16,13 @@ mod wire;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{Sink, SinkExt, Stream, StreamExt};
+use futures::{Sink, Stream, StreamExt};
 use sluice_sfu::runtime::{Participant, ParticipantEvent, Sfu};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span};
 
+pub use self::outbox::{DEFAULT_OUTBOUND_BYTES, DEFAULT_OUTBOUND_QUEUE, DEFAULT_SEND_DEADLINE};
+use self::outbox::{Outbox, Refused};
 use self::rate_limit::{RateLimiter, Verdict};
 use self::wire::event_message;
 use crate::auth::TokenAuthority;
@@ -49,7 +53,8 @@ pub const CLOSE_NORMAL: u16 = CloseCode::Normal.code();
 pub const CLOSE_GOING_AWAY: u16 = CloseCode::GoingAway.code();
 pub const CLOSE_POLICY: u16 = CloseCode::Policy.code();
 pub const CLOSE_TOO_BIG: u16 = CloseCode::TooBig.code();
-/// Another connection resumed this participant; the client must not reconnect from this one.
+/// Another connection resumed this participant, or a newer join of its identity replaced it;
+/// the client must not reconnect from this one.
 pub const CLOSE_REPLACED: u16 = CloseCode::Replaced.code();
 /// Test hook only: the server dropped the socket as a network failure would.
 pub const CLOSE_DROPPED_BY_TEST_HOOK: u16 = CloseCode::DroppedByTestHook.code();
@@ -63,6 +68,12 @@ pub struct SessionContext {
     pub max_message_burst: u32,
     /// How long a connection may stay without joining.
     pub join_timeout: Duration,
+    /// Frames that may wait for a client that does not read before it is closed (1008).
+    pub outbound_queue: usize,
+    /// Bytes (JSON text) that may wait for a client that does not read before it is closed.
+    pub outbound_bytes: usize,
+    /// How long one frame may take to reach the socket before the connection is dropped.
+    pub send_deadline: Duration,
     /// Flips to true when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
     /// Participants whose socket dropped, waiting for a `resume`.
@@ -87,30 +98,65 @@ enum After {
     Park,
     /// Another connection resumed it.
     HandOver(tokio::sync::oneshot::Sender<Participant>),
+    /// A newer join of its identity replaces it: it leaves, and the sender is dropped once
+    /// the room has been told.
+    Replaced(tokio::sync::oneshot::Sender<()>),
 }
 
+/// Why the session closes a connection whose identity joined again elsewhere.
+const REPLACED: &str = "replaced by a newer join of the same identity";
+
+/// Why the session closes a client that does not read what it is sent.
+const NOT_READING: &str = "outbound queue full: the client does not read";
+
 /// Runs one client connection to its end. Never panics on client input; every request gets
-/// exactly one response.
+/// exactly one response. Never waits on `outgoing`: frames go through a bounded queue, and a
+/// client that does not read is closed (see `outbox`).
 pub async fn run<I, O>(ctx: SessionContext, incoming: I, outgoing: O)
 where
     I: Stream<Item = Inbound> + Unpin,
     O: Sink<Outbound> + Unpin,
 {
+    run_with_stall(ctx, incoming, outgoing, || {}).await;
+}
+
+/// [`run`], with `on_stall` called when a frame missed the send deadline, before the socket
+/// is dropped (the server then resets the connection rather than leave its unsent data to
+/// the kernel).
+pub async fn run_with_stall<I, O>(
+    ctx: SessionContext,
+    incoming: I,
+    outgoing: O,
+    on_stall: impl FnOnce(),
+) where
+    I: Stream<Item = Inbound> + Unpin,
+    O: Sink<Outbound> + Unpin,
+{
     let span = info_span!("session", participant = tracing::field::Empty);
-    Session {
+    let (outbox, writer) =
+        outbox::channel(ctx.outbound_queue, ctx.outbound_bytes, ctx.send_deadline);
+    // The writer's end (a dead or stalled socket) ends the incoming frames too.
+    let (writer_done, writer_gone) = tokio::sync::oneshot::channel::<()>();
+    let writer = async move {
+        writer.run(outgoing, on_stall).await;
+        drop(writer_done);
+    };
+    let session = Session {
         ctx,
         participant: None,
         attachment: None,
         after_response: Vec::new(),
         limiter: None,
-        outgoing,
+        trickled: [0; 2],
+        outbox,
     }
-    .run(incoming)
-    .instrument(span)
-    .await;
+    .run(incoming.take_until(writer_gone));
+    futures::future::join(session, writer)
+        .instrument(span)
+        .await;
 }
 
-struct Session<O> {
+struct Session {
     ctx: SessionContext,
     participant: Option<Participant>,
     /// This session's hold on its participant's resume entry.
@@ -118,10 +164,12 @@ struct Session<O> {
     /// Events to send right after the current response (a resume's kept events).
     after_response: Vec<ServerMessage>,
     limiter: Option<RateLimiter>,
-    outgoing: O,
+    /// Candidates trickled since the last ICE restart: publisher, subscriber connection.
+    trickled: [usize; 2],
+    outbox: Outbox,
 }
 
-impl<O: Sink<Outbound> + Unpin> Session<O> {
+impl Session {
     async fn run<I: Stream<Item = Inbound> + Unpin>(mut self, mut incoming: I) {
         let shutdown = stopped(self.ctx.shutdown.clone());
         tokio::pin!(shutdown);
@@ -142,9 +190,9 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 event = next_event(&mut self.participant) => match event {
                     Some(event) => {
                         if let Some(message) = event_message(event)
-                            && self.send(message).await.is_err()
+                            && let Err(refused) = self.send(message)
                         {
-                            break (None, After::Park);
+                            break refused_close(refused);
                         }
                     }
                     // The participant ended under us (should not happen while we hold it).
@@ -156,6 +204,13 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                         break (
                             Some((CLOSE_REPLACED, "resumed on another connection".to_owned())),
                             After::HandOver(handover),
+                        );
+                    }
+                    SessionControl::Replace(done) => {
+                        info!("replaced by a newer join of the same identity");
+                        break (
+                            Some((CLOSE_REPLACED, REPLACED.to_owned())),
+                            After::Replaced(done),
                         );
                     }
                     SessionControl::Drop => {
@@ -174,11 +229,10 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 }
             }
         };
-        // The participant first: a resuming connection waits for the handover, and a close
-        // frame to a dead socket may take long to write.
+        // The participant first: a resuming connection waits for the handover.
         self.end(then);
         if let Some((code, reason)) = close {
-            let _ = self.outgoing.send(Outbound::Close { code, reason }).await;
+            self.outbox.close(code, reason);
         }
     }
 
@@ -207,6 +261,13 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 info!("participant left");
                 participant.leave();
             }
+            After::Replaced(done) => {
+                // The newer join waits for this leave, so the room hears it first.
+                tokio::spawn(async move {
+                    participant.leave_and_wait().await;
+                    drop(done);
+                });
+            }
             After::Park => match self.ctx.resumable.park(&attachment, participant) {
                 None => {
                     info!(grace = ?self.ctx.resumable.grace(), "connection dropped; waiting for a resume")
@@ -224,16 +285,21 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
         }
     }
 
-    async fn send(&mut self, message: ServerMessage) -> Result<(), ()> {
-        self.outgoing
-            .send(Outbound::Message(message))
-            .await
-            .map_err(|_| ())
+    /// Queues a message for the client; never waits.
+    fn send(&mut self, message: ServerMessage) -> Result<(), Refused> {
+        self.outbox.push(message)
+    }
+
+    /// Queues a message; a client whose queue is full, or whose socket is gone, is closed.
+    fn send_or_close(&mut self, message: ServerMessage) -> Flow {
+        match self.send(message) {
+            Ok(()) => Flow::Continue,
+            Err(refused) => refused_flow(refused),
+        }
     }
 
     async fn on_frame(&mut self, frame: Inbound) -> Flow {
-        let text = match frame {
-            Inbound::Text(text) => text,
+        match frame {
             Inbound::Closed => {
                 return Flow::Close {
                     code: CLOSE_NORMAL,
@@ -248,33 +314,27 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                     then: After::Leave,
                 };
             }
-            Inbound::Binary => {
-                let _ = self
-                    .send(error_message(
-                        None,
-                        ErrorCode::InvalidMessage,
-                        "binary frames are not supported",
-                    ))
-                    .await;
-                return Flow::Continue;
-            }
-        };
+            Inbound::Text(_) | Inbound::Binary => {}
+        }
+        // Every data frame counts against the rate, whatever it holds.
         let now = Instant::now();
         let limiter = self.limiter.get_or_insert_with(|| {
             RateLimiter::new(self.ctx.max_message_rate, self.ctx.max_message_burst, now)
         });
-        match limiter.check(now) {
+        let verdict = limiter.check(now);
+        let text = match frame {
+            Inbound::Text(text) => Some(text),
+            _ => None,
+        };
+        match verdict {
             Verdict::Allowed => {}
             Verdict::Refused => {
-                let request_id = peek_request_id(&text);
-                let _ = self
-                    .send(error_message(
-                        request_id,
-                        ErrorCode::RateLimited,
-                        "too many messages; slow down",
-                    ))
-                    .await;
-                return Flow::Continue;
+                let request_id = text.as_deref().and_then(peek_request_id);
+                return self.send_or_close(error_message(
+                    request_id,
+                    ErrorCode::RateLimited,
+                    "too many messages; slow down",
+                ));
             }
             Verdict::Flooding => {
                 return Flow::Close {
@@ -284,13 +344,21 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 };
             }
         }
+        let Some(text) = text else {
+            return self.send_or_close(error_message(
+                None,
+                ErrorCode::InvalidMessage,
+                "binary frames are not supported",
+            ));
+        };
         let message = match parse(&text) {
             Ok(message) => message,
             Err((request_id, reason)) => {
-                let _ = self
-                    .send(error_message(request_id, ErrorCode::InvalidMessage, reason))
-                    .await;
-                return Flow::Continue;
+                return self.send_or_close(error_message(
+                    request_id,
+                    ErrorCode::InvalidMessage,
+                    reason,
+                ));
             }
         };
         let request_id = message.request_id();
@@ -299,21 +367,12 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             Ok(response) => response,
             Err(failure) => error_message(Some(request_id), failure.code, failure.message),
         };
-        if self.send(response).await.is_err() {
-            return Flow::Close {
-                code: CLOSE_GOING_AWAY,
-                reason: String::new(),
-                then: After::Park,
-            };
-        }
+        let mut sent = self.send(response);
         for message in std::mem::take(&mut self.after_response) {
-            if self.send(message).await.is_err() {
-                return Flow::Close {
-                    code: CLOSE_GOING_AWAY,
-                    reason: String::new(),
-                    then: After::Park,
-                };
-            }
+            sent = sent.and_then(|()| self.send(message));
+        }
+        if let Err(refused) = sent {
+            return refused_flow(refused);
         }
         if leaving {
             return Flow::Close {
@@ -324,6 +383,22 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
         }
         Flow::Continue
     }
+}
+
+/// The close frame (if any is worth sending) and the participant's fate when a message could
+/// not be queued: a client that does not read leaves; a broken socket parks for a resume.
+fn refused_close(refused: Refused) -> (Option<(u16, String)>, After) {
+    match refused {
+        Refused::Full => (Some((CLOSE_POLICY, NOT_READING.to_owned())), After::Leave),
+        Refused::Gone => (None, After::Park),
+    }
+}
+
+/// [`refused_close`] as the flow after a frame.
+fn refused_flow(refused: Refused) -> Flow {
+    let (close, then) = refused_close(refused);
+    let (code, reason) = close.unwrap_or((CLOSE_GOING_AWAY, String::new()));
+    Flow::Close { code, reason, then }
 }
 
 async fn next_control(attachment: &mut Option<Attachment>) -> SessionControl {
@@ -356,7 +431,8 @@ async fn next_event(participant: &mut Option<Participant>) -> Option<Participant
     }
 }
 
-/// Parses a frame; on failure returns the request id if one could be found, and why.
+/// Parses a frame and checks its fields' bounds; on failure returns the request id if one
+/// could be found, and why.
 fn parse(text: &str) -> Result<ClientMessage, (Option<RequestId>, String)> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| (None, format!("malformed JSON: {e}")))?;
@@ -364,7 +440,12 @@ fn parse(text: &str) -> Result<ClientMessage, (Option<RequestId>, String)> {
         .get("requestId")
         .and_then(serde_json::Value::as_u64)
         .and_then(|id| RequestId::try_from(id).ok());
-    serde_json::from_value(value).map_err(|e| (request_id, format!("invalid message: {e}")))
+    let message: ClientMessage =
+        serde_json::from_value(value).map_err(|e| (request_id, format!("invalid message: {e}")))?;
+    message
+        .check_limits()
+        .map_err(|e| (request_id, format!("invalid message: {e}")))?;
+    Ok(message)
 }
 
 fn peek_request_id(text: &str) -> Option<RequestId> {

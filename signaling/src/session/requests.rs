@@ -4,21 +4,21 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use futures::Sink;
 use sluice_sfu::core::{ParticipantId, PublicationId, SubscriptionId};
 use sluice_sfu::runtime::{ParticipantEvent, Permissions, RequestError, RoomEvent, TrackRequest};
 use sluice_sfu::transport::TransportError;
 use tracing::{debug, info, warn};
 
+use super::Session;
 use super::wire::event_message;
-use super::{Outbound, Session};
 use crate::protocol::{
-    ClientMessage, ErrorCode, ParticipantInfo, PublicationInfo, RequestId, ServerMessage,
-    SubscriptionInfo,
+    ClientMessage, ErrorCode, MAX_TRICKLED_CANDIDATES, ParticipantInfo, PeerRole, PublicationInfo,
+    RequestId, ServerMessage, SubscriptionInfo,
 };
-use crate::resume::Claimed;
+use crate::resume::{Claimed, Evicted};
 
-/// How long a `resume` waits for the previous session to hand its participant over.
+/// How long a `resume` waits for the previous session to hand its participant over, and a
+/// `join` for the participant of the same identity it replaces to end.
 const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A request failure on its way to the client.
@@ -53,7 +53,7 @@ impl From<RequestError> for Failure {
     }
 }
 
-impl<O: Sink<Outbound> + Unpin> Session<O> {
+impl Session {
     /// Answers one parsed request.
     pub(super) async fn handle(
         &mut self,
@@ -91,6 +91,7 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
             }
             ClientMessage::RestartIce { request_id } => {
                 participant.restart_ice().await?;
+                self.trickled[trickle_slot(PeerRole::Subscriber)] = 0;
                 Ok(ServerMessage::Ok { request_id })
             }
             ClientMessage::Leave { request_id } => Ok(ServerMessage::Ok { request_id }),
@@ -99,6 +100,10 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 sdp,
                 tracks,
             } => {
+                // An offer without tracks is the client's ICE restart of its publisher.
+                if tracks.is_empty() {
+                    self.trickled[trickle_slot(PeerRole::Publisher)] = 0;
+                }
                 let tracks = tracks.into_iter().map(TrackRequest::from).collect();
                 let (sdp, publications) = participant.publish(sdp, tracks).await?;
                 Ok(ServerMessage::Published {
@@ -168,6 +173,16 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 target,
                 candidate,
             } => {
+                let trickled = &mut self.trickled[trickle_slot(target)];
+                if *trickled >= MAX_TRICKLED_CANDIDATES {
+                    return Err(Failure::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "at most {MAX_TRICKLED_CANDIDATES} candidates per peer connection until an ICE restart"
+                        ),
+                    ));
+                }
+                *trickled += 1;
                 participant
                     .add_ice_candidate(target.into(), candidate.into())
                     .await?;
@@ -196,6 +211,21 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 ErrorCode::Unauthorized,
                 "the token is for another room",
             ));
+        }
+        // One participant per identity per room: the newer join replaces the older, which
+        // leaves first.
+        for evicted in self.ctx.resumable.evict(&grants.room, &grants.identity) {
+            let ended = async {
+                match evicted {
+                    Evicted::Session(ended) => {
+                        let _ = ended.await;
+                    }
+                    Evicted::Parked(participant) => participant.leave_and_wait().await,
+                }
+            };
+            if tokio::time::timeout(TAKEOVER_TIMEOUT, ended).await.is_err() {
+                warn!(identity = %grants.identity, "the replaced participant did not end in time");
+            }
         }
         let permissions = Permissions {
             can_publish: grants.can_publish,
@@ -329,6 +359,14 @@ impl<O: Sink<Outbound> + Unpin> Session<O> {
                 })
                 .collect(),
         })
+    }
+}
+
+/// Where a connection's trickled candidates are counted.
+fn trickle_slot(target: PeerRole) -> usize {
+    match target {
+        PeerRole::Publisher => 0,
+        PeerRole::Subscriber => 1,
     }
 }
 

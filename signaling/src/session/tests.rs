@@ -11,6 +11,7 @@ use sluice_sfu::runtime::{Sfu, SfuConfig};
 
 use super::*;
 use crate::auth::Grants;
+use crate::protocol::{IceCandidate, MediaKind, PeerRole, TrackInfo, TrackSource};
 
 const SECRET: &[u8] = b"session-test-secret-0123456789";
 /// Bound on every wait for the session; it answers in microseconds.
@@ -24,6 +25,9 @@ fn context(max_message_rate: u32) -> SessionContext {
         max_message_rate,
         max_message_burst: max_message_rate.saturating_mul(2),
         join_timeout: Duration::from_secs(10),
+        outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+        outbound_bytes: DEFAULT_OUTBOUND_BYTES,
+        send_deadline: DEFAULT_SEND_DEADLINE,
         // A dropped sender means "never shutting down" to the session.
         shutdown: shutdown_rx,
         resumable: Resumable::new(Duration::from_secs(15)),
@@ -318,4 +322,394 @@ fn parse_reports_request_id_when_it_can() {
         Some(Some(3))
     );
     assert!(parse(r#"{"type":"leave","requestId":1}"#).is_ok());
+}
+
+#[tokio::test]
+async fn a_binary_flood_is_refused_then_disconnected() {
+    // One message a second, bursts of two: binary frames count like text ones.
+    let ctx = context(1);
+    let mut client = Client::connect(&ctx);
+    for _ in 0..2 {
+        client.to_session.unbounded_send(Inbound::Binary).unwrap();
+        let response = client.response().await;
+        assert_eq!(
+            error_code(&response),
+            Some((None, ErrorCode::InvalidMessage))
+        );
+    }
+    for _ in 0..8 {
+        client.to_session.unbounded_send(Inbound::Binary).unwrap();
+        let response = client.response().await;
+        assert_eq!(error_code(&response), Some((None, ErrorCode::RateLimited)));
+    }
+    client.to_session.unbounded_send(Inbound::Binary).unwrap();
+    assert_eq!(
+        client.closed().await,
+        (CLOSE_POLICY, "message rate limit exceeded".to_owned())
+    );
+}
+
+/// A client that never reads: its end of the outgoing channel is held and never polled, so
+/// every send to it waits forever once the channel's one slot is taken.
+fn never_read() -> (mpsc::Sender<Outbound>, mpsc::Receiver<Outbound>) {
+    mpsc::channel(0)
+}
+
+#[tokio::test]
+async fn a_client_that_never_reads_cannot_stall_its_session() {
+    let ctx = SessionContext {
+        join_timeout: Duration::from_millis(200),
+        send_deadline: Duration::from_millis(300),
+        ..context(1000)
+    };
+    let (to_session, incoming) = mpsc::unbounded();
+    let (outgoing, _unread) = never_read();
+    for request_id in 0..50 {
+        let ping = serde_json::to_string(&ClientMessage::Ping { request_id }).unwrap();
+        to_session.unbounded_send(Inbound::Text(ping)).unwrap();
+    }
+    let started = tokio::time::Instant::now();
+    let stalled = std::sync::atomic::AtomicBool::new(false);
+    let on_stall = || stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+    tokio::time::timeout(
+        Duration::from_secs(8),
+        run_with_stall(ctx, incoming, outgoing, on_stall),
+    )
+    .await
+    .expect("the session ends although its client never reads");
+    // The first stalled send ends it at the send deadline, before the join timeout matters,
+    // and the server is told (it resets the connection).
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(2), "ended after {took:?}");
+    assert!(stalled.load(std::sync::atomic::Ordering::Relaxed));
+}
+
+#[tokio::test]
+async fn a_client_that_reads_too_slowly_is_closed_when_its_queue_fills() {
+    // A deadline far away: the full queue, not the deadline, must end it.
+    let ctx = SessionContext {
+        outbound_queue: 8,
+        send_deadline: Duration::from_secs(60),
+        ..context(1000)
+    };
+    let (to_session, incoming) = mpsc::unbounded();
+    let (outgoing, mut unread) = never_read();
+    let session = tokio::spawn(run(ctx, incoming, outgoing));
+    for request_id in 0..20 {
+        let ping = serde_json::to_string(&ClientMessage::Ping { request_id }).unwrap();
+        to_session.unbounded_send(Inbound::Text(ping)).unwrap();
+    }
+    // The client wakes up: the close frame was put ahead of the queued answers.
+    let mut frames = Vec::new();
+    while let Some(frame) = tokio::time::timeout(WAIT, unread.next()).await.unwrap() {
+        frames.push(frame);
+    }
+    tokio::time::timeout(WAIT, session).await.unwrap().unwrap();
+    let Some(Outbound::Close { code, reason }) = frames.last() else {
+        panic!("no close frame last: {frames:?}");
+    };
+    assert_eq!(
+        (*code, reason.as_str()),
+        (
+            CLOSE_POLICY,
+            "outbound queue full: the client does not read"
+        )
+    );
+    // Only what the writer held when the queue filled came before it.
+    assert!(frames.len() <= 3, "{frames:?}");
+}
+
+/// Skips events until a `participantLeft` or `participantJoined`; returns it.
+async fn next_membership_event(client: &mut Client) -> ServerMessage {
+    loop {
+        match client.next().await {
+            Some(Outbound::Message(
+                message @ (ServerMessage::ParticipantLeft { .. }
+                | ServerMessage::ParticipantJoined { .. }),
+            )) => return message,
+            Some(Outbound::Message(_event)) => {}
+            other => panic!("expected a membership event, got {other:?}"),
+        }
+    }
+}
+
+fn participant_id(joined: &ServerMessage) -> String {
+    match joined {
+        ServerMessage::Joined { participant, .. } => participant.participant_id.clone(),
+        other => panic!("not joined: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_newer_join_of_the_same_identity_replaces_the_older() {
+    let ctx = context(50);
+    let mut bob = Client::connect(&ctx);
+    bob.join("lobby", "bob").await;
+    let mut first = Client::connect(&ctx);
+    let first_id = participant_id(&first.join("lobby", "alice").await);
+    assert!(matches!(
+        next_membership_event(&mut bob).await,
+        ServerMessage::ParticipantJoined { .. }
+    ));
+
+    let mut second = Client::connect(&ctx);
+    let joined = second.join("lobby", "alice").await;
+    let second_id = participant_id(&joined);
+    // The room holds one alice: the newer one sees only bob.
+    let ServerMessage::Joined { participants, .. } = joined else {
+        unreachable!("participant_id asserts Joined");
+    };
+    let others: Vec<_> = participants.iter().map(|p| p.identity.as_str()).collect();
+    assert_eq!(others, ["bob"]);
+    // The older connection is closed with 4001: its client must not reconnect.
+    assert_eq!(
+        first.closed().await,
+        (
+            CLOSE_REPLACED,
+            "replaced by a newer join of the same identity".to_owned()
+        )
+    );
+    // The others see the older leave, then the newer join.
+    assert_eq!(
+        next_membership_event(&mut bob).await,
+        ServerMessage::ParticipantLeft {
+            participant_id: first_id
+        }
+    );
+    match next_membership_event(&mut bob).await {
+        ServerMessage::ParticipantJoined { participant } => {
+            assert_eq!(participant.participant_id, second_id);
+        }
+        other => panic!("expected the newer join, got {other:?}"),
+    }
+
+    // A parked alice (its socket dropped) is replaced too.
+    drop(second.to_session);
+    tokio::time::timeout(WAIT, async {
+        while ctx.resumable.parked_count() == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .unwrap();
+    let mut third = Client::connect(&ctx);
+    let third_id = participant_id(&third.join("lobby", "alice").await);
+    assert_eq!(
+        next_membership_event(&mut bob).await,
+        ServerMessage::ParticipantLeft {
+            participant_id: second_id
+        }
+    );
+    match next_membership_event(&mut bob).await {
+        ServerMessage::ParticipantJoined { participant } => {
+            assert_eq!(participant.participant_id, third_id);
+        }
+        other => panic!("expected the third join, got {other:?}"),
+    }
+    assert_eq!(ctx.resumable.parked_count(), 0);
+}
+
+/// The `invalidMessage` answer to `request`, or a panic.
+async fn invalid(client: &mut Client, request: impl FnOnce(RequestId) -> ClientMessage) -> String {
+    let id = client.send(request);
+    match client.response().await {
+        ServerMessage::Error {
+            request_id,
+            code: ErrorCode::InvalidMessage,
+            message,
+        } if request_id == Some(id) => message,
+        other => panic!("expected invalidMessage for request {id}, got {other:?}"),
+    }
+}
+
+fn track(mid: &str, name: Option<String>, rids: Option<Vec<String>>) -> TrackInfo {
+    TrackInfo {
+        mid: mid.to_owned(),
+        kind: MediaKind::Video,
+        source: TrackSource::Camera,
+        name,
+        rids,
+    }
+}
+
+#[tokio::test]
+async fn every_string_field_has_a_length_limit_named_in_the_answer() {
+    let ctx = context(1000);
+    let mut client = Client::connect(&ctx);
+    client.join("lobby", "alice").await;
+    let long = |n: usize| "x".repeat(n);
+
+    let message = invalid(&mut client, |request_id| ClientMessage::Publish {
+        request_id,
+        sdp: String::new(),
+        tracks: vec![track("0", Some(long(60_000)), None)],
+    })
+    .await;
+    assert!(message.contains("tracks[0].name"), "{message}");
+    assert!(message.contains("at most 256"), "{message}");
+
+    let message = invalid(&mut client, |request_id| ClientMessage::Publish {
+        request_id,
+        sdp: String::new(),
+        tracks: vec![track("0", None, None), track(&long(65), None, None)],
+    })
+    .await;
+    assert!(message.contains("tracks[1].mid"), "{message}");
+
+    let message = invalid(&mut client, |request_id| ClientMessage::Publish {
+        request_id,
+        sdp: String::new(),
+        tracks: vec![track("0", None, Some(vec!["q".into(), long(65)]))],
+    })
+    .await;
+    assert!(message.contains("tracks[0].rids[1]"), "{message}");
+
+    let message = invalid(&mut client, |request_id| ClientMessage::Subscribe {
+        request_id,
+        publication_id: long(1000),
+    })
+    .await;
+    assert!(message.contains("publicationId"), "{message}");
+
+    let message = invalid(&mut client, |request_id| ClientMessage::SetPreferredLayer {
+        request_id,
+        subscription_id: long(65),
+        spatial: 0,
+        temporal: None,
+    })
+    .await;
+    assert!(message.contains("subscriptionId"), "{message}");
+
+    let message = invalid(&mut client, |request_id| ClientMessage::Trickle {
+        request_id,
+        target: PeerRole::Publisher,
+        candidate: IceCandidate {
+            candidate: long(10_000),
+            sdp_mid: None,
+            sdp_m_line_index: None,
+            username_fragment: None,
+        },
+    })
+    .await;
+    assert!(message.contains("candidate.candidate"), "{message}");
+
+    let message = invalid(&mut client, |request_id| ClientMessage::Trickle {
+        request_id,
+        target: PeerRole::Publisher,
+        candidate: IceCandidate {
+            candidate: String::new(),
+            sdp_mid: Some(long(65)),
+            sdp_m_line_index: None,
+            username_fragment: Some(long(300)),
+        },
+    })
+    .await;
+    assert!(message.contains("candidate.sdpMid"), "{message}");
+
+    let message = invalid(&mut client, |request_id| ClientMessage::Resume {
+        request_id,
+        participant_id: "PA1".into(),
+        resume_token: long(100),
+    })
+    .await;
+    assert!(message.contains("resumeToken"), "{message}");
+
+    let message = invalid(&mut client, |request_id| ClientMessage::Join {
+        request_id,
+        token: String::new(),
+        room: Some(long(300)),
+    })
+    .await;
+    assert!(message.contains("room"), "{message}");
+
+    // Lists are bounded too: tracks per publish, rids per track.
+    let message = invalid(&mut client, |request_id| ClientMessage::Publish {
+        request_id,
+        sdp: String::new(),
+        tracks: (0..17).map(|i| track(&i.to_string(), None, None)).collect(),
+    })
+    .await;
+    assert!(
+        message.contains("tracks") && message.contains("at most 16"),
+        "{message}"
+    );
+    let message = invalid(&mut client, |request_id| ClientMessage::Publish {
+        request_id,
+        sdp: String::new(),
+        tracks: vec![track(
+            "0",
+            None,
+            Some((0..9).map(|i| i.to_string()).collect()),
+        )],
+    })
+    .await;
+    assert!(message.contains("tracks[0].rids"), "{message}");
+
+    // Still joined and served.
+    let id = client.send(|request_id| ClientMessage::Ping { request_id });
+    assert_eq!(
+        client.response().await,
+        ServerMessage::Ok { request_id: id }
+    );
+}
+
+#[tokio::test]
+async fn trickled_candidates_are_capped_per_connection() {
+    let ctx = context(1000);
+    let mut client = Client::connect(&ctx);
+    client.join("lobby", "alice").await;
+    let candidate = |request_id| ClientMessage::Trickle {
+        request_id,
+        target: PeerRole::Subscriber,
+        candidate: IceCandidate {
+            candidate: "candidate:1 1 udp 2130706431 127.0.0.1 9 typ host".into(),
+            sdp_mid: Some("0".into()),
+            sdp_m_line_index: Some(0),
+            username_fragment: None,
+        },
+    };
+    for _ in 0..64 {
+        let id = client.send(candidate);
+        let response = client.response().await;
+        assert_ne!(
+            error_code(&response),
+            Some((Some(id), ErrorCode::LimitExceeded)),
+            "{response:?}"
+        );
+    }
+    let id = client.send(candidate);
+    let response = client.response().await;
+    assert_eq!(
+        error_code(&response),
+        Some((Some(id), ErrorCode::LimitExceeded)),
+        "{response:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_reads_too_slowly_is_closed_when_its_queued_bytes_fill() {
+    // Room for 256 frames but 200 bytes: a few answers fill it.
+    let ctx = SessionContext {
+        outbound_bytes: 200,
+        send_deadline: Duration::from_secs(60),
+        ..context(1000)
+    };
+    let (to_session, incoming) = mpsc::unbounded();
+    let (outgoing, mut unread) = never_read();
+    let session = tokio::spawn(run(ctx, incoming, outgoing));
+    for request_id in 0..20 {
+        let ping = serde_json::to_string(&ClientMessage::Ping { request_id }).unwrap();
+        to_session.unbounded_send(Inbound::Text(ping)).unwrap();
+    }
+    let mut frames = Vec::new();
+    while let Some(frame) = tokio::time::timeout(WAIT, unread.next()).await.unwrap() {
+        frames.push(frame);
+    }
+    tokio::time::timeout(WAIT, session).await.unwrap().unwrap();
+    assert!(
+        matches!(frames.last(), Some(Outbound::Close { code: CLOSE_POLICY, reason }) if reason == "outbound queue full: the client does not read"),
+        "{frames:?}"
+    );
+    // Only what fit in 200 bytes (`{"type":"ok","requestId":N}` is 27) came before it.
+    assert!(frames.len() <= 9, "{frames:?}");
 }

@@ -369,6 +369,18 @@ impl Participant {
 
     /// Leaves the room. Dropping the participant does the same.
     pub fn leave(self) {}
+
+    /// Leaves the room and returns once its task has ended, its `Leave` queued to the room:
+    /// whatever the caller asks of the room next comes after the others hear it left.
+    pub async fn leave_and_wait(self) {
+        let Self {
+            commands,
+            mut events,
+            ..
+        } = self;
+        drop(commands);
+        while events.recv().await.is_some() {}
+    }
 }
 
 /// Where a subscription's track is in the subscriber connection's offer/answer cycle.
