@@ -5,7 +5,7 @@
 // the cap as a standing queue in the subscriber's transport-wide feedback and allocates from
 // the rate the path delivered (docs/decisions.md §23); the cap (350 kbit/s) is below what f
 // needs even at half its frame rate, so the subscriber must change resolution. The rig is
-// shared with remb.unstable.mjs (capped-downlink.mjs).
+// shared with remb.test.mjs (capped-downlink.mjs).
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { withDiagnostics } from './harness.mjs';
