@@ -7,3 +7,4 @@ mod resume;
 mod rtmp;
 mod shard;
 mod signaling;
+mod synthetic;

@@ -6,11 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use bytes::Bytes;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
+
+use crate::synthetic::{audio_payload, check_received, index_of, video_index, video_payload};
 use sluice_signaling::protocol::{
     ClientMessage, MediaKind, PeerRole, PublicationInfo, ServerMessage, TrackInfo, TrackSource,
 };
@@ -19,45 +20,11 @@ use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
 /// 5 s of video at 100 packets/s, and audio at 50 packets/s.
 const VIDEO_PACKETS: u32 = 500;
-const KEYFRAME_EVERY: u32 = 30;
 /// The server's media ports in this test (`--udp-ports`); every server candidate must use one.
 const MEDIA_PORTS: std::ops::RangeInclusive<u16> = 47000..=47099;
 /// The server's keyframe-request throttle in this test: at most one PLI upstream per interval
 /// (500 ms by default).
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(100);
-
-/// A synthetic VP8 packet: a real payload descriptor and frame tag (keyframe or not), then the
-/// packet index and a filler that differs per packet, so any corruption or mix-up shows.
-fn video_payload(index: u32) -> Bytes {
-    let keyframe = index.is_multiple_of(KEYFRAME_EVERY);
-    let mut payload = vec![0x10]; // S=1, PID=0
-    // Frame tag: P bit (bit 0) is 0 for a keyframe; keyframes carry the start code and size.
-    payload.extend_from_slice(&[if keyframe { 0x00 } else { 0x01 }, 0x00, 0x00]);
-    if keyframe {
-        payload.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
-    }
-    payload.extend_from_slice(&index.to_be_bytes());
-    payload.extend((0..900u32).map(|i| (i.wrapping_mul(31) ^ index) as u8));
-    Bytes::from(payload)
-}
-
-fn audio_payload(index: u32) -> Bytes {
-    let mut payload = vec![0xfc];
-    payload.extend_from_slice(&index.to_be_bytes());
-    payload.extend((0..100u32).map(|i| (i ^ index.wrapping_mul(7)) as u8));
-    Bytes::from(payload)
-}
-
-fn index_of(payload: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(
-        payload.get(offset..offset + 4)?.try_into().ok()?,
-    ))
-}
-
-fn video_index(payload: &[u8]) -> Option<u32> {
-    let keyframe = payload.get(1)? & 0x01 == 0;
-    index_of(payload, if keyframe { 11 } else { 4 })
-}
 
 /// Exchanges trickle candidates (and, for subscribers, answers offers) until connected.
 async fn connect(signal: &mut SignalClient, peer: &mut ClientPeer, target: PeerRole) -> Result<()> {
@@ -406,56 +373,17 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
                 received.stream_id
             );
             let packets = &received.packets;
-            let (kind, expected_total) = if received.kind_is_video {
-                ("video", VIDEO_PACKETS)
+            let expected_total = if received.kind_is_video {
+                VIDEO_PACKETS
             } else {
-                ("audio", VIDEO_PACKETS / 2)
+                VIDEO_PACKETS / 2
             };
-            ensure!(!packets.is_empty(), "{name}: no {kind} packets");
-            let indices: Vec<u32> = packets
-                .iter()
-                .map(|p| {
-                    if received.kind_is_video {
-                        video_index(&p.payload)
-                    } else {
-                        index_of(&p.payload, 1)
-                    }
-                    .context("payload too short")
-                })
-                .collect::<Result<_>>()?;
-            let first = indices[0];
-            if received.kind_is_video {
-                ensure!(
-                    first.is_multiple_of(KEYFRAME_EVERY),
-                    "{name}: video started on a delta frame ({first})"
-                );
-            }
-            // Everything from the first forwarded packet on arrives, in order, byte for byte.
-            let expected: Vec<u32> = (first..expected_total).collect();
-            ensure!(
-                indices == expected,
-                "{name}: {kind} indices {:?}…, expected {first}..{expected_total}",
-                &indices[..indices.len().min(10)]
-            );
-            for (packet, index) in packets.iter().zip(&indices) {
-                let sent = if received.kind_is_video {
-                    video_payload(*index)
-                } else {
-                    audio_payload(*index)
-                };
-                ensure!(
-                    packet.payload == sent,
-                    "{name}: {kind} packet {index} differs"
-                );
-            }
-            // The header was rewritten for this subscriber: contiguous sequence numbers.
-            for pair in packets.windows(2) {
-                ensure!(
-                    pair[1].header.sequence_number
-                        == pair[0].header.sequence_number.wrapping_add(1),
-                    "{name}: {kind} sequence numbers not contiguous"
-                );
-            }
+            let kind = if received.kind_is_video {
+                "video"
+            } else {
+                "audio"
+            };
+            let first = check_received(name, received.kind_is_video, packets, expected_total)?;
             ensure!(
                 first < expected_total * 3 / 5,
                 "{name}: {kind} started late, at {first} of {expected_total}"

@@ -7,11 +7,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use bytes::Bytes;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp;
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
+
+use crate::synthetic::{
+    KEYFRAME_EVERY, audio_payload, check_received, index_of, video_index, video_payload,
+};
 use sluice_sfu::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
 use sluice_sfu::shard::{PublishTrack, Shard, ShardConfig, ShardError};
 use sluice_sfu::transport::{IceCandidate, PeerRole, negotiated_codecs};
@@ -23,40 +26,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 const VIDEO_PACKETS: u32 = 300;
-const KEYFRAME_EVERY: u32 = 30;
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
-
-/// A synthetic VP8 packet: a real payload descriptor and frame tag, then the packet index and a
-/// filler that differs per packet.
-fn video_payload(index: u32) -> Bytes {
-    let keyframe = index.is_multiple_of(KEYFRAME_EVERY);
-    let mut payload = vec![0x10];
-    payload.extend_from_slice(&[if keyframe { 0x00 } else { 0x01 }, 0x00, 0x00]);
-    if keyframe {
-        payload.extend_from_slice(&[0x9d, 0x01, 0x2a, 0x80, 0x02, 0x68, 0x01]);
-    }
-    payload.extend_from_slice(&index.to_be_bytes());
-    payload.extend((0..900u32).map(|i| (i.wrapping_mul(31) ^ index) as u8));
-    Bytes::from(payload)
-}
-
-fn audio_payload(index: u32) -> Bytes {
-    let mut payload = vec![0xfc];
-    payload.extend_from_slice(&index.to_be_bytes());
-    payload.extend((0..100u32).map(|i| (i ^ index.wrapping_mul(7)) as u8));
-    Bytes::from(payload)
-}
-
-fn index_at(payload: &[u8], offset: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(
-        payload.get(offset..offset + 4)?.try_into().ok()?,
-    ))
-}
-
-fn video_index(payload: &[u8]) -> Option<u32> {
-    let keyframe = payload.get(1)? & 0x01 == 0;
-    index_at(payload, if keyframe { 11 } else { 4 })
-}
 
 fn mid_of(offer: &str, mime: &str) -> Result<String> {
     negotiated_codecs(offer)
@@ -242,7 +212,7 @@ async fn shard_forwards_one_publisher_to_two_subscribers() -> Result<()> {
             if received.video {
                 video_index(&p.payload) == Some(VIDEO_PACKETS - 1)
             } else {
-                index_at(&p.payload, 1) == Some(VIDEO_PACKETS / 2 - 1)
+                index_of(&p.payload, 1) == Some(VIDEO_PACKETS / 2 - 1)
             }
         })
     };
@@ -270,49 +240,7 @@ async fn shard_forwards_one_publisher_to_two_subscribers() -> Result<()> {
                 ("audio", VIDEO_PACKETS / 2)
             };
             let packets = &received.packets;
-            ensure!(!packets.is_empty(), "{subscriber}: no {kind} packets");
-            let indices: Vec<u32> = packets
-                .iter()
-                .map(|p| {
-                    if received.video {
-                        video_index(&p.payload)
-                    } else {
-                        index_at(&p.payload, 1)
-                    }
-                    .context("payload too short")
-                })
-                .collect::<Result<_>>()?;
-            let first = indices[0];
-            if received.video {
-                ensure!(
-                    first.is_multiple_of(KEYFRAME_EVERY),
-                    "{subscriber}: video started on a delta frame ({first})"
-                );
-            }
-            let expected: Vec<u32> = (first..total).collect();
-            ensure!(
-                indices == expected,
-                "{subscriber}: {kind} indices {:?}…, expected {first}..{total}",
-                &indices[..indices.len().min(10)]
-            );
-            for (packet, index) in packets.iter().zip(&indices) {
-                let sent = if received.video {
-                    video_payload(*index)
-                } else {
-                    audio_payload(*index)
-                };
-                ensure!(
-                    packet.payload == sent,
-                    "{subscriber}: {kind} packet {index} differs"
-                );
-            }
-            for pair in packets.windows(2) {
-                ensure!(
-                    pair[1].header.sequence_number
-                        == pair[0].header.sequence_number.wrapping_add(1),
-                    "{subscriber}: {kind} sequence numbers not contiguous"
-                );
-            }
+            let first = check_received(&subscriber.to_string(), received.video, packets, total)?;
             let ssrc = packets[0].header.ssrc;
             ensure!(
                 ssrc != 0x1111 && ssrc != 0x2222,
