@@ -11,7 +11,7 @@ use rtc::rtp;
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
 
-use crate::synthetic::{audio_payload, check_received, index_of, video_index, video_payload};
+use crate::synthetic::{audio_packet, check_received, index_of, video_index, video_packet};
 use sluice_signaling::protocol::{
     ClientMessage, MediaKind, PeerRole, PublicationInfo, ServerMessage, TrackInfo, TrackSource,
 };
@@ -168,33 +168,10 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
         tokio::spawn(async move {
             let started = Instant::now();
             for index in 0..VIDEO_PACKETS {
-                let packet = rtp::Packet {
-                    header: rtp::header::Header {
-                        version: 2,
-                        payload_type: 96,
-                        sequence_number: (65000 + index) as u16, // wraps mid-stream on purpose
-                        timestamp: 1000 + (index / 3) * 3000,
-                        ssrc: 0x1111,
-                        marker: index % 3 == 2,
-                        ..Default::default()
-                    },
-                    payload: video_payload(index),
-                };
-                video.write_rtp(packet).await?;
+                video.write_rtp(video_packet(index, 65000, 1000)).await?; // wraps mid-stream on purpose
                 if index % 2 == 0 {
                     let audio_index = index / 2;
-                    let packet = rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            payload_type: 111,
-                            sequence_number: audio_index as u16,
-                            timestamp: audio_index * 960,
-                            ssrc: 0x2222,
-                            ..Default::default()
-                        },
-                        payload: audio_payload(audio_index),
-                    };
-                    audio.write_rtp(packet).await?;
+                    audio.write_rtp(audio_packet(audio_index)).await?;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }

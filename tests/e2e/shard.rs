@@ -13,7 +13,8 @@ use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
 
 use crate::synthetic::{
-    KEYFRAME_EVERY, audio_payload, check_received, index_of, video_index, video_payload,
+    KEYFRAME_EVERY, audio_packet, check_received, index_of, video_index, video_packet,
+    video_payload,
 };
 use sluice_sfu::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
 use sluice_sfu::shard::{PublishTrack, Shard, ShardConfig, ShardError};
@@ -152,33 +153,10 @@ async fn shard_forwards_one_publisher_to_two_subscribers() -> Result<()> {
         let (video, audio) = (Arc::clone(&video), Arc::clone(&audio));
         tokio::spawn(async move {
             for index in 0..VIDEO_PACKETS {
-                let packet = rtp::Packet {
-                    header: rtp::header::Header {
-                        version: 2,
-                        payload_type: 96,
-                        sequence_number: (65400 + index) as u16, // wraps mid-stream on purpose
-                        timestamp: 1000 + (index / 3) * 3000,
-                        ssrc: 0x1111,
-                        marker: index % 3 == 2,
-                        ..Default::default()
-                    },
-                    payload: video_payload(index),
-                };
-                video.write_rtp(packet).await?;
+                video.write_rtp(video_packet(index, 65400, 1000)).await?; // wraps mid-stream on purpose
                 if index % 2 == 0 {
                     let audio_index = index / 2;
-                    let packet = rtp::Packet {
-                        header: rtp::header::Header {
-                            version: 2,
-                            payload_type: 111,
-                            sequence_number: audio_index as u16,
-                            timestamp: audio_index * 960,
-                            ssrc: 0x2222,
-                            ..Default::default()
-                        },
-                        payload: audio_payload(audio_index),
-                    };
-                    audio.write_rtp(packet).await?;
+                    audio.write_rtp(audio_packet(audio_index)).await?;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -498,19 +476,7 @@ async fn signaling_on_the_shard_plane_relays_a_publisher() -> Result<()> {
         let video = Arc::clone(&video);
         tokio::spawn(async move {
             for index in 0..VIDEO_PACKETS {
-                let packet = rtp::Packet {
-                    header: rtp::header::Header {
-                        version: 2,
-                        payload_type: 96,
-                        sequence_number: index as u16,
-                        timestamp: (index / 3) * 3000,
-                        ssrc: 0x1111,
-                        marker: index % 3 == 2,
-                        ..Default::default()
-                    },
-                    payload: video_payload(index),
-                };
-                video.write_rtp(packet).await?;
+                video.write_rtp(video_packet(index, 0, 0)).await?;
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
             anyhow::Ok(())

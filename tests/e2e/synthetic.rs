@@ -32,6 +32,38 @@ pub(crate) fn audio_payload(index: u32) -> Bytes {
     Bytes::from(payload)
 }
 
+/// Video packet `index` of a synthetic stream on SSRC 0x1111 (PT 96), three packets a frame,
+/// numbered from `first_sequence` and timed from `first_timestamp`.
+pub(crate) fn video_packet(index: u32, first_sequence: u16, first_timestamp: u32) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            payload_type: 96,
+            sequence_number: first_sequence.wrapping_add(index as u16),
+            timestamp: first_timestamp + (index / 3) * 3000,
+            ssrc: 0x1111,
+            marker: index % 3 == 2,
+            ..Default::default()
+        },
+        payload: video_payload(index),
+    }
+}
+
+/// Audio packet `index` of a synthetic stream on SSRC 0x2222 (PT 111), 20 ms a packet.
+pub(crate) fn audio_packet(index: u32) -> rtp::Packet {
+    rtp::Packet {
+        header: rtp::header::Header {
+            version: 2,
+            payload_type: 111,
+            sequence_number: index as u16,
+            timestamp: index * 960,
+            ssrc: 0x2222,
+            ..Default::default()
+        },
+        payload: audio_payload(index),
+    }
+}
+
 /// The big-endian index at `offset`.
 pub(crate) fn index_of(payload: &[u8], offset: usize) -> Option<u32> {
     Some(u32::from_be_bytes(
