@@ -87,13 +87,15 @@ impl QueueDelayDetector {
     pub fn on_reports(
         &mut self,
         now: Instant,
-        reports: &[PacketFeedback],
+        reports: impl IntoIterator<Item = PacketFeedback>,
         probing: bool,
     ) -> Option<Congestion> {
+        let mut fed = false;
         for report in reports {
-            self.push(report);
+            self.push(&report);
+            fed = true;
         }
-        if reports.is_empty() {
+        if !fed {
             return None;
         }
         let congestion = self.judge(probing)?;
@@ -282,9 +284,7 @@ mod tests {
     ) -> Vec<(Instant, Congestion)> {
         batches
             .into_iter()
-            .filter_map(|(now, reports)| {
-                detector.on_reports(now, &reports, false).map(|c| (now, c))
-            })
+            .filter_map(|(now, reports)| detector.on_reports(now, reports, false).map(|c| (now, c)))
             .collect()
     }
 
@@ -396,7 +396,7 @@ mod tests {
         );
         let signals: Vec<_> = probed
             .into_iter()
-            .filter_map(|(now, reports)| detector.on_reports(now, &reports, true))
+            .filter_map(|(now, reports)| detector.on_reports(now, reports, true))
             .collect();
         assert!(
             signals
@@ -430,7 +430,7 @@ mod tests {
     fn empty_and_lost_reports_say_nothing() {
         let start = Instant::now();
         let mut detector = QueueDelayDetector::default();
-        assert_eq!(detector.on_reports(start, &[], false), None);
+        assert_eq!(detector.on_reports(start, [], false), None);
         let lost: Vec<PacketFeedback> = (0..50)
             .map(|i| PacketFeedback {
                 size: 1_200,
@@ -439,7 +439,7 @@ mod tests {
             })
             .collect();
         assert_eq!(
-            detector.on_reports(start + Duration::from_secs(1), &lost, false),
+            detector.on_reports(start + Duration::from_secs(1), lost, false),
             None
         );
     }

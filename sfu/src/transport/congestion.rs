@@ -72,15 +72,15 @@ impl<E: BandwidthEstimator> BandwidthEstimator for QueueDelayWatch<E> {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.estimator.on_reports(now, reports);
         let probing = self.probe.running(now);
-        let feedback: Vec<PacketFeedback> = reports
-            .iter()
-            .map(|report| PacketFeedback {
+        if let Some(mut congestion) = self.detector.on_reports(
+            now,
+            reports.iter().map(|report| PacketFeedback {
                 departure: report.departure,
                 arrival: report.arrival.filter(|_| report.arrived),
                 size: report.size,
-            })
-            .collect();
-        if let Some(mut congestion) = self.detector.on_reports(now, &feedback, probing) {
+            }),
+            probing,
+        ) {
             // A probe that ended a moment ago may still be what the queue holds.
             congestion.during_probe = self.probe.stop(now) || probing;
             self.path.mark_congested(now);
