@@ -60,7 +60,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let rtmp_listen = config.rtmp;
     let stream_keys = config.stream_keys().context("loading RTMP stream keys")?;
     let sfu_config = SfuConfig {
-        transport,
+        transport: transport.clone(),
         ..SfuConfig::default()
     };
     let sfu = match config.media_plane {
@@ -78,6 +78,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             let shard = Shard::spawn(ShardConfig {
                 bind,
                 advertise: Some(advertise),
+                playout_delay_ms: transport.playout_delay_ms,
                 ..ShardConfig::default()
             })
             .with_context(|| format!("binding the media UDP port on {bind}"))?;

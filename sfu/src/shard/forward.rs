@@ -13,53 +13,47 @@ use super::peer::Stream;
 use super::routing::RoomKey;
 use super::worker::{Timer, Worker};
 use crate::core::{Input, Output, ParticipantId, PublicationId, RtpPacket, Ssrc, SubscriptionId};
-use crate::transport::{from_wire, to_wire};
+use crate::transport::interceptors::{carries_playout_delay, playout_delay_payload};
+use crate::transport::{ClockAnchor, from_wire, is_plausible_sampling, to_wire};
 
 impl Worker {
     /// One packet of a publisher's stream into its room.
-    pub(super) fn route_rtp(&mut self, stream: Stream, packet: rtp::Packet, now: Instant) {
+    /// `reported` is the latest sender report of the packet's stream, which says when its
+    /// media was sampled (see `transport::reports`).
+    pub(super) fn route_rtp(
+        &mut self,
+        stream: Stream,
+        packet: rtp::Packet,
+        reported: Option<ClockAnchor>,
+        now: Instant,
+    ) {
         let Stream {
             publication,
             layer,
             audio_level,
         } = stream;
-        let Some(room) = self.publications.get(&publication).map(|slot| slot.room) else {
-            return;
-        };
-        let Some(slot) = self.rooms.get_mut(&room) else {
-            return;
-        };
-        let input = Input::Rtp {
-            publication,
-            layer,
-            packet: from_wire(packet, audio_level),
-        };
-        // RTP never fails: what cannot be forwarded is a counted drop in the core.
-        let _ = slot.core.handle_input(now, input);
-        self.drain_room(room, now);
-    }
-
-    /// A subscriber's feedback on one of its subscriptions, into its room.
-    pub(super) fn subscription_input(
-        &mut self,
-        subscription: SubscriptionId,
-        input: Input,
-        now: Instant,
-    ) {
-        let Some(room) = self
-            .subscriptions
-            .get(&subscription)
-            .and_then(|(_, _, publication)| self.publications.get(publication))
-            .map(|slot| slot.room)
+        let Some((room, clock_rate)) = self
+            .publications
+            .get(&publication)
+            .map(|slot| (slot.room, slot.codec.clock_rate))
         else {
             return;
         };
         let Some(slot) = self.rooms.get_mut(&room) else {
             return;
         };
-        if let Err(err) = slot.core.handle_input(now, input) {
-            debug!(%subscription, %err, "subscriber feedback");
-        }
+        let sampled_at = reported
+            .and_then(|anchor| anchor.instant_of(packet.header.timestamp, clock_rate))
+            .filter(|at| is_plausible_sampling(*at, now));
+        let mut packet = from_wire(packet, audio_level);
+        packet.sampled_at = sampled_at;
+        let input = Input::Rtp {
+            publication,
+            layer,
+            packet,
+        };
+        // RTP never fails: what cannot be forwarded is a counted drop in the core.
+        let _ = slot.core.handle_input(now, input);
         self.drain_room(room, now);
     }
 
@@ -121,9 +115,18 @@ impl Worker {
                         self.tell(member, ShardEvent::ActiveSpeakers(speakers.clone()));
                     }
                 }
-                // Probes, repair horizons and congestion have no consumer on the shard plane
-                // yet.
-                _ => trace!("room output not carried out on the shard plane"),
+                Output::Probe {
+                    subscriber,
+                    bits_per_second,
+                    duration,
+                } => self.probe(subscriber, bits_per_second, duration, now),
+                Output::RepairHorizon {
+                    subscriber,
+                    ssrc,
+                    sequence_number,
+                    ..
+                } => self.repair_horizon(subscriber, ssrc, sequence_number, now),
+                Output::PathCongested { subscriber } => self.path_congested(subscriber, now),
             }
         }
         let Some(slot) = self.rooms.get_mut(&room) else {
@@ -148,11 +151,41 @@ impl Worker {
             self.stats.forward_rejected += 1;
             return;
         };
-        let written = self
-            .peers
-            .get_mut(&key)
-            .and_then(|peer| peer.pc.rtp_sender(sender))
-            .map(|mut sender| sender.write_rtp(now, to_wire(packet)));
+        let Some(peer) = self.peers.get_mut(&key) else {
+            self.stats.forward_rejected += 1;
+            return;
+        };
+        let (sampled_at, timestamp) = (packet.sampled_at, packet.timestamp);
+        let mut wire = to_wire(packet);
+        if let Some(leg) = peer.legs.get_mut(&subscription) {
+            // Once per frame: the anchor is a (timestamp, instant) pair of a linear clock.
+            match sampled_at {
+                Some(at) if leg.anchored != Some(timestamp) => {
+                    leg.anchored = Some(timestamp);
+                    peer.controls.clocks.set(
+                        leg.ssrc.0,
+                        ClockAnchor {
+                            rtp_timestamp: timestamp,
+                            at,
+                        },
+                    );
+                }
+                None if leg.anchored.take().is_some() => peer.controls.clocks.clear(leg.ssrc.0),
+                _ => {}
+            }
+            if let Some(id) = leg.playout_delay
+                && carries_playout_delay(leg.sent)
+                && let Some(payload) = playout_delay_payload(self.config.playout_delay_ms)
+                && let Err(err) = wire.header.set_extension(id, payload)
+            {
+                trace!(%subscription, %err, "playout delay extension");
+            }
+            leg.sent += 1;
+        }
+        let written = peer
+            .pc
+            .rtp_sender(sender)
+            .map(|mut sender| sender.write_rtp(now, wire));
         match written {
             Some(Ok(())) => self.stats.forwarded += 1,
             Some(Err(err)) => {

@@ -24,6 +24,7 @@
 //!
 //! Signaling talks to a shard through [`Shard`], whose methods send one bounded command each.
 
+mod feedback;
 mod forward;
 mod ingest;
 mod paths;
@@ -65,6 +66,9 @@ pub struct ShardConfig {
     pub command_queue: usize,
     /// Ingested (RTMP) packets queued for the shard thread before they are dropped.
     pub ingest_queue: usize,
+    /// Minimum playout delay asked of subscribers (RTP playout-delay extension on video), in
+    /// milliseconds; 0 does not send the extension.
+    pub playout_delay_ms: u16,
 }
 
 impl Default for ShardConfig {
@@ -77,6 +81,7 @@ impl Default for ShardConfig {
             max_remote_candidates: 32,
             command_queue: 256,
             ingest_queue: 4096,
+            playout_delay_ms: 0,
         }
     }
 }

@@ -7,27 +7,23 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::crypto::SignatureScheme;
-use rtc::interceptor::{Registry, Slot};
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    configure_nack, configure_rtcp_reports, configure_simulcast_extension_headers,
-    register_default_interceptors,
-};
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
 use rtc::peer_connection::{RTCPeerConnection, RTCPeerConnectionBuilder};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpHeaderExtensionCapability, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use super::ShardError;
 use super::paths::Paths;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
-use crate::transport::{CodecInfo, FeedbackToApplication, PeerRole, sluice_media_engine};
+use crate::transport::interceptors::{AUDIO_LEVEL_URI, ConnectionControls, configure};
+use crate::transport::{
+    ClockAnchor, CodecInfo, PeerEvent, PeerRole, RemoteSenderClock, sluice_media_engine,
+};
 
 /// Adds `candidate` (its `candidate:` line) to `held` unless known; refuses past `cap`.
 fn hold(held: &mut HashSet<String>, candidate: &str, cap: usize) -> Result<(), ShardError> {
@@ -44,9 +40,8 @@ fn hold(held: &mut HashSet<String>, candidate: &str, cap: usize) -> Result<(), S
     Ok(())
 }
 
-/// RFC 6464: the sender's audio level on every audio packet, for speaker detection without
-/// decoding.
-const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
+/// Congestion signals a subscriber connection's estimator may queue between two services.
+const CONGESTION_EVENTS: usize = 16;
 
 /// What a publisher's received stream is: its publication, simulcast layer, and the id of
 /// the audio level extension on it (when negotiated).
@@ -76,6 +71,13 @@ pub(crate) struct SendLeg {
     /// Asked before the subscription started; applied when it does.
     pub(crate) preferred: Option<(u8, Option<u8>)>,
     pub(crate) paused: bool,
+    /// The RTP timestamp of the frame whose sampling instant last anchored the leg's sender
+    /// reports (see `transport::reports`).
+    pub(crate) anchored: Option<u32>,
+    /// The id the playout-delay extension was negotiated with (video, when asked for).
+    pub(crate) playout_delay: Option<u8>,
+    /// Packets written to the leg.
+    pub(crate) sent: u64,
 }
 
 /// How far a subscriber track has come.
@@ -121,19 +123,31 @@ pub(crate) struct ShardPeer {
     pub(crate) legs: HashMap<SubscriptionId, SendLeg>,
     pub(crate) by_ssrc: HashMap<Ssrc, SubscriptionId>,
     pub(crate) awaiting_answer: bool,
+    /// What the connection's own interceptors share with the shard.
+    pub(crate) controls: ConnectionControls,
+    /// Congestion signals of a subscriber connection's estimator.
+    pub(crate) congestion: tokio::sync::mpsc::Receiver<PeerEvent>,
+    /// Publisher: its sender reports' NTP clock placed on ours, and per SSRC the latest
+    /// report as an anchor of that stream's RTP clock.
+    pub(crate) sender_clock: RemoteSenderClock,
+    pub(crate) reported: HashMap<u32, ClockAnchor>,
 }
 
 impl ShardPeer {
     /// A connection for `participant` that answers ICE checks on `local` (ICE-lite: it never
-    /// sends a check, and its one candidate is the shard's socket).
+    /// sends a check, and its one candidate is the shard's socket). With `playout_delay`, its
+    /// video may carry the playout-delay extension.
     pub(crate) fn new(
         role: PeerRole,
         participant: ParticipantId,
         local: SocketAddr,
         certificate: &RTCCertificate,
+        playout_delay: bool,
         now: Instant,
     ) -> Result<Self, ShardError> {
-        let mut pc = build(role, certificate, now)?;
+        let controls = ConnectionControls::default();
+        let (events, congestion) = tokio::sync::mpsc::channel(CONGESTION_EVENTS);
+        let mut pc = build(role, certificate, playout_delay, &controls, events, now)?;
         let candidate = CandidateHostConfig {
             base_config: CandidateConfig {
                 network: "udp".to_owned(),
@@ -170,6 +184,10 @@ impl ShardPeer {
             legs: HashMap::new(),
             by_ssrc: HashMap::new(),
             awaiting_answer: false,
+            controls,
+            congestion,
+            sender_clock: RemoteSenderClock::default(),
+            reported: HashMap::new(),
         })
     }
 
@@ -288,34 +306,16 @@ pub(crate) fn certificate() -> Result<RTCCertificate, ShardError> {
 fn build(
     role: PeerRole,
     certificate: &RTCCertificate,
+    playout_delay: bool,
+    controls: &ConnectionControls,
+    events: tokio::sync::mpsc::Sender<PeerEvent>,
     now: Instant,
 ) -> Result<RTCPeerConnection, ShardError> {
-    // The codecs the routing core understands, as the webrtc-rs transport offers them.
+    // The codecs and interceptor chain of the webrtc-rs transport: NACK/RTX, reports, TWCC
+    // and GCC, probing and repair horizons alike on both planes.
     let mut engine = sluice_media_engine().map_err(rtc_err)?;
-    let registry = match role {
-        // NACK generator, receiver reports, TWCC feedback towards the publisher; the MID and
-        // RID header extensions name each simulcast stream, the audio level feeds speaker
-        // detection.
-        PeerRole::Publisher => {
-            configure_simulcast_extension_headers(&mut engine).map_err(rtc_err)?;
-            engine
-                .register_header_extension(
-                    RTCRtpHeaderExtensionCapability {
-                        uri: AUDIO_LEVEL_URI.to_owned(),
-                    },
-                    RtpCodecKind::Audio,
-                    None,
-                )
-                .map_err(rtc_err)?;
-            register_default_interceptors(Registry::new(), &mut engine).map_err(rtc_err)?
-        }
-        // NACK responder and sender reports towards the subscriber.
-        PeerRole::Subscriber => {
-            configure_rtcp_reports(configure_nack(Registry::new(), &mut engine))
-        }
-    }
-    // PLI/FIR/REMB reach the application instead of ending in the interceptor chain.
-    .with(Slot::Custom(20_000), FeedbackToApplication::default());
+    let registry =
+        configure(role, &mut engine, playout_delay, controls, events).map_err(rtc_err)?;
     // The agent draws its own credentials (and new ones on an ICE restart); the shard reads
     // the ufrag from each local description.
     // A lite agent sends no keepalives: it hears the client's consent checks (every 4–6 s,

@@ -203,7 +203,15 @@ impl Worker {
         if self.peers.len() >= self.config.max_peers {
             return Err(ShardError::LimitExceeded("peer connections on the shard"));
         }
-        let peer = ShardPeer::new(role, participant, self.local, &self.certificate, now)?;
+        let playout_delay = self.config.playout_delay_ms > 0;
+        let peer = ShardPeer::new(
+            role,
+            participant,
+            self.local,
+            &self.certificate,
+            playout_delay,
+            now,
+        )?;
         let key = PeerKey(self.next_key);
         self.next_key += 1;
         self.peers.insert(key, peer);

@@ -16,6 +16,7 @@ use super::worker::Worker;
 use super::{ShardError, SubscriptionChange};
 use crate::core::{Input, MediaKind, ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::PeerRole;
+use crate::transport::interceptors::PLAYOUT_DELAY_URI;
 
 impl Worker {
     pub(super) fn subscribe(
@@ -88,6 +89,9 @@ impl Worker {
                 state: LegState::Pending,
                 preferred: None,
                 paused: false,
+                anchored: None,
+                playout_delay: None,
+                sent: 0,
             },
         );
         Ok(())
@@ -178,19 +182,27 @@ impl Worker {
             if leg.state != LegState::Answered {
                 continue;
             }
-            let payload_type = peer.pc.rtp_sender(leg.sender).and_then(|mut sender| {
-                sender
-                    .get_parameters()
-                    .rtp_parameters
-                    .codecs
-                    .iter()
-                    .find(|c| {
-                        c.rtp_codec
-                            .mime_type
-                            .eq_ignore_ascii_case(&leg.codec.mime_type)
-                    })
-                    .map(|c| c.payload_type)
-            });
+            let Some(parameters) = peer
+                .pc
+                .rtp_sender(leg.sender)
+                .map(|mut sender| sender.get_parameters().rtp_parameters.clone())
+            else {
+                continue;
+            };
+            let payload_type = parameters
+                .codecs
+                .iter()
+                .find(|c| {
+                    c.rtp_codec
+                        .mime_type
+                        .eq_ignore_ascii_case(&leg.codec.mime_type)
+                })
+                .map(|c| c.payload_type);
+            leg.playout_delay = parameters
+                .header_extensions
+                .iter()
+                .find(|extension| extension.uri == PLAYOUT_DELAY_URI)
+                .and_then(|extension| u8::try_from(extension.id).ok());
             let Some(payload_type) = payload_type else {
                 warn!(%subscription, codec = %leg.codec.mime_type, "codec not negotiated with the subscriber");
                 continue;

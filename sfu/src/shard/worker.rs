@@ -12,20 +12,19 @@ use rtc::peer_connection::certificate::RTCCertificate;
 use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
+use super::feedback::BANDWIDTH_REPORT_INTERVAL;
 use super::ingest::IngestPacket;
 use super::paths::Egress;
 use super::peer::{PeerKey, ShardPeer};
 use super::routing::{Member, PublicationSlot, RoomKey, ShardRoom};
 use super::{Command, ShardConfig, ShardEvent, ShardStats, stun};
-use crate::core::{Input, ParticipantId, PublicationId, Ssrc, SubscriptionId};
+use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{ConnectionState, PeerRole};
 
 /// Datagrams read per pass before the touched peers are flushed.
@@ -40,6 +39,8 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 pub(super) enum Timer {
     Peer(PeerKey),
     Room(RoomKey),
+    /// Subscriber connections' estimates to their rooms.
+    Bandwidth,
 }
 
 /// Starts the shard thread: a current-thread tokio runtime that owns `socket` and everything
@@ -132,6 +133,8 @@ impl Worker {
         mut ingest: mpsc::Receiver<IngestPacket>,
     ) {
         info!(local = %self.local, "shard running");
+        self.timers
+            .insert((Instant::now() + BANDWIDTH_REPORT_INTERVAL, Timer::Bandwidth));
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
         loop {
             let wake = self
@@ -274,36 +277,22 @@ impl Worker {
             };
             match (peer.role, message.message) {
                 (PeerRole::Publisher, RTCMessage::RtpPacket(track_id, packet)) => {
+                    let reported = peer.reported.get(&packet.header.ssrc).copied();
                     match peer.stream_of(&track_id, packet.header.ssrc) {
-                        Some(stream) => self.route_rtp(stream, packet, now),
+                        Some(stream) => self.route_rtp(stream, packet, reported, now),
                         None => self.stats.unrouted += 1,
                     }
                 }
                 (PeerRole::Subscriber, RTCMessage::RtcpPacket(_, packets)) => {
-                    let mut asked: Vec<SubscriptionId> = Vec::new();
-                    for packet in &packets {
-                        let any = packet.as_any();
-                        let ssrcs: Vec<u32> =
-                            if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
-                                vec![pli.media_ssrc]
-                            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                                fir.fir.iter().map(|entry| entry.ssrc).collect()
-                            } else {
-                                continue;
-                            };
-                        asked.extend(ssrcs.iter().filter_map(|s| peer.by_ssrc.get(&Ssrc(*s))));
-                    }
-                    for subscription in asked {
-                        self.subscription_input(
-                            subscription,
-                            Input::KeyframeRequested { subscription },
-                            now,
-                        );
-                    }
+                    self.subscriber_rtcp(key, &packets, now);
+                }
+                (PeerRole::Publisher, RTCMessage::RtcpPacket(_, packets)) => {
+                    self.publisher_rtcp(key, &packets, now);
                 }
                 _ => {}
             }
         }
+        self.drain_congestion(key, now);
     }
 
     fn on_connection_state(&mut self, key: PeerKey, state: RTCPeerConnectionState, now: Instant) {
@@ -367,6 +356,11 @@ impl Worker {
                         debug!(peer = key.0, %err, "peer timeout");
                     }
                     self.service(key, now);
+                }
+                Timer::Bandwidth => {
+                    self.report_bandwidth(now);
+                    self.timers
+                        .insert((now + BANDWIDTH_REPORT_INTERVAL, Timer::Bandwidth));
                 }
                 Timer::Room(room) => {
                     let Some(slot) = self.rooms.get_mut(&room) else {

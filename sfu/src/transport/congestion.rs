@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
 use super::PeerEvent;
+use super::interceptors::BandwidthEstimate;
 use super::probe::ProbeControl;
 use std::sync::Arc;
 
@@ -49,6 +50,8 @@ pub struct QueueDelayWatch<E> {
     /// A running probe stops at the first sign of a queue, before the application hears of it.
     probe: Arc<ProbeControl>,
     path: Arc<PathState>,
+    /// GCC's target after each update, for a driver that reads it without a stats report.
+    estimate: Arc<BandwidthEstimate>,
 }
 
 impl<E: BandwidthEstimator> QueueDelayWatch<E> {
@@ -57,6 +60,7 @@ impl<E: BandwidthEstimator> QueueDelayWatch<E> {
         events: mpsc::Sender<PeerEvent>,
         probe: Arc<ProbeControl>,
         path: Arc<PathState>,
+        estimate: Arc<BandwidthEstimate>,
     ) -> Self {
         Self {
             estimator,
@@ -64,6 +68,7 @@ impl<E: BandwidthEstimator> QueueDelayWatch<E> {
             events,
             probe,
             path,
+            estimate,
         }
     }
 }
@@ -71,6 +76,7 @@ impl<E: BandwidthEstimator> QueueDelayWatch<E> {
 impl<E: BandwidthEstimator> BandwidthEstimator for QueueDelayWatch<E> {
     fn on_reports(&mut self, now: Instant, reports: &[PacketReport]) {
         self.estimator.on_reports(now, reports);
+        self.estimate.set(self.estimator.target_bitrate());
         let probing = self.probe.running(now);
         if let Some(mut congestion) = self.detector.on_reports(
             now,
@@ -97,6 +103,7 @@ impl<E: BandwidthEstimator> BandwidthEstimator for QueueDelayWatch<E> {
 
     fn handle_timeout(&mut self, now: Instant) {
         self.estimator.handle_timeout(now);
+        self.estimate.set(self.estimator.target_bitrate());
     }
 
     fn poll_timeout(&self) -> Option<Instant> {

@@ -10,6 +10,7 @@
 mod congestion;
 mod feedback;
 mod horizon;
+pub(crate) mod interceptors;
 pub(crate) mod packetize;
 mod peer;
 mod ports;
@@ -27,9 +28,10 @@ pub use horizon::RepairHorizons;
 pub(crate) use peer::sluice_media_engine;
 pub use peer::{Peer, PeerRole, Transport};
 pub use ports::{PortRange, PortRangeError};
+pub(crate) use reports::{ClockAnchor, RemoteSenderClock, is_plausible_sampling};
 pub use sdp::{negotiated_codecs, with_start_bitrate};
 pub use track::{LocalTrack, RemoteTrack, RtpSink, SubscriberFeedback};
-pub(crate) use track::{from_wire, to_wire};
+pub(crate) use track::{REMB_LIMIT_BPS, from_wire, to_wire};
 
 use std::net::IpAddr;
 

@@ -70,6 +70,19 @@ impl ClockAnchor {
     }
 }
 
+/// A sampling instant derived from a publisher's reports is used only within this distance
+/// of the packet's arrival: a sender whose reports are garbage (or whose clock jumped) gets
+/// arrival-time behaviour, not timestamps hours away after a layer switch.
+const SAMPLING_PLAUSIBLE_WITHIN: Duration = Duration::from_secs(10);
+
+pub(crate) fn is_plausible_sampling(sampled_at: Instant, arrived: Instant) -> bool {
+    let distance = match arrived.checked_duration_since(sampled_at) {
+        Some(before) => before,
+        None => sampled_at.duration_since(arrived),
+    };
+    distance <= SAMPLING_PLAUSIBLE_WITHIN
+}
+
 /// A remote sender's NTP clock placed on ours. All the streams of one sender report the same
 /// NTP clock, so one offset, fixed when its first report arrives, maps every stream's media to
 /// the server's clock with their relation intact (the network delay of that first report is

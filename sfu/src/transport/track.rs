@@ -16,10 +16,7 @@ use rtc::rtp;
 use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
 
-/// One packet in this many carries the playout-delay extension (after the first few).
-const PLAYOUT_DELAY_EVERY: u64 = 64;
-/// The maximum playout delay asked for, in 10 ms units: one second.
-const PLAYOUT_DELAY_MAX_10MS: u16 = 100;
+use super::interceptors::{PLAYOUT_DELAY_MAX_10MS, carries_playout_delay};
 use rtc::rtp_transceiver::rtp_sender::RTCRtpCodecParameters;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, trace};
@@ -28,7 +25,9 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
-use super::reports::{ClockAnchor, RemoteSenderClock, SampledClocks, SentReports};
+use super::reports::{
+    ClockAnchor, RemoteSenderClock, SampledClocks, SentReports, is_plausible_sampling,
+};
 use super::{CodecInfo, TransportError};
 use crate::core::{RtpPacket, Ssrc};
 
@@ -40,7 +39,7 @@ pub trait RtpSink: Send + Sync + 'static {
 }
 
 /// REMB values are clamped to this (10 Gbit/s).
-const REMB_LIMIT_BPS: u64 = 10_000_000_000;
+pub(crate) const REMB_LIMIT_BPS: u64 = 10_000_000_000;
 
 /// What a subscriber tells us about a track we send it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,19 +196,6 @@ impl RemoteTrack {
             }
         });
     }
-}
-
-/// A sampling instant derived from a publisher's reports is used only within this distance
-/// of the packet's arrival: a sender whose reports are garbage (or whose clock jumped) gets
-/// arrival-time behaviour, not timestamps hours away after a layer switch.
-const SAMPLING_PLAUSIBLE_WITHIN: Duration = Duration::from_secs(10);
-
-fn is_plausible_sampling(sampled_at: Instant, arrived: Instant) -> bool {
-    let distance = match arrived.checked_duration_since(sampled_at) {
-        Some(before) => before,
-        None => sampled_at.duration_since(arrived),
-    };
-    distance <= SAMPLING_PLAUSIBLE_WITHIN
 }
 
 pub(crate) fn from_wire(packet: rtp::Packet, audio_level_extension_id: Option<u8>) -> RtpPacket {
@@ -384,7 +370,7 @@ impl LocalTrack {
                     _ => {}
                 }
                 let result = match &playout_delay {
-                    Some(extension) if sent < 8 || sent.is_multiple_of(PLAYOUT_DELAY_EVERY) => {
+                    Some(extension) if carries_playout_delay(sent) => {
                         writer
                             .write_rtp_with_extensions(
                                 to_wire(packet),

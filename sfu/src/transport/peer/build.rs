@@ -65,112 +65,14 @@ impl Transport {
         handler: Arc<PeerHandler>,
     ) -> Result<Peer, TransportError> {
         let mut media_engine = sluice_media_engine().map_err(peer_err)?;
-        let clocks = Arc::new(SampledClocks::default());
-        let sent_reports = Arc::new(SentReports::default());
-        let probe = Arc::new(ProbeControl::default());
-        let path = Arc::new(PathState::default());
-        let horizons = Arc::new(RepairHorizons::default());
-        let registry = match role {
-            // The client estimates its uplink from our TWCC feedback (and NACKs us for loss), and
-            // tells us how loud each audio packet is.
-            PeerRole::Publisher => {
-                media_engine
-                    .register_header_extension(
-                        RTCRtpHeaderExtensionCapability {
-                            uri: AUDIO_LEVEL_URI.to_owned(),
-                        },
-                        RtpCodecKind::Audio,
-                        None,
-                    )
-                    .map_err(peer_err)?;
-                register_publisher_rtx(&mut media_engine).map_err(peer_err)?;
-                // webrtc-rs's defaults, except the NACK generator: by default it asks every
-                // 100 ms, so a packet lost on the uplink comes back after the subscriber's
-                // playout deadline. Chrome ignores a repeated NACK within one round trip, so
-                // asking every 20 ms costs no duplicate retransmissions (ADR 0002).
-                configure_simulcast_extension_headers(&mut media_engine).map_err(peer_err)?;
-                let registry = Registry::new().with(
-                    Slot::NackGenerator,
-                    NackGeneratorBuilder::new()
-                        .with_interval(PUBLISHER_NACK_INTERVAL)
-                        .with_max_nacks_per_packet(PUBLISHER_NACKS_PER_PACKET)
-                        .build(),
-                );
-                let registry =
-                    configure_twcc_receiver_only(registry, &mut media_engine).map_err(peer_err)?;
-                configure_rtcp_reports(registry)
-                    // Before the NACK generator (7_000) on the read path, so a repaired packet
-                    // fills its gap there (ADR 0002).
-                    .with(Slot::Custom(RTX_SLOT), RepairedStreams::default())
-            }
-            // We send here: send-side bandwidth estimation (GCC over TWCC) drives layer
-            // allocation, and the NACK responder answers the subscriber's NACKs.
-            PeerRole::Subscriber => {
-                if self.config.playout_delay_ms > 0 {
-                    media_engine
-                        .register_header_extension(
-                            RTCRtpHeaderExtensionCapability {
-                                uri: PLAYOUT_DELAY_URI.to_owned(),
-                            },
-                            RtpCodecKind::Video,
-                            None,
-                        )
-                        .map_err(peer_err)?;
-                }
-                // For receivers that estimate their downlink themselves (REMB): see `send_time`.
-                media_engine
-                    .register_header_extension(
-                        RTCRtpHeaderExtensionCapability {
-                            uri: ABS_SEND_TIME_URI.to_owned(),
-                        },
-                        RtpCodecKind::Video,
-                        None,
-                    )
-                    .map_err(peer_err)?;
-                let registry = configure_nack(Registry::new(), &mut media_engine);
-                configure_simulcast_extension_headers(&mut media_engine).map_err(peer_err)?;
-                // Our own sender reports: they follow each source's sampling clock (see
-                // `reports`), which webrtc-rs's report interceptor cannot know.
-                let registry = registry
-                    .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-                    .with(
-                        Slot::SenderReport,
-                        SenderReports::new(Arc::clone(&clocks), Arc::clone(&sent_reports)),
-                    );
-                configure_congestion_control(
-                    registry,
-                    QueueDelayWatch::new(
-                        Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
-                        handler.events.clone(),
-                        Arc::clone(&probe),
-                        Arc::clone(&path),
-                    ),
-                    CongestionFeedback::Twcc,
-                    &mut media_engine,
-                )
-                .map_err(peer_err)?
-                // No pacer on subscriber legs (ADR 0010): the feedback marker (a pass-through
-                // otherwise) takes its slot.
-                .with(Slot::Pacer, FeedbackToApplication::default())
-                // Wire-most, below the transport-wide numbering and the send history: the
-                // repeat carries the same transport sequence number as the retransmission,
-                // so the congestion controller sees one packet (ADR 0020).
-                .with(
-                    Slot::Custom(REPEAT_SLOT),
-                    RepeatedRetransmissions::new(Arc::clone(&path)),
-                )
-                // Wire-most too, for the same reason: a probe's copies share their originals'
-                // transport sequence numbers.
-                .with(Slot::Custom(PROBE_SLOT), Prober::new(Arc::clone(&probe)))
-                .with(
-                    Slot::Custom(NACK_HORIZON_SLOT),
-                    NackHorizon::new(Arc::clone(&horizons)),
-                )
-                .with(Slot::Custom(SEND_TIME_SLOT), AbsSendTimeStamper::default())
-            }
-        }
-        // Application-most: it sees inbound RTCP after every built-in interceptor.
-        .with(Slot::Custom(20_000), FeedbackToApplication::default());
+        let controls = ConnectionControls::default();
+        let registry = configure(
+            role,
+            &mut media_engine,
+            self.config.playout_delay_ms > 0,
+            &controls,
+            handler.events.clone(),
+        )?;
         let mut settings = SettingEngineBuilder::new().with_include_loopback_candidate(true);
         if !advertised_ip.is_loopback() {
             settings = settings
@@ -190,11 +92,11 @@ impl Transport {
             role,
             pc: Arc::new(pc),
             playout_delay_ms: self.config.playout_delay_ms,
-            clocks,
-            sent_reports,
-            probe,
-            path,
-            horizons,
+            clocks: controls.clocks,
+            sent_reports: controls.sent_reports,
+            probe: controls.probe,
+            path: controls.path,
+            horizons: controls.horizons,
         })
     }
 }
@@ -263,37 +165,4 @@ pub(crate) fn sluice_media_engine() -> webrtc::error::Result<MediaEngine> {
         )?;
     }
     Ok(engine)
-}
-
-/// The video payload types of [`sluice_media_engine`] and the RTX payload type of each.
-const VIDEO_RTX_PAYLOAD_TYPES: [(u8, u8); 6] = [
-    (96, 97),
-    (102, 103),
-    (104, 105),
-    (106, 107),
-    (108, 109),
-    (110, 112),
-];
-
-/// RTX (RFC 4588) for publishers' video: Chrome then retransmits on a separate stream per
-/// simulcast encoding, named by repaired-rid, which [`RepairedStreams`] turns back into the
-/// packets repaired. Only publishers: towards subscribers, retransmissions stay on the media
-/// SSRC (webrtc-rs's NACK responder would otherwise switch to RTX for them too).
-fn register_publisher_rtx(engine: &mut MediaEngine) -> webrtc::error::Result<()> {
-    for (primary, rtx) in VIDEO_RTX_PAYLOAD_TYPES {
-        engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: RTCRtpCodec {
-                    mime_type: "video/rtx".to_owned(),
-                    clock_rate: 90_000,
-                    channels: 0,
-                    sdp_fmtp_line: format!("apt={primary}"),
-                    rtcp_feedback: Vec::new(),
-                },
-                payload_type: rtx,
-            },
-            RtpCodecKind::Video,
-        )?;
-    }
-    Ok(())
 }

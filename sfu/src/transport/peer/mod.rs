@@ -4,36 +4,8 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
-use rtc::interceptor::{Gcc, NackGeneratorBuilder, ReceiverReportBuilder, Slot};
 use rtc::peer_connection::configuration::RTCOfferOptions;
-use rtc::peer_connection::configuration::interceptor_registry::{
-    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
-    configure_simulcast_extension_headers, configure_twcc_receiver_only,
-};
 
-/// GCC's starting point on a subscriber connection: high enough for a 720p simulcast layer
-/// at once on a good path; GCC backs off within about a second where the path cannot carry it.
-const GCC_INITIAL_BPS: f64 = 2_500_000.0;
-const GCC_MIN_BPS: f64 = 100_000.0;
-const GCC_MAX_BPS: f64 = 50_000_000.0;
-/// How often lost packets of a publisher's are asked for again, and at most how many times.
-const PUBLISHER_NACK_INTERVAL: std::time::Duration = std::time::Duration::from_millis(20);
-const PUBLISHER_NACKS_PER_PACKET: u16 = 15;
-/// Wire-ward of the FEC decoder (6_000) and the NACK generator (7_000).
-const RTX_SLOT: usize = 5_500;
-/// Below `Slot::CongestionControl` (1_000), the wire-most built-in.
-const REPEAT_SLOT: usize = 500;
-/// Wire-ward of `Slot::NackResponder` (4_000) on the read path: the responder never sees a
-/// NACK for a packet the decoder will not show.
-const NACK_HORIZON_SLOT: usize = 3_900;
-const PROBE_SLOT: usize = 400;
-/// The very last before the wire: the stamp is when a packet leaves.
-const SEND_TIME_SLOT: usize = 300;
-/// RTP header extension that asks the receiver for a playout delay range.
-const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
-/// RFC 6464: the sender's audio level on every audio packet, for active speaker detection
-/// without decoding.
-const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-level";
 /// How long a track removal waits for the driver to send what is queued for it.
 const REMOVAL_DRAIN_LIMIT: std::time::Duration = std::time::Duration::from_millis(300);
 /// Each poll takes the connection's core lock, which the driver needs to drain the queue.
@@ -42,7 +14,7 @@ const REMOVAL_DRAIN_STALLED_POLLS: u32 = 10;
 
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCRtpEncodingParameters, RtpCodecKind,
 };
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
@@ -53,20 +25,17 @@ use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
     RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceCandidateType, RTCPeerConnectionIceEvent,
-    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, Registry,
-    SettingEngineBuilder, StatsSelector,
+    RTCPeerConnectionState, RTCSessionDescription, RTCStatsReportEntry, SettingEngineBuilder,
+    StatsSelector,
 };
 use webrtc::rtp_transceiver::{RTCRtpSenderId, RtpReceiver, RtpTransceiver};
 
-use super::congestion::{PathState, QueueDelayWatch};
-use super::feedback::FeedbackToApplication;
-use super::horizon::{NackHorizon, RepairHorizons};
+use super::congestion::PathState;
+use super::horizon::RepairHorizons;
+use super::interceptors::{AUDIO_LEVEL_URI, ConnectionControls, configure};
 use super::ports::PortCursor;
-use super::probe::{ProbeControl, Prober};
-use super::repeat::RepeatedRetransmissions;
-use super::reports::{RemoteSenderClock, SampledClocks, SenderReports, SentReports};
-use super::rtx::RepairedStreams;
-use super::send_time::{ABS_SEND_TIME_URI, AbsSendTimeStamper};
+use super::probe::ProbeControl;
+use super::reports::{RemoteSenderClock, SampledClocks, SentReports};
 use super::track::{LocalTrack, RemoteTrack};
 use super::{CodecInfo, ConnectionState, IceCandidate, PeerEvent, TransportConfig, TransportError};
 use crate::core::MediaKind;
