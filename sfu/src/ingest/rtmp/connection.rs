@@ -155,6 +155,15 @@ impl Connection {
                 app,
                 stream_key,
             } => self.publish(request, &app, &stream_key).await,
+            ProtocolEvent::PlayRequested { request } => {
+                self.refuse(
+                    request,
+                    "NetStream.Play.Failed",
+                    "Sluice does not play RTMP; watch over WebRTC",
+                    "play requested (Sluice only ingests)",
+                )
+                .await
+            }
             ProtocolEvent::Video { timestamp_ms, data } => {
                 self.media(MediaKind::Video, timestamp_ms, &data).await
             }
