@@ -316,6 +316,9 @@ impl Connection {
         if let Announce::Codec(codec, name) = announce {
             stream.announce(codec, name).await?;
         }
+        if !packets.is_empty() {
+            stream.media_flowed(now).await?;
+        }
         for packet in packets.drain(..) {
             stream.send(kind, packet);
         }
