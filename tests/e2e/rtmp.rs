@@ -101,6 +101,8 @@ async fn send_frame(good: &mut Publisher, frames: &[Bytes], index: u32) -> Resul
 pub(crate) struct Publisher {
     socket: TcpStream,
     session: ClientSession,
+    /// Every byte the server sent after the handshake.
+    pub(crate) received: Vec<u8>,
 }
 
 impl Publisher {
@@ -142,7 +144,11 @@ impl Publisher {
             }
         };
         let (session, results) = ClientSession::new(ClientSessionConfig::new())?;
-        let mut publisher = Self { socket, session };
+        let mut publisher = Self {
+            socket,
+            session,
+            received: leftover.clone(),
+        };
         publisher.send_results(results).await?;
         if !leftover.is_empty() {
             let results = publisher.session.handle_input(&leftover)?;
@@ -199,6 +205,7 @@ impl Publisher {
                 .await
                 .context("no answer from the server")??;
             ensure!(n > 0, "the server closed the connection");
+            self.received.extend_from_slice(&buf[..n]);
             let mut reached = false;
             let mut outbound = Vec::new();
             for result in self.session.handle_input(&buf[..n])? {

@@ -252,13 +252,25 @@ async fn refusals_are_on_status_errors_and_no_stream_key_is_echoed_or_logged() -
     let rtmp = RtmpServer::start(config, keys()?, Sfu::new(SfuConfig::default())).await?;
     let addr = rtmp.local_addr();
 
-    // rml_rtmp's client session reads the answers as statuses: `onStatus` with the code.
+    // rml_rtmp's client session reads the answers as statuses: `onStatus` with the code. None
+    // of what the server sends names the key.
     let mut stranger = Publisher::connect(addr).await?;
     let code = stranger.publish_status(WRONG_KEY).await?;
     ensure!(
         code == "NetStream.Publish.BadName",
         "an unknown key was answered with {code}"
     );
+    let mut encoder = Publisher::connect(addr).await?;
+    let code = encoder.publish_status(KEY).await?;
+    ensure!(code == "NetStream.Publish.Start", "{code}");
+    for (publisher, key) in [(&stranger, WRONG_KEY), (&encoder, KEY)] {
+        ensure!(
+            !String::from_utf8_lossy(&publisher.received).contains(key),
+            "the server echoed the stream key to its encoder"
+        );
+    }
+    // Its connection drops: ffmpeg below resumes the parked stream.
+    drop(encoder);
 
     // ffmpeg publishes; a second ffmpeg on the live key and one with an unknown key are
     // refused, and each says why.

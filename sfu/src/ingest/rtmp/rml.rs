@@ -283,6 +283,16 @@ mod tests {
     impl Pair {
         /// Handshake, `connect` and `publish` on `KEY`: the server's answer is pending.
         fn publishing() -> Self {
+            Self::requesting(|client| {
+                client
+                    .request_publishing(KEY.into(), PublishRequestType::Live)
+                    .unwrap()
+            })
+        }
+
+        /// Handshake, `connect` and the stream request `request` makes: the server's answer
+        /// is pending.
+        fn requesting(request: impl FnOnce(&mut ClientSession) -> ClientSessionResult) -> Self {
             let mut server = RmlProtocol::new(1 << 20);
             let mut handshake = Handshake::new(PeerType::Client);
             let mut to_server = handshake.generate_outbound_p0_and_p1().unwrap();
@@ -315,15 +325,9 @@ mod tests {
             pair.deliver_to_server(results);
             let connect = pair.client.request_connection("live".into()).unwrap();
             pair.deliver_to_server(vec![connect]);
-            let publish = pair
-                .client
-                .request_publishing(KEY.into(), PublishRequestType::Live)
-                .unwrap();
-            pair.deliver_to_server(vec![publish]);
-            assert!(
-                pair.request.is_some(),
-                "the publish request reached the server"
-            );
+            let request = request(&mut pair.client);
+            pair.deliver_to_server(vec![request]);
+            assert!(pair.request.is_some(), "the request reached the server");
             pair
         }
 
@@ -345,7 +349,9 @@ mod tests {
                     .handle_input(&bytes, false, &mut events)
                     .unwrap();
                 for event in &events {
-                    if let ProtocolEvent::PublishRequested { request, .. } = event {
+                    if let ProtocolEvent::PublishRequested { request, .. }
+                    | ProtocolEvent::PlayRequested { request } = event
+                    {
                         self.request = Some(*request);
                     }
                 }
@@ -495,5 +501,28 @@ mod tests {
             pair.events
         );
         assert!(!String::from_utf8_lossy(&pair.from_server).contains(KEY));
+    }
+
+    #[test]
+    fn a_play_request_is_refused_with_an_on_status_error() {
+        let mut pair = Pair::requesting(|client| client.request_playback(KEY.into()).unwrap());
+        let mut events = Vec::new();
+        pair.server
+            .reject_publish(
+                pair.request.unwrap(),
+                "NetStream.Play.Failed",
+                "Sluice does not play RTMP; watch over WebRTC",
+                &mut events,
+            )
+            .unwrap();
+        pair.answer(&mut events);
+        let commands = pair.commands();
+        let (_, status) = commands
+            .iter()
+            .find(|(name, _)| name == "onStatus")
+            .unwrap();
+        assert_eq!(text(status, "level"), "error");
+        assert_eq!(text(status, "code"), "NetStream.Play.Failed");
+        assert!(commands.iter().all(|(name, _)| name != "_error"));
     }
 }
