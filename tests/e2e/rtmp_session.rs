@@ -3,11 +3,10 @@
 //! real encoder — while no stream key reaches the encoder's status or the server's log.
 
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
+use sluice_e2e::{SharedLog, SignalClient, TestServer, init_tracing, token};
 use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
 use sluice_sfu::runtime::{Sfu, SfuConfig};
 use sluice_signaling::protocol::{MediaKind, PublicationInfo, ServerMessage};
@@ -159,7 +158,7 @@ async fn an_encoder_back_without_audio_loses_its_audio_publication_and_keeps_its
 
 /// Every log line of the current thread, kept for the test to read.
 #[derive(Clone, Default)]
-struct CapturedLog(Arc<Mutex<Vec<u8>>>);
+struct CapturedLog(SharedLog<u8>);
 
 impl std::io::Write for CapturedLog {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
