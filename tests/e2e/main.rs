@@ -5,6 +5,7 @@ mod hostile;
 mod relay;
 mod resume;
 mod rtmp;
+mod rtmp_session;
 mod shard;
 mod signaling;
 mod synthetic;

@@ -39,7 +39,7 @@ const SPS: &[u8] = &[
 const PPS: &[u8] = &[0x68, 0xce, 0x0f, 0xc8];
 
 /// Raw AAC frames of an ADTS stream, and the AudioSpecificConfig (AAC-LC, 48 kHz, mono).
-fn aac_frames() -> (Vec<u8>, Vec<Bytes>) {
+pub(crate) fn aac_frames() -> (Vec<u8>, Vec<Bytes>) {
     let mut frames = Vec::new();
     let mut data = AAC_ADTS;
     while data.len() > 7 {
@@ -53,19 +53,19 @@ fn aac_frames() -> (Vec<u8>, Vec<Bytes>) {
     (vec![0x11, 0x88], frames)
 }
 
-fn flv_audio(packet_type: u8, body: &[u8]) -> Bytes {
+pub(crate) fn flv_audio(packet_type: u8, body: &[u8]) -> Bytes {
     let mut tag = vec![0xaf, packet_type];
     tag.extend_from_slice(body);
     Bytes::from(tag)
 }
 
-fn flv_video(keyframe: bool, packet_type: u8, body: &[u8]) -> Bytes {
+pub(crate) fn flv_video(keyframe: bool, packet_type: u8, body: &[u8]) -> Bytes {
     let mut tag = vec![if keyframe { 0x17 } else { 0x27 }, packet_type, 0, 0, 0];
     tag.extend_from_slice(body);
     Bytes::from(tag)
 }
 
-fn avc_sequence_header() -> Vec<u8> {
+pub(crate) fn avc_sequence_header() -> Vec<u8> {
     let mut record = vec![1, SPS[1], SPS[2], SPS[3], 0xff, 0xe1];
     record.extend((SPS.len() as u16).to_be_bytes());
     record.extend(SPS);
@@ -76,7 +76,7 @@ fn avc_sequence_header() -> Vec<u8> {
 }
 
 /// One access unit of `size` bytes (not a decodable picture: the server does not decode).
-fn avc_frame(keyframe: bool, size: usize) -> Vec<u8> {
+pub(crate) fn avc_frame(keyframe: bool, size: usize) -> Vec<u8> {
     let mut nal = vec![if keyframe { 0x65 } else { 0x41 }];
     nal.extend((1..size).map(|i| (i % 251) as u8 | 1));
     let mut out = (nal.len() as u32).to_be_bytes().to_vec();
@@ -101,10 +101,12 @@ async fn send_frame(good: &mut Publisher, frames: &[Bytes], index: u32) -> Resul
 pub(crate) struct Publisher {
     socket: TcpStream,
     session: ClientSession,
+    /// Every byte the server sent after the handshake.
+    pub(crate) received: Vec<u8>,
 }
 
 impl Publisher {
-    async fn connect(addr: std::net::SocketAddr) -> Result<Self> {
+    pub(crate) async fn connect(addr: std::net::SocketAddr) -> Result<Self> {
         Self::handshake(TcpStream::connect(addr).await?).await
     }
 
@@ -142,7 +144,11 @@ impl Publisher {
             }
         };
         let (session, results) = ClientSession::new(ClientSessionConfig::new())?;
-        let mut publisher = Self { socket, session };
+        let mut publisher = Self {
+            socket,
+            session,
+            received: leftover.clone(),
+        };
         publisher.send_results(results).await?;
         if !leftover.is_empty() {
             let results = publisher.session.handle_input(&leftover)?;
@@ -166,7 +172,32 @@ impl Publisher {
             .await
     }
 
-    async fn until(&mut self, done: impl Fn(&ClientSessionEvent) -> bool) -> Result<()> {
+    /// Asks to publish on `key` and returns the `onStatus` code of the answer
+    /// (`NetStream.Publish.Start` when accepted). An `_error` answer is an error.
+    pub(crate) async fn publish_status(&mut self, key: &str) -> Result<String> {
+        let request = self
+            .session
+            .request_publishing(key.to_owned(), PublishRequestType::Live)?;
+        self.send_results(vec![request]).await?;
+        let answer = std::sync::Mutex::new(None);
+        self.until(|e| {
+            let code = match e {
+                ClientSessionEvent::PublishRequestAccepted => "NetStream.Publish.Start".into(),
+                ClientSessionEvent::UnhandleableOnStatusCode { code } => code.clone(),
+                ClientSessionEvent::UnknownTransactionResultReceived { .. } => {
+                    "a result (_result/_error), not onStatus".into()
+                }
+                _ => return false,
+            };
+            *answer.lock().expect("answer") = Some(code);
+            true
+        })
+        .await?;
+        let code = answer.lock().expect("answer").take();
+        code.context("no answer")
+    }
+
+    pub(crate) async fn until(&mut self, done: impl Fn(&ClientSessionEvent) -> bool) -> Result<()> {
         let mut buf = vec![0u8; 8192];
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         loop {
@@ -174,6 +205,7 @@ impl Publisher {
                 .await
                 .context("no answer from the server")??;
             ensure!(n > 0, "the server closed the connection");
+            self.received.extend_from_slice(&buf[..n]);
             let mut reached = false;
             let mut outbound = Vec::new();
             for result in self.session.handle_input(&buf[..n])? {
@@ -198,14 +230,14 @@ impl Publisher {
         Ok(())
     }
 
-    async fn audio(&mut self, timestamp_ms: u32, tag: Bytes) -> Result<()> {
+    pub(crate) async fn audio(&mut self, timestamp_ms: u32, tag: Bytes) -> Result<()> {
         let packet =
             self.session
                 .publish_audio_data(tag, RtmpTimestamp::new(timestamp_ms), false)?;
         self.send_results(vec![packet]).await
     }
 
-    async fn video(&mut self, timestamp_ms: u32, tag: Bytes) -> Result<()> {
+    pub(crate) async fn video(&mut self, timestamp_ms: u32, tag: Bytes) -> Result<()> {
         let packet =
             self.session
                 .publish_video_data(tag, RtmpTimestamp::new(timestamp_ms), false)?;

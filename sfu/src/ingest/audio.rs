@@ -30,6 +30,15 @@ pub const OPUS_FRAME: usize = 960;
 const RESYNC_MS: i64 = 200;
 /// The largest Opus packet we let libopus write (its recommended maximum).
 const MAX_OPUS_PACKET: usize = 4000;
+/// The rates of the sampling-frequency indexes 0–12 of ISO/IEC 14496-3 (1.6.3.4): every rate
+/// an AudioSpecificConfig can name without an explicit frequency, each one accepted.
+const AAC_SAMPLE_RATES: [u32; 13] = [
+    96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
+    7_350,
+];
+/// How much input the resampler takes at a time at 44.1 kHz; other rates take the same
+/// duration (≈ 23 ms), so a low rate is not held back longer than a high one.
+const RESAMPLER_CHUNK_44K: usize = 1024;
 
 #[non_exhaustive]
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -108,7 +117,7 @@ impl AacToOpus {
         let decoded = decoder.codec_params();
         let input_rate = decoded
             .sample_rate
-            .filter(|&rate| (8_000..=96_000).contains(&rate))
+            .filter(|rate| AAC_SAMPLE_RATES.contains(rate))
             .ok_or_else(|| AudioError::Config("no usable sample rate".into()))?;
         let channels = decoded.channels.as_ref().map_or(0, |c| c.count());
         let opus_channels = match channels {
@@ -226,11 +235,12 @@ fn new_resampler(input_rate: u32, channels: usize) -> Result<Async<f32>, AudioEr
     let params = SincInterpolationParameters::new(64, WindowFunction::BlackmanHarris2)
         .oversampling_factor(128)
         .interpolation(SincInterpolationType::Linear);
+    let chunk = (RESAMPLER_CHUNK_44K as u64 * u64::from(input_rate) / 44_100).max(64) as usize;
     Async::new_sinc(
         f64::from(OPUS_RATE) / f64::from(input_rate),
         1.0,
         &params,
-        1024,
+        chunk,
         channels,
         FixedAsync::Input,
     )
@@ -277,6 +287,8 @@ pub(crate) mod tests {
     /// `testdata/README.md`).
     pub const SINE_44K_STEREO: &[u8] = include_bytes!("testdata/sine440_44100_stereo.aac");
     pub const SINE_48K_MONO: &[u8] = include_bytes!("testdata/sine440_48000_mono.aac");
+    /// Two seconds at 7.35 kHz, the lowest AAC sampling-frequency index (12).
+    pub const SINE_7350_MONO: &[u8] = include_bytes!("testdata/sine440_7350_mono.aac");
 
     /// The raw AAC frames of an ADTS stream and the AudioSpecificConfig they imply.
     pub fn adts_frames(mut data: &[u8]) -> (Vec<u8>, Vec<&[u8]>) {
@@ -379,7 +391,12 @@ pub(crate) mod tests {
         // puts a mono source at -3 dB): the level every steady frame carries for the speaker
         // detector.
         let expected_level: u8 = if channels == 1 { 21 } else { 24 };
-        for frame in &opus_frames[2..opus_frames.len() - 1] {
+        // One AAC frame (1024 samples) at each end is the codecs' start-up and the fade of the
+        // stream's last frame: 21 ms at 48 kHz, 139 ms at 7.35 kHz.
+        let aac_frame_in_opus_frames = 1024 * 50 / rate as usize;
+        let steady_frames =
+            1 + aac_frame_in_opus_frames..opus_frames.len() - aac_frame_in_opus_frames;
+        for frame in &opus_frames[steady_frames] {
             assert!(
                 frame.level.abs_diff(expected_level) <= 1,
                 "level {} where {expected_level} was expected",
@@ -421,6 +438,33 @@ pub(crate) mod tests {
     #[test]
     fn aac_48k_mono_to_opus_keeps_440_hz() {
         round_trip(SINE_48K_MONO, 48_000, 1);
+    }
+
+    #[test]
+    fn aac_7350_hz_mono_to_opus_keeps_440_hz() {
+        let (config, _) = adts_frames(SINE_7350_MONO);
+        assert_eq!(
+            (u16::from(config[0] & 7) << 1) | u16::from(config[1] >> 7),
+            12,
+            "sampling-frequency index 12"
+        );
+        round_trip(SINE_7350_MONO, 7_350, 1);
+    }
+
+    #[test]
+    fn every_aac_sampling_frequency_index_is_accepted() {
+        // AudioSpecificConfig: object type 2 (AAC-LC), the index, channel configuration 1.
+        let config = |index: u8| [(2 << 3) | (index >> 1), ((index & 1) << 7) | (1 << 3)];
+        for (index, rate) in AAC_SAMPLE_RATES.iter().enumerate() {
+            let path = AacToOpus::new(&config(index as u8));
+            assert_eq!(
+                path.map(|p| p.input_rate()),
+                Ok(*rate),
+                "sampling-frequency index {index}"
+            );
+        }
+        // 13 and 14 are reserved.
+        assert!(AacToOpus::new(&config(13)).is_err());
     }
 
     #[test]

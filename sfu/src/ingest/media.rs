@@ -10,8 +10,9 @@ use super::audio::{AacToOpus, OPUS_RATE, OpusFrame};
 use super::clock::StreamClock;
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::stats::StreamStats;
+use super::timeline::SessionTimeline;
 use super::video::{self, VideoError, VideoPipeline, VideoUpdate};
-use crate::core::RtpPacket;
+use crate::core::{MediaKind, RtpPacket};
 use crate::transport::CodecInfo;
 use crate::transport::packetize::{H264Packetizer, OpusPacketizer};
 
@@ -24,52 +25,6 @@ pub enum MediaError {
     Video(#[from] VideoError),
     #[error("AAC frame before the AAC sequence header (the encoder must send it first)")]
     NoAudioConfig,
-}
-
-/// RTMP timestamps are 32-bit milliseconds that wrap (after 49 days) and may step back a
-/// little; this keeps a monotonic-enough 64-bit timeline.
-#[derive(Debug, Default)]
-struct Timeline {
-    last: Option<(u32, i64)>,
-}
-
-impl Timeline {
-    /// `first` places the stream's first timestamp on the session's timeline.
-    fn extend(&mut self, timestamp_ms: u32, first: impl FnOnce(u32) -> i64) -> i64 {
-        let extended = match self.last {
-            None => first(timestamp_ms),
-            Some((raw, ext)) => ext + i64::from(timestamp_ms.wrapping_sub(raw) as i32),
-        };
-        self.last = Some((timestamp_ms, extended));
-        extended
-    }
-
-    fn last_ms(&self) -> Option<i64> {
-        self.last.map(|(_, ext)| ext)
-    }
-}
-
-/// Where one RTMP session's timestamps go on the stream's timeline. Audio and video share
-/// it, so a reconnected encoder's audio and video keep their relation to each other.
-#[derive(Debug, Default)]
-enum SessionClock {
-    /// The stream's first session: its RTMP timestamps are the timeline.
-    #[default]
-    First,
-    /// A reconnect: its first RTMP timestamp (audio or video) lands at `start_ms`.
-    Resumed { start_ms: i64, origin: Option<u32> },
-}
-
-impl SessionClock {
-    fn place(&mut self, timestamp_ms: u32) -> i64 {
-        match self {
-            Self::First => i64::from(timestamp_ms),
-            Self::Resumed { start_ms, origin } => {
-                let origin = *origin.get_or_insert(timestamp_ms);
-                *start_ms + i64::from(timestamp_ms.wrapping_sub(origin) as i32)
-            }
-        }
-    }
 }
 
 /// What a parked stream keeps of its last session, so that the same encoder reconnecting
@@ -104,12 +59,11 @@ pub const B_FRAMES_NAME: &str = "rtmp video (B-frames)";
 pub struct MediaPipeline {
     stats: Arc<StreamStats>,
     video: VideoPipeline,
-    session: SessionClock,
-    video_clock: Timeline,
+    /// Both tracks' RTMP timestamps on the stream's timeline.
+    timeline: SessionTimeline,
     audio: Option<AacToOpus>,
     /// Audio is not AAC or not decodable: ignored (the video still plays), said once.
     audio_disabled: bool,
-    audio_clock: Timeline,
     opus: OpusPacketizer,
     opus_frames: Vec<OpusFrame>,
     warned_reordering: bool,
@@ -125,11 +79,9 @@ impl MediaPipeline {
         Self {
             stats,
             video: VideoPipeline::default(),
-            session: SessionClock::default(),
-            video_clock: Timeline::default(),
+            timeline: SessionTimeline::first(),
             audio: None,
             audio_disabled: false,
-            audio_clock: Timeline::default(),
             opus: OpusPacketizer::default(),
             opus_frames: Vec::new(),
             warned_reordering: false,
@@ -147,25 +99,17 @@ impl MediaPipeline {
         pipeline.opus = carry.opus;
         pipeline.opus.restart_spurt();
         pipeline.clock = carry.clock;
-        pipeline.session = SessionClock::Resumed {
-            start_ms: carry
+        pipeline.timeline = SessionTimeline::resumed(
+            carry
                 .last_ms
                 .saturating_add(i64::try_from(away.as_millis()).unwrap_or(i64::MAX / 2)),
-            origin: None,
-        };
+        );
         pipeline
     }
 
     /// What a reconnect of the same encoder continues from.
     pub fn park(self, now: Instant) -> MediaCarry {
-        let last_ms = match (self.video_clock.last_ms(), self.audio_clock.last_ms()) {
-            (Some(v), Some(a)) => v.max(a),
-            (Some(ms), None) | (None, Some(ms)) => ms,
-            (None, None) => match self.session {
-                SessionClock::First => 0,
-                SessionClock::Resumed { start_ms, .. } => start_ms,
-            },
-        };
+        let last_ms = self.timeline.last_ms();
         MediaCarry {
             video: self.video.into_packetizer().continuing(),
             opus: self.opus,
@@ -192,10 +136,7 @@ impl MediaPipeline {
                 ..
             } => {
                 self.last_media_at = Some(now);
-                let session = &mut self.session;
-                let dts_ms = self
-                    .video_clock
-                    .extend(timestamp_ms, |first| session.place(first));
+                let dts_ms = self.timeline.place(MediaKind::Video, now, timestamp_ms);
                 // Frames leave the encoder in decode order, so arrivals follow dts.
                 observe_arrival(&mut self.clock, now, dts_ms);
                 (dts_ms, i64::from(composition_time_ms))
@@ -294,10 +235,7 @@ impl MediaPipeline {
             AudioTag::AacRaw(frame) => {
                 let path = self.audio.as_mut().ok_or(MediaError::NoAudioConfig)?;
                 self.last_media_at = Some(now);
-                let session = &mut self.session;
-                let ms = self
-                    .audio_clock
-                    .extend(timestamp_ms, |first| session.place(first));
+                let ms = self.timeline.place(MediaKind::Audio, now, timestamp_ms);
                 observe_arrival(&mut self.clock, now, ms);
                 self.opus_frames.clear();
                 match path.push(frame, ms, &mut self.opus_frames) {
@@ -348,18 +286,6 @@ pub fn opus_codec() -> CodecInfo {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timeline_extends_across_wrap_and_small_steps_back() {
-        let first = i64::from;
-        let mut clock = Timeline::default();
-        assert_eq!(clock.extend(100, first), 100);
-        assert_eq!(clock.extend(90, first), 90);
-        assert_eq!(clock.extend(u32::MAX - 5, first), -6);
-        let mut clock = Timeline::default();
-        assert_eq!(clock.extend(u32::MAX - 5, first), i64::from(u32::MAX) - 5);
-        assert_eq!(clock.extend(10, first), i64::from(u32::MAX) + 11);
-    }
 
     #[test]
     fn audio_before_its_config_closes_and_other_formats_are_ignored() {
@@ -417,11 +343,11 @@ mod tests {
         media: &mut MediaPipeline,
         at: Instant,
         start_ms: u32,
-        frames: u32,
+        frames_count: u32,
         audio_late: std::time::Duration,
     ) -> Vec<RtpPacket> {
-        use crate::ingest::avc::tests::{PPS, SPS_HIGH_720P, avcc, record};
-        let (config, aac) =
+        use crate::ingest::avc::tests::{PPS, SPS_HIGH_720P, record};
+        let (config, _) =
             super::super::audio::tests::adts_frames(super::super::audio::tests::SINE_48K_MONO);
         let mut out = Vec::new();
         let mut header = vec![0x17, 0, 0, 0, 0];
@@ -432,6 +358,24 @@ mod tests {
         media
             .push_audio(at, start_ms, &audio_header, &mut out)
             .unwrap();
+        out.extend(frames(media, at, start_ms, frames_count, audio_late));
+        out
+    }
+
+    /// The media of [`session`] without its sequence headers: `frames` video frames at 30 fps
+    /// from RTMP time `start_ms`, arriving in real time from `at`, and the AAC frames of the
+    /// same span.
+    fn frames(
+        media: &mut MediaPipeline,
+        at: Instant,
+        start_ms: u32,
+        frames: u32,
+        audio_late: std::time::Duration,
+    ) -> Vec<RtpPacket> {
+        use crate::ingest::avc::tests::avcc;
+        let (_, aac) =
+            super::super::audio::tests::adts_frames(super::super::audio::tests::SINE_48K_MONO);
+        let mut out = Vec::new();
         let mut next_audio = 0;
         for i in 0..frames {
             let ms = start_ms + i * 1000 / 30;
@@ -452,6 +396,60 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn a_jump_in_the_encoder_timeline_is_rebased_equally_for_audio_and_video() {
+        // The encoder's clock steps back to 0, or ahead by an hour, between two frames.
+        for (jump, after_ms) in [("backward", 0), ("forward", 3_600_000)] {
+            let start = Instant::now();
+            let mut media = MediaPipeline::new(Arc::default());
+            // One second each side of the jump (the AAC test data is one second long).
+            let mut packets = session(&mut media, start, 60_000, 30, std::time::Duration::ZERO);
+            let resumed_at = start + std::time::Duration::from_millis(1_000);
+            let first_after = packets.len();
+            packets.extend(frames(
+                &mut media,
+                resumed_at,
+                after_ms,
+                30,
+                std::time::Duration::ZERO,
+            ));
+            let video_pt = packets[0].payload_type;
+            let video = by_payload_type(&packets, video_pt);
+            for pair in video.windows(2) {
+                let step = pair[1].timestamp.wrapping_sub(pair[0].timestamp) as i32;
+                assert!(
+                    (0..=40 * 90).contains(&step),
+                    "{jump}: video RTP timestamp stepped by {step}"
+                );
+            }
+            let audio = by_payload_type(&packets, 111);
+            for pair in audio.windows(2) {
+                assert_eq!(
+                    pair[1].timestamp.wrapping_sub(pair[0].timestamp),
+                    960,
+                    "{jump}: audio RTP timestamps continue 20 ms apart"
+                );
+            }
+            // The first frame after the jump is placed where real time says, and the audio of
+            // the same encoder instant with it (lip sync holds).
+            let video_after = packets[first_after..]
+                .iter()
+                .find(|p| p.payload_type == video_pt)
+                .unwrap();
+            assert_eq!(video_after.timestamp, 61_000 * 90, "{jump}");
+            assert_eq!(video_after.sampled_at, Some(resumed_at), "{jump}");
+            let audio_after = packets[first_after..]
+                .iter()
+                .find(|p| p.payload_type == 111)
+                .unwrap();
+            let skew_ms = i64::from(audio_after.timestamp / 48) - 61_000;
+            assert!(
+                skew_ms.abs() <= 25,
+                "{jump}: audio placed {skew_ms} ms from the video of the same instant"
+            );
+        }
     }
 
     fn by_payload_type(packets: &[RtpPacket], payload_type: u8) -> Vec<&RtpPacket> {

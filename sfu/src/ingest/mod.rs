@@ -40,6 +40,7 @@ mod registry;
 pub mod rtmp;
 mod stats;
 mod stream_publisher;
+mod timeline;
 mod video;
 
 pub use keys::{KeyError, StreamKeys, StreamTarget};

@@ -3,7 +3,7 @@
 //! publications and viewers keep playing without renegotiating.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tracing::info;
 
@@ -20,6 +20,23 @@ struct Track {
     name: String,
 }
 
+/// How long a resumed session carries media without announcing a track of the parked one
+/// before that track counts as gone. Encoders send both sequence headers before their first
+/// frames (ffmpeg in its FLV header, OBS on connecting), so a track not announced by then will
+/// not come: its publication is removed rather than left up with a stale picture. The
+/// `onMetaData` flags are not used for this: encoders need not send them, and they tell what
+/// the encoder has, not what Sluice can convert (MP3 audio is ignored).
+const ABSENT_TRACK_BOUND: Duration = Duration::from_secs(1);
+
+/// The parked session's tracks that a resumed session has not announced yet.
+#[derive(Debug, Default)]
+struct Unconfirmed {
+    video: bool,
+    audio: bool,
+    /// When the resumed session's media started flowing.
+    media_since: Option<Instant>,
+}
+
 pub struct RoomStream {
     target: StreamTarget,
     participant: IngestParticipant,
@@ -28,6 +45,8 @@ pub struct RoomStream {
     stats: Arc<StreamStats>,
     /// The last session's media state while the stream is parked.
     parked_media: Option<MediaCarry>,
+    /// Set while a resumed session may still announce the tracks of the parked one.
+    unconfirmed: Option<Unconfirmed>,
 }
 
 impl std::fmt::Debug for RoomStream {
@@ -51,6 +70,7 @@ impl RoomStream {
             audio: None,
             stats: Arc::default(),
             parked_media: None,
+            unconfirmed: None,
         })
     }
 
@@ -63,13 +83,51 @@ impl RoomStream {
     }
 
     /// The media pipeline for a session starting now: it continues the parked one's sources
-    /// when the encoder reconnected.
+    /// when the encoder reconnected. Its tracks then stay published only if the new session
+    /// announces them (see [`RoomStream::media_flowed`]).
     pub fn start_media(&mut self, now: Instant) -> MediaPipeline {
         let stats = Arc::clone(&self.stats);
         match self.parked_media.take() {
-            Some(carry) => MediaPipeline::resume(stats, carry, now),
+            Some(carry) => {
+                self.unconfirmed = Some(Unconfirmed {
+                    video: self.video.is_some(),
+                    audio: self.audio.is_some(),
+                    media_since: None,
+                });
+                MediaPipeline::resume(stats, carry, now)
+            }
             None => MediaPipeline::new(stats),
         }
+    }
+
+    /// The session's media (audio or video packets) flowed at `now`. Once a resumed session
+    /// has carried media for [`ABSENT_TRACK_BOUND`] without announcing a track of the parked
+    /// session, that track is unpublished: the encoder came back without it.
+    pub async fn media_flowed(&mut self, now: Instant) -> Result<(), RequestError> {
+        let Some(unconfirmed) = &mut self.unconfirmed else {
+            return Ok(());
+        };
+        let since = *unconfirmed.media_since.get_or_insert(now);
+        if now.saturating_duration_since(since) < ABSENT_TRACK_BOUND {
+            return Ok(());
+        }
+        let Some(Unconfirmed { video, audio, .. }) = self.unconfirmed.take() else {
+            return Ok(());
+        };
+        for (kind, absent) in [(MediaKind::Video, video), (MediaKind::Audio, audio)] {
+            let slot = match kind {
+                MediaKind::Video => &mut self.video,
+                MediaKind::Audio => &mut self.audio,
+            };
+            if let Some(track) = slot.take_if(|_| absent) {
+                info!(
+                    publication = %track.publication.id(), ?kind,
+                    "the reconnected encoder does not send this track: publication removed"
+                );
+                self.participant.unpublish(track.publication.id()).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Keeps what a reconnect of the encoder continues from.
@@ -82,6 +140,12 @@ impl RoomStream {
     /// changed) replaces it, since subscribers negotiated the old codec.
     pub async fn announce(&mut self, codec: CodecInfo, name: String) -> Result<(), RequestError> {
         let kind = codec.kind();
+        if let Some(unconfirmed) = &mut self.unconfirmed {
+            match kind {
+                MediaKind::Video => unconfirmed.video = false,
+                MediaKind::Audio => unconfirmed.audio = false,
+            }
+        }
         let slot = match kind {
             MediaKind::Video => &mut self.video,
             MediaKind::Audio => &mut self.audio,

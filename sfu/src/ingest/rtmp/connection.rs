@@ -155,6 +155,15 @@ impl Connection {
                 app,
                 stream_key,
             } => self.publish(request, &app, &stream_key).await,
+            ProtocolEvent::PlayRequested { request } => {
+                self.refuse(
+                    request,
+                    "NetStream.Play.Failed",
+                    "Sluice does not play RTMP; watch over WebRTC",
+                    "play requested (Sluice only ingests)",
+                )
+                .await
+            }
             ProtocolEvent::Video { timestamp_ms, data } => {
                 self.media(MediaKind::Video, timestamp_ms, &data).await
             }
@@ -306,6 +315,9 @@ impl Connection {
         })??;
         if let Announce::Codec(codec, name) = announce {
             stream.announce(codec, name).await?;
+        }
+        if !packets.is_empty() {
+            stream.media_flowed(now).await?;
         }
         for packet in packets.drain(..) {
             stream.send(kind, packet);

@@ -31,6 +31,8 @@ pub struct Guard {
     chunks: ChunkDeserializer,
     /// Bytes taken since the last complete message: what a half-received message holds.
     pending: usize,
+    /// The message stream of the latest `publish` or `play` command: where its answer goes.
+    stream_command: Option<u32>,
 }
 
 impl Default for Guard {
@@ -38,6 +40,7 @@ impl Default for Guard {
         Self {
             chunks: ChunkDeserializer::new(),
             pending: 0,
+            stream_command: None,
         }
     }
 }
@@ -78,6 +81,12 @@ impl Guard {
                 {
                     return Err(ProtocolError::AmfTooDeep(MAX_AMF_DEPTH));
                 }
+                AMF0_COMMAND | AMF3_COMMAND
+                    if names_stream_command(&message.data)
+                        || names_stream_command(message.data.get(1..).unwrap_or_default()) =>
+                {
+                    self.stream_command = Some(message.message_stream_id);
+                }
                 _ => {}
             }
         }
@@ -86,6 +95,21 @@ impl Guard {
         }
         Ok(())
     }
+}
+
+impl Guard {
+    /// The message stream of the latest `publish` or `play` command checked: rml_rtmp's
+    /// session raises such a request without it, and its `onStatus` answer belongs there.
+    pub fn stream_of_last_request(&self) -> Option<u32> {
+        self.stream_command
+    }
+}
+
+/// Whether an AMF0 command body starts with the command name `publish` or `play`.
+fn names_stream_command(body: &[u8]) -> bool {
+    const PUBLISH: &[u8] = b"\x02\x00\x07publish";
+    const PLAY: &[u8] = b"\x02\x00\x04play";
+    body.starts_with(PUBLISH) || body.starts_with(PLAY)
 }
 
 /// Runs a call into rml_rtmp, turning a panic on crafted input into an error. The state the
@@ -159,6 +183,32 @@ mod tests {
             guard.check(&bytes, 1000),
             Err(ProtocolError::MessageTooLarge(1000))
         ));
+    }
+
+    #[test]
+    fn the_stream_of_a_publish_or_play_command_is_noted() {
+        let command = |name: &str, stream: u32| {
+            let message = RtmpMessage::Amf0Command {
+                command_name: name.to_owned(),
+                transaction_id: 5.0,
+                command_object: rml_rtmp::rml_amf0::Amf0Value::Null,
+                additional_arguments: vec![rml_rtmp::rml_amf0::Amf0Value::Utf8String("key".into())],
+            };
+            let payload = message
+                .into_message_payload(RtmpTimestamp::new(0), stream)
+                .unwrap();
+            ChunkSerializer::new()
+                .serialize(&payload, true, false)
+                .unwrap()
+                .bytes
+        };
+        let mut guard = Guard::default();
+        guard.check(&command("createStream", 0), 1 << 16).unwrap();
+        assert_eq!(guard.stream_of_last_request(), None);
+        guard.check(&command("publish", 1), 1 << 16).unwrap();
+        assert_eq!(guard.stream_of_last_request(), Some(1));
+        guard.check(&command("play", 3), 1 << 16).unwrap();
+        assert_eq!(guard.stream_of_last_request(), Some(3));
     }
 
     #[test]

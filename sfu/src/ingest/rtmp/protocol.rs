@@ -18,6 +18,8 @@ pub enum ProtocolEvent {
         app: String,
         stream_key: String,
     },
+    /// The peer asks to play a stream: Sluice refuses ([`RtmpProtocol::reject_publish`]).
+    PlayRequested { request: u32 },
     /// One FLV video tag body and its RTMP timestamp (decode time, ms).
     Video { timestamp_ms: u32, data: Bytes },
     /// One FLV audio tag body and its RTMP timestamp (ms).
@@ -34,6 +36,7 @@ impl std::fmt::Debug for ProtocolEvent {
             Self::PublishRequested { request, app, .. } => {
                 write!(f, "PublishRequested {{ request: {request}, app: {app:?} }}")
             }
+            Self::PlayRequested { request } => write!(f, "PlayRequested({request})"),
             Self::Video { timestamp_ms, data } => {
                 write!(f, "Video {{ {timestamp_ms} ms, {} bytes }}", data.len())
             }
@@ -78,14 +81,16 @@ pub trait RtmpProtocol: Send {
     /// Whether the RTMP handshake is complete (the connection deadline depends on it).
     fn handshake_done(&self) -> bool;
 
-    /// Lets the peer publish (answers [`ProtocolEvent::PublishRequested`]).
+    /// Lets the peer publish (answers [`ProtocolEvent::PublishRequested`]) with
+    /// `onStatus NetStream.Publish.Start`, whose description never names the stream key.
     fn accept_publish(
         &mut self,
         request: u32,
         events: &mut Vec<ProtocolEvent>,
     ) -> Result<(), ProtocolError>;
 
-    /// Refuses the publish with an `onStatus` error the encoder shows its user.
+    /// Refuses a publish (or play) request with `onStatus` at level `error`, `code` and
+    /// `description` (what ffmpeg prints as "Server error: …"); the caller then closes.
     fn reject_publish(
         &mut self,
         request: u32,
