@@ -67,10 +67,13 @@ impl TestServer {
         };
         let mut sfu_config = SfuConfig::default();
         adjust(&mut config, &mut sfu_config);
-        let sfu = Sfu::new(SfuConfig {
-            transport: config.transport(),
-            ..sfu_config
-        });
+        let sfu = sluice_signaling::media_plane::start_sfu(
+            &config,
+            SfuConfig {
+                transport: config.transport(),
+                ..sfu_config
+            },
+        )?;
         let server = Server::start_with_limits(config, sfu.clone(), limits).await?;
         Ok(Self {
             addr: server.local_addr(),

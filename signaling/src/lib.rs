@@ -12,6 +12,7 @@ pub mod accept;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod media_plane;
 pub mod origin;
 pub mod protocol;
 pub mod resume;

@@ -1,17 +1,16 @@
 //! The `sluice` server binary.
 
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
-use sluice_sfu::runtime::{Sfu, SfuConfig};
-use sluice_sfu::shard::{Shard, ShardConfig};
+use sluice_sfu::runtime::SfuConfig;
 use sluice_signaling::auth::TokenAuthority;
 use sluice_signaling::cli::{Cli, Command};
-use sluice_signaling::config::{Config, MediaPlane, RtmpListen};
+use sluice_signaling::config::{Config, RtmpListen};
+use sluice_signaling::media_plane::start_sfu;
 use sluice_signaling::server::Server;
 use tracing_subscriber::EnvFilter;
 
@@ -60,32 +59,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let rtmp_listen = config.rtmp;
     let stream_keys = config.stream_keys().context("loading RTMP stream keys")?;
     let sfu_config = SfuConfig {
-        transport: transport.clone(),
+        transport,
         ..SfuConfig::default()
     };
-    let sfu = match config.media_plane {
-        MediaPlane::Webrtc => Sfu::new(sfu_config),
-        MediaPlane::Shard => {
-            // As the webrtc plane: a loopback address is bound directly; any other is
-            // advertised while the socket binds all interfaces (1:1 NAT, as on a cloud VM).
-            let advertise = config.public_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
-            let bind_ip = if advertise.is_loopback() {
-                advertise
-            } else {
-                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
-            };
-            let bind = SocketAddr::new(bind_ip, config.udp_port.unwrap_or(0));
-            let shard = Shard::spawn(ShardConfig {
-                bind,
-                advertise: Some(advertise),
-                playout_delay_ms: transport.playout_delay_ms,
-                ..ShardConfig::default()
-            })
-            .with_context(|| format!("binding the media UDP port on {bind}"))?;
-            tracing::info!(udp = %shard.local_addr(), %advertise, "shard media plane");
-            Sfu::with_shard(sfu_config, shard)
-        }
-    };
+    let sfu = start_sfu(&config, sfu_config).context("starting the media plane")?;
     let server = Server::start(config, sfu.clone())
         .await
         .with_context(|| format!("binding HTTP/WebSocket listener on {listen}"))?;

@@ -57,16 +57,17 @@ pub struct ServeArgs {
     /// Address for HTTP and WebSocket signaling [default: 127.0.0.1:8080].
     #[arg(long, env = "SLUICE_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
-    /// UDP port range for media, e.g. 50000-50100 [default: OS-assigned ephemeral ports].
+    /// UDP port range for media on the webrtc plane, e.g. 50000-50100 [default: OS-assigned
+    /// ephemeral ports].
     #[arg(long, env = "SLUICE_UDP_PORTS", value_name = "LO-HI")]
     #[serde(deserialize_with = "deserialize_port_range")]
     pub udp_ports: Option<PortRange>,
     /// IP advertised in ICE candidates [default: bind 127.0.0.1 and advertise it].
     #[arg(long, env = "SLUICE_PUBLIC_IP", value_name = "IP")]
     pub public_ip: Option<IpAddr>,
-    /// Media plane: "webrtc" (one webrtc-rs connection and UDP port per peer connection) or
-    /// "shard" (one thread and one UDP port for all media, ICE-lite; see --udp-port)
-    /// [default: webrtc].
+    /// Media plane: "shard" (one thread and one UDP port for all media, ICE-lite; see
+    /// --udp-port) or "webrtc" (one webrtc-rs connection and UDP port per peer connection, see
+    /// --udp-ports) [default: shard].
     #[arg(long, env = "SLUICE_MEDIA_PLANE", value_name = "webrtc|shard")]
     pub media_plane: Option<MediaPlane>,
     /// The one UDP port of the shard media plane [default: 0 = OS-assigned, logged at start].
@@ -133,9 +134,9 @@ pub struct ServeArgs {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum MediaPlane {
     /// One webrtc-rs peer connection, task set and UDP port per connection.
-    #[default]
     Webrtc,
     /// One shard thread owning one UDP port for all connections (ICE-lite).
+    #[default]
     Shard,
 }
 
@@ -201,7 +202,7 @@ impl Default for Config {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
             udp_ports: None,
             public_ip: None,
-            media_plane: MediaPlane::Webrtc,
+            media_plane: MediaPlane::Shard,
             udp_port: None,
             secret: None,
             allowed_origins: Vec::new(),

@@ -392,14 +392,14 @@ fn serve_flags_parse() {
 #[test]
 fn media_plane_and_udp_port_from_flags_and_toml() {
     let cli =
-        Cli::try_parse_from(["sluice", "--media-plane", "shard", "--udp-port", "40000"]).unwrap();
+        Cli::try_parse_from(["sluice", "--media-plane", "webrtc", "--udp-port", "40000"]).unwrap();
     let config = Config::load(&cli.serve).unwrap();
-    assert_eq!(config.media_plane, MediaPlane::Shard);
+    assert_eq!(config.media_plane, MediaPlane::Webrtc);
     assert_eq!(config.udp_port, Some(40000));
-    let toml = Config::from_toml_str("media_plane = \"shard\"\nudp_port = 40001\n").unwrap();
-    assert_eq!(toml.media_plane, MediaPlane::Shard);
+    let toml = Config::from_toml_str("media_plane = \"webrtc\"\nudp_port = 40001\n").unwrap();
+    assert_eq!(toml.media_plane, MediaPlane::Webrtc);
     assert_eq!(toml.udp_port, Some(40001));
-    assert_eq!(Config::default().media_plane, MediaPlane::Webrtc);
+    assert_eq!(Config::default().media_plane, MediaPlane::Shard);
     assert!(Cli::try_parse_from(["sluice", "--media-plane", "fast"]).is_err());
     assert!(Config::from_toml_str("media_plane = \"fast\"\n").is_err());
 }

@@ -1,0 +1,35 @@
+//! Starting the media plane a configuration names: the shard (one thread owning one UDP port
+//! for every connection, ICE-lite) or the webrtc-rs transport (a port and task set per
+//! connection).
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use sluice_sfu::runtime::{Sfu, SfuConfig};
+use sluice_sfu::shard::{Shard, ShardConfig, ShardError};
+
+use crate::config::{Config, MediaPlane};
+
+/// Starts the routing runtime on the media plane `config` names.
+pub fn start_sfu(config: &Config, sfu_config: SfuConfig) -> Result<Sfu, ShardError> {
+    match config.media_plane {
+        MediaPlane::Webrtc => Ok(Sfu::new(sfu_config)),
+        MediaPlane::Shard => {
+            // As the webrtc plane: a loopback address is bound directly; any other is
+            // advertised while the socket binds all interfaces (1:1 NAT, as on a cloud VM).
+            let advertise = config.public_ip.unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+            let bind_ip = if advertise.is_loopback() {
+                advertise
+            } else {
+                IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+            };
+            let shard = Shard::spawn(ShardConfig {
+                bind: SocketAddr::new(bind_ip, config.udp_port.unwrap_or(0)),
+                advertise: Some(advertise),
+                playout_delay_ms: sfu_config.transport.playout_delay_ms,
+                ..ShardConfig::default()
+            })?;
+            tracing::info!(udp = %shard.local_addr(), %advertise, "shard media plane");
+            Ok(Sfu::with_shard(sfu_config, shard))
+        }
+    }
+}
