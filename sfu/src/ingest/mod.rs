@@ -43,5 +43,6 @@ mod stream_publisher;
 mod video;
 
 pub use keys::{KeyError, StreamKeys, StreamTarget};
-pub use rtmp::{RtmpConfig, RtmpServer};
+pub use registry::StreamCounts;
+pub use rtmp::{RtmpConfig, RtmpServer, RtmpStreams};
 pub use stats::StreamStatsSnapshot;
