@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod hostile;
+mod operations;
 mod relay;
 mod resume;
 mod rtmp;
