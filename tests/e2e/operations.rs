@@ -128,7 +128,7 @@ async fn metrics_follow_a_client_that_joins_and_publishes() -> Result<()> {
         "{idle}"
     );
 
-    let (_signal, peer) = publish_video(&server).await?;
+    let (mut signal, peer) = publish_video(&server).await?;
     // The packets reach the room's core while we poll; every scrape is a fresh reading.
     let deadline = Instant::now() + WAIT;
     let busy = loop {
@@ -150,7 +150,30 @@ async fn metrics_follow_a_client_that_joins_and_publishes() -> Result<()> {
         sample(&busy, "sluice_bytes_in_total").is_some_and(|bytes| bytes >= 9000.0),
         "{busy}"
     );
+
+    // Once the room has closed, its counts stay in the totals.
+    let counted = sample(&busy, "sluice_packets_in_total").unwrap_or_default();
+    let request_id = signal.next_id();
+    signal.request(ClientMessage::Leave { request_id }).await?;
     peer.close().await;
+    let deadline = Instant::now() + WAIT;
+    let after = loop {
+        let stats = server.sfu.stats().await;
+        if stats.rooms == 0 {
+            break stats;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the room never closed: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    ensure!(
+        after.participants == 0 && after.media.packets_in as f64 >= counted,
+        "after the room closed: {after:?}, {counted} packets counted before"
+    );
+    let text = scrape(server.addr).await?;
+    ensure!(sample(&text, "sluice_participants") == Some(0.0), "{text}");
     server.stop().await;
     Ok(())
 }
