@@ -1,6 +1,7 @@
 //! Operations over real HTTP and WebSocket: `/metrics` follows a client that joins and
 //! publishes, `/readyz` turns 503 when the server drains while `/healthz` stays 200, and a
-//! drain closes clients with 1001 (going away), refuses new ones and ends within its deadline.
+//! drain closes clients with 1001 (going away), refuses new ones and ends within its deadline;
+//! on the shard plane `/readyz` asks the shard and `/metrics` shows its counters.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -212,6 +213,24 @@ async fn readyz_turns_503_when_the_server_drains() -> Result<()> {
     let metrics = scrape(server.addr).await?;
     ensure!(
         sample(&metrics, "sluice_draining") == Some(1.0),
+        "{metrics}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn the_shard_plane_is_ready_and_exports_its_counters() -> Result<()> {
+    init_tracing();
+    let server = TestServer::start_on_shard().await?;
+    ensure!(get(server.addr, "/readyz").await? == (200, "ready".to_owned()));
+    let metrics = scrape(server.addr).await?;
+    ensure!(
+        sample(&metrics, "sluice_shard_datagrams_in_total") == Some(0.0),
+        "{metrics}"
+    );
+    ensure!(
+        sample(&metrics, "sluice_shard_peers") == Some(0.0),
         "{metrics}"
     );
     server.stop().await;
