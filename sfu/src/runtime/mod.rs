@@ -258,6 +258,7 @@ impl Sfu {
         stats.rooms = rooms.len();
         let deadline = tokio::time::Instant::now() + STATS_WAIT;
         for room in rooms {
+            stats.deepest_room_queue = stats.deepest_room_queue.max(room.queued());
             match tokio::time::timeout_at(deadline, room.stats()).await {
                 Ok(Some(reply)) => {
                     stats.participants += reply.participants;

@@ -113,6 +113,9 @@ pub struct SfuStats {
     /// Subscriptions in the rooms that answered (webrtc media plane only: on the shard plane
     /// the shard keeps them).
     pub subscriptions: usize,
+    /// Commands (mostly RTP) waiting in the fullest room queue: near the queue's bound
+    /// (`Limits::room_queue`), that room drops media.
+    pub deepest_room_queue: usize,
     /// Counters since the server started, of open and closed rooms.
     pub media: MediaStats,
     /// Rooms too busy to answer within [`STATS_WAIT`]: their counts are missing from this

@@ -92,6 +92,7 @@ fn record_sfu(stats: &SfuStats) {
     gauge!("sluice_publications").set(stats.publications as f64);
     gauge!("sluice_subscriptions").set(stats.subscriptions as f64);
     gauge!("sluice_stats_rooms_unanswered").set(stats.rooms_unanswered as f64);
+    gauge!("sluice_room_queue_depth_max").set(stats.deepest_room_queue as f64);
     let media = &stats.media;
     counter!("sluice_packets_in_total").absolute(media.packets_in);
     counter!("sluice_bytes_in_total").absolute(media.bytes_in);
@@ -136,6 +137,10 @@ fn describe() {
     describe_gauge!(
         "sluice_stats_rooms_unanswered",
         "Rooms too busy to answer this scrape in time; their counts are missing from it."
+    );
+    describe_gauge!(
+        "sluice_room_queue_depth_max",
+        "Commands (mostly RTP) waiting in the fullest room queue; at its bound the room drops media."
     );
     describe_counter!(
         "sluice_packets_in_total",
@@ -242,6 +247,7 @@ mod tests {
             "# TYPE sluice_rooms gauge",
             "sluice_rooms 0",
             "sluice_participants 0",
+            "sluice_room_queue_depth_max 0",
             "# TYPE sluice_packets_in_total counter",
             "sluice_packets_in_total 0",
             "sluice_packets_dropped_total{reason=\"waiting_for_keyframe\"} 0",

@@ -207,6 +207,11 @@ impl RoomHandle {
             .map_err(|_| RequestError::Closed)
     }
 
+    /// Commands (mostly RTP) waiting in the room's queue now.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     /// What the room holds and has counted; `None` once it has closed.
     pub(crate) async fn stats(&self) -> Option<RoomStatsReply> {
         let (reply, answer) = oneshot::channel();
