@@ -105,9 +105,21 @@ impl TestServer {
         format!("ws://{}/ws", self.addr)
     }
 
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
+        self.drain(Duration::from_secs(2)).await;
+    }
+
+    /// Starts the server's drain without waiting (see `Server::begin_drain`).
+    pub fn begin_drain(&self) {
+        if let Some(server) = &self.server {
+            server.begin_drain();
+        }
+    }
+
+    /// Drains and stops the server within `deadline` (see `Server::shutdown`).
+    pub async fn drain(mut self, deadline: Duration) {
         if let Some(server) = self.server.take() {
-            server.shutdown(Duration::from_secs(2)).await;
+            server.shutdown(deadline).await;
         }
     }
 }

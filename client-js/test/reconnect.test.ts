@@ -9,7 +9,7 @@ import {
   RoomState,
 } from '../src/index.js';
 import { MAX_RECONNECT_DELAY_MS, RECONNECT_SCHEDULE_MS, reconnectDelayMs } from '../src/reconnect.js';
-import type { ServerMessage } from '../src/protocol.gen.js';
+import { CloseCode, type ServerMessage } from '../src/protocol.gen.js';
 import { FakeStream, FakeTrack, JOINED, type Reply, createHarness, flush, offerSdp, until } from './fakes.js';
 
 afterEach(() => {
@@ -248,6 +248,21 @@ describe('reconnect', () => {
     await flush();
     expect(events2).toEqual(['state:reconnecting', 'reconnecting:1006', 'state:disconnected', 'disconnected:clientLeft']);
     expect(h2.sockets).toHaveLength(2);
+  });
+
+  it('reconnects after a server drain (1001 going away) and rejoins where the session is unknown', async () => {
+    // The server that drained forgot the session; the one now behind the URL refuses the resume.
+    const h = createHarness({
+      responder: (msg) =>
+        msg.type === 'resume' ? { type: 'error', code: 'resumeFailed', message: 'no such participant' } : undefined,
+    });
+    await establishedSession(h);
+    const events = record(h);
+    h.socket().serverClose(CloseCode.GoingAway, 'server shutting down');
+    await until(() => events.includes('reconnected:rejoined'));
+    expect(events.slice(0, 2)).toEqual(['state:reconnecting', `reconnecting:${CloseCode.GoingAway}`]);
+    expect(h.socket().sent.map((m) => m.type).slice(0, 2)).toEqual(['resume', 'join']);
+    expect(h.room.state).toBe(RoomState.Connected);
   });
 
   it('ends the session on a drop when reconnect is off', async () => {

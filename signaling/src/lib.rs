@@ -6,13 +6,14 @@
 //! over the frame transport so it is unit-testable; [`server`] is the axum shell around it;
 //! [`auth`] verifies HS256 room tokens; [`resume`] keeps dropped participants for a grace
 //! period so their client can re-attach; [`config`] merges flags and environment ([`cli`]) with
-//! a TOML file; [`origin`] is the WebSocket Origin allowlist.
+//! a TOML file; [`origin`] is the WebSocket Origin allowlist; [`metrics`] renders `/metrics`.
 
 pub mod accept;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod media_plane;
+pub mod metrics;
 pub mod origin;
 pub mod protocol;
 pub mod resume;

@@ -1,7 +1,6 @@
 //! The `sluice` server binary.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
@@ -57,6 +56,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let listen = config.listen;
     let rtmp_listen = config.rtmp;
+    let drain_timeout = config.drain_timeout;
     let stream_keys = config.stream_keys().context("loading RTMP stream keys")?;
     let sfu_config = SfuConfig {
         transport,
@@ -89,6 +89,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     };
+    if let (Some(metrics), Some(rtmp)) = (server.metrics(), &rtmp) {
+        metrics.watch_rtmp(rtmp.streams());
+    }
     // Scripts and tests read this exact line to find the port (with --listen …:0).
     println!("sluice listening on http://{}", server.local_addr());
     if let Some(rtmp) = &rtmp {
@@ -106,11 +109,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     std::io::stdout().flush().context("writing to stdout")?;
     shutdown_signal().await;
-    tracing::info!("shutting down");
-    if let Some(rtmp) = rtmp {
-        rtmp.shutdown().await;
+    tracing::info!(deadline = ?drain_timeout, "draining: refusing new connections, closing sessions (1001)");
+    server.begin_drain();
+    let drain = async {
+        let rtmp = async {
+            if let Some(rtmp) = rtmp {
+                rtmp.shutdown().await;
+            }
+        };
+        if tokio::time::timeout(drain_timeout, rtmp).await.is_err() {
+            tracing::warn!("RTMP ingest still closing at the drain deadline");
+        }
+    };
+    let drained = async { tokio::join!(drain, server.shutdown(drain_timeout)) };
+    tokio::select! {
+        _ = drained => tracing::info!("drained; exiting"),
+        // A second signal: the operator does not want to wait.
+        () = shutdown_signal() => tracing::warn!("second signal: exiting without finishing the drain"),
     }
-    server.shutdown(Duration::from_secs(5)).await;
     Ok(())
 }
 

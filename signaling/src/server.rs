@@ -1,5 +1,6 @@
-//! The HTTP side: `/ws` (signaling), `/healthz`, the demo pages, the browser SDK as an ES module
-//! ([`SDK_PATH`]) and, in demo mode only, a loopback-only token endpoint.
+//! The HTTP side: `/ws` (signaling), `/healthz`, `/readyz`, `/metrics`, the demo pages, the
+//! browser SDK as an ES module ([`SDK_PATH`]) and, in demo mode only, a loopback-only token
+//! endpoint; and the drain that ends it ([`Server::shutdown`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -23,8 +24,9 @@ use tracing::{debug, warn};
 use crate::accept::{self, ConnectionLimits, ResetOnClose};
 use crate::auth::{Grants, TokenAuthority};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::resume::Resumable;
-use crate::session::{self, Inbound, Outbound, SessionContext};
+use crate::session::{self, Inbound, Outbound, SessionContext, SessionCounters};
 
 /// How the server got its token secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,14 +42,26 @@ struct AppState {
     config: Arc<Config>,
     session: SessionContext,
     secret_mode: SecretMode,
+    /// `None` with `--metrics off`.
+    metrics: Option<Arc<Metrics>>,
+    /// True once the server drains: `/readyz` and `/ws` answer 503.
+    draining: watch::Receiver<bool>,
 }
 
 /// A running server; dropped or [`Server::shutdown`] stops it.
 pub struct Server {
     local_addr: SocketAddr,
-    shutdown: watch::Sender<bool>,
+    /// Starts the drain: sessions close (1001), `/readyz` and `/ws` answer 503.
+    drain: watch::Sender<bool>,
+    /// Ends the accept loop.
+    stop: watch::Sender<bool>,
+    sessions: Arc<SessionCounters>,
+    metrics: Option<Arc<Metrics>>,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// How long `/readyz` waits for the media plane to answer.
+const READY_WAIT: Duration = Duration::from_secs(1);
 
 impl Server {
     /// Binds `config.listen` and starts serving, with the default [`ConnectionLimits`].
@@ -65,7 +79,10 @@ impl Server {
             Some(secret) => (secret.clone(), SecretMode::Configured),
             None => (TokenAuthority::generate_secret(), SecretMode::Generated),
         };
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (drain, draining) = watch::channel(false);
+        let (stop, stop_rx) = watch::channel(false);
+        let sessions = Arc::new(SessionCounters::default());
+        let metrics = config.metrics.then(|| Arc::new(Metrics::new()));
         let state = AppState {
             session: SessionContext {
                 sfu,
@@ -76,19 +93,25 @@ impl Server {
                 outbound_queue: session::DEFAULT_OUTBOUND_QUEUE,
                 outbound_bytes: session::DEFAULT_OUTBOUND_BYTES,
                 send_deadline: session::DEFAULT_SEND_DEADLINE,
-                shutdown: shutdown_rx.clone(),
+                shutdown: draining.clone(),
                 resumable: Resumable::new(config.resume_grace),
+                counters: Arc::clone(&sessions),
             },
             config: Arc::new(config),
             secret_mode,
+            metrics: metrics.clone(),
+            draining,
         };
         let listener = TcpListener::bind(state.config.listen).await?;
         let local_addr = listener.local_addr()?;
         let app = router(state);
-        let task = tokio::spawn(accept::serve(listener, app, limits, shutdown_rx));
+        let task = tokio::spawn(accept::serve(listener, app, limits, stop_rx));
         Ok(Self {
             local_addr,
-            shutdown,
+            drain,
+            stop,
+            sessions,
+            metrics,
             task,
         })
     }
@@ -97,13 +120,42 @@ impl Server {
         self.local_addr
     }
 
-    /// Closes every session (1001 going away) and stops accepting; waits up to `grace`.
-    pub async fn shutdown(self, grace: Duration) {
-        let _ = self.shutdown.send(true);
-        match tokio::time::timeout(grace, self.task).await {
+    /// The server's metrics (to add the RTMP ingest's); `None` with `--metrics off`.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.metrics.as_ref()
+    }
+
+    /// Starts draining, without waiting: `/readyz` and new `/ws` upgrades answer 503, and
+    /// every session closes with 1001 (going away), which tells the SDK to reconnect — to
+    /// another server, behind a load balancer that follows `/readyz`. The HTTP listener stays
+    /// open until [`shutdown`](Self::shutdown).
+    pub fn begin_drain(&self) {
+        let _ = self.drain.send(true);
+    }
+
+    /// Drains (see [`begin_drain`](Self::begin_drain)), waits for the sessions to end, then
+    /// stops accepting and lets the HTTP connections finish their requests; all within
+    /// `deadline`, after which the server task is stopped wherever it is.
+    pub async fn shutdown(mut self, deadline: Duration) {
+        let deadline = tokio::time::Instant::now() + deadline;
+        self.begin_drain();
+        if tokio::time::timeout_at(deadline, self.sessions.all_closed())
+            .await
+            .is_err()
+        {
+            warn!(
+                open = self.sessions.open(),
+                "sessions still open at the drain deadline"
+            );
+        }
+        let _ = self.stop.send(true);
+        match tokio::time::timeout_at(deadline, &mut self.task).await {
             Ok(Ok(())) => {}
             Ok(Err(err)) => warn!(%err, "server task failed"),
-            Err(_) => warn!("connections still open after the grace period; stopping anyway"),
+            Err(_) => {
+                warn!("connections still open at the drain deadline; stopping anyway");
+                self.task.abort();
+            }
         }
     }
 }
@@ -116,6 +168,8 @@ fn router(state: AppState) -> Router {
         .route(SDK_PATH, get(sdk))
         .route("/ws", get(websocket))
         .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/dev/token", get(dev_token))
         .route("/debug/drop-socket", post(drop_socket))
         .with_state(state)
@@ -127,6 +181,14 @@ async fn websocket(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    if *state.draining.borrow() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            "server draining: connect to another one",
+        )
+            .into_response();
+    }
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
         debug!(?origin, "websocket refused: origin not allowed");
@@ -191,6 +253,41 @@ async fn serve_socket(ctx: SessionContext, socket: WebSocket, reset: Option<Rese
         }
     };
     session::run_with_stall(ctx, Box::pin(incoming), Box::pin(outgoing), on_stall).await;
+}
+
+/// Ready for new clients: the media plane answers and the server is not draining. A load
+/// balancer sends new clients only to ready servers; `/healthz` says only that the process
+/// serves HTTP.
+async fn readyz(State(state): State<AppState>) -> Response {
+    let unready = |why: &'static str| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
+    if *state.draining.borrow() {
+        return unready("draining");
+    }
+    match tokio::time::timeout(READY_WAIT, state.session.sfu.shard_stats()).await {
+        // The webrtc plane has no thread of its own to fail; a shard that answers is up.
+        Ok(None | Some(Ok(_))) => "ready".into_response(),
+        Ok(Some(Err(_))) => unready("media plane stopped"),
+        Err(_) => unready("media plane not answering"),
+    }
+}
+
+/// Prometheus text exposition; 404 with `--metrics off`.
+async fn metrics(State(state): State<AppState>) -> Response {
+    let Some(metrics) = &state.metrics else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let draining = *state.draining.borrow();
+    let text = metrics
+        .render(&state.session.sfu, &state.session.counters, draining)
+        .await;
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize)]

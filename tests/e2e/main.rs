@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used)]
 
 mod hostile;
+mod log_secrets;
+mod operations;
 mod relay;
 mod resume;
 mod rtmp;

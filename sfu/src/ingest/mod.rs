@@ -44,5 +44,6 @@ mod timeline;
 mod video;
 
 pub use keys::{KeyError, StreamKeys, StreamTarget};
-pub use rtmp::{RtmpConfig, RtmpServer};
+pub use registry::StreamCounts;
+pub use rtmp::{RtmpConfig, RtmpServer, RtmpStreams};
 pub use stats::StreamStatsSnapshot;

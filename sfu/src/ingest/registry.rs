@@ -28,6 +28,15 @@ enum Slot {
 #[error("this stream key is already live")]
 pub struct AlreadyLive;
 
+/// How many streams a [`Registry`] holds, by state.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamCounts {
+    /// Streams with a publishing encoder.
+    pub live: usize,
+    /// Streams whose encoder dropped, waiting for it within the grace period.
+    pub parked: usize,
+}
+
 #[derive(Default)]
 pub struct Registry {
     slots: Mutex<HashMap<StreamTarget, Slot>>,
@@ -131,6 +140,19 @@ impl Registry {
     pub fn clear(&self) {
         let slots = std::mem::take(&mut *self.slots());
         drop(slots);
+    }
+
+    /// How many streams are live and how many parked.
+    pub fn counts(&self) -> StreamCounts {
+        let slots = self.slots();
+        let live = slots
+            .values()
+            .filter(|slot| matches!(slot, Slot::Live(_)))
+            .count();
+        StreamCounts {
+            live,
+            parked: slots.len() - live,
+        }
     }
 
     /// Counters of the live and parked streams.

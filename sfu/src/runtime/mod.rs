@@ -19,18 +19,20 @@ mod ingest;
 mod participant;
 mod room_task;
 mod shard_participant;
+mod stats;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
 
 pub use ingest::{IngestParticipant, IngestPublication};
 pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState};
 pub use room_task::{LayersChanged, RoomEvent};
+pub use stats::{MediaStats, STATS_WAIT, SfuStats};
 
 use crate::core::{MediaKind, ParticipantId, PublicationId};
-use crate::shard::Shard;
+use crate::shard::{Shard, ShardError, ShardStats};
 use crate::transport::{Transport, TransportConfig, TransportError};
 use room_task::RoomHandle;
 
@@ -163,6 +165,8 @@ struct SfuInner {
     shard: Option<Arc<Shard>>,
     rooms: DashMap<String, RoomHandle>,
     next_id: AtomicU64,
+    /// The final counters of every room that has closed.
+    closed_rooms: Mutex<MediaStats>,
 }
 
 impl Sfu {
@@ -185,6 +189,7 @@ impl Sfu {
                 shard,
                 rooms: DashMap::new(),
                 next_id: AtomicU64::new(1),
+                closed_rooms: Mutex::new(MediaStats::default()),
             }),
         }
     }
@@ -231,11 +236,58 @@ impl Sfu {
             .clone()
     }
 
-    /// Called by a room task that has emptied and is ending.
-    fn room_closed(&self, room: &str, handle_id: u64) {
+    /// The shard media plane's counters, or `None` on the webrtc plane; an error when the
+    /// shard's thread has stopped.
+    pub async fn shard_stats(&self) -> Option<Result<ShardStats, ShardError>> {
+        let shard = self.shard()?;
+        Some(shard.stats().await)
+    }
+
+    /// What the rooms hold now and what they have counted since the server started. Asks
+    /// every room, waiting at most [`STATS_WAIT`] in all; a room that has not answered by
+    /// then is missing from this reading (see [`SfuStats::rooms_unanswered`]), so a counter
+    /// may read lower than before: readers keep the highest value seen.
+    pub async fn stats(&self) -> SfuStats {
+        // The closed rooms first: a room closing meanwhile is then missed once rather than
+        // counted twice.
+        let mut stats = SfuStats {
+            media: *self.closed_rooms(),
+            ..SfuStats::default()
+        };
+        let rooms: Vec<RoomHandle> = self.inner.rooms.iter().map(|r| r.value().clone()).collect();
+        stats.rooms = rooms.len();
+        let deadline = tokio::time::Instant::now() + STATS_WAIT;
+        for room in rooms {
+            stats.deepest_room_queue = stats.deepest_room_queue.max(room.queued());
+            match tokio::time::timeout_at(deadline, room.stats()).await {
+                Ok(Some(reply)) => {
+                    stats.participants += reply.participants;
+                    stats.publications += reply.publications;
+                    stats.subscriptions += reply.subscriptions;
+                    stats.media.add(&reply.media);
+                }
+                // Closed meanwhile: its counts are in `closed_rooms` for the next reading.
+                Ok(None) => {}
+                Err(_) => stats.rooms_unanswered += 1,
+            }
+        }
+        stats
+    }
+
+    fn closed_rooms(&self) -> std::sync::MutexGuard<'_, MediaStats> {
+        // Plain counters: consistent even if a holder panicked.
+        self.inner
+            .closed_rooms
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Called by a room task that has emptied and is ending, with its final counters.
+    fn room_closed(&self, room: &str, handle_id: u64, media: MediaStats) {
         self.inner
             .rooms
             .remove_if(room, |_, handle| handle.id() == handle_id);
+        self.closed_rooms().add(&media);
     }
 
     fn transport(&self) -> &Transport {

@@ -44,6 +44,9 @@ const MAX_PLAYOUT_DELAY: Duration = Duration::from_millis(1000);
 /// Longest resume grace period.
 const MAX_RESUME_GRACE: Duration = Duration::from_secs(300);
 
+/// Longest drain deadline.
+const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
+
 /// The server options, each declared once: flag, environment variable and help text (clap),
 /// TOML key (serde: the field name). Every field is optional so that one layer fills the gaps
 /// of the next; see [`Config::load`].
@@ -115,6 +118,19 @@ pub struct ServeArgs {
     /// Log filter in tracing EnvFilter syntax, e.g. "info,sluice_sfu=debug" [default: info].
     #[arg(long, env = "SLUICE_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Serve Prometheus metrics at `/metrics` on the listen address: "on" or "off"
+    /// [default: on].
+    #[arg(
+        long,
+        env = "SLUICE_METRICS",
+        value_name = "on|off",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub metrics: Option<bool>,
+    /// On SIGTERM or Ctrl-C, how long the server drains (stops accepting, tells clients to
+    /// reconnect elsewhere, closes) before it exits anyway, in seconds [default: 10].
+    #[arg(long, env = "SLUICE_DRAIN_TIMEOUT", value_name = "SECONDS")]
+    pub drain_timeout: Option<u64>,
     /// RTMP ingest address, or "off" [default: 127.0.0.1:1935].
     #[arg(long, env = "SLUICE_RTMP", value_name = "ADDR:PORT|off")]
     pub rtmp: Option<RtmpListen>,
@@ -190,6 +206,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     /// tracing EnvFilter directive string.
     pub log: String,
+    /// Serve Prometheus metrics at `/metrics`.
+    pub metrics: bool,
+    /// How long a drain (SIGTERM, Ctrl-C) may take before the server exits anyway.
+    pub drain_timeout: Duration,
     /// RTMP ingest listener (`"off"` or `"addr:port"`).
     pub rtmp: RtmpListen,
     /// Configured RTMP stream keys (signed keys need only `secret`).
@@ -212,6 +232,8 @@ impl Default for Config {
             test_hooks: false,
             max_message_bytes: 64 * 1024,
             log: DEFAULT_LOG.into(),
+            metrics: true,
+            drain_timeout: Duration::from_secs(10),
             rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
             rtmp_keys: Vec::new(),
         }
@@ -367,6 +389,8 @@ impl Config {
             test_hooks,
             max_message_bytes,
             log,
+            metrics,
+            drain_timeout,
             rtmp,
             rtmp_keys,
         } = layer;
@@ -389,6 +413,11 @@ impl Config {
         set(&mut self.test_hooks, test_hooks);
         set(&mut self.max_message_bytes, max_message_bytes);
         set(&mut self.log, log);
+        set(&mut self.metrics, metrics);
+        set(
+            &mut self.drain_timeout,
+            drain_timeout.map(Duration::from_secs),
+        );
         set(&mut self.rtmp, rtmp);
         set(&mut self.rtmp_keys, rtmp_keys);
     }
@@ -411,6 +440,9 @@ impl Config {
         }
         if self.resume_grace > MAX_RESUME_GRACE {
             return invalid("resume_grace_ms must be at most 300000 (5 minutes)".into());
+        }
+        if self.drain_timeout > MAX_DRAIN_TIMEOUT {
+            return invalid("drain_timeout must be at most 3600 (seconds)".into());
         }
         if !(1024..=1024 * 1024).contains(&self.max_message_bytes) {
             return invalid(format!(

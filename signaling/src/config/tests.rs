@@ -135,6 +135,29 @@ fn resume_grace_and_test_hooks_flags() {
 }
 
 #[test]
+fn metrics_and_drain_timeout() {
+    let cli = Cli::try_parse_from(["sluice", "--metrics", "off", "--drain-timeout", "30"]).unwrap();
+    let config = Config::load(&cli.serve).unwrap();
+    assert!(!config.metrics);
+    assert_eq!(config.drain_timeout, Duration::from_secs(30));
+    let cli = Cli::try_parse_from(["sluice", "--metrics=on"]).unwrap();
+    assert!(Config::load(&cli.serve).unwrap().metrics);
+    // Defaults: metrics served, a 10 s drain.
+    let config = Config::load(&Cli::try_parse_from(["sluice"]).unwrap().serve).unwrap();
+    assert!(config.metrics);
+    assert_eq!(config.drain_timeout, Duration::from_secs(10));
+    // The TOML keys.
+    let config = Config::from_toml_str("metrics = false\ndrain_timeout = 3\n").unwrap();
+    assert!(!config.metrics);
+    assert_eq!(config.drain_timeout, Duration::from_secs(3));
+    let too_long = Config {
+        drain_timeout: Duration::from_secs(3601),
+        ..Config::default()
+    };
+    assert!(too_long.validate().is_err());
+}
+
+#[test]
 fn precedence_through_clap() {
     let file = TempFile::new("clap", "max_message_rate = 7\nlog = \"warn\"\n");
     let path = file.0.to_str().unwrap();

@@ -4,8 +4,10 @@
 //! frames, so it runs over axum's WebSocket in production and over in-memory channels in its
 //! tests. `requests` answers each request, `wire` maps the media plane's types to the
 //! protocol's, `rate_limit` holds each connection to its message rate, `outbox` bounds what
-//! waits to be written to a client that does not read.
+//! waits to be written to a client that does not read, `counters` counts the open sessions
+//! (for `/metrics` and the drain).
 
+mod counters;
 mod outbox;
 mod rate_limit;
 mod requests;
@@ -21,6 +23,7 @@ use sluice_sfu::runtime::{Participant, ParticipantEvent, Sfu};
 use tokio::sync::watch;
 use tracing::{Instrument, debug, info, info_span};
 
+pub use self::counters::SessionCounters;
 pub use self::outbox::{DEFAULT_OUTBOUND_BYTES, DEFAULT_OUTBOUND_QUEUE, DEFAULT_SEND_DEADLINE};
 use self::outbox::{Outbox, Refused};
 use self::rate_limit::{RateLimiter, Verdict};
@@ -74,10 +77,12 @@ pub struct SessionContext {
     pub outbound_bytes: usize,
     /// How long one frame may take to reach the socket before the connection is dropped.
     pub send_deadline: Duration,
-    /// Flips to true when the server shuts down.
+    /// Flips to true when the server starts draining: every session closes with 1001.
     pub shutdown: watch::Receiver<bool>,
     /// Participants whose socket dropped, waiting for a `resume`.
     pub resumable: Arc<Resumable>,
+    /// Counts open sessions and rate-limited messages across the server.
+    pub counters: Arc<SessionCounters>,
 }
 
 /// What the session does after a frame.
@@ -132,6 +137,7 @@ pub async fn run_with_stall<I, O>(
     I: Stream<Item = Inbound> + Unpin,
     O: Sink<Outbound> + Unpin,
 {
+    let _open = ctx.counters.enter();
     let span = info_span!("session", participant = tracing::field::Empty);
     let (outbox, writer) =
         outbox::channel(ctx.outbound_queue, ctx.outbound_bytes, ctx.send_deadline);
@@ -329,6 +335,7 @@ impl Session {
         match verdict {
             Verdict::Allowed => {}
             Verdict::Refused => {
+                self.ctx.counters.count_rate_limited();
                 let request_id = text.as_deref().and_then(peek_request_id);
                 return self.send_or_close(error_message(
                     request_id,

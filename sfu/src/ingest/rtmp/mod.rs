@@ -20,7 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
 
 use super::keys::{StreamKeys, StreamTarget};
-use super::registry::Registry;
+use super::registry::{Registry, StreamCounts};
 use super::stats::StreamStatsSnapshot;
 use crate::admission::PerAddress;
 use crate::runtime::Sfu;
@@ -128,11 +128,31 @@ impl RtmpServer {
         self.shared.registry.stats()
     }
 
+    /// A handle on the streams' counts that outlives this server value (for metrics).
+    pub fn streams(&self) -> RtmpStreams {
+        RtmpStreams {
+            registry: Arc::clone(&self.shared.registry),
+        }
+    }
+
     /// Stops accepting, closes every connection and removes every stream.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.task.await;
         self.shared.registry.clear();
+    }
+}
+
+/// The RTMP server's streams, to count them from elsewhere; cheap to clone.
+#[derive(Clone)]
+pub struct RtmpStreams {
+    registry: Arc<Registry>,
+}
+
+impl RtmpStreams {
+    /// How many streams are live and how many parked (waiting for their encoder).
+    pub fn counts(&self) -> StreamCounts {
+        self.registry.counts()
     }
 }
 

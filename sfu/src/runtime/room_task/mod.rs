@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
+use super::stats::{MediaStats, RoomStatsReply};
 use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu};
 use crate::core::{
     self, Input, LayerChangeReason, Output, ParticipantId, PublicationId, RtpPacket, Ssrc,
@@ -73,6 +74,10 @@ pub(crate) enum RoomCommand {
     /// The room as it is now (a resuming client reconciles with it).
     Snapshot {
         reply: oneshot::Sender<RoomSnapshot>,
+    },
+    /// What the room holds and has counted (for metrics).
+    Stats {
+        reply: oneshot::Sender<RoomStatsReply>,
     },
     AddPublication {
         info: PublicationInfo,
@@ -182,6 +187,8 @@ impl RoomHandle {
             publications: HashMap::new(),
             subscriptions: HashMap::new(),
             sink_full_drops: 0,
+            rtp_dropped: Arc::clone(&handle.rtp_dropped),
+            counted: MediaStats::default(),
             active_speakers: Vec::new(),
         };
         tokio::spawn(task.run(rx));
@@ -198,6 +205,18 @@ impl RoomHandle {
             .send(command)
             .await
             .map_err(|_| RequestError::Closed)
+    }
+
+    /// Commands (mostly RTP) waiting in the room's queue now.
+    pub(crate) fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// What the room holds and has counted; `None` once it has closed.
+    pub(crate) async fn stats(&self) -> Option<RoomStatsReply> {
+        let (reply, answer) = oneshot::channel();
+        self.send(RoomCommand::Stats { reply }).await.ok()?;
+        answer.await.ok()
     }
 
     /// Sends without waiting; for the media path and for drop-time cleanup.
@@ -260,6 +279,11 @@ struct RoomTask {
     publications: HashMap<PublicationId, PublicationEntry>,
     subscriptions: HashMap<SubscriptionId, SubscriptionEntry>,
     sink_full_drops: u64,
+    /// RTP dropped at the room's full queue (counted by the senders).
+    rtp_dropped: Arc<AtomicU64>,
+    /// Counts the core no longer holds (of removed publications and subscriptions) and those
+    /// the task keeps itself (subscribers' NACKs and keyframe requests).
+    counted: MediaStats,
     /// The last `ActiveSpeakers` list, for participants who join while someone speaks (the
     /// core announces only changes).
     active_speakers: Vec<(ParticipantId, f32)>,
@@ -272,4 +296,5 @@ async fn sleep_until(deadline: Option<Instant>) {
     }
 }
 
+mod stats;
 mod task;

@@ -25,7 +25,8 @@ impl RoomTask {
             if self.participants.is_empty() {
                 // Leave the registry first so new joins create a fresh room, then refuse
                 // whatever raced in before that.
-                self.sfu.room_closed(&self.name, self.handle_id);
+                self.sfu
+                    .room_closed(&self.name, self.handle_id, self.media_stats());
                 rx.close();
                 while let Ok(command) = rx.try_recv() {
                     if let RoomCommand::Join { reply, .. } = command {
@@ -123,18 +124,22 @@ impl RoomTask {
                 },
             ),
             RoomCommand::KeyframeRequested { subscription } => {
+                self.counted.keyframe_requests_received += 1;
                 self.feed(now, Input::KeyframeRequested { subscription })
             }
             RoomCommand::Nacked {
                 subscription,
                 packets,
-            } => self.feed(
-                now,
-                Input::Nacked {
-                    subscription,
-                    packets,
-                },
-            ),
+            } => {
+                self.counted.nacked_packets += u64::from(packets);
+                self.feed(
+                    now,
+                    Input::Nacked {
+                        subscription,
+                        packets,
+                    },
+                )
+            }
             RoomCommand::Join {
                 info,
                 events,
@@ -159,6 +164,9 @@ impl RoomTask {
                 for subscription in affected {
                     self.feed(now, Input::KeyframeRequested { subscription });
                 }
+            }
+            RoomCommand::Stats { reply } => {
+                let _ = reply.send(self.stats_reply());
             }
             RoomCommand::Snapshot { reply } => {
                 let _ = reply.send(RoomSnapshot {
@@ -262,7 +270,9 @@ impl RoomTask {
                 let _ = reply.send(result);
             }
             RoomCommand::RemoveSubscription { subscription } => {
-                if self.subscriptions.remove(&subscription).is_some() {
+                if self.subscriptions.contains_key(&subscription) {
+                    self.retire_subscription(subscription);
+                    self.subscriptions.remove(&subscription);
                     self.feed(now, Input::SubscriptionRemoved { subscription });
                 }
             }
@@ -305,6 +315,7 @@ impl RoomTask {
         for publication in theirs {
             self.remove_publication(now, publication);
         }
+        self.retire_subscriber(participant);
         self.feed(now, Input::ParticipantLeft { participant });
         self.subscriptions
             .retain(|_, s| s.subscriber != participant);
@@ -313,6 +324,10 @@ impl RoomTask {
     }
 
     pub(super) fn remove_publication(&mut self, now: Instant, publication: PublicationId) {
+        if !self.publications.contains_key(&publication) {
+            return;
+        }
+        self.retire_publication(publication);
         let Some(entry) = self.publications.remove(&publication) else {
             return;
         };

@@ -31,6 +31,7 @@ fn context(max_message_rate: u32) -> SessionContext {
         // A dropped sender means "never shutting down" to the session.
         shutdown: shutdown_rx,
         resumable: Resumable::new(Duration::from_secs(15)),
+        counters: Arc::default(),
     }
 }
 
