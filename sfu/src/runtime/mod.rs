@@ -271,6 +271,14 @@ impl Sfu {
                 Err(_) => stats.rooms_unanswered += 1,
             }
         }
+        // On the shard plane the shard routes the media: its cores hold the subscriptions
+        // and the media counters.
+        if let Some(shard) = self.shard()
+            && let Ok(Ok(shard)) = tokio::time::timeout_at(deadline, shard.stats()).await
+        {
+            stats.subscriptions += usize::try_from(shard.subscriptions).unwrap_or(usize::MAX);
+            stats.media.add(&shard.media);
+        }
         stats
     }
 

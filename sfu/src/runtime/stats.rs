@@ -9,7 +9,7 @@ use crate::core::{DropCounts, DropReason, PublicationStats, RoomStats, Subscript
 /// Cumulative media counters of one room, or of all rooms together.
 ///
 /// On the webrtc media plane the room tasks route the media and fill these; on the shard plane
-/// the shard routes it and keeps its own counters ([`crate::shard::ShardStats`]).
+/// the shard's rooms do ([`crate::shard::ShardStats::media`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaStats {
     /// RTP packets that reached a routing core, dropped or not.
@@ -110,8 +110,7 @@ pub struct SfuStats {
     pub participants: usize,
     /// Publications in the rooms that answered.
     pub publications: usize,
-    /// Subscriptions in the rooms that answered (webrtc media plane only: on the shard plane
-    /// the shard keeps them).
+    /// Subscriptions in the rooms that answered (on the shard plane: in the shard).
     pub subscriptions: usize,
     /// Commands (mostly RTP) waiting in the fullest room queue: near the queue's bound
     /// (`Limits::room_queue`), that room drops media.

@@ -120,6 +120,11 @@ impl Worker {
             });
             round_trip = round_trip.into_iter().chain(measured).min();
         }
+        self.counted.keyframe_requests_received += inputs.len() as u64;
+        self.counted.nacked_packets += nacked
+            .iter()
+            .map(|(_, packets)| u64::from(*packets))
+            .sum::<u64>();
         inputs.extend(
             nacked
                 .into_iter()

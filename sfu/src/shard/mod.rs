@@ -31,6 +31,7 @@ mod paths;
 mod peer;
 mod routing;
 mod socket;
+mod stats;
 mod stun;
 mod subscriber;
 mod worker;
@@ -186,6 +187,12 @@ pub struct ShardStats {
     pub events_dropped: u64,
     pub peers: u64,
     pub rooms: u64,
+    pub publications: u64,
+    /// Subscriptions the rooms forward to.
+    pub subscriptions: u64,
+    /// What the rooms' routing cores counted (packets in and out, drops by reason, NACKed
+    /// packets, keyframe requests), removed publications and subscriptions included.
+    pub media: crate::runtime::MediaStats,
 }
 
 pub(crate) enum Command {

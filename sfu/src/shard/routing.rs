@@ -11,7 +11,7 @@ use tracing::{debug, info};
 use super::peer::{PeerKey, ShardPeer, rtc_err};
 use super::worker::{Timer, Worker};
 use super::{Command, PublishTrack, ShardError, ShardEvent};
-use crate::core::{self, Input, ParticipantId, PublicationId};
+use crate::core::{self, Input, ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{CodecInfo, IceCandidate, PeerRole, negotiated_codecs};
 
 /// Longest candidate line accepted from a client.
@@ -125,6 +125,9 @@ impl Worker {
                 let mut stats = self.stats;
                 stats.peers = self.peers.len() as u64;
                 stats.rooms = self.rooms.len() as u64;
+                stats.publications = self.publications.len() as u64;
+                stats.subscriptions = self.subscriptions.len() as u64;
+                stats.media = self.media_stats();
                 let _ = reply.send(stats);
             }
         }
@@ -374,6 +377,7 @@ impl Worker {
             .filter(|slot| slot.publisher == participant)
             .ok_or(ShardError::UnknownPublication(publication))?;
         let (room, key) = (slot.room, slot.peer);
+        self.retire_publication(room, publication);
         self.publications.remove(&publication);
         self.subscriptions.retain(|_, (_, _, p)| *p != publication);
         if let Some(peer) = key.and_then(|key| self.peers.get_mut(&key)) {
@@ -407,7 +411,17 @@ impl Worker {
             .map(|(id, _)| *id)
             .collect();
         for publication in &removed {
+            self.retire_publication(member.room, *publication);
             self.publications.remove(publication);
+        }
+        let received: Vec<SubscriptionId> = self
+            .subscriptions
+            .iter()
+            .filter(|(_, (key, _, _))| Some(*key) == member.subscriber)
+            .map(|(id, _)| *id)
+            .collect();
+        for subscription in received {
+            self.retire_subscription(member.room, subscription);
         }
         self.subscriptions.retain(|_, (key, _, publication)| {
             Some(*key) != member.subscriber && !removed.contains(publication)
@@ -428,6 +442,7 @@ impl Worker {
         }
         let timeout = slot.timeout;
         let name = slot.name.clone();
+        self.retire_room(member.room);
         self.rooms.remove(&member.room);
         self.room_keys.remove(&name);
         self.set_timer(Timer::Room(member.room), timeout, None);

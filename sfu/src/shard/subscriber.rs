@@ -303,6 +303,7 @@ impl Worker {
                 if let Err(err) = peer.pc.remove_track(sender) {
                     debug!(%subscription, %err, "removing the subscriber track");
                 }
+                self.retire_subscription(room, subscription);
                 self.subscriptions.remove(&subscription);
                 Input::SubscriptionRemoved { subscription }
             }

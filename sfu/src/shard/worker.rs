@@ -98,6 +98,8 @@ pub(super) struct Worker {
     timers: BTreeSet<(Instant, Timer)>,
     dirty: Vec<PeerKey>,
     pub(super) stats: ShardStats,
+    /// Counters of removed publications, subscriptions and rooms (see `stats`).
+    pub(super) counted: crate::runtime::MediaStats,
 }
 
 impl Worker {
@@ -124,6 +126,7 @@ impl Worker {
             timers: BTreeSet::new(),
             dirty: Vec::new(),
             stats: ShardStats::default(),
+            counted: crate::runtime::MediaStats::default(),
         }
     }
 

@@ -130,10 +130,7 @@ fn describe() {
         "Participants in all rooms (RTMP publishers included)."
     );
     describe_gauge!("sluice_publications", "Published tracks in all rooms.");
-    describe_gauge!(
-        "sluice_subscriptions",
-        "Subscriptions in all rooms (webrtc media plane; the shard plane keeps its own)."
-    );
+    describe_gauge!("sluice_subscriptions", "Subscriptions in all rooms.");
     describe_gauge!(
         "sluice_stats_rooms_unanswered",
         "Rooms too busy to answer this scrape in time; their counts are missing from it."
