@@ -5,9 +5,10 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 
-// `SLUICE_MEDIA_PLANE=shard` runs the same test on the shard media plane (relay-shard.test.mjs).
-const PLANE = process.env.SLUICE_MEDIA_PLANE ?? 'webrtc';
-const NAME = PLANE === 'webrtc' ? 'relay' : `relay-${PLANE}`;
+// On the default shard media plane; `SLUICE_MEDIA_PLANE=webrtc` runs the same test on the
+// webrtc-rs transport (relay-webrtc.test.mjs) while it exists.
+const PLANE = process.env.SLUICE_MEDIA_PLANE ?? 'shard';
+const NAME = PLANE === 'shard' ? 'relay' : `relay-${PLANE}`;
 const SUBSCRIBERS = 3;
 const MEDIA_DEADLINE_MS = 30_000;
 const REMOVAL_LIMIT_MS = 2_000;
