@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every test of Sluice: Rust (unit, property, end-to-end), the TypeScript SDK's unit tests
 # and the browser end-to-end tests in headless Chromium. Installs what it needs when missing
-# (chromium, cmake for the bundled libopus, ffmpeg as the RTMP publisher).
+# (chromium, cmake for the bundled libopus, ffmpeg as the RTMP publisher, nftables and iproute2
+# for the ICE-TCP test's network namespace).
 # Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,9 @@ need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
+# The ICE-TCP browser test blocks UDP in a network namespace of its own.
+command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -25,10 +25,16 @@ pub fn start_sfu(config: &Config, sfu_config: SfuConfig) -> Result<Sfu, ShardErr
             let shard = Shard::spawn(ShardConfig {
                 bind: SocketAddr::new(bind_ip, config.udp_port.unwrap_or(0)),
                 advertise: Some(advertise),
+                tcp_port: config.tcp_port.shard(),
                 playout_delay_ms: sfu_config.transport.playout_delay_ms,
                 ..ShardConfig::default()
             })?;
-            tracing::info!(udp = %shard.local_addr(), %advertise, "shard media plane");
+            tracing::info!(
+                udp = %shard.local_addr(),
+                tcp = ?shard.tcp_local_addr(),
+                %advertise,
+                "shard media plane"
+            );
             Ok(Sfu::with_shard(sfu_config, shard))
         }
     }

@@ -43,13 +43,15 @@ export function processCpuSeconds(pid) {
   return (Number(fields[11]) + Number(fields[12])) / ticksPerSecond;
 }
 
-export async function startServer(name, { timeoutMs = 20_000, env = {} } = {}) {
+export async function startServer(name, { timeoutMs = 20_000, env = {}, wrap = [] } = {}) {
   const bin = process.env.SLUICE_BIN ?? join(REPO, 'target/debug/sluice');
   if (!existsSync(bin)) {
     throw new Error(`sluice binary not found at ${bin}: run \`cargo build -p sluice-signaling --bin sluice\` or set SLUICE_BIN`);
   }
   // RTMP on an ephemeral port too: the default 1935 collides with any other server running.
-  const child = spawn(bin, ['--listen', '127.0.0.1:0', '--public-ip', '127.0.0.1', '--rtmp', '127.0.0.1:0'], {
+  // `wrap` runs the server through a command that execs it (e.g. `ip netns exec NS`).
+  const command = [...wrap, bin, '--listen', '127.0.0.1:0', '--public-ip', '127.0.0.1', '--rtmp', '127.0.0.1:0'];
+  const child = spawn(command[0], command.slice(1), {
     stdio: ['ignore', 'pipe', 'pipe'],
     env: { ...process.env, NO_COLOR: '1', ...env },
   });
@@ -99,9 +101,9 @@ export async function startServer(name, { timeoutMs = 20_000, env = {} } = {}) {
 }
 
 /** `fps`: the fake camera's frame rate (30 unless a test needs its encoder to cost less). */
-export function launchBrowser({ fps = 30 } = {}) {
+export function launchBrowser({ fps = 30, executablePath = CHROMIUM_PATH } = {}) {
   const args = CHROMIUM_ARGS.map((arg) => (arg.startsWith('--use-fake-device-for-media-stream') ? `--use-fake-device-for-media-stream=fps=${fps}` : arg));
-  return chromium.launch({ executablePath: CHROMIUM_PATH, headless: true, args });
+  return chromium.launch({ executablePath, headless: true, args });
 }
 
 /**

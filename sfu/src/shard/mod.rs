@@ -34,6 +34,7 @@ mod socket;
 mod stats;
 mod stun;
 mod subscriber;
+mod tcp;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};
@@ -67,6 +68,11 @@ pub struct ShardConfig {
     pub command_queue: usize,
     /// Ingested (RTMP) packets queued for the shard thread before they are dropped.
     pub ingest_queue: usize,
+    /// The ICE-TCP listener's port (RFC 6544 passive candidates, for clients whose network
+    /// blocks UDP), on the UDP socket's address.
+    pub tcp_port: TcpPort,
+    /// Accepted ICE-TCP connections at once.
+    pub max_tcp_connections: usize,
     /// Minimum playout delay asked of subscribers (RTP playout-delay extension on video), in
     /// milliseconds; 0 does not send the extension.
     pub playout_delay_ms: u16,
@@ -82,9 +88,22 @@ impl Default for ShardConfig {
             max_remote_candidates: 32,
             command_queue: 256,
             ingest_queue: 4096,
+            tcp_port: TcpPort::SameAsUdp,
+            max_tcp_connections: 1024,
             playout_delay_ms: 0,
         }
     }
+}
+
+/// Where the shard listens for ICE-TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpPort {
+    /// No ICE-TCP candidate.
+    Off,
+    /// The UDP socket's port number (an OS-assigned one when that is taken).
+    SameAsUdp,
+    /// This port (0: OS-assigned).
+    Port(u16),
 }
 
 /// Why a shard request failed; the message is safe to show the client.
@@ -185,6 +204,8 @@ pub struct ShardStats {
     pub forward_rejected: u64,
     /// Events not delivered because the participant's event queue was full.
     pub events_dropped: u64,
+    /// ICE-TCP connections refused at the connection limit.
+    pub tcp_refused: u64,
     pub peers: u64,
     pub rooms: u64,
     pub publications: u64,
@@ -261,6 +282,7 @@ pub struct Shard {
     commands: mpsc::Sender<Command>,
     ingest: IngestSink,
     local_addr: SocketAddr,
+    tcp_local_addr: Option<SocketAddr>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -269,10 +291,12 @@ impl Shard {
     pub fn spawn(config: ShardConfig) -> Result<Self, ShardError> {
         let socket = socket::bind(config.bind, config.socket_buffer).map_err(ShardError::Bind)?;
         let local_addr = socket.local_addr().map_err(ShardError::Bind)?;
+        let tcp = socket::bind_tcp(config.tcp_port, local_addr).map_err(ShardError::Bind)?;
+        let tcp_local_addr = tcp.as_ref().map(|(_, bound)| *bound);
         let (commands, rx) = mpsc::channel(config.command_queue.max(1));
         let (ingest, ingest_rx) = mpsc::channel(config.ingest_queue.max(1));
         let certificate = peer::certificate()?;
-        let thread = worker::spawn(config, socket, local_addr, rx, ingest_rx, certificate)
+        let thread = worker::spawn(config, socket, local_addr, tcp, rx, ingest_rx, certificate)
             .map_err(ShardError::Bind)?;
         Ok(Self {
             commands,
@@ -281,6 +305,7 @@ impl Shard {
                 dropped: Arc::new(AtomicU64::new(0)),
             },
             local_addr,
+            tcp_local_addr,
             thread: Some(thread),
         })
     }
@@ -288,6 +313,11 @@ impl Shard {
     /// The bound address of the shard's socket.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The bound address of the ICE-TCP listener, when there is one.
+    pub fn tcp_local_addr(&self) -> Option<SocketAddr> {
+        self.tcp_local_addr
     }
 
     async fn request<T>(

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rtc::crypto::SignatureScheme;
+use rtc::ice::tcp_type::TcpType;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
@@ -141,6 +142,7 @@ impl ShardPeer {
         role: PeerRole,
         participant: ParticipantId,
         local: SocketAddr,
+        tcp_local: Option<SocketAddr>,
         certificate: &RTCCertificate,
         playout_delay: bool,
         now: Instant,
@@ -164,7 +166,27 @@ impl ShardPeer {
             .to_json()
             .map_err(rtc_err)?;
         pc.add_local_candidate(init).map_err(rtc_err)?;
-        // End of gathering: the shard's socket is the only candidate.
+        // RFC 6544 passive: the client connects, for networks that block UDP. Its lower type
+        // preference keeps UDP first wherever UDP works.
+        if let Some(tcp_local) = tcp_local {
+            let candidate = CandidateHostConfig {
+                base_config: CandidateConfig {
+                    network: "tcp".to_owned(),
+                    address: tcp_local.ip().to_string(),
+                    port: tcp_local.port(),
+                    component: 1,
+                    ..Default::default()
+                },
+                tcp_type: TcpType::Passive,
+            }
+            .new_candidate_host()
+            .map_err(rtc_err)?;
+            let init = RTCIceCandidate::from(&candidate)
+                .to_json()
+                .map_err(rtc_err)?;
+            pc.add_local_candidate(init).map_err(rtc_err)?;
+        }
+        // End of gathering: the shard's sockets are the only candidates.
         pc.add_local_candidate(RTCIceCandidateInit::default())
             .map_err(rtc_err)?;
         Ok(Self {

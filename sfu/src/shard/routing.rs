@@ -211,6 +211,7 @@ impl Worker {
             role,
             participant,
             self.local,
+            self.tcp_local,
             &self.certificate,
             playout_delay,
             now,

@@ -14,7 +14,7 @@ use rtc::peer_connection::message::RTCMessage;
 use rtc::peer_connection::state::RTCPeerConnectionState;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
-use tokio::net::UdpSocket;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
@@ -23,6 +23,7 @@ use super::ingest::IngestPacket;
 use super::paths::Egress;
 use super::peer::{PeerKey, ShardPeer};
 use super::routing::{Member, PublicationSlot, RoomKey, ShardRoom};
+use super::tcp::{TcpConnection, TcpEvent};
 use super::{Command, ShardConfig, ShardEvent, ShardStats, stun};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{ConnectionState, PeerRole};
@@ -49,6 +50,7 @@ pub(super) fn spawn(
     config: ShardConfig,
     socket: std::net::UdpSocket,
     bound: SocketAddr,
+    tcp: Option<(std::net::TcpListener, SocketAddr)>,
     commands: mpsc::Receiver<Command>,
     ingest: mpsc::Receiver<IngestPacket>,
     certificate: RTCCertificate,
@@ -67,13 +69,40 @@ pub(super) fn spawn(
                         return;
                     }
                 };
-                let local = config
-                    .advertise
-                    .map_or(bound, |ip| SocketAddr::new(ip, bound.port()));
-                let mut worker = Worker::new(config, socket, local, certificate);
-                worker.run(commands, ingest).await;
+                let advertised = |bound: SocketAddr| {
+                    config
+                        .advertise
+                        .map_or(bound, |ip| SocketAddr::new(ip, bound.port()))
+                };
+                let local = advertised(bound);
+                let listener = match tcp {
+                    Some((listener, bound)) => match TcpListener::from_std(listener) {
+                        Ok(listener) => Some((listener, advertised(bound))),
+                        Err(err) => {
+                            warn!(%err, "ICE-TCP listener not usable; UDP only");
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let tcp_local = listener.as_ref().map(|(_, local)| *local);
+                let mut worker = Worker::new(config, socket, local, tcp_local, certificate);
+                worker
+                    .run(commands, ingest, listener.map(|(listener, _)| listener))
+                    .await;
             });
         })
+}
+
+/// ICE-TCP frames queued from the connection tasks to the loop (they wait when it is full).
+const TCP_EVENT_QUEUE: usize = 1024;
+
+/// The next connection on the ICE-TCP listener; never, without one.
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Everything one shard owns.
@@ -82,6 +111,12 @@ pub(super) struct Worker {
     socket: UdpSocket,
     /// The address in our ICE candidate: the local side of every peer's transport.
     pub(super) local: SocketAddr,
+    /// The advertised address of the ICE-TCP candidate, when there is one.
+    pub(super) tcp_local: Option<SocketAddr>,
+    /// Accepted ICE-TCP connections by the client's address, and where their tasks report.
+    pub(super) tcp: HashMap<SocketAddr, TcpConnection>,
+    pub(super) tcp_events: mpsc::Sender<TcpEvent>,
+    tcp_events_rx: Option<mpsc::Receiver<TcpEvent>>,
     /// The DTLS certificate of every connection on the shard.
     pub(super) certificate: RTCCertificate,
     pub(super) peers: HashMap<PeerKey, ShardPeer>,
@@ -107,12 +142,18 @@ impl Worker {
         config: ShardConfig,
         socket: UdpSocket,
         local: SocketAddr,
+        tcp_local: Option<SocketAddr>,
         certificate: RTCCertificate,
     ) -> Self {
+        let (tcp_events, tcp_events_rx) = mpsc::channel(TCP_EVENT_QUEUE);
         Self {
             config,
             socket,
             local,
+            tcp_local,
+            tcp: HashMap::new(),
+            tcp_events,
+            tcp_events_rx: Some(tcp_events_rx),
             certificate,
             peers: HashMap::new(),
             next_key: 1,
@@ -134,8 +175,12 @@ impl Worker {
         &mut self,
         mut commands: mpsc::Receiver<Command>,
         mut ingest: mpsc::Receiver<IngestPacket>,
+        listener: Option<TcpListener>,
     ) {
-        info!(local = %self.local, "shard running");
+        info!(local = %self.local, tcp = ?self.tcp_local, "shard running");
+        let Some(mut tcp_events) = self.tcp_events_rx.take() else {
+            return;
+        };
         self.timers
             .insert((Instant::now() + BANDWIDTH_REPORT_INTERVAL, Timer::Bandwidth));
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
@@ -160,6 +205,11 @@ impl Worker {
                     self.read_burst(&mut buf);
                 }
                 Some(packet) = ingest.recv() => self.ingest_packet(packet, Instant::now()),
+                accepted = accept(listener.as_ref()) => match accepted {
+                    Ok((stream, from)) => self.accept_tcp(stream, from),
+                    Err(err) => debug!(%err, "ICE-TCP accept"),
+                },
+                Some(event) = tcp_events.recv() => self.tcp_event(event, Instant::now()),
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
             // Ingested media is read every pass, so a busy socket never starves it.
@@ -205,21 +255,49 @@ impl Worker {
             Some(ufrag) => self.by_ufrag.get(ufrag).copied(),
             None => self.by_addr.get(&from).copied(),
         };
-        let Some((key, peer)) = key.and_then(|key| Some((key, self.peers.get_mut(&key)?))) else {
+        let Some(key) = key else {
             self.stats.unrouted += 1;
             trace!(%from, "datagram for no peer");
             return;
         };
-        if check.is_some() {
+        self.deliver(
+            key,
+            datagram,
+            from,
+            TransportProtocol::UDP,
+            check.is_some(),
+            now,
+        );
+    }
+
+    /// Hands a datagram from `from` (a binding request when `check`) to peer `key`.
+    pub(super) fn deliver(
+        &mut self,
+        key: PeerKey,
+        datagram: &[u8],
+        from: SocketAddr,
+        protocol: TransportProtocol,
+        check: bool,
+        now: Instant,
+    ) {
+        let local_addr = match protocol {
+            TransportProtocol::TCP => self.tcp_local.unwrap_or(self.local),
+            _ => self.local,
+        };
+        let Some(peer) = self.peers.get_mut(&key) else {
+            self.stats.unrouted += 1;
+            return;
+        };
+        if check {
             peer.paths.heard(from);
         }
         let read = peer.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
-                local_addr: self.local,
+                local_addr,
                 peer_addr: from,
                 ecn: None,
-                transport_protocol: TransportProtocol::UDP,
+                transport_protocol: protocol,
             },
             message: BytesMut::from(datagram),
         });
@@ -400,8 +478,23 @@ impl Worker {
                         trace!(peer = key.0, %to, "datagram to an unvalidated address dropped");
                         continue;
                     }
-                    Egress::Validated => routes.push((to, key, true)),
-                    Egress::Send => {}
+                    Egress::Validated
+                        if out.transport.transport_protocol == TransportProtocol::UDP =>
+                    {
+                        routes.push((to, key, true));
+                    }
+                    Egress::Validated | Egress::Send => {}
+                }
+                if out.transport.transport_protocol == TransportProtocol::TCP {
+                    match self.tcp.get(&to) {
+                        Some(connection)
+                            if connection.writer.try_send(out.message.freeze()).is_ok() =>
+                        {
+                            self.stats.datagrams_out += 1;
+                        }
+                        _ => self.stats.send_failed += 1,
+                    }
+                    continue;
                 }
                 match self.socket.try_send_to(&out.message, to) {
                     Ok(_) => self.stats.datagrams_out += 1,

@@ -76,6 +76,10 @@ pub struct ServeArgs {
     /// The one UDP port of the shard media plane [default: 0 = OS-assigned, logged at start].
     #[arg(long, env = "SLUICE_UDP_PORT", value_name = "PORT")]
     pub udp_port: Option<u16>,
+    /// The ICE-TCP port (RFC 6544 passive candidates, for clients whose network blocks UDP),
+    /// or `off` [default: the UDP port's number].
+    #[arg(long, env = "SLUICE_TCP_PORT", value_name = "PORT|off")]
+    pub tcp_port: Option<IceTcpPort>,
     /// Token signing secret, at least 16 bytes [default: random per start (demo mode)].
     #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
@@ -177,6 +181,55 @@ impl<'de> serde::Deserialize<'de> for MediaPlane {
     }
 }
 
+/// The ICE-TCP port setting: `off`, or a port number (the UDP port's number by default).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum IceTcpPort {
+    Off,
+    #[default]
+    SameAsUdp,
+    Port(u16),
+}
+
+impl IceTcpPort {
+    /// The shard's form of this setting.
+    pub fn shard(self) -> sluice_sfu::shard::TcpPort {
+        match self {
+            Self::Off => sluice_sfu::shard::TcpPort::Off,
+            Self::SameAsUdp => sluice_sfu::shard::TcpPort::SameAsUdp,
+            Self::Port(port) => sluice_sfu::shard::TcpPort::Port(port),
+        }
+    }
+}
+
+impl std::str::FromStr for IceTcpPort {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "off" => Ok(Self::Off),
+            port => port
+                .parse()
+                .map(Self::Port)
+                .map_err(|_| format!("invalid ICE-TCP port {port:?}: expected a port or off")),
+        }
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for IceTcpPort {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(serde::Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Port(u16),
+            Text(String),
+        }
+        match Form::deserialize(deserializer)? {
+            Form::Port(port) => Ok(Self::Port(port)),
+            Form::Text(text) => text.parse().map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 /// The server configuration after merging defaults, file, environment and flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -190,6 +243,8 @@ pub struct Config {
     pub media_plane: MediaPlane,
     /// The shard media plane's one UDP port; `None` lets the OS pick one.
     pub udp_port: Option<u16>,
+    /// The shard media plane's ICE-TCP port.
+    pub tcp_port: IceTcpPort,
     /// Token signing secret; `None` means generate a random one at start.
     pub secret: Option<Secret>,
     /// Origin allowlist for /ws; see [`Config::origin_allowed`].
@@ -224,6 +279,7 @@ impl Default for Config {
             public_ip: None,
             media_plane: MediaPlane::Shard,
             udp_port: None,
+            tcp_port: IceTcpPort::default(),
             secret: None,
             allowed_origins: Vec::new(),
             max_message_rate: 50,
@@ -381,6 +437,7 @@ impl Config {
             public_ip,
             media_plane,
             udp_port,
+            tcp_port,
             secret,
             allowed_origins,
             max_message_rate,
@@ -399,6 +456,7 @@ impl Config {
         set(&mut self.public_ip, public_ip.map(Some));
         set(&mut self.media_plane, media_plane);
         set(&mut self.udp_port, udp_port.map(Some));
+        set(&mut self.tcp_port, tcp_port);
         set(&mut self.secret, secret.map(Some));
         set(&mut self.allowed_origins, allowed_origins);
         set(&mut self.max_message_rate, max_message_rate);

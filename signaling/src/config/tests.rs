@@ -423,6 +423,18 @@ fn media_plane_and_udp_port_from_flags_and_toml() {
     assert_eq!(toml.media_plane, MediaPlane::Webrtc);
     assert_eq!(toml.udp_port, Some(40001));
     assert_eq!(Config::default().media_plane, MediaPlane::Shard);
+    assert_eq!(Config::default().tcp_port, IceTcpPort::SameAsUdp);
+    let tcp = Cli::try_parse_from(["sluice", "--tcp-port", "off"]).unwrap();
+    assert_eq!(Config::load(&tcp.serve).unwrap().tcp_port, IceTcpPort::Off);
+    let tcp = Config::from_toml_str("tcp_port = 40002\n").unwrap();
+    assert_eq!(tcp.tcp_port, IceTcpPort::Port(40002));
+    assert_eq!(
+        Config::from_toml_str("tcp_port = \"off\"\n")
+            .unwrap()
+            .tcp_port,
+        IceTcpPort::Off
+    );
+    assert!(Config::from_toml_str("tcp_port = \"often\"\n").is_err());
     assert!(Cli::try_parse_from(["sluice", "--media-plane", "fast"]).is_err());
     assert!(Config::from_toml_str("media_plane = \"fast\"\n").is_err());
 }
