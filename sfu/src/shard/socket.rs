@@ -1,9 +1,15 @@
-//! The shard's sockets: one UDP socket bound non-blocking with large kernel buffers, and the
-//! ICE-TCP listener beside it.
+//! The shard's sockets: one UDP socket bound non-blocking with large kernel buffers, the
+//! ICE-TCP listener beside it, and the batched egress.
 
+use std::io::IoSlice;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::os::fd::AsRawFd;
 
-use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+use bytes::BytesMut;
+use nix::sys::socket::{
+    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, getsockopt, sendmmsg, setsockopt,
+    sockopt,
+};
 use tracing::{info, warn};
 
 use super::TcpPort;
@@ -49,4 +55,63 @@ pub(crate) fn bind_tcp(
     let bound = listener.local_addr()?;
     info!(local = %bound, "ICE-TCP listener bound");
     Ok(Some((listener, bound)))
+}
+
+/// Datagrams sent per `sendmmsg` call.
+const EGRESS_BATCH: usize = 64;
+
+/// The UDP datagrams one pass of the shard loop produces (a forwarded packet fans out to every
+/// subscriber), sent with `sendmmsg`: one system call per [`EGRESS_BATCH`] datagrams instead of
+/// one per datagram.
+pub(crate) struct EgressBatch {
+    datagrams: Vec<(SockaddrStorage, BytesMut)>,
+    headers: MultiHeaders<SockaddrStorage>,
+}
+
+impl Default for EgressBatch {
+    fn default() -> Self {
+        Self {
+            datagrams: Vec::with_capacity(EGRESS_BATCH),
+            headers: MultiHeaders::preallocate(EGRESS_BATCH, None),
+        }
+    }
+}
+
+impl EgressBatch {
+    pub(crate) fn push(&mut self, to: SocketAddr, datagram: BytesMut) {
+        self.datagrams.push((SockaddrStorage::from(to), datagram));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.datagrams.is_empty()
+    }
+
+    /// Sends everything gathered on `socket`; returns how many datagrams the kernel took and
+    /// how many it did not (a full send buffer drops them, as `send_to` would).
+    pub(crate) fn send(&mut self, socket: &impl AsRawFd) -> (u64, u64) {
+        let (mut sent, mut failed) = (0u64, 0u64);
+        for chunk in self.datagrams.chunks(EGRESS_BATCH) {
+            let slices: Vec<[IoSlice<'_>; 1]> = chunk
+                .iter()
+                .map(|(_, datagram)| [IoSlice::new(datagram)])
+                .collect();
+            let addresses: Vec<Option<SockaddrStorage>> =
+                chunk.iter().map(|(to, _)| Some(*to)).collect();
+            let cmsgs: [ControlMessage<'_>; 0] = [];
+            let taken = sendmmsg(
+                socket.as_raw_fd(),
+                &mut self.headers,
+                &slices,
+                &addresses,
+                cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+            )
+            .map_or(0, |results| results.count());
+            let taken = u64::try_from(taken).unwrap_or(0);
+            sent += taken;
+            failed += chunk.len() as u64 - taken.min(chunk.len() as u64);
+        }
+        self.datagrams.clear();
+        (sent, failed)
+    }
 }

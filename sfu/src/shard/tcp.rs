@@ -207,7 +207,10 @@ mod tests {
     #[tokio::test]
     async fn frames_are_read_one_by_one_and_a_clean_end_is_none() -> std::io::Result<()> {
         let mut bytes: &[u8] = &[0, 3, 1, 2, 3, 0, 1, 9];
-        assert_eq!(read_frame(&mut bytes).await?.as_deref(), Some(&[1, 2, 3][..]));
+        assert_eq!(
+            read_frame(&mut bytes).await?.as_deref(),
+            Some(&[1, 2, 3][..])
+        );
         assert_eq!(read_frame(&mut bytes).await?.as_deref(), Some(&[9][..]));
         assert!(read_frame(&mut bytes).await?.is_none());
         Ok(())
@@ -217,7 +220,9 @@ mod tests {
     async fn empty_oversized_and_truncated_frames_are_errors() {
         let mut empty: &[u8] = &[0, 0];
         assert!(read_frame(&mut empty).await.is_err());
-        let oversized = u16::try_from(MAX_FRAME + 1).unwrap_or(u16::MAX).to_be_bytes();
+        let oversized = u16::try_from(MAX_FRAME + 1)
+            .unwrap_or(u16::MAX)
+            .to_be_bytes();
         let mut oversized: &[u8] = &oversized;
         assert!(read_frame(&mut oversized).await.is_err());
         let mut truncated: &[u8] = &[0, 4, 1, 2];

@@ -23,6 +23,7 @@ use super::ingest::IngestPacket;
 use super::paths::Egress;
 use super::peer::{PeerKey, ShardPeer};
 use super::routing::{Member, PublicationSlot, RoomKey, ShardRoom};
+use super::socket::EgressBatch;
 use super::tcp::{TcpConnection, TcpEvent};
 use super::{Command, ShardConfig, ShardEvent, ShardStats, stun};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
@@ -131,6 +132,8 @@ pub(super) struct Worker {
     pub(super) subscriptions:
         HashMap<SubscriptionId, (PeerKey, rtc::rtp_transceiver::RTCRtpSenderId, PublicationId)>,
     timers: BTreeSet<(Instant, Timer)>,
+    /// UDP datagrams gathered during one flush.
+    egress: EgressBatch,
     dirty: Vec<PeerKey>,
     pub(super) stats: ShardStats,
     /// Counters of removed publications, subscriptions and rooms (see `stats`).
@@ -165,6 +168,7 @@ impl Worker {
             publications: HashMap::new(),
             subscriptions: HashMap::new(),
             timers: BTreeSet::new(),
+            egress: EgressBatch::default(),
             dirty: Vec::new(),
             stats: ShardStats::default(),
             counted: crate::runtime::MediaStats::default(),
@@ -496,13 +500,7 @@ impl Worker {
                     }
                     continue;
                 }
-                match self.socket.try_send_to(&out.message, to) {
-                    Ok(_) => self.stats.datagrams_out += 1,
-                    Err(err) => {
-                        self.stats.send_failed += 1;
-                        trace!(%err, %to, "send_to");
-                    }
-                }
+                self.egress.push(to, out.message);
             }
             let (previous, next) = (peer.timeout, peer.pc.poll_timeout());
             peer.timeout = next;
@@ -510,6 +508,11 @@ impl Worker {
         }
         self.dirty = dirty;
         self.dirty.clear();
+        if !self.egress.is_empty() {
+            let (sent, failed) = self.egress.send(&self.socket);
+            self.stats.datagrams_out += sent;
+            self.stats.send_failed += failed;
+        }
         for (addr, key, routed) in routes {
             if routed {
                 self.route_address(addr, key);
