@@ -24,6 +24,7 @@
 //!
 //! Signaling talks to a shard through [`Shard`], whose methods send one bounded command each.
 
+mod demux;
 mod feedback;
 mod forward;
 mod ingest;
