@@ -22,20 +22,26 @@ pub fn start_sfu(config: &Config, sfu_config: SfuConfig) -> Result<Sfu, ShardErr
             } else {
                 IpAddr::V4(Ipv4Addr::UNSPECIFIED)
             };
-            let shard = Shard::spawn(ShardConfig {
-                bind: SocketAddr::new(bind_ip, config.udp_port.unwrap_or(0)),
-                advertise: Some(advertise),
-                tcp_port: config.tcp_port.shard(),
-                playout_delay_ms: sfu_config.transport.playout_delay_ms,
-                ..ShardConfig::default()
-            })?;
-            tracing::info!(
-                udp = %shard.local_addr(),
-                tcp = ?shard.tcp_local_addr(),
-                %advertise,
-                "shard media plane"
-            );
-            Ok(Sfu::with_shard(sfu_config, shard))
+            let shards = Shard::spawn_group(
+                ShardConfig {
+                    bind: SocketAddr::new(bind_ip, config.udp_port.unwrap_or(0)),
+                    advertise: Some(advertise),
+                    tcp_port: config.tcp_port.shard(),
+                    playout_delay_ms: sfu_config.transport.playout_delay_ms,
+                    ..ShardConfig::default()
+                },
+                config.media_threads,
+            )?;
+            if let Some(shard) = shards.first() {
+                tracing::info!(
+                    udp = %shard.local_addr(),
+                    tcp = ?shard.tcp_local_addr(),
+                    %advertise,
+                    threads = shards.len(),
+                    "shard media plane"
+                );
+            }
+            Ok(Sfu::with_shards(sfu_config, shards))
         }
     }
 }

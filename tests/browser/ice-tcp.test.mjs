@@ -1,6 +1,8 @@
 // ICE-TCP: a client whose network blocks UDP still gets media. The server and Chromium run in a
 // network namespace of their own whose firewall (nftables) drops every UDP datagram, so the only
 // path is the server's passive TCP candidate (RFC 6544) on its one media TCP port.
+// The server runs two shards (media threads) and the media room is placed on the second, so a
+// connection's frames cross from the shard holding the TCP listener to the one owning the peer.
 // Needs root (ip netns, nft); scripts/test.sh installs nftables.
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -36,7 +38,10 @@ before(async () => {
   inNamespace('nft', 'add', 'table', 'inet', 'sluice_no_udp');
   inNamespace('nft', 'add', 'chain', 'inet', 'sluice_no_udp', 'out', '{ type filter hook output priority 0; }');
   inNamespace('nft', 'add', 'rule', 'inet', 'sluice_no_udp', 'out', 'meta', 'l4proto', 'udp', 'counter', 'drop');
-  server = await startServer(NAME, { wrap: ['ip', 'netns', 'exec', NAMESPACE] });
+  server = await startServer(NAME, {
+    wrap: ['ip', 'netns', 'exec', NAMESPACE],
+    env: { SLUICE_MEDIA_THREADS: '2', SLUICE_LOG: 'info,sluice_sfu::shard=debug' },
+  });
   // Playwright starts the browser through this script, which execs Chromium in the namespace.
   scratch = mkdtempSync(join(tmpdir(), 'sluice-ice-tcp-'));
   const chromium = join(scratch, 'chromium');
@@ -55,6 +60,11 @@ after(async () => {
     // Never created.
   }
 });
+
+/** A page's GET of `path` on the server (which is reachable only inside the namespace). */
+function fetchInNamespace(page, path) {
+  return page.evaluate(async (path) => (await fetch(path)).text(), path);
+}
 
 /** In the page: a demo token, a connected Room on `window.tcp`. */
 async function connect(page, room, identity) {
@@ -97,6 +107,10 @@ function selectedPair(page, role) {
 test('with UDP blocked, media flows over the ICE-TCP candidate', { timeout: 120_000 }, async () => {
   await withDiagnostics(NAME, server, () => pages, async () => {
     const room = uniqueRoom('tcp');
+    // A first room takes the first shard, which holds the ICE-TCP listener.
+    const placeholder = await openPage(browser, server.url, 'placeholder');
+    pages.push(placeholder);
+    await connect(placeholder, `${room}-first`, 'placeholder');
     const publisher = await openPage(browser, server.url, 'publisher');
     pages.push(publisher);
     await connect(publisher, room, 'publisher');
@@ -165,5 +179,10 @@ test('with UDP blocked, media flows over the ICE-TCP candidate', { timeout: 120_
     assert.equal(pairs.publisher.remotePort, pairs.viewer.remotePort, 'both connections use the one TCP port');
     // Proof that the UDP path was tried and refused by the firewall, not merely unused.
     assert.ok(dropped > 0, `the firewall dropped no UDP (${dropped}): the test would prove nothing`);
+    // The media room is on the second shard: its TCP frames were handed over by the first.
+    const stats = await fetchInNamespace(viewer, '/metrics');
+    const handedOff = Number(/^sluice_shard_handed_off_total (\d+)/m.exec(stats)?.[1] ?? NaN);
+    console.log(`SHARD_HANDED_OFF=${handedOff}`);
+    assert.ok(handedOff > 0, `no datagram crossed between the shards (${handedOff})`);
   });
 });

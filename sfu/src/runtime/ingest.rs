@@ -103,7 +103,7 @@ impl Sfu {
             };
             match result {
                 Ok(snapshot) => {
-                    let shard = self.shard();
+                    let shard = self.shard_of(&handle);
                     if let Some(shard) = &shard {
                         let (events, mut drain) = mpsc::channel(64);
                         tokio::spawn(async move { while drain.recv().await.is_some() {} });

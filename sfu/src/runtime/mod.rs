@@ -21,7 +21,7 @@ mod room_task;
 mod shard_participant;
 mod stats;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
@@ -161,8 +161,11 @@ pub struct Sfu {
 struct SfuInner {
     config: SfuConfig,
     transport: Transport,
-    /// The shard media plane, when the server runs on it instead of webrtc-rs connections.
-    shard: Option<Arc<Shard>>,
+    /// The shard media plane's shards (one per media thread), when the server runs on it
+    /// instead of webrtc-rs connections; each room is placed whole on one of them.
+    shards: Vec<Arc<Shard>>,
+    /// Rooms placed on each shard now.
+    shard_rooms: Vec<AtomicUsize>,
     rooms: DashMap<String, RoomHandle>,
     next_id: AtomicU64,
     /// The final counters of every room that has closed.
@@ -171,22 +174,29 @@ struct SfuInner {
 
 impl Sfu {
     pub fn new(config: SfuConfig) -> Self {
-        Self::build(config, None)
+        Self::build(config, Vec::new())
     }
 
     /// A server whose participants' connections live on `shard` (one UDP port, ICE-lite)
     /// instead of one webrtc-rs connection and port each; RTMP ingest publications are
     /// forwarded by the shard too. The room tasks keep the rooms' control state.
     pub fn with_shard(config: SfuConfig, shard: Shard) -> Self {
-        Self::build(config, Some(Arc::new(shard)))
+        Self::with_shards(config, vec![shard])
     }
 
-    fn build(config: SfuConfig, shard: Option<Arc<Shard>>) -> Self {
+    /// As [`Sfu::with_shard`], with several shards (see [`Shard::spawn_group`]): each room is
+    /// placed whole on the shard that holds the fewest rooms when it opens.
+    pub fn with_shards(config: SfuConfig, shards: Vec<Shard>) -> Self {
+        Self::build(config, shards.into_iter().map(Arc::new).collect())
+    }
+
+    fn build(config: SfuConfig, shards: Vec<Arc<Shard>>) -> Self {
         Self {
             inner: Arc::new(SfuInner {
                 transport: Transport::new(config.transport.clone()),
                 config,
-                shard,
+                shard_rooms: shards.iter().map(|_| AtomicUsize::new(0)).collect(),
+                shards,
                 rooms: DashMap::new(),
                 next_id: AtomicU64::new(1),
                 closed_rooms: Mutex::new(MediaStats::default()),
@@ -194,8 +204,22 @@ impl Sfu {
         }
     }
 
-    pub(crate) fn shard(&self) -> Option<Arc<Shard>> {
-        self.inner.shard.clone()
+    /// The shard a new room goes to (the one holding the fewest rooms), counted as placed;
+    /// `None` on the webrtc plane.
+    pub(crate) fn place_room(&self) -> Option<usize> {
+        let (index, rooms) = self
+            .inner
+            .shard_rooms
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, rooms)| rooms.load(Ordering::Relaxed))?;
+        rooms.fetch_add(1, Ordering::Relaxed);
+        Some(index)
+    }
+
+    /// The shard `room` was placed on; `None` on the webrtc plane.
+    pub(crate) fn shard_of(&self, room: &RoomHandle) -> Option<Arc<Shard>> {
+        self.inner.shards.get(room.shard()?).cloned()
     }
 
     /// A process-wide unique id for participants, publications and subscriptions.
@@ -239,8 +263,17 @@ impl Sfu {
     /// The shard media plane's counters, or `None` on the webrtc plane; an error when the
     /// shard's thread has stopped.
     pub async fn shard_stats(&self) -> Option<Result<ShardStats, ShardError>> {
-        let shard = self.shard()?;
-        Some(shard.stats().await)
+        if self.inner.shards.is_empty() {
+            return None;
+        }
+        let mut sum = ShardStats::default();
+        for shard in &self.inner.shards {
+            match shard.stats().await {
+                Ok(stats) => sum.add(&stats),
+                Err(err) => return Some(Err(err)),
+            }
+        }
+        Some(Ok(sum))
     }
 
     /// What the rooms hold now and what they have counted since the server started. Asks
@@ -273,11 +306,11 @@ impl Sfu {
         }
         // On the shard plane the shard routes the media: its cores hold the subscriptions
         // and the media counters.
-        if let Some(shard) = self.shard()
-            && let Ok(Ok(shard)) = tokio::time::timeout_at(deadline, shard.stats()).await
-        {
-            stats.subscriptions += usize::try_from(shard.subscriptions).unwrap_or(usize::MAX);
-            stats.media.add(&shard.media);
+        for shard in &self.inner.shards {
+            if let Ok(Ok(shard)) = tokio::time::timeout_at(deadline, shard.stats()).await {
+                stats.subscriptions += usize::try_from(shard.subscriptions).unwrap_or(usize::MAX);
+                stats.media.add(&shard.media);
+            }
         }
         stats
     }
@@ -291,10 +324,13 @@ impl Sfu {
     }
 
     /// Called by a room task that has emptied and is ending, with its final counters.
-    fn room_closed(&self, room: &str, handle_id: u64, media: MediaStats) {
+    fn room_closed(&self, room: &str, handle_id: u64, shard: Option<usize>, media: MediaStats) {
         self.inner
             .rooms
             .remove_if(room, |_, handle| handle.id() == handle_id);
+        if let Some(rooms) = shard.and_then(|index| self.inner.shard_rooms.get(index)) {
+            rooms.fetch_sub(1, Ordering::Relaxed);
+        }
         self.closed_rooms().add(&media);
     }
 

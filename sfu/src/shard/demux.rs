@@ -9,6 +9,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tracing::{debug, trace, warn};
 
+use super::group::HandedOff;
 use super::peer::PeerKey;
 use super::stun;
 use super::worker::{MAX_DATAGRAM, READ_BURST, Timer, Worker};
@@ -42,8 +43,7 @@ impl Worker {
             None => self.by_addr.get(&from).copied(),
         };
         let Some(key) = key else {
-            self.stats.unrouted += 1;
-            trace!(%from, "datagram for no peer");
+            self.hand_off_or_drop(datagram, from, check, TransportProtocol::UDP);
             return;
         };
         self.deliver(
@@ -54,6 +54,76 @@ impl Worker {
             check.is_some(),
             now,
         );
+    }
+
+    /// A datagram this shard has no peer for: handed to the shard of the group that routes
+    /// it, or dropped.
+    pub(super) fn hand_off_or_drop(
+        &mut self,
+        datagram: &[u8],
+        from: SocketAddr,
+        check: Option<&str>,
+        protocol: TransportProtocol,
+    ) {
+        let owner = self.group.as_ref().and_then(|group| match check {
+            Some(ufrag) => group.owner_of_ufrag(ufrag),
+            None => group.owner_of_address(from),
+        });
+        let Some(owner) = owner else {
+            self.stats.unrouted += 1;
+            trace!(%from, "datagram for no peer");
+            return;
+        };
+        self.hand_off_to(owner, datagram, from, protocol);
+    }
+
+    /// Hands a datagram to shard `owner` of the group.
+    pub(super) fn hand_off_to(
+        &mut self,
+        owner: usize,
+        datagram: &[u8],
+        from: SocketAddr,
+        protocol: TransportProtocol,
+    ) {
+        let handed = self.group.as_ref().is_some_and(|group| {
+            group.hand_off(
+                owner,
+                HandedOff {
+                    from,
+                    datagram: BytesMut::from(datagram),
+                    protocol,
+                },
+            )
+        });
+        if handed {
+            self.stats.handed_off += 1;
+        } else {
+            self.stats.hand_off_dropped += 1;
+        }
+    }
+
+    /// A datagram another shard of the group read for one of this shard's connections.
+    pub(super) fn handed_off(&mut self, handed: HandedOff, now: Instant) {
+        let HandedOff {
+            from,
+            datagram,
+            protocol,
+        } = handed;
+        let check = stun::local_ufrag(&datagram);
+        let key = match (check, protocol) {
+            (Some(ufrag), _) => self.by_ufrag.get(ufrag).copied(),
+            (None, TransportProtocol::TCP) => self.remote_tcp.get(&from).copied(),
+            (None, _) => self.by_addr.get(&from).copied(),
+        };
+        let Some(key) = key else {
+            self.stats.unrouted += 1;
+            return;
+        };
+        if protocol == TransportProtocol::TCP && check.is_some() {
+            self.remote_tcp.insert(from, key);
+        }
+        let checked = check.is_some();
+        self.deliver(key, &datagram, from, protocol, checked, now);
     }
 
     /// Hands a datagram from `from` (a binding request when `check`) to peer `key`.
@@ -97,6 +167,9 @@ impl Worker {
     /// connection before is taken from it: one 5-tuple reaches one connection.
     pub(super) fn route_address(&mut self, addr: SocketAddr, key: PeerKey) {
         debug!(peer = key.0, %addr, "address validated");
+        if let Some(group) = &self.group {
+            group.claim_address(addr);
+        }
         if let Some(previous) = self.by_addr.insert(addr, key)
             && previous != key
             && let Some(peer) = self.peers.get_mut(&previous)
@@ -121,6 +194,12 @@ impl Worker {
         let old = std::mem::replace(&mut peer.ufrag, ufrag.clone());
         if self.by_ufrag.get(&old) == Some(&key) {
             self.by_ufrag.remove(&old);
+            if let Some(group) = &self.group {
+                group.release_ufrag(&old);
+            }
+        }
+        if let Some(group) = &self.group {
+            group.claim_ufrag(&ufrag);
         }
         if let Some(other) = self.by_ufrag.insert(ufrag, key)
             && other != key
@@ -140,11 +219,18 @@ impl Worker {
         };
         let _ = peer.pc.close();
         self.by_ufrag.remove(&peer.ufrag);
+        if let Some(group) = &self.group {
+            group.release_ufrag(&peer.ufrag);
+        }
         for addr in peer.paths.validated() {
             if self.by_addr.get(addr) == Some(&key) {
                 self.by_addr.remove(addr);
+                if let Some(group) = &self.group {
+                    group.release_address(*addr);
+                }
             }
         }
+        self.remote_tcp.retain(|_, owner| *owner != key);
         self.set_timer(Timer::Peer(key), peer.timeout, None);
         self.dirty.retain(|k| *k != key);
     }

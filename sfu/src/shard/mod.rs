@@ -27,6 +27,7 @@
 mod demux;
 mod feedback;
 mod forward;
+mod group;
 mod ingest;
 mod paths;
 mod peer;
@@ -207,6 +208,10 @@ pub struct ShardStats {
     pub events_dropped: u64,
     /// ICE-TCP connections refused at the connection limit.
     pub tcp_refused: u64,
+    /// Datagrams read for a connection of another shard of the group and handed to it, and
+    /// those dropped at its full queue.
+    pub handed_off: u64,
+    pub hand_off_dropped: u64,
     pub peers: u64,
     pub rooms: u64,
     pub publications: u64,
@@ -215,6 +220,46 @@ pub struct ShardStats {
     /// What the rooms' routing cores counted (packets in and out, drops by reason, NACKed
     /// packets, keyframe requests), removed publications and subscriptions included.
     pub media: crate::runtime::MediaStats,
+}
+
+impl ShardStats {
+    /// Adds `other`'s counts to these (the shards of a group together).
+    pub fn add(&mut self, other: &ShardStats) {
+        let Self {
+            datagrams_in,
+            datagrams_out,
+            unrouted,
+            egress_refused,
+            send_failed,
+            forwarded,
+            forward_rejected,
+            events_dropped,
+            tcp_refused,
+            handed_off,
+            hand_off_dropped,
+            peers,
+            rooms,
+            publications,
+            subscriptions,
+            media,
+        } = other;
+        self.datagrams_in += datagrams_in;
+        self.datagrams_out += datagrams_out;
+        self.unrouted += unrouted;
+        self.egress_refused += egress_refused;
+        self.send_failed += send_failed;
+        self.forwarded += forwarded;
+        self.forward_rejected += forward_rejected;
+        self.events_dropped += events_dropped;
+        self.tcp_refused += tcp_refused;
+        self.handed_off += handed_off;
+        self.hand_off_dropped += hand_off_dropped;
+        self.peers += peers;
+        self.rooms += rooms;
+        self.publications += publications;
+        self.subscriptions += subscriptions;
+        self.media.add(media);
+    }
 }
 
 pub(crate) enum Command {
@@ -290,25 +335,63 @@ pub struct Shard {
 impl Shard {
     /// Binds the shard's socket and starts its thread.
     pub fn spawn(config: ShardConfig) -> Result<Self, ShardError> {
-        let socket = socket::bind(config.bind, config.socket_buffer).map_err(ShardError::Bind)?;
-        let local_addr = socket.local_addr().map_err(ShardError::Bind)?;
+        Self::spawn_group(config, 1)?
+            .into_iter()
+            .next()
+            .ok_or(ShardError::Stopped)
+    }
+
+    /// Starts `shards` shards (at least one), each on a thread of its own, sharing one UDP
+    /// port (`SO_REUSEPORT`), one ICE-TCP listener (held by the first) and one DTLS
+    /// certificate; a datagram read by a shard for another's connection is handed over (see
+    /// `group`). Rooms are placed on shards whole.
+    pub fn spawn_group(config: ShardConfig, shards: usize) -> Result<Vec<Self>, ShardError> {
+        let shards = shards.max(1);
+        let shared = shards > 1;
+        let first =
+            socket::bind(config.bind, config.socket_buffer, shared).map_err(ShardError::Bind)?;
+        let local_addr = first.local_addr().map_err(ShardError::Bind)?;
+        let mut sockets = vec![first];
+        for _ in 1..shards {
+            sockets.push(
+                socket::bind(local_addr, config.socket_buffer, true).map_err(ShardError::Bind)?,
+            );
+        }
         let tcp = socket::bind_tcp(config.tcp_port, local_addr).map_err(ShardError::Bind)?;
         let tcp_local_addr = tcp.as_ref().map(|(_, bound)| *bound);
-        let (commands, rx) = mpsc::channel(config.command_queue.max(1));
-        let (ingest, ingest_rx) = mpsc::channel(config.ingest_queue.max(1));
+        let mut listener = tcp.map(|(listener, _)| listener);
         let certificate = peer::certificate()?;
-        let thread = worker::spawn(config, socket, local_addr, tcp, rx, ingest_rx, certificate)
-            .map_err(ShardError::Bind)?;
-        Ok(Self {
-            commands,
-            ingest: IngestSink {
-                tx: ingest,
-                dropped: Arc::new(AtomicU64::new(0)),
-            },
-            local_addr,
-            tcp_local_addr,
-            thread: Some(thread),
-        })
+        let links: Vec<_> = if shared {
+            group::links(shards).into_iter().map(Some).collect()
+        } else {
+            vec![None]
+        };
+        let mut group = Vec::with_capacity(shards);
+        for (socket, link) in sockets.into_iter().zip(links) {
+            let (commands, rx) = mpsc::channel(config.command_queue.max(1));
+            let (ingest, ingest_rx) = mpsc::channel(config.ingest_queue.max(1));
+            let start = worker::ShardStart {
+                udp: (socket, local_addr),
+                tcp: listener.take(),
+                tcp_bound: tcp_local_addr,
+                group: link,
+                commands: rx,
+                ingest: ingest_rx,
+                certificate: certificate.clone(),
+            };
+            let thread = worker::spawn(config.clone(), start).map_err(ShardError::Bind)?;
+            group.push(Self {
+                commands,
+                ingest: IngestSink {
+                    tx: ingest,
+                    dropped: Arc::new(AtomicU64::new(0)),
+                },
+                local_addr,
+                tcp_local_addr,
+                thread: Some(thread),
+            });
+        }
+        Ok(group)
     }
 
     /// The bound address of the shard's socket.

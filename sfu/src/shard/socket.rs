@@ -7,8 +7,8 @@ use std::os::fd::AsRawFd;
 
 use bytes::BytesMut;
 use nix::sys::socket::{
-    ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage, getsockopt, sendmmsg, setsockopt,
-    sockopt,
+    AddressFamily, ControlMessage, MsgFlags, MultiHeaders, SockFlag, SockType, SockaddrStorage,
+    getsockopt, sendmmsg, setsockopt, socket, sockopt,
 };
 use tracing::{info, warn};
 
@@ -17,8 +17,22 @@ use super::TcpPort;
 /// Binds `addr` with both kernel buffers set to `buffer` bytes: forced above
 /// `net.core.{r,w}mem_max` when the process may (CAP_NET_ADMIN), else capped there by the
 /// kernel.
-pub(crate) fn bind(addr: SocketAddr, buffer: usize) -> std::io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(addr)?;
+/// With `shared`, the socket is bound with `SO_REUSEPORT`, so every shard of a group binds the
+/// same port.
+pub(crate) fn bind(addr: SocketAddr, buffer: usize, shared: bool) -> std::io::Result<UdpSocket> {
+    let socket = if shared {
+        let family = if addr.is_ipv4() {
+            AddressFamily::Inet
+        } else {
+            AddressFamily::Inet6
+        };
+        let fd = socket(family, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)?;
+        setsockopt(&fd, sockopt::ReusePort, &true)?;
+        nix::sys::socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))?;
+        UdpSocket::from(fd)
+    } else {
+        UdpSocket::bind(addr)?
+    };
     socket.set_nonblocking(true)?;
     if setsockopt(&socket, sockopt::RcvBufForce, &buffer).is_err() {
         setsockopt(&socket, sockopt::RcvBuf, &buffer)?;

@@ -49,8 +49,17 @@ pub(super) enum TcpEvent {
 pub(super) struct TcpConnection {
     /// Frames to write, each one datagram.
     pub(super) writer: mpsc::Sender<Bytes>,
-    /// The peer whose check the connection carried first.
-    pub(super) peer: Option<PeerKey>,
+    /// Whose check the connection carried first.
+    pub(super) owner: Option<Owner>,
+}
+
+/// Who a connection's frames are for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Owner {
+    /// A peer on this shard.
+    Local(PeerKey),
+    /// A peer on another shard of the group (by index), to which its frames are handed.
+    Shard(usize),
 }
 
 /// Serves one accepted connection until either side ends it: frames read go to `events`,
@@ -148,7 +157,16 @@ impl Worker {
             return;
         }
         let (writer, outgoing) = mpsc::channel(WRITE_QUEUE);
-        self.tcp.insert(from, TcpConnection { writer, peer: None });
+        if let Some(group) = &self.group {
+            group.routes.tcp_writers.insert(from, writer.clone());
+        }
+        self.tcp.insert(
+            from,
+            TcpConnection {
+                writer,
+                owner: None,
+            },
+        );
         tokio::spawn(serve(stream, from, self.tcp_events.clone(), outgoing));
     }
 
@@ -157,17 +175,27 @@ impl Worker {
     pub(super) fn tcp_event(&mut self, event: TcpEvent, now: Instant) {
         match event {
             TcpEvent::Frame { from, datagram } => {
-                let named = stun::local_ufrag(&datagram)
-                    .and_then(|ufrag| self.by_ufrag.get(ufrag).copied());
+                let ufrag = stun::local_ufrag(&datagram);
+                let named = match ufrag {
+                    Some(ufrag) => match self.by_ufrag.get(ufrag) {
+                        Some(key) => Some(Owner::Local(*key)),
+                        None => self
+                            .group
+                            .as_ref()
+                            .and_then(|group| group.owner_of_ufrag(ufrag))
+                            .map(Owner::Shard),
+                    },
+                    None => None,
+                };
                 let Some(connection) = self.tcp.get_mut(&from) else {
                     return;
                 };
-                let key = match (connection.peer, named) {
-                    (None, Some(key)) => {
-                        connection.peer = Some(key);
-                        key
+                let owner = match (connection.owner, named) {
+                    (None, Some(owner)) => {
+                        connection.owner = Some(owner);
+                        owner
                     }
-                    (Some(owner), Some(key)) if owner != key => {
+                    (Some(owner), Some(named)) if owner != named => {
                         self.stats.unrouted += 1;
                         return;
                     }
@@ -175,28 +203,43 @@ impl Worker {
                     // Not a check of ours first: the connection is dropped, which ends its task.
                     (None, None) => {
                         self.stats.unrouted += 1;
-                        self.tcp.remove(&from);
+                        self.drop_tcp(from);
                         debug!(%from, "ICE-TCP connection without a check of ours; closed");
                         return;
                     }
                 };
-                self.deliver(
-                    key,
-                    &datagram,
-                    from,
-                    TransportProtocol::TCP,
-                    named.is_some(),
-                    now,
-                );
+                match owner {
+                    Owner::Local(key) => self.deliver(
+                        key,
+                        &datagram,
+                        from,
+                        TransportProtocol::TCP,
+                        named.is_some(),
+                        now,
+                    ),
+                    Owner::Shard(index) => {
+                        self.hand_off_to(index, &datagram, from, TransportProtocol::TCP);
+                    }
+                }
             }
             TcpEvent::Closed { from } => {
-                if let Some(connection) = self.tcp.remove(&from)
-                    && let Some(peer) = connection.peer.and_then(|key| self.peers.get_mut(&key))
+                if let Some(Owner::Local(key)) = self.drop_tcp(from)
+                    && let Some(peer) = self.peers.get_mut(&key)
                 {
                     peer.paths.forget(from);
                 }
             }
         }
+    }
+
+    /// Forgets a connection (which ends its task) and says whose it was.
+    fn drop_tcp(&mut self, from: SocketAddr) -> Option<Owner> {
+        if let Some(group) = &self.group {
+            group.routes.tcp_writers.remove(&from);
+        }
+        self.tcp
+            .remove(&from)
+            .and_then(|connection| connection.owner)
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
 use super::feedback::BANDWIDTH_REPORT_INTERVAL;
+use super::group::{GroupLink, HandedOff};
 use super::ingest::IngestPacket;
 use super::paths::Egress;
 use super::peer::{PeerKey, ShardPeer};
@@ -44,20 +45,36 @@ pub(super) enum Timer {
     Bandwidth,
 }
 
-/// Starts the shard thread: a current-thread tokio runtime that owns `socket` and everything
-/// on the shard.
-pub(super) fn spawn(
-    config: ShardConfig,
-    socket: std::net::UdpSocket,
-    bound: SocketAddr,
-    tcp: Option<(std::net::TcpListener, SocketAddr)>,
-    commands: mpsc::Receiver<Command>,
-    ingest: mpsc::Receiver<IngestPacket>,
-    certificate: RTCCertificate,
-) -> std::io::Result<JoinHandle<()>> {
+/// What a shard thread is started with, besides its configuration.
+pub(super) struct ShardStart {
+    /// The UDP socket and its bound address.
+    pub(super) udp: (std::net::UdpSocket, SocketAddr),
+    /// The ICE-TCP listener, on the shard that holds it.
+    pub(super) tcp: Option<std::net::TcpListener>,
+    /// The bound address of the group's ICE-TCP listener (on whichever shard holds it).
+    pub(super) tcp_bound: Option<SocketAddr>,
+    /// The link to the other shards on the port, with this shard's hand-off queue.
+    pub(super) group: Option<(GroupLink, mpsc::Receiver<HandedOff>)>,
+    pub(super) commands: mpsc::Receiver<Command>,
+    pub(super) ingest: mpsc::Receiver<IngestPacket>,
+    pub(super) certificate: RTCCertificate,
+}
+
+/// Starts the shard thread: a current-thread tokio runtime that owns the shard's sockets and
+/// everything on the shard.
+pub(super) fn spawn(config: ShardConfig, start: ShardStart) -> std::io::Result<JoinHandle<()>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
+    let ShardStart {
+        udp: (socket, bound),
+        tcp,
+        tcp_bound,
+        group,
+        commands,
+        ingest,
+        certificate,
+    } = start;
     std::thread::Builder::new()
         .name("sluice-shard".to_owned())
         .spawn(move || {
@@ -74,22 +91,21 @@ pub(super) fn spawn(
                         .advertise
                         .map_or(bound, |ip| SocketAddr::new(ip, bound.port()))
                 };
-                let local = advertised(bound);
-                let listener = match tcp {
-                    Some((listener, bound)) => match TcpListener::from_std(listener) {
-                        Ok(listener) => Some((listener, advertised(bound))),
-                        Err(err) => {
-                            warn!(%err, "ICE-TCP listener not usable; UDP only");
-                            None
-                        }
-                    },
+                let listener = match tcp.map(TcpListener::from_std) {
+                    Some(Ok(listener)) => Some(listener),
+                    Some(Err(err)) => {
+                        warn!(%err, "ICE-TCP listener not usable; UDP only");
+                        None
+                    }
                     None => None,
                 };
-                let tcp_local = listener.as_ref().map(|(_, local)| *local);
+                let tcp_local = tcp_bound.map(advertised);
+                let (group, handed_off) =
+                    group.map_or((None, None), |(link, rx)| (Some(link), Some(rx)));
+                let local = advertised(bound);
                 let mut worker = Worker::new(config, socket, local, tcp_local, certificate);
-                worker
-                    .run(commands, ingest, listener.map(|(listener, _)| listener))
-                    .await;
+                worker.group = group;
+                worker.run(commands, ingest, listener, handed_off).await;
             });
         })
 }
@@ -101,6 +117,14 @@ const TCP_EVENT_QUEUE: usize = 1024;
 async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
     match listener {
         Some(listener) => listener.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next datagram a sibling shard handed over; never, outside a group.
+async fn next_handed_off(queue: Option<&mut mpsc::Receiver<HandedOff>>) -> Option<HandedOff> {
+    match queue {
+        Some(queue) => queue.recv().await,
         None => std::future::pending().await,
     }
 }
@@ -117,6 +141,10 @@ pub(super) struct Worker {
     pub(super) tcp: HashMap<SocketAddr, TcpConnection>,
     pub(super) tcp_events: mpsc::Sender<TcpEvent>,
     tcp_events_rx: Option<mpsc::Receiver<TcpEvent>>,
+    /// The other shards on the same port, when there are any.
+    pub(super) group: Option<GroupLink>,
+    /// ICE-TCP connections held by the first shard whose peers are on this one.
+    pub(super) remote_tcp: HashMap<SocketAddr, PeerKey>,
     /// The DTLS certificate of every connection on the shard.
     pub(super) certificate: RTCCertificate,
     pub(super) peers: HashMap<PeerKey, ShardPeer>,
@@ -156,6 +184,8 @@ impl Worker {
             tcp: HashMap::new(),
             tcp_events,
             tcp_events_rx: Some(tcp_events_rx),
+            group: None,
+            remote_tcp: HashMap::new(),
             certificate,
             peers: HashMap::new(),
             next_key: 1,
@@ -179,6 +209,7 @@ impl Worker {
         mut commands: mpsc::Receiver<Command>,
         mut ingest: mpsc::Receiver<IngestPacket>,
         listener: Option<TcpListener>,
+        mut handed_off: Option<mpsc::Receiver<HandedOff>>,
     ) {
         info!(local = %self.local, tcp = ?self.tcp_local, "shard running");
         let Some(mut tcp_events) = self.tcp_events_rx.take() else {
@@ -213,6 +244,9 @@ impl Worker {
                     Err(err) => debug!(%err, "ICE-TCP accept"),
                 },
                 Some(event) = tcp_events.recv() => self.tcp_event(event, Instant::now()),
+                Some(datagram) = next_handed_off(handed_off.as_mut()) => {
+                    self.handed_off(datagram, Instant::now());
+                }
                 () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
             }
             // Ingested media is read every pass, so a busy socket never starves it.
@@ -410,13 +444,22 @@ impl Worker {
                     Egress::Validated | Egress::Send => {}
                 }
                 if out.transport.transport_protocol == TransportProtocol::TCP {
-                    match self.tcp.get(&to) {
-                        Some(connection)
-                            if connection.writer.try_send(out.message.freeze()).is_ok() =>
-                        {
-                            self.stats.datagrams_out += 1;
-                        }
-                        _ => self.stats.send_failed += 1,
+                    let datagram = out.message.freeze();
+                    let queued = match self.tcp.get(&to) {
+                        Some(connection) => connection.writer.try_send(datagram).is_ok(),
+                        // The first shard of a group holds the connection.
+                        None => self.group.as_ref().is_some_and(|group| {
+                            group
+                                .routes
+                                .tcp_writers
+                                .get(&to)
+                                .is_some_and(|writer| writer.try_send(datagram).is_ok())
+                        }),
+                    };
+                    if queued {
+                        self.stats.datagrams_out += 1;
+                    } else {
+                        self.stats.send_failed += 1;
                     }
                     continue;
                 }
@@ -438,6 +481,9 @@ impl Worker {
                 self.route_address(addr, key);
             } else if self.by_addr.get(&addr) == Some(&key) {
                 self.by_addr.remove(&addr);
+                if let Some(group) = &self.group {
+                    group.release_address(addr);
+                }
             }
         }
     }

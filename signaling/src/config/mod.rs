@@ -80,6 +80,10 @@ pub struct ServeArgs {
     /// or `off` [default: the UDP port's number].
     #[arg(long, env = "SLUICE_TCP_PORT", value_name = "PORT|off")]
     pub tcp_port: Option<IceTcpPort>,
+    /// Media threads of the shard plane, each a shard on the one UDP port; rooms are placed
+    /// whole on one [default: 1].
+    #[arg(long, env = "SLUICE_MEDIA_THREADS", value_name = "N")]
+    pub media_threads: Option<usize>,
     /// Token signing secret, at least 16 bytes [default: random per start (demo mode)].
     #[arg(long, env = "SLUICE_SECRET", hide_env_values = true)]
     pub secret: Option<Secret>,
@@ -181,6 +185,9 @@ impl<'de> serde::Deserialize<'de> for MediaPlane {
     }
 }
 
+/// Most media threads (shards) one server runs.
+const MAX_MEDIA_THREADS: usize = 256;
+
 /// The ICE-TCP port setting: `off`, or a port number (the UDP port's number by default).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum IceTcpPort {
@@ -245,6 +252,8 @@ pub struct Config {
     pub udp_port: Option<u16>,
     /// The shard media plane's ICE-TCP port.
     pub tcp_port: IceTcpPort,
+    /// The shard media plane's media threads (shards).
+    pub media_threads: usize,
     /// Token signing secret; `None` means generate a random one at start.
     pub secret: Option<Secret>,
     /// Origin allowlist for /ws; see [`Config::origin_allowed`].
@@ -280,6 +289,7 @@ impl Default for Config {
             media_plane: MediaPlane::Shard,
             udp_port: None,
             tcp_port: IceTcpPort::default(),
+            media_threads: 1,
             secret: None,
             allowed_origins: Vec::new(),
             max_message_rate: 50,
@@ -438,6 +448,7 @@ impl Config {
             media_plane,
             udp_port,
             tcp_port,
+            media_threads,
             secret,
             allowed_origins,
             max_message_rate,
@@ -457,6 +468,7 @@ impl Config {
         set(&mut self.media_plane, media_plane);
         set(&mut self.udp_port, udp_port.map(Some));
         set(&mut self.tcp_port, tcp_port);
+        set(&mut self.media_threads, media_threads);
         set(&mut self.secret, secret.map(Some));
         set(&mut self.allowed_origins, allowed_origins);
         set(&mut self.max_message_rate, max_message_rate);
@@ -492,6 +504,11 @@ impl Config {
         }
         if self.max_message_rate == 0 {
             return invalid("max_message_rate must be at least 1".into());
+        }
+        if !(1..=MAX_MEDIA_THREADS).contains(&self.media_threads) {
+            return invalid(format!(
+                "media_threads must be between 1 and {MAX_MEDIA_THREADS}"
+            ));
         }
         if self.playout_delay > MAX_PLAYOUT_DELAY {
             return invalid("playout_delay_ms must be at most 1000".into());

@@ -435,6 +435,15 @@ fn media_plane_and_udp_port_from_flags_and_toml() {
         IceTcpPort::Off
     );
     assert!(Config::from_toml_str("tcp_port = \"often\"\n").is_err());
+    assert_eq!(Config::default().media_threads, 1);
+    let threads = Cli::try_parse_from(["sluice", "--media-threads", "2"]).unwrap();
+    assert_eq!(Config::load(&threads.serve).unwrap().media_threads, 2);
+    assert!(
+        Config::from_toml_str("media_threads = 0\n")
+            .unwrap()
+            .validate()
+            .is_err()
+    );
     assert!(Cli::try_parse_from(["sluice", "--media-plane", "fast"]).is_err());
     assert!(Config::from_toml_str("media_plane = \"fast\"\n").is_err());
 }

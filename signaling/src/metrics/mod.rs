@@ -120,6 +120,9 @@ fn record_shard(shard: &ShardStats) {
     counter!("sluice_shard_egress_refused_total").absolute(shard.egress_refused);
     counter!("sluice_shard_send_failed_total").absolute(shard.send_failed);
     counter!("sluice_shard_events_dropped_total").absolute(shard.events_dropped);
+    counter!("sluice_shard_tcp_refused_total").absolute(shard.tcp_refused);
+    counter!("sluice_shard_handed_off_total").absolute(shard.handed_off);
+    counter!("sluice_shard_hand_off_dropped_total").absolute(shard.hand_off_dropped);
 }
 
 /// The `# HELP` lines.
@@ -224,6 +227,18 @@ fn describe() {
     describe_counter!(
         "sluice_shard_events_dropped_total",
         "Shard events not delivered because a participant's event queue was full."
+    );
+    describe_counter!(
+        "sluice_shard_tcp_refused_total",
+        "ICE-TCP connections refused at the connection limit."
+    );
+    describe_counter!(
+        "sluice_shard_handed_off_total",
+        "Datagrams a shard read for another shard's connection and handed to it."
+    );
+    describe_counter!(
+        "sluice_shard_hand_off_dropped_total",
+        "Datagrams dropped at another shard's full hand-off queue."
     );
 }
 

@@ -171,7 +171,7 @@ impl Participant {
         })
         .await?;
         let snapshot = snapshot.await.map_err(|_| RequestError::Closed)??;
-        if let Some(shard) = sfu.shard() {
+        if let Some(shard) = sfu.shard_of(&room) {
             let participant = super::shard_participant::start(
                 sfu.clone(),
                 shard,

@@ -161,6 +161,8 @@ pub(crate) enum RoomCommand {
 #[derive(Clone)]
 pub(crate) struct RoomHandle {
     id: u64,
+    /// The shard the room is placed on (shard media plane).
+    shard: Option<usize>,
     tx: mpsc::Sender<RoomCommand>,
     rtp_dropped: Arc<AtomicU64>,
 }
@@ -175,12 +177,14 @@ impl RoomHandle {
         });
         let handle = Self {
             id: sfu.next_id(),
+            shard: sfu.place_room(),
             tx,
             rtp_dropped: Arc::new(AtomicU64::new(0)),
         };
         let task = RoomTask {
             name,
             handle_id: handle.id,
+            shard: handle.shard,
             sfu,
             core,
             participants: HashMap::new(),
@@ -197,6 +201,10 @@ impl RoomHandle {
 
     pub(crate) fn id(&self) -> u64 {
         self.id
+    }
+
+    pub(crate) fn shard(&self) -> Option<usize> {
+        self.shard
     }
 
     /// Sends a control command; fails only when the room has closed.
@@ -273,6 +281,7 @@ struct SubscriptionEntry {
 struct RoomTask {
     name: String,
     handle_id: u64,
+    shard: Option<usize>,
     sfu: Sfu,
     core: core::Room,
     participants: HashMap<ParticipantId, ParticipantEntry>,

@@ -26,7 +26,7 @@ impl RoomTask {
                 // Leave the registry first so new joins create a fresh room, then refuse
                 // whatever raced in before that.
                 self.sfu
-                    .room_closed(&self.name, self.handle_id, self.media_stats());
+                    .room_closed(&self.name, self.handle_id, self.shard, self.media_stats());
                 rx.close();
                 while let Ok(command) = rx.try_recv() {
                     if let RoomCommand::Join { reply, .. } = command {
