@@ -81,7 +81,7 @@ pub struct ServeArgs {
     #[arg(long, env = "SLUICE_TCP_PORT", value_name = "PORT|off")]
     pub tcp_port: Option<IceTcpPort>,
     /// Media threads of the shard plane, each a shard on the one UDP port; rooms are placed
-    /// whole on one [default: 1].
+    /// whole on one [default: the machine's cores].
     #[arg(long, env = "SLUICE_MEDIA_THREADS", value_name = "N")]
     pub media_threads: Option<usize>,
     /// Token signing secret, at least 16 bytes [default: random per start (demo mode)].
@@ -289,7 +289,7 @@ impl Default for Config {
             media_plane: MediaPlane::Shard,
             udp_port: None,
             tcp_port: IceTcpPort::default(),
-            media_threads: 1,
+            media_threads: std::thread::available_parallelism().map_or(1, usize::from),
             secret: None,
             allowed_origins: Vec::new(),
             max_message_rate: 50,

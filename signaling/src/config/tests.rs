@@ -435,7 +435,10 @@ fn media_plane_and_udp_port_from_flags_and_toml() {
         IceTcpPort::Off
     );
     assert!(Config::from_toml_str("tcp_port = \"often\"\n").is_err());
-    assert_eq!(Config::default().media_threads, 1);
+    assert_eq!(
+        Config::default().media_threads,
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
     let threads = Cli::try_parse_from(["sluice", "--media-threads", "2"]).unwrap();
     assert_eq!(Config::load(&threads.serve).unwrap().media_threads, 2);
     assert!(
