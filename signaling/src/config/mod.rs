@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_sfu::ingest::{StreamKeys, StreamTarget};
+use sluice_sfu::ingest::{RtspCredentials, RtspSource, RtspTransport, StreamKeys, StreamTarget};
 use sluice_sfu::transport::TransportConfig;
 
 use crate::auth::check_name;
@@ -144,6 +144,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub rtmp_keys: Option<Vec<RtmpKey>>,
+    /// RTSP sources (cameras) Sluice pulls and publishes, each `[[rtsp_sources]]` with url,
+    /// room, identity, optional username_env/password_env and transport (TOML file only: an
+    /// array of tables has no flag form).
+    #[arg(skip)]
+    pub rtsp_sources: Option<Vec<RtspSourceEntry>>,
 }
 
 /// Which media plane carries the participants' connections.
@@ -214,6 +219,8 @@ pub struct Config {
     pub rtmp: RtmpListen,
     /// Configured RTMP stream keys (signed keys need only `secret`).
     pub rtmp_keys: Vec<RtmpKey>,
+    /// RTSP sources to pull (file only); see [`Config::rtsp_sources`].
+    pub rtsp_sources: Vec<RtspSourceEntry>,
 }
 
 impl Default for Config {
@@ -236,6 +243,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
             rtmp_keys: Vec::new(),
+            rtsp_sources: Vec::new(),
         }
     }
 }
@@ -289,6 +297,74 @@ impl std::str::FromStr for RtmpKey {
             key: key.into(),
             room: room.to_owned(),
             identity: identity.to_owned(),
+        })
+    }
+}
+
+/// One `[[rtsp_sources]]` entry: a source Sluice pulls, and the room and identity it publishes
+/// as. Credentials are not in the file: it names the environment variables holding them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspSourceEntry {
+    /// `rtsp://host[:port]/path`, without user or password.
+    pub url: String,
+    pub room: String,
+    pub identity: String,
+    /// The environment variable holding the username (with `password_env`).
+    pub username_env: Option<String>,
+    /// The environment variable holding the password (with `username_env`).
+    pub password_env: Option<String>,
+    /// "tcp" (RTP interleaved in the RTSP connection) or "udp" [default: tcp].
+    pub transport: Option<String>,
+}
+
+impl RtspSourceEntry {
+    /// The source this entry describes, its credentials read with `env` (a variable's value,
+    /// `None` when unset).
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<RtspSource, String> {
+        let name = format!("rtsp_sources entry for {}/{}", self.room, self.identity);
+        check_name("rtsp_sources room", &self.room)?;
+        check_name("rtsp_sources identity", &self.identity)?;
+        let url: url::Url = self
+            .url
+            .parse()
+            .map_err(|e| format!("{name}: url {:?}: {e}", self.url))?;
+        if url.scheme() != "rtsp" {
+            return Err(format!("{name}: url must start with rtsp://"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "{name}: put no credentials in the url; name their environment variables in \
+                 username_env and password_env"
+            ));
+        }
+        let transport = match &self.transport {
+            None => RtspTransport::default(),
+            Some(text) => text.parse().map_err(|e| format!("{name}: {e}"))?,
+        };
+        let env = |var: &str| {
+            env(var).ok_or_else(|| format!("{name}: environment variable {var} is not set"))
+        };
+        let credentials = match (&self.username_env, &self.password_env) {
+            (None, None) => None,
+            (Some(user), Some(password)) => Some(RtspCredentials {
+                username: env(user)?,
+                password: env(password)?,
+            }),
+            _ => {
+                return Err(format!(
+                    "{name}: set both username_env and password_env, or neither"
+                ));
+            }
+        };
+        Ok(RtspSource {
+            url,
+            target: StreamTarget {
+                room: self.room.clone(),
+                identity: self.identity.clone(),
+            },
+            credentials,
+            transport,
         })
     }
 }
@@ -393,6 +469,7 @@ impl Config {
             drain_timeout,
             rtmp,
             rtmp_keys,
+            rtsp_sources,
         } = layer;
         set(&mut self.listen, listen);
         set(&mut self.udp_ports, udp_ports.map(Some));
@@ -420,6 +497,7 @@ impl Config {
         );
         set(&mut self.rtmp, rtmp);
         set(&mut self.rtmp_keys, rtmp_keys);
+        set(&mut self.rtsp_sources, rtsp_sources);
     }
 
     /// Checks value ranges: secret (if set) ≥ 16 bytes, `max_message_rate` ≥ 1,
@@ -465,6 +543,7 @@ impl Config {
             check_name("rtmp_keys identity", &entry.identity).map_err(ConfigError::Invalid)?;
         }
         self.stream_keys()?;
+        self.rtsp_sources()?;
         for entry in &self.allowed_origins {
             if !origin::valid_entry(entry) {
                 return invalid(format!(
@@ -496,6 +575,31 @@ impl Config {
             })?;
         }
         Ok(keys)
+    }
+
+    /// The RTSP sources to pull, credentials read from the environment variables they name.
+    /// Two sources cannot publish as the same room and identity.
+    pub fn rtsp_sources(&self) -> Result<Vec<RtspSource>, ConfigError> {
+        self.rtsp_sources_with_env(&|var| std::env::var(var).ok())
+    }
+
+    /// [`Config::rtsp_sources`] with the environment read through `env`.
+    pub fn rtsp_sources_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<RtspSource>, ConfigError> {
+        let mut sources: Vec<RtspSource> = Vec::with_capacity(self.rtsp_sources.len());
+        for entry in &self.rtsp_sources {
+            let source = entry.resolve(env).map_err(ConfigError::Invalid)?;
+            if sources.iter().any(|other| other.target == source.target) {
+                return Err(ConfigError::Invalid(format!(
+                    "rtsp_sources: two sources publish as {}/{}",
+                    entry.room, entry.identity
+                )));
+            }
+            sources.push(source);
+        }
+        Ok(sources)
     }
 
     /// The media transport this configuration asks for.
