@@ -8,6 +8,7 @@ mod relay;
 mod resume;
 mod rtmp;
 mod rtmp_session;
+mod rtsp;
 mod shard;
 mod signaling;
 mod synthetic;
