@@ -17,7 +17,7 @@ use retina::client::{
 use retina::codec::{CodecItem, FrameFormat, ParametersRef};
 use tokio::sync::watch;
 use tokio::time::timeout;
-use tracing::{Instrument, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::backoff::Backoff;
 use super::convert::{self, AudioCodec, AudioSetup, Frames, NoUsableStream, Selection, Ticks};
@@ -26,6 +26,11 @@ use crate::core::{MediaKind, RtpPacket};
 use crate::ingest::media::{Announce, MediaError, MediaPipeline, Origin};
 use crate::ingest::stream_publisher::RoomStream;
 use crate::runtime::{RequestError, Sfu};
+
+/// Failed attempts in a row logged as warnings; after them, only every [`REPEAT_EVERY`]th is
+/// (at the 4 s ceiling: about once a minute).
+const QUIET_AFTER: u64 = 5;
+const REPEAT_EVERY: u64 = 15;
 
 /// Why one attempt ended.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +90,8 @@ pub(super) async fn run(
     async move {
         let mut stream: Option<RoomStream> = None;
         let mut backoff = Backoff::new(config.backoff_first, config.backoff_max);
+        // Attempts in a row that carried no media.
+        let mut failures = 0u64;
         loop {
             let attempt = AssertUnwindSafe(attempt(&source, &config, &sfu, &mut stream, &playing))
                 .catch_unwind();
@@ -99,12 +106,20 @@ pub(super) async fn run(
             });
             if outcome.played {
                 backoff.reset();
+                failures = 0;
             }
+            failures += u64::from(!outcome.played);
             let delay = backoff.next_delay();
             let retry_in_ms = delay.as_millis() as u64;
             match &outcome.end {
                 End::Closed => info!(retry_in_ms, "the source ended the session; reconnecting"),
-                end => warn!(reason = %end, retry_in_ms, "rtsp source unavailable; retrying"),
+                // A source down for long is said again about once a minute, not every retry.
+                end if failures <= QUIET_AFTER || failures.is_multiple_of(REPEAT_EVERY) => {
+                    warn!(reason = %end, retry_in_ms, failures, "rtsp source unavailable; retrying")
+                }
+                end => {
+                    debug!(reason = %end, retry_in_ms, failures, "rtsp source still unavailable")
+                }
             }
             tokio::select! {
                 () = tokio::time::sleep(delay) => {}
