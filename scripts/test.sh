@@ -14,13 +14,15 @@ command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 # The RTSP camera of the tests (tests/rtsp/serve.py): gst-rtsp-server from Python, x264enc
-# (ugly), avenc_aac (libav), mulawenc and the RTP payloaders (good).
+# (ugly), x265enc (bad: the refused H.265 camera), avenc_aac (libav), mulawenc and the RTP
+# payloaders (good).
 rtsp_camera_check='import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
 from gi.repository import Gst, GstRtspServer
 Gst.init(None)
-assert all(Gst.ElementFactory.find(e) for e in ("x264enc", "avenc_aac", "mulawenc", "rtph264pay", "rtpmp4gpay"))'
+assert all(Gst.ElementFactory.find(e) for e in ("x264enc", "x265enc", "avenc_aac", "mulawenc", "rtph264pay", "rtpmp4gpay"))'
 /usr/bin/python3 -c "$rtsp_camera_check" >/dev/null 2>&1 || need_apt+=(gir1.2-gst-rtsp-server-1.0 python3-gi
-  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

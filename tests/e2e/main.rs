@@ -9,6 +9,7 @@ mod resume;
 mod rtmp;
 mod rtmp_session;
 mod rtsp;
+mod rtsp_input;
 mod shard;
 mod signaling;
 mod synthetic;

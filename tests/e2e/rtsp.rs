@@ -1,6 +1,7 @@
 //! RTSP ingest against a real RTSP server: GStreamer's gst-rtsp-server (tests/rtsp/serve.py)
 //! serves a test pattern and a tone on loopback; Sluice pulls it and a webrtc-rs subscriber
-//! must receive H.264 starting at a keyframe and Opus audio, for H.264 + AAC and H.264 + PCMU.
+//! must receive H.264 starting at a keyframe and Opus audio, for H.264 + AAC (TCP-interleaved)
+//! and H.264 + PCMU (UDP).
 //! A Digest-protected server plays with the right credentials, and with wrong ones Sluice
 //! logs why and retries with a growing delay.
 //!
@@ -72,11 +73,11 @@ impl RtspServer {
 
 /// What a webrtc-rs viewer of the camera's room received.
 #[derive(Default)]
-struct Received {
-    audio_packets: AtomicU64,
-    video_packets: AtomicU64,
+pub(crate) struct Received {
+    pub(crate) audio_packets: AtomicU64,
+    pub(crate) video_packets: AtomicU64,
     /// A STAP-A carrying the SPS arrived (the H.264 stream is decodable from there).
-    keyframes: AtomicU64,
+    pub(crate) keyframes: AtomicU64,
 }
 
 /// Joins `room`, waits for its audio and video publications, subscribes to both and counts
@@ -86,6 +87,23 @@ async fn view(
     room: &str,
     received: Arc<Received>,
 ) -> Result<(SignalClient, ClientPeer, Vec<PublicationInfo>)> {
+    view_kinds(
+        server,
+        room,
+        &[MediaKind::Audio, MediaKind::Video],
+        received,
+    )
+    .await
+}
+
+/// Like [`view`], for a room whose source publishes exactly `kinds`: waits for them, then
+/// checks no other track is published 1 s later.
+pub(crate) async fn view_kinds(
+    server: &TestServer,
+    room: &str,
+    kinds: &[MediaKind],
+    received: Arc<Received>,
+) -> Result<(SignalClient, ClientPeer, Vec<PublicationInfo>)> {
     let mut signal = SignalClient::connect(&server.ws_url()).await?;
     let ServerMessage::Joined { publications, .. } = signal.join(token(room, "viewer")).await?
     else {
@@ -93,11 +111,12 @@ async fn view(
     };
     let mut publications = publications;
     let deadline = Instant::now() + Duration::from_secs(15);
-    while !publications.iter().any(|p| p.kind == MediaKind::Audio)
-        || !publications.iter().any(|p| p.kind == MediaKind::Video)
+    while !kinds
+        .iter()
+        .all(|kind| publications.iter().any(|p| p.kind == *kind))
     {
         let wait = deadline.saturating_duration_since(Instant::now());
-        ensure!(!wait.is_zero(), "no audio and video publications in 15 s");
+        ensure!(!wait.is_zero(), "no {kinds:?} publications in 15 s");
         let added = signal
             .wait_event(wait, |m| match m {
                 ServerMessage::PublicationAdded { publication } => Some(publication.clone()),
@@ -106,6 +125,16 @@ async fn view(
             .await?;
         publications.push(added);
     }
+    if let Ok(extra) = signal
+        .wait_event(Duration::from_secs(1), |m| match m {
+            ServerMessage::PublicationAdded { publication } => Some(publication.clone()),
+            _ => None,
+        })
+        .await
+    {
+        bail!("a track the source does not send was published: {extra:?}");
+    }
+    ensure!(publications.len() == kinds.len(), "{publications:?}");
     let mut peer = ClientPeer::new().await?;
     for publication in &publications {
         let request_id = signal.next_id();
@@ -175,7 +204,11 @@ async fn view(
     Ok((signal, peer, publications))
 }
 
-fn source(url: url::Url, room: &str, credentials: Option<RtspCredentials>) -> RtspSource {
+pub(crate) fn source(
+    url: url::Url,
+    room: &str,
+    credentials: Option<RtspCredentials>,
+) -> RtspSource {
     RtspSource {
         url,
         target: StreamTarget {
@@ -188,7 +221,7 @@ fn source(url: url::Url, room: &str, credentials: Option<RtspCredentials>) -> Rt
 }
 
 /// Waits until `done` holds, polling every 20 ms, for at most `within`.
-async fn until(within: Duration, what: &str, done: impl Fn() -> bool) -> Result<()> {
+pub(crate) async fn until(within: Duration, what: &str, done: impl Fn() -> bool) -> Result<()> {
     let deadline = Instant::now() + within;
     while !done() {
         ensure!(Instant::now() < deadline, "{what}: not within {within:?}");
@@ -198,16 +231,21 @@ async fn until(within: Duration, what: &str, done: impl Fn() -> bool) -> Result<
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn h264_with_aac_and_with_pcmu_reach_a_webrtc_subscriber() -> Result<()> {
+async fn h264_with_aac_over_tcp_and_with_pcmu_over_udp_reach_a_webrtc_subscriber() -> Result<()> {
     init_tracing();
-    for (audio, room) in [("aac", "rtsp-aac"), ("pcmu", "rtsp-pcmu")] {
+    // AAC over TCP (interleaved), PCMU over UDP.
+    let cases = [
+        ("aac", "rtsp-aac", RtspTransport::Tcp),
+        ("pcmu", "rtsp-pcmu", RtspTransport::Udp),
+    ];
+    for (audio, room, transport) in cases {
         let camera = RtspServer::start(&["--audio", audio]).await?;
         let server = TestServer::start().await?;
-        let sources = RtspSources::start(
-            RtspConfig::default(),
-            vec![source(camera.url(), room, None)],
-            server.sfu.clone(),
-        );
+        let source = RtspSource {
+            transport,
+            ..source(camera.url(), room, None)
+        };
+        let sources = RtspSources::start(RtspConfig::default(), vec![source], server.sfu.clone());
         let received = Arc::new(Received::default());
         let (_signal, peer, publications) = view(&server, room, Arc::clone(&received)).await?;
         for publication in &publications {
@@ -239,7 +277,7 @@ async fn h264_with_aac_and_with_pcmu_reach_a_webrtc_subscriber() -> Result<()> {
 
 /// What the server under test logged.
 #[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
+pub(crate) struct Captured(Arc<Mutex<Vec<u8>>>);
 
 impl Write for Captured {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -253,7 +291,7 @@ impl Write for Captured {
 }
 
 impl Captured {
-    fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().expect("log buffer")).into_owned()
     }
 }

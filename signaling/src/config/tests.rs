@@ -5,7 +5,7 @@
 use std::error::Error as _;
 
 use clap::Parser;
-use sluice_sfu::ingest::StreamTarget;
+use sluice_sfu::ingest::{RtspTransport, StreamTarget};
 
 use super::*;
 use crate::cli::Cli;
