@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Sluice: Rust (unit, property, end-to-end), the TypeScript SDK's unit tests
 # and the browser end-to-end tests in headless Chromium. Installs what it needs when missing
-# (chromium, cmake for the bundled libopus, ffmpeg as the RTMP publisher, nftables and iproute2
-# for the ICE-TCP test's network namespace).
+# (chromium, cmake for the bundled libopus, ffmpeg as the RTMP publisher, GStreamer's RTSP
+# server with its H.264/AAC/G.711 plugins as the RTSP camera, nftables and iproute2 for the
+# ICE-TCP test's network namespace).
 # Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,6 +17,16 @@ command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 # The ICE-TCP browser test blocks UDP in a network namespace of its own.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The RTSP camera of the tests (tests/rtsp/serve.py): gst-rtsp-server from Python, x264enc
+# (ugly), x265enc (bad: the refused H.265 camera), avenc_aac (libav), mulawenc and the RTP
+# payloaders (good).
+rtsp_camera_check='import gi; gi.require_version("Gst", "1.0"); gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst, GstRtspServer
+Gst.init(None)
+assert all(Gst.ElementFactory.find(e) for e in ("x264enc", "x265enc", "avenc_aac", "mulawenc", "rtph264pay", "rtpmp4gpay"))'
+/usr/bin/python3 -c "$rtsp_camera_check" >/dev/null 2>&1 || need_apt+=(gir1.2-gst-rtsp-server-1.0 python3-gi
+  gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
+  gstreamer1.0-plugins-ugly gstreamer1.0-libav)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi

@@ -4,7 +4,9 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
+use sluice_sfu::ingest::{
+    RtmpConfig, RtmpServer, RtspConfig, RtspSources, StreamKeys, StreamTarget,
+};
 use sluice_sfu::runtime::SfuConfig;
 use sluice_signaling::auth::TokenAuthority;
 use sluice_signaling::cli::{Cli, Command};
@@ -58,6 +60,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let rtmp_listen = config.rtmp;
     let drain_timeout = config.drain_timeout;
     let stream_keys = config.stream_keys().context("loading RTMP stream keys")?;
+    let rtsp_sources = config
+        .rtsp_sources()
+        .context("loading RTSP sources (rtsp_sources)")?;
     let sfu_config = SfuConfig {
         transport,
         ..SfuConfig::default()
@@ -66,6 +71,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let server = Server::start(config, sfu.clone())
         .await
         .with_context(|| format!("binding HTTP/WebSocket listener on {listen}"))?;
+    // Pulled from now on; each source retries on its own until the drain stops it.
+    let rtsp = RtspSources::start(RtspConfig::default(), rtsp_sources, sfu.clone());
     let rtmp = match rtmp_listen {
         RtmpListen::Off => None,
         RtmpListen::On(addr) => {
@@ -101,6 +108,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             rtmp.local_addr()
         );
     }
+    if !rtsp.is_empty() {
+        println!("sluice rtsp ingest: pulling {} source(s)", rtsp.len());
+    }
     if demo_mode {
         println!(
             "demo mode: no secret configured, a random one was generated; open http://{}/ in two tabs",
@@ -112,13 +122,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(deadline = ?drain_timeout, "draining: refusing new connections, closing sessions (1001)");
     server.begin_drain();
     let drain = async {
-        let rtmp = async {
+        let ingest = async {
             if let Some(rtmp) = rtmp {
                 rtmp.shutdown().await;
             }
+            rtsp.shutdown().await;
         };
-        if tokio::time::timeout(drain_timeout, rtmp).await.is_err() {
-            tracing::warn!("RTMP ingest still closing at the drain deadline");
+        if tokio::time::timeout(drain_timeout, ingest).await.is_err() {
+            tracing::warn!("RTMP or RTSP ingest still closing at the drain deadline");
         }
     };
     let drained = async { tokio::join!(drain, server.shutdown(drain_timeout)) };

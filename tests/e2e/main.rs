@@ -8,6 +8,8 @@ mod relay;
 mod resume;
 mod rtmp;
 mod rtmp_session;
+mod rtsp;
+mod rtsp_input;
 mod shard;
 mod signaling;
 mod synthetic;

@@ -1,6 +1,7 @@
-//! AAC → Opus: what encoders send over RTMP, converted to what browsers play over WebRTC.
+//! AAC or G.711 → Opus: what encoders send over RTMP and cameras over RTSP, converted to what
+//! browsers play over WebRTC.
 //!
-//! AAC-LC frames are decoded (symphonia), resampled to 48 kHz when needed (rubato, a short
+//! AAC-LC frames are decoded (symphonia), G.711 by its table ([`super::g711`]); the samples are resampled to 48 kHz when needed (rubato, a short
 //! sinc filter: well under a millisecond of delay), cut into 20 ms frames and encoded (libopus).
 //! Mono stays mono (browsers upmix); stereo stays stereo.
 //!
@@ -21,6 +22,8 @@ use symphonia::core::packet::PacketRef;
 use symphonia::core::units::{Duration, Timestamp};
 use symphonia::default::codecs::AacDecoder;
 
+use super::g711::Law;
+
 /// The Opus clock rate and the one rate WebRTC negotiates for it.
 pub const OPUS_RATE: u32 = 48_000;
 /// 20 ms at 48 kHz: the frame duration browsers send and expect.
@@ -36,6 +39,8 @@ const AAC_SAMPLE_RATES: [u32; 13] = [
     96_000, 88_200, 64_000, 48_000, 44_100, 32_000, 24_000, 22_050, 16_000, 12_000, 11_025, 8_000,
     7_350,
 ];
+/// The lowest G.711 rate accepted (cameras send 8 kHz; RFC 3551 allows others).
+const MIN_G711_RATE: u32 = 8_000;
 /// How much input the resampler takes at a time at 44.1 kHz; other rates take the same
 /// duration (≈ 23 ms), so a low rate is not held back longer than a high one.
 const RESAMPLER_CHUNK_44K: usize = 1024;
@@ -78,9 +83,15 @@ pub fn audio_level(samples: &[f32]) -> u8 {
     (-20.0 * rms.log10()).round().clamp(0.0, 127.0) as u8
 }
 
-/// The AAC → Opus path of one stream.
-pub struct AacToOpus {
-    decoder: AacDecoder,
+/// What turns one stream's frames into samples.
+enum Decoder {
+    Aac(Box<AacDecoder>),
+    G711(Law),
+}
+
+/// The AAC or G.711 → Opus path of one stream.
+pub struct AudioToOpus {
+    decoder: Decoder,
     channels: usize,
     input_rate: u32,
     resampler: Option<Async<f32>>,
@@ -96,18 +107,18 @@ pub struct AacToOpus {
     encoded: Vec<u8>,
 }
 
-impl std::fmt::Debug for AacToOpus {
+impl std::fmt::Debug for AudioToOpus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AacToOpus")
+        f.debug_struct("AudioToOpus")
             .field("channels", &self.channels)
             .field("input_rate", &self.input_rate)
             .finish()
     }
 }
 
-impl AacToOpus {
+impl AudioToOpus {
     /// Sets up the path from an AudioSpecificConfig (the FLV AAC sequence header).
-    pub fn new(audio_specific_config: &[u8]) -> Result<Self, AudioError> {
+    pub fn aac(audio_specific_config: &[u8]) -> Result<Self, AudioError> {
         let mut params = AudioCodecParameters::new();
         params
             .for_codec(CODEC_ID_AAC)
@@ -120,6 +131,24 @@ impl AacToOpus {
             .filter(|rate| AAC_SAMPLE_RATES.contains(rate))
             .ok_or_else(|| AudioError::Config("no usable sample rate".into()))?;
         let channels = decoded.channels.as_ref().map_or(0, |c| c.count());
+        Self::with_decoder(Decoder::Aac(Box::new(decoder)), input_rate, channels)
+    }
+
+    /// Sets up the path for G.711 of this law at `input_rate` (8 kHz from cameras).
+    pub fn g711(law: Law, input_rate: u32, channels: usize) -> Result<Self, AudioError> {
+        if !(MIN_G711_RATE..=OPUS_RATE).contains(&input_rate) {
+            return Err(AudioError::Config(format!(
+                "G.711 at {input_rate} Hz (expected {MIN_G711_RATE}..={OPUS_RATE})"
+            )));
+        }
+        Self::with_decoder(Decoder::G711(law), input_rate, channels)
+    }
+
+    fn with_decoder(
+        decoder: Decoder,
+        input_rate: u32,
+        channels: usize,
+    ) -> Result<Self, AudioError> {
         let opus_channels = match channels {
             1 => opus::Channels::Mono,
             2 => opus::Channels::Stereo,
@@ -161,11 +190,12 @@ impl AacToOpus {
         self.input_rate
     }
 
-    /// Decodes one raw AAC frame presented at `timestamp_ms` and appends the Opus frames it
-    /// completes to `out`. A frame that does not decode is an error the caller may skip.
+    /// Decodes one raw AAC frame (or a run of G.711 samples) presented at `timestamp_ms` and
+    /// appends the Opus frames it completes to `out`. A frame that does not decode is an error
+    /// the caller may skip.
     pub fn push(
         &mut self,
-        aac: &[u8],
+        frame: &[u8],
         timestamp_ms: i64,
         out: &mut Vec<OpusFrame>,
     ) -> Result<(), AudioError> {
@@ -174,13 +204,24 @@ impl AacToOpus {
         {
             self.restart();
         }
-        let packet = PacketRef::new(0, Timestamp::new(timestamp_ms), Duration::ZERO, aac);
-        let decoded = self
-            .decoder
-            .decode_ref(&packet)
-            .map_err(|e| AudioError::Decode(e.to_string()))?;
-        let frames = decoded.frames();
-        decoded.copy_to_vec_interleaved(&mut self.scratch);
+        let frames = match &mut self.decoder {
+            Decoder::Aac(decoder) => {
+                let packet = PacketRef::new(0, Timestamp::new(timestamp_ms), Duration::ZERO, frame);
+                let decoded = decoder
+                    .decode_ref(&packet)
+                    .map_err(|e| AudioError::Decode(e.to_string()))?;
+                decoded.copy_to_vec_interleaved(&mut self.scratch);
+                decoded.frames()
+            }
+            Decoder::G711(law) => {
+                self.scratch.clear();
+                law.decode(frame, &mut self.scratch);
+                // A trailing partial sample frame of a stereo stream is dropped.
+                self.scratch
+                    .truncate(self.scratch.len() - self.scratch.len() % self.channels);
+                self.scratch.len() / self.channels
+            }
+        };
         self.clock
             .get_or_insert(timestamp_ms * i64::from(OPUS_RATE) / 1000);
         let started_ms = self.expected_ms.unwrap_or(timestamp_ms as f64);
@@ -336,7 +377,7 @@ pub(crate) mod tests {
     /// Transcodes `adts`, decodes the Opus back and checks the tone, the level and the timing.
     fn round_trip(adts: &[u8], rate: u32, channels: usize) {
         let (config, frames) = adts_frames(adts);
-        let mut path = AacToOpus::new(&config).unwrap();
+        let mut path = AudioToOpus::aac(&config).unwrap();
         assert_eq!((path.input_rate(), path.channels()), (rate, channels));
         let mut opus_frames = Vec::new();
         for (i, frame) in frames.iter().enumerate() {
@@ -456,7 +497,7 @@ pub(crate) mod tests {
         // AudioSpecificConfig: object type 2 (AAC-LC), the index, channel configuration 1.
         let config = |index: u8| [(2 << 3) | (index >> 1), ((index & 1) << 7) | (1 << 3)];
         for (index, rate) in AAC_SAMPLE_RATES.iter().enumerate() {
-            let path = AacToOpus::new(&config(index as u8));
+            let path = AudioToOpus::aac(&config(index as u8));
             assert_eq!(
                 path.map(|p| p.input_rate()),
                 Ok(*rate),
@@ -464,13 +505,13 @@ pub(crate) mod tests {
             );
         }
         // 13 and 14 are reserved.
-        assert!(AacToOpus::new(&config(13)).is_err());
+        assert!(AudioToOpus::aac(&config(13)).is_err());
     }
 
     #[test]
     fn a_timestamp_jump_restarts_the_clock() {
         let (config, frames) = adts_frames(SINE_48K_MONO);
-        let mut path = AacToOpus::new(&config).unwrap();
+        let mut path = AudioToOpus::aac(&config).unwrap();
         let mut out = Vec::new();
         for (i, frame) in frames[..20].iter().enumerate() {
             path.push(frame, i as i64 * 1024 / 48, &mut out).unwrap();
@@ -486,12 +527,12 @@ pub(crate) mod tests {
 
     #[test]
     fn bad_configs_and_frames_are_errors() {
-        assert!(AacToOpus::new(&[]).is_err());
-        assert!(AacToOpus::new(&[0xff]).is_err());
+        assert!(AudioToOpus::aac(&[]).is_err());
+        assert!(AudioToOpus::aac(&[0xff]).is_err());
         // HE-AAC (object type 5) is not decoded.
-        assert!(AacToOpus::new(&[0x2b, 0x92, 0x08, 0x00]).is_err());
+        assert!(AudioToOpus::aac(&[0x2b, 0x92, 0x08, 0x00]).is_err());
         let (config, _) = adts_frames(SINE_48K_MONO);
-        let mut path = AacToOpus::new(&config).unwrap();
+        let mut path = AudioToOpus::aac(&config).unwrap();
         let mut out = Vec::new();
         let _ = path.push(&[0xff; 7], 0, &mut out);
         let _ = path.push(&[], 20, &mut out);
@@ -502,7 +543,7 @@ pub(crate) mod tests {
         // Prints the cost of the whole path; the budget is 5 % of a core (50 ms per
         // second of audio). Debug builds are several times slower than release.
         let (config, frames) = adts_frames(SINE_44K_STEREO);
-        let mut path = AacToOpus::new(&config).unwrap();
+        let mut path = AudioToOpus::aac(&config).unwrap();
         let mut out = Vec::new();
         let rounds = 3;
         let start = std::time::Instant::now();

@@ -1,12 +1,13 @@
-//! One RTMP stream's media: FLV tags in, RTP packets out, both tracks on the encoder's one
-//! timeline (RTMP timestamps, in milliseconds), so audio and video stay in sync.
+//! One ingested stream's media: FLV tags (RTMP) or access units and audio frames (RTSP) in,
+//! RTP packets out, both tracks on the source's one timeline (milliseconds), so audio and
+//! video stay in sync.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tracing::{info, warn};
 
-use super::audio::{AacToOpus, OPUS_RATE, OpusFrame};
+use super::audio::{AudioError, AudioToOpus, OPUS_RATE, OpusFrame};
 use super::clock::StreamClock;
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::stats::StreamStats;
@@ -52,16 +53,40 @@ pub enum Announce {
     Codec(CodecInfo, String),
 }
 
-/// Name of the video publication of a stream with B-frames: viewers (the watch page) show a
-/// warning when they see it.
-pub const B_FRAMES_NAME: &str = "rtmp video (B-frames)";
+/// Which ingest protocol feeds a stream; it names the stream's publications.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Rtmp,
+    Rtsp,
+}
+
+impl Origin {
+    /// The video publication's name. A stream with B-frames says so in it: viewers (the watch
+    /// page) show a warning when they see "B-frames".
+    pub fn video_name(self, b_frames: bool) -> &'static str {
+        match (self, b_frames) {
+            (Origin::Rtmp, false) => "rtmp video",
+            (Origin::Rtmp, true) => "rtmp video (B-frames)",
+            (Origin::Rtsp, false) => "rtsp video",
+            (Origin::Rtsp, true) => "rtsp video (B-frames)",
+        }
+    }
+
+    pub fn audio_name(self) -> &'static str {
+        match self {
+            Origin::Rtmp => "rtmp audio",
+            Origin::Rtsp => "rtsp audio",
+        }
+    }
+}
 
 pub struct MediaPipeline {
     stats: Arc<StreamStats>,
+    origin: Origin,
     video: VideoPipeline,
     /// Both tracks' RTMP timestamps on the stream's timeline.
     timeline: SessionTimeline,
-    audio: Option<AacToOpus>,
+    audio: Option<AudioToOpus>,
     /// Audio is not AAC or not decodable: ignored (the video still plays), said once.
     audio_disabled: bool,
     opus: OpusPacketizer,
@@ -75,9 +100,10 @@ pub struct MediaPipeline {
 }
 
 impl MediaPipeline {
-    pub fn new(stats: Arc<StreamStats>) -> Self {
+    pub fn new(stats: Arc<StreamStats>, origin: Origin) -> Self {
         Self {
             stats,
+            origin,
             video: VideoPipeline::default(),
             timeline: SessionTimeline::first(),
             audio: None,
@@ -92,9 +118,14 @@ impl MediaPipeline {
 
     /// The pipeline of a reconnected encoder, continuing the sources of `carry` (see
     /// [`MediaCarry`]).
-    pub fn resume(stats: Arc<StreamStats>, carry: MediaCarry, now: Instant) -> Self {
+    pub fn resume(
+        stats: Arc<StreamStats>,
+        origin: Origin,
+        carry: MediaCarry,
+        now: Instant,
+    ) -> Self {
         let away = now.saturating_duration_since(carry.last_media_at);
-        let mut pipeline = Self::new(stats);
+        let mut pipeline = Self::new(stats, origin);
         pipeline.video = VideoPipeline::continuing(carry.video);
         pipeline.opus = carry.opus;
         pipeline.opus.restart_spurt();
@@ -119,7 +150,7 @@ impl MediaPipeline {
         }
     }
 
-    /// One video message: appends its packets to `out`.
+    /// One RTMP video message: appends its packets to `out`.
     pub fn push_video(
         &mut self,
         now: Instant,
@@ -128,6 +159,18 @@ impl MediaPipeline {
         out: &mut Vec<RtpPacket>,
     ) -> Result<Announce, MediaError> {
         let tag = flv::parse_video(data)?;
+        self.push_video_tag(now, timestamp_ms, tag, out)
+    }
+
+    /// One video tag (an AVC sequence header or an AVCC access unit) at `timestamp_ms` on the
+    /// source's millisecond clock: appends its packets to `out`.
+    pub fn push_video_tag(
+        &mut self,
+        now: Instant,
+        timestamp_ms: u32,
+        tag: VideoTag<'_>,
+        out: &mut Vec<RtpPacket>,
+    ) -> Result<Announce, MediaError> {
         // Only frames are on the timeline: an encoder may send its sequence header at another
         // timestamp than its first frame, and a resumed session is placed by its first frame.
         let (dts_ms, composition_ms) = match tag {
@@ -159,12 +202,10 @@ impl MediaPipeline {
                     b_frames = config.has_b_frames(),
                     "H.264 sequence header"
                 );
-                let name = if config.has_b_frames() {
+                if config.has_b_frames() {
                     self.warn_b_frames();
-                    B_FRAMES_NAME
-                } else {
-                    "rtmp video"
-                };
+                }
+                let name = self.origin.video_name(config.has_b_frames());
                 Ok(Announce::Codec(video::codec_info(&config), name.to_owned()))
             }
             VideoUpdate::Frame {
@@ -183,7 +224,7 @@ impl MediaPipeline {
     }
 
     /// Says once per connection that the stream will not play well (see docs/rtmp.md).
-    fn warn_b_frames(&mut self) {
+    pub fn warn_b_frames(&mut self) {
         if !self.warned_reordering {
             self.warned_reordering = true;
             warn!(
@@ -216,49 +257,67 @@ impl MediaPipeline {
             Err(err) => return Err(err.into()),
         };
         match tag {
-            AudioTag::AacConfig(config) => match AacToOpus::new(config) {
-                Ok(path) => {
-                    info!(
-                        rate = path.input_rate(),
-                        channels = path.channels(),
-                        "AAC sequence header: converting to Opus"
-                    );
-                    self.audio = Some(path);
-                    Ok(Announce::Codec(opus_codec(), "rtmp audio".to_owned()))
-                }
-                Err(err) => {
-                    warn!(reason = %err, "audio ignored: send AAC-LC, mono or stereo");
-                    self.audio_disabled = true;
-                    Ok(Announce::Nothing)
-                }
-            },
-            AudioTag::AacRaw(frame) => {
-                let path = self.audio.as_mut().ok_or(MediaError::NoAudioConfig)?;
-                self.last_media_at = Some(now);
-                let ms = self.timeline.place(MediaKind::Audio, now, timestamp_ms);
-                observe_arrival(&mut self.clock, now, ms);
-                self.opus_frames.clear();
-                match path.push(frame, ms, &mut self.opus_frames) {
-                    Ok(()) => self.stats.count_audio_frame(),
-                    Err(err) => {
-                        // One bad frame is a click, not a reason to stop the stream.
-                        if self.stats.count_audio_error() == 1 {
-                            warn!(reason = %err, "AAC frame skipped (further ones are only counted)");
-                        }
-                    }
-                }
-                let clock = self.clock;
-                for frame in self.opus_frames.drain(..) {
-                    let mut packet = self.opus.packetize(frame.payload, frame.timestamp as u32);
-                    packet.audio_level = Some(frame.level);
-                    let timeline_us =
-                        frame.timestamp.saturating_mul(1_000_000) / i64::from(OPUS_RATE);
-                    packet.sampled_at = clock.and_then(|clock| clock.instant_of(timeline_us));
-                    out.push(packet);
-                }
-                Ok(Announce::Nothing)
+            AudioTag::AacConfig(config) => Ok(self.start_audio(AudioToOpus::aac(config))),
+            AudioTag::AacRaw(frame) => self.push_audio_frame(now, timestamp_ms, frame, out),
+        }
+    }
+
+    /// Starts converting audio with `path` (built from the source's audio configuration); an
+    /// unusable configuration is reported once and the audio ignored, so the video plays on.
+    pub fn start_audio(&mut self, path: Result<AudioToOpus, AudioError>) -> Announce {
+        match path {
+            Ok(path) => {
+                info!(
+                    rate = path.input_rate(),
+                    channels = path.channels(),
+                    "audio configuration: converting to Opus"
+                );
+                self.audio = Some(path);
+                Announce::Codec(opus_codec(), self.origin.audio_name().to_owned())
+            }
+            Err(err) => {
+                warn!(reason = %err, "audio ignored: send AAC-LC or G.711, mono or stereo");
+                self.audio_disabled = true;
+                Announce::Nothing
             }
         }
+    }
+
+    /// One audio frame (raw AAC, or G.711 bytes) at `timestamp_ms` on the source's millisecond
+    /// clock: appends its Opus packets to `out`.
+    pub fn push_audio_frame(
+        &mut self,
+        now: Instant,
+        timestamp_ms: u32,
+        frame: &[u8],
+        out: &mut Vec<RtpPacket>,
+    ) -> Result<Announce, MediaError> {
+        if self.audio_disabled {
+            return Ok(Announce::Nothing);
+        }
+        let path = self.audio.as_mut().ok_or(MediaError::NoAudioConfig)?;
+        self.last_media_at = Some(now);
+        let ms = self.timeline.place(MediaKind::Audio, now, timestamp_ms);
+        observe_arrival(&mut self.clock, now, ms);
+        self.opus_frames.clear();
+        match path.push(frame, ms, &mut self.opus_frames) {
+            Ok(()) => self.stats.count_audio_frame(),
+            Err(err) => {
+                // One bad frame is a click, not a reason to stop the stream.
+                if self.stats.count_audio_error() == 1 {
+                    warn!(reason = %err, "audio frame skipped (further ones are only counted)");
+                }
+            }
+        }
+        let clock = self.clock;
+        for frame in self.opus_frames.drain(..) {
+            let mut packet = self.opus.packetize(frame.payload, frame.timestamp as u32);
+            packet.audio_level = Some(frame.level);
+            let timeline_us = frame.timestamp.saturating_mul(1_000_000) / i64::from(OPUS_RATE);
+            packet.sampled_at = clock.and_then(|clock| clock.instant_of(timeline_us));
+            out.push(packet);
+        }
+        Ok(Announce::Nothing)
     }
 }
 
@@ -289,7 +348,7 @@ mod tests {
 
     #[test]
     fn audio_before_its_config_closes_and_other_formats_are_ignored() {
-        let mut media = MediaPipeline::new(Arc::default());
+        let mut media = MediaPipeline::new(Arc::default(), Origin::Rtmp);
         let mut out = Vec::new();
         assert_eq!(
             media
@@ -312,7 +371,7 @@ mod tests {
     fn aac_becomes_opus_packets_on_the_stream_timeline() {
         let (config, frames) =
             super::super::audio::tests::adts_frames(super::super::audio::tests::SINE_48K_MONO);
-        let mut media = MediaPipeline::new(Arc::default());
+        let mut media = MediaPipeline::new(Arc::default(), Origin::Rtmp);
         let mut out = Vec::new();
         let mut header = vec![0xaf, 0];
         header.extend(&config);
@@ -403,7 +462,7 @@ mod tests {
         // The encoder's clock steps back to 0, or ahead by an hour, between two frames.
         for (jump, after_ms) in [("backward", 0), ("forward", 3_600_000)] {
             let start = Instant::now();
-            let mut media = MediaPipeline::new(Arc::default());
+            let mut media = MediaPipeline::new(Arc::default(), Origin::Rtmp);
             // One second each side of the jump (the AAC test data is one second long).
             let mut packets = session(&mut media, start, 60_000, 30, std::time::Duration::ZERO);
             let resumed_at = start + std::time::Duration::from_millis(1_000);
@@ -462,13 +521,14 @@ mod tests {
     #[test]
     fn a_reconnected_encoder_continues_the_same_sources_with_audio_and_video_aligned() {
         let start = Instant::now();
-        let mut media = MediaPipeline::new(Arc::default());
+        let mut media = MediaPipeline::new(Arc::default(), Origin::Rtmp);
         // The first session's last frame is at 966 ms; the connection is found dead 5 s later.
         let first = session(&mut media, start, 0, 30, std::time::Duration::ZERO);
         let carry = media.park(start + std::time::Duration::from_secs(6));
         // The new encoder process starts its clock anew, at an arbitrary RTMP time.
         let mut media = MediaPipeline::resume(
             Arc::default(),
+            Origin::Rtmp,
             carry,
             start + std::time::Duration::from_millis(2_966),
         );
@@ -520,7 +580,7 @@ mod tests {
     #[test]
     fn audio_and_video_are_placed_on_one_clock_whatever_their_arrival_skew() {
         let start = Instant::now();
-        let mut media = MediaPipeline::new(Arc::default());
+        let mut media = MediaPipeline::new(Arc::default(), Origin::Rtmp);
         let packets = session(
             &mut media,
             start,

@@ -1,6 +1,8 @@
 //! Ingest: media produced outside WebRTC, converted in process into ordinary publications.
 //!
-//! Today that is RTMP (OBS, ffmpeg, hardware encoders) on `rtmp://host/live/<stream key>`:
+//! RTMP (OBS, ffmpeg, hardware encoders) pushes to `rtmp://host/live/<stream key>`; RTSP
+//! sources (IP cameras, NVRs) are pulled ([`rtsp`]) into the same pipeline from `media` on.
+//! The RTMP path:
 //!
 //! ```text
 //! TCP ─▶ rtmp::protocol (rml_rtmp behind Sluice's trait + guard) ─▶ flv tags
@@ -34,10 +36,12 @@ mod audio;
 mod avc;
 mod clock;
 mod flv;
+mod g711;
 pub mod keys;
 mod media;
 mod registry;
 pub mod rtmp;
+pub mod rtsp;
 mod stats;
 mod stream_publisher;
 mod timeline;
@@ -46,4 +50,5 @@ mod video;
 pub use keys::{KeyError, StreamKeys, StreamTarget};
 pub use registry::StreamCounts;
 pub use rtmp::{RtmpConfig, RtmpServer, RtmpStreams};
+pub use rtsp::{RtspConfig, RtspCredentials, RtspSource, RtspSources, RtspTransport};
 pub use stats::StreamStatsSnapshot;

@@ -1,6 +1,7 @@
-//! The room side of an RTMP stream: its participant and publications. It outlives the RTMP
-//! connection by the reconnect grace period, so an encoder that reconnects continues the same
-//! publications and viewers keep playing without renegotiating.
+//! The room side of an ingested stream: its participant and publications. It outlives the
+//! RTMP connection by the reconnect grace period (an RTSP source keeps it across its
+//! reconnects), so a source that comes back continues the same publications and viewers keep
+//! playing without renegotiating.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use super::keys::StreamTarget;
-use super::media::{MediaCarry, MediaPipeline};
+use super::media::{MediaCarry, MediaPipeline, Origin};
 use super::stats::StreamStats;
 use crate::core::{MediaKind, RtpPacket};
 use crate::runtime::{IngestParticipant, IngestPublication, RequestError, Sfu, TrackSource};
@@ -39,6 +40,7 @@ struct Unconfirmed {
 
 pub struct RoomStream {
     target: StreamTarget,
+    origin: Origin,
     participant: IngestParticipant,
     video: Option<Track>,
     audio: Option<Track>,
@@ -59,12 +61,17 @@ impl std::fmt::Debug for RoomStream {
 }
 
 impl RoomStream {
-    pub async fn join(sfu: &Sfu, target: StreamTarget) -> Result<Self, RequestError> {
+    pub async fn join(
+        sfu: &Sfu,
+        target: StreamTarget,
+        origin: Origin,
+    ) -> Result<Self, RequestError> {
         let (participant, _) = sfu
             .join_ingest(&target.room, target.identity.clone())
             .await?;
         Ok(Self {
             target,
+            origin,
             participant,
             video: None,
             audio: None,
@@ -94,9 +101,9 @@ impl RoomStream {
                     audio: self.audio.is_some(),
                     media_since: None,
                 });
-                MediaPipeline::resume(stats, carry, now)
+                MediaPipeline::resume(stats, self.origin, carry, now)
             }
-            None => MediaPipeline::new(stats),
+            None => MediaPipeline::new(stats, self.origin),
         }
     }
 

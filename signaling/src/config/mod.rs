@@ -23,12 +23,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_sfu::ingest::{StreamKeys, StreamTarget};
+use sluice_sfu::ingest::{RtspSource, StreamKeys, StreamTarget};
 use sluice_sfu::transport::TransportConfig;
 
 use crate::auth::check_name;
 use crate::origin;
 pub use crate::secret::Secret;
+pub use rtsp::RtspSourceEntry;
 
 /// Sluice at info; the WebRTC stack only when something is wrong (its DTLS and ICE layers log
 /// routine retransmissions as warnings).
@@ -152,6 +153,11 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub rtmp_keys: Option<Vec<RtmpKey>>,
+    /// RTSP sources (cameras) Sluice pulls and publishes, each `[[rtsp_sources]]` with url,
+    /// room, identity, optional username_env/password_env and transport (TOML file only: an
+    /// array of tables has no flag form).
+    #[arg(skip)]
+    pub rtsp_sources: Option<Vec<RtspSourceEntry>>,
 }
 
 /// Which media plane carries the participants' connections.
@@ -278,6 +284,8 @@ pub struct Config {
     pub rtmp: RtmpListen,
     /// Configured RTMP stream keys (signed keys need only `secret`).
     pub rtmp_keys: Vec<RtmpKey>,
+    /// RTSP sources to pull (file only); see [`Config::rtsp_sources`].
+    pub rtsp_sources: Vec<RtspSourceEntry>,
 }
 
 impl Default for Config {
@@ -302,6 +310,7 @@ impl Default for Config {
             drain_timeout: Duration::from_secs(10),
             rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
             rtmp_keys: Vec::new(),
+            rtsp_sources: Vec::new(),
         }
     }
 }
@@ -461,6 +470,7 @@ impl Config {
             drain_timeout,
             rtmp,
             rtmp_keys,
+            rtsp_sources,
         } = layer;
         set(&mut self.listen, listen);
         set(&mut self.udp_ports, udp_ports.map(Some));
@@ -490,6 +500,7 @@ impl Config {
         );
         set(&mut self.rtmp, rtmp);
         set(&mut self.rtmp_keys, rtmp_keys);
+        set(&mut self.rtsp_sources, rtsp_sources);
     }
 
     /// Checks value ranges: secret (if set) ≥ 16 bytes, `max_message_rate` ≥ 1,
@@ -540,6 +551,7 @@ impl Config {
             check_name("rtmp_keys identity", &entry.identity).map_err(ConfigError::Invalid)?;
         }
         self.stream_keys()?;
+        self.rtsp_sources()?;
         for entry in &self.allowed_origins {
             if !origin::valid_entry(entry) {
                 return invalid(format!(
@@ -571,6 +583,31 @@ impl Config {
             })?;
         }
         Ok(keys)
+    }
+
+    /// The RTSP sources to pull, credentials read from the environment variables they name.
+    /// Two sources cannot publish as the same room and identity.
+    pub fn rtsp_sources(&self) -> Result<Vec<RtspSource>, ConfigError> {
+        self.rtsp_sources_with_env(&|var| std::env::var(var).ok())
+    }
+
+    /// [`Config::rtsp_sources`] with the environment read through `env`.
+    pub fn rtsp_sources_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<RtspSource>, ConfigError> {
+        let mut sources: Vec<RtspSource> = Vec::with_capacity(self.rtsp_sources.len());
+        for entry in &self.rtsp_sources {
+            let source = entry.resolve(env).map_err(ConfigError::Invalid)?;
+            if sources.iter().any(|other| other.target == source.target) {
+                return Err(ConfigError::Invalid(format!(
+                    "rtsp_sources: two sources publish as {}/{}",
+                    entry.room, entry.identity
+                )));
+            }
+            sources.push(source);
+        }
+        Ok(sources)
     }
 
     /// The media transport this configuration asks for.
@@ -608,5 +645,6 @@ fn parse_toml(text: &str, path: Option<&Path>) -> Result<ServeArgs, ConfigError>
     })
 }
 
+mod rtsp;
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,7 @@ use super::protocol::{ProtocolError, ProtocolEvent, RtmpProtocol};
 use super::rml::RmlProtocol;
 use crate::admission::AddressSlot;
 use crate::core::{MediaKind, RtpPacket};
-use crate::ingest::media::{Announce, MediaError, MediaPipeline};
+use crate::ingest::media::{Announce, MediaError, MediaPipeline, Origin};
 use crate::ingest::stream_publisher::RoomStream;
 use crate::runtime::RequestError;
 
@@ -235,20 +235,22 @@ impl Connection {
                 info!("encoder reconnected within the grace period: resuming its publications");
                 parked
             }
-            Ok(None) => match RoomStream::join(&self.shared.sfu, target.clone()).await {
-                Ok(stream) => stream,
-                Err(err) => {
-                    registry.abandon(&target);
-                    self.refuse(
-                        request,
-                        "NetStream.Publish.Failed",
-                        "cannot join the room",
-                        "room join failed",
-                    )
-                    .await?;
-                    return Err(End::Room(err));
+            Ok(None) => {
+                match RoomStream::join(&self.shared.sfu, target.clone(), Origin::Rtmp).await {
+                    Ok(stream) => stream,
+                    Err(err) => {
+                        registry.abandon(&target);
+                        self.refuse(
+                            request,
+                            "NetStream.Publish.Failed",
+                            "cannot join the room",
+                            "room join failed",
+                        )
+                        .await?;
+                        return Err(End::Room(err));
+                    }
                 }
-            },
+            }
         };
         registry.set_live(&stream);
         stream.stats().count_session();

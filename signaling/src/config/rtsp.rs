@@ -1,0 +1,74 @@
+//! `[[rtsp_sources]]`: the RTSP sources of the TOML file, checked and resolved into the
+//! ingest's [`RtspSource`]s (credentials read from the environment variables they name).
+
+use sluice_sfu::ingest::{RtspCredentials, RtspSource, RtspTransport, StreamTarget};
+
+use crate::auth::check_name;
+
+/// One `[[rtsp_sources]]` entry: a source Sluice pulls, and the room and identity it publishes
+/// as. Credentials are not in the file: it names the environment variables holding them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RtspSourceEntry {
+    /// `rtsp://host[:port]/path`, without user or password.
+    pub url: String,
+    pub room: String,
+    pub identity: String,
+    /// The environment variable holding the username (with `password_env`).
+    pub username_env: Option<String>,
+    /// The environment variable holding the password (with `username_env`).
+    pub password_env: Option<String>,
+    /// "tcp" (RTP interleaved in the RTSP connection) or "udp" [default: tcp].
+    pub transport: Option<String>,
+}
+
+impl RtspSourceEntry {
+    /// The source this entry describes, its credentials read with `env` (a variable's value,
+    /// `None` when unset).
+    pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<RtspSource, String> {
+        let name = format!("rtsp_sources entry for {}/{}", self.room, self.identity);
+        check_name("rtsp_sources room", &self.room)?;
+        check_name("rtsp_sources identity", &self.identity)?;
+        let url: url::Url = self
+            .url
+            .parse()
+            .map_err(|e| format!("{name}: url {:?}: {e}", self.url))?;
+        if url.scheme() != "rtsp" {
+            return Err(format!("{name}: url must start with rtsp://"));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(format!(
+                "{name}: put no credentials in the url; name their environment variables in \
+                 username_env and password_env"
+            ));
+        }
+        let transport = match &self.transport {
+            None => RtspTransport::default(),
+            Some(text) => text.parse().map_err(|e| format!("{name}: {e}"))?,
+        };
+        let env = |var: &str| {
+            env(var).ok_or_else(|| format!("{name}: environment variable {var} is not set"))
+        };
+        let credentials = match (&self.username_env, &self.password_env) {
+            (None, None) => None,
+            (Some(user), Some(password)) => Some(RtspCredentials {
+                username: env(user)?,
+                password: env(password)?,
+            }),
+            _ => {
+                return Err(format!(
+                    "{name}: set both username_env and password_env, or neither"
+                ));
+            }
+        };
+        Ok(RtspSource {
+            url,
+            target: StreamTarget {
+                room: self.room.clone(),
+                identity: self.identity.clone(),
+            },
+            credentials,
+            transport,
+        })
+    }
+}
