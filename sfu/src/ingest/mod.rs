@@ -35,6 +35,7 @@ mod avc;
 mod clock;
 mod flv;
 pub mod keys;
+mod latency;
 mod media;
 mod registry;
 pub mod rtmp;
