@@ -243,7 +243,9 @@ impl MediaPipeline {
                 self.last_media_at = Some(now);
                 let ms = self.timeline.place(MediaKind::Audio, now, timestamp_ms);
                 observe_arrival(&mut self.clock, now, ms);
-                let sampled_at = self.clock.and_then(|c| c.instant_of(ms.saturating_mul(1_000)));
+                let sampled_at = self
+                    .clock
+                    .and_then(|c| c.instant_of(ms.saturating_mul(1_000)));
                 self.latency.arrived(MediaKind::Audio, now, sampled_at);
                 self.opus_frames.clear();
                 match path.push(frame, ms, &mut self.opus_frames) {
