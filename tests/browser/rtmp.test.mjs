@@ -8,6 +8,7 @@
 // (same machine, same clock) and shows whether frames are presented in order.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { loadavg } from 'node:os';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 
@@ -15,14 +16,20 @@ const ROOM = uniqueRoom('rtmp');
 const ROOM_BFRAMES = uniqueRoom('rtmp-bframes');
 const KEY = `key-${Math.random().toString(36).slice(2)}-main`;
 const KEY_BFRAMES = `key-${Math.random().toString(36).slice(2)}-bframes`;
+const ROOM_VIDEO_ONLY = uniqueRoom('rtmp-video-only');
+const KEY_VIDEO_ONLY = `key-${Math.random().toString(36).slice(2)}-video-only`;
 const GOP_FRAMES = 120; // 4 s at 30 fps
 const JOINS = 40;
 const CODE_BITS = 20;
 const CODE_SPAN = 2 ** CODE_BITS;
 
-// The harness passes the environment on to `sluice`: an ephemeral RTMP port and two keys.
+// The harness passes the environment on to `sluice`: an ephemeral RTMP port and three keys.
 process.env.SLUICE_RTMP = '127.0.0.1:0';
-process.env.SLUICE_RTMP_KEYS = `${KEY}=${ROOM}/encoder,${KEY_BFRAMES}=${ROOM_BFRAMES}/encoder`;
+process.env.SLUICE_RTMP_KEYS = [
+  `${KEY}=${ROOM}/encoder`,
+  `${KEY_BFRAMES}=${ROOM_BFRAMES}/encoder`,
+  `${KEY_VIDEO_ONLY}=${ROOM_VIDEO_ONLY}/encoder`,
+].join(',');
 
 let server;
 let browser;
@@ -47,7 +54,18 @@ after(async () => {
   await server?.stop();
 });
 
-/** testsrc with the capture clock drawn in (see the top of this file). */
+/**
+ * testsrc with the capture clock drawn in (see the top of this file) and, with `audio`, the
+ * 440 Hz sine from the same lavfi graph (`[out0]` video, `[out1]` audio). One input, not two:
+ * with two inputs ffmpeg reads each in a thread of its own into an 8-packet queue, so lavfi
+ * makes (and stamps) each frame up to 8 frames before `-re` releases it, and the figure counted
+ * 260 ms that no live source has (docs/rtmp.md, "Latency budget").
+ */
+function encoderInput(size, { audio = true } = {}) {
+  const video = clockSource(size);
+  return audio ? `${video}[out0];sine=frequency=440:sample_rate=44100[out1]` : video;
+}
+
 function clockSource(size) {
   const boxes = Array.from(
     { length: CODE_BITS },
@@ -74,17 +92,19 @@ function clockSource(size) {
  * per frame: with several IDR slices the routing core's keyframe cache restarts at each slice,
  * so joiners wait for the next keyframe (see docs/rtmp.md, "Known limits").
  */
-function startEncoder(key, { bframes = false, size = '1280x720' } = {}) {
+function startEncoder(key, { bframes = false, size = '1280x720', audio = true } = {}) {
   const video = bframes
     ? ['-preset', 'veryfast', '-profile:v', 'high']
     : ['-preset', 'ultrafast', '-tune', 'zerolatency', '-x264-params', 'sliced-threads=0', '-profile:v', 'baseline', '-bf', '0'];
+  // The README's low-latency recipe: the FLV muxer writes each packet as it comes instead of
+  // holding audio until the next video frame (and video until the next audio frame).
+  const mux = bframes ? [] : ['-max_interleave_delta', '1'];
   const args = [
     '-hide_banner', '-loglevel', 'warning', '-re',
-    '-f', 'lavfi', '-i', clockSource(size),
-    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=44100',
+    '-f', 'lavfi', '-i', encoderInput(size, { audio }),
     '-pix_fmt', 'yuv420p', '-c:v', 'libx264', ...video,
     '-g', String(GOP_FRAMES), '-keyint_min', String(GOP_FRAMES), '-sc_threshold', '0',
-    '-c:a', 'aac', '-b:a', '96k', '-f', 'flv', `${rtmpUrl}/live/${key}`,
+    ...(audio ? ['-c:a', 'aac', '-b:a', '96k'] : ['-an']), ...mux, '-f', 'flv', `${rtmpUrl}/live/${key}`,
   ];
   const child = spawn('ffmpeg', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   child.log = [];
@@ -158,6 +178,84 @@ async function watchStats() {
     }
     return out;
   }
+}
+
+/**
+ * In the watch page: per kind, the cumulative jitter-buffer figures of getStats (seconds summed
+ * over emitted samples or frames); `jitterBufferSplit` turns two of them into averages.
+ */
+async function jitterBufferTotals() {
+  const out = {};
+  for (const sub of window.sluiceWatch.room.subscriptions.values()) {
+    (await sub.getStats())?.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      out[s.kind] = {
+        delay: s.jitterBufferDelay ?? 0,
+        target: s.jitterBufferTargetDelay ?? 0,
+        minimum: s.jitterBufferMinimumDelay ?? 0,
+        emitted: s.jitterBufferEmittedCount ?? 0,
+      };
+    });
+  }
+  return out;
+}
+
+/**
+ * `kind: jb=… target=… min=…` in ms, averaged between two `jitterBufferTotals`: the time spent
+ * in the jitter buffer, what it aimed at, and what it would aim at without A/V sync (a video
+ * target above its minimum is the picture held back for the audio).
+ */
+function jitterBufferSplit(before, after) {
+  return ['video', 'audio']
+    .filter((kind) => before[kind] && after[kind] && after[kind].emitted > before[kind].emitted)
+    .map((kind) => {
+      const n = after[kind].emitted - before[kind].emitted;
+      const ms = (key) => Math.round(((after[kind][key] - before[kind][key]) / n) * 1000);
+      return `${kind}: jb=${ms('delay')} target=${ms('target')} min=${ms('minimum')}`;
+    })
+    .join(' ');
+}
+
+/**
+ * Waits until Chromium's A/V sync holds the picture in `viewer`, and has settled (at most
+ * `timeoutMs`). A page that just opened plays the picture at once and starts syncing it to the
+ * audio only seconds later (after two sender reports of each track), then moves the picture's
+ * delay a step per second: a figure taken before that is of a picture running ahead of its
+ * sound. Settled: over each of two consecutive 1 s windows the video's jitter-buffer target
+ * was above its minimum (the sync hold, see `jitterBufferSplit`) and moved less than 20 ms.
+ * Returns how long it took, or undefined when that did not happen in time.
+ */
+async function waitForSyncSettled(viewer, timeoutMs) {
+  const started = Date.now();
+  let previous = await viewer.evaluate(jitterBufferTotals);
+  let previousTargetMs;
+  let steady = 0;
+  while (Date.now() - started < timeoutMs) {
+    await new Promise((r) => setTimeout(r, 1_000));
+    const now = await viewer.evaluate(jitterBufferTotals);
+    const frames = (now.video?.emitted ?? 0) - (previous.video?.emitted ?? 0);
+    if (!now.audio || frames <= 0) {
+      previous = now;
+      continue;
+    }
+    const perFrameMs = (key) => ((now.video[key] - previous.video[key]) / frames) * 1000;
+    const targetMs = perFrameMs('target');
+    const holding = targetMs - perFrameMs('minimum') >= 10;
+    const still = previousTargetMs !== undefined && Math.abs(targetMs - previousTargetMs) < 20;
+    steady = holding && still ? steady + 1 : 0;
+    if (steady >= 2) return Date.now() - started;
+    previous = now;
+    previousTargetMs = targetMs;
+  }
+  return undefined;
+}
+
+/** RTMP → screen over `durationMs` in `viewer`, with the jitter-buffer split of that window. */
+async function measureRtmpToScreen(viewer, durationMs) {
+  const before = await viewer.evaluate(jitterBufferTotals);
+  const clock = summarize(await viewer.evaluate(measureClock, { selector: '#video', durationMs, bits: CODE_BITS }));
+  const split = jitterBufferSplit(before, await viewer.evaluate(jitterBufferTotals));
+  return { ...clock, split };
 }
 
 async function openWatchPage(room, label) {
@@ -346,12 +444,16 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     console.log(`WATCH_PAGE frames=${media.framesDecoded} ${media.frameWidth}x${media.frameHeight} energy=${media.energy.toFixed(4)} delayText="${delayText}"`);
     assert.ok(pageDelay !== undefined, 'the watch page shows a delay estimate');
 
-    const clock = summarize(
-      await viewer.evaluate(measureClock, { selector: '#video', durationMs: 5_000, bits: CODE_BITS }),
-    );
-    console.log(`RTMP_TO_SCREEN_MS p50=${clock.p50} p95=${clock.p95} max=${clock.max} frames=${clock.frames} backwards=${clock.backwards}`);
+    const settledMs = await waitForSyncSettled(viewer, 30_000);
+    console.log(`RTMP_SYNC_SETTLED_MS=${settledMs ?? 'not within 30 s'}`);
+    const clock = await measureRtmpToScreen(viewer, 5_000);
+    console.log(`RTMP_TO_SCREEN_MS p50=${clock.p50} p95=${clock.p95} max=${clock.max} frames=${clock.frames} backwards=${clock.backwards} | ${clock.split} | load ${loadavg()[0].toFixed(1)}`);
     assert.ok(clock.frames >= 60, `only ${clock.frames} frames presented in 5 s`);
     assert.equal(clock.backwards, 0, 'frames presented out of order');
+    // Issue 21's goal, with the sound on (Chromium holds the picture for the audio's jitter
+    // buffer): measured p95 181-359 ms at load 10-12 on the shared 2-core machine, 403-2098 ms
+    // when other jobs pushed it to 13-19 and starved Chromium's audio (docs/rtmp.md).
+    assert.ok(clock.p95 <= 300, `RTMP → screen p95 ${clock.p95} ms > 300 ms with audio (${clock.split})`);
 
     // Reconnect within the grace period: same publication, frames resume.
     const publications = await viewer.evaluate(() => [...window.sluiceWatch.playing.keys()].sort());
@@ -393,7 +495,7 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
     const resumeMs = Date.now() - restartedAt;
     console.log(`RECONNECT_RESUME_MS=${resumeMs} (restart → 30 new frames decoded) first=${firstFrameMs}`);
     // ffmpeg's own start-up and RTMP handshake are in this figure (0.6-0.9 s), and the watch
-    // page's ~0.4 s RTMP-to-screen delay; a loaded CI machine measured 2.5 s.
+    // page's ~0.2 s RTMP-to-screen delay; a loaded CI machine measured 2.5 s.
     assert.ok(firstFrameMs <= 4_000, `the first frame after the reconnect came ${firstFrameMs} ms after the restart`);
     assert.deepEqual(await viewer.evaluate(() => [...window.sluiceWatch.playing.keys()].sort()), publications);
     assert.deepEqual(await viewer.evaluate(() => window.removed), [], 'no publication was removed');
@@ -425,6 +527,24 @@ test('RTMP without B-frames: video, sound, delay, instant join, reconnect, stop'
 
     assert.ok(ttffs.every((t) => t !== undefined), `a join showed no frame within 5 s: ${ttffs}`);
     assert.ok(joinP95 <= 300, `join p95 ${Math.round(joinP95)} ms > 300 ms (of ${ttffs.map(Math.round)})`);
+  });
+});
+
+test('RTMP video only: RTMP → screen', { timeout: 60_000 }, async () => {
+  await withDiagnostics('rtmp-video-only', server, () => pages, async () => {
+    const encoder = startEncoder(KEY_VIDEO_ONLY, { audio: false });
+    const viewer = await openWatchPage(ROOM_VIDEO_ONLY, 'video-only-viewer');
+    await waitFor('the video-only stream: 60 frames decoded', () => viewer.evaluate(watchStats), (s) => s.framesDecoded >= 60, {
+      timeoutMs: 30_000,
+      intervalMs: 250,
+    });
+    const clock = await measureRtmpToScreen(viewer, 5_000);
+    console.log(`RTMP_TO_SCREEN_VIDEO_ONLY_MS p50=${clock.p50} p95=${clock.p95} max=${clock.max} frames=${clock.frames} | ${clock.split} | load ${loadavg()[0].toFixed(1)}`);
+    encoder.kill('SIGINT');
+    assert.ok(clock.frames >= 60, `only ${clock.frames} frames presented in 5 s`);
+    assert.equal(clock.backwards, 0, 'frames presented out of order');
+    // Issue 21's goal without audio (nothing to sync with): p95 ≤ 150 ms.
+    assert.ok(clock.p95 <= 150, `RTMP → screen p95 ${clock.p95} ms > 150 ms without audio (${clock.split})`);
   });
 });
 

@@ -10,6 +10,7 @@ use tracing::{info, warn};
 use super::audio::{AudioError, AudioToOpus, OPUS_RATE, OpusFrame};
 use super::clock::StreamClock;
 use super::flv::{self, AudioTag, FlvError, VideoTag};
+use super::latency::IngestLatency;
 use super::stats::StreamStats;
 use super::timeline::SessionTimeline;
 use super::video::{self, VideoError, VideoPipeline, VideoUpdate};
@@ -97,6 +98,7 @@ pub struct MediaPipeline {
     last_media_at: Option<Instant>,
     /// When each timeline position was sampled; set by the first audio or video frame.
     clock: Option<StreamClock>,
+    latency: IngestLatency,
 }
 
 impl MediaPipeline {
@@ -113,6 +115,7 @@ impl MediaPipeline {
             warned_reordering: false,
             last_media_at: None,
             clock: None,
+            latency: IngestLatency::default(),
         }
     }
 
@@ -192,6 +195,9 @@ impl MediaPipeline {
         let sampled_at = self.clock.and_then(|clock| clock.instant_of(pts_us));
         for packet in &mut out[first_packet..] {
             packet.sampled_at = sampled_at;
+        }
+        if out.len() > first_packet {
+            self.latency.arrived(MediaKind::Video, now, sampled_at);
         }
         match update {
             VideoUpdate::Codec(config) => {
@@ -299,6 +305,10 @@ impl MediaPipeline {
         self.last_media_at = Some(now);
         let ms = self.timeline.place(MediaKind::Audio, now, timestamp_ms);
         observe_arrival(&mut self.clock, now, ms);
+        let sampled_at = self
+            .clock
+            .and_then(|c| c.instant_of(ms.saturating_mul(1_000)));
+        self.latency.arrived(MediaKind::Audio, now, sampled_at);
         self.opus_frames.clear();
         match path.push(frame, ms, &mut self.opus_frames) {
             Ok(()) => self.stats.count_audio_frame(),
@@ -315,6 +325,7 @@ impl MediaPipeline {
             packet.audio_level = Some(frame.level);
             let timeline_us = frame.timestamp.saturating_mul(1_000_000) / i64::from(OPUS_RATE);
             packet.sampled_at = clock.and_then(|clock| clock.instant_of(timeline_us));
+            self.latency.audio_departed(now, packet.sampled_at);
             out.push(packet);
         }
         Ok(Announce::Nothing)

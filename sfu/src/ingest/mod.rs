@@ -38,6 +38,7 @@ mod clock;
 mod flv;
 mod g711;
 pub mod keys;
+mod latency;
 mod media;
 mod registry;
 pub mod rtmp;
