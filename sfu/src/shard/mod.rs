@@ -34,6 +34,7 @@ mod socket;
 mod stats;
 mod stun;
 mod subscriber;
+mod whep;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};
@@ -105,6 +106,9 @@ pub enum ShardError {
     Invalid(String),
     #[error("invalid session description: {0}")]
     InvalidSdp(String),
+    /// The offer is well formed but cannot carry what is asked (no common codec).
+    #[error("unsupported offer: {0}")]
+    Unsupported(String),
     #[error("invalid ICE candidate: {0}")]
     InvalidCandidate(String),
     #[error("more than {0} remote candidates on one connection")]
@@ -125,6 +129,13 @@ pub struct PublishTrack {
     pub publication: PublicationId,
     /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
     pub rids: Vec<String>,
+}
+
+/// A subscription a WHEP viewer's answered offer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WhepSubscription {
+    pub subscription: SubscriptionId,
+    pub publication: PublicationId,
 }
 
 /// A change to one of a participant's subscriptions.
@@ -246,6 +257,13 @@ pub(crate) enum Command {
         publication: PublicationId,
         codec: CodecInfo,
         reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Whep {
+        participant: ParticipantId,
+        offer: String,
+        subscriptions: Vec<WhepSubscription>,
+        max_spatial: Option<u8>,
+        reply: oneshot::Sender<Result<String, ShardError>>,
     },
     Leave {
         participant: ParticipantId,
@@ -441,6 +459,27 @@ impl Shard {
             participant,
             publication,
             codec,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers a WHEP viewer's recvonly `offer` on a new subscriber connection carrying
+    /// `subscriptions` (paired with the offer's m-lines by kind, in order); with
+    /// `max_spatial`, its video starts capped at that simulcast layer. Forwarding starts once
+    /// the connection is up. On error no subscriber connection is left behind.
+    pub async fn whep(
+        &self,
+        participant: ParticipantId,
+        offer: String,
+        subscriptions: Vec<WhepSubscription>,
+        max_spatial: Option<u8>,
+    ) -> Result<String, ShardError> {
+        self.request(|reply| Command::Whep {
+            participant,
+            offer,
+            subscriptions,
+            max_spatial,
             reply,
         })
         .await?

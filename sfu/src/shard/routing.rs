@@ -120,6 +120,16 @@ impl Worker {
             } => {
                 let _ = reply.send(self.ingest_publish(participant, publication, codec, now));
             }
+            Command::Whep {
+                participant,
+                offer,
+                subscriptions,
+                max_spatial,
+                reply,
+            } => {
+                let answer = self.whep(participant, offer, subscriptions, max_spatial, now);
+                let _ = reply.send(answer);
+            }
             Command::Leave { participant } => self.leave(participant, now),
             Command::Stats { reply } => {
                 let mut stats = self.stats;

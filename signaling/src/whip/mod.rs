@@ -1,0 +1,534 @@
+//! WHIP ingest (RFC 9725) and WHEP playback over HTTP: `POST /whip/{room}` publishes an SDP
+//! offer as a participant of the room, `POST /whep/{room}[/{publication}]` plays the room (or
+//! one publication) to a client that offers recvonly; each answer is `201 Created` with the
+//! session resource at `/{whip|whep}/{room}/session/{id}`, which takes `PATCH`
+//! (trickle-ice-sdpfrag) and `DELETE`. `OPTIONS` answers CORS preflights for the origins
+//! `--allowed-origins` admits. Both need the shard media plane; on the webrtc plane they
+//! answer 501.
+//!
+//! The resource model, status codes and limits are in docs/protocol.md.
+
+mod play;
+mod publish;
+pub mod sdp;
+mod session;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{patch, post};
+use sluice_sfu::ingest::StreamKeys;
+use sluice_sfu::runtime::{RequestError, Sfu};
+use sluice_sfu::transport::TransportError;
+use tokio::sync::oneshot;
+use tracing::debug;
+
+use crate::auth::TokenAuthority;
+use crate::config::Config;
+pub use session::{CONNECT_TIMEOUT, Kind};
+use session::{Registry, Request};
+
+/// Sessions one credential (a token's or stream key's room and identity) may hold at once.
+pub const MAX_SESSIONS_PER_CREDENTIAL: usize = 4;
+
+/// What the WHIP/WHEP handlers share.
+#[derive(Clone)]
+pub struct WhipState {
+    pub sfu: Sfu,
+    pub auth: Arc<TokenAuthority>,
+    pub stream_keys: Arc<StreamKeys>,
+    pub config: Arc<Config>,
+    /// No secret configured: WHEP plays without a token to loopback clients.
+    pub demo: bool,
+    sessions: Arc<Registry>,
+}
+
+impl WhipState {
+    pub fn new(
+        sfu: Sfu,
+        auth: Arc<TokenAuthority>,
+        stream_keys: StreamKeys,
+        config: Arc<Config>,
+        demo: bool,
+    ) -> Self {
+        Self {
+            sfu,
+            auth,
+            stream_keys: Arc::new(stream_keys),
+            config,
+            demo,
+            sessions: Arc::new(Registry::default()),
+        }
+    }
+
+    /// Live WHIP and WHEP sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+}
+
+/// The routes of both protocols.
+pub fn router(state: WhipState) -> Router {
+    Router::new()
+        .route(
+            "/whip/{room}",
+            post(publish::post)
+                .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "POST")),
+        )
+        .route(
+            "/whep/{room}",
+            post(play::post_room)
+                .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "POST")),
+        )
+        .route(
+            "/whep/{room}/{publication}",
+            post(play::post_publication)
+                .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "POST")),
+        )
+        .route(
+            "/whip/{room}/session/{id}",
+            patch(patch_whip)
+                .delete(delete_whip)
+                .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "PATCH, DELETE")),
+        )
+        .route(
+            "/whep/{room}/session/{id}",
+            patch(patch_whep)
+                .delete(delete_whep)
+                .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "PATCH, DELETE")),
+        )
+        // Past the SDP cap axum answers 413 before a handler runs.
+        .layer(DefaultBodyLimit::max(sdp::MAX_SDP_BYTES))
+        .with_state(state)
+}
+
+/// A refusal: its status and a plain-text reason.
+pub(crate) struct Refusal(StatusCode, String);
+
+impl Refusal {
+    pub(crate) fn new(status: StatusCode, why: impl Into<String>) -> Self {
+        Self(status, why.into())
+    }
+}
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, self.1).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
+
+impl From<RequestError> for Refusal {
+    fn from(err: RequestError) -> Self {
+        let status = match &err {
+            RequestError::NotFound(_) => StatusCode::NOT_FOUND,
+            RequestError::PermissionDenied(_) => StatusCode::FORBIDDEN,
+            RequestError::Invalid(_)
+            | RequestError::Transport(
+                TransportError::InvalidSdp(_) | TransportError::InvalidCandidate(_),
+            ) => StatusCode::BAD_REQUEST,
+            RequestError::Unsupported(_) => StatusCode::NOT_ACCEPTABLE,
+            RequestError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
+            RequestError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self(status, err.to_string())
+    }
+}
+
+/// The checks every request starts with: the media plane, the Origin, the content type.
+fn precheck(
+    state: &WhipState,
+    headers: &HeaderMap,
+    content_type: Option<&str>,
+) -> Result<(), Refusal> {
+    if !state.sfu.on_shard() {
+        return Err(Refusal::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "WHIP and WHEP need the shard media plane: start the server with --media-plane shard",
+        ));
+    }
+    let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
+    if !state.config.origin_allowed(origin) {
+        debug!(?origin, "WHIP/WHEP refused: origin not allowed");
+        return Err(Refusal::new(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    if let Some(expected) = content_type {
+        let given = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|c| c.to_str().ok())
+            .and_then(|c| c.split(';').next())
+            .map(str::trim);
+        if !given.is_some_and(|g| g.eq_ignore_ascii_case(expected)) {
+            return Err(Refusal::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                format!("the body must be {expected}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The body as text.
+fn text(body: &Bytes) -> Result<&str, Refusal> {
+    std::str::from_utf8(body)
+        .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the body is not UTF-8"))
+}
+
+/// The `Authorization: Bearer` value, if any.
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, credential) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(credential.trim())
+}
+
+/// CORS headers for a request from an allowed `Origin` (none without one).
+fn cors(state: &WhipState, headers: &HeaderMap, response: &mut Response) {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return;
+    };
+    if !state.config.origin_allowed(origin.to_str().ok()) {
+        return;
+    }
+    let out = response.headers_mut();
+    out.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    out.insert(header::VARY, HeaderValue::from_static("Origin"));
+    out.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location, ETag, Accept-Patch, Link"),
+    );
+}
+
+/// A CORS preflight (or a plain OPTIONS): what the resource accepts.
+async fn preflight(
+    headers: HeaderMap,
+    State(state): State<WhipState>,
+    methods: &'static str,
+) -> Response {
+    let mut response = StatusCode::NO_CONTENT.into_response();
+    let out = response.headers_mut();
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_str(&format!("{methods}, OPTIONS"))
+            .unwrap_or(HeaderValue::from_static("OPTIONS")),
+    );
+    out.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, If-Match"),
+    );
+    out.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    out.insert("accept-post", HeaderValue::from_static("application/sdp"));
+    out.insert(
+        "accept-patch",
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    cors(&state, &headers, &mut response);
+    response
+}
+
+/// The absolute URL of a session resource, from the request's `Host` (RFC 9725 allows a
+/// relative one, but ffmpeg's WHIP muxer resolves only absolute ones).
+fn location(headers: &HeaderMap, kind: Kind, room: &str, id: &str) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let scheme = headers
+        .get("x-forwarded-proto")
+        .and_then(|p| p.to_str().ok())
+        .filter(|p| matches!(*p, "http" | "https"))
+        .unwrap_or("http");
+    format!(
+        "{scheme}://{host}/{}/{}/session/{id}",
+        kind.path(),
+        percent_encode(room)
+    )
+}
+
+/// Percent-encodes everything but unreserved characters (RFC 3986).
+fn percent_encode(segment: &str) -> String {
+    let mut out = String::with_capacity(segment.len());
+    for byte in segment.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+/// A new random id (resource ids and ETags): 128 bits, hex.
+fn random_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The `201 Created` of a new session.
+fn created(
+    state: &WhipState,
+    headers: &HeaderMap,
+    kind: Kind,
+    room: &str,
+    id: &str,
+    etag: &str,
+    answer: String,
+) -> Response {
+    let mut response = (StatusCode::CREATED, answer).into_response();
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&location(headers, kind, room, id)) {
+        out.insert(header::LOCATION, value);
+    }
+    if let Ok(value) = HeaderValue::from_str(etag) {
+        out.insert(header::ETAG, value);
+    }
+    out.insert(
+        "accept-patch",
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    cors(state, headers, &mut response);
+    response
+}
+
+/// Registers a session and starts its task; `None` when the credential's cap was reached.
+fn register(
+    state: &WhipState,
+    kind: Kind,
+    room: &str,
+    owner: String,
+    offer: &str,
+    participant: sluice_sfu::runtime::Participant,
+) -> Option<(String, String)> {
+    let id = random_id();
+    let etag = format!("\"{}\"", random_id());
+    let (requests_tx, requests) = tokio::sync::mpsc::channel(8);
+    let (close_tx, close) = oneshot::channel();
+    let entry = Arc::new(session::Session {
+        kind,
+        room: room.to_owned(),
+        owner,
+        requests: requests_tx,
+        etag: std::sync::Mutex::new(etag.clone()),
+        offer: std::sync::Mutex::new(offer.to_owned()),
+        close: std::sync::Mutex::new(Some(close_tx)),
+    });
+    if !state
+        .sessions
+        .insert_capped(id.clone(), entry, MAX_SESSIONS_PER_CREDENTIAL)
+    {
+        return None;
+    }
+    session::spawn(
+        Arc::clone(&state.sessions),
+        id.clone(),
+        kind,
+        participant,
+        requests,
+        close,
+    );
+    Some((id, etag))
+}
+
+/// The session a PATCH or DELETE names, checked against the path's kind and room.
+fn find(
+    state: &WhipState,
+    kind: Kind,
+    room: &str,
+    id: &str,
+) -> Result<Arc<session::Session>, Refusal> {
+    state
+        .sessions
+        .get(id)
+        .filter(|s| s.kind == kind && s.room == room)
+        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no such session"))
+}
+
+async fn patch_whip(
+    State(state): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut response = patch_session(&state, Kind::Whip, &room, &id, &headers, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    cors(&state, &headers, &mut response);
+    response
+}
+
+async fn patch_whep(
+    State(state): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let mut response = patch_session(&state, Kind::Whep, &room, &id, &headers, &body)
+        .await
+        .unwrap_or_else(IntoResponse::into_response);
+    cors(&state, &headers, &mut response);
+    response
+}
+
+/// Trickle (204) or, for WHIP, an ICE restart (200 with the new credentials).
+async fn patch_session(
+    state: &WhipState,
+    kind: Kind,
+    room: &str,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, Refusal> {
+    precheck(state, headers, Some("application/trickle-ice-sdpfrag"))?;
+    let session = find(state, kind, room, id)?;
+    let fragment = sdp::fragment(text(body)?)
+        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
+    if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
+        && expected.trim() != "*"
+        && expected.trim() != session.etag()
+    {
+        return Err(Refusal::new(
+            StatusCode::PRECONDITION_FAILED,
+            "If-Match does not match the session's ETag",
+        ));
+    }
+    let offer = session
+        .offer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone();
+    let (current, _) = sdp::credentials(&offer);
+    let restart = fragment.ufrag.is_some() && fragment.ufrag != current;
+    if !restart {
+        let (reply, result) = oneshot::channel();
+        let request = Request::Trickle {
+            candidates: fragment.candidates,
+            reply,
+        };
+        ask(&session, request, result).await?;
+        return Ok(StatusCode::NO_CONTENT.into_response());
+    }
+    if kind == Kind::Whep {
+        return Err(Refusal::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "ICE restart is not supported on WHEP sessions: DELETE this one and POST a new offer",
+        ));
+    }
+    let (Some(ufrag), Some(pwd)) = (fragment.ufrag, fragment.pwd) else {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "an ICE restart fragment needs a=ice-ufrag and a=ice-pwd",
+        ));
+    };
+    let renewed = sdp::with_credentials(&offer, &ufrag, &pwd);
+    let (reply, result) = oneshot::channel();
+    let request = Request::Restart {
+        offer: renewed.clone(),
+        reply,
+    };
+    let answer = ask(&session, request, result).await?;
+    let body = session::restart_fragment(&answer).ok_or_else(|| {
+        Refusal::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the restarted answer has no ICE credentials",
+        )
+    })?;
+    *session
+        .offer
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = renewed;
+    let etag = format!("\"{}\"", random_id());
+    *session
+        .etag
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = etag.clone();
+    let mut response = (StatusCode::OK, body).into_response();
+    let out = response.headers_mut();
+    out.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
+    );
+    if let Ok(value) = HeaderValue::from_str(&etag) {
+        out.insert(header::ETAG, value);
+    }
+    Ok(response)
+}
+
+/// Sends `request` to the session's task and waits for its answer.
+async fn ask<T>(
+    session: &session::Session,
+    request: Request,
+    result: oneshot::Receiver<Result<T, RequestError>>,
+) -> Result<T, Refusal> {
+    let gone = || Refusal::new(StatusCode::NOT_FOUND, "the session has ended");
+    session.requests.send(request).await.map_err(|_| gone())?;
+    Ok(result.await.map_err(|_| gone())??)
+}
+
+async fn delete_whip(
+    State(state): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete_session(&state, Kind::Whip, &room, &id, &headers).await
+}
+
+async fn delete_whep(
+    State(state): State<WhipState>,
+    Path((room, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    delete_session(&state, Kind::Whep, &room, &id, &headers).await
+}
+
+/// Ends the session and answers once its participant has left and its entry is gone.
+async fn delete_session(
+    state: &WhipState,
+    kind: Kind,
+    room: &str,
+    id: &str,
+    headers: &HeaderMap,
+) -> Response {
+    let deleted = async {
+        precheck(state, headers, None)?;
+        let session = find(state, kind, room, id)?;
+        let close = session
+            .close
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(close) = close {
+            let (done, freed) = oneshot::channel();
+            if close.send(done).is_ok() {
+                let _ = freed.await;
+            }
+        }
+        Ok::<_, Refusal>(StatusCode::OK.into_response())
+    };
+    let mut response = deleted.await.unwrap_or_else(IntoResponse::into_response);
+    cors(state, headers, &mut response);
+    response
+}
+
+/// Whether a request came from this machine under a loopback name (demo-mode playback).
+fn from_loopback(peer: &ConnectInfo<SocketAddr>, headers: &HeaderMap) -> bool {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    peer.0.ip().is_loopback() && host.is_some_and(crate::server::is_loopback_host)
+}
