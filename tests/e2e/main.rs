@@ -11,3 +11,4 @@ mod rtmp_session;
 mod shard;
 mod signaling;
 mod synthetic;
+mod whip;
