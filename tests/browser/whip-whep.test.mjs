@@ -1,0 +1,215 @@
+// WHIP and WHEP with plain pages (fetch + RTCPeerConnection, no Sluice code): Chromium
+// publishes its fake camera in simulcast (q/h/f) and microphone over WHIP; a plain WHEP page
+// decodes the full layer with sound, a second WHEP page asking `?layer=q` decodes 320 px, and
+// a page using @sluice/client sees the WHIP publication with its rids and decodes it. Then the
+// refusals with their status codes, CORS by origin, and DELETE freeing the session's peer
+// connection and subscriptions (read from /metrics).
+import assert from 'node:assert/strict';
+import { after, before, test } from 'node:test';
+import { closePage, launchBrowser, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
+import { RIDS, floorPublisherUplink, joinPage, subscribeAndDecode } from './probe.mjs';
+
+let server;
+let browser;
+const pages = [];
+
+before(async () => {
+  server = await startServer('whip-whep');
+  browser = await launchBrowser({ fps: 20 });
+});
+
+after(async () => {
+  for (const page of pages) await closePage(page).catch(() => {});
+  await browser?.close();
+  await server?.stop();
+});
+
+/** A page at the server's origin that is not the demo page: it loads no Sluice code. */
+async function plainPage(label) {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  page.logs = [];
+  page.label = label;
+  page.on('console', (msg) => page.logs.push(`[${label} ${msg.type()}] ${msg.text()}`));
+  page.on('pageerror', (err) => page.logs.push(`[${label} pageerror] ${err.message}`));
+  await page.goto(`${server.url}/healthz`);
+  pages.push(page);
+  return page;
+}
+
+/** A demo token (this server runs in demo mode). */
+async function devToken(room, identity) {
+  const response = await fetch(`${server.url}/dev/token?room=${room}&identity=${identity}`);
+  assert.equal(response.status, 200);
+  return (await response.json()).token;
+}
+
+/** One gauge or counter of /metrics. */
+async function metric(name) {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
+  return line === undefined ? null : Number(line.split(' ')[1]);
+}
+
+/** WHIP from a plain page: camera in three simulcast encodings, and the microphone. */
+async function whipPublish(page, room, token) {
+  return page.evaluate(
+    async ({ room, token }) => {
+      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 1280, height: 720, frameRate: 20 } });
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly' });
+      const video = pc.addTransceiver(stream.getVideoTracks()[0], {
+        direction: 'sendonly',
+        sendEncodings: [
+          { rid: 'q', scaleResolutionDownBy: 4 },
+          { rid: 'h', scaleResolutionDownBy: 2 },
+          { rid: 'f' },
+        ],
+      });
+      await pc.setLocalDescription(await pc.createOffer());
+      const response = await fetch(`/whip/${room}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
+        body: pc.localDescription.sdp,
+      });
+      const answer = await response.text();
+      if (response.status !== 201) return { status: response.status, body: answer };
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      // The machine's CPU is shared: keep the layers' resolutions (frameWidth tells the layer).
+      const params = video.sender.getParameters();
+      params.degradationPreference = 'maintain-resolution';
+      await video.sender.setParameters(params);
+      window.whip = { pc, stream };
+      return { status: response.status, location: response.headers.get('Location'), etag: response.headers.get('ETag') };
+    },
+    { room, token },
+  );
+}
+
+/** WHEP from a plain page: recvonly audio and video, played in an unmuted element. */
+async function whepPlay(page, path) {
+  return page.evaluate(async (path) => {
+    const pc = new RTCPeerConnection();
+    pc.addTransceiver('audio', { direction: 'recvonly' });
+    pc.addTransceiver('video', { direction: 'recvonly' });
+    const media = document.createElement('video');
+    media.autoplay = true;
+    media.playsInline = true;
+    document.body.append(media);
+    const stream = new MediaStream();
+    pc.ontrack = (event) => {
+      stream.addTrack(event.track);
+      media.srcObject = stream;
+      media.play().catch(() => {});
+    };
+    await pc.setLocalDescription(await pc.createOffer());
+    const response = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
+    const answer = await response.text();
+    if (response.status !== 201) return { status: response.status, body: answer };
+    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+    window.whep = { pc, location: response.headers.get('Location') };
+    return { status: response.status, location: response.headers.get('Location') };
+  }, path);
+}
+
+/** The WHEP page's inbound video and audio stats. */
+async function whepStats(page) {
+  return page.evaluate(async () => {
+    const out = { video: null, audio: null };
+    for (const s of (await window.whep.pc.getStats()).values()) {
+      if (s.type !== 'inbound-rtp') continue;
+      if (s.kind === 'video') out.video = { framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth ?? 0, freezeCount: s.freezeCount ?? 0 };
+      if (s.kind === 'audio') out.audio = { packetsReceived: s.packetsReceived ?? 0, totalAudioEnergy: s.totalAudioEnergy ?? 0 };
+    }
+    return out;
+  });
+}
+
+test('a plain WHIP page publishes simulcast; plain WHEP pages and the SDK decode it; DELETE frees', async () => {
+  const room = uniqueRoom('whip');
+  await withDiagnostics('whip-whep', server, () => pages, async () => {
+    const publisher = await plainPage('whip');
+    await floorPublisherUplink(publisher, 2_000);
+    const published = await whipPublish(publisher, room, await devToken(room, 'whip-page'));
+    assert.equal(published.status, 201, `WHIP POST: ${JSON.stringify(published)}`);
+    assert.match(published.location, new RegExp(`^${server.url}/whip/${room}/session/[0-9a-f]+$`), 'an absolute Location');
+    assert.ok(published.etag, 'an ETag');
+
+    // The SDK page sees the publication with its three layers, and decodes it.
+    const sdk = await joinPage(browser, server, room, 'sdk', { pages });
+    const video = await waitFor(
+      'the SDK page sees the WHIP video publication',
+      () => sdk.evaluate(() => [...window.probe.state.room.publications.values()].find((p) => p.kind === 'video') ?? null),
+      (p) => p !== null,
+    );
+    assert.deepEqual(video.rids, RIDS, 'simulcast rids from a=simulcast, lowest first');
+    await subscribeAndDecode(sdk, video.publicationId, { minFrames: 20 });
+
+    // A plain WHEP viewer (token-less: demo mode, loopback) gets the full layer with sound.
+    const viewer = await plainPage('whep');
+    const played = await whepPlay(viewer, `/whep/${room}`);
+    assert.equal(played.status, 201, `WHEP POST: ${JSON.stringify(played)}`);
+    const full = await waitFor(
+      'the WHEP page decodes the full layer with sound',
+      () => whepStats(viewer),
+      (s) => s.video?.framesDecoded >= 30 && s.video.frameWidth === 1280 && s.audio?.totalAudioEnergy > 0,
+      { timeoutMs: 30_000, intervalMs: 250 },
+    );
+    console.log(`whep full layer: ${JSON.stringify(full)}`);
+
+    // `?layer=q` caps a second viewer at the lowest layer.
+    const capped = await plainPage('whep-q');
+    assert.equal((await whepPlay(capped, `/whep/${room}/${video.publicationId}?layer=q`)).status, 201);
+    const low = await waitFor(
+      'the ?layer=q viewer decodes 320 px',
+      () => whepStats(capped),
+      (s) => s.video?.framesDecoded >= 20 && s.video.frameWidth === 320,
+      { timeoutMs: 20_000, intervalMs: 250 },
+    );
+    console.log(`whep ?layer=q: ${JSON.stringify(low)}`);
+
+    // DELETE frees the viewer's peer connection and its two subscriptions.
+    const [peers, subscriptions] = [await metric('sluice_shard_peers'), await metric('sluice_subscriptions')];
+    const status = await capped.evaluate(async () => (await fetch(window.whep.location, { method: 'DELETE' })).status);
+    assert.equal(status, 200);
+    await waitFor(
+      'the deleted session freed its peer and subscriptions',
+      async () => [await metric('sluice_shard_peers'), await metric('sluice_subscriptions')],
+      ([p, s]) => p === peers - 1 && s === subscriptions - 2,
+    );
+    const again = await capped.evaluate(async () => (await fetch(window.whep.location, { method: 'DELETE' })).status);
+    assert.equal(again, 404, 'a deleted session is gone');
+    await closePage(sdk);
+  });
+});
+
+test('refusals carry their status codes; CORS follows the allowed origins', async () => {
+  const room = uniqueRoom('whip-errors');
+  const token = await devToken(room, 'p');
+  const post = (path, headers, body) => fetch(`${server.url}${path}`, { method: 'POST', headers, body });
+  const sdp = { 'Content-Type': 'application/sdp' };
+  const bearer = { ...sdp, Authorization: `Bearer ${token}` };
+  assert.equal((await post(`/whip/${room}`, { 'Content-Type': 'text/plain', Authorization: `Bearer ${token}` }, 'v=0')).status, 415);
+  assert.equal((await post(`/whip/${room}`, sdp, 'v=0')).status, 401);
+  assert.equal((await post(`/whip/${room}`, { ...sdp, Authorization: 'Bearer nonsense' }, 'v=0')).status, 401);
+  const malformed = await post(`/whip/${room}`, bearer, 'not sdp');
+  assert.equal(malformed.status, 400);
+  assert.match(await malformed.text(), /malformed SDP/);
+  const av1 = 'v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 45\r\na=mid:0\r\na=sendonly\r\na=rtpmap:45 AV1/90000\r\n';
+  const refused = await post(`/whip/${room}`, bearer, av1);
+  assert.equal(refused.status, 406);
+  assert.match(await refused.text(), /AV1.*VP8/);
+  const recvonly = av1.replace('a=sendonly', 'a=recvonly').replace('AV1', 'VP8');
+  assert.equal((await post(`/whep/${room}-nobody`, sdp, recvonly)).status, 404, 'a room publishing nothing');
+  assert.equal((await post(`/whip/${room}`, bearer, 'v=0\r\n'.padEnd(70_000, 'x'))).status, 413);
+
+  // CORS: a loopback origin is allowed by default (no --allowed-origins), a foreign one not.
+  const preflight = (origin) => fetch(`${server.url}/whip/${room}`, { method: 'OPTIONS', headers: { Origin: origin } });
+  const allowed = await preflight('http://localhost:5173');
+  assert.equal(allowed.status, 204);
+  assert.equal(allowed.headers.get('access-control-allow-origin'), 'http://localhost:5173');
+  assert.match(allowed.headers.get('access-control-allow-methods'), /POST/);
+  const foreign = await preflight('https://elsewhere.example');
+  assert.equal(foreign.headers.get('access-control-allow-origin'), null);
+  assert.equal((await post(`/whip/${room}`, { ...bearer, Origin: 'https://elsewhere.example' }, av1)).status, 403);
+});
