@@ -3,8 +3,11 @@
 // decodes the full layer with sound, a second WHEP page asking `?layer=q` decodes 320 px, and
 // a page using @sluice/client sees the WHIP publication with its rids and decodes it. Then the
 // refusals with their status codes, CORS by origin, and DELETE freeing the session's peer
-// connection and subscriptions (read from /metrics).
+// connection and subscriptions (read from /metrics). Last, ffmpeg's WHIP muxer (ffmpeg 9 from
+// the PyPI package imageio-ffmpeg, which scripts/test.sh installs and names in
+// SLUICE_WHIP_FFMPEG) publishes H.264 + Opus, which the SDK page and a plain WHEP page decode.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 import { RIDS, floorPublisherUplink, joinPage, subscribeAndDecode } from './probe.mjs';
@@ -212,4 +215,58 @@ test('refusals carry their status codes; CORS follows the allowed origins', asyn
   const foreign = await preflight('https://elsewhere.example');
   assert.equal(foreign.headers.get('access-control-allow-origin'), null);
   assert.equal((await post(`/whip/${room}`, { ...bearer, Origin: 'https://elsewhere.example' }, av1)).status, 403);
+});
+
+test('ffmpeg publishes H.264 + Opus over WHIP; the SDK and a plain WHEP page decode it with sound', async (t) => {
+  const ffmpeg = process.env.SLUICE_WHIP_FFMPEG;
+  if (!ffmpeg) {
+    t.skip('SLUICE_WHIP_FFMPEG is not set (scripts/test.sh installs imageio-ffmpeg and sets it)');
+    return;
+  }
+  const room = uniqueRoom('whip-ffmpeg');
+  const token = await devToken(room, 'ffmpeg');
+  const args = [
+    '-hide_banner', '-loglevel', 'warning', '-re',
+    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+    '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
+    '-pix_fmt', 'yuv420p', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency',
+    '-profile:v', 'baseline', '-bf', '0', '-g', '30',
+    '-c:a', 'libopus', '-ar', '48000', '-ac', '2',
+    '-f', 'whip', '-authorization', token, `${server.url}/whip/${room}`,
+  ];
+  const encoder = spawn(ffmpeg, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  const log = [];
+  encoder.stderr.on('data', (chunk) => log.push(String(chunk)));
+  const exited = new Promise((resolve) => encoder.once('exit', (code, signal) => resolve({ code, signal })));
+  try {
+    await withDiagnostics('whip-ffmpeg', server, () => pages, async () => {
+      const sdk = await joinPage(browser, server, room, 'sdk-ffmpeg', { pages });
+      const published = () => sdk.evaluate(() => [...window.probe.state.room.publications.values()].map((p) => ({ id: p.publicationId, kind: p.kind, codec: p.codec })));
+      const both = await waitFor('the SDK page sees ffmpeg\'s two publications', published, (p) => p.length === 2, { timeoutMs: 15_000 });
+      const video = both.find((p) => p.kind === 'video');
+      assert.equal(video?.codec, 'video/H264');
+      assert.equal(both.find((p) => p.kind === 'audio')?.codec, 'audio/opus');
+      await subscribeAndDecode(sdk, video.id, { minFrames: 20 });
+
+      const viewer = await plainPage('whep-ffmpeg');
+      assert.equal((await whepPlay(viewer, `/whep/${room}`)).status, 201);
+      const stats = await waitFor(
+        'the WHEP page decodes ffmpeg\'s video with sound',
+        () => whepStats(viewer),
+        (s) => s.video?.framesDecoded >= 30 && s.video.frameWidth === 640 && s.audio?.totalAudioEnergy > 0,
+        { timeoutMs: 20_000, intervalMs: 250 },
+      );
+      console.log(`ffmpeg over WHIP, WHEP viewer: ${JSON.stringify(stats)}`);
+
+      // ffmpeg stops (SIGINT: it sends DELETE): the publications leave the room.
+      encoder.kill('SIGINT');
+      await waitFor('ffmpeg\'s publications end', published, (p) => p.length === 0, { timeoutMs: 10_000 });
+    });
+  } catch (err) {
+    console.error(`--- ffmpeg log\n${log.join('')}`);
+    throw err;
+  } finally {
+    if (encoder.exitCode === null && encoder.signalCode === null) encoder.kill('SIGKILL');
+    await exited;
+  }
 });

@@ -27,6 +27,7 @@
 mod feedback;
 mod forward;
 mod ingest;
+mod nomination;
 mod paths;
 mod peer;
 mod routing;

@@ -23,7 +23,7 @@ use super::ingest::IngestPacket;
 use super::paths::Egress;
 use super::peer::{PeerKey, ShardPeer};
 use super::routing::{Member, PublicationSlot, RoomKey, ShardRoom};
-use super::{Command, ShardConfig, ShardEvent, ShardStats, stun};
+use super::{Command, ShardConfig, ShardEvent, ShardStats, nomination, stun};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{ConnectionState, PeerRole};
 
@@ -213,6 +213,10 @@ impl Worker {
         if check.is_some() {
             peer.paths.heard(from);
         }
+        // See `nomination`: USE-CANDIDATE checks before the connection is up.
+        if !peer.connected {
+            nomination::before_read(peer, datagram, check.is_some(), from, self.local, now);
+        }
         let read = peer.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -225,6 +229,9 @@ impl Worker {
         });
         if let Err(err) = read {
             debug!(peer = key.0, %err, "datagram refused by its peer");
+        }
+        if let Some(peer) = self.peers.get_mut(&key) {
+            nomination::after_read(peer, datagram, from, self.local, now);
         }
         self.service(key, now);
     }
