@@ -2,14 +2,15 @@
 // publishes its fake camera in simulcast (q/h/f) and microphone over WHIP; a plain WHEP page
 // decodes the full layer with sound, a second WHEP page asking `?layer=q` decodes 320 px, and
 // a page using @sluice/client sees the WHIP publication with its rids and decodes it. Then the
-// refusals with their status codes, CORS by origin, and DELETE freeing the session's peer
-// connection and subscriptions (read from /metrics). Last, ffmpeg's WHIP muxer (ffmpeg 9 from
+// refusals with their status codes, CORS by origin, DELETE freeing the session's peer
+// connection and subscriptions (read from /metrics), the watch page's WHEP mode, and WHEP
+// sessions ending with the WHIP publication they played. Last, ffmpeg's WHIP muxer (ffmpeg 9 from
 // the PyPI package imageio-ffmpeg, which scripts/test.sh installs and names in
 // SLUICE_WHIP_FFMPEG) publishes H.264 + Opus, which the SDK page and a plain WHEP page decode.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
-import { closePage, launchBrowser, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
+import { closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 import { RIDS, floorPublisherUplink, joinPage, subscribeAndDecode } from './probe.mjs';
 
 let server;
@@ -182,7 +183,36 @@ test('a plain WHIP page publishes simulcast; plain WHEP pages and the SDK decode
     );
     const again = await capped.evaluate(async () => (await fetch(window.whep.location, { method: 'DELETE' })).status);
     assert.equal(again, 404, 'a deleted session is gone');
+
+    // The watch page in WHEP mode plays the room too.
+    const watchPage = await openPage(browser, `${server.url}/watch/${room}?whep`, 'watch-whep');
+    pages.push(watchPage);
+    const watched = await waitFor(
+      'the watch page (?whep) decodes the full layer',
+      () =>
+        watchPage.evaluate(async () => {
+          const whep = window.sluiceWatch.whep;
+          if (whep === undefined) return null;
+          const video = [...(await whep.pc.getStats()).values()].find((s) => s.type === 'inbound-rtp' && s.kind === 'video');
+          return { framesDecoded: video?.framesDecoded ?? 0, frameWidth: video?.frameWidth ?? 0 };
+        }),
+      (s) => s?.framesDecoded >= 20 && s.frameWidth === 1280,
+      { timeoutMs: 20_000, intervalMs: 250 },
+    );
+    console.log(`watch page over WHEP: ${JSON.stringify(watched)}`);
+
+    // The WHIP publisher DELETEs its session: its publications end, and with them the WHEP
+    // sessions that played them; with the SDK page gone nothing is left on the server.
+    const whipDeleted = await publisher.evaluate(async (location) => (await fetch(location, { method: 'DELETE' })).status, published.location);
+    assert.equal(whipDeleted, 200);
     await closePage(sdk);
+    await waitFor(
+      'no participant, publication, subscription or peer connection left',
+      async () => Promise.all(['sluice_participants', 'sluice_publications', 'sluice_subscriptions', 'sluice_shard_peers'].map(metric)),
+      (values) => values.every((v) => v === 0),
+      { timeoutMs: 10_000, intervalMs: 200 },
+    );
+    await closePage(watchPage);
   });
 });
 

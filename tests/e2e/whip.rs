@@ -1,7 +1,8 @@
 //! WHIP and WHEP against webrtc-rs clients on the shard plane: a client publishes over WHIP
 //! (plain HTTP, no Sluice signaling), a second plays it over WHEP and receives every packet
 //! byte for byte; the refusals carry their status codes; DELETE frees the participants,
-//! publications, subscriptions and peer connections.
+//! publications, subscriptions and peer connections, and a WHEP session ends with what it
+//! plays.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -231,12 +232,27 @@ async fn whip_publish_plays_over_whep_and_delete_frees_it() -> Result<()> {
     ensure!(restarted.headers.get("etag") != created.headers.get("etag"));
 
     // DELETE frees everything: the participants, their publications, the subscriptions and
-    // every peer connection on the shard.
-    for path in [&whep_path, &whip_path] {
-        let deleted = http(&server, "DELETE", path, &[], "").await?;
-        ensure!(deleted.status == 200, "DELETE {path}: {}", deleted.status);
-        let again = http(&server, "DELETE", path, &[], "").await?;
-        ensure!(again.status == 404, "a deleted session is gone");
+    // every peer connection on the shard; the WHEP session ends with what it played.
+    let deleted = http(&server, "DELETE", &whip_path, &[], "").await?;
+    ensure!(
+        deleted.status == 200,
+        "DELETE {whip_path}: {}",
+        deleted.status
+    );
+    let again = http(&server, "DELETE", &whip_path, &[], "").await?;
+    ensure!(again.status == 404, "a deleted session is gone");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let probe = http(&server, "PATCH", &whep_path, &whip_frag, candidate).await?;
+        if probe.status == 404 {
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the WHEP session outlived its publications: {}",
+            probe.status
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let after = server.sfu.stats().await;
     ensure!(

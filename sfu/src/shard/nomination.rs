@@ -118,10 +118,10 @@ pub(crate) fn ice_pwd(sdp: &str) -> Option<&str> {
 
 #[cfg(test)]
 mod tests {
+    use rtc::ice::attributes::use_candidate::UseCandidateAttr;
     use rtc::stun::attributes::ATTR_USERNAME;
     use rtc::stun::message::BINDING_REQUEST;
     use rtc::stun::textattrs::Username;
-    use rtc::ice::attributes::use_candidate::UseCandidateAttr;
 
     use super::*;
 

@@ -316,6 +316,7 @@ fn register(
     owner: String,
     offer: &str,
     participant: sluice_sfu::runtime::Participant,
+    playing: Vec<sluice_sfu::core::PublicationId>,
 ) -> Option<(String, String)> {
     let id = random_id();
     let etag = format!("\"{}\"", random_id());
@@ -341,6 +342,7 @@ fn register(
         id.clone(),
         kind,
         participant,
+        playing,
         requests,
         close,
     );

@@ -5,7 +5,8 @@
 //! simulcast layer.
 //!
 //! v1 plays what the room publishes when the offer arrives: publications added later are not
-//! sent to the session (the client re-POSTs), and one that ends stops its track.
+//! sent to the session (the client re-POSTs), one that ends stops its track, and the session
+//! ends with the last of them.
 
 use std::net::SocketAddr;
 
@@ -138,7 +139,15 @@ async fn play(
     let answer = participant
         .whep(offer.to_owned(), chosen.clone(), max_spatial)
         .await?;
-    let Some((id, etag)) = register(state, Kind::Whep, room, owner, offer, participant) else {
+    let Some((id, etag)) = register(
+        state,
+        Kind::Whep,
+        room,
+        owner,
+        offer,
+        participant,
+        chosen.clone(),
+    ) else {
         return Err(Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too many sessions for this credential",

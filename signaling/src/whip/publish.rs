@@ -72,7 +72,15 @@ async fn publish(
         .join(&publisher.room, publisher.identity.clone(), permissions)
         .await?;
     let (answer, publications) = participant.publish(offer.to_owned(), tracks).await?;
-    let Some((id, etag)) = register(state, Kind::Whip, room, owner, offer, participant) else {
+    let Some((id, etag)) = register(
+        state,
+        Kind::Whip,
+        room,
+        owner,
+        offer,
+        participant,
+        Vec::new(),
+    ) else {
         return Err(too_many());
     };
     info!(

@@ -1,15 +1,17 @@
 //! A WHIP or WHEP session resource: the task that owns its participant for as long as the
 //! resource lives, and the registry the HTTP handlers find it in.
 //!
-//! A session ends on `DELETE`, when its connection fails or closes, and when it has not
-//! connected within [`CONNECT_TIMEOUT`] of its creation (a client that never sends media
-//! holds nothing for long); on the way out it leaves the room and frees its registry entry.
+//! A session ends on `DELETE`, when its connection fails or closes, when it has not connected
+//! within [`CONNECT_TIMEOUT`] of its creation (a client that never sends media holds nothing
+//! for long) and, for WHEP, when every publication it plays has ended; on the way out it
+//! leaves the room and frees its registry entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use sluice_sfu::runtime::{Participant, ParticipantEvent, RequestError};
+use sluice_sfu::core::PublicationId;
+use sluice_sfu::runtime::{Participant, ParticipantEvent, RequestError, RoomEvent};
 use sluice_sfu::transport::{ConnectionState, IceCandidate, PeerRole};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span};
@@ -121,19 +123,21 @@ impl Registry {
     }
 }
 
-/// Starts the task owning `participant` for the session `id` (already in `registry`).
+/// Starts the task owning `participant` for the session `id` (already in `registry`);
+/// `playing`: what a WHEP session plays (empty for WHIP).
 pub fn spawn(
     registry: Arc<Registry>,
     id: String,
     kind: Kind,
     participant: Participant,
+    playing: Vec<PublicationId>,
     requests: mpsc::Receiver<Request>,
     close: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
     let span = info_span!("media_session", kind = kind.path(), session = %id, participant = %participant.id());
     tokio::spawn(
         async move {
-            let closed = run(kind, participant, requests, close).await;
+            let closed = run(kind, participant, playing, requests, close).await;
             registry.remove(&id);
             if let Some(done) = closed {
                 let _ = done.send(());
@@ -148,6 +152,7 @@ pub fn spawn(
 async fn run(
     kind: Kind,
     mut participant: Participant,
+    mut playing: Vec<PublicationId>,
     mut requests: mpsc::Receiver<Request>,
     mut close: oneshot::Receiver<oneshot::Sender<()>>,
 ) -> Option<oneshot::Sender<()>> {
@@ -175,6 +180,15 @@ async fn run(
                             break None;
                         }
                         _ => {}
+                    }
+                }
+                Some(ParticipantEvent::Room(RoomEvent::PublicationRemoved { publication, .. }))
+                    if playing.contains(&publication) =>
+                {
+                    playing.retain(|p| *p != publication);
+                    if playing.is_empty() {
+                        info!("session freed: everything it played has ended");
+                        break None;
                     }
                 }
                 Some(_) => {}
