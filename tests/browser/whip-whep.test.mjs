@@ -12,6 +12,7 @@ import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 import { RIDS, floorPublisherUplink, joinPage, subscribeAndDecode } from './probe.mjs';
+import { devToken as devTokenOf, metric as metricOf, plainPage as plainPageOf, whepPlay, whepStats, whipPublish } from './whip.mjs';
 
 let server;
 let browser;
@@ -22,112 +23,15 @@ before(async () => {
   browser = await launchBrowser({ fps: 20 });
 });
 
+const plainPage = (label) => plainPageOf(browser, server, pages, label);
+const devToken = (room, identity) => devTokenOf(server, room, identity);
+const metric = (name) => metricOf(server, name);
+
 after(async () => {
   for (const page of pages) await closePage(page).catch(() => {});
   await browser?.close();
   await server?.stop();
 });
-
-/** A page at the server's origin that is not the demo page: it loads no Sluice code. */
-async function plainPage(label) {
-  const context = await browser.newContext();
-  const page = await context.newPage();
-  page.logs = [];
-  page.label = label;
-  page.on('console', (msg) => page.logs.push(`[${label} ${msg.type()}] ${msg.text()}`));
-  page.on('pageerror', (err) => page.logs.push(`[${label} pageerror] ${err.message}`));
-  await page.goto(`${server.url}/healthz`);
-  pages.push(page);
-  return page;
-}
-
-/** A demo token (this server runs in demo mode). */
-async function devToken(room, identity) {
-  const response = await fetch(`${server.url}/dev/token?room=${room}&identity=${identity}`);
-  assert.equal(response.status, 200);
-  return (await response.json()).token;
-}
-
-/** One gauge or counter of /metrics. */
-async function metric(name) {
-  const text = await (await fetch(`${server.url}/metrics`)).text();
-  const line = text.split('\n').find((l) => l.startsWith(`${name} `));
-  return line === undefined ? null : Number(line.split(' ')[1]);
-}
-
-/** WHIP from a plain page: camera in three simulcast encodings, and the microphone. */
-async function whipPublish(page, room, token) {
-  return page.evaluate(
-    async ({ room, token }) => {
-      const stream = await navigator.mediaDevices.getUserMedia({ audio: true, video: { width: 1280, height: 720, frameRate: 20 } });
-      const pc = new RTCPeerConnection();
-      pc.addTransceiver(stream.getAudioTracks()[0], { direction: 'sendonly' });
-      const video = pc.addTransceiver(stream.getVideoTracks()[0], {
-        direction: 'sendonly',
-        sendEncodings: [
-          { rid: 'q', scaleResolutionDownBy: 4 },
-          { rid: 'h', scaleResolutionDownBy: 2 },
-          { rid: 'f' },
-        ],
-      });
-      await pc.setLocalDescription(await pc.createOffer());
-      const response = await fetch(`/whip/${room}`, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
-        body: pc.localDescription.sdp,
-      });
-      const answer = await response.text();
-      if (response.status !== 201) return { status: response.status, body: answer };
-      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-      // The machine's CPU is shared: keep the layers' resolutions (frameWidth tells the layer).
-      const params = video.sender.getParameters();
-      params.degradationPreference = 'maintain-resolution';
-      await video.sender.setParameters(params);
-      window.whip = { pc, stream };
-      return { status: response.status, location: response.headers.get('Location'), etag: response.headers.get('ETag') };
-    },
-    { room, token },
-  );
-}
-
-/** WHEP from a plain page: recvonly audio and video, played in an unmuted element. */
-async function whepPlay(page, path) {
-  return page.evaluate(async (path) => {
-    const pc = new RTCPeerConnection();
-    pc.addTransceiver('audio', { direction: 'recvonly' });
-    pc.addTransceiver('video', { direction: 'recvonly' });
-    const media = document.createElement('video');
-    media.autoplay = true;
-    media.playsInline = true;
-    document.body.append(media);
-    const stream = new MediaStream();
-    pc.ontrack = (event) => {
-      stream.addTrack(event.track);
-      media.srcObject = stream;
-      media.play().catch(() => {});
-    };
-    await pc.setLocalDescription(await pc.createOffer());
-    const response = await fetch(path, { method: 'POST', headers: { 'Content-Type': 'application/sdp' }, body: pc.localDescription.sdp });
-    const answer = await response.text();
-    if (response.status !== 201) return { status: response.status, body: answer };
-    await pc.setRemoteDescription({ type: 'answer', sdp: answer });
-    window.whep = { pc, location: response.headers.get('Location') };
-    return { status: response.status, location: response.headers.get('Location') };
-  }, path);
-}
-
-/** The WHEP page's inbound video and audio stats. */
-async function whepStats(page) {
-  return page.evaluate(async () => {
-    const out = { video: null, audio: null };
-    for (const s of (await window.whep.pc.getStats()).values()) {
-      if (s.type !== 'inbound-rtp') continue;
-      if (s.kind === 'video') out.video = { framesDecoded: s.framesDecoded ?? 0, frameWidth: s.frameWidth ?? 0, freezeCount: s.freezeCount ?? 0 };
-      if (s.kind === 'audio') out.audio = { packetsReceived: s.packetsReceived ?? 0, totalAudioEnergy: s.totalAudioEnergy ?? 0 };
-    }
-    return out;
-  });
-}
 
 test('a plain WHIP page publishes simulcast; plain WHEP pages and the SDK decode it; DELETE frees', async () => {
   const room = uniqueRoom('whip');
