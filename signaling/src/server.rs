@@ -95,6 +95,7 @@ impl Server {
             stream_keys,
             Arc::clone(&config),
             secret_mode == SecretMode::Generated,
+            draining.clone(),
         );
         let demo_auth = (secret_mode == SecretMode::Generated).then(|| Arc::clone(&auth));
         let state = AppState {

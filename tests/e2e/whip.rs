@@ -485,3 +485,34 @@ async fn whip_and_whep_refusals_have_their_status_codes() -> Result<()> {
     server.stop().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whip_and_whep_need_the_shard_plane_and_refuse_while_draining() -> Result<()> {
+    init_tracing();
+    let publish = format!("Bearer {}", token_with("r", "p", true, true, TTL));
+    let peer = ClientPeer::new().await?;
+    peer.add_send_track(VP8, 0x5555).await?;
+    let offer = peer.offer().await?;
+
+    let webrtc = TestServer::start_with(|config| {
+        config.media_plane = sluice_signaling::config::MediaPlane::Webrtc;
+    })
+    .await?;
+    for path in ["/whip/r", "/whep/r"] {
+        let reply = http(&webrtc, "POST", path, &sdp_post(&publish), &offer).await?;
+        ensure!(
+            reply.status == 501,
+            "{path} on the webrtc plane: {}",
+            reply.status
+        );
+        ensure!(reply.body.contains("--media-plane shard"), "{}", reply.body);
+    }
+    webrtc.stop().await;
+
+    let shard = TestServer::start_on_shard().await?;
+    shard.begin_drain();
+    let reply = http(&shard, "POST", "/whip/r", &sdp_post(&publish), &offer).await?;
+    ensure!(reply.status == 503, "WHIP while draining: {}", reply.status);
+    shard.stop().await;
+    Ok(())
+}

@@ -10,6 +10,7 @@
 
 mod play;
 mod publish;
+mod resource;
 pub mod sdp;
 mod session;
 
@@ -18,20 +19,20 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
 use sluice_sfu::ingest::StreamKeys;
 use sluice_sfu::runtime::{RequestError, Sfu};
 use sluice_sfu::transport::TransportError;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tracing::debug;
 
 use crate::auth::TokenAuthority;
 use crate::config::Config;
+use session::Registry;
 pub use session::{CONNECT_TIMEOUT, Kind};
-use session::{Registry, Request};
 
 /// Sessions one credential (a token's or stream key's room and identity) may hold at once.
 pub const MAX_SESSIONS_PER_CREDENTIAL: usize = 4;
@@ -45,6 +46,8 @@ pub struct WhipState {
     pub config: Arc<Config>,
     /// No secret configured: WHEP plays without a token to loopback clients.
     pub demo: bool,
+    /// True once the server drains: new sessions are refused (503).
+    draining: watch::Receiver<bool>,
     sessions: Arc<Registry>,
 }
 
@@ -55,6 +58,7 @@ impl WhipState {
         stream_keys: StreamKeys,
         config: Arc<Config>,
         demo: bool,
+        draining: watch::Receiver<bool>,
     ) -> Self {
         Self {
             sfu,
@@ -62,6 +66,7 @@ impl WhipState {
             stream_keys: Arc::new(stream_keys),
             config,
             demo,
+            draining,
             sessions: Arc::new(Registry::default()),
         }
     }
@@ -92,14 +97,14 @@ pub fn router(state: WhipState) -> Router {
         )
         .route(
             "/whip/{room}/session/{id}",
-            patch(patch_whip)
-                .delete(delete_whip)
+            patch(resource::patch_whip)
+                .delete(resource::delete_whip)
                 .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "PATCH, DELETE")),
         )
         .route(
             "/whep/{room}/session/{id}",
-            patch(patch_whep)
-                .delete(delete_whep)
+            patch(resource::patch_whep)
+                .delete(resource::delete_whep)
                 .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "PATCH, DELETE")),
         )
         // Past the SDP cap axum answers 413 before a handler runs.
@@ -175,6 +180,17 @@ fn precheck(
                 format!("the body must be {expected}"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// New sessions are refused while the server drains (as `/ws` upgrades are).
+fn refuse_while_draining(state: &WhipState) -> Result<(), Refusal> {
+    if *state.draining.borrow() {
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "server draining: publish or play on another one",
+        ));
     }
     Ok(())
 }
@@ -347,186 +363,6 @@ fn register(
         close,
     );
     Some((id, etag))
-}
-
-/// The session a PATCH or DELETE names, checked against the path's kind and room.
-fn find(
-    state: &WhipState,
-    kind: Kind,
-    room: &str,
-    id: &str,
-) -> Result<Arc<session::Session>, Refusal> {
-    state
-        .sessions
-        .get(id)
-        .filter(|s| s.kind == kind && s.room == room)
-        .ok_or_else(|| Refusal::new(StatusCode::NOT_FOUND, "no such session"))
-}
-
-async fn patch_whip(
-    State(state): State<WhipState>,
-    Path((room, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut response = patch_session(&state, Kind::Whip, &room, &id, &headers, &body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
-    cors(&state, &headers, &mut response);
-    response
-}
-
-async fn patch_whep(
-    State(state): State<WhipState>,
-    Path((room, id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let mut response = patch_session(&state, Kind::Whep, &room, &id, &headers, &body)
-        .await
-        .unwrap_or_else(IntoResponse::into_response);
-    cors(&state, &headers, &mut response);
-    response
-}
-
-/// Trickle (204) or, for WHIP, an ICE restart (200 with the new credentials).
-async fn patch_session(
-    state: &WhipState,
-    kind: Kind,
-    room: &str,
-    id: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Response, Refusal> {
-    precheck(state, headers, Some("application/trickle-ice-sdpfrag"))?;
-    let session = find(state, kind, room, id)?;
-    let fragment = sdp::fragment(text(body)?)
-        .map_err(|e| Refusal::new(StatusCode::BAD_REQUEST, e.to_string()))?;
-    if let Some(expected) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok())
-        && expected.trim() != "*"
-        && expected.trim() != session.etag()
-    {
-        return Err(Refusal::new(
-            StatusCode::PRECONDITION_FAILED,
-            "If-Match does not match the session's ETag",
-        ));
-    }
-    let offer = session
-        .offer
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .clone();
-    let (current, _) = sdp::credentials(&offer);
-    let restart = fragment.ufrag.is_some() && fragment.ufrag != current;
-    if !restart {
-        let (reply, result) = oneshot::channel();
-        let request = Request::Trickle {
-            candidates: fragment.candidates,
-            reply,
-        };
-        ask(&session, request, result).await?;
-        return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    if kind == Kind::Whep {
-        return Err(Refusal::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ICE restart is not supported on WHEP sessions: DELETE this one and POST a new offer",
-        ));
-    }
-    let (Some(ufrag), Some(pwd)) = (fragment.ufrag, fragment.pwd) else {
-        return Err(Refusal::new(
-            StatusCode::BAD_REQUEST,
-            "an ICE restart fragment needs a=ice-ufrag and a=ice-pwd",
-        ));
-    };
-    let renewed = sdp::with_credentials(&offer, &ufrag, &pwd);
-    let (reply, result) = oneshot::channel();
-    let request = Request::Restart {
-        offer: renewed.clone(),
-        reply,
-    };
-    let answer = ask(&session, request, result).await?;
-    let body = session::restart_fragment(&answer).ok_or_else(|| {
-        Refusal::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the restarted answer has no ICE credentials",
-        )
-    })?;
-    *session
-        .offer
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = renewed;
-    let etag = format!("\"{}\"", random_id());
-    *session
-        .etag
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = etag.clone();
-    let mut response = (StatusCode::OK, body).into_response();
-    let out = response.headers_mut();
-    out.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/trickle-ice-sdpfrag"),
-    );
-    if let Ok(value) = HeaderValue::from_str(&etag) {
-        out.insert(header::ETAG, value);
-    }
-    Ok(response)
-}
-
-/// Sends `request` to the session's task and waits for its answer.
-async fn ask<T>(
-    session: &session::Session,
-    request: Request,
-    result: oneshot::Receiver<Result<T, RequestError>>,
-) -> Result<T, Refusal> {
-    let gone = || Refusal::new(StatusCode::NOT_FOUND, "the session has ended");
-    session.requests.send(request).await.map_err(|_| gone())?;
-    Ok(result.await.map_err(|_| gone())??)
-}
-
-async fn delete_whip(
-    State(state): State<WhipState>,
-    Path((room, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    delete_session(&state, Kind::Whip, &room, &id, &headers).await
-}
-
-async fn delete_whep(
-    State(state): State<WhipState>,
-    Path((room, id)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Response {
-    delete_session(&state, Kind::Whep, &room, &id, &headers).await
-}
-
-/// Ends the session and answers once its participant has left and its entry is gone.
-async fn delete_session(
-    state: &WhipState,
-    kind: Kind,
-    room: &str,
-    id: &str,
-    headers: &HeaderMap,
-) -> Response {
-    let deleted = async {
-        precheck(state, headers, None)?;
-        let session = find(state, kind, room, id)?;
-        let close = session
-            .close
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(close) = close {
-            let (done, freed) = oneshot::channel();
-            if close.send(done).is_ok() {
-                let _ = freed.await;
-            }
-        }
-        Ok::<_, Refusal>(StatusCode::OK.into_response())
-    };
-    let mut response = deleted.await.unwrap_or_else(IntoResponse::into_response);
-    cors(state, headers, &mut response);
-    response
 }
 
 /// Whether a request came from this machine under a loopback name (demo-mode playback).

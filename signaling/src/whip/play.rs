@@ -82,6 +82,7 @@ async fn play(
     body: &Bytes,
 ) -> Result<Response, Refusal> {
     precheck(state, headers, Some("application/sdp"))?;
+    super::refuse_while_draining(state)?;
     let identity = authorize(state, headers, peer, room)?;
     let max_spatial = query.layer.as_deref().map(parse_layer).transpose()?;
     let offer = text(body)?;
@@ -274,4 +275,90 @@ fn authorize(
         ));
     }
     Ok(grants.identity)
+}
+
+#[cfg(test)]
+mod tests {
+    use sluice_sfu::core::MediaKind;
+    use sluice_sfu::runtime::TrackSource;
+
+    use super::*;
+
+    fn publication(id: u64, participant: u64, kind: MediaKind, codec: &str) -> PublicationInfo {
+        PublicationInfo {
+            id: PublicationId(id),
+            participant: ParticipantId(participant),
+            kind,
+            source: TrackSource::Other,
+            name: None,
+            codec: codec.to_owned(),
+            rids: Vec::new(),
+        }
+    }
+
+    fn section(kind: MediaKind, codecs: &[&str]) -> Section {
+        Section {
+            kind,
+            mid: "0".to_owned(),
+            sends: false,
+            receives: true,
+            codecs: codecs.iter().map(|c| (*c).to_owned()).collect(),
+            rids: Vec::new(),
+        }
+    }
+
+    fn room() -> Vec<PublicationInfo> {
+        vec![
+            publication(1, 10, MediaKind::Audio, "audio/opus"),
+            publication(2, 20, MediaKind::Audio, "audio/opus"),
+            publication(3, 20, MediaKind::Video, "video/VP8"),
+            publication(4, 10, MediaKind::Video, "video/H264"),
+        ]
+    }
+
+    #[test]
+    fn the_first_video_publisher_plays_with_its_own_audio() {
+        let audio = section(MediaKind::Audio, &["opus"]);
+        let video = section(MediaKind::Video, &["VP8", "H264"]);
+        let chosen = pair(&[&audio, &video], &room(), None).map_err(|r| r.1);
+        assert_eq!(chosen, Ok(vec![PublicationId(2), PublicationId(3)]));
+    }
+
+    #[test]
+    fn an_asked_publication_brings_its_publishers_other_track_only() {
+        let audio = section(MediaKind::Audio, &["opus"]);
+        let video = section(MediaKind::Video, &["VP8", "H264"]);
+        let available = room();
+        let chosen = pair(&[&audio, &video], &available, Some(&available[3])).map_err(|r| r.1);
+        assert_eq!(chosen, Ok(vec![PublicationId(1), PublicationId(4)]));
+        let only_video = pair(&[&video], &available, Some(&available[0])).map_err(|r| r.0);
+        assert_eq!(only_video, Ok(vec![PublicationId(4)]));
+    }
+
+    #[test]
+    fn a_section_without_the_codec_takes_another_publication_or_refuses() {
+        let vp8_only = section(MediaKind::Video, &["VP8"]);
+        let chosen = pair(&[&vp8_only], &room(), None).map_err(|r| r.1);
+        assert_eq!(chosen, Ok(vec![PublicationId(3)]));
+        let av1 = section(MediaKind::Video, &["AV1"]);
+        let refused = pair(&[&av1], &room(), None).map_err(|r| (r.0, r.1));
+        let Err((status, reason)) = refused else {
+            panic!("an AV1-only offer cannot play VP8 or H.264");
+        };
+        assert_eq!(status, StatusCode::NOT_ACCEPTABLE);
+        assert!(
+            reason.contains("video/H264") && reason.contains("video/VP8"),
+            "{reason}"
+        );
+        let nothing = pair(&[&av1], &[], None).map_err(|r| r.0);
+        assert_eq!(nothing, Err(StatusCode::NOT_FOUND));
+    }
+
+    #[test]
+    fn layers_by_name_or_index() {
+        assert_eq!(parse_layer("q").ok(), Some(0));
+        assert_eq!(parse_layer("1").ok(), Some(1));
+        assert_eq!(parse_layer("f").ok(), Some(2));
+        assert!(parse_layer("x").is_err());
+    }
 }

@@ -42,6 +42,7 @@ async fn publish(
     body: &Bytes,
 ) -> Result<Response, Refusal> {
     precheck(state, headers, Some("application/sdp"))?;
+    super::refuse_while_draining(state)?;
     let publisher = authorize(state, headers, room)?;
     let offer = text(body)?;
     let sections =
