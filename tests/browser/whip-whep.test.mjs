@@ -12,7 +12,17 @@ import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 import { RIDS, floorPublisherUplink, joinPage, subscribeAndDecode } from './probe.mjs';
-import { devToken as devTokenOf, metric as metricOf, plainPage as plainPageOf, whepPlay, whepStats, whipPublish } from './whip.mjs';
+import {
+  clockSource,
+  devToken as devTokenOf,
+  glassToGlass,
+  metric as metricOf,
+  plainPage as plainPageOf,
+  whepPlay,
+  whepStats,
+  whipPublish,
+  whipPublishClock,
+} from './whip.mjs';
 
 let server;
 let browser;
@@ -120,6 +130,25 @@ test('a plain WHIP page publishes simulcast; plain WHEP pages and the SDK decode
   });
 });
 
+test('glass to glass, browser WHIP to browser WHEP', async () => {
+  const room = uniqueRoom('whip-clock');
+  await withDiagnostics('whip-clock', server, () => pages, async () => {
+    const publisher = await plainPage('whip-clock');
+    assert.equal((await whipPublishClock(publisher, room, await devToken(room, 'clock'))).status, 201);
+    const viewer = await plainPage('whep-clock');
+    assert.equal((await whepPlay(viewer, `/whep/${room}`)).status, 201);
+    await waitFor('the WHEP page decodes the clock', () => whepStats(viewer), (s) => s.video?.framesDecoded >= 30, {
+      timeoutMs: 20_000,
+      intervalMs: 250,
+    });
+    const delay = await glassToGlass(viewer, 5_000);
+    console.log(`browser/WHIP -> browser/WHEP glass to glass: ${JSON.stringify(delay)}`);
+    assert.ok(delay.frames >= 60, `only ${delay.frames} frames presented in 5 s`);
+    await closePage(publisher);
+    await closePage(viewer);
+  });
+});
+
 test('refusals carry their status codes; CORS follows the allowed origins', async () => {
   const room = uniqueRoom('whip-errors');
   const token = await devToken(room, 'p');
@@ -161,7 +190,7 @@ test('ffmpeg publishes H.264 + Opus over WHIP; the SDK and a plain WHEP page dec
   const token = await devToken(room, 'ffmpeg');
   const args = [
     '-hide_banner', '-loglevel', 'warning', '-re',
-    '-f', 'lavfi', '-i', 'testsrc=size=640x360:rate=30',
+    '-f', 'lavfi', '-i', clockSource('640x360'),
     '-f', 'lavfi', '-i', 'sine=frequency=440:sample_rate=48000',
     '-pix_fmt', 'yuv420p', '-c:v', 'libx264', '-preset', 'ultrafast', '-tune', 'zerolatency',
     '-profile:v', 'baseline', '-bf', '0', '-g', '30',
@@ -191,6 +220,10 @@ test('ffmpeg publishes H.264 + Opus over WHIP; the SDK and a plain WHEP page dec
         { timeoutMs: 20_000, intervalMs: 250 },
       );
       console.log(`ffmpeg over WHIP, WHEP viewer: ${JSON.stringify(stats)}`);
+      // Glass to glass: the capture clock ffmpeg drew, read back at each frame's display.
+      const delay = await glassToGlass(viewer, 5_000);
+      console.log(`ffmpeg/WHIP -> Chromium/WHEP glass to glass: ${JSON.stringify(delay)}`);
+      assert.ok(delay.frames >= 60, `only ${delay.frames} frames presented in 5 s`);
 
       // ffmpeg stops (SIGINT: it sends DELETE): the publications leave the room.
       encoder.kill('SIGINT');

@@ -86,6 +86,7 @@ export async function whepPlay(page, path, { relay } = {}) {
       pc.addTransceiver('audio', { direction: 'recvonly' });
       pc.addTransceiver('video', { direction: 'recvonly' });
       const media = document.createElement('video');
+      media.id = 'whep-video';
       media.autoplay = true;
       media.playsInline = true;
       document.body.append(media);
@@ -166,4 +167,109 @@ export async function whepFrameGap(page, from, to) {
     },
     { from, to },
   );
+}
+
+/** Bits of the capture clock an encoder draws into its picture (milliseconds, modulo 2^20). */
+export const CLOCK_BITS = 20;
+
+/**
+ * An ffmpeg lavfi source: one second of testsrc at `size` (at least 640 px wide), looped,
+ * with the wall clock at capture drawn as CLOCK_BITS white/black 32 px squares on the top row.
+ */
+export function clockSource(size) {
+  const boxes = Array.from(
+    { length: CLOCK_BITS },
+    (_, i) => `drawbox=x=${i * 32}:y=0:w=32:h=32:color=white:t=fill:enable='eq(mod(floor(t*1000/${2 ** i}),2),1)'`,
+  );
+  return [
+    `testsrc=size=${size}:rate=30:duration=1`,
+    'format=yuv420p',
+    'loop=loop=-1:size=30',
+    'settb=1/1000',
+    'setpts=RTCTIME/1000',
+    `drawbox=x=0:y=0:w=${CLOCK_BITS * 32}:h=32:color=black:t=fill`,
+    ...boxes,
+    'setpts=N*1000/30',
+  ].join(',');
+}
+
+/**
+ * WHIP from a plain page of a 640x360 canvas at 30 fps with the wall clock drawn as
+ * `clockSource` draws it (one encoding, no audio): the browser side of a glass-to-glass run.
+ */
+export async function whipPublishClock(page, room, token) {
+  return page.evaluate(
+    async ({ room, token, bits }) => {
+      const canvas = document.createElement('canvas');
+      canvas.width = 640;
+      canvas.height = 360;
+      const ctx = canvas.getContext('2d');
+      const draw = () => {
+        const now = Date.now();
+        ctx.fillStyle = `hsl(${(now / 20) % 360}, 60%, 40%)`;
+        ctx.fillRect(0, 0, 640, 360);
+        for (let i = 0; i < bits; i += 1) {
+          ctx.fillStyle = Math.floor(now / 2 ** i) % 2 === 1 ? '#fff' : '#000';
+          ctx.fillRect(i * 32, 0, 32, 32);
+        }
+      };
+      draw();
+      setInterval(draw, 1000 / 60);
+      const stream = canvas.captureStream(30);
+      const pc = new RTCPeerConnection();
+      pc.addTransceiver(stream.getVideoTracks()[0], { direction: 'sendonly' });
+      await pc.setLocalDescription(await pc.createOffer());
+      const response = await fetch(`/whip/${room}`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${token}` },
+        body: pc.localDescription.sdp,
+      });
+      const answer = await response.text();
+      if (response.status !== 201) return { status: response.status, body: answer };
+      await pc.setRemoteDescription({ type: 'answer', sdp: answer });
+      window.whip = { pc, stream };
+      return { status: response.status, location: response.headers.get('Location') };
+    },
+    { room, token, bits: CLOCK_BITS },
+  );
+}
+
+/**
+ * In the WHEP page, for `durationMs`: each presented frame's delay from its drawn capture
+ * clock to its display time; returns {frames, p50, p95, max} in milliseconds (the clock is
+ * this machine's, on both sides).
+ */
+export async function glassToGlass(page, durationMs) {
+  const delays = await page.evaluate(
+    ({ durationMs, bits }) => {
+      const video = document.getElementById('whep-video');
+      const span = 2 ** bits;
+      const canvas = document.createElement('canvas');
+      canvas.width = bits * 32;
+      canvas.height = 32;
+      const ctx = canvas.getContext('2d', { willReadFrequently: true });
+      const out = [];
+      return new Promise((resolve) => {
+        const end = performance.now() + durationMs;
+        const onFrame = (_now, meta) => {
+          ctx.drawImage(video, 0, 0, canvas.width, 32, 0, 0, canvas.width, 32);
+          const px = ctx.getImageData(0, 0, canvas.width, 32).data;
+          let code = 0;
+          for (let i = 0; i < bits; i += 1) if (px[(16 * canvas.width + i * 32 + 16) * 4] > 128) code += 2 ** i;
+          const shown = Math.round(performance.timeOrigin + meta.expectedDisplayTime);
+          // Signed: a frame shown a moment before the drawn clock (a canvas drawn between
+          // captures) reads slightly negative rather than wrapping around.
+          const delay = (((shown % span) - code) % span + span) % span;
+          out.push(delay > span / 2 ? delay - span : delay);
+          if (performance.now() < end) video.requestVideoFrameCallback(onFrame);
+          else resolve(out);
+        };
+        video.requestVideoFrameCallback(onFrame);
+      });
+    },
+    { durationMs, bits: CLOCK_BITS },
+  );
+  const sorted = [...delays].sort((a, b) => a - b);
+  const at = (q) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))];
+  return { frames: sorted.length, p50: at(0.5), p95: at(0.95), max: sorted.at(-1) };
 }
