@@ -154,7 +154,7 @@ async fn play(
             "too many sessions for this credential",
         ));
     };
-    info!(%room, %identity, session = %id, tracks = chosen.len(), ?max_spatial, "WHEP session created");
+    info!(%room, %identity, session = %super::session::log_name(&id), tracks = chosen.len(), ?max_spatial, "WHEP session created");
     Ok(created(
         state,
         headers,

@@ -87,7 +87,7 @@ async fn publish(
     info!(
         room = %publisher.room,
         identity = %publisher.identity,
-        session = %id,
+        session = %super::session::log_name(&id),
         publications = publications.len(),
         "WHIP session created"
     );

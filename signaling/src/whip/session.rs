@@ -83,6 +83,12 @@ impl Session {
     }
 }
 
+/// How logs name a session: the first 8 of its id's 32 hex digits. The id is the resource's
+/// capability (PATCH and DELETE need nothing else), so logs never carry it whole.
+pub fn log_name(id: &str) -> &str {
+    id.get(..8).unwrap_or(id)
+}
+
 /// Every live WHIP and WHEP session of the server, by resource id.
 #[derive(Default)]
 pub struct Registry {
@@ -113,7 +119,8 @@ impl Registry {
         true
     }
 
-    /// Reserves nothing: whether `owner` may open another session.
+    /// Whether `owner` holds fewer than `cap` sessions now (a check before the work of a
+    /// POST; `insert_capped` checks again when the session is registered).
     pub fn has_room_for(&self, owner: &str, cap: usize) -> bool {
         self.map().values().filter(|s| s.owner == owner).count() < cap
     }
@@ -134,7 +141,7 @@ pub fn spawn(
     requests: mpsc::Receiver<Request>,
     close: oneshot::Receiver<oneshot::Sender<()>>,
 ) {
-    let span = info_span!("media_session", kind = kind.path(), session = %id, participant = %participant.id());
+    let span = info_span!("media_session", kind = kind.path(), session = %log_name(&id), participant = %participant.id());
     tokio::spawn(
         async move {
             let closed = run(kind, participant, playing, requests, close).await;
