@@ -144,6 +144,7 @@ test('glass to glass, browser WHIP to browser WHEP', async () => {
     const delay = await glassToGlass(viewer, 5_000);
     console.log(`browser/WHIP -> browser/WHEP glass to glass: ${JSON.stringify(delay)}`);
     assert.ok(delay.frames >= 60, `only ${delay.frames} frames presented in 5 s`);
+    assert.ok(delay.p50 >= 0 && delay.p95 < 1_000, `glass to glass out of any sane range: ${JSON.stringify(delay)}`);
     await closePage(publisher);
     await closePage(viewer);
   });
@@ -224,6 +225,7 @@ test('ffmpeg publishes H.264 + Opus over WHIP; the SDK and a plain WHEP page dec
       const delay = await glassToGlass(viewer, 5_000);
       console.log(`ffmpeg/WHIP -> Chromium/WHEP glass to glass: ${JSON.stringify(delay)}`);
       assert.ok(delay.frames >= 60, `only ${delay.frames} frames presented in 5 s`);
+      assert.ok(delay.p50 >= 0 && delay.p95 < 1_000, `glass to glass out of any sane range: ${JSON.stringify(delay)}`);
 
       // ffmpeg stops (SIGINT: it sends DELETE): the publications leave the room.
       encoder.kill('SIGINT');

@@ -173,7 +173,7 @@ export async function whepFrameGap(page, from, to) {
 export const CLOCK_BITS = 20;
 
 /**
- * An ffmpeg lavfi source: one second of testsrc at `size` (at least 640 px wide), looped,
+ * An ffmpeg lavfi source: one second of testsrc at `size` (640 px wide), looped,
  * with the wall clock at capture drawn as CLOCK_BITS white/black 32 px squares on the top row.
  */
 export function clockSource(size) {
@@ -217,7 +217,10 @@ export async function whipPublishClock(page, room, token) {
       setInterval(draw, 1000 / 60);
       const stream = canvas.captureStream(30);
       const pc = new RTCPeerConnection();
-      pc.addTransceiver(stream.getVideoTracks()[0], { direction: 'sendonly' });
+      const video = pc.addTransceiver(stream.getVideoTracks()[0], { direction: 'sendonly' });
+      const params = video.sender.getParameters();
+      params.degradationPreference = 'maintain-resolution';
+      await video.sender.setParameters(params);
       await pc.setLocalDescription(await pc.createOffer());
       const response = await fetch(`/whip/${room}`, {
         method: 'POST',
@@ -252,7 +255,9 @@ export async function glassToGlass(page, durationMs) {
       return new Promise((resolve) => {
         const end = performance.now() + durationMs;
         const onFrame = (_now, meta) => {
-          ctx.drawImage(video, 0, 0, canvas.width, 32, 0, 0, canvas.width, 32);
+          // The picture may arrive scaled down (the sender adapts to CPU): squares scale too.
+          const scale = video.videoWidth / 640;
+          ctx.drawImage(video, 0, 0, canvas.width * scale, 32 * scale, 0, 0, canvas.width, 32);
           const px = ctx.getImageData(0, 0, canvas.width, 32).data;
           let code = 0;
           for (let i = 0; i < bits; i += 1) if (px[(16 * canvas.width + i * 32 + 16) * 4] > 128) code += 2 ** i;
