@@ -50,8 +50,9 @@ pub(crate) fn before_read(
     read(peer, &copy, from, local, now);
 }
 
-/// After the agent read `datagram`: when it answered the agent's own check, the held
-/// nominating check is read again, now on a succeeded pair (which it nominates).
+/// After the agent read `datagram` (call for binding success responses): when it answered the
+/// agent's own check, the held nominating check is read again, now on a succeeded pair (which
+/// it nominates).
 pub(crate) fn after_read(
     peer: &mut ShardPeer,
     datagram: &[u8],

@@ -230,7 +230,9 @@ impl Worker {
         if let Err(err) = read {
             debug!(peer = key.0, %err, "datagram refused by its peer");
         }
-        if let Some(peer) = self.peers.get_mut(&key) {
+        if stun::is_binding_success(datagram)
+            && let Some(peer) = self.peers.get_mut(&key)
+        {
             nomination::after_read(peer, datagram, from, self.local, now);
         }
         self.service(key, now);
