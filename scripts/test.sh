@@ -27,6 +27,9 @@ assert all(Gst.ElementFactory.find(e) for e in ("x264enc", "x265enc", "avenc_aac
 /usr/bin/python3 -c "$rtsp_camera_check" >/dev/null 2>&1 || need_apt+=(gir1.2-gst-rtsp-server-1.0 python3-gi
   gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
   gstreamer1.0-plugins-ugly gstreamer1.0-libav)
+# The WHIP test's ffmpeg comes from PyPI (imageio-ffmpeg: ffmpeg 9 with the whip muxer; Debian's
+# 5.1 has none), installed in a venv.
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   step "installing ${need_apt[*]} (apt)"
   if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
@@ -52,6 +55,14 @@ fi
 
 step "client-js: typecheck, unit tests, demo bundle freshness"
 (cd client-js && npm run typecheck && npm test && npm run check:assets)
+
+step "ffmpeg with a WHIP muxer (PyPI imageio-ffmpeg, in target/whip-ffmpeg)"
+if [ ! -x target/whip-ffmpeg/bin/python ] || ! target/whip-ffmpeg/bin/python -c 'import imageio_ffmpeg' 2>/dev/null; then
+  python3 -m venv target/whip-ffmpeg
+  target/whip-ffmpeg/bin/pip install -q --disable-pip-version-check imageio-ffmpeg
+fi
+SLUICE_WHIP_FFMPEG="$(target/whip-ffmpeg/bin/python -c 'import imageio_ffmpeg; print(imageio_ffmpeg.get_ffmpeg_exe())')"
+export SLUICE_WHIP_FFMPEG
 
 step "browser end-to-end tests (headless Chromium)"
 # With --tests, features unify as they did for the tests above (dev-dependencies included), so

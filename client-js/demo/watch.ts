@@ -3,14 +3,20 @@
  * browser publishers) with sound, and shows how far behind live the picture is.
  *
  * URL: `/watch/<room>?token=…` (without `token`, demo mode's `/dev/token` is asked for one).
+ * With `?whep` the page is a plain WHEP player instead (`POST /whep/<room>`, see whep.ts; `token`
+ * then needs canSubscribe, and demo mode plays without one; `&layer=q|h|f` caps the video): it
+ * plays what the room publishes when it starts, and starts again when that ends.
  * For tests and the console, the SDK is `window.Sluice` and the page's state `window.sluiceWatch`.
  */
 import * as Sluice from '../src/index.js';
 import { type PublicationInfo, Room, RoomEvent, type Subscription } from '../src/index.js';
+import { WhepError, type WhepSession, playWhep } from './whep.js';
 
 /** Seconds between the NTP epoch (1900) and the Unix epoch (1970). */
 const NTP_UNIX_OFFSET_MS = 2_208_988_800_000;
 const STATS_INTERVAL_MS = 1000;
+/** How often a WHEP player asks again while the room publishes nothing. */
+const WHEP_RETRY_MS = 2000;
 
 interface Playing {
   publication: PublicationInfo;
@@ -26,6 +32,8 @@ interface WatchHandle {
   errors: string[];
   /** A warning shown about the stream (e.g. B-frames), if any. */
   warning: string | undefined;
+  /** The WHEP session (`?whep`), while one plays. */
+  whep: WhepSession | undefined;
 }
 
 declare global {
@@ -49,7 +57,14 @@ const errorBox = element<HTMLDivElement>('error');
 const warningBox = element<HTMLDivElement>('warning');
 const soundButton = element<HTMLButtonElement>('sound');
 
-const watch: WatchHandle = { room: undefined, playing: new Map(), delayMs: undefined, errors: [], warning: undefined };
+const watch: WatchHandle = {
+  room: undefined,
+  playing: new Map(),
+  delayMs: undefined,
+  errors: [],
+  warning: undefined,
+  whep: undefined,
+};
 window.Sluice = Sluice;
 window.sluiceWatch = watch;
 
@@ -147,10 +162,10 @@ function unsubscribe(publicationId: string): void {
  */
 async function updateDelay(): Promise<void> {
   const playingVideo = [...watch.playing.values()].find((p) => p.publication.kind === 'video');
-  const report = await playingVideo?.subscription.getStats();
+  const report = watch.whep !== undefined ? await watch.whep.pc.getStats() : await playingVideo?.subscription.getStats();
   let text = '';
   report?.forEach((s: RTCInboundRtpStreamStats & { estimatedPlayoutTimestamp?: number }) => {
-    if (s.type !== 'inbound-rtp') return;
+    if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
     const buffered =
       s.jitterBufferEmittedCount !== undefined && s.jitterBufferEmittedCount > 0
         ? ((s.jitterBufferDelay ?? 0) / s.jitterBufferEmittedCount) * 1000
@@ -168,10 +183,49 @@ async function updateDelay(): Promise<void> {
   delayText.textContent = text;
 }
 
+/** `?whep`: plays the room with WHEP, asking again while it publishes nothing or after it ended. */
+async function startWhep(roomName: string): Promise<void> {
+  const params = new URLSearchParams(location.search);
+  const token = params.get('token') ?? undefined;
+  const layer = params.get('layer');
+  const endpoint = `/whep/${encodeURIComponent(roomName)}${layer !== null ? `?layer=${encodeURIComponent(layer)}` : ''}`;
+  const again = (): void => void setTimeout(() => void startWhep(roomName), WHEP_RETRY_MS);
+  try {
+    const session = await playWhep(endpoint, token, (track, stream) => {
+      const media = track.kind === 'video' ? video : audio;
+      media.srcObject = stream;
+      play(media);
+      statusText.textContent = `Watching "${roomName}" (WHEP)`;
+    });
+    watch.whep = session;
+    session.pc.addEventListener('connectionstatechange', () => {
+      if (session.pc.connectionState !== 'failed' && session.pc.connectionState !== 'closed') return;
+      if (watch.whep !== session) return;
+      watch.whep = undefined;
+      statusText.textContent = 'Waiting for a stream…';
+      void session.close();
+      again();
+    });
+    window.addEventListener('pagehide', () => void session.close());
+  } catch (err) {
+    if (err instanceof WhepError && err.status === 404) {
+      statusText.textContent = 'Waiting for a stream…';
+      again();
+    } else {
+      showError('WHEP', err);
+    }
+  }
+}
+
 async function start(): Promise<void> {
   const roomName = roomFromPath();
   document.title = `Sluice · ${roomName}`;
   statusText.textContent = 'Connecting…';
+  if (new URLSearchParams(location.search).has('whep')) {
+    await startWhep(roomName);
+    setInterval(() => void updateDelay().catch(() => undefined), STATS_INTERVAL_MS);
+    return;
+  }
   const room = new Room();
   watch.room = room;
   room.on(RoomEvent.PublicationAdded, (p) => void subscribe(room, p));

@@ -3,8 +3,51 @@
 // demo/watch.ts
 import * as Sluice from "/sdk/v0/sluice-client.js";
 import { Room, RoomEvent } from "/sdk/v0/sluice-client.js";
+
+// demo/whep.ts
+var WhepError = class extends Error {
+  constructor(status, reason) {
+    super(`WHEP ${status}: ${reason}`);
+    this.status = status;
+    this.name = "WhepError";
+  }
+};
+async function playWhep(endpoint, token, onTrack) {
+  const pc = new RTCPeerConnection();
+  try {
+    pc.addTransceiver("audio", { direction: "recvonly" });
+    pc.addTransceiver("video", { direction: "recvonly" });
+    const stream = new MediaStream();
+    pc.addEventListener("track", (event) => {
+      stream.addTrack(event.track);
+      onTrack(event.track, stream);
+    });
+    await pc.setLocalDescription(await pc.createOffer());
+    const headers = { "Content-Type": "application/sdp" };
+    if (token !== void 0) headers.Authorization = `Bearer ${token}`;
+    const response = await fetch(endpoint, { method: "POST", headers, body: pc.localDescription?.sdp ?? "" });
+    const body = await response.text();
+    if (response.status !== 201) throw new WhepError(response.status, body);
+    const location2 = new URL(response.headers.get("Location") ?? "", new URL(endpoint, window.location.href)).href;
+    await pc.setRemoteDescription({ type: "answer", sdp: body });
+    return {
+      pc,
+      location: location2,
+      async close() {
+        pc.close();
+        await fetch(location2, { method: "DELETE", keepalive: true }).catch(() => void 0);
+      }
+    };
+  } catch (err) {
+    pc.close();
+    throw err;
+  }
+}
+
+// demo/watch.ts
 var NTP_UNIX_OFFSET_MS = 22089888e5;
 var STATS_INTERVAL_MS = 1e3;
+var WHEP_RETRY_MS = 2e3;
 function element(id) {
   const el = document.getElementById(id);
   if (el === null) throw new Error(`watch page is missing #${id}`);
@@ -17,7 +60,14 @@ var delayText = element("delay");
 var errorBox = element("error");
 var warningBox = element("warning");
 var soundButton = element("sound");
-var watch = { room: void 0, playing: /* @__PURE__ */ new Map(), delayMs: void 0, errors: [], warning: void 0 };
+var watch = {
+  room: void 0,
+  playing: /* @__PURE__ */ new Map(),
+  delayMs: void 0,
+  errors: [],
+  warning: void 0,
+  whep: void 0
+};
 window.Sluice = Sluice;
 window.sluiceWatch = watch;
 function showError(context, err) {
@@ -96,10 +146,10 @@ function unsubscribe(publicationId) {
 }
 async function updateDelay() {
   const playingVideo = [...watch.playing.values()].find((p) => p.publication.kind === "video");
-  const report = await playingVideo?.subscription.getStats();
+  const report = watch.whep !== void 0 ? await watch.whep.pc.getStats() : await playingVideo?.subscription.getStats();
   let text = "";
   report?.forEach((s) => {
-    if (s.type !== "inbound-rtp") return;
+    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
     const buffered = s.jitterBufferEmittedCount !== void 0 && s.jitterBufferEmittedCount > 0 ? (s.jitterBufferDelay ?? 0) / s.jitterBufferEmittedCount * 1e3 : void 0;
     if (s.estimatedPlayoutTimestamp !== void 0 && s.estimatedPlayoutTimestamp > 0) {
       watch.delayMs = Math.max(0, Date.now() - (s.estimatedPlayoutTimestamp - NTP_UNIX_OFFSET_MS));
@@ -113,10 +163,47 @@ async function updateDelay() {
   });
   delayText.textContent = text;
 }
+async function startWhep(roomName) {
+  const params = new URLSearchParams(location.search);
+  const token = params.get("token") ?? void 0;
+  const layer = params.get("layer");
+  const endpoint = `/whep/${encodeURIComponent(roomName)}${layer !== null ? `?layer=${encodeURIComponent(layer)}` : ""}`;
+  const again = () => void setTimeout(() => void startWhep(roomName), WHEP_RETRY_MS);
+  try {
+    const session = await playWhep(endpoint, token, (track, stream) => {
+      const media = track.kind === "video" ? video : audio;
+      media.srcObject = stream;
+      play(media);
+      statusText.textContent = `Watching "${roomName}" (WHEP)`;
+    });
+    watch.whep = session;
+    session.pc.addEventListener("connectionstatechange", () => {
+      if (session.pc.connectionState !== "failed" && session.pc.connectionState !== "closed") return;
+      if (watch.whep !== session) return;
+      watch.whep = void 0;
+      statusText.textContent = "Waiting for a stream…";
+      void session.close();
+      again();
+    });
+    window.addEventListener("pagehide", () => void session.close());
+  } catch (err) {
+    if (err instanceof WhepError && err.status === 404) {
+      statusText.textContent = "Waiting for a stream…";
+      again();
+    } else {
+      showError("WHEP", err);
+    }
+  }
+}
 async function start() {
   const roomName = roomFromPath();
   document.title = `Sluice · ${roomName}`;
   statusText.textContent = "Connecting…";
+  if (new URLSearchParams(location.search).has("whep")) {
+    await startWhep(roomName);
+    setInterval(() => void updateDelay().catch(() => void 0), STATS_INTERVAL_MS);
+    return;
+  }
   const room = new Room();
   watch.room = room;
   room.on(RoomEvent.PublicationAdded, (p) => void subscribe(room, p));

@@ -6,7 +6,8 @@
 //! over the frame transport so it is unit-testable; [`server`] is the axum shell around it;
 //! [`auth`] verifies HS256 room tokens; [`resume`] keeps dropped participants for a grace
 //! period so their client can re-attach; [`config`] merges flags and environment ([`cli`]) with
-//! a TOML file; [`origin`] is the WebSocket Origin allowlist; [`metrics`] renders `/metrics`.
+//! a TOML file; [`origin`] is the WebSocket Origin allowlist; [`metrics`] renders `/metrics`;
+//! [`whip`] serves WHIP ingest and WHEP playback over HTTP.
 
 pub mod accept;
 pub mod auth;
@@ -20,3 +21,4 @@ pub mod resume;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod whip;

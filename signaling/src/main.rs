@@ -8,9 +8,9 @@ use sluice_sfu::ingest::{
     RtmpConfig, RtmpServer, RtspConfig, RtspSources, StreamKeys, StreamTarget,
 };
 use sluice_sfu::runtime::SfuConfig;
-use sluice_signaling::auth::TokenAuthority;
+use sluice_signaling::auth::{Grants, TokenAuthority};
 use sluice_signaling::cli::{Cli, Command};
-use sluice_signaling::config::{Config, RtmpListen};
+use sluice_signaling::config::{Config, RtmpKey, RtmpListen};
 use sluice_signaling::media_plane::start_sfu;
 use sluice_signaling::server::Server;
 use tracing_subscriber::EnvFilter;
@@ -44,7 +44,11 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+/// The room and identity the demo stream key publishes as.
+const DEMO_ROOM: &str = "demo";
+const DEMO_IDENTITY: &str = "encoder";
+
+async fn serve(mut config: Config) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(EnvFilter::try_new(&config.log).context("parsing the log filter (--log)")?)
         .with_writer(std::io::stderr)
@@ -56,6 +60,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "test hooks enabled (/debug/drop-socket, loopback only): never do this in production"
         );
     }
+    // Demo mode: one stream key for the demo room, accepted by RTMP and WHIP alike and printed
+    // below, so a first encoder publish works without configuration.
+    let demo_key = demo_mode.then(|| {
+        let key = format!("demo-{:032x}", rand::random::<u128>());
+        config.rtmp_keys.push(RtmpKey {
+            key: key.as_str().into(),
+            room: DEMO_ROOM.to_owned(),
+            identity: DEMO_IDENTITY.to_owned(),
+        });
+        key
+    });
     let listen = config.listen;
     let rtmp_listen = config.rtmp;
     let drain_timeout = config.drain_timeout;
@@ -112,10 +127,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         println!("sluice rtsp ingest: pulling {} source(s)", rtsp.len());
     }
     if demo_mode {
+        let http = server.local_addr();
         println!(
-            "demo mode: no secret configured, a random one was generated; open http://{}/ in two tabs",
-            server.local_addr()
+            "demo mode: no secret configured, a random one was generated; open http://{http}/ in two tabs"
         );
+        if let Some(key) = &demo_key {
+            print_demo_recipes(
+                &server,
+                http,
+                rtmp.as_ref().map(RtmpServer::local_addr),
+                key,
+            );
+        }
     }
     std::io::stdout().flush().context("writing to stdout")?;
     shutdown_signal().await;
@@ -139,6 +162,34 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         () = shutdown_signal() => tracing::warn!("second signal: exiting without finishing the drain"),
     }
     Ok(())
+}
+
+/// Ready-to-paste publish and play URLs for the demo room.
+fn print_demo_recipes(
+    server: &Server,
+    http: std::net::SocketAddr,
+    rtmp: Option<std::net::SocketAddr>,
+    key: &str,
+) {
+    if let Some(rtmp) = rtmp {
+        println!("demo RTMP: server rtmp://{rtmp}/live  stream key {key}");
+        println!(
+            "  ffmpeg -re -f lavfi -i testsrc=size=1280x720:rate=30 -f lavfi -i sine -pix_fmt yuv420p -c:v libx264 -tune zerolatency -g 60 -c:a aac -f flv rtmp://{rtmp}/live/{key}"
+        );
+    }
+    println!("demo WHIP: http://{http}/whip/{DEMO_ROOM}  bearer token {key}");
+    let grants = Grants {
+        room: DEMO_ROOM.to_owned(),
+        identity: "whip-demo".to_owned(),
+        can_publish: true,
+        can_subscribe: true,
+    };
+    if let Some(token) = server.demo_token(&grants, std::time::Duration::from_secs(24 * 3600)) {
+        println!("  (or the room token {token})");
+    }
+    println!(
+        "demo WHEP: http://{http}/whep/{DEMO_ROOM} (no token from this machine); watch at http://{http}/watch/{DEMO_ROOM}"
+    );
 }
 
 async fn shutdown_signal() {

@@ -28,6 +28,7 @@ pub fn start_sfu(config: &Config, sfu_config: SfuConfig) -> Result<Sfu, ShardErr
                     advertise: Some(advertise),
                     tcp_port: config.tcp_port.shard(),
                     playout_delay_ms: sfu_config.transport.playout_delay_ms,
+                    room: sfu_config.room.clone(),
                     ..ShardConfig::default()
                 },
                 config.media_threads,

@@ -1,6 +1,6 @@
-//! The HTTP side: `/ws` (signaling), `/healthz`, `/readyz`, `/metrics`, the demo pages, the
-//! browser SDK as an ES module ([`SDK_PATH`]) and, in demo mode only, a loopback-only token
-//! endpoint; and the drain that ends it ([`Server::shutdown`]).
+//! The HTTP side: `/ws` (signaling), WHIP and WHEP ([`crate::whip`]), `/healthz`, `/readyz`,
+//! `/metrics`, the demo pages, the browser SDK as an ES module ([`SDK_PATH`]) and, in demo mode
+//! only, a loopback-only token endpoint; and the drain that ends it ([`Server::shutdown`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::resume::Resumable;
 use crate::session::{self, Inbound, Outbound, SessionContext, SessionCounters};
+use crate::whip::WhipState;
 
 /// How the server got its token secret.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +58,8 @@ pub struct Server {
     stop: watch::Sender<bool>,
     sessions: Arc<SessionCounters>,
     metrics: Option<Arc<Metrics>>,
+    /// The generated secret's authority in demo mode (for the tokens printed at start).
+    demo_auth: Option<Arc<TokenAuthority>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -83,10 +86,22 @@ impl Server {
         let (stop, stop_rx) = watch::channel(false);
         let sessions = Arc::new(SessionCounters::default());
         let metrics = config.metrics.then(|| Arc::new(Metrics::new()));
+        let auth = Arc::new(TokenAuthority::new(secret.as_bytes()));
+        let stream_keys = config.stream_keys().map_err(std::io::Error::other)?;
+        let config = Arc::new(config);
+        let whip = WhipState::new(
+            sfu.clone(),
+            Arc::clone(&auth),
+            stream_keys,
+            Arc::clone(&config),
+            secret_mode == SecretMode::Generated,
+            draining.clone(),
+        );
+        let demo_auth = (secret_mode == SecretMode::Generated).then(|| Arc::clone(&auth));
         let state = AppState {
             session: SessionContext {
                 sfu,
-                auth: Arc::new(TokenAuthority::new(secret.as_bytes())),
+                auth,
                 max_message_rate: config.max_message_rate,
                 max_message_burst: config.max_message_burst(),
                 join_timeout: Duration::from_secs(10),
@@ -97,14 +112,14 @@ impl Server {
                 resumable: Resumable::new(config.resume_grace),
                 counters: Arc::clone(&sessions),
             },
-            config: Arc::new(config),
+            config,
             secret_mode,
             metrics: metrics.clone(),
             draining,
         };
         let listener = TcpListener::bind(state.config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let app = router(state);
+        let app = router(state).merge(crate::whip::router(whip));
         let task = tokio::spawn(accept::serve(listener, app, limits, stop_rx));
         Ok(Self {
             local_addr,
@@ -112,8 +127,15 @@ impl Server {
             stop,
             sessions,
             metrics,
+            demo_auth,
             task,
         })
+    }
+
+    /// In demo mode (no secret configured), a token for `grants` signed with the generated
+    /// secret, valid for `ttl`; `None` when a secret is configured.
+    pub fn demo_token(&self, grants: &Grants, ttl: Duration) -> Option<String> {
+        self.demo_auth.as_ref()?.mint(grants, ttl).ok()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -332,7 +354,7 @@ async fn dev_token(
 
 /// Whether a `Host` header names this machine's loopback: `localhost`, an address in
 /// 127.0.0.0/8 or `[::1]`, each with an optional port.
-fn is_loopback_host(host: &str) -> bool {
+pub(crate) fn is_loopback_host(host: &str) -> bool {
     let is_port =
         |port: &str| (1..=5).contains(&port.len()) && port.bytes().all(|b| b.is_ascii_digit());
     if let Some(rest) = host.strip_prefix('[') {

@@ -13,3 +13,4 @@ mod rtsp_input;
 mod shard;
 mod signaling;
 mod synthetic;
+mod whip;

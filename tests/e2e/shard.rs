@@ -64,13 +64,13 @@ async fn trickle(
     Ok(())
 }
 
-struct Received {
-    video: bool,
-    packets: Vec<rtp::Packet>,
+pub(crate) struct Received {
+    pub(crate) video: bool,
+    pub(crate) packets: Vec<rtp::Packet>,
 }
 
 /// Records every packet of every track `peer` receives.
-fn collect(peer: &mut ClientPeer) -> Arc<Mutex<Vec<Received>>> {
+pub(crate) fn collect(peer: &mut ClientPeer) -> Arc<Mutex<Vec<Received>>> {
     let log: Arc<Mutex<Vec<Received>>> = Arc::default();
     let mut tracks = std::mem::replace(&mut peer.tracks, mpsc::unbounded_channel().1);
     let sink = Arc::clone(&log);

@@ -27,7 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use dashmap::DashMap;
 
 pub use ingest::{IngestParticipant, IngestPublication};
-pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState};
+pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState, WhepAnswer};
 pub use room_task::{LayersChanged, RoomEvent};
 pub use stats::{MediaStats, STATS_WAIT, SfuStats};
 
@@ -146,6 +146,9 @@ pub enum RequestError {
     Invalid(String),
     #[error("limit reached: {0}")]
     LimitExceeded(&'static str),
+    /// Well formed, but asks for what this server cannot do (a codec, a media plane).
+    #[error("unsupported: {0}")]
+    Unsupported(String),
     #[error(transparent)]
     Transport(#[from] TransportError),
     #[error("the participant has left")]
@@ -258,6 +261,23 @@ impl Sfu {
             .entry(room.to_owned())
             .or_insert_with(|| RoomHandle::spawn(room.to_owned(), self.clone()))
             .clone()
+    }
+
+    /// Whether the server runs on the shard media plane (WHIP/WHEP need it).
+    pub fn on_shard(&self) -> bool {
+        !self.inner.shards.is_empty()
+    }
+
+    /// The publications of `room` now, or `None` when no such room is open. Does not create
+    /// the room.
+    pub async fn room_publications(&self, room: &str) -> Option<Vec<PublicationInfo>> {
+        let handle = self.inner.rooms.get(room).map(|r| r.value().clone())?;
+        let (reply, snapshot) = tokio::sync::oneshot::channel();
+        handle
+            .send(room_task::RoomCommand::Snapshot { reply })
+            .await
+            .ok()?;
+        snapshot.await.ok().map(|s| s.publications)
     }
 
     /// The shard media plane's counters, or `None` on the webrtc plane; an error when the

@@ -13,12 +13,14 @@ use tracing::{Instrument, debug, info_span, warn};
 
 use super::participant::{
     Command, PUBLISHER_START_KBPS, Participant, ParticipantEvent, Permissions, ResumeState,
-    validate_rids,
+    WhepAnswer, validate_rids,
 };
 use super::room_task::{LayersChanged, RoomCommand, RoomEvent, RoomHandle};
 use super::{PublicationInfo, RequestError, Sfu, TrackRequest};
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
-use crate::shard::{PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange};
+use crate::shard::{
+    PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepSubscription,
+};
 use crate::transport::{TransportError, negotiated_codecs, with_start_bitrate};
 
 /// Starts the participant's task once the room has accepted it.
@@ -52,6 +54,7 @@ pub(super) async fn start(
         renegotiate: false,
         offered: false,
         ice_restart_pending: false,
+        whep: false,
     };
     let span = info_span!("participant", participant = %id, plane = "shard");
     tokio::spawn(
@@ -67,6 +70,7 @@ fn from_shard(err: ShardError) -> RequestError {
         ShardError::UnknownPublication(p) => RequestError::NotFound(format!("publication {p}")),
         ShardError::UnknownSubscription(s) => RequestError::NotFound(format!("subscription {s}")),
         ShardError::InvalidSdp(e) => TransportError::InvalidSdp(e).into(),
+        ShardError::Unsupported(e) => RequestError::Unsupported(e),
         ShardError::InvalidCandidate(e) => TransportError::InvalidCandidate(e).into(),
         ShardError::Peer(e) => TransportError::Peer(e).into(),
         ShardError::LimitExceeded(what) => RequestError::LimitExceeded(what),
@@ -97,6 +101,9 @@ struct ShardParticipantTask {
     offered: bool,
     /// The next subscriber offer restarts ICE.
     ice_restart_pending: bool,
+    /// A WHEP viewer: the client offered its subscriber connection, and the server never
+    /// offers it again.
+    whep: bool,
 }
 
 impl ShardParticipantTask {
@@ -221,6 +228,14 @@ impl ShardParticipantTask {
                 if ok && let Some(sdp) = self.awaiting_answer.clone() {
                     self.emit(ParticipantEvent::Offer(sdp));
                 }
+            }
+            Command::Whep {
+                offer,
+                publications,
+                max_spatial,
+                reply,
+            } => {
+                let _ = reply.send(self.whep(offer, publications, max_spatial).await);
             }
             Command::RestartIce { reply } => {
                 let _ = reply.send(Ok(()));
@@ -359,8 +374,54 @@ impl ShardParticipantTask {
             .map_err(from_shard)
     }
 
+    async fn whep(
+        &mut self,
+        offer: String,
+        publications: Vec<PublicationId>,
+        max_spatial: Option<u8>,
+    ) -> Result<WhepAnswer, RequestError> {
+        if !self.permissions.can_subscribe {
+            return Err(RequestError::PermissionDenied("subscribing"));
+        }
+        if self.whep || self.offered || !self.subscriptions.is_empty() {
+            return Err(RequestError::Invalid(
+                "the subscriber connection is negotiated already".to_owned(),
+            ));
+        }
+        if publications.len() > self.sfu.limits().max_subscriptions_per_participant {
+            return Err(RequestError::LimitExceeded("subscriptions per participant"));
+        }
+        let wanted: Vec<WhepSubscription> = publications
+            .into_iter()
+            .map(|publication| WhepSubscription {
+                subscription: SubscriptionId(self.sfu.next_id()),
+                publication,
+            })
+            .collect();
+        let sdp = self
+            .shard
+            .whep(self.id, offer, wanted.clone(), max_spatial)
+            .await
+            .map_err(from_shard)?;
+        self.whep = true;
+        for w in &wanted {
+            self.subscriptions.insert(w.subscription, w.publication);
+        }
+        Ok(WhepAnswer {
+            sdp,
+            subscriptions: wanted
+                .into_iter()
+                .map(|w| (w.subscription, w.publication))
+                .collect(),
+        })
+    }
+
     /// Sends a new subscriber offer, or remembers to once the outstanding one is answered.
+    /// A WHEP viewer's connection is the client's to offer: nothing is sent.
     async fn negotiate(&mut self) {
+        if self.whep {
+            return;
+        }
         if self.awaiting_answer.is_some() {
             self.renegotiate = true;
             return;
@@ -399,6 +460,7 @@ impl ShardParticipantTask {
         match event {
             ShardEvent::ConnectionState { role, state } => {
                 debug!(?role, ?state, "connection state");
+                self.emit(ParticipantEvent::Connection(role, state));
             }
             ShardEvent::LayersChanged {
                 subscription,

@@ -11,8 +11,8 @@ use tracing::{debug, trace, warn};
 
 use super::group::HandedOff;
 use super::peer::PeerKey;
-use super::stun;
 use super::worker::{MAX_DATAGRAM, READ_BURST, Timer, Worker};
+use super::{nomination, stun};
 
 impl Worker {
     pub(super) fn read_burst(&mut self, buf: &mut [u8]) {
@@ -147,6 +147,11 @@ impl Worker {
         if check {
             peer.paths.heard(from);
         }
+        let udp = protocol == TransportProtocol::UDP;
+        // See `nomination`: USE-CANDIDATE checks before the connection is up.
+        if udp && !peer.connected {
+            nomination::before_read(peer, datagram, check, from, local_addr, now);
+        }
         let read = peer.pc.handle_read(TaggedBytesMut {
             now,
             transport: TransportContext {
@@ -159,6 +164,12 @@ impl Worker {
         });
         if let Err(err) = read {
             debug!(peer = key.0, %err, "datagram refused by its peer");
+        }
+        if udp
+            && stun::is_binding_success(datagram)
+            && let Some(peer) = self.peers.get_mut(&key)
+        {
+            nomination::after_read(peer, datagram, from, local_addr, now);
         }
         self.service(key, now);
     }

@@ -29,6 +29,7 @@ mod feedback;
 mod forward;
 mod group;
 mod ingest;
+mod nomination;
 mod paths;
 mod peer;
 mod routing;
@@ -37,6 +38,7 @@ mod stats;
 mod stun;
 mod subscriber;
 mod tcp;
+mod whep;
 mod worker;
 
 use std::net::{IpAddr, SocketAddr};
@@ -78,6 +80,9 @@ pub struct ShardConfig {
     /// Minimum playout delay asked of subscribers (RTP playout-delay extension on video), in
     /// milliseconds; 0 does not send the extension.
     pub playout_delay_ms: u16,
+    /// The routing core's configuration for every room on the shard (the runtime's
+    /// `SfuConfig::room`).
+    pub room: crate::core::RoomConfig,
 }
 
 impl Default for ShardConfig {
@@ -93,6 +98,7 @@ impl Default for ShardConfig {
             tcp_port: TcpPort::SameAsUdp,
             max_tcp_connections: 1024,
             playout_delay_ms: 0,
+            room: crate::core::RoomConfig::default(),
         }
     }
 }
@@ -126,6 +132,9 @@ pub enum ShardError {
     Invalid(String),
     #[error("invalid session description: {0}")]
     InvalidSdp(String),
+    /// The offer is well formed but cannot carry what is asked (no common codec).
+    #[error("unsupported offer: {0}")]
+    Unsupported(String),
     #[error("invalid ICE candidate: {0}")]
     InvalidCandidate(String),
     #[error("more than {0} remote candidates on one connection")]
@@ -146,6 +155,13 @@ pub struct PublishTrack {
     pub publication: PublicationId,
     /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
     pub rids: Vec<String>,
+}
+
+/// A subscription a WHEP viewer's answered offer carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WhepSubscription {
+    pub subscription: SubscriptionId,
+    pub publication: PublicationId,
 }
 
 /// A change to one of a participant's subscriptions.
@@ -313,6 +329,13 @@ pub(crate) enum Command {
         publication: PublicationId,
         codec: CodecInfo,
         reply: oneshot::Sender<Result<(), ShardError>>,
+    },
+    Whep {
+        participant: ParticipantId,
+        offer: String,
+        subscriptions: Vec<WhepSubscription>,
+        max_spatial: Option<u8>,
+        reply: oneshot::Sender<Result<String, ShardError>>,
     },
     Leave {
         participant: ParticipantId,
@@ -555,6 +578,27 @@ impl Shard {
             participant,
             publication,
             codec,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers a WHEP viewer's recvonly `offer` on a new subscriber connection carrying
+    /// `subscriptions` (paired with the offer's m-lines by kind, in order); with
+    /// `max_spatial`, its video starts capped at that simulcast layer. Forwarding starts once
+    /// the connection is up. On error no subscriber connection is left behind.
+    pub async fn whep(
+        &self,
+        participant: ParticipantId,
+        offer: String,
+        subscriptions: Vec<WhepSubscription>,
+        max_spatial: Option<u8>,
+    ) -> Result<String, ShardError> {
+        self.request(|reply| Command::Whep {
+            participant,
+            offer,
+            subscriptions,
+            max_spatial,
             reply,
         })
         .await?

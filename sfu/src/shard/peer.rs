@@ -132,6 +132,9 @@ pub(crate) struct ShardPeer {
     /// report as an anchor of that stream's RTP clock.
     pub(crate) sender_clock: RemoteSenderClock,
     pub(crate) reported: HashMap<u32, ClockAnchor>,
+    /// A nominating check held until the agent's own check of its pair succeeds (see
+    /// `nomination`).
+    pub(crate) nominating: Option<Vec<u8>>,
 }
 
 impl ShardPeer {
@@ -210,6 +213,7 @@ impl ShardPeer {
             congestion,
             sender_clock: RemoteSenderClock::default(),
             reported: HashMap::new(),
+            nominating: None,
         })
     }
 

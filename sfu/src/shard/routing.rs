@@ -120,6 +120,16 @@ impl Worker {
             } => {
                 let _ = reply.send(self.ingest_publish(participant, publication, codec, now));
             }
+            Command::Whep {
+                participant,
+                offer,
+                subscriptions,
+                max_spatial,
+                reply,
+            } => {
+                let answer = self.whep(participant, offer, subscriptions, max_spatial, now);
+                let _ = reply.send(answer);
+            }
             Command::Leave { participant } => self.leave(participant, now),
             Command::Stats { reply } => {
                 let mut stats = self.stats;
@@ -153,7 +163,12 @@ impl Worker {
                     key,
                     ShardRoom {
                         name: room,
-                        core: core::Room::new(core::RoomConfig::default()),
+                        // Each room draws its own initial sequence numbers unless the
+                        // config pins them.
+                        core: core::Room::new(core::RoomConfig {
+                            random_seed: rand::random(),
+                            ..self.config.room.clone()
+                        }),
                         members: 0,
                         timeout: None,
                         speakers: Vec::new(),

@@ -75,6 +75,8 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
         }
         // A subscriber task's own business, never the client's.
         ParticipantEvent::Room(RoomEvent::Probe { .. } | RoomEvent::PathCongested) => return None,
+        // The client sees its own connections' states.
+        ParticipantEvent::Connection(..) => return None,
     })
 }
 

@@ -69,6 +69,9 @@ pub enum ParticipantEvent {
     Candidate(PeerRole, IceCandidate),
     /// What happened in the room that concerns this participant.
     Room(RoomEvent),
+    /// One of its connections changed state (the shard plane tells these; a session with a
+    /// client of its own may ignore them, WHIP/WHEP sessions end on a failed connection).
+    Connection(PeerRole, ConnectionState),
 }
 
 pub(super) enum Command {
@@ -115,6 +118,19 @@ pub(super) enum Command {
     RestartIce {
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    Whep {
+        offer: String,
+        publications: Vec<PublicationId>,
+        max_spatial: Option<u8>,
+        reply: oneshot::Sender<Result<WhepAnswer, RequestError>>,
+    },
+}
+
+/// A WHEP viewer's answered offer: the SDP answer and what each subscription receives.
+#[derive(Debug, Clone)]
+pub struct WhepAnswer {
+    pub sdp: String,
+    pub subscriptions: Vec<(SubscriptionId, PublicationId)>,
 }
 
 /// What a client that re-attaches to its participant must know to reconcile.
@@ -356,6 +372,26 @@ impl Participant {
     /// nothing while the subscriber connection was never negotiated.
     pub async fn restart_ice(&self) -> Result<(), RequestError> {
         self.call(|reply| Command::RestartIce { reply }).await
+    }
+
+    /// WHEP playback (shard plane only): answers the client's recvonly `offer` with one
+    /// subscription per publication in `publications` (paired with the offer's m-lines by
+    /// kind, in order), video capped at `max_spatial` when given. The participant must not have
+    /// subscribed before, and it makes no server offers afterwards: publications added to the
+    /// room later are not sent to it, and one that ends stops its track.
+    pub async fn whep(
+        &self,
+        offer: String,
+        publications: Vec<PublicationId>,
+        max_spatial: Option<u8>,
+    ) -> Result<WhepAnswer, RequestError> {
+        self.call(|reply| Command::Whep {
+            offer,
+            publications,
+            max_spatial,
+            reply,
+        })
+        .await
     }
 
     /// Events queued while nobody read them (a parked participant), without waiting.

@@ -196,6 +196,11 @@ impl ParticipantTask {
                     }
                 }
             }
+            Command::Whep { reply, .. } => {
+                let _ = reply.send(Err(RequestError::Unsupported(
+                    "WHEP playback needs the shard media plane (--media-plane shard)".to_owned(),
+                )));
+            }
             Command::RestartIce { reply } => {
                 let _ = reply.send(Ok(()));
                 if self.offered {

@@ -1,0 +1,148 @@
+//! WHEP playback on the shard: a subscriber connection the client offers (recvonly) and the
+//! shard answers, instead of the server-offered subscriber connection of `subscriber.rs`.
+//!
+//! The subscription tracks are added first (one per wanted publication, in the order of the
+//! offer's m-lines of their kind), then the offer is applied: `rtc` pairs each offered m-line
+//! with the first track of its kind not yet paired. The answer carries them; the legs start
+//! forwarding once the connection is up, exactly as an answered server offer's do.
+
+use std::time::Instant;
+
+use rtc::peer_connection::sdp::RTCSessionDescription;
+
+use super::peer::{LegState, rtc_err};
+use super::worker::Worker;
+use super::{ShardError, WhepSubscription};
+use crate::core::{MediaKind, ParticipantId};
+use crate::transport::PeerRole;
+
+impl Worker {
+    /// Answers a WHEP viewer's `offer` with `subscriptions` as the tracks it receives; with
+    /// `max_spatial`, video subscriptions start capped at that simulcast layer. The
+    /// participant must have no subscriber connection yet.
+    pub(super) fn whep(
+        &mut self,
+        participant: ParticipantId,
+        offer: String,
+        subscriptions: Vec<WhepSubscription>,
+        max_spatial: Option<u8>,
+        now: Instant,
+    ) -> Result<String, ShardError> {
+        let member = self
+            .members
+            .get(&participant)
+            .ok_or(ShardError::UnknownParticipant(participant))?;
+        if member.subscriber.is_some() {
+            return Err(ShardError::Invalid(
+                "the participant has a subscriber connection already".to_owned(),
+            ));
+        }
+        if subscriptions.is_empty() {
+            return Err(ShardError::Invalid("nothing to subscribe to".to_owned()));
+        }
+        for wanted in &subscriptions {
+            self.subscribe(participant, wanted.subscription, wanted.publication, now)?;
+        }
+        let answered = self.whep_answer(participant, offer, max_spatial, now);
+        if answered.is_err() {
+            // Nothing half-built stays: the connection and its legs go with the error.
+            if let Some(key) = self
+                .members
+                .get_mut(&participant)
+                .and_then(|m| m.subscriber.take())
+            {
+                self.remove_peer(key);
+            }
+        }
+        answered
+    }
+
+    fn whep_answer(
+        &mut self,
+        participant: ParticipantId,
+        offer: String,
+        max_spatial: Option<u8>,
+        now: Instant,
+    ) -> Result<String, ShardError> {
+        let key = self.peer_of(participant, PeerRole::Subscriber, now)?;
+        let max_candidates = self.config.max_remote_candidates;
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(ShardError::UnknownParticipant(participant))?;
+        peer.hold_description_candidates(&offer, max_candidates)?;
+        let offer = RTCSessionDescription::offer(offer)
+            .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
+        peer.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
+        let answer = peer.pc.create_answer(None).map_err(rtc_err)?;
+        peer.pc
+            .set_local_description(now, answer)
+            .map_err(rtc_err)?;
+        let answer = peer
+            .pc
+            .local_description()
+            .map(|d| d.sdp.clone())
+            .ok_or_else(|| ShardError::Peer("no local description".to_owned()))?;
+        // Every leg must have found an m-line that takes its codec: the answer names it.
+        for leg in peer.legs.values_mut() {
+            if !carries(&answer, &leg.codec.mime_type) {
+                return Err(ShardError::Unsupported(format!(
+                    "the offer has no m-line receiving {} (publication {})",
+                    leg.codec.mime_type, leg.publication
+                )));
+            }
+            leg.state = LegState::Answered;
+            if let Some(spatial) = max_spatial
+                && leg.codec.kind() == MediaKind::Video
+            {
+                leg.preferred = Some((spatial, None));
+            }
+        }
+        peer.awaiting_answer = false;
+        self.refresh_ufrag(key);
+        self.service(key, now);
+        self.activate(key, now);
+        Ok(answer)
+    }
+}
+
+/// Whether an active m-line of `sdp` lists the codec `mime` (`video/VP8`) in an `a=rtpmap`.
+fn carries(sdp: &str, mime: &str) -> bool {
+    let Some((kind, name)) = mime.split_once('/') else {
+        return false;
+    };
+    sdp.split("\nm=").skip(1).any(|section| {
+        let mut words = section.split_whitespace();
+        let active = words.next() == Some(kind) && words.next() != Some("0");
+        active
+            && section.lines().any(|line| {
+                line.trim()
+                    .strip_prefix("a=rtpmap:")
+                    .and_then(|v| v.split_once(' '))
+                    .and_then(|(_, desc)| desc.split('/').next())
+                    .is_some_and(|codec| codec.eq_ignore_ascii_case(name))
+            })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::carries;
+
+    #[test]
+    fn an_answer_carries_a_codec_on_an_active_m_line_of_its_kind() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n\
+                   m=video 0 UDP/TLS/RTP/SAVPF 96\r\na=rtpmap:96 VP8/90000\r\n\
+                   m=video 9 UDP/TLS/RTP/SAVPF 102\r\na=rtpmap:102 H264/90000\r\n";
+        assert!(carries(sdp, "audio/opus"));
+        assert!(carries(sdp, "video/h264"));
+        assert!(
+            !carries(sdp, "video/VP8"),
+            "a rejected m-line carries nothing"
+        );
+        assert!(!carries(sdp, "audio/H264"));
+        assert!(!carries(sdp, "garbage"));
+    }
+}
