@@ -11,6 +11,7 @@ use rtc::ice::tcp_type::TcpType;
 use rtc::peer_connection::certificate::{CertificateParams, RTCCertificate};
 use rtc::peer_connection::configuration::RTCConfigurationBuilder;
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
+use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{
     CandidateConfig, CandidateHostConfig, RTCIceCandidate, RTCIceCandidateInit,
 };
@@ -246,6 +247,30 @@ impl ShardPeer {
             self.remote_ufrag = ufrag;
         }
         Ok(())
+    }
+
+    /// Applies the client's `offer` (its candidates held against `cap`) and returns the
+    /// answer, set as the local description.
+    pub(crate) fn answer(
+        &mut self,
+        offer: String,
+        cap: usize,
+        now: Instant,
+    ) -> Result<String, ShardError> {
+        self.hold_description_candidates(&offer, cap)?;
+        let offer = RTCSessionDescription::offer(offer)
+            .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
+        self.pc
+            .set_remote_description(now, offer)
+            .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
+        let answer = self.pc.create_answer(None).map_err(rtc_err)?;
+        self.pc
+            .set_local_description(now, answer)
+            .map_err(rtc_err)?;
+        self.pc
+            .local_description()
+            .map(|d| d.sdp.clone())
+            .ok_or_else(|| ShardError::Peer("no local description".to_owned()))
     }
 
     /// Holds one trickled candidate against `cap`.

@@ -4,11 +4,10 @@
 
 use std::time::Instant;
 
-use rtc::peer_connection::sdp::RTCSessionDescription;
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
-use super::peer::{PeerKey, ShardPeer, rtc_err};
+use super::peer::{PeerKey, ShardPeer};
 use super::worker::{Timer, Worker};
 use super::{Command, PublishTrack, ShardError, ShardEvent};
 use crate::core::{self, Input, ParticipantId, PublicationId, SubscriptionId};
@@ -271,21 +270,7 @@ impl Worker {
             .peers
             .get_mut(&key)
             .ok_or(ShardError::UnknownParticipant(participant))?;
-        peer.hold_description_candidates(&offer, max_candidates)?;
-        let offer = RTCSessionDescription::offer(offer)
-            .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
-        peer.pc
-            .set_remote_description(now, offer)
-            .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
-        let answer = peer.pc.create_answer(None).map_err(rtc_err)?;
-        peer.pc
-            .set_local_description(now, answer)
-            .map_err(rtc_err)?;
-        let answer = peer
-            .pc
-            .local_description()
-            .map(|d| d.sdp.clone())
-            .ok_or_else(|| ShardError::Peer("no local description".to_owned()))?;
+        let answer = peer.answer(offer, max_candidates, now)?;
         self.refresh_ufrag(key);
         let codecs = negotiated_codecs(&answer);
         let mut created = Vec::with_capacity(tracks.len());

@@ -8,9 +8,7 @@
 
 use std::time::Instant;
 
-use rtc::peer_connection::sdp::RTCSessionDescription;
-
-use super::peer::{LegState, rtc_err};
+use super::peer::LegState;
 use super::worker::Worker;
 use super::{ShardError, WhepSubscription};
 use crate::core::{MediaKind, ParticipantId};
@@ -70,21 +68,7 @@ impl Worker {
             .peers
             .get_mut(&key)
             .ok_or(ShardError::UnknownParticipant(participant))?;
-        peer.hold_description_candidates(&offer, max_candidates)?;
-        let offer = RTCSessionDescription::offer(offer)
-            .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
-        peer.pc
-            .set_remote_description(now, offer)
-            .map_err(|e| ShardError::InvalidSdp(e.to_string()))?;
-        let answer = peer.pc.create_answer(None).map_err(rtc_err)?;
-        peer.pc
-            .set_local_description(now, answer)
-            .map_err(rtc_err)?;
-        let answer = peer
-            .pc
-            .local_description()
-            .map(|d| d.sdp.clone())
-            .ok_or_else(|| ShardError::Peer("no local description".to_owned()))?;
+        let answer = peer.answer(offer, max_candidates, now)?;
         // Every leg must have found an m-line that takes its codec: the answer names it.
         for leg in peer.legs.values_mut() {
             if !carries(&answer, &leg.codec.mime_type) {
