@@ -1,5 +1,7 @@
 //! Driving Sluice: its JSON signaling over WebSocket, webrtc-rs peers for media.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -26,7 +28,30 @@ pub struct SluiceTarget {
     pub simulcast: bool,
 }
 
+/// Signaling connections opened so far, to spread their source addresses (see
+/// [`SluiceTarget::signal`]).
+static CONNECTIONS: AtomicUsize = AtomicUsize::new(0);
+/// Signaling connections per loopback source address: below the server's per-address cap (64).
+const CONNECTIONS_PER_ADDRESS: usize = 32;
+
 impl SluiceTarget {
+    /// A signaling connection from a loopback address of its own every
+    /// [`CONNECTIONS_PER_ADDRESS`] connections: the server caps connections per source address,
+    /// and the load of hundreds of subscribers from one machine is not one abusive client.
+    async fn signal(&self) -> Result<SignalClient> {
+        let n = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+        let server: SocketAddr = self
+            .ws_url
+            .trim_start_matches("ws://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .context("server address of the WebSocket URL")?;
+        let last = u8::try_from(2 + (n / CONNECTIONS_PER_ADDRESS) % 250).unwrap_or(2);
+        SignalClient::connect_from(&self.ws_url, server, IpAddr::from([127, 0, 0, last])).await
+    }
+
     fn token(&self, room: &str, identity: &str) -> Result<String> {
         TokenAuthority::new(self.secret.as_bytes())
             .mint(
@@ -48,7 +73,7 @@ impl SluiceTarget {
         shape: VideoShape,
         ssrc_base: u32,
     ) -> Result<(client::MediaSource, KeepAlive)> {
-        let mut signal = SignalClient::connect(&self.ws_url).await?;
+        let mut signal = self.signal().await?;
         signal.join(self.token(room, "publisher")?).await?;
         let layer_ssrcs = [ssrc_base, ssrc_base + 2, ssrc_base + 3];
         let (mut peer, video) = if self.simulcast {
@@ -131,7 +156,7 @@ impl SluiceTarget {
         room: &str,
         identity: &str,
     ) -> Result<(Reception, KeepAlive)> {
-        let mut signal = SignalClient::connect(&self.ws_url).await?;
+        let mut signal = self.signal().await?;
         let joined = signal.join(self.token(room, identity)?).await?;
         let ServerMessage::Joined { publications, .. } = joined else {
             bail!("join failed: {joined:?}");
