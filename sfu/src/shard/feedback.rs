@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
-use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use tracing::{debug, info};
@@ -16,7 +14,9 @@ use tracing::{debug, info};
 use super::peer::{LegState, PeerKey};
 use super::worker::Worker;
 use crate::core::{Input, MediaKind, ParticipantId, Ssrc, SubscriptionId};
-use crate::transport::{ClockAnchor, PeerEvent, PeerRole, REMB_LIMIT_BPS};
+use crate::transport::{
+    ClockAnchor, PeerEvent, PeerRole, nacked_packets, remb_bits_per_second, round_trip,
+};
 
 /// How often each subscriber connection's send-side estimate is handed to its room's
 /// allocator (as the webrtc-rs transport's participants do).
@@ -68,8 +68,6 @@ impl Worker {
         let subscription_of = |ssrc: u32| peer.by_ssrc.get(&Ssrc(ssrc)).copied();
         let mut inputs: Vec<Input> = Vec::new();
         let mut nacked: Vec<(SubscriptionId, u32)> = Vec::new();
-        let mut remb: Option<u64> = None;
-        let mut round_trip: Option<Duration> = None;
         for packet in packets {
             let any = packet.as_any();
             if let Some(pli) = any.downcast_ref::<PictureLossIndication>() {
@@ -83,11 +81,7 @@ impl Worker {
                         .map(|subscription| Input::KeyframeRequested { subscription })
                 }));
             } else if let Some(nack) = any.downcast_ref::<TransportLayerNack>() {
-                let lost: u32 = nack
-                    .nacks
-                    .iter()
-                    .map(|pair| 1 + pair.lost_packets.count_ones())
-                    .sum();
+                let lost = nacked_packets(nack);
                 if let Some(subscription) = subscription_of(nack.media_ssrc)
                     && lost > 0
                 {
@@ -96,30 +90,10 @@ impl Worker {
                         None => nacked.push((subscription, lost)),
                     }
                 }
-            } else if let Some(estimate) = any.downcast_ref::<ReceiverEstimatedMaximumBitrate>()
-                && estimate.bitrate.is_finite()
-                && estimate.bitrate >= 0.0
-            {
-                // A REMB's mantissa and exponent reach far past any real path.
-                remb = Some((estimate.bitrate as u64).min(REMB_LIMIT_BPS));
             }
-            let blocks = if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                rr.reports.as_slice()
-            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                sr.reports.as_slice()
-            } else {
-                &[]
-            };
-            let measured = blocks.iter().filter_map(|block| {
-                peer.controls.sent_reports.round_trip(
-                    block.ssrc,
-                    block.last_sender_report,
-                    block.delay,
-                    now,
-                )
-            });
-            round_trip = round_trip.into_iter().chain(measured).min();
         }
+        let remb = remb_bits_per_second(packets);
+        let round_trip = round_trip(packets, &peer.controls.sent_reports, now);
         self.counted.keyframe_requests_received += inputs.len() as u64;
         self.counted.nacked_packets += nacked
             .iter()

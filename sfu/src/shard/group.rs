@@ -50,15 +50,15 @@ pub(super) struct GroupLink {
 impl GroupLink {
     /// The shard whose connection drew `ufrag`, when it is another.
     pub(super) fn owner_of_ufrag(&self, ufrag: &str) -> Option<usize> {
-        self.ufrags_owner(self.routes.ufrags.get(ufrag).map(|entry| *entry))
+        self.other_than_this(self.routes.ufrags.get(ufrag).map(|entry| *entry))
     }
 
     /// The shard that routes `addr`, when it is another.
     pub(super) fn owner_of_address(&self, addr: SocketAddr) -> Option<usize> {
-        self.ufrags_owner(self.routes.addresses.get(&addr).map(|entry| *entry))
+        self.other_than_this(self.routes.addresses.get(&addr).map(|entry| *entry))
     }
 
-    fn ufrags_owner(&self, owner: Option<usize>) -> Option<usize> {
+    fn other_than_this(&self, owner: Option<usize>) -> Option<usize> {
         owner.filter(|owner| *owner != self.index)
     }
 

@@ -6,15 +6,18 @@
 //! never reach the allocator.
 
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
+use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
+
+use super::reports::SentReports;
 
 /// A pass-through interceptor that marks inbound RTCP carrying a keyframe request, a
 /// bandwidth estimate, a NACK (the fastest congestion signal a receiver sends) or a sender
@@ -39,6 +42,52 @@ fn is_actionable(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {
             // A publisher's: maps its media to its capture clock (see `reports`).
             || any.is::<SenderReport>()
     })
+}
+
+/// REMB values are clamped to this (10 Gbit/s): a REMB's mantissa and exponent reach far past
+/// any real path.
+const REMB_LIMIT_BPS: u64 = 10_000_000_000;
+
+/// How many lost packets a NACK names.
+pub(crate) fn nacked_packets(nack: &TransportLayerNack) -> u32 {
+    nack.nacks
+        .iter()
+        .map(|pair| 1 + pair.lost_packets.count_ones())
+        .sum()
+}
+
+/// The bitrate of the last usable REMB in a compound report, clamped.
+pub(crate) fn remb_bits_per_second(packets: &[Box<dyn rtc::rtcp::Packet>]) -> Option<u64> {
+    packets
+        .iter()
+        .filter_map(|p| p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>())
+        .map(|remb| remb.bitrate)
+        .rfind(|bps| bps.is_finite() && *bps >= 0.0)
+        .map(|bps| (bps as u64).min(REMB_LIMIT_BPS))
+}
+
+/// The shortest round trip the report blocks of a compound report give, against the sender
+/// reports `sent` remembers (a compound report reaches the track its first block names; the
+/// watched stream's block may be another in it).
+pub(crate) fn round_trip(
+    packets: &[Box<dyn rtc::rtcp::Packet>],
+    sent: &SentReports,
+    now: Instant,
+) -> Option<Duration> {
+    packets
+        .iter()
+        .flat_map(|p| {
+            let any = p.as_any();
+            if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
+                rr.reports.as_slice()
+            } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
+                sr.reports.as_slice()
+            } else {
+                &[]
+            }
+        })
+        .filter_map(|block| sent.round_trip(block.ssrc, block.last_sender_report, block.delay, now))
+        .min()
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for FeedbackToApplication {

@@ -24,6 +24,7 @@ mod track;
 
 pub use crate::core::downlink::queue_delay::Congestion;
 pub use feedback::FeedbackToApplication;
+pub(crate) use feedback::{nacked_packets, remb_bits_per_second, round_trip};
 pub use horizon::RepairHorizons;
 pub(crate) use peer::sluice_media_engine;
 pub use peer::{Peer, PeerRole, Transport};
@@ -31,7 +32,7 @@ pub use ports::{PortRange, PortRangeError};
 pub(crate) use reports::{ClockAnchor, RemoteSenderClock, is_plausible_sampling};
 pub use sdp::{negotiated_codecs, with_start_bitrate};
 pub use track::{LocalTrack, RemoteTrack, RtpSink, SubscriberFeedback};
-pub(crate) use track::{REMB_LIMIT_BPS, from_wire, to_wire};
+pub(crate) use track::{from_wire, to_wire};
 
 use std::net::IpAddr;
 

@@ -8,8 +8,6 @@ use std::time::{Duration, Instant};
 
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtcp::payload_feedbacks::receiver_estimated_maximum_bitrate::ReceiverEstimatedMaximumBitrate;
-use rtc::rtcp::receiver_report::ReceiverReport;
 use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::rtp;
@@ -25,6 +23,7 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::rtp_transceiver::RtpSender;
 
+use super::feedback::{nacked_packets, remb_bits_per_second, round_trip};
 use super::reports::{
     ClockAnchor, RemoteSenderClock, SampledClocks, SentReports, is_plausible_sampling,
 };
@@ -37,9 +36,6 @@ pub trait RtpSink: Send + Sync + 'static {
     /// `layer` is the simulcast spatial layer (0 without simulcast).
     fn deliver(&self, layer: u8, packet: RtpPacket);
 }
-
-/// REMB values are clamped to this (10 Gbit/s).
-pub(crate) const REMB_LIMIT_BPS: u64 = 10_000_000_000;
 
 /// What a subscriber tells us about a track we send it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -406,50 +402,16 @@ impl LocalTrack {
                             let lost: u32 = packets
                                 .iter()
                                 .filter_map(|p| p.as_any().downcast_ref::<TransportLayerNack>())
-                                .flat_map(|nack| &nack.nacks)
-                                .map(|pair| 1 + pair.lost_packets.count_ones())
+                                .map(nacked_packets)
                                 .sum();
                             if lost > 0 {
                                 nacked.fetch_add(u64::from(lost), Ordering::Relaxed);
                                 on_feedback(SubscriberFeedback::Nacked(lost));
                             }
-                            let remb = packets
-                                .iter()
-                                .filter_map(|p| {
-                                    p.as_any().downcast_ref::<ReceiverEstimatedMaximumBitrate>()
-                                })
-                                .map(|remb| remb.bitrate)
-                                .rfind(|bps| bps.is_finite() && *bps >= 0.0);
-                            if let Some(bps) = remb {
-                                // A REMB's mantissa and exponent reach far past any real path.
-                                on_feedback(SubscriberFeedback::Remb(
-                                    (bps as u64).min(REMB_LIMIT_BPS),
-                                ));
+                            if let Some(bps) = remb_bits_per_second(&packets) {
+                                on_feedback(SubscriberFeedback::Remb(bps));
                             }
-                            let now = Instant::now();
-                            let round_trip = packets
-                                .iter()
-                                .flat_map(|p| {
-                                    let any = p.as_any();
-                                    if let Some(rr) = any.downcast_ref::<ReceiverReport>() {
-                                        rr.reports.as_slice()
-                                    } else if let Some(sr) = any.downcast_ref::<SenderReport>() {
-                                        sr.reports.as_slice()
-                                    } else {
-                                        &[]
-                                    }
-                                })
-                                // A compound report reaches the track its first block names;
-                                // the watched stream's block may be another in it.
-                                .filter_map(|block| {
-                                    sent_reports.round_trip(
-                                        block.ssrc,
-                                        block.last_sender_report,
-                                        block.delay,
-                                        now,
-                                    )
-                                })
-                                .min();
+                            let round_trip = round_trip(&packets, &sent_reports, Instant::now());
                             if let Some(round_trip) = round_trip {
                                 on_feedback(SubscriberFeedback::RoundTrip(round_trip));
                             }
