@@ -142,6 +142,7 @@ pub fn token_with(
                 identity: identity.to_owned(),
                 can_publish,
                 can_subscribe,
+                ..Grants::default()
             },
             ttl,
         )

@@ -60,6 +60,7 @@ impl SluiceTarget {
                     identity: identity.to_owned(),
                     can_publish: true,
                     can_subscribe: true,
+                    ..Grants::default()
                 },
                 Duration::from_secs(3600),
             )

@@ -35,6 +35,8 @@ export type RoomState = (typeof RoomState)[keyof typeof RoomState];
 export const RoomEvent = {
   /** Another participant entered the room (see `RoomEvents.participantJoined`). */
   ParticipantJoined: 'participantJoined',
+  /** A participant's name or metadata changed (see `RoomEvents.participantUpdated`). */
+  ParticipantUpdated: 'participantUpdated',
   /** Another participant left the room (see `RoomEvents.participantLeft`). */
   ParticipantLeft: 'participantLeft',
   /** Another participant's publication became available (see `RoomEvents.publicationAdded`). */
@@ -71,6 +73,8 @@ export const DisconnectCause = {
   ServerClosed: 'serverClosed',
   /** Another connection resumed this session (close code 4001). */
   Replaced: 'replaced',
+  /** The application removed this participant or closed the room (close code 4003). */
+  Removed: 'removed',
   /** Reconnecting did not succeed within `reconnectTimeoutMs`, or the server refused the rejoin. */
   ReconnectFailed: 'reconnectFailed',
 } as const;
@@ -174,6 +178,11 @@ export interface DisconnectedEvent {
 export type RoomEvents = {
   /** Another participant entered the room. */
   participantJoined: (participant: ParticipantInfo) => void;
+  /**
+   * A participant's `name` or `metadata` changed (the application's backend set it through the
+   * server API); the local participant's too (`room.localParticipant` is updated first).
+   */
+  participantUpdated: (participant: ParticipantInfo) => void;
   /** Another participant left the room. */
   participantLeft: (event: ParticipantLeftEvent) => void;
   /** Another participant's publication became available (own publications come from `publish`). */

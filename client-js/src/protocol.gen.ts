@@ -30,7 +30,7 @@ resumeToken: string, } | { "type": "resumed", requestId: number, room: string, p
 /**
  * The caller's subscriptions; any other the client holds has ended.
  */
-subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerRole, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: Layer, target: Layer, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, } | { "type": "activeSpeakers", 
+subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerRole, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantUpdated", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: Layer, target: Layer, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, } | { "type": "activeSpeakers", 
 /**
  * Loudest first; empty when nobody speaks.
  */
@@ -57,7 +57,16 @@ export type MediaKind = "audio" | "video";
 
 export type TrackSource = "camera" | "microphone" | "screen" | "rtmp" | "other";
 
-export type ParticipantInfo = { participantId: string, identity: string, };
+export type ParticipantInfo = { participantId: string, identity: string, 
+/**
+ * Display name, from the token's `name` claim or the server API.
+ */
+name?: string, 
+/**
+ * Application data (opaque to Sluice), from the token's `metadata` claim or the server
+ * API.
+ */
+metadata?: string, };
 
 export type PublicationInfo = { publicationId: string, participantId: string, kind: MediaKind, source: TrackSource, name?: string, 
 /**
@@ -113,6 +122,8 @@ export const CloseCode = {
   Replaced: 4001,
   /** Test hook only: dropped as a network failure would. */
   DroppedByTestHook: 4002,
+  /** The application removed the participant or closed the room: do not reconnect. */
+  Removed: 4003,
 } as const;
 
 /** One of the protocol's close codes. */

@@ -36,4 +36,5 @@ export const NO_RECONNECT_CLOSE_CODES: ReadonlySet<number> = new Set<number>([
   CloseCode.Policy, // join timeout, message flood
   CloseCode.TooBig, // a message over the size limit
   CloseCode.Replaced, // another connection resumed this session
+  CloseCode.Removed, // the application removed the participant or closed the room
 ]);

@@ -332,6 +332,16 @@ export class Room extends TypedEmitter<RoomEvents> {
         this.remoteParticipants.set(event.participant.participantId, event.participant);
         this.emit('participantJoined', event.participant);
         break;
+      case 'participantUpdated':
+        if (event.participant.participantId === this.local?.participantId) {
+          this.local = event.participant;
+        } else if (this.remoteParticipants.has(event.participant.participantId)) {
+          this.remoteParticipants.set(event.participant.participantId, event.participant);
+        } else {
+          break;
+        }
+        this.emit('participantUpdated', event.participant);
+        break;
       case 'participantLeft': {
         const participant = this.remoteParticipants.get(event.participantId);
         if (participant === undefined && resumedOnce) break; // already gone at the resume
@@ -391,9 +401,11 @@ export class Room extends TypedEmitter<RoomEvents> {
     }
     const cause = clientInitiated
       ? DisconnectCause.ClientLeft
-      : info.code === 4001
+      : info.code === CloseCode.Replaced
         ? DisconnectCause.Replaced
-        : DisconnectCause.ServerClosed;
+        : info.code === CloseCode.Removed
+          ? DisconnectCause.Removed
+          : DisconnectCause.ServerClosed;
     this.teardown({ clientInitiated, code: info.code, reason: info.reason, cause });
   }
 

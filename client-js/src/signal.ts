@@ -33,6 +33,7 @@ const EVENT_TYPES = [
   'offer',
   'trickle',
   'participantJoined',
+  'participantUpdated',
   'participantLeft',
   'publicationAdded',
   'publicationRemoved',

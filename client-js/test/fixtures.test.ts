@@ -21,7 +21,7 @@ const CLIENT_TYPES: ClientMessage['type'][] = [
 ];
 const SERVER_TYPES: ServerMessage['type'][] = [
   'joined', 'published', 'subscribed', 'ok', 'error', 'offer', 'trickle',
-  'participantJoined', 'participantLeft', 'publicationAdded', 'publicationRemoved', 'layersChanged',
+  'participantJoined', 'participantUpdated', 'participantLeft', 'publicationAdded', 'publicationRemoved', 'layersChanged',
   'publisherLayers', 'resumed', 'activeSpeakers',
 ];
 

@@ -230,6 +230,16 @@ describe('reconnect', () => {
     await h.room.disconnect();
   });
 
+  it('does not reconnect when the application removed the participant (4003)', async () => {
+    const h = createHarness();
+    await h.connect();
+    const events = record(h);
+    h.socket().serverClose(4003, 'removed by the application');
+    await flush();
+    expect(events).toEqual(['state:disconnected', 'disconnected:removed']);
+    expect(h.sockets).toHaveLength(1);
+  });
+
   it('does not reconnect when replaced by another connection (4001) or after disconnect()', async () => {
     const h = createHarness();
     await h.connect();

@@ -209,6 +209,24 @@ describe('events', () => {
     expect(h.room.publications.has('PU8')).toBe(false);
   });
 
+  it('applies participant updates to the local and remote participants', async () => {
+    const h = createHarness();
+    await h.connect();
+    const updated: string[] = [];
+    h.room.on(RoomEvent.ParticipantUpdated, (p) => updated.push(`${p.participantId}:${p.name}:${p.metadata}`));
+    const s = h.socket();
+    s.receive({ type: 'participantJoined', participant: { participantId: 'PA3', identity: 'carol' } });
+    s.receive({ type: 'participantUpdated', participant: { participantId: 'PA3', identity: 'carol', name: 'Carol', metadata: 'm' } });
+    const local = h.room.localParticipant;
+    expect(local).toBeDefined();
+    s.receive({ type: 'participantUpdated', participant: { ...local!, name: 'Me' } });
+    // Someone the SDK does not know (already left) is ignored.
+    s.receive({ type: 'participantUpdated', participant: { participantId: 'PA9', identity: 'gone', name: 'X' } });
+    expect(updated).toEqual(['PA3:Carol:m', `${local!.participantId}:Me:undefined`]);
+    expect(h.room.participants.get('PA3')?.name).toBe('Carol');
+    expect(h.room.localParticipant?.name).toBe('Me');
+  });
+
   it('does not announce its own publications as added', async () => {
     const h = createHarness();
     await h.connect();

@@ -105,6 +105,8 @@ var RoomState = {
 var RoomEvent = {
   /** Another participant entered the room (see `RoomEvents.participantJoined`). */
   ParticipantJoined: "participantJoined",
+  /** A participant's name or metadata changed (see `RoomEvents.participantUpdated`). */
+  ParticipantUpdated: "participantUpdated",
   /** Another participant left the room (see `RoomEvents.participantLeft`). */
   ParticipantLeft: "participantLeft",
   /** Another participant's publication became available (see `RoomEvents.publicationAdded`). */
@@ -139,6 +141,8 @@ var DisconnectCause = {
   ServerClosed: "serverClosed",
   /** Another connection resumed this session (close code 4001). */
   Replaced: "replaced",
+  /** The application removed this participant or closed the room (close code 4003). */
+  Removed: "removed",
   /** Reconnecting did not succeed within `reconnectTimeoutMs`, or the server refused the rejoin. */
   ReconnectFailed: "reconnectFailed"
 };
@@ -250,7 +254,9 @@ var CloseCode = {
   /** Another connection resumed this participant, or a newer join of its identity replaced it: do not reconnect. */
   Replaced: 4001,
   /** Test hook only: dropped as a network failure would. */
-  DroppedByTestHook: 4002
+  DroppedByTestHook: 4002,
+  /** The application removed the participant or closed the room: do not reconnect. */
+  Removed: 4003
 };
 
 // src/publisher.ts
@@ -583,8 +589,10 @@ var NO_RECONNECT_CLOSE_CODES = /* @__PURE__ */ new Set([
   // join timeout, message flood
   CloseCode.TooBig,
   // a message over the size limit
-  CloseCode.Replaced
+  CloseCode.Replaced,
   // another connection resumed this session
+  CloseCode.Removed
+  // the application removed the participant or closed the room
 ]);
 
 // src/resume.ts
@@ -777,6 +785,7 @@ var EVENT_TYPES = [
   "offer",
   "trickle",
   "participantJoined",
+  "participantUpdated",
   "participantLeft",
   "publicationAdded",
   "publicationRemoved",
@@ -1809,6 +1818,16 @@ var Room = class extends TypedEmitter {
         this.remoteParticipants.set(event.participant.participantId, event.participant);
         this.emit("participantJoined", event.participant);
         break;
+      case "participantUpdated":
+        if (event.participant.participantId === this.local?.participantId) {
+          this.local = event.participant;
+        } else if (this.remoteParticipants.has(event.participant.participantId)) {
+          this.remoteParticipants.set(event.participant.participantId, event.participant);
+        } else {
+          break;
+        }
+        this.emit("participantUpdated", event.participant);
+        break;
       case "participantLeft": {
         const participant = this.remoteParticipants.get(event.participantId);
         if (participant === void 0 && resumedOnce) break;
@@ -1854,7 +1873,7 @@ var Room = class extends TypedEmitter {
       void this.resumer.reconnect(info);
       return;
     }
-    const cause = clientInitiated ? DisconnectCause.ClientLeft : info.code === 4001 ? DisconnectCause.Replaced : DisconnectCause.ServerClosed;
+    const cause = clientInitiated ? DisconnectCause.ClientLeft : info.code === CloseCode.Replaced ? DisconnectCause.Replaced : info.code === CloseCode.Removed ? DisconnectCause.Removed : DisconnectCause.ServerClosed;
     this.teardown({ clientInitiated, code: info.code, reason: info.reason, cause });
   }
   newPeer(target) {

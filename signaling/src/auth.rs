@@ -14,7 +14,16 @@
 //! ```
 //!
 //! A token minted elsewhere may also carry `nbf` (not before, seconds since the epoch): it is
-//! refused with [`AuthError::NotValidYet`] until then.
+//! refused with [`AuthError::NotValidYet`] until then; and `name` (a display name, at most
+//! [`MAX_NAME_CHARS`] characters) and `metadata` (application data, at most
+//! [`MAX_METADATA_BYTES`]), which the room sees in `participantJoined`.
+//!
+//! An **admin token** (`{"sub": "backend", "admin": true, "iat": …, "exp": …}`, same secret
+//! and algorithm) authorises the server API ([`TokenAuthority::verify_admin`]); it carries no
+//! room and cannot join one, and a room token is never an admin token.
+//!
+//! [`TokenAuthority::revoke`] refuses, from then on, every token of one identity in one room
+//! issued (`iat`) at or before that second: the server API's removal of a participant.
 //!
 //! ```
 //! use std::time::Duration;
@@ -26,13 +35,16 @@
 //!     identity: "alice".into(),
 //!     can_publish: true,
 //!     can_subscribe: true,
+//!     ..Grants::default()
 //! };
 //! let token = authority.mint(&grants, Duration::from_secs(3600))?;
 //! assert_eq!(authority.verify(&token)?, grants);
 //! # Ok::<(), sluice_signaling::auth::AuthError>(())
 //! ```
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::errors::ErrorKind;
@@ -50,9 +62,16 @@ pub const MAX_NAME_CHARS: usize = 128;
 pub const EXP_LEEWAY_SECS: u64 = 5;
 /// Clock skew tolerated when checking `nbf` (a token used slightly before its start), in seconds.
 pub const NBF_LEEWAY_SECS: u64 = 5;
+/// Longest participant `metadata`, in bytes (in a token, or set through the server API).
+pub const MAX_METADATA_BYTES: usize = 2048;
+/// How long a revocation ([`TokenAuthority::revoke`]) holds, in seconds: tokens issued before
+/// a removal and living longer than this become usable again after it.
+pub const REVOCATION_SECS: u64 = 24 * 3600;
+/// Revocations kept at most; past it the oldest is forgotten first.
+pub const MAX_REVOCATIONS: usize = 100_000;
 
 /// What a token allows its bearer to do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Grants {
     /// The room the bearer may join.
     pub room: String,
@@ -62,6 +81,18 @@ pub struct Grants {
     pub can_publish: bool,
     /// Whether the bearer may subscribe to others' tracks.
     pub can_subscribe: bool,
+    /// Display name the room sees.
+    pub name: Option<String>,
+    /// Application data the room sees, opaque to Sluice.
+    pub metadata: Option<String>,
+}
+
+/// A verified room token: its grants and when it was issued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub grants: Grants,
+    /// `iat`, seconds since the epoch.
+    pub issued_at: u64,
 }
 
 /// Why a token could not be minted or was rejected.
@@ -88,6 +119,12 @@ pub enum AuthError {
     /// The token is longer than [`MAX_TOKEN_LEN`].
     #[error("token too long")]
     TooLong,
+    /// Its identity was removed from the room (server API) after it was issued.
+    #[error("token revoked")]
+    Revoked,
+    /// A valid token, but not an admin token.
+    #[error("not an admin token")]
+    NotAdmin,
     /// The token could not be created.
     #[error("cannot mint token: {0}")]
     Mint(String),
@@ -107,7 +144,25 @@ struct Claims {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     nbf: Option<u64>,
     exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    metadata: Option<String>,
 }
+
+/// Wire form of an admin token's payload.
+#[derive(Debug, Serialize, Deserialize)]
+struct AdminClaims {
+    sub: String,
+    admin: bool,
+    iat: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    exp: u64,
+}
+
+/// Identities removed from rooms: (room, identity) → the second of the removal.
+type Revocations = HashMap<(String, String), u64>;
 
 /// Mints and verifies room tokens with one shared secret.
 #[derive(Clone)]
@@ -115,6 +170,7 @@ pub struct TokenAuthority {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    revoked: Arc<Mutex<Revocations>>,
 }
 
 impl fmt::Debug for TokenAuthority {
@@ -143,6 +199,7 @@ impl TokenAuthority {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            revoked: Arc::default(),
         }
     }
 
@@ -172,6 +229,8 @@ impl TokenAuthority {
     ) -> Result<String, AuthError> {
         check_name("room", &grants.room).map_err(AuthError::Mint)?;
         check_name("identity", &grants.identity).map_err(AuthError::Mint)?;
+        check_profile(grants.name.as_deref(), grants.metadata.as_deref())
+            .map_err(AuthError::Mint)?;
         if ttl.as_secs() == 0 {
             return Err(AuthError::Mint("ttl must be at least one second".into()));
         }
@@ -187,8 +246,42 @@ impl TokenAuthority {
             iat: now_unix,
             nbf: None,
             exp,
+            name: grants.name.clone(),
+            metadata: grants.metadata.clone(),
         };
-        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+        self.sign(&claims)
+    }
+
+    /// Mints an admin token (the server API's credential) for `subject`, valid for `ttl`.
+    pub fn mint_admin(&self, subject: &str, ttl: Duration) -> Result<String, AuthError> {
+        self.mint_admin_at(subject, unix_now(), ttl)
+    }
+
+    /// Mints an admin token as if the clock read `now_unix`.
+    pub fn mint_admin_at(
+        &self,
+        subject: &str,
+        now_unix: u64,
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        check_name("subject", subject).map_err(AuthError::Mint)?;
+        if ttl.as_secs() == 0 {
+            return Err(AuthError::Mint("ttl must be at least one second".into()));
+        }
+        let exp = now_unix
+            .checked_add(ttl.as_secs())
+            .ok_or_else(|| AuthError::Mint("ttl too large".into()))?;
+        self.sign(&AdminClaims {
+            sub: subject.to_owned(),
+            admin: true,
+            iat: now_unix,
+            nbf: None,
+            exp,
+        })
+    }
+
+    fn sign(&self, claims: &impl Serialize) -> Result<String, AuthError> {
+        let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
             .map_err(|e| AuthError::Mint(format!("signing failed: {:?}", e.kind())))?;
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::Mint(
@@ -201,14 +294,65 @@ impl TokenAuthority {
     /// Verifies `token` against the current time and returns its grants.
     pub fn verify(&self, token: &str) -> Result<Grants, AuthError> {
         self.verify_at(token, unix_now())
+            .map(|verified| verified.grants)
+    }
+
+    /// Verifies an admin token against the current time; returns its subject.
+    pub fn verify_admin(&self, token: &str) -> Result<String, AuthError> {
+        self.verify_admin_at(token, unix_now())
+    }
+
+    /// Verifies an admin token as if the clock read `now_unix`.
+    pub fn verify_admin_at(&self, token: &str, now_unix: u64) -> Result<String, AuthError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(AuthError::TooLong);
+        }
+        check_header_alg(token)?;
+        let claims = jsonwebtoken::decode::<AdminClaims>(token, &self.decoding, &self.validation)
+            .map_err(|e| match map_jwt_error(e.kind()) {
+                // A well-signed token of another shape (a room token) is not an admin one.
+                AuthError::Malformed => AuthError::NotAdmin,
+                other => other,
+            })?
+            .claims;
+        check_validity(now_unix, claims.exp, claims.nbf)?;
+        if !claims.admin {
+            return Err(AuthError::NotAdmin);
+        }
+        Ok(claims.sub)
+    }
+
+    /// From now on, refuses every token of `identity` in `room` issued at or before
+    /// `now_unix` (for [`REVOCATION_SECS`]).
+    pub fn revoke(&self, room: &str, identity: &str, now_unix: u64) {
+        let mut revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        revoked.retain(|_, at| now_unix.saturating_sub(*at) < REVOCATION_SECS);
+        if revoked.len() >= MAX_REVOCATIONS {
+            let oldest = revoked
+                .iter()
+                .min_by_key(|(_, at)| **at)
+                .map(|(key, _)| key.clone());
+            if let Some(oldest) = oldest {
+                revoked.remove(&oldest);
+            }
+        }
+        revoked.insert((room.to_owned(), identity.to_owned()), now_unix);
+    }
+
+    fn is_revoked(&self, grants: &Grants, issued_at: u64, now_unix: u64) -> bool {
+        let revoked = self.revoked.lock().unwrap_or_else(PoisonError::into_inner);
+        revoked
+            .get(&(grants.room.clone(), grants.identity.clone()))
+            .is_some_and(|at| issued_at <= *at && now_unix.saturating_sub(*at) < REVOCATION_SECS)
     }
 
     /// Verifies `token` as if the clock read `now_unix` (seconds since the epoch).
     ///
     /// Checks, in order: length, shape, header algorithm (HS256 only),
     /// signature, claims, expiry (with [`EXP_LEEWAY_SECS`] of leeway), start of
-    /// validity when the token has an `nbf` (with [`NBF_LEEWAY_SECS`] of leeway).
-    pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<Grants, AuthError> {
+    /// validity when the token has an `nbf` (with [`NBF_LEEWAY_SECS`] of leeway), and that
+    /// its identity was not removed from the room after it was issued.
+    pub fn verify_at(&self, token: &str, now_unix: u64) -> Result<VerifiedToken, AuthError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(AuthError::TooLong);
         }
@@ -216,28 +360,54 @@ impl TokenAuthority {
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| map_jwt_error(e.kind()))?;
         let claims = data.claims;
-        if now_unix > claims.exp.saturating_add(EXP_LEEWAY_SECS) {
-            return Err(AuthError::Expired);
-        }
-        if claims
-            .nbf
-            .is_some_and(|nbf| now_unix.saturating_add(NBF_LEEWAY_SECS) < nbf)
-        {
-            return Err(AuthError::NotValidYet);
-        }
+        check_validity(now_unix, claims.exp, claims.nbf)?;
         if claims.sub != claims.identity
             || check_name("room", &claims.room).is_err()
             || check_name("identity", &claims.identity).is_err()
+            || check_profile(claims.name.as_deref(), claims.metadata.as_deref()).is_err()
         {
             return Err(AuthError::Malformed);
         }
-        Ok(Grants {
+        let grants = Grants {
             room: claims.room,
             identity: claims.identity,
             can_publish: claims.can_publish,
             can_subscribe: claims.can_subscribe,
+            name: claims.name,
+            metadata: claims.metadata,
+        };
+        if self.is_revoked(&grants, claims.iat, now_unix) {
+            return Err(AuthError::Revoked);
+        }
+        Ok(VerifiedToken {
+            grants,
+            issued_at: claims.iat,
         })
     }
+}
+
+/// `exp` (with [`EXP_LEEWAY_SECS`]) and `nbf` (with [`NBF_LEEWAY_SECS`]) against `now_unix`.
+fn check_validity(now_unix: u64, exp: u64, nbf: Option<u64>) -> Result<(), AuthError> {
+    if now_unix > exp.saturating_add(EXP_LEEWAY_SECS) {
+        return Err(AuthError::Expired);
+    }
+    if nbf.is_some_and(|nbf| now_unix.saturating_add(NBF_LEEWAY_SECS) < nbf) {
+        return Err(AuthError::NotValidYet);
+    }
+    Ok(())
+}
+
+/// Checks a display name (as [`check_name`]) and metadata (at most [`MAX_METADATA_BYTES`]).
+pub fn check_profile(name: Option<&str>, metadata: Option<&str>) -> Result<(), String> {
+    if let Some(name) = name {
+        check_name("name", name)?;
+    }
+    if metadata.is_some_and(|m| m.len() > MAX_METADATA_BYTES) {
+        return Err(format!(
+            "metadata must be at most {MAX_METADATA_BYTES} bytes"
+        ));
+    }
+    Ok(())
 }
 
 /// Checks a room name or identity: 1..=[`MAX_NAME_CHARS`] characters, no

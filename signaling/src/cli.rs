@@ -1,5 +1,6 @@
-//! The `sluice` command line (clap): serving (the options are [`ServeArgs`]) and the `token`
-//! and `stream-key` subcommands.
+//! The `sluice` command line (clap): serving (the options are [`ServeArgs`]), the `token` and
+//! `stream-key` subcommands, and the server API's (`rooms`, `room`, `kick`, `update`,
+//! `close-room`; see [`crate::admin`]).
 
 use std::time::Duration;
 
@@ -30,6 +31,63 @@ pub enum Command {
     Token(TokenArgs),
     /// Print an RTMP stream key signed with the server secret, for rtmp://host/live/<key>.
     StreamKey(StreamKeyArgs),
+    /// List the open rooms (server API).
+    Rooms(AdminArgs),
+    /// Show a room's participants and publications (server API).
+    Room(RoomArgs),
+    /// Remove a participant from a room; its tokens issued until now stop working (server API).
+    Kick(ParticipantArgs),
+    /// Change a participant's display name or metadata (server API).
+    Update(UpdateArgs),
+    /// Close a room: every participant is removed (server API).
+    CloseRoom(RoomArgs),
+}
+
+/// How the admin subcommands reach the server API.
+#[derive(clap::Args, Debug)]
+pub struct AdminArgs {
+    /// The server's HTTP address.
+    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: url::Url,
+    /// Server secret the admin token is signed with (the server's --secret).
+    #[arg(long, env = "SLUICE_SECRET", hide_env_values = true, value_parser = parse_secret)]
+    pub secret: Secret,
+}
+
+/// Arguments of `sluice room` and `sluice close-room`.
+#[derive(clap::Args, Debug)]
+pub struct RoomArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The room.
+    #[arg(value_parser = parse_room)]
+    pub room: String,
+}
+
+/// Arguments of `sluice kick`.
+#[derive(clap::Args, Debug)]
+pub struct ParticipantArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The room.
+    #[arg(value_parser = parse_room)]
+    pub room: String,
+    /// The participant's identity.
+    #[arg(value_parser = parse_identity)]
+    pub identity: String,
+}
+
+/// Arguments of `sluice update`.
+#[derive(clap::Args, Debug)]
+pub struct UpdateArgs {
+    #[command(flatten)]
+    pub participant: ParticipantArgs,
+    /// New display name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// New metadata (application data, any string).
+    #[arg(long)]
+    pub metadata: Option<String>,
 }
 
 /// Arguments of `sluice stream-key`.
@@ -52,12 +110,21 @@ pub struct TokenArgs {
     /// Server secret used to sign the token (at least 16 bytes).
     #[arg(long, env = "SLUICE_SECRET", hide_env_values = true, value_parser = parse_secret)]
     pub secret: Secret,
+    /// Print an admin token for the server API instead of a room token.
+    #[arg(long, conflicts_with_all = ["room", "identity", "no_publish", "no_subscribe", "name", "metadata"])]
+    pub admin: bool,
     /// Room the token grants access to.
-    #[arg(long, value_parser = parse_room)]
-    pub room: String,
+    #[arg(long, value_parser = parse_room, required_unless_present = "admin")]
+    pub room: Option<String>,
     /// Participant identity the token is issued to.
-    #[arg(long, value_parser = parse_identity)]
-    pub identity: String,
+    #[arg(long, value_parser = parse_identity, required_unless_present = "admin")]
+    pub identity: Option<String>,
+    /// Display name the room sees.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Application data the room sees (any string).
+    #[arg(long)]
+    pub metadata: Option<String>,
     /// Do not allow the bearer to publish tracks.
     #[arg(long)]
     pub no_publish: bool,
@@ -73,10 +140,12 @@ impl TokenArgs {
     /// The grants the token should carry.
     pub fn grants(&self) -> Grants {
         Grants {
-            room: self.room.clone(),
-            identity: self.identity.clone(),
+            room: self.room.clone().unwrap_or_default(),
+            identity: self.identity.clone().unwrap_or_default(),
             can_publish: !self.no_publish,
             can_subscribe: !self.no_subscribe,
+            name: self.name.clone(),
+            metadata: self.metadata.clone(),
         }
     }
 
@@ -192,6 +261,7 @@ mod tests {
                 identity: "i".into(),
                 can_publish: false,
                 can_subscribe: true,
+                ..Grants::default()
             }
         );
         assert_eq!(args.ttl(), Duration::from_secs(1800));

@@ -7,9 +7,12 @@
 //! [`auth`] verifies HS256 room tokens; [`resume`] keeps dropped participants for a grace
 //! period so their client can re-attach; [`config`] merges flags and environment ([`cli`]) with
 //! a TOML file; [`origin`] is the WebSocket Origin allowlist; [`metrics`] renders `/metrics`;
-//! [`whip`] serves WHIP ingest and WHEP playback over HTTP.
+//! [`whip`] serves WHIP ingest and WHEP playback over HTTP; [`api`] is the server API for
+//! application backends and [`admin`] its client, behind the `sluice` admin subcommands.
 
 pub mod accept;
+pub mod admin;
+pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;

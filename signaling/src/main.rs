@@ -8,8 +8,10 @@ use sluice_sfu::ingest::{
     RtmpConfig, RtmpServer, RtspConfig, RtspSources, StreamKeys, StreamTarget,
 };
 use sluice_sfu::runtime::SfuConfig;
+use sluice_signaling::admin::AdminRequest;
+use sluice_signaling::api::ParticipantPatch;
 use sluice_signaling::auth::{Grants, TokenAuthority};
-use sluice_signaling::cli::{Cli, Command};
+use sluice_signaling::cli::{AdminArgs, Cli, Command};
 use sluice_signaling::config::{Config, RtmpKey, RtmpListen};
 use sluice_signaling::media_plane::start_sfu;
 use sluice_signaling::server::Server;
@@ -19,12 +21,39 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token(args)) => {
-            let token = TokenAuthority::new(args.secret.as_bytes())
-                .mint(&args.grants(), args.ttl())
-                .context("minting the token")?;
+            let authority = TokenAuthority::new(args.secret.as_bytes());
+            let token = if args.admin {
+                authority.mint_admin("admin", args.ttl())
+            } else {
+                authority.mint(&args.grants(), args.ttl())
+            }
+            .context("minting the token")?;
             println!("{token}");
             Ok(())
         }
+        Some(Command::Rooms(args)) => admin(&args, AdminRequest::ListRooms),
+        Some(Command::Room(args)) => admin(&args.admin, AdminRequest::GetRoom { room: args.room }),
+        Some(Command::CloseRoom(args)) => {
+            admin(&args.admin, AdminRequest::CloseRoom { room: args.room })
+        }
+        Some(Command::Kick(args)) => admin(
+            &args.admin,
+            AdminRequest::Remove {
+                room: args.room,
+                identity: args.identity,
+            },
+        ),
+        Some(Command::Update(args)) => admin(
+            &args.participant.admin,
+            AdminRequest::Update {
+                room: args.participant.room,
+                identity: args.participant.identity,
+                patch: ParticipantPatch {
+                    name: args.name,
+                    metadata: args.metadata,
+                },
+            },
+        ),
         Some(Command::StreamKey(args)) => {
             let target = StreamTarget {
                 room: args.room,
@@ -183,6 +212,7 @@ fn print_demo_recipes(
         identity: "whip-demo".to_owned(),
         can_publish: true,
         can_subscribe: true,
+        ..Grants::default()
     };
     if let Some(token) = server.demo_token(&grants, std::time::Duration::from_secs(24 * 3600)) {
         println!("  (or the room token {token})");
@@ -217,4 +247,18 @@ async fn shutdown_signal() {
         () = ctrl_c => {}
         () = terminate => {}
     }
+}
+
+/// Runs one server API request and prints its JSON answer.
+fn admin(args: &AdminArgs, request: AdminRequest) -> anyhow::Result<()> {
+    let answer = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?
+        .block_on(sluice_signaling::admin::send(
+            &args.url,
+            &args.secret,
+            &request,
+        ))?;
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(())
 }

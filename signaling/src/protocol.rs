@@ -202,6 +202,9 @@ pub enum ServerMessage {
     },
     /// Event: someone entered the room.
     ParticipantJoined { participant: ParticipantInfo },
+    /// Event: a participant's `name` or `metadata` changed (through the server API); sent to
+    /// everyone in the room, the participant included.
+    ParticipantUpdated { participant: ParticipantInfo },
     /// Event: someone left the room (or their connection dropped).
     ParticipantLeft { participant_id: String },
     /// Event: a publication became available.
@@ -393,6 +396,15 @@ pub enum TrackSource {
 pub struct ParticipantInfo {
     pub participant_id: String,
     pub identity: String,
+    /// Display name, from the token's `name` claim or the server API.
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Application data (opaque to Sluice), from the token's `metadata` claim or the server
+    /// API.
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<String>,
 }
 
 /// One of the caller's subscriptions, as `resumed` lists them.
@@ -480,11 +492,14 @@ pub enum CloseCode {
     Replaced = 4001,
     /// Test hook only: the server dropped the socket as a network failure would.
     DroppedByTestHook = 4002,
+    /// The application removed the participant or closed the room (server API); the client
+    /// must not reconnect.
+    Removed = 4003,
 }
 
 impl CloseCode {
     /// Every close code, in the order the TypeScript constant lists them.
-    pub const ALL: [CloseCode; 7] = [
+    pub const ALL: [CloseCode; 8] = [
         CloseCode::Normal,
         CloseCode::GoingAway,
         CloseCode::Policy,
@@ -492,6 +507,7 @@ impl CloseCode {
         CloseCode::HeartbeatTimeout,
         CloseCode::Replaced,
         CloseCode::DroppedByTestHook,
+        CloseCode::Removed,
     ];
 
     /// The number sent in the close frame.
@@ -515,6 +531,9 @@ impl CloseCode {
                 "Another connection resumed this participant, or a newer join of its identity replaced it: do not reconnect."
             }
             CloseCode::DroppedByTestHook => "Test hook only: dropped as a network failure would.",
+            CloseCode::Removed => {
+                "The application removed the participant or closed the room: do not reconnect."
+            }
         }
     }
 
@@ -527,6 +546,7 @@ impl CloseCode {
             CloseCode::HeartbeatTimeout => "HeartbeatTimeout",
             CloseCode::Replaced => "Replaced",
             CloseCode::DroppedByTestHook => "DroppedByTestHook",
+            CloseCode::Removed => "Removed",
         }
     }
 }

@@ -73,6 +73,9 @@ pub enum SessionControl {
     /// A newer join of the same identity in the same room: close the socket (4001), end the
     /// participant, then signal on the sender once the room has been told.
     Replace(oneshot::Sender<()>),
+    /// The application removed the participant (server API): close the socket (4003), end
+    /// the participant, then signal on the sender once the room has been told.
+    Remove(oneshot::Sender<()>),
     /// Test hook: close the socket as if the network dropped it; keep the participant for a
     /// resume.
     Drop,
@@ -350,10 +353,26 @@ impl Resumable {
     /// live session is asked to close (4001) and end its participant, a parked participant is
     /// handed back to be ended. None can be resumed afterwards.
     pub fn evict(&self, room: &str, identity: &str) -> Vec<Evicted> {
+        self.end_matching(room, Some(identity), SessionControl::Replace)
+    }
+
+    /// Forgets the participants of `identity` in `room` (every participant of the room when
+    /// `identity` is `None`), as [`evict`](Self::evict) does, but a live session closes with
+    /// 4003 (removed by the application).
+    pub fn remove(&self, room: &str, identity: Option<&str>) -> Vec<Evicted> {
+        self.end_matching(room, identity, SessionControl::Remove)
+    }
+
+    fn end_matching(
+        &self,
+        room: &str,
+        identity: Option<&str>,
+        control_of: fn(oneshot::Sender<()>) -> SessionControl,
+    ) -> Vec<Evicted> {
         let mut entries = self.lock();
         let ids: Vec<ParticipantId> = entries
             .iter()
-            .filter(|(_, e)| e.room == room && e.identity == identity)
+            .filter(|(_, e)| e.room == room && identity.is_none_or(|i| e.identity == i))
             .map(|(id, _)| *id)
             .collect();
         let mut evicted = Vec::new();
@@ -365,7 +384,7 @@ impl Resumable {
                 Holder::Session { control, .. } => {
                     let (done, ended) = oneshot::channel();
                     // A full control queue holds a takeover already: that session ends anyway.
-                    if control.try_send(SessionControl::Replace(done)).is_ok() {
+                    if control.try_send(control_of(done)).is_ok() {
                         evicted.push(Evicted::Session(ended));
                     }
                 }

@@ -1,4 +1,5 @@
-//! The HTTP side: `/ws` (signaling), WHIP and WHEP ([`crate::whip`]), `/healthz`, `/readyz`,
+//! The HTTP side: `/ws` (signaling), WHIP and WHEP ([`crate::whip`]), the server API
+//! ([`crate::api`]), `/healthz`, `/readyz`,
 //! `/metrics`, the demo pages, the browser SDK as an ES module ([`SDK_PATH`]) and, in demo mode
 //! only, a loopback-only token endpoint; and the drain that ends it ([`Server::shutdown`]).
 
@@ -98,6 +99,13 @@ impl Server {
             draining.clone(),
         );
         let demo_auth = (secret_mode == SecretMode::Generated).then(|| Arc::clone(&auth));
+        let resumable = Resumable::new(config.resume_grace);
+        let api = crate::api::ApiState {
+            sfu: sfu.clone(),
+            auth: Arc::clone(&auth),
+            resumable: Arc::clone(&resumable),
+            whip: whip.clone(),
+        };
         let state = AppState {
             session: SessionContext {
                 sfu,
@@ -109,7 +117,7 @@ impl Server {
                 outbound_bytes: session::DEFAULT_OUTBOUND_BYTES,
                 send_deadline: session::DEFAULT_SEND_DEADLINE,
                 shutdown: draining.clone(),
-                resumable: Resumable::new(config.resume_grace),
+                resumable,
                 counters: Arc::clone(&sessions),
             },
             config,
@@ -119,7 +127,9 @@ impl Server {
         };
         let listener = TcpListener::bind(state.config.listen).await?;
         let local_addr = listener.local_addr()?;
-        let app = router(state).merge(crate::whip::router(whip));
+        let app = router(state)
+            .merge(crate::whip::router(whip))
+            .merge(crate::api::router(api));
         let task = tokio::spawn(accept::serve(listener, app, limits, stop_rx));
         Ok(Self {
             local_addr,
@@ -345,6 +355,7 @@ async fn dev_token(
         identity: query.identity,
         can_publish: true,
         can_subscribe: true,
+        ..Grants::default()
     };
     match state.session.auth.mint(&grants, Duration::from_secs(3600)) {
         Ok(token) => axum::Json(serde_json::json!({ "token": token })).into_response(),

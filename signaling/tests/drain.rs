@@ -62,6 +62,7 @@ fn token() -> String {
         identity: "viewer".into(),
         can_publish: false,
         can_subscribe: true,
+        ..Grants::default()
     };
     TokenAuthority::new(SECRET.as_bytes())
         .mint(&grants, Duration::from_secs(60))

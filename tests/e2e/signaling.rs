@@ -147,6 +147,7 @@ async fn bad_expired_and_wrong_room_tokens_are_refused() -> Result<()> {
                         identity: "me".into(),
                         can_publish: true,
                         can_subscribe: true,
+                        ..Grants::default()
                     },
                     Duration::from_secs(60),
                 )
@@ -165,6 +166,7 @@ async fn bad_expired_and_wrong_room_tokens_are_refused() -> Result<()> {
                         identity: "me".into(),
                         can_publish: true,
                         can_subscribe: true,
+                        ..Grants::default()
                     },
                     now - 3600,
                     Duration::from_secs(60),

@@ -92,6 +92,8 @@ impl Sfu {
                     info: ParticipantInfo {
                         id,
                         identity: identity.clone(),
+                        name: None,
+                        metadata: None,
                     },
                     events,
                     reply,

@@ -68,6 +68,35 @@ impl PublicationInfo {
 pub struct ParticipantInfo {
     pub id: ParticipantId,
     pub identity: String,
+    /// A display name the application chose (from the token or the server API).
+    pub name: Option<String>,
+    /// Opaque application data (from the token or the server API), relayed as is.
+    pub metadata: Option<String>,
+}
+
+/// Who joins: the identity and what the application says about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Profile {
+    pub identity: String,
+    pub name: Option<String>,
+    pub metadata: Option<String>,
+}
+
+impl Profile {
+    /// A profile with an identity only.
+    pub fn identity(identity: impl Into<String>) -> Self {
+        Self {
+            identity: identity.into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A change to a participant's name or metadata; `None` leaves the field as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProfileUpdate {
+    pub name: Option<String>,
+    pub metadata: Option<String>,
 }
 
 /// What the room knows about a publication.
@@ -242,11 +271,22 @@ impl Sfu {
         identity: String,
         permissions: Permissions,
     ) -> Result<(Participant, RoomSnapshot), RequestError> {
+        self.join_as(room, Profile::identity(identity), permissions)
+            .await
+    }
+
+    /// Enters `room` (created on first join) as `profile`.
+    pub async fn join_as(
+        &self,
+        room: &str,
+        profile: Profile,
+        permissions: Permissions,
+    ) -> Result<(Participant, RoomSnapshot), RequestError> {
         // A room task that just emptied may be closing while we join; it refuses the join and
         // has removed itself from the registry, so the next attempt creates a fresh room.
         for _ in 0..3 {
             let handle = self.room_handle(room);
-            match Participant::join(self.clone(), handle, room, identity.clone(), permissions).await
+            match Participant::join(self.clone(), handle, room, profile.clone(), permissions).await
             {
                 Err(RequestError::Closed) => continue,
                 other => return other,
@@ -278,6 +318,49 @@ impl Sfu {
             .await
             .ok()?;
         snapshot.await.ok().map(|s| s.publications)
+    }
+
+    /// The participants and publications of `room` now, or `None` when no such room is open.
+    /// Does not create the room.
+    pub async fn room_snapshot(&self, room: &str) -> Option<RoomSnapshot> {
+        let handle = self.inner.rooms.get(room).map(|r| r.value().clone())?;
+        let (reply, snapshot) = tokio::sync::oneshot::channel();
+        handle
+            .send(room_task::RoomCommand::Snapshot { reply })
+            .await
+            .ok()?;
+        snapshot.await.ok()
+    }
+
+    /// The names of the open rooms.
+    pub fn room_names(&self) -> Vec<String> {
+        self.inner.rooms.iter().map(|r| r.key().clone()).collect()
+    }
+
+    /// Changes the name or metadata of every participant of `identity` in `room` and tells the
+    /// room (`ParticipantUpdated`). Returns the participants as they are now; empty when none
+    /// has that identity.
+    pub async fn update_profile(
+        &self,
+        room: &str,
+        identity: &str,
+        update: ProfileUpdate,
+    ) -> Result<Vec<ParticipantInfo>, RequestError> {
+        let handle = self
+            .inner
+            .rooms
+            .get(room)
+            .map(|r| r.value().clone())
+            .ok_or_else(|| RequestError::NotFound("room".into()))?;
+        let (reply, updated) = tokio::sync::oneshot::channel();
+        handle
+            .send(room_task::RoomCommand::UpdateProfile {
+                identity: identity.to_owned(),
+                update,
+                reply,
+            })
+            .await?;
+        updated.await.map_err(|_| RequestError::Closed)
     }
 
     /// The shard media plane's counters, or `None` on the webrtc plane; an error when the

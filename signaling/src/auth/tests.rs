@@ -12,6 +12,7 @@ fn grants() -> Grants {
         identity: "alice".into(),
         can_publish: true,
         can_subscribe: false,
+        ..Grants::default()
     }
 }
 
@@ -54,7 +55,7 @@ fn round_trip() {
     let token = auth.mint(&grants(), HOUR).unwrap();
     assert_eq!(auth.verify(&token).unwrap(), grants());
     let token = auth.mint_at(&grants(), NOW, HOUR).unwrap();
-    assert_eq!(auth.verify_at(&token, NOW + 10).unwrap(), grants());
+    assert_eq!(auth.verify_at(&token, NOW + 10).unwrap().grants, grants());
 }
 
 #[test]
@@ -113,9 +114,11 @@ fn not_valid_yet() {
     assert!(matches!(err, AuthError::NotValidYet), "{err:?}");
     assert_eq!(err.to_string(), "token not valid yet");
     // From its `nbf` on (and within the leeway before it), it is accepted.
-    assert_eq!(auth.verify_at(&later, NOW + 60).unwrap(), grants());
+    assert_eq!(auth.verify_at(&later, NOW + 60).unwrap().grants, grants());
     assert_eq!(
-        auth.verify_at(&later, NOW + 60 - NBF_LEEWAY_SECS).unwrap(),
+        auth.verify_at(&later, NOW + 60 - NBF_LEEWAY_SECS)
+            .unwrap()
+            .grants,
         grants()
     );
     assert!(matches!(
@@ -123,7 +126,7 @@ fn not_valid_yet() {
         Err(AuthError::NotValidYet)
     ));
     assert_eq!(
-        auth.verify_at(&with_nbf(NOW.into()), NOW).unwrap(),
+        auth.verify_at(&with_nbf(NOW.into()), NOW).unwrap().grants,
         grants()
     );
     assert!(matches!(
@@ -195,6 +198,8 @@ fn other_algorithms_rejected() {
         iat: NOW,
         nbf: None,
         exp: NOW + 3600,
+        name: None,
+        metadata: None,
     };
     for alg in [Algorithm::HS384, Algorithm::HS512] {
         let token = jsonwebtoken::encode(
@@ -341,7 +346,7 @@ fn mint_validates_grants() {
     // Exactly the limit, counted in characters (not bytes), is fine.
     let ok = bad(&"é".repeat(MAX_NAME_CHARS), "🦀");
     let token = auth.mint_at(&ok, NOW, HOUR).unwrap();
-    assert_eq!(auth.verify_at(&token, NOW).unwrap(), ok);
+    assert_eq!(auth.verify_at(&token, NOW).unwrap().grants, ok);
     assert!(matches!(
         auth.mint_at(&grants(), NOW, Duration::ZERO),
         Err(AuthError::Mint(_))
@@ -377,4 +382,127 @@ fn generated_secrets_are_random_hex() {
     assert_eq!(a.len(), 64);
     assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
     assert_ne!(a, b);
+}
+
+#[test]
+fn name_and_metadata_round_trip_and_are_bounded() {
+    let auth = TokenAuthority::new(SECRET);
+    let named = Grants {
+        name: Some("Alice A.".into()),
+        metadata: Some(r#"{"role":"host"}"#.into()),
+        ..grants()
+    };
+    let token = auth.mint_at(&named, NOW, Duration::from_secs(60)).unwrap();
+    assert_eq!(auth.verify_at(&token, NOW).unwrap().grants, named);
+    let too_much = Grants {
+        metadata: Some("x".repeat(MAX_METADATA_BYTES + 1)),
+        ..grants()
+    };
+    assert!(matches!(
+        auth.mint_at(&too_much, NOW, Duration::from_secs(60)),
+        Err(AuthError::Mint(_))
+    ));
+    let control = Grants {
+        name: Some("a\u{7}b".into()),
+        ..grants()
+    };
+    assert!(
+        auth.mint_at(&control, NOW, Duration::from_secs(60))
+            .is_err()
+    );
+}
+
+#[test]
+fn admin_tokens_are_distinct_from_room_tokens() {
+    let auth = TokenAuthority::new(SECRET);
+    let admin = auth
+        .mint_admin_at("backend", NOW, Duration::from_secs(60))
+        .unwrap();
+    assert_eq!(auth.verify_admin_at(&admin, NOW).unwrap(), "backend");
+    // An admin token joins no room, and a room token administers nothing.
+    assert!(matches!(
+        auth.verify_at(&admin, NOW),
+        Err(AuthError::Malformed)
+    ));
+    let room = auth
+        .mint_at(&grants(), NOW, Duration::from_secs(60))
+        .unwrap();
+    assert!(matches!(
+        auth.verify_admin_at(&room, NOW),
+        Err(AuthError::NotAdmin)
+    ));
+    assert!(matches!(
+        auth.verify_admin_at(&admin, NOW + 3600),
+        Err(AuthError::Expired)
+    ));
+    let other = TokenAuthority::new(b"another-secret-0123456789");
+    assert!(matches!(
+        other.verify_admin_at(&admin, NOW),
+        Err(AuthError::BadSignature)
+    ));
+    // `"admin": false` is not an admin token.
+    let not_admin = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &serde_json::json!({"sub": "x", "admin": false, "iat": NOW, "exp": NOW + 60}),
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    assert!(matches!(
+        auth.verify_admin_at(&not_admin, NOW),
+        Err(AuthError::NotAdmin)
+    ));
+}
+
+#[test]
+fn a_revocation_refuses_tokens_issued_until_then_for_that_identity_only() {
+    let auth = TokenAuthority::new(SECRET);
+    let old = auth
+        .mint_at(&grants(), NOW - 10, Duration::from_secs(3600))
+        .unwrap();
+    let same_second = auth
+        .mint_at(&grants(), NOW, Duration::from_secs(3600))
+        .unwrap();
+    let newer = auth
+        .mint_at(&grants(), NOW + 1, Duration::from_secs(3600))
+        .unwrap();
+    let bob = Grants {
+        identity: "bob".into(),
+        ..grants()
+    };
+    let other_identity = auth
+        .mint_at(&bob, NOW - 10, Duration::from_secs(3600))
+        .unwrap();
+    let elsewhere = Grants {
+        room: "other".into(),
+        ..grants()
+    };
+    let other_room = auth
+        .mint_at(&elsewhere, NOW - 10, Duration::from_secs(3600))
+        .unwrap();
+    auth.revoke("lobby", "alice", NOW);
+    assert!(matches!(
+        auth.verify_at(&old, NOW + 1),
+        Err(AuthError::Revoked)
+    ));
+    assert!(matches!(
+        auth.verify_at(&same_second, NOW + 1),
+        Err(AuthError::Revoked)
+    ));
+    assert!(auth.verify_at(&newer, NOW + 1).is_ok());
+    assert!(auth.verify_at(&other_identity, NOW + 1).is_ok());
+    assert!(auth.verify_at(&other_room, NOW + 1).is_ok());
+    // Clones share the revocations (the server hands its authority to every handler).
+    assert!(matches!(
+        auth.clone().verify_at(&old, NOW + 1),
+        Err(AuthError::Revoked)
+    ));
+    // The revocation ends after REVOCATION_SECS.
+    let long = auth
+        .mint_at(
+            &grants(),
+            NOW - 10,
+            Duration::from_secs(REVOCATION_SECS * 2),
+        )
+        .unwrap();
+    assert!(auth.verify_at(&long, NOW + REVOCATION_SECS + 1).is_ok());
 }

@@ -59,6 +59,8 @@ pub const CLOSE_TOO_BIG: u16 = CloseCode::TooBig.code();
 /// Another connection resumed this participant, or a newer join of its identity replaced it;
 /// the client must not reconnect from this one.
 pub const CLOSE_REPLACED: u16 = CloseCode::Replaced.code();
+/// The application removed the participant or closed the room; the client must not reconnect.
+pub const CLOSE_REMOVED: u16 = CloseCode::Removed.code();
 /// Test hook only: the server dropped the socket as a network failure would.
 pub const CLOSE_DROPPED_BY_TEST_HOOK: u16 = CloseCode::DroppedByTestHook.code();
 
@@ -103,8 +105,8 @@ enum After {
     Park,
     /// Another connection resumed it.
     HandOver(tokio::sync::oneshot::Sender<Participant>),
-    /// A newer join of its identity replaces it: it leaves, and the sender is dropped once
-    /// the room has been told.
+    /// A newer join of its identity replaces it, or the application removed it: it leaves,
+    /// and the sender is dropped once the room has been told.
     Replaced(tokio::sync::oneshot::Sender<()>),
 }
 
@@ -216,6 +218,13 @@ impl Session {
                         info!("replaced by a newer join of the same identity");
                         break (
                             Some((CLOSE_REPLACED, REPLACED.to_owned())),
+                            After::Replaced(done),
+                        );
+                    }
+                    SessionControl::Remove(done) => {
+                        info!("removed by the application");
+                        break (
+                            Some((CLOSE_REMOVED, "removed by the application".to_owned())),
                             After::Replaced(done),
                         );
                     }

@@ -5,7 +5,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sluice_sfu::core::{ParticipantId, PublicationId, SubscriptionId};
-use sluice_sfu::runtime::{ParticipantEvent, Permissions, RequestError, RoomEvent, TrackRequest};
+use sluice_sfu::runtime::{
+    ParticipantEvent, Permissions, Profile, RequestError, RoomEvent, TrackRequest,
+};
 use sluice_sfu::transport::TransportError;
 use tracing::{debug, info, warn};
 
@@ -231,16 +233,23 @@ impl Session {
             can_publish: grants.can_publish,
             can_subscribe: grants.can_subscribe,
         };
+        let profile = Profile {
+            identity: grants.identity.clone(),
+            name: grants.name.clone(),
+            metadata: grants.metadata.clone(),
+        };
         let (participant, snapshot) = self
             .ctx
             .sfu
-            .join(&grants.room, grants.identity.clone(), permissions)
+            .join_as(&grants.room, profile, permissions)
             .await?;
         tracing::Span::current().record("participant", tracing::field::display(participant.id()));
         info!(room = %grants.room, identity = %grants.identity, "joined");
         let me = ParticipantInfo {
             participant_id: participant.id().to_string(),
             identity: grants.identity.clone(),
+            name: grants.name,
+            metadata: grants.metadata,
         };
         let (resume_token, attachment) =
             self.ctx
@@ -327,23 +336,29 @@ impl Session {
         };
         tracing::Span::current().record("participant", tracing::field::display(id));
         info!(room = %claim.room, identity = %claim.identity, "resumed");
+        let (mine, others): (Vec<_>, Vec<_>) = state
+            .room
+            .participants
+            .into_iter()
+            .partition(|p| p.id == id);
+        let me = mine
+            .into_iter()
+            .next()
+            .map(ParticipantInfo::from)
+            .unwrap_or_else(|| ParticipantInfo {
+                participant_id: id.to_string(),
+                identity: claim.identity,
+                name: None,
+                metadata: None,
+            });
         self.participant = Some(participant);
         self.attachment = Some(claim.attachment);
         self.after_response = kept;
         Ok(ServerMessage::Resumed {
             request_id,
             room: claim.room,
-            participant: ParticipantInfo {
-                participant_id: id.to_string(),
-                identity: claim.identity,
-            },
-            participants: state
-                .room
-                .participants
-                .into_iter()
-                .filter(|p| p.id != id)
-                .map(ParticipantInfo::from)
-                .collect(),
+            participant: me,
+            participants: others.into_iter().map(ParticipantInfo::from).collect(),
             publications: state
                 .room
                 .publications

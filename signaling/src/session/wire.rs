@@ -30,6 +30,11 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
                 participant: info.into(),
             }
         }
+        ParticipantEvent::Room(RoomEvent::ParticipantUpdated(info)) => {
+            ServerMessage::ParticipantUpdated {
+                participant: info.into(),
+            }
+        }
         ParticipantEvent::Room(RoomEvent::ParticipantLeft(id)) => ServerMessage::ParticipantLeft {
             participant_id: id.to_string(),
         },
@@ -85,6 +90,8 @@ impl From<CoreParticipantInfo> for ParticipantInfo {
         Self {
             participant_id: info.id.to_string(),
             identity: info.identity,
+            name: info.name,
+            metadata: info.metadata,
         }
     }
 }

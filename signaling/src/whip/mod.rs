@@ -75,6 +75,12 @@ impl WhipState {
     pub fn session_count(&self) -> usize {
         self.sessions.len()
     }
+
+    /// Ends the WHIP and WHEP sessions in `room` (of `identity` only, when given); returns
+    /// how many there were.
+    pub async fn end_sessions(&self, room: &str, identity: Option<&str>) -> usize {
+        self.sessions.end_matching(room, identity).await
+    }
 }
 
 /// The routes of both protocols.

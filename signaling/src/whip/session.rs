@@ -128,6 +128,31 @@ impl Registry {
     fn remove(&self, id: &str) {
         self.map().remove(id);
     }
+
+    /// Ends every session in `room` (of `identity` only, when given), as a `DELETE` would;
+    /// resolves once each has left its room. Returns how many there were.
+    pub async fn end_matching(&self, room: &str, identity: Option<&str>) -> usize {
+        let owner = identity.map(|identity| format!("{room}/{identity}"));
+        let closes: Vec<oneshot::Sender<oneshot::Sender<()>>> = self
+            .map()
+            .values()
+            .filter(|s| s.room == room && owner.as_ref().is_none_or(|o| s.owner == *o))
+            .filter_map(|s| {
+                s.close
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .take()
+            })
+            .collect();
+        let count = closes.len();
+        for close in closes {
+            let (done, ended) = oneshot::channel();
+            if close.send(done).is_ok() {
+                let _ = ended.await;
+            }
+        }
+        count
+    }
 }
 
 /// Starts the task owning `participant` for the session `id` (already in `registry`);

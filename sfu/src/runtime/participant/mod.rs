@@ -7,7 +7,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, info_span};
 
 use super::room_task::{RoomCommand, RoomEvent, RoomHandle};
-use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest};
+use super::{
+    ParticipantInfo, Profile, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest,
+};
 use crate::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{
     ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, SubscriberFeedback,
@@ -173,11 +175,16 @@ impl Participant {
         sfu: Sfu,
         room: RoomHandle,
         room_name: &str,
-        identity: String,
+        profile: Profile,
         permissions: Permissions,
     ) -> Result<(Self, RoomSnapshot), RequestError> {
         let id = ParticipantId(sfu.next_id());
-        let info = ParticipantInfo { id, identity };
+        let info = ParticipantInfo {
+            id,
+            identity: profile.identity,
+            name: profile.name,
+            metadata: profile.metadata,
+        };
         let (room_events_tx, room_events) = mpsc::channel(1024);
         let (reply, snapshot) = oneshot::channel();
         room.send(RoomCommand::Join {

@@ -9,7 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::stats::{MediaStats, RoomStatsReply};
-use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu};
+use super::{ParticipantInfo, ProfileUpdate, PublicationInfo, RequestError, RoomSnapshot, Sfu};
 use crate::core::{
     self, Input, LayerChangeReason, Output, ParticipantId, PublicationId, RtpPacket, Ssrc,
     SubscriptionId,
@@ -21,6 +21,8 @@ use crate::transport::{CodecInfo, RemoteTrack, RepairHorizons, RtpSink};
 #[derive(Debug, Clone)]
 pub enum RoomEvent {
     ParticipantJoined(ParticipantInfo),
+    /// A participant's name or metadata changed (server API).
+    ParticipantUpdated(ParticipantInfo),
     ParticipantLeft(ParticipantId),
     PublicationAdded(PublicationInfo),
     PublicationRemoved {
@@ -70,6 +72,13 @@ pub(crate) enum RoomCommand {
     /// switch and cannot be repaired, so every subscriber of its publications needs a keyframe.
     PublisherReconnected {
         participant: ParticipantId,
+    },
+    /// Changes the name or metadata of the participants of `identity`; replies with them as
+    /// they are now.
+    UpdateProfile {
+        identity: String,
+        update: ProfileUpdate,
+        reply: oneshot::Sender<Vec<ParticipantInfo>>,
     },
     /// The room as it is now (a resuming client reconciles with it).
     Snapshot {

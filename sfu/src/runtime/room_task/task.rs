@@ -149,6 +149,13 @@ impl RoomTask {
                 let _ = reply.send(result);
             }
             RoomCommand::Leave { participant } => self.leave(now, participant),
+            RoomCommand::UpdateProfile {
+                identity,
+                update,
+                reply,
+            } => {
+                let _ = reply.send(self.update_profile(&identity, update));
+            }
             RoomCommand::PublisherReconnected { participant } => {
                 let affected: Vec<SubscriptionId> = self
                     .subscriptions
@@ -300,6 +307,26 @@ impl RoomTask {
             self.tell(id, RoomEvent::ActiveSpeakers(self.active_speakers.clone()));
         }
         Ok(snapshot)
+    }
+
+    fn update_profile(&mut self, identity: &str, update: ProfileUpdate) -> Vec<ParticipantInfo> {
+        let mut updated = Vec::new();
+        for entry in self.participants.values_mut() {
+            if entry.info.identity != identity {
+                continue;
+            }
+            if let Some(name) = &update.name {
+                entry.info.name = Some(name.clone());
+            }
+            if let Some(metadata) = &update.metadata {
+                entry.info.metadata = Some(metadata.clone());
+            }
+            updated.push(entry.info.clone());
+        }
+        for info in &updated {
+            self.broadcast(None, RoomEvent::ParticipantUpdated(info.clone()));
+        }
+        updated
     }
 
     pub(super) fn leave(&mut self, now: Instant, participant: ParticipantId) {

@@ -43,6 +43,7 @@ fn token(room: &str, identity: &str) -> String {
                 identity: identity.to_owned(),
                 can_publish: true,
                 can_subscribe: true,
+                ..Grants::default()
             },
             Duration::from_secs(600),
         )
