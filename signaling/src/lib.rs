@@ -8,7 +8,8 @@
 //! period so their client can re-attach; [`config`] merges flags and environment ([`cli`]) with
 //! a TOML file; [`origin`] is the WebSocket Origin allowlist; [`metrics`] renders `/metrics`;
 //! [`whip`] serves WHIP ingest and WHEP playback over HTTP; [`api`] is the server API for
-//! application backends and [`admin`] its client, behind the `sluice` admin subcommands.
+//! application backends and [`admin`] its client, behind the `sluice` admin subcommands;
+//! [`webhooks`] tells the application's receivers what happens.
 
 pub mod accept;
 pub mod admin;
@@ -24,4 +25,5 @@ pub mod resume;
 pub mod secret;
 pub mod server;
 pub mod session;
+pub mod webhooks;
 pub mod whip;

@@ -100,6 +100,11 @@ impl Server {
         );
         let demo_auth = (secret_mode == SecretMode::Generated).then(|| Arc::clone(&auth));
         let resumable = Resumable::new(config.resume_grace);
+        // Validation refuses webhooks without a configured secret: a generated one is of no
+        // use to a receiver.
+        if secret_mode == SecretMode::Configured {
+            crate::webhooks::start(&sfu, config.webhook_urls.clone(), secret.clone());
+        }
         let api = crate::api::ApiState {
             sfu: sfu.clone(),
             auth: Arc::clone(&auth),

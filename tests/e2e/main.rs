@@ -13,4 +13,5 @@ mod rtsp_input;
 mod shard;
 mod signaling;
 mod synthetic;
+mod webhooks;
 mod whip;

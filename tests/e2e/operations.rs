@@ -59,7 +59,7 @@ async fn scrape(server: SocketAddr) -> Result<String> {
 }
 
 /// Joins, publishes one VP8 track from a webrtc-rs peer and waits until its connection is up.
-async fn publish_video(server: &TestServer) -> Result<(SignalClient, ClientPeer)> {
+pub(crate) async fn publish_video(server: &TestServer) -> Result<(SignalClient, ClientPeer)> {
     let mut signal = SignalClient::connect(&server.ws_url()).await?;
     signal.join(token("ops", "publisher")).await?;
     let peer = ClientPeer::new().await?;

@@ -62,6 +62,14 @@ pub enum Origin {
 }
 
 impl Origin {
+    /// How the application's events name this ingest.
+    pub fn ingest_kind(self) -> crate::runtime::IngestKind {
+        match self {
+            Origin::Rtmp => crate::runtime::IngestKind::Rtmp,
+            Origin::Rtsp => crate::runtime::IngestKind::Rtsp,
+        }
+    }
+
     /// The video publication's name. A stream with B-frames says so in it: viewers (the watch
     /// page) show a warning when they see "B-frames".
     pub fn video_name(self, b_frames: bool) -> &'static str {

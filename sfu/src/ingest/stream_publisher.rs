@@ -67,7 +67,7 @@ impl RoomStream {
         origin: Origin,
     ) -> Result<Self, RequestError> {
         let (participant, _) = sfu
-            .join_ingest(&target.room, target.identity.clone())
+            .join_ingest(&target.room, target.identity.clone(), origin.ingest_kind())
             .await?;
         Ok(Self {
             target,

@@ -6,7 +6,10 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use super::room_task::{RoomCommand, RoomHandle};
-use super::{ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackSource};
+use super::{
+    IngestKind, ParticipantInfo, PublicationInfo, RequestError, RoomSnapshot, ServerEvent, Sfu,
+    TrackSource,
+};
 use crate::core::{ParticipantId, PublicationId, RtpPacket};
 use crate::shard::{IngestSink, Shard};
 use crate::transport::{CodecInfo, RtpSink};
@@ -32,6 +35,9 @@ pub struct IngestParticipant {
     /// On the shard plane, the shard that forwards its media (the room task keeps only the
     /// room's control state there).
     shard: Option<Arc<Shard>>,
+    room_name: String,
+    identity: String,
+    kind: IngestKind,
 }
 
 impl std::fmt::Debug for IngestParticipant {
@@ -73,11 +79,12 @@ impl IngestPublication {
 }
 
 impl Sfu {
-    /// Enters `room` as a server-side publisher named `identity`.
+    /// Enters `room` as a server-side publisher named `identity`, fed by `kind`.
     pub async fn join_ingest(
         &self,
         room: &str,
         identity: String,
+        kind: IngestKind,
     ) -> Result<(IngestParticipant, RoomSnapshot), RequestError> {
         for _ in 0..3 {
             let handle = self.room_handle(room);
@@ -120,7 +127,15 @@ impl Sfu {
                         sfu: self.clone(),
                         room: handle,
                         shard,
+                        room_name: room.to_owned(),
+                        identity: identity.clone(),
+                        kind,
                     };
+                    self.notify(ServerEvent::IngestStarted {
+                        room: room.to_owned(),
+                        identity,
+                        kind,
+                    });
                     return Ok((participant, snapshot));
                 }
                 Err(RequestError::Closed) => continue,
@@ -202,6 +217,11 @@ impl IngestParticipant {
 
 impl Drop for IngestParticipant {
     fn drop(&mut self) {
+        self.sfu.notify(ServerEvent::IngestEnded {
+            room: std::mem::take(&mut self.room_name),
+            identity: std::mem::take(&mut self.identity),
+            kind: self.kind,
+        });
         let room = self.room.clone();
         let participant = self.id;
         if let Some(shard) = self.shard.take() {

@@ -15,6 +15,7 @@
 //! Signaling talks to this module only through [`Sfu::join`] and the returned
 //! [`Participant`].
 
+mod events;
 mod ingest;
 mod participant;
 mod room_task;
@@ -26,6 +27,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
 
+pub use events::{IngestKind, SERVER_EVENT_BACKLOG, ServerEvent};
 pub use ingest::{IngestParticipant, IngestPublication};
 pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState, WhepAnswer};
 pub use room_task::{LayersChanged, RoomEvent};
@@ -202,6 +204,7 @@ struct SfuInner {
     next_id: AtomicU64,
     /// The final counters of every room that has closed.
     closed_rooms: Mutex<MediaStats>,
+    events: events::ServerEvents,
 }
 
 impl Sfu {
@@ -232,6 +235,7 @@ impl Sfu {
                 rooms: DashMap::new(),
                 next_id: AtomicU64::new(1),
                 closed_rooms: Mutex::new(MediaStats::default()),
+                events: events::ServerEvents::default(),
             }),
         }
     }
@@ -301,6 +305,16 @@ impl Sfu {
             .entry(room.to_owned())
             .or_insert_with(|| RoomHandle::spawn(room.to_owned(), self.clone()))
             .clone()
+    }
+
+    /// Listens to the server-wide events ([`ServerEvent`]) from now on.
+    pub fn server_events(&self) -> tokio::sync::broadcast::Receiver<ServerEvent> {
+        self.inner.events.subscribe()
+    }
+
+    /// Tells the server-wide listeners `event` (the signaling side's WHIP sessions use it).
+    pub fn notify(&self, event: ServerEvent) {
+        self.inner.events.send(event);
     }
 
     /// Whether the server runs on the shard media plane (WHIP/WHEP need it).

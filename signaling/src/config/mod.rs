@@ -158,6 +158,15 @@ pub struct ServeArgs {
     /// array of tables has no flag form).
     #[arg(skip)]
     pub rtsp_sources: Option<Vec<RtspSourceEntry>>,
+    /// Where to POST the application's events (webhooks: rooms, participants, publications,
+    /// ingest), signed with the secret; repeat or comma-separate [default: none].
+    #[arg(
+        long = "webhook-url",
+        env = "SLUICE_WEBHOOK_URLS",
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub webhook_urls: Option<Vec<url::Url>>,
 }
 
 /// Which media plane carries the participants' connections.
@@ -286,6 +295,8 @@ pub struct Config {
     pub rtmp_keys: Vec<RtmpKey>,
     /// RTSP sources to pull (file only); see [`Config::rtsp_sources`].
     pub rtsp_sources: Vec<RtspSourceEntry>,
+    /// Webhook receivers (`crate::webhooks`).
+    pub webhook_urls: Vec<url::Url>,
 }
 
 impl Default for Config {
@@ -311,6 +322,7 @@ impl Default for Config {
             rtmp: RtmpListen::On(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1935)),
             rtmp_keys: Vec::new(),
             rtsp_sources: Vec::new(),
+            webhook_urls: Vec::new(),
         }
     }
 }
@@ -471,6 +483,7 @@ impl Config {
             rtmp,
             rtmp_keys,
             rtsp_sources,
+            webhook_urls,
         } = layer;
         set(&mut self.listen, listen);
         set(&mut self.udp_ports, udp_ports.map(Some));
@@ -501,6 +514,7 @@ impl Config {
         set(&mut self.rtmp, rtmp);
         set(&mut self.rtmp_keys, rtmp_keys);
         set(&mut self.rtsp_sources, rtsp_sources);
+        set(&mut self.webhook_urls, webhook_urls);
     }
 
     /// Checks value ranges: secret (if set) ≥ 16 bytes, `max_message_rate` ≥ 1,
@@ -515,6 +529,16 @@ impl Config {
         }
         if self.max_message_rate == 0 {
             return invalid("max_message_rate must be at least 1".into());
+        }
+        if !self.webhook_urls.is_empty() && self.secret.is_none() {
+            return invalid("webhook_urls needs a secret: webhooks are signed with it".into());
+        }
+        if let Some(url) = self
+            .webhook_urls
+            .iter()
+            .find(|url| !matches!(url.scheme(), "http" | "https"))
+        {
+            return invalid(format!("webhook_urls: {url} is not an http(s) URL"));
         }
         if !(1..=MAX_MEDIA_THREADS).contains(&self.media_threads) {
             return invalid(format!(

@@ -523,3 +523,30 @@ fn rtsp_sources_are_validated() {
     // Unknown keys are refused, as everywhere in the file.
     assert!(Config::from_toml_str("[[rtsp_sources]]\nurl = \"rtsp://x/\"\npassword = \"p\"\nroom = \"r\"\nidentity = \"c\"").is_err());
 }
+
+#[test]
+fn webhook_urls_from_flags_and_toml_need_a_secret_and_http() {
+    let from_toml = Config::from_toml_str(
+        "secret = \"0123456789abcdef\"\nwebhook_urls = [\"https://app.example/hook\"]\n",
+    )
+    .unwrap();
+    assert_eq!(from_toml.webhook_urls.len(), 1);
+    assert!(from_toml.validate().is_ok());
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "--webhook-url",
+        "http://127.0.0.1:9/a,http://127.0.0.1:9/b",
+        "--secret",
+        "0123456789abcdef",
+    ])
+    .unwrap();
+    assert_eq!(Config::load(&cli.serve).unwrap().webhook_urls.len(), 2);
+    let cli = Cli::try_parse_from(["sluice", "--webhook-url", "http://127.0.0.1:9/a"]).unwrap();
+    let unsigned = Config::load(&cli.serve).unwrap_err().to_string();
+    assert!(unsigned.contains("needs a secret"), "{unsigned}");
+    let ftp =
+        Config::from_toml_str("secret = \"0123456789abcdef\"\nwebhook_urls = [\"ftp://x/\"]\n")
+            .unwrap();
+    assert!(ftp.validate().unwrap_err().to_string().contains("http(s)"));
+    assert!(Config::from_toml_str("webhook_urls = [\"not a url\"]\n").is_err());
+}

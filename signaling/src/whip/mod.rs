@@ -331,6 +331,8 @@ fn created(
 }
 
 /// Registers a session and starts its task; `None` when the credential's cap was reached.
+/// `ended` is told to the server-wide listeners when the session ends.
+#[allow(clippy::too_many_arguments)]
 fn register(
     state: &WhipState,
     kind: Kind,
@@ -339,6 +341,7 @@ fn register(
     offer: &str,
     participant: sluice_sfu::runtime::Participant,
     playing: Vec<sluice_sfu::core::PublicationId>,
+    ended: Option<sluice_sfu::runtime::ServerEvent>,
 ) -> Option<(String, String)> {
     let id = random_id();
     let etag = format!("\"{}\"", random_id());
@@ -359,6 +362,7 @@ fn register(
     {
         return None;
     }
+    let ended = ended.map(|event| (state.sfu.clone(), event));
     session::spawn(
         Arc::clone(&state.sessions),
         id.clone(),
@@ -367,6 +371,7 @@ fn register(
         playing,
         requests,
         close,
+        ended,
     );
     Some((id, etag))
 }

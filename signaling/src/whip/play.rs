@@ -148,6 +148,7 @@ async fn play(
         offer,
         participant,
         chosen.clone(),
+        None,
     ) else {
         return Err(Refusal::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use sluice_sfu::core::MediaKind;
-use sluice_sfu::runtime::{Permissions, TrackRequest, TrackSource};
+use sluice_sfu::runtime::{IngestKind, Permissions, ServerEvent, TrackRequest, TrackSource};
 use tracing::info;
 
 use super::sdp::{self, Section};
@@ -81,9 +81,19 @@ async fn publish(
         offer,
         participant,
         Vec::new(),
+        Some(ServerEvent::IngestEnded {
+            room: publisher.room.clone(),
+            identity: publisher.identity.clone(),
+            kind: IngestKind::Whip,
+        }),
     ) else {
         return Err(too_many());
     };
+    state.sfu.notify(ServerEvent::IngestStarted {
+        room: publisher.room.clone(),
+        identity: publisher.identity.clone(),
+        kind: IngestKind::Whip,
+    });
     info!(
         room = %publisher.room,
         identity = %publisher.identity,

@@ -11,7 +11,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use sluice_sfu::core::PublicationId;
-use sluice_sfu::runtime::{Participant, ParticipantEvent, RequestError, RoomEvent};
+use sluice_sfu::runtime::{
+    Participant, ParticipantEvent, RequestError, RoomEvent, ServerEvent, Sfu,
+};
 use sluice_sfu::transport::{ConnectionState, IceCandidate, PeerRole};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{Instrument, debug, info, info_span};
@@ -156,7 +158,9 @@ impl Registry {
 }
 
 /// Starts the task owning `participant` for the session `id` (already in `registry`);
-/// `playing`: what a WHEP session plays (empty for WHIP).
+/// `playing`: what a WHEP session plays (empty for WHIP); `ended`: an event to tell the
+/// server-wide listeners when the session ends.
+#[allow(clippy::too_many_arguments)]
 pub fn spawn(
     registry: Arc<Registry>,
     id: String,
@@ -165,12 +169,16 @@ pub fn spawn(
     playing: Vec<PublicationId>,
     requests: mpsc::Receiver<Request>,
     close: oneshot::Receiver<oneshot::Sender<()>>,
+    ended: Option<(Sfu, ServerEvent)>,
 ) {
     let span = info_span!("media_session", kind = kind.path(), session = %log_name(&id), participant = %participant.id());
     tokio::spawn(
         async move {
             let closed = run(kind, participant, playing, requests, close).await;
             registry.remove(&id);
+            if let Some((sfu, event)) = ended {
+                sfu.notify(event);
+            }
             if let Some(done) = closed {
                 let _ = done.send(());
             }

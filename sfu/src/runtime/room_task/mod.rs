@@ -9,7 +9,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use super::stats::{MediaStats, RoomStatsReply};
-use super::{ParticipantInfo, ProfileUpdate, PublicationInfo, RequestError, RoomSnapshot, Sfu};
+use super::{
+    ParticipantInfo, ProfileUpdate, PublicationInfo, RequestError, RoomSnapshot, ServerEvent, Sfu,
+};
 use crate::core::{
     self, Input, LayerChangeReason, Output, ParticipantId, PublicationId, RtpPacket, Ssrc,
     SubscriptionId,
@@ -203,6 +205,7 @@ impl RoomHandle {
             rtp_dropped: Arc::clone(&handle.rtp_dropped),
             counted: MediaStats::default(),
             active_speakers: Vec::new(),
+            started: false,
         };
         tokio::spawn(task.run(rx));
         handle
@@ -305,6 +308,8 @@ struct RoomTask {
     /// The last `ActiveSpeakers` list, for participants who join while someone speaks (the
     /// core announces only changes).
     active_speakers: Vec<(ParticipantId, f32)>,
+    /// Whether a participant has joined (the application was told the room started).
+    started: bool,
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -27,6 +27,11 @@ impl RoomTask {
                 // whatever raced in before that.
                 self.sfu
                     .room_closed(&self.name, self.handle_id, self.shard, self.media_stats());
+                if self.started {
+                    self.sfu.notify(ServerEvent::RoomFinished {
+                        room: self.name.clone(),
+                    });
+                }
                 rx.close();
                 while let Ok(command) = rx.try_recv() {
                     if let RoomCommand::Join { reply, .. } = command {
@@ -202,6 +207,10 @@ impl RoomTask {
                     Some(info.participant),
                     RoomEvent::PublicationAdded(info.clone()),
                 );
+                self.sfu.notify(ServerEvent::PublicationAdded {
+                    room: self.name.clone(),
+                    publication: info.clone(),
+                });
                 self.publications.insert(
                     info.id,
                     PublicationEntry {
@@ -300,6 +309,16 @@ impl RoomTask {
         };
         self.broadcast(None, RoomEvent::ParticipantJoined(info.clone()));
         debug!(room = %self.name, participant = %info.id, identity = %info.identity, "joined");
+        if !self.started {
+            self.started = true;
+            self.sfu.notify(ServerEvent::RoomStarted {
+                room: self.name.clone(),
+            });
+        }
+        self.sfu.notify(ServerEvent::ParticipantJoined {
+            room: self.name.clone(),
+            participant: info.clone(),
+        });
         let id = info.id;
         self.participants
             .insert(id, ParticipantEntry { info, events });
@@ -330,9 +349,9 @@ impl RoomTask {
     }
 
     pub(super) fn leave(&mut self, now: Instant, participant: ParticipantId) {
-        if self.participants.remove(&participant).is_none() {
+        let Some(left) = self.participants.remove(&participant) else {
             return;
-        }
+        };
         let theirs: Vec<PublicationId> = self
             .publications
             .values()
@@ -348,6 +367,10 @@ impl RoomTask {
             .retain(|_, s| s.subscriber != participant);
         self.broadcast(None, RoomEvent::ParticipantLeft(participant));
         debug!(room = %self.name, %participant, "left");
+        self.sfu.notify(ServerEvent::ParticipantLeft {
+            room: self.name.clone(),
+            participant: left.info,
+        });
     }
 
     pub(super) fn remove_publication(&mut self, now: Instant, publication: PublicationId) {
@@ -370,6 +393,10 @@ impl RoomTask {
                 participant: entry.info.participant,
             },
         );
+        self.sfu.notify(ServerEvent::PublicationRemoved {
+            room: self.name.clone(),
+            publication: entry.info,
+        });
     }
 
     pub(super) fn broadcast(&mut self, except: Option<ParticipantId>, event: RoomEvent) {
