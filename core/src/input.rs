@@ -75,6 +75,14 @@ pub enum Input {
         /// The highest temporal layer wanted (`None`: all of them).
         temporal: Option<u8>,
     },
+    /// The publication is muted (nothing forwarded to any subscriber, no layer needed, not
+    /// an active speaker) or unmuted (video restarts at a keyframe).
+    SetMuted {
+        /// The publication it applies to.
+        publication: PublicationId,
+        /// Muted (true) or unmuted (false).
+        muted: bool,
+    },
     /// The subscriber pauses (nothing forwarded, no layer needed) or resumes a subscription.
     SetPaused {
         /// The subscription it applies to.

@@ -128,11 +128,13 @@ pub enum DropReason {
     /// A frame of a temporal layer above the one this subscription receives (its wish or
     /// its bandwidth holds it to a lower frame rate).
     TemporalLayer,
+    /// The publication is muted (by its publisher or the application).
+    Muted,
 }
 
 impl DropReason {
     /// Every reason, in a stable order (used for fixed-size counters).
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 11] = [
         DropReason::WaitingForKeyframe,
         DropReason::UnknownPublication,
         DropReason::TooOld,
@@ -143,6 +145,7 @@ impl DropReason {
         DropReason::Congestion,
         DropReason::Paused,
         DropReason::TemporalLayer,
+        DropReason::Muted,
     ];
 
     /// A stable snake_case name, for stats and metrics keys.
@@ -158,6 +161,7 @@ impl DropReason {
             DropReason::Congestion => "congestion",
             DropReason::Paused => "paused",
             DropReason::TemporalLayer => "temporal_layer",
+            DropReason::Muted => "muted",
         }
     }
 
@@ -173,6 +177,7 @@ impl DropReason {
             DropReason::Congestion => 7,
             DropReason::Paused => 8,
             DropReason::TemporalLayer => 9,
+            DropReason::Muted => 10,
         }
     }
 }

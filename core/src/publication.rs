@@ -63,6 +63,8 @@ pub(crate) struct Publication {
     /// packet's decisions, so the packet that brought the layer back can start the switch.
     layer_came_live: bool,
     next_liveness_check: Option<Instant>,
+    /// Muted by its publisher or the application: nothing is forwarded.
+    muted: bool,
 }
 
 impl Publication {
@@ -100,7 +102,25 @@ impl Publication {
             next_pause_check: None,
             layer_came_live: false,
             next_liveness_check: None,
+            muted: false,
         }
+    }
+
+    pub(crate) fn muted(&self) -> bool {
+        self.muted
+    }
+
+    /// Mutes (nothing forwarded, no layer needed, dynacast pauses every layer) or unmutes
+    /// the publication; unmuted video restarts at a keyframe the publisher is asked for.
+    pub(crate) fn set_muted(&mut self, now: Instant, muted: bool, outputs: &mut VecDeque<Output>) {
+        if self.muted == muted {
+            return;
+        }
+        self.muted = muted;
+        for subscription in &mut self.subscriptions {
+            subscription.set_muted(muted);
+        }
+        self.after_decisions(now, outputs);
     }
 
     /// Enables the cache of packets since the last keyframe (instant join); single-layer
@@ -147,6 +167,7 @@ impl Publication {
     ) {
         let target = self.best_available(subscription.desired_layer(self.layer_count()), now);
         subscription.set_initial_target(target, self.layer_count());
+        subscription.set_muted(self.muted);
         self.subscriptions.push(subscription);
         self.update_dynacast(now, outputs);
     }
@@ -159,7 +180,7 @@ impl Publication {
         id: SubscriptionId,
         outputs: &mut VecDeque<Output>,
     ) -> bool {
-        let Some(cache) = &self.keyframe_cache else {
+        let Some(cache) = &self.keyframe_cache.as_ref().filter(|_| !self.muted) else {
             return false;
         };
         let Some(subscription) = self.subscriptions.iter_mut().find(|s| s.id() == id) else {

@@ -126,6 +126,14 @@ impl Room {
                 );
                 Ok(())
             }
+            Input::SetMuted { publication, muted } => {
+                let target = self
+                    .publications
+                    .get_mut(&publication)
+                    .ok_or(CoreError::UnknownPublication(publication))?;
+                target.set_muted(now, muted, &mut self.outputs);
+                Ok(())
+            }
             Input::SetPaused {
                 subscription,
                 paused,
@@ -357,7 +365,11 @@ impl Room {
     }
 
     fn on_rtp(&mut self, now: Instant, publication: PublicationId, layer: u8, packet: &RtpPacket) {
-        if let Some(level) = packet.audio_level {
+        let muted = self
+            .publications
+            .get(&publication)
+            .is_some_and(Publication::muted);
+        if let Some(level) = packet.audio_level.filter(|_| !muted) {
             self.speakers.observe(now, publication, level);
         }
         match self.publications.get_mut(&publication) {

@@ -97,6 +97,8 @@ pub(crate) struct Subscription {
     reports_first_layer: bool,
     /// Paused by the subscriber: nothing is forwarded, no layer is needed.
     paused: bool,
+    /// The publication is muted: nothing is forwarded, no layer is needed.
+    muted: bool,
     /// Resumed after a pause: the next packet forwarded restarts the numbering (at a keyframe
     /// for video), so the packets dropped meanwhile leave no sequence gap to NACK.
     restart_pending: bool,
@@ -152,6 +154,7 @@ impl Subscription {
             shed_current: false,
             reports_first_layer: false,
             paused: false,
+            muted: false,
             restart_pending: false,
             restarted: false,
             restarted_at: None,
@@ -248,17 +251,33 @@ impl Subscription {
         self.shed_current = self.current.is_some_and(|c| c != self.target);
     }
 
+    /// Whether nothing is forwarded: the subscriber paused it or the publication is muted.
     pub(crate) fn paused(&self) -> bool {
-        self.paused
+        self.paused || self.muted
     }
 
     /// Pauses or resumes forwarding; a resumed video subscription waits for a keyframe.
     pub(crate) fn set_paused(&mut self, paused: bool) {
-        if self.paused && !paused && self.current.is_some() {
+        let was = self.paused();
+        self.paused = paused;
+        self.restart_if_resumed(was);
+    }
+
+    /// Mutes or unmutes the publication for this subscription; an unmuted video
+    /// subscription waits for a keyframe.
+    pub(crate) fn set_muted(&mut self, muted: bool) {
+        let was = self.paused();
+        self.muted = muted;
+        self.restart_if_resumed(was);
+    }
+
+    /// After a pause or mute ended, the stream restarts at a keyframe with continuous
+    /// numbering, as after a switch.
+    fn restart_if_resumed(&mut self, was_paused: bool) {
+        if was_paused && !self.paused() && self.current.is_some() {
             self.restart_pending = true;
             self.waiting_keyframe = true;
         }
-        self.paused = paused;
     }
 
     pub(crate) fn set_max_layer(&mut self, layer: u8) {
@@ -330,7 +349,7 @@ impl Subscription {
     /// incarnation, or a temporal up-switch that no layer-sync frame will complete.
     pub(crate) fn awaited_layer(&self) -> Option<u8> {
         (self.kind == MediaKind::Video
-            && !self.paused
+            && !self.paused()
             && (self.current != Some(self.target)
                 || self.waiting_keyframe
                 || self.temporal.wants_keyframe()))
@@ -387,6 +406,9 @@ impl Subscription {
     }
 
     fn decide_uncounted(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) -> Decision {
+        if self.muted {
+            return Decision::Drop(DropReason::Muted);
+        }
         if self.paused {
             return Decision::Drop(DropReason::Paused);
         }

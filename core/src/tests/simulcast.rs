@@ -860,6 +860,94 @@ fn a_paused_subscription_forwards_nothing_and_resumes_contiguously_at_a_keyframe
     }
 }
 
+#[test]
+fn a_muted_publication_forwards_nothing_to_anyone_and_unmutes_contiguously_at_a_keyframe() {
+    let (mut h, mut stream) = streaming();
+    h.subscribe(2, 21, PUB);
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    let before = h.drain();
+    let last_seq = forwards_to(&before, 1).last().map(|p| p.sequence_number);
+    assert!(
+        !forwards_to(&before, 2).is_empty(),
+        "both subscriptions receive"
+    );
+    h.input(Input::SetMuted {
+        publication: PublicationId(PUB),
+        muted: true,
+    })
+    .unwrap();
+    let outputs = run_frames(&mut h, &mut stream, &[0, 1, 2], PAST_PAUSE_DELAY_MS);
+    assert!(
+        forwards(&outputs).is_empty(),
+        "muted: nothing forwarded to any subscription"
+    );
+    assert!(
+        !outputs
+            .iter()
+            .any(|o| matches!(o, Output::RequestKeyframe { .. })),
+        "a muted publication is asked for no keyframe"
+    );
+    let stats = h.room.subscription_stats(SubscriptionId(1)).unwrap();
+    assert!(stats.drops.get(DropReason::Muted) >= 30);
+    // A subscription added while muted receives nothing either.
+    h.subscribe(3, 22, PUB);
+    stream.frame(&mut h, &[0, 1, 2], &[]);
+    assert!(
+        forwards(&h.drain()).is_empty(),
+        "a new subscriber of a muted publication"
+    );
+    // Muting twice, or a subscriber's own pause and resume meanwhile, changes nothing.
+    h.input(Input::SetMuted {
+        publication: PublicationId(PUB),
+        muted: true,
+    })
+    .unwrap();
+    for paused in [true, false] {
+        h.input(Input::SetPaused {
+            subscription: SubscriptionId(2),
+            paused,
+        })
+        .unwrap();
+    }
+    stream.frame(&mut h, &[0, 1, 2], &[]);
+    assert!(forwards(&h.drain()).is_empty(), "still muted");
+
+    h.input(Input::SetMuted {
+        publication: PublicationId(PUB),
+        muted: false,
+    })
+    .unwrap();
+    // The keyframe request goes out within the throttle's interval (subscription 2 asked
+    // for one before the mute); delta frames wait for it.
+    let unmuted = run_frames(&mut h, &mut stream, &[0, 1, 2], 1500);
+    assert!(
+        unmuted
+            .iter()
+            .any(|o| matches!(o, Output::RequestKeyframe { .. })),
+        "unmuting asks for a keyframe: {unmuted:?}"
+    );
+    assert!(forwards_to(&unmuted, 1).is_empty(), "delta frames wait");
+    stream.frame(&mut h, &[0, 1, 2], &[0, 1, 2]);
+    let resumed = h.drain();
+    let got = forwards_to(&resumed, 1);
+    assert_eq!(got.len(), 1);
+    assert!(is_key(&got[0]));
+    if let Some(last) = last_seq {
+        assert_eq!(got[0].sequence_number, last.wrapping_add(1), "no gap");
+    }
+    assert!(
+        !forwards_to(&resumed, 3).is_empty(),
+        "the late subscriber starts too"
+    );
+    assert!(
+        h.input(Input::SetMuted {
+            publication: PublicationId(999),
+            muted: true,
+        })
+        .is_err()
+    );
+}
+
 fn remb(h: &mut Harness, bits_per_second: u64) {
     h.remb(20, bits_per_second);
 }

@@ -324,6 +324,11 @@ pub(crate) enum Command {
         change: SubscriptionChange,
         reply: oneshot::Sender<Result<(), ShardError>>,
     },
+    SetMuted {
+        publication: PublicationId,
+        muted: bool,
+        reply: oneshot::Sender<Result<(), ShardError>>,
+    },
     IngestPublish {
         participant: ParticipantId,
         publication: PublicationId,
@@ -561,6 +566,20 @@ impl Shard {
             participant,
             subscription,
             change,
+            reply,
+        })
+        .await?
+    }
+
+    /// Mutes (nothing forwarded) or unmutes one publication.
+    pub async fn set_muted(
+        &self,
+        publication: PublicationId,
+        muted: bool,
+    ) -> Result<(), ShardError> {
+        self.request(|reply| Command::SetMuted {
+            publication,
+            muted,
             reply,
         })
         .await?

@@ -103,6 +103,13 @@ impl Worker {
             } => {
                 let _ = reply.send(self.unpublish(participant, publication, now));
             }
+            Command::SetMuted {
+                publication,
+                muted,
+                reply,
+            } => {
+                let _ = reply.send(self.set_muted(publication, muted, now));
+            }
             Command::Change {
                 participant,
                 subscription,
@@ -364,6 +371,28 @@ impl Worker {
             .get_mut(&key)
             .ok_or(ShardError::UnknownParticipant(participant))?;
         peer.hold_candidate(line, cap)
+    }
+
+    fn set_muted(
+        &mut self,
+        publication: PublicationId,
+        muted: bool,
+        now: Instant,
+    ) -> Result<(), ShardError> {
+        let room = self
+            .publications
+            .get(&publication)
+            .map(|slot| slot.room)
+            .ok_or(ShardError::UnknownPublication(publication))?;
+        let slot = self
+            .rooms
+            .get_mut(&room)
+            .ok_or(ShardError::UnknownPublication(publication))?;
+        slot.core
+            .handle_input(now, Input::SetMuted { publication, muted })
+            .map_err(|err| ShardError::Invalid(err.to_string()))?;
+        self.drain_room(room, now);
+        Ok(())
     }
 
     fn unpublish(
