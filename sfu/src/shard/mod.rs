@@ -81,8 +81,8 @@ pub struct ShardConfig {
     /// Minimum playout delay asked of subscribers (RTP playout-delay extension on video), in
     /// milliseconds; 0 does not send the extension.
     pub playout_delay_ms: u16,
-    /// The routing core's configuration for every room on the shard (the runtime's
-    /// `SfuConfig::room`).
+    /// The routing core's configuration for every room on the shard (the keyframe-request
+    /// throttle among others).
     pub room: crate::core::RoomConfig,
 }
 
