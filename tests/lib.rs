@@ -42,7 +42,7 @@ impl TestServer {
     }
 
     /// Like [`start_with`](Self::start_with), and the media server's own config too (its
-    /// `transport` comes from the adjusted `Config`).
+    /// shards' sockets, advertised address and count come from the adjusted `Config`).
     pub async fn start_with_sfu(adjust: impl FnOnce(&mut Config, &mut SfuConfig)) -> Result<Self> {
         Self::start_with_sfu_and_limits(adjust, ConnectionLimits::default()).await
     }
@@ -67,33 +67,8 @@ impl TestServer {
         };
         let mut sfu_config = SfuConfig::default();
         adjust(&mut config, &mut sfu_config);
-        let sfu = sluice_signaling::media_plane::start_sfu(
-            &config,
-            SfuConfig {
-                transport: config.transport(),
-                ..sfu_config
-            },
-        )?;
+        let sfu = sluice_signaling::media_plane::start_sfu(&config, sfu_config)?;
         let server = Server::start_with_limits(config, sfu.clone(), limits).await?;
-        Ok(Self {
-            addr: server.local_addr(),
-            sfu,
-            server: Some(server),
-        })
-    }
-
-    /// A server whose media runs on the shard plane (`--media-plane shard`): one UDP port on
-    /// 127.0.0.1, ICE-lite.
-    pub async fn start_on_shard() -> Result<Self> {
-        let config = Config {
-            listen: "127.0.0.1:0".parse()?,
-            secret: Some(SECRET.into()),
-            public_ip: Some("127.0.0.1".parse()?),
-            ..Config::default()
-        };
-        let shard = sluice_sfu::shard::Shard::spawn(sluice_sfu::shard::ShardConfig::default())?;
-        let sfu = Sfu::with_shard(SfuConfig::default(), shard);
-        let server = Server::start(config, sfu.clone()).await?;
         Ok(Self {
             addr: server.local_addr(),
             sfu,

@@ -169,8 +169,7 @@ fn main() -> Result<()> {
 
 /// The same server `sluice` runs, in this process.
 async fn serve(listen: std::net::SocketAddr) -> Result<()> {
-    use sluice_sfu::runtime::{Sfu, SfuConfig};
-    use sluice_sfu::transport::TransportConfig;
+    use sluice_sfu::runtime::SfuConfig;
     use sluice_signaling::config::Config;
     let config = Config {
         listen,
@@ -178,13 +177,7 @@ async fn serve(listen: std::net::SocketAddr) -> Result<()> {
         public_ip: Some("127.0.0.1".parse()?),
         ..Config::default()
     };
-    let sfu = Sfu::new(SfuConfig {
-        transport: TransportConfig {
-            public_ip: config.public_ip,
-            ..TransportConfig::default()
-        },
-        ..SfuConfig::default()
-    });
+    let sfu = sluice_signaling::media_plane::start_sfu(&config, SfuConfig::default())?;
     let server = sluice_signaling::server::Server::start(config, sfu).await?;
     println!("sluice listening on http://{}", server.local_addr());
     tokio::signal::ctrl_c().await.ok();

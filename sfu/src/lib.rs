@@ -18,18 +18,18 @@
 //!      and go to 2.
 //! - [`codec`] — pure parsers of payload headers (VP8 descriptor, H.264 NAL units) used for
 //!   keyframe detection.
-//! - [`transport`] — webrtc-rs's async peer connections (and the `rtc` payloaders RTMP ingest
-//!   packetizes with); with [`shard`], the only modules that import the WebRTC stack. It exposes
-//!   peer connections in Sluice value types (SDP strings, [`transport::IceCandidate`], [`transport::PeerEvent`],
-//!   [`core::RtpPacket`]).
-//! - [`runtime`] — the tokio shell: one task per room owning its `core::Room`, one task per
-//!   participant owning its two peer connections, bounded queues with counted drops between
-//!   them. Signaling uses [`runtime::Sfu`] and [`runtime::Participant`].
-//! - [`shard`] — the media plane beside the webrtc-rs one: one thread owning one UDP socket,
-//!   sans-IO `rtc` peer connections in ICE-lite mode and the rooms placed on it, driving
+//! - [`shard`] — the media plane: one thread per shard owning its socket on the one UDP port,
+//!   its sans-IO `rtc` peer connections in ICE-lite mode and the rooms placed on it, driving
 //!   [`core::Room`] directly (no task or channel hop per packet).
-//! - [`ingest`] — media from outside WebRTC: the RTMP server (OBS, ffmpeg) converting H.264
-//!   and AAC into ordinary publications (H.264 passed through, AAC → Opus) in a room.
+//! - [`transport`] — what each shard connection is built from (codecs, the interceptor chain
+//!   for NACK/RTX, reports, GCC/TWCC and probing) and the value types signaling sees
+//!   connections in (SDP strings, [`transport::IceCandidate`], [`transport::ConnectionState`]);
+//!   with [`shard`], the only modules that import the WebRTC stack.
+//! - [`runtime`] — the tokio shell: one task per room keeping who is in it and what is
+//!   published, one task per participant turning its requests into room and shard requests.
+//!   Signaling uses [`runtime::Sfu`] and [`runtime::Participant`].
+//! - [`ingest`] — media from outside WebRTC: the RTMP server (OBS, ffmpeg) and RTSP cameras,
+//!   converted into ordinary publications (H.264 passed through, AAC → Opus) in a room.
 //! - [`admission`] — live connections counted per source address, for the accept loops.
 //!
 //! ## Example
@@ -37,8 +37,8 @@
 //! ```no_run
 //! use sluice_sfu::runtime::{Permissions, Sfu, SfuConfig};
 //!
-//! # async fn demo() -> Result<(), sluice_sfu::runtime::RequestError> {
-//! let sfu = Sfu::new(SfuConfig::default());
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let sfu = Sfu::start(SfuConfig::default())?;
 //! let permissions = Permissions { can_publish: true, can_subscribe: true };
 //! let (mut alice, snapshot) = sfu.join("room-1", "alice".to_owned(), permissions).await?;
 //! println!("{} publications already in the room", snapshot.publications.len());

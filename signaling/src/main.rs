@@ -82,7 +82,6 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .with_env_filter(EnvFilter::try_new(&config.log).context("parsing the log filter (--log)")?)
         .with_writer(std::io::stderr)
         .init();
-    let transport = config.transport();
     let demo_mode = config.secret.is_none();
     if config.test_hooks {
         tracing::warn!(
@@ -107,11 +106,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let rtsp_sources = config
         .rtsp_sources()
         .context("loading RTSP sources (rtsp_sources)")?;
-    let sfu_config = SfuConfig {
-        transport,
-        ..SfuConfig::default()
-    };
-    let sfu = start_sfu(&config, sfu_config).context("starting the media plane")?;
+    let sfu = start_sfu(&config, SfuConfig::default()).context("starting the media plane")?;
     let server = Server::start(config, sfu.clone())
         .await
         .with_context(|| format!("binding HTTP/WebSocket listener on {listen}"))?;

@@ -301,9 +301,8 @@ async fn readyz(State(state): State<AppState>) -> Response {
         return unready("draining");
     }
     match tokio::time::timeout(READY_WAIT, state.session.sfu.shard_stats()).await {
-        // The webrtc plane has no thread of its own to fail; a shard that answers is up.
-        Ok(None | Some(Ok(_))) => "ready".into_response(),
-        Ok(Some(Err(_))) => unready("media plane stopped"),
+        Ok(Ok(_)) => "ready".into_response(),
+        Ok(Err(_)) => unready("media plane stopped"),
         Err(_) => unready("media plane not answering"),
     }
 }

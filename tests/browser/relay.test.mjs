@@ -5,10 +5,7 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 
-// On the default shard media plane; `SLUICE_MEDIA_PLANE=webrtc` runs the same test on the
-// webrtc-rs transport (relay-webrtc.test.mjs) while it exists.
-const PLANE = process.env.SLUICE_MEDIA_PLANE ?? 'shard';
-const NAME = PLANE === 'shard' ? 'relay' : `relay-${PLANE}`;
+const NAME = 'relay';
 const SUBSCRIBERS = 3;
 const MEDIA_DEADLINE_MS = 30_000;
 const REMOVAL_LIMIT_MS = 2_000;
@@ -18,7 +15,7 @@ let browser;
 const pages = [];
 
 before(async () => {
-  server = await startServer(NAME, { env: { SLUICE_MEDIA_PLANE: PLANE } });
+  server = await startServer(NAME);
   browser = await launchBrowser();
 });
 
@@ -196,12 +193,10 @@ test('a publisher reaches three subscribers with video and audio', { timeout: 12
       )
     ).flat();
     const ports = [...new Set(legs.map((l) => l.port))];
-    console.log(`MEDIA_PLANE=${PLANE} CONNECTIONS=${legs.length} SERVER_PORTS=${ports.join(',')} ICE_LITE=${legs.every((l) => l.iceLite)}`);
+    console.log(`CONNECTIONS=${legs.length} SERVER_PORTS=${ports.join(',')} ICE_LITE=${legs.every((l) => l.iceLite)}`);
     assert.ok(legs.length >= 1 + SUBSCRIBERS, `only ${legs.length} connected legs`);
-    if (PLANE === 'shard') {
-      assert.equal(ports.length, 1, `the shard plane serves every connection on one port, saw ${ports}`);
-      assert.ok(legs.every((l) => l.iceLite), 'every server description says a=ice-lite');
-    }
+    assert.equal(ports.length, 1, `the server serves every connection on one port, saw ${ports}`);
+    assert.ok(legs.every((l) => l.iceLite), 'every server description says a=ice-lite');
 
     // The publisher goes away: every subscriber must hear about both publications within 2 s.
     const closedAt = Date.now();

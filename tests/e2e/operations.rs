@@ -1,7 +1,7 @@
 //! Operations over real HTTP and WebSocket: `/metrics` follows a client that joins and
 //! publishes, `/readyz` turns 503 when the server drains while `/healthz` stays 200, and a
 //! drain closes clients with 1001 (going away), refuses new ones and ends within its deadline;
-//! on the shard plane `/readyz` asks the shard and `/metrics` shows its counters.
+//! `/readyz` asks the shards and `/metrics` shows their counters.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -220,9 +220,9 @@ async fn readyz_turns_503_when_the_server_drains() -> Result<()> {
 }
 
 #[tokio::test]
-async fn the_shard_plane_is_ready_and_exports_its_counters() -> Result<()> {
+async fn the_shards_are_ready_and_export_their_counters() -> Result<()> {
     init_tracing();
-    let server = TestServer::start_on_shard().await?;
+    let server = TestServer::start().await?;
     ensure!(get(server.addr, "/readyz").await? == (200, "ready".to_owned()));
     let metrics = scrape(server.addr).await?;
     ensure!(

@@ -20,11 +20,34 @@ use webrtc::media_stream::track_remote::TrackRemoteEvent;
 
 /// 5 s of video at 100 packets/s, and audio at 50 packets/s.
 const VIDEO_PACKETS: u32 = 500;
-/// The server's media ports in this test (`--udp-ports`); every server candidate must use one.
-const MEDIA_PORTS: std::ops::RangeInclusive<u16> = 47000..=47099;
+/// The server's media port in this test (`--udp-port`, and ICE-TCP on the same number); every
+/// server candidate must name it.
+const MEDIA_PORT: u16 = 47000;
 /// The server's keyframe-request throttle in this test: at most one PLI upstream per interval
 /// (500 ms by default).
 const KEYFRAME_THROTTLE: Duration = Duration::from_millis(100);
+
+/// The port a candidate (`candidate:1 1 udp 2130706431 127.0.0.1 47000 typ host`, with or
+/// without `a=`) names.
+fn candidate_port(candidate: &str) -> Option<u16> {
+    candidate.split_whitespace().nth(5)?.parse().ok()
+}
+
+/// Every candidate in a description of the server's names [`MEDIA_PORT`], and there is one.
+fn ensure_candidates_on_media_port(sdp: &str) -> Result<()> {
+    let candidates: Vec<&str> = sdp
+        .lines()
+        .filter(|l| l.starts_with("a=candidate:"))
+        .collect();
+    ensure!(!candidates.is_empty(), "no server candidate in:\n{sdp}");
+    for candidate in candidates {
+        ensure!(
+            candidate_port(candidate) == Some(MEDIA_PORT),
+            "server candidate outside --udp-port: {candidate}"
+        );
+    }
+    Ok(())
+}
 
 /// Exchanges trickle candidates (and, for subscribers, answers offers) until connected.
 async fn connect(signal: &mut SignalClient, peer: &mut ClientPeer, target: PeerRole) -> Result<()> {
@@ -41,20 +64,15 @@ async fn connect(signal: &mut SignalClient, peer: &mut ClientPeer, target: PeerR
                 target: t,
                 candidate,
             }) if t == target => {
-                // "candidate:1 1 udp 2130706431 127.0.0.1 47003 typ host"
-                let port: Option<u16> = candidate
-                    .candidate
-                    .split_whitespace()
-                    .nth(5)
-                    .and_then(|p| p.parse().ok());
                 ensure!(
-                    port.is_some_and(|p| MEDIA_PORTS.contains(&p)),
-                    "server candidate outside --udp-ports: {}",
+                    candidate_port(&candidate.candidate) == Some(MEDIA_PORT),
+                    "server candidate outside --udp-port: {}",
                     candidate.candidate
                 );
                 peer.add_candidate(candidate).await?
             }
             Ok(ServerMessage::Offer { sdp }) if target == PeerRole::Subscriber => {
+                ensure_candidates_on_media_port(&sdp)?;
                 let answer = peer.answer(sdp).await?;
                 let request_id = signal.next_id();
                 let response = signal
@@ -85,11 +103,8 @@ struct Received {
 async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()> {
     init_tracing();
     let server = TestServer::start_with_sfu(|c, sfu| {
-        c.udp_ports = Some(
-            sluice_sfu::transport::PortRange::new(*MEDIA_PORTS.start(), *MEDIA_PORTS.end())
-                .expect("valid range"),
-        );
-        sfu.room.keyframe_request_interval = KEYFRAME_THROTTLE;
+        c.udp_port = Some(MEDIA_PORT);
+        sfu.shard.room.keyframe_request_interval = KEYFRAME_THROTTLE;
     })
     .await?;
     let room = "relay";
@@ -141,6 +156,7 @@ async fn one_publisher_two_subscribers_receive_identical_payloads() -> Result<()
     };
     ensure!(publications.len() == 2, "two publications expected");
     let publisher_id = publications[0].participant_id.clone();
+    ensure_candidates_on_media_port(&sdp)?;
     publisher_peer.apply_answer(sdp).await?;
     connect(&mut publisher, &mut publisher_peer, PeerRole::Publisher).await?;
 

@@ -248,7 +248,7 @@ async fn refusals_are_on_status_errors_and_no_stream_key_is_echoed_or_logged() -
         listen: "127.0.0.1:0".parse()?,
         ..RtmpConfig::default()
     };
-    let rtmp = RtmpServer::start(config, keys()?, Sfu::new(SfuConfig::default())).await?;
+    let rtmp = RtmpServer::start(config, keys()?, Sfu::start(SfuConfig::default())?).await?;
     let addr = rtmp.local_addr();
 
     // rml_rtmp's client session reads the answers as statuses: `onStatus` with the code. None

@@ -440,7 +440,7 @@ async fn answer_offers(signal: &mut SignalClient, peer: &mut ClientPeer) -> Resu
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signaling_on_the_shard_plane_relays_a_publisher() -> Result<()> {
     init_tracing();
-    let server = TestServer::start_on_shard().await?;
+    let server = TestServer::start().await?;
     let room = "shard-plane";
 
     let mut publisher = SignalClient::connect(&server.ws_url()).await?;

@@ -94,7 +94,7 @@ fn resource_path(reply: &Reply, server: &TestServer) -> Result<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_publish_plays_over_whep_and_delete_frees_it() -> Result<()> {
     init_tracing();
-    let server = TestServer::start_on_shard().await?;
+    let server = TestServer::start().await?;
     let publish = format!("Bearer {}", token_with("live", "encoder", true, false, TTL));
     let watch = format!("Bearer {}", token_with("live", "viewer", false, true, TTL));
 
@@ -259,7 +259,7 @@ async fn whip_publish_plays_over_whep_and_delete_frees_it() -> Result<()> {
         after.participants == 0 && after.publications == 0 && after.subscriptions == 0,
         "left after DELETE: {after:?}"
     );
-    let shard = server.sfu.shard_stats().await.context("on the shard")??;
+    let shard = server.sfu.shard_stats().await?;
     ensure!(shard.peers == 0, "peer connections left: {}", shard.peers);
     viewer.close().await;
     publisher.close().await;
@@ -273,7 +273,7 @@ type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str, u16);
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn whip_and_whep_refusals_have_their_status_codes() -> Result<()> {
     init_tracing();
-    let server = TestServer::start_on_shard().await?;
+    let server = TestServer::start().await?;
     let publish = format!("Bearer {}", token_with("r", "p", true, false, TTL));
     let subscribe_only = format!("Bearer {}", token_with("r", "s", false, true, TTL));
     let other_room = format!("Bearer {}", token_with("elsewhere", "p", true, true, TTL));
@@ -487,29 +487,14 @@ async fn whip_and_whep_refusals_have_their_status_codes() -> Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn whip_and_whep_need_the_shard_plane_and_refuse_while_draining() -> Result<()> {
+async fn whip_refuses_while_draining() -> Result<()> {
     init_tracing();
     let publish = format!("Bearer {}", token_with("r", "p", true, true, TTL));
     let peer = ClientPeer::new().await?;
     peer.add_send_track(VP8, 0x5555).await?;
     let offer = peer.offer().await?;
 
-    let webrtc = TestServer::start_with(|config| {
-        config.media_plane = sluice_signaling::config::MediaPlane::Webrtc;
-    })
-    .await?;
-    for path in ["/whip/r", "/whep/r"] {
-        let reply = http(&webrtc, "POST", path, &sdp_post(&publish), &offer).await?;
-        ensure!(
-            reply.status == 501,
-            "{path} on the webrtc plane: {}",
-            reply.status
-        );
-        ensure!(reply.body.contains("--media-plane shard"), "{}", reply.body);
-    }
-    webrtc.stop().await;
-
-    let shard = TestServer::start_on_shard().await?;
+    let shard = TestServer::start().await?;
     shard.begin_drain();
     let reply = http(&shard, "POST", "/whip/r", &sdp_post(&publish), &offer).await?;
     ensure!(reply.status == 503, "WHIP while draining: {}", reply.status);

@@ -21,8 +21,8 @@
 //! use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
 //! use sluice_sfu::runtime::{Sfu, SfuConfig};
 //!
-//! # async fn demo() -> std::io::Result<()> {
-//! let sfu = Sfu::new(SfuConfig::default());
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! let sfu = Sfu::start(SfuConfig::default())?;
 //! let mut keys = StreamKeys::new();
 //! keys.add("a-long-random-stream-key", StreamTarget { room: "stage".into(), identity: "obs".into() })
 //!     .expect("a valid key");

@@ -1,5 +1,5 @@
-//! Publishers whose media is produced inside the server (RTMP ingest): participants without
-//! peer connections that feed RTP straight into their room.
+//! Publishers whose media is produced inside the server (RTMP and RTSP ingest): participants
+//! without peer connections that feed RTP straight into their room's shard.
 
 use std::sync::Arc;
 
@@ -12,19 +12,7 @@ use super::{
 };
 use crate::core::{ParticipantId, PublicationId, RtpPacket};
 use crate::shard::{IngestSink, Shard};
-use crate::transport::{CodecInfo, RtpSink};
-
-/// Feeds an ingest publication's RTP to the shard's ingest queue (drops counted there).
-struct ShardRtpSink {
-    sink: IngestSink,
-    publication: PublicationId,
-}
-
-impl RtpSink for ShardRtpSink {
-    fn deliver(&self, _layer: u8, packet: RtpPacket) {
-        self.sink.send(self.publication, packet);
-    }
-}
+use crate::transport::CodecInfo;
 
 /// A server-side publisher in a room. Dropping it removes its publications and tells the
 /// room's other participants.
@@ -32,9 +20,8 @@ pub struct IngestParticipant {
     id: ParticipantId,
     sfu: Sfu,
     room: RoomHandle,
-    /// On the shard plane, the shard that forwards its media (the room task keeps only the
-    /// room's control state there).
-    shard: Option<Arc<Shard>>,
+    /// The shard that forwards its media.
+    shard: Arc<Shard>,
     room_name: String,
     identity: String,
     kind: IngestKind,
@@ -52,7 +39,7 @@ impl std::fmt::Debug for IngestParticipant {
 #[derive(Clone)]
 pub struct IngestPublication {
     info: PublicationInfo,
-    sink: Arc<dyn RtpSink>,
+    sink: IngestSink,
 }
 
 impl std::fmt::Debug for IngestPublication {
@@ -72,9 +59,10 @@ impl IngestPublication {
         &self.info
     }
 
-    /// Hands one packet to the room; never blocks (a full room queue drops and counts).
+    /// Hands one packet to the room's shard; never blocks (a full ingest queue drops and
+    /// counts).
     pub fn send(&self, packet: RtpPacket) {
-        self.sink.deliver(0, packet);
+        self.sink.send(self.info.id, packet);
     }
 }
 
@@ -112,15 +100,12 @@ impl Sfu {
             };
             match result {
                 Ok(snapshot) => {
-                    let shard = self.shard_of(&handle);
-                    if let Some(shard) = &shard {
-                        let (events, mut drain) = mpsc::channel(64);
-                        tokio::spawn(async move { while drain.recv().await.is_some() {} });
-                        let room_name = room;
-                        if let Err(err) = shard.join(room_name, id, events).await {
-                            handle.try_send(RoomCommand::Leave { participant: id });
-                            return Err(RequestError::Invalid(err.to_string()));
-                        }
+                    let shard = Arc::clone(handle.shard());
+                    let (events, mut drain) = mpsc::channel(64);
+                    tokio::spawn(async move { while drain.recv().await.is_some() {} });
+                    if let Err(err) = shard.join(room, id, events).await {
+                        handle.try_send(RoomCommand::Leave { participant: id });
+                        return Err(RequestError::Invalid(err.to_string()));
                     }
                     let participant = IngestParticipant {
                         id,
@@ -168,27 +153,17 @@ impl IngestParticipant {
             codec: codec.mime_type.clone(),
             rids: Vec::new(),
         };
-        let sink: Arc<dyn RtpSink> = match &self.shard {
-            Some(shard) => {
-                shard
-                    .ingest_publish(self.id, info.id, codec.clone())
-                    .await
-                    .map_err(|err| RequestError::Invalid(err.to_string()))?;
-                Arc::new(ShardRtpSink {
-                    sink: shard.ingest_sink(),
-                    publication: info.id,
-                })
-            }
-            None => self.room.rtp_sink(info.id),
-        };
+        self.shard
+            .ingest_publish(self.id, info.id, codec)
+            .await
+            .map_err(|err| RequestError::Invalid(err.to_string()))?;
         self.room
-            .send(RoomCommand::AddPublication {
-                info: info.clone(),
-                cache_since_keyframe: codec.kind() == crate::core::MediaKind::Video,
-                codec,
-            })
+            .send(RoomCommand::AddPublication { info: info.clone() })
             .await?;
-        Ok(IngestPublication { sink, info })
+        Ok(IngestPublication {
+            sink: self.shard.ingest_sink(),
+            info,
+        })
     }
 
     /// Removes one publication (subscribers are told).
@@ -202,13 +177,10 @@ impl IngestParticipant {
             })
             .await?;
         result.await.map_err(|_| RequestError::Closed)??;
-        if let Some(shard) = &self.shard {
-            shard
-                .unpublish(self.id, publication)
-                .await
-                .map_err(|err| RequestError::Invalid(err.to_string()))?;
-        }
-        Ok(())
+        self.shard
+            .unpublish(self.id, publication)
+            .await
+            .map_err(|err| RequestError::Invalid(err.to_string()))
     }
 
     /// Leaves the room; dropping does the same.
@@ -224,11 +196,10 @@ impl Drop for IngestParticipant {
         });
         let room = self.room.clone();
         let participant = self.id;
-        if let Some(shard) = self.shard.take() {
-            tokio::spawn(async move { shard.leave(participant).await });
-        }
+        let shard = Arc::clone(&self.shard);
+        tokio::spawn(async move { shard.leave(participant).await });
         if !room.try_send(RoomCommand::Leave { participant }) {
-            // The room queue is full of media: wait for space rather than leave a ghost.
+            // The room queue is full: wait for space rather than leave a ghost.
             tokio::spawn(async move {
                 let _ = room.send(RoomCommand::Leave { participant }).await;
             });

@@ -1,16 +1,11 @@
-//! The tokio shell around the routing core.
+//! The tokio shell around the shards.
 //!
-//! - One **room task** per room owns that room's [`core::Room`](crate::core::Room) as `&mut`,
-//!   plus the room's control state (who is in it, what is published). Publishers' RTP, the
-//!   subscribers' keyframe requests and control changes all arrive on its one bounded queue.
-//! - One **participant task** per participant owns its two peer connections (publisher,
-//!   subscriber) and runs their negotiation one step at a time.
-//! - Per subscription, a writer task drains a bounded queue into the subscriber's track, so a
-//!   slow subscriber never stalls the room: what does not fit is dropped and counted.
-//!
-//! - On the shard media plane ([`Sfu::with_shard`]) a participant's connections and the
-//!   forwarding live on the [`Shard`](crate::shard::Shard); its participant task turns each
-//!   command into one shard request, and the room task keeps only the room's control state.
+//! - One **room task** per room keeps the room's control state — who is in it and what is
+//!   published — and tells every participant about it. It never sees media: the room is placed
+//!   whole on one [`Shard`](crate::shard::Shard), whose thread owns its
+//!   [`core::Room`](crate::core::Room) and forwards its packets.
+//! - One **participant task** per participant serves its handle's commands, turning each into
+//!   one room or shard request, and relays room and shard events to its client.
 //!
 //! Signaling talks to this module only through [`Sfu::join`] and the returned
 //! [`Participant`].
@@ -19,11 +14,10 @@ mod events;
 mod ingest;
 mod participant;
 mod room_task;
-mod shard_participant;
 mod stats;
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use dashmap::DashMap;
 
@@ -34,8 +28,8 @@ pub use room_task::{LayersChanged, RoomEvent};
 pub use stats::{MediaStats, STATS_WAIT, SfuStats};
 
 use crate::core::{MediaKind, ParticipantId, PublicationId};
-use crate::shard::{Shard, ShardError, ShardStats};
-use crate::transport::{Transport, TransportConfig, TransportError};
+use crate::shard::{Shard, ShardConfig, ShardError, ShardStats};
+use crate::transport::TransportError;
 use room_task::RoomHandle;
 
 /// Where a publication's media comes from.
@@ -139,9 +133,7 @@ pub struct Limits {
     pub max_participants_per_room: usize,
     pub max_publications_per_participant: usize,
     pub max_subscriptions_per_participant: usize,
-    /// Packets queued per subscription before the newest are dropped.
-    pub subscription_queue: usize,
-    /// Commands (mostly RTP) queued per room before RTP is dropped.
+    /// Control commands queued per room before senders wait.
     pub room_queue: usize,
 }
 
@@ -151,18 +143,30 @@ impl Default for Limits {
             max_participants_per_room: 100,
             max_publications_per_participant: 8,
             max_subscriptions_per_participant: 200,
-            subscription_queue: 512,
             room_queue: 8192,
         }
     }
 }
 
-#[derive(Debug, Clone, Default)]
+/// How the media server starts: its shards and the limits it holds clients to.
+#[derive(Debug, Clone)]
 pub struct SfuConfig {
-    pub transport: TransportConfig,
+    /// Every shard's socket, bounds and rooms' routing core (the keyframe-request throttle
+    /// among others).
+    pub shard: ShardConfig,
+    /// Shards (media threads) on the one port; at least one is started.
+    pub media_threads: usize,
     pub limits: Limits,
-    /// Every room's routing core (the keyframe-request throttle among others).
-    pub room: crate::core::RoomConfig,
+}
+
+impl Default for SfuConfig {
+    fn default() -> Self {
+        Self {
+            shard: ShardConfig::default(),
+            media_threads: 1,
+            limits: Limits::default(),
+        }
+    }
 }
 
 /// Why a participant request failed. Messages are lowercase and safe to show the client.
@@ -177,7 +181,7 @@ pub enum RequestError {
     Invalid(String),
     #[error("limit reached: {0}")]
     LimitExceeded(&'static str),
-    /// Well formed, but asks for what this server cannot do (a codec, a media plane).
+    /// Well formed, but asks for what this server cannot do (a codec).
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error(transparent)]
@@ -186,76 +190,56 @@ pub enum RequestError {
     Closed,
 }
 
-/// The media server: a registry of rooms. Cheap to clone.
+/// The media server: a registry of rooms, each placed on one of its shards. Cheap to clone.
 #[derive(Clone)]
 pub struct Sfu {
     inner: Arc<SfuInner>,
 }
 
 struct SfuInner {
-    config: SfuConfig,
-    transport: Transport,
-    /// The shard media plane's shards (one per media thread), when the server runs on it
-    /// instead of webrtc-rs connections; each room is placed whole on one of them.
+    limits: Limits,
+    /// One per media thread, never empty; each room is placed whole on one of them.
     shards: Vec<Arc<Shard>>,
     /// Rooms placed on each shard now.
     shard_rooms: Vec<AtomicUsize>,
     rooms: DashMap<String, RoomHandle>,
     next_id: AtomicU64,
-    /// The final counters of every room that has closed.
-    closed_rooms: Mutex<MediaStats>,
     events: events::ServerEvents,
 }
 
 impl Sfu {
-    pub fn new(config: SfuConfig) -> Self {
-        Self::build(config, Vec::new())
-    }
-
-    /// A server whose participants' connections live on `shard` (one UDP port, ICE-lite)
-    /// instead of one webrtc-rs connection and port each; RTMP ingest publications are
-    /// forwarded by the shard too. The room tasks keep the rooms' control state.
-    pub fn with_shard(config: SfuConfig, shard: Shard) -> Self {
-        Self::with_shards(config, vec![shard])
-    }
-
-    /// As [`Sfu::with_shard`], with several shards (see [`Shard::spawn_group`]): each room is
-    /// placed whole on the shard that holds the fewest rooms when it opens.
-    pub fn with_shards(config: SfuConfig, shards: Vec<Shard>) -> Self {
-        Self::build(config, shards.into_iter().map(Arc::new).collect())
-    }
-
-    fn build(config: SfuConfig, shards: Vec<Arc<Shard>>) -> Self {
-        Self {
+    /// Binds the media port and starts `config.media_threads` shards on it (see
+    /// [`Shard::spawn_group`]).
+    pub fn start(config: SfuConfig) -> Result<Self, ShardError> {
+        let shards = Shard::spawn_group(config.shard, config.media_threads)?;
+        Ok(Self {
             inner: Arc::new(SfuInner {
-                transport: Transport::new(config.transport.clone()),
-                config,
+                limits: config.limits,
                 shard_rooms: shards.iter().map(|_| AtomicUsize::new(0)).collect(),
-                shards,
+                shards: shards.into_iter().map(Arc::new).collect(),
                 rooms: DashMap::new(),
                 next_id: AtomicU64::new(1),
-                closed_rooms: Mutex::new(MediaStats::default()),
                 events: events::ServerEvents::default(),
             }),
-        }
+        })
     }
 
-    /// The shard a new room goes to (the one holding the fewest rooms), counted as placed;
-    /// `None` on the webrtc plane.
-    pub(crate) fn place_room(&self) -> Option<usize> {
+    /// The shards, one per media thread.
+    pub fn shards(&self) -> &[Arc<Shard>] {
+        &self.inner.shards
+    }
+
+    /// The shard a new room goes to (the one holding the fewest rooms), counted as placed.
+    fn place_room(&self) -> (usize, Arc<Shard>) {
         let (index, rooms) = self
             .inner
             .shard_rooms
             .iter()
             .enumerate()
-            .min_by_key(|(_, rooms)| rooms.load(Ordering::Relaxed))?;
+            .min_by_key(|(_, rooms)| rooms.load(Ordering::Relaxed))
+            .expect("invariant: Sfu::start starts at least one shard");
         rooms.fetch_add(1, Ordering::Relaxed);
-        Some(index)
-    }
-
-    /// The shard `room` was placed on; `None` on the webrtc plane.
-    pub(crate) fn shard_of(&self, room: &RoomHandle) -> Option<Arc<Shard>> {
-        self.inner.shards.get(room.shard()?).cloned()
+        (index, Arc::clone(&self.inner.shards[index]))
     }
 
     /// A process-wide unique id for participants, publications and subscriptions.
@@ -317,11 +301,6 @@ impl Sfu {
         self.inner.events.send(event);
     }
 
-    /// Whether the server runs on the shard media plane (WHIP/WHEP need it).
-    pub fn on_shard(&self) -> bool {
-        !self.inner.shards.is_empty()
-    }
-
     /// The publications of `room` now, or `None` when no such room is open. Does not create
     /// the room.
     pub async fn room_publications(&self, room: &str) -> Option<Vec<PublicationInfo>> {
@@ -377,33 +356,22 @@ impl Sfu {
         updated.await.map_err(|_| RequestError::Closed)
     }
 
-    /// The shard media plane's counters, or `None` on the webrtc plane; an error when the
-    /// shard's thread has stopped.
-    pub async fn shard_stats(&self) -> Option<Result<ShardStats, ShardError>> {
-        if self.inner.shards.is_empty() {
-            return None;
-        }
+    /// The shards' counters added up; an error when a shard's thread has stopped.
+    pub async fn shard_stats(&self) -> Result<ShardStats, ShardError> {
         let mut sum = ShardStats::default();
         for shard in &self.inner.shards {
-            match shard.stats().await {
-                Ok(stats) => sum.add(&stats),
-                Err(err) => return Some(Err(err)),
-            }
+            sum.add(&shard.stats().await?);
         }
-        Some(Ok(sum))
+        Ok(sum)
     }
 
-    /// What the rooms hold now and what they have counted since the server started. Asks
-    /// every room, waiting at most [`STATS_WAIT`] in all; a room that has not answered by
-    /// then is missing from this reading (see [`SfuStats::rooms_unanswered`]), so a counter
-    /// may read lower than before: readers keep the highest value seen.
+    /// What the rooms and shards hold now and what the shards have counted since the server
+    /// started. Asks every room and shard, waiting at most [`STATS_WAIT`] in all; one that
+    /// has not answered by then is missing from this reading (see
+    /// [`SfuStats::rooms_unanswered`]), so a counter may read lower than before: readers keep
+    /// the highest value seen.
     pub async fn stats(&self) -> SfuStats {
-        // The closed rooms first: a room closing meanwhile is then missed once rather than
-        // counted twice.
-        let mut stats = SfuStats {
-            media: *self.closed_rooms(),
-            ..SfuStats::default()
-        };
+        let mut stats = SfuStats::default();
         let rooms: Vec<RoomHandle> = self.inner.rooms.iter().map(|r| r.value().clone()).collect();
         stats.rooms = rooms.len();
         let deadline = tokio::time::Instant::now() + STATS_WAIT;
@@ -413,16 +381,13 @@ impl Sfu {
                 Ok(Some(reply)) => {
                     stats.participants += reply.participants;
                     stats.publications += reply.publications;
-                    stats.subscriptions += reply.subscriptions;
-                    stats.media.add(&reply.media);
                 }
-                // Closed meanwhile: its counts are in `closed_rooms` for the next reading.
+                // Closed meanwhile.
                 Ok(None) => {}
                 Err(_) => stats.rooms_unanswered += 1,
             }
         }
-        // On the shard plane the shard routes the media: its cores hold the subscriptions
-        // and the media counters.
+        // The shards route the media: their cores hold the subscriptions and the counters.
         for shard in &self.inner.shards {
             if let Ok(Ok(shard)) = tokio::time::timeout_at(deadline, shard.stats()).await {
                 stats.subscriptions += usize::try_from(shard.subscriptions).unwrap_or(usize::MAX);
@@ -432,34 +397,17 @@ impl Sfu {
         stats
     }
 
-    fn closed_rooms(&self) -> std::sync::MutexGuard<'_, MediaStats> {
-        // Plain counters: consistent even if a holder panicked.
-        self.inner
-            .closed_rooms
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
-
-    /// Called by a room task that has emptied and is ending, with its final counters.
-    fn room_closed(&self, room: &str, handle_id: u64, shard: Option<usize>, media: MediaStats) {
+    /// Called by a room task that has emptied and is ending.
+    fn room_closed(&self, room: &str, handle_id: u64, shard: usize) {
         self.inner
             .rooms
             .remove_if(room, |_, handle| handle.id() == handle_id);
-        if let Some(rooms) = shard.and_then(|index| self.inner.shard_rooms.get(index)) {
+        if let Some(rooms) = self.inner.shard_rooms.get(shard) {
             rooms.fetch_sub(1, Ordering::Relaxed);
         }
-        self.closed_rooms().add(&media);
-    }
-
-    fn transport(&self) -> &Transport {
-        &self.inner.transport
     }
 
     fn limits(&self) -> &Limits {
-        &self.inner.config.limits
-    }
-
-    fn room_config(&self) -> &crate::core::RoomConfig {
-        &self.inner.config.room
+        &self.inner.limits
     }
 }

@@ -1,15 +1,13 @@
 //! Counters of the whole media server, gathered when asked (for `/metrics`): each room task
-//! adds up what its routing core and its own queues counted, and a closed room's totals are
-//! kept by the [`Sfu`](super::Sfu) so that the sums only ever grow.
+//! tells who and what it holds, and each shard what its rooms' routing cores counted (closed
+//! rooms included, so the sums only ever grow).
 
 use std::time::Duration;
 
 use crate::core::{DropCounts, DropReason, PublicationStats, RoomStats, SubscriptionStats};
 
-/// Cumulative media counters of one room, or of all rooms together.
-///
-/// On the webrtc media plane the room tasks route the media and fill these; on the shard plane
-/// the shard's rooms do ([`crate::shard::ShardStats::media`]).
+/// Cumulative media counters of one shard's rooms, or of all shards together
+/// ([`crate::shard::ShardStats::media`]).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MediaStats {
     /// RTP packets that reached a routing core, dropped or not.
@@ -23,10 +21,6 @@ pub struct MediaStats {
     /// Packets the routing core did not forward, by [`DropReason`] index: a reason that
     /// concerns one subscription counts once per subscription.
     drops: [u64; DropReason::ALL.len()],
-    /// RTP dropped because a room's queue was full.
-    pub room_queue_drops: u64,
-    /// Forwarded packets dropped because a subscription's queue was full.
-    pub subscription_queue_drops: u64,
     /// Lost packets named in subscribers' NACKs.
     pub nacked_packets: u64,
     /// Keyframe requests (PLI/FIR) from subscribers.
@@ -61,8 +55,6 @@ impl MediaStats {
         for (sum, count) in self.drops.iter_mut().zip(other.drops) {
             *sum += count;
         }
-        self.room_queue_drops += other.room_queue_drops;
-        self.subscription_queue_drops += other.subscription_queue_drops;
         self.nacked_packets += other.nacked_packets;
         self.keyframe_requests_received += other.keyframe_requests_received;
         self.keyframe_requests_sent += other.keyframe_requests_sent;
@@ -92,13 +84,11 @@ impl MediaStats {
     }
 }
 
-/// What one room holds now, and what it has counted.
+/// What one room holds now.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct RoomStatsReply {
     pub participants: usize,
     pub publications: usize,
-    pub subscriptions: usize,
-    pub media: MediaStats,
 }
 
 /// The media server as a whole, at one moment.
@@ -110,20 +100,21 @@ pub struct SfuStats {
     pub participants: usize,
     /// Publications in the rooms that answered.
     pub publications: usize,
-    /// Subscriptions in the rooms that answered (on the shard plane: in the shard).
+    /// Subscriptions in the shards that answered.
     pub subscriptions: usize,
-    /// Commands (mostly RTP) waiting in the fullest room queue: near the queue's bound
-    /// (`Limits::room_queue`), that room drops media.
+    /// Control commands waiting in the fullest room queue: near the queue's bound
+    /// (`Limits::room_queue`), requests to that room wait.
     pub deepest_room_queue: usize,
-    /// Counters since the server started, of open and closed rooms.
+    /// Counters since the server started, of open and closed rooms (from the shards that
+    /// answered).
     pub media: MediaStats,
     /// Rooms too busy to answer within [`STATS_WAIT`]: their counts are missing from this
     /// reading.
     pub rooms_unanswered: usize,
 }
 
-/// How long [`Sfu::stats`](super::Sfu::stats) waits for all rooms together: a room whose
-/// queue is full of media answers late.
+/// How long [`Sfu::stats`](super::Sfu::stats) waits for all rooms and shards together: a
+/// busy one answers late.
 pub const STATS_WAIT: Duration = Duration::from_millis(500);
 
 #[cfg(test)]
@@ -137,8 +128,6 @@ mod tests {
             bytes_in: 10,
             packets_out: 2,
             bytes_out: 20,
-            room_queue_drops: 3,
-            subscription_queue_drops: 4,
             nacked_packets: 5,
             keyframe_requests_received: 6,
             keyframe_requests_sent: 7,

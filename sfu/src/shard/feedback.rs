@@ -14,12 +14,10 @@ use tracing::{debug, info};
 use super::peer::{LegState, PeerKey};
 use super::worker::Worker;
 use crate::core::{Input, MediaKind, ParticipantId, Ssrc, SubscriptionId};
-use crate::transport::{
-    ClockAnchor, PeerEvent, PeerRole, nacked_packets, remb_bits_per_second, round_trip,
-};
+use crate::transport::{ClockAnchor, PeerRole, nacked_packets, remb_bits_per_second, round_trip};
 
 /// How often each subscriber connection's send-side estimate is handed to its room's
-/// allocator (as the webrtc-rs transport's participants do).
+/// allocator.
 pub(super) const BANDWIDTH_REPORT_INTERVAL: Duration = Duration::from_millis(500);
 
 impl Worker {
@@ -130,10 +128,7 @@ impl Worker {
         }
         let participant = peer.participant;
         let mut inputs = Vec::new();
-        while let Ok(event) = peer.congestion.try_recv() {
-            let PeerEvent::Congested(congestion) = event else {
-                continue;
-            };
+        while let Ok(congestion) = peer.congestion.try_recv() {
             info!(
                 %participant,
                 delivered_bps = congestion.delivered_bits_per_second,

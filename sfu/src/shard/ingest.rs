@@ -1,4 +1,4 @@
-//! Publications produced inside the server (RTMP ingest) on the shard plane: the publisher has
+//! Publications produced inside the server (RTMP, RTSP ingest) on the shard: the publisher has
 //! no peer connection, its RTP arrives on one bounded queue from the ingest tasks, and new
 //! subscribers start from the packets since the last keyframe (an encoder cannot be asked for
 //! one).

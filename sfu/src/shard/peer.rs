@@ -24,7 +24,7 @@ use super::paths::Paths;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::interceptors::{AUDIO_LEVEL_URI, ConnectionControls, configure};
 use crate::transport::{
-    ClockAnchor, CodecInfo, PeerEvent, PeerRole, RemoteSenderClock, sluice_media_engine,
+    ClockAnchor, CodecInfo, Congestion, PeerRole, RemoteSenderClock, sluice_media_engine,
 };
 
 /// Adds `candidate` (its `candidate:` line) to `held` unless known; refuses past `cap`.
@@ -128,7 +128,7 @@ pub(crate) struct ShardPeer {
     /// What the connection's own interceptors share with the shard.
     pub(crate) controls: ConnectionControls,
     /// Congestion signals of a subscriber connection's estimator.
-    pub(crate) congestion: tokio::sync::mpsc::Receiver<PeerEvent>,
+    pub(crate) congestion: tokio::sync::mpsc::Receiver<Congestion>,
     /// Publisher: its sender reports' NTP clock placed on ours, and per SSRC the latest
     /// report as an anchor of that stream's RTP clock.
     pub(crate) sender_clock: RemoteSenderClock,
@@ -359,14 +359,14 @@ fn build(
     certificate: &RTCCertificate,
     playout_delay: bool,
     controls: &ConnectionControls,
-    events: tokio::sync::mpsc::Sender<PeerEvent>,
+    congestion: tokio::sync::mpsc::Sender<Congestion>,
     now: Instant,
 ) -> Result<RTCPeerConnection, ShardError> {
-    // The codecs and interceptor chain of the webrtc-rs transport: NACK/RTX, reports, TWCC
-    // and GCC, probing and repair horizons alike on both planes.
+    // Sluice's codecs and interceptor chain: NACK/RTX, reports, TWCC and GCC, probing and
+    // repair horizons.
     let mut engine = sluice_media_engine().map_err(rtc_err)?;
     let registry =
-        configure(role, &mut engine, playout_delay, controls, events).map_err(rtc_err)?;
+        configure(role, &mut engine, playout_delay, controls, congestion).map_err(rtc_err)?;
     // The agent draws its own credentials (and new ones on an ICE restart); the shard reads
     // the ufrag from each local description.
     // A lite agent sends no keepalives: it hears the client's consent checks (every 4–6 s,

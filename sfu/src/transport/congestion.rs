@@ -4,12 +4,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::core::downlink::queue_delay::{PacketFeedback, QueueDelayDetector};
+use crate::core::downlink::queue_delay::{Congestion, PacketFeedback, QueueDelayDetector};
 use rtc::interceptor::{BandwidthEstimator, EstimatorStats, PacketReport};
 use tokio::sync::mpsc;
 use tracing::{debug, warn};
 
-use super::PeerEvent;
 use super::interceptors::BandwidthEstimate;
 use super::probe::ProbeControl;
 use std::sync::Arc;
@@ -42,11 +41,11 @@ impl PathState {
 }
 
 /// GCC with a [`QueueDelayDetector`] beside it. GCC's estimate is passed on unchanged (it
-/// drives upgrades); a congestion signal goes to the application as [`PeerEvent::Congested`].
+/// drives upgrades); a congestion signal goes to the application as a [`Congestion`].
 pub struct QueueDelayWatch<E> {
     estimator: E,
     detector: QueueDelayDetector,
-    events: mpsc::Sender<PeerEvent>,
+    events: mpsc::Sender<Congestion>,
     /// A running probe stops at the first sign of a queue, before the application hears of it.
     probe: Arc<ProbeControl>,
     path: Arc<PathState>,
@@ -57,7 +56,7 @@ pub struct QueueDelayWatch<E> {
 impl<E: BandwidthEstimator> QueueDelayWatch<E> {
     pub fn new(
         estimator: E,
-        events: mpsc::Sender<PeerEvent>,
+        events: mpsc::Sender<Congestion>,
         probe: Arc<ProbeControl>,
         path: Arc<PathState>,
         estimate: Arc<BandwidthEstimate>,
@@ -91,7 +90,7 @@ impl<E: BandwidthEstimator> BandwidthEstimator for QueueDelayWatch<E> {
             congestion.during_probe = self.probe.stop(now) || probing;
             self.path.mark_congested(now);
             debug!(?congestion, "subscriber path congested");
-            if let Err(err) = self.events.try_send(PeerEvent::Congested(congestion)) {
+            if let Err(err) = self.events.try_send(congestion) {
                 warn!(%err, "congestion signal dropped");
             }
         }

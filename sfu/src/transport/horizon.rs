@@ -9,9 +9,8 @@
 //! repairs (ADR 0024).
 //!
 //! The routing core reports each restart as an output sequence number of the subscription's
-//! SSRC (`Output::RepairHorizon`). The room task records it here right after handing the
-//! restart's first packet to the track writer, so it is in place before any NACK could name a
-//! later packet. This interceptor, read-side just below the NACK responder, strips the sequence
+//! SSRC (`Output::RepairHorizon`). The shard records it here while it writes the restart's
+//! first packet, so it is in place before any NACK could name a later packet. This interceptor, read-side just below the NACK responder, strips the sequence
 //! numbers before it from inbound NACKs, and drops a NACK left empty.
 
 use std::collections::{HashMap, VecDeque};

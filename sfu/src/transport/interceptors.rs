@@ -1,7 +1,5 @@
 //! The media engine extensions and interceptor chain of each connection role, and the state
-//! its own interceptors share with the code that drives the connection. webrtc-rs connections
-//! and the shard's sans-IO `rtc` connections are built from the same chain, so both planes
-//! repair, report and estimate alike.
+//! its own interceptors share with the shard that drives the connection.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +25,7 @@ use super::repeat::RepeatedRetransmissions;
 use super::reports::{SampledClocks, SenderReports, SentReports};
 use super::rtx::RepairedStreams;
 use super::send_time::{ABS_SEND_TIME_URI, AbsSendTimeStamper};
-use super::{PeerEvent, PeerRole, TransportError};
+use super::{Congestion, PeerRole, TransportError};
 
 /// GCC's starting point on a subscriber connection: high enough for a 720p simulcast layer
 /// at once on a good path; GCC backs off within about a second where the path cannot carry it.
@@ -64,7 +62,7 @@ pub(crate) const AUDIO_LEVEL_URI: &str = "urn:ietf:params:rtp-hdrext:ssrc-audio-
 /// What a connection's own interceptors share with the code that drives it.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct ConnectionControls {
-    /// Written by the sending tracks, read by the connection's sender reports.
+    /// Written as the shard forwards, read by the connection's sender reports.
     pub(crate) clocks: Arc<SampledClocks>,
     /// Written by the sender reports, read where receiver reports arrive (round trips).
     pub(crate) sent_reports: Arc<SentReports>,
@@ -97,13 +95,13 @@ impl BandwidthEstimate {
 
 /// Registers the header extensions and codecs `role` needs on `engine` and builds its
 /// interceptor chain. With `playout_delay`, subscriber video negotiates the playout-delay
-/// extension. Congestion signals of a subscriber connection go to `events`.
+/// extension. Congestion signals of a subscriber connection go to `congestion`.
 pub(crate) fn configure(
     role: PeerRole,
     engine: &mut MediaEngine,
     playout_delay: bool,
     controls: &ConnectionControls,
-    events: mpsc::Sender<PeerEvent>,
+    congestion: mpsc::Sender<Congestion>,
 ) -> Result<Registry, TransportError> {
     let registry = match role {
         // The client estimates its uplink from our TWCC feedback (and NACKs us for loss), and
@@ -178,7 +176,7 @@ pub(crate) fn configure(
                 registry,
                 QueueDelayWatch::new(
                     Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
-                    events,
+                    congestion,
                     Arc::clone(&controls.probe),
                     Arc::clone(&controls.path),
                     Arc::clone(&controls.estimate),

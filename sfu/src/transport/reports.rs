@@ -4,8 +4,8 @@
 //! A receiver lines up the audio and video of one stream by their sender reports: each maps an
 //! RTP timestamp to a wall-clock (NTP) time. webrtc-rs's report interceptor maps the last
 //! packet's timestamp to the moment that packet was *written*; then any delay that one
-//! track's path adds and the other's does not (AAC → Opus transcoding, a writer task waiting
-//! for a core) shows up as lip-sync error at the viewer. Here a packet that knows when its
+//! track's path adds and the other's does not (AAC → Opus transcoding, a queue waiting for a
+//! busy thread) shows up as lip-sync error at the viewer. Here a packet that knows when its
 //! media was sampled ([`RtpPacket::sampled_at`](crate::core::RtpPacket::sampled_at), set by
 //! RTMP ingest from the encoder's timeline) anchors its track's reports to that instant
 //! instead, so every track of a source shares one clock. Tracks without it fall back to the
@@ -112,7 +112,7 @@ impl RemoteSenderClock {
     }
 }
 
-/// Where the writers of one connection's tracks leave, per SSRC, the sampling instant of the
+/// Where the shard, writing one connection's tracks, leaves, per SSRC, the sampling instant of the
 /// last packet that had one; the report interceptor of the same connection reads it.
 #[derive(Debug, Default)]
 pub(crate) struct SampledClocks {

@@ -24,12 +24,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sluice_sfu::ingest::{RtspSource, StreamKeys, StreamTarget};
-use sluice_sfu::transport::TransportConfig;
 
 use crate::auth::check_name;
 use crate::origin;
 pub use crate::secret::Secret;
 pub use rtsp::RtspSourceEntry;
+pub use values::{IceTcpPort, MediaPlane, RtmpKey, RtmpListen, UdpPortRange};
 
 /// Sluice at info; the WebRTC stack only when something is wrong (its DTLS and ICE layers log
 /// routine retransmissions as warnings).
@@ -44,6 +44,9 @@ const MAX_PLAYOUT_DELAY: Duration = Duration::from_millis(1000);
 
 /// Longest resume grace period.
 const MAX_RESUME_GRACE: Duration = Duration::from_secs(300);
+
+/// Most media threads (shards) one server runs.
+const MAX_MEDIA_THREADS: usize = 256;
 
 /// Longest drain deadline.
 const MAX_DRAIN_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -61,28 +64,25 @@ pub struct ServeArgs {
     /// Address for HTTP and WebSocket signaling [default: 127.0.0.1:8080].
     #[arg(long, env = "SLUICE_LISTEN", value_name = "ADDR:PORT")]
     pub listen: Option<SocketAddr>,
-    /// UDP port range for media on the webrtc plane, e.g. 50000-50100 [default: OS-assigned
-    /// ephemeral ports].
-    #[arg(long, env = "SLUICE_UDP_PORTS", value_name = "LO-HI")]
-    #[serde(deserialize_with = "deserialize_port_range")]
-    pub udp_ports: Option<PortRange>,
+    /// Refused: media uses one UDP port for every connection (see --udp-port).
+    #[arg(long, env = "SLUICE_UDP_PORTS", value_name = "LO-HI", hide = true)]
+    pub udp_ports: Option<UdpPortRange>,
     /// IP advertised in ICE candidates [default: bind 127.0.0.1 and advertise it].
     #[arg(long, env = "SLUICE_PUBLIC_IP", value_name = "IP")]
     pub public_ip: Option<IpAddr>,
-    /// Media plane: "shard" (one thread and one UDP port for all media, ICE-lite; see
-    /// --udp-port) or "webrtc" (one webrtc-rs connection and UDP port per peer connection, see
-    /// --udp-ports) [default: shard].
-    #[arg(long, env = "SLUICE_MEDIA_PLANE", value_name = "webrtc|shard")]
+    /// Media plane: "shard", the only one (media threads sharing one UDP port, ICE-lite; see
+    /// --udp-port) [default: shard].
+    #[arg(long, env = "SLUICE_MEDIA_PLANE", value_name = "shard")]
     pub media_plane: Option<MediaPlane>,
-    /// The one UDP port of the shard media plane [default: 0 = OS-assigned, logged at start].
+    /// The one UDP port of all media [default: 0 = OS-assigned, logged at start].
     #[arg(long, env = "SLUICE_UDP_PORT", value_name = "PORT")]
     pub udp_port: Option<u16>,
     /// The ICE-TCP port (RFC 6544 passive candidates, for clients whose network blocks UDP),
     /// or `off` [default: the UDP port's number].
     #[arg(long, env = "SLUICE_TCP_PORT", value_name = "PORT|off")]
     pub tcp_port: Option<IceTcpPort>,
-    /// Media threads of the shard plane, each a shard on the one UDP port; rooms are placed
-    /// whole on one [default: the machine's cores].
+    /// Media threads, each a shard on the one UDP port; rooms are placed whole on one
+    /// [default: the machine's cores].
     #[arg(long, env = "SLUICE_MEDIA_THREADS", value_name = "N")]
     pub media_threads: Option<usize>,
     /// Token signing secret, at least 16 bytes [default: random per start (demo mode)].
@@ -169,105 +169,18 @@ pub struct ServeArgs {
     pub webhook_urls: Option<Vec<url::Url>>,
 }
 
-/// Which media plane carries the participants' connections.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MediaPlane {
-    /// One webrtc-rs peer connection, task set and UDP port per connection.
-    Webrtc,
-    /// One shard thread owning one UDP port for all connections (ICE-lite).
-    #[default]
-    Shard,
-}
-
-impl std::str::FromStr for MediaPlane {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "webrtc" => Ok(Self::Webrtc),
-            "shard" => Ok(Self::Shard),
-            other => Err(format!(
-                "invalid media plane {other:?}: expected webrtc or shard"
-            )),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MediaPlane {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Most media threads (shards) one server runs.
-const MAX_MEDIA_THREADS: usize = 256;
-
-/// The ICE-TCP port setting: `off`, or a port number (the UDP port's number by default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum IceTcpPort {
-    Off,
-    #[default]
-    SameAsUdp,
-    Port(u16),
-}
-
-impl IceTcpPort {
-    /// The shard's form of this setting.
-    pub fn shard(self) -> sluice_sfu::shard::TcpPort {
-        match self {
-            Self::Off => sluice_sfu::shard::TcpPort::Off,
-            Self::SameAsUdp => sluice_sfu::shard::TcpPort::SameAsUdp,
-            Self::Port(port) => sluice_sfu::shard::TcpPort::Port(port),
-        }
-    }
-}
-
-impl std::str::FromStr for IceTcpPort {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "off" => Ok(Self::Off),
-            port => port
-                .parse()
-                .map(Self::Port)
-                .map_err(|_| format!("invalid ICE-TCP port {port:?}: expected a port or off")),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for IceTcpPort {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Port(u16),
-            Text(String),
-        }
-        match Form::deserialize(deserializer)? {
-            Form::Port(port) => Ok(Self::Port(port)),
-            Form::Text(text) => text.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 /// The server configuration after merging defaults, file, environment and flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address for HTTP and WebSocket signaling.
     pub listen: SocketAddr,
-    /// UDP ports for media; `None` lets the OS pick ephemeral ports.
-    pub udp_ports: Option<PortRange>,
     /// IP advertised in ICE candidates; `None` binds and advertises 127.0.0.1.
     pub public_ip: Option<IpAddr>,
-    /// The media plane (`"webrtc"` or `"shard"`).
-    pub media_plane: MediaPlane,
-    /// The shard media plane's one UDP port; `None` lets the OS pick one.
+    /// The one UDP port of all media; `None` lets the OS pick one.
     pub udp_port: Option<u16>,
-    /// The shard media plane's ICE-TCP port.
+    /// The ICE-TCP port.
     pub tcp_port: IceTcpPort,
-    /// The shard media plane's media threads (shards).
+    /// Media threads (shards).
     pub media_threads: usize,
     /// Token signing secret; `None` means generate a random one at start.
     pub secret: Option<Secret>,
@@ -303,9 +216,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080),
-            udp_ports: None,
             public_ip: None,
-            media_plane: MediaPlane::Shard,
             udp_port: None,
             tcp_port: IceTcpPort::default(),
             media_threads: std::thread::available_parallelism().map_or(1, usize::from),
@@ -325,70 +236,6 @@ impl Default for Config {
             webhook_urls: Vec::new(),
         }
     }
-}
-
-/// Where the RTMP ingest listens, if anywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RtmpListen {
-    Off,
-    On(SocketAddr),
-}
-
-impl std::str::FromStr for RtmpListen {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "off" => Ok(Self::Off),
-            addr => addr
-                .parse()
-                .map(Self::On)
-                .map_err(|_| format!("invalid RTMP address {addr:?}: expected ADDR:PORT or off")),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for RtmpListen {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// One configured RTMP stream key and the room and identity it publishes as.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RtmpKey {
-    pub key: Secret,
-    pub room: String,
-    pub identity: String,
-}
-
-impl std::str::FromStr for RtmpKey {
-    type Err = String;
-
-    /// `KEY=ROOM/IDENTITY`. Errors never repeat the key.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = "expected KEY=ROOM/IDENTITY";
-        let (key, target) = s.trim().split_once('=').ok_or(usage)?;
-        let (room, identity) = target.split_once('/').ok_or(usage)?;
-        Ok(Self {
-            key: key.into(),
-            room: room.to_owned(),
-            identity: identity.to_owned(),
-        })
-    }
-}
-
-/// The media port range type is the transport's own (`lo-hi`, e.g. `50000-50100`).
-pub use sluice_sfu::transport::PortRange;
-
-fn deserialize_port_range<'de, D: serde::Deserializer<'de>>(
-    deserializer: D,
-) -> Result<Option<PortRange>, D::Error> {
-    let text: Option<String> = serde::Deserialize::deserialize(deserializer)?;
-    text.map(|t| t.parse().map_err(serde::de::Error::custom))
-        .transpose()
 }
 
 /// Why the configuration could not be loaded.
@@ -464,9 +311,10 @@ impl Config {
         let ServeArgs {
             config: _,
             listen,
-            udp_ports,
+            // Both refuse every value when parsed: only `None` reaches here.
+            udp_ports: _,
             public_ip,
-            media_plane,
+            media_plane: _,
             udp_port,
             tcp_port,
             media_threads,
@@ -486,9 +334,7 @@ impl Config {
             webhook_urls,
         } = layer;
         set(&mut self.listen, listen);
-        set(&mut self.udp_ports, udp_ports.map(Some));
         set(&mut self.public_ip, public_ip.map(Some));
-        set(&mut self.media_plane, media_plane);
         set(&mut self.udp_port, udp_port.map(Some));
         set(&mut self.tcp_port, tcp_port);
         set(&mut self.media_threads, media_threads);
@@ -518,7 +364,7 @@ impl Config {
     }
 
     /// Checks value ranges: secret (if set) ≥ 16 bytes, `max_message_rate` ≥ 1,
-    /// `max_message_bytes` in 1 KiB..=1 MiB, a sane UDP range, an advertisable
+    /// `max_message_bytes` in 1 KiB..=1 MiB, an advertisable
     /// public IP, well-formed origins and RTMP stream keys.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |msg: String| Err(ConfigError::Invalid(msg));
@@ -559,11 +405,6 @@ impl Config {
                 "max_message_bytes must be between 1024 and 1048576, got {}",
                 self.max_message_bytes
             ));
-        }
-        if let Some(range) = self.udp_ports
-            && let Err(e) = PortRange::new(range.lo, range.hi)
-        {
-            return invalid(format!("udp_ports: {e}"));
         }
         if let Some(ip) = self.public_ip
             && (ip.is_unspecified() || ip.is_multicast())
@@ -634,14 +475,10 @@ impl Config {
         Ok(sources)
     }
 
-    /// The media transport this configuration asks for.
-    pub fn transport(&self) -> TransportConfig {
-        TransportConfig {
-            udp_ports: self.udp_ports,
-            public_ip: self.public_ip,
-            // `validate` keeps the delay within 1000 ms.
-            playout_delay_ms: u16::try_from(self.playout_delay.as_millis()).unwrap_or(u16::MAX),
-        }
+    /// The minimum playout delay asked of subscribers, in ms (0: not asked).
+    pub fn playout_delay_ms(&self) -> u16 {
+        // `validate` keeps the delay within 1000 ms.
+        u16::try_from(self.playout_delay.as_millis()).unwrap_or(u16::MAX)
     }
 
     /// Maximum burst of signaling messages per connection (twice the rate).
@@ -672,3 +509,4 @@ fn parse_toml(text: &str, path: Option<&Path>) -> Result<ServeArgs, ConfigError>
 mod rtsp;
 #[cfg(test)]
 mod tests;
+mod values;

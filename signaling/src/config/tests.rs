@@ -49,7 +49,6 @@ fn full_file_parses() {
     let config = Config::from_toml_str(
         r#"
         listen = "0.0.0.0:9000"
-        udp_ports = "50000-50100"
         public_ip = "203.0.113.7"
         secret = "0123456789abcdef"
         allowed_origins = ["https://app.example.com", "http://localhost:5173"]
@@ -61,13 +60,6 @@ fn full_file_parses() {
     .unwrap();
     config.validate().unwrap();
     assert_eq!(config.listen, "0.0.0.0:9000".parse::<SocketAddr>().unwrap());
-    assert_eq!(
-        config.udp_ports,
-        Some(PortRange {
-            lo: 50000,
-            hi: 50100
-        })
-    );
     assert_eq!(
         config.public_ip,
         Some("203.0.113.7".parse::<IpAddr>().unwrap())
@@ -108,7 +100,7 @@ fn precedence_flags_over_file_over_defaults() {
     assert_eq!(config.log, "debug");
     assert_eq!(config.max_message_bytes, 4096);
     // Defaults fill the rest.
-    assert_eq!(config.udp_ports, None);
+    assert_eq!(config.udp_port, None);
     assert_eq!(config.secret, None);
 }
 
@@ -167,21 +159,15 @@ fn precedence_through_clap() {
         path,
         "--log",
         "trace",
-        "--udp-ports",
-        "40000-40010",
+        "--udp-port",
+        "40000",
     ])
     .unwrap();
     assert!(cli.command.is_none());
     let config = Config::load(&cli.serve).unwrap();
     assert_eq!(config.log, "trace");
     assert_eq!(config.max_message_rate, 7);
-    assert_eq!(
-        config.udp_ports,
-        Some(PortRange {
-            lo: 40000,
-            hi: 40010
-        })
-    );
+    assert_eq!(config.udp_port, Some(40000));
 }
 
 #[test]
@@ -224,31 +210,27 @@ fn missing_file_is_a_read_error() {
     assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
 }
 
-#[test]
-fn bad_port_range() {
-    for bad in [
-        "", "5", "0-10", "10-5", "1-70000", "a-b", "1-", "-1", "1-2-3",
-    ] {
-        assert!(bad.parse::<PortRange>().is_err(), "{bad:?}");
+/// The text of a configuration error, its causes included (a TOML error names the key).
+fn error_text(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
     }
-    let range: PortRange = "50000-50100".parse().unwrap();
-    assert_eq!(
-        range,
-        PortRange {
-            lo: 50000,
-            hi: 50100
-        }
-    );
-    assert_eq!(range.to_string(), "50000-50100");
-    assert_eq!(range.len(), 101);
-    assert_eq!("7-7".parse::<PortRange>().unwrap().len(), 1);
-    assert!(Config::from_toml_str("udp_ports = \"9-1\"").is_err());
-    assert!(Cli::try_parse_from(["sluice", "--udp-ports", "0-100"]).is_err());
-    let invalid = Config {
-        udp_ports: Some(PortRange { lo: 10, hi: 5 }),
-        ..Config::default()
-    };
-    assert!(matches!(invalid.validate(), Err(ConfigError::Invalid(_))));
+    text
+}
+
+#[test]
+fn a_udp_port_range_is_refused_with_the_reason() {
+    let flag = Cli::try_parse_from(["sluice", "--udp-ports", "50000-50100"]).unwrap_err();
+    let toml = Config::from_toml_str("udp_ports = \"50000-50100\"\n").unwrap_err();
+    for text in [flag.to_string(), error_text(&toml)] {
+        assert!(text.contains("--udp-port PORT"), "{text}");
+        assert!(text.contains("replace --udp-ports"), "{text}");
+    }
+    // Not even a well-formed value or another type slips through.
+    assert!(Config::from_toml_str("udp_ports = 5\n").is_err());
 }
 
 #[test]
@@ -415,14 +397,12 @@ fn serve_flags_parse() {
 #[test]
 fn media_plane_and_udp_port_from_flags_and_toml() {
     let cli =
-        Cli::try_parse_from(["sluice", "--media-plane", "webrtc", "--udp-port", "40000"]).unwrap();
+        Cli::try_parse_from(["sluice", "--media-plane", "shard", "--udp-port", "40000"]).unwrap();
+    assert_eq!(cli.serve.media_plane, Some(MediaPlane::Shard));
     let config = Config::load(&cli.serve).unwrap();
-    assert_eq!(config.media_plane, MediaPlane::Webrtc);
     assert_eq!(config.udp_port, Some(40000));
-    let toml = Config::from_toml_str("media_plane = \"webrtc\"\nudp_port = 40001\n").unwrap();
-    assert_eq!(toml.media_plane, MediaPlane::Webrtc);
+    let toml = Config::from_toml_str("media_plane = \"shard\"\nudp_port = 40001\n").unwrap();
     assert_eq!(toml.udp_port, Some(40001));
-    assert_eq!(Config::default().media_plane, MediaPlane::Shard);
     assert_eq!(Config::default().tcp_port, IceTcpPort::SameAsUdp);
     let tcp = Cli::try_parse_from(["sluice", "--tcp-port", "off"]).unwrap();
     assert_eq!(Config::load(&tcp.serve).unwrap().tcp_port, IceTcpPort::Off);
@@ -449,6 +429,19 @@ fn media_plane_and_udp_port_from_flags_and_toml() {
     );
     assert!(Cli::try_parse_from(["sluice", "--media-plane", "fast"]).is_err());
     assert!(Config::from_toml_str("media_plane = \"fast\"\n").is_err());
+}
+
+#[test]
+fn the_webrtc_media_plane_is_refused_with_the_reason() {
+    let flag = Cli::try_parse_from(["sluice", "--media-plane", "webrtc"]).unwrap_err();
+    let toml = Config::from_toml_str("media_plane = \"webrtc\"\n").unwrap_err();
+    for text in [flag.to_string(), error_text(&toml)] {
+        assert!(
+            text.contains("the webrtc media plane no longer exists"),
+            "{text}"
+        );
+        assert!(text.contains("remove --media-plane"), "{text}");
+    }
 }
 
 #[test]

@@ -20,11 +20,6 @@ use sluice_sfu::shard::ShardStats;
 use crate::session::SessionCounters;
 use process::ProcessStats;
 
-/// The `reason` label of packets dropped at a full room queue.
-const ROOM_QUEUE_FULL: &str = "room_queue_full";
-/// The `reason` label of forwarded packets dropped at a full subscription queue.
-const SUBSCRIPTION_QUEUE_FULL: &str = "subscription_queue_full";
-
 /// One server's metrics: its recorder and what it reads at each scrape.
 pub struct Metrics {
     recorder: PrometheusRecorder,
@@ -59,11 +54,8 @@ impl Metrics {
     /// Reads every source and renders the text exposition.
     pub async fn render(&self, sfu: &Sfu, sessions: &SessionCounters, draining: bool) -> String {
         let stats = sfu.stats().await;
-        let shard = match sfu.shard_stats().await {
-            Some(Ok(shard)) => Some(shard),
-            // The shard's thread stopped: its counters are gone (`/readyz` says so).
-            Some(Err(_)) | None => None,
-        };
+        // A shard's thread stopped: its counters are gone (`/readyz` says so).
+        let shard = sfu.shard_stats().await.ok();
         metrics::with_local_recorder(&self.recorder, || {
             record_sfu(&stats);
             if let Some(shard) = &shard {
@@ -101,10 +93,6 @@ fn record_sfu(stats: &SfuStats) {
     for (reason, count) in media.drops_by_reason() {
         counter!("sluice_packets_dropped_total", "reason" => reason.as_str()).absolute(count);
     }
-    counter!("sluice_packets_dropped_total", "reason" => ROOM_QUEUE_FULL)
-        .absolute(media.room_queue_drops);
-    counter!("sluice_packets_dropped_total", "reason" => SUBSCRIPTION_QUEUE_FULL)
-        .absolute(media.subscription_queue_drops);
     counter!("sluice_nack_packets_total").absolute(media.nacked_packets);
     counter!("sluice_keyframe_requests_received_total").absolute(media.keyframe_requests_received);
     counter!("sluice_keyframe_requests_sent_total").absolute(media.keyframe_requests_sent);
@@ -140,11 +128,11 @@ fn describe() {
     );
     describe_gauge!(
         "sluice_room_queue_depth_max",
-        "Commands (mostly RTP) waiting in the fullest room queue; at its bound the room drops media."
+        "Control commands waiting in the fullest room queue; at its bound requests to the room wait."
     );
     describe_counter!(
         "sluice_packets_in_total",
-        "RTP packets that reached a room's routing core (webrtc media plane)."
+        "RTP packets that reached a room's routing core."
     );
     describe_counter!(
         "sluice_bytes_in_total",
@@ -153,7 +141,7 @@ fn describe() {
     );
     describe_counter!(
         "sluice_packets_out_total",
-        "RTP packets forwarded to subscriptions, one per subscription (webrtc media plane)."
+        "RTP packets forwarded to subscriptions, one per subscription."
     );
     describe_counter!(
         "sluice_bytes_out_total",
@@ -192,10 +180,7 @@ fn describe() {
         "sluice_rtmp_streams",
         "RTMP ingest streams: live (an encoder publishes) or parked (waiting for it to reconnect)."
     );
-    describe_gauge!(
-        "sluice_shard_peers",
-        "Peer connections on the shard media plane."
-    );
+    describe_gauge!("sluice_shard_peers", "Peer connections on the shards.");
     describe_counter!(
         "sluice_shard_datagrams_in_total",
         "UDP datagrams the shard received."
@@ -251,7 +236,7 @@ mod tests {
     #[tokio::test]
     async fn an_idle_server_renders_its_metrics() {
         let metrics = Metrics::new();
-        let sfu = Sfu::new(SfuConfig::default());
+        let sfu = Sfu::start(SfuConfig::default()).expect("a shard on loopback");
         let text = metrics
             .render(&sfu, &SessionCounters::default(), false)
             .await;
@@ -263,7 +248,6 @@ mod tests {
             "# TYPE sluice_packets_in_total counter",
             "sluice_packets_in_total 0",
             "sluice_packets_dropped_total{reason=\"waiting_for_keyframe\"} 0",
-            "sluice_packets_dropped_total{reason=\"room_queue_full\"} 0",
             "sluice_draining 0",
             "sluice_websocket_sessions 0",
         ] {
@@ -279,8 +263,8 @@ mod tests {
         {
             assert!(line.starts_with("sluice_"), "{line}");
         }
-        // The shard's metrics only on the shard plane, RTMP's only with RTMP.
-        assert!(!text.contains("sluice_shard_"));
+        // The shards' metrics always, RTMP's only with RTMP.
+        assert!(text.lines().any(|l| l == "sluice_shard_peers 0"));
         assert!(!text.contains("sluice_rtmp_streams{"));
         let draining = metrics
             .render(&sfu, &SessionCounters::default(), true)

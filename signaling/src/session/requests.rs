@@ -45,9 +45,7 @@ impl From<RequestError> for Failure {
             RequestError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             RequestError::Invalid(_) => ErrorCode::InvalidMessage,
             RequestError::LimitExceeded(_) => ErrorCode::LimitExceeded,
-            RequestError::Transport(TransportError::NoFreePort(_) | TransportError::Peer(_)) => {
-                ErrorCode::Internal
-            }
+            RequestError::Transport(TransportError::Peer(_)) => ErrorCode::Internal,
             RequestError::Transport(_) => ErrorCode::NegotiationFailed,
             _ => ErrorCode::Internal,
         };

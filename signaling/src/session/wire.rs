@@ -78,8 +78,6 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
                     .collect(),
             }
         }
-        // A subscriber task's own business, never the client's.
-        ParticipantEvent::Room(RoomEvent::Probe { .. } | RoomEvent::PathCongested) => return None,
         // The client sees its own connections' states.
         ParticipantEvent::Connection(..) => return None,
     })

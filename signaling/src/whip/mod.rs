@@ -3,8 +3,7 @@
 //! one publication) to a client that offers recvonly; each answer is `201 Created` with the
 //! session resource at `/{whip|whep}/{room}/session/{id}`, which takes `PATCH`
 //! (trickle-ice-sdpfrag) and `DELETE`. `OPTIONS` answers CORS preflights for the origins
-//! `--allowed-origins` admits. Both need the shard media plane; on the webrtc plane they
-//! answer 501.
+//! `--allowed-origins` admits.
 //!
 //! The resource model, status codes and limits are in docs/protocol.md.
 
@@ -157,18 +156,12 @@ impl From<RequestError> for Refusal {
     }
 }
 
-/// The checks every request starts with: the media plane, the Origin, the content type.
+/// The checks every request starts with: the Origin, the content type.
 fn precheck(
     state: &WhipState,
     headers: &HeaderMap,
     content_type: Option<&str>,
 ) -> Result<(), Refusal> {
-    if !state.sfu.on_shard() {
-        return Err(Refusal::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "WHIP and WHEP need the shard media plane: start the server with --media-plane shard",
-        ));
-    }
     let origin = headers.get(header::ORIGIN).and_then(|o| o.to_str().ok());
     if !state.config.origin_allowed(origin) {
         debug!(?origin, "WHIP/WHEP refused: origin not allowed");

@@ -17,7 +17,7 @@
 //! use sluice_sfu::runtime::{Sfu, SfuConfig};
 //!
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! let sfu = Sfu::new(SfuConfig::default());
+//! let sfu = Sfu::start(SfuConfig::default())?;
 //! let camera = RtspSource {
 //!     url: "rtsp://192.0.2.10:554/stream1".parse()?,
 //!     target: StreamTarget { room: "lobby".into(), identity: "door-camera".into() },

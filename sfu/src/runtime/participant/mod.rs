@@ -1,28 +1,19 @@
 //! A participant of a room: the handle its signaling session holds, the events its client must
-//! be told, and the task that owns its two webrtc-rs peer connections.
-
-use std::collections::HashMap;
+//! be told, and the commands its task serves (see `task`).
 
 use tokio::sync::{mpsc, oneshot};
-use tracing::{Instrument, info_span};
 
 use super::room_task::{RoomCommand, RoomEvent, RoomHandle};
 use super::{
     ParticipantInfo, Profile, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest,
 };
-use crate::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
-use crate::transport::{
-    ConnectionState, IceCandidate, LocalTrack, Peer, PeerEvent, PeerRole, SubscriberFeedback,
-    negotiated_codecs, with_start_bitrate,
-};
+use crate::core::{ParticipantId, PublicationId, SubscriptionId};
+use crate::transport::{ConnectionState, IceCandidate, PeerRole};
 
 /// Where a publishing Chrome starts its uplink estimate (`x-google-start-bitrate` in our
 /// answer): high enough for all three simulcast layers within a few seconds, low enough that
 /// GCC backs off in about a second on a slower uplink (decisions §22).
 pub(super) const PUBLISHER_START_KBPS: u32 = 1_000;
-
-/// How often the subscriber connection's bandwidth estimate is read.
-const BANDWIDTH_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Simulcast rids: a few short tokens (RFC 8851 allows alphanumerics, `-` and `_`).
 pub(super) fn validate_rids(track: &TrackRequest) -> Result<(), RequestError> {
@@ -71,8 +62,8 @@ pub enum ParticipantEvent {
     Candidate(PeerRole, IceCandidate),
     /// What happened in the room that concerns this participant.
     Room(RoomEvent),
-    /// One of its connections changed state (the shard plane tells these; a session with a
-    /// client of its own may ignore them, WHIP/WHEP sessions end on a failed connection).
+    /// One of its connections changed state (a session with a client of its own may ignore
+    /// these; WHIP/WHEP sessions end on a failed connection).
     Connection(PeerRole, ConnectionState),
 }
 
@@ -159,18 +150,6 @@ impl std::fmt::Debug for Participant {
 }
 
 impl Participant {
-    pub(super) fn from_parts(
-        id: ParticipantId,
-        commands: mpsc::Sender<Command>,
-        events: mpsc::Receiver<ParticipantEvent>,
-    ) -> Self {
-        Self {
-            id,
-            commands,
-            events,
-        }
-    }
-
     pub(super) async fn join(
         sfu: Sfu,
         room: RoomHandle,
@@ -194,64 +173,12 @@ impl Participant {
         })
         .await?;
         let snapshot = snapshot.await.map_err(|_| RequestError::Closed)??;
-        if let Some(shard) = sfu.shard_of(&room) {
-            let participant = super::shard_participant::start(
-                sfu.clone(),
-                shard,
-                room,
-                room_name,
-                id,
-                permissions,
-                room_events,
-            )
-            .await?;
-            return Ok((participant, snapshot));
-        }
-
-        let (subscriber_events_tx, subscriber_events) = mpsc::channel(256);
-        let subscriber = match sfu
-            .transport()
-            .new_peer(PeerRole::Subscriber, subscriber_events_tx)
-            .await
-        {
-            Ok(peer) => peer,
-            Err(err) => {
-                room.try_send(RoomCommand::Leave { participant: id });
-                return Err(err.into());
-            }
-        };
-        let (commands_tx, commands) = mpsc::channel(64);
-        let (events_tx, events) = mpsc::channel(1024);
-        let (publisher_events_tx, publisher_events) = mpsc::channel(256);
-        let task = ParticipantTask {
-            id,
-            sfu,
-            room,
-            permissions,
-            events: events_tx,
-            publisher: None,
-            publisher_events_tx,
-            subscriber,
-            subscriber_connected: false,
-            pending_tracks: HashMap::new(),
-            publications: Vec::new(),
-            subscriptions: HashMap::new(),
-            awaiting_answer: false,
-            renegotiate: false,
-            offered: false,
-            ice_restart_pending: false,
-            publisher_was_connected: false,
-            publisher_interrupted: false,
-        };
-        let span = info_span!("participant", participant = %id);
-        tokio::spawn(
-            task.run(commands, room_events, publisher_events, subscriber_events)
-                .instrument(span),
-        );
+        let (commands, events) =
+            task::start(sfu, room, room_name, id, permissions, room_events).await?;
         Ok((
             Self {
                 id,
-                commands: commands_tx,
+                commands,
                 events,
             },
             snapshot,
@@ -381,7 +308,7 @@ impl Participant {
         self.call(|reply| Command::RestartIce { reply }).await
     }
 
-    /// WHEP playback (shard plane only): answers the client's recvonly `offer` with one
+    /// WHEP playback: answers the client's recvonly `offer` with one
     /// subscription per publication in `publications` (paired with the offer's m-lines by
     /// kind, in order), video capped at `max_spatial` when given. The participant must not have
     /// subscribed before, and it makes no server offers afterwards: publications added to the
@@ -426,56 +353,4 @@ impl Participant {
     }
 }
 
-/// Where a subscription's track is in the subscriber connection's offer/answer cycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum TrackNegotiation {
-    /// Added after the outstanding offer was made: not in any offer yet.
-    Pending,
-    /// In the offer that waits for its answer.
-    Offered,
-    /// In an answered offer: the transceiver sends, and packets written now reach the client.
-    Answered,
-}
-
-struct SubscriptionState {
-    publication: PublicationId,
-    track: LocalTrack,
-    negotiation: TrackNegotiation,
-    /// Added to the room's routing core (once answered and connected).
-    active: bool,
-    /// The layer asked for, kept until the subscription is active.
-    preferred: Option<(u8, Option<u8>)>,
-    /// Paused by the subscriber, kept until the subscription is active.
-    paused: bool,
-    video: bool,
-}
-
-struct ParticipantTask {
-    id: ParticipantId,
-    sfu: Sfu,
-    room: RoomHandle,
-    permissions: Permissions,
-    events: mpsc::Sender<ParticipantEvent>,
-    publisher: Option<Peer>,
-    publisher_events_tx: mpsc::Sender<PeerEvent>,
-    subscriber: Peer,
-    subscriber_connected: bool,
-    /// Publications announced in a publish offer, by mid, waiting for their first RTP, with
-    /// their simulcast rids.
-    pending_tracks: HashMap<String, (PublicationId, Vec<String>)>,
-    publications: Vec<PublicationId>,
-    subscriptions: HashMap<SubscriptionId, SubscriptionState>,
-    awaiting_answer: bool,
-    renegotiate: bool,
-    /// The subscriber connection has been offered at least once (an ICE restart needs that).
-    offered: bool,
-    /// The next subscriber offer restarts ICE.
-    ice_restart_pending: bool,
-    /// The publisher connection has been connected once.
-    publisher_was_connected: bool,
-    /// It left the connected state since (an ICE restart, a network change).
-    publisher_interrupted: bool,
-}
-
-mod subscriber;
 mod task;

@@ -1,67 +1,145 @@
-//! The participant task: serves its handle's commands, publishes, and relays room and peer
-//! events to the client.
+//! The participant task: serves its [`Participant`](super::Participant) handle's commands,
+//! turning each into one room or shard request, and relays room and shard events to the
+//! client. The room task keeps the room's control state (who is in it, what is published) and
+//! tells everyone about it; the shard owns the participant's two connections, the media and
+//! the room's `core::Room`.
 
-use tracing::{debug, info, warn};
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::*;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::{
+    Command, PUBLISHER_START_KBPS, ParticipantEvent, Permissions, ResumeState, WhepAnswer,
+    validate_rids,
+};
+use crate::core::{ParticipantId, PublicationId, SubscriptionId};
+use crate::runtime::room_task::{LayersChanged, RoomCommand, RoomEvent, RoomHandle};
+use crate::runtime::{PublicationInfo, RequestError, Sfu, TrackRequest};
+use crate::shard::{
+    PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepSubscription,
+};
+use crate::transport::{TransportError, negotiated_codecs, with_start_bitrate};
+
+/// Places the participant on its room's shard once the room has accepted it, and starts its
+/// task; returns the task's command queue and the client's event queue.
+pub(super) async fn start(
+    sfu: Sfu,
+    room: RoomHandle,
+    room_name: &str,
+    id: ParticipantId,
+    permissions: Permissions,
+    room_events: mpsc::Receiver<RoomEvent>,
+) -> Result<(mpsc::Sender<Command>, mpsc::Receiver<ParticipantEvent>), RequestError> {
+    let shard = Arc::clone(room.shard());
+    let (shard_events_tx, shard_events) = mpsc::channel(64);
+    if let Err(err) = shard.join(room_name, id, shard_events_tx).await {
+        room.try_send(RoomCommand::Leave { participant: id });
+        return Err(from_shard(err));
+    }
+    let (commands_tx, commands) = mpsc::channel(64);
+    let (events_tx, events) = mpsc::channel(1024);
+    let task = ParticipantTask {
+        id,
+        sfu,
+        shard,
+        room,
+        permissions,
+        events: events_tx,
+        publications: Vec::new(),
+        rids: HashMap::new(),
+        subscriptions: HashMap::new(),
+        awaiting_answer: None,
+        renegotiate: false,
+        offered: false,
+        ice_restart_pending: false,
+        whep: false,
+    };
+    let span = info_span!("participant", participant = %id);
+    tokio::spawn(
+        task.run(commands, room_events, shard_events)
+            .instrument(span),
+    );
+    Ok((commands_tx, events))
+}
+
+/// A shard error as the client sees it.
+fn from_shard(err: ShardError) -> RequestError {
+    match err {
+        ShardError::UnknownPublication(p) => RequestError::NotFound(format!("publication {p}")),
+        ShardError::UnknownSubscription(s) => RequestError::NotFound(format!("subscription {s}")),
+        ShardError::InvalidSdp(e) => TransportError::InvalidSdp(e).into(),
+        ShardError::Unsupported(e) => RequestError::Unsupported(e),
+        ShardError::InvalidCandidate(e) => TransportError::InvalidCandidate(e).into(),
+        ShardError::Peer(e) => TransportError::Peer(e).into(),
+        ShardError::LimitExceeded(what) => RequestError::LimitExceeded(what),
+        ShardError::TooManyCandidates(_) => {
+            RequestError::LimitExceeded("candidates per connection")
+        }
+        ShardError::Stopped => RequestError::Closed,
+        other => RequestError::Invalid(other.to_string()),
+    }
+}
+
+struct ParticipantTask {
+    id: ParticipantId,
+    sfu: Sfu,
+    shard: Arc<Shard>,
+    room: RoomHandle,
+    permissions: Permissions,
+    events: mpsc::Sender<ParticipantEvent>,
+    publications: Vec<PublicationId>,
+    /// The simulcast rids of each of its publications (dynacast names layers by rid).
+    rids: HashMap<PublicationId, Vec<String>>,
+    subscriptions: HashMap<SubscriptionId, PublicationId>,
+    /// The subscriber offer that waits for its answer.
+    awaiting_answer: Option<String>,
+    /// Subscriptions changed while an offer was out: offer again after its answer.
+    renegotiate: bool,
+    /// The subscriber connection has been offered at least once (an ICE restart needs that).
+    offered: bool,
+    /// The next subscriber offer restarts ICE.
+    ice_restart_pending: bool,
+    /// A WHEP viewer: the client offered its subscriber connection, and the server never
+    /// offers it again.
+    whep: bool,
+}
 
 impl ParticipantTask {
-    pub(super) async fn run(
+    async fn run(
         mut self,
         mut commands: mpsc::Receiver<Command>,
         mut room_events: mpsc::Receiver<RoomEvent>,
-        mut publisher_events: mpsc::Receiver<PeerEvent>,
-        mut subscriber_events: mpsc::Receiver<PeerEvent>,
+        mut shard_events: mpsc::Receiver<ShardEvent>,
     ) {
-        let mut bandwidth_tick = tokio::time::interval(BANDWIDTH_POLL);
-        bandwidth_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = bandwidth_tick.tick() => self.report_bandwidth().await,
                 command = commands.recv() => match command {
                     Some(command) => self.handle_command(command).await,
                     None => break,
                 },
                 Some(event) = room_events.recv() => self.handle_room_event(event).await,
-                Some(event) = publisher_events.recv() => self.handle_peer_event(PeerRole::Publisher, event).await,
-                Some(event) = subscriber_events.recv() => self.handle_peer_event(PeerRole::Subscriber, event).await,
+                Some(event) = shard_events.recv() => self.handle_shard_event(event),
             }
         }
-        // Waits for space if the room queue is full of media, rather than leave a ghost.
         let _ = self
             .room
             .send(RoomCommand::Leave {
                 participant: self.id,
             })
             .await;
-        if let Some(publisher) = &self.publisher {
-            publisher.close().await;
-        }
-        self.subscriber.close().await;
+        self.shard.leave(self.id).await;
         debug!("participant ended");
     }
 
-    /// Feeds the subscriber connection's bandwidth estimate (send-side GCC over TWCC) to the
-    /// room's allocator while this participant receives video.
-    pub(super) async fn report_bandwidth(&mut self) {
-        if !self.subscriptions.values().any(|s| s.active && s.video) {
-            return;
-        }
-        if let Some(bits_per_second) = self.subscriber.estimated_bitrate().await {
-            self.room.try_send(RoomCommand::Bandwidth {
-                subscriber: self.id,
-                bits_per_second,
-            });
-        }
-    }
-
-    pub(super) fn emit(&self, event: ParticipantEvent) {
+    fn emit(&self, event: ParticipantEvent) {
         if self.events.try_send(event).is_err() {
             warn!("participant event dropped: the session is not reading");
         }
     }
 
-    pub(super) async fn handle_command(&mut self, command: Command) {
+    async fn handle_command(&mut self, command: Command) {
         match command {
             Command::Publish {
                 offer,
@@ -71,23 +149,7 @@ impl ParticipantTask {
                 let _ = reply.send(self.publish(offer, tracks).await);
             }
             Command::Unpublish { publication, reply } => {
-                let (tx, rx) = oneshot::channel();
-                let result = match self
-                    .room
-                    .send(RoomCommand::RemovePublication {
-                        participant: self.id,
-                        publication,
-                        reply: tx,
-                    })
-                    .await
-                {
-                    Ok(()) => rx.await.unwrap_or(Err(RequestError::Closed)),
-                    Err(err) => Err(err),
-                };
-                if result.is_ok() {
-                    self.publications.retain(|p| *p != publication);
-                }
-                let _ = reply.send(result);
+                let _ = reply.send(self.unpublish(publication).await);
             }
             Command::Subscribe { publication, reply } => {
                 let result = self.subscribe(publication).await;
@@ -101,31 +163,45 @@ impl ParticipantTask {
                 subscription,
                 reply,
             } => {
-                let result = match self.subscriptions.contains_key(&subscription) {
-                    true => {
-                        self.drop_subscription(subscription).await;
-                        Ok(())
-                    }
-                    false => Err(RequestError::NotFound(format!(
-                        "subscription {subscription}"
-                    ))),
-                };
+                let result = self.change(subscription, SubscriptionChange::Remove).await;
                 let ok = result.is_ok();
                 let _ = reply.send(result);
                 if ok {
+                    self.subscriptions.remove(&subscription);
                     self.negotiate().await;
                 }
             }
             Command::Answer { sdp, reply } => {
-                let result = self.apply_answer(sdp).await;
+                let result = match self.awaiting_answer {
+                    None => Err(RequestError::Invalid(
+                        "no offer is waiting for an answer".to_owned(),
+                    )),
+                    Some(_) => self
+                        .shard
+                        .apply_answer(self.id, sdp)
+                        .await
+                        .map_err(from_shard),
+                };
                 let ok = result.is_ok();
                 let _ = reply.send(result);
                 if ok {
-                    self.activate_subscriptions().await;
+                    self.awaiting_answer = None;
                     if std::mem::take(&mut self.renegotiate) {
                         self.negotiate().await;
                     }
                 }
+            }
+            Command::Candidate {
+                role,
+                candidate,
+                reply,
+            } => {
+                let result = self
+                    .shard
+                    .add_candidate(self.id, role, candidate)
+                    .await
+                    .map_err(from_shard);
+                let _ = reply.send(result);
             }
             Command::SetPreferredLayer {
                 subscription,
@@ -133,73 +209,33 @@ impl ParticipantTask {
                 temporal,
                 reply,
             } => {
-                let result = match self.subscriptions.get_mut(&subscription) {
-                    None => Err(RequestError::NotFound(format!(
-                        "subscription {subscription}"
-                    ))),
-                    Some(state) if !state.video => Err(RequestError::Invalid(
-                        "layers apply to video subscriptions only".to_owned(),
-                    )),
-                    Some(state) => {
-                        state.preferred = Some((spatial, temporal));
-                        if state.active {
-                            self.room
-                                .send(RoomCommand::SetPreferredLayer {
-                                    subscription,
-                                    spatial,
-                                    temporal,
-                                })
-                                .await
-                        } else {
-                            Ok(())
-                        }
-                    }
-                };
-                let _ = reply.send(result);
+                let change = SubscriptionChange::PreferLayer { spatial, temporal };
+                let _ = reply.send(self.change(subscription, change).await);
             }
             Command::SetPaused {
                 subscription,
                 paused,
                 reply,
             } => {
-                let result = match self.subscriptions.get_mut(&subscription) {
-                    None => Err(RequestError::NotFound(format!(
-                        "subscription {subscription}"
-                    ))),
-                    Some(state) => {
-                        state.paused = paused;
-                        if state.active {
-                            self.room
-                                .send(RoomCommand::SetPaused {
-                                    subscription,
-                                    paused,
-                                })
-                                .await
-                        } else {
-                            Ok(())
-                        }
-                    }
-                };
-                let _ = reply.send(result);
+                let change = SubscriptionChange::Paused(paused);
+                let _ = reply.send(self.change(subscription, change).await);
             }
             Command::Resume { reply } => {
                 let result = self.resume_state().await;
                 let ok = result.is_ok();
                 let _ = reply.send(result);
-                if ok && self.awaiting_answer {
-                    // The offer may have died with the old socket: send it again. Answering
-                    // the same offer twice is harmless; never answering it stalls every
-                    // later subscription.
-                    match self.subscriber.local_description().await {
-                        Some(sdp) => self.emit(ParticipantEvent::Offer(sdp)),
-                        None => warn!("awaiting an answer without a local offer"),
-                    }
+                // The offer may have died with the old socket: send it again.
+                if ok && let Some(sdp) = self.awaiting_answer.clone() {
+                    self.emit(ParticipantEvent::Offer(sdp));
                 }
             }
-            Command::Whep { reply, .. } => {
-                let _ = reply.send(Err(RequestError::Unsupported(
-                    "WHEP playback needs the shard media plane (--media-plane shard)".to_owned(),
-                )));
+            Command::Whep {
+                offer,
+                publications,
+                max_spatial,
+                reply,
+            } => {
+                let _ = reply.send(self.whep(offer, publications, max_spatial).await);
             }
             Command::RestartIce { reply } => {
                 let _ = reply.send(Ok(()));
@@ -208,30 +244,10 @@ impl ParticipantTask {
                     self.negotiate().await;
                 }
             }
-            Command::Candidate {
-                role,
-                candidate,
-                reply,
-            } => {
-                let peer = match role {
-                    PeerRole::Publisher => self.publisher.as_ref(),
-                    PeerRole::Subscriber => Some(&self.subscriber),
-                };
-                let result = match peer {
-                    Some(peer) => peer
-                        .add_ice_candidate(candidate)
-                        .await
-                        .map_err(RequestError::from),
-                    None => Err(RequestError::Invalid(
-                        "no publisher connection: publish first".to_owned(),
-                    )),
-                };
-                let _ = reply.send(result);
-            }
         }
     }
 
-    pub(super) async fn publish(
+    async fn publish(
         &mut self,
         offer: String,
         tracks: Vec<TrackRequest>,
@@ -240,85 +256,194 @@ impl ParticipantTask {
             return Err(RequestError::PermissionDenied("publishing"));
         }
         let limit = self.sfu.limits().max_publications_per_participant;
-        if self.publications.len() + self.pending_tracks.len() + tracks.len() > limit {
+        if self.publications.len() + tracks.len() > limit {
             return Err(RequestError::LimitExceeded("publications per participant"));
         }
         for track in &tracks {
             validate_rids(track)?;
         }
-        let mut mids: Vec<&str> = tracks.iter().map(|t| t.mid.as_str()).collect();
-        mids.sort_unstable();
-        mids.dedup();
-        if mids.len() != tracks.len() {
-            return Err(RequestError::Invalid("duplicate mid in tracks".to_owned()));
-        }
-        let publisher = match &self.publisher {
-            Some(peer) => peer.clone(),
-            None => {
-                let peer = self
-                    .sfu
-                    .transport()
-                    .new_peer(PeerRole::Publisher, self.publisher_events_tx.clone())
-                    .await?;
-                self.publisher = Some(peer.clone());
-                peer
-            }
-        };
-        let answer = publisher.answer(offer).await?;
+        let ids: Vec<PublicationId> = tracks
+            .iter()
+            .map(|_| PublicationId(self.sfu.next_id()))
+            .collect();
+        let requests = tracks
+            .iter()
+            .zip(&ids)
+            .map(|(track, id)| PublishTrack {
+                mid: track.mid.clone(),
+                kind: track.kind,
+                publication: *id,
+                rids: track.rids.clone(),
+            })
+            .collect();
+        let answer = self
+            .shard
+            .publish(self.id, offer, requests)
+            .await
+            .map_err(from_shard)?;
         let codecs = negotiated_codecs(&answer);
-        let mut created = Vec::with_capacity(tracks.len());
-        for track in tracks {
-            let Some(codec) = codecs.get(&track.mid) else {
-                // Validate everything before announcing anything.
-                return Err(RequestError::Invalid(format!(
-                    "mid {:?} is not a negotiated media section of the offer",
-                    track.mid
-                )));
-            };
-            if codec.kind() != track.kind {
-                return Err(RequestError::Invalid(format!(
-                    "mid {:?} is {:?} in the offer, not {:?}",
-                    track.mid,
-                    codec.kind(),
-                    track.kind
-                )));
-            }
-            created.push((track, codec.clone()));
-        }
-        let mut publications = Vec::with_capacity(created.len());
-        for (track, codec) in created {
+        let mut publications = Vec::with_capacity(tracks.len());
+        for (track, id) in tracks.into_iter().zip(ids) {
+            let codec = codecs.get(&track.mid).ok_or_else(|| {
+                RequestError::Invalid(format!("mid {:?} was not negotiated", track.mid))
+            })?;
             let info = PublicationInfo {
-                id: PublicationId(self.sfu.next_id()),
+                id,
                 participant: self.id,
                 kind: track.kind,
                 source: track.source,
                 name: track.name,
                 codec: codec.mime_type.clone(),
-                rids: track.rids.clone(),
+                rids: track.rids,
             };
             self.room
-                .send(RoomCommand::AddPublication {
-                    info: info.clone(),
-                    codec,
-                    cache_since_keyframe: false,
-                })
+                .send(RoomCommand::AddPublication { info: info.clone() })
                 .await?;
-            self.pending_tracks.insert(track.mid, (info.id, track.rids));
-            self.publications.push(info.id);
+            self.publications.push(id);
+            self.rids.insert(id, info.rids.clone());
             publications.push(info);
         }
-        let answer = with_start_bitrate(&answer, PUBLISHER_START_KBPS);
-        Ok((answer, publications))
+        Ok((
+            with_start_bitrate(&answer, PUBLISHER_START_KBPS),
+            publications,
+        ))
     }
 
-    pub(super) async fn resume_state(&mut self) -> Result<ResumeState, RequestError> {
+    async fn unpublish(&mut self, publication: PublicationId) -> Result<(), RequestError> {
+        let (tx, rx) = oneshot::channel();
+        self.room
+            .send(RoomCommand::RemovePublication {
+                participant: self.id,
+                publication,
+                reply: tx,
+            })
+            .await?;
+        rx.await.unwrap_or(Err(RequestError::Closed))?;
+        self.publications.retain(|p| *p != publication);
+        self.rids.remove(&publication);
+        self.shard
+            .unpublish(self.id, publication)
+            .await
+            .map_err(from_shard)
+    }
+
+    async fn subscribe(
+        &mut self,
+        publication: PublicationId,
+    ) -> Result<SubscriptionId, RequestError> {
+        if !self.permissions.can_subscribe {
+            return Err(RequestError::PermissionDenied("subscribing"));
+        }
+        if self.subscriptions.len() >= self.sfu.limits().max_subscriptions_per_participant {
+            return Err(RequestError::LimitExceeded("subscriptions per participant"));
+        }
+        let (reply, found) = oneshot::channel();
+        self.room
+            .send(RoomCommand::GetPublication { publication, reply })
+            .await?;
+        found
+            .await
+            .map_err(|_| RequestError::Closed)?
+            .ok_or_else(|| RequestError::NotFound(format!("publication {publication}")))?;
+        let id = SubscriptionId(self.sfu.next_id());
+        self.shard
+            .subscribe(self.id, id, publication)
+            .await
+            .map_err(from_shard)?;
+        self.subscriptions.insert(id, publication);
+        Ok(id)
+    }
+
+    async fn change(
+        &mut self,
+        subscription: SubscriptionId,
+        change: SubscriptionChange,
+    ) -> Result<(), RequestError> {
+        if !self.subscriptions.contains_key(&subscription) {
+            return Err(RequestError::NotFound(format!(
+                "subscription {subscription}"
+            )));
+        }
+        self.shard
+            .change_subscription(self.id, subscription, change)
+            .await
+            .map_err(from_shard)
+    }
+
+    async fn whep(
+        &mut self,
+        offer: String,
+        publications: Vec<PublicationId>,
+        max_spatial: Option<u8>,
+    ) -> Result<WhepAnswer, RequestError> {
+        if !self.permissions.can_subscribe {
+            return Err(RequestError::PermissionDenied("subscribing"));
+        }
+        if self.whep || self.offered || !self.subscriptions.is_empty() {
+            return Err(RequestError::Invalid(
+                "the subscriber connection is negotiated already".to_owned(),
+            ));
+        }
+        if publications.len() > self.sfu.limits().max_subscriptions_per_participant {
+            return Err(RequestError::LimitExceeded("subscriptions per participant"));
+        }
+        let wanted: Vec<WhepSubscription> = publications
+            .into_iter()
+            .map(|publication| WhepSubscription {
+                subscription: SubscriptionId(self.sfu.next_id()),
+                publication,
+            })
+            .collect();
+        let sdp = self
+            .shard
+            .whep(self.id, offer, wanted.clone(), max_spatial)
+            .await
+            .map_err(from_shard)?;
+        self.whep = true;
+        for w in &wanted {
+            self.subscriptions.insert(w.subscription, w.publication);
+        }
+        Ok(WhepAnswer {
+            sdp,
+            subscriptions: wanted
+                .into_iter()
+                .map(|w| (w.subscription, w.publication))
+                .collect(),
+        })
+    }
+
+    /// Sends a new subscriber offer, or remembers to once the outstanding one is answered.
+    /// A WHEP viewer's connection is the client's to offer: nothing is sent.
+    async fn negotiate(&mut self) {
+        if self.whep {
+            return;
+        }
+        if self.awaiting_answer.is_some() {
+            self.renegotiate = true;
+            return;
+        }
+        let ice_restart = std::mem::take(&mut self.ice_restart_pending);
+        match self.shard.subscriber_offer(self.id, ice_restart).await {
+            Ok(sdp) => {
+                if ice_restart {
+                    debug!("subscriber ICE restart offered");
+                }
+                self.offered = true;
+                self.awaiting_answer = Some(sdp.clone());
+                self.emit(ParticipantEvent::Offer(sdp));
+            }
+            Err(err) => warn!(%err, "subscriber offer failed"),
+        }
+    }
+
+    async fn resume_state(&mut self) -> Result<ResumeState, RequestError> {
         let (reply, snapshot) = oneshot::channel();
         self.room.send(RoomCommand::Snapshot { reply }).await?;
         let room = snapshot.await.map_err(|_| RequestError::Closed)?;
         let mut subscriptions: Vec<(SubscriptionId, PublicationId)> = self
             .subscriptions
             .iter()
-            .map(|(id, state)| (*id, state.publication))
+            .map(|(id, publication)| (*id, *publication))
             .collect();
         subscriptions.sort_unstable_by_key(|(id, _)| id.0);
         Ok(ResumeState {
@@ -327,117 +452,73 @@ impl ParticipantTask {
         })
     }
 
-    pub(super) async fn handle_room_event(&mut self, event: RoomEvent) {
+    fn handle_shard_event(&mut self, event: ShardEvent) {
         match event {
-            RoomEvent::Probe {
-                bits_per_second,
-                duration,
+            ShardEvent::ConnectionState { role, state } => {
+                debug!(?role, ?state, "connection state");
+                self.emit(ParticipantEvent::Connection(role, state));
+            }
+            ShardEvent::LayersChanged {
+                subscription,
+                current,
+                target,
+                reason,
+            } => self.emit(ParticipantEvent::Room(RoomEvent::LayersChanged(
+                LayersChanged {
+                    subscription,
+                    current,
+                    target,
+                    reason,
+                },
+            ))),
+            ShardEvent::PublisherLayers {
+                publication,
+                active,
             } => {
-                self.subscriber.probe(bits_per_second, duration);
-                return;
+                let Some(rids) = self.rids.get(&publication) else {
+                    return;
+                };
+                let layers = rids.iter().cloned().zip(active).collect();
+                self.emit(ParticipantEvent::Room(RoomEvent::PublisherLayers {
+                    publication,
+                    layers,
+                }));
             }
-            RoomEvent::PathCongested => {
-                self.subscriber.mark_path_congested();
-                return;
+            ShardEvent::ActiveSpeakers(speakers) => {
+                self.emit(ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)));
             }
-            _ => {}
         }
-        let RoomEvent::PublicationRemoved { publication, .. } = &event else {
-            self.emit(ParticipantEvent::Room(event));
+    }
+
+    async fn handle_room_event(&mut self, event: RoomEvent) {
+        let publication = match &event {
+            RoomEvent::PublicationRemoved { publication, .. } => Some(*publication),
+            _ => None,
+        };
+        self.emit(ParticipantEvent::Room(event));
+        let Some(publication) = publication else {
             return;
         };
-        let publication = *publication;
-        // Tell the client first: it is the user-visible part.
-        self.emit(ParticipantEvent::Room(event));
+        // The shard ended these with the publication; take their tracks off the connection.
         let ended: Vec<SubscriptionId> = self
             .subscriptions
             .iter()
-            .filter(|(_, s)| s.publication == publication)
+            .filter(|(_, p)| **p == publication)
             .map(|(id, _)| *id)
             .collect();
         if ended.is_empty() {
             return;
         }
-        for id in &ended {
-            // Already gone from the room; only the local track remains.
-            if let Some(state) = self.subscriptions.get_mut(id) {
-                state.active = false;
+        for id in ended {
+            self.subscriptions.remove(&id);
+            let removed = self
+                .shard
+                .change_subscription(self.id, id, SubscriptionChange::Remove)
+                .await;
+            if let Err(err) = removed {
+                debug!(subscription = %id, %err, "ended subscription");
             }
         }
-        self.drop_subscriptions(ended).await;
         self.negotiate().await;
-    }
-
-    pub(super) async fn handle_peer_event(&mut self, role: PeerRole, event: PeerEvent) {
-        match event {
-            PeerEvent::LocalCandidate(candidate) => {
-                self.emit(ParticipantEvent::Candidate(role, candidate));
-            }
-            PeerEvent::ConnectionState(state) => {
-                debug!(?role, ?state, "connection state");
-                if role == PeerRole::Publisher {
-                    match state {
-                        ConnectionState::Connected if self.publisher_interrupted => {
-                            self.publisher_interrupted = false;
-                            self.room.try_send(RoomCommand::PublisherReconnected {
-                                participant: self.id,
-                            });
-                        }
-                        ConnectionState::Connected => self.publisher_was_connected = true,
-                        _ if self.publisher_was_connected => self.publisher_interrupted = true,
-                        _ => {}
-                    }
-                }
-                if role == PeerRole::Subscriber {
-                    self.subscriber_connected = state == ConnectionState::Connected;
-                    if self.subscriber_connected {
-                        self.activate_subscriptions().await;
-                    }
-                }
-            }
-            PeerEvent::Congested(congestion) => {
-                if role == PeerRole::Subscriber {
-                    info!(
-                        delivered_bps = congestion.delivered_bits_per_second,
-                        sent_bps = congestion.sent_bits_per_second,
-                        queue_delay_ms = congestion.queue_delay.as_millis() as u64,
-                        during_probe = congestion.during_probe,
-                        "downlink congested"
-                    );
-                    self.room.try_send(RoomCommand::Congested {
-                        subscriber: self.id,
-                        delivered_bits_per_second: congestion.delivered_bits_per_second,
-                        media_bits_per_second: congestion
-                            .during_probe
-                            .then_some(congestion.sent_bits_per_second),
-                    });
-                }
-            }
-            PeerEvent::TrackOpened(track) => {
-                let Some(publisher) = &self.publisher else {
-                    return;
-                };
-                let Some(mid) = publisher.mid_of(&track).await else {
-                    warn!(ssrc = %track.ssrc(), "remote track with no mid ignored");
-                    return;
-                };
-                let Some((publication, rids)) = self.pending_tracks.remove(&mid) else {
-                    warn!(%mid, "media on a mid that was not published ignored");
-                    return;
-                };
-                let audio_level_extension_id = match track.codec().kind() {
-                    MediaKind::Audio => publisher.audio_level_extension_id(&track).await,
-                    MediaKind::Video => None,
-                };
-                debug!(%publication, %mid, ssrc = %track.ssrc(), codec = %track.codec().mime_type, ?rids, ?audio_level_extension_id, "track opened");
-                track.spawn_reader(
-                    rids,
-                    audio_level_extension_id,
-                    self.room.rtp_sink(publication),
-                );
-                self.room
-                    .try_send(RoomCommand::AttachTrack { publication, track });
-            }
-        }
     }
 }

@@ -20,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(5);
 fn context(max_message_rate: u32) -> SessionContext {
     let (_shutdown, shutdown_rx) = watch::channel(false);
     SessionContext {
-        sfu: Sfu::new(SfuConfig::default()),
+        sfu: Sfu::start(SfuConfig::default()).expect("a shard on loopback"),
         auth: Arc::new(TokenAuthority::new(SECRET)),
         max_message_rate,
         max_message_burst: max_message_rate.saturating_mul(2),

@@ -1,4 +1,4 @@
-//! Unit tests of `track.rs`.
+//! Unit tests of `wire.rs`.
 
 use super::*;
 use proptest::prelude::*;
