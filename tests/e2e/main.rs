@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod hostile;
+mod liveness;
 mod log_secrets;
 mod operations;
 mod relay;

@@ -29,7 +29,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 const VIDEO_PACKETS: u32 = 300;
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 
-fn mid_of(offer: &str, mime: &str) -> Result<String> {
+pub(crate) fn mid_of(offer: &str, mime: &str) -> Result<String> {
     negotiated_codecs(offer)
         .into_iter()
         .find(|(_, c)| c.mime_type.eq_ignore_ascii_case(mime))
@@ -409,7 +409,7 @@ async fn shard_sends_nothing_to_a_named_bystander() -> Result<()> {
 }
 
 /// Answers the server's subscriber offers and waits (bounded) until the connection is up.
-async fn answer_offers(signal: &mut SignalClient, peer: &mut ClientPeer) -> Result<()> {
+pub(crate) async fn answer_offers(signal: &mut SignalClient, peer: &mut ClientPeer) -> Result<()> {
     let deadline = Instant::now() + CONNECT_WAIT;
     while Instant::now() < deadline {
         if *peer.state.borrow() == webrtc::peer_connection::RTCPeerConnectionState::Connected {

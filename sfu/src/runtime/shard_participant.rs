@@ -491,6 +491,24 @@ impl ShardParticipantTask {
             ShardEvent::ActiveSpeakers(speakers) => {
                 self.emit(ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)));
             }
+            ShardEvent::Liveness {
+                publication,
+                publisher: participant,
+                stalled,
+            } => {
+                debug!(%publication, stalled, "publication liveness");
+                self.emit(ParticipantEvent::Room(if stalled {
+                    RoomEvent::PublicationStalled {
+                        publication,
+                        participant,
+                    }
+                } else {
+                    RoomEvent::PublicationResumed {
+                        publication,
+                        participant,
+                    }
+                }));
+            }
         }
     }
 

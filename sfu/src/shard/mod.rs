@@ -51,6 +51,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{LayerChangeReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
 pub use ingest::IngestSink;
+pub use stats::ShardStats;
 
 use crate::transport::{CodecInfo, ConnectionState, IceCandidate, PeerRole};
 
@@ -203,79 +204,14 @@ pub enum ShardEvent {
     /// To everyone in the room: who speaks now, loudest first (as the core's
     /// `Output::ActiveSpeakers`).
     ActiveSpeakers(Vec<(ParticipantId, f32)>),
-}
-
-/// Counters of one shard (cumulative).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct ShardStats {
-    pub datagrams_in: u64,
-    pub datagrams_out: u64,
-    /// Datagrams from an address no peer validated, and checks naming no known ufrag.
-    pub unrouted: u64,
-    /// Outgoing datagrams the ICE-lite gate refused (to an address never validated).
-    pub egress_refused: u64,
-    /// Outgoing datagrams the kernel did not take (send buffer full, or an error).
-    pub send_failed: u64,
-    /// Packets the core forwarded and the subscriber's sender took.
-    pub forwarded: u64,
-    /// Packets the core forwarded that the subscriber's sender refused.
-    pub forward_rejected: u64,
-    /// Events not delivered because the participant's event queue was full.
-    pub events_dropped: u64,
-    /// ICE-TCP connections refused at the connection limit.
-    pub tcp_refused: u64,
-    /// Datagrams read for a connection of another shard of the group and handed to it, and
-    /// those dropped at its full queue.
-    pub handed_off: u64,
-    pub hand_off_dropped: u64,
-    pub peers: u64,
-    pub rooms: u64,
-    pub publications: u64,
-    /// Subscriptions the rooms forward to.
-    pub subscriptions: u64,
-    /// What the rooms' routing cores counted (packets in and out, drops by reason, NACKed
-    /// packets, keyframe requests), removed publications and subscriptions included.
-    pub media: crate::runtime::MediaStats,
-}
-
-impl ShardStats {
-    /// Adds `other`'s counts to these (the shards of a group together).
-    pub fn add(&mut self, other: &ShardStats) {
-        let Self {
-            datagrams_in,
-            datagrams_out,
-            unrouted,
-            egress_refused,
-            send_failed,
-            forwarded,
-            forward_rejected,
-            events_dropped,
-            tcp_refused,
-            handed_off,
-            hand_off_dropped,
-            peers,
-            rooms,
-            publications,
-            subscriptions,
-            media,
-        } = other;
-        self.datagrams_in += datagrams_in;
-        self.datagrams_out += datagrams_out;
-        self.unrouted += unrouted;
-        self.egress_refused += egress_refused;
-        self.send_failed += send_failed;
-        self.forwarded += forwarded;
-        self.forward_rejected += forward_rejected;
-        self.events_dropped += events_dropped;
-        self.tcp_refused += tcp_refused;
-        self.handed_off += handed_off;
-        self.hand_off_dropped += hand_off_dropped;
-        self.peers += peers;
-        self.rooms += rooms;
-        self.publications += publications;
-        self.subscriptions += subscriptions;
-        self.media.add(media);
-    }
+    /// To everyone in the room: a publication stopped sending media, or sends again (as the
+    /// core's `Output::PublicationStalled` and `PublicationResumed`); a participant that joins
+    /// is told of those stalled at the time.
+    Liveness {
+        publication: PublicationId,
+        publisher: ParticipantId,
+        stalled: bool,
+    },
 }
 
 pub(crate) enum Command {

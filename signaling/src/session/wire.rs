@@ -73,6 +73,20 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
                     .collect(),
             }
         }
+        ParticipantEvent::Room(RoomEvent::PublicationStalled {
+            publication,
+            participant,
+        }) => ServerMessage::PublicationStalled {
+            publication_id: publication.to_string(),
+            participant_id: participant.to_string(),
+        },
+        ParticipantEvent::Room(RoomEvent::PublicationResumed {
+            publication,
+            participant,
+        }) => ServerMessage::PublicationResumed {
+            publication_id: publication.to_string(),
+            participant_id: participant.to_string(),
+        },
         // A subscriber task's own business, never the client's.
         ParticipantEvent::Room(RoomEvent::Probe { .. } | RoomEvent::PathCongested) => return None,
         // The client sees its own connections' states.

@@ -37,6 +37,17 @@ pub enum RoomEvent {
     /// To everyone: who speaks now, loudest first, with a level in 0.0..=1.0 (linear
     /// amplitude, 1.0 = 0 dBov); empty when nobody does any more.
     ActiveSpeakers(Vec<(ParticipantId, f32)>),
+    /// To everyone: a publication stopped sending media (its publisher vanished or its source
+    /// went away); it stays published.
+    PublicationStalled {
+        publication: PublicationId,
+        participant: ParticipantId,
+    },
+    /// To everyone: a stalled publication sends media again.
+    PublicationResumed {
+        publication: PublicationId,
+        participant: ParticipantId,
+    },
     /// To a subscriber's own task: probe its path before an upgrade (never sent to a client).
     Probe {
         bits_per_second: u64,

@@ -454,6 +454,8 @@ impl RoomTask {
                     self.active_speakers.clone_from(&speakers);
                     self.broadcast(None, RoomEvent::ActiveSpeakers(speakers));
                 }
+                // Publisher liveness is announced by the shard plane only.
+                Output::PublicationStalled { .. } | Output::PublicationResumed { .. } => {}
                 Output::RequestKeyframe {
                     publication, ssrc, ..
                 } => {
