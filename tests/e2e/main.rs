@@ -3,6 +3,7 @@
 
 mod hostile;
 mod liveness;
+mod liveness_ingest;
 mod log_secrets;
 mod operations;
 mod relay;
