@@ -44,7 +44,7 @@ impl TestServer {
     /// Like [`start_with`](Self::start_with), and the media server's own config too (its
     /// `transport` comes from the adjusted `Config`).
     pub async fn start_with_sfu(adjust: impl FnOnce(&mut Config, &mut SfuConfig)) -> Result<Self> {
-        Self::start_with_sfu_and_limits(adjust, ConnectionLimits::default()).await
+        Self::start_with_sfu_and_limits(adjust, None).await
     }
 
     /// Like [`start_with`](Self::start_with), with the HTTP accept loop's limits set by the test.
@@ -52,12 +52,12 @@ impl TestServer {
         adjust: impl FnOnce(&mut Config),
         limits: ConnectionLimits,
     ) -> Result<Self> {
-        Self::start_with_sfu_and_limits(|config, _| adjust(config), limits).await
+        Self::start_with_sfu_and_limits(|config, _| adjust(config), Some(limits)).await
     }
 
     async fn start_with_sfu_and_limits(
         adjust: impl FnOnce(&mut Config, &mut SfuConfig),
-        limits: ConnectionLimits,
+        limits: Option<ConnectionLimits>,
     ) -> Result<Self> {
         let mut config = Config {
             listen: "127.0.0.1:0".parse()?,
@@ -71,9 +71,16 @@ impl TestServer {
             &config,
             SfuConfig {
                 transport: config.transport(),
-                ..sfu_config
+                // The configured limits (tests set them on `Config`), the test's room config
+                // with the configured stall timeout.
+                limits: config.limits.sfu(),
+                room: sluice_sfu::core::RoomConfig {
+                    publication_stall_timeout: config.limits.room().publication_stall_timeout,
+                    ..sfu_config.room
+                },
             },
         )?;
+        let limits = limits.unwrap_or_else(|| config.limits.connections());
         let server = Server::start_with_limits(config, sfu.clone(), limits).await?;
         Ok(Self {
             addr: server.local_addr(),

@@ -27,23 +27,25 @@ use tracing::{debug, warn};
 
 /// Longest time a client may take to send a request's headers, counted from the accept (or
 /// from the end of the previous response on a kept-alive connection). A socket that sends
-/// nothing or half a request is closed then. Not yet a `Config` option.
+/// nothing or half a request is closed then. The default of `header_read_timeout_ms`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest time a write to a connection may make no progress (the client does not read: its
 /// receive window and the kernel's send buffer are full). The connection is then reset, so a
 /// client that requests a large response and never reads it holds nothing. Applies to
-/// WebSockets too, whose own send deadline (5 s, `session/outbox.rs`) is shorter.
+/// WebSockets too, whose own send deadline (5 s, `session/outbox.rs`) is shorter. The default
+/// of `write_timeout_ms`.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest time the server works on one HTTP request before its response starts: a client that
 /// sends headers and then half a body is answered `408 Request Timeout` (and closed). The
-/// WebSocket upgrade answers at once; the session that follows is not bounded by it.
+/// WebSocket upgrade answers at once; the session that follows is not bounded by it. The
+/// default of `request_timeout_ms`.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once (HTTP requests in progress, idle kept-alive sockets and
 /// WebSockets alike); more are answered 503 and closed. Keep it below the process's file
-/// descriptor limit minus the UDP sockets of the media plane. Not yet a `Config` option.
+/// descriptor limit minus the UDP sockets of the media plane. The default of `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Connections served at once from one source address (an IPv6 client: its /64); more are
-/// answered 503 and closed. Not yet a `Config` option.
+/// answered 503 and closed. The default of `max_connections_per_address`.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 
 /// What [`crate::server::Server`] allows a connection before it authenticates.

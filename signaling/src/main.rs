@@ -80,7 +80,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
         .context("loading RTSP sources (rtsp_sources)")?;
     let sfu_config = SfuConfig {
         transport,
-        ..SfuConfig::default()
+        ..config.sfu_config()
     };
     let sfu = start_sfu(&config, sfu_config).context("starting the media plane")?;
     let server = Server::start(config, sfu.clone())

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod hostile;
+mod limits;
 mod liveness;
 mod liveness_ingest;
 mod log_secrets;

@@ -24,12 +24,16 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use sluice_sfu::ingest::{RtspSource, StreamKeys, StreamTarget};
+use sluice_sfu::runtime::SfuConfig;
 use sluice_sfu::transport::TransportConfig;
 
 use crate::auth::check_name;
 use crate::origin;
 pub use crate::secret::Secret;
+pub use limits::Limits;
 pub use rtsp::RtspSourceEntry;
+use types::MAX_MEDIA_THREADS;
+pub use types::{IceTcpPort, MediaPlane, RtmpKey, RtmpListen};
 
 /// Sluice at info; the WebRTC stack only when something is wrong (its DTLS and ICE layers log
 /// routine retransmissions as warnings).
@@ -109,6 +113,48 @@ pub struct ServeArgs {
     /// to `resume`, in ms; 0 removes it at once [default: 15000].
     #[arg(long, env = "SLUICE_RESUME_GRACE_MS", value_name = "MS")]
     pub resume_grace_ms: Option<u64>,
+    /// Rooms open at once on this server; the join that would open one more is refused
+    /// (`limitExceeded`) [default: 1024].
+    #[arg(long, env = "SLUICE_MAX_ROOMS", value_name = "N")]
+    pub max_rooms: Option<usize>,
+    /// Participants in one room; a join beyond is refused (`limitExceeded`) [default: 100].
+    #[arg(long, env = "SLUICE_MAX_PARTICIPANTS_PER_ROOM", value_name = "N")]
+    pub max_participants_per_room: Option<usize>,
+    /// Publications (tracks) one participant may hold [default: 8].
+    #[arg(
+        long,
+        env = "SLUICE_MAX_PUBLICATIONS_PER_PARTICIPANT",
+        value_name = "N"
+    )]
+    pub max_publications_per_participant: Option<usize>,
+    /// Subscriptions one participant may hold [default: 200].
+    #[arg(
+        long,
+        env = "SLUICE_MAX_SUBSCRIPTIONS_PER_PARTICIPANT",
+        value_name = "N"
+    )]
+    pub max_subscriptions_per_participant: Option<usize>,
+    /// HTTP and WebSocket connections served at once; more are answered 503 [default: 1024].
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// HTTP and WebSocket connections at once from one address (IPv6: one /64) [default: 64].
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+    /// Time a client may take to send an HTTP request's headers, in ms [default: 10000].
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_MS", value_name = "MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time a write to a connection may make no progress (the client does not read) before
+    /// the connection is reset, in ms [default: 10000].
+    #[arg(long, env = "SLUICE_WRITE_TIMEOUT_MS", value_name = "MS")]
+    pub write_timeout_ms: Option<u64>,
+    /// Time from an HTTP request's headers to the start of its response (a body never
+    /// finished is answered 408), in ms [default: 30000].
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// A publication that sends no media for this long is announced stalled
+    /// (`publicationStalled`), in ms, 500 to 60000 [default: 1500].
+    #[arg(long, env = "SLUICE_PUBLICATION_STALL_TIMEOUT_MS", value_name = "MS")]
+    pub publication_stall_timeout_ms: Option<u64>,
     /// TESTS ONLY: serve `POST /debug/drop-socket?participant=ID` (loopback clients only), which
     /// makes the server close that participant's WebSocket as a network drop would. Never
     /// enable in production [default: off].
@@ -160,89 +206,6 @@ pub struct ServeArgs {
     pub rtsp_sources: Option<Vec<RtspSourceEntry>>,
 }
 
-/// Which media plane carries the participants' connections.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum MediaPlane {
-    /// One webrtc-rs peer connection, task set and UDP port per connection.
-    Webrtc,
-    /// One shard thread owning one UDP port for all connections (ICE-lite).
-    #[default]
-    Shard,
-}
-
-impl std::str::FromStr for MediaPlane {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "webrtc" => Ok(Self::Webrtc),
-            "shard" => Ok(Self::Shard),
-            other => Err(format!(
-                "invalid media plane {other:?}: expected webrtc or shard"
-            )),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for MediaPlane {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// Most media threads (shards) one server runs.
-const MAX_MEDIA_THREADS: usize = 256;
-
-/// The ICE-TCP port setting: `off`, or a port number (the UDP port's number by default).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum IceTcpPort {
-    Off,
-    #[default]
-    SameAsUdp,
-    Port(u16),
-}
-
-impl IceTcpPort {
-    /// The shard's form of this setting.
-    pub fn shard(self) -> sluice_sfu::shard::TcpPort {
-        match self {
-            Self::Off => sluice_sfu::shard::TcpPort::Off,
-            Self::SameAsUdp => sluice_sfu::shard::TcpPort::SameAsUdp,
-            Self::Port(port) => sluice_sfu::shard::TcpPort::Port(port),
-        }
-    }
-}
-
-impl std::str::FromStr for IceTcpPort {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "off" => Ok(Self::Off),
-            port => port
-                .parse()
-                .map(Self::Port)
-                .map_err(|_| format!("invalid ICE-TCP port {port:?}: expected a port or off")),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for IceTcpPort {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(serde::Deserialize)]
-        #[serde(untagged)]
-        enum Form {
-            Port(u16),
-            Text(String),
-        }
-        match Form::deserialize(deserializer)? {
-            Form::Port(port) => Ok(Self::Port(port)),
-            Form::Text(text) => text.parse().map_err(serde::de::Error::custom),
-        }
-    }
-}
-
 /// The server configuration after merging defaults, file, environment and flags.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -270,6 +233,8 @@ pub struct Config {
     pub playout_delay: Duration,
     /// How long a dropped participant waits for its client to resume (zero: no resume).
     pub resume_grace: Duration,
+    /// What one room, participant and connection may hold; see [`Limits`].
+    pub limits: Limits,
     /// Serve the loopback-only test hooks (`/debug/drop-socket`). Tests only.
     pub test_hooks: bool,
     /// Largest signaling message accepted, in bytes (file only).
@@ -303,6 +268,7 @@ impl Default for Config {
             max_message_rate: 50,
             playout_delay: Duration::ZERO,
             resume_grace: Duration::from_secs(15),
+            limits: Limits::default(),
             test_hooks: false,
             max_message_bytes: 64 * 1024,
             log: DEFAULT_LOG.into(),
@@ -312,59 +278,6 @@ impl Default for Config {
             rtmp_keys: Vec::new(),
             rtsp_sources: Vec::new(),
         }
-    }
-}
-
-/// Where the RTMP ingest listens, if anywhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RtmpListen {
-    Off,
-    On(SocketAddr),
-}
-
-impl std::str::FromStr for RtmpListen {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim() {
-            "off" => Ok(Self::Off),
-            addr => addr
-                .parse()
-                .map(Self::On)
-                .map_err(|_| format!("invalid RTMP address {addr:?}: expected ADDR:PORT or off")),
-        }
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for RtmpListen {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        text.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-/// One configured RTMP stream key and the room and identity it publishes as.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RtmpKey {
-    pub key: Secret,
-    pub room: String,
-    pub identity: String,
-}
-
-impl std::str::FromStr for RtmpKey {
-    type Err = String;
-
-    /// `KEY=ROOM/IDENTITY`. Errors never repeat the key.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let usage = "expected KEY=ROOM/IDENTITY";
-        let (key, target) = s.trim().split_once('=').ok_or(usage)?;
-        let (room, identity) = target.split_once('/').ok_or(usage)?;
-        Ok(Self {
-            key: key.into(),
-            room: room.to_owned(),
-            identity: identity.to_owned(),
-        })
     }
 }
 
@@ -463,6 +376,16 @@ impl Config {
             max_message_rate,
             playout_delay_ms,
             resume_grace_ms,
+            max_rooms,
+            max_participants_per_room,
+            max_publications_per_participant,
+            max_subscriptions_per_participant,
+            max_connections,
+            max_connections_per_address,
+            header_read_timeout_ms,
+            write_timeout_ms,
+            request_timeout_ms,
+            publication_stall_timeout_ms,
             test_hooks,
             max_message_bytes,
             log,
@@ -489,6 +412,33 @@ impl Config {
         set(
             &mut self.resume_grace,
             resume_grace_ms.map(Duration::from_millis),
+        );
+        let ms = |ms: Option<u64>| ms.map(Duration::from_millis);
+        let limits = &mut self.limits;
+        set(&mut limits.max_rooms, max_rooms);
+        set(
+            &mut limits.max_participants_per_room,
+            max_participants_per_room,
+        );
+        set(
+            &mut limits.max_publications_per_participant,
+            max_publications_per_participant,
+        );
+        set(
+            &mut limits.max_subscriptions_per_participant,
+            max_subscriptions_per_participant,
+        );
+        set(&mut limits.max_connections, max_connections);
+        set(
+            &mut limits.max_connections_per_address,
+            max_connections_per_address,
+        );
+        set(&mut limits.header_read_timeout, ms(header_read_timeout_ms));
+        set(&mut limits.write_timeout, ms(write_timeout_ms));
+        set(&mut limits.request_timeout, ms(request_timeout_ms));
+        set(
+            &mut limits.publication_stall_timeout,
+            ms(publication_stall_timeout_ms),
         );
         set(&mut self.test_hooks, test_hooks);
         set(&mut self.max_message_bytes, max_message_bytes);
@@ -527,6 +477,7 @@ impl Config {
         if self.resume_grace > MAX_RESUME_GRACE {
             return invalid("resume_grace_ms must be at most 300000 (5 minutes)".into());
         }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         if self.drain_timeout > MAX_DRAIN_TIMEOUT {
             return invalid("drain_timeout must be at most 3600 (seconds)".into());
         }
@@ -620,6 +571,15 @@ impl Config {
         }
     }
 
+    /// The media server's configuration: transport, limits and every room's routing core.
+    pub fn sfu_config(&self) -> SfuConfig {
+        SfuConfig {
+            transport: self.transport(),
+            limits: self.limits.sfu(),
+            room: self.limits.room(),
+        }
+    }
+
     /// Maximum burst of signaling messages per connection (twice the rate).
     pub fn max_message_burst(&self) -> u32 {
         self.max_message_rate.saturating_mul(2)
@@ -645,6 +605,8 @@ fn parse_toml(text: &str, path: Option<&Path>) -> Result<ServeArgs, ConfigError>
     })
 }
 
+mod limits;
 mod rtsp;
 #[cfg(test)]
 mod tests;
+mod types;
