@@ -15,5 +15,6 @@ mod rtsp;
 mod rtsp_input;
 mod shard;
 mod signaling;
+mod soak;
 mod synthetic;
 mod whip;
