@@ -131,12 +131,13 @@ async fn cycle(server: &TestServer, room: &str, index: usize, kill: bool) -> Res
     );
     answer_offers(&mut subscriber, &mut peer).await?;
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !log
-        .lock()
-        .expect("log")
-        .first()
-        .is_some_and(|r| !r.packets.is_empty())
-    {
+    let media_arrived = || {
+        log.lock()
+            .expect("log")
+            .first()
+            .is_some_and(|r| !r.packets.is_empty())
+    };
+    while !media_arrived() {
         ensure!(Instant::now() < deadline, "cycle {index}: no media in 10 s");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
