@@ -23,7 +23,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_sfu::ingest::{RtspSource, StreamKeys, StreamTarget};
+use sluice_sfu::ingest::{StreamKeys, StreamTarget};
 use sluice_sfu::runtime::SfuConfig;
 use sluice_sfu::transport::TransportConfig;
 
@@ -534,31 +534,6 @@ impl Config {
             })?;
         }
         Ok(keys)
-    }
-
-    /// The RTSP sources to pull, credentials read from the environment variables they name.
-    /// Two sources cannot publish as the same room and identity.
-    pub fn rtsp_sources(&self) -> Result<Vec<RtspSource>, ConfigError> {
-        self.rtsp_sources_with_env(&|var| std::env::var(var).ok())
-    }
-
-    /// [`Config::rtsp_sources`] with the environment read through `env`.
-    pub fn rtsp_sources_with_env(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Vec<RtspSource>, ConfigError> {
-        let mut sources: Vec<RtspSource> = Vec::with_capacity(self.rtsp_sources.len());
-        for entry in &self.rtsp_sources {
-            let source = entry.resolve(env).map_err(ConfigError::Invalid)?;
-            if sources.iter().any(|other| other.target == source.target) {
-                return Err(ConfigError::Invalid(format!(
-                    "rtsp_sources: two sources publish as {}/{}",
-                    entry.room, entry.identity
-                )));
-            }
-            sources.push(source);
-        }
-        Ok(sources)
     }
 
     /// The media transport this configuration asks for.
