@@ -32,9 +32,9 @@ pub(crate) struct VideoPublisher {
 }
 
 impl VideoPublisher {
-    /// Joins `room` as `identity` and publishes one video track.
-    pub(crate) async fn start(server: &TestServer, room: &str, identity: &str) -> Result<Self> {
-        let mut signal = SignalClient::connect(&server.ws_url()).await?;
+    /// Joins `room` as `identity` on the server at `ws_url` and publishes one video track.
+    pub(crate) async fn start(ws_url: &str, room: &str, identity: &str) -> Result<Self> {
+        let mut signal = SignalClient::connect(ws_url).await?;
         let joined = signal.join(token(room, identity)).await?;
         ensure!(
             matches!(joined, ServerMessage::Joined { .. }),
@@ -127,7 +127,7 @@ async fn a_publisher_whose_media_stops_is_announced_stalled_within_two_seconds()
     init_tracing();
     let server = TestServer::start_on_shard().await?;
     let room = "liveness";
-    let publisher = VideoPublisher::start(&server, room, "camera").await?;
+    let publisher = VideoPublisher::start(&server.ws_url(), room, "camera").await?;
     let publication = publisher.publication_id.clone();
     let (sending, stop) = (
         Arc::new(AtomicBool::new(true)),

@@ -97,8 +97,8 @@ type Abandoned = Option<(ClientPeer, ClientPeer)>;
 
 /// One cycle: a publisher and a subscriber in `room`; media must reach the subscriber; then
 /// both leave — or, with `kill`, vanish and return their peer connections unclosed.
-async fn cycle(server: &TestServer, room: &str, index: usize, kill: bool) -> Result<Abandoned> {
-    let publisher = VideoPublisher::start(server, room, &format!("pub-{index}")).await?;
+async fn cycle(ws_url: &str, room: &str, index: usize, kill: bool) -> Result<Abandoned> {
+    let publisher = VideoPublisher::start(ws_url, room, &format!("pub-{index}")).await?;
     let stop = Arc::new(AtomicBool::new(false));
     let sender = {
         let (track, stop) = (Arc::clone(&publisher.track), Arc::clone(&stop));
@@ -112,7 +112,7 @@ async fn cycle(server: &TestServer, room: &str, index: usize, kill: bool) -> Res
             anyhow::Ok(())
         })
     };
-    let mut subscriber = SignalClient::connect(&server.ws_url()).await?;
+    let mut subscriber = SignalClient::connect(ws_url).await?;
     subscriber
         .join(token(room, &format!("sub-{index}")))
         .await?;
@@ -174,7 +174,11 @@ async fn churn_returns_the_server_to_its_baseline() -> Result<()> {
     .await?;
     // Warm up: one cycle creates what lives for the process (the runtime's threads, the
     // shard's first allocations, lazily initialised statics); the baseline is taken after it.
-    ensure!(cycle(&server, "soak-warmup", 0, false).await?.is_none());
+    ensure!(
+        cycle(&server.ws_url(), "soak-warmup", 0, false)
+            .await?
+            .is_none()
+    );
     let baseline = settle(&server, None).await?;
 
     let started = Instant::now();
@@ -185,8 +189,8 @@ async fn churn_returns_the_server_to_its_baseline() -> Result<()> {
         next += batch.len();
         let runs = batch.iter().map(|&index| {
             let room = format!("soak-{}", index % PARALLEL);
-            let server = &server;
-            async move { cycle(server, &room, index, index % KILL_EVERY == 0).await }
+            let url = server.ws_url();
+            async move { cycle(&url, &room, index, index % KILL_EVERY == 0).await }
         });
         for (result, index) in futures::future::join_all(runs)
             .await
