@@ -187,3 +187,47 @@ async fn a_publisher_whose_media_stops_is_announced_stalled_within_two_seconds()
     server.stop().await;
     Ok(())
 }
+
+/// A publisher whose WebSocket vanished is parked for a resume; once its connection fails
+/// (ICE consent lost: its process is gone), it is removed without waiting out the grace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_publisher_whose_connection_fails_is_removed_before_the_grace_ends() -> Result<()>
+{
+    init_tracing();
+    const GRACE: Duration = Duration::from_secs(120);
+    let server = TestServer::start_with(|config| config.resume_grace = GRACE).await?;
+    let room = "liveness-failed";
+    let publisher = VideoPublisher::start(&server.ws_url(), room, "camera").await?;
+    let mut viewer = SignalClient::connect(&server.ws_url()).await?;
+    let ServerMessage::Joined { participants, .. } = viewer.join(token(room, "viewer")).await?
+    else {
+        bail!("join refused");
+    };
+    let publisher_id = participants
+        .first()
+        .map(|p| p.participant_id.clone())
+        .context("the publisher is in the room")?;
+    let VideoPublisher { signal, peer, .. } = publisher;
+    let vanished_at = Instant::now();
+    signal.vanish(Duration::from_secs(5)).await?;
+    // Its media connection ends without a word to the server: the client stops answering.
+    peer.close().await;
+    viewer
+        .wait_event(Duration::from_secs(45), |event| match event {
+            ServerMessage::ParticipantLeft { participant_id }
+                if *participant_id == publisher_id =>
+            {
+                Some(())
+            }
+            _ => None,
+        })
+        .await
+        .context("the parked publisher was still in the room 45 s later")?;
+    let removed_after = vanished_at.elapsed();
+    ensure!(removed_after < GRACE);
+    eprintln!(
+        "liveness: a parked publisher whose connection ended was removed {removed_after:?} after it vanished (grace {GRACE:?})"
+    );
+    server.stop().await;
+    Ok(())
+}

@@ -21,7 +21,9 @@ use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::shard::{
     PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepSubscription,
 };
-use crate::transport::{TransportError, negotiated_codecs, with_start_bitrate};
+use crate::transport::{
+    ConnectionState, PeerRole, TransportError, negotiated_codecs, with_start_bitrate,
+};
 
 /// Starts the participant's task once the room has accepted it.
 pub(super) async fn start(
@@ -40,6 +42,7 @@ pub(super) async fn start(
     }
     let (commands_tx, commands) = mpsc::channel(64);
     let (events_tx, events) = mpsc::channel(1024);
+    let (transport_failed, failed) = tokio::sync::watch::channel(false);
     let task = ShardParticipantTask {
         id,
         sfu,
@@ -55,13 +58,15 @@ pub(super) async fn start(
         offered: false,
         ice_restart_pending: false,
         whep: false,
+        failed: (false, false),
+        transport_failed,
     };
     let span = info_span!("participant", participant = %id, plane = "shard");
     tokio::spawn(
         task.run(commands, room_events, shard_events)
             .instrument(span),
     );
-    Ok(Participant::from_parts(id, commands_tx, events))
+    Ok(Participant::from_parts(id, commands_tx, events).with_transport_failed(failed))
 }
 
 /// A shard error as the client sees it.
@@ -104,6 +109,11 @@ struct ShardParticipantTask {
     /// A WHEP viewer: the client offered its subscriber connection, and the server never
     /// offers it again.
     whep: bool,
+    /// Whether the publisher and the subscriber connection are failed now.
+    failed: (bool, bool),
+    /// True while one of the participant's connections is failed (see
+    /// `Participant::transport_failed`).
+    transport_failed: tokio::sync::watch::Sender<bool>,
 }
 
 impl ShardParticipantTask {
@@ -460,6 +470,20 @@ impl ShardParticipantTask {
         match event {
             ShardEvent::ConnectionState { role, state } => {
                 debug!(?role, ?state, "connection state");
+                // Failed (or closed by the client) until an ICE restart brings it back.
+                let failed = match state {
+                    ConnectionState::Failed | ConnectionState::Closed => Some(true),
+                    ConnectionState::Connected => Some(false),
+                    _ => None,
+                };
+                if let Some(failed) = failed {
+                    match role {
+                        PeerRole::Publisher => self.failed.0 = failed,
+                        PeerRole::Subscriber => self.failed.1 = failed,
+                    }
+                    self.transport_failed
+                        .send_replace(self.failed.0 || self.failed.1);
+                }
                 self.emit(ParticipantEvent::Connection(role, state));
             }
             ShardEvent::LayersChanged {

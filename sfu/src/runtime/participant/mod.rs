@@ -148,6 +148,8 @@ pub struct Participant {
     id: ParticipantId,
     commands: mpsc::Sender<Command>,
     events: mpsc::Receiver<ParticipantEvent>,
+    /// True while one of its connections is failed (see [`Participant::transport_failed`]).
+    transport_failed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Participant {
@@ -166,6 +168,30 @@ impl Participant {
             id,
             commands,
             events,
+            // A plane that does not report failures: never true.
+            transport_failed: tokio::sync::watch::channel(false).1,
+        }
+    }
+
+    /// Reports a connection failure on `failed` (the shard plane: ICE or DTLS failed).
+    pub(super) fn with_transport_failed(self, failed: tokio::sync::watch::Receiver<bool>) -> Self {
+        Self {
+            transport_failed: failed,
+            ..self
+        }
+    }
+
+    /// Resolves when one of the participant's peer connections is failed (ICE consent lost for
+    /// 30 s, or DTLS failed; at once if it is now), without taking its events; never on a plane
+    /// that does not report it. A parked participant (its WebSocket gone) whose transport failed
+    /// has nothing left to resume.
+    pub fn transport_failed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut failed = self.transport_failed.clone();
+        async move {
+            if failed.wait_for(|failed| *failed).await.is_err() {
+                // The sender is gone without a failure: wait forever.
+                std::future::pending::<()>().await;
+            }
         }
     }
 
@@ -241,14 +267,7 @@ impl Participant {
             task.run(commands, room_events, publisher_events, subscriber_events)
                 .instrument(span),
         );
-        Ok((
-            Self {
-                id,
-                commands: commands_tx,
-                events,
-            },
-            snapshot,
-        ))
+        Ok((Self::from_parts(id, commands_tx, events), snapshot))
     }
 
     pub fn id(&self) -> ParticipantId {
