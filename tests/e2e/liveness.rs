@@ -32,7 +32,8 @@ pub(crate) struct VideoPublisher {
 }
 
 impl VideoPublisher {
-    /// Joins `room` as `identity` on the server at `ws_url` and publishes one video track.
+    /// Joins `room` as `identity` on the server at `ws_url` (the shard plane) and publishes one
+    /// video track; the shard must answer as ICE-lite.
     pub(crate) async fn start(ws_url: &str, room: &str, identity: &str) -> Result<Self> {
         let mut signal = SignalClient::connect(ws_url).await?;
         let joined = signal.join(token(room, identity)).await?;
@@ -63,6 +64,7 @@ impl VideoPublisher {
         else {
             bail!("publish failed: {published:?}");
         };
+        ensure!(sdp.contains("a=ice-lite"), "the shard answers as ICE-lite");
         peer.apply_answer(sdp).await?;
         peer.wait_connected(CONNECT_WAIT).await?;
         let publication_id = publications
