@@ -44,7 +44,7 @@ impl TestServer {
     /// Like [`start_with`](Self::start_with), and the media server's own config too (its
     /// shards' sockets, advertised address and count come from the adjusted `Config`).
     pub async fn start_with_sfu(adjust: impl FnOnce(&mut Config, &mut SfuConfig)) -> Result<Self> {
-        Self::start_with_sfu_and_limits(adjust, ConnectionLimits::default()).await
+        Self::start_with_sfu_and_limits(adjust, None).await
     }
 
     /// Like [`start_with`](Self::start_with), with the HTTP accept loop's limits set by the test.
@@ -52,12 +52,12 @@ impl TestServer {
         adjust: impl FnOnce(&mut Config),
         limits: ConnectionLimits,
     ) -> Result<Self> {
-        Self::start_with_sfu_and_limits(|config, _| adjust(config), limits).await
+        Self::start_with_sfu_and_limits(|config, _| adjust(config), Some(limits)).await
     }
 
     async fn start_with_sfu_and_limits(
         adjust: impl FnOnce(&mut Config, &mut SfuConfig),
-        limits: ConnectionLimits,
+        limits: Option<ConnectionLimits>,
     ) -> Result<Self> {
         let mut config = Config {
             listen: "127.0.0.1:0".parse()?,
@@ -67,7 +67,24 @@ impl TestServer {
         };
         let mut sfu_config = SfuConfig::default();
         adjust(&mut config, &mut sfu_config);
-        let sfu = sluice_signaling::media_plane::start_sfu(&config, sfu_config)?;
+        // The configured limits (tests set them on `Config`), the test's room config with the
+        // configured stall timeout.
+        let room = sluice_sfu::core::RoomConfig {
+            publication_stall_timeout: config.limits.room().publication_stall_timeout,
+            ..sfu_config.shard.room
+        };
+        let sfu = sluice_signaling::media_plane::start_sfu(
+            &config,
+            SfuConfig {
+                limits: config.limits.sfu(),
+                shard: sluice_sfu::shard::ShardConfig {
+                    room,
+                    ..sfu_config.shard
+                },
+                ..sfu_config
+            },
+        )?;
+        let limits = limits.unwrap_or_else(|| config.limits.connections());
         let server = Server::start_with_limits(config, sfu.clone(), limits).await?;
         Ok(Self {
             addr: server.local_addr(),

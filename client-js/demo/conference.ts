@@ -296,6 +296,16 @@ async function subscribeTo(room: Room, publication: PublicationInfo): Promise<vo
   }
 }
 
+/** Marks a remote tile stalled while any of its participant's publications sends no media. */
+function showStalled(room: Room, participantId: string): void {
+  const tile = remoteTiles.get(participantId);
+  if (tile === undefined) return;
+  const stalled = [...room.stalledPublications].some(
+    (id) => room.publications.get(id)?.participantId === participantId,
+  );
+  tile.root.classList.toggle('stalled', stalled);
+}
+
 function onPublicationRemoved(publicationId: string, participantId: string): void {
   const tile = remoteTiles.get(participantId);
   if (tile === undefined) return;
@@ -335,6 +345,8 @@ async function join(roomName: string, name: string): Promise<void> {
   room.on(RoomEvent.ParticipantLeft, (e) => removeRemoteTile(e.participantId));
   room.on(RoomEvent.PublicationAdded, (p) => void subscribeTo(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => onPublicationRemoved(e.publicationId, e.participantId));
+  room.on(RoomEvent.PublicationStalled, (e) => showStalled(room, e.participantId));
+  room.on(RoomEvent.PublicationResumed, (e) => showStalled(room, e.participantId));
   room.on(RoomEvent.Error, (err) => showError('room', err));
   room.on(RoomEvent.Reconnecting, () => setStatus('Connection lost: reconnecting…'));
   room.on(RoomEvent.Reconnected, () => setStatus(`In room "${room.name ?? roomName}" as ${room.localParticipant?.identity ?? name}`));

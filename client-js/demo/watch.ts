@@ -142,6 +142,17 @@ async function subscribe(room: Room, publication: PublicationInfo): Promise<void
   }
 }
 
+/** Marks the player stalled while a publication it plays sends no media (the source is away). */
+function showStalled(room: Room): void {
+  const stalled = [...watch.playing.keys()].some((id) => room.stalledPublications.has(id));
+  video.parentElement?.classList.toggle('stalled', stalled);
+  if (stalled) {
+    statusText.textContent = 'Stalled: the stream sends nothing (waiting for it to come back)…';
+  } else if (watch.playing.size > 0) {
+    statusText.textContent = `Watching "${room.name ?? ''}"`;
+  }
+}
+
 function unsubscribe(publicationId: string): void {
   const playing = watch.playing.get(publicationId);
   if (playing === undefined) return;
@@ -230,6 +241,8 @@ async function start(): Promise<void> {
   watch.room = room;
   room.on(RoomEvent.PublicationAdded, (p) => void subscribe(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => unsubscribe(e.publicationId));
+  room.on(RoomEvent.PublicationStalled, () => showStalled(room));
+  room.on(RoomEvent.PublicationResumed, () => showStalled(room));
   room.on(RoomEvent.Error, (err) => showError('room', err));
   const connectedText = { value: '' };
   room.on(RoomEvent.Reconnecting, () => {

@@ -53,6 +53,10 @@ export const RoomEvent = {
   PublisherLayersApplied: 'publisherLayersApplied',
   /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
   ActiveSpeakersChanged: 'activeSpeakersChanged',
+  /** A publication stopped sending media (see `RoomEvents.publicationStalled`). */
+  PublicationStalled: 'publicationStalled',
+  /** A stalled publication sends media again (see `RoomEvents.publicationResumed`). */
+  PublicationResumed: 'publicationResumed',
   /** A failure that belongs to no call (see `RoomEvents.error`). */
   Error: 'error',
   /** The signaling connection dropped; the SDK is reconnecting. */
@@ -162,6 +166,16 @@ export interface ActiveSpeakersChangedEvent {
   speakers: SpeakerInfo[];
 }
 
+/** `publicationStalled` and `publicationResumed`: a publication's media stopped or returned. */
+export interface PublicationLivenessEvent {
+  /** The publication. */
+  publicationId: string;
+  /** Its publisher. */
+  participantId: string;
+  /** The publication as the room knows it, if it does. */
+  publication: PublicationInfo | undefined;
+}
+
 /** `disconnected`: the session ended. */
 export interface DisconnectedEvent {
   /** True when `disconnect()` ended the session. */
@@ -202,6 +216,14 @@ export type RoomEvents = {
   publisherLayersApplied: (event: PublisherLayersAppliedEvent) => void;
   /** The server's list of active speakers changed (see `room.activeSpeakers`). */
   activeSpeakersChanged: (event: ActiveSpeakersChangedEvent) => void;
+  /**
+   * A publication sent no media for 1.5 s: its publisher's process, network or encoder is gone
+   * (see `room.stalledPublications`). It stays published; its picture is frozen until
+   * `publicationResumed` or `publicationRemoved`.
+   */
+  publicationStalled: (event: PublicationLivenessEvent) => void;
+  /** A stalled publication sends media again. */
+  publicationResumed: (event: PublicationLivenessEvent) => void;
   /** A failure that belongs to no call: a server error without requestId, a failed server offer. */
   error: (error: SluiceError) => void;
   /**

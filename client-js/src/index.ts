@@ -7,6 +7,7 @@ export type {
   DisconnectedEvent,
   LayersChangedEvent,
   ParticipantLeftEvent,
+  PublicationLivenessEvent,
   PublicationRemovedEvent,
   PublisherLayersAppliedEvent,
   ReconnectedEvent,

@@ -34,7 +34,7 @@ subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: nu
 /**
  * Loudest first; empty when nobody speaks.
  */
-speakers: Array<SpeakerInfo>, };
+speakers: Array<SpeakerInfo>, } | { "type": "publicationStalled", publicationId: string, participantId: string, } | { "type": "publicationResumed", publicationId: string, participantId: string, };
 
 export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal" | "resumeFailed";
 

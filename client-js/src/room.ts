@@ -92,6 +92,7 @@ export class Room extends TypedEmitter<RoomEvents> {
   private readonly subscriber: Subscriber;
   private readonly resumer: Resumer;
   private speakers: readonly SpeakerInfo[] = [];
+  private readonly stalled = new Set<string>();
 
   constructor(options: RoomOptions = {}) {
     super();
@@ -216,6 +217,11 @@ export class Room extends TypedEmitter<RoomEvents> {
    */
   get activeSpeakers(): readonly SpeakerInfo[] {
     return this.speakers;
+  }
+
+  /** The publications (remote or local) whose media stopped, as of the last liveness events. */
+  get stalledPublications(): ReadonlySet<string> {
+    return this.stalled;
   }
 
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
@@ -375,12 +381,24 @@ export class Room extends TypedEmitter<RoomEvents> {
         this.speakers = event.speakers;
         this.emit('activeSpeakersChanged', { speakers: event.speakers });
         break;
+      case 'publicationStalled':
+      case 'publicationResumed': {
+        const stalled = event.type === 'publicationStalled';
+        if (this.stalled.has(event.publicationId) === stalled) break;
+        if (stalled) this.stalled.add(event.publicationId);
+        else this.stalled.delete(event.publicationId);
+        const { publicationId, participantId } = event;
+        const publication = this.remotePublications.get(publicationId) ?? this.publisher.publications.get(publicationId);
+        this.emit(event.type, { publicationId, participantId, publication });
+        break;
+      }
     }
   }
 
   private handlePublicationRemoved(publicationId: string, participantId: string): void {
     const publication = this.remotePublications.get(publicationId) ?? this.publisher.publications.get(publicationId);
     this.remotePublications.delete(publicationId);
+    this.stalled.delete(publicationId);
     this.publisher.forget(publicationId);
     this.subscriber.endPublication(publicationId);
     this.emit('publicationRemoved', { publicationId, participantId, publication });
@@ -434,6 +452,7 @@ export class Room extends TypedEmitter<RoomEvents> {
     this.publisher.close();
     this.subscriber.close();
     this.speakers = [];
+    this.stalled.clear();
     if (wasConnected && event !== undefined) this.emit('disconnected', event);
   }
 

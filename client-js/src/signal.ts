@@ -40,6 +40,8 @@ const EVENT_TYPES = [
   'layersChanged',
   'publisherLayers',
   'activeSpeakers',
+  'publicationStalled',
+  'publicationResumed',
 ] as const;
 
 /** A server message that is not a response to a request. */

@@ -22,7 +22,7 @@ const CLIENT_TYPES: ClientMessage['type'][] = [
 const SERVER_TYPES: ServerMessage['type'][] = [
   'joined', 'published', 'subscribed', 'ok', 'error', 'offer', 'trickle',
   'participantJoined', 'participantUpdated', 'participantLeft', 'publicationAdded', 'publicationRemoved', 'layersChanged',
-  'publisherLayers', 'resumed', 'activeSpeakers',
+  'publisherLayers', 'resumed', 'activeSpeakers', 'publicationStalled', 'publicationResumed',
 ];
 
 /** Drives a session that makes the SDK send every kind of client message; returns them by type. */

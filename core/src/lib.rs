@@ -19,6 +19,7 @@ mod input;
 mod keyframe_cache;
 mod keyframe_requests;
 mod layer;
+mod liveness;
 mod output;
 mod packet;
 mod publication;

@@ -91,6 +91,22 @@ pub enum Output {
         /// Who speaks, loudest first, with their levels.
         speakers: Vec<(ParticipantId, f32)>,
     },
+    /// Tell everyone in the room that a publication stopped sending media (no packet for the
+    /// room's `publication_stall_timeout`): its publisher vanished or its source went away.
+    /// The publication stays; [`Output::PublicationResumed`] follows when media returns.
+    PublicationStalled {
+        /// The silent publication.
+        publication: PublicationId,
+        /// Who publishes it.
+        publisher: ParticipantId,
+    },
+    /// Tell everyone in the room that a stalled publication sends media again.
+    PublicationResumed {
+        /// The publication whose media returned.
+        publication: PublicationId,
+        /// Who publishes it.
+        publisher: ParticipantId,
+    },
 }
 
 /// Why a subscription's layer target or current layer changed.

@@ -7,6 +7,7 @@ use tracing::debug;
 
 use super::downlink::{Downlink, Media};
 use super::ids::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
+use super::liveness::Liveness;
 use super::packet::{DropReason, MediaKind, RtpPacket};
 use super::publication::Publication;
 use super::random::SplitMix64;
@@ -54,6 +55,8 @@ pub use super::stats::{DropCounts, PublicationStats, RoomStats, SubscriptionStat
 ///                 /* ignore the subscriber's NACKs for earlier packets of ssrc */
 ///             }
 ///             Output::PathCongested { subscriber } => { /* stop probing, no extra copies */ }
+///             Output::PublicationStalled { publication, .. }
+///             | Output::PublicationResumed { publication, .. } => { /* tell everyone */ }
 ///         }
 ///     }
 ///     // then: sleep until room.poll_timeout(), call room.handle_timeout(now), drain again
@@ -71,6 +74,7 @@ pub struct Room {
     /// Each subscriber's bandwidth control, from its first subscription until it leaves.
     downlinks: HashMap<ParticipantId, Downlink>,
     speakers: SpeakerDetector,
+    liveness: Liveness,
     random: SplitMix64,
 }
 
@@ -84,6 +88,7 @@ impl Room {
             stats: RoomStats::default(),
             downlinks: HashMap::new(),
             speakers: SpeakerDetector::default(),
+            liveness: Liveness::new(config.publication_stall_timeout),
             random: SplitMix64::new(config.random_seed),
             config,
         }
@@ -313,6 +318,7 @@ impl Room {
             .values()
             .filter_map(Publication::timeout)
             .chain(self.speakers.timeout())
+            .chain(self.liveness.timeout())
             .min()
     }
 
@@ -323,6 +329,15 @@ impl Room {
             publication.handle_timeout(now, &mut self.outputs);
         }
         self.speakers.handle_timeout(now, &mut self.outputs);
+        self.liveness.handle_timeout(now, &mut self.outputs);
+    }
+
+    /// The publications stalled now (see [`Output::PublicationStalled`]), for a participant
+    /// that joins while they are.
+    pub fn stalled_publications(&self) -> Vec<PublicationId> {
+        let mut stalled: Vec<PublicationId> = self.liveness.stalled().collect();
+        stalled.sort_unstable_by_key(|id| id.0);
+        stalled
     }
 
     /// Counters of one subscription, if it is in the room.
@@ -373,7 +388,15 @@ impl Room {
             self.speakers.observe(now, publication, level);
         }
         match self.publications.get_mut(&publication) {
-            Some(publication) => publication.handle_rtp(now, layer, packet, &mut self.outputs),
+            Some(publication) => {
+                self.liveness.observe(
+                    now,
+                    publication.id,
+                    publication.publisher,
+                    &mut self.outputs,
+                );
+                publication.handle_rtp(now, layer, packet, &mut self.outputs);
+            }
             None => {
                 tracing::trace!(%publication, "rtp for unknown publication");
                 self.stats.dropped.add(DropReason::UnknownPublication);
@@ -443,6 +466,7 @@ impl Room {
 
     fn remove_publication(&mut self, id: PublicationId) {
         self.speakers.remove_publication(id);
+        self.liveness.remove(id);
         if let Some(publication) = self.publications.remove(&id) {
             for subscription in &publication.subscriptions {
                 self.subscription_index.remove(&subscription.id());

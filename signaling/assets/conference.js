@@ -219,6 +219,14 @@ async function subscribeTo(room, publication) {
   } catch {
   }
 }
+function showStalled(room, participantId) {
+  const tile = remoteTiles.get(participantId);
+  if (tile === void 0) return;
+  const stalled = [...room.stalledPublications].some(
+    (id) => room.publications.get(id)?.participantId === participantId
+  );
+  tile.root.classList.toggle("stalled", stalled);
+}
 function onPublicationRemoved(publicationId, participantId) {
   const tile = remoteTiles.get(participantId);
   if (tile === void 0) return;
@@ -256,6 +264,8 @@ async function join(roomName, name) {
   room.on(RoomEvent.ParticipantLeft, (e) => removeRemoteTile(e.participantId));
   room.on(RoomEvent.PublicationAdded, (p) => void subscribeTo(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => onPublicationRemoved(e.publicationId, e.participantId));
+  room.on(RoomEvent.PublicationStalled, (e) => showStalled(room, e.participantId));
+  room.on(RoomEvent.PublicationResumed, (e) => showStalled(room, e.participantId));
   room.on(RoomEvent.Error, (err) => showError("room", err));
   room.on(RoomEvent.Reconnecting, () => setStatus("Connection lost: reconnecting…"));
   room.on(RoomEvent.Reconnected, () => setStatus(`In room "${room.name ?? roomName}" as ${room.localParticipant?.identity ?? name}`));

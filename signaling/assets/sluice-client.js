@@ -123,6 +123,10 @@ var RoomEvent = {
   PublisherLayersApplied: "publisherLayersApplied",
   /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
   ActiveSpeakersChanged: "activeSpeakersChanged",
+  /** A publication stopped sending media (see `RoomEvents.publicationStalled`). */
+  PublicationStalled: "publicationStalled",
+  /** A stalled publication sends media again (see `RoomEvents.publicationResumed`). */
+  PublicationResumed: "publicationResumed",
   /** A failure that belongs to no call (see `RoomEvents.error`). */
   Error: "error",
   /** The signaling connection dropped; the SDK is reconnecting. */
@@ -791,7 +795,9 @@ var EVENT_TYPES = [
   "publicationRemoved",
   "layersChanged",
   "publisherLayers",
-  "activeSpeakers"
+  "activeSpeakers",
+  "publicationStalled",
+  "publicationResumed"
 ];
 var WS_OPEN = 1;
 var SignalClient = class {
@@ -1605,6 +1611,7 @@ var Room = class extends TypedEmitter {
     this.remoteParticipants = /* @__PURE__ */ new Map();
     this.remotePublications = /* @__PURE__ */ new Map();
     this.speakers = [];
+    this.stalled = /* @__PURE__ */ new Set();
     this.webSocketFactory = options.webSocketFactory ?? ((url) => new WebSocket(url));
     this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.reconnectEnabled = options.reconnect ?? true;
@@ -1713,6 +1720,10 @@ var Room = class extends TypedEmitter {
    */
   get activeSpeakers() {
     return this.speakers;
+  }
+  /** The publications (remote or local) whose media stopped, as of the last liveness events. */
+  get stalledPublications() {
+    return this.stalled;
   }
   /** The publisher or subscriber RTCPeerConnection, once created (for statistics and diagnostics). */
   peerConnection(target) {
@@ -1857,11 +1868,23 @@ var Room = class extends TypedEmitter {
         this.speakers = event.speakers;
         this.emit("activeSpeakersChanged", { speakers: event.speakers });
         break;
+      case "publicationStalled":
+      case "publicationResumed": {
+        const stalled = event.type === "publicationStalled";
+        if (this.stalled.has(event.publicationId) === stalled) break;
+        if (stalled) this.stalled.add(event.publicationId);
+        else this.stalled.delete(event.publicationId);
+        const { publicationId, participantId } = event;
+        const publication = this.remotePublications.get(publicationId) ?? this.publisher.publications.get(publicationId);
+        this.emit(event.type, { publicationId, participantId, publication });
+        break;
+      }
     }
   }
   handlePublicationRemoved(publicationId, participantId) {
     const publication = this.remotePublications.get(publicationId) ?? this.publisher.publications.get(publicationId);
     this.remotePublications.delete(publicationId);
+    this.stalled.delete(publicationId);
     this.publisher.forget(publicationId);
     this.subscriber.endPublication(publicationId);
     this.emit("publicationRemoved", { publicationId, participantId, publication });
@@ -1899,6 +1922,7 @@ var Room = class extends TypedEmitter {
     this.publisher.close();
     this.subscriber.close();
     this.speakers = [];
+    this.stalled.clear();
     if (wasConnected && event !== void 0) this.emit("disconnected", event);
   }
   reportError(error) {

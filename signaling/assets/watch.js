@@ -132,6 +132,15 @@ async function subscribe(room, publication) {
   } catch {
   }
 }
+function showStalled(room) {
+  const stalled = [...watch.playing.keys()].some((id) => room.stalledPublications.has(id));
+  video.parentElement?.classList.toggle("stalled", stalled);
+  if (stalled) {
+    statusText.textContent = "Stalled: the stream sends nothing (waiting for it to come back)…";
+  } else if (watch.playing.size > 0) {
+    statusText.textContent = `Watching "${room.name ?? ""}"`;
+  }
+}
 function unsubscribe(publicationId) {
   const playing = watch.playing.get(publicationId);
   if (playing === void 0) return;
@@ -208,6 +217,8 @@ async function start() {
   watch.room = room;
   room.on(RoomEvent.PublicationAdded, (p) => void subscribe(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => unsubscribe(e.publicationId));
+  room.on(RoomEvent.PublicationStalled, () => showStalled(room));
+  room.on(RoomEvent.PublicationResumed, () => showStalled(room));
   room.on(RoomEvent.Error, (err) => showError("room", err));
   const connectedText = { value: "" };
   room.on(RoomEvent.Reconnecting, () => {

@@ -1,7 +1,8 @@
 //! The HTTP accept loop and its limits on connections before any authentication: how many are
-//! served at once, in total and per source address, and how long a client may take to send a
-//! request's headers.
+//! served at once, in total and per source address, how long a client may take to send a
+//! request's headers and to let a response be written, and how long one request may take.
 
+use std::future::Future;
 use std::io::ErrorKind;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -26,14 +27,25 @@ use tracing::{debug, warn};
 
 /// Longest time a client may take to send a request's headers, counted from the accept (or
 /// from the end of the previous response on a kept-alive connection). A socket that sends
-/// nothing or half a request is closed then. Not yet a `Config` option.
+/// nothing or half a request is closed then. The default of `header_read_timeout_ms`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time a write to a connection may make no progress (the client does not read: its
+/// receive window and the kernel's send buffer are full). The connection is then reset, so a
+/// client that requests a large response and never reads it holds nothing. Applies to
+/// WebSockets too, whose own send deadline (5 s, `session/outbox.rs`) is shorter. The default
+/// of `write_timeout_ms`.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest time the server works on one HTTP request before its response starts: a client that
+/// sends headers and then half a body is answered `408 Request Timeout` (and closed). The
+/// WebSocket upgrade answers at once; the session that follows is not bounded by it. The
+/// default of `request_timeout_ms`.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections served at once (HTTP requests in progress, idle kept-alive sockets and
 /// WebSockets alike); more are answered 503 and closed. Keep it below the process's file
-/// descriptor limit minus the UDP sockets of the media plane. Not yet a `Config` option.
+/// descriptor limit minus the UDP sockets of the media plane. The default of `max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
 /// Connections served at once from one source address (an IPv6 client: its /64); more are
-/// answered 503 and closed. Not yet a `Config` option.
+/// answered 503 and closed. The default of `max_connections_per_address`.
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 
 /// What [`crate::server::Server`] allows a connection before it authenticates.
@@ -41,6 +53,10 @@ pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 64;
 pub struct ConnectionLimits {
     /// See [`DEFAULT_HEADER_READ_TIMEOUT`].
     pub header_read_timeout: Duration,
+    /// See [`DEFAULT_WRITE_TIMEOUT`].
+    pub write_timeout: Duration,
+    /// See [`DEFAULT_REQUEST_TIMEOUT`].
+    pub request_timeout: Duration,
     /// See [`DEFAULT_MAX_CONNECTIONS`].
     pub max_connections: usize,
     /// See [`DEFAULT_MAX_CONNECTIONS_PER_ADDRESS`].
@@ -51,6 +67,8 @@ impl Default for ConnectionLimits {
     fn default() -> Self {
         Self {
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
         }
@@ -99,15 +117,27 @@ pub(crate) async fn serve(
         let app = app.clone();
         let reset = ResetOnClose::default();
         let request_reset = reset.clone();
+        let request_timeout = limits.request_timeout;
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             request.extensions_mut().insert(request_reset.clone());
-            app.clone().oneshot(request)
+            let response = app.clone().oneshot(request);
+            async move {
+                match tokio::time::timeout(request_timeout, response).await {
+                    Ok(response) => response,
+                    Err(_) => {
+                        debug!(%peer, "request timed out");
+                        Ok(request_timed_out())
+                    }
+                }
+            }
         });
         let io = TokioIo::new(Counted {
             stream,
             _slot: slot,
             reset,
+            write_timeout: limits.write_timeout,
+            stalled: None,
         });
         let connection = http.serve_connection(io, service).with_upgrades();
         let mut stop = stop.clone();
@@ -135,6 +165,17 @@ pub(crate) async fn serve(
     drop(listener);
     drop(task_alive);
     tasks_done.closed().await;
+}
+
+/// The answer to a request that took longer than the request timeout (a body never finished).
+fn request_timed_out() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::REQUEST_TIMEOUT,
+        [(axum::http::header::CONNECTION, "close")],
+        "request timed out\n",
+    )
+        .into_response()
 }
 
 /// Resolves once `stop` is true or its sender is gone.
@@ -208,6 +249,37 @@ struct Counted {
     stream: TcpStream,
     _slot: Slot,
     reset: ResetOnClose,
+    /// See [`ConnectionLimits::write_timeout`].
+    write_timeout: Duration,
+    /// Since when writes make no progress: running while a write is pending.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Counted {
+    /// Tracks a write's progress: a ready write clears the stall timer; a pending one starts it
+    /// (once) and fails with `TimedOut` when it expires, marking the connection for a reset.
+    fn watch_write<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            self.reset.arm();
+            return Poll::Ready(Err(std::io::Error::new(
+                ErrorKind::TimedOut,
+                "the client does not read",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl Drop for Counted {
@@ -249,7 +321,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.watch_write(cx, polled)
     }
 
     fn poll_write_vectored(
@@ -257,7 +330,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let polled = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.watch_write(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -265,7 +339,8 @@ impl AsyncWrite for Counted {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let polled = Pin::new(&mut self.stream).poll_flush(cx);
+        self.watch_write(cx, polled)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -339,11 +414,121 @@ mod tests {
             stream,
             _slot: live.admit(peer.ip()).unwrap(),
             reset,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            stalled: None,
         });
         let mut buf = [0u8; 16];
         tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf))
             .await
             .expect("the client sees the drop")
+    }
+
+    /// The accept loop on a free port with `limits`, serving a 32 MiB `GET /big` and a
+    /// `POST /upload` that reads its body.
+    async fn serve_test_app(
+        limits: ConnectionLimits,
+    ) -> (std::net::SocketAddr, watch::Sender<bool>) {
+        use axum::routing::{get, post};
+        let app = Router::new()
+            .route("/big", get(|| async { vec![b'x'; BIG_BODY] }))
+            .route(
+                "/upload",
+                post(|body: axum::body::Bytes| async move { body.len().to_string() }),
+            );
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, app, limits, stopped));
+        (addr, stop)
+    }
+
+    const BIG_BODY: usize = 32 << 20;
+
+    /// A client that requests a large response and never reads it: the server gives up on the
+    /// connection (reset) once its writes made no progress for the write timeout, instead of
+    /// holding it (and the response) for as long as the client likes.
+    #[tokio::test]
+    async fn a_client_that_never_reads_a_large_response_is_reset_at_the_write_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let write_timeout = Duration::from_secs(1);
+        let (addr, _stop) = serve_test_app(ConnectionLimits {
+            write_timeout,
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let mut client = socket.connect(addr).await.unwrap();
+        client
+            .write_all(b"GET /big HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        // The client does not read for three write timeouts.
+        tokio::time::sleep(write_timeout * 3).await;
+        let started = std::time::Instant::now();
+        let mut received = 0usize;
+        let mut buf = vec![0u8; 64 * 1024];
+        let end = tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                match client.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(n) => received += n,
+                    Err(err) => return Err(err.kind()),
+                }
+            }
+        })
+        .await;
+        let end = end.expect("the server closed the connection (it held it open instead)");
+        assert!(
+            received < BIG_BODY,
+            "the whole response arrived ({received} bytes): nothing gave up on the client"
+        );
+        eprintln!(
+            "write timeout: {received} bytes had been sent before the reset ({end:?}); read in {:?}",
+            started.elapsed()
+        );
+    }
+
+    /// Headers sent in full, then half the body, then nothing: the request timeout answers
+    /// 408 and closes, so the handler does not wait for the body forever.
+    #[tokio::test]
+    async fn a_half_sent_body_is_answered_408_at_the_request_timeout() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let request_timeout = Duration::from_secs(1);
+        let (addr, _stop) = serve_test_app(ConnectionLimits {
+            request_timeout,
+            ..ConnectionLimits::default()
+        })
+        .await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
+        client
+            .write_all(
+                b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n\r\n0123456789",
+            )
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut answer))
+            .await
+            .expect("answered and closed within 5 s")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+        assert!(started.elapsed() >= request_timeout);
+        // A whole body is served as before.
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client
+            .write_all(b"POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("\r\n\r\n3"),
+            "{answer}"
+        );
     }
 
     #[tokio::test]

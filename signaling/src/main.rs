@@ -7,7 +7,6 @@ use clap::Parser;
 use sluice_sfu::ingest::{
     RtmpConfig, RtmpServer, RtspConfig, RtspSources, StreamKeys, StreamTarget,
 };
-use sluice_sfu::runtime::SfuConfig;
 use sluice_signaling::admin::AdminRequest;
 use sluice_signaling::api::ParticipantPatch;
 use sluice_signaling::auth::{Grants, TokenAuthority};
@@ -106,7 +105,7 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let rtsp_sources = config
         .rtsp_sources()
         .context("loading RTSP sources (rtsp_sources)")?;
-    let sfu = start_sfu(&config, SfuConfig::default()).context("starting the media plane")?;
+    let sfu = start_sfu(&config, config.sfu_config()).context("starting the media plane")?;
     let server = Server::start(config, sfu.clone())
         .await
         .with_context(|| format!("binding HTTP/WebSocket listener on {listen}"))?;

@@ -237,6 +237,20 @@ pub enum ServerMessage {
         /// Loudest first; empty when nobody speaks.
         speakers: Vec<SpeakerInfo>,
     },
+    /// Event to everyone in the room: a publication sent no media for 1.5 s (the server's
+    /// `publication_stall_timeout`): its publisher's process, network or encoder is gone. The
+    /// publication stays (its publisher may come back); subscribers see a frozen picture or
+    /// silence until `publicationResumed` or `publicationRemoved`. Sent on `join` for each
+    /// publication stalled at the time.
+    PublicationStalled {
+        publication_id: String,
+        participant_id: String,
+    },
+    /// Event to everyone in the room: a stalled publication sends media again.
+    PublicationResumed {
+        publication_id: String,
+        participant_id: String,
+    },
 }
 
 /// One simulcast layer: spatial index (0 = lowest, `q`) and temporal index (0 = base).

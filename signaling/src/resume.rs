@@ -4,7 +4,8 @@
 //!
 //! Every joined participant has an entry here, held either by the session whose socket serves
 //! it ([`Holder::Session`]) or, after that socket dropped without `leave`, parked with a timer
-//! ([`Holder::Parked`]). Each holder has an `epoch`, so a session or a timer that lost the
+//! ([`Holder::Parked`]) until its client resumes, the grace ends or one of its connections
+//! fails. Each holder has an `epoch`, so a session or a timer that lost the
 //! entry to a newer holder never touches it again.
 //!
 //! Lock discipline: one `std::sync::Mutex`, never held across `.await`; everything done under
@@ -304,9 +305,15 @@ impl Resumable {
         let epoch = self.next_epoch.fetch_add(1, Ordering::Relaxed);
         let this = Arc::clone(self);
         let id = attachment.participant;
+        let failed = participant.transport_failed();
         let expiry = tokio::spawn(async move {
-            tokio::time::sleep(this.grace).await;
-            this.expire(id, epoch);
+            // A connection that failed meanwhile (its ICE consent lost: the client's process or
+            // network is gone) leaves nothing to resume: no need to wait out the grace.
+            let reason = tokio::select! {
+                () = tokio::time::sleep(this.grace) => "not resumed within the grace period",
+                () = failed => "its connection failed while it waited for a resume",
+            };
+            this.expire(id, epoch, reason);
         });
         entry.holder = Holder::Parked {
             epoch,
@@ -316,7 +323,7 @@ impl Resumable {
         None
     }
 
-    fn expire(&self, participant: ParticipantId, epoch: u64) {
+    fn expire(&self, participant: ParticipantId, epoch: u64, reason: &'static str) {
         let mut entries = self.lock();
         let parked_here = matches!(
             entries.get(&participant),
@@ -332,7 +339,7 @@ impl Resumable {
             ..
         }) = entry
         {
-            info!(%participant, grace = ?self.grace, "not resumed within the grace period; removed");
+            info!(%participant, grace = ?self.grace, reason, "parked participant removed");
             p.leave();
         }
     }

@@ -68,9 +68,10 @@ pub struct Server {
 const READY_WAIT: Duration = Duration::from_secs(1);
 
 impl Server {
-    /// Binds `config.listen` and starts serving, with the default [`ConnectionLimits`].
+    /// Binds `config.listen` and starts serving, with the configured [`ConnectionLimits`].
     pub async fn start(config: Config, sfu: Sfu) -> std::io::Result<Self> {
-        Self::start_with_limits(config, sfu, ConnectionLimits::default()).await
+        let limits = config.limits.connections();
+        Self::start_with_limits(config, sfu, limits).await
     }
 
     /// Binds `config.listen` and starts serving with `limits` on connections.

@@ -2,6 +2,9 @@
 #![allow(clippy::unwrap_used)]
 
 mod hostile;
+mod limits;
+mod liveness;
+mod liveness_ingest;
 mod log_secrets;
 mod operations;
 mod relay;
@@ -12,6 +15,7 @@ mod rtsp;
 mod rtsp_input;
 mod shard;
 mod signaling;
+mod soak;
 mod synthetic;
 mod webhooks;
 mod whip;

@@ -186,7 +186,7 @@ impl CapturedLog {
 }
 
 /// ffmpeg publishing a small test picture and tone to `key` on `addr` for at most 20 s.
-fn ffmpeg(addr: std::net::SocketAddr, key: &str, stderr: Stdio) -> Result<Child> {
+pub(crate) fn ffmpeg(addr: std::net::SocketAddr, key: &str, stderr: Stdio) -> Result<Child> {
     let url = format!("rtmp://{addr}/live/{key}");
     Command::new("ffmpeg")
         .args(["-nostdin", "-hide_banner", "-loglevel", "warning", "-re"])

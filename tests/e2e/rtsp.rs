@@ -38,10 +38,16 @@ pub(crate) struct RtspServer {
 impl RtspServer {
     /// Starts tests/rtsp/serve.py with `args` (e.g. `["--audio", "pcmu"]`) on a free port.
     pub(crate) async fn start(args: &[&str]) -> Result<Self> {
+        Self::start_on(0, args).await
+    }
+
+    /// Starts tests/rtsp/serve.py on `port` (0: a free one), e.g. again on the port of a
+    /// camera that went away.
+    pub(crate) async fn start_on(port: u16, args: &[&str]) -> Result<Self> {
         let script = concat!(env!("CARGO_MANIFEST_DIR"), "/rtsp/serve.py");
         let mut child = Command::new("/usr/bin/python3")
             .arg(script)
-            .arg("0")
+            .arg(port.to_string())
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

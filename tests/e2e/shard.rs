@@ -12,6 +12,7 @@ use rtc::rtp;
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
 
+use crate::liveness::VideoPublisher;
 use crate::synthetic::{
     KEYFRAME_EVERY, audio_packet, check_received, index_of, video_index, video_packet,
     video_payload,
@@ -19,9 +20,7 @@ use crate::synthetic::{
 use sluice_sfu::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
 use sluice_sfu::shard::{PublishTrack, Shard, ShardConfig, ShardError};
 use sluice_sfu::transport::{IceCandidate, PeerRole, negotiated_codecs};
-use sluice_signaling::protocol::{
-    ClientMessage, MediaKind as WireKind, ServerMessage, TrackInfo, TrackSource,
-};
+use sluice_signaling::protocol::{ClientMessage, ServerMessage};
 use tokio::sync::mpsc;
 use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
@@ -29,7 +28,7 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 const VIDEO_PACKETS: u32 = 300;
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
 
-fn mid_of(offer: &str, mime: &str) -> Result<String> {
+pub(crate) fn mid_of(offer: &str, mime: &str) -> Result<String> {
     negotiated_codecs(offer)
         .into_iter()
         .find(|(_, c)| c.mime_type.eq_ignore_ascii_case(mime))
@@ -409,7 +408,7 @@ async fn shard_sends_nothing_to_a_named_bystander() -> Result<()> {
 }
 
 /// Answers the server's subscriber offers and waits (bounded) until the connection is up.
-async fn answer_offers(signal: &mut SignalClient, peer: &mut ClientPeer) -> Result<()> {
+pub(crate) async fn answer_offers(signal: &mut SignalClient, peer: &mut ClientPeer) -> Result<()> {
     let deadline = Instant::now() + CONNECT_WAIT;
     while Instant::now() < deadline {
         if *peer.state.borrow() == webrtc::peer_connection::RTCPeerConnectionState::Connected {
@@ -443,34 +442,13 @@ async fn signaling_on_the_shard_plane_relays_a_publisher() -> Result<()> {
     let server = TestServer::start().await?;
     let room = "shard-plane";
 
-    let mut publisher = SignalClient::connect(&server.ws_url()).await?;
-    publisher.join(token(room, "publisher")).await?;
-    let mut publisher_peer = ClientPeer::new().await?;
-    let video = publisher_peer.add_send_track(VP8, 0x1111).await?;
-    let offer = publisher_peer.offer().await?;
-    let request_id = publisher.next_id();
-    let published = publisher
-        .request(ClientMessage::Publish {
-            request_id,
-            tracks: vec![TrackInfo {
-                mid: mid_of(&offer, VP8)?,
-                kind: WireKind::Video,
-                source: TrackSource::Camera,
-                name: None,
-                rids: None,
-            }],
-            sdp: offer,
-        })
-        .await?;
-    let ServerMessage::Published {
-        sdp, publications, ..
-    } = published
-    else {
-        bail!("publish failed: {published:?}");
-    };
-    ensure!(sdp.contains("a=ice-lite"), "the shard answers as ICE-lite");
-    publisher_peer.apply_answer(sdp).await?;
-    publisher_peer.wait_connected(CONNECT_WAIT).await?;
+    // Joins, publishes one VP8 track, checks the shard answers as ICE-lite and connects.
+    let VideoPublisher {
+        peer: publisher_peer,
+        track: video,
+        publication_id,
+        ..
+    } = VideoPublisher::start(&server.ws_url(), room, "publisher").await?;
 
     let sender = {
         let video = Arc::clone(&video);
@@ -487,10 +465,6 @@ async fn signaling_on_the_shard_plane_relays_a_publisher() -> Result<()> {
     subscriber.join(token(room, "subscriber")).await?;
     let mut peer = ClientPeer::new().await?;
     let log = collect(&mut peer);
-    let publication_id = publications
-        .first()
-        .map(|p| p.publication_id.clone())
-        .context("no publication")?;
     let request_id = subscriber.next_id();
     let response = subscriber
         .request(ClientMessage::Subscribe {

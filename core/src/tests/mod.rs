@@ -8,6 +8,7 @@ mod fanout;
 mod keyframe;
 mod keyframe_cache;
 mod leave;
+mod liveness;
 mod pli;
 mod prop;
 mod reorder;
@@ -64,6 +65,9 @@ pub(super) fn config() -> RoomConfig {
         keyframe_request_interval: INTERVAL,
         initial_output_sequence: Some(INITIAL_SEQ),
         random_seed: 0,
+        // Liveness has its own tests (`liveness.rs`); here it would add a timer to every room
+        // that received a packet.
+        publication_stall_timeout: None,
     }
 }
 

@@ -75,7 +75,7 @@ impl Sfu {
         kind: IngestKind,
     ) -> Result<(IngestParticipant, RoomSnapshot), RequestError> {
         for _ in 0..3 {
-            let handle = self.room_handle(room);
+            let handle = self.room_handle(room)?;
             let id = ParticipantId(self.next_id());
             // The room's events are of no use to an encoder; drain them so the room never
             // sees a full queue.

@@ -130,6 +130,8 @@ pub struct RoomSnapshot {
 /// Limits that protect the server from one client.
 #[derive(Debug, Clone)]
 pub struct Limits {
+    /// Rooms open at once; the join that would open one more is refused.
+    pub max_rooms: usize,
     pub max_participants_per_room: usize,
     pub max_publications_per_participant: usize,
     pub max_subscriptions_per_participant: usize,
@@ -140,6 +142,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
+            max_rooms: 1024,
             max_participants_per_room: 100,
             max_publications_per_participant: 8,
             max_subscriptions_per_participant: 200,
@@ -203,6 +206,9 @@ struct SfuInner {
     /// Rooms placed on each shard now.
     shard_rooms: Vec<AtomicUsize>,
     rooms: DashMap<String, RoomHandle>,
+    /// Rooms open now (`rooms.len()` without locking every shard of the map), counted when a
+    /// room task is created and when it closes, against `Limits::max_rooms`.
+    open_rooms: AtomicUsize,
     next_id: AtomicU64,
     events: events::ServerEvents,
 }
@@ -218,6 +224,7 @@ impl Sfu {
                 shard_rooms: shards.iter().map(|_| AtomicUsize::new(0)).collect(),
                 shards: shards.into_iter().map(Arc::new).collect(),
                 rooms: DashMap::new(),
+                open_rooms: AtomicUsize::new(0),
                 next_id: AtomicU64::new(1),
                 events: events::ServerEvents::default(),
             }),
@@ -273,7 +280,7 @@ impl Sfu {
         // A room task that just emptied may be closing while we join; it refuses the join and
         // has removed itself from the registry, so the next attempt creates a fresh room.
         for _ in 0..3 {
-            let handle = self.room_handle(room);
+            let handle = self.room_handle(room)?;
             match Participant::join(self.clone(), handle, room, profile.clone(), permissions).await
             {
                 Err(RequestError::Closed) => continue,
@@ -283,12 +290,23 @@ impl Sfu {
         Err(RequestError::Closed)
     }
 
-    fn room_handle(&self, room: &str) -> RoomHandle {
-        self.inner
-            .rooms
-            .entry(room.to_owned())
-            .or_insert_with(|| RoomHandle::spawn(room.to_owned(), self.clone()))
-            .clone()
+    /// The room's task, started when the room is not open yet and `max_rooms` allows one more.
+    fn room_handle(&self, room: &str) -> Result<RoomHandle, RequestError> {
+        match self.inner.rooms.entry(room.to_owned()) {
+            dashmap::Entry::Occupied(open) => Ok(open.get().clone()),
+            dashmap::Entry::Vacant(vacant) => {
+                let max = self.limits().max_rooms;
+                // Under the map's lock for this name: two joins opening the same room count once.
+                self.inner
+                    .open_rooms
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+                        (open < max).then_some(open + 1)
+                    })
+                    .map_err(|_| RequestError::LimitExceeded("rooms on this server"))?;
+                let handle = RoomHandle::spawn(room.to_owned(), self.clone());
+                Ok(vacant.insert(handle).clone())
+            }
+        }
     }
 
     /// Listens to the server-wide events ([`ServerEvent`]) from now on.
@@ -399,9 +417,14 @@ impl Sfu {
 
     /// Called by a room task that has emptied and is ending.
     fn room_closed(&self, room: &str, handle_id: u64, shard: usize) {
-        self.inner
+        if self
+            .inner
             .rooms
-            .remove_if(room, |_, handle| handle.id() == handle_id);
+            .remove_if(room, |_, handle| handle.id() == handle_id)
+            .is_some()
+        {
+            self.inner.open_rooms.fetch_sub(1, Ordering::Relaxed);
+        }
         if let Some(rooms) = self.inner.shard_rooms.get(shard) {
             rooms.fetch_sub(1, Ordering::Relaxed);
         }

@@ -105,16 +105,30 @@ impl Worker {
                     if let Some(slot) = self.rooms.get_mut(&room) {
                         slot.speakers.clone_from(&speakers);
                     }
-                    let members: Vec<ParticipantId> = self
-                        .members
-                        .iter()
-                        .filter(|(_, member)| member.room == room)
-                        .map(|(id, _)| *id)
-                        .collect();
-                    for member in members {
-                        self.tell(member, ShardEvent::ActiveSpeakers(speakers.clone()));
-                    }
+                    self.tell_room(room, &ShardEvent::ActiveSpeakers(speakers));
                 }
+                Output::PublicationStalled {
+                    publication,
+                    publisher,
+                } => self.tell_room(
+                    room,
+                    &ShardEvent::Liveness {
+                        publication,
+                        publisher,
+                        stalled: true,
+                    },
+                ),
+                Output::PublicationResumed {
+                    publication,
+                    publisher,
+                } => self.tell_room(
+                    room,
+                    &ShardEvent::Liveness {
+                        publication,
+                        publisher,
+                        stalled: false,
+                    },
+                ),
                 Output::Probe {
                     subscriber,
                     bits_per_second,
@@ -135,6 +149,19 @@ impl Worker {
         let (previous, next) = (slot.timeout, slot.core.poll_timeout());
         slot.timeout = next;
         self.set_timer(Timer::Room(room), previous, next);
+    }
+
+    /// Queues `event` for every member of `room`.
+    fn tell_room(&mut self, room: RoomKey, event: &ShardEvent) {
+        let members: Vec<ParticipantId> = self
+            .members
+            .iter()
+            .filter(|(_, member)| member.room == room)
+            .map(|(id, _)| *id)
+            .collect();
+        for member in members {
+            self.tell(member, event.clone());
+        }
     }
 
     /// Queues `event` for `participant`'s owner; a full queue drops it (counted).

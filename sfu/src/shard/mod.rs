@@ -204,6 +204,14 @@ pub enum ShardEvent {
     /// To everyone in the room: who speaks now, loudest first (as the core's
     /// `Output::ActiveSpeakers`).
     ActiveSpeakers(Vec<(ParticipantId, f32)>),
+    /// To everyone in the room: a publication stopped sending media, or sends again (as the
+    /// core's `Output::PublicationStalled` and `PublicationResumed`); a participant that joins
+    /// is told of those stalled at the time.
+    Liveness {
+        publication: PublicationId,
+        publisher: ParticipantId,
+        stalled: bool,
+    },
 }
 
 pub(crate) enum Command {

@@ -203,6 +203,24 @@ impl Worker {
         if !speakers.is_empty() {
             self.tell(participant, ShardEvent::ActiveSpeakers(speakers));
         }
+        let stalled: Vec<(PublicationId, ParticipantId)> = self
+            .rooms
+            .get(&key)
+            .map(|slot| slot.core.stalled_publications())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|id| self.publications.get(&id).map(|p| (id, p.publisher)))
+            .collect();
+        for (publication, publisher) in stalled {
+            self.tell(
+                participant,
+                ShardEvent::Liveness {
+                    publication,
+                    publisher,
+                    stalled: true,
+                },
+            );
+        }
         Ok(())
     }
 

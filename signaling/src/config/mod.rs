@@ -23,11 +23,13 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use sluice_sfu::ingest::{RtspSource, StreamKeys, StreamTarget};
+use sluice_sfu::ingest::{StreamKeys, StreamTarget};
+use sluice_sfu::runtime::SfuConfig;
 
 use crate::auth::check_name;
 use crate::origin;
 pub use crate::secret::Secret;
+pub use limits::Limits;
 pub use rtsp::RtspSourceEntry;
 pub use values::{IceTcpPort, MediaPlane, RtmpKey, RtmpListen, UdpPortRange};
 
@@ -109,6 +111,48 @@ pub struct ServeArgs {
     /// to `resume`, in ms; 0 removes it at once [default: 15000].
     #[arg(long, env = "SLUICE_RESUME_GRACE_MS", value_name = "MS")]
     pub resume_grace_ms: Option<u64>,
+    /// Rooms open at once on this server; the join that would open one more is refused
+    /// (`limitExceeded`) [default: 1024].
+    #[arg(long, env = "SLUICE_MAX_ROOMS", value_name = "N")]
+    pub max_rooms: Option<usize>,
+    /// Participants in one room; a join beyond is refused (`limitExceeded`) [default: 100].
+    #[arg(long, env = "SLUICE_MAX_PARTICIPANTS_PER_ROOM", value_name = "N")]
+    pub max_participants_per_room: Option<usize>,
+    /// Publications (tracks) one participant may hold [default: 8].
+    #[arg(
+        long,
+        env = "SLUICE_MAX_PUBLICATIONS_PER_PARTICIPANT",
+        value_name = "N"
+    )]
+    pub max_publications_per_participant: Option<usize>,
+    /// Subscriptions one participant may hold [default: 200].
+    #[arg(
+        long,
+        env = "SLUICE_MAX_SUBSCRIPTIONS_PER_PARTICIPANT",
+        value_name = "N"
+    )]
+    pub max_subscriptions_per_participant: Option<usize>,
+    /// HTTP and WebSocket connections served at once; more are answered 503 [default: 1024].
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// HTTP and WebSocket connections at once from one address (IPv6: one /64) [default: 64].
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
+    /// Time a client may take to send an HTTP request's headers, in ms [default: 10000].
+    #[arg(long, env = "SLUICE_HEADER_READ_TIMEOUT_MS", value_name = "MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Time a write to a connection may make no progress (the client does not read) before
+    /// the connection is reset, in ms [default: 10000].
+    #[arg(long, env = "SLUICE_WRITE_TIMEOUT_MS", value_name = "MS")]
+    pub write_timeout_ms: Option<u64>,
+    /// Time from an HTTP request's headers to the start of its response (a body never
+    /// finished is answered 408), in ms [default: 30000].
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_MS", value_name = "MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// A publication that sends no media for this long is announced stalled
+    /// (`publicationStalled`), in ms, 500 to 60000 [default: 1500].
+    #[arg(long, env = "SLUICE_PUBLICATION_STALL_TIMEOUT_MS", value_name = "MS")]
+    pub publication_stall_timeout_ms: Option<u64>,
     /// TESTS ONLY: serve `POST /debug/drop-socket?participant=ID` (loopback clients only), which
     /// makes the server close that participant's WebSocket as a network drop would. Never
     /// enable in production [default: off].
@@ -192,6 +236,8 @@ pub struct Config {
     pub playout_delay: Duration,
     /// How long a dropped participant waits for its client to resume (zero: no resume).
     pub resume_grace: Duration,
+    /// What one room, participant and connection may hold; see [`Limits`].
+    pub limits: Limits,
     /// Serve the loopback-only test hooks (`/debug/drop-socket`). Tests only.
     pub test_hooks: bool,
     /// Largest signaling message accepted, in bytes (file only).
@@ -225,6 +271,7 @@ impl Default for Config {
             max_message_rate: 50,
             playout_delay: Duration::ZERO,
             resume_grace: Duration::from_secs(15),
+            limits: Limits::default(),
             test_hooks: false,
             max_message_bytes: 64 * 1024,
             log: DEFAULT_LOG.into(),
@@ -323,6 +370,16 @@ impl Config {
             max_message_rate,
             playout_delay_ms,
             resume_grace_ms,
+            max_rooms,
+            max_participants_per_room,
+            max_publications_per_participant,
+            max_subscriptions_per_participant,
+            max_connections,
+            max_connections_per_address,
+            header_read_timeout_ms,
+            write_timeout_ms,
+            request_timeout_ms,
+            publication_stall_timeout_ms,
             test_hooks,
             max_message_bytes,
             log,
@@ -348,6 +405,33 @@ impl Config {
         set(
             &mut self.resume_grace,
             resume_grace_ms.map(Duration::from_millis),
+        );
+        let ms = |ms: Option<u64>| ms.map(Duration::from_millis);
+        let limits = &mut self.limits;
+        set(&mut limits.max_rooms, max_rooms);
+        set(
+            &mut limits.max_participants_per_room,
+            max_participants_per_room,
+        );
+        set(
+            &mut limits.max_publications_per_participant,
+            max_publications_per_participant,
+        );
+        set(
+            &mut limits.max_subscriptions_per_participant,
+            max_subscriptions_per_participant,
+        );
+        set(&mut limits.max_connections, max_connections);
+        set(
+            &mut limits.max_connections_per_address,
+            max_connections_per_address,
+        );
+        set(&mut limits.header_read_timeout, ms(header_read_timeout_ms));
+        set(&mut limits.write_timeout, ms(write_timeout_ms));
+        set(&mut limits.request_timeout, ms(request_timeout_ms));
+        set(
+            &mut limits.publication_stall_timeout,
+            ms(publication_stall_timeout_ms),
         );
         set(&mut self.test_hooks, test_hooks);
         set(&mut self.max_message_bytes, max_message_bytes);
@@ -397,6 +481,7 @@ impl Config {
         if self.resume_grace > MAX_RESUME_GRACE {
             return invalid("resume_grace_ms must be at most 300000 (5 minutes)".into());
         }
+        self.limits.validate().map_err(ConfigError::Invalid)?;
         if self.drain_timeout > MAX_DRAIN_TIMEOUT {
             return invalid("drain_timeout must be at most 3600 (seconds)".into());
         }
@@ -450,35 +535,23 @@ impl Config {
         Ok(keys)
     }
 
-    /// The RTSP sources to pull, credentials read from the environment variables they name.
-    /// Two sources cannot publish as the same room and identity.
-    pub fn rtsp_sources(&self) -> Result<Vec<RtspSource>, ConfigError> {
-        self.rtsp_sources_with_env(&|var| std::env::var(var).ok())
-    }
-
-    /// [`Config::rtsp_sources`] with the environment read through `env`.
-    pub fn rtsp_sources_with_env(
-        &self,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Vec<RtspSource>, ConfigError> {
-        let mut sources: Vec<RtspSource> = Vec::with_capacity(self.rtsp_sources.len());
-        for entry in &self.rtsp_sources {
-            let source = entry.resolve(env).map_err(ConfigError::Invalid)?;
-            if sources.iter().any(|other| other.target == source.target) {
-                return Err(ConfigError::Invalid(format!(
-                    "rtsp_sources: two sources publish as {}/{}",
-                    entry.room, entry.identity
-                )));
-            }
-            sources.push(source);
-        }
-        Ok(sources)
-    }
-
     /// The minimum playout delay asked of subscribers, in ms (0: not asked).
     pub fn playout_delay_ms(&self) -> u16 {
         // `validate` keeps the delay within 1000 ms.
         u16::try_from(self.playout_delay.as_millis()).unwrap_or(u16::MAX)
+    }
+
+    /// The media server's configuration from the limits: the runtime's limits and every
+    /// room's routing core (the shards' sockets come from [`crate::media_plane::start_sfu`]).
+    pub fn sfu_config(&self) -> SfuConfig {
+        SfuConfig {
+            shard: sluice_sfu::shard::ShardConfig {
+                room: self.limits.room(),
+                ..sluice_sfu::shard::ShardConfig::default()
+            },
+            limits: self.limits.sfu(),
+            ..SfuConfig::default()
+        }
     }
 
     /// Maximum burst of signaling messages per connection (twice the rate).
@@ -506,6 +579,7 @@ fn parse_toml(text: &str, path: Option<&Path>) -> Result<ServeArgs, ConfigError>
     })
 }
 
+mod limits;
 mod rtsp;
 #[cfg(test)]
 mod tests;

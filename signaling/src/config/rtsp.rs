@@ -1,8 +1,10 @@
 //! `[[rtsp_sources]]`: the RTSP sources of the TOML file, checked and resolved into the
-//! ingest's [`RtspSource`]s (credentials read from the environment variables they name).
+//! ingest's [`RtspSource`]s (credentials read from the environment variables they name), and
+//! [`Config::rtsp_sources`](super::Config::rtsp_sources).
 
 use sluice_sfu::ingest::{RtspCredentials, RtspSource, RtspTransport, StreamTarget};
 
+use super::ConfigError;
 use crate::auth::check_name;
 
 /// One `[[rtsp_sources]]` entry: a source Sluice pulls, and the room and identity it publishes
@@ -70,5 +72,32 @@ impl RtspSourceEntry {
             credentials,
             transport,
         })
+    }
+}
+
+impl super::Config {
+    /// The RTSP sources to pull, credentials read from the environment variables they name.
+    /// Two sources cannot publish as the same room and identity.
+    pub fn rtsp_sources(&self) -> Result<Vec<RtspSource>, ConfigError> {
+        self.rtsp_sources_with_env(&|var| std::env::var(var).ok())
+    }
+
+    /// [`Config::rtsp_sources`] with the environment read through `env`.
+    pub fn rtsp_sources_with_env(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Vec<RtspSource>, ConfigError> {
+        let mut sources: Vec<RtspSource> = Vec::with_capacity(self.rtsp_sources.len());
+        for entry in &self.rtsp_sources {
+            let source = entry.resolve(env).map_err(ConfigError::Invalid)?;
+            if sources.iter().any(|other| other.target == source.target) {
+                return Err(ConfigError::Invalid(format!(
+                    "rtsp_sources: two sources publish as {}/{}",
+                    entry.room, entry.identity
+                )));
+            }
+            sources.push(source);
+        }
+        Ok(sources)
     }
 }

@@ -78,6 +78,20 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
                     .collect(),
             }
         }
+        ParticipantEvent::Room(RoomEvent::PublicationStalled {
+            publication,
+            participant,
+        }) => ServerMessage::PublicationStalled {
+            publication_id: publication.to_string(),
+            participant_id: participant.to_string(),
+        },
+        ParticipantEvent::Room(RoomEvent::PublicationResumed {
+            publication,
+            participant,
+        }) => ServerMessage::PublicationResumed {
+            publication_id: publication.to_string(),
+            participant_id: participant.to_string(),
+        },
         // The client sees its own connections' states.
         ParticipantEvent::Connection(..) => return None,
     })

@@ -458,7 +458,12 @@ mod tests {
                         &mut out,
                     );
                 }
-                prop_assert!(out.windows(2).all(|w| w[1].timestamp.wrapping_sub(w[0].timestamp) % 960 == 0));
+                // AAC's output resynchronises to the camera's timestamps when they disagree
+                // with the decoded audio's duration (as these 2.5 ms ticks do with 128 ms
+                // frames), so only G.711's output is bound to the grid.
+                if matches!(setup, AudioSetup::G711 { .. }) {
+                    prop_assert!(out.windows(2).all(|w| w[1].timestamp.wrapping_sub(w[0].timestamp) % 960 == 0));
+                }
             }
         }
     }

@@ -141,6 +141,8 @@ pub struct Participant {
     id: ParticipantId,
     commands: mpsc::Sender<Command>,
     events: mpsc::Receiver<ParticipantEvent>,
+    /// True while one of its connections is failed (see [`Participant::transport_failed`]).
+    transport_failed: tokio::sync::watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Participant {
@@ -150,6 +152,19 @@ impl std::fmt::Debug for Participant {
 }
 
 impl Participant {
+    /// Resolves when one of the participant's peer connections is failed (ICE consent lost for
+    /// 30 s, or DTLS failed; at once if it is now), without taking its events. A parked
+    /// participant (its WebSocket gone) whose transport failed has nothing left to resume.
+    pub fn transport_failed(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut failed = self.transport_failed.clone();
+        async move {
+            if failed.wait_for(|failed| *failed).await.is_err() {
+                // The sender is gone without a failure: wait forever.
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+
     pub(super) async fn join(
         sfu: Sfu,
         room: RoomHandle,
@@ -173,13 +188,14 @@ impl Participant {
         })
         .await?;
         let snapshot = snapshot.await.map_err(|_| RequestError::Closed)??;
-        let (commands, events) =
+        let (commands, events, transport_failed) =
             task::start(sfu, room, room_name, id, permissions, room_events).await?;
         Ok((
             Self {
                 id,
                 commands,
                 events,
+                transport_failed,
             },
             snapshot,
         ))

@@ -20,10 +20,13 @@ use crate::runtime::{PublicationInfo, RequestError, Sfu, TrackRequest};
 use crate::shard::{
     PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepSubscription,
 };
-use crate::transport::{TransportError, negotiated_codecs, with_start_bitrate};
+use crate::transport::{
+    ConnectionState, PeerRole, TransportError, negotiated_codecs, with_start_bitrate,
+};
 
 /// Places the participant on its room's shard once the room has accepted it, and starts its
-/// task; returns the task's command queue and the client's event queue.
+/// task; returns the task's command queue, the client's event queue and whether one of its
+/// connections is failed now (see `Participant::transport_failed`).
 pub(super) async fn start(
     sfu: Sfu,
     room: RoomHandle,
@@ -31,7 +34,14 @@ pub(super) async fn start(
     id: ParticipantId,
     permissions: Permissions,
     room_events: mpsc::Receiver<RoomEvent>,
-) -> Result<(mpsc::Sender<Command>, mpsc::Receiver<ParticipantEvent>), RequestError> {
+) -> Result<
+    (
+        mpsc::Sender<Command>,
+        mpsc::Receiver<ParticipantEvent>,
+        tokio::sync::watch::Receiver<bool>,
+    ),
+    RequestError,
+> {
     let shard = Arc::clone(room.shard());
     let (shard_events_tx, shard_events) = mpsc::channel(64);
     if let Err(err) = shard.join(room_name, id, shard_events_tx).await {
@@ -40,6 +50,7 @@ pub(super) async fn start(
     }
     let (commands_tx, commands) = mpsc::channel(64);
     let (events_tx, events) = mpsc::channel(1024);
+    let (transport_failed, failed) = tokio::sync::watch::channel(false);
     let task = ParticipantTask {
         id,
         sfu,
@@ -55,13 +66,15 @@ pub(super) async fn start(
         offered: false,
         ice_restart_pending: false,
         whep: false,
+        failed: (false, false),
+        transport_failed,
     };
     let span = info_span!("participant", participant = %id);
     tokio::spawn(
         task.run(commands, room_events, shard_events)
             .instrument(span),
     );
-    Ok((commands_tx, events))
+    Ok((commands_tx, events, failed))
 }
 
 /// A shard error as the client sees it.
@@ -104,6 +117,11 @@ struct ParticipantTask {
     /// A WHEP viewer: the client offered its subscriber connection, and the server never
     /// offers it again.
     whep: bool,
+    /// Whether the publisher and the subscriber connection are failed now.
+    failed: (bool, bool),
+    /// True while one of the participant's connections is failed (see
+    /// `Participant::transport_failed`).
+    transport_failed: tokio::sync::watch::Sender<bool>,
 }
 
 impl ParticipantTask {
@@ -456,6 +474,20 @@ impl ParticipantTask {
         match event {
             ShardEvent::ConnectionState { role, state } => {
                 debug!(?role, ?state, "connection state");
+                // Failed (or closed by the client) until an ICE restart brings it back.
+                let failed = match state {
+                    ConnectionState::Failed | ConnectionState::Closed => Some(true),
+                    ConnectionState::Connected => Some(false),
+                    _ => None,
+                };
+                if let Some(failed) = failed {
+                    match role {
+                        PeerRole::Publisher => self.failed.0 = failed,
+                        PeerRole::Subscriber => self.failed.1 = failed,
+                    }
+                    self.transport_failed
+                        .send_replace(self.failed.0 || self.failed.1);
+                }
                 self.emit(ParticipantEvent::Connection(role, state));
             }
             ShardEvent::LayersChanged {
@@ -486,6 +518,24 @@ impl ParticipantTask {
             }
             ShardEvent::ActiveSpeakers(speakers) => {
                 self.emit(ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)));
+            }
+            ShardEvent::Liveness {
+                publication,
+                publisher: participant,
+                stalled,
+            } => {
+                debug!(%publication, stalled, "publication liveness");
+                self.emit(ParticipantEvent::Room(if stalled {
+                    RoomEvent::PublicationStalled {
+                        publication,
+                        participant,
+                    }
+                } else {
+                    RoomEvent::PublicationResumed {
+                        publication,
+                        participant,
+                    }
+                }));
             }
         }
     }

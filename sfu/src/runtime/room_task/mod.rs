@@ -37,6 +37,17 @@ pub enum RoomEvent {
     /// To everyone: who speaks now, loudest first, with a level in 0.0..=1.0 (linear
     /// amplitude, 1.0 = 0 dBov); empty when nobody does any more.
     ActiveSpeakers(Vec<(ParticipantId, f32)>),
+    /// To everyone: a publication stopped sending media (its publisher vanished or its source
+    /// went away); it stays published.
+    PublicationStalled {
+        publication: PublicationId,
+        participant: ParticipantId,
+    },
+    /// To everyone: a stalled publication sends media again.
+    PublicationResumed {
+        publication: PublicationId,
+        participant: ParticipantId,
+    },
 }
 
 /// A subscription's layer change, as the room's routing core reports it.

@@ -1,0 +1,168 @@
+//! The limits an operator tunes: how many rooms a server opens, what one room, participant
+//! and connection may hold, and the timeouts that bound a slow or silent client. Each is an
+//! option of `sluice` (flag, `SLUICE_*` variable and TOML key of the same name); docs/limits.md
+//! lists them with the others.
+
+use std::time::Duration;
+
+use sluice_sfu::core::RoomConfig;
+
+use crate::accept::ConnectionLimits;
+
+/// What one room, participant and connection may hold, and how long a client may stall.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Rooms open at once; the join that would open one more is refused.
+    pub max_rooms: usize,
+    /// Participants in one room.
+    pub max_participants_per_room: usize,
+    /// Publications one participant may hold.
+    pub max_publications_per_participant: usize,
+    /// Subscriptions one participant may hold.
+    pub max_subscriptions_per_participant: usize,
+    /// HTTP and WebSocket connections at once, in total.
+    pub max_connections: usize,
+    /// HTTP and WebSocket connections at once from one address (IPv6: one /64).
+    pub max_connections_per_address: usize,
+    /// Time to send an HTTP request's headers.
+    pub header_read_timeout: Duration,
+    /// Time a write may make no progress before the connection is reset.
+    pub write_timeout: Duration,
+    /// Time from an HTTP request's headers to the start of its response.
+    pub request_timeout: Duration,
+    /// A publication without media for this long is announced stalled.
+    pub publication_stall_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        let sfu = sluice_sfu::runtime::Limits::default();
+        let http = ConnectionLimits::default();
+        Self {
+            max_rooms: sfu.max_rooms,
+            max_participants_per_room: sfu.max_participants_per_room,
+            max_publications_per_participant: sfu.max_publications_per_participant,
+            max_subscriptions_per_participant: sfu.max_subscriptions_per_participant,
+            max_connections: http.max_connections,
+            max_connections_per_address: http.max_connections_per_address,
+            header_read_timeout: http.header_read_timeout,
+            write_timeout: http.write_timeout,
+            request_timeout: http.request_timeout,
+            publication_stall_timeout: RoomConfig::default()
+                .publication_stall_timeout
+                .unwrap_or(DEFAULT_STALL_TIMEOUT),
+        }
+    }
+}
+
+/// The core's default, should it ever stop watching liveness by default.
+const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Most of any count a server is configured to hold (rooms, participants, subscriptions,
+/// connections): a typo'd extra digit is caught rather than trusted.
+const MAX_COUNT: usize = 1_000_000;
+
+/// Most publications one participant may hold (a `publish` carries at most 16 tracks).
+const MAX_PUBLICATIONS: usize = 64;
+
+/// The shortest and longest HTTP timeouts: under a second a slow but honest client on a bad
+/// link fails; over ten minutes the bound is no bound.
+const HTTP_TIMEOUTS: std::ops::RangeInclusive<Duration> =
+    Duration::from_secs(1)..=Duration::from_secs(600);
+
+impl Limits {
+    /// Checks the ranges; the message names the TOML key.
+    pub fn validate(&self) -> Result<(), String> {
+        let counts = [
+            ("max_rooms", self.max_rooms, MAX_COUNT),
+            (
+                "max_participants_per_room",
+                self.max_participants_per_room,
+                MAX_COUNT,
+            ),
+            (
+                "max_publications_per_participant",
+                self.max_publications_per_participant,
+                MAX_PUBLICATIONS,
+            ),
+            (
+                "max_subscriptions_per_participant",
+                self.max_subscriptions_per_participant,
+                MAX_COUNT,
+            ),
+            ("max_connections", self.max_connections, MAX_COUNT),
+            (
+                "max_connections_per_address",
+                self.max_connections_per_address,
+                self.max_connections,
+            ),
+        ];
+        for (key, value, max) in counts {
+            if !(1..=max).contains(&value) {
+                return Err(format!("{key} must be between 1 and {max}, got {value}"));
+            }
+        }
+        let timeouts = [
+            ("header_read_timeout_ms", self.header_read_timeout),
+            ("write_timeout_ms", self.write_timeout),
+            ("request_timeout_ms", self.request_timeout),
+        ];
+        for (key, value) in timeouts {
+            if !HTTP_TIMEOUTS.contains(&value) {
+                return Err(format!(
+                    "{key} must be between 1000 and 600000, got {}",
+                    value.as_millis()
+                ));
+            }
+        }
+        self.room()
+            .validate()
+            .map_err(|err| format!("publication_stall_timeout_ms: {err}"))
+    }
+
+    /// The media server's share.
+    pub fn sfu(&self) -> sluice_sfu::runtime::Limits {
+        sluice_sfu::runtime::Limits {
+            max_rooms: self.max_rooms,
+            max_participants_per_room: self.max_participants_per_room,
+            max_publications_per_participant: self.max_publications_per_participant,
+            max_subscriptions_per_participant: self.max_subscriptions_per_participant,
+            ..sluice_sfu::runtime::Limits::default()
+        }
+    }
+
+    /// Every room's routing core.
+    pub fn room(&self) -> RoomConfig {
+        RoomConfig {
+            publication_stall_timeout: Some(self.publication_stall_timeout),
+            ..RoomConfig::default()
+        }
+    }
+
+    /// The HTTP accept loop's share.
+    pub fn connections(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout,
+            write_timeout: self.write_timeout,
+            request_timeout: self.request_timeout,
+            max_connections: self.max_connections,
+            max_connections_per_address: self.max_connections_per_address,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_defaults_are_the_components_defaults_and_valid() {
+        let limits = Limits::default();
+        assert_eq!(limits.validate(), Ok(()));
+        assert_eq!(limits.connections(), ConnectionLimits::default());
+        assert_eq!(limits.room(), RoomConfig::default());
+        assert_eq!(limits.max_rooms, 1024);
+        assert_eq!(limits.max_participants_per_room, 100);
+        assert_eq!(crate::accept::DEFAULT_WRITE_TIMEOUT, limits.write_timeout);
+    }
+}
