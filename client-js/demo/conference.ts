@@ -62,9 +62,16 @@ function controlButton(id: string, label: string): HTMLButtonElement {
   return button;
 }
 
-/** Turns the local tracks of a kind on or off (a muted track sends silence / black frames). */
+/**
+ * Turns the local tracks of a kind on or off: published ones through `mute()`/`unmute()`, so
+ * the room is told and the server stops forwarding them; others (not yet published) directly.
+ */
 function setLocalEnabled(kind: 'audio' | 'video', enabled: boolean): void {
   for (const track of demo.localStream?.getTracks() ?? []) if (track.kind === kind) track.enabled = enabled;
+  for (const publication of demo.room?.localPublications.values() ?? []) {
+    if (publication.kind !== kind) continue;
+    (enabled ? publication.unmute() : publication.mute()).catch((err: unknown) => demo.errors.push(String(err)));
+  }
   const button = kind === 'audio' ? micButton : cameraButton;
   button.textContent = kind === 'audio' ? (enabled ? 'Mute mic' : 'Unmute mic') : enabled ? 'Stop camera' : 'Start camera';
   button.setAttribute('aria-pressed', String(!enabled));
@@ -306,6 +313,15 @@ function showStalled(room: Room, participantId: string): void {
   tile.root.classList.toggle('stalled', stalled);
 }
 
+/** Shows on a remote tile which of its participant's publications are muted. */
+function showMuted(room: Room, participantId: string): void {
+  const tile = remoteTiles.get(participantId);
+  if (tile === undefined) return;
+  const theirs = [...room.publications.values()].filter((p) => p.participantId === participantId);
+  tile.root.classList.toggle('mic-muted', theirs.some((p) => p.kind === 'audio' && p.muted === true));
+  tile.root.classList.toggle('camera-muted', theirs.some((p) => p.kind === 'video' && p.muted === true));
+}
+
 function onPublicationRemoved(publicationId: string, participantId: string): void {
   const tile = remoteTiles.get(participantId);
   if (tile === undefined) return;
@@ -346,6 +362,8 @@ async function join(roomName: string, name: string): Promise<void> {
   room.on(RoomEvent.PublicationAdded, (p) => void subscribeTo(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => onPublicationRemoved(e.publicationId, e.participantId));
   room.on(RoomEvent.PublicationStalled, (e) => showStalled(room, e.participantId));
+  room.on(RoomEvent.PublicationMuted, (e) => showMuted(room, e.participantId));
+  room.on(RoomEvent.PublicationUnmuted, (e) => showMuted(room, e.participantId));
   room.on(RoomEvent.PublicationResumed, (e) => showStalled(room, e.participantId));
   room.on(RoomEvent.Error, (err) => showError('room', err));
   room.on(RoomEvent.Reconnecting, () => setStatus('Connection lost: reconnecting…'));

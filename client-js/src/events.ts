@@ -53,6 +53,10 @@ export const RoomEvent = {
   PublisherLayersApplied: 'publisherLayersApplied',
   /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
   ActiveSpeakersChanged: 'activeSpeakersChanged',
+  /** A publication was muted (see `RoomEvents.publicationMuted`). */
+  PublicationMuted: 'publicationMuted',
+  /** A muted publication was unmuted (see `RoomEvents.publicationUnmuted`). */
+  PublicationUnmuted: 'publicationUnmuted',
   /** A publication stopped sending media (see `RoomEvents.publicationStalled`). */
   PublicationStalled: 'publicationStalled',
   /** A stalled publication sends media again (see `RoomEvents.publicationResumed`). */
@@ -166,7 +170,10 @@ export interface ActiveSpeakersChangedEvent {
   speakers: SpeakerInfo[];
 }
 
-/** `publicationStalled` and `publicationResumed`: a publication's media stopped or returned. */
+/**
+ * `publicationStalled` and `publicationResumed` (a publication's media stopped or returned),
+ * `publicationMuted` and `publicationUnmuted`.
+ */
 export interface PublicationLivenessEvent {
   /** The publication. */
   publicationId: string;
@@ -222,6 +229,14 @@ export type RoomEvents = {
    * `publicationResumed` or `publicationRemoved`.
    */
   publicationStalled: (event: PublicationLivenessEvent) => void;
+  /**
+   * A publication was muted, by its publisher (`mute()`) or by the application; the server
+   * forwards nothing of it until `publicationUnmuted`. `publication.muted` is then `true`.
+   * For a local publication muted by the application, its track is disabled too.
+   */
+  publicationMuted: (event: PublicationLivenessEvent) => void;
+  /** A muted publication was unmuted. */
+  publicationUnmuted: (event: PublicationLivenessEvent) => void;
   /** A stalled publication sends media again. */
   publicationResumed: (event: PublicationLivenessEvent) => void;
   /** A failure that belongs to no call: a server error without requestId, a failed server offer. */

@@ -64,10 +64,14 @@ export interface LocalPublication extends PublicationInfo {
   readonly track: MediaStreamTrack;
   /** Whether the track is muted: it then sends silence or black frames. */
   readonly muted: boolean;
-  /** Mutes the track (`enabled = false`): the publication stays, the media goes quiet. */
-  mute(): void;
-  /** Unmutes the track. */
-  unmute(): void;
+  /**
+   * Mutes the track (`enabled = false`) at once and tells the room (`publicationMuted`): the
+   * publication stays, the server forwards nothing of it. Resolves once the server has it
+   * (at once when not connected).
+   */
+  mute(): Promise<void>;
+  /** Unmutes the track and tells the room (`publicationUnmuted`). */
+  unmute(): Promise<void>;
   /** Sends another track of the same kind instead (a camera switch) without renegotiating. */
   replaceTrack(track: MediaStreamTrack): Promise<void>;
   /** Stops publishing it (as `room.unpublish`). */
@@ -176,6 +180,23 @@ export class Publisher {
     this.publications.delete(publicationId);
     this.appliedLayers.delete(publicationId);
     await own.sender.replaceTrack(null).catch(() => undefined);
+  }
+
+  /** Mutes or unmutes a local publication: its track at once, then the server. */
+  async setMuted(publicationId: string, muted: boolean): Promise<void> {
+    const own = this.publications.get(publicationId);
+    if (own === undefined) {
+      throw new ConnectionError(ConnectionErrorReason.InvalidState, `mute of ended publication ${publicationId}`);
+    }
+    own.sending.enabled = !muted;
+    if (this.room.state() !== RoomState.Connected) return;
+    await this.room.signal().request({ type: 'setMuted', publicationId, muted });
+  }
+
+  /** The server muted or unmuted a local publication (the application did): the track follows. */
+  applyMuted(publicationId: string, muted: boolean): void {
+    const own = this.publications.get(publicationId);
+    if (own !== undefined) own.sending.enabled = !muted;
   }
 
   /** Forgets a local publication the server ended. */
@@ -326,12 +347,8 @@ export class Publisher {
       get muted(): boolean {
         return !this.sending.enabled;
       },
-      mute(): void {
-        this.sending.enabled = false;
-      },
-      unmute(): void {
-        this.sending.enabled = true;
-      },
+      mute: () => this.setMuted(id, true),
+      unmute: () => this.setMuted(id, false),
       replaceTrack: async (next: MediaStreamTrack): Promise<void> => {
         const own = this.publications.get(id);
         if (own === undefined) {

@@ -381,6 +381,23 @@ export class Room extends TypedEmitter<RoomEvents> {
         this.speakers = event.speakers;
         this.emit('activeSpeakersChanged', { speakers: event.speakers });
         break;
+      case 'publicationMuted':
+      case 'publicationUnmuted': {
+        const muted = event.type === 'publicationMuted';
+        const { publicationId, participantId } = event;
+        const remote = this.remotePublications.get(publicationId);
+        if (remote !== undefined) {
+          if ((remote.muted === true) === muted) break;
+          this.remotePublications.set(publicationId, { ...remote, muted: muted ? true : undefined });
+        } else if (this.publisher.publications.has(publicationId)) {
+          this.publisher.applyMuted(publicationId, muted);
+        } else {
+          break;
+        }
+        const publication = this.remotePublications.get(publicationId) ?? this.publisher.publications.get(publicationId);
+        this.emit(event.type, { publicationId, participantId, publication });
+        break;
+      }
       case 'publicationStalled':
       case 'publicationResumed': {
         const stalled = event.type === 'publicationStalled';

@@ -17,12 +17,13 @@ const serverFiles = files.filter((f) => f.startsWith('server.'));
 
 const CLIENT_TYPES: ClientMessage['type'][] = [
   'join', 'publish', 'unpublish', 'subscribe', 'unsubscribe', 'answer', 'trickle', 'setPreferredLayer',
-  'setSubscriptionPaused', 'leave', 'resume', 'restartIce', 'ping',
+  'setSubscriptionPaused', 'leave', 'resume', 'restartIce', 'ping', 'setMuted',
 ];
 const SERVER_TYPES: ServerMessage['type'][] = [
   'joined', 'published', 'subscribed', 'ok', 'error', 'offer', 'trickle',
   'participantJoined', 'participantUpdated', 'participantLeft', 'publicationAdded', 'publicationRemoved', 'layersChanged',
   'publisherLayers', 'resumed', 'activeSpeakers', 'publicationStalled', 'publicationResumed',
+  'publicationMuted', 'publicationUnmuted',
 ];
 
 /** Drives a session that makes the SDK send every kind of client message; returns them by type. */
@@ -38,6 +39,7 @@ async function messagesTheSdkSends(): Promise<Map<string, ClientMessage>> {
   await sub.setPreferredLayer(1, 2);
   await until(() => h.socket().sentOfType('ping').length > 0);
   await sub.setPaused(true);
+  await pub?.mute();
   // A drop: the SDK resumes on a new socket and restarts ICE.
   h.socket().serverClose(1006);
   await until(() => h.sockets.length === 2 && h.socket().sentOfType('restartIce').length === 1);

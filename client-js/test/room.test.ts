@@ -209,6 +209,37 @@ describe('events', () => {
     expect(h.room.publications.has('PU8')).toBe(false);
   });
 
+  it('mutes a local publication on the server and follows mutes of any publication', async () => {
+    const h = createHarness();
+    await h.connect();
+    const stream = new FakeStream('cam', [new FakeTrack('video')]);
+    const [pub] = await h.room.publish(stream as unknown as MediaStream);
+    expect(pub).toBeDefined();
+    await pub!.mute();
+    expect(pub!.muted).toBe(true);
+    expect(h.socket().sentOfType('setMuted')).toEqual([
+      expect.objectContaining({ publicationId: pub!.publicationId, muted: true }),
+    ]);
+    await pub!.unmute();
+    expect(pub!.muted).toBe(false);
+    const seen: string[] = [];
+    h.room.on(RoomEvent.PublicationMuted, (e) => seen.push(`muted:${e.publicationId}:${e.publication?.muted}`));
+    h.room.on(RoomEvent.PublicationUnmuted, (e) => seen.push(`unmuted:${e.publicationId}:${e.publication?.muted}`));
+    const s = h.socket();
+    s.receive({
+      type: 'publicationAdded',
+      publication: { publicationId: 'PU8', participantId: 'PA3', kind: 'audio', source: 'microphone', codec: 'audio/opus' },
+    });
+    s.receive({ type: 'publicationMuted', publicationId: 'PU8', participantId: 'PA3' });
+    s.receive({ type: 'publicationMuted', publicationId: 'PU8', participantId: 'PA3' });
+    expect(h.room.publications.get('PU8')?.muted).toBe(true);
+    s.receive({ type: 'publicationUnmuted', publicationId: 'PU8', participantId: 'PA3' });
+    // The application mutes the local publication: its track follows.
+    s.receive({ type: 'publicationMuted', publicationId: pub!.publicationId, participantId: 'PA1' });
+    expect(pub!.muted).toBe(true);
+    expect(seen).toEqual(['muted:PU8:true', 'unmuted:PU8:undefined', `muted:${pub!.publicationId}:true`]);
+  });
+
   it('applies participant updates to the local and remote participants', async () => {
     const h = createHarness();
     await h.connect();

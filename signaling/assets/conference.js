@@ -30,6 +30,10 @@ function controlButton(id, label) {
 }
 function setLocalEnabled(kind, enabled) {
   for (const track of demo.localStream?.getTracks() ?? []) if (track.kind === kind) track.enabled = enabled;
+  for (const publication of demo.room?.localPublications.values() ?? []) {
+    if (publication.kind !== kind) continue;
+    (enabled ? publication.unmute() : publication.mute()).catch((err) => demo.errors.push(String(err)));
+  }
   const button = kind === "audio" ? micButton : cameraButton;
   button.textContent = kind === "audio" ? enabled ? "Mute mic" : "Unmute mic" : enabled ? "Stop camera" : "Start camera";
   button.setAttribute("aria-pressed", String(!enabled));
@@ -227,6 +231,13 @@ function showStalled(room, participantId) {
   );
   tile.root.classList.toggle("stalled", stalled);
 }
+function showMuted(room, participantId) {
+  const tile = remoteTiles.get(participantId);
+  if (tile === void 0) return;
+  const theirs = [...room.publications.values()].filter((p) => p.participantId === participantId);
+  tile.root.classList.toggle("mic-muted", theirs.some((p) => p.kind === "audio" && p.muted === true));
+  tile.root.classList.toggle("camera-muted", theirs.some((p) => p.kind === "video" && p.muted === true));
+}
 function onPublicationRemoved(publicationId, participantId) {
   const tile = remoteTiles.get(participantId);
   if (tile === void 0) return;
@@ -265,6 +276,8 @@ async function join(roomName, name) {
   room.on(RoomEvent.PublicationAdded, (p) => void subscribeTo(room, p));
   room.on(RoomEvent.PublicationRemoved, (e) => onPublicationRemoved(e.publicationId, e.participantId));
   room.on(RoomEvent.PublicationStalled, (e) => showStalled(room, e.participantId));
+  room.on(RoomEvent.PublicationMuted, (e) => showMuted(room, e.participantId));
+  room.on(RoomEvent.PublicationUnmuted, (e) => showMuted(room, e.participantId));
   room.on(RoomEvent.PublicationResumed, (e) => showStalled(room, e.participantId));
   room.on(RoomEvent.Error, (err) => showError("room", err));
   room.on(RoomEvent.Reconnecting, () => setStatus("Connection lost: reconnecting…"));

@@ -123,6 +123,10 @@ var RoomEvent = {
   PublisherLayersApplied: "publisherLayersApplied",
   /** Who speaks now changed (see `RoomEvents.activeSpeakersChanged`). */
   ActiveSpeakersChanged: "activeSpeakersChanged",
+  /** A publication was muted (see `RoomEvents.publicationMuted`). */
+  PublicationMuted: "publicationMuted",
+  /** A muted publication was unmuted (see `RoomEvents.publicationUnmuted`). */
+  PublicationUnmuted: "publicationUnmuted",
   /** A publication stopped sending media (see `RoomEvents.publicationStalled`). */
   PublicationStalled: "publicationStalled",
   /** A stalled publication sends media again (see `RoomEvents.publicationResumed`). */
@@ -356,6 +360,21 @@ var Publisher = class {
     this.appliedLayers.delete(publicationId);
     await own.sender.replaceTrack(null).catch(() => void 0);
   }
+  /** Mutes or unmutes a local publication: its track at once, then the server. */
+  async setMuted(publicationId, muted) {
+    const own = this.publications.get(publicationId);
+    if (own === void 0) {
+      throw new ConnectionError(ConnectionErrorReason.InvalidState, `mute of ended publication ${publicationId}`);
+    }
+    own.sending.enabled = !muted;
+    if (this.room.state() !== RoomState.Connected) return;
+    await this.room.signal().request({ type: "setMuted", publicationId, muted });
+  }
+  /** The server muted or unmuted a local publication (the application did): the track follows. */
+  applyMuted(publicationId, muted) {
+    const own = this.publications.get(publicationId);
+    if (own !== void 0) own.sending.enabled = !muted;
+  }
   /** Forgets a local publication the server ended. */
   forget(publicationId) {
     this.publications.delete(publicationId);
@@ -485,12 +504,8 @@ var Publisher = class {
       get muted() {
         return !this.sending.enabled;
       },
-      mute() {
-        this.sending.enabled = false;
-      },
-      unmute() {
-        this.sending.enabled = true;
-      },
+      mute: () => this.setMuted(id, true),
+      unmute: () => this.setMuted(id, false),
       replaceTrack: async (next) => {
         const own = this.publications.get(id);
         if (own === void 0) {
@@ -775,6 +790,7 @@ var RESPONSE_TYPE = {
   publish: "published",
   subscribe: "subscribed",
   unpublish: "ok",
+  setMuted: "ok",
   unsubscribe: "ok",
   answer: "ok",
   trickle: "ok",
@@ -793,6 +809,8 @@ var EVENT_TYPES = [
   "participantLeft",
   "publicationAdded",
   "publicationRemoved",
+  "publicationMuted",
+  "publicationUnmuted",
   "layersChanged",
   "publisherLayers",
   "activeSpeakers",
@@ -1868,6 +1886,23 @@ var Room = class extends TypedEmitter {
         this.speakers = event.speakers;
         this.emit("activeSpeakersChanged", { speakers: event.speakers });
         break;
+      case "publicationMuted":
+      case "publicationUnmuted": {
+        const muted = event.type === "publicationMuted";
+        const { publicationId, participantId } = event;
+        const remote = this.remotePublications.get(publicationId);
+        if (remote !== void 0) {
+          if (remote.muted === true === muted) break;
+          this.remotePublications.set(publicationId, { ...remote, muted: muted ? true : void 0 });
+        } else if (this.publisher.publications.has(publicationId)) {
+          this.publisher.applyMuted(publicationId, muted);
+        } else {
+          break;
+        }
+        const publication = this.remotePublications.get(publicationId) ?? this.publisher.publications.get(publicationId);
+        this.emit(event.type, { publicationId, participantId, publication });
+        break;
+      }
       case "publicationStalled":
       case "publicationResumed": {
         const stalled = event.type === "publicationStalled";

@@ -1,5 +1,5 @@
 //! The client side of the server API ([`crate::api`]): what the `sluice rooms`, `room`,
-//! `kick`, `update` and `close-room` subcommands send, each with a fresh admin token signed
+//! `kick`, `update`, `mute`, `unmute` and `close-room` subcommands send, each with a fresh admin token signed
 //! by the secret it is given and valid for one minute.
 
 use std::time::Duration;
@@ -48,6 +48,11 @@ pub enum AdminRequest {
     CloseRoom {
         room: String,
     },
+    Mute {
+        room: String,
+        publication: String,
+        muted: bool,
+    },
 }
 
 impl AdminRequest {
@@ -60,6 +65,16 @@ impl AdminRequest {
             Self::Remove { room, identity } => (
                 Method::DELETE,
                 format!("{}/participants/{}", room_path(room), segment(identity)),
+            ),
+            Self::Mute {
+                room, publication, ..
+            } => (
+                Method::POST,
+                format!(
+                    "{}/publications/{}/mute",
+                    room_path(room),
+                    segment(publication)
+                ),
             ),
             Self::Update { room, identity, .. } => (
                 Method::PATCH,
@@ -89,8 +104,15 @@ pub async fn send(
         .timeout(REQUEST_TIMEOUT)
         .build()?;
     let mut builder = client.request(method, url).bearer_auth(token);
-    if let AdminRequest::Update { patch, .. } = request {
-        let body = serde_json::to_vec(patch).unwrap_or_default();
+    let body = match request {
+        AdminRequest::Update { patch, .. } => Some(serde_json::to_vec(patch)),
+        AdminRequest::Mute { muted, .. } => Some(serde_json::to_vec(&crate::api::MuteRequest {
+            muted: *muted,
+        })),
+        _ => None,
+    };
+    if let Some(body) = body {
+        let body = body.unwrap_or_default();
         builder = builder
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);

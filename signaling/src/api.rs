@@ -1,7 +1,8 @@
 //! The server API for application backends: authenticated HTTP JSON under `/api` to list
 //! rooms and participants, update a participant's name and metadata, remove a participant
-//! (its tokens issued until then stop working) and close a room. The `sluice` subcommands
-//! `rooms`, `room`, `kick`, `update` and `close-room` call it ([`crate::admin`]).
+//! (its tokens issued until then stop working), mute or unmute a publication and close a room.
+//! The `sluice` subcommands `rooms`, `room`, `kick`, `update`, `mute`, `unmute` and
+//! `close-room` call it ([`crate::admin`]).
 //!
 //! Every request carries `Authorization: Bearer <admin token>` (minted with the server
 //! secret: `sluice token --admin`, or [`TokenAuthority::mint_admin`]). Errors are JSON
@@ -18,6 +19,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
+use sluice_sfu::core::PublicationId;
 use sluice_sfu::runtime::{ProfileUpdate, RequestError, RoomSnapshot, Sfu};
 use tracing::info;
 
@@ -46,6 +48,10 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/rooms/{room}/participants/{identity}",
             axum::routing::patch(update_participant).delete(remove_participant),
+        )
+        .route(
+            "/api/rooms/{room}/publications/{publication}/mute",
+            axum::routing::post(mute_publication),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -106,6 +112,20 @@ pub struct ParticipantPatch {
 #[serde(rename_all = "camelCase")]
 pub struct Updated {
     pub participants: Vec<ParticipantInfo>,
+}
+
+/// `POST /api/rooms/{room}/publications/{publication}/mute`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MuteRequest {
+    pub muted: bool,
+}
+
+/// The `mute` answer: the publication as it is now.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MuteAnswer {
+    pub publication: PublicationInfo,
 }
 
 /// An API error: its status, code and message.
@@ -286,6 +306,32 @@ async fn update_participant(
     };
     match updated.await {
         Ok(updated) => axum::Json(updated).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
+async fn mute_publication(
+    State(state): State<ApiState>,
+    Path((room, publication)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let muted = async {
+        let admin = authorize(&state, &headers)?;
+        check_room(&room)?;
+        let request: MuteRequest = serde_json::from_slice(&body)
+            .map_err(|err| ApiError::invalid(format!("body: {err}")))?;
+        let id: PublicationId = publication
+            .parse()
+            .map_err(|_| ApiError::not_found("publication"))?;
+        let info = state.sfu.set_muted(&room, id, request.muted).await?;
+        info!(%admin, %room, %publication, muted = request.muted, "publication muted");
+        Ok::<_, ApiError>(MuteAnswer {
+            publication: info.into(),
+        })
+    };
+    match muted.await {
+        Ok(answer) => axum::Json(answer).into_response(),
         Err(err) => err.into_response(),
     }
 }

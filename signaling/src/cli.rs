@@ -1,6 +1,6 @@
 //! The `sluice` command line (clap): serving (the options are [`ServeArgs`]), the `token` and
-//! `stream-key` subcommands, and the server API's (`rooms`, `room`, `kick`, `update`,
-//! `close-room`; see [`crate::admin`]).
+//! `stream-key` subcommands, and the server API's (`rooms`, `room`, `kick`, `update`, `mute`,
+//! `unmute`, `close-room`; see [`crate::admin`]).
 
 use std::time::Duration;
 
@@ -41,6 +41,22 @@ pub enum Command {
     Update(UpdateArgs),
     /// Close a room: every participant is removed (server API).
     CloseRoom(RoomArgs),
+    /// Mute a publication: nothing of it is forwarded until unmuted (server API).
+    Mute(PublicationArgs),
+    /// Unmute a publication (server API).
+    Unmute(PublicationArgs),
+}
+
+/// Arguments of `sluice mute` and `sluice unmute`.
+#[derive(clap::Args, Debug)]
+pub struct PublicationArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
+    /// The room.
+    #[arg(value_parser = parse_room)]
+    pub room: String,
+    /// The publication's id (as `sluice room` lists it).
+    pub publication: String,
 }
 
 /// How the admin subcommands reach the server API.

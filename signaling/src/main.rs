@@ -42,6 +42,22 @@ fn main() -> anyhow::Result<()> {
                 identity: args.identity,
             },
         ),
+        Some(Command::Mute(args)) => admin(
+            &args.admin,
+            AdminRequest::Mute {
+                room: args.room,
+                publication: args.publication,
+                muted: true,
+            },
+        ),
+        Some(Command::Unmute(args)) => admin(
+            &args.admin,
+            AdminRequest::Mute {
+                room: args.room,
+                publication: args.publication,
+                muted: false,
+            },
+        ),
         Some(Command::Update(args)) => admin(
             &args.participant.admin,
             AdminRequest::Update {

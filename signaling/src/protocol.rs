@@ -54,6 +54,13 @@ pub enum ClientMessage {
         request_id: RequestId,
         publication_id: String,
     },
+    /// Mute (nothing of it is forwarded) or unmute one of the caller's publications; the room
+    /// is told with `publicationMuted` / `publicationUnmuted`. Answered by `ok`.
+    SetMuted {
+        request_id: RequestId,
+        publication_id: String,
+        muted: bool,
+    },
     /// Receive a publication on the subscriber peer connection. Answered by `subscribed`; the
     /// media arrives after the server's next `offer` has been answered.
     Subscribe {
@@ -125,6 +132,7 @@ impl ClientMessage {
             Self::Join { request_id, .. }
             | Self::Publish { request_id, .. }
             | Self::Unpublish { request_id, .. }
+            | Self::SetMuted { request_id, .. }
             | Self::Subscribe { request_id, .. }
             | Self::Unsubscribe { request_id, .. }
             | Self::Answer { request_id, .. }
@@ -209,6 +217,18 @@ pub enum ServerMessage {
     ParticipantLeft { participant_id: String },
     /// Event: a publication became available.
     PublicationAdded { publication: PublicationInfo },
+    /// Event to everyone in the room, the publisher included: a publication was muted (by
+    /// its publisher, or by the application through the server API); nothing of it is
+    /// forwarded until `publicationUnmuted`.
+    PublicationMuted {
+        publication_id: String,
+        participant_id: String,
+    },
+    /// Event to everyone in the room: a muted publication was unmuted.
+    PublicationUnmuted {
+        publication_id: String,
+        participant_id: String,
+    },
     /// Event: a publication ended; subscriptions to it ended with it.
     PublicationRemoved {
         publication_id: String,
@@ -447,6 +467,10 @@ pub struct PublicationInfo {
     #[ts(optional)]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rids: Option<Vec<String>>,
+    /// `true` while the publication is muted (absent otherwise).
+    #[ts(optional)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted: Option<bool>,
 }
 
 /// The TypeScript declarations of the protocol, as checked in at

@@ -81,7 +81,7 @@ impl VideoPublisher {
 }
 
 /// Sends a packet every 10 ms while `sending` is set; returns when `stop` is set.
-fn pace_video(
+pub(crate) fn pace_video(
     track: Arc<TrackLocalStaticRTP>,
     sending: Arc<AtomicBool>,
     stop: Arc<AtomicBool>,

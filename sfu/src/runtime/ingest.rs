@@ -152,6 +152,7 @@ impl IngestParticipant {
             name,
             codec: codec.mime_type.clone(),
             rids: Vec::new(),
+            muted: false,
         };
         self.shard
             .ingest_publish(self.id, info.id, codec)

@@ -107,6 +107,8 @@ pub struct PublicationInfo {
     pub codec: String,
     /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
     pub rids: Vec<String>,
+    /// Muted by its publisher or the application: nothing of it is forwarded.
+    pub muted: bool,
 }
 
 /// A track the client announces in a publish offer.
@@ -329,6 +331,23 @@ impl Sfu {
             .await
             .ok()?;
         snapshot.await.ok().map(|s| s.publications)
+    }
+
+    /// Mutes or unmutes a publication of `room` (the application's server API) and tells the
+    /// room.
+    pub async fn set_muted(
+        &self,
+        room: &str,
+        publication: PublicationId,
+        muted: bool,
+    ) -> Result<PublicationInfo, RequestError> {
+        let handle = self
+            .inner
+            .rooms
+            .get(room)
+            .map(|r| r.value().clone())
+            .ok_or_else(|| RequestError::NotFound("room".into()))?;
+        handle.set_muted(publication, muted, None).await
     }
 
     /// The participants and publications of `room` now, or `None` when no such room is open.

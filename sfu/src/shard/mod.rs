@@ -521,6 +521,19 @@ impl Shard {
         .await?
     }
 
+    /// [`Shard::set_muted`] without waiting: queued behind the shard's earlier commands, so
+    /// successive mutes apply in order. False when the command queue is full.
+    pub fn queue_set_muted(&self, publication: PublicationId, muted: bool) -> bool {
+        let (reply, _) = oneshot::channel();
+        self.commands
+            .try_send(Command::SetMuted {
+                publication,
+                muted,
+                reply,
+            })
+            .is_ok()
+    }
+
     /// Adds a publication produced inside the server (RTMP ingest) for `participant`, which
     /// joined without connections; its packets go through [`Shard::ingest_sink`].
     pub async fn ingest_publish(

@@ -80,7 +80,9 @@ impl ClientMessage {
                     check_track(i, track)?;
                 }
             }
-            Self::Unpublish { publication_id, .. } | Self::Subscribe { publication_id, .. } => {
+            Self::Unpublish { publication_id, .. }
+            | Self::SetMuted { publication_id, .. }
+            | Self::Subscribe { publication_id, .. } => {
                 check(|| "publicationId".into(), publication_id, MAX_ID_BYTES)?;
             }
             Self::Unsubscribe {

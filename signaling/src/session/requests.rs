@@ -123,6 +123,15 @@ impl Session {
                 participant.unpublish(id).await?;
                 Ok(ServerMessage::Ok { request_id })
             }
+            ClientMessage::SetMuted {
+                request_id,
+                publication_id,
+                muted,
+            } => {
+                let id = parse_id::<PublicationId>("publication", &publication_id)?;
+                participant.set_muted(id, muted).await?;
+                Ok(ServerMessage::Ok { request_id })
+            }
             ClientMessage::Subscribe {
                 request_id,
                 publication_id,

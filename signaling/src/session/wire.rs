@@ -43,6 +43,25 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
                 publication: info.into(),
             }
         }
+        ParticipantEvent::Room(RoomEvent::PublicationMuted {
+            publication,
+            participant,
+            muted,
+        }) => {
+            let (publication_id, participant_id) =
+                (publication.to_string(), participant.to_string());
+            if muted {
+                ServerMessage::PublicationMuted {
+                    publication_id,
+                    participant_id,
+                }
+            } else {
+                ServerMessage::PublicationUnmuted {
+                    publication_id,
+                    participant_id,
+                }
+            }
+        }
         ParticipantEvent::Room(RoomEvent::PublicationRemoved {
             publication,
             participant,
@@ -118,6 +137,7 @@ impl From<CorePublicationInfo> for PublicationInfo {
             name: info.name,
             codec: info.codec,
             rids: (!info.rids.is_empty()).then_some(info.rids),
+            muted: info.muted.then_some(true),
         }
     }
 }

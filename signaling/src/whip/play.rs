@@ -294,6 +294,7 @@ mod tests {
             name: None,
             codec: codec.to_owned(),
             rids: Vec::new(),
+            muted: false,
         }
     }
 

@@ -77,6 +77,11 @@ pub(super) enum Command {
         publication: PublicationId,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    SetMuted {
+        publication: PublicationId,
+        muted: bool,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
     Subscribe {
         publication: PublicationId,
         reply: oneshot::Sender<Result<SubscriptionId, RequestError>>,
@@ -239,6 +244,20 @@ impl Participant {
     pub async fn unpublish(&self, publication: PublicationId) -> Result<(), RequestError> {
         self.call(|reply| Command::Unpublish { publication, reply })
             .await
+    }
+
+    /// Mutes or unmutes one of the participant's own publications; the room is told.
+    pub async fn set_muted(
+        &self,
+        publication: PublicationId,
+        muted: bool,
+    ) -> Result<(), RequestError> {
+        self.call(|reply| Command::SetMuted {
+            publication,
+            muted,
+            reply,
+        })
+        .await
     }
 
     /// Adds the publication to the subscriber connection; an [`ParticipantEvent::Offer`]

@@ -169,6 +169,18 @@ impl ParticipantTask {
             Command::Unpublish { publication, reply } => {
                 let _ = reply.send(self.unpublish(publication).await);
             }
+            Command::SetMuted {
+                publication,
+                muted,
+                reply,
+            } => {
+                let result = self
+                    .room
+                    .set_muted(publication, muted, Some(self.id))
+                    .await
+                    .map(|_| ());
+                let _ = reply.send(result);
+            }
             Command::Subscribe { publication, reply } => {
                 let result = self.subscribe(publication).await;
                 let ok = result.is_ok();
@@ -313,6 +325,7 @@ impl ParticipantTask {
                 name: track.name,
                 codec: codec.mime_type.clone(),
                 rids: track.rids,
+                muted: false,
             };
             self.room
                 .send(RoomCommand::AddPublication { info: info.clone() })

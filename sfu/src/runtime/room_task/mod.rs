@@ -23,6 +23,12 @@ pub enum RoomEvent {
     ParticipantUpdated(ParticipantInfo),
     ParticipantLeft(ParticipantId),
     PublicationAdded(PublicationInfo),
+    /// To everyone: a publication was muted or unmuted.
+    PublicationMuted {
+        publication: PublicationId,
+        participant: ParticipantId,
+        muted: bool,
+    },
     PublicationRemoved {
         publication: PublicationId,
         participant: ParticipantId,
@@ -69,6 +75,14 @@ pub(crate) enum RoomCommand {
     },
     Leave {
         participant: ParticipantId,
+    },
+    /// Mutes or unmutes a publication (of `by` only, when given: a participant mutes its own;
+    /// the application any); replies with it as it is now.
+    SetMuted {
+        publication: PublicationId,
+        muted: bool,
+        by: Option<ParticipantId>,
+        reply: oneshot::Sender<Result<PublicationInfo, RequestError>>,
     },
     /// Changes the name or metadata of the participants of `identity`; replies with them as
     /// they are now.
@@ -148,6 +162,24 @@ impl RoomHandle {
     }
 
     /// Commands waiting in the room's queue now.
+    /// Mutes or unmutes a publication; see [`RoomCommand::SetMuted`].
+    pub(crate) async fn set_muted(
+        &self,
+        publication: PublicationId,
+        muted: bool,
+        by: Option<ParticipantId>,
+    ) -> Result<PublicationInfo, RequestError> {
+        let (reply, result) = oneshot::channel();
+        self.send(RoomCommand::SetMuted {
+            publication,
+            muted,
+            by,
+            reply,
+        })
+        .await?;
+        result.await.map_err(|_| RequestError::Closed)?
+    }
+
     pub(crate) fn queued(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
     }

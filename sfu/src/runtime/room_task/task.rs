@@ -40,6 +40,14 @@ impl RoomTask {
                 let _ = reply.send(result);
             }
             RoomCommand::Leave { participant } => self.leave(participant),
+            RoomCommand::SetMuted {
+                publication,
+                muted,
+                by,
+                reply,
+            } => {
+                let _ = reply.send(self.set_muted(publication, muted, by));
+            }
             RoomCommand::UpdateProfile {
                 identity,
                 update,
@@ -121,6 +129,46 @@ impl RoomTask {
         self.participants
             .insert(info.id, ParticipantEntry { info, events });
         Ok(snapshot)
+    }
+
+    /// Records the mute, tells everyone and has the shard stop (or resume) forwarding.
+    fn set_muted(
+        &mut self,
+        publication: PublicationId,
+        muted: bool,
+        by: Option<ParticipantId>,
+    ) -> Result<PublicationInfo, RequestError> {
+        let info = self
+            .publications
+            .get_mut(&publication)
+            .filter(|info| by.is_none_or(|by| info.participant == by))
+            .ok_or_else(|| RequestError::NotFound(format!("publication {publication}")))?;
+        if info.muted == muted {
+            return Ok(info.clone());
+        }
+        info.muted = muted;
+        let info = info.clone();
+        // Queued in order behind the shard's other commands; a full queue (a shard far
+        // behind) gets it once there is room.
+        if let Some(shard) = self.sfu.shards().get(self.shard_index).cloned()
+            && !shard.queue_set_muted(publication, muted)
+        {
+            tokio::spawn(async move {
+                if let Err(err) = shard.set_muted(publication, muted).await {
+                    debug!(%publication, %err, "mute not applied by the shard");
+                }
+            });
+        }
+        self.broadcast(
+            None,
+            RoomEvent::PublicationMuted {
+                publication,
+                participant: info.participant,
+                muted,
+            },
+        );
+        debug!(room = %self.name, %publication, muted, "publication muted");
+        Ok(info)
     }
 
     fn update_profile(&mut self, identity: &str, update: ProfileUpdate) -> Vec<ParticipantInfo> {
