@@ -50,7 +50,10 @@ const tiles = element<HTMLElement>('tiles');
  */
 const micButton = controlButton('mic', 'Mute mic');
 const cameraButton = controlButton('camera', 'Stop camera');
-leaveButton.before(micButton, cameraButton);
+const shareButton = controlButton('share', 'Share screen');
+leaveButton.before(micButton, cameraButton, shareButton);
+/** The screen share's publications while sharing. */
+let screenShare: string[] = [];
 
 function controlButton(id: string, label: string): HTMLButtonElement {
   const button = document.createElement('button');
@@ -398,6 +401,7 @@ async function join(roomName: string, name: string): Promise<void> {
     play(local.video);
     micButton.hidden = false;
     cameraButton.hidden = false;
+    shareButton.hidden = false;
     setLocalEnabled('audio', true);
     setLocalEnabled('video', true);
     await room.publish(stream);
@@ -417,6 +421,9 @@ function resetPage(): void {
   leaveButton.hidden = true;
   micButton.hidden = true;
   cameraButton.hidden = true;
+  shareButton.hidden = true;
+  screenShare = [];
+  shareButton.textContent = 'Share screen';
   document.body.classList.remove('joined');
   clearInterval(statsTimer);
   statsTimer = undefined;
@@ -436,6 +443,32 @@ form.addEventListener('submit', (ev) => {
 leaveButton.addEventListener('click', () => void leave());
 micButton.addEventListener('click', () => setLocalEnabled('audio', !localEnabled('audio')));
 cameraButton.addEventListener('click', () => setLocalEnabled('video', !localEnabled('video')));
+shareButton.addEventListener('click', () => void toggleScreenShare());
+
+/** Starts sharing the screen (`room.publishScreen()`), or stops it. */
+async function toggleScreenShare(): Promise<void> {
+  const room = demo.room;
+  if (room === undefined) return;
+  const stopped = (): void => {
+    screenShare = [];
+    shareButton.textContent = 'Share screen';
+  };
+  if (screenShare.length > 0) {
+    const sharing = screenShare;
+    stopped();
+    for (const id of sharing) await room.unpublish(id).catch((err: unknown) => showError('screen share', err));
+    return;
+  }
+  try {
+    const publications = await room.publishScreen();
+    screenShare = publications.map((p) => p.publicationId);
+    shareButton.textContent = 'Stop sharing';
+    // Stopped from the browser's own "stop sharing" bar: the SDK unpublishes it.
+    publications[0]?.track.addEventListener('ended', stopped);
+  } catch (err) {
+    showError('screen share', err);
+  }
+}
 
 const params = new URLSearchParams(location.search);
 roomInput.value = params.get('room') ?? 'demo';

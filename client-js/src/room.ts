@@ -277,6 +277,26 @@ export class Room extends TypedEmitter<RoomEvents> {
     return this.publisher.publish(stream, stream.getTracks(), options);
   }
 
+  /**
+   * Shares the screen: asks the browser for a display capture (`getDisplayMedia`; the user
+   * picks a screen, window or tab) and publishes it with `source: 'screen'`, one encoding (no
+   * simulcast unless `options.simulcast`) and the `detail` content hint, so text stays sharp
+   * rather than the frame rate smooth. Its audio, if the user shares some, is published too.
+   * When the user stops sharing from the browser's own UI, the publication ends.
+   */
+  async publishScreen(
+    options: PublishOptions & { audio?: boolean } = {},
+  ): Promise<LocalPublication[]> {
+    this.assertConnected('publishScreen');
+    const stream = await navigator.mediaDevices.getDisplayMedia({ video: true, audio: options.audio ?? false });
+    for (const track of stream.getVideoTracks()) track.contentHint = 'detail';
+    const publications = await this.publish(stream, { videoSource: 'screen', audioSource: 'screen', ...options });
+    for (const { track, publicationId } of publications) {
+      track.addEventListener('ended', () => void this.unpublish(publicationId).catch(() => undefined));
+    }
+    return publications;
+  }
+
   /** Stops publishing one of the local publications. */
   async unpublish(publicationId: string): Promise<void> {
     return this.publisher.unpublish(publicationId);

@@ -18,7 +18,9 @@ var errorBox = element("error");
 var tiles = element("tiles");
 var micButton = controlButton("mic", "Mute mic");
 var cameraButton = controlButton("camera", "Stop camera");
-leaveButton.before(micButton, cameraButton);
+var shareButton = controlButton("share", "Share screen");
+leaveButton.before(micButton, cameraButton, shareButton);
+var screenShare = [];
 function controlButton(id, label) {
   const button = document.createElement("button");
   button.type = "button";
@@ -312,6 +314,7 @@ async function join(roomName, name) {
     play(local.video);
     micButton.hidden = false;
     cameraButton.hidden = false;
+    shareButton.hidden = false;
     setLocalEnabled("audio", true);
     setLocalEnabled("video", true);
     await room.publish(stream);
@@ -330,6 +333,9 @@ function resetPage() {
   leaveButton.hidden = true;
   micButton.hidden = true;
   cameraButton.hidden = true;
+  shareButton.hidden = true;
+  screenShare = [];
+  shareButton.textContent = "Share screen";
   document.body.classList.remove("joined");
   clearInterval(statsTimer);
   statsTimer = void 0;
@@ -347,6 +353,29 @@ form.addEventListener("submit", (ev) => {
 leaveButton.addEventListener("click", () => void leave());
 micButton.addEventListener("click", () => setLocalEnabled("audio", !localEnabled("audio")));
 cameraButton.addEventListener("click", () => setLocalEnabled("video", !localEnabled("video")));
+shareButton.addEventListener("click", () => void toggleScreenShare());
+async function toggleScreenShare() {
+  const room = demo.room;
+  if (room === void 0) return;
+  const stopped = () => {
+    screenShare = [];
+    shareButton.textContent = "Share screen";
+  };
+  if (screenShare.length > 0) {
+    const sharing = screenShare;
+    stopped();
+    for (const id of sharing) await room.unpublish(id).catch((err) => showError("screen share", err));
+    return;
+  }
+  try {
+    const publications = await room.publishScreen();
+    screenShare = publications.map((p) => p.publicationId);
+    shareButton.textContent = "Stop sharing";
+    publications[0]?.track.addEventListener("ended", stopped);
+  } catch (err) {
+    showError("screen share", err);
+  }
+}
 var params = new URLSearchParams(location.search);
 roomInput.value = params.get("room") ?? "demo";
 nameInput.value = params.get("name") ?? `guest-${Math.random().toString(36).slice(2, 6)}`;
