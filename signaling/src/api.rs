@@ -203,6 +203,14 @@ fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> 
         })
 }
 
+/// The answer's JSON, or the error's.
+fn respond<T: Serialize>(answer: Result<T, ApiError>) -> Response {
+    match answer {
+        Ok(answer) => axum::Json(answer).into_response(),
+        Err(err) => err.into_response(),
+    }
+}
+
 fn check_room(room: &str) -> Result<(), ApiError> {
     check_name("room", room).map_err(ApiError::invalid)
 }
@@ -265,10 +273,7 @@ async fn get_room(
             participants,
         })
     };
-    match detail.await {
-        Ok(detail) => axum::Json(detail).into_response(),
-        Err(err) => err.into_response(),
-    }
+    respond(detail.await)
 }
 
 async fn update_participant(
@@ -304,10 +309,7 @@ async fn update_participant(
             participants: participants.into_iter().map(Into::into).collect(),
         })
     };
-    match updated.await {
-        Ok(updated) => axum::Json(updated).into_response(),
-        Err(err) => err.into_response(),
-    }
+    respond(updated.await)
 }
 
 async fn mute_publication(
@@ -330,10 +332,7 @@ async fn mute_publication(
             publication: info.into(),
         })
     };
-    match muted.await {
-        Ok(answer) => axum::Json(answer).into_response(),
-        Err(err) => err.into_response(),
-    }
+    respond(muted.await)
 }
 
 /// Ends every participant in `room` (of `identity` only, when given): signaling sessions
@@ -371,10 +370,7 @@ async fn remove_participant(
         }
         Ok(Removed { removed })
     };
-    match removed.await {
-        Ok(removed) => axum::Json(removed).into_response(),
-        Err(err) => err.into_response(),
-    }
+    respond(removed.await)
 }
 
 async fn close_room(
@@ -389,10 +385,7 @@ async fn close_room(
         info!(%admin, %room, removed, "room closed");
         Ok::<_, ApiError>(Removed { removed })
     };
-    match closed.await {
-        Ok(removed) => axum::Json(removed).into_response(),
-        Err(err) => err.into_response(),
-    }
+    respond(closed.await)
 }
 
 fn unix_now() -> u64 {

@@ -324,13 +324,16 @@ impl Sfu {
     /// The publications of `room` now, or `None` when no such room is open. Does not create
     /// the room.
     pub async fn room_publications(&self, room: &str) -> Option<Vec<PublicationInfo>> {
-        let handle = self.inner.rooms.get(room).map(|r| r.value().clone())?;
-        let (reply, snapshot) = tokio::sync::oneshot::channel();
-        handle
-            .send(room_task::RoomCommand::Snapshot { reply })
-            .await
-            .ok()?;
-        snapshot.await.ok().map(|s| s.publications)
+        self.room_snapshot(room).await.map(|s| s.publications)
+    }
+
+    /// The handle of `room` if it is open (never creates it).
+    fn open_room(&self, room: &str) -> Result<RoomHandle, RequestError> {
+        self.inner
+            .rooms
+            .get(room)
+            .map(|r| r.value().clone())
+            .ok_or_else(|| RequestError::NotFound("room".into()))
     }
 
     /// Mutes or unmutes a publication of `room` (the application's server API) and tells the
@@ -341,19 +344,15 @@ impl Sfu {
         publication: PublicationId,
         muted: bool,
     ) -> Result<PublicationInfo, RequestError> {
-        let handle = self
-            .inner
-            .rooms
-            .get(room)
-            .map(|r| r.value().clone())
-            .ok_or_else(|| RequestError::NotFound("room".into()))?;
-        handle.set_muted(publication, muted, None).await
+        self.open_room(room)?
+            .set_muted(publication, muted, None)
+            .await
     }
 
     /// The participants and publications of `room` now, or `None` when no such room is open.
     /// Does not create the room.
     pub async fn room_snapshot(&self, room: &str) -> Option<RoomSnapshot> {
-        let handle = self.inner.rooms.get(room).map(|r| r.value().clone())?;
+        let handle = self.open_room(room).ok()?;
         let (reply, snapshot) = tokio::sync::oneshot::channel();
         handle
             .send(room_task::RoomCommand::Snapshot { reply })
@@ -376,14 +375,8 @@ impl Sfu {
         identity: &str,
         update: ProfileUpdate,
     ) -> Result<Vec<ParticipantInfo>, RequestError> {
-        let handle = self
-            .inner
-            .rooms
-            .get(room)
-            .map(|r| r.value().clone())
-            .ok_or_else(|| RequestError::NotFound("room".into()))?;
         let (reply, updated) = tokio::sync::oneshot::channel();
-        handle
+        self.open_room(room)?
             .send(room_task::RoomCommand::UpdateProfile {
                 identity: identity.to_owned(),
                 update,
