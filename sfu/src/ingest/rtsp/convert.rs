@@ -433,7 +433,9 @@ mod tests {
             prop_assert!(out.iter().map(|p| p.payload.len()).sum::<usize>() <= budget * 2);
         }
 
-        /// Any bytes as G.711 or AAC frames: no panic; G.711 output stays on a 20 ms grid.
+        /// Any bytes as G.711 or AAC frames, of any length at any spacing: no panic, and every
+        /// Opus packet fits a datagram. (Frames whose length disagrees with their spacing make
+        /// the output resynchronise to the camera's timestamps, off the 20 ms grid.)
         #[test]
         fn arbitrary_audio_frames_never_panic(
             frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..400), 1..20),
@@ -458,13 +460,32 @@ mod tests {
                         &mut out,
                     );
                 }
-                // AAC's output resynchronises to the camera's timestamps when they disagree
-                // with the decoded audio's duration (as these 2.5 ms ticks do with 128 ms
-                // frames), so only G.711's output is bound to the grid.
-                if matches!(setup, AudioSetup::G711 { .. }) {
-                    prop_assert!(out.windows(2).all(|w| w[1].timestamp.wrapping_sub(w[0].timestamp) % 960 == 0));
-                }
+                prop_assert!(out.iter().all(|p| p.payload.len() <= 1200));
             }
+        }
+
+        /// G.711 frames whose length matches their 20 ms spacing, whatever their bytes, come out
+        /// on Opus's 20 ms grid.
+        #[test]
+        fn g711_frames_on_time_stay_on_the_20_ms_grid(
+            frames in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 160), 1..20),
+            mu in any::<bool>(),
+        ) {
+            let law = if mu { Law::Mu } else { Law::A };
+            let mut state = Frames::default();
+            let mut media = pipeline();
+            let mut out = Vec::new();
+            for (i, data) in frames.iter().enumerate() {
+                let _ = state.audio(
+                    &mut media,
+                    Instant::now(),
+                    AudioSetup::G711 { law, rate: 8_000, channels: 1 },
+                    ticks(i as i64 * 20, 8_000),
+                    data,
+                    &mut out,
+                );
+            }
+            prop_assert!(out.windows(2).all(|w| w[1].timestamp.wrapping_sub(w[0].timestamp) % 960 == 0));
         }
     }
 }
