@@ -8,7 +8,7 @@
 //! signaling.
 
 mod congestion;
-mod feedback;
+pub(crate) mod feedback;
 mod horizon;
 pub(crate) mod interceptors;
 pub(crate) mod packetize;
