@@ -3,6 +3,7 @@
 
 mod hostile;
 mod log_secrets;
+mod malformed_media;
 mod operations;
 mod relay;
 mod resume;
