@@ -56,7 +56,7 @@ case "${1:-}" in
       "$BIN_DIR/$t" -max_total_time="$seconds" -rss_limit_mb=1024 -print_final_stats=1 \
         -artifact_prefix="$CARGO_TARGET_DIR/fuzz-artifacts-" "$dir" >"$log" 2>&1 ||
         { tail -n 40 "$log" >&2; echo "fuzz target $t failed (input in $CARGO_TARGET_DIR)" >&2; exit 1; }
-      printf '%-13s %s\n' "$t" "$(grep -E '^#[0-9]+ +DONE' "$log" | tail -n 1)"
+      printf '%-13s %s\n' "$t" "$(grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -n 1)"
     done
     ;;
   run)
