@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Sluice: Rust (unit, property, end-to-end), the TypeScript SDK's unit tests
 # and the browser end-to-end tests in headless Chromium. Installs what it needs when missing
-# (chromium, cmake for the bundled libopus, ffmpeg as the RTMP publisher, GStreamer's RTSP
-# server with its H.264/AAC/G.711 plugins as the RTSP camera, nftables and iproute2 for the
-# ICE-TCP test's network namespace).
+# (chromium, cmake for the bundled libopus, g++ for libFuzzer, ffmpeg as the RTMP publisher,
+# GStreamer's RTSP server with its H.264/AAC/G.711 plugins as the RTSP camera, nftables and
+# iproute2 for the ICE-TCP test's network namespace).
 # Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,8 @@ step() { printf '\n==> %s\n' "$*"; }
 need_apt=()
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+# libFuzzer's C++ sources (libfuzzer-sys) for the fuzz targets' build.
+command -v g++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 # The ICE-TCP browser test blocks UDP in a network namespace of its own.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
@@ -52,6 +54,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked
 fi
+
+step "fuzz targets: replay the seeds and reproducers, then 3 s of libFuzzer each (scripts/fuzz.sh)"
+scripts/fuzz.sh smoke 3
 
 step "client-js: typecheck, unit tests, demo bundle freshness"
 (cd client-js && npm run typecheck && npm test && npm run check:assets)

@@ -52,6 +52,9 @@
 pub use sluice_core as core;
 pub use sluice_core::codec;
 pub mod admission;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ingest;
 pub mod runtime;
 pub mod shard;

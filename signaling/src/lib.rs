@@ -17,6 +17,9 @@ pub mod api;
 pub mod auth;
 pub mod cli;
 pub mod config;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzz;
 pub mod media_plane;
 pub mod metrics;
 pub mod origin;

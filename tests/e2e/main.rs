@@ -6,6 +6,7 @@ mod limits;
 mod liveness;
 mod liveness_ingest;
 mod log_secrets;
+mod malformed_media;
 mod mute;
 mod operations;
 mod relay;

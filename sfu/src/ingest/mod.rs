@@ -32,14 +32,14 @@
 //! # }
 //! ```
 
-mod audio;
-mod avc;
+pub(crate) mod audio;
+pub(crate) mod avc;
 mod clock;
-mod flv;
-mod g711;
+pub(crate) mod flv;
+pub(crate) mod g711;
 pub mod keys;
 mod latency;
-mod media;
+pub(crate) mod media;
 mod registry;
 pub mod rtmp;
 pub mod rtsp;

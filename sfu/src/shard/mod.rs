@@ -35,9 +35,9 @@ mod peer;
 mod routing;
 mod socket;
 mod stats;
-mod stun;
+pub(crate) mod stun;
 mod subscriber;
-mod tcp;
+pub(crate) mod tcp;
 mod whep;
 mod worker;
 

@@ -26,7 +26,7 @@ use super::stun;
 use super::worker::Worker;
 
 /// Longest frame accepted or sent: one datagram of the UDP path.
-pub(super) const MAX_FRAME: usize = 1500;
+pub(crate) const MAX_FRAME: usize = 1500;
 /// A connection that has not sent its first frame within this is closed.
 const FIRST_FRAME_WITHIN: Duration = Duration::from_secs(10);
 /// Outgoing datagrams queued per connection before new ones are dropped.
@@ -129,7 +129,9 @@ pub(super) async fn serve(
 
 /// Reads one RFC 4571 frame: `Ok(None)` at a clean end of the stream, an error for a frame
 /// longer than [`MAX_FRAME`] or empty.
-async fn read_frame(reader: &mut (impl AsyncReadExt + Unpin)) -> std::io::Result<Option<BytesMut>> {
+pub(crate) async fn read_frame(
+    reader: &mut (impl AsyncReadExt + Unpin),
+) -> std::io::Result<Option<BytesMut>> {
     let mut length = [0u8; 2];
     match reader.read_exact(&mut length).await {
         Ok(_) => {}

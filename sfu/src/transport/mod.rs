@@ -13,7 +13,7 @@
 //!   codecs as [`CodecInfo`]: signaling is written against these, never against `rtc` types.
 
 mod congestion;
-mod feedback;
+pub(crate) mod feedback;
 mod horizon;
 pub(crate) mod interceptors;
 mod media_engine;

@@ -449,7 +449,7 @@ async fn next_event(participant: &mut Option<Participant>) -> Option<Participant
 
 /// Parses a frame and checks its fields' bounds; on failure returns the request id if one
 /// could be found, and why.
-fn parse(text: &str) -> Result<ClientMessage, (Option<RequestId>, String)> {
+pub(crate) fn parse(text: &str) -> Result<ClientMessage, (Option<RequestId>, String)> {
     let value: serde_json::Value =
         serde_json::from_str(text).map_err(|e| (None, format!("malformed JSON: {e}")))?;
     let request_id = value

@@ -115,6 +115,8 @@ fn names_stream_command(body: &[u8]) -> bool {
 /// Runs a call into rml_rtmp, turning a panic on crafted input into an error. The state the
 /// call was working on may be inconsistent afterwards: the caller ends the connection.
 pub fn contain<T>(call: impl FnOnce() -> T) -> Result<T, ProtocolError> {
+    #[cfg(feature = "fuzzing")]
+    let _containing = crate::fuzz::Containing::enter();
     catch_unwind(AssertUnwindSafe(call)).map_err(|_| ProtocolError::DecoderPanicked)
 }
 

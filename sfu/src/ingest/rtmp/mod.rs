@@ -5,11 +5,11 @@
 //! - `rml`: that trait on rml_rtmp, behind `guard` (chunk-size bounds, AMF nesting depth,
 //!   message size, panics of the decoder turned into errors).
 //! - `connection`: one connection's task (the only IO besides the accept loop here).
-mod amf;
+pub(crate) mod amf;
 mod connection;
 mod guard;
 pub mod protocol;
-mod rml;
+pub(crate) mod rml;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

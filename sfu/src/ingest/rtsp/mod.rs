@@ -32,7 +32,7 @@
 //! ```
 
 mod backoff;
-mod convert;
+pub(crate) mod convert;
 mod session;
 
 use std::sync::Arc;
