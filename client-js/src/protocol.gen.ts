@@ -3,7 +3,15 @@
 
 export type RequestId = number;
 
-export type ClientMessage = { "type": "join", requestId: number, token: string, room?: string, } | { "type": "publish", requestId: number, sdp: string, tracks: Array<TrackInfo>, } | { "type": "unpublish", requestId: number, publicationId: string, } | { "type": "setMuted", requestId: number, publicationId: string, muted: boolean, } | { "type": "subscribe", requestId: number, publicationId: string, } | { "type": "unsubscribe", requestId: number, subscriptionId: string, } | { "type": "answer", requestId: number, sdp: string, } | { "type": "trickle", requestId: number, target: PeerRole, candidate: IceCandidate, } | { "type": "setPreferredLayer", requestId: number, subscriptionId: string, spatial: number, temporal?: number, } | { "type": "setSubscriptionPaused", requestId: number, 
+export type ClientMessage = { "type": "join", requestId: number, token: string, room?: string, } | { "type": "publish", requestId: number, sdp: string, tracks: Array<TrackInfo>, } | { "type": "unpublish", requestId: number, publicationId: string, } | { "type": "setMuted", requestId: number, 
+/**
+ * One of the caller's publications.
+ */
+publicationId: string, 
+/**
+ * True mutes, false unmutes.
+ */
+muted: boolean, } | { "type": "subscribe", requestId: number, publicationId: string, } | { "type": "unsubscribe", requestId: number, subscriptionId: string, } | { "type": "answer", requestId: number, sdp: string, } | { "type": "trickle", requestId: number, target: PeerRole, candidate: IceCandidate, } | { "type": "setPreferredLayer", requestId: number, subscriptionId: string, spatial: number, temporal?: number, } | { "type": "setSubscriptionPaused", requestId: number, 
 /**
  * The subscription to pause or resume.
  */

@@ -58,7 +58,9 @@ pub enum ClientMessage {
     /// is told with `publicationMuted` / `publicationUnmuted`. Answered by `ok`.
     SetMuted {
         request_id: RequestId,
+        /// One of the caller's publications.
         publication_id: String,
+        /// True mutes, false unmutes.
         muted: bool,
     },
     /// Receive a publication on the subscriber peer connection. Answered by `subscribed`; the
