@@ -105,6 +105,12 @@ pub struct ParticipantPatch {
     pub name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<String>,
+    /// A live participant's grant to publish; revoking it ends its publications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_publish: Option<bool>,
+    /// A live participant's grant to subscribe; revoking it ends its subscriptions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub can_subscribe: Option<bool>,
 }
 
 /// `PATCH` answer: the participants of that identity as they are now.
@@ -290,6 +296,22 @@ async fn update_participant(
             .map_err(|err| ApiError::invalid(format!("body: {err}")))?;
         check_profile(patch.name.as_deref(), patch.metadata.as_deref())
             .map_err(ApiError::invalid)?;
+        let grants = patch.can_publish.is_some() || patch.can_subscribe.is_some();
+        if !grants && patch.name.is_none() && patch.metadata.is_none() {
+            return Err(ApiError::invalid("nothing to change"));
+        }
+        let mut regranted = 0;
+        if grants {
+            for applied in state.resumable.set_permissions(
+                &room,
+                &identity,
+                patch.can_publish,
+                patch.can_subscribe,
+            ) {
+                regranted += usize::from(applied.await.is_ok());
+            }
+        }
+        // Without a name or metadata the update changes nothing but answers who is there.
         let participants = state
             .sfu
             .update_profile(
@@ -301,7 +323,7 @@ async fn update_participant(
                 },
             )
             .await?;
-        if participants.is_empty() {
+        if participants.is_empty() || (grants && regranted == 0) {
             return Err(ApiError::not_found("participant"));
         }
         info!(%admin, %room, %identity, "participant updated");

@@ -104,6 +104,13 @@ pub struct UpdateArgs {
     /// New metadata (application data, any string).
     #[arg(long)]
     pub metadata: Option<String>,
+    /// Allow (true) or forbid (false) publishing from now on; forbidding ends its publications.
+    #[arg(long, value_name = "BOOL")]
+    pub can_publish: Option<bool>,
+    /// Allow (true) or forbid (false) subscribing from now on; forbidding ends its
+    /// subscriptions.
+    #[arg(long, value_name = "BOOL")]
+    pub can_subscribe: Option<bool>,
 }
 
 /// Arguments of `sluice stream-key`.

@@ -66,6 +66,8 @@ fn main() -> anyhow::Result<()> {
                 patch: ParticipantPatch {
                     name: args.name,
                     metadata: args.metadata,
+                    can_publish: args.can_publish,
+                    can_subscribe: args.can_subscribe,
                 },
             },
         ),

@@ -77,6 +77,13 @@ pub enum SessionControl {
     /// The application removed the participant (server API): close the socket (4003), end
     /// the participant, then signal on the sender once the room has been told.
     Remove(oneshot::Sender<()>),
+    /// The application changed the participant's grants (`None` keeps one as it is): apply
+    /// them, then signal on the sender.
+    SetPermissions {
+        can_publish: Option<bool>,
+        can_subscribe: Option<bool>,
+        done: oneshot::Sender<()>,
+    },
     /// Test hook: close the socket as if the network dropped it; keep the participant for a
     /// resume.
     Drop,
@@ -361,6 +368,36 @@ impl Resumable {
     /// handed back to be ended. None can be resumed afterwards.
     pub fn evict(&self, room: &str, identity: &str) -> Vec<Evicted> {
         self.end_matching(room, Some(identity), SessionControl::Replace)
+    }
+
+    /// Asks every live session serving `identity` in `room` to apply new grants; resolves per
+    /// session once applied. A participant waiting for a resume is not changed.
+    pub fn set_permissions(
+        &self,
+        room: &str,
+        identity: &str,
+        can_publish: Option<bool>,
+        can_subscribe: Option<bool>,
+    ) -> Vec<oneshot::Receiver<()>> {
+        let entries = self.lock();
+        let mut applied = Vec::new();
+        for entry in entries
+            .values()
+            .filter(|e| e.room == room && e.identity == identity)
+        {
+            if let Holder::Session { control, .. } = &entry.holder {
+                let (done, acknowledged) = oneshot::channel();
+                let asked = control.try_send(SessionControl::SetPermissions {
+                    can_publish,
+                    can_subscribe,
+                    done,
+                });
+                if asked.is_ok() {
+                    applied.push(acknowledged);
+                }
+            }
+        }
+        applied
     }
 
     /// Forgets the participants of `identity` in `room` (every participant of the room when

@@ -257,6 +257,33 @@ async fn backends_list_update_remove_and_close_through_the_api() -> Result<()> {
     .await?;
     ensure!(status == 404, "an unknown identity: {status}");
 
+    // Grants: bob may no longer publish; the room is not told (nothing it sees changed).
+    let (status, body) = api(
+        Method::PATCH,
+        &addr,
+        "/api/rooms/api/participants/bob",
+        Some(&admin),
+        Some(json!({"canPublish": false})),
+    )
+    .await?;
+    ensure!(status == 200, "{status} {body}");
+    let publish = json!({"type": "publish", "requestId": 7, "sdp": "v=0", "tracks": []});
+    bob.send(Message::Text(publish.to_string().into())).await?;
+    let refused = next_of(&mut bob, "error").await?;
+    ensure!(
+        refused["requestId"] == 7 && refused["code"] == "permissionDenied",
+        "publishing after the grant was revoked: {refused}"
+    );
+    let (status, _) = api(
+        Method::PATCH,
+        &addr,
+        "/api/rooms/api/participants/bob",
+        Some(&admin),
+        Some(json!({})),
+    )
+    .await?;
+    ensure!(status == 400, "an empty patch: {status}");
+
     // The CLI over the same API.
     let rooms = cli(&addr, &["rooms"])?;
     ensure!(rooms["rooms"][0]["participants"] == 2, "{rooms}");

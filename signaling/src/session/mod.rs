@@ -228,6 +228,15 @@ impl Session {
                             After::Replaced(done),
                         );
                     }
+                    SessionControl::SetPermissions { can_publish, can_subscribe, done } => {
+                        if let Some(participant) = &self.participant
+                            && let Err(err) = participant.set_permissions(can_publish, can_subscribe).await
+                        {
+                            debug!(%err, "grants not applied");
+                        }
+                        info!(?can_publish, ?can_subscribe, "grants changed by the application");
+                        let _ = done.send(());
+                    }
                     SessionControl::Drop => {
                         info!("socket dropped by the test hook");
                         break (

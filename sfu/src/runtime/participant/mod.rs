@@ -82,6 +82,11 @@ pub(super) enum Command {
         muted: bool,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
+    SetPermissions {
+        can_publish: Option<bool>,
+        can_subscribe: Option<bool>,
+        reply: oneshot::Sender<Result<(), RequestError>>,
+    },
     Subscribe {
         publication: PublicationId,
         reply: oneshot::Sender<Result<SubscriptionId, RequestError>>,
@@ -244,6 +249,22 @@ impl Participant {
     pub async fn unpublish(&self, publication: PublicationId) -> Result<(), RequestError> {
         self.call(|reply| Command::Unpublish { publication, reply })
             .await
+    }
+
+    /// Changes what the participant may do from now on (`None` keeps a grant as it is; the
+    /// application's server API): without publish, its publications end; without subscribe,
+    /// its subscriptions end.
+    pub async fn set_permissions(
+        &self,
+        can_publish: Option<bool>,
+        can_subscribe: Option<bool>,
+    ) -> Result<(), RequestError> {
+        self.call(|reply| Command::SetPermissions {
+            can_publish,
+            can_subscribe,
+            reply,
+        })
+        .await
     }
 
     /// Mutes or unmutes one of the participant's own publications; the room is told.

@@ -169,6 +169,14 @@ impl ParticipantTask {
             Command::Unpublish { publication, reply } => {
                 let _ = reply.send(self.unpublish(publication).await);
             }
+            Command::SetPermissions {
+                can_publish,
+                can_subscribe,
+                reply,
+            } => {
+                self.set_permissions(can_publish, can_subscribe).await;
+                let _ = reply.send(Ok(()));
+            }
             Command::SetMuted {
                 publication,
                 muted,
@@ -338,6 +346,28 @@ impl ParticipantTask {
             with_start_bitrate(&answer, PUBLISHER_START_KBPS),
             publications,
         ))
+    }
+
+    /// Takes the grants given from now on, ending what they no longer allow.
+    async fn set_permissions(&mut self, can_publish: Option<bool>, can_subscribe: Option<bool>) {
+        self.permissions.can_publish = can_publish.unwrap_or(self.permissions.can_publish);
+        self.permissions.can_subscribe = can_subscribe.unwrap_or(self.permissions.can_subscribe);
+        if !self.permissions.can_publish {
+            for publication in self.publications.clone() {
+                if let Err(err) = self.unpublish(publication).await {
+                    debug!(%publication, %err, "unpublishing after the grant was revoked");
+                }
+            }
+        }
+        if !self.permissions.can_subscribe && !self.subscriptions.is_empty() {
+            for subscription in self.subscriptions.keys().copied().collect::<Vec<_>>() {
+                if let Err(err) = self.change(subscription, SubscriptionChange::Remove).await {
+                    debug!(%subscription, %err, "unsubscribing after the grant was revoked");
+                }
+                self.subscriptions.remove(&subscription);
+            }
+            self.negotiate().await;
+        }
     }
 
     async fn unpublish(&mut self, publication: PublicationId) -> Result<(), RequestError> {

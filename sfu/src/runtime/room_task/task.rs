@@ -185,7 +185,8 @@ impl RoomTask {
             }
             updated.push(entry.info.clone());
         }
-        for info in &updated {
+        let changed = update.name.is_some() || update.metadata.is_some();
+        for info in updated.iter().filter(|_| changed) {
             self.broadcast(None, RoomEvent::ParticipantUpdated(info.clone()));
         }
         updated
