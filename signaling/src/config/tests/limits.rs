@@ -1,0 +1,121 @@
+//! Configuration tests: the limits as file keys, flags and environment variables, and their
+//! validation.
+
+use clap::Parser;
+
+use super::super::*;
+use crate::cli::Cli;
+
+/// Each limit has a TOML key, a flag and an environment variable of the same name.
+const LIMIT_OPTIONS: [&str; 10] = [
+    "max_rooms",
+    "max_participants_per_room",
+    "max_publications_per_participant",
+    "max_subscriptions_per_participant",
+    "max_connections",
+    "max_connections_per_address",
+    "header_read_timeout_ms",
+    "write_timeout_ms",
+    "request_timeout_ms",
+    "publication_stall_timeout_ms",
+];
+
+#[test]
+fn limits_are_options_of_the_file_flags_and_environment() {
+    let config = Config::from_toml_str(
+        "max_rooms = 2\nmax_participants_per_room = 3\nmax_publications_per_participant = 4\n\
+         max_subscriptions_per_participant = 5\nmax_connections = 60\n\
+         max_connections_per_address = 6\nheader_read_timeout_ms = 2000\n\
+         write_timeout_ms = 3000\nrequest_timeout_ms = 4000\npublication_stall_timeout_ms = 900",
+    )
+    .unwrap();
+    config.validate().unwrap();
+    let limits = &config.limits;
+    assert_eq!(
+        (
+            limits.max_rooms,
+            limits.max_participants_per_room,
+            limits.max_publications_per_participant,
+            limits.max_subscriptions_per_participant,
+            limits.max_connections,
+            limits.max_connections_per_address,
+        ),
+        (2, 3, 4, 5, 60, 6)
+    );
+    let sfu = config.sfu_config();
+    assert_eq!(
+        (sfu.limits.max_rooms, sfu.limits.max_participants_per_room),
+        (2, 3)
+    );
+    assert_eq!(
+        sfu.shard.room.publication_stall_timeout,
+        Some(Duration::from_millis(900))
+    );
+    let http = limits.connections();
+    assert_eq!(http.header_read_timeout, Duration::from_secs(2));
+    assert_eq!(http.write_timeout, Duration::from_secs(3));
+    assert_eq!(http.request_timeout, Duration::from_secs(4));
+
+    // Flags override the file; each has its environment variable.
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "--max-rooms",
+        "7",
+        "--max-participants-per-room",
+        "2",
+        "--publication-stall-timeout-ms",
+        "2500",
+    ])
+    .unwrap();
+    let config = Config::load(&cli.serve).unwrap();
+    assert_eq!(config.limits.max_rooms, 7);
+    assert_eq!(config.limits.max_participants_per_room, 2);
+    assert_eq!(
+        config.limits.publication_stall_timeout,
+        Duration::from_millis(2500)
+    );
+    let command = <Cli as clap::CommandFactory>::command();
+    let serve_args: Vec<&clap::Arg> = command.get_arguments().collect();
+    for key in LIMIT_OPTIONS {
+        let flag = key.replace('_', "-");
+        let arg = serve_args
+            .iter()
+            .find(|a| a.get_long() == Some(flag.as_str()))
+            .unwrap_or_else(|| panic!("no --{flag}"));
+        let env = format!("SLUICE_{}", key.to_uppercase());
+        assert_eq!(
+            arg.get_env().and_then(|e| e.to_str()),
+            Some(env.as_str()),
+            "--{flag}"
+        );
+    }
+}
+
+#[test]
+fn limits_are_validated() {
+    let invalid = |toml: &str| {
+        Config::from_toml_str(toml)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(invalid("max_rooms = 0").contains("max_rooms must be between 1 and 1000000"));
+    assert!(invalid("max_participants_per_room = 0").contains("max_participants_per_room"));
+    assert!(
+        invalid("max_publications_per_participant = 65")
+            .contains("max_publications_per_participant must be between 1 and 64")
+    );
+    assert!(invalid("max_subscriptions_per_participant = 0").contains("max_subscriptions"));
+    assert!(
+        invalid("max_connections = 10\nmax_connections_per_address = 11")
+            .contains("max_connections_per_address must be between 1 and 10")
+    );
+    assert!(invalid("header_read_timeout_ms = 999").contains("header_read_timeout_ms"));
+    assert!(invalid("write_timeout_ms = 600001").contains("write_timeout_ms"));
+    assert!(invalid("request_timeout_ms = 0").contains("request_timeout_ms"));
+    assert!(invalid("publication_stall_timeout_ms = 100").contains("publication_stall_timeout_ms"));
+    // Ill-typed values are refused when parsed.
+    assert!(Config::from_toml_str("max_rooms = -1").is_err());
+    assert!(Cli::try_parse_from(["sluice", "--max-rooms", "many"]).is_err());
+}

@@ -1,0 +1,107 @@
+//! Configuration tests: RTSP sources and webhook receivers.
+
+use clap::Parser;
+use sluice_sfu::ingest::RtspTransport;
+
+use super::super::*;
+use crate::cli::Cli;
+
+#[test]
+fn rtsp_sources_come_from_the_file_with_credentials_from_the_environment() {
+    let config = Config::from_toml_str(
+        r#"
+        [[rtsp_sources]]
+        url = "rtsp://192.0.2.10:554/stream1"
+        room = "lobby"
+        identity = "door-camera"
+        username_env = "CAM_USER"
+        password_env = "CAM_PASSWORD"
+
+        [[rtsp_sources]]
+        url = "rtsp://192.0.2.11/live"
+        room = "lobby"
+        identity = "yard-camera"
+        transport = "udp"
+        "#,
+    )
+    .unwrap();
+    let env = |var: &str| match var {
+        "CAM_USER" => Some("admin".to_owned()),
+        "CAM_PASSWORD" => Some("hunter2-camera".to_owned()),
+        _ => None,
+    };
+    let sources = config.rtsp_sources_with_env(&env).unwrap();
+    assert_eq!(sources.len(), 2);
+    let credentials = sources[0].credentials.as_ref().unwrap();
+    assert_eq!(credentials.username, "admin");
+    assert_eq!(credentials.password, "hunter2-camera");
+    assert!(!format!("{:?}", sources[0]).contains("hunter2"));
+    assert_eq!(sources[0].transport, RtspTransport::Tcp);
+    assert_eq!(sources[1].transport, RtspTransport::Udp);
+    assert_eq!(sources[1].credentials, None);
+    assert_eq!(sources[1].target.identity, "yard-camera");
+}
+
+#[test]
+fn rtsp_sources_are_validated() {
+    let invalid = |entry: &str| {
+        let config = Config::from_toml_str(&format!("[[rtsp_sources]]\n{entry}")).unwrap();
+        config.validate().unwrap_err().to_string()
+    };
+    let base = "room = \"r\"\nidentity = \"cam\"\n";
+    assert!(invalid(&format!("url = \"http://x/\"\n{base}")).contains("rtsp://"));
+    assert!(invalid(&format!("url = \"rtsp://u:p@x/\"\n{base}")).contains("no credentials"));
+    assert!(
+        invalid(&format!("url = \"rtsp://x/\"\n{base}transport = \"sctp\"")).contains("tcp or udp")
+    );
+    assert!(
+        invalid(&format!("url = \"rtsp://x/\"\n{base}username_env = \"A\""))
+            .contains("both username_env and password_env")
+    );
+    assert!(
+        invalid(&format!(
+            "url = \"rtsp://x/\"\n{base}username_env = \"SLUICE_TEST_UNSET_9d1\"\npassword_env = \"SLUICE_TEST_UNSET_9d1\""
+        ))
+        .contains("SLUICE_TEST_UNSET_9d1 is not set")
+    );
+    let twice = format!(
+        "[[rtsp_sources]]\nurl = \"rtsp://x/\"\n{base}\n[[rtsp_sources]]\nurl = \"rtsp://y/\"\n{base}"
+    );
+    let config = Config::from_toml_str(&twice).unwrap();
+    assert!(
+        config
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("two sources")
+    );
+    // Unknown keys are refused, as everywhere in the file.
+    assert!(Config::from_toml_str("[[rtsp_sources]]\nurl = \"rtsp://x/\"\npassword = \"p\"\nroom = \"r\"\nidentity = \"c\"").is_err());
+}
+
+#[test]
+fn webhook_urls_from_flags_and_toml_need_a_secret_and_http() {
+    let from_toml = Config::from_toml_str(
+        "secret = \"0123456789abcdef\"\nwebhook_urls = [\"https://app.example/hook\"]\n",
+    )
+    .unwrap();
+    assert_eq!(from_toml.webhook_urls.len(), 1);
+    assert!(from_toml.validate().is_ok());
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "--webhook-url",
+        "http://127.0.0.1:9/a,http://127.0.0.1:9/b",
+        "--secret",
+        "0123456789abcdef",
+    ])
+    .unwrap();
+    assert_eq!(Config::load(&cli.serve).unwrap().webhook_urls.len(), 2);
+    let cli = Cli::try_parse_from(["sluice", "--webhook-url", "http://127.0.0.1:9/a"]).unwrap();
+    let unsigned = Config::load(&cli.serve).unwrap_err().to_string();
+    assert!(unsigned.contains("needs a secret"), "{unsigned}");
+    let ftp =
+        Config::from_toml_str("secret = \"0123456789abcdef\"\nwebhook_urls = [\"ftp://x/\"]\n")
+            .unwrap();
+    assert!(ftp.validate().unwrap_err().to_string().contains("http(s)"));
+    assert!(Config::from_toml_str("webhook_urls = [\"not a url\"]\n").is_err());
+}
