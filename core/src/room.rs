@@ -380,15 +380,12 @@ impl Room {
     }
 
     fn on_rtp(&mut self, now: Instant, publication: PublicationId, layer: u8, packet: &RtpPacket) {
-        let muted = self
-            .publications
-            .get(&publication)
-            .is_some_and(Publication::muted);
-        if let Some(level) = packet.audio_level.filter(|_| !muted) {
-            self.speakers.observe(now, publication, level);
-        }
         match self.publications.get_mut(&publication) {
             Some(publication) => {
+                // The speakers know only the room's publications: one lookup serves both.
+                if let Some(level) = packet.audio_level.filter(|_| !publication.muted()) {
+                    self.speakers.observe(now, publication.id, level);
+                }
                 self.liveness.observe(
                     now,
                     publication.id,

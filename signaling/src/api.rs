@@ -10,7 +10,6 @@
 //! and their answers are in docs/api.md.
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -23,7 +22,7 @@ use sluice_sfu::core::PublicationId;
 use sluice_sfu::runtime::{ProfileUpdate, RequestError, RoomSnapshot, Sfu};
 use tracing::info;
 
-use crate::auth::{AuthError, TokenAuthority, check_name, check_profile};
+use crate::auth::{AuthError, TokenAuthority, check_name, check_profile, unix_now};
 use crate::protocol::{ParticipantInfo, PublicationInfo};
 use crate::resume::{Evicted, Resumable};
 use crate::whip::WhipState;
@@ -408,10 +407,4 @@ async fn close_room(
         Ok::<_, ApiError>(Removed { removed })
     };
     respond(closed.await)
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }

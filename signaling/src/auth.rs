@@ -428,7 +428,8 @@ pub fn check_name(what: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch now (0 on a clock before it).
+pub(crate) fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -291,9 +291,7 @@ async fn deliver(
         };
         let mut backoff = FIRST_RETRY;
         for attempt in 1..=ATTEMPTS {
-            let timestamp = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let timestamp = crate::auth::unix_now();
             let signature = sign(secret.as_bytes(), timestamp, &body);
             let sent = client
                 .post(url.clone())
