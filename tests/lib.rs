@@ -79,6 +79,7 @@ impl TestServer {
                 limits: config.limits.sfu(),
                 shard: sluice_sfu::shard::ShardConfig {
                     room,
+                    data: config.limits.data(),
                     ..sfu_config.shard
                 },
                 ..sfu_config

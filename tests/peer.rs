@@ -11,6 +11,7 @@ use rtc::rtp_transceiver::rtp_sender::{
 };
 use sluice_signaling::protocol::IceCandidate;
 use tokio::sync::{mpsc, watch};
+use webrtc::data_channel::{DataChannel, RTCDataChannelInit};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
@@ -306,6 +307,28 @@ impl ClientPeer {
         .context("peer connection did not connect in time")?
         .context("peer connection dropped")?;
         Ok(())
+    }
+
+    /// Opens one of Sluice's data channels (`sluice-reliable`, or with `lossy` the unordered
+    /// `sluice-lossy` without retransmissions) as the SDK does; it opens once the connection
+    /// is negotiated.
+    pub async fn data_channel(&self, lossy: bool) -> Result<Arc<dyn DataChannel>> {
+        let (label, init) = if lossy {
+            (
+                sluice_sfu::shard::LOSSY_LABEL,
+                RTCDataChannelInit {
+                    ordered: false,
+                    max_retransmits: Some(0),
+                    ..Default::default()
+                },
+            )
+        } else {
+            (
+                sluice_sfu::shard::RELIABLE_LABEL,
+                RTCDataChannelInit::default(),
+            )
+        };
+        Ok(self.pc.create_data_channel(label, Some(init)).await?)
     }
 
     pub async fn close(&self) {

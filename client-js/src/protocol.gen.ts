@@ -42,7 +42,11 @@ subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: nu
 /**
  * Loudest first; empty when nobody speaks.
  */
-speakers: Array<SpeakerInfo>, } | { "type": "publicationStalled", publicationId: string, participantId: string, } | { "type": "publicationResumed", publicationId: string, participantId: string, };
+speakers: Array<SpeakerInfo>, } | { "type": "publicationStalled", publicationId: string, participantId: string, } | { "type": "publicationResumed", publicationId: string, participantId: string, } | { "type": "dataRejected", reason: DataRejection, 
+/**
+ * Messages refused since the previous `dataRejected` (at least 1).
+ */
+dropped: number, };
 
 export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal" | "resumeFailed";
 

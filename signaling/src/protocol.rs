@@ -273,6 +273,26 @@ pub enum ServerMessage {
         publication_id: String,
         participant_id: String,
     },
+    /// Event to a sender of data messages: some were not delivered to anyone. Sent at most
+    /// four times a second, and within a second of a refusal; `dropped` counts the messages
+    /// refused since the previous one, and `reason` is the latest refusal's.
+    DataRejected {
+        reason: DataRejection,
+        /// Messages refused since the previous `dataRejected` (at least 1).
+        dropped: u32,
+    },
+}
+
+/// Why the server refused a data message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum DataRejection {
+    /// Larger than the server's `max_data_message_bytes` (envelope included).
+    TooLarge,
+    /// Over the server's `data_messages_per_second` for one participant.
+    RateLimited,
+    /// Not a Sluice data envelope (a text message, or a bad version, header or topic).
+    Invalid,
 }
 
 /// One simulcast layer: spatial index (0 = lowest, `q`) and temporal index (0 = base).

@@ -39,7 +39,7 @@ pub(crate) fn mid_of(offer: &str, mime: &str) -> Result<String> {
 /// Joins `participant` and returns the queue its connection changes arrive on.
 async fn join(shard: &Shard, participant: ParticipantId) -> Result<()> {
     let (events, mut rx) = mpsc::channel(64);
-    shard.join("room", participant, events).await?;
+    shard.join("room", participant, "publisher", events).await?;
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     Ok(())
 }

@@ -103,7 +103,7 @@ impl Sfu {
                     let shard = Arc::clone(handle.shard());
                     let (events, mut drain) = mpsc::channel(64);
                     tokio::spawn(async move { while drain.recv().await.is_some() {} });
-                    if let Err(err) = shard.join(room, id, events).await {
+                    if let Err(err) = shard.join(room, id, &identity, events).await {
                         handle.try_send(RoomCommand::Leave { participant: id });
                         return Err(RequestError::Invalid(err.to_string()));
                     }

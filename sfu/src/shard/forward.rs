@@ -154,11 +154,10 @@ impl Worker {
     /// Queues `event` for every member of `room`.
     fn tell_room(&mut self, room: RoomKey, event: &ShardEvent) {
         let members: Vec<ParticipantId> = self
-            .members
-            .iter()
-            .filter(|(_, member)| member.room == room)
-            .map(|(id, _)| *id)
-            .collect();
+            .rooms
+            .get(&room)
+            .map(|slot| slot.participants.iter().copied().collect())
+            .unwrap_or_default();
         for member in members {
             self.tell(member, event.clone());
         }

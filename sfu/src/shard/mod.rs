@@ -24,6 +24,7 @@
 //!
 //! Signaling talks to a shard through [`Shard`], whose methods send one bounded command each.
 
+mod data;
 mod demux;
 mod feedback;
 mod forward;
@@ -50,6 +51,7 @@ use std::sync::atomic::AtomicU64;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{LayerChangeReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
+pub use data::{DataLimits, DataRejection, LOSSY_LABEL, RELIABLE_LABEL};
 pub use ingest::IngestSink;
 pub use stats::ShardStats;
 
@@ -84,6 +86,8 @@ pub struct ShardConfig {
     /// The routing core's configuration for every room on the shard (the keyframe-request
     /// throttle among others).
     pub room: crate::core::RoomConfig,
+    /// What each participant may send as data messages.
+    pub data: DataLimits,
 }
 
 impl Default for ShardConfig {
@@ -100,6 +104,7 @@ impl Default for ShardConfig {
             max_tcp_connections: 1024,
             playout_delay_ms: 0,
             room: crate::core::RoomConfig::default(),
+            data: DataLimits::default(),
         }
     }
 }
@@ -212,12 +217,17 @@ pub enum ShardEvent {
         publisher: ParticipantId,
         stalled: bool,
     },
+    /// To a sender: data messages of its were not delivered, `dropped` of them since the last
+    /// such event, the latest for `reason`.
+    DataRejected { reason: DataRejection, dropped: u32 },
 }
 
 pub(crate) enum Command {
     Join {
         room: String,
         participant: ParticipantId,
+        /// Who recipients of its data messages are told they come from.
+        identity: String,
         events: mpsc::Sender<ShardEvent>,
         reply: oneshot::Sender<Result<(), ShardError>>,
     },
@@ -386,12 +396,15 @@ impl Shard {
         &self,
         room: &str,
         participant: ParticipantId,
+        identity: &str,
         events: mpsc::Sender<ShardEvent>,
     ) -> Result<(), ShardError> {
         let room = room.to_owned();
+        let identity = identity.to_owned();
         self.request(|reply| Command::Join {
             room,
             participant,
+            identity,
             events,
             reply,
         })

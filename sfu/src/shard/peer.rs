@@ -20,6 +20,7 @@ use rtc::rtp_transceiver::rtp_sender::RTCRtpCodec;
 use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use super::ShardError;
+use super::data::DataChannels;
 use super::paths::Paths;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::interceptors::{AUDIO_LEVEL_URI, ConnectionControls, configure};
@@ -136,6 +137,8 @@ pub(crate) struct ShardPeer {
     /// A nominating check held until the agent's own check of its pair succeeds (see
     /// `nomination`).
     pub(crate) nominating: Option<Vec<u8>>,
+    /// Publisher: Sluice's data channels, once the client opened them.
+    pub(crate) data: DataChannels,
 }
 
 impl ShardPeer {
@@ -215,6 +218,7 @@ impl ShardPeer {
             sender_clock: RemoteSenderClock::default(),
             reported: HashMap::new(),
             nominating: None,
+            data: DataChannels::default(),
         })
     }
 

@@ -2,11 +2,13 @@
 //! room, the publications and subscriptions, and applying the core's outputs to the peers
 //! (forwarding with the rewritten header, keyframe requests to publishers).
 
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::{debug, info};
 
+use super::data::DataSender;
 use super::peer::{PeerKey, ShardPeer};
 use super::worker::{Timer, Worker};
 use super::{Command, PublishTrack, ShardError, ShardEvent};
@@ -24,7 +26,8 @@ pub(super) struct RoomKey(u64);
 pub(super) struct ShardRoom {
     pub(super) name: String,
     pub(super) core: core::Room,
-    pub(super) members: usize,
+    /// The participants in the room on this shard.
+    pub(super) participants: BTreeSet<ParticipantId>,
     pub(super) timeout: Option<Instant>,
     /// The last active speakers, for participants who join while someone speaks.
     pub(super) speakers: Vec<(ParticipantId, f32)>,
@@ -33,6 +36,9 @@ pub(super) struct ShardRoom {
 /// A participant on the shard.
 pub(super) struct Member {
     pub(super) room: RoomKey,
+    /// Its token's identity, which recipients of its data messages see.
+    pub(super) identity: String,
+    pub(super) data: DataSender,
     pub(super) publisher: Option<PeerKey>,
     pub(super) subscriber: Option<PeerKey>,
     pub(super) events: mpsc::Sender<ShardEvent>,
@@ -53,10 +59,11 @@ impl Worker {
             Command::Join {
                 room,
                 participant,
+                identity,
                 events,
                 reply,
             } => {
-                let _ = reply.send(self.join(room, participant, events));
+                let _ = reply.send(self.join(room, participant, identity, events));
             }
             Command::Publish {
                 participant,
@@ -153,6 +160,7 @@ impl Worker {
         &mut self,
         room: String,
         participant: ParticipantId,
+        identity: String,
         events: mpsc::Sender<ShardEvent>,
     ) -> Result<(), ShardError> {
         if self.members.contains_key(&participant) {
@@ -175,7 +183,7 @@ impl Worker {
                             random_seed: rand::random(),
                             ..self.config.room.clone()
                         }),
-                        members: 0,
+                        participants: BTreeSet::new(),
                         timeout: None,
                         speakers: Vec::new(),
                     },
@@ -184,12 +192,14 @@ impl Worker {
             }
         };
         if let Some(slot) = self.rooms.get_mut(&key) {
-            slot.members += 1;
+            slot.participants.insert(participant);
         }
         self.members.insert(
             participant,
             Member {
                 room: key,
+                identity,
+                data: DataSender::new(),
                 publisher: None,
                 subscriber: None,
                 events,
@@ -483,8 +493,8 @@ impl Worker {
         {
             debug!(%participant, %err, "leaving the core");
         }
-        slot.members = slot.members.saturating_sub(1);
-        if slot.members > 0 {
+        slot.participants.remove(&participant);
+        if !slot.participants.is_empty() {
             self.drain_room(member.room, now);
             return;
         }

@@ -30,6 +30,13 @@ pub struct ShardStats {
     /// those dropped at its full queue.
     pub handed_off: u64,
     pub hand_off_dropped: u64,
+    /// Data messages received on Sluice's channels, those refused (size, rate, envelope),
+    /// the copies delivered, and the copies dropped (a recipient's backlog full, or its
+    /// channel refusing).
+    pub data_received: u64,
+    pub data_rejected: u64,
+    pub data_delivered: u64,
+    pub data_dropped: u64,
     pub peers: u64,
     pub rooms: u64,
     pub publications: u64,
@@ -55,6 +62,10 @@ impl ShardStats {
             tcp_refused,
             handed_off,
             hand_off_dropped,
+            data_received,
+            data_rejected,
+            data_delivered,
+            data_dropped,
             peers,
             rooms,
             publications,
@@ -72,6 +83,10 @@ impl ShardStats {
         self.tcp_refused += tcp_refused;
         self.handed_off += handed_off;
         self.hand_off_dropped += hand_off_dropped;
+        self.data_received += data_received;
+        self.data_rejected += data_rejected;
+        self.data_delivered += data_delivered;
+        self.data_dropped += data_dropped;
         self.peers += peers;
         self.rooms += rooms;
         self.publications += publications;

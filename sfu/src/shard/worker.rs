@@ -41,7 +41,8 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 pub(super) enum Timer {
     Peer(PeerKey),
     Room(RoomKey),
-    /// Subscriber connections' estimates to their rooms.
+    /// The periodic pass: subscriber connections' estimates to their rooms, and the data
+    /// rejections not yet reported to their senders.
     Bandwidth,
 }
 
@@ -289,6 +290,11 @@ impl Worker {
                 RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => {
                     self.on_connection_state(key, state, now);
                 }
+                RTCPeerConnectionEvent::OnDataChannel(event)
+                    if peer.role == PeerRole::Publisher =>
+                {
+                    self.on_data_channel(key, event);
+                }
                 RTCPeerConnectionEvent::OnTrack(RTCTrackEvent::OnOpen(init)) => {
                     match peer.open_stream(init.receiver_id, init.ssrc, init.rid.as_deref()) {
                         Some(stream) => debug!(
@@ -327,6 +333,9 @@ impl Worker {
                 }
                 (PeerRole::Publisher, RTCMessage::RtcpPacket(_, packets)) => {
                     self.publisher_rtcp(key, &packets, now);
+                }
+                (PeerRole::Publisher, RTCMessage::DataChannelMessage(channel, message)) => {
+                    self.route_data(key, channel, message, now);
                 }
                 _ => {}
             }
@@ -398,6 +407,7 @@ impl Worker {
                 }
                 Timer::Bandwidth => {
                     self.report_bandwidth(now);
+                    self.report_data_rejections(now);
                     self.timers
                         .insert((now + BANDWIDTH_REPORT_INTERVAL, Timer::Bandwidth));
                 }

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use sluice_sfu::core::RoomConfig;
+use sluice_sfu::shard::DataLimits;
 
 use crate::accept::ConnectionLimits;
 
@@ -32,12 +33,17 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// A publication without media for this long is announced stalled.
     pub publication_stall_timeout: Duration,
+    /// Largest data message a participant may send, envelope included.
+    pub max_data_message_bytes: usize,
+    /// Data messages one participant may send per second.
+    pub data_messages_per_second: u32,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         let sfu = sluice_sfu::runtime::Limits::default();
         let http = ConnectionLimits::default();
+        let data = DataLimits::default();
         Self {
             max_rooms: sfu.max_rooms,
             max_participants_per_room: sfu.max_participants_per_room,
@@ -51,6 +57,8 @@ impl Default for Limits {
             publication_stall_timeout: RoomConfig::default()
                 .publication_stall_timeout
                 .unwrap_or(DEFAULT_STALL_TIMEOUT),
+            max_data_message_bytes: data.max_message_bytes,
+            data_messages_per_second: data.messages_per_second,
         }
     }
 }
@@ -64,6 +72,13 @@ const MAX_COUNT: usize = 1_000_000;
 
 /// Most publications one participant may hold (a `publish` carries at most 16 tracks).
 const MAX_PUBLICATIONS: usize = 64;
+
+/// Data message sizes a server may allow: under 64 bytes not even a header with a topic fits;
+/// over 64 KiB some browsers cannot receive a message whole.
+const DATA_MESSAGE_BYTES: std::ops::RangeInclusive<usize> = 64..=65_536;
+
+/// Most data messages a second one participant may be allowed.
+const MAX_DATA_RATE: usize = 10_000;
 
 /// The shortest and longest HTTP timeouts: under a second a slow but honest client on a bad
 /// link fails; over ten minutes the bound is no bound.
@@ -92,6 +107,11 @@ impl Limits {
             ),
             ("max_connections", self.max_connections, MAX_COUNT),
             (
+                "data_messages_per_second",
+                usize::try_from(self.data_messages_per_second).unwrap_or(usize::MAX),
+                MAX_DATA_RATE,
+            ),
+            (
                 "max_connections_per_address",
                 self.max_connections_per_address,
                 self.max_connections,
@@ -101,6 +121,14 @@ impl Limits {
             if !(1..=max).contains(&value) {
                 return Err(format!("{key} must be between 1 and {max}, got {value}"));
             }
+        }
+        if !DATA_MESSAGE_BYTES.contains(&self.max_data_message_bytes) {
+            return Err(format!(
+                "max_data_message_bytes must be between {} and {}, got {}",
+                DATA_MESSAGE_BYTES.start(),
+                DATA_MESSAGE_BYTES.end(),
+                self.max_data_message_bytes
+            ));
         }
         let timeouts = [
             ("header_read_timeout_ms", self.header_read_timeout),
@@ -136,6 +164,14 @@ impl Limits {
         RoomConfig {
             publication_stall_timeout: Some(self.publication_stall_timeout),
             ..RoomConfig::default()
+        }
+    }
+
+    /// What each participant may send as data messages.
+    pub fn data(&self) -> DataLimits {
+        DataLimits {
+            max_message_bytes: self.max_data_message_bytes,
+            messages_per_second: self.data_messages_per_second,
         }
     }
 

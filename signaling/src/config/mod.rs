@@ -153,6 +153,14 @@ pub struct ServeArgs {
     /// (`publicationStalled`), in ms, 500 to 60000 [default: 1500].
     #[arg(long, env = "SLUICE_PUBLICATION_STALL_TIMEOUT_MS", value_name = "MS")]
     pub publication_stall_timeout_ms: Option<u64>,
+    /// Largest data message a participant may send, envelope included, in bytes, 64 to
+    /// 65536; larger ones are refused (`dataRejected`) [default: 15360].
+    #[arg(long, env = "SLUICE_MAX_DATA_MESSAGE_BYTES", value_name = "BYTES")]
+    pub max_data_message_bytes: Option<usize>,
+    /// Data messages one participant may send per second (with a burst of one second's
+    /// worth), 1 to 10000; more are refused (`dataRejected`) [default: 100].
+    #[arg(long, env = "SLUICE_DATA_MESSAGES_PER_SECOND", value_name = "N")]
+    pub data_messages_per_second: Option<u32>,
     /// TESTS ONLY: serve `POST /debug/drop-socket?participant=ID` (loopback clients only), which
     /// makes the server close that participant's WebSocket as a network drop would. Never
     /// enable in production [default: off].
@@ -380,6 +388,8 @@ impl Config {
             write_timeout_ms,
             request_timeout_ms,
             publication_stall_timeout_ms,
+            max_data_message_bytes,
+            data_messages_per_second,
             test_hooks,
             max_message_bytes,
             log,
@@ -432,6 +442,11 @@ impl Config {
         set(
             &mut limits.publication_stall_timeout,
             ms(publication_stall_timeout_ms),
+        );
+        set(&mut limits.max_data_message_bytes, max_data_message_bytes);
+        set(
+            &mut limits.data_messages_per_second,
+            data_messages_per_second,
         );
         set(&mut self.test_hooks, test_hooks);
         set(&mut self.max_message_bytes, max_message_bytes);
@@ -547,6 +562,7 @@ impl Config {
         SfuConfig {
             shard: sluice_sfu::shard::ShardConfig {
                 room: self.limits.room(),
+                data: self.limits.data(),
                 ..sluice_sfu::shard::ShardConfig::default()
             },
             limits: self.limits.sfu(),

@@ -9,11 +9,12 @@ use sluice_sfu::runtime::{
     PublicationInfo as CorePublicationInfo, RoomEvent, TrackRequest,
     TrackSource as CoreTrackSource,
 };
+use sluice_sfu::shard::DataRejection as CoreDataRejection;
 use sluice_sfu::transport::{IceCandidate as CoreIceCandidate, PeerRole as CorePeerRole};
 
 use crate::protocol::{
-    IceCandidate, Layer, LayerActivity, LayerChangeReason, MediaKind, ParticipantInfo, PeerRole,
-    PublicationInfo, ServerMessage, SpeakerInfo, TrackInfo, TrackSource,
+    DataRejection, IceCandidate, Layer, LayerActivity, LayerChangeReason, MediaKind,
+    ParticipantInfo, PeerRole, PublicationInfo, ServerMessage, SpeakerInfo, TrackInfo, TrackSource,
 };
 
 /// The message a participant event becomes for the client; `None` for the events that are
@@ -110,6 +111,14 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
         }) => ServerMessage::PublicationResumed {
             publication_id: publication.to_string(),
             participant_id: participant.to_string(),
+        },
+        ParticipantEvent::DataRejected { reason, dropped } => ServerMessage::DataRejected {
+            reason: match reason {
+                CoreDataRejection::TooLarge => DataRejection::TooLarge,
+                CoreDataRejection::RateLimited => DataRejection::RateLimited,
+                CoreDataRejection::Invalid => DataRejection::Invalid,
+            },
+            dropped,
         },
         // The client sees its own connections' states.
         ParticipantEvent::Connection(..) => return None,

@@ -62,6 +62,11 @@ pub enum ParticipantEvent {
     Candidate(PeerRole, IceCandidate),
     /// What happened in the room that concerns this participant.
     Room(RoomEvent),
+    /// Data messages it sent were not delivered (`dropped` since the last such event).
+    DataRejected {
+        reason: crate::shard::DataRejection,
+        dropped: u32,
+    },
     /// One of its connections changed state (a session with a client of its own may ignore
     /// these; WHIP/WHEP sessions end on a failed connection).
     Connection(PeerRole, ConnectionState),
@@ -199,7 +204,7 @@ impl Participant {
         .await?;
         let snapshot = snapshot.await.map_err(|_| RequestError::Closed)??;
         let (commands, events, transport_failed) =
-            task::start(sfu, room, room_name, id, permissions, room_events).await?;
+            task::start(sfu, room, room_name, &info, permissions, room_events).await?;
         Ok((
             Self {
                 id,

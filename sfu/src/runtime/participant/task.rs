@@ -16,7 +16,7 @@ use super::{
 };
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::runtime::room_task::{LayersChanged, RoomCommand, RoomEvent, RoomHandle};
-use crate::runtime::{PublicationInfo, RequestError, Sfu, TrackRequest};
+use crate::runtime::{ParticipantInfo, PublicationInfo, RequestError, Sfu, TrackRequest};
 use crate::shard::{
     PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepSubscription,
 };
@@ -31,7 +31,7 @@ pub(super) async fn start(
     sfu: Sfu,
     room: RoomHandle,
     room_name: &str,
-    id: ParticipantId,
+    info: &ParticipantInfo,
     permissions: Permissions,
     room_events: mpsc::Receiver<RoomEvent>,
 ) -> Result<
@@ -44,7 +44,11 @@ pub(super) async fn start(
 > {
     let shard = Arc::clone(room.shard());
     let (shard_events_tx, shard_events) = mpsc::channel(64);
-    if let Err(err) = shard.join(room_name, id, shard_events_tx).await {
+    let id = info.id;
+    if let Err(err) = shard
+        .join(room_name, id, &info.identity, shard_events_tx)
+        .await
+    {
         room.try_send(RoomCommand::Leave { participant: id });
         return Err(from_shard(err));
     }
@@ -290,7 +294,9 @@ impl ParticipantTask {
         offer: String,
         tracks: Vec<TrackRequest>,
     ) -> Result<(String, Vec<PublicationInfo>), RequestError> {
-        if !self.permissions.can_publish {
+        // An offer without tracks renegotiates the connection (an ICE restart, or the data
+        // channels every participant may open).
+        if !tracks.is_empty() && !self.permissions.can_publish {
             return Err(RequestError::PermissionDenied("publishing"));
         }
         let limit = self.sfu.limits().max_publications_per_participant;
@@ -561,6 +567,9 @@ impl ParticipantTask {
             }
             ShardEvent::ActiveSpeakers(speakers) => {
                 self.emit(ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)));
+            }
+            ShardEvent::DataRejected { reason, dropped } => {
+                self.emit(ParticipantEvent::DataRejected { reason, dropped });
             }
             ShardEvent::Liveness {
                 publication,

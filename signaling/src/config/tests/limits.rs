@@ -7,7 +7,7 @@ use super::super::*;
 use crate::cli::Cli;
 
 /// Each limit has a TOML key, a flag and an environment variable of the same name.
-const LIMIT_OPTIONS: [&str; 10] = [
+const LIMIT_OPTIONS: [&str; 12] = [
     "max_rooms",
     "max_participants_per_room",
     "max_publications_per_participant",
@@ -18,6 +18,8 @@ const LIMIT_OPTIONS: [&str; 10] = [
     "write_timeout_ms",
     "request_timeout_ms",
     "publication_stall_timeout_ms",
+    "max_data_message_bytes",
+    "data_messages_per_second",
 ];
 
 #[test]
@@ -26,7 +28,8 @@ fn limits_are_options_of_the_file_flags_and_environment() {
         "max_rooms = 2\nmax_participants_per_room = 3\nmax_publications_per_participant = 4\n\
          max_subscriptions_per_participant = 5\nmax_connections = 60\n\
          max_connections_per_address = 6\nheader_read_timeout_ms = 2000\n\
-         write_timeout_ms = 3000\nrequest_timeout_ms = 4000\npublication_stall_timeout_ms = 900",
+         write_timeout_ms = 3000\nrequest_timeout_ms = 4000\npublication_stall_timeout_ms = 900\n\
+         max_data_message_bytes = 1024\ndata_messages_per_second = 5",
     )
     .unwrap();
     config.validate().unwrap();
@@ -51,6 +54,8 @@ fn limits_are_options_of_the_file_flags_and_environment() {
         sfu.shard.room.publication_stall_timeout,
         Some(Duration::from_millis(900))
     );
+    assert_eq!(sfu.shard.data.max_message_bytes, 1024);
+    assert_eq!(sfu.shard.data.messages_per_second, 5);
     let http = limits.connections();
     assert_eq!(http.header_read_timeout, Duration::from_secs(2));
     assert_eq!(http.write_timeout, Duration::from_secs(3));
@@ -115,6 +120,15 @@ fn limits_are_validated() {
     assert!(invalid("write_timeout_ms = 600001").contains("write_timeout_ms"));
     assert!(invalid("request_timeout_ms = 0").contains("request_timeout_ms"));
     assert!(invalid("publication_stall_timeout_ms = 100").contains("publication_stall_timeout_ms"));
+    assert!(
+        invalid("max_data_message_bytes = 63")
+            .contains("max_data_message_bytes must be between 64 and 65536, got 63")
+    );
+    assert!(invalid("max_data_message_bytes = 65537").contains("max_data_message_bytes"));
+    assert!(
+        invalid("data_messages_per_second = 0")
+            .contains("data_messages_per_second must be between 1 and 10000")
+    );
     // Ill-typed values are refused when parsed.
     assert!(Config::from_toml_str("max_rooms = -1").is_err());
     assert!(Cli::try_parse_from(["sluice", "--max-rooms", "many"]).is_err());
