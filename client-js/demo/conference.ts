@@ -2,7 +2,8 @@
  * The demo conference page served by `sluice` at `/`: join a room, publish camera and
  * microphone, and show everyone else. Each remote tile has a layer picker (auto = adaptive
  * stream: the SDK picks the layer from the tile's size; or q/h/f) and a stats overlay
- * (resolution, frame rate, bitrate, layer); the mic and camera can be muted. URL parameters:
+ * (resolution, frame rate, bitrate, layer); the mic and camera can be muted; a chat panel
+ * sends and shows the room's `chat` data messages. URL parameters:
  * `room`, `name`, `token` (skip `/dev/token`), `autojoin=1` (join without clicking).
  *
  * For tests and the console, the SDK is exposed as `window.Sluice` and the page's state as
@@ -18,6 +19,8 @@ interface DemoHandle {
   localStream: MediaStream | undefined;
   /** Every error shown on the page, oldest first. */
   errors: string[];
+  /** The chat as shown, oldest first: who wrote (`you` for the local participant) and what. */
+  chat: { from: string; text: string }[];
   join(room: string, name: string): Promise<void>;
   leave(): Promise<void>;
 }
@@ -52,6 +55,26 @@ const micButton = controlButton('mic', 'Mute mic');
 const cameraButton = controlButton('camera', 'Stop camera');
 const shareButton = controlButton('share', 'Share screen');
 leaveButton.before(micButton, cameraButton, shareButton);
+/** The chat panel: the room's messages on the `chat` topic, and a line to send one. */
+const chatPanel = document.createElement('aside');
+chatPanel.id = 'chat';
+chatPanel.className = 'chat';
+chatPanel.hidden = true;
+const chatLog = document.createElement('ol');
+chatLog.className = 'chat-log';
+chatLog.setAttribute('aria-live', 'polite');
+const chatForm = document.createElement('form');
+const chatInput = document.createElement('input');
+chatInput.id = 'chat-input';
+chatInput.placeholder = 'Message everyone';
+chatInput.maxLength = 1000;
+chatInput.autocomplete = 'off';
+const chatSend = document.createElement('button');
+chatSend.type = 'submit';
+chatSend.textContent = 'Send';
+chatForm.append(chatInput, chatSend);
+chatPanel.append(chatLog, chatForm);
+tiles.after(chatPanel);
 /** The screen share's publications while sharing. */
 let screenShare: string[] = [];
 
@@ -85,7 +108,7 @@ function localEnabled(kind: 'audio' | 'video'): boolean {
   return demo.localStream?.getTracks().some((t) => t.kind === kind && t.enabled) ?? false;
 }
 
-const demo: DemoHandle = { room: undefined, localStream: undefined, errors: [], join, leave };
+const demo: DemoHandle = { room: undefined, localStream: undefined, errors: [], chat: [], join, leave };
 window.Sluice = Sluice;
 window.sluiceDemo = demo;
 
@@ -340,6 +363,30 @@ function onPublicationRemoved(publicationId: string, participantId: string): voi
   }
 }
 
+function showChat(from: string, text: string): void {
+  demo.chat.push({ from, text });
+  const line = document.createElement('li');
+  const who = document.createElement('b');
+  who.textContent = `${from}: `;
+  line.append(who, text);
+  chatLog.append(line);
+  line.scrollIntoView({ block: 'end' });
+}
+
+/** Sends the chat line to everyone in the room (a reliable data message on the `chat` topic). */
+async function sendChat(): Promise<void> {
+  const room = demo.room;
+  const text = chatInput.value.trim();
+  if (room === undefined || text === '') return;
+  chatInput.value = '';
+  try {
+    await room.publishData(text, { topic: 'chat' });
+    showChat('you', text);
+  } catch (err) {
+    showError('chat', err);
+  }
+}
+
 async function fetchToken(room: string, identity: string): Promise<string> {
   const fromUrl = new URLSearchParams(location.search).get('token');
   if (fromUrl !== null && fromUrl !== '') return fromUrl;
@@ -368,6 +415,11 @@ async function join(roomName: string, name: string): Promise<void> {
   room.on(RoomEvent.PublicationMuted, (e) => showMuted(room, e.participantId));
   room.on(RoomEvent.PublicationUnmuted, (e) => showMuted(room, e.participantId));
   room.on(RoomEvent.PublicationResumed, (e) => showStalled(room, e.participantId));
+  room.on(RoomEvent.DataReceived, (e) => {
+    if (e.topic !== 'chat' || typeof e.data !== 'string') return;
+    showChat(e.participant?.name ?? e.identity, e.data);
+  });
+  room.on(RoomEvent.DataRejected, (e) => showError('chat', new Error(`${e.dropped} message(s) not delivered: ${e.reason}`)));
   room.on(RoomEvent.Error, (err) => showError('room', err));
   room.on(RoomEvent.Reconnecting, () => setStatus('Connection lost: reconnecting…'));
   room.on(RoomEvent.Reconnected, () => setStatus(`In room "${room.name ?? roomName}" as ${room.localParticipant?.identity ?? name}`));
@@ -378,11 +430,12 @@ async function join(roomName: string, name: string): Promise<void> {
   try {
     const token = await fetchToken(roomName, name);
     const scheme = location.protocol === 'https:' ? 'wss' : 'ws';
-    const info = await room.connect(`${scheme}://${location.host}/ws`, token, { room: roomName });
+    const info = await room.connect(`${scheme}://${location.host}/ws`, token, { room: roomName, data: true });
     setStatus(`In room "${info.room}" as ${info.participant.identity}`);
     leaveButton.hidden = false;
     joinButton.hidden = true;
     document.body.classList.add('joined');
+    chatPanel.hidden = false;
     clearInterval(statsTimer);
     statsTimer = setInterval(() => void updateStats(), STATS_INTERVAL_MS);
     for (const participant of room.participants.values()) remoteTile(participant.participantId);
@@ -422,6 +475,9 @@ function resetPage(): void {
   micButton.hidden = true;
   cameraButton.hidden = true;
   shareButton.hidden = true;
+  chatPanel.hidden = true;
+  chatLog.replaceChildren();
+  demo.chat = [];
   screenShare = [];
   shareButton.textContent = 'Share screen';
   document.body.classList.remove('joined');
@@ -444,6 +500,10 @@ leaveButton.addEventListener('click', () => void leave());
 micButton.addEventListener('click', () => setLocalEnabled('audio', !localEnabled('audio')));
 cameraButton.addEventListener('click', () => setLocalEnabled('video', !localEnabled('video')));
 shareButton.addEventListener('click', () => void toggleScreenShare());
+chatForm.addEventListener('submit', (ev) => {
+  ev.preventDefault();
+  void sendChat();
+});
 
 /** Starts sharing the screen (`room.publishScreen()`), or stops it. */
 async function toggleScreenShare(): Promise<void> {

@@ -6,11 +6,12 @@ import { build } from 'esbuild';
 import { ROOT } from './build.mjs';
 
 /**
- * The budget for the minified + gzipped SDK: measured at 9,366 B with reconnection and session
- * resume (7,665 B before it, 6,577 B before adaptive stream), plus ~20 % headroom. Raise it
- * deliberately (and say why in the commit), never just to make a change fit.
+ * The budget for the minified + gzipped SDK: measured at 12,264 B with data messages (11,264 B
+ * before them; 9,366 B with reconnection and session resume, 7,665 B before it, 6,577 B before
+ * adaptive stream), plus ~7 % headroom. Raise it deliberately (and say why in the commit),
+ * never just to make a change fit.
  */
-export const BUDGET_BYTES = 11 * 1024;
+export const BUDGET_BYTES = 13 * 1024;
 
 const result = await build({
   absWorkingDir: ROOT,

@@ -1,6 +1,7 @@
 /**
  * The names and payloads of the events a `Room` emits, and its state and disconnect causes.
  */
+import type { DataReceivedEvent, DataRejectedEvent } from './data.js';
 import type { SluiceError } from './errors.js';
 import type {
   LayerActivity,
@@ -61,6 +62,10 @@ export const RoomEvent = {
   PublicationStalled: 'publicationStalled',
   /** A stalled publication sends media again (see `RoomEvents.publicationResumed`). */
   PublicationResumed: 'publicationResumed',
+  /** A data message arrived (see `RoomEvents.dataReceived`). */
+  DataReceived: 'dataReceived',
+  /** The server refused local data messages (see `RoomEvents.dataRejected`). */
+  DataRejected: 'dataRejected',
   /** A failure that belongs to no call (see `RoomEvents.error`). */
   Error: 'error',
   /** The signaling connection dropped; the SDK is reconnecting. */
@@ -239,6 +244,18 @@ export type RoomEvents = {
   publicationUnmuted: (event: PublicationLivenessEvent) => void;
   /** A stalled publication sends media again. */
   publicationResumed: (event: PublicationLivenessEvent) => void;
+  /**
+   * A data message from another participant (`room.publishData`); the local participant
+   * receives only once its data channels are open (`connect` with `data: true`, or after its
+   * first `publishData`).
+   */
+  dataReceived: (event: DataReceivedEvent) => void;
+  /**
+   * The server delivered some of the local participant's data messages to nobody: too large,
+   * over its rate, or malformed. At most four a second; `dropped` counts the refusals since the
+   * previous one.
+   */
+  dataRejected: (event: DataRejectedEvent) => void;
   /** A failure that belongs to no call: a server error without requestId, a failed server offer. */
   error: (error: SluiceError) => void;
   /**

@@ -16,6 +16,8 @@ export type {
   TrackSubscribedEvent,
   TrackUnsubscribedEvent,
 } from './events.js';
+export { DATA_MESSAGE_MAX_BYTES, DataError } from './data.js';
+export type { DataPublishOptions, DataReceivedEvent, DataRejectedEvent } from './data.js';
 export { SIMULCAST_ENCODINGS } from './publisher.js';
 export type { LocalPublication, PublishOptions, VideoCodec } from './publisher.js';
 export type { SubscribeOptions } from './subscriber.js';
@@ -36,6 +38,7 @@ export { TypedEmitter } from './emitter.js';
 export type { EventMap } from './emitter.js';
 export type {
   ClientMessage,
+  DataRejection,
   ErrorCode,
   IceCandidate,
   LayerActivity,

@@ -108,6 +108,8 @@ export type Layer = { spatial: number, temporal: number, };
 
 export type LayerChangeReason = "requested" | "bandwidth" | "layerUnavailable" | "switched";
 
+export type DataRejection = "tooLarge" | "rateLimited" | "invalid";
+
 export type LayerActivity = { rid: string, active: boolean, };
 
 export type SpeakerInfo = { 

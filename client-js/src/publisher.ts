@@ -277,25 +277,43 @@ export class Publisher {
   restartIce(signal: SignalClient): Promise<void> | undefined {
     const publisher = this.peer;
     if (publisher === undefined || publisher.pc.localDescription === null) return undefined;
-    return publisher.negotiate(async () => {
-      if (publisher.pc.signalingState === 'have-local-offer') {
-        await publisher.pc.setLocalDescription({ type: 'rollback' });
-      }
-      let sdp: string;
-      try {
-        const offer = await publisher.pc.createOffer({ iceRestart: true });
-        await publisher.pc.setLocalDescription(offer);
-        sdp = publisher.pc.localDescription?.sdp ?? offer.sdp ?? '';
-      } catch (err) {
-        throw new NegotiationError('publisher: cannot create the ICE restart offer', { cause: err });
-      }
-      const published = await signal.request({ type: 'publish', sdp, tracks: [] });
-      try {
-        await publisher.setRemoteDescription({ type: 'answer', sdp: published.sdp });
-      } catch (err) {
-        throw new NegotiationError('publisher: the ICE restart answer was rejected', { cause: err });
-      }
+    return publisher.negotiate(() => this.offerWithoutTracks(publisher, signal, true));
+  }
+
+  /**
+   * Adds data channels to the connection (`create` makes them on it) and negotiates them with
+   * an offer without tracks; resolves with what `create` returned once the server answered.
+   */
+  negotiateData<T>(create: (pc: RTCPeerConnection) => T): Promise<T> {
+    const peer = this.ensurePeer();
+    return peer.negotiate(async () => {
+      this.room.assertConnected('publishData');
+      const created = create(peer.pc);
+      await this.offerWithoutTracks(peer, this.room.signal(), false);
+      return created;
     });
+  }
+
+  private async offerWithoutTracks(peer: Peer, signal: SignalClient, iceRestart: boolean): Promise<void> {
+    if (peer.pc.signalingState === 'have-local-offer') {
+      await peer.pc.setLocalDescription({ type: 'rollback' });
+    }
+    let sdp: string;
+    try {
+      const offer = await peer.pc.createOffer({ iceRestart });
+      await peer.pc.setLocalDescription(offer);
+      sdp = peer.pc.localDescription?.sdp ?? offer.sdp ?? '';
+    } catch (err) {
+      throw new NegotiationError('publisher: cannot create the offer', { cause: err });
+    }
+    const request = signal.request({ type: 'publish', sdp, tracks: [] });
+    peer.localDescriptionSent();
+    const published = await request;
+    try {
+      await peer.setRemoteDescription({ type: 'answer', sdp: published.sdp });
+    } catch (err) {
+      throw new NegotiationError('publisher: the server answer was rejected', { cause: err });
+    }
   }
 
   /** The tracks of each `publish` call still published, to publish them again after a rejoin. */

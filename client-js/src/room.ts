@@ -5,6 +5,7 @@
  */
 import { type RoomContext, asSluiceError } from './context.js';
 import { TypedEmitter } from './emitter.js';
+import { DataChannels, type DataPublishOptions } from './data.js';
 import { ConnectionError, ConnectionErrorReason, type SluiceError } from './errors.js';
 import { DisconnectCause, type DisconnectedEvent, type RoomEvents, RoomState } from './events.js';
 import { Peer } from './peer.js';
@@ -60,6 +61,11 @@ export interface ConnectOptions {
    * (`unauthorized`) when the token names another room.
    */
   room?: string;
+  /**
+   * Open the data channels right after joining, so `dataReceived` fires for messages from the
+   * start; `publishData` opens them on first use anyway. Default: false.
+   */
+  data?: boolean;
 }
 
 /** What `connect` resolves with: the `joined` response. */
@@ -91,6 +97,7 @@ export class Room extends TypedEmitter<RoomEvents> {
   private readonly publisher: Publisher;
   private readonly subscriber: Subscriber;
   private readonly resumer: Resumer;
+  private readonly data: DataChannels;
   private speakers: readonly SpeakerInfo[] = [];
   private readonly stalled = new Set<string>();
 
@@ -114,6 +121,13 @@ export class Room extends TypedEmitter<RoomEvents> {
     };
     this.publisher = new Publisher(context);
     this.subscriber = new Subscriber(context, this.remotePublications);
+    this.data = new DataChannels(context, this.publisher, (id) => this.remoteParticipants.get(id));
+    // A rejoin replaced the publisher connection: open the channels again on the new one.
+    this.on('reconnected', ({ resumed }) => {
+      if (resumed || this.resumer.session?.options.data !== true) return;
+      this.data.reset();
+      this.openDataInBackground();
+    });
     this.resumer = new Resumer(
       {
         ...context,
@@ -260,6 +274,7 @@ export class Room extends TypedEmitter<RoomEvents> {
         }
       }
       this.setState(RoomState.Connected);
+      if (options.data === true) this.openDataInBackground();
       const { type: _type, requestId: _requestId, ...info } = joined;
       return info;
     } catch (err) {
@@ -295,6 +310,26 @@ export class Room extends TypedEmitter<RoomEvents> {
       track.addEventListener('ended', () => void this.unpublish(publicationId).catch(() => undefined));
     }
     return publications;
+  }
+
+  /**
+   * Sends a data message to everyone else in the room (or `destinationIdentities`) over the
+   * publisher connection's data channels, opening them on first use. Resolves once the browser
+   * has queued it; rejects with `DataError` when it is over `DATA_MESSAGE_MAX_BYTES`. The server
+   * may still refuse it (size, rate): `dataRejected` says so.
+   */
+  async publishData(data: string | Uint8Array, options: DataPublishOptions = {}): Promise<void> {
+    this.assertConnected('publishData');
+    return this.data.publish(data, options);
+  }
+
+  /**
+   * Opens the data channels now (as `connect` with `data: true` does at join) and resolves once
+   * they are open: from then on `dataReceived` fires for every message sent to this participant.
+   */
+  async openData(): Promise<void> {
+    this.assertConnected('openData');
+    return this.data.ready();
   }
 
   /** Stops publishing one of the local publications. */
@@ -418,6 +453,9 @@ export class Room extends TypedEmitter<RoomEvents> {
         this.emit(event.type, { publicationId, participantId, publication });
         break;
       }
+      case 'dataRejected':
+        this.emit('dataRejected', { reason: event.reason, dropped: event.dropped });
+        break;
       case 'publicationStalled':
       case 'publicationResumed': {
         const stalled = event.type === 'publicationStalled';
@@ -430,6 +468,12 @@ export class Room extends TypedEmitter<RoomEvents> {
         break;
       }
     }
+  }
+
+  private openDataInBackground(): void {
+    this.data.open().catch((err: unknown) => {
+      if (this.roomState === RoomState.Connected) this.reportError(asSluiceError(err));
+    });
   }
 
   private handlePublicationRemoved(publicationId: string, participantId: string): void {

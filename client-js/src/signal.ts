@@ -45,6 +45,7 @@ const EVENT_TYPES = [
   'activeSpeakers',
   'publicationStalled',
   'publicationResumed',
+  'dataRejected',
 ] as const;
 
 /** A server message that is not a response to a request. */

@@ -187,6 +187,15 @@ export class FakePeerConnection extends EventTarget {
 
   removeTrack(): void {}
 
+  readonly dataChannels: FakeDataChannel[] = [];
+
+  createDataChannel(label: string, init: RTCDataChannelInit): FakeDataChannel {
+    const channel = new FakeDataChannel(label, init);
+    this.dataChannels.push(channel);
+    this.log.push(`createDataChannel:${label}`);
+    return channel;
+  }
+
   async createOffer(options?: RTCOfferOptions): Promise<RTCSessionDescriptionInit> {
     this.log.push(options?.iceRestart === true ? 'createOffer:iceRestart' : 'createOffer');
     return { type: 'offer', sdp: `v=0 fake-offer-${++this.counter}` };
@@ -244,6 +253,36 @@ export class FakePeerConnection extends EventTarget {
       Object.assign(new Event('track'), { track, streams: [stream], receiver: new FakeReceiver(), transceiver: { mid } }),
     );
     return track;
+  }
+}
+
+/** An RTCDataChannel that records what is sent and opens when told. */
+export class FakeDataChannel extends EventTarget {
+  readyState: RTCDataChannelState = 'connecting';
+  binaryType = 'blob';
+  readonly sent: Uint8Array[] = [];
+
+  constructor(
+    readonly label: string,
+    readonly init: RTCDataChannelInit,
+  ) {
+    super();
+  }
+
+  open(): void {
+    this.readyState = 'open';
+    this.dispatchEvent(new Event('open'));
+  }
+
+  send(data: Uint8Array): void {
+    if (this.readyState !== 'open') throw new Error('InvalidStateError: not open');
+    this.sent.push(data);
+  }
+
+  /** A message from the server. */
+  receive(data: Uint8Array): void {
+    const buffer = data.buffer.slice(data.byteOffset, data.byteOffset + data.byteLength);
+    this.dispatchEvent(Object.assign(new Event('message'), { data: buffer }));
   }
 }
 

@@ -20,6 +20,25 @@ var micButton = controlButton("mic", "Mute mic");
 var cameraButton = controlButton("camera", "Stop camera");
 var shareButton = controlButton("share", "Share screen");
 leaveButton.before(micButton, cameraButton, shareButton);
+var chatPanel = document.createElement("aside");
+chatPanel.id = "chat";
+chatPanel.className = "chat";
+chatPanel.hidden = true;
+var chatLog = document.createElement("ol");
+chatLog.className = "chat-log";
+chatLog.setAttribute("aria-live", "polite");
+var chatForm = document.createElement("form");
+var chatInput = document.createElement("input");
+chatInput.id = "chat-input";
+chatInput.placeholder = "Message everyone";
+chatInput.maxLength = 1e3;
+chatInput.autocomplete = "off";
+var chatSend = document.createElement("button");
+chatSend.type = "submit";
+chatSend.textContent = "Send";
+chatForm.append(chatInput, chatSend);
+chatPanel.append(chatLog, chatForm);
+tiles.after(chatPanel);
 var screenShare = [];
 function controlButton(id, label) {
   const button = document.createElement("button");
@@ -44,7 +63,7 @@ function setLocalEnabled(kind, enabled) {
 function localEnabled(kind) {
   return demo.localStream?.getTracks().some((t) => t.kind === kind && t.enabled) ?? false;
 }
-var demo = { room: void 0, localStream: void 0, errors: [], join, leave };
+var demo = { room: void 0, localStream: void 0, errors: [], chat: [], join, leave };
 window.Sluice = Sluice;
 window.sluiceDemo = demo;
 function showError(context, err) {
@@ -254,6 +273,27 @@ function onPublicationRemoved(publicationId, participantId) {
     if (media.srcObject instanceof MediaStream && media.srcObject.id === subscriptionId) media.srcObject = null;
   }
 }
+function showChat(from, text) {
+  demo.chat.push({ from, text });
+  const line = document.createElement("li");
+  const who = document.createElement("b");
+  who.textContent = `${from}: `;
+  line.append(who, text);
+  chatLog.append(line);
+  line.scrollIntoView({ block: "end" });
+}
+async function sendChat() {
+  const room = demo.room;
+  const text = chatInput.value.trim();
+  if (room === void 0 || text === "") return;
+  chatInput.value = "";
+  try {
+    await room.publishData(text, { topic: "chat" });
+    showChat("you", text);
+  } catch (err) {
+    showError("chat", err);
+  }
+}
 async function fetchToken(room, identity) {
   const fromUrl = new URLSearchParams(location.search).get("token");
   if (fromUrl !== null && fromUrl !== "") return fromUrl;
@@ -281,6 +321,11 @@ async function join(roomName, name) {
   room.on(RoomEvent.PublicationMuted, (e) => showMuted(room, e.participantId));
   room.on(RoomEvent.PublicationUnmuted, (e) => showMuted(room, e.participantId));
   room.on(RoomEvent.PublicationResumed, (e) => showStalled(room, e.participantId));
+  room.on(RoomEvent.DataReceived, (e) => {
+    if (e.topic !== "chat" || typeof e.data !== "string") return;
+    showChat(e.participant?.name ?? e.identity, e.data);
+  });
+  room.on(RoomEvent.DataRejected, (e) => showError("chat", new Error(`${e.dropped} message(s) not delivered: ${e.reason}`)));
   room.on(RoomEvent.Error, (err) => showError("room", err));
   room.on(RoomEvent.Reconnecting, () => setStatus("Connection lost: reconnecting…"));
   room.on(RoomEvent.Reconnected, () => setStatus(`In room "${room.name ?? roomName}" as ${room.localParticipant?.identity ?? name}`));
@@ -291,11 +336,12 @@ async function join(roomName, name) {
   try {
     const token = await fetchToken(roomName, name);
     const scheme = location.protocol === "https:" ? "wss" : "ws";
-    const info = await room.connect(`${scheme}://${location.host}/ws`, token, { room: roomName });
+    const info = await room.connect(`${scheme}://${location.host}/ws`, token, { room: roomName, data: true });
     setStatus(`In room "${info.room}" as ${info.participant.identity}`);
     leaveButton.hidden = false;
     joinButton.hidden = true;
     document.body.classList.add("joined");
+    chatPanel.hidden = false;
     clearInterval(statsTimer);
     statsTimer = setInterval(() => void updateStats(), STATS_INTERVAL_MS);
     for (const participant of room.participants.values()) remoteTile(participant.participantId);
@@ -334,6 +380,9 @@ function resetPage() {
   micButton.hidden = true;
   cameraButton.hidden = true;
   shareButton.hidden = true;
+  chatPanel.hidden = true;
+  chatLog.replaceChildren();
+  demo.chat = [];
   screenShare = [];
   shareButton.textContent = "Share screen";
   document.body.classList.remove("joined");
@@ -354,6 +403,10 @@ leaveButton.addEventListener("click", () => void leave());
 micButton.addEventListener("click", () => setLocalEnabled("audio", !localEnabled("audio")));
 cameraButton.addEventListener("click", () => setLocalEnabled("video", !localEnabled("video")));
 shareButton.addEventListener("click", () => void toggleScreenShare());
+chatForm.addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  void sendChat();
+});
 async function toggleScreenShare() {
   const room = demo.room;
   if (room === void 0) return;

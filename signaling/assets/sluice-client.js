@@ -89,6 +89,109 @@ var TypedEmitter = class {
   }
 };
 
+// src/data.ts
+var DATA_MESSAGE_MAX_BYTES = 15 * 1024;
+var DataError = class extends SluiceError {
+};
+var RELIABLE = "sluice-reliable";
+var LOSSY = "sluice-lossy";
+var VERSION = 1;
+function envelope(header, payload) {
+  const json = new TextEncoder().encode(JSON.stringify(header));
+  const out = new Uint8Array(3 + json.length + payload.length);
+  out[0] = VERSION;
+  out[1] = json.length >> 8;
+  out[2] = json.length & 255;
+  out.set(json, 3);
+  out.set(payload, 3 + json.length);
+  return out;
+}
+function readEnvelope(bytes) {
+  if (bytes.length < 3 || bytes[0] !== VERSION) return void 0;
+  const length = (bytes[1] ?? 0) << 8 | (bytes[2] ?? 0);
+  if (bytes.length < 3 + length) return void 0;
+  try {
+    const header = JSON.parse(new TextDecoder().decode(bytes.subarray(3, 3 + length)));
+    if (typeof header.from !== "string" || typeof header.identity !== "string") return void 0;
+    return { header, payload: bytes.subarray(3 + length) };
+  } catch {
+    return void 0;
+  }
+}
+function opened(channel) {
+  if (channel.readyState !== "connecting") return void 0;
+  return new Promise((resolve, reject) => {
+    channel.addEventListener("open", resolve, { once: true });
+    channel.addEventListener("close", () => reject(new DataError("the data channel closed before it opened")), {
+      once: true
+    });
+  });
+}
+var DataChannels = class {
+  constructor(room, publisher, participant) {
+    this.room = room;
+    this.publisher = publisher;
+    this.participant = participant;
+  }
+  /** Opens the channels (renegotiating the publisher connection) unless they are open or opening. */
+  open() {
+    if (this.channels !== void 0) return this.channels;
+    const opening = this.publisher.negotiateData((pc) => ({
+      reliable: this.channel(pc, RELIABLE, {}),
+      lossy: this.channel(pc, LOSSY, { ordered: false, maxRetransmits: 0 })
+    }));
+    this.channels = opening;
+    opening.catch(() => {
+      if (this.channels === opening) this.channels = void 0;
+    });
+    return opening;
+  }
+  /** Sends a message to the room (or the named identities); resolves once the browser has queued it. */
+  async publish(data, options) {
+    const text = typeof data === "string";
+    const header = {};
+    if (options.topic !== void 0) header.topic = options.topic;
+    if (options.destinationIdentities !== void 0) header.to = options.destinationIdentities;
+    if (text) header.text = true;
+    const message = envelope(header, text ? new TextEncoder().encode(data) : data);
+    if (message.length > DATA_MESSAGE_MAX_BYTES) {
+      throw new DataError(`data message of ${message.length} B is over the ${DATA_MESSAGE_MAX_BYTES} B limit`);
+    }
+    const channels = await this.open();
+    const channel = channels[options.reliable === false ? "lossy" : "reliable"];
+    await opened(channel);
+    channel.send(message);
+  }
+  /** Opens the channels and resolves once both are open. */
+  async ready() {
+    const { reliable, lossy } = await this.open();
+    await Promise.all([opened(reliable), opened(lossy)]);
+  }
+  /** Forgets the channels (their connection was replaced after a rejoin). */
+  reset() {
+    this.channels = void 0;
+  }
+  channel(pc, label, init) {
+    const channel = pc.createDataChannel(label, init);
+    channel.binaryType = "arraybuffer";
+    channel.addEventListener("message", (event) => {
+      if (!(event.data instanceof ArrayBuffer)) return;
+      const read = readEnvelope(new Uint8Array(event.data));
+      if (read === void 0) return;
+      const { header, payload } = read;
+      this.room.emit("dataReceived", {
+        data: header.text === true ? new TextDecoder().decode(payload) : payload,
+        participantId: header.from,
+        identity: header.identity,
+        participant: this.participant(header.from),
+        topic: header.topic,
+        reliable: label === RELIABLE
+      });
+    });
+    return channel;
+  }
+};
+
 // src/events.ts
 var RoomState = {
   /** Created; `connect` not called yet. */
@@ -131,6 +234,10 @@ var RoomEvent = {
   PublicationStalled: "publicationStalled",
   /** A stalled publication sends media again (see `RoomEvents.publicationResumed`). */
   PublicationResumed: "publicationResumed",
+  /** A data message arrived (see `RoomEvents.dataReceived`). */
+  DataReceived: "dataReceived",
+  /** The server refused local data messages (see `RoomEvents.dataRejected`). */
+  DataRejected: "dataRejected",
   /** A failure that belongs to no call (see `RoomEvents.error`). */
   Error: "error",
   /** The signaling connection dropped; the SDK is reconnecting. */
@@ -444,25 +551,41 @@ var Publisher = class {
   restartIce(signal) {
     const publisher = this.peer;
     if (publisher === void 0 || publisher.pc.localDescription === null) return void 0;
-    return publisher.negotiate(async () => {
-      if (publisher.pc.signalingState === "have-local-offer") {
-        await publisher.pc.setLocalDescription({ type: "rollback" });
-      }
-      let sdp;
-      try {
-        const offer = await publisher.pc.createOffer({ iceRestart: true });
-        await publisher.pc.setLocalDescription(offer);
-        sdp = publisher.pc.localDescription?.sdp ?? offer.sdp ?? "";
-      } catch (err) {
-        throw new NegotiationError("publisher: cannot create the ICE restart offer", { cause: err });
-      }
-      const published = await signal.request({ type: "publish", sdp, tracks: [] });
-      try {
-        await publisher.setRemoteDescription({ type: "answer", sdp: published.sdp });
-      } catch (err) {
-        throw new NegotiationError("publisher: the ICE restart answer was rejected", { cause: err });
-      }
+    return publisher.negotiate(() => this.offerWithoutTracks(publisher, signal, true));
+  }
+  /**
+   * Adds data channels to the connection (`create` makes them on it) and negotiates them with
+   * an offer without tracks; resolves with what `create` returned once the server answered.
+   */
+  negotiateData(create) {
+    const peer = this.ensurePeer();
+    return peer.negotiate(async () => {
+      this.room.assertConnected("publishData");
+      const created = create(peer.pc);
+      await this.offerWithoutTracks(peer, this.room.signal(), false);
+      return created;
     });
+  }
+  async offerWithoutTracks(peer, signal, iceRestart) {
+    if (peer.pc.signalingState === "have-local-offer") {
+      await peer.pc.setLocalDescription({ type: "rollback" });
+    }
+    let sdp;
+    try {
+      const offer = await peer.pc.createOffer({ iceRestart });
+      await peer.pc.setLocalDescription(offer);
+      sdp = peer.pc.localDescription?.sdp ?? offer.sdp ?? "";
+    } catch (err) {
+      throw new NegotiationError("publisher: cannot create the offer", { cause: err });
+    }
+    const request = signal.request({ type: "publish", sdp, tracks: [] });
+    peer.localDescriptionSent();
+    const published = await request;
+    try {
+      await peer.setRemoteDescription({ type: "answer", sdp: published.sdp });
+    } catch (err) {
+      throw new NegotiationError("publisher: the server answer was rejected", { cause: err });
+    }
   }
   /** The tracks of each `publish` call still published, to publish them again after a rejoin. */
   publishCalls() {
@@ -815,7 +938,8 @@ var EVENT_TYPES = [
   "publisherLayers",
   "activeSpeakers",
   "publicationStalled",
-  "publicationResumed"
+  "publicationResumed",
+  "dataRejected"
 ];
 var WS_OPEN = 1;
 var SignalClient = class {
@@ -834,7 +958,7 @@ var SignalClient = class {
       return Promise.reject(new ConnectionError(ConnectionErrorReason.InvalidState, "already connected"));
     }
     return new Promise((resolve, reject) => {
-      let opened = false;
+      let opened2 = false;
       let socket;
       try {
         socket = this.webSocketFactory(url);
@@ -855,15 +979,15 @@ var SignalClient = class {
       }, this.timeoutMs);
       socket.addEventListener("open", () => {
         if (this.closed) return;
-        opened = true;
+        opened2 = true;
         clearTimeout(timer);
         resolve();
       });
       socket.addEventListener("error", () => {
-        if (!opened && !this.closed) fail(`WebSocket error on ${url}`);
+        if (!opened2 && !this.closed) fail(`WebSocket error on ${url}`);
       });
       socket.addEventListener("close", (ev) => {
-        if (!opened) {
+        if (!opened2) {
           if (!this.closed) fail(`WebSocket closed before opening (code ${ev.code})`);
           return;
         }
@@ -1647,6 +1771,12 @@ var Room = class extends TypedEmitter {
     };
     this.publisher = new Publisher(context);
     this.subscriber = new Subscriber(context, this.remotePublications);
+    this.data = new DataChannels(context, this.publisher, (id) => this.remoteParticipants.get(id));
+    this.on("reconnected", ({ resumed }) => {
+      if (resumed || this.resumer.session?.options.data !== true) return;
+      this.data.reset();
+      this.openDataInBackground();
+    });
     this.resumer = new Resumer(
       {
         ...context,
@@ -1778,6 +1908,7 @@ var Room = class extends TypedEmitter {
         }
       }
       this.setState(RoomState.Connected);
+      if (options.data === true) this.openDataInBackground();
       const { type: _type, requestId: _requestId, ...info } = joined;
       return info;
     } catch (err) {
@@ -1809,6 +1940,24 @@ var Room = class extends TypedEmitter {
       track.addEventListener("ended", () => void this.unpublish(publicationId).catch(() => void 0));
     }
     return publications;
+  }
+  /**
+   * Sends a data message to everyone else in the room (or `destinationIdentities`) over the
+   * publisher connection's data channels, opening them on first use. Resolves once the browser
+   * has queued it; rejects with `DataError` when it is over `DATA_MESSAGE_MAX_BYTES`. The server
+   * may still refuse it (size, rate): `dataRejected` says so.
+   */
+  async publishData(data, options = {}) {
+    this.assertConnected("publishData");
+    return this.data.publish(data, options);
+  }
+  /**
+   * Opens the data channels now (as `connect` with `data: true` does at join) and resolves once
+   * they are open: from then on `dataReceived` fires for every message sent to this participant.
+   */
+  async openData() {
+    this.assertConnected("openData");
+    return this.data.ready();
   }
   /** Stops publishing one of the local publications. */
   async unpublish(publicationId) {
@@ -1920,6 +2069,9 @@ var Room = class extends TypedEmitter {
         this.emit(event.type, { publicationId, participantId, publication });
         break;
       }
+      case "dataRejected":
+        this.emit("dataRejected", { reason: event.reason, dropped: event.dropped });
+        break;
       case "publicationStalled":
       case "publicationResumed": {
         const stalled = event.type === "publicationStalled";
@@ -1932,6 +2084,11 @@ var Room = class extends TypedEmitter {
         break;
       }
     }
+  }
+  openDataInBackground() {
+    this.data.open().catch((err) => {
+      if (this.roomState === RoomState.Connected) this.reportError(asSluiceError(err));
+    });
   }
   handlePublicationRemoved(publicationId, participantId) {
     const publication = this.remotePublications.get(publicationId) ?? this.publisher.publications.get(publicationId);
@@ -1991,8 +2148,10 @@ export {
   CloseCode,
   ConnectionError,
   ConnectionErrorReason,
+  DATA_MESSAGE_MAX_BYTES,
   DEFAULT_DEBOUNCE_MS,
   DEFAULT_SOURCE_WIDTH,
+  DataError,
   DisconnectCause,
   MAX_RECONNECT_DELAY_MS,
   NegotiationError,

@@ -518,6 +518,7 @@ pub fn typescript_bindings() -> String {
         SubscriptionInfo::decl(&cfg),
         Layer::decl(&cfg),
         LayerChangeReason::decl(&cfg),
+        DataRejection::decl(&cfg),
         LayerActivity::decl(&cfg),
         SpeakerInfo::decl(&cfg),
     ];

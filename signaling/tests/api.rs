@@ -267,7 +267,12 @@ async fn backends_list_update_remove_and_close_through_the_api() -> Result<()> {
     )
     .await?;
     ensure!(status == 200, "{status} {body}");
-    let publish = json!({"type": "publish", "requestId": 7, "sdp": "v=0", "tracks": []});
+    // A publish with a track (one without tracks only opens data channels, which any
+    // participant may).
+    let publish = json!({
+        "type": "publish", "requestId": 7, "sdp": "v=0",
+        "tracks": [{"mid": "0", "kind": "video", "source": "camera"}],
+    });
     bob.send(Message::Text(publish.to_string().into())).await?;
     let refused = next_of(&mut bob, "error").await?;
     ensure!(

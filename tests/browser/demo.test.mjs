@@ -1,5 +1,6 @@
-// The bundled demo page: two participants open `/?room=…&autojoin=1` and each sees the other;
-// the page and the server's SDK module (/sdk/v0/sluice-client.js) it imports.
+// The bundled demo page: two participants open `/?room=…&autojoin=1` and each sees the other,
+// and a line typed into one's chat panel shows in the other's; the page and the server's SDK
+// module (/sdk/v0/sluice-client.js) it imports.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
@@ -72,6 +73,19 @@ test('two demo pages see each other', { timeout: 90_000 }, async () => {
       async () => (await import('/sdk/v0/sluice-client.js')).Room === window.Sluice.Room,
     );
     assert.ok(shared, 'window.Sluice is the module at /sdk/v0/sluice-client.js');
+
+    // Chat: typed and sent on ann's page, shown on ben's with ann's name, and on ann's as hers.
+    const [ann, ben] = pages;
+    await ann.fill('#chat-input', 'hello from ann');
+    await ann.click('#chat button[type=submit]');
+    const chat = await waitFor(
+      'ben: the chat line',
+      () => ben.evaluate(() => [...document.querySelectorAll('#chat .chat-log li')].map((li) => li.textContent)),
+      (lines) => lines.length > 0,
+    );
+    assert.deepEqual(chat, ['ann: hello from ann']);
+    const own = await ann.evaluate(() => window.sluiceDemo.chat);
+    assert.deepEqual(own, [{ from: 'you', text: 'hello from ann' }]);
   });
 });
 

@@ -114,8 +114,11 @@
     return (config) => new RelayedPeerConnection(config);
   }
 
-  /** Fetches a demo token and joins `roomName`; `relay` = {frontPort, backPort} routes media through the relay. */
-  async function connect(roomName, identity, { relay } = {}) {
+  /**
+   * Fetches a demo token and joins `roomName`; `relay` = {frontPort, backPort} routes media
+   * through the relay; `data` opens the data channels at join.
+   */
+  async function connect(roomName, identity, { relay, data } = {}) {
     const query = new URLSearchParams({ room: roomName, identity });
     const response = await fetch(`/dev/token?${query}`);
     if (!response.ok) throw new Error(`/dev/token: ${response.status}`);
@@ -136,7 +139,7 @@
     room.on('publisherLayersApplied', (e) =>
       state.appliedEvents.push({ at: Date.now(), publicationId: e.publicationId, layers: e.layers }),
     );
-    const joined = await room.connect(`ws://${location.host}/ws`, token);
+    const joined = await room.connect(`ws://${location.host}/ws`, token, data === true ? { data } : {});
     return joined.participant.participantId;
   }
 

@@ -13,7 +13,7 @@ export async function closePages(pages) {
 }
 
 /** Opens a page, injects the probe and joins `room`. */
-export async function joinPage(browser, server, room, label, { relay, pages } = {}) {
+export async function joinPage(browser, server, room, label, { relay, pages, data } = {}) {
   const page = await openPage(browser, server.url, label);
   pages?.push(page);
   await installProbe(page, { relay });
@@ -25,8 +25,8 @@ export async function joinPage(browser, server, room, label, { relay, pages } = 
     });
   }
   await page.evaluate(
-    ({ room, label, relay }) => window.probe.connect(room, label, relay === undefined ? {} : { relay }),
-    { room, label, relay: relay === undefined ? undefined : { frontPort: relay.frontPort, backPort: relay.backPort } },
+    ({ room, label, relay, data }) => window.probe.connect(room, label, relay === undefined ? { data } : { relay, data }),
+    { room, label, relay: relay === undefined ? undefined : { frontPort: relay.frontPort, backPort: relay.backPort }, data },
   );
   return page;
 }

@@ -12,7 +12,7 @@ use anyhow::{Context, Result, bail, ensure};
 use bytes::{BufMut, BytesMut};
 use serde_json::{Value, json};
 use sluice_e2e::peer::ClientPeer;
-use sluice_e2e::{SignalClient, TestServer, init_tracing, token};
+use sluice_e2e::{SignalClient, TestServer, init_tracing, token, token_with};
 use sluice_signaling::protocol::{ClientMessage, DataRejection, ServerMessage};
 use tokio::sync::{mpsc, oneshot};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
@@ -102,8 +102,21 @@ fn read_channel(
 
 impl DataPeer {
     async fn join(server: &TestServer, room: &str, identity: &str) -> Result<Self> {
+        Self::join_with(server, room, identity, token(room, identity)).await
+    }
+
+    async fn join_with(
+        server: &TestServer,
+        room: &str,
+        identity: &str,
+        token: String,
+    ) -> Result<Self> {
         let mut signal = SignalClient::connect(&server.ws_url()).await?;
-        let joined = signal.join(token(room, identity)).await?;
+        let joined = signal.join(token).await?;
+        ensure!(
+            matches!(&joined, ServerMessage::Joined { room: joined_room, .. } if joined_room == room),
+            "{identity} joined elsewhere: {joined:?}"
+        );
         let ServerMessage::Joined { participant, .. } = joined else {
             bail!("join refused: {joined:?}");
         };
@@ -207,7 +220,9 @@ async fn data_messages_reach_the_room_in_order_and_only_the_named_identities() -
     let mut bob = DataPeer::join(&server, "data-a", "bob").await?;
     let mut carol = DataPeer::join(&server, "data-a", "carol").await?;
     let mut dave = DataPeer::join(&server, "data-b", "dave").await?;
-    let erin = DataPeer::join(&server, "data-b", "erin").await?;
+    // A viewer without canPublish may still open the data channels and send.
+    let viewer_token = token_with("data-b", "erin", false, true, Duration::from_secs(600));
+    let erin = DataPeer::join_with(&server, "data-b", "erin", viewer_token).await?;
 
     const COUNT: u8 = 50;
     for index in 0..COUNT {

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail, ensure};
 use sluice_e2e::{SignalClient, TestServer, init_tracing, token, token_with};
-use sluice_signaling::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use sluice_signaling::protocol::{
+    ClientMessage, ErrorCode, MediaKind, ServerMessage, TrackInfo, TrackSource,
+};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -194,7 +196,8 @@ async fn bad_expired_and_wrong_room_tokens_are_refused() -> Result<()> {
         "wrong room: {response:?}"
     );
 
-    // A subscribe-only token cannot publish.
+    // A subscribe-only token cannot publish a track (an offer without tracks, which opens data
+    // channels, is every participant's).
     let mut viewer = SignalClient::connect(&server.ws_url()).await?;
     viewer
         .join(token_with(
@@ -210,7 +213,13 @@ async fn bad_expired_and_wrong_room_tokens_are_refused() -> Result<()> {
         .request(ClientMessage::Publish {
             request_id,
             sdp: "v=0".into(),
-            tracks: vec![],
+            tracks: vec![TrackInfo {
+                mid: "0".into(),
+                kind: MediaKind::Video,
+                source: TrackSource::Camera,
+                name: None,
+                rids: None,
+            }],
         })
         .await?;
     ensure!(
