@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod data;
+mod grants;
 mod hostile;
 mod limits;
 mod liveness;
