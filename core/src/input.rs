@@ -140,6 +140,16 @@ pub enum Input {
         /// What the media ran at during the probe.
         bits_per_second: u64,
     },
+    /// Media of a publication's simulcast `layer` was discarded before it reached the room (it
+    /// waited in a queue past the freshness bound): for video the room asks the publisher for
+    /// a keyframe (throttled like subscribers' requests), so subscribers recover from a fresh
+    /// picture instead of decoding around the hole.
+    MediaDropped {
+        /// The publication whose media was discarded.
+        publication: PublicationId,
+        /// Its simulcast layer (0 without simulcast).
+        layer: u8,
+    },
     /// A subscriber sent PLI or FIR.
     KeyframeRequested {
         /// The subscription whose subscriber asked.

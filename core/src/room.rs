@@ -291,6 +291,15 @@ impl Room {
                 self.remove_participant(now, participant);
                 Ok(())
             }
+            Input::MediaDropped { publication, layer } => {
+                let publication = self
+                    .publications
+                    .get_mut(&publication)
+                    .ok_or(CoreError::UnknownPublication(publication))?;
+                self.outputs
+                    .extend(publication.request_keyframe(now, layer));
+                Ok(())
+            }
             Input::KeyframeRequested { subscription } => {
                 let publication = self
                     .subscription_index

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod data;
+mod freshness;
 mod grants;
 mod hostile;
 mod limits;

@@ -186,3 +186,46 @@ fn waiting_subscriber_asks_again_once_per_interval() {
     );
     assert!(requests.windows(2).all(|w| w[1] - w[0] >= INTERVAL));
 }
+
+#[test]
+fn media_dropped_before_the_room_asks_for_a_keyframe_within_the_throttle() {
+    let mut h = started_video_room();
+    h.advance_ms(10);
+    let dropped = Input::MediaDropped {
+        publication: PublicationId(1),
+        layer: 0,
+    };
+    h.input(dropped.clone()).unwrap();
+    assert_eq!(
+        keyframe_requests(&h.drain()),
+        vec![(PublicationId(1), Ssrc(4242))]
+    );
+    // A second drop within the throttle's window shares the deferred request.
+    h.advance_ms(50);
+    h.input(dropped).unwrap();
+    assert!(keyframe_requests(&h.drain()).is_empty());
+    assert!(
+        h.room.poll_timeout().is_some(),
+        "the request is deferred, not lost"
+    );
+    assert!(matches!(
+        h.input(Input::MediaDropped {
+            publication: PublicationId(9),
+            layer: 0
+        }),
+        Err(crate::CoreError::UnknownPublication(PublicationId(9)))
+    ));
+}
+
+#[test]
+fn media_dropped_from_audio_asks_for_nothing() {
+    let mut h = Harness::new();
+    h.publish(2, 1, Codec::Opus);
+    h.subscribe(3, 11, 2);
+    h.input(Input::MediaDropped {
+        publication: PublicationId(2),
+        layer: 0,
+    })
+    .unwrap();
+    assert!(keyframe_requests(&h.drain()).is_empty());
+}

@@ -1,6 +1,7 @@
 //! Demultiplexing on a shard: which peer a datagram is for (a binding request by the ufrag it
 //! names, anything else by its validated source address), and the routing tables behind it.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::time::Instant;
 
@@ -9,6 +10,7 @@ use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tracing::{debug, trace, warn};
 
+use super::freshness::{self, Received};
 use super::group::HandedOff;
 use super::peer::PeerKey;
 use super::worker::{MAX_DATAGRAM, READ_BURST, Timer, Worker};
@@ -16,21 +18,30 @@ use super::{nomination, stun};
 
 impl Worker {
     pub(super) fn read_burst(&mut self, buf: &mut [u8]) {
+        let mut stale = BTreeSet::new();
         for _ in 0..READ_BURST {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, from)) => {
+            match freshness::recv_stamped(&self.socket, buf) {
+                Ok(Received { len, from, arrived }) => {
                     self.stats.datagrams_in += 1;
-                    match buf.get(..n) {
-                        Some(datagram) if n <= MAX_DATAGRAM => {
-                            self.ingest(datagram, from, Instant::now());
+                    match buf.get(..len) {
+                        Some(datagram) if len <= MAX_DATAGRAM => {
+                            let discarded = arrived.is_some_and(|arrived| {
+                                self.discard_stale(datagram, from, arrived, &mut stale)
+                            });
+                            if !discarded {
+                                self.ingest(datagram, from, Instant::now());
+                            }
                         }
                         _ => self.stats.unrouted += 1,
                     }
                 }
-                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => return,
+                Err(err) if err.kind() == std::io::ErrorKind::WouldBlock => break,
                 // ICMP port unreachable from a departed client shows up here on Linux.
                 Err(err) => debug!(%err, "recv_from"),
             }
+        }
+        if !stale.is_empty() {
+            self.request_fresh_keyframes(&stale, Instant::now());
         }
     }
 

@@ -20,6 +20,8 @@ use crate::transport::CodecInfo;
 pub(crate) struct IngestPacket {
     pub(crate) publication: PublicationId,
     pub(crate) packet: RtpPacket,
+    /// When it was queued: one that waited past the freshness bound is discarded.
+    pub(crate) queued: Instant,
 }
 
 /// Where ingest tasks hand their RTP to a shard; cheap to clone.
@@ -37,6 +39,7 @@ impl IngestSink {
             .try_send(IngestPacket {
                 publication,
                 packet,
+                queued: Instant::now(),
             })
             .is_err()
         {
@@ -104,7 +107,14 @@ impl Worker {
         let IngestPacket {
             publication,
             packet,
+            queued,
         } = packet;
+        if now.saturating_duration_since(queued) > self.config.max_ingress_age {
+            // A starved shard: the media is stale. An RTMP encoder cannot be asked for a
+            // keyframe; subscribers' decoders recover at its next one (its GOP).
+            self.stats.stale_dropped += 1;
+            return;
+        }
         let Some(room) = self.publications.get(&publication).map(|slot| slot.room) else {
             return;
         };

@@ -24,10 +24,12 @@
 //!
 //! Signaling talks to a shard through [`Shard`], whose methods send one bounded command each.
 
+mod command;
 mod data;
 mod demux;
 mod feedback;
 mod forward;
+mod freshness;
 mod group;
 mod ingest;
 mod nomination;
@@ -51,6 +53,7 @@ use std::sync::atomic::AtomicU64;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{LayerChangeReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
+pub(crate) use command::Command;
 pub use data::{DataLimits, DataRejection, LOSSY_LABEL, RELIABLE_LABEL};
 pub use ingest::IngestSink;
 pub use stats::ShardStats;
@@ -88,6 +91,9 @@ pub struct ShardConfig {
     pub room: crate::core::RoomConfig,
     /// What each participant may send as data messages.
     pub data: DataLimits,
+    /// RTP media that waited longer than this in the socket's receive buffer (a starved
+    /// shard reading its backlog) is discarded unread, and its video asked for a keyframe.
+    pub max_ingress_age: std::time::Duration,
 }
 
 impl Default for ShardConfig {
@@ -105,6 +111,7 @@ impl Default for ShardConfig {
             playout_delay_ms: 0,
             room: crate::core::RoomConfig::default(),
             data: DataLimits::default(),
+            max_ingress_age: std::time::Duration::from_millis(250),
         }
     }
 }
@@ -220,80 +227,6 @@ pub enum ShardEvent {
     /// To a sender: data messages of its were not delivered, `dropped` of them since the last
     /// such event, the latest for `reason`.
     DataRejected { reason: DataRejection, dropped: u32 },
-}
-
-pub(crate) enum Command {
-    Join {
-        room: String,
-        participant: ParticipantId,
-        /// Who recipients of its data messages are told they come from.
-        identity: String,
-        events: mpsc::Sender<ShardEvent>,
-        reply: oneshot::Sender<Result<(), ShardError>>,
-    },
-    Publish {
-        participant: ParticipantId,
-        offer: String,
-        tracks: Vec<PublishTrack>,
-        reply: oneshot::Sender<Result<String, ShardError>>,
-    },
-    Subscribe {
-        participant: ParticipantId,
-        subscription: SubscriptionId,
-        publication: PublicationId,
-        reply: oneshot::Sender<Result<(), ShardError>>,
-    },
-    Offer {
-        participant: ParticipantId,
-        ice_restart: bool,
-        reply: oneshot::Sender<Result<String, ShardError>>,
-    },
-    Answer {
-        participant: ParticipantId,
-        sdp: String,
-        reply: oneshot::Sender<Result<(), ShardError>>,
-    },
-    Candidate {
-        participant: ParticipantId,
-        role: PeerRole,
-        candidate: IceCandidate,
-        reply: oneshot::Sender<Result<(), ShardError>>,
-    },
-    Unpublish {
-        participant: ParticipantId,
-        publication: PublicationId,
-        reply: oneshot::Sender<Result<(), ShardError>>,
-    },
-    Change {
-        participant: ParticipantId,
-        subscription: SubscriptionId,
-        change: SubscriptionChange,
-        reply: oneshot::Sender<Result<(), ShardError>>,
-    },
-    SetMuted {
-        publication: PublicationId,
-        muted: bool,
-        reply: oneshot::Sender<Result<(), ShardError>>,
-    },
-    IngestPublish {
-        participant: ParticipantId,
-        publication: PublicationId,
-        codec: CodecInfo,
-        reply: oneshot::Sender<Result<(), ShardError>>,
-    },
-    Whep {
-        participant: ParticipantId,
-        offer: String,
-        subscriptions: Vec<WhepSubscription>,
-        max_spatial: Option<u8>,
-        reply: oneshot::Sender<Result<String, ShardError>>,
-    },
-    Leave {
-        participant: ParticipantId,
-    },
-    Stats {
-        reply: oneshot::Sender<ShardStats>,
-    },
 }
 
 /// A running shard: its thread, and the queue of commands into it. Dropping it stops the
@@ -597,6 +530,16 @@ impl Shard {
 
     pub async fn stats(&self) -> Result<ShardStats, ShardError> {
         self.request(|reply| Command::Stats { reply }).await
+    }
+
+    /// For tests: blocks the shard's thread for `duration`, as a machine too busy to run it
+    /// would, while its socket keeps queueing datagrams.
+    #[doc(hidden)]
+    pub async fn stall(&self, duration: std::time::Duration) -> Result<(), ShardError> {
+        self.commands
+            .send(Command::Stall(duration))
+            .await
+            .map_err(|_| ShardError::Stopped)
     }
 }
 

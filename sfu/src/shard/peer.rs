@@ -21,6 +21,7 @@ use rtc::rtp_transceiver::{RTCRtpReceiverId, RTCRtpSenderId};
 
 use super::ShardError;
 use super::data::DataChannels;
+use super::freshness::Abandoned;
 use super::paths::Paths;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::interceptors::{AUDIO_LEVEL_URI, ConnectionControls, configure};
@@ -139,6 +140,9 @@ pub(crate) struct ShardPeer {
     pub(crate) nominating: Option<Vec<u8>>,
     /// Publisher: Sluice's data channels, once the client opened them.
     pub(crate) data: DataChannels,
+    /// Publisher: per SSRC, the sequence numbers discarded as stale, whose retransmissions are
+    /// discarded too.
+    pub(crate) abandoned: HashMap<u32, Abandoned>,
 }
 
 impl ShardPeer {
@@ -219,6 +223,7 @@ impl ShardPeer {
             reported: HashMap::new(),
             nominating: None,
             data: DataChannels::default(),
+            abandoned: HashMap::new(),
         })
     }
 

@@ -144,6 +144,7 @@ impl Worker {
                 let _ = reply.send(answer);
             }
             Command::Leave { participant } => self.leave(participant, now),
+            Command::Stall(duration) => std::thread::sleep(duration),
             Command::Stats { reply } => {
                 let mut stats = self.stats;
                 stats.peers = self.peers.len() as u64;

@@ -34,6 +34,8 @@ pub(crate) fn bind(addr: SocketAddr, buffer: usize, shared: bool) -> std::io::Re
         UdpSocket::bind(addr)?
     };
     socket.set_nonblocking(true)?;
+    // Each datagram's arrival time, for the freshness bound (see `freshness`).
+    setsockopt(&socket, sockopt::ReceiveTimestampns, &true)?;
     if setsockopt(&socket, sockopt::RcvBufForce, &buffer).is_err() {
         setsockopt(&socket, sockopt::RcvBuf, &buffer)?;
     }

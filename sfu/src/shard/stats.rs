@@ -16,6 +16,9 @@ pub struct ShardStats {
     pub unrouted: u64,
     /// Outgoing datagrams the ICE-lite gate refused (to an address never validated).
     pub egress_refused: u64,
+    /// RTP datagrams discarded unread because they waited in the receive buffer past the
+    /// freshness bound (`ShardConfig::max_ingress_age`).
+    pub stale_dropped: u64,
     /// Outgoing datagrams the kernel did not take (send buffer full, or an error).
     pub send_failed: u64,
     /// Packets the core forwarded and the subscriber's sender took.
@@ -56,6 +59,7 @@ impl ShardStats {
             unrouted,
             egress_refused,
             send_failed,
+            stale_dropped,
             forwarded,
             forward_rejected,
             events_dropped,
@@ -77,6 +81,7 @@ impl ShardStats {
         self.unrouted += unrouted;
         self.egress_refused += egress_refused;
         self.send_failed += send_failed;
+        self.stale_dropped += stale_dropped;
         self.forwarded += forwarded;
         self.forward_rejected += forward_rejected;
         self.events_dropped += events_dropped;

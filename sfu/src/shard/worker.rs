@@ -321,6 +321,14 @@ impl Worker {
                 break;
             };
             match (peer.role, message.message) {
+                (PeerRole::Publisher, RTCMessage::RtpPacket(_, packet))
+                    if peer
+                        .abandoned
+                        .get(&packet.header.ssrc)
+                        .is_some_and(|run| run.contains(packet.header.sequence_number, now)) =>
+                {
+                    self.stats.stale_dropped += 1;
+                }
                 (PeerRole::Publisher, RTCMessage::RtpPacket(track_id, packet)) => {
                     let reported = peer.reported.get(&packet.header.ssrc).copied();
                     match peer.stream_of(&track_id, packet.header.ssrc) {

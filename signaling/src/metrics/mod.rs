@@ -111,6 +111,11 @@ fn record_shard(shard: &ShardStats) {
     counter!("sluice_shard_tcp_refused_total").absolute(shard.tcp_refused);
     counter!("sluice_shard_handed_off_total").absolute(shard.handed_off);
     counter!("sluice_shard_hand_off_dropped_total").absolute(shard.hand_off_dropped);
+    counter!("sluice_shard_stale_dropped_total").absolute(shard.stale_dropped);
+    counter!("sluice_data_messages_received_total").absolute(shard.data_received);
+    counter!("sluice_data_messages_rejected_total").absolute(shard.data_rejected);
+    counter!("sluice_data_messages_delivered_total").absolute(shard.data_delivered);
+    counter!("sluice_data_messages_dropped_total").absolute(shard.data_dropped);
 }
 
 /// The `# HELP` lines.
@@ -224,6 +229,27 @@ fn describe() {
     describe_counter!(
         "sluice_shard_hand_off_dropped_total",
         "Datagrams dropped at another shard's full hand-off queue."
+    );
+    describe_counter!(
+        "sluice_shard_stale_dropped_total",
+        "RTP media discarded because it waited past the freshness bound (250 ms) in the \
+         socket or ingest queue, and retransmissions of it."
+    );
+    describe_counter!(
+        "sluice_data_messages_received_total",
+        "Data messages received on participants' data channels."
+    );
+    describe_counter!(
+        "sluice_data_messages_rejected_total",
+        "Data messages refused (too large, over the rate, malformed) and delivered to nobody."
+    );
+    describe_counter!(
+        "sluice_data_messages_delivered_total",
+        "Copies of data messages handed to recipients' data channels."
+    );
+    describe_counter!(
+        "sluice_data_messages_dropped_total",
+        "Copies of data messages not delivered: the recipient's backlog was full."
     );
 }
 
