@@ -37,6 +37,8 @@ pub struct Limits {
     pub max_data_message_bytes: usize,
     /// Data messages one participant may send per second.
     pub data_messages_per_second: u32,
+    /// Media older than this when read is discarded; zero keeps every packet however late.
+    pub max_ingress_age: Duration,
 }
 
 impl Default for Limits {
@@ -59,6 +61,7 @@ impl Default for Limits {
                 .unwrap_or(DEFAULT_STALL_TIMEOUT),
             max_data_message_bytes: data.max_message_bytes,
             data_messages_per_second: data.messages_per_second,
+            max_ingress_age: sluice_sfu::shard::ShardConfig::default().max_ingress_age,
         }
     }
 }
@@ -76,6 +79,11 @@ const MAX_PUBLICATIONS: usize = 64;
 /// Data message sizes a server may allow: under 64 bytes not even a header with a topic fits;
 /// over 64 KiB some browsers cannot receive a message whole.
 const DATA_MESSAGE_BYTES: std::ops::RangeInclusive<usize> = 64..=65_536;
+
+/// Freshness bounds a server may use: under 50 ms a scheduling hiccup discards good media;
+/// over 10 s the bound is no bound (0 says so).
+const INGRESS_AGES: std::ops::RangeInclusive<Duration> =
+    Duration::from_millis(50)..=Duration::from_secs(10);
 
 /// Most data messages a second one participant may be allowed.
 const MAX_DATA_RATE: usize = 10_000;
@@ -130,6 +138,12 @@ impl Limits {
                 self.max_data_message_bytes
             ));
         }
+        if !self.max_ingress_age.is_zero() && !INGRESS_AGES.contains(&self.max_ingress_age) {
+            return Err(format!(
+                "max_ingress_age_ms must be 0 or between 50 and 10000, got {}",
+                self.max_ingress_age.as_millis()
+            ));
+        }
         let timeouts = [
             ("header_read_timeout_ms", self.header_read_timeout),
             ("write_timeout_ms", self.write_timeout),
@@ -172,6 +186,15 @@ impl Limits {
         DataLimits {
             max_message_bytes: self.max_data_message_bytes,
             messages_per_second: self.data_messages_per_second,
+        }
+    }
+
+    /// The shards' freshness bound (no bound: a duration no queue reaches).
+    pub fn ingress_age(&self) -> Duration {
+        if self.max_ingress_age.is_zero() {
+            Duration::MAX
+        } else {
+            self.max_ingress_age
         }
     }
 

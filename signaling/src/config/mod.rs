@@ -161,6 +161,11 @@ pub struct ServeArgs {
     /// worth), 1 to 10000; more are refused (`dataRejected`) [default: 100].
     #[arg(long, env = "SLUICE_DATA_MESSAGES_PER_SECOND", value_name = "N")]
     pub data_messages_per_second: Option<u32>,
+    /// RTP media that waited longer than this in the server's receive queues (a media thread
+    /// that cannot keep up) is discarded and its video asked for a keyframe, in ms, 50 to
+    /// 10000; 0 delivers media however late [default: 250].
+    #[arg(long, env = "SLUICE_MAX_INGRESS_AGE_MS", value_name = "MS")]
+    pub max_ingress_age_ms: Option<u64>,
     /// TESTS ONLY: serve `POST /debug/drop-socket?participant=ID` (loopback clients only), which
     /// makes the server close that participant's WebSocket as a network drop would. Never
     /// enable in production [default: off].
@@ -390,6 +395,7 @@ impl Config {
             publication_stall_timeout_ms,
             max_data_message_bytes,
             data_messages_per_second,
+            max_ingress_age_ms,
             test_hooks,
             max_message_bytes,
             log,
@@ -448,6 +454,7 @@ impl Config {
             &mut limits.data_messages_per_second,
             data_messages_per_second,
         );
+        set(&mut limits.max_ingress_age, ms(max_ingress_age_ms));
         set(&mut self.test_hooks, test_hooks);
         set(&mut self.max_message_bytes, max_message_bytes);
         set(&mut self.log, log);
@@ -563,6 +570,7 @@ impl Config {
             shard: sluice_sfu::shard::ShardConfig {
                 room: self.limits.room(),
                 data: self.limits.data(),
+                max_ingress_age: self.limits.ingress_age(),
                 ..sluice_sfu::shard::ShardConfig::default()
             },
             limits: self.limits.sfu(),

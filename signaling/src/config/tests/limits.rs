@@ -7,7 +7,7 @@ use super::super::*;
 use crate::cli::Cli;
 
 /// Each limit has a TOML key, a flag and an environment variable of the same name.
-const LIMIT_OPTIONS: [&str; 12] = [
+const LIMIT_OPTIONS: [&str; 13] = [
     "max_rooms",
     "max_participants_per_room",
     "max_publications_per_participant",
@@ -20,6 +20,7 @@ const LIMIT_OPTIONS: [&str; 12] = [
     "publication_stall_timeout_ms",
     "max_data_message_bytes",
     "data_messages_per_second",
+    "max_ingress_age_ms",
 ];
 
 #[test]
@@ -29,7 +30,7 @@ fn limits_are_options_of_the_file_flags_and_environment() {
          max_subscriptions_per_participant = 5\nmax_connections = 60\n\
          max_connections_per_address = 6\nheader_read_timeout_ms = 2000\n\
          write_timeout_ms = 3000\nrequest_timeout_ms = 4000\npublication_stall_timeout_ms = 900\n\
-         max_data_message_bytes = 1024\ndata_messages_per_second = 5",
+         max_data_message_bytes = 1024\ndata_messages_per_second = 5\nmax_ingress_age_ms = 400",
     )
     .unwrap();
     config.validate().unwrap();
@@ -56,6 +57,10 @@ fn limits_are_options_of_the_file_flags_and_environment() {
     );
     assert_eq!(sfu.shard.data.max_message_bytes, 1024);
     assert_eq!(sfu.shard.data.messages_per_second, 5);
+    assert_eq!(sfu.shard.max_ingress_age, Duration::from_millis(400));
+    let unbounded = Config::from_toml_str("max_ingress_age_ms = 0").unwrap();
+    unbounded.validate().unwrap();
+    assert_eq!(unbounded.sfu_config().shard.max_ingress_age, Duration::MAX);
     let http = limits.connections();
     assert_eq!(http.header_read_timeout, Duration::from_secs(2));
     assert_eq!(http.write_timeout, Duration::from_secs(3));
@@ -125,6 +130,8 @@ fn limits_are_validated() {
             .contains("max_data_message_bytes must be between 64 and 65536, got 63")
     );
     assert!(invalid("max_data_message_bytes = 65537").contains("max_data_message_bytes"));
+    assert!(invalid("max_ingress_age_ms = 49").contains("max_ingress_age_ms must be 0 or"));
+    assert!(invalid("max_ingress_age_ms = 10001").contains("max_ingress_age_ms"));
     assert!(
         invalid("data_messages_per_second = 0")
             .contains("data_messages_per_second must be between 1 and 10000")
