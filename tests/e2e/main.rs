@@ -20,4 +20,5 @@ mod signaling;
 mod soak;
 mod synthetic;
 mod webhooks;
+mod whep;
 mod whip;

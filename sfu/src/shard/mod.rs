@@ -278,6 +278,11 @@ pub(crate) enum Command {
         max_spatial: Option<u8>,
         reply: oneshot::Sender<Result<String, ShardError>>,
     },
+    WhepReoffer {
+        participant: ParticipantId,
+        offer: String,
+        reply: oneshot::Sender<Result<String, ShardError>>,
+    },
     Leave {
         participant: ParticipantId,
     },
@@ -567,6 +572,21 @@ impl Shard {
             offer,
             subscriptions,
             max_spatial,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers a WHEP viewer's new offer on its subscriber connection: the same tracks, and
+    /// with new ICE credentials when the offer has new ones (an ICE restart).
+    pub async fn whep_reoffer(
+        &self,
+        participant: ParticipantId,
+        offer: String,
+    ) -> Result<String, ShardError> {
+        self.request(|reply| Command::WhepReoffer {
+            participant,
+            offer,
             reply,
         })
         .await?

@@ -136,6 +136,13 @@ impl Worker {
                 let answer = self.whep(participant, offer, subscriptions, max_spatial, now);
                 let _ = reply.send(answer);
             }
+            Command::WhepReoffer {
+                participant,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(self.whep_reoffer(participant, offer, now));
+            }
             Command::Leave { participant } => self.leave(participant, now),
             Command::Stats { reply } => {
                 let mut stats = self.stats;

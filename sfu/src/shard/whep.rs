@@ -90,6 +90,37 @@ impl Worker {
         self.activate(key, now);
         Ok(answer)
     }
+
+    /// Answers a new offer of a WHEP viewer whose connection is answered already: the
+    /// offer's m-lines are the ones negotiated, so its tracks stay as they are; an offer with
+    /// new ICE credentials restarts ICE, and the answer carries new local ones.
+    pub(super) fn whep_reoffer(
+        &mut self,
+        participant: ParticipantId,
+        offer: String,
+        now: Instant,
+    ) -> Result<String, ShardError> {
+        let key = self
+            .members
+            .get(&participant)
+            .ok_or(ShardError::UnknownParticipant(participant))?
+            .subscriber
+            .ok_or_else(|| ShardError::Invalid("no subscriber connection".to_owned()))?;
+        let max_candidates = self.config.max_remote_candidates;
+        let peer = self
+            .peers
+            .get_mut(&key)
+            .ok_or(ShardError::UnknownParticipant(participant))?;
+        if peer.awaiting_answer {
+            return Err(ShardError::Invalid(
+                "the subscriber connection waits for an answer".to_owned(),
+            ));
+        }
+        let answer = peer.answer(offer, max_candidates, now)?;
+        self.refresh_ufrag(key);
+        self.service(key, now);
+        Ok(answer)
+    }
 }
 
 /// Whether an active m-line of `sdp` lists the codec `mime` (`video/VP8`) in an `a=rtpmap`.

@@ -53,7 +53,7 @@ pub enum Request {
         candidates: Vec<(Option<String>, String)>,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
-    /// WHIP ICE restart: the new offer to answer (the first offer with the client's new
+    /// ICE restart: the new offer to answer (the first offer with the client's new
     /// credentials).
     Restart {
         offer: String,
@@ -262,11 +262,14 @@ async fn serve(kind: Kind, participant: &Participant, request: Request) {
             let _ = reply.send(result);
         }
         Request::Restart { offer, reply } => {
-            // An offer without tracks renegotiates the publisher connection as it is.
-            let answer = participant
-                .publish(offer, Vec::new())
-                .await
-                .map(|(answer, _)| answer);
+            let answer = match kind {
+                // An offer without tracks renegotiates the publisher connection as it is.
+                Kind::Whip => participant
+                    .publish(offer, Vec::new())
+                    .await
+                    .map(|(answer, _)| answer),
+                Kind::Whep => participant.whep_reoffer(offer).await,
+            };
             let _ = reply.send(answer);
         }
     }

@@ -127,6 +127,10 @@ pub(super) enum Command {
         max_spatial: Option<u8>,
         reply: oneshot::Sender<Result<WhepAnswer, RequestError>>,
     },
+    WhepReoffer {
+        offer: String,
+        reply: oneshot::Sender<Result<String, RequestError>>,
+    },
 }
 
 /// A WHEP viewer's answered offer: the SDP answer and what each subscription receives.
@@ -382,6 +386,13 @@ impl Participant {
             reply,
         })
         .await
+    }
+
+    /// WHEP: answers the viewer's new offer for its answered connection (an ICE restart when
+    /// the offer carries new credentials); the tracks stay as they are.
+    pub async fn whep_reoffer(&self, offer: String) -> Result<String, RequestError> {
+        self.call(|reply| Command::WhepReoffer { offer, reply })
+            .await
     }
 
     /// Events queued while nobody read them (a parked participant), without waiting.

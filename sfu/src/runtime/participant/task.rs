@@ -275,6 +275,19 @@ impl ParticipantTask {
             } => {
                 let _ = reply.send(self.whep(offer, publications, max_spatial).await);
             }
+            Command::WhepReoffer { offer, reply } => {
+                let result = if self.whep {
+                    self.shard
+                        .whep_reoffer(self.id, offer)
+                        .await
+                        .map_err(from_shard)
+                } else {
+                    Err(RequestError::Invalid(
+                        "not a WHEP viewer: the server offers this connection".to_owned(),
+                    ))
+                };
+                let _ = reply.send(result);
+            }
             Command::RestartIce { reply } => {
                 let _ = reply.send(Ok(()));
                 if self.offered {
