@@ -1,5 +1,6 @@
-//! WHEP sessions over time, against webrtc-rs clients: an ICE restart through `PATCH` keeps
-//! the media flowing (with the If-Match/ETag rules of RFC 9725).
+//! WHIP and WHEP beyond the first answer, against webrtc-rs clients: an ICE restart through
+//! `PATCH` keeps a WHEP viewer's media flowing (with the If-Match/ETag rules of RFC 9725), and
+//! configured ICE servers are named in `Link` headers.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -274,6 +275,89 @@ async fn whep_ice_restart_keeps_the_media_flowing() -> Result<()> {
     ensure!(session.status == 200, "DELETE: {}", session.status);
     viewer.close().await;
     publisher.stop(&server).await?;
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn configured_ice_servers_are_link_headers_of_created_sessions_and_options() -> Result<()> {
+    init_tracing();
+    let server = TestServer::start_with(|config| {
+        config.ice_servers = vec![
+            "stun:stun.example.com:3478".parse().expect("stun"),
+            "turn:turn.example.com:3478?transport=udp;username=1700000000:alice;credential=pa55"
+                .parse()
+                .expect("turn"),
+        ];
+    })
+    .await?;
+    let stun = "<stun:stun.example.com:3478>; rel=\"ice-server\"";
+    let turn = "<turn:turn.example.com:3478?transport=udp>; rel=\"ice-server\"; \
+                username=\"1700000000:alice\"; credential=\"pa55\"; credential-type=\"password\"";
+    let publish = format!("Bearer {}", token_with("r", "p", true, false, TTL));
+    let watch = format!("Bearer {}", token_with("r", "v", false, true, TTL));
+
+    // OPTIONS: everyone learns the STUN server; the TURN credentials only a request that may
+    // POST there.
+    let cases = [
+        ("/whip/r", None, vec![stun]),
+        ("/whip/r", Some(publish.as_str()), vec![stun, turn]),
+        ("/whip/r", Some(watch.as_str()), vec![stun]),
+        ("/whep/r", Some(watch.as_str()), vec![stun, turn]),
+        ("/whep/r/PU1", Some(watch.as_str()), vec![stun, turn]),
+        ("/whep/r", Some(publish.as_str()), vec![stun]),
+    ];
+    for (path, bearer, expected) in cases {
+        let headers: Vec<(&str, &str)> = bearer.map(|b| ("Authorization", b)).into_iter().collect();
+        let reply = http(&server, "OPTIONS", path, &headers, "").await?;
+        ensure!(reply.status == 204, "OPTIONS {path}: {}", reply.status);
+        ensure!(
+            reply.links == expected,
+            "OPTIONS {path} with {bearer:?}: {:?}",
+            reply.links
+        );
+    }
+
+    // The 201 of a WHIP and of a WHEP session names both.
+    let mut publisher = ClientPeer::new().await?;
+    publisher.add_send_track(VP8, 0x7777).await?;
+    let offer = publisher.offer().await?;
+    let created = http(&server, "POST", "/whip/r", &sdp_post(&publish), &offer).await?;
+    ensure!(
+        created.status == 201,
+        "WHIP POST: {} {}",
+        created.status,
+        created.body
+    );
+    ensure!(
+        created.links == [stun, turn],
+        "WHIP 201: {:?}",
+        created.links
+    );
+    publisher.apply_answer(created.body).await?;
+    publisher.wait_connected(CONNECT_WAIT).await?;
+    let viewer = ClientPeer::new().await?;
+    viewer
+        .pc
+        .add_transceiver_from_kind(
+            RtpCodecKind::Video,
+            Some(RTCRtpTransceiverInit {
+                direction: RTCRtpTransceiverDirection::Recvonly,
+                ..Default::default()
+            }),
+        )
+        .await?;
+    let offer = viewer.offer().await?;
+    let played = http(&server, "POST", "/whep/r", &sdp_post(&watch), &offer).await?;
+    ensure!(
+        played.status == 201,
+        "WHEP POST: {} {}",
+        played.status,
+        played.body
+    );
+    ensure!(played.links == [stun, turn], "WHEP 201: {:?}", played.links);
+    viewer.close().await;
+    publisher.close().await;
     server.stop().await;
     Ok(())
 }

@@ -27,7 +27,10 @@ const TTL: Duration = Duration::from_secs(600);
 /// An HTTP response as the test reads it.
 pub(crate) struct Reply {
     pub(crate) status: u16,
+    /// By lowercase name; of a repeated header, the last.
     pub(crate) headers: HashMap<String, String>,
+    /// Every `Link` header, in order.
+    pub(crate) links: Vec<String>,
     pub(crate) body: String,
 }
 
@@ -63,13 +66,19 @@ pub(crate) async fn http(
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
         .context("no status")?;
-    let headers = lines
+    let fields: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
+    let links = fields
+        .iter()
+        .filter(|(name, _)| name == "link")
+        .map(|(_, value)| value.clone())
+        .collect();
     Ok(Reply {
         status,
-        headers,
+        headers: fields.into_iter().collect(),
+        links,
         body: body.to_owned(),
     })
 }
@@ -112,6 +121,11 @@ async fn whip_publish_plays_over_whep_and_delete_frees_it() -> Result<()> {
     );
     ensure!(created.headers.get("content-type").map(String::as_str) == Some("application/sdp"));
     ensure!(created.headers.contains_key("etag"), "an ETag");
+    ensure!(
+        created.links.is_empty(),
+        "no ICE servers configured, no Link: {:?}",
+        created.links
+    );
     let whip_path = resource_path(&created, &server)?;
     ensure!(created.body.contains("a=ice-lite"), "the shard answers");
     publisher.apply_answer(created.body).await?;

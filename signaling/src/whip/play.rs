@@ -244,7 +244,7 @@ fn carries(section: &Section, mime: &str) -> bool {
 }
 
 /// A canSubscribe token for this room; without one, demo mode lets loopback clients play.
-fn authorize(
+pub(super) fn authorize(
     state: &WhipState,
     headers: &HeaderMap,
     peer: &ConnectInfo<SocketAddr>,
