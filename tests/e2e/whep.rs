@@ -1,6 +1,8 @@
 //! WHIP and WHEP beyond the first answer, against webrtc-rs clients: an ICE restart through
-//! `PATCH` keeps a WHEP viewer's media flowing (with the If-Match/ETag rules of RFC 9725), and
-//! configured ICE servers are named in `Link` headers.
+//! `PATCH` keeps a WHEP viewer's media flowing (with the If-Match/ETag rules of RFC 9725),
+//! configured ICE servers are named in `Link` headers, and a room's WHEP viewer follows the
+//! room: from one publisher to the next on the same track, and from an empty room to its
+//! first publisher.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +22,7 @@ use webrtc::peer_connection::RTCIceConnectionState;
 use webrtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 
 use crate::shard::{Received, collect};
-use crate::synthetic::video_packet;
+use crate::synthetic::{video_index, video_packet};
 use crate::whip::{Reply, http, resource_path, sdp_post};
 
 const CONNECT_WAIT: Duration = Duration::from_secs(15);
@@ -39,6 +41,18 @@ struct Publisher {
 }
 
 async fn publish(server: &TestServer, room: &str, identity: &str, ssrc: u32) -> Result<Publisher> {
+    publish_from(server, room, identity, ssrc, 0).await
+}
+
+/// [`publish`], its synthetic packets numbered from `first_index` (a multiple of
+/// `KEYFRAME_EVERY` starts on a keyframe).
+async fn publish_from(
+    server: &TestServer,
+    room: &str,
+    identity: &str,
+    ssrc: u32,
+    first_index: u32,
+) -> Result<Publisher> {
     let bearer = format!("Bearer {}", token_with(room, identity, true, false, TTL));
     let mut peer = ClientPeer::new().await?;
     let video = peer.add_send_track(VP8, ssrc).await?;
@@ -55,7 +69,7 @@ async fn publish(server: &TestServer, room: &str, identity: &str, ssrc: u32) -> 
     peer.apply_answer(created.body).await?;
     peer.wait_connected(CONNECT_WAIT).await?;
     let (stop, stopped) = watch::channel(false);
-    let sender = tokio::spawn(send_video(video, ssrc, stopped));
+    let sender = tokio::spawn(send_video(video, ssrc, first_index, stopped));
     Ok(Publisher {
         peer,
         path,
@@ -67,10 +81,11 @@ async fn publish(server: &TestServer, room: &str, identity: &str, ssrc: u32) -> 
 async fn send_video(
     track: Arc<TrackLocalStaticRTP>,
     ssrc: u32,
+    first_index: u32,
     stopped: watch::Receiver<bool>,
 ) -> Result<()> {
     let mut tick = tokio::time::interval(Duration::from_millis(10));
-    for index in 0..MAX_PACKETS {
+    for index in first_index..first_index + MAX_PACKETS {
         if *stopped.borrow() {
             break;
         }
@@ -358,6 +373,135 @@ async fn configured_ice_servers_are_link_headers_of_created_sessions_and_options
     ensure!(played.links == [stun, turn], "WHEP 201: {:?}", played.links);
     viewer.close().await;
     publisher.close().await;
+    server.stop().await;
+    Ok(())
+}
+
+/// Where publisher B's synthetic indices start: every packet at or above it is B's.
+const SECOND_PUBLISHER: u32 = 100_020;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_viewer_follows_the_next_publisher_on_the_same_track() -> Result<()> {
+    init_tracing();
+    let server = TestServer::start().await?;
+    let a = publish(&server, "stage", "a", 0x1111).await?;
+    let watch = format!("Bearer {}", token_with("stage", "viewer", false, true, TTL));
+    let (viewer, played, log) = view(&server, "/whep/stage", &watch).await?;
+    let path = resource_path(&played, &server)?;
+    wait_packets(&log, 50, "from publisher A").await?;
+
+    // A stops and unpublishes; the session stays (it follows the room) with nothing to play.
+    a.stop(&server).await?;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while server.sfu.stats().await.publications != 0 {
+        ensure!(Instant::now() < deadline, "A's publication did not end");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let from_a = video_packets(&log).len();
+    let frag = [("Content-Type", "application/trickle-ice-sdpfrag")];
+    let candidate = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 5000 typ host\r\n";
+    let alive = http(&server, "PATCH", &path, &frag, candidate).await?;
+    ensure!(
+        alive.status == 204,
+        "the session outlives its publisher: {}",
+        alive.status
+    );
+
+    // B publishes: the viewer's one video track carries B's packets.
+    let b = publish_from(&server, "stage", "b", 0x3333, SECOND_PUBLISHER).await?;
+    wait_packets(&log, from_a + 100, "from publisher B").await?;
+    {
+        let log = log.lock().expect("log");
+        ensure!(
+            log.len() == 1,
+            "one track, not a new one: {} tracks",
+            log.len()
+        );
+    }
+    let packets = video_packets(&log);
+    let first_b = packets
+        .iter()
+        .position(|p| video_index(&p.payload).is_some_and(|i| i >= SECOND_PUBLISHER))
+        .context("no packet of B")?;
+    ensure!(
+        first_b == from_a,
+        "B's packets follow A's: first at {first_b}, A sent {from_a}"
+    );
+    let (last_a, b_first) = (&packets[first_b - 1], &packets[first_b]);
+    ensure!(
+        b_first.header.ssrc == last_a.header.ssrc,
+        "the same SSRC towards the viewer"
+    );
+    ensure!(
+        b_first.header.sequence_number == last_a.header.sequence_number.wrapping_add(1),
+        "sequence numbers continue: {} after {}",
+        b_first.header.sequence_number,
+        last_a.header.sequence_number
+    );
+    let step = b_first
+        .header
+        .timestamp
+        .wrapping_sub(last_a.header.timestamp);
+    ensure!(
+        step > 0 && step < u32::MAX / 2,
+        "the timestamp goes forward across the switch: +{step}"
+    );
+    ensure!(
+        b_first.payload.get(1).is_some_and(|b| b & 0x01 == 0),
+        "B starts at a keyframe"
+    );
+    let b_indices: Vec<u32> = packets[first_b..]
+        .iter()
+        .filter_map(|p| video_index(&p.payload))
+        .collect();
+    ensure!(
+        b_indices.windows(2).all(|w| w[1] == w[0] + 1),
+        "B's packets arrive whole and in order"
+    );
+    ensure!(
+        packets[first_b..]
+            .windows(2)
+            .all(|w| w[1].header.sequence_number == w[0].header.sequence_number.wrapping_add(1)),
+        "contiguous sequence numbers"
+    );
+    let deleted = http(&server, "DELETE", &path, &[], "").await?;
+    ensure!(deleted.status == 200, "DELETE: {}", deleted.status);
+    viewer.close().await;
+    b.stop(&server).await?;
+    let after = server.sfu.stats().await;
+    ensure!(
+        after.participants == 0 && after.subscriptions == 0,
+        "left: {after:?}"
+    );
+    server.stop().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_viewer_started_in_an_empty_room_plays_its_first_publisher() -> Result<()> {
+    init_tracing();
+    let server = TestServer::start().await?;
+    let watch = format!("Bearer {}", token_with("empty", "viewer", false, true, TTL));
+    let (viewer, played, log) = view(&server, "/whep/empty", &watch).await?;
+    ensure!(video_packets(&log).is_empty());
+    let publisher = publish(&server, "empty", "late", 0x4444).await?;
+    wait_packets(&log, 100, "from the late publisher").await?;
+    let packets = video_packets(&log);
+    ensure!(
+        packets[0].payload.get(1).is_some_and(|b| b & 0x01 == 0),
+        "it starts at a keyframe"
+    );
+    ensure!(
+        packets
+            .windows(2)
+            .all(|w| w[1].header.sequence_number == w[0].header.sequence_number.wrapping_add(1)),
+        "contiguous sequence numbers"
+    );
+    let path = resource_path(&played, &server)?;
+    let deleted = http(&server, "DELETE", &path, &[], "").await?;
+    ensure!(deleted.status == 200, "DELETE: {}", deleted.status);
+    viewer.close().await;
+    publisher.stop(&server).await?;
     server.stop().await;
     Ok(())
 }

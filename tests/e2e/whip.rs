@@ -161,7 +161,18 @@ async fn whip_publish_plays_over_whep_and_delete_frees_it() -> Result<()> {
     }
     let log = collect(&mut viewer);
     let offer = viewer.offer().await?;
-    let played = http(&server, "POST", "/whep/live", &sdp_post(&watch), &offer).await?;
+    // By the video publication (with its publisher's audio): such a session ends with what it
+    // plays (a room session follows the room instead: see whep.rs).
+    let video_publication = server
+        .sfu
+        .room_publications("live")
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .find(|p| p.kind == sluice_sfu::core::MediaKind::Video)
+        .context("no video publication")?;
+    let by_publication = format!("/whep/live/{}", video_publication.id);
+    let played = http(&server, "POST", &by_publication, &sdp_post(&watch), &offer).await?;
     ensure!(
         played.status == 201,
         "WHEP POST: {} {}",
@@ -433,10 +444,26 @@ async fn whip_and_whep_refusals_have_their_status_codes() -> Result<()> {
     )
     .await?;
     ensure!(
-        empty.status == 404,
-        "room publishing nothing: {} {}",
+        empty.status == 201,
+        "a room session starts in an empty room, waiting: {} {}",
         empty.status,
         empty.body
+    );
+    let waiting = resource_path(&empty, &server)?;
+    ensure!(http(&server, "DELETE", &waiting, &[], "").await?.status == 200);
+    let unknown = http(
+        &server,
+        "POST",
+        "/whep/empty/PU1",
+        &sdp_post(&missing_room),
+        &recvonly,
+    )
+    .await?;
+    ensure!(
+        unknown.status == 404,
+        "a publication of a room publishing nothing: {} {}",
+        unknown.status,
+        unknown.body
     );
     let sendonly = http(
         &server,
@@ -452,7 +479,10 @@ async fn whip_and_whep_refusals_have_their_status_codes() -> Result<()> {
         sendonly.status,
         sendonly.body
     );
-    let no_codec = recvonly.replace("VP8/90000", "AV1/90000");
+    // (An offer that lists another codec Sluice forwards would wait for a publication of it.)
+    let no_codec = recvonly
+        .replace("VP8/90000", "AV1/90000")
+        .replace("H264/90000", "AV1/90000");
     let refused = http(
         &server,
         "POST",

@@ -26,6 +26,7 @@
 
 mod demux;
 mod feedback;
+mod follow;
 mod forward;
 mod group;
 mod ingest;
@@ -159,10 +160,30 @@ pub struct PublishTrack {
 }
 
 /// A subscription a WHEP viewer's answered offer carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WhepSubscription {
     pub subscription: SubscriptionId,
-    pub publication: PublicationId,
+    pub source: WhepSource,
+}
+
+/// What a WHEP viewer's track plays from the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhepSource {
+    Publication(PublicationId),
+    /// Nothing yet: the track waits for a publication of this codec in the room (a viewer
+    /// that follows the room only).
+    Waiting(CodecInfo),
+}
+
+/// How a WHEP viewer plays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WhepOptions {
+    /// Video starts capped at this simulcast layer.
+    pub max_spatial: Option<u8>,
+    /// The viewer follows the room: a track whose publication ends moves to another of its
+    /// kind and codec in the room, now or once one is published (its SSRC and numbering
+    /// stay); without, the track ends with its publication.
+    pub follow_room: bool,
 }
 
 /// A change to one of a participant's subscriptions.
@@ -211,6 +232,12 @@ pub enum ShardEvent {
         publication: PublicationId,
         publisher: ParticipantId,
         stalled: bool,
+    },
+    /// To a WHEP viewer that follows the room: one of its tracks plays another publication
+    /// now, or (`None`) waits for one.
+    SubscriptionMoved {
+        subscription: SubscriptionId,
+        publication: Option<PublicationId>,
     },
 }
 
@@ -275,7 +302,7 @@ pub(crate) enum Command {
         participant: ParticipantId,
         offer: String,
         subscriptions: Vec<WhepSubscription>,
-        max_spatial: Option<u8>,
+        options: WhepOptions,
         reply: oneshot::Sender<Result<String, ShardError>>,
     },
     WhepReoffer {
@@ -557,21 +584,21 @@ impl Shard {
     }
 
     /// Answers a WHEP viewer's recvonly `offer` on a new subscriber connection carrying
-    /// `subscriptions` (paired with the offer's m-lines by kind, in order); with
-    /// `max_spatial`, its video starts capped at that simulcast layer. Forwarding starts once
-    /// the connection is up. On error no subscriber connection is left behind.
+    /// `subscriptions` (paired with the offer's m-lines by kind, in order), played as
+    /// `options` say. Forwarding starts once the connection is up (a waiting track's once a
+    /// publication of its codec is there). On error no subscriber connection is left behind.
     pub async fn whep(
         &self,
         participant: ParticipantId,
         offer: String,
         subscriptions: Vec<WhepSubscription>,
-        max_spatial: Option<u8>,
+        options: WhepOptions,
     ) -> Result<String, ShardError> {
         self.request(|reply| Command::Whep {
             participant,
             offer,
             subscriptions,
-            max_spatial,
+            options,
             reply,
         })
         .await?

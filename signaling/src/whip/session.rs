@@ -3,8 +3,9 @@
 //!
 //! A session ends on `DELETE`, when its connection fails or closes, when it has not connected
 //! within [`CONNECT_TIMEOUT`] of its creation (a client that never sends media holds nothing
-//! for long) and, for WHEP, when every publication it plays has ended; on the way out it
-//! leaves the room and frees its registry entry.
+//! for long) and, for a WHEP session of one publication, when every publication it plays has
+//! ended (a room session follows the room instead); on the way out it leaves the room and
+//! frees its registry entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -158,7 +159,8 @@ impl Registry {
 }
 
 /// Starts the task owning `participant` for the session `id` (already in `registry`);
-/// `playing`: what a WHEP session plays (empty for WHIP); `ended`: an event to tell the
+/// `playing`: what a WHEP publication session plays, ending it with the last of them (empty
+/// for WHIP and WHEP room sessions); `ended`: an event to tell the
 /// server-wide listeners when the session ends.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(

@@ -18,7 +18,8 @@ use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::runtime::room_task::{LayersChanged, RoomCommand, RoomEvent, RoomHandle};
 use crate::runtime::{PublicationInfo, RequestError, Sfu, TrackRequest};
 use crate::shard::{
-    PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepSubscription,
+    PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepOptions, WhepSource,
+    WhepSubscription,
 };
 use crate::transport::{
     ConnectionState, PeerRole, TransportError, negotiated_codecs, with_start_bitrate,
@@ -66,6 +67,7 @@ pub(super) async fn start(
         offered: false,
         ice_restart_pending: false,
         whep: false,
+        follows_room: false,
         failed: (false, false),
         transport_failed,
     };
@@ -117,6 +119,9 @@ struct ParticipantTask {
     /// A WHEP viewer: the client offered its subscriber connection, and the server never
     /// offers it again.
     whep: bool,
+    /// A WHEP viewer that follows the room: the shard moves its tracks when their
+    /// publications end (`ShardEvent::SubscriptionMoved`), so they are not removed here.
+    follows_room: bool,
     /// Whether the publisher and the subscriber connection are failed now.
     failed: (bool, bool),
     /// True while one of the participant's connections is failed (see
@@ -269,11 +274,11 @@ impl ParticipantTask {
             }
             Command::Whep {
                 offer,
-                publications,
-                max_spatial,
+                sources,
+                options,
                 reply,
             } => {
-                let _ = reply.send(self.whep(offer, publications, max_spatial).await);
+                let _ = reply.send(self.whep(offer, sources, options).await);
             }
             Command::WhepReoffer { offer, reply } => {
                 let result = if self.whep {
@@ -447,8 +452,8 @@ impl ParticipantTask {
     async fn whep(
         &mut self,
         offer: String,
-        publications: Vec<PublicationId>,
-        max_spatial: Option<u8>,
+        sources: Vec<WhepSource>,
+        options: WhepOptions,
     ) -> Result<WhepAnswer, RequestError> {
         if !self.permissions.can_subscribe {
             return Err(RequestError::PermissionDenied("subscribing"));
@@ -458,32 +463,36 @@ impl ParticipantTask {
                 "the subscriber connection is negotiated already".to_owned(),
             ));
         }
-        if publications.len() > self.sfu.limits().max_subscriptions_per_participant {
+        if sources.len() > self.sfu.limits().max_subscriptions_per_participant {
             return Err(RequestError::LimitExceeded("subscriptions per participant"));
         }
-        let wanted: Vec<WhepSubscription> = publications
+        let wanted: Vec<WhepSubscription> = sources
             .into_iter()
-            .map(|publication| WhepSubscription {
+            .map(|source| WhepSubscription {
                 subscription: SubscriptionId(self.sfu.next_id()),
-                publication,
+                source,
             })
             .collect();
         let sdp = self
             .shard
-            .whep(self.id, offer, wanted.clone(), max_spatial)
+            .whep(self.id, offer, wanted.clone(), options)
             .await
             .map_err(from_shard)?;
         self.whep = true;
-        for w in &wanted {
-            self.subscriptions.insert(w.subscription, w.publication);
+        self.follows_room = options.follow_room;
+        let subscriptions: Vec<(SubscriptionId, Option<PublicationId>)> = wanted
+            .into_iter()
+            .map(|w| match w.source {
+                WhepSource::Publication(publication) => (w.subscription, Some(publication)),
+                WhepSource::Waiting(_) => (w.subscription, None),
+            })
+            .collect();
+        for (subscription, publication) in &subscriptions {
+            if let Some(publication) = publication {
+                self.subscriptions.insert(*subscription, *publication);
+            }
         }
-        Ok(WhepAnswer {
-            sdp,
-            subscriptions: wanted
-                .into_iter()
-                .map(|w| (w.subscription, w.publication))
-                .collect(),
-        })
+        Ok(WhepAnswer { sdp, subscriptions })
     }
 
     /// Sends a new subscriber offer, or remembers to once the outstanding one is answered.
@@ -572,6 +581,17 @@ impl ParticipantTask {
                     layers,
                 }));
             }
+            ShardEvent::SubscriptionMoved {
+                subscription,
+                publication,
+            } => {
+                debug!(%subscription, ?publication, "following track moved");
+                // A parked track keeps its last publication here: it is still this
+                // participant's subscription (a revoked grant ends it).
+                if let Some(publication) = publication {
+                    self.subscriptions.insert(subscription, publication);
+                }
+            }
             ShardEvent::ActiveSpeakers(speakers) => {
                 self.emit(ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)));
             }
@@ -602,7 +622,7 @@ impl ParticipantTask {
             _ => None,
         };
         self.emit(ParticipantEvent::Room(event));
-        let Some(publication) = publication else {
+        let Some(publication) = publication.filter(|_| !self.follows_room) else {
             return;
         };
         // The shard ended these with the publication; take their tracks off the connection.
