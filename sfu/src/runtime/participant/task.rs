@@ -107,7 +107,9 @@ struct ParticipantTask {
     publications: Vec<PublicationId>,
     /// The simulcast rids of each of its publications (dynacast names layers by rid).
     rids: HashMap<PublicationId, Vec<String>>,
-    subscriptions: HashMap<SubscriptionId, PublicationId>,
+    /// Its subscriptions and what each receives (`None`: a WHEP track waiting for a
+    /// publication, see `follows_room`).
+    subscriptions: HashMap<SubscriptionId, Option<PublicationId>>,
     /// The subscriber offer that waits for its answer.
     awaiting_answer: Option<String>,
     /// Subscriptions changed while an offer was out: offer again after its answer.
@@ -429,7 +431,7 @@ impl ParticipantTask {
             .subscribe(self.id, id, publication)
             .await
             .map_err(from_shard)?;
-        self.subscriptions.insert(id, publication);
+        self.subscriptions.insert(id, Some(publication));
         Ok(id)
     }
 
@@ -487,11 +489,7 @@ impl ParticipantTask {
                 WhepSource::Waiting(_) => (w.subscription, None),
             })
             .collect();
-        for (subscription, publication) in &subscriptions {
-            if let Some(publication) = publication {
-                self.subscriptions.insert(*subscription, *publication);
-            }
-        }
+        self.subscriptions.extend(subscriptions.iter().copied());
         Ok(WhepAnswer { sdp, subscriptions })
     }
 
@@ -526,7 +524,7 @@ impl ParticipantTask {
         let mut subscriptions: Vec<(SubscriptionId, PublicationId)> = self
             .subscriptions
             .iter()
-            .map(|(id, publication)| (*id, *publication))
+            .filter_map(|(id, publication)| Some((*id, (*publication)?)))
             .collect();
         subscriptions.sort_unstable_by_key(|(id, _)| id.0);
         Ok(ResumeState {
@@ -586,10 +584,8 @@ impl ParticipantTask {
                 publication,
             } => {
                 debug!(%subscription, ?publication, "following track moved");
-                // A parked track keeps its last publication here: it is still this
-                // participant's subscription (a revoked grant ends it).
-                if let Some(publication) = publication {
-                    self.subscriptions.insert(subscription, publication);
+                if let Some(receives) = self.subscriptions.get_mut(&subscription) {
+                    *receives = publication;
                 }
             }
             ShardEvent::ActiveSpeakers(speakers) => {
@@ -629,7 +625,7 @@ impl ParticipantTask {
         let ended: Vec<SubscriptionId> = self
             .subscriptions
             .iter()
-            .filter(|(_, p)| **p == publication)
+            .filter(|(_, p)| **p == Some(publication))
             .map(|(id, _)| *id)
             .collect();
         if ended.is_empty() {
