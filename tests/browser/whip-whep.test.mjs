@@ -99,11 +99,11 @@ test('a plain WHIP page publishes simulcast; plain WHEP pages and the SDK decode
     const again = await capped.evaluate(async () => (await fetch(window.whep.location, { method: 'DELETE' })).status);
     assert.equal(again, 404, 'a deleted session is gone');
 
-    // The watch page in WHEP mode plays the room too.
-    const watchPage = await openPage(browser, `${server.url}/watch/${room}?whep`, 'watch-whep');
+    // The watch page plays the room over WHEP by default.
+    const watchPage = await openPage(browser, `${server.url}/watch/${room}`, 'watch-whep');
     pages.push(watchPage);
     const watched = await waitFor(
-      'the watch page (?whep) decodes the full layer',
+      'the watch page (WHEP) decodes the full layer',
       () =>
         watchPage.evaluate(async () => {
           const whep = window.sluiceWatch.whep;
