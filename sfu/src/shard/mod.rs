@@ -53,6 +53,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::core::{LayerChangeReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
 pub use ingest::IngestSink;
 pub use stats::ShardStats;
+pub use whep::{WhepOptions, WhepSource, WhepSubscription};
 
 use crate::transport::{CodecInfo, ConnectionState, IceCandidate, PeerRole};
 
@@ -157,33 +158,6 @@ pub struct PublishTrack {
     pub publication: PublicationId,
     /// Simulcast encodings by rid, lowest resolution first; empty without simulcast.
     pub rids: Vec<String>,
-}
-
-/// A subscription a WHEP viewer's answered offer carries.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WhepSubscription {
-    pub subscription: SubscriptionId,
-    pub source: WhepSource,
-}
-
-/// What a WHEP viewer's track plays from the start.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WhepSource {
-    Publication(PublicationId),
-    /// Nothing yet: the track waits for a publication of this codec in the room (a viewer
-    /// that follows the room only).
-    Waiting(CodecInfo),
-}
-
-/// How a WHEP viewer plays.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WhepOptions {
-    /// Video starts capped at this simulcast layer.
-    pub max_spatial: Option<u8>,
-    /// The viewer follows the room: a track whose publication ends moves to another of its
-    /// kind and codec in the room, now or once one is published (its SSRC and numbering
-    /// stay); without, the track ends with its publication.
-    pub follow_room: bool,
 }
 
 /// A change to one of a participant's subscriptions.
@@ -578,42 +552,6 @@ impl Shard {
             participant,
             publication,
             codec,
-            reply,
-        })
-        .await?
-    }
-
-    /// Answers a WHEP viewer's recvonly `offer` on a new subscriber connection carrying
-    /// `subscriptions` (paired with the offer's m-lines by kind, in order), played as
-    /// `options` say. Forwarding starts once the connection is up (a waiting track's once a
-    /// publication of its codec is there). On error no subscriber connection is left behind.
-    pub async fn whep(
-        &self,
-        participant: ParticipantId,
-        offer: String,
-        subscriptions: Vec<WhepSubscription>,
-        options: WhepOptions,
-    ) -> Result<String, ShardError> {
-        self.request(|reply| Command::Whep {
-            participant,
-            offer,
-            subscriptions,
-            options,
-            reply,
-        })
-        .await?
-    }
-
-    /// Answers a WHEP viewer's new offer on its subscriber connection: the same tracks, and
-    /// with new ICE credentials when the offer has new ones (an ICE restart).
-    pub async fn whep_reoffer(
-        &self,
-        participant: ParticipantId,
-        offer: String,
-    ) -> Result<String, ShardError> {
-        self.request(|reply| Command::WhepReoffer {
-            participant,
-            offer,
             reply,
         })
         .await?

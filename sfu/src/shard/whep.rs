@@ -12,9 +12,76 @@ use std::time::Instant;
 use super::follow::Follow;
 use super::peer::LegState;
 use super::worker::Worker;
-use super::{ShardError, WhepOptions, WhepSource, WhepSubscription};
-use crate::core::{MediaKind, ParticipantId};
+use super::{Command, Shard, ShardError};
+use crate::core::{MediaKind, ParticipantId, PublicationId, SubscriptionId};
+use crate::transport::CodecInfo;
 use crate::transport::PeerRole;
+
+/// A subscription a WHEP viewer's answered offer carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WhepSubscription {
+    pub subscription: SubscriptionId,
+    pub source: WhepSource,
+}
+
+/// What a WHEP viewer's track plays from the start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum WhepSource {
+    Publication(PublicationId),
+    /// Nothing yet: the track waits for a publication of this codec in the room (a viewer
+    /// that follows the room only).
+    Waiting(CodecInfo),
+}
+
+/// How a WHEP viewer plays.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WhepOptions {
+    /// Video starts capped at this simulcast layer.
+    pub max_spatial: Option<u8>,
+    /// The viewer follows the room: a track whose publication ends moves to another of its
+    /// kind and codec in the room, now or once one is published (its SSRC and numbering
+    /// stay); without, the track ends with its publication.
+    pub follow_room: bool,
+}
+
+/// The WHEP requests of a shard's handle.
+impl Shard {
+    /// Answers a WHEP viewer's recvonly `offer` on a new subscriber connection carrying
+    /// `subscriptions` (paired with the offer's m-lines by kind, in order), played as
+    /// `options` say. Forwarding starts once the connection is up (a waiting track's once a
+    /// publication of its codec is there). On error no subscriber connection is left behind.
+    pub async fn whep(
+        &self,
+        participant: ParticipantId,
+        offer: String,
+        subscriptions: Vec<WhepSubscription>,
+        options: WhepOptions,
+    ) -> Result<String, ShardError> {
+        self.request(|reply| Command::Whep {
+            participant,
+            offer,
+            subscriptions,
+            options,
+            reply,
+        })
+        .await?
+    }
+
+    /// Answers a WHEP viewer's new offer on its subscriber connection: the same tracks, and
+    /// with new ICE credentials when the offer has new ones (an ICE restart).
+    pub async fn whep_reoffer(
+        &self,
+        participant: ParticipantId,
+        offer: String,
+    ) -> Result<String, ShardError> {
+        self.request(|reply| Command::WhepReoffer {
+            participant,
+            offer,
+            reply,
+        })
+        .await?
+    }
+}
 
 impl Worker {
     /// Answers a WHEP viewer's `offer` with `subscriptions` as the tracks it receives, played
