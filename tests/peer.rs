@@ -18,7 +18,7 @@ use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     MediaEngine, PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler,
-    RTCConfigurationBuilder, RTCIceCandidateInit, RTCPeerConnectionIceEvent,
+    RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceConnectionState, RTCPeerConnectionIceEvent,
     RTCPeerConnectionState, RTCSessionDescription, Registry, SettingEngineBuilder,
     register_default_interceptors,
 };
@@ -32,6 +32,7 @@ struct Handler {
     candidates: mpsc::UnboundedSender<IceCandidate>,
     tracks: mpsc::UnboundedSender<Arc<dyn TrackRemote>>,
     state: watch::Sender<RTCPeerConnectionState>,
+    ice_states: mpsc::UnboundedSender<RTCIceConnectionState>,
 }
 
 #[async_trait::async_trait]
@@ -51,6 +52,10 @@ impl PeerConnectionEventHandler for Handler {
         let _ = self.state.send(state);
     }
 
+    async fn on_ice_connection_state_change(&self, state: RTCIceConnectionState) {
+        let _ = self.ice_states.send(state);
+    }
+
     async fn on_track(&self, track: Arc<dyn TrackRemote>) {
         let _ = self.tracks.send(track);
     }
@@ -61,6 +66,8 @@ pub struct ClientPeer {
     pub candidates: mpsc::UnboundedReceiver<IceCandidate>,
     pub tracks: mpsc::UnboundedReceiver<Arc<dyn TrackRemote>>,
     pub state: watch::Receiver<RTCPeerConnectionState>,
+    /// Every ICE connection state the connection went through, in order.
+    pub ice_states: mpsc::UnboundedReceiver<RTCIceConnectionState>,
 }
 
 fn codec(mime: &str) -> (RTCRtpCodec, u8, RtpCodecKind) {
@@ -155,6 +162,7 @@ impl ClientPeer {
         let (candidates_tx, candidates) = mpsc::unbounded_channel();
         let (tracks_tx, tracks) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);
+        let (ice_states_tx, ice_states) = mpsc::unbounded_channel();
         let pc = PeerConnectionBuilder::new()
             .with_configuration(RTCConfigurationBuilder::new().build())
             .with_media_engine(engine)
@@ -168,6 +176,7 @@ impl ClientPeer {
                 candidates: candidates_tx,
                 tracks: tracks_tx,
                 state: state_tx,
+                ice_states: ice_states_tx,
             }) as Arc<dyn PeerConnectionEventHandler>)
             .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
             .build()
@@ -177,6 +186,7 @@ impl ClientPeer {
             candidates,
             tracks,
             state,
+            ice_states,
         })
     }
 

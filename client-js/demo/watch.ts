@@ -2,10 +2,14 @@
  * The viewer page served by `sluice` at `/watch/<room>`: plays a room's streams (RTMP ingest or
  * browser publishers) with sound, and shows how far behind live the picture is.
  *
- * URL: `/watch/<room>?token=…` (without `token`, demo mode's `/dev/token` is asked for one).
- * With `?whep` the page is a plain WHEP player instead (`POST /whep/<room>`, see whep.ts; `token`
- * then needs canSubscribe, and demo mode plays without one; `&layer=q|h|f` caps the video): it
- * plays what the room publishes when it starts, and starts again when that ends.
+ * By default it is a plain WHEP player (`POST /whep/<room>`, see whep.ts), so players and the
+ * docs can point at the same room URL: `?token=…` with canSubscribe (demo mode plays without one
+ * from this machine), `&layer=q|h|f` caps the video. The server's room session follows the room
+ * (the next publisher plays on the same tracks), so the page asks again only when its session
+ * fails. A stream that sends nothing for a while shows as stalled (read from the receiver's
+ * counters). `?sdk` makes it an @sluice/client page instead (`?token=…`, else demo mode's
+ * `/dev/token`): it subscribes to each publication and also shows the server's B-frame warning
+ * and stall events. (`?whep`, the default, is still accepted.)
  * For tests and the console, the SDK is `window.Sluice` and the page's state `window.sluiceWatch`.
  */
 import * as Sluice from '../src/index.js';
@@ -15,8 +19,10 @@ import { WhepError, type WhepSession, playWhep } from './whep.js';
 /** Seconds between the NTP epoch (1900) and the Unix epoch (1970). */
 const NTP_UNIX_OFFSET_MS = 2_208_988_800_000;
 const STATS_INTERVAL_MS = 1000;
-/** How often a WHEP player asks again while the room publishes nothing. */
+/** How soon the WHEP player asks again after its session failed or was refused. */
 const WHEP_RETRY_MS = 2000;
+/** A WHEP stream that received no packet for this long shows as stalled. */
+const WHEP_STALL_MS = 1500;
 
 interface Playing {
   publication: PublicationInfo;
@@ -32,8 +38,10 @@ interface WatchHandle {
   errors: string[];
   /** A warning shown about the stream (e.g. B-frames), if any. */
   warning: string | undefined;
-  /** The WHEP session (`?whep`), while one plays. */
+  /** The WHEP session (the default mode), while one plays. */
   whep: WhepSession | undefined;
+  /** WHEP: the packets received so far and when that count last grew (stall detection). */
+  whepPackets: { count: number; at: number } | undefined;
 }
 
 declare global {
@@ -64,6 +72,7 @@ const watch: WatchHandle = {
   errors: [],
   warning: undefined,
   whep: undefined,
+  whepPackets: undefined,
 };
 window.Sluice = Sluice;
 window.sluiceWatch = watch;
@@ -175,6 +184,7 @@ async function updateDelay(): Promise<void> {
   const playingVideo = [...watch.playing.values()].find((p) => p.publication.kind === 'video');
   const report = watch.whep !== undefined ? await watch.whep.pc.getStats() : await playingVideo?.subscription.getStats();
   let text = '';
+  if (watch.whep !== undefined && report !== undefined) showWhepStalled(report);
   report?.forEach((s: RTCInboundRtpStreamStats & { estimatedPlayoutTimestamp?: number }) => {
     if (s.type !== 'inbound-rtp' || s.kind !== 'video') return;
     const buffered =
@@ -194,7 +204,28 @@ async function updateDelay(): Promise<void> {
   delayText.textContent = text;
 }
 
-/** `?whep`: plays the room with WHEP, asking again while it publishes nothing or after it ended. */
+/**
+ * WHEP: marks the player stalled while no packet arrives (between two publishers, or a source
+ * that is away), and back when packets flow again.
+ */
+function showWhepStalled(report: RTCStatsReport): void {
+  let count = 0;
+  report.forEach((s: RTCInboundRtpStreamStats) => {
+    if (s.type === 'inbound-rtp') count += s.packetsReceived ?? 0;
+  });
+  const now = Date.now();
+  const last = watch.whepPackets;
+  if (last === undefined || count !== last.count) watch.whepPackets = { count, at: now };
+  const stalled = count > 0 && now - (watch.whepPackets?.at ?? now) >= WHEP_STALL_MS;
+  video.parentElement?.classList.toggle('stalled', stalled);
+  if (stalled) {
+    statusText.textContent = 'Stalled: the stream sends nothing (waiting for it or the next one)…';
+  } else if (count > 0) {
+    statusText.textContent = `Watching "${roomFromPath()}" (WHEP)`;
+  }
+}
+
+/** The default mode: plays the room with WHEP, asking again after a failure or refusal. */
 async function startWhep(roomName: string): Promise<void> {
   const params = new URLSearchParams(location.search);
   const token = params.get('token') ?? undefined;
@@ -206,9 +237,10 @@ async function startWhep(roomName: string): Promise<void> {
       const media = track.kind === 'video' ? video : audio;
       media.srcObject = stream;
       play(media);
-      statusText.textContent = `Watching "${roomName}" (WHEP)`;
     });
     watch.whep = session;
+    watch.whepPackets = undefined;
+    statusText.textContent = 'Waiting for a stream…';
     session.pc.addEventListener('connectionstatechange', () => {
       if (session.pc.connectionState !== 'failed' && session.pc.connectionState !== 'closed') return;
       if (watch.whep !== session) return;
@@ -232,7 +264,7 @@ async function start(): Promise<void> {
   const roomName = roomFromPath();
   document.title = `Sluice · ${roomName}`;
   statusText.textContent = 'Connecting…';
-  if (new URLSearchParams(location.search).has('whep')) {
+  if (!new URLSearchParams(location.search).has('sdk')) {
     await startWhep(roomName);
     setInterval(() => void updateDelay().catch(() => undefined), STATS_INTERVAL_MS);
     return;

@@ -44,6 +44,19 @@ pub enum Input {
         /// The payload type negotiated towards the subscriber.
         payload_type: u8,
     },
+    /// Moves a subscription to another publication of its kind (`Some`), or parks it
+    /// (`None`: it forwards nothing and outlives the end of the publication it had) until it is
+    /// moved again. It keeps its SSRC, payload type and numbering: the subscriber sees its
+    /// stream go on from the new publication's next start point (a keyframe for video), the
+    /// sequence numbers following the last one sent and the timestamps advanced by the time in
+    /// between, as across a publisher's new incarnation. (A WHEP viewer of a room follows the
+    /// room's publications this way.)
+    SubscriptionMoved {
+        /// The subscription moved (live or parked).
+        subscription: SubscriptionId,
+        /// Where it goes; `None` parks it.
+        publication: Option<PublicationId>,
+    },
     /// A subscription ended.
     SubscriptionRemoved {
         /// The subscription that ended.
@@ -173,4 +186,12 @@ pub enum CoreError {
     #[error("duplicate subscription {0}")]
     /// The subscription id is already in use.
     DuplicateSubscription(SubscriptionId),
+    #[error("subscription {subscription} cannot move to publication {publication}: another kind")]
+    /// A subscription can only move to a publication of its own kind.
+    KindMismatch {
+        /// The subscription asked to move.
+        subscription: SubscriptionId,
+        /// The publication of the other kind.
+        publication: PublicationId,
+    },
 }

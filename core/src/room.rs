@@ -69,6 +69,8 @@ pub struct Room {
     publications: HashMap<PublicationId, Publication>,
     /// Where each subscription lives (subscriptions are owned by their publication).
     subscription_index: HashMap<SubscriptionId, PublicationId>,
+    /// Subscriptions parked by [`Input::SubscriptionMoved`] (on no publication).
+    parked: HashMap<SubscriptionId, Subscription>,
     outputs: VecDeque<Output>,
     stats: RoomStats,
     /// Each subscriber's bandwidth control, from its first subscription until it leaves.
@@ -84,6 +86,7 @@ impl Room {
         Room {
             publications: HashMap::new(),
             subscription_index: HashMap::new(),
+            parked: HashMap::new(),
             outputs: VecDeque::new(),
             stats: RoomStats::default(),
             downlinks: HashMap::new(),
@@ -270,7 +273,15 @@ impl Room {
                 ssrc,
                 payload_type,
             ),
+            Input::SubscriptionMoved {
+                subscription,
+                publication,
+            } => self.move_subscription(now, subscription, publication),
             Input::SubscriptionRemoved { subscription } => {
+                if self.parked.remove(&subscription).is_some() {
+                    debug!(%subscription, "parked subscription removed");
+                    return Ok(());
+                }
                 let publication = self
                     .subscription_index
                     .remove(&subscription)
@@ -351,6 +362,9 @@ impl Room {
 
     /// Counters of one subscription, if it is in the room.
     pub fn subscription_stats(&self, id: SubscriptionId) -> Option<SubscriptionStats> {
+        if let Some(parked) = self.parked.get(&id) {
+            return Some(*parked.stats());
+        }
         let publication = self.publications.get(self.subscription_index.get(&id)?)?;
         publication.subscription(id).map(|s| *s.stats())
     }
@@ -383,9 +397,9 @@ impl Room {
         self.publications.len()
     }
 
-    /// How many subscriptions the room holds.
+    /// How many subscriptions the room holds (parked ones included).
     pub fn subscription_count(&self) -> usize {
-        self.subscription_index.len()
+        self.subscription_index.len() + self.parked.len()
     }
 
     fn on_rtp(&mut self, now: Instant, publication: PublicationId, layer: u8, packet: &RtpPacket) {
@@ -419,13 +433,16 @@ impl Room {
         ssrc: Ssrc,
         payload_type: u8,
     ) -> Result<(), CoreError> {
-        if self.subscription_index.contains_key(&subscription) {
+        if self.subscription_index.contains_key(&subscription)
+            || self.parked.contains_key(&subscription)
+        {
             return Err(CoreError::DuplicateSubscription(subscription));
         }
-        let target = self
+        let kind = self
             .publications
-            .get_mut(&publication)
-            .ok_or(CoreError::UnknownPublication(publication))?;
+            .get(&publication)
+            .ok_or(CoreError::UnknownPublication(publication))?
+            .kind();
         let initial_seq = self
             .config
             .initial_output_sequence
@@ -435,23 +452,91 @@ impl Room {
             subscriber,
             ssrc,
             payload_type,
-            target.kind(),
+            kind,
             initial_seq,
         );
-        target.add_subscription(now, new, &mut self.outputs);
-        self.subscription_index.insert(subscription, publication);
+        self.attach(now, new, publication);
+        debug!(%subscription, %subscriber, %publication, "subscription added");
+        Ok(())
+    }
+
+    /// See [`Input::SubscriptionMoved`]. The room is left unchanged on error.
+    fn move_subscription(
+        &mut self,
+        now: Instant,
+        subscription: SubscriptionId,
+        to: Option<PublicationId>,
+    ) -> Result<(), CoreError> {
+        let from = self.subscription_index.get(&subscription).copied();
+        let kind = match (from, self.parked.get(&subscription)) {
+            (Some(from), _) => self.publications.get(&from).map(Publication::kind),
+            (None, Some(parked)) => Some(parked.kind()),
+            (None, None) => None,
+        }
+        .ok_or(CoreError::UnknownSubscription(subscription))?;
+        if let Some(to) = to {
+            let target = self
+                .publications
+                .get(&to)
+                .ok_or(CoreError::UnknownPublication(to))?;
+            if target.kind() != kind {
+                return Err(CoreError::KindMismatch {
+                    subscription,
+                    publication: to,
+                });
+            }
+            if from == Some(to) {
+                return Ok(());
+            }
+        }
+        let taken = match from {
+            Some(from) => {
+                self.subscription_index.remove(&subscription);
+                let taken = self.publications.get_mut(&from).and_then(|publication| {
+                    publication.remove_subscription(now, subscription, &mut self.outputs)
+                });
+                if let Some(downlink) = taken
+                    .as_ref()
+                    .and_then(|s| self.downlinks.get_mut(&s.subscriber()))
+                {
+                    downlink.remove_subscription(subscription);
+                }
+                taken
+            }
+            None => self.parked.remove(&subscription),
+        };
+        let mut taken = taken.ok_or(CoreError::UnknownSubscription(subscription))?;
+        taken.detach();
+        debug!(%subscription, ?from, ?to, "subscription moved");
+        match to {
+            Some(to) => self.attach(now, taken, to),
+            None => {
+                self.parked.insert(subscription, taken);
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds `subscription` to `publication` (which exists) and starts it: from the keyframe
+    /// cache when there is one, else with a keyframe request.
+    fn attach(&mut self, now: Instant, subscription: Subscription, publication: PublicationId) {
+        let Some(target) = self.publications.get_mut(&publication) else {
+            return;
+        };
+        let (id, subscriber) = (subscription.id(), subscription.subscriber());
+        target.add_subscription(now, subscription, &mut self.outputs);
+        self.subscription_index.insert(id, publication);
         self.downlinks
             .entry(subscriber)
             .or_insert_with(|| Downlink::new(subscriber))
-            .add_subscription(publication, subscription);
-        debug!(%subscription, %subscriber, %publication, "subscription added");
+            .add_subscription(publication, id);
+        let subscription = id;
         if !target.replay_cached(now, subscription, &mut self.outputs) {
             // A new video subscriber can only start at a keyframe: ask for one on its target
             // layer now rather than wait for the encoder's next periodic keyframe.
             let layer = target.subscription(subscription).map_or(0, |s| s.target());
             self.outputs.extend(target.request_keyframe(now, layer));
         }
-        Ok(())
     }
 
     /// Runs `f` on `subscriber`'s downlink, if it has one (a subscriber that never subscribed,
@@ -486,6 +571,7 @@ impl Room {
 
     fn remove_participant(&mut self, now: Instant, participant: ParticipantId) {
         self.downlinks.remove(&participant);
+        self.parked.retain(|_, s| s.subscriber() != participant);
         let owned: Vec<PublicationId> = self
             .publications
             .values()

@@ -171,6 +171,10 @@ impl Subscription {
         self.subscriber
     }
 
+    pub(crate) fn kind(&self) -> MediaKind {
+        self.kind
+    }
+
     pub(crate) fn stats(&self) -> &SubscriptionStats {
         &self.stats
     }
@@ -278,6 +282,18 @@ impl Subscription {
             self.restart_pending = true;
             self.waiting_keyframe = true;
         }
+    }
+
+    /// Taken off its publication (to another, or parked): what it forwards next starts at a
+    /// start point of whatever it then receives, its numbering continuing after what was sent.
+    pub(crate) fn detach(&mut self) {
+        self.numbering.detach();
+        self.current = None;
+        self.waiting_keyframe = false;
+        self.restart_pending = false;
+        self.shed_current = false;
+        self.upgrade_candidate = None;
+        self.muted = false;
     }
 
     pub(crate) fn set_max_layer(&mut self, layer: u8) {
@@ -433,12 +449,11 @@ impl Subscription {
                 subscription = %self.id,
                 incarnation = meta.incarnation,
                 layer = meta.layer,
-                reason = if self.numbering.incarnation().is_none() { "first-incarnation" } else if on_current { "incarnation-change" } else { "layer-switch" },
+                reason = if !self.numbering.started() { "first-incarnation" } else if self.current.is_none() { "moved" } else if on_current { "incarnation-change" } else { "layer-switch" },
                 "forwarding starts"
             );
             // Not the first incarnation: the decoder had a picture, which this keyframe replaces.
-            self.restarted =
-                self.kind == MediaKind::Video && self.numbering.incarnation().is_some();
+            self.restarted = self.kind == MediaKind::Video && self.numbering.started();
             self.numbering.start_incarnation(meta, now, clock_rate);
             self.shed_current = false;
             self.restart_pending = false;

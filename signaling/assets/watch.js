@@ -48,6 +48,7 @@ async function playWhep(endpoint, token, onTrack) {
 var NTP_UNIX_OFFSET_MS = 22089888e5;
 var STATS_INTERVAL_MS = 1e3;
 var WHEP_RETRY_MS = 2e3;
+var WHEP_STALL_MS = 1500;
 function element(id) {
   const el = document.getElementById(id);
   if (el === null) throw new Error(`watch page is missing #${id}`);
@@ -66,7 +67,8 @@ var watch = {
   delayMs: void 0,
   errors: [],
   warning: void 0,
-  whep: void 0
+  whep: void 0,
+  whepPackets: void 0
 };
 window.Sluice = Sluice;
 window.sluiceWatch = watch;
@@ -157,6 +159,7 @@ async function updateDelay() {
   const playingVideo = [...watch.playing.values()].find((p) => p.publication.kind === "video");
   const report = watch.whep !== void 0 ? await watch.whep.pc.getStats() : await playingVideo?.subscription.getStats();
   let text = "";
+  if (watch.whep !== void 0 && report !== void 0) showWhepStalled(report);
   report?.forEach((s) => {
     if (s.type !== "inbound-rtp" || s.kind !== "video") return;
     const buffered = s.jitterBufferEmittedCount !== void 0 && s.jitterBufferEmittedCount > 0 ? (s.jitterBufferDelay ?? 0) / s.jitterBufferEmittedCount * 1e3 : void 0;
@@ -172,6 +175,22 @@ async function updateDelay() {
   });
   delayText.textContent = text;
 }
+function showWhepStalled(report) {
+  let count = 0;
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp") count += s.packetsReceived ?? 0;
+  });
+  const now = Date.now();
+  const last = watch.whepPackets;
+  if (last === void 0 || count !== last.count) watch.whepPackets = { count, at: now };
+  const stalled = count > 0 && now - (watch.whepPackets?.at ?? now) >= WHEP_STALL_MS;
+  video.parentElement?.classList.toggle("stalled", stalled);
+  if (stalled) {
+    statusText.textContent = "Stalled: the stream sends nothing (waiting for it or the next one)…";
+  } else if (count > 0) {
+    statusText.textContent = `Watching "${roomFromPath()}" (WHEP)`;
+  }
+}
 async function startWhep(roomName) {
   const params = new URLSearchParams(location.search);
   const token = params.get("token") ?? void 0;
@@ -183,9 +202,10 @@ async function startWhep(roomName) {
       const media = track.kind === "video" ? video : audio;
       media.srcObject = stream;
       play(media);
-      statusText.textContent = `Watching "${roomName}" (WHEP)`;
     });
     watch.whep = session;
+    watch.whepPackets = void 0;
+    statusText.textContent = "Waiting for a stream…";
     session.pc.addEventListener("connectionstatechange", () => {
       if (session.pc.connectionState !== "failed" && session.pc.connectionState !== "closed") return;
       if (watch.whep !== session) return;
@@ -208,7 +228,7 @@ async function start() {
   const roomName = roomFromPath();
   document.title = `Sluice · ${roomName}`;
   statusText.textContent = "Connecting…";
-  if (new URLSearchParams(location.search).has("whep")) {
+  if (!new URLSearchParams(location.search).has("sdk")) {
     await startWhep(roomName);
     setInterval(() => void updateDelay().catch(() => void 0), STATS_INTERVAL_MS);
     return;

@@ -259,7 +259,8 @@ async function measureRtmpToScreen(viewer, durationMs) {
 }
 
 async function openWatchPage(room, label) {
-  const page = await openPage(browser, `${server.url}/watch/${encodeURIComponent(room)}`, label);
+  // The SDK mode (`?sdk`): these tests read the page's room, subscriptions and warnings.
+  const page = await openPage(browser, `${server.url}/watch/${encodeURIComponent(room)}?sdk`, label);
   pages.push(page);
   await page.evaluate(() => {
     window.removed = [];

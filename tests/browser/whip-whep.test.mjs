@@ -3,8 +3,9 @@
 // decodes the full layer with sound, a second WHEP page asking `?layer=q` decodes 320 px, and
 // a page using @sluice/client sees the WHIP publication with its rids and decodes it. Then the
 // refusals with their status codes, CORS by origin, DELETE freeing the session's peer
-// connection and subscriptions (read from /metrics), the watch page's WHEP mode, and WHEP
-// sessions ending with the WHIP publication they played. Last, ffmpeg's WHIP muxer (ffmpeg 9 from
+// connection and subscriptions (read from /metrics), the watch page's WHEP mode, and a WHEP
+// publication session ending with the WHIP publication it played while room sessions stay
+// (they follow the room). Last, ffmpeg's WHIP muxer (ffmpeg 9 from
 // the PyPI package imageio-ffmpeg, which scripts/test.sh installs and names in
 // SLUICE_WHIP_FFMPEG) publishes H.264 + Opus, which the SDK page and a plain WHEP page decode.
 import assert from 'node:assert/strict';
@@ -98,11 +99,11 @@ test('a plain WHIP page publishes simulcast; plain WHEP pages and the SDK decode
     const again = await capped.evaluate(async () => (await fetch(window.whep.location, { method: 'DELETE' })).status);
     assert.equal(again, 404, 'a deleted session is gone');
 
-    // The watch page in WHEP mode plays the room too.
-    const watchPage = await openPage(browser, `${server.url}/watch/${room}?whep`, 'watch-whep');
+    // The watch page plays the room over WHEP by default.
+    const watchPage = await openPage(browser, `${server.url}/watch/${room}`, 'watch-whep');
     pages.push(watchPage);
     const watched = await waitFor(
-      'the watch page (?whep) decodes the full layer',
+      'the watch page (WHEP) decodes the full layer',
       () =>
         watchPage.evaluate(async () => {
           const whep = window.sluiceWatch.whep;
@@ -115,10 +116,30 @@ test('a plain WHIP page publishes simulcast; plain WHEP pages and the SDK decode
     );
     console.log(`watch page over WHEP: ${JSON.stringify(watched)}`);
 
+    // A WHEP session of the publication, to end with it.
+    const byPublication = await plainPage('whep-publication');
+    assert.equal((await whepPlay(byPublication, `/whep/${room}/${video.publicationId}`)).status, 201);
+    const participants = await metric('sluice_participants');
+
     // The WHIP publisher DELETEs its session: its publications end, and with them the WHEP
-    // sessions that played them; with the SDK page gone nothing is left on the server.
+    // session of the publication; the room sessions (the plain viewer, the watch page) stay,
+    // waiting for the room's next publisher, until they are deleted. Then, with the SDK page
+    // gone, nothing is left on the server.
     const whipDeleted = await publisher.evaluate(async (location) => (await fetch(location, { method: 'DELETE' })).status, published.location);
     assert.equal(whipDeleted, 200);
+    await waitFor(
+      'the publisher and the publication session left, the room sessions stay',
+      () => metric('sluice_participants'),
+      (n) => n === participants - 2,
+      { timeoutMs: 10_000, intervalMs: 200 },
+    );
+    for (const page of [viewer, watchPage]) {
+      const deleted = await page.evaluate(async () => {
+        const session = window.whep ?? window.sluiceWatch?.whep;
+        return (await fetch(session.location, { method: 'DELETE' })).status;
+      });
+      assert.equal(deleted, 200, `DELETE of ${page.label}'s room session`);
+    }
     await closePage(sdk);
     await waitFor(
       'no participant, publication, subscription or peer connection left',
@@ -167,7 +188,7 @@ test('refusals carry their status codes; CORS follows the allowed origins', asyn
   assert.equal(refused.status, 406);
   assert.match(await refused.text(), /AV1.*VP8/);
   const recvonly = av1.replace('a=sendonly', 'a=recvonly').replace('AV1', 'VP8');
-  assert.equal((await post(`/whep/${room}-nobody`, sdp, recvonly)).status, 404, 'a room publishing nothing');
+  assert.equal((await post(`/whep/${room}-nobody/PU1`, sdp, recvonly)).status, 404, 'a publication of a room publishing nothing');
   assert.equal((await post(`/whip/${room}`, bearer, 'v=0\r\n'.padEnd(70_000, 'x'))).status, 413);
 
   // CORS: a loopback origin is allowed by default (no --allowed-origins), a foreign one not.

@@ -23,4 +23,5 @@ mod signaling;
 mod soak;
 mod synthetic;
 mod webhooks;
+mod whep;
 mod whip;

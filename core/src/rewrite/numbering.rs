@@ -68,6 +68,17 @@ impl Numbering {
         self.mapping.as_ref().map(|m| m.incarnation)
     }
 
+    /// Whether a stream has started on this numbering (later starts continue it).
+    pub(crate) fn started(&self) -> bool {
+        self.mapping.is_some() || self.highest_seq.is_some()
+    }
+
+    /// Forgets the incarnation mapped (the subscription moved to another publication, whose
+    /// incarnations are numbered apart): the next start continues after what was sent.
+    pub(crate) fn detach(&mut self) {
+        self.mapping = None;
+    }
+
     /// Makes `meta`'s incarnation the one forwarded, starting at `meta` (which must be a
     /// packet the subscriber can start decoding at).
     pub(crate) fn start_incarnation(&mut self, meta: &PacketMeta, now: Instant, clock_rate: u32) {

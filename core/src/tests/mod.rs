@@ -9,6 +9,7 @@ mod keyframe;
 mod keyframe_cache;
 mod leave;
 mod liveness;
+mod moved;
 mod pli;
 mod prop;
 mod reorder;

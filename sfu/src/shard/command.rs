@@ -4,7 +4,8 @@
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
-    PublishTrack, ShardError, ShardEvent, ShardStats, SubscriptionChange, WhepSubscription,
+    PublishTrack, ShardError, ShardEvent, ShardStats, SubscriptionChange, WhepOptions,
+    WhepSubscription,
 };
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::transport::{CodecInfo, IceCandidate, PeerRole};
@@ -72,7 +73,12 @@ pub(crate) enum Command {
         participant: ParticipantId,
         offer: String,
         subscriptions: Vec<WhepSubscription>,
-        max_spatial: Option<u8>,
+        options: WhepOptions,
+        reply: oneshot::Sender<Result<String, ShardError>>,
+    },
+    WhepReoffer {
+        participant: ParticipantId,
+        offer: String,
         reply: oneshot::Sender<Result<String, ShardError>>,
     },
     Leave {

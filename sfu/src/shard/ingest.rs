@@ -98,7 +98,7 @@ impl Worker {
                 codec,
             },
         );
-        self.drain_room(room, now);
+        self.rebind_followers(room, now);
         Ok(())
     }
 

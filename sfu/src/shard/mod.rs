@@ -28,6 +28,7 @@ mod command;
 mod data;
 mod demux;
 mod feedback;
+mod follow;
 mod forward;
 mod freshness;
 mod group;
@@ -57,6 +58,7 @@ pub(crate) use command::Command;
 pub use data::{DataLimits, DataRejection, LOSSY_LABEL, RELIABLE_LABEL};
 pub use ingest::IngestSink;
 pub use stats::ShardStats;
+pub use whep::{WhepOptions, WhepSource, WhepSubscription};
 
 use crate::transport::{CodecInfo, ConnectionState, IceCandidate, PeerRole};
 
@@ -170,13 +172,6 @@ pub struct PublishTrack {
     pub rids: Vec<String>,
 }
 
-/// A subscription a WHEP viewer's answered offer carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WhepSubscription {
-    pub subscription: SubscriptionId,
-    pub publication: PublicationId,
-}
-
 /// A change to one of a participant's subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubscriptionChange {
@@ -227,6 +222,12 @@ pub enum ShardEvent {
     /// To a sender: data messages of its were not delivered, `dropped` of them since the last
     /// such event, the latest for `reason`.
     DataRejected { reason: DataRejection, dropped: u32 },
+    /// To a WHEP viewer that follows the room: one of its tracks plays another publication
+    /// now, or (`None`) waits for one.
+    SubscriptionMoved {
+        subscription: SubscriptionId,
+        publication: Option<PublicationId>,
+    },
 }
 
 /// A running shard: its thread, and the queue of commands into it. Dropping it stops the
@@ -492,27 +493,6 @@ impl Shard {
             participant,
             publication,
             codec,
-            reply,
-        })
-        .await?
-    }
-
-    /// Answers a WHEP viewer's recvonly `offer` on a new subscriber connection carrying
-    /// `subscriptions` (paired with the offer's m-lines by kind, in order); with
-    /// `max_spatial`, its video starts capped at that simulcast layer. Forwarding starts once
-    /// the connection is up. On error no subscriber connection is left behind.
-    pub async fn whep(
-        &self,
-        participant: ParticipantId,
-        offer: String,
-        subscriptions: Vec<WhepSubscription>,
-        max_spatial: Option<u8>,
-    ) -> Result<String, ShardError> {
-        self.request(|reply| Command::Whep {
-            participant,
-            offer,
-            subscriptions,
-            max_spatial,
             reply,
         })
         .await?

@@ -68,7 +68,8 @@ pub(crate) struct PeerKey(pub(crate) u64);
 #[derive(Debug, Clone)]
 pub(crate) struct SendLeg {
     pub(crate) sender: RTCRtpSenderId,
-    pub(crate) publication: PublicationId,
+    /// What it plays; `None` for a WHEP track that waits for a publication (see `follow`).
+    pub(crate) publication: Option<PublicationId>,
     pub(crate) codec: CodecInfo,
     pub(crate) ssrc: Ssrc,
     pub(crate) state: LegState,

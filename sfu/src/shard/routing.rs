@@ -137,11 +137,18 @@ impl Worker {
                 participant,
                 offer,
                 subscriptions,
-                max_spatial,
+                options,
                 reply,
             } => {
-                let answer = self.whep(participant, offer, subscriptions, max_spatial, now);
+                let answer = self.whep(participant, offer, subscriptions, options, now);
                 let _ = reply.send(answer);
+            }
+            Command::WhepReoffer {
+                participant,
+                offer,
+                reply,
+            } => {
+                let _ = reply.send(self.whep_reoffer(participant, offer, now));
             }
             Command::Leave { participant } => self.leave(participant, now),
             Command::Stall(duration) => std::thread::sleep(duration),
@@ -362,7 +369,7 @@ impl Worker {
                 },
             );
         }
-        self.drain_room(room, now);
+        self.rebind_followers(room, now);
         self.service(key, now);
         Ok(answer)
     }
@@ -436,6 +443,7 @@ impl Worker {
             .filter(|slot| slot.publisher == participant)
             .ok_or(ShardError::UnknownPublication(publication))?;
         let (room, key) = (slot.room, slot.peer);
+        self.park_followers(publication, now);
         self.retire_publication(room, publication);
         self.publications.remove(&publication);
         self.subscriptions.retain(|_, (_, _, p)| *p != publication);
@@ -452,7 +460,7 @@ impl Worker {
         {
             debug!(%publication, %err, "unpublishing in the core");
         }
-        self.drain_room(room, now);
+        self.rebind_followers(room, now);
         Ok(())
     }
 
@@ -470,8 +478,23 @@ impl Worker {
             .map(|(id, _)| *id)
             .collect();
         for publication in &removed {
+            self.park_followers(*publication, now);
             self.retire_publication(member.room, *publication);
             self.publications.remove(publication);
+        }
+        // Its own following tracks: those parked are in no publication's count.
+        let own: Vec<SubscriptionId> = self
+            .following
+            .iter()
+            .filter(|(_, f)| f.participant == participant)
+            .map(|(id, _)| *id)
+            .collect();
+        for subscription in own {
+            if let Some(follow) = self.following.remove(&subscription)
+                && follow.playing.is_none()
+            {
+                self.retire_subscription(member.room, subscription);
+            }
         }
         let received: Vec<SubscriptionId> = self
             .subscriptions
@@ -496,7 +519,11 @@ impl Worker {
         }
         slot.participants.remove(&participant);
         if !slot.participants.is_empty() {
-            self.drain_room(member.room, now);
+            if removed.is_empty() {
+                self.drain_room(member.room, now);
+            } else {
+                self.rebind_followers(member.room, now);
+            }
             return;
         }
         let timeout = slot.timeout;

@@ -37,6 +37,25 @@ impl Worker {
             .filter(|slot| slot.room == room)
             .map(|slot| (slot.publisher, slot.codec.clone()))
             .ok_or(ShardError::UnknownPublication(publication))?;
+        self.add_leg(
+            participant,
+            subscription,
+            Some((publication, publisher)),
+            codec,
+            now,
+        )
+    }
+
+    /// Adds a track of `codec` to the participant's subscriber connection for `subscription`,
+    /// playing `source` (a publication and its publisher) or, without, waiting for one.
+    pub(super) fn add_leg(
+        &mut self,
+        participant: ParticipantId,
+        subscription: SubscriptionId,
+        source: Option<(PublicationId, ParticipantId)>,
+        codec: crate::transport::CodecInfo,
+        now: Instant,
+    ) -> Result<(), ShardError> {
         if self.subscriptions.contains_key(&subscription)
             || self
                 .peers
@@ -62,9 +81,11 @@ impl Worker {
             MediaKind::Audio => RtpCodecKind::Audio,
             MediaKind::Video => RtpCodecKind::Video,
         };
-        // The msid stream: a browser plays the audio and video of one stream in sync.
+        // The msid stream: a browser plays the audio and video of one stream in sync (a
+        // waiting track's is the viewer's own, as it may come from any publisher).
+        let stream = source.map_or(participant, |(_, publisher)| publisher);
         let track = MediaStreamTrack::new(
-            publisher.to_string(),
+            stream.to_string(),
             subscription.to_string(),
             subscription.to_string(),
             kind,
@@ -83,7 +104,7 @@ impl Worker {
             subscription,
             SendLeg {
                 sender,
-                publication,
+                publication: source.map(|(publication, _)| publication),
                 codec,
                 ssrc,
                 state: LegState::Pending,
@@ -179,9 +200,10 @@ impl Worker {
         let participant = peer.participant;
         let mut started = Vec::new();
         for (subscription, leg) in &mut peer.legs {
-            if leg.state != LegState::Answered {
+            // A waiting WHEP track starts once it has a publication (see `follow`).
+            let (LegState::Answered, Some(publication)) = (leg.state, leg.publication) else {
                 continue;
-            }
+            };
             let Some(parameters) = peer
                 .pc
                 .rtp_sender(leg.sender)
@@ -210,7 +232,7 @@ impl Worker {
             leg.state = LegState::Active;
             started.push((
                 *subscription,
-                leg.publication,
+                publication,
                 leg.ssrc,
                 leg.sender,
                 payload_type,
@@ -305,6 +327,7 @@ impl Worker {
                 }
                 self.retire_subscription(room, subscription);
                 self.subscriptions.remove(&subscription);
+                self.following.remove(&subscription);
                 Input::SubscriptionRemoved { subscription }
             }
         };

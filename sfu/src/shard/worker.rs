@@ -166,6 +166,8 @@ pub(super) struct Worker {
     pub(super) stats: ShardStats,
     /// Counters of removed publications, subscriptions and rooms (see `stats`).
     pub(super) counted: crate::runtime::MediaStats,
+    /// The tracks of WHEP viewers that follow their room (see `follow`).
+    pub(super) following: HashMap<SubscriptionId, super::follow::Follow>,
 }
 
 impl Worker {
@@ -202,6 +204,7 @@ impl Worker {
             dirty: Vec::new(),
             stats: ShardStats::default(),
             counted: crate::runtime::MediaStats::default(),
+            following: HashMap::new(),
         }
     }
 

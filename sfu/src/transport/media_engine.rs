@@ -71,3 +71,26 @@ pub(crate) fn sluice_media_engine() -> rtc::shared::error::Result<MediaEngine> {
     }
     Ok(engine)
 }
+
+/// The codec of a track that waits for a publication (a WHEP viewer following an empty
+/// room), by name: `opus`, `VP8` or `H264` (constrained baseline, as browsers and RTMP
+/// ingest of baseline streams send); `None` for a codec Sluice does not forward.
+pub fn forwarded_codec(name: &str) -> Option<super::CodecInfo> {
+    let (mime_type, clock_rate, channels, fmtp) = match name.to_ascii_lowercase().as_str() {
+        "opus" => ("audio/opus", 48_000, 2, "minptime=10;useinbandfec=1"),
+        "vp8" => ("video/VP8", 90_000, 0, ""),
+        "h264" => (
+            "video/H264",
+            90_000,
+            0,
+            "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f",
+        ),
+        _ => return None,
+    };
+    Some(super::CodecInfo {
+        mime_type: mime_type.to_owned(),
+        clock_rate,
+        channels,
+        sdp_fmtp_line: fmtp.to_owned(),
+    })
+}

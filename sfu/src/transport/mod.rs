@@ -30,6 +30,7 @@ pub use crate::core::downlink::queue_delay::Congestion;
 pub use feedback::FeedbackToApplication;
 pub(crate) use feedback::{nacked_packets, remb_bits_per_second, round_trip};
 pub use horizon::RepairHorizons;
+pub use media_engine::forwarded_codec;
 pub(crate) use media_engine::sluice_media_engine;
 pub(crate) use reports::{ClockAnchor, RemoteSenderClock, is_plausible_sampling};
 pub use sdp::{negotiated_codecs, with_start_bitrate};

@@ -29,6 +29,7 @@ use sluice_sfu::runtime::SfuConfig;
 use crate::auth::check_name;
 use crate::origin;
 pub use crate::secret::Secret;
+pub use ice_servers::IceServer;
 pub use limits::Limits;
 pub use rtsp::RtspSourceEntry;
 pub use values::{IceTcpPort, MediaPlane, RtmpKey, RtmpListen, UdpPortRange};
@@ -224,6 +225,16 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub webhook_urls: Option<Vec<url::Url>>,
+    /// A STUN/TURN server advertised to WHIP and WHEP clients (`Link` headers),
+    /// `URL[;username=U;credential=C]`; repeat or comma-separate [default: none].
+    #[arg(
+        long = "ice-server",
+        env = "SLUICE_ICE_SERVERS",
+        hide_env_values = true,
+        value_name = "URL",
+        value_delimiter = ','
+    )]
+    pub ice_servers: Option<Vec<IceServer>>,
 }
 
 /// The server configuration after merging defaults, file, environment and flags.
@@ -269,6 +280,8 @@ pub struct Config {
     pub rtsp_sources: Vec<RtspSourceEntry>,
     /// Webhook receivers (`crate::webhooks`).
     pub webhook_urls: Vec<url::Url>,
+    /// STUN/TURN servers advertised to WHIP and WHEP clients.
+    pub ice_servers: Vec<IceServer>,
 }
 
 impl Default for Config {
@@ -294,6 +307,7 @@ impl Default for Config {
             rtmp_keys: Vec::new(),
             rtsp_sources: Vec::new(),
             webhook_urls: Vec::new(),
+            ice_servers: Vec::new(),
         }
     }
 }
@@ -405,6 +419,7 @@ impl Config {
             rtmp_keys,
             rtsp_sources,
             webhook_urls,
+            ice_servers,
         } = layer;
         set(&mut self.listen, listen);
         set(&mut self.public_ip, public_ip.map(Some));
@@ -467,6 +482,7 @@ impl Config {
         set(&mut self.rtmp_keys, rtmp_keys);
         set(&mut self.rtsp_sources, rtsp_sources);
         set(&mut self.webhook_urls, webhook_urls);
+        set(&mut self.ice_servers, ice_servers);
     }
 
     /// Checks value ranges: secret (if set) ≥ 16 bytes, `max_message_rate` ≥ 1,
@@ -522,6 +538,7 @@ impl Config {
             check_name("rtmp_keys room", &entry.room).map_err(ConfigError::Invalid)?;
             check_name("rtmp_keys identity", &entry.identity).map_err(ConfigError::Invalid)?;
         }
+        ice_servers::validate(&self.ice_servers).map_err(ConfigError::Invalid)?;
         self.stream_keys()?;
         self.rtsp_sources()?;
         for entry in &self.allowed_origins {
@@ -603,6 +620,7 @@ fn parse_toml(text: &str, path: Option<&Path>) -> Result<ServeArgs, ConfigError>
     })
 }
 
+mod ice_servers;
 mod limits;
 mod rtsp;
 #[cfg(test)]

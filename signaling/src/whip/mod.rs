@@ -13,12 +13,13 @@ mod resource;
 pub mod sdp;
 mod session;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{patch, post};
@@ -85,20 +86,11 @@ impl WhipState {
 /// The routes of both protocols.
 pub fn router(state: WhipState) -> Router {
     Router::new()
-        .route(
-            "/whip/{room}",
-            post(publish::post)
-                .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "POST")),
-        )
-        .route(
-            "/whep/{room}",
-            post(play::post_room)
-                .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "POST")),
-        )
+        .route("/whip/{room}", post(publish::post).options(options_whip))
+        .route("/whep/{room}", post(play::post_room).options(options_whep))
         .route(
             "/whep/{room}/{publication}",
-            post(play::post_publication)
-                .options(|h: HeaderMap, s: State<WhipState>| preflight(h, s, "POST")),
+            post(play::post_publication).options(options_whep),
         )
         .route(
             "/whip/{room}/session/{id}",
@@ -256,6 +248,47 @@ async fn preflight(
     response
 }
 
+/// `OPTIONS /whip/{room}`: the preflight's headers and the ICE servers (RFC 9725 §4.6),
+/// those with credentials only for a request whose `Authorization` may publish here.
+async fn options_whip(
+    headers: HeaderMap,
+    State(state): State<WhipState>,
+    Path(room): Path<String>,
+) -> Response {
+    let authorized = publish::authorize(&state, &headers, &room).is_ok();
+    let mut response = preflight(headers, State(state.clone()), "POST").await;
+    ice_links(&state, response.headers_mut(), authorized);
+    response
+}
+
+/// `OPTIONS /whep/{room}[/{publication}]`: as for WHIP, credentials for a request that may
+/// play here.
+async fn options_whep(
+    headers: HeaderMap,
+    State(state): State<WhipState>,
+    Path(params): Path<HashMap<String, String>>,
+    peer: ConnectInfo<SocketAddr>,
+) -> Response {
+    let room = params.get("room").map_or("", String::as_str);
+    let authorized = play::authorize(&state, &headers, &peer, room).is_ok();
+    let mut response = preflight(headers, State(state.clone()), "POST").await;
+    ice_links(&state, response.headers_mut(), authorized);
+    response
+}
+
+/// One `Link: <url>; rel="ice-server"…` per configured ICE server URL; a server with
+/// credentials only when `credentials`.
+fn ice_links(state: &WhipState, out: &mut HeaderMap, credentials: bool) {
+    for server in &state.config.ice_servers {
+        for link in server.links(credentials) {
+            // `Config::validate` admits only printable ASCII, so every value converts.
+            if let Ok(value) = HeaderValue::from_str(&link) {
+                out.append(header::LINK, value);
+            }
+        }
+    }
+}
+
 /// The absolute URL of a session resource, from the request's `Host` (RFC 9725 allows a
 /// relative one, but ffmpeg's WHIP muxer resolves only absolute ones).
 fn location(headers: &HeaderMap, kind: Kind, room: &str, id: &str) -> String {
@@ -319,6 +352,7 @@ fn created(
         "accept-patch",
         HeaderValue::from_static("application/trickle-ice-sdpfrag"),
     );
+    ice_links(state, out, true);
     cors(state, headers, &mut response);
     response
 }

@@ -4,9 +4,12 @@
 //! estimate, keyframe-gated switches, NACK/RTX. `?layer=q|h|f` (or `0|1|2`) caps the video's
 //! simulcast layer.
 //!
-//! v1 plays what the room publishes when the offer arrives: publications added later are not
-//! sent to the session (the client re-POSTs), one that ends stops its track, and the session
-//! ends with the last of them.
+//! A room session follows the room: a track whose publication ends moves to another of its
+//! kind and codec, now or once one is published, on the same SSRC (`sluice_sfu::shard`'s
+//! `follow`); a section nothing in the room fits yet waits for a publication of the first
+//! codec it lists that Sluice forwards, so a session may start in an empty room. A
+//! publication session plays that publisher's tracks: one that ends stops its track, and the
+//! session ends with the last of them.
 
 use std::net::SocketAddr;
 
@@ -17,6 +20,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sluice_sfu::core::{ParticipantId, PublicationId};
 use sluice_sfu::runtime::{Permissions, PublicationInfo};
+use sluice_sfu::shard::{WhepOptions, WhepSource};
+use sluice_sfu::transport::forwarded_codec;
 use tracing::info;
 
 use super::sdp::{self, Section};
@@ -95,17 +100,13 @@ async fn play(
             "the offer receives no audio or video (a WHEP offer is recvonly)",
         ));
     }
-    let available = state
-        .sfu
-        .room_publications(room)
-        .await
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| {
-            Refusal::new(
-                StatusCode::NOT_FOUND,
-                format!("room {room:?} publishes nothing"),
-            )
-        })?;
+    let available = state.sfu.room_publications(room).await.unwrap_or_default();
+    if publication.is_some() && available.is_empty() {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            format!("room {room:?} publishes nothing"),
+        ));
+    }
     let wanted = match publication {
         Some(text) => {
             let id: PublicationId = text.parse().map_err(|_| {
@@ -137,9 +138,26 @@ async fn play(
         can_subscribe: true,
     };
     let (participant, _) = state.sfu.join(room, identity.clone(), permissions).await?;
+    let options = WhepOptions {
+        max_spatial,
+        follow_room: wanted.is_none(),
+    };
     let answer = participant
-        .whep(offer.to_owned(), chosen.clone(), max_spatial)
+        .whep(offer.to_owned(), chosen.clone(), options)
         .await?;
+    // A room session lives on while its publications come and go; a publication session
+    // ends with what it plays.
+    let playing = if options.follow_room {
+        Vec::new()
+    } else {
+        chosen
+            .iter()
+            .filter_map(|source| match source {
+                WhepSource::Publication(id) => Some(*id),
+                WhepSource::Waiting(_) => None,
+            })
+            .collect()
+    };
     let Some((id, etag)) = register(
         state,
         Kind::Whep,
@@ -147,7 +165,7 @@ async fn play(
         owner,
         offer,
         participant,
-        chosen.clone(),
+        playing,
         None,
     ) else {
         return Err(Refusal::new(
@@ -155,7 +173,7 @@ async fn play(
             "too many sessions for this credential",
         ));
     };
-    info!(%room, %identity, session = %super::session::log_name(&id), tracks = chosen.len(), ?max_spatial, "WHEP session created");
+    info!(%room, %identity, session = %super::session::log_name(&id), tracks = chosen.len(), follows_room = options.follow_room, ?max_spatial, "WHEP session created");
     Ok(created(
         state,
         headers,
@@ -180,14 +198,16 @@ fn parse_layer(layer: &str) -> Result<u8, Refusal> {
     }
 }
 
-/// One publication per receiving section, by kind and in the offer's order: the asked one
-/// first, then its publisher's other tracks, then anyone's. A section whose codecs cannot
-/// carry a publication is refused (406) when nothing else fits it.
+/// One source per receiving section, by kind and in the offer's order: the asked publication
+/// first, then its publisher's other tracks, then anyone's. Without an asked publication (a
+/// room session), a section nothing fits waits for a publication of the first codec it lists
+/// that Sluice forwards. Nothing to play at all is refused: 406 when the room has publications
+/// the offer's codecs cannot carry, else 404.
 fn pair(
     receiving: &[&Section],
     available: &[PublicationInfo],
     wanted: Option<&PublicationInfo>,
-) -> Result<Vec<PublicationId>, Refusal> {
+) -> Result<Vec<WhepSource>, Refusal> {
     let lead: Option<ParticipantId> = wanted.map(|p| p.participant).or_else(|| {
         // The room's first video publisher leads, so audio and video come from one source.
         available
@@ -204,15 +224,22 @@ fn pair(
     if wanted.is_some() {
         ranked.retain(|p| Some(p.participant) == lead);
     }
-    let mut chosen = Vec::new();
+    let mut chosen: Vec<PublicationId> = Vec::new();
+    let mut sources = Vec::new();
     let mut refused_codecs = Vec::new();
     for section in receiving {
         let fits = ranked.iter().position(|p| {
             p.kind == section.kind && !chosen.contains(&p.id) && carries(section, &p.codec)
         });
-        match fits {
-            Some(i) => chosen.push(ranked[i].id),
-            None => refused_codecs.extend(
+        if let Some(i) = fits {
+            chosen.push(ranked[i].id);
+            sources.push(WhepSource::Publication(ranked[i].id));
+            continue;
+        }
+        let waiting = section.codecs.iter().find_map(|c| forwarded_codec(c));
+        match waiting {
+            Some(codec) if wanted.is_none() => sources.push(WhepSource::Waiting(codec)),
+            _ => refused_codecs.extend(
                 ranked
                     .iter()
                     .filter(|p| p.kind == section.kind && !chosen.contains(&p.id))
@@ -220,7 +247,7 @@ fn pair(
             ),
         }
     }
-    if chosen.is_empty() {
+    if sources.is_empty() {
         if !refused_codecs.is_empty() {
             refused_codecs.sort_unstable();
             refused_codecs.dedup();
@@ -234,7 +261,7 @@ fn pair(
             "nothing published of the kinds the offer receives",
         ));
     }
-    Ok(chosen)
+    Ok(sources)
 }
 
 /// Whether a section lists the codec of a publication (`video/VP8`).
@@ -244,7 +271,7 @@ fn carries(section: &Section, mime: &str) -> bool {
 }
 
 /// A canSubscribe token for this room; without one, demo mode lets loopback clients play.
-fn authorize(
+pub(super) fn authorize(
     state: &WhipState,
     headers: &HeaderMap,
     peer: &ConnectInfo<SocketAddr>,
@@ -318,12 +345,58 @@ mod tests {
         ]
     }
 
+    fn played(sources: Vec<WhepSource>) -> Vec<Option<PublicationId>> {
+        sources
+            .into_iter()
+            .map(|source| match source {
+                WhepSource::Publication(id) => Some(id),
+                WhepSource::Waiting(_) => None,
+            })
+            .collect()
+    }
+
     #[test]
     fn the_first_video_publisher_plays_with_its_own_audio() {
         let audio = section(MediaKind::Audio, &["opus"]);
         let video = section(MediaKind::Video, &["VP8", "H264"]);
-        let chosen = pair(&[&audio, &video], &room(), None).map_err(|r| r.1);
-        assert_eq!(chosen, Ok(vec![PublicationId(2), PublicationId(3)]));
+        let chosen = pair(&[&audio, &video], &room(), None)
+            .map(played)
+            .map_err(|r| r.1);
+        assert_eq!(
+            chosen,
+            Ok(vec![Some(PublicationId(2)), Some(PublicationId(3))])
+        );
+    }
+
+    #[test]
+    fn a_room_session_waits_on_sections_nothing_fits_yet() {
+        let audio = section(MediaKind::Audio, &["opus"]);
+        let video = section(MediaKind::Video, &["AV1", "H264", "VP8"]);
+        let Ok(sources) = pair(&[&audio, &video], &[], None) else {
+            panic!("an empty room is played by waiting tracks");
+        };
+        let codecs: Vec<String> = sources
+            .iter()
+            .map(|s| match s {
+                WhepSource::Waiting(codec) => codec.mime_type.clone(),
+                WhepSource::Publication(id) => format!("{id}"),
+            })
+            .collect();
+        assert_eq!(
+            codecs,
+            ["audio/opus", "video/H264"],
+            "the first codec Sluice forwards"
+        );
+        let audio_only = vec![publication(1, 10, MediaKind::Audio, "audio/opus")];
+        let chosen = pair(&[&audio, &video], &audio_only, None)
+            .map(played)
+            .map_err(|r| r.1);
+        assert_eq!(chosen, Ok(vec![Some(PublicationId(1)), None]));
+        // A publication session never waits.
+        let only_audio = pair(&[&audio, &video], &audio_only, Some(&audio_only[0]))
+            .map(played)
+            .map_err(|r| r.1);
+        assert_eq!(only_audio, Ok(vec![Some(PublicationId(1))]));
     }
 
     #[test]
@@ -331,17 +404,26 @@ mod tests {
         let audio = section(MediaKind::Audio, &["opus"]);
         let video = section(MediaKind::Video, &["VP8", "H264"]);
         let available = room();
-        let chosen = pair(&[&audio, &video], &available, Some(&available[3])).map_err(|r| r.1);
-        assert_eq!(chosen, Ok(vec![PublicationId(1), PublicationId(4)]));
-        let only_video = pair(&[&video], &available, Some(&available[0])).map_err(|r| r.0);
-        assert_eq!(only_video, Ok(vec![PublicationId(4)]));
+        let chosen = pair(&[&audio, &video], &available, Some(&available[3]))
+            .map(played)
+            .map_err(|r| r.1);
+        assert_eq!(
+            chosen,
+            Ok(vec![Some(PublicationId(1)), Some(PublicationId(4))])
+        );
+        let only_video = pair(&[&video], &available, Some(&available[0]))
+            .map(played)
+            .map_err(|r| r.0);
+        assert_eq!(only_video, Ok(vec![Some(PublicationId(4))]));
     }
 
     #[test]
     fn a_section_without_the_codec_takes_another_publication_or_refuses() {
         let vp8_only = section(MediaKind::Video, &["VP8"]);
-        let chosen = pair(&[&vp8_only], &room(), None).map_err(|r| r.1);
-        assert_eq!(chosen, Ok(vec![PublicationId(3)]));
+        let chosen = pair(&[&vp8_only], &room(), None)
+            .map(played)
+            .map_err(|r| r.1);
+        assert_eq!(chosen, Ok(vec![Some(PublicationId(3))]));
         let av1 = section(MediaKind::Video, &["AV1"]);
         let refused = pair(&[&av1], &room(), None).map_err(|r| (r.0, r.1));
         let Err((status, reason)) = refused else {

@@ -14,7 +14,7 @@ use super::sdp::{self, Section};
 use super::{Kind, Refusal, WhipState, bearer, created, precheck, register, text};
 
 /// Who publishes: the identity a credential names in its room.
-struct Publisher {
+pub(super) struct Publisher {
     room: String,
     identity: String,
 }
@@ -139,7 +139,11 @@ fn track(section: &Section) -> TrackRequest {
 
 /// A stream key (the RTMP formats: configured or signed) or a room token with canPublish,
 /// for this room.
-fn authorize(state: &WhipState, headers: &HeaderMap, room: &str) -> Result<Publisher, Refusal> {
+pub(super) fn authorize(
+    state: &WhipState,
+    headers: &HeaderMap,
+    room: &str,
+) -> Result<Publisher, Refusal> {
     let credential = bearer(headers).ok_or_else(|| {
         Refusal::new(
             StatusCode::UNAUTHORIZED,

@@ -1,5 +1,5 @@
 //! A session resource (`/{whip|whep}/{room}/session/{id}`): `PATCH` with trickled candidates
-//! or a WHIP ICE restart, and `DELETE`.
+//! or an ICE restart, and `DELETE`.
 
 use std::sync::Arc;
 
@@ -53,7 +53,7 @@ pub(super) async fn patch_whep(
     response
 }
 
-/// Trickle (204) or, for WHIP, an ICE restart (200 with the new credentials).
+/// Trickle (204) or an ICE restart (200 with the new credentials and a new ETag).
 async fn patch_session(
     state: &WhipState,
     kind: Kind,
@@ -90,12 +90,6 @@ async fn patch_session(
         };
         ask(&session, request, result).await?;
         return Ok(StatusCode::NO_CONTENT.into_response());
-    }
-    if kind == Kind::Whep {
-        return Err(Refusal::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "ICE restart is not supported on WHEP sessions: DELETE this one and POST a new offer",
-        ));
     }
     let (Some(ufrag), Some(pwd)) = (fragment.ufrag, fragment.pwd) else {
         return Err(Refusal::new(

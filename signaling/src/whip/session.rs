@@ -3,8 +3,9 @@
 //!
 //! A session ends on `DELETE`, when its connection fails or closes, when it has not connected
 //! within [`CONNECT_TIMEOUT`] of its creation (a client that never sends media holds nothing
-//! for long) and, for WHEP, when every publication it plays has ended; on the way out it
-//! leaves the room and frees its registry entry.
+//! for long) and, for a WHEP session of one publication, when every publication it plays has
+//! ended (a room session follows the room instead); on the way out it leaves the room and
+//! frees its registry entry.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -53,7 +54,7 @@ pub enum Request {
         candidates: Vec<(Option<String>, String)>,
         reply: oneshot::Sender<Result<(), RequestError>>,
     },
-    /// WHIP ICE restart: the new offer to answer (the first offer with the client's new
+    /// ICE restart: the new offer to answer (the first offer with the client's new
     /// credentials).
     Restart {
         offer: String,
@@ -158,7 +159,8 @@ impl Registry {
 }
 
 /// Starts the task owning `participant` for the session `id` (already in `registry`);
-/// `playing`: what a WHEP session plays (empty for WHIP); `ended`: an event to tell the
+/// `playing`: what a WHEP publication session plays, ending it with the last of them (empty
+/// for WHIP and WHEP room sessions); `ended`: an event to tell the
 /// server-wide listeners when the session ends.
 #[allow(clippy::too_many_arguments)]
 pub fn spawn(
@@ -262,11 +264,14 @@ async fn serve(kind: Kind, participant: &Participant, request: Request) {
             let _ = reply.send(result);
         }
         Request::Restart { offer, reply } => {
-            // An offer without tracks renegotiates the publisher connection as it is.
-            let answer = participant
-                .publish(offer, Vec::new())
-                .await
-                .map(|(answer, _)| answer);
+            let answer = match kind {
+                // An offer without tracks renegotiates the publisher connection as it is.
+                Kind::Whip => participant
+                    .publish(offer, Vec::new())
+                    .await
+                    .map(|(answer, _)| answer),
+                Kind::Whep => participant.whep_reoffer(offer).await,
+            };
             let _ = reply.send(answer);
         }
     }

@@ -8,6 +8,7 @@ use super::{
     ParticipantInfo, Profile, PublicationInfo, RequestError, RoomSnapshot, Sfu, TrackRequest,
 };
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
+use crate::shard::{WhepOptions, WhepSource};
 use crate::transport::{ConnectionState, IceCandidate, PeerRole};
 
 /// Where a publishing Chrome starts its uplink estimate (`x-google-start-bitrate` in our
@@ -128,17 +129,22 @@ pub(super) enum Command {
     },
     Whep {
         offer: String,
-        publications: Vec<PublicationId>,
-        max_spatial: Option<u8>,
+        sources: Vec<WhepSource>,
+        options: WhepOptions,
         reply: oneshot::Sender<Result<WhepAnswer, RequestError>>,
+    },
+    WhepReoffer {
+        offer: String,
+        reply: oneshot::Sender<Result<String, RequestError>>,
     },
 }
 
-/// A WHEP viewer's answered offer: the SDP answer and what each subscription receives.
+/// A WHEP viewer's answered offer: the SDP answer and what each subscription receives
+/// (`None`: a track that waits for a publication).
 #[derive(Debug, Clone)]
 pub struct WhepAnswer {
     pub sdp: String,
-    pub subscriptions: Vec<(SubscriptionId, PublicationId)>,
+    pub subscriptions: Vec<(SubscriptionId, Option<PublicationId>)>,
 }
 
 /// What a client that re-attaches to its participant must know to reconcile.
@@ -369,24 +375,32 @@ impl Participant {
         self.call(|reply| Command::RestartIce { reply }).await
     }
 
-    /// WHEP playback: answers the client's recvonly `offer` with one
-    /// subscription per publication in `publications` (paired with the offer's m-lines by
-    /// kind, in order), video capped at `max_spatial` when given. The participant must not have
-    /// subscribed before, and it makes no server offers afterwards: publications added to the
-    /// room later are not sent to it, and one that ends stops its track.
+    /// WHEP playback: answers the client's recvonly `offer` with one subscription per
+    /// source (paired with the offer's m-lines by kind, in order), played as `options` say.
+    /// The participant must not have subscribed before, and it makes no server offers
+    /// afterwards. Without `follow_room`, a track ends with its publication; with it, the
+    /// track moves to another publication of its kind and codec in the room (or waits for
+    /// one), which a [`WhepSource::Waiting`] track does from the start.
     pub async fn whep(
         &self,
         offer: String,
-        publications: Vec<PublicationId>,
-        max_spatial: Option<u8>,
+        sources: Vec<WhepSource>,
+        options: WhepOptions,
     ) -> Result<WhepAnswer, RequestError> {
         self.call(|reply| Command::Whep {
             offer,
-            publications,
-            max_spatial,
+            sources,
+            options,
             reply,
         })
         .await
+    }
+
+    /// WHEP: answers the viewer's new offer for its answered connection (an ICE restart when
+    /// the offer carries new credentials); the tracks stay as they are.
+    pub async fn whep_reoffer(&self, offer: String) -> Result<String, RequestError> {
+        self.call(|reply| Command::WhepReoffer { offer, reply })
+            .await
     }
 
     /// Events queued while nobody read them (a parked participant), without waiting.

@@ -18,7 +18,8 @@ use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::runtime::room_task::{LayersChanged, RoomCommand, RoomEvent, RoomHandle};
 use crate::runtime::{ParticipantInfo, PublicationInfo, RequestError, Sfu, TrackRequest};
 use crate::shard::{
-    PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepSubscription,
+    PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepOptions, WhepSource,
+    WhepSubscription,
 };
 use crate::transport::{
     ConnectionState, PeerRole, TransportError, negotiated_codecs, with_start_bitrate,
@@ -70,6 +71,7 @@ pub(super) async fn start(
         offered: false,
         ice_restart_pending: false,
         whep: false,
+        follows_room: false,
         failed: (false, false),
         transport_failed,
     };
@@ -109,7 +111,9 @@ struct ParticipantTask {
     publications: Vec<PublicationId>,
     /// The simulcast rids of each of its publications (dynacast names layers by rid).
     rids: HashMap<PublicationId, Vec<String>>,
-    subscriptions: HashMap<SubscriptionId, PublicationId>,
+    /// Its subscriptions and what each receives (`None`: a WHEP track waiting for a
+    /// publication, see `follows_room`).
+    subscriptions: HashMap<SubscriptionId, Option<PublicationId>>,
     /// The subscriber offer that waits for its answer.
     awaiting_answer: Option<String>,
     /// Subscriptions changed while an offer was out: offer again after its answer.
@@ -121,6 +125,9 @@ struct ParticipantTask {
     /// A WHEP viewer: the client offered its subscriber connection, and the server never
     /// offers it again.
     whep: bool,
+    /// A WHEP viewer that follows the room: the shard moves its tracks when their
+    /// publications end (`ShardEvent::SubscriptionMoved`), so they are not removed here.
+    follows_room: bool,
     /// Whether the publisher and the subscriber connection are failed now.
     failed: (bool, bool),
     /// True while one of the participant's connections is failed (see
@@ -273,11 +280,24 @@ impl ParticipantTask {
             }
             Command::Whep {
                 offer,
-                publications,
-                max_spatial,
+                sources,
+                options,
                 reply,
             } => {
-                let _ = reply.send(self.whep(offer, publications, max_spatial).await);
+                let _ = reply.send(self.whep(offer, sources, options).await);
+            }
+            Command::WhepReoffer { offer, reply } => {
+                let result = if self.whep {
+                    self.shard
+                        .whep_reoffer(self.id, offer)
+                        .await
+                        .map_err(from_shard)
+                } else {
+                    Err(RequestError::Invalid(
+                        "not a WHEP viewer: the server offers this connection".to_owned(),
+                    ))
+                };
+                let _ = reply.send(result);
             }
             Command::RestartIce { reply } => {
                 let _ = reply.send(Ok(()));
@@ -417,7 +437,7 @@ impl ParticipantTask {
             .subscribe(self.id, id, publication)
             .await
             .map_err(from_shard)?;
-        self.subscriptions.insert(id, publication);
+        self.subscriptions.insert(id, Some(publication));
         Ok(id)
     }
 
@@ -440,8 +460,8 @@ impl ParticipantTask {
     async fn whep(
         &mut self,
         offer: String,
-        publications: Vec<PublicationId>,
-        max_spatial: Option<u8>,
+        sources: Vec<WhepSource>,
+        options: WhepOptions,
     ) -> Result<WhepAnswer, RequestError> {
         if !self.permissions.can_subscribe {
             return Err(RequestError::PermissionDenied("subscribing"));
@@ -451,32 +471,32 @@ impl ParticipantTask {
                 "the subscriber connection is negotiated already".to_owned(),
             ));
         }
-        if publications.len() > self.sfu.limits().max_subscriptions_per_participant {
+        if sources.len() > self.sfu.limits().max_subscriptions_per_participant {
             return Err(RequestError::LimitExceeded("subscriptions per participant"));
         }
-        let wanted: Vec<WhepSubscription> = publications
+        let wanted: Vec<WhepSubscription> = sources
             .into_iter()
-            .map(|publication| WhepSubscription {
+            .map(|source| WhepSubscription {
                 subscription: SubscriptionId(self.sfu.next_id()),
-                publication,
+                source,
             })
             .collect();
         let sdp = self
             .shard
-            .whep(self.id, offer, wanted.clone(), max_spatial)
+            .whep(self.id, offer, wanted.clone(), options)
             .await
             .map_err(from_shard)?;
         self.whep = true;
-        for w in &wanted {
-            self.subscriptions.insert(w.subscription, w.publication);
-        }
-        Ok(WhepAnswer {
-            sdp,
-            subscriptions: wanted
-                .into_iter()
-                .map(|w| (w.subscription, w.publication))
-                .collect(),
-        })
+        self.follows_room = options.follow_room;
+        let subscriptions: Vec<(SubscriptionId, Option<PublicationId>)> = wanted
+            .into_iter()
+            .map(|w| match w.source {
+                WhepSource::Publication(publication) => (w.subscription, Some(publication)),
+                WhepSource::Waiting(_) => (w.subscription, None),
+            })
+            .collect();
+        self.subscriptions.extend(subscriptions.iter().copied());
+        Ok(WhepAnswer { sdp, subscriptions })
     }
 
     /// Sends a new subscriber offer, or remembers to once the outstanding one is answered.
@@ -510,7 +530,7 @@ impl ParticipantTask {
         let mut subscriptions: Vec<(SubscriptionId, PublicationId)> = self
             .subscriptions
             .iter()
-            .map(|(id, publication)| (*id, *publication))
+            .filter_map(|(id, publication)| Some((*id, (*publication)?)))
             .collect();
         subscriptions.sort_unstable_by_key(|(id, _)| id.0);
         Ok(ResumeState {
@@ -565,6 +585,15 @@ impl ParticipantTask {
                     layers,
                 }));
             }
+            ShardEvent::SubscriptionMoved {
+                subscription,
+                publication,
+            } => {
+                debug!(%subscription, ?publication, "following track moved");
+                if let Some(receives) = self.subscriptions.get_mut(&subscription) {
+                    *receives = publication;
+                }
+            }
             ShardEvent::ActiveSpeakers(speakers) => {
                 self.emit(ParticipantEvent::Room(RoomEvent::ActiveSpeakers(speakers)));
             }
@@ -598,14 +627,14 @@ impl ParticipantTask {
             _ => None,
         };
         self.emit(ParticipantEvent::Room(event));
-        let Some(publication) = publication else {
+        let Some(publication) = publication.filter(|_| !self.follows_room) else {
             return;
         };
         // The shard ended these with the publication; take their tracks off the connection.
         let ended: Vec<SubscriptionId> = self
             .subscriptions
             .iter()
-            .filter(|(_, p)| **p == publication)
+            .filter(|(_, p)| **p == Some(publication))
             .map(|(id, _)| *id)
             .collect();
         if ended.is_empty() {

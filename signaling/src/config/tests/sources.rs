@@ -1,4 +1,4 @@
-//! Configuration tests: RTSP sources and webhook receivers.
+//! Configuration tests: RTSP sources, webhook receivers and the ICE servers advertised.
 
 use clap::Parser;
 use sluice_sfu::ingest::RtspTransport;
@@ -104,4 +104,81 @@ fn webhook_urls_from_flags_and_toml_need_a_secret_and_http() {
             .unwrap();
     assert!(ftp.validate().unwrap_err().to_string().contains("http(s)"));
     assert!(Config::from_toml_str("webhook_urls = [\"not a url\"]\n").is_err());
+}
+
+#[test]
+fn ice_servers_from_toml_flags_and_environment_in_that_order() {
+    let file = super::TempFile::new(
+        "ice-servers",
+        r#"
+        [[ice_servers]]
+        urls = "stun:stun.example.com"
+        [[ice_servers]]
+        urls = ["turn:turn.example.com:3478?transport=udp", "turns:turn.example.com:5349"]
+        username = "alice"
+        credential = "file-secret"
+        "#,
+    );
+    let path = file.0.to_str().unwrap();
+    let from_file = Config::load(
+        &Cli::try_parse_from(["sluice", "--config", path])
+            .unwrap()
+            .serve,
+    )
+    .unwrap();
+    assert_eq!(from_file.ice_servers.len(), 2);
+    assert_eq!(from_file.ice_servers[1].urls.len(), 2);
+    assert_eq!(from_file.ice_servers[1].username.as_deref(), Some("alice"));
+    // Flags replace the file's list (repeatable and comma-separated alike).
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "--config",
+        path,
+        "--ice-server",
+        "stun:a.example,turn:b.example;username=bob;credential=flag-secret",
+        "--ice-server",
+        "stun:c.example",
+    ])
+    .unwrap();
+    let from_flags = Config::load(&cli.serve).unwrap();
+    let urls: Vec<&str> = from_flags
+        .ice_servers
+        .iter()
+        .map(|s| s.urls[0].as_str())
+        .collect();
+    assert_eq!(urls, ["stun:a.example", "turn:b.example", "stun:c.example"]);
+    assert_eq!(
+        from_flags.ice_servers[1]
+            .credential
+            .as_ref()
+            .map(Secret::expose),
+        Some("flag-secret")
+    );
+    // The environment variable is the same option (clap: flags over environment), and its
+    // values stay out of --help.
+    let command = <Cli as clap::CommandFactory>::command();
+    let serve = command
+        .get_arguments()
+        .find(|a| a.get_id() == "ice_servers")
+        .expect("the --ice-server option");
+    assert_eq!(
+        serve.get_env().and_then(|e| e.to_str()),
+        Some("SLUICE_ICE_SERVERS")
+    );
+    assert!(serve.is_hide_env_values_set());
+    // Debug output never shows a credential.
+    assert!(!format!("{from_flags:?}").contains("flag-secret"));
+    // Refused: TURN without credentials, another scheme.
+    let cli = Cli::try_parse_from(["sluice", "--ice-server", "turn:b.example"]).unwrap();
+    let err = Config::load(&cli.serve).unwrap_err().to_string();
+    assert!(err.contains("needs a username and a credential"), "{err}");
+    let err = Config::from_toml_str("[[ice_servers]]\nurls = [\"https://x\"]\n")
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("stun:"), "{err}");
+    assert!(
+        Config::from_toml_str("[[ice_servers]]\nurls = \"stun:x\"\npassword = \"p\"\n").is_err()
+    );
 }
