@@ -1,7 +1,10 @@
 //! Overload figures: how far behind live viewers fall, and the server's RSS, while the `sluice`
 //! process is starved of CPU (a cgroup v1 CPU quota) and after the quota lifts, with the
-//! freshness bound on and off (`--max-ingress-age-ms`), in one run. A benchmark, not a test:
-//! it prints a table (docs/benchmarks.md, "Overload: lag behind live under a CPU cap").
+//! freshness bound on and off (`--max-ingress-age-ms`), in one run. With `--joins N`, instead:
+//! the longest forwarding gap the viewers see while N more join at once (each with its own
+//! ICE, DTLS and SRTP set-up on the same media thread). A benchmark, not a test: it prints
+//! tables (docs/benchmarks.md, "Overload: lag behind live under a CPU cap" and "Forwarding
+//! while peers join").
 //!
 //! ```sh
 //! cargo build --release -p sluice-signaling --bin sluice
@@ -37,6 +40,9 @@ struct Options {
     cap_percent: u32,
     phase: Duration,
     ages: Vec<u64>,
+    /// With N > 0: instead of the CPU cap, N more viewers join at once (ICE, DTLS, SRTP each)
+    /// while the forwarding to the others is watched.
+    joins: usize,
 }
 
 fn options() -> Result<Options> {
@@ -47,6 +53,7 @@ fn options() -> Result<Options> {
         cap_percent: 10,
         phase: Duration::from_secs(8),
         ages: vec![0, 250],
+        joins: 0,
     };
     let args: Vec<String> = std::env::args().skip(1).collect();
     for pair in args.chunks(2) {
@@ -59,6 +66,7 @@ fn options() -> Result<Options> {
             "--pps" => options.pps = value.parse()?,
             "--cap-percent" => options.cap_percent = value.parse()?,
             "--phase-secs" => options.phase = Duration::from_secs(value.parse()?),
+            "--joins" => options.joins = value.parse()?,
             "--ages" => {
                 options.ages = value.split(',').map(str::parse).collect::<Result<_, _>>()?;
             }
@@ -153,6 +161,175 @@ impl Drop for CpuCap {
     }
 }
 
+/// Arrivals at the viewers: which viewer, which packet index, when.
+type Arrivals = Arc<Mutex<Vec<(usize, u32, Instant)>>>;
+
+/// Joins viewer `n`, subscribes it to `publication` and records what it receives in `log`.
+async fn add_viewer(
+    url: &str,
+    n: usize,
+    publication: &str,
+    log: Arrivals,
+) -> Result<(SignalClient, ClientPeer)> {
+    let mut viewer = SignalClient::connect(url).await?;
+    viewer
+        .join(token("overload", &format!("viewer-{n}")))
+        .await?;
+    let mut peer = ClientPeer::new().await?;
+    let mut tracks = std::mem::replace(&mut peer.tracks, tokio::sync::mpsc::unbounded_channel().1);
+    tokio::spawn(async move {
+        while let Some(track) = tracks.recv().await {
+            let track: Arc<dyn TrackRemote> = track;
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                while let Some(event) = track.poll().await {
+                    if let TrackRemoteEvent::OnRtpPacket(packet) = event
+                        && let (Some(index), Ok(mut log)) = (index_of(&packet.payload), log.lock())
+                    {
+                        log.push((n, index, Instant::now()));
+                    }
+                }
+            });
+        }
+    });
+    let request_id = viewer.next_id();
+    viewer
+        .request(ClientMessage::Subscribe {
+            request_id,
+            publication_id: publication.to_owned(),
+        })
+        .await?;
+    let offer = viewer
+        .wait_event(Duration::from_secs(20), |event| match event {
+            ServerMessage::Offer { sdp } => Some(sdp.clone()),
+            _ => None,
+        })
+        .await?;
+    let answer = peer.answer(offer).await?;
+    let request_id = viewer.next_id();
+    viewer
+        .request(ClientMessage::Answer {
+            request_id,
+            sdp: answer,
+        })
+        .await?;
+    Ok((viewer, peer))
+}
+
+/// The longest time between two consecutive arrivals at any of `viewers` within
+/// `[start, end)`, and the 99th percentile of the viewers' longest gaps.
+fn gaps(
+    arrived: &[(usize, u32, Instant)],
+    viewers: usize,
+    start: Instant,
+    end: Instant,
+) -> (f64, f64) {
+    let mut longest: Vec<Duration> = (0..viewers)
+        .map(|viewer| {
+            let times: Vec<Instant> = arrived
+                .iter()
+                .filter(|(v, _, at)| *v == viewer && *at >= start && *at < end)
+                .map(|(_, _, at)| *at)
+                .collect();
+            times
+                .windows(2)
+                .map(|pair| pair[1].duration_since(pair[0]))
+                .max()
+                .unwrap_or(end.duration_since(start))
+        })
+        .collect();
+    longest.sort_unstable();
+    (percentile(&longest, 1.0), percentile(&longest, 0.99))
+}
+
+/// The join burst: a window as things are, then `options.joins` viewers joining at once;
+/// prints the forwarding gaps the first viewers saw and how long the joins took.
+async fn join_burst(
+    options: &Options,
+    url: &str,
+    publication: &str,
+    sent: &Arc<Mutex<HashMap<u32, Instant>>>,
+    arrived: &Arrivals,
+) -> Result<Vec<Phase>> {
+    let window = Duration::from_secs(3);
+    let before = Instant::now();
+    tokio::time::sleep(window).await;
+    let burst = Instant::now();
+    let joining: Vec<_> = (0..options.joins)
+        .map(|k| {
+            let (url, publication, log) =
+                (url.to_owned(), publication.to_owned(), Arc::clone(arrived));
+            let n = options.viewers + k;
+            tokio::spawn(async move { add_viewer(&url, n, &publication, log).await })
+        })
+        .collect();
+    let mut joined = Vec::new();
+    for task in joining {
+        joined.push(task.await??);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first_packets = loop {
+        let firsts: Vec<Option<Instant>> = {
+            let log = arrived.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            (options.viewers..options.viewers + options.joins)
+                .map(|n| log.iter().find(|(v, _, _)| *v == n).map(|(_, _, at)| *at))
+                .collect()
+        };
+        if firsts.iter().all(Option::is_some) || Instant::now() > deadline {
+            break firsts;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let end = Instant::now();
+    let mut join_times: Vec<Duration> = first_packets
+        .iter()
+        .flatten()
+        .map(|at| at.duration_since(burst))
+        .collect();
+    join_times.sort_unstable();
+    let log = arrived.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    let (quiet_max, quiet_p99) = gaps(&log, options.viewers, before, burst);
+    let (burst_max, burst_p99) = gaps(&log, options.viewers, burst, end);
+    println!(
+        "  {} joins at once: {} receiving, join to first packet p50 {:.0} ms, max {:.0} ms",
+        options.joins,
+        join_times.len(),
+        percentile(&join_times, 0.5),
+        percentile(&join_times, 1.0)
+    );
+    println!(
+        "  longest gap at the {} earlier viewers: {:.0} ms (p99 of viewers {:.0} ms) during the \
+         joins, {:.0} ms ({:.0} ms) in the {:?} before",
+        options.viewers, burst_max, burst_p99, quiet_max, quiet_p99, window
+    );
+    let lags = |start: Instant, end: Instant| {
+        let mut lags: Vec<Duration> = log
+            .iter()
+            .filter(|(v, _, at)| *v < options.viewers && *at >= start && *at < end)
+            .filter_map(|(_, index, at)| Some(at.duration_since(*sent.get(index)?)))
+            .collect();
+        lags.sort_unstable();
+        lags
+    };
+    drop(joined);
+    Ok(vec![
+        Phase {
+            name: "before joins",
+            lags: lags(before, burst),
+            expected: 0,
+            rss_mib: f64::NAN,
+        },
+        Phase {
+            name: "during joins",
+            lags: lags(burst, end),
+            expected: 0,
+            rss_mib: f64::NAN,
+        },
+    ])
+}
+
 async fn run(options: &Options, age: u64) -> Result<Vec<Phase>> {
     let mut child = tokio::process::Command::new(&options.sluice)
         .args(["--listen", "127.0.0.1:0", "--public-ip", "127.0.0.1"])
@@ -224,7 +401,7 @@ async fn run(options: &Options, age: u64) -> Result<Vec<Phase>> {
         .clone();
 
     let sent: Arc<Mutex<HashMap<u32, Instant>>> = Arc::default();
-    let arrived: Arc<Mutex<Vec<(u32, Instant)>>> = Arc::default();
+    let arrived: Arrivals = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let pacer = {
         let (sent, stop, pps) = (Arc::clone(&sent), Arc::clone(&stop), options.pps);
@@ -247,84 +424,43 @@ async fn run(options: &Options, age: u64) -> Result<Vec<Phase>> {
     // The viewers.
     let mut viewers = Vec::new();
     for n in 0..options.viewers {
-        let mut viewer = SignalClient::connect(&url).await?;
-        viewer
-            .join(token("overload", &format!("viewer-{n}")))
-            .await?;
-        let mut peer = ClientPeer::new().await?;
-        let mut tracks =
-            std::mem::replace(&mut peer.tracks, tokio::sync::mpsc::unbounded_channel().1);
-        let log = Arc::clone(&arrived);
-        tokio::spawn(async move {
-            while let Some(track) = tracks.recv().await {
-                let track: Arc<dyn TrackRemote> = track;
-                let log = Arc::clone(&log);
-                tokio::spawn(async move {
-                    while let Some(event) = track.poll().await {
-                        if let TrackRemoteEvent::OnRtpPacket(packet) = event
-                            && let (Some(index), Ok(mut log)) =
-                                (index_of(&packet.payload), log.lock())
-                        {
-                            log.push((index, Instant::now()));
-                        }
-                    }
-                });
-            }
-        });
-        let request_id = viewer.next_id();
-        viewer
-            .request(ClientMessage::Subscribe {
-                request_id,
-                publication_id: publication.clone(),
-            })
-            .await?;
-        let offer = viewer
-            .wait_event(Duration::from_secs(10), |event| match event {
-                ServerMessage::Offer { sdp } => Some(sdp.clone()),
-                _ => None,
-            })
-            .await?;
-        let answer = peer.answer(offer).await?;
-        let request_id = viewer.next_id();
-        viewer
-            .request(ClientMessage::Answer {
-                request_id,
-                sdp: answer,
-            })
-            .await?;
-        viewers.push((viewer, peer));
+        viewers.push(add_viewer(&url, n, &publication, Arc::clone(&arrived)).await?);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let mut phases = Vec::new();
-    for (name, percent) in [
-        ("before", None),
-        ("capped", Some(options.cap_percent)),
-        ("after", None),
-    ] {
-        cap.set(percent)?;
-        let start = Instant::now();
-        tokio::time::sleep(options.phase).await;
-        let end = Instant::now();
-        let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let arrived = arrived.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
-        let mut lags: Vec<Duration> = arrived
-            .iter()
-            .filter(|(_, at)| *at >= start && *at < end)
-            .filter_map(|(index, at)| Some(at.duration_since(*sent.get(index)?)))
-            .collect();
-        lags.sort_unstable();
-        let expected = sent
-            .values()
-            .filter(|at| **at >= start && **at < end)
-            .count()
-            * options.viewers;
-        phases.push(Phase {
-            name,
-            lags,
-            expected,
-            rss_mib: rss_mib(pid),
-        });
+    if options.joins > 0 {
+        phases = join_burst(options, &url, &publication, &sent, &arrived).await?;
+    } else {
+        for (name, percent) in [
+            ("before", None),
+            ("capped", Some(options.cap_percent)),
+            ("after", None),
+        ] {
+            cap.set(percent)?;
+            let start = Instant::now();
+            tokio::time::sleep(options.phase).await;
+            let end = Instant::now();
+            let sent = sent.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let arrived = arrived.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+            let mut lags: Vec<Duration> = arrived
+                .iter()
+                .filter(|(_, _, at)| *at >= start && *at < end)
+                .filter_map(|(_, index, at)| Some(at.duration_since(*sent.get(index)?)))
+                .collect();
+            lags.sort_unstable();
+            let expected = sent
+                .values()
+                .filter(|at| **at >= start && **at < end)
+                .count()
+                * options.viewers;
+            phases.push(Phase {
+                name,
+                lags,
+                expected,
+                rss_mib: rss_mib(pid),
+            });
+        }
     }
     stop.store(true, Ordering::Relaxed);
     pacer.await??;
@@ -351,13 +487,20 @@ async fn main() -> Result<()> {
     println!("|---:|---|---:|---:|---:|---:|---:|");
     for age in &options.ages {
         for phase in run(&options, *age).await? {
+            let delivered = if phase.expected == 0 {
+                "—".to_owned()
+            } else {
+                format!(
+                    "{:.0} %",
+                    100.0 * phase.lags.len() as f64 / phase.expected as f64
+                )
+            };
             println!(
-                "| {age} | {} | {:.0} | {:.0} | {:.0} | {:.0} % | {:.1} |",
+                "| {age} | {} | {:.0} | {:.0} | {:.0} | {delivered} | {:.1} |",
                 phase.name,
                 percentile(&phase.lags, 0.5),
                 percentile(&phase.lags, 0.99),
                 percentile(&phase.lags, 1.0),
-                100.0 * phase.lags.len() as f64 / phase.expected.max(1) as f64,
                 phase.rss_mib
             );
         }
