@@ -217,7 +217,10 @@ export type RoomEvents = {
   publicationRemoved: (event: PublicationRemovedEvent) => void;
   /** The media of a subscription arrived. */
   trackSubscribed: (event: TrackSubscribedEvent) => void;
-  /** A subscription that had its media ended (unsubscribed, publication removed, disconnect). */
+  /**
+   * A subscription that had its media ended (unsubscribed, publication removed, the
+   * participant's `canSubscribe` revoked by the application, disconnect).
+   */
   trackUnsubscribed: (event: TrackUnsubscribedEvent) => void;
   /** The server changed (or plans to change) the simulcast layer of a subscription. */
   layersChanged: (event: LayersChangedEvent) => void;

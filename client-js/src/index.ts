@@ -49,6 +49,7 @@ export type {
   PeerRole,
   PublicationInfo,
   RequestId,
+  SubscriptionEndReason,
   SubscriptionInfo,
   ServerMessage,
   SpeakerInfo,

@@ -46,7 +46,7 @@ speakers: Array<SpeakerInfo>, } | { "type": "publicationStalled", publicationId:
 /**
  * Messages refused since the previous `dataRejected` (at least 1).
  */
-dropped: number, };
+dropped: number, } | { "type": "subscriptionEnded", subscriptionId: string, reason: SubscriptionEndReason, };
 
 export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal" | "resumeFailed";
 
@@ -109,6 +109,8 @@ export type Layer = { spatial: number, temporal: number, };
 export type LayerChangeReason = "requested" | "bandwidth" | "layerUnavailable" | "switched";
 
 export type DataRejection = "tooLarge" | "rateLimited" | "invalid";
+
+export type SubscriptionEndReason = "permissionRevoked";
 
 export type LayerActivity = { rid: string, active: boolean, };
 

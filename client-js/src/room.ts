@@ -453,6 +453,9 @@ export class Room extends TypedEmitter<RoomEvents> {
         this.emit(event.type, { publicationId, participantId, publication });
         break;
       }
+      case 'subscriptionEnded':
+        this.subscriber.end(event.subscriptionId);
+        break;
       case 'dataRejected':
         this.emit('dataRejected', { reason: event.reason, dropped: event.dropped });
         break;

@@ -46,6 +46,7 @@ const EVENT_TYPES = [
   'publicationStalled',
   'publicationResumed',
   'dataRejected',
+  'subscriptionEnded',
 ] as const;
 
 /** A server message that is not a response to a request. */

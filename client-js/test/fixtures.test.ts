@@ -23,7 +23,7 @@ const SERVER_TYPES: ServerMessage['type'][] = [
   'joined', 'published', 'subscribed', 'ok', 'error', 'offer', 'trickle',
   'participantJoined', 'participantUpdated', 'participantLeft', 'publicationAdded', 'publicationRemoved', 'layersChanged',
   'publisherLayers', 'resumed', 'activeSpeakers', 'publicationStalled', 'publicationResumed',
-  'publicationMuted', 'publicationUnmuted', 'dataRejected',
+  'publicationMuted', 'publicationUnmuted', 'dataRejected', 'subscriptionEnded',
 ];
 
 /** Drives a session that makes the SDK send every kind of client message; returns them by type. */

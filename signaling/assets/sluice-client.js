@@ -939,7 +939,8 @@ var EVENT_TYPES = [
   "activeSpeakers",
   "publicationStalled",
   "publicationResumed",
-  "dataRejected"
+  "dataRejected",
+  "subscriptionEnded"
 ];
 var WS_OPEN = 1;
 var SignalClient = class {
@@ -2069,6 +2070,9 @@ var Room = class extends TypedEmitter {
         this.emit(event.type, { publicationId, participantId, publication });
         break;
       }
+      case "subscriptionEnded":
+        this.subscriber.end(event.subscriptionId);
+        break;
       case "dataRejected":
         this.emit("dataRejected", { reason: event.reason, dropped: event.dropped });
         break;

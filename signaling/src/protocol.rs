@@ -281,6 +281,22 @@ pub enum ServerMessage {
         /// Messages refused since the previous `dataRejected` (at least 1).
         dropped: u32,
     },
+    /// Event to a subscriber: the server ended one of its subscriptions for a reason other
+    /// than its publication ending (which `publicationRemoved` tells): its `canSubscribe`
+    /// grant was revoked through the server API. The subscriber connection's next `offer`
+    /// takes the track away.
+    SubscriptionEnded {
+        subscription_id: String,
+        reason: SubscriptionEndReason,
+    },
+}
+
+/// Why the server ended a subscription.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "camelCase")]
+pub enum SubscriptionEndReason {
+    /// The participant's `canSubscribe` grant was revoked.
+    PermissionRevoked,
 }
 
 /// Why the server refused a data message.
@@ -519,6 +535,7 @@ pub fn typescript_bindings() -> String {
         Layer::decl(&cfg),
         LayerChangeReason::decl(&cfg),
         DataRejection::decl(&cfg),
+        SubscriptionEndReason::decl(&cfg),
         LayerActivity::decl(&cfg),
         SpeakerInfo::decl(&cfg),
     ];

@@ -1,7 +1,7 @@
 //! Grants revoked through the server API end what they allowed, on a real server with media
-//! flowing: `PATCH …/participants/{identity}` with `canSubscribe: false` takes the viewer's
-//! track off its connection (a new offer without it) and stops its media, and its next
-//! `subscribe` is refused; `canPublish: false` ends the publisher's publication for the whole
+//! flowing: `PATCH …/participants/{identity}` with `canSubscribe: false` tells the viewer
+//! (`subscriptionEnded`), takes its track off its connection (a new offer without it) and stops
+//! its media, and its next `subscribe` is refused; `canPublish: false` ends the publisher's publication for the whole
 //! room (`publicationRemoved`).
 
 use std::sync::Arc;
@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sluice_e2e::peer::ClientPeer;
 use sluice_e2e::{SECRET, SignalClient, TestServer, init_tracing, token};
 use sluice_signaling::auth::TokenAuthority;
-use sluice_signaling::protocol::{ClientMessage, ErrorCode, ServerMessage};
+use sluice_signaling::protocol::{ClientMessage, ErrorCode, ServerMessage, SubscriptionEndReason};
 
 use crate::liveness::{VideoPublisher, pace_video};
 use crate::shard::{Received, collect};
@@ -79,10 +79,6 @@ async fn revoked_grants_end_the_subscriptions_and_publications_they_allowed() ->
             publication_id: publisher.publication_id.clone(),
         })
         .await?;
-    ensure!(
-        matches!(subscribed, ServerMessage::Subscribed { .. }),
-        "{subscribed:?}"
-    );
     let offer = viewer
         .wait_event(WAIT, |event| match event {
             ServerMessage::Offer { sdp } => Some(sdp.clone()),
@@ -99,8 +95,29 @@ async fn revoked_grants_end_the_subscriptions_and_publications_they_allowed() ->
         .await?;
     grows_past(&log, 20).await?;
 
-    // canSubscribe revoked: the server renegotiates the track away and stops sending it.
+    let subscription = match subscribed {
+        ServerMessage::Subscribed {
+            subscription_id, ..
+        } => subscription_id,
+        other => anyhow::bail!("{other:?}"),
+    };
+
+    // canSubscribe revoked: the server tells the viewer, renegotiates the track away and stops
+    // sending it.
     patch(&server, room, "bob", json!({"canSubscribe": false})).await?;
+    let ended = viewer
+        .wait_event(WAIT, |event| match event {
+            ServerMessage::SubscriptionEnded {
+                subscription_id,
+                reason,
+            } => Some((subscription_id.clone(), *reason)),
+            _ => None,
+        })
+        .await?;
+    ensure!(
+        ended == (subscription, SubscriptionEndReason::PermissionRevoked),
+        "{ended:?}"
+    );
     let offer = viewer
         .wait_event(WAIT, |event| match event {
             ServerMessage::Offer { sdp } => Some(sdp.clone()),

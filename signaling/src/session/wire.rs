@@ -14,7 +14,8 @@ use sluice_sfu::transport::{IceCandidate as CoreIceCandidate, PeerRole as CorePe
 
 use crate::protocol::{
     DataRejection, IceCandidate, Layer, LayerActivity, LayerChangeReason, MediaKind,
-    ParticipantInfo, PeerRole, PublicationInfo, ServerMessage, SpeakerInfo, TrackInfo, TrackSource,
+    ParticipantInfo, PeerRole, PublicationInfo, ServerMessage, SpeakerInfo, SubscriptionEndReason,
+    TrackInfo, TrackSource,
 };
 
 /// The message a participant event becomes for the client; `None` for the events that are
@@ -111,6 +112,10 @@ pub(super) fn event_message(event: ParticipantEvent) -> Option<ServerMessage> {
         }) => ServerMessage::PublicationResumed {
             publication_id: publication.to_string(),
             participant_id: participant.to_string(),
+        },
+        ParticipantEvent::SubscriptionRevoked(subscription) => ServerMessage::SubscriptionEnded {
+            subscription_id: subscription.to_string(),
+            reason: SubscriptionEndReason::PermissionRevoked,
         },
         ParticipantEvent::DataRejected { reason, dropped } => ServerMessage::DataRejected {
             reason: match reason {

@@ -63,6 +63,8 @@ pub enum ParticipantEvent {
     Candidate(PeerRole, IceCandidate),
     /// What happened in the room that concerns this participant.
     Room(RoomEvent),
+    /// The server ended one of its subscriptions because its `canSubscribe` grant was revoked.
+    SubscriptionRevoked(SubscriptionId),
     /// Data messages it sent were not delivered (`dropped` since the last such event).
     DataRejected {
         reason: crate::shard::DataRejection,

@@ -391,6 +391,7 @@ impl ParticipantTask {
                     debug!(%subscription, %err, "unsubscribing after the grant was revoked");
                 }
                 self.subscriptions.remove(&subscription);
+                self.emit(ParticipantEvent::SubscriptionRevoked(subscription));
             }
             self.negotiate().await;
         }
