@@ -66,7 +66,7 @@ pub struct Server {
     demo_auth: Option<Arc<TokenAuthority>>,
     task: tokio::task::JoinHandle<()>,
     /// The cluster heartbeat (with `--redis`); it leaves the cluster when the drain starts.
-    cluster: Option<(Cluster, tokio::task::JoinHandle<()>)>,
+    cluster_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How long `/readyz` waits for the media plane to answer.
@@ -106,7 +106,7 @@ impl Server {
             };
             Cluster::start(start, sfu.clone(), draining.clone(), stop_rx.clone())
         });
-        let cluster_view = cluster.as_ref().map(|(cluster, _)| cluster.clone());
+        let (cluster_view, cluster_task) = cluster.unzip();
         if let (Some(metrics), Some(cluster)) = (&metrics, &cluster_view) {
             metrics.watch_cluster(cluster.clone());
         }
@@ -165,7 +165,7 @@ impl Server {
             metrics,
             demo_auth,
             task,
-            cluster,
+            cluster_task,
         })
     }
 
@@ -177,11 +177,6 @@ impl Server {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// This node's cluster membership; `None` without `--redis`.
-    pub fn cluster(&self) -> Option<&Cluster> {
-        self.cluster.as_ref().map(|(cluster, _)| cluster)
     }
 
     /// The server's metrics (to add the RTMP ingest's); `None` with `--metrics off`.
@@ -203,7 +198,7 @@ impl Server {
     pub async fn shutdown(mut self, deadline: Duration) {
         let deadline = tokio::time::Instant::now() + deadline;
         self.begin_drain();
-        if let Some((_, task)) = self.cluster.take()
+        if let Some(task) = self.cluster_task.take()
             && tokio::time::timeout_at(deadline, task).await.is_err()
         {
             warn!("still leaving the cluster at the drain deadline");
