@@ -3,7 +3,7 @@
 # and the browser end-to-end tests in headless Chromium. Installs what it needs when missing
 # (chromium, cmake for the bundled libopus, g++ for libFuzzer, ffmpeg as the RTMP publisher,
 # GStreamer's RTSP server with its H.264/AAC/G.711 plugins as the RTSP camera, nftables and
-# iproute2 for the ICE-TCP test's network namespace).
+# iproute2 for the ICE-TCP test's network namespace, redis-server for the cluster tests).
 # Usage: scripts/test.sh            (from anywhere; CI calls it through .ci/run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,8 @@ command -v ffmpeg >/dev/null 2>&1 || need_apt+=(ffmpeg)
 # The ICE-TCP browser test blocks UDP in a network namespace of its own.
 command -v nft >/dev/null 2>&1 || need_apt+=(nftables)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+# The cluster tests (signaling/tests/cluster.rs) start a Redis of their own.
+command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 # The RTSP camera of the tests (tests/rtsp/serve.py): gst-rtsp-server from Python, x264enc
 # (ugly), x265enc (bad: the refused H.265 camera), avenc_aac (libav), mulawenc and the RTP
 # payloaders (good).

@@ -1,6 +1,7 @@
 //! The server API for application backends: authenticated HTTP JSON under `/api` to list
 //! rooms and participants, update a participant's name and metadata, remove a participant
-//! (its tokens issued until then stop working), mute or unmute a publication and close a room.
+//! (its tokens issued until then stop working), mute or unmute a publication and close a room;
+//! in a cluster (`--redis`), list the live nodes and tell a room's origin node.
 //! The `sluice` subcommands `rooms`, `room`, `kick`, `update`, `mute`, `unmute` and
 //! `close-room` call it ([`crate::admin`]).
 //!
@@ -23,6 +24,7 @@ use sluice_sfu::runtime::{ProfileUpdate, RequestError, RoomSnapshot, Sfu};
 use tracing::info;
 
 use crate::auth::{AuthError, TokenAuthority, check_name, check_profile, unix_now};
+use crate::cluster::{Cluster, ClusterError, NodeRecord};
 use crate::protocol::{ParticipantInfo, PublicationInfo};
 use crate::resume::{Evicted, Resumable};
 use crate::whip::WhipState;
@@ -37,11 +39,14 @@ pub struct ApiState {
     pub auth: Arc<TokenAuthority>,
     pub resumable: Arc<Resumable>,
     pub whip: WhipState,
+    /// `None` without `--redis`.
+    pub cluster: Option<Cluster>,
 }
 
 /// The `/api` routes.
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .route("/api/nodes", get(list_nodes))
         .route("/api/rooms", get(list_rooms))
         .route("/api/rooms/{room}", get(get_room).delete(close_room))
         .route(
@@ -86,7 +91,21 @@ pub struct ParticipantDetail {
 #[serde(rename_all = "camelCase")]
 pub struct RoomDetail {
     pub room: String,
+    /// The participants on this node.
     pub participants: Vec<ParticipantDetail>,
+    /// In a cluster, the id of the room's origin node (absent when unknown: no cluster, or
+    /// Redis unreachable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+}
+
+/// `GET /api/nodes`: the cluster's live nodes, as the answering node sees them.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeList {
+    /// The id of the node that answered.
+    pub node: String,
+    pub nodes: Vec<NodeRecord>,
 }
 
 /// `DELETE` answers: how many participants (or WHIP/WHEP sessions) ended.
@@ -167,6 +186,16 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": self.code, "message": self.message });
         (self.status, axum::Json(body)).into_response()
+    }
+}
+
+impl From<ClusterError> for ApiError {
+    fn from(err: ClusterError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "clusterUnavailable",
+            err.to_string(),
+        )
     }
 }
 
@@ -255,7 +284,23 @@ async fn get_room(
 ) -> Response {
     let detail = async {
         authorize(&state, &headers)?;
-        let snapshot = snapshot(&state, &room).await?;
+        check_room(&room)?;
+        // Unknown while Redis is unreachable: the local answer stands without it.
+        let origin = match &state.cluster {
+            Some(cluster) => cluster.origin(&room).await.ok().flatten(),
+            None => None,
+        };
+        let Some(snapshot) = state.sfu.room_snapshot(&room).await else {
+            // Open on another node only: its origin, and no participant here.
+            return match origin {
+                Some(origin) => Ok(RoomDetail {
+                    room: room.clone(),
+                    participants: Vec::new(),
+                    origin: Some(origin),
+                }),
+                None => Err(ApiError::not_found("room")),
+            };
+        };
         let participants = snapshot
             .participants
             .into_iter()
@@ -276,9 +321,29 @@ async fn get_room(
         Ok::<_, ApiError>(RoomDetail {
             room: room.clone(),
             participants,
+            origin,
         })
     };
     respond(detail.await)
+}
+
+/// `GET /api/nodes`: 404 without `--redis`, 503 while Redis is unreachable.
+async fn list_nodes(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let nodes = async {
+        authorize(&state, &headers)?;
+        let cluster = state.cluster.as_ref().ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "notFound",
+                "this node is not in a cluster (no --redis)",
+            )
+        })?;
+        Ok::<_, ApiError>(NodeList {
+            node: cluster.node_id().to_owned(),
+            nodes: cluster.nodes().await?,
+        })
+    };
+    respond(nodes.await)
 }
 
 async fn update_participant(

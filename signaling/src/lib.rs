@@ -9,13 +9,15 @@
 //! a TOML file; [`origin`] is the WebSocket Origin allowlist; [`metrics`] renders `/metrics`;
 //! [`whip`] serves WHIP ingest and WHEP playback over HTTP; [`api`] is the server API for
 //! application backends and [`admin`] its client, behind the `sluice` admin subcommands;
-//! [`webhooks`] tells the application's receivers what happens.
+//! [`webhooks`] tells the application's receivers what happens; [`cluster`] registers the node
+//! and places its rooms in a cluster coordinated through Redis (`--redis`).
 
 pub mod accept;
 pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]

@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::accept::{self, ConnectionLimits, ResetOnClose};
 use crate::auth::{Grants, TokenAuthority};
+use crate::cluster::{Cluster, ClusterStart, NodeAddresses};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::resume::Resumable;
@@ -48,6 +49,8 @@ struct AppState {
     metrics: Option<Arc<Metrics>>,
     /// True once the server drains: `/readyz` and `/ws` answer 503.
     draining: watch::Receiver<bool>,
+    /// `None` without `--redis`.
+    cluster: Option<Cluster>,
 }
 
 /// A running server; dropped or [`Server::shutdown`] stops it.
@@ -62,6 +65,8 @@ pub struct Server {
     /// The generated secret's authority in demo mode (for the tokens printed at start).
     demo_auth: Option<Arc<TokenAuthority>>,
     task: tokio::task::JoinHandle<()>,
+    /// The cluster heartbeat (with `--redis`); it leaves the cluster when the drain starts.
+    cluster_task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// How long `/readyz` waits for the media plane to answer.
@@ -90,6 +95,21 @@ impl Server {
         let metrics = config.metrics.then(|| Arc::new(Metrics::new()));
         let auth = Arc::new(TokenAuthority::new(secret.as_bytes()));
         let stream_keys = config.stream_keys().map_err(std::io::Error::other)?;
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let cluster = config.cluster.redis.clone().map(|redis| {
+            let udp_port = sfu.shards().first().map_or(0, |s| s.local_addr().port());
+            let start = ClusterStart {
+                redis,
+                node_id: config.cluster.node_id.clone(),
+                addresses: NodeAddresses::of(&config, local_addr, udp_port),
+            };
+            Cluster::start(start, sfu.clone(), draining.clone(), stop_rx.clone())
+        });
+        let (cluster_view, cluster_task) = cluster.unzip();
+        if let (Some(metrics), Some(cluster)) = (&metrics, &cluster_view) {
+            metrics.watch_cluster(cluster.clone());
+        }
         let config = Arc::new(config);
         let whip = WhipState::new(
             sfu.clone(),
@@ -111,6 +131,7 @@ impl Server {
             auth: Arc::clone(&auth),
             resumable: Arc::clone(&resumable),
             whip: whip.clone(),
+            cluster: cluster_view.clone(),
         };
         let state = AppState {
             session: SessionContext {
@@ -130,9 +151,8 @@ impl Server {
             secret_mode,
             metrics: metrics.clone(),
             draining,
+            cluster: cluster_view,
         };
-        let listener = TcpListener::bind(state.config.listen).await?;
-        let local_addr = listener.local_addr()?;
         let app = router(state)
             .merge(crate::whip::router(whip))
             .merge(crate::api::router(api));
@@ -145,6 +165,7 @@ impl Server {
             metrics,
             demo_auth,
             task,
+            cluster_task,
         })
     }
 
@@ -177,6 +198,11 @@ impl Server {
     pub async fn shutdown(mut self, deadline: Duration) {
         let deadline = tokio::time::Instant::now() + deadline;
         self.begin_drain();
+        if let Some(task) = self.cluster_task.take()
+            && tokio::time::timeout_at(deadline, task).await.is_err()
+        {
+            warn!("still leaving the cluster at the drain deadline");
+        }
         if tokio::time::timeout_at(deadline, self.sessions.all_closed())
             .await
             .is_err()
@@ -295,14 +321,20 @@ async fn serve_socket(ctx: SessionContext, socket: WebSocket, reset: Option<Rese
 
 /// Ready for new clients: the media plane answers and the server is not draining. A load
 /// balancer sends new clients only to ready servers; `/healthz` says only that the process
-/// serves HTTP.
+/// serves HTTP. In a cluster a second line tells whether Redis is reachable
+/// (`cluster: up` / `cluster: degraded`); an unreachable Redis keeps the node ready, since
+/// it serves its rooms without it.
 async fn readyz(State(state): State<AppState>) -> Response {
     let unready = |why: &'static str| (StatusCode::SERVICE_UNAVAILABLE, why).into_response();
     if *state.draining.borrow() {
         return unready("draining");
     }
     match tokio::time::timeout(READY_WAIT, state.session.sfu.shard_stats()).await {
-        Ok(Ok(_)) => "ready".into_response(),
+        Ok(Ok(_)) => match &state.cluster {
+            None => "ready".into_response(),
+            Some(cluster) if cluster.is_up() => "ready\ncluster: up".into_response(),
+            Some(_) => "ready\ncluster: degraded (redis unreachable)".into_response(),
+        },
         Ok(Err(_)) => unready("media plane stopped"),
         Err(_) => unready("media plane not answering"),
     }

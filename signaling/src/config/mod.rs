@@ -20,15 +20,17 @@
 //! ```
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use sluice_sfu::ingest::{StreamKeys, StreamTarget};
 use sluice_sfu::runtime::SfuConfig;
 
 use crate::auth::check_name;
 use crate::origin;
 pub use crate::secret::Secret;
+pub use cluster::{ClusterConfig, RedisUrl};
+pub use error::ConfigError;
+use error::parse_toml;
 pub use ice_servers::IceServer;
 pub use limits::Limits;
 pub use rtsp::RtspSourceEntry;
@@ -235,6 +237,17 @@ pub struct ServeArgs {
         value_delimiter = ','
     )]
     pub ice_servers: Option<Vec<IceServer>>,
+    /// The Redis server of the cluster this node joins, redis://HOST:PORT (node registry
+    /// and room placement; docs/cluster.md) [default: none = a single node].
+    #[arg(long, env = "SLUICE_REDIS", hide_env_values = true, value_name = "URL")]
+    pub redis: Option<RedisUrl>,
+    /// This node's id in the cluster: letters, digits, '.', '_', '-' [default: random].
+    #[arg(long, env = "SLUICE_NODE_ID", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// The HTTP URL the cluster lists this node at [default: http:// and the listen address,
+    /// the public IP in place of an unspecified one].
+    #[arg(long, env = "SLUICE_NODE_URL", value_name = "URL")]
+    pub node_url: Option<url::Url>,
 }
 
 /// The server configuration after merging defaults, file, environment and flags.
@@ -282,6 +295,8 @@ pub struct Config {
     pub webhook_urls: Vec<url::Url>,
     /// STUN/TURN servers advertised to WHIP and WHEP clients.
     pub ice_servers: Vec<IceServer>,
+    /// The cluster this node joins (none without `redis`).
+    pub cluster: ClusterConfig,
 }
 
 impl Default for Config {
@@ -308,36 +323,9 @@ impl Default for Config {
             rtsp_sources: Vec::new(),
             webhook_urls: Vec::new(),
             ice_servers: Vec::new(),
+            cluster: ClusterConfig::default(),
         }
     }
-}
-
-/// Why the configuration could not be loaded.
-///
-/// `Read` and `Parse` carry the underlying error as their `source()`; print
-/// with `{:#}` (anyhow) or walk the chain to see it.
-#[non_exhaustive]
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The config file could not be read.
-    #[error("cannot read config file {}", path.display())]
-    Read {
-        /// The file named by `--config`.
-        path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML or has unknown/ill-typed keys.
-    #[error("invalid config{}", path.as_ref().map(|p| format!(" file {}", p.display())).unwrap_or_default())]
-    Parse {
-        /// The file, when parsed from one.
-        path: Option<PathBuf>,
-        /// The TOML error, with line, column and the offending key.
-        source: toml::de::Error,
-    },
-    /// A value is out of range.
-    #[error("invalid config: {0}")]
-    Invalid(String),
 }
 
 impl Config {
@@ -420,6 +408,9 @@ impl Config {
             rtsp_sources,
             webhook_urls,
             ice_servers,
+            redis,
+            node_id,
+            node_url,
         } = layer;
         set(&mut self.listen, listen);
         set(&mut self.public_ip, public_ip.map(Some));
@@ -483,6 +474,9 @@ impl Config {
         set(&mut self.rtsp_sources, rtsp_sources);
         set(&mut self.webhook_urls, webhook_urls);
         set(&mut self.ice_servers, ice_servers);
+        set(&mut self.cluster.redis, redis.map(Some));
+        set(&mut self.cluster.node_id, node_id.map(Some));
+        set(&mut self.cluster.node_url, node_url.map(Some));
     }
 
     /// Checks value ranges: secret (if set) ≥ 16 bytes, `max_message_rate` ≥ 1,
@@ -539,6 +533,7 @@ impl Config {
             check_name("rtmp_keys identity", &entry.identity).map_err(ConfigError::Invalid)?;
         }
         ice_servers::validate(&self.ice_servers).map_err(ConfigError::Invalid)?;
+        self.cluster.validate().map_err(ConfigError::Invalid)?;
         self.stream_keys()?;
         self.rtsp_sources()?;
         for entry in &self.allowed_origins {
@@ -549,29 +544,6 @@ impl Config {
             }
         }
         Ok(())
-    }
-
-    /// The RTMP stream keys this configuration accepts: the configured ones, and keys signed
-    /// with the secret when one is configured.
-    pub fn stream_keys(&self) -> Result<StreamKeys, ConfigError> {
-        let mut keys = match &self.secret {
-            Some(secret) => StreamKeys::new().with_secret(secret.as_bytes()),
-            None => StreamKeys::new(),
-        };
-        for entry in &self.rtmp_keys {
-            let target = StreamTarget {
-                room: entry.room.clone(),
-                identity: entry.identity.clone(),
-            };
-            // The error never contains the key: it names the entry by its target.
-            keys.add(entry.key.expose(), target).map_err(|e| {
-                ConfigError::Invalid(format!(
-                    "rtmp_keys entry for {}/{}: {e}",
-                    entry.room, entry.identity
-                ))
-            })?;
-        }
-        Ok(keys)
     }
 
     /// The minimum playout delay asked of subscribers, in ms (0: not asked).
@@ -612,14 +584,8 @@ impl Config {
     }
 }
 
-/// Parses one TOML layer; `path` names the file in errors.
-fn parse_toml(text: &str, path: Option<&Path>) -> Result<ServeArgs, ConfigError> {
-    toml::from_str(text).map_err(|source| ConfigError::Parse {
-        path: path.map(Path::to_owned),
-        source,
-    })
-}
-
+mod cluster;
+mod error;
 mod ice_servers;
 mod limits;
 mod rtsp;

@@ -1,9 +1,13 @@
 //! The value types of options that are more than a number or a string: how each parses from
 //! a flag or environment variable (`FromStr`) and from the TOML file (serde), and the options
-//! that are refused with the reason.
+//! that are refused with the reason; and the RTMP stream keys a configuration accepts
+//! ([`Config::stream_keys`](super::Config::stream_keys)).
 
 use std::net::SocketAddr;
 
+use sluice_sfu::ingest::{StreamKeys, StreamTarget};
+
+use super::ConfigError;
 use crate::secret::Secret;
 
 /// The media plane a configuration names. There is one, the shard; the option stays so that
@@ -163,5 +167,30 @@ impl std::str::FromStr for RtmpKey {
             room: room.to_owned(),
             identity: identity.to_owned(),
         })
+    }
+}
+
+impl super::Config {
+    /// The RTMP stream keys this configuration accepts: the configured ones, and keys signed
+    /// with the secret when one is configured.
+    pub fn stream_keys(&self) -> Result<StreamKeys, ConfigError> {
+        let mut keys = match &self.secret {
+            Some(secret) => StreamKeys::new().with_secret(secret.as_bytes()),
+            None => StreamKeys::new(),
+        };
+        for entry in &self.rtmp_keys {
+            let target = StreamTarget {
+                room: entry.room.clone(),
+                identity: entry.identity.clone(),
+            };
+            // The error never contains the key: it names the entry by its target.
+            keys.add(entry.key.expose(), target).map_err(|e| {
+                ConfigError::Invalid(format!(
+                    "rtmp_keys entry for {}/{}: {e}",
+                    entry.room, entry.identity
+                ))
+            })?;
+        }
+        Ok(keys)
     }
 }

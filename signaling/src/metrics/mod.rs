@@ -17,14 +17,16 @@ use sluice_sfu::ingest::RtmpStreams;
 use sluice_sfu::runtime::{Sfu, SfuStats};
 use sluice_sfu::shard::ShardStats;
 
+use crate::cluster::Cluster;
 use crate::session::SessionCounters;
-use process::ProcessStats;
+pub(crate) use process::ProcessStats;
 
 /// One server's metrics: its recorder and what it reads at each scrape.
 pub struct Metrics {
     recorder: PrometheusRecorder,
     handle: PrometheusHandle,
     rtmp: OnceLock<RtmpStreams>,
+    cluster: OnceLock<Cluster>,
 }
 
 impl Default for Metrics {
@@ -42,6 +44,7 @@ impl Metrics {
             recorder,
             handle,
             rtmp: OnceLock::new(),
+            cluster: OnceLock::new(),
         }
     }
 
@@ -49,6 +52,12 @@ impl Metrics {
     /// Only the first call counts.
     pub fn watch_rtmp(&self, streams: RtmpStreams) {
         let _ = self.rtmp.set(streams);
+    }
+
+    /// Reports this node's cluster membership too (`sluice_cluster_redis_up`); only the
+    /// first call counts.
+    pub fn watch_cluster(&self, cluster: Cluster) {
+        let _ = self.cluster.set(cluster);
     }
 
     /// Reads every source and renders the text exposition.
@@ -64,6 +73,9 @@ impl Metrics {
             gauge!("sluice_websocket_sessions").set(sessions.open() as f64);
             counter!("sluice_signaling_rate_limited_total").absolute(sessions.rate_limited());
             gauge!("sluice_draining").set(if draining { 1.0 } else { 0.0 });
+            if let Some(cluster) = self.cluster.get() {
+                gauge!("sluice_cluster_redis_up").set(if cluster.is_up() { 1.0 } else { 0.0 });
+            }
             if let Some(rtmp) = self.rtmp.get() {
                 let counts = rtmp.counts();
                 gauge!("sluice_rtmp_streams", "state" => "live").set(counts.live as f64);
@@ -120,6 +132,10 @@ fn record_shard(shard: &ShardStats) {
 
 /// The `# HELP` lines.
 fn describe() {
+    describe_gauge!(
+        "sluice_cluster_redis_up",
+        "1 while this node is registered in its cluster's Redis, 0 while Redis is unreachable (with --redis only)."
+    );
     describe_gauge!("sluice_rooms", "Rooms with at least one participant.");
     describe_gauge!(
         "sluice_participants",

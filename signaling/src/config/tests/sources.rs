@@ -1,4 +1,5 @@
-//! Configuration tests: RTSP sources, webhook receivers and the ICE servers advertised.
+//! Configuration tests: RTSP sources, webhook receivers, the ICE servers advertised and the
+//! cluster options.
 
 use clap::Parser;
 use sluice_sfu::ingest::RtspTransport;
@@ -181,4 +182,63 @@ fn ice_servers_from_toml_flags_and_environment_in_that_order() {
     assert!(
         Config::from_toml_str("[[ice_servers]]\nurls = \"stun:x\"\npassword = \"p\"\n").is_err()
     );
+}
+
+#[test]
+fn cluster_options_from_toml_and_flags_and_none_by_default() {
+    assert_eq!(Config::default().cluster, ClusterConfig::default());
+    assert!(
+        Config::default().cluster.redis.is_none(),
+        "a single node by default"
+    );
+    let file = super::TempFile::new(
+        "cluster",
+        "redis = \"redis://:file-password@10.0.0.5:6379\"\nnode_id = \"sfu-1\"\n",
+    );
+    let path = file.0.to_str().unwrap();
+    let from_file = Config::load(
+        &Cli::try_parse_from(["sluice", "--config", path])
+            .unwrap()
+            .serve,
+    )
+    .unwrap();
+    let redis = from_file.cluster.redis.as_ref().unwrap();
+    assert_eq!(redis.expose(), "redis://:file-password@10.0.0.5:6379");
+    assert_eq!(from_file.cluster.node_id.as_deref(), Some("sfu-1"));
+    assert!(!format!("{from_file:?}").contains("file-password"));
+    let cli = Cli::try_parse_from([
+        "sluice",
+        "--config",
+        path,
+        "--redis",
+        "redis://127.0.0.1:7000",
+        "--node-url",
+        "https://sfu-1.example.com",
+    ])
+    .unwrap();
+    let from_flags = Config::load(&cli.serve).unwrap();
+    assert_eq!(
+        from_flags.cluster.redis.as_ref().map(RedisUrl::expose),
+        Some("redis://127.0.0.1:7000")
+    );
+    assert_eq!(from_flags.cluster.node_id.as_deref(), Some("sfu-1"));
+    assert_eq!(
+        from_flags.cluster.node_url.as_ref().map(url::Url::as_str),
+        Some("https://sfu-1.example.com/")
+    );
+    let command = <Cli as clap::CommandFactory>::command();
+    let env = |id: &str| {
+        command
+            .get_arguments()
+            .find(|a| a.get_id() == id)
+            .and_then(|a| a.get_env())
+            .and_then(|e| e.to_str().map(str::to_owned))
+    };
+    assert_eq!(env("redis").as_deref(), Some("SLUICE_REDIS"));
+    assert_eq!(env("node_id").as_deref(), Some("SLUICE_NODE_ID"));
+    assert_eq!(env("node_url").as_deref(), Some("SLUICE_NODE_URL"));
+    assert!(Cli::try_parse_from(["sluice", "--redis", "http://127.0.0.1:6379"]).is_err());
+    let cli = Cli::try_parse_from(["sluice", "--node-id", "sfu-1"]).unwrap();
+    let err = Config::load(&cli.serve).unwrap_err().to_string();
+    assert!(err.contains("need redis"), "{err}");
 }
