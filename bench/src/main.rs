@@ -17,6 +17,8 @@ mod procfs;
 mod ramp;
 mod report;
 mod rtc_relay_target;
+mod rtcgen;
+mod sluice_rtc;
 mod sluice_target;
 mod stats;
 mod str0m_target;
@@ -25,7 +27,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -120,11 +122,25 @@ struct Args {
     /// `--no-floor --steps 2 --callgrind-step 2 --video-bps 300000`).
     #[arg(long)]
     callgrind_step: Option<usize>,
+    /// The load generator's client stack: `rtc` (sans-IO `rtc` 0.21 connections, many per
+    /// generator thread, no decoding) or `webrtc` (a webrtc-rs peer with its own tasks per
+    /// client). The peer SFUs (`--str0m-chat`, `--rtc-relay`) are always driven by `webrtc`.
+    #[arg(long, value_enum, default_value_t = GeneratorKind::Rtc)]
+    generator: GeneratorKind,
+    /// Threads of the `rtc` generator (each owns its connections and their sockets).
+    #[arg(long, default_value_t = 1)]
+    generator_threads: usize,
     /// Where results.json, results.md and the SVG plots go.
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GeneratorKind {
+    Rtc,
+    Webrtc,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -223,6 +239,8 @@ fn sluice_flags() -> Vec<String> {
 struct SluiceUnderTest {
     process: ServerProcess,
     client: sluice_target::SluiceTarget,
+    /// The sans-IO generator, when it drives the clients (else webrtc-rs peers do).
+    generator: Option<rtcgen::Generator>,
     room_size: usize,
 }
 
@@ -243,14 +261,30 @@ impl Target for SluiceUnderTest {
         shape: VideoShape,
         ssrc_base: u32,
     ) -> Result<(client::MediaSource, client::KeepAlive)> {
-        self.client.add_publisher(room, shape, ssrc_base).await
+        match &self.generator {
+            Some(generator) => {
+                sluice_rtc::add_publisher(&self.client, generator, room, shape, ssrc_base).await
+            }
+            None => self.client.add_publisher(room, shape, ssrc_base).await,
+        }
     }
     async fn add_subscriber(
         &self,
         room: &str,
         identity: &str,
     ) -> Result<(client::Reception, client::KeepAlive)> {
-        self.client.add_subscriber(room, identity).await
+        match &self.generator {
+            Some(generator) => {
+                sluice_rtc::add_subscriber(&self.client, generator, room, identity).await
+            }
+            None => self.client.add_subscriber(room, identity).await,
+        }
+    }
+    fn generator_threads(&self) -> Vec<u32> {
+        self.generator
+            .as_ref()
+            .map(|g| g.thread_ids().to_vec())
+            .unwrap_or_default()
     }
 }
 
@@ -310,8 +344,26 @@ async fn run(mut args: Args) -> Result<()> {
         stop_loss: args.stop_loss_percent / 100.0,
     };
 
-    // The direct baseline runs for the whole run (both SFUs' windows see it).
-    let (_direct_source, direct, _direct_keep) = direct::start(shape).await?;
+    // The direct baselines run for the whole run (every SFU's windows see them): the webrtc-rs
+    // pair for the targets webrtc-rs clients drive, the sans-IO pair for Sluice when the
+    // sans-IO generator drives it.
+    let sluice_on_rtc = args.generator == GeneratorKind::Rtc && !args.no_sluice;
+    let webrtc_direct = if sluice_on_rtc && args.str0m_chat.is_none() && args.rtc_relay.is_none() {
+        None
+    } else {
+        Some(direct::start(shape).await?)
+    };
+    let rtc_direct = if sluice_on_rtc {
+        Some(direct::start_rtc(shape).await?)
+    } else {
+        None
+    };
+    let Some((_, direct, _)) = webrtc_direct.as_ref().or(rtc_direct.as_ref()) else {
+        bail!("no direct baseline started");
+    };
+    let sluice_direct = rtc_direct
+        .as_ref()
+        .map_or(direct, |(_, reception, _)| reception);
 
     let mut ramps = Vec::new();
     // --callgrind-step counts instructions for every SFU ramped (Sluice and the prototype relay).
@@ -340,12 +392,16 @@ async fn run(mut args: Args) -> Result<()> {
                 simulcast: args.simulcast,
             },
             process,
+            generator: match args.generator {
+                GeneratorKind::Rtc => Some(rtcgen::Generator::start(args.generator_threads)?),
+                GeneratorKind::Webrtc => None,
+            },
             room_size: args.room_size,
         });
         let ramp = ramp::run(
             Arc::clone(&target) as Arc<dyn Target>,
             &ramp_config,
-            &direct,
+            sluice_direct,
             started,
             perf.clone(),
         )
@@ -358,7 +414,7 @@ async fn run(mut args: Args) -> Result<()> {
     }
 
     if let Some(chat) = &args.str0m_chat {
-        match str0m_target::run(chat, &ramp_config, &direct, started).await {
+        match str0m_target::run(chat, &ramp_config, direct, started).await {
             Ok(r) => ramps.push(r),
             Err(err) => {
                 eprintln!("str0m chat: {err:#}");
@@ -377,7 +433,7 @@ async fn run(mut args: Args) -> Result<()> {
                 &variant,
                 args.room_size,
                 &ramp_config,
-                &direct,
+                direct,
                 started,
                 perf.clone(),
             )

@@ -29,6 +29,19 @@ pub trait Target: Send + Sync + 'static {
         ssrc_base: u32,
     ) -> Result<(MediaSource, KeepAlive)>;
     async fn add_subscriber(&self, room: &str, identity: &str) -> Result<(Reception, KeepAlive)>;
+    /// Kernel thread ids (in this process) of the sans-IO generator driving this target's
+    /// clients, if it does: their CPU is reported on its own.
+    fn generator_threads(&self) -> Vec<u32> {
+        Vec::new()
+    }
+}
+
+/// CPU time of the generator threads `tids` of this process (0 for none).
+fn generator_cpu(tids: &[u32]) -> Duration {
+    let pid = std::process::id();
+    tids.iter()
+        .filter_map(|&tid| procfs::thread_cpu_time_of(pid, tid).ok())
+        .sum()
 }
 
 #[derive(Debug, Clone)]
@@ -52,8 +65,12 @@ pub struct StepResult {
     pub window_s: f64,
     /// Server CPU (user + sys) in the window, in cores (1.0 = one core busy).
     pub server_cores: f64,
-    /// The load generator's own CPU in cores (it shares the machine).
+    /// The load generator's own CPU in cores (it shares the machine): the whole bench
+    /// process (clients, signaling, the direct baseline pair).
     pub loadgen_cores: f64,
+    /// Of `loadgen_cores`, the sans-IO generator's threads (when it drives the clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_cores: Option<f64>,
     pub forwarded_pps: f64,
     pub cpu_us_per_packet: f64,
     pub pps_per_core: f64,
@@ -228,9 +245,11 @@ pub async fn run(
                 .sum()
         };
         let sent0 = sent(&publishers);
-        let (cpu0, lg0, t0) = (
+        let generator_tids = target.generator_threads();
+        let (cpu0, lg0, gen0, t0) = (
             procfs::cpu_time(pid)?,
             procfs::cpu_time(loadgen_pid)?,
+            generator_cpu(&generator_tids),
             Instant::now(),
         );
         let perf = match &profiler {
@@ -255,9 +274,10 @@ pub async fn run(
         if let Some((child, data, text)) = perf {
             finish_perf(child, &data, &text, &name, started);
         }
-        let (cpu1, lg1, elapsed) = (
+        let (cpu1, lg1, gen1, elapsed) = (
             procfs::cpu_time(pid)?,
             procfs::cpu_time(loadgen_pid)?,
+            generator_cpu(&generator_tids),
             t0.elapsed().as_secs_f64(),
         );
         let rss = procfs::rss_kb(pid)?;
@@ -294,6 +314,8 @@ pub async fn run(
             window_s: elapsed,
             server_cores: cpu / elapsed,
             loadgen_cores: lg1.saturating_sub(lg0).as_secs_f64() / elapsed,
+            generator_cores: (!generator_tids.is_empty())
+                .then(|| gen1.saturating_sub(gen0).as_secs_f64() / elapsed),
             forwarded_pps: forwarded as f64 / elapsed,
             cpu_us_per_packet: cpu * 1e6 / forwarded.max(1) as f64,
             pps_per_core: if cpu > 0.0 {
@@ -338,7 +360,7 @@ pub async fn run(
         progress(
             started,
             &format!(
-                "{name}: {} subs | {:.0} pkt/s published, {:.0} fwd | server {:.2} cores, {:.1} µs/pkt, {:.0} pkt/s/core | RSS {:.0} MB ({:.0} kB/sub) | loss {:.2}% (worst {:.2}%) | added latency p50 {:.0} µs p99 {:.0} µs | load gen {:.2} cores | loadavg {:.1}",
+                "{name}: {} subs | {:.0} pkt/s published, {:.0} fwd | server {:.2} cores, {:.1} µs/pkt, {:.0} pkt/s/core | RSS {:.0} MB ({:.0} kB/sub) | loss {:.2}% (worst {:.2}%) | added latency p50 {:.0} µs p99 {:.0} µs | load gen {:.2} cores{} | loadavg {:.1}",
                 result.subscribers,
                 result.published_pps,
                 result.forwarded_pps,
@@ -352,6 +374,10 @@ pub async fn run(
                 added50,
                 added99,
                 result.loadgen_cores,
+                result
+                    .generator_cores
+                    .map(|g| format!(" (generator threads {g:.2})"))
+                    .unwrap_or_default(),
                 result.load_average,
             ),
         );

@@ -83,7 +83,7 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(md, "### {} (ended: {})\n", ramp.target, ramp.ended);
         let _ = writeln!(
             md,
-            "| subs | pubs | fwd pkt/s | server cores | µs/pkt | pkt/s/core | RSS MB | kB/sub | loss mean | loss worst | latency p50/p99/max µs | direct p50/p99 µs | added p50/p99 µs | join audio p50/p95 ms | join video p50/p95 ms | load gen cores |"
+            "| subs | pubs | fwd pkt/s | server cores | µs/pkt | pkt/s/core | RSS MB | kB/sub | loss mean | loss worst | latency p50/p99/max µs | direct p50/p99 µs | added p50/p99 µs | join audio p50/p95 ms | join video p50/p95 ms | load gen cores (generator threads) |"
         );
         let _ = writeln!(
             md,
@@ -93,7 +93,7 @@ pub fn markdown(report: &Report) -> String {
             let (a50, a99) = s.added_latency_us();
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2}% | {:.2}% | {:.0}/{:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.2} |",
+                "| {} | {} | {:.0} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2}% | {:.2}% | {:.0}/{:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.2}{} |",
                 s.subscribers,
                 s.publishers,
                 s.forwarded_pps,
@@ -116,6 +116,9 @@ pub fn markdown(report: &Report) -> String {
                 s.join_video_ms.p50,
                 s.join_video_ms.p95,
                 s.loadgen_cores,
+                s.generator_cores
+                    .map(|g| format!(" ({g:.2})"))
+                    .unwrap_or_default(),
             );
         }
         md.push('\n');

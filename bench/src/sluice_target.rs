@@ -38,7 +38,7 @@ impl SluiceTarget {
     /// A signaling connection from a loopback address of its own every
     /// [`CONNECTIONS_PER_ADDRESS`] connections: the server caps connections per source address,
     /// and the load of hundreds of subscribers from one machine is not one abusive client.
-    async fn signal(&self) -> Result<SignalClient> {
+    pub(crate) async fn signal(&self) -> Result<SignalClient> {
         let n = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         let server: SocketAddr = self
             .ws_url
@@ -52,7 +52,7 @@ impl SluiceTarget {
         SignalClient::connect_from(&self.ws_url, server, IpAddr::from([127, 0, 0, last])).await
     }
 
-    fn token(&self, room: &str, identity: &str) -> Result<String> {
+    pub(crate) fn token(&self, room: &str, identity: &str) -> Result<String> {
         TokenAuthority::new(self.secret.as_bytes())
             .mint(
                 &Grants {
