@@ -12,6 +12,7 @@ mod client;
 mod direct;
 mod floor;
 mod media;
+mod overload;
 mod process;
 mod procfs;
 mod ramp;
@@ -122,6 +123,14 @@ struct Args {
     /// `--no-floor --steps 2 --callgrind-step 2 --video-bps 300000`).
     #[arg(long)]
     callgrind_step: Option<usize>,
+    /// After the last step, an overload step at `--overload-factor` × the largest lossless step
+    /// (Sluice only): RSS at capacity against RSS under overload, whether the subscribers that
+    /// were there keep receiving, and signaling probes (a join and a ping each second).
+    #[arg(long)]
+    overload: bool,
+    /// The overload step's size as a multiple of the largest lossless step.
+    #[arg(long, default_value_t = 2.0)]
+    overload_factor: f64,
     /// The load generator's client stack: `rtc` (sans-IO `rtc` 0.21 connections, many per
     /// generator thread, no decoding) or `webrtc` (a webrtc-rs peer with its own tasks per
     /// client). The peer SFUs (`--str0m-chat`, `--rtc-relay`) are always driven by `webrtc`.
@@ -280,6 +289,9 @@ impl Target for SluiceUnderTest {
             None => self.client.add_subscriber(room, identity).await,
         }
     }
+    async fn probe_signaling(&self, n: usize) -> Result<overload::Probe> {
+        self.client.probe(n).await
+    }
     fn generator_threads(&self) -> Vec<u32> {
         self.generator
             .as_ref()
@@ -342,6 +354,7 @@ async fn run(mut args: Args) -> Result<()> {
         join_concurrency: args.join_concurrency,
         shape,
         stop_loss: args.stop_loss_percent / 100.0,
+        overload: None,
     };
 
     // The direct baselines run for the whole run (every SFU's windows see them): the webrtc-rs
@@ -398,9 +411,13 @@ async fn run(mut args: Args) -> Result<()> {
             },
             room_size: args.room_size,
         });
+        let sluice_config = RampConfig {
+            overload: args.overload.then_some(args.overload_factor),
+            ..ramp_config.clone()
+        };
         let ramp = ramp::run(
             Arc::clone(&target) as Arc<dyn Target>,
-            &ramp_config,
+            &sluice_config,
             sluice_direct,
             started,
             perf.clone(),

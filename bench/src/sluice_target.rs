@@ -67,6 +67,32 @@ impl SluiceTarget {
             .context("minting a token")
     }
 
+    /// Joins the room `bench-probe` from a fresh connection, then pings: the time of each
+    /// (the caller bounds the whole probe).
+    pub async fn probe(&self, n: usize) -> Result<crate::overload::Probe> {
+        let started = Instant::now();
+        let mut signal = self.signal().await?;
+        let joined = signal
+            .join(self.token("bench-probe", &format!("probe-{n}"))?)
+            .await?;
+        ensure!(
+            matches!(joined, ServerMessage::Joined { .. }),
+            "probe join failed: {joined:?}"
+        );
+        let join_ms = started.elapsed().as_secs_f64() * 1e3;
+        let pinged = Instant::now();
+        let request_id = signal.next_id();
+        let pong = signal.request(ClientMessage::Ping { request_id }).await?;
+        ensure!(
+            matches!(pong, ServerMessage::Ok { .. }),
+            "ping refused: {pong:?}"
+        );
+        let ping_ms = pinged.elapsed().as_secs_f64() * 1e3;
+        let request_id = signal.next_id();
+        signal.send(&ClientMessage::Leave { request_id }).await?;
+        Ok(crate::overload::Probe { join_ms, ping_ms })
+    }
+
     /// Joins `room` and publishes one video (`shape`) and one Opus track.
     pub async fn add_publisher(
         &self,
