@@ -11,6 +11,7 @@
 mod client;
 mod direct;
 mod floor;
+mod janus_target;
 mod media;
 mod overload;
 mod process;
@@ -94,6 +95,17 @@ struct Args {
     /// str0m 0.25's `chat` example, built as described in docs/benchmarks.md (skipped if absent).
     #[arg(long)]
     str0m_chat: Option<PathBuf>,
+    /// Janus 1.1's `janus` binary (Debian's package): its VideoRoom plugin is ramped after
+    /// Sluice with the sans-IO generator, over Janus's HTTP API on 127.0.0.1.
+    #[arg(long)]
+    janus: Option<PathBuf>,
+    /// The address of the generator's connections to Janus (run the benchmark through
+    /// `bench/janus-netns.sh`, which puts it on the veth peer of Janus's interface).
+    #[arg(long, default_value = "127.0.1.2")]
+    janus_client_ip: std::net::IpAddr,
+    /// Where Janus's `plugins/` and `transports/` are.
+    #[arg(long, default_value = janus_target::DEFAULT_LIB_DIR)]
+    janus_lib_dir: PathBuf,
     /// The prototype relay on the sans-IO `rtc` core (`sluice-rtc-relay`, built from this
     /// crate): ramped after Sluice and str0m, as a further system in the results.
     #[arg(long)]
@@ -357,17 +369,22 @@ async fn run(mut args: Args) -> Result<()> {
         overload: None,
     };
 
-    // The direct baselines run for the whole run (every SFU's windows see them): the webrtc-rs
-    // pair for the targets webrtc-rs clients drive, the sans-IO pair for Sluice when the
-    // sans-IO generator drives it.
+    // The direct baselines run for the whole run (every SFU's windows see them): the sans-IO
+    // pair for the targets the sans-IO generator drives (Sluice by default, Janus), the
+    // webrtc-rs pair for those webrtc-rs clients drive.
     let sluice_on_rtc = args.generator == GeneratorKind::Rtc && !args.no_sluice;
-    let webrtc_direct = if sluice_on_rtc && args.str0m_chat.is_none() && args.rtc_relay.is_none() {
-        None
-    } else {
-        Some(direct::start(shape).await?)
-    };
-    let rtc_direct = if sluice_on_rtc {
+    let sluice_on_webrtc = args.generator == GeneratorKind::Webrtc && !args.no_sluice;
+    let rtc_direct = if sluice_on_rtc || args.janus.is_some() {
         Some(direct::start_rtc(shape).await?)
+    } else {
+        None
+    };
+    let webrtc_direct = if sluice_on_webrtc
+        || args.str0m_chat.is_some()
+        || args.rtc_relay.is_some()
+        || rtc_direct.is_none()
+    {
+        Some(direct::start(shape).await?)
     } else {
         None
     };
@@ -430,6 +447,27 @@ async fn run(mut args: Args) -> Result<()> {
         ramps.push(ramp.context("sluice ramp")?);
     }
 
+    if let Some(janus) = &args.janus {
+        let rtc_direct = rtc_direct
+            .as_ref()
+            .map(|(_, reception, _)| reception)
+            .context("the sans-IO direct pair")?;
+        let setup = janus_target::JanusSetup {
+            binary: janus.clone(),
+            lib_dir: args.janus_lib_dir.clone(),
+            client_ip: args.janus_client_ip,
+            generator_threads: args.generator_threads,
+            room_size: args.room_size,
+        };
+        match janus_target::run(&setup, &ramp_config, rtc_direct, started).await {
+            Ok(r) => ramps.push(r),
+            Err(err) => {
+                eprintln!("janus: {err:#}");
+                notes.push(format!("janus could not be driven: {err:#}"));
+            }
+        }
+    }
+
     if let Some(chat) = &args.str0m_chat {
         match str0m_target::run(chat, &ramp_config, direct, started).await {
             Ok(r) => ramps.push(r),
@@ -438,8 +476,8 @@ async fn run(mut args: Args) -> Result<()> {
                 notes.push(format!("str0m chat could not be driven: {err:#}"));
             }
         }
-    } else {
-        notes.push("no peer SFU given (--str0m-chat): peer ratio not measured".to_owned());
+    } else if args.janus.is_none() {
+        notes.push("no peer SFU given (--janus, --str0m-chat): peer ratio not measured".to_owned());
     }
 
     if let Some(relay) = &args.rtc_relay {

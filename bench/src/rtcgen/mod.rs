@@ -15,6 +15,7 @@
 mod peer;
 mod worker;
 
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -106,8 +107,18 @@ pub struct Generator {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Generator {
-    /// Starts `threads` generator threads (they end when the generator is dropped).
+    /// Starts `threads` generator threads (they end when the generator is dropped) whose
+    /// connections bind 127.0.0.1.
     pub fn start(threads: usize) -> Result<Self> {
+        Self::start_on(threads, IpAddr::from([127, 0, 0, 1]))
+    }
+
+    /// As [`Generator::start`], with the connections' sockets on `ip` (a loopback address).
+    pub fn start_on(threads: usize, ip: IpAddr) -> Result<Self> {
+        anyhow::ensure!(
+            ip.is_loopback(),
+            "the generator binds loopback addresses only, not {ip}"
+        );
         let mut handles = Vec::new();
         let mut tids = Vec::new();
         for n in 0..threads.max(1) {
@@ -121,7 +132,7 @@ impl Generator {
                 .name(format!("rtcgen-{n}"))
                 .spawn(move || {
                     let _ = tid_tx.send(nix::unistd::gettid().as_raw());
-                    if let Err(err) = worker::run(inbox, &thread_wake) {
+                    if let Err(err) = worker::run(inbox, &thread_wake, ip) {
                         eprintln!("generator thread {n} failed: {err:#}");
                     }
                 })

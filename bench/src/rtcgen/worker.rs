@@ -3,7 +3,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -95,6 +95,8 @@ struct Peer {
 
 struct Loop {
     epoll: Epoll,
+    /// The address every connection's socket binds.
+    ip: IpAddr,
     certificate: RTCCertificate,
     peers: HashMap<PeerKey, Peer>,
     next_key: PeerKey,
@@ -105,12 +107,13 @@ struct Loop {
 }
 
 /// Runs the loop until every sender of `inbox` is gone.
-pub fn run(inbox: Receiver<Command>, wake: &EventFd) -> Result<()> {
+pub fn run(inbox: Receiver<Command>, wake: &EventFd, ip: IpAddr) -> Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
     let mut state = Loop {
         epoll,
         certificate: peer::certificate()?,
+        ip,
         peers: HashMap::new(),
         next_key: 0,
         timers: BinaryHeap::new(),
@@ -301,7 +304,7 @@ impl Loop {
     }
 
     fn create(&mut self, setup: Setup, now: Instant) -> Result<Created> {
-        let socket = UdpSocket::bind("127.0.0.1:0").context("binding a client socket")?;
+        let socket = UdpSocket::bind((self.ip, 0)).context("binding a client socket")?;
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
         let mut pc = peer::build(&self.certificate, local, now)?;
