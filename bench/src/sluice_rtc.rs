@@ -15,7 +15,7 @@ use tokio::sync::watch;
 
 use crate::client::{self, AbortOnDrop, KeepAlive, MediaSource, Reception, SentCounters};
 use crate::media::{self, VideoShape};
-use crate::rtcgen::{self, Generator, PeerHandle, PeerState, Setup};
+use crate::rtcgen::{Generator, PeerHandle, PeerState, Setup};
 use crate::sluice_target::SluiceTarget;
 use crate::stats::StampMode;
 
@@ -237,5 +237,5 @@ async fn connect(
             },
         }
     }
-    rtcgen::connected(state, Duration::ZERO).await
+    bail!("{role:?} connection not established within {CONNECT_TIMEOUT:?}")
 }
