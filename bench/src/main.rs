@@ -148,7 +148,8 @@ struct Args {
     /// client). The peer SFUs (`--str0m-chat`, `--rtc-relay`) are always driven by `webrtc`.
     #[arg(long, value_enum, default_value_t = GeneratorKind::Rtc)]
     generator: GeneratorKind,
-    /// Threads of the `rtc` generator (each owns its connections and their sockets).
+    /// Subscriber threads of the `rtc` generator (each owns its connections and their
+    /// sockets); its publishers have one more thread of their own.
     #[arg(long, default_value_t = 1)]
     generator_threads: usize,
     /// Where results.json, results.md and the SVG plots go.

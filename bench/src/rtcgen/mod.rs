@@ -95,8 +95,10 @@ impl Thread {
     }
 }
 
-/// The generator: its threads, given connections in turn.
+/// The generator: one thread for the publishers (their frames leave on time however busy the
+/// subscribers are) and `threads` for the subscribers, given connections in turn.
 pub struct Generator {
+    publishers: Thread,
     threads: Vec<Thread>,
     next: AtomicUsize,
     /// Kernel thread ids, for their CPU time.
@@ -107,8 +109,8 @@ pub struct Generator {
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Generator {
-    /// Starts `threads` generator threads (they end when the generator is dropped) whose
-    /// connections bind 127.0.0.1.
+    /// Starts the publisher thread and `threads` subscriber threads (they end when the
+    /// generator is dropped) whose connections bind 127.0.0.1.
     pub fn start(threads: usize) -> Result<Self> {
         Self::start_on(threads, IpAddr::from([127, 0, 0, 1]))
     }
@@ -121,7 +123,8 @@ impl Generator {
         );
         let mut handles = Vec::new();
         let mut tids = Vec::new();
-        for n in 0..threads.max(1) {
+        // Thread 0 takes the publishers.
+        for n in 0..=threads.max(1) {
             let (commands, inbox) = std::sync::mpsc::channel();
             let wake = Arc::new(EventFd::from_flags(
                 EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC,
@@ -129,7 +132,11 @@ impl Generator {
             let (tid_tx, tid_rx) = std::sync::mpsc::channel();
             let thread_wake = Arc::clone(&wake);
             std::thread::Builder::new()
-                .name(format!("rtcgen-{n}"))
+                .name(if n == 0 {
+                    "rtcgen-pub".to_owned()
+                } else {
+                    format!("rtcgen-{n}")
+                })
                 .spawn(move || {
                     let _ = tid_tx.send(nix::unistd::gettid().as_raw());
                     if let Err(err) = worker::run(inbox, &thread_wake, ip) {
@@ -143,7 +150,9 @@ impl Generator {
             tids.push(u32::try_from(tid).unwrap_or_default());
             handles.push(Thread { commands, wake });
         }
+        let publishers = handles.remove(0);
         Ok(Self {
+            publishers,
             threads: handles,
             next: AtomicUsize::new(0),
             tids,
@@ -155,10 +164,16 @@ impl Generator {
         &self.tids
     }
 
-    /// Creates a connection on the next thread in turn.
+    /// Creates a publisher on the publisher thread, a subscriber on the next subscriber
+    /// thread in turn.
     pub async fn create(&self, setup: Setup) -> Result<(PeerHandle, Created)> {
-        let n = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
-        let thread = self.threads[n].clone();
+        let thread = match setup {
+            Setup::Publisher { .. } => self.publishers.clone(),
+            Setup::Subscriber { .. } => {
+                let n = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
+                self.threads[n].clone()
+            }
+        };
         let (reply, created) = oneshot::channel();
         thread.send(Command::Create { setup, reply })?;
         let created = tokio::time::timeout(REPLY_TIMEOUT, created)
