@@ -147,6 +147,17 @@ fn progress(start: Instant, what: &str) {
     eprintln!("[{:6.1}s] {what}", start.elapsed().as_secs_f64());
 }
 
+/// Tasks aborted when dropped.
+struct AbortAll<T>(Vec<tokio::task::JoinHandle<T>>);
+
+impl<T> Drop for AbortAll<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// A ramp in progress: the target, its clients, and what every window is measured against.
 pub struct Ramp<'a> {
     pub target: Arc<dyn Target>,
@@ -211,18 +222,23 @@ impl<'a> Ramp<'a> {
             );
         }
         let gate = Arc::new(Semaphore::new(self.config.join_concurrency.max(1)));
-        let mut joins = Vec::new();
+        // Joins still running when this future is dropped (the overload step bounds it in
+        // time) are aborted, not left to connect and leave during the next window.
+        let mut joins = AbortAll(Vec::new());
         for i in self.subscribers.len()..step {
             let (target, gate) = (Arc::clone(&self.target), Arc::clone(&gate));
             let room = format!("bench-{}", i / target.room_size());
-            joins.push(tokio::spawn(async move {
+            joins.0.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await?;
                 target.add_subscriber(&room, &format!("sub-{i}")).await
             }));
         }
         let first_new = self.subscribers.len();
         let mut failed = 0;
-        for (n, join) in joins.into_iter().enumerate() {
+        for n in 0..joins.0.len() {
+            let Some(join) = joins.0.get_mut(n) else {
+                break;
+            };
             match join.await? {
                 Ok((reception, keep)) => self.subscribers.push(Subscriber {
                     reception,
