@@ -498,6 +498,9 @@ impl Target for Janus {
     fn generator_threads(&self) -> Vec<u32> {
         self.generator.thread_ids().to_vec()
     }
+    fn connections_lost(&self) -> Option<u64> {
+        Some(self.generator.connections_lost())
+    }
 
     async fn add_publisher(
         &self,

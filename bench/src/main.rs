@@ -305,6 +305,11 @@ impl Target for SluiceUnderTest {
     async fn probe_signaling(&self, n: usize) -> Result<overload::Probe> {
         self.client.probe(n).await
     }
+    fn connections_lost(&self) -> Option<u64> {
+        self.generator
+            .as_ref()
+            .map(rtcgen::Generator::connections_lost)
+    }
     fn generator_threads(&self) -> Vec<u32> {
         self.generator
             .as_ref()

@@ -130,7 +130,7 @@ pub async fn run(ramp: &mut Ramp<'_>, steps: &[StepResult], factor: f64) -> Opti
     };
     let first = result.step.first_subscribers.as_ref();
     say(format!(
-        "{} subscribers: RSS {:.0} MB at the window's end, peak {:.0} MB ({:.2}× / {:.2}× capacity) | the first {} subscribers: {} silent, loss {:.2}% | signaling: {} probes answered (join p50 {:.0} ms max {:.0} ms, ping p50 {:.1} ms max {:.1} ms), {} failed",
+        "{} subscribers: RSS {:.0} MB at the window's end, peak {:.0} MB ({:.2}× / {:.2}× capacity) | the first {} subscribers: {} silent, loss {:.2}% | client connections lost {} | signaling: {} probes answered (join p50 {:.0} ms max {:.0} ms, ping p50 {:.1} ms max {:.1} ms), {} failed",
         result.step.subscribers,
         result.step.rss_mb,
         result.rss_peak_mb,
@@ -139,6 +139,10 @@ pub async fn run(ramp: &mut Ramp<'_>, steps: &[StepResult], factor: f64) -> Opti
         first.map_or(0, |f| f.count),
         first.map_or(0, |f| f.silent),
         first.map_or(f64::NAN, |f| f.loss_mean * 100.0),
+        result
+            .step
+            .connections_lost
+            .map_or_else(|| "n/a".to_owned(), |n| n.to_string()),
         answered.len(),
         result.probe_join_ms.p50,
         result.probe_join_ms.max,

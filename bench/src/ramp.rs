@@ -34,6 +34,11 @@ pub trait Target: Send + Sync + 'static {
     fn generator_threads(&self) -> Vec<u32> {
         Vec::new()
     }
+    /// Client connections the sans-IO generator saw fail or close after they were up, so far
+    /// (`None` for other clients).
+    fn connections_lost(&self) -> Option<u64> {
+        None
+    }
     /// Times the target's signaling from a fresh connection (`n` numbers the probes): what
     /// the overload step asks while the media plane is past capacity.
     async fn probe_signaling(&self, n: usize) -> Result<crate::overload::Probe> {
@@ -102,6 +107,10 @@ pub struct StepResult {
     /// callgrind for this step (then its CPU and latency figures are valgrind's, not its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions_per_packet: Option<f64>,
+    /// Client connections that failed or closed after they were up, counted by the sans-IO
+    /// generator since the ramp began (at the end of the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_lost: Option<u64>,
     /// Of the first `count` subscribers (those present before an overload step), how many
     /// received nothing and their mean loss (overload step only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -391,6 +400,7 @@ impl<'a> Ramp<'a> {
             published_pps: published as f64 / elapsed,
             load_average: procfs::load_average(),
             instructions_per_packet: instructions.map(|ir| ir as f64 / forwarded.max(1) as f64),
+            connections_lost: self.target.connections_lost(),
             first_subscribers: existing.map(|count| {
                 let first = windows.get(..count.min(windows.len())).unwrap_or_default();
                 FirstSubscribers {

@@ -454,6 +454,12 @@ fn overload_section(o: &crate::overload::OverloadResult) -> String {
         s.loss_mean * 100.0,
         s.loss_worst * 100.0
     );
+    if let Some(lost) = s.connections_lost {
+        let _ = writeln!(
+            md,
+            "| client connections that failed or closed after they were up (whole ramp) | {lost} |"
+        );
+    }
     let _ = writeln!(
         md,
         "| server cores, forwarded packets/s (published {:.0}/s) | {:.2}, {:.0} |",

@@ -17,7 +17,7 @@ mod worker;
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result, anyhow};
@@ -103,6 +103,8 @@ pub struct Generator {
     next: AtomicUsize,
     /// Kernel thread ids, for their CPU time.
     tids: Vec<u32>,
+    /// Connections that failed or closed after they were up, all threads.
+    lost: Arc<AtomicU64>,
 }
 
 /// How long a thread may take to create a connection or apply a description.
@@ -121,6 +123,7 @@ impl Generator {
             ip.is_loopback(),
             "the generator binds loopback addresses only, not {ip}"
         );
+        let lost = Arc::new(AtomicU64::new(0));
         let mut handles = Vec::new();
         let mut tids = Vec::new();
         // Thread 0 takes the publishers.
@@ -131,6 +134,7 @@ impl Generator {
             )?);
             let (tid_tx, tid_rx) = std::sync::mpsc::channel();
             let thread_wake = Arc::clone(&wake);
+            let thread_lost = Arc::clone(&lost);
             std::thread::Builder::new()
                 .name(if n == 0 {
                     "rtcgen-pub".to_owned()
@@ -139,7 +143,7 @@ impl Generator {
                 })
                 .spawn(move || {
                     let _ = tid_tx.send(nix::unistd::gettid().as_raw());
-                    if let Err(err) = worker::run(inbox, &thread_wake, ip) {
+                    if let Err(err) = worker::run(inbox, &thread_wake, ip, thread_lost) {
                         eprintln!("generator thread {n} failed: {err:#}");
                     }
                 })
@@ -156,7 +160,14 @@ impl Generator {
             threads: handles,
             next: AtomicUsize::new(0),
             tids,
+            lost,
         })
+    }
+
+    /// Connections that failed or closed after they were up (the server dropped them, or
+    /// their consent lapsed), since the generator started.
+    pub fn connections_lost(&self) -> u64 {
+        self.lost.load(Ordering::Relaxed)
     }
 
     /// The generator threads' kernel thread ids (their CPU time is in /proc/self/task/<tid>).

@@ -6,7 +6,7 @@ use std::collections::{BinaryHeap, HashMap};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
@@ -97,6 +97,8 @@ struct Loop {
     epoll: Epoll,
     /// The address every connection's socket binds.
     ip: IpAddr,
+    /// Connections that failed or closed after they were up (shared by the generator).
+    lost: Arc<AtomicU64>,
     certificate: RTCCertificate,
     peers: HashMap<PeerKey, Peer>,
     next_key: PeerKey,
@@ -107,13 +109,19 @@ struct Loop {
 }
 
 /// Runs the loop until every sender of `inbox` is gone.
-pub fn run(inbox: Receiver<Command>, wake: &EventFd, ip: IpAddr) -> Result<()> {
+pub fn run(
+    inbox: Receiver<Command>,
+    wake: &EventFd,
+    ip: IpAddr,
+    lost: Arc<AtomicU64>,
+) -> Result<()> {
     let epoll = Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?;
     epoll.add(wake.as_fd(), EpollEvent::new(EpollFlags::EPOLLIN, WAKE))?;
     let mut state = Loop {
         epoll,
         certificate: peer::certificate()?,
         ip,
+        lost,
         peers: HashMap::new(),
         next_key: 0,
         timers: BinaryHeap::new(),
@@ -199,7 +207,7 @@ impl Loop {
                 message: BytesMut::from(datagram),
             });
             // Drain as we go: `rtc` queues what it decrypted until polled.
-            service(peer, key, &mut self.dirty);
+            service(peer, key, &mut self.dirty, &self.lost);
         }
         if got {
             mark(peer, key, &mut self.dirty);
@@ -222,7 +230,7 @@ impl Loop {
             }
             peer.armed = None;
             let _ = peer.pc.handle_timeout(now);
-            service(peer, key, &mut self.dirty);
+            service(peer, key, &mut self.dirty, &self.lost);
             mark(peer, key, &mut self.dirty);
         }
     }
@@ -475,8 +483,9 @@ fn rid_extensions(pc: &mut RTCPeerConnection, tracks: &SendTracks) -> Option<(u8
     Some((mid_id, rid_id, Bytes::from(mid)))
 }
 
-/// Drains a connection's events and received packets (a subscriber records each packet).
-fn service(peer: &mut Peer, key: PeerKey, dirty: &mut Vec<PeerKey>) {
+/// Drains a connection's events and received packets (a subscriber records each packet);
+/// counts in `lost` a connection that fails or closes after it was up.
+fn service(peer: &mut Peer, key: PeerKey, dirty: &mut Vec<PeerKey>, lost: &AtomicU64) {
     while let Some(event) = peer.pc.poll_event() {
         match event {
             RTCPeerConnectionEvent::OnConnectionStateChangeEvent(state) => match state {
@@ -491,6 +500,9 @@ fn service(peer: &mut Peer, key: PeerKey, dirty: &mut Vec<PeerKey>) {
                     }
                 }
                 RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    if *peer.state.borrow() == PeerState::Connected {
+                        lost.fetch_add(1, Ordering::Relaxed);
+                    }
                     let _ = peer.state.send(PeerState::Failed);
                 }
                 _ => {}
