@@ -13,6 +13,7 @@
 //! per connection; dropping the handle closes the connection.
 
 mod peer;
+mod send;
 mod worker;
 
 use std::net::IpAddr;

@@ -11,7 +11,7 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use nix::sys::eventfd::EventFd;
 use rtc::peer_connection::RTCPeerConnection;
@@ -20,19 +20,16 @@ use rtc::peer_connection::event::{RTCPeerConnectionEvent, RTCTrackEvent};
 use rtc::peer_connection::message::{RTCMessage, TaggedRTCMessage};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::state::RTCPeerConnectionState;
-use rtc::rtp;
 use rtc::rtp_transceiver::RTCRtpReceiverId;
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use rtc::sansio::Protocol;
 use rtc::shared::{TaggedBytesMut, TransportContext, TransportProtocol};
 use tokio::sync::watch;
 
-use super::peer::{self, SendTracks};
+use super::peer;
+use super::send::{self, Sending};
 use super::{Command, Created, PeerKey, Setup};
-use crate::client::{
-    AUDIO_INTERVAL, AUDIO_PT, Reception, SIMULCAST_LAYERS, SentCounters, VIDEO_PT,
-};
-use crate::media::{self, VideoShape};
+use crate::client::{AUDIO_INTERVAL, Reception};
 
 /// A connection's state as the async side sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,23 +52,6 @@ const IDLE_WAKE: Duration = Duration::from_millis(200);
 /// due but does not clear must not spin the loop).
 const MIN_REARM: Duration = Duration::from_micros(500);
 const RECV_BUFFER: usize = 2048;
-
-/// What one publisher sends and where it stands.
-struct Sending {
-    tracks: SendTracks,
-    shape: VideoShape,
-    sent: Arc<SentCounters>,
-    /// Per layer: the shape, the next packet index and sequence number.
-    layers: Vec<(VideoShape, u32, u16)>,
-    /// The negotiated MID and RID extension ids and the video mid (simulcast only).
-    rid_extensions: Option<(u8, u8, Bytes)>,
-    simulcast: bool,
-    frame: u64,
-    audio_index: u32,
-    /// Both unset until the connection is up.
-    next_frame: Option<Instant>,
-    next_audio: Option<Instant>,
-}
 
 enum Role {
     Subscriber {
@@ -245,8 +225,8 @@ impl Loop {
             };
             let mut wrote = false;
             if sending.next_frame.is_some_and(|t| t <= now) {
-                write_frame(&mut peer.pc, sending, now);
-                sending.next_frame = Some(next_tick(
+                send::write_frame(&mut peer.pc, sending, now);
+                sending.next_frame = Some(send::next_tick(
                     sending.next_frame,
                     sending.shape.frame_interval(),
                     now,
@@ -254,8 +234,8 @@ impl Loop {
                 wrote = true;
             }
             if sending.next_audio.is_some_and(|t| t <= now) {
-                write_audio(&mut peer.pc, sending, now);
-                sending.next_audio = Some(next_tick(sending.next_audio, AUDIO_INTERVAL, now));
+                send::write_audio(&mut peer.pc, sending, now);
+                sending.next_audio = Some(send::next_tick(sending.next_audio, AUDIO_INTERVAL, now));
                 wrote = true;
             }
             if wrote {
@@ -282,7 +262,8 @@ impl Loop {
                             && sending.simulcast
                             && applied.is_ok()
                         {
-                            sending.rid_extensions = rid_extensions(&mut peer.pc, &sending.tracks);
+                            sending.rid_extensions =
+                                send::rid_extensions(&mut peer.pc, &sending.tracks);
                         }
                         mark(peer, key, &mut self.dirty);
                         applied
@@ -338,37 +319,7 @@ impl Loop {
                 let offer = pc.create_offer(None)?;
                 pc.set_local_description(now, offer)?;
                 let sdp = pc.local_description().context("no local description")?.sdp;
-                let layers = if simulcast {
-                    SIMULCAST_LAYERS
-                        .iter()
-                        .enumerate()
-                        .map(|(layer, (_, fraction))| {
-                            let bitrate_bps = (shape.bitrate_bps as f64 * fraction) as u64;
-                            (
-                                VideoShape {
-                                    bitrate_bps,
-                                    ..shape
-                                },
-                                media::layer_index_base(layer),
-                                0,
-                            )
-                        })
-                        .collect()
-                } else {
-                    vec![(shape, 0, 0)]
-                };
-                let sending = Sending {
-                    tracks,
-                    shape,
-                    sent,
-                    layers,
-                    rid_extensions: None,
-                    simulcast,
-                    frame: 0,
-                    audio_index: 0,
-                    next_frame: None,
-                    next_audio: None,
-                };
+                let sending = Sending::new(tracks, shape, simulcast, sent);
                 (Role::Publisher(Box::new(sending)), sdp)
             }
         };
@@ -445,13 +396,6 @@ fn mark(peer: &mut Peer, key: PeerKey, dirty: &mut Vec<PeerKey>) {
     }
 }
 
-/// The next tick of a periodic sender; a late tick delays the ones after it (as tokio's
-/// `MissedTickBehavior::Delay`), so a stalled loop never bursts to catch up.
-fn next_tick(current: Option<Instant>, interval: Duration, now: Instant) -> Instant {
-    let next = current.map_or(now, |t| t + interval);
-    if next <= now { now + interval } else { next }
-}
-
 /// Applies a remote description; for an offer, sets and returns the answer.
 fn remote(
     pc: &mut RTCPeerConnection,
@@ -469,18 +413,6 @@ fn remote(
     Ok(Some(
         pc.local_description().context("no local description")?.sdp,
     ))
-}
-
-/// The MID and RID extension ids the video sender negotiated, and its mid.
-fn rid_extensions(pc: &mut RTCPeerConnection, tracks: &SendTracks) -> Option<(u8, u8, Bytes)> {
-    let mid_id = peer::extension_id(pc, tracks.video, rtc::sdp::extmap::SDES_MID_URI)?;
-    let rid_id = peer::extension_id(pc, tracks.video, rtc::sdp::extmap::SDES_RTP_STREAM_ID_URI)?;
-    let sdp = pc.local_description()?.sdp;
-    let mid = sluice_sfu::transport::negotiated_codecs(&sdp)
-        .into_iter()
-        .find(|(_, c)| c.mime_type.eq_ignore_ascii_case("video/VP8"))
-        .map(|(mid, _)| mid)?;
-    Some((mid_id, rid_id, Bytes::from(mid)))
 }
 
 /// Drains a connection's events and received packets (a subscriber records each packet);
@@ -552,70 +484,4 @@ fn track_is_video(pc: &mut RTCPeerConnection, track_id: &str) -> Option<bool> {
         let track = receiver.track();
         (track.track_id() == track_id).then(|| track.kind() == RtpCodecKind::Video)
     })
-}
-
-/// One video frame on every layer (each layer's packets numbered in its own index space).
-fn write_frame(pc: &mut RTCPeerConnection, sending: &mut Sending, now: Instant) {
-    let frame = sending.frame;
-    sending.frame += 1;
-    let timestamp = (frame * 90_000 / u64::from(sending.shape.fps)) as u32;
-    let sent_ns = media::now_ns();
-    for (layer, (shape, index, seq)) in sending.layers.iter_mut().enumerate() {
-        let Some(&ssrc) = sending.tracks.video_ssrcs.get(layer) else {
-            continue;
-        };
-        let payloads = media::video_frame(shape, frame, *index, sent_ns);
-        let last = payloads.len().saturating_sub(1);
-        for (i, payload) in payloads.into_iter().enumerate() {
-            let mut header = rtp::header::Header {
-                version: 2,
-                payload_type: VIDEO_PT,
-                sequence_number: *seq,
-                timestamp,
-                ssrc,
-                marker: i == last,
-                ..Default::default()
-            };
-            if let Some((mid_id, rid_id, mid)) = &sending.rid_extensions
-                && let Some((rid, _)) = SIMULCAST_LAYERS.get(layer)
-            {
-                let _ = header.set_extension(*mid_id, mid.clone());
-                let _ = header.set_extension(*rid_id, Bytes::from_static(rid.as_bytes()));
-            }
-            *seq = seq.wrapping_add(1);
-            *index = index.wrapping_add(1);
-            let packet = rtp::Packet {
-                header,
-                payload: payload.into(),
-            };
-            if let Some(mut sender) = pc.rtp_sender(sending.tracks.video)
-                && sender.write_rtp(now, packet).is_ok()
-            {
-                sending.sent.video_packets.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-    }
-}
-
-/// One Opus-sized stamped audio packet.
-fn write_audio(pc: &mut RTCPeerConnection, sending: &mut Sending, now: Instant) {
-    let index = sending.audio_index;
-    sending.audio_index = index.wrapping_add(1);
-    let packet = rtp::Packet {
-        header: rtp::header::Header {
-            version: 2,
-            payload_type: AUDIO_PT,
-            sequence_number: index as u16,
-            timestamp: index.wrapping_mul(960),
-            ssrc: sending.tracks.audio_ssrc,
-            marker: index == 0,
-            ..Default::default()
-        },
-        payload: media::audio_packet(index, media::now_ns()).into(),
-    };
-    if let Some(mut sender) = pc.rtp_sender(sending.tracks.audio)
-        && sender.write_rtp(now, packet).is_ok()
-    {
-        sending.sent.audio_packets.fetch_add(1, Ordering::Relaxed);
-    }
 }
