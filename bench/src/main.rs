@@ -2,9 +2,12 @@
 //! SFU, in one bounded run on this machine. See docs/benchmarks.md.
 //!
 //! One run: (1) the floor microbenchmark (SRTP protect + UDP send, plain and batched);
-//! (2) Sluice as a child process, ramped with webrtc-rs publishers and subscribers while a
-//! direct publisher → subscriber pair gives the latency baseline; (3) the same ramp against a
-//! peer SFU when its binary is given (`--str0m-chat`); (4) the same ramp against the prototype
+//! (2) Sluice as a child process, ramped with publishers and subscribers of the sans-IO
+//! generator (`rtcgen`; or webrtc-rs peers with `--generator webrtc`) while a direct
+//! publisher → subscriber pair on the same client stack gives the latency baseline, then with
+//! `--overload` a step at twice its lossless capacity; (3) the same ramp against Janus's
+//! VideoRoom (`--janus`, sans-IO generator) and str0m's `chat` example (`--str0m-chat`,
+//! webrtc-rs peers) when their binaries are given; (4) the same ramp against the prototype
 //! relay on the sans-IO `rtc` core (`--rtc-relay`, one ramp per `--rtc-relay-variants` entry);
 //! (5) results.json, results.md and SVG plots in `--out`.
 
@@ -145,7 +148,8 @@ struct Args {
     overload_factor: f64,
     /// The load generator's client stack: `rtc` (sans-IO `rtc` 0.21 connections, many per
     /// generator thread, no decoding) or `webrtc` (a webrtc-rs peer with its own tasks per
-    /// client). The peer SFUs (`--str0m-chat`, `--rtc-relay`) are always driven by `webrtc`.
+    /// client), for Sluice. Janus is always driven by `rtc`, `--str0m-chat` and `--rtc-relay`
+    /// by `webrtc`.
     #[arg(long, value_enum, default_value_t = GeneratorKind::Rtc)]
     generator: GeneratorKind,
     /// Subscriber threads of the `rtc` generator (each owns its connections and their
