@@ -42,6 +42,18 @@ impl Drop for MediaSource {
     }
 }
 
+impl MediaSource {
+    /// A source sending elsewhere (a sans-IO generator thread) that stops with its connection;
+    /// only its counters live here.
+    pub fn counted(sent: Arc<SentCounters>) -> Self {
+        Self {
+            sent,
+            stop: Arc::new(AtomicBool::new(false)),
+            tasks: Vec::new(),
+        }
+    }
+}
+
 /// Starts sending stamped VP8-shaped video (`shape`) and Opus-sized audio at 50 packets/s.
 pub fn start_media(
     video: Arc<TrackLocalStaticRTP>,

@@ -2,21 +2,28 @@
 //! SFU, in one bounded run on this machine. See docs/benchmarks.md.
 //!
 //! One run: (1) the floor microbenchmark (SRTP protect + UDP send, plain and batched);
-//! (2) Sluice as a child process, ramped with webrtc-rs publishers and subscribers while a
-//! direct publisher → subscriber pair gives the latency baseline; (3) the same ramp against a
-//! peer SFU when its binary is given (`--str0m-chat`); (4) the same ramp against the prototype
+//! (2) Sluice as a child process, ramped with publishers and subscribers of the sans-IO
+//! generator (`rtcgen`; or webrtc-rs peers with `--generator webrtc`) while a direct
+//! publisher → subscriber pair on the same client stack gives the latency baseline, then with
+//! `--overload` a step at twice its lossless capacity; (3) the same ramp against Janus's
+//! VideoRoom (`--janus`, sans-IO generator) and str0m's `chat` example (`--str0m-chat`,
+//! webrtc-rs peers) when their binaries are given; (4) the same ramp against the prototype
 //! relay on the sans-IO `rtc` core (`--rtc-relay`, one ramp per `--rtc-relay-variants` entry);
 //! (5) results.json, results.md and SVG plots in `--out`.
 
 mod client;
 mod direct;
 mod floor;
+mod janus_target;
 mod media;
+mod overload;
 mod process;
 mod procfs;
 mod ramp;
 mod report;
 mod rtc_relay_target;
+mod rtcgen;
+mod sluice_rtc;
 mod sluice_target;
 mod stats;
 mod str0m_target;
@@ -25,7 +32,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 use serde::{Deserialize, Serialize};
 
@@ -91,6 +98,17 @@ struct Args {
     /// str0m 0.25's `chat` example, built as described in docs/benchmarks.md (skipped if absent).
     #[arg(long)]
     str0m_chat: Option<PathBuf>,
+    /// Janus 1.1's `janus` binary (Debian's package): its VideoRoom plugin is ramped after
+    /// Sluice with the sans-IO generator, over Janus's HTTP API on 127.0.0.1.
+    #[arg(long)]
+    janus: Option<PathBuf>,
+    /// The address of the generator's connections to Janus (run the benchmark through
+    /// `bench/janus-netns.sh`, which puts it on the veth peer of Janus's interface).
+    #[arg(long, default_value = "127.0.1.2")]
+    janus_client_ip: std::net::IpAddr,
+    /// Where Janus's `plugins/` and `transports/` are.
+    #[arg(long, default_value = janus_target::DEFAULT_LIB_DIR)]
+    janus_lib_dir: PathBuf,
     /// The prototype relay on the sans-IO `rtc` core (`sluice-rtc-relay`, built from this
     /// crate): ramped after Sluice and str0m, as a further system in the results.
     #[arg(long)]
@@ -120,11 +138,35 @@ struct Args {
     /// `--no-floor --steps 2 --callgrind-step 2 --video-bps 300000`).
     #[arg(long)]
     callgrind_step: Option<usize>,
+    /// After the last step, an overload step at `--overload-factor` × the largest lossless step
+    /// (Sluice only): RSS at capacity against RSS under overload, whether the subscribers that
+    /// were there keep receiving, and signaling probes (a join and a ping each second).
+    #[arg(long)]
+    overload: bool,
+    /// The overload step's size as a multiple of the largest lossless step.
+    #[arg(long, default_value_t = 2.0)]
+    overload_factor: f64,
+    /// The load generator's client stack: `rtc` (sans-IO `rtc` 0.21 connections, many per
+    /// generator thread, no decoding) or `webrtc` (a webrtc-rs peer with its own tasks per
+    /// client), for Sluice. Janus is always driven by `rtc`, `--str0m-chat` and `--rtc-relay`
+    /// by `webrtc`.
+    #[arg(long, value_enum, default_value_t = GeneratorKind::Rtc)]
+    generator: GeneratorKind,
+    /// Subscriber threads of the `rtc` generator (each owns its connections and their
+    /// sockets); its publishers have one more thread of their own.
+    #[arg(long, default_value_t = 1)]
+    generator_threads: usize,
     /// Where results.json, results.md and the SVG plots go.
     #[arg(long, default_value = "docs/benchmarks")]
     out: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum GeneratorKind {
+    Rtc,
+    Webrtc,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -223,6 +265,8 @@ fn sluice_flags() -> Vec<String> {
 struct SluiceUnderTest {
     process: ServerProcess,
     client: sluice_target::SluiceTarget,
+    /// The sans-IO generator, when it drives the clients (else webrtc-rs peers do).
+    generator: Option<rtcgen::Generator>,
     room_size: usize,
 }
 
@@ -243,14 +287,38 @@ impl Target for SluiceUnderTest {
         shape: VideoShape,
         ssrc_base: u32,
     ) -> Result<(client::MediaSource, client::KeepAlive)> {
-        self.client.add_publisher(room, shape, ssrc_base).await
+        match &self.generator {
+            Some(generator) => {
+                sluice_rtc::add_publisher(&self.client, generator, room, shape, ssrc_base).await
+            }
+            None => self.client.add_publisher(room, shape, ssrc_base).await,
+        }
     }
     async fn add_subscriber(
         &self,
         room: &str,
         identity: &str,
     ) -> Result<(client::Reception, client::KeepAlive)> {
-        self.client.add_subscriber(room, identity).await
+        match &self.generator {
+            Some(generator) => {
+                sluice_rtc::add_subscriber(&self.client, generator, room, identity).await
+            }
+            None => self.client.add_subscriber(room, identity).await,
+        }
+    }
+    async fn probe_signaling(&self, n: usize) -> Result<overload::Probe> {
+        self.client.probe(n).await
+    }
+    fn connections_lost(&self) -> Option<u64> {
+        self.generator
+            .as_ref()
+            .map(rtcgen::Generator::connections_lost)
+    }
+    fn generator_threads(&self) -> Vec<u32> {
+        self.generator
+            .as_ref()
+            .map(|g| g.thread_ids().to_vec())
+            .unwrap_or_default()
     }
 }
 
@@ -308,10 +376,34 @@ async fn run(mut args: Args) -> Result<()> {
         join_concurrency: args.join_concurrency,
         shape,
         stop_loss: args.stop_loss_percent / 100.0,
+        overload: None,
     };
 
-    // The direct baseline runs for the whole run (both SFUs' windows see it).
-    let (_direct_source, direct, _direct_keep) = direct::start(shape).await?;
+    // The direct baselines run for the whole run (every SFU's windows see them): the sans-IO
+    // pair for the targets the sans-IO generator drives (Sluice by default, Janus), the
+    // webrtc-rs pair for those webrtc-rs clients drive.
+    let sluice_on_rtc = args.generator == GeneratorKind::Rtc && !args.no_sluice;
+    let sluice_on_webrtc = args.generator == GeneratorKind::Webrtc && !args.no_sluice;
+    let rtc_direct = if sluice_on_rtc || args.janus.is_some() {
+        Some(direct::start_rtc(shape).await?)
+    } else {
+        None
+    };
+    let webrtc_direct = if sluice_on_webrtc
+        || args.str0m_chat.is_some()
+        || args.rtc_relay.is_some()
+        || rtc_direct.is_none()
+    {
+        Some(direct::start(shape).await?)
+    } else {
+        None
+    };
+    let Some((_, direct, _)) = webrtc_direct.as_ref().or(rtc_direct.as_ref()) else {
+        bail!("no direct baseline started");
+    };
+    let sluice_direct = rtc_direct
+        .as_ref()
+        .map_or(direct, |(_, reception, _)| reception);
 
     let mut ramps = Vec::new();
     // --callgrind-step counts instructions for every SFU ramped (Sluice and the prototype relay).
@@ -340,12 +432,20 @@ async fn run(mut args: Args) -> Result<()> {
                 simulcast: args.simulcast,
             },
             process,
+            generator: match args.generator {
+                GeneratorKind::Rtc => Some(rtcgen::Generator::start(args.generator_threads)?),
+                GeneratorKind::Webrtc => None,
+            },
             room_size: args.room_size,
         });
+        let sluice_config = RampConfig {
+            overload: args.overload.then_some(args.overload_factor),
+            ..ramp_config.clone()
+        };
         let ramp = ramp::run(
             Arc::clone(&target) as Arc<dyn Target>,
-            &ramp_config,
-            &direct,
+            &sluice_config,
+            sluice_direct,
             started,
             perf.clone(),
         )
@@ -357,16 +457,37 @@ async fn run(mut args: Args) -> Result<()> {
         ramps.push(ramp.context("sluice ramp")?);
     }
 
+    if let Some(janus) = &args.janus {
+        let rtc_direct = rtc_direct
+            .as_ref()
+            .map(|(_, reception, _)| reception)
+            .context("the sans-IO direct pair")?;
+        let setup = janus_target::JanusSetup {
+            binary: janus.clone(),
+            lib_dir: args.janus_lib_dir.clone(),
+            client_ip: args.janus_client_ip,
+            generator_threads: args.generator_threads,
+            room_size: args.room_size,
+        };
+        match janus_target::run(&setup, &ramp_config, rtc_direct, started).await {
+            Ok(r) => ramps.push(r),
+            Err(err) => {
+                eprintln!("janus: {err:#}");
+                notes.push(format!("janus could not be driven: {err:#}"));
+            }
+        }
+    }
+
     if let Some(chat) = &args.str0m_chat {
-        match str0m_target::run(chat, &ramp_config, &direct, started).await {
+        match str0m_target::run(chat, &ramp_config, direct, started).await {
             Ok(r) => ramps.push(r),
             Err(err) => {
                 eprintln!("str0m chat: {err:#}");
                 notes.push(format!("str0m chat could not be driven: {err:#}"));
             }
         }
-    } else {
-        notes.push("no peer SFU given (--str0m-chat): peer ratio not measured".to_owned());
+    } else if args.janus.is_none() {
+        notes.push("no peer SFU given (--janus, --str0m-chat): peer ratio not measured".to_owned());
     }
 
     if let Some(relay) = &args.rtc_relay {
@@ -377,7 +498,7 @@ async fn run(mut args: Args) -> Result<()> {
                 &variant,
                 args.room_size,
                 &ramp_config,
-                &direct,
+                direct,
                 started,
                 perf.clone(),
             )

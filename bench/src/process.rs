@@ -56,6 +56,30 @@ impl ServerProcess {
         Ok(Self { child, url })
     }
 
+    /// Starts `program args…` reachable at `url` without waiting for a line on its stdout (for
+    /// a server that says nothing at a quiet log level): the caller waits for it to answer.
+    pub fn spawn(
+        name: &str,
+        program: &Path,
+        args: &[String],
+        envs: &[(&str, &str)],
+        url: String,
+    ) -> Result<Self> {
+        let mut child = Command::new(program)
+            .args(args)
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            // Janus logs to stdout: SLUICE_BENCH_SERVER_LOG=<file> keeps it.
+            .stdout(server_log(name))
+            .stderr(Stdio::null())
+            .spawn()
+            .with_context(|| format!("starting {}", program.display()))?;
+        if let Ok(Some(status)) = child.try_wait() {
+            bail!("{name} exited at once: {status}");
+        }
+        Ok(Self { child, url })
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

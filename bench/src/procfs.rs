@@ -14,8 +14,16 @@ fn ticks_per_second() -> f64 {
 
 /// CPU time the process (all its threads) has used, user + sys.
 pub fn cpu_time(pid: u32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .with_context(|| format!("reading /proc/{pid}/stat"))?;
+    stat_cpu_time(&format!("/proc/{pid}/stat"))
+}
+
+/// CPU time one thread (`tid`) of process `pid` has used, user + sys.
+pub fn thread_cpu_time_of(pid: u32, tid: u32) -> Result<Duration> {
+    stat_cpu_time(&format!("/proc/{pid}/task/{tid}/stat"))
+}
+
+fn stat_cpu_time(path: &str) -> Result<Duration> {
+    let stat = std::fs::read_to_string(path).with_context(|| format!("reading {path}"))?;
     // The command name (field 2) may contain spaces; fields after its closing ')' are fixed.
     let rest = stat
         .rsplit_once(')')

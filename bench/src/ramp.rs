@@ -29,6 +29,30 @@ pub trait Target: Send + Sync + 'static {
         ssrc_base: u32,
     ) -> Result<(MediaSource, KeepAlive)>;
     async fn add_subscriber(&self, room: &str, identity: &str) -> Result<(Reception, KeepAlive)>;
+    /// Kernel thread ids (in this process) of the sans-IO generator driving this target's
+    /// clients, if it does: their CPU is reported on its own.
+    fn generator_threads(&self) -> Vec<u32> {
+        Vec::new()
+    }
+    /// Client connections the sans-IO generator saw fail or close after they were up, so far
+    /// (`None` for other clients).
+    fn connections_lost(&self) -> Option<u64> {
+        None
+    }
+    /// Times the target's signaling from a fresh connection (`n` numbers the probes): what
+    /// the overload step asks while the media plane is past capacity.
+    async fn probe_signaling(&self, n: usize) -> Result<crate::overload::Probe> {
+        let _ = n;
+        bail!("{} has no signaling probe", self.name())
+    }
+}
+
+/// CPU time of the generator threads `tids` of this process (0 for none).
+fn generator_cpu(tids: &[u32]) -> Duration {
+    let pid = std::process::id();
+    tids.iter()
+        .filter_map(|&tid| procfs::thread_cpu_time_of(pid, tid).ok())
+        .sum()
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +67,8 @@ pub struct RampConfig {
     pub shape: VideoShape,
     /// Stop after a step whose mean loss exceeds this fraction.
     pub stop_loss: f64,
+    /// After the last step, the overload step at this multiple of the largest lossless step.
+    pub overload: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -52,8 +78,12 @@ pub struct StepResult {
     pub window_s: f64,
     /// Server CPU (user + sys) in the window, in cores (1.0 = one core busy).
     pub server_cores: f64,
-    /// The load generator's own CPU in cores (it shares the machine).
+    /// The load generator's own CPU in cores (it shares the machine): the whole bench
+    /// process (clients, signaling, the direct baseline pair).
     pub loadgen_cores: f64,
+    /// Of `loadgen_cores`, the sans-IO generator's threads (when it drives the clients).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_cores: Option<f64>,
     pub forwarded_pps: f64,
     pub cpu_us_per_packet: f64,
     pub pps_per_core: f64,
@@ -77,6 +107,23 @@ pub struct StepResult {
     /// callgrind for this step (then its CPU and latency figures are valgrind's, not its own).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub instructions_per_packet: Option<f64>,
+    /// Client connections that failed or closed after they were up, counted by the sans-IO
+    /// generator since the ramp began (at the end of the window).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connections_lost: Option<u64>,
+    /// Of the first `count` subscribers (those present before an overload step), how many
+    /// received nothing and their mean loss (overload step only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_subscribers: Option<FirstSubscribers>,
+}
+
+/// What the subscribers that were there before an overload step received during it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FirstSubscribers {
+    pub count: usize,
+    /// Of them, how many received nothing in the window.
+    pub silent: usize,
+    pub loss_mean: f64,
 }
 
 impl StepResult {
@@ -95,6 +142,9 @@ pub struct RampResult {
     pub steps: Vec<StepResult>,
     /// Why the ramp ended.
     pub ended: String,
+    /// The overload step, when asked for (`--overload`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overload: Option<crate::overload::OverloadResult>,
 }
 
 struct Subscriber {
@@ -106,81 +156,100 @@ fn progress(start: Instant, what: &str) {
     eprintln!("[{:6.1}s] {what}", start.elapsed().as_secs_f64());
 }
 
-/// Runs the ramp against `target`; `direct` is the baseline pair's reception (same run).
-pub async fn run(
-    target: Arc<dyn Target>,
-    config: &RampConfig,
-    direct: &Reception,
-    started: Instant,
-    profiler: Option<Profiler>,
-) -> Result<RampResult> {
-    let ramp_start = Instant::now();
-    let name = target.name().to_owned();
-    let pid = target.pid();
-    let mut publishers: Vec<(MediaSource, KeepAlive)> = Vec::new();
-    let mut subscribers: Vec<Subscriber> = Vec::new();
-    let mut results = Vec::new();
-    let loadgen_pid = std::process::id();
+/// Tasks aborted when dropped.
+struct AbortAll<T>(Vec<tokio::task::JoinHandle<T>>);
 
-    // The first room's publisher, then the baseline RSS without subscribers.
-    publishers.push(
-        target
+impl<T> Drop for AbortAll<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+/// A ramp in progress: the target, its clients, and what every window is measured against.
+pub struct Ramp<'a> {
+    pub target: Arc<dyn Target>,
+    pub config: &'a RampConfig,
+    pub direct: &'a Reception,
+    pub started: Instant,
+    pub name: String,
+    pub pid: u32,
+    publishers: Vec<(MediaSource, KeepAlive)>,
+    subscribers: Vec<Subscriber>,
+    /// The server's RSS with the first publisher connected and no subscriber, kB.
+    rss_base: u64,
+}
+
+impl<'a> Ramp<'a> {
+    /// Connects the first room's publisher and takes the baseline RSS without subscribers.
+    pub async fn start(
+        target: Arc<dyn Target>,
+        config: &'a RampConfig,
+        direct: &'a Reception,
+        started: Instant,
+    ) -> Result<Self> {
+        let name = target.name().to_owned();
+        let pid = target.pid();
+        let publisher = target
             .add_publisher("bench-0", config.shape, 0x1000_0000)
-            .await?,
-    );
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let rss_base = procfs::rss_kb(pid)?;
-    progress(
-        started,
-        &format!("{name}: publisher connected, RSS {} MB", rss_base / 1024),
-    );
+            .await?;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_base = procfs::rss_kb(pid)?;
+        progress(
+            started,
+            &format!("{name}: publisher connected, RSS {} MB", rss_base / 1024),
+        );
+        Ok(Self {
+            target,
+            config,
+            direct,
+            started,
+            name,
+            pid,
+            publishers: vec![publisher],
+            subscribers: Vec::new(),
+            rss_base,
+        })
+    }
 
-    let mut ended = "all steps done".to_owned();
-    let mut join_seconds_per_subscriber = 0.3;
-    for &step in config
-        .steps
-        .iter()
-        .filter(|&&s| s <= config.max_subscribers)
-    {
-        if step <= subscribers.len() {
-            continue;
-        }
-        let new = step - subscribers.len();
-        let estimate = config.settle
-            + config.window
-            + Duration::from_secs_f64(new as f64 * join_seconds_per_subscriber);
-        if ramp_start.elapsed() + estimate > config.budget {
-            ended = format!(
-                "time budget: step {step} would end after {:.0} s (budget {:.0} s)",
-                (ramp_start.elapsed() + estimate).as_secs_f64(),
-                config.budget.as_secs_f64()
+    pub fn subscribers(&self) -> usize {
+        self.subscribers.len()
+    }
+
+    /// Adds publishers for the rooms `step` subscribers need, then subscribers up to `step`,
+    /// `join_concurrency` at a time; returns how many failed to join.
+    pub async fn grow(&mut self, step: usize) -> Result<usize> {
+        let rooms = step.div_ceil(self.target.room_size());
+        while self.publishers.len() < rooms {
+            let room = format!("bench-{}", self.publishers.len());
+            let ssrc = 0x1000_0000 + 16 * self.publishers.len() as u32;
+            self.publishers.push(
+                self.target
+                    .add_publisher(&room, self.config.shape, ssrc)
+                    .await?,
             );
-            break;
         }
-        // Publishers for the rooms this step needs.
-        let rooms = step.div_ceil(target.room_size());
-        while publishers.len() < rooms {
-            let room = format!("bench-{}", publishers.len());
-            let ssrc = 0x1000_0000 + 16 * publishers.len() as u32;
-            publishers.push(target.add_publisher(&room, config.shape, ssrc).await?);
-        }
-        // Subscribers, `join_concurrency` at a time.
-        let join_start = Instant::now();
-        let gate = Arc::new(Semaphore::new(config.join_concurrency.max(1)));
-        let mut joins = Vec::new();
-        for i in subscribers.len()..step {
-            let (target, gate) = (Arc::clone(&target), Arc::clone(&gate));
+        let gate = Arc::new(Semaphore::new(self.config.join_concurrency.max(1)));
+        // Joins still running when this future is dropped (the overload step bounds it in
+        // time) are aborted, not left to connect and leave during the next window.
+        let mut joins = AbortAll(Vec::new());
+        for i in self.subscribers.len()..step {
+            let (target, gate) = (Arc::clone(&self.target), Arc::clone(&gate));
             let room = format!("bench-{}", i / target.room_size());
-            joins.push(tokio::spawn(async move {
+            joins.0.push(tokio::spawn(async move {
                 let _permit = gate.acquire_owned().await?;
                 target.add_subscriber(&room, &format!("sub-{i}")).await
             }));
         }
-        let first_new = subscribers.len();
+        let first_new = self.subscribers.len();
         let mut failed = 0;
-        for (n, join) in joins.into_iter().enumerate() {
+        for n in 0..joins.0.len() {
+            let Some(join) = joins.0.get_mut(n) else {
+                break;
+            };
             match join.await? {
-                Ok((reception, keep)) => subscribers.push(Subscriber {
+                Ok((reception, keep)) => self.subscribers.push(Subscriber {
                     reception,
                     _keep: keep,
                 }),
@@ -188,31 +257,39 @@ pub async fn run(
                     failed += 1;
                     if failed <= 3 {
                         progress(
-                            started,
-                            &format!("{name}: a subscriber failed to join: {err:#}"),
+                            self.started,
+                            &format!("{}: a subscriber failed to join: {err:#}", self.name),
                         );
                     }
                 }
             }
             if (n + 1) % 25 == 0 {
                 progress(
-                    started,
-                    &format!("{name}: {} subscribers joined", first_new + n + 1),
+                    self.started,
+                    &format!("{}: {} subscribers joined", self.name, first_new + n + 1),
                 );
             }
         }
-        join_seconds_per_subscriber = (join_start.elapsed().as_secs_f64() / new as f64).max(0.05);
-        if failed * 10 > new {
-            ended = format!("{failed} of {new} subscribers failed to join at step {step}");
-            if subscribers.is_empty() {
-                bail!(ended);
-            }
-            break;
-        }
+        Ok(failed)
+    }
 
+    /// Settles, then measures one window: the server's CPU and RSS, what every subscriber
+    /// received, latency against the direct pair; join times of the subscribers from
+    /// `first_new` on. `step` is the step's nominal size (what `profiler` is keyed by). With
+    /// `existing`, the first that many subscribers are also summarized on their own.
+    pub async fn measure(
+        &self,
+        step: usize,
+        first_new: usize,
+        failed: usize,
+        profiler: Option<&Profiler>,
+        existing: Option<usize>,
+    ) -> Result<StepResult> {
+        let (config, pid, name, started) = (self.config, self.pid, &self.name, self.started);
+        let (subscribers, publishers, direct) = (&self.subscribers, &self.publishers, self.direct);
+        let loadgen_pid = std::process::id();
         tokio::time::sleep(config.settle).await;
-        // Measurement window.
-        for s in &subscribers {
+        for s in subscribers {
             s.reception.audio.take();
             s.reception.video.take();
         }
@@ -227,19 +304,21 @@ pub async fn run(
                 })
                 .sum()
         };
-        let sent0 = sent(&publishers);
-        let (cpu0, lg0, t0) = (
+        let sent0 = sent(publishers);
+        let generator_tids = self.target.generator_threads();
+        let (cpu0, lg0, gen0, t0) = (
             procfs::cpu_time(pid)?,
             procfs::cpu_time(loadgen_pid)?,
+            generator_cpu(&generator_tids),
             Instant::now(),
         );
-        let perf = match &profiler {
+        let perf = match profiler {
             Some(Profiler::Perf { step: at, dir }) if *at == step => {
-                Some(start_perf(pid, config.window, dir, &name)?)
+                Some(start_perf(pid, config.window, dir, name)?)
             }
             _ => None,
         };
-        let counting = matches!(&profiler, Some(Profiler::Callgrind { step: at }) if *at == step);
+        let counting = matches!(profiler, Some(Profiler::Callgrind { step: at }) if *at == step);
         if counting {
             callgrind_control(pid, &["--instr=on"])?;
             callgrind_control(pid, &["--zero"])?;
@@ -253,15 +332,16 @@ pub async fn run(
             None
         };
         if let Some((child, data, text)) = perf {
-            finish_perf(child, &data, &text, &name, started);
+            finish_perf(child, &data, &text, name, started);
         }
-        let (cpu1, lg1, elapsed) = (
+        let (cpu1, lg1, gen1, elapsed) = (
             procfs::cpu_time(pid)?,
             procfs::cpu_time(loadgen_pid)?,
+            generator_cpu(&generator_tids),
             t0.elapsed().as_secs_f64(),
         );
         let rss = procfs::rss_kb(pid)?;
-        let published = sent(&publishers) - sent0;
+        let published = sent(publishers) - sent0;
         let windows: Vec<(Window, Window)> = subscribers
             .iter()
             .map(|s| (s.reception.audio.take(), s.reception.video.take()))
@@ -270,30 +350,22 @@ pub async fn run(
 
         let forwarded: u64 = windows.iter().map(|(a, v)| a.packets + v.packets).sum();
         let cpu = cpu1.saturating_sub(cpu0).as_secs_f64();
-        let losses: Vec<f64> = windows
-            .iter()
-            .map(|(a, v)| {
-                let expected = a.expected() + v.expected();
-                if expected == 0 {
-                    1.0
-                } else {
-                    (1.0 - (a.stamped + v.stamped) as f64 / expected as f64).max(0.0)
-                }
-            })
-            .collect();
+        let losses: Vec<f64> = windows.iter().map(|(a, v)| loss(a, v)).collect();
         let latency = |ws: &mut dyn Iterator<Item = &Window>| {
             Percentiles::of(
                 ws.flat_map(|w| w.latencies_us.iter().map(|&u| f64::from(u)))
                     .collect(),
             )
         };
-        let joined = &subscribers[first_new..];
+        let joined = subscribers.get(first_new..).unwrap_or_default();
         let result = StepResult {
             subscribers: subscribers.len(),
             publishers: publishers.len(),
             window_s: elapsed,
             server_cores: cpu / elapsed,
             loadgen_cores: lg1.saturating_sub(lg0).as_secs_f64() / elapsed,
+            generator_cores: (!generator_tids.is_empty())
+                .then(|| gen1.saturating_sub(gen0).as_secs_f64() / elapsed),
             forwarded_pps: forwarded as f64 / elapsed,
             cpu_us_per_packet: cpu * 1e6 / forwarded.max(1) as f64,
             pps_per_core: if cpu > 0.0 {
@@ -302,7 +374,8 @@ pub async fn run(
                 0.0
             },
             rss_mb: rss as f64 / 1024.0,
-            rss_per_subscriber_kb: rss.saturating_sub(rss_base) as f64 / subscribers.len() as f64,
+            rss_per_subscriber_kb: rss.saturating_sub(self.rss_base) as f64
+                / subscribers.len().max(1) as f64,
             loss_mean: losses.iter().sum::<f64>() / losses.len().max(1) as f64,
             loss_worst: losses.iter().copied().fold(0.0, f64::max),
             subscribers_silent: windows
@@ -327,6 +400,19 @@ pub async fn run(
             published_pps: published as f64 / elapsed,
             load_average: procfs::load_average(),
             instructions_per_packet: instructions.map(|ir| ir as f64 / forwarded.max(1) as f64),
+            connections_lost: self.target.connections_lost(),
+            first_subscribers: existing.map(|count| {
+                let first = windows.get(..count.min(windows.len())).unwrap_or_default();
+                FirstSubscribers {
+                    count: first.len(),
+                    silent: first
+                        .iter()
+                        .filter(|(a, v)| a.packets + v.packets == 0)
+                        .count(),
+                    loss_mean: first.iter().map(|(a, v)| loss(a, v)).sum::<f64>()
+                        / first.len().max(1) as f64,
+                }
+            }),
         };
         if let Some(per_packet) = result.instructions_per_packet {
             progress(
@@ -338,7 +424,7 @@ pub async fn run(
         progress(
             started,
             &format!(
-                "{name}: {} subs | {:.0} pkt/s published, {:.0} fwd | server {:.2} cores, {:.1} µs/pkt, {:.0} pkt/s/core | RSS {:.0} MB ({:.0} kB/sub) | loss {:.2}% (worst {:.2}%) | added latency p50 {:.0} µs p99 {:.0} µs | load gen {:.2} cores | loadavg {:.1}",
+                "{name}: {} subs | {:.0} pkt/s published, {:.0} fwd | server {:.2} cores, {:.1} µs/pkt, {:.0} pkt/s/core | RSS {:.0} MB ({:.0} kB/sub) | loss {:.2}% (worst {:.2}%) | added latency p50 {:.0} µs p99 {:.0} µs | load gen {:.2} cores{} | loadavg {:.1}",
                 result.subscribers,
                 result.published_pps,
                 result.forwarded_pps,
@@ -352,9 +438,76 @@ pub async fn run(
                 added50,
                 added99,
                 result.loadgen_cores,
+                result
+                    .generator_cores
+                    .map(|g| format!(" (generator threads {g:.2})"))
+                    .unwrap_or_default(),
                 result.load_average,
             ),
         );
+        Ok(result)
+    }
+}
+
+/// Loss of one subscriber in a window: 1 − stamped units received / units sent over the index
+/// ranges it saw (1 when it saw nothing).
+fn loss(audio: &Window, video: &Window) -> f64 {
+    let expected = audio.expected() + video.expected();
+    if expected == 0 {
+        1.0
+    } else {
+        (1.0 - (audio.stamped + video.stamped) as f64 / expected as f64).max(0.0)
+    }
+}
+
+/// Runs the ramp against `target`; `direct` is the baseline pair's reception (same run).
+/// With `config.overload`, the overload step follows the last step (see [`crate::overload`]).
+pub async fn run(
+    target: Arc<dyn Target>,
+    config: &RampConfig,
+    direct: &Reception,
+    started: Instant,
+    profiler: Option<Profiler>,
+) -> Result<RampResult> {
+    let ramp_start = Instant::now();
+    let mut ramp = Ramp::start(target, config, direct, started).await?;
+    let mut results = Vec::new();
+    let mut ended = "all steps done".to_owned();
+    let mut join_seconds_per_subscriber = 0.3;
+    for &step in config
+        .steps
+        .iter()
+        .filter(|&&s| s <= config.max_subscribers)
+    {
+        if step <= ramp.subscribers() {
+            continue;
+        }
+        let new = step - ramp.subscribers();
+        let estimate = config.settle
+            + config.window
+            + Duration::from_secs_f64(new as f64 * join_seconds_per_subscriber);
+        if ramp_start.elapsed() + estimate > config.budget {
+            ended = format!(
+                "time budget: step {step} would end after {:.0} s (budget {:.0} s)",
+                (ramp_start.elapsed() + estimate).as_secs_f64(),
+                config.budget.as_secs_f64()
+            );
+            break;
+        }
+        let join_start = Instant::now();
+        let first_new = ramp.subscribers();
+        let failed = ramp.grow(step).await?;
+        join_seconds_per_subscriber = (join_start.elapsed().as_secs_f64() / new as f64).max(0.05);
+        if failed * 10 > new {
+            ended = format!("{failed} of {new} subscribers failed to join at step {step}");
+            if ramp.subscribers() == 0 {
+                bail!(ended);
+            }
+            break;
+        }
+        let result = ramp
+            .measure(step, first_new, failed, profiler.as_ref(), None)
+            .await?;
         let saturated = result.loss_mean > config.stop_loss;
         results.push(result);
         if saturated {
@@ -365,12 +518,15 @@ pub async fn run(
             break;
         }
     }
-    drop(subscribers);
-    drop(publishers);
+    let overload = match config.overload {
+        Some(factor) => crate::overload::run(&mut ramp, &results, factor).await,
+        None => None,
+    };
     Ok(RampResult {
-        target: name,
+        target: ramp.name.clone(),
         steps: results,
         ended,
+        overload,
     })
 }
 

@@ -83,7 +83,7 @@ pub fn markdown(report: &Report) -> String {
         let _ = writeln!(md, "### {} (ended: {})\n", ramp.target, ramp.ended);
         let _ = writeln!(
             md,
-            "| subs | pubs | fwd pkt/s | server cores | µs/pkt | pkt/s/core | RSS MB | kB/sub | loss mean | loss worst | latency p50/p99/max µs | direct p50/p99 µs | added p50/p99 µs | join audio p50/p95 ms | join video p50/p95 ms | load gen cores |"
+            "| subs | pubs | fwd pkt/s | server cores | µs/pkt | pkt/s/core | RSS MB | kB/sub | loss mean | loss worst | latency p50/p99/max µs | direct p50/p99 µs | added p50/p99 µs | join audio p50/p95 ms | join video p50/p95 ms | load gen cores (generator threads) |"
         );
         let _ = writeln!(
             md,
@@ -93,7 +93,7 @@ pub fn markdown(report: &Report) -> String {
             let (a50, a99) = s.added_latency_us();
             let _ = writeln!(
                 md,
-                "| {} | {} | {:.0} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2}% | {:.2}% | {:.0}/{:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.2} |",
+                "| {} | {} | {:.0} | {:.2} | {:.1} | {:.0} | {:.0} | {:.0} | {:.2}% | {:.2}% | {:.0}/{:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.0}/{:.0} | {:.2}{} |",
                 s.subscribers,
                 s.publishers,
                 s.forwarded_pps,
@@ -116,9 +116,15 @@ pub fn markdown(report: &Report) -> String {
                 s.join_video_ms.p50,
                 s.join_video_ms.p95,
                 s.loadgen_cores,
+                s.generator_cores
+                    .map(|g| format!(" ({g:.2})"))
+                    .unwrap_or_default(),
             );
         }
         md.push('\n');
+        if let Some(o) = &ramp.overload {
+            md.push_str(&overload_section(o));
+        }
     }
     // Headline ratios.
     let sluice = report.ramps.iter().find(|r| r.target == "sluice");
@@ -404,4 +410,87 @@ fn plot_latency(report: &Report, path: &Path) -> Result<()> {
         "ms",
         &series,
     )
+}
+
+/// The overload step of one ramp: RSS at capacity against the step, what the subscribers that
+/// were there received, and how signaling answered.
+fn overload_section(o: &crate::overload::OverloadResult) -> String {
+    let mut md = String::new();
+    let s = &o.step;
+    let _ = writeln!(
+        md,
+        "#### Overload: {} subscribers ({:.1}× the largest lossless step, {})\n",
+        s.subscribers, o.factor, o.capacity_subscribers
+    );
+    let _ = writeln!(md, "| figure | value |\n|---|---:|");
+    let _ = writeln!(
+        md,
+        "| RSS at capacity → end of the overload window (peak) | {:.0} MB → {:.0} MB ({:.0} MB) |",
+        o.rss_at_capacity_mb, s.rss_mb, o.rss_peak_mb
+    );
+    let _ = writeln!(
+        md,
+        "| RSS ratio, end of window / peak (goal ≤ 1.2) | {:.2} / {:.2} |",
+        o.rss_ratio, o.rss_peak_ratio
+    );
+    let _ = writeln!(
+        md,
+        "| subscribers joined during the step | {} of {} |",
+        o.joined, o.asked
+    );
+    if let Some(f) = &s.first_subscribers {
+        let _ = writeln!(
+            md,
+            "| the {} subscribers of the capacity step: silent, mean loss | {}, {:.2} % |",
+            f.count,
+            f.silent,
+            f.loss_mean * 100.0
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| all subscribers: silent, mean loss, worst loss | {}, {:.2} %, {:.2} % |",
+        s.subscribers_silent,
+        s.loss_mean * 100.0,
+        s.loss_worst * 100.0
+    );
+    if let Some(lost) = s.connections_lost {
+        let _ = writeln!(
+            md,
+            "| client connections that failed or closed after they were up (whole ramp) | {lost} |"
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| server cores, forwarded packets/s (published {:.0}/s) | {:.2}, {:.0} |",
+        s.published_pps, s.server_cores, s.forwarded_pps
+    );
+    let _ = writeln!(
+        md,
+        "| signaling probes answered (failed): join p50 / max, ping p50 / max | {} ({}): {:.0} / {:.0} ms, {:.1} / {:.1} ms |",
+        o.probe_join_ms.count,
+        o.probes_failed,
+        o.probe_join_ms.p50,
+        o.probe_join_ms.max,
+        o.probe_ping_ms.p50,
+        o.probe_ping_ms.max
+    );
+    let _ = writeln!(
+        md,
+        "| load generator cores (generator threads) | {:.2}{} |",
+        s.loadgen_cores,
+        s.generator_cores
+            .map(|g| format!(" ({g:.2})"))
+            .unwrap_or_default()
+    );
+    // The RSS curve, thinned to at most 16 points.
+    let every = o.rss_curve.len().div_ceil(16).max(1);
+    let curve: Vec<String> = o
+        .rss_curve
+        .iter()
+        .step_by(every)
+        .map(|(t, mb)| format!("{t:.1} s {mb:.0} MB"))
+        .collect();
+    let _ = writeln!(md, "\nRSS during the step: {}\n", curve.join(", "));
+    md
 }

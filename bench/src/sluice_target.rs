@@ -38,7 +38,7 @@ impl SluiceTarget {
     /// A signaling connection from a loopback address of its own every
     /// [`CONNECTIONS_PER_ADDRESS`] connections: the server caps connections per source address,
     /// and the load of hundreds of subscribers from one machine is not one abusive client.
-    async fn signal(&self) -> Result<SignalClient> {
+    pub(crate) async fn signal(&self) -> Result<SignalClient> {
         let n = CONNECTIONS.fetch_add(1, Ordering::Relaxed);
         let server: SocketAddr = self
             .ws_url
@@ -52,7 +52,7 @@ impl SluiceTarget {
         SignalClient::connect_from(&self.ws_url, server, IpAddr::from([127, 0, 0, last])).await
     }
 
-    fn token(&self, room: &str, identity: &str) -> Result<String> {
+    pub(crate) fn token(&self, room: &str, identity: &str) -> Result<String> {
         TokenAuthority::new(self.secret.as_bytes())
             .mint(
                 &Grants {
@@ -65,6 +65,32 @@ impl SluiceTarget {
                 Duration::from_secs(3600),
             )
             .context("minting a token")
+    }
+
+    /// Joins the room `bench-probe` from a fresh connection, then pings: the time of each
+    /// (the caller bounds the whole probe).
+    pub async fn probe(&self, n: usize) -> Result<crate::overload::Probe> {
+        let started = Instant::now();
+        let mut signal = self.signal().await?;
+        let joined = signal
+            .join(self.token("bench-probe", &format!("probe-{n}"))?)
+            .await?;
+        ensure!(
+            matches!(joined, ServerMessage::Joined { .. }),
+            "probe join failed: {joined:?}"
+        );
+        let join_ms = started.elapsed().as_secs_f64() * 1e3;
+        let pinged = Instant::now();
+        let request_id = signal.next_id();
+        let pong = signal.request(ClientMessage::Ping { request_id }).await?;
+        ensure!(
+            matches!(pong, ServerMessage::Ok { .. }),
+            "ping refused: {pong:?}"
+        );
+        let ping_ms = pinged.elapsed().as_secs_f64() * 1e3;
+        let request_id = signal.next_id();
+        signal.send(&ClientMessage::Leave { request_id }).await?;
+        Ok(crate::overload::Probe { join_ms, ping_ms })
     }
 
     /// Joins `room` and publishes one video (`shape`) and one Opus track.

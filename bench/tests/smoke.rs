@@ -1,6 +1,6 @@
 //! The benchmark's smoke mode stays working: a few subscribers for a few seconds against a real
-//! Sluice process with simulcast publishers; every subscriber receives video and audio and
-//! every figure is finite.
+//! Sluice process with simulcast publishers, driven by the default (sans-IO) load generator;
+//! every subscriber receives video and audio and every figure is finite.
 #![allow(clippy::unwrap_used)]
 
 use std::process::Command;
@@ -48,6 +48,12 @@ fn smoke_run_measures_every_subscriber() {
         assert!(
             pps > 100.0 * subscribers as f64,
             "forwarded {pps} packets/s"
+        );
+        // The default generator is the sans-IO one: its threads' CPU is reported on its own.
+        let generator = step["generator_cores"].as_f64().unwrap();
+        assert!(
+            generator.is_finite() && generator > 0.0,
+            "generator cores {generator}"
         );
         for key in [
             "server_cores",
