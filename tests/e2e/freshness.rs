@@ -112,8 +112,11 @@ async fn a_stalled_shard_discards_its_stale_backlog_and_asks_for_a_keyframe() ->
     let stalled_at = Instant::now();
     shard.stall(STALL).await?;
     let resumed_at = stalled_at + STALL;
+    // Just after the stall, the queue's age (what /metrics shows) is the backlog's.
+    tokio::time::sleep(STALL + Duration::from_millis(150)).await;
+    let queue_age = server.sfu.shard_stats().await?.ingress_age_max_ms;
     // Two seconds of live video after the stall.
-    tokio::time::sleep(STALL + Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, Ordering::Relaxed);
     pacer.await.context("pacer")??;
 
@@ -135,13 +138,18 @@ async fn a_stalled_shard_discards_its_stale_backlog_and_asks_for_a_keyframe() ->
     let delivered_after = late.len();
     eprintln!(
         "freshness: {stale} stale datagrams discarded, {keyframes} keyframe requests, \
-         {delivered_after} packets after the stall, the oldest {oldest:?} after it was sent"
+         queue age {queue_age} ms, {delivered_after} packets after the stall, the oldest \
+         {oldest:?} after it was sent"
     );
     ensure!(
         stale >= 75,
         "the 1.5 s backlog (~150 packets) was not discarded: {stale} dropped"
     );
     ensure!(keyframes >= 1, "no keyframe was asked for after the loss");
+    ensure!(
+        queue_age >= 1000,
+        "the queue age after a 1.5 s stall reads {queue_age} ms"
+    );
     ensure!(
         delivered_after >= 100,
         "video did not continue after the stall: {delivered_after} packets"

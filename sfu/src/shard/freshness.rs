@@ -97,6 +97,29 @@ fn rtp_sequence(datagram: &[u8]) -> Option<u16> {
     Some(u16::from_be_bytes([*high, *low]))
 }
 
+/// The longest wait of a datagram (or ingest packet) in the shard's queues over the last one
+/// or two report periods: what `/metrics` shows as the queue's age.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct IngressAges {
+    current: Duration,
+    previous: Duration,
+}
+
+impl IngressAges {
+    pub(crate) fn observe(&mut self, waited: Duration) {
+        self.current = self.current.max(waited);
+    }
+
+    /// Starts a new period (the shard's periodic pass).
+    pub(crate) fn rotate(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+
+    pub(crate) fn max(&self) -> Duration {
+        self.current.max(self.previous)
+    }
+}
+
 /// How long ago `arrived` was (zero for a stamp in the future: a clock step).
 pub(super) fn age(arrived: SystemTime, now: SystemTime) -> Duration {
     now.duration_since(arrived).unwrap_or_default()
@@ -160,7 +183,9 @@ impl Worker {
         arrived: SystemTime,
         stale: &mut BTreeSet<(PublicationId, u8)>,
     ) -> bool {
-        if age(arrived, SystemTime::now()) <= self.config.max_ingress_age {
+        let waited = age(arrived, SystemTime::now());
+        self.ingress_ages.observe(waited);
+        if waited <= self.config.max_ingress_age {
             return false;
         }
         let Some(ssrc) = rtp_ssrc(datagram) else {
@@ -259,6 +284,25 @@ mod tests {
             run.contains(20_000, start) && !run.contains(0, start),
             "a new run"
         );
+    }
+
+    #[test]
+    fn the_reported_age_covers_the_last_two_periods() {
+        let mut ages = IngressAges::default();
+        ages.observe(Duration::from_millis(30));
+        ages.observe(Duration::from_millis(10));
+        assert_eq!(ages.max(), Duration::from_millis(30));
+        ages.rotate();
+        ages.observe(Duration::from_millis(5));
+        assert_eq!(
+            ages.max(),
+            Duration::from_millis(30),
+            "the previous period counts"
+        );
+        ages.rotate();
+        assert_eq!(ages.max(), Duration::from_millis(5));
+        ages.rotate();
+        assert_eq!(ages.max(), Duration::ZERO);
     }
 
     #[test]

@@ -109,7 +109,9 @@ impl Worker {
             packet,
             queued,
         } = packet;
-        if now.saturating_duration_since(queued) > self.config.max_ingress_age {
+        let waited = now.saturating_duration_since(queued);
+        self.ingress_ages.observe(waited);
+        if waited > self.config.max_ingress_age {
             // A starved shard: the media is stale. An RTMP encoder cannot be asked for a
             // keyframe; subscribers' decoders recover at its next one (its GOP).
             self.stats.stale_dropped += 1;

@@ -158,6 +158,8 @@ impl Worker {
                 stats.rooms = self.rooms.len() as u64;
                 stats.publications = self.publications.len() as u64;
                 stats.subscriptions = self.subscriptions.len() as u64;
+                stats.ingress_age_max_ms =
+                    u64::try_from(self.ingress_ages.max().as_millis()).unwrap_or(u64::MAX);
                 stats.media = self.media_stats();
                 let _ = reply.send(stats);
             }

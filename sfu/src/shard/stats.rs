@@ -19,6 +19,9 @@ pub struct ShardStats {
     /// RTP datagrams discarded unread because they waited in the receive buffer past the
     /// freshness bound (`ShardConfig::max_ingress_age`).
     pub stale_dropped: u64,
+    /// The longest a datagram or ingest packet waited before the shard read it, over the last
+    /// 0.5–1 s, in ms (of the group: the longest of its shards).
+    pub ingress_age_max_ms: u64,
     /// Outgoing datagrams the kernel did not take (send buffer full, or an error).
     pub send_failed: u64,
     /// Packets the core forwarded and the subscriber's sender took.
@@ -60,6 +63,7 @@ impl ShardStats {
             egress_refused,
             send_failed,
             stale_dropped,
+            ingress_age_max_ms,
             forwarded,
             forward_rejected,
             events_dropped,
@@ -82,6 +86,7 @@ impl ShardStats {
         self.egress_refused += egress_refused;
         self.send_failed += send_failed;
         self.stale_dropped += stale_dropped;
+        self.ingress_age_max_ms = self.ingress_age_max_ms.max(*ingress_age_max_ms);
         self.forwarded += forwarded;
         self.forward_rejected += forward_rejected;
         self.events_dropped += events_dropped;

@@ -41,8 +41,8 @@ const IDLE_WAKE: Duration = Duration::from_secs(1);
 pub(super) enum Timer {
     Peer(PeerKey),
     Room(RoomKey),
-    /// The periodic pass: subscriber connections' estimates to their rooms, and the data
-    /// rejections not yet reported to their senders.
+    /// The periodic pass: subscriber connections' estimates to their rooms, the data
+    /// rejections not yet reported to their senders, and a new period of queue ages.
     Bandwidth,
 }
 
@@ -164,6 +164,8 @@ pub(super) struct Worker {
     egress: EgressBatch,
     pub(super) dirty: Vec<PeerKey>,
     pub(super) stats: ShardStats,
+    /// The longest queue waits recently seen (see `freshness`).
+    pub(super) ingress_ages: super::freshness::IngressAges,
     /// Counters of removed publications, subscriptions and rooms (see `stats`).
     pub(super) counted: crate::runtime::MediaStats,
     /// The tracks of WHEP viewers that follow their room (see `follow`).
@@ -203,6 +205,7 @@ impl Worker {
             egress: EgressBatch::default(),
             dirty: Vec::new(),
             stats: ShardStats::default(),
+            ingress_ages: super::freshness::IngressAges::default(),
             counted: crate::runtime::MediaStats::default(),
             following: HashMap::new(),
         }
@@ -419,6 +422,7 @@ impl Worker {
                 Timer::Bandwidth => {
                     self.report_bandwidth(now);
                     self.report_data_rejections(now);
+                    self.ingress_ages.rotate();
                     self.timers
                         .insert((now + BANDWIDTH_REPORT_INTERVAL, Timer::Bandwidth));
                 }

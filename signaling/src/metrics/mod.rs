@@ -124,6 +124,7 @@ fn record_shard(shard: &ShardStats) {
     counter!("sluice_shard_handed_off_total").absolute(shard.handed_off);
     counter!("sluice_shard_hand_off_dropped_total").absolute(shard.hand_off_dropped);
     counter!("sluice_shard_stale_dropped_total").absolute(shard.stale_dropped);
+    gauge!("sluice_shard_ingress_age_max_seconds").set(shard.ingress_age_max_ms as f64 / 1000.0);
     counter!("sluice_data_messages_received_total").absolute(shard.data_received);
     counter!("sluice_data_messages_rejected_total").absolute(shard.data_rejected);
     counter!("sluice_data_messages_delivered_total").absolute(shard.data_delivered);
@@ -250,6 +251,11 @@ fn describe() {
         "sluice_shard_stale_dropped_total",
         "RTP media discarded because it waited past the freshness bound (250 ms) in the \
          socket or ingest queue, and retransmissions of it."
+    );
+    describe_gauge!(
+        "sluice_shard_ingress_age_max_seconds",
+        "The longest a datagram or ingest packet waited in a shard's queues before it was read, \
+         over the last 0.5-1 s: the age of the media queues."
     );
     describe_counter!(
         "sluice_data_messages_received_total",
