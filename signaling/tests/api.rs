@@ -4,8 +4,9 @@
 //! closing a room removes everyone. The `sluice` admin subcommands are run against the same
 //! server.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
@@ -16,6 +17,8 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use common::{Process, start_sluice};
+
 const SECRET: &str = "api-test-secret-0123456789abcdef";
 /// Bound on every wait.
 const WAIT: Duration = Duration::from_secs(15);
@@ -23,34 +26,8 @@ const WAIT: Duration = Duration::from_secs(15);
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Kills the server when the test ends.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start() -> Result<(Server, String)> {
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["--listen", "127.0.0.1:0", "--rtmp", "off"])
-        .env("SLUICE_SECRET", SECRET)
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("the sluice binary starts")?;
-    let mut server = Server(child);
-    let stdout = server.0.stdout.take().context("stdout")?;
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line)?;
-    let addr = line
-        .trim()
-        .strip_prefix("sluice listening on http://")
-        .ok_or_else(|| anyhow!("unexpected first line: {line:?}"))?
-        .to_owned();
-    Ok((server, addr))
+fn start() -> Result<(Process, String)> {
+    start_sluice(&["--rtmp", "off"], SECRET)
 }
 
 fn authority() -> TokenAuthority {

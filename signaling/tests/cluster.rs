@@ -6,12 +6,13 @@
 //! `cluster: degraded`; when Redis is back the registry and placements recover.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail, ensure};
+use anyhow::{Context, Result, bail, ensure};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use sluice_signaling::auth::{Grants, TokenAuthority};
@@ -19,6 +20,8 @@ use sluice_signaling::cluster::{HEARTBEAT, NODE_TTL};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use common::{Process, start_sluice};
 
 const SECRET: &str = "cluster-test-secret-0123456789abcdef";
 /// Bound on every wait.
@@ -29,21 +32,6 @@ const POLL: Duration = Duration::from_millis(50);
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A child process of this test, killed (by its own PID) when dropped.
-struct Process(Child);
-
-impl Process {
-    fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// The test's own Redis: loopback only, on a port that was free, nothing written to disk.
 struct Redis {
     port: u16,
@@ -109,32 +97,24 @@ struct Node {
 
 impl Node {
     fn start(id: &'static str, redis: &Redis) -> Result<Self> {
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
+        let redis = redis.url();
+        let (process, addr) = start_sluice(
+            &[
                 "--rtmp",
                 "off",
                 "--media-threads",
                 "1",
-            ])
-            .args(["--resume-grace-ms", "0", "--drain-timeout", "2"])
-            .args(["--redis", &redis.url(), "--node-id", id])
-            .env("SLUICE_SECRET", SECRET)
-            .env("SLUICE_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("the sluice binary starts")?;
-        let mut process = Process(child);
-        let stdout = process.0.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let addr = line
-            .trim()
-            .strip_prefix("sluice listening on http://")
-            .ok_or_else(|| anyhow!("unexpected first line: {line:?}"))?
-            .to_owned();
+                "--resume-grace-ms",
+                "0",
+                "--drain-timeout",
+                "2",
+                "--redis",
+                &redis,
+                "--node-id",
+                id,
+            ],
+            SECRET,
+        )?;
         Ok(Self { id, addr, process })
     }
 

@@ -3,8 +3,9 @@
 //! stuck halfway through its request headers.
 #![allow(clippy::unwrap_used)]
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -12,48 +13,17 @@ use sluice_signaling::auth::{Grants, TokenAuthority};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
+use common::{Process, start_sluice};
+
 const SECRET: &str = "drain-test-secret-0123456789abcdef";
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bound on every wait.
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Kills the server if the test fails before it exits.
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Starts `sluice` on an ephemeral port; returns it and its HTTP address.
-fn start() -> (Server, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--rtmp",
-            "off",
-            "--drain-timeout",
-        ])
-        .arg(DRAIN_TIMEOUT.as_secs().to_string())
-        .env("SLUICE_SECRET", SECRET)
-        .env("SLUICE_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the sluice binary starts");
-    let mut server = Server(child);
-    let stdout = server.0.stdout.take().unwrap();
-    let mut line = String::new();
-    BufReader::new(stdout).read_line(&mut line).unwrap();
-    let addr = line
-        .trim()
-        .strip_prefix("sluice listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
-        .to_owned();
-    (server, addr)
+fn start() -> (Process, String) {
+    let drain = DRAIN_TIMEOUT.as_secs().to_string();
+    start_sluice(&["--rtmp", "off", "--drain-timeout", &drain], SECRET).unwrap()
 }
 
 fn token() -> String {
@@ -70,7 +40,7 @@ fn token() -> String {
 }
 
 /// Waits for the process to exit; returns whether it succeeded, and when.
-fn wait_exit(server: &mut Server) -> (bool, Instant) {
+fn wait_exit(server: &mut Process) -> (bool, Instant) {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Some(status) = server.0.try_wait().unwrap() {
