@@ -20,6 +20,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
 use sluice_sfu::core::PublicationId;
+use sluice_sfu::ingest::RtspSources;
 use sluice_sfu::runtime::{ProfileUpdate, RequestError, RoomSnapshot, Sfu};
 use tracing::info;
 
@@ -41,6 +42,8 @@ pub struct ApiState {
     pub whip: WhipState,
     /// `None` without `--redis`.
     pub cluster: Option<Cluster>,
+    /// The RTSP sources pulled, which the API lists, adds and removes.
+    pub rtsp: Arc<RtspSources>,
 }
 
 /// The `/api` routes.
@@ -56,6 +59,14 @@ pub fn router(state: ApiState) -> Router {
         .route(
             "/api/rooms/{room}/publications/{publication}/mute",
             axum::routing::post(mute_publication),
+        )
+        .route(
+            "/api/rtsp-sources",
+            get(crate::api_rtsp::list).post(crate::api_rtsp::add),
+        )
+        .route(
+            "/api/rtsp-sources/{id}",
+            axum::routing::delete(crate::api_rtsp::remove),
         )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -161,7 +172,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self {
             status,
             code,
@@ -169,7 +180,7 @@ impl ApiError {
         }
     }
 
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "notFound",
@@ -177,7 +188,7 @@ impl ApiError {
         )
     }
 
-    fn invalid(message: impl Into<String>) -> Self {
+    pub(crate) fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalidRequest", message)
     }
 }
@@ -214,7 +225,7 @@ impl From<RequestError> for ApiError {
 }
 
 /// Checks the bearer's admin token; returns its subject for the logs.
-fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn authorize(state: &ApiState, headers: &HeaderMap) -> Result<String, ApiError> {
     let unauthorized = |why: &str| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", why);
     let value = headers
         .get(header::AUTHORIZATION)

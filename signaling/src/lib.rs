@@ -15,6 +15,7 @@
 pub mod accept;
 pub mod admin;
 pub mod api;
+pub mod api_rtsp;
 pub mod auth;
 pub mod cli;
 pub mod cluster;

@@ -4,9 +4,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_sfu::ingest::{
-    RtmpConfig, RtmpServer, RtspConfig, RtspSources, StreamKeys, StreamTarget,
-};
+use sluice_sfu::ingest::{RtmpConfig, RtmpServer, StreamKeys, StreamTarget};
 use sluice_signaling::admin::AdminRequest;
 use sluice_signaling::api::ParticipantPatch;
 use sluice_signaling::auth::{Grants, TokenAuthority};
@@ -120,15 +118,14 @@ async fn serve(mut config: Config) -> anyhow::Result<()> {
     let rtmp_listen = config.rtmp;
     let drain_timeout = config.drain_timeout;
     let stream_keys = config.stream_keys().context("loading RTMP stream keys")?;
-    let rtsp_sources = config
+    config
         .rtsp_sources()
         .context("loading RTSP sources (rtsp_sources)")?;
     let sfu = start_sfu(&config, config.sfu_config()).context("starting the media plane")?;
     let server = Server::start(config, sfu.clone())
         .await
         .with_context(|| format!("binding HTTP/WebSocket listener on {listen}"))?;
-    // Pulled from now on; each source retries on its own until the drain stops it.
-    let rtsp = RtspSources::start(RtspConfig::default(), rtsp_sources, sfu.clone());
+    let rtsp = std::sync::Arc::clone(server.rtsp());
     let rtmp = match rtmp_listen {
         RtmpListen::Off => None,
         RtmpListen::On(addr) => {

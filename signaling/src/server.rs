@@ -16,6 +16,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use sluice_sfu::ingest::{RtspConfig, RtspSources};
 use sluice_sfu::runtime::Sfu;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -67,6 +68,8 @@ pub struct Server {
     task: tokio::task::JoinHandle<()>,
     /// The cluster heartbeat (with `--redis`); it leaves the cluster when the drain starts.
     cluster_task: Option<tokio::task::JoinHandle<()>>,
+    /// The RTSP sources pulled: `[[rtsp_sources]]` and those the server API adds.
+    rtsp: Arc<RtspSources>,
 }
 
 /// How long `/readyz` waits for the media plane to answer.
@@ -95,6 +98,7 @@ impl Server {
         let metrics = config.metrics.then(|| Arc::new(Metrics::new()));
         let auth = Arc::new(TokenAuthority::new(secret.as_bytes()));
         let stream_keys = config.stream_keys().map_err(std::io::Error::other)?;
+        let rtsp_sources = config.rtsp_sources().map_err(std::io::Error::other)?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let cluster = config.cluster.redis.clone().map(|redis| {
@@ -126,7 +130,14 @@ impl Server {
         if secret_mode == SecretMode::Configured {
             crate::webhooks::start(&sfu, config.webhook_urls.clone(), secret.clone());
         }
+        // Pulled from now on; each source retries on its own until removed or the drain.
+        let rtsp = Arc::new(RtspSources::start(
+            RtspConfig::default(),
+            rtsp_sources,
+            sfu.clone(),
+        ));
         let api = crate::api::ApiState {
+            rtsp: Arc::clone(&rtsp),
             sfu: sfu.clone(),
             auth: Arc::clone(&auth),
             resumable: Arc::clone(&resumable),
@@ -166,6 +177,7 @@ impl Server {
             demo_auth,
             task,
             cluster_task,
+            rtsp,
         })
     }
 
@@ -182,6 +194,11 @@ impl Server {
     /// The server's metrics (to add the RTMP ingest's); `None` with `--metrics off`.
     pub fn metrics(&self) -> Option<&Arc<Metrics>> {
         self.metrics.as_ref()
+    }
+
+    /// The RTSP sources this server pulls (configured, and added through the server API).
+    pub fn rtsp(&self) -> &Arc<RtspSources> {
+        &self.rtsp
     }
 
     /// Starts draining, without waiting: `/readyz` and new `/ws` upgrades answer 503, and

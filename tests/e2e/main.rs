@@ -17,6 +17,7 @@ mod resume;
 mod rtmp;
 mod rtmp_session;
 mod rtsp;
+mod rtsp_api;
 mod rtsp_input;
 mod shard;
 mod signaling;

@@ -51,5 +51,8 @@ mod video;
 pub use keys::{KeyError, StreamKeys, StreamTarget};
 pub use registry::StreamCounts;
 pub use rtmp::{RtmpConfig, RtmpServer, RtmpStreams};
-pub use rtsp::{RtspConfig, RtspCredentials, RtspSource, RtspSources, RtspTransport};
+pub use rtsp::{
+    RtspConfig, RtspCredentials, RtspSource, RtspSourceError, RtspSourceId, RtspSources,
+    RtspTransport, RunningSource,
+};
 pub use stats::StreamStatsSnapshot;

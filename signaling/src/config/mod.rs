@@ -589,6 +589,7 @@ mod error;
 mod ice_servers;
 mod limits;
 mod rtsp;
+pub(crate) use rtsp::check_source;
 #[cfg(test)]
 mod tests;
 mod values;

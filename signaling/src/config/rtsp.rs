@@ -24,30 +24,57 @@ pub struct RtspSourceEntry {
     pub transport: Option<String>,
 }
 
+/// The checked parts of a source, whatever names its credentials: room and identity, an
+/// `rtsp://` URL without credentials, and its transport. `name` prefixes the messages.
+pub(crate) fn check_source(
+    name: &str,
+    url: &str,
+    room: &str,
+    identity: &str,
+    transport: Option<&str>,
+) -> Result<(url::Url, RtspTransport), String> {
+    check_name("rtsp_sources room", room)?;
+    check_name("rtsp_sources identity", identity)?;
+    let parsed: url::Url = url
+        .parse()
+        .map_err(|e| format!("{name}: url {url:?}: {e}"))?;
+    if parsed.scheme() != "rtsp" {
+        return Err(format!("{name}: url must start with rtsp://"));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(format!(
+            "{name}: put no credentials in the url; pass them separately"
+        ));
+    }
+    let transport = match transport {
+        None => RtspTransport::default(),
+        Some(text) => text.parse().map_err(|e| format!("{name}: {e}"))?,
+    };
+    Ok((parsed, transport))
+}
+
 impl RtspSourceEntry {
     /// The source this entry describes, its credentials read with `env` (a variable's value,
     /// `None` when unset).
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<RtspSource, String> {
         let name = format!("rtsp_sources entry for {}/{}", self.room, self.identity);
-        check_name("rtsp_sources room", &self.room)?;
-        check_name("rtsp_sources identity", &self.identity)?;
-        let url: url::Url = self
-            .url
-            .parse()
-            .map_err(|e| format!("{name}: url {:?}: {e}", self.url))?;
-        if url.scheme() != "rtsp" {
-            return Err(format!("{name}: url must start with rtsp://"));
-        }
-        if !url.username().is_empty() || url.password().is_some() {
-            return Err(format!(
-                "{name}: put no credentials in the url; name their environment variables in \
-                 username_env and password_env"
-            ));
-        }
-        let transport = match &self.transport {
-            None => RtspTransport::default(),
-            Some(text) => text.parse().map_err(|e| format!("{name}: {e}"))?,
-        };
+        let (url, transport) = check_source(
+            &name,
+            &self.url,
+            &self.room,
+            &self.identity,
+            self.transport.as_deref(),
+        )
+        .map_err(|err| {
+            if err.ends_with("pass them separately") {
+                format!(
+                    "{name}: put no credentials in the url; name their environment variables \
+                     in username_env and password_env"
+                )
+            } else {
+                err
+            }
+        })?;
         let env = |var: &str| {
             env(var).ok_or_else(|| format!("{name}: environment variable {var} is not set"))
         };

@@ -121,56 +121,147 @@ impl Default for RtspConfig {
     }
 }
 
-/// The running RTSP sources; [`RtspSources::shutdown`] stops them.
-pub struct RtspSources {
+/// A running source's id, for [`RtspSources::remove`].
+pub type RtspSourceId = u64;
+
+/// One running source, as [`RtspSources::list`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunningSource {
+    pub id: RtspSourceId,
+    pub source: RtspSource,
+}
+
+/// Why a source was not added.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RtspSourceError {
+    #[error("a source already publishes as {room}/{identity}")]
+    Duplicate { room: String, identity: String },
+    #[error("RTSP ingest has stopped")]
+    Stopped,
+}
+
+struct Running {
+    source: RtspSource,
     stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct Registry {
+    next: RtspSourceId,
+    running: std::collections::BTreeMap<RtspSourceId, Running>,
+    stopped: bool,
+}
+
+/// The running RTSP sources: those configured at start, and those added and removed since
+/// (the server API); [`RtspSources::shutdown`] stops them all.
+pub struct RtspSources {
+    config: RtspConfig,
+    sfu: Sfu,
+    registry: std::sync::Mutex<Registry>,
     playing: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for RtspSources {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RtspSources")
-            .field("sources", &self.tasks.len())
+            .field("sources", &self.len())
             .finish()
     }
 }
 
 impl RtspSources {
-    /// Starts pulling every source into the rooms of `sfu`; each retries on its own until
-    /// [`RtspSources::shutdown`].
+    /// Starts pulling every source into the rooms of `sfu`; each retries on its own until it
+    /// is removed or [`RtspSources::shutdown`].
     pub fn start(config: RtspConfig, sources: Vec<RtspSource>, sfu: Sfu) -> Self {
-        let (stop, stopped) = watch::channel(false);
-        let playing = Arc::new(AtomicUsize::new(0));
-        let tasks = sources
-            .into_iter()
-            .map(|source| {
-                tokio::spawn(session::run(
-                    source,
-                    config.clone(),
-                    sfu.clone(),
-                    stopped.clone(),
-                    Arc::clone(&playing),
-                ))
-            })
-            .collect::<Vec<_>>();
-        if !tasks.is_empty() {
-            info!(sources = tasks.len(), "RTSP ingest started");
+        let this = Self {
+            config,
+            sfu,
+            registry: std::sync::Mutex::default(),
+            playing: Arc::new(AtomicUsize::new(0)),
+        };
+        let count = sources.len();
+        for source in sources {
+            if let Err(err) = this.add(source) {
+                tracing::warn!(%err, "RTSP source not started");
+            }
         }
-        Self {
-            stop,
-            tasks,
-            playing,
+        if count > 0 {
+            info!(sources = count, "RTSP ingest started");
         }
+        this
     }
 
-    /// How many sources are configured.
+    fn registry(&self) -> std::sync::MutexGuard<'_, Registry> {
+        // A panic while the lock was held leaves the map intact; keep serving it.
+        self.registry
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts pulling `source`; refused when another source publishes as its room and
+    /// identity.
+    pub fn add(&self, source: RtspSource) -> Result<RtspSourceId, RtspSourceError> {
+        let mut registry = self.registry();
+        if registry.stopped {
+            return Err(RtspSourceError::Stopped);
+        }
+        if registry
+            .running
+            .values()
+            .any(|running| running.source.target == source.target)
+        {
+            return Err(RtspSourceError::Duplicate {
+                room: source.target.room.clone(),
+                identity: source.target.identity.clone(),
+            });
+        }
+        registry.next += 1;
+        let id = registry.next;
+        let (stop, stopped) = watch::channel(false);
+        let task = tokio::spawn(session::run(
+            source.clone(),
+            self.config.clone(),
+            self.sfu.clone(),
+            stopped,
+            Arc::clone(&self.playing),
+        ));
+        registry.running.insert(id, Running { source, stop, task });
+        Ok(id)
+    }
+
+    /// Stops source `id` (its session torn down, its publications removed); `false` when no
+    /// such source runs.
+    pub async fn remove(&self, id: RtspSourceId) -> bool {
+        let running = self.registry().running.remove(&id);
+        let Some(running) = running else {
+            return false;
+        };
+        let _ = running.stop.send(true);
+        let _ = running.task.await;
+        true
+    }
+
+    /// The sources running now (connecting, playing or waiting to retry), by id.
+    pub fn list(&self) -> Vec<RunningSource> {
+        self.registry()
+            .running
+            .iter()
+            .map(|(id, running)| RunningSource {
+                id: *id,
+                source: running.source.clone(),
+            })
+            .collect()
+    }
+
+    /// How many sources run.
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.registry().running.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.len() == 0
     }
 
     /// How many sources are playing now (the others are connecting or waiting to retry).
@@ -178,11 +269,21 @@ impl RtspSources {
         self.playing.load(Ordering::Relaxed)
     }
 
-    /// Stops every source: sessions are torn down and their publications removed.
-    pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for task in self.tasks {
-            let _ = task.await;
+    /// Stops every source: sessions are torn down and their publications removed; no source
+    /// can be added afterwards.
+    pub async fn shutdown(&self) {
+        let running: Vec<Running> = {
+            let mut registry = self.registry();
+            registry.stopped = true;
+            std::mem::take(&mut registry.running)
+                .into_values()
+                .collect()
+        };
+        for running in &running {
+            let _ = running.stop.send(true);
+        }
+        for running in running {
+            let _ = running.task.await;
         }
     }
 }
