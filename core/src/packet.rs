@@ -91,8 +91,9 @@ pub struct RtpPacket {
     /// The payload, shared by every subscriber's copy.
     pub payload: Bytes,
     /// The RFC 6464 audio level the publisher sent with an audio packet, in -dBov (0 is the
-    /// loudest, 127 silence); `None` without the extension. Only the publisher's value is
-    /// used (speaker detection); it is never written towards subscribers.
+    /// loudest, 127 silence); `None` without the extension. The room ranks speakers by it,
+    /// and forwarded packets keep it for the subscriber's transport to write with the
+    /// extension id negotiated with that subscriber.
     pub audio_level: Option<u8>,
     /// When the media this packet's timestamp stands for was sampled, on the server's clock,
     /// when the incarnation tells (an RTMP encoder's timeline). Forwarded unchanged: the sender

@@ -49,8 +49,9 @@ impl Rewrite {
                 Some(patch) => patch.apply(&packet.payload),
                 None => packet.payload.clone(),
             },
-            // Header extensions are not forwarded (their ids were negotiated with the publisher).
-            audio_level: None,
+            // The level travels as a value; the subscriber's transport writes it with the
+            // extension id negotiated there (other header extensions are not forwarded).
+            audio_level: packet.audio_level,
             sampled_at: packet.sampled_at,
         }
     }

@@ -3,7 +3,9 @@
 // run to run) — and a third page that only listens to room events. The listener must be told
 // the loud publisher speaks (and never the silent one), and that nobody does once it is muted.
 // Chrome puts the RFC 6464 audio level of every packet in the `ssrc-audio-level` header
-// extension the server negotiates; nothing here decodes audio.
+// extension the server negotiates; nothing here decodes audio. The server forwards that level to
+// subscribers in their own negotiation of the extension, so a subscribing page reads each
+// publisher's level from `getSynchronizationSources()`.
 import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
@@ -106,6 +108,40 @@ test('the loud publisher is the active speaker, the silent one never', { timeout
     const steady = await speakerEvents(listener);
     const currentSpeakers = await listener.evaluate(() => window.probe.state.room.activeSpeakers);
 
+    // The listener subscribes to both tones and plays them: the level of each forwarded packet
+    // reaches its browser (`getSynchronizationSources().audioLevel`, which Chrome fills as it
+    // plays audio out). The silence may show no source at all (Chrome's DTX sends next to
+    // nothing), but never a loud level.
+    await listener.evaluate(async () => {
+      const room = window.probe.state.room;
+      window.levelTracks = {};
+      for (const publication of room.publications.values()) {
+        if (publication.kind !== 'audio') continue;
+        const subscription = await room.subscribe(publication.publicationId);
+        const { track, stream } = await subscription.waitForTrack();
+        window.levelTracks[publication.participantId] = track.id;
+        // Chrome reads a received packet's level when it plays the audio out.
+        const audio = document.body.appendChild(document.createElement('audio'));
+        audio.srcObject = stream;
+        await audio.play();
+      }
+    });
+    const levels = await waitFor(
+      'listener: the publishers\' levels on the received audio',
+      () =>
+        listener.evaluate(() => {
+          const levels = {};
+          for (const receiver of window.probe.state.room.peerConnection('subscriber').getReceivers()) {
+            const entry = Object.entries(window.levelTracks).find(([, id]) => id === receiver.track.id);
+            const level = receiver.getSynchronizationSources()[0]?.audioLevel;
+            if (entry !== undefined && level !== undefined) levels[entry[0]] = level;
+          }
+          return levels;
+        }),
+      (levels) => levels[loudId] > 0.1,
+      { timeoutMs: 10_000, intervalMs: 100 },
+    );
+
     // Someone joining now is told at once, though the list does not change.
     const lateJoinStarted = Date.now();
     const late = await joinPage(browser, server, room, 'late', { pages });
@@ -137,6 +173,7 @@ test('the loud publisher is the active speaker, the silent one never', { timeout
       EMPTY_AFTER_MUTE_MS: toEmptyMs,
       LATE_JOIN_MS: lateJoinMs,
       LEVEL: first.speakers.find((s) => s.participantId === loudId).level,
+      FORWARDED_LEVELS: `${levels[loudId]} / ${levels[silentId] ?? 'none'}`,
       EVENTS: all.length,
     });
     console.log(`speakers: events ${JSON.stringify(all.map((e) => e.speakers.map((s) => `${s.participantId}@${s.level}`)))}`);
@@ -146,6 +183,11 @@ test('the loud publisher is the active speaker, the silent one never', { timeout
     assert.ok(first.speakers[0].level > 0.1, `a full-scale tone reads as ${first.speakers[0].level}`);
     assert.equal(steady.length, named.length, 'the list changed while the tone played steadily');
     assert.deepEqual(currentSpeakers.map((s) => s.participantId), [loudId], 'room.activeSpeakers');
+    assert.ok(levels[loudId] > 0.1, `the loud tone's forwarded level reads ${levels[loudId]}`);
+    assert.ok(
+      levels[silentId] === undefined || levels[silentId] < 0.01,
+      `the silence's forwarded level reads ${levels[silentId]}`,
+    );
     assert.deepEqual(lateSpeakers.map((s) => s.participantId), [loudId], 'the late joiner');
     assert.ok(toFirstSpeakerMs <= FIRST_SPEAKER_LIMIT_MS, `first announcement after ${toFirstSpeakerMs} ms`);
     assert.ok(toEmptyMs <= EMPTY_LIMIT_MS, `list emptied ${toEmptyMs} ms after muting`);

@@ -252,3 +252,20 @@ fn levels_on_video_or_unknown_publications_are_ignored() {
     assert_eq!(announced, vec![]);
     assert_eq!(t.h.room.poll_timeout(), None);
 }
+
+#[test]
+fn forwarded_audio_keeps_the_publishers_level_for_the_subscribers_transport() {
+    let mut h = Harness::new();
+    h.publish(1, 1, Codec::Opus);
+    h.subscribe(12, 2, 1);
+    for (seq, level) in [(0u16, Some(3u8)), (1, Some(127)), (2, None)] {
+        let mut p = packet(1, seq, u32::from(seq) * 960, OPUS);
+        p.audio_level = level;
+        h.rtp(1, p);
+    }
+    let levels: Vec<Option<u8>> = forwards_to(&h.drain(), 12)
+        .iter()
+        .map(|p| p.audio_level)
+        .collect();
+    assert_eq!(levels, vec![Some(3), Some(127), None]);
+}

@@ -181,7 +181,8 @@ impl Worker {
             self.stats.forward_rejected += 1;
             return;
         };
-        let (sampled_at, timestamp) = (packet.sampled_at, packet.timestamp);
+        let (sampled_at, timestamp, level) =
+            (packet.sampled_at, packet.timestamp, packet.audio_level);
         let mut wire = to_wire(packet);
         if let Some(leg) = peer.legs.get_mut(&subscription) {
             // Once per frame: the anchor is a (timestamp, instant) pair of a linear clock.
@@ -205,6 +206,14 @@ impl Worker {
                 && let Err(err) = wire.header.set_extension(id, payload)
             {
                 trace!(%subscription, %err, "playout delay extension");
+            }
+            // RFC 6464: the level in the low 7 bits; the voice-activity bit is not kept.
+            if let (Some(id), Some(level)) = (leg.audio_level, level)
+                && let Err(err) = wire
+                    .header
+                    .set_extension(id, bytes::Bytes::copy_from_slice(&[level & 0x7f]))
+            {
+                trace!(%subscription, %err, "audio level extension");
             }
             leg.sent += 1;
         }

@@ -15,8 +15,10 @@
 //!   the description is refused); `rtc` records them, and its lite agent never checks them.
 //! - **Routing.** Publishers' RTP goes into the room's `core::Room`; each `Output::Forward`
 //!   is written to the subscriber's `rtc` sender with the header the core rewrote (SSRC,
-//!   payload type, sequence number, timestamp; header extensions dropped, as their ids were
-//!   negotiated with the publisher). The NACK responder and sender/receiver reports are `rtc`
+//!   payload type, sequence number, timestamp). Of the publisher's header extensions only the
+//!   audio level travels on, written with the id negotiated with the subscriber; the others'
+//!   ids belong to the publisher's negotiation and are dropped. The NACK responder and
+//!   sender/receiver reports are `rtc`
 //!   interceptors; subscribers' PLI/FIR become keyframe requests, which the core throttles and
 //!   turns into PLIs to the publisher.
 //! - **Timers.** Only peers that were touched are asked for `poll_timeout`; the loop sleeps

@@ -81,6 +81,8 @@ pub(crate) struct SendLeg {
     pub(crate) anchored: Option<u32>,
     /// The id the playout-delay extension was negotiated with (video, when asked for).
     pub(crate) playout_delay: Option<u8>,
+    /// The id the audio-level extension was negotiated with (audio).
+    pub(crate) audio_level: Option<u8>,
     /// Packets written to the leg.
     pub(crate) sent: u64,
 }

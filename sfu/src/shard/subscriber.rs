@@ -16,7 +16,7 @@ use super::worker::Worker;
 use super::{ShardError, SubscriptionChange};
 use crate::core::{Input, MediaKind, ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::PeerRole;
-use crate::transport::interceptors::PLAYOUT_DELAY_URI;
+use crate::transport::interceptors::{AUDIO_LEVEL_URI, PLAYOUT_DELAY_URI};
 
 impl Worker {
     pub(super) fn subscribe(
@@ -112,6 +112,7 @@ impl Worker {
                 paused: false,
                 anchored: None,
                 playout_delay: None,
+                audio_level: None,
                 sent: 0,
             },
         );
@@ -220,11 +221,15 @@ impl Worker {
                         .eq_ignore_ascii_case(&leg.codec.mime_type)
                 })
                 .map(|c| c.payload_type);
-            leg.playout_delay = parameters
-                .header_extensions
-                .iter()
-                .find(|extension| extension.uri == PLAYOUT_DELAY_URI)
-                .and_then(|extension| u8::try_from(extension.id).ok());
+            let extension_id = |uri: &str| {
+                parameters
+                    .header_extensions
+                    .iter()
+                    .find(|extension| extension.uri == uri)
+                    .and_then(|extension| u8::try_from(extension.id).ok())
+            };
+            leg.playout_delay = extension_id(PLAYOUT_DELAY_URI);
+            leg.audio_level = extension_id(AUDIO_LEVEL_URI);
             let Some(payload_type) = payload_type else {
                 warn!(%subscription, codec = %leg.codec.mime_type, "codec not negotiated with the subscriber");
                 continue;

@@ -149,6 +149,17 @@ pub(crate) fn configure(
                     )
                     .map_err(peer_err)?;
             }
+            // The publisher's level of each audio packet, forwarded: the subscriber's browser
+            // reports it (`getSynchronizationSources().audioLevel`) for speaking indicators.
+            engine
+                .register_header_extension(
+                    RTCRtpHeaderExtensionCapability {
+                        uri: AUDIO_LEVEL_URI.to_owned(),
+                    },
+                    RtpCodecKind::Audio,
+                    None,
+                )
+                .map_err(peer_err)?;
             // For receivers that estimate their downlink themselves (REMB): see `send_time`.
             engine
                 .register_header_extension(
