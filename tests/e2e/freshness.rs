@@ -112,11 +112,37 @@ async fn a_stalled_shard_discards_its_stale_backlog_and_asks_for_a_keyframe() ->
     let stalled_at = Instant::now();
     shard.stall(STALL).await?;
     let resumed_at = stalled_at + STALL;
-    // Just after the stall, the queue's age (what /metrics shows) is the backlog's.
-    tokio::time::sleep(STALL + Duration::from_millis(150)).await;
-    let queue_age = server.sfu.shard_stats().await?.ingress_age_max_ms;
-    // Two seconds of live video after the stall.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Once the shard has read its backlog, the queue's age (what /metrics shows) is the
+    // backlog's. (A stats request waits for the stall to end.)
+    let deadline = Instant::now() + STALL + WAIT;
+    let queue_age = loop {
+        let stats = server.sfu.shard_stats().await?;
+        if stats.stale_dropped - before.stale_dropped >= 75 {
+            break stats.ingress_age_max_ms;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "the backlog was not discarded: {} dropped",
+            stats.stale_dropped - before.stale_dropped
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Live video after the stall: 100 packets (a second's worth).
+    let arrived_after = || {
+        timeline
+            .lock()
+            .map(|t| t.arrived.iter().filter(|(_, at)| *at >= resumed_at).count())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + WAIT;
+    while arrived_after() < 100 {
+        ensure!(
+            Instant::now() < deadline,
+            "video did not continue after the stall: {} packets",
+            arrived_after()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     pacer.await.context("pacer")??;
 

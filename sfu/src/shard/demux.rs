@@ -19,8 +19,9 @@ use super::{nomination, stun};
 impl Worker {
     pub(super) fn read_burst(&mut self, buf: &mut [u8]) {
         let mut stale = BTreeSet::new();
+        let mut control = freshness::control_buffer();
         for _ in 0..READ_BURST {
-            match freshness::recv_stamped(&self.socket, buf) {
+            match freshness::recv_stamped(&self.socket, buf, &mut control) {
                 Ok(Received { len, from, arrived }) => {
                     self.stats.datagrams_in += 1;
                     match buf.get(..len) {
