@@ -16,11 +16,13 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 
 mod limits;
+mod typescript;
 
 pub use self::limits::{
     FieldError, MAX_CANDIDATE_BYTES, MAX_ID_BYTES, MAX_NAME_BYTES, MAX_RESUME_TOKEN_BYTES,
     MAX_RIDS_PER_TRACK, MAX_TRACKS_PER_PUBLISH, MAX_TRICKLED_CANDIDATES, MAX_UFRAG_BYTES,
 };
+pub use self::typescript::typescript_bindings;
 
 /// Client-chosen request correlation id, echoed in the response.
 pub type RequestId = u32;
@@ -511,45 +513,6 @@ pub struct PublicationInfo {
     pub muted: Option<bool>,
 }
 
-/// The TypeScript declarations of the protocol, as checked in at
-/// `client-js/src/protocol.gen.ts`.
-pub fn typescript_bindings() -> String {
-    let cfg = ts_rs::Config::new();
-    let mut out = String::from(
-        "// Generated from signaling/src/protocol.rs by `SLUICE_BLESS=1 cargo test -p sluice-signaling protocol`.\n\
-         // Do not edit by hand: a test fails when this file is stale.\n\n",
-    );
-    let decls = [
-        RequestIdAlias::decl(&cfg),
-        ClientMessage::decl(&cfg),
-        ServerMessage::decl(&cfg),
-        ErrorCode::decl(&cfg),
-        PeerRole::decl(&cfg),
-        IceCandidate::decl(&cfg),
-        TrackInfo::decl(&cfg),
-        MediaKind::decl(&cfg),
-        TrackSource::decl(&cfg),
-        ParticipantInfo::decl(&cfg),
-        PublicationInfo::decl(&cfg),
-        SubscriptionInfo::decl(&cfg),
-        Layer::decl(&cfg),
-        LayerChangeReason::decl(&cfg),
-        DataRejection::decl(&cfg),
-        SubscriptionEndReason::decl(&cfg),
-        LayerActivity::decl(&cfg),
-        SpeakerInfo::decl(&cfg),
-    ];
-    for decl in decls {
-        out.push_str("export ");
-        out.push_str(&decl);
-        out.push_str("\n\n");
-    }
-    out.push_str(&close_code_bindings());
-    out.truncate(out.trim_end().len());
-    out.push('\n');
-    out
-}
-
 /// The WebSocket close codes of the protocol (generated into the TypeScript types as the
 /// `CloseCode` constant, so client and server cannot disagree on a number).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -628,28 +591,6 @@ impl CloseCode {
         }
     }
 }
-
-/// `CloseCode` as a TypeScript constant object and the union of its values.
-fn close_code_bindings() -> String {
-    let mut out =
-        String::from("/** WebSocket close codes of the protocol. */\nexport const CloseCode = {\n");
-    for code in CloseCode::ALL {
-        out.push_str(&format!(
-            "  /** {} */\n  {}: {},\n",
-            code.meaning(),
-            code.name(),
-            code.code()
-        ));
-    }
-    out.push_str("} as const;\n\n/** One of the protocol's close codes. */\nexport type CloseCode = (typeof CloseCode)[keyof typeof CloseCode];\n");
-    out
-}
-
-/// Only here so the generated file names the `RequestId` type.
-#[derive(TS)]
-#[ts(rename = "RequestId")]
-#[allow(dead_code)]
-struct RequestIdAlias(u32);
 
 #[cfg(test)]
 mod tests;
