@@ -12,6 +12,7 @@ mod liveness;
 mod moved;
 mod pli;
 mod prop;
+mod remb;
 mod reorder;
 mod republish;
 mod simulcast;
