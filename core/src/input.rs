@@ -43,6 +43,10 @@ pub enum Input {
         ssrc: Ssrc,
         /// The payload type negotiated towards the subscriber.
         payload_type: u8,
+        /// The layer the subscriber asked for before its subscription started (spatial, and
+        /// temporal if given), as [`Input::SetPreferredLayer`] sets it: applied before the
+        /// first packet, so a capped subscriber starts on its own layer.
+        preferred: Option<(u8, Option<u8>)>,
     },
     /// Moves a subscription to another publication of its kind (`Some`), or parks it
     /// (`None`: it forwards nothing and outlives the end of the publication it had) until it is

@@ -49,7 +49,8 @@ pub(crate) struct Publication {
     keyframes_received: u64,
     incarnation_changes: u64,
     dropped: DropCounts,
-    keyframe_cache: Option<KeyframeCache>,
+    /// One cache per layer when enabled, else empty.
+    keyframe_caches: Vec<KeyframeCache>,
     /// Dynacast: the layers the publisher was last told to send (all at first).
     active_layers: Vec<bool>,
     /// Since when each active layer has been on (set on the first decision for the initial ones).
@@ -95,7 +96,7 @@ impl Publication {
             keyframes_received: 0,
             incarnation_changes: 0,
             dropped: DropCounts::default(),
-            keyframe_cache: None,
+            keyframe_caches: Vec::new(),
             active_layers: vec![true; usize::from(layer_count)],
             active_since: vec![None; usize::from(layer_count)],
             unneeded_since: vec![None; usize::from(layer_count)],
@@ -123,10 +124,14 @@ impl Publication {
         self.after_decisions(now, outputs);
     }
 
-    /// Enables the cache of packets since the last keyframe (instant join); single-layer
-    /// publications only — a simulcast publisher can be asked for keyframes.
+    /// Enables the cache of packets since the last keyframe (instant join), one per layer: for
+    /// publishers that cannot be asked for a keyframe (ingest, whose renditions are layers).
     pub(crate) fn with_keyframe_cache(mut self, enabled: bool) -> Self {
-        self.keyframe_cache = (enabled && self.layers.len() == 1).then(KeyframeCache::default);
+        self.keyframe_caches = if enabled {
+            vec![KeyframeCache::default(); self.layers.len()]
+        } else {
+            Vec::new()
+        };
         self
     }
 
@@ -180,10 +185,13 @@ impl Publication {
         id: SubscriptionId,
         outputs: &mut VecDeque<Output>,
     ) -> bool {
-        let Some(cache) = &self.keyframe_cache.as_ref().filter(|_| !self.muted) else {
+        if self.muted {
+            return false;
+        }
+        let Some(subscription) = self.subscriptions.iter_mut().find(|s| s.id() == id) else {
             return false;
         };
-        let Some(subscription) = self.subscriptions.iter_mut().find(|s| s.id() == id) else {
+        let Some(cache) = self.keyframe_caches.get(usize::from(subscription.target())) else {
             return false;
         };
         if cache.packets.is_empty() {
@@ -220,7 +228,7 @@ impl Publication {
                 return;
             }
         };
-        if let Some(cache) = &mut self.keyframe_cache {
+        if let Some(cache) = self.keyframe_caches.get_mut(usize::from(layer)) {
             let keyframe_start = meta.start_point && self.codec.detects_keyframes();
             cache.record(&meta, packet, keyframe_start);
         }
@@ -252,6 +260,9 @@ impl Publication {
         if self.kind != MediaKind::Video {
             return;
         }
+        if !self.keyframe_caches.is_empty() {
+            self.start_waiting_from_cache(now, outputs);
+        }
         for index in 0..self.layers.len() {
             let wanted = self
                 .subscriptions
@@ -263,6 +274,29 @@ impl Publication {
                 self.poll_keyframe_request(now, index)
             };
             outputs.extend(request);
+        }
+    }
+
+    /// Starts from its layer's cache each subscription that has forwarded nothing yet and
+    /// waits for a layer with a cached keyframe: one whose cap or bandwidth estimate moved it
+    /// off the layer it joined on starts at once, as a new one does. (A subscription that
+    /// already forwarded waits for the live keyframe: a replayed GOP would put its picture
+    /// behind live.)
+    fn start_waiting_from_cache(&mut self, now: Instant, outputs: &mut VecDeque<Output>) {
+        for index in 0..self.subscriptions.len() {
+            let subscription = &self.subscriptions[index];
+            if subscription.stats().forwarded_packets > 0 {
+                continue;
+            }
+            let cached = subscription.awaited_layer().is_some_and(|layer| {
+                self.keyframe_caches
+                    .get(usize::from(layer))
+                    .is_some_and(|cache| !cache.packets.is_empty())
+            });
+            if cached {
+                let id = subscription.id();
+                self.replay_cached(now, id, outputs);
+            }
         }
     }
 

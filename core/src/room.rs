@@ -265,13 +265,14 @@ impl Room {
                 publication,
                 ssrc,
                 payload_type,
+                preferred,
             } => self.add_subscription(
                 now,
                 subscription,
-                subscriber,
-                publication,
+                (subscriber, publication),
                 ssrc,
                 payload_type,
+                preferred,
             ),
             Input::SubscriptionMoved {
                 subscription,
@@ -428,10 +429,10 @@ impl Room {
         &mut self,
         now: Instant,
         subscription: SubscriptionId,
-        subscriber: ParticipantId,
-        publication: PublicationId,
+        (subscriber, publication): (ParticipantId, PublicationId),
         ssrc: Ssrc,
         payload_type: u8,
+        preferred: Option<(u8, Option<u8>)>,
     ) -> Result<(), CoreError> {
         if self.subscription_index.contains_key(&subscription)
             || self.parked.contains_key(&subscription)
@@ -447,7 +448,7 @@ impl Room {
             .config
             .initial_output_sequence
             .unwrap_or_else(|| self.random.next_u16());
-        let new = Subscription::new(
+        let mut new = Subscription::new(
             subscription,
             subscriber,
             ssrc,
@@ -455,6 +456,10 @@ impl Room {
             kind,
             initial_seq,
         );
+        if let Some((spatial, temporal)) = preferred {
+            new.set_max_layer(spatial);
+            new.set_max_temporal(temporal.unwrap_or(u8::MAX));
+        }
         self.attach(now, new, publication);
         debug!(%subscription, %subscriber, %publication, "subscription added");
         Ok(())

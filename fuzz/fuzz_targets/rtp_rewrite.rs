@@ -96,6 +96,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 publication: PUBLICATION,
                 ssrc: subscription_ssrc(n),
                 payload_type: 100 + n,
+                preferred: (*c & 0x80 != 0).then_some((*c & 0x03, None)),
             },
             6 => {
                 live.remove(&n);

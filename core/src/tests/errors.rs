@@ -23,6 +23,7 @@ fn unknown_ids_are_errors_and_change_nothing() {
                 publication: PublicationId(9),
                 ssrc: Ssrc(1),
                 payload_type: 96,
+                preferred: None,
             },
             CoreError::UnknownPublication(PublicationId(9)),
         ),
@@ -75,6 +76,7 @@ fn duplicate_ids_are_errors_and_change_nothing() {
         publication: PublicationId(2),
         ssrc: Ssrc(1),
         payload_type: 96,
+        preferred: None,
     };
     assert_eq!(
         h.input(duplicate_subscription),
@@ -185,6 +187,7 @@ fn random_initial_sequence_when_not_configured() {
             publication: PublicationId(1),
             ssrc: Ssrc(1),
             payload_type: 111,
+            preferred: None,
         },
     )
     .unwrap();

@@ -110,3 +110,107 @@ fn an_h264_keyframe_with_several_start_points_is_cached_whole() {
     assert_eq!(replayed.len(), 4);
     assert_eq!(replayed[0].payload.as_ref(), H264_STAP_SPS_PPS);
 }
+
+#[test]
+fn a_layered_publication_replays_the_cache_of_the_subscribers_layer() {
+    let mut h = Harness::new();
+    // Ingest renditions (Enhanced RTMP multitrack) are the layers of one cached publication.
+    h.input(Input::PublicationAdded {
+        publication: PublicationId(PUB),
+        publisher: ParticipantId(10),
+        kind: MediaKind::Video,
+        codec: Codec::Vp8,
+        clock_rate: 90_000,
+        cache_since_keyframe: true,
+        layers: 2,
+    })
+    .unwrap();
+    // Each layer's own GOP, at timestamps that tell them apart.
+    h.rtp_on(PUB, 0, packet(7, 1, 3000, VP8_KEY));
+    h.rtp_on(PUB, 1, packet(9, 1, 6000, VP8_KEY));
+    h.rtp_on(PUB, 0, packet(7, 2, 3300, VP8_DELTA));
+    h.rtp_on(PUB, 1, packet(9, 2, 6300, VP8_DELTA));
+    h.drain();
+    h.subscribe(1, 20, PUB);
+    let outputs = h.drain();
+    let replayed = forwards_to(&outputs, 1);
+    assert_eq!(replayed.len(), 2, "the target layer's keyframe and delta");
+    assert_eq!(replayed[0].payload.as_ref(), VP8_KEY);
+    let timestamps: Vec<u32> = replayed.iter().map(|p| p.timestamp).collect();
+    assert!(
+        timestamps == [3000, 3300] || timestamps == [6000, 6300],
+        "one layer's packets, not a mix: {timestamps:?}"
+    );
+    assert!(keyframe_requests(&outputs).is_empty());
+}
+
+#[test]
+fn a_subscriber_capped_before_its_first_packet_starts_from_its_new_layers_cache() {
+    let mut h = Harness::new();
+    h.input(Input::PublicationAdded {
+        publication: PublicationId(PUB),
+        publisher: ParticipantId(10),
+        kind: MediaKind::Video,
+        codec: Codec::Vp8,
+        clock_rate: 90_000,
+        cache_since_keyframe: true,
+        layers: 2,
+    })
+    .unwrap();
+    // Layer 1 has no keyframe yet: a subscriber joining on it waits.
+    h.rtp_on(PUB, 0, packet(7, 1, 3000, VP8_KEY));
+    h.rtp_on(PUB, 0, packet(7, 2, 3300, VP8_DELTA));
+    h.rtp_on(PUB, 1, packet(9, 1, 3000, VP8_DELTA));
+    h.drain();
+    h.subscribe(1, 20, PUB);
+    let joined = forwards_to(&h.drain(), 1);
+    // Capped at layer 0 (WHEP's `?layer=q`, or its bandwidth estimate), it starts at once from
+    // layer 0's cache rather than waiting for the encoder's next keyframe.
+    h.prefer(1, 0);
+    let capped = forwards_to(&h.drain(), 1);
+    let all: Vec<u32> = joined.iter().chain(&capped).map(|p| p.timestamp).collect();
+    assert_eq!(all, [3000, 3300], "layer 0's GOP, once");
+    // Live packets of layer 0 follow; a later cap change does not replay again.
+    h.rtp_on(PUB, 0, packet(7, 3, 3600, VP8_DELTA));
+    h.prefer(1, 1);
+    h.prefer(1, 0);
+    let live: Vec<u32> = forwards_to(&h.drain(), 1)
+        .iter()
+        .map(|p| p.timestamp)
+        .collect();
+    assert_eq!(live, [3600]);
+}
+
+#[test]
+fn a_subscriber_asking_for_a_layer_at_the_start_replays_only_that_layer() {
+    let mut h = Harness::new();
+    h.input(Input::PublicationAdded {
+        publication: PublicationId(PUB),
+        publisher: ParticipantId(10),
+        kind: MediaKind::Video,
+        codec: Codec::Vp8,
+        clock_rate: 90_000,
+        cache_since_keyframe: true,
+        layers: 2,
+    })
+    .unwrap();
+    h.rtp_on(PUB, 0, packet(7, 1, 3000, VP8_KEY));
+    h.rtp_on(PUB, 1, packet(9, 1, 6000, VP8_KEY));
+    h.drain();
+    for (subscription, layer, timestamp) in [(1, 0, 3000), (2, 1, 6000)] {
+        h.input(Input::SubscriptionAdded {
+            subscription: SubscriptionId(subscription),
+            subscriber: ParticipantId(20 + subscription),
+            publication: PublicationId(PUB),
+            ssrc: sub_ssrc(subscription),
+            payload_type: sub_pt(subscription),
+            preferred: Some((layer, None)),
+        })
+        .unwrap();
+        let replayed: Vec<u32> = forwards_to(&h.drain(), subscription)
+            .iter()
+            .map(|p| p.timestamp)
+            .collect();
+        assert_eq!(replayed, [timestamp], "layer {layer}");
+    }
+}

@@ -192,6 +192,7 @@ impl Harness {
             publication: PublicationId(publication),
             ssrc: sub_ssrc(subscription),
             payload_type: sub_pt(subscription),
+            preferred: None,
         })
         .unwrap();
     }
