@@ -11,10 +11,11 @@ use super::audio::{AudioError, AudioToOpus, OPUS_RATE, OpusFrame};
 use super::clock::StreamClock;
 use super::flv::{self, AudioTag, FlvError, VideoTag};
 use super::latency::IngestLatency;
+use super::renditions::{RenditionUpdate, VideoRenditions};
 use super::stats::StreamStats;
 use super::timeline::SessionTimeline;
-use super::video::{self, VideoError, VideoPipeline, VideoUpdate};
-use crate::core::{MediaKind, RtpPacket};
+use super::video::{self, VideoError, VideoUpdate};
+use crate::core::{MediaKind, RtpPacket, Ssrc};
 use crate::transport::CodecInfo;
 use crate::transport::packetize::{H264Packetizer, OpusPacketizer};
 
@@ -36,7 +37,8 @@ pub enum MediaError {
 /// would hold the video back by the audio/video arrival skew (ADR 0016).
 #[derive(Debug)]
 pub struct MediaCarry {
-    video: H264Packetizer,
+    /// Each video rendition's source by its track id.
+    video: Vec<(u8, H264Packetizer)>,
     opus: OpusPacketizer,
     /// The stream timeline's last millisecond (audio or video, whichever is later).
     last_ms: i64,
@@ -50,8 +52,14 @@ pub struct MediaCarry {
 #[derive(Debug)]
 pub enum Announce {
     Nothing,
-    /// (Re)publish the track with this codec, under this publication name.
-    Codec(CodecInfo, String),
+    /// (Re)publish the track of `codec`'s kind with this codec, under this publication name.
+    Codec {
+        codec: CodecInfo,
+        name: String,
+        /// The RTP source of each simulcast layer, lowest resolution first; empty for a
+        /// track of one layer.
+        layers: Vec<Ssrc>,
+    },
 }
 
 /// Which ingest protocol feeds a stream; it names the stream's publications.
@@ -92,7 +100,7 @@ impl Origin {
 pub struct MediaPipeline {
     stats: Arc<StreamStats>,
     origin: Origin,
-    video: VideoPipeline,
+    video: VideoRenditions,
     /// Both tracks' RTMP timestamps on the stream's timeline.
     timeline: SessionTimeline,
     audio: Option<AudioToOpus>,
@@ -101,6 +109,9 @@ pub struct MediaPipeline {
     opus: OpusPacketizer,
     opus_frames: Vec<OpusFrame>,
     warned_reordering: bool,
+    warned_rendition_codec: bool,
+    /// An H.264 rendition's sequence header arrived.
+    video_configured: bool,
     /// When the last audio or video frame arrived: a reconnect's "time away" counts from it
     /// (a connection that dies silently ends only at its idle timeout, seconds later).
     last_media_at: Option<Instant>,
@@ -114,13 +125,15 @@ impl MediaPipeline {
         Self {
             stats,
             origin,
-            video: VideoPipeline::default(),
+            video: VideoRenditions::default(),
             timeline: SessionTimeline::first(),
             audio: None,
             audio_disabled: false,
             opus: OpusPacketizer::default(),
             opus_frames: Vec::new(),
             warned_reordering: false,
+            warned_rendition_codec: false,
+            video_configured: false,
             last_media_at: None,
             clock: None,
             latency: IngestLatency::default(),
@@ -137,7 +150,7 @@ impl MediaPipeline {
     ) -> Self {
         let away = now.saturating_duration_since(carry.last_media_at);
         let mut pipeline = Self::new(stats, origin);
-        pipeline.video = VideoPipeline::continuing(carry.video);
+        pipeline.video = VideoRenditions::continuing(carry.video);
         pipeline.opus = carry.opus;
         pipeline.opus.restart_spurt();
         pipeline.clock = carry.clock;
@@ -153,7 +166,7 @@ impl MediaPipeline {
     pub fn park(self, now: Instant) -> MediaCarry {
         let last_ms = self.timeline.last_ms();
         MediaCarry {
-            video: self.video.into_packetizer().continuing(),
+            video: self.video.park(),
             opus: self.opus,
             last_ms,
             last_media_at: self.last_media_at.unwrap_or(now),
@@ -161,7 +174,7 @@ impl MediaPipeline {
         }
     }
 
-    /// One RTMP video message: appends its packets to `out`.
+    /// One RTMP video message (one or more renditions' tags): appends its packets to `out`.
     pub fn push_video(
         &mut self,
         now: Instant,
@@ -169,16 +182,65 @@ impl MediaPipeline {
         data: &[u8],
         out: &mut Vec<RtpPacket>,
     ) -> Result<Announce, MediaError> {
-        let tag = flv::parse_video(data)?;
-        self.push_video_tag(now, timestamp_ms, tag, out)
+        let mut announce = Announce::Nothing;
+        for track in flv::parse_video(data)? {
+            let (track, tag) = match track {
+                Ok(track) => track,
+                // A rendition in a codec Sluice does not forward, beside an H.264 one that it
+                // does: the H.264 renditions play on.
+                Err(FlvError::UnsupportedFourCc(fourcc)) if self.video_configured => {
+                    self.warn_unsupported_rendition(fourcc);
+                    continue;
+                }
+                Err(err) => return Err(err.into()),
+            };
+            if let Announce::Codec {
+                codec,
+                name,
+                layers,
+            } = self.push_track_tag(now, timestamp_ms, track, tag, out)?
+            {
+                announce = Announce::Codec {
+                    codec,
+                    name,
+                    layers,
+                };
+            }
+        }
+        Ok(announce)
     }
 
-    /// One video tag (an AVC sequence header or an AVCC access unit) at `timestamp_ms` on the
-    /// source's millisecond clock: appends its packets to `out`.
+    /// One video tag (an AVC sequence header or an AVCC access unit) of the stream's one
+    /// rendition at `timestamp_ms` on the source's millisecond clock: appends its packets to
+    /// `out`.
     pub fn push_video_tag(
         &mut self,
         now: Instant,
         timestamp_ms: u32,
+        tag: VideoTag<'_>,
+        out: &mut Vec<RtpPacket>,
+    ) -> Result<Announce, MediaError> {
+        self.push_track_tag(now, timestamp_ms, 0, tag, out)
+    }
+
+    fn warn_unsupported_rendition(&mut self, fourcc: [u8; 4]) {
+        if !self.warned_rendition_codec {
+            self.warned_rendition_codec = true;
+            warn!(
+                codec = %String::from_utf8_lossy(&fourcc),
+                "video rendition ignored: only H.264 renditions are forwarded"
+            );
+        }
+    }
+
+    /// One tag of video track `track`. A changed layout (a sequence header) is announced with
+    /// the first frame after it, so the renditions' headers that an encoder sends together
+    /// publish one publication with all its layers.
+    fn push_track_tag(
+        &mut self,
+        now: Instant,
+        timestamp_ms: u32,
+        track: u8,
         tag: VideoTag<'_>,
         out: &mut Vec<RtpPacket>,
     ) -> Result<Announce, MediaError> {
@@ -198,7 +260,10 @@ impl MediaPipeline {
             _ => (0, 0),
         };
         let first_packet = out.len();
-        let update = self.video.push(tag, dts_ms, out)?;
+        let update = match self.video.push(track, tag, dts_ms, out)? {
+            RenditionUpdate::Video(update) => update,
+            RenditionUpdate::Ignored => return Ok(Announce::Nothing),
+        };
         let pts_us = dts_ms.saturating_add(composition_ms).saturating_mul(1_000);
         let sampled_at = self.clock.and_then(|clock| clock.instant_of(pts_us));
         for packet in &mut out[first_packet..] {
@@ -209,7 +274,9 @@ impl MediaPipeline {
         }
         match update {
             VideoUpdate::Codec(config) => {
+                self.video_configured = true;
                 info!(
+                    track,
                     profile_level_id = %config.profile_level_id,
                     width = config.width,
                     height = config.height,
@@ -219,20 +286,36 @@ impl MediaPipeline {
                 if config.has_b_frames() {
                     self.warn_b_frames();
                 }
-                let name = self.origin.video_name(config.has_b_frames());
-                Ok(Announce::Codec(video::codec_info(&config), name.to_owned()))
+                Ok(Announce::Nothing)
             }
             VideoUpdate::Frame {
                 keyframe,
                 reordered,
             } => {
-                if !out.is_empty() {
+                // The stream's frame counts are its main rendition's.
+                if out.len() > first_packet && track == 0 {
                     self.stats.count_video_frame(keyframe, reordered);
                 }
                 if reordered {
                     self.warn_b_frames();
                 }
-                Ok(Announce::Nothing)
+                if out.len() == first_packet {
+                    return Ok(Announce::Nothing);
+                }
+                let Some(layout) = self.video.take_changed_layout() else {
+                    return Ok(Announce::Nothing);
+                };
+                let name = self.origin.video_name(layout.b_frames);
+                let layers = if layout.ssrcs.len() > 1 {
+                    layout.ssrcs
+                } else {
+                    Vec::new()
+                };
+                Ok(Announce::Codec {
+                    codec: video::codec_info(&layout.config),
+                    name: name.to_owned(),
+                    layers,
+                })
             }
         }
     }
@@ -287,7 +370,11 @@ impl MediaPipeline {
                     "audio configuration: converting to Opus"
                 );
                 self.audio = Some(path);
-                Announce::Codec(opus_codec(), self.origin.audio_name().to_owned())
+                Announce::Codec {
+                    codec: opus_codec(),
+                    name: self.origin.audio_name().to_owned(),
+                    layers: Vec::new(),
+                }
             }
             Err(err) => {
                 warn!(reason = %err, "audio ignored: send AAC-LC or G.711, mono or stereo");
@@ -396,7 +483,7 @@ mod tests {
         header.extend(&config);
         assert!(matches!(
             media.push_audio(Instant::now(), 500, &header, &mut out),
-            Ok(Announce::Codec(ref c, _)) if c.mime_type == "audio/opus"
+            Ok(Announce::Codec { ref codec, .. }) if codec.mime_type == "audio/opus"
         ));
         for (i, frame) in frames.iter().enumerate() {
             let mut tag = vec![0xaf, 1];

@@ -41,6 +41,7 @@ pub mod keys;
 mod latency;
 pub(crate) mod media;
 mod registry;
+mod renditions;
 pub mod rtmp;
 pub mod rtsp;
 mod stats;

@@ -11,7 +11,7 @@ use tracing::info;
 use super::keys::StreamTarget;
 use super::media::{MediaCarry, MediaPipeline, Origin};
 use super::stats::StreamStats;
-use crate::core::{MediaKind, RtpPacket};
+use crate::core::{MediaKind, RtpPacket, Ssrc};
 use crate::runtime::{IngestParticipant, IngestPublication, RequestError, Sfu, TrackSource};
 use crate::transport::CodecInfo;
 
@@ -19,6 +19,8 @@ struct Track {
     publication: IngestPublication,
     codec: CodecInfo,
     name: String,
+    /// Each layer's RTP source, lowest first; empty for a track of one layer.
+    layers: Vec<Ssrc>,
 }
 
 /// How long a resumed session carries media without announcing a track of the parked one
@@ -142,10 +144,16 @@ impl RoomStream {
         self.parked_media = Some(media.park(now));
     }
 
-    /// Makes sure the track of `codec`'s kind is published with exactly this codec and name.
+    /// Makes sure the track of `codec`'s kind is published with exactly this codec, name and
+    /// number of layers (`layers`: each one's RTP source, lowest first, or empty for one).
     /// The same after a reconnect keeps the publication; anything else (the encoder's settings
-    /// changed) replaces it, since subscribers negotiated the old codec.
-    pub async fn announce(&mut self, codec: CodecInfo, name: String) -> Result<(), RequestError> {
+    /// changed) replaces it, since subscribers negotiated the old codec and layers.
+    pub async fn announce(
+        &mut self,
+        codec: CodecInfo,
+        name: String,
+        layers: Vec<Ssrc>,
+    ) -> Result<(), RequestError> {
         let kind = codec.kind();
         if let Some(unconfirmed) = &mut self.unconfirmed {
             match kind {
@@ -157,37 +165,56 @@ impl RoomStream {
             MediaKind::Video => &mut self.video,
             MediaKind::Audio => &mut self.audio,
         };
-        if slot
-            .as_ref()
-            .is_some_and(|track| track.codec == codec && track.name == name)
-        {
+        if let Some(track) = slot.as_mut().filter(|track| {
+            track.codec == codec && track.name == name && track.layers.len() == layers.len()
+        }) {
+            track.layers = layers;
             return Ok(());
         }
         if let Some(old) = slot.take() {
             info!(publication = %old.publication.id(), "codec changed: replacing the publication");
             self.participant.unpublish(old.publication.id()).await?;
         }
+        let layer_count = u8::try_from(layers.len().max(1)).unwrap_or(u8::MAX);
         let publication = self
             .participant
-            .publish(TrackSource::Rtmp, Some(name.clone()), codec.clone())
+            .publish(
+                TrackSource::Rtmp,
+                Some(name.clone()),
+                codec.clone(),
+                layer_count,
+            )
             .await?;
-        info!(publication = %publication.id(), codec = %codec.mime_type, %name, "published");
+        info!(
+            publication = %publication.id(), codec = %codec.mime_type, %name, layers = layer_count,
+            "published"
+        );
         *slot = Some(Track {
             publication,
             codec,
             name,
+            layers,
         });
         Ok(())
     }
 
-    /// Hands a packet to the room; never blocks. Packets of a track not announced are dropped.
+    /// Hands a packet to the room, on the layer its source was announced as; never blocks.
+    /// Packets of a track or source not announced are dropped.
     pub fn send(&self, kind: MediaKind, packet: RtpPacket) {
         let track = match kind {
             MediaKind::Video => &self.video,
             MediaKind::Audio => &self.audio,
         };
-        if let Some(track) = track {
-            track.publication.send(packet);
+        let Some(track) = track else {
+            return;
+        };
+        let layer = if track.layers.is_empty() {
+            Some(0)
+        } else {
+            track.layers.iter().position(|ssrc| *ssrc == packet.ssrc)
+        };
+        if let Some(layer) = layer.and_then(|layer| u8::try_from(layer).ok()) {
+            track.publication.send(layer, packet);
         }
     }
 }

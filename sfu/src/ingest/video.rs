@@ -57,6 +57,11 @@ impl VideoPipeline {
         self.packetizer
     }
 
+    /// The RTP source of this pipeline's packets.
+    pub fn ssrc(&self) -> crate::core::Ssrc {
+        self.packetizer.ssrc()
+    }
+
     /// Handles one tag decoded at `dts_ms` on the stream's timeline; packets go to `out`.
     pub fn push(
         &mut self,

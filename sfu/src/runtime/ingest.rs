@@ -14,6 +14,10 @@ use crate::core::{ParticipantId, PublicationId, RtpPacket};
 use crate::shard::{IngestSink, Shard};
 use crate::transport::CodecInfo;
 
+/// The names of an ingest publication's layers, lowest first: the q/h/f names browsers'
+/// simulcast uses, so the SDK's picker and WHEP's `?layer=` address them alike.
+const LAYER_RIDS: [&str; 3] = ["q", "h", "f"];
+
 /// A server-side publisher in a room. Dropping it removes its publications and tells the
 /// room's other participants.
 pub struct IngestParticipant {
@@ -59,10 +63,10 @@ impl IngestPublication {
         &self.info
     }
 
-    /// Hands one packet to the room's shard; never blocks (a full ingest queue drops and
-    /// counts).
-    pub fn send(&self, packet: RtpPacket) {
-        self.sink.send(self.info.id, packet);
+    /// Hands one packet of simulcast layer `layer` (0 without layers) to the room's shard;
+    /// never blocks (a full ingest queue drops and counts).
+    pub fn send(&self, layer: u8, packet: RtpPacket) {
+        self.sink.send(self.info.id, layer, packet);
     }
 }
 
@@ -136,14 +140,18 @@ impl IngestParticipant {
         self.id
     }
 
-    /// Announces a publication. Video publications keep their packets since the last
-    /// keyframe, so new subscribers start at once: an RTMP encoder cannot be asked for one.
+    /// Announces a publication of `layers` simulcast layers (an encoder's renditions, lowest
+    /// resolution first; 1 without). Video publications keep each layer's packets since its
+    /// last keyframe, so new subscribers start at once: an RTMP encoder cannot be asked for
+    /// one.
     pub async fn publish(
         &self,
         source: TrackSource,
         name: Option<String>,
         codec: CodecInfo,
+        layers: u8,
     ) -> Result<IngestPublication, RequestError> {
+        let layers = layers.clamp(1, LAYER_RIDS.len() as u8);
         let info = PublicationInfo {
             id: PublicationId(self.sfu.next_id()),
             participant: self.id,
@@ -151,11 +159,18 @@ impl IngestParticipant {
             source,
             name,
             codec: codec.mime_type.clone(),
-            rids: Vec::new(),
+            rids: if layers > 1 {
+                LAYER_RIDS[..usize::from(layers)]
+                    .iter()
+                    .map(|rid| (*rid).to_owned())
+                    .collect()
+            } else {
+                Vec::new()
+            },
             muted: false,
         };
         self.shard
-            .ingest_publish(self.id, info.id, codec)
+            .ingest_publish(self.id, info.id, codec, layers)
             .await
             .map_err(|err| RequestError::Invalid(err.to_string()))?;
         self.room

@@ -67,6 +67,7 @@ pub(crate) enum Command {
         participant: ParticipantId,
         publication: PublicationId,
         codec: CodecInfo,
+        layers: u8,
         reply: oneshot::Sender<Result<(), ShardError>>,
     },
     Whep {

@@ -19,6 +19,8 @@ use crate::transport::CodecInfo;
 /// One ingested packet on its way into the shard.
 pub(crate) struct IngestPacket {
     pub(crate) publication: PublicationId,
+    /// The simulcast layer (the rendition) of a layered publication; 0 otherwise.
+    pub(crate) layer: u8,
     pub(crate) packet: RtpPacket,
     /// When it was queued: one that waited past the freshness bound is discarded.
     pub(crate) queued: Instant,
@@ -32,12 +34,14 @@ pub struct IngestSink {
 }
 
 impl IngestSink {
-    /// Queues one packet of `publication`; never blocks (a full queue drops and counts).
-    pub fn send(&self, publication: PublicationId, packet: RtpPacket) {
+    /// Queues one packet of `publication`'s `layer`; never blocks (a full queue drops and
+    /// counts).
+    pub fn send(&self, publication: PublicationId, layer: u8, packet: RtpPacket) {
         if self
             .tx
             .try_send(IngestPacket {
                 publication,
+                layer,
                 packet,
                 queued: Instant::now(),
             })
@@ -54,12 +58,14 @@ impl IngestSink {
 }
 
 impl Worker {
-    /// Adds an ingest publication of `participant` (already joined) to its room.
+    /// Adds an ingest publication of `participant` (already joined) to its room, with
+    /// `layers` simulcast layers (the renditions of a multitrack encoder).
     pub(super) fn ingest_publish(
         &mut self,
         participant: ParticipantId,
         publication: PublicationId,
         codec: CodecInfo,
+        layers: u8,
         now: Instant,
     ) -> Result<(), ShardError> {
         let room = self
@@ -79,7 +85,7 @@ impl Worker {
             codec: codec.codec(),
             clock_rate: codec.clock_rate,
             cache_since_keyframe: codec.kind() == MediaKind::Video,
-            layers: 1,
+            layers: layers.max(1),
         };
         let slot = self
             .rooms
@@ -106,6 +112,7 @@ impl Worker {
     pub(super) fn ingest_packet(&mut self, packet: IngestPacket, now: Instant) {
         let IngestPacket {
             publication,
+            layer,
             packet,
             queued,
         } = packet;
@@ -125,7 +132,7 @@ impl Worker {
         };
         let input = Input::Rtp {
             publication,
-            layer: 0,
+            layer,
             packet,
         };
         // RTP never fails: what cannot be forwarded is a counted drop in the core.

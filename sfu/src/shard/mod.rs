@@ -490,11 +490,13 @@ impl Shard {
         participant: ParticipantId,
         publication: PublicationId,
         codec: CodecInfo,
+        layers: u8,
     ) -> Result<(), ShardError> {
         self.request(|reply| Command::IngestPublish {
             participant,
             publication,
             codec,
+            layers,
             reply,
         })
         .await?

@@ -129,9 +129,11 @@ impl Worker {
                 participant,
                 publication,
                 codec,
+                layers,
                 reply,
             } => {
-                let _ = reply.send(self.ingest_publish(participant, publication, codec, now));
+                let result = self.ingest_publish(participant, publication, codec, layers, now);
+                let _ = reply.send(result);
             }
             Command::Whep {
                 participant,

@@ -255,6 +255,7 @@ impl Worker {
                 publication,
                 ssrc,
                 payload_type,
+                preferred,
             };
             let Some(slot) = self.rooms.get_mut(&room) else {
                 return;
@@ -264,17 +265,12 @@ impl Worker {
                     debug!(%subscription, %publication, payload_type, "subscription started");
                     self.subscriptions
                         .insert(subscription, (key, sender, publication));
-                    let asked = preferred.map(|(spatial, temporal)| Input::SetPreferredLayer {
-                        subscription,
-                        spatial,
-                        temporal,
-                    });
-                    let pause = paused.then_some(Input::SetPaused {
-                        subscription,
-                        paused,
-                    });
-                    for input in asked.into_iter().chain(pause) {
-                        let _ = slot.core.handle_input(now, input);
+                    if paused {
+                        let pause = Input::SetPaused {
+                            subscription,
+                            paused,
+                        };
+                        let _ = slot.core.handle_input(now, pause);
                     }
                 }
                 Err(err) => warn!(%subscription, %err, "subscription not started"),

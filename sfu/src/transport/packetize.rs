@@ -75,8 +75,7 @@ impl H264Packetizer {
         }
     }
 
-    #[cfg(test)]
-    fn ssrc(&self) -> Ssrc {
+    pub fn ssrc(&self) -> Ssrc {
         self.track.ssrc
     }
 

@@ -315,8 +315,13 @@ impl Connection {
             MediaKind::Video => media.push_video(now, timestamp_ms, data, packets),
             MediaKind::Audio => media.push_audio(now, timestamp_ms, data, packets),
         })??;
-        if let Announce::Codec(codec, name) = announce {
-            stream.announce(codec, name).await?;
+        if let Announce::Codec {
+            codec,
+            name,
+            layers,
+        } = announce
+        {
+            stream.announce(codec, name, layers).await?;
         }
         if !packets.is_empty() {
             stream.media_flowed(now).await?;

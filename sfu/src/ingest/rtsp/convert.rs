@@ -299,7 +299,7 @@ mod tests {
                 &mut out,
             )
             .unwrap();
-        let Announce::Codec(codec, name) = announce else {
+        let Announce::Codec { codec, name, .. } = announce else {
             panic!("{announce:?}")
         };
         assert_eq!(codec.mime_type, "video/H264");
@@ -355,7 +355,7 @@ mod tests {
                     &mut out,
                 )
                 .unwrap();
-            if let Announce::Codec(codec, name) = announce {
+            if let Announce::Codec { codec, name, .. } = announce {
                 announced = Some((codec.mime_type, name));
             }
         }

@@ -304,8 +304,13 @@ impl Playback {
             // RTCP, ONVIF metadata and streams not set up.
             _ => return Ok(()),
         };
-        if let Announce::Codec(codec, name) = announce {
-            stream.announce(codec, name).await?;
+        if let Announce::Codec {
+            codec,
+            name,
+            layers,
+        } = announce
+        {
+            stream.announce(codec, name, layers).await?;
         }
         if !self.packets.is_empty() {
             self.played = true;
