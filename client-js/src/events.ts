@@ -113,6 +113,11 @@ export interface ReconnectedEvent {
   attempts: number;
   /** From the drop to this event. */
   durationMs: number;
+  /**
+   * The signaling URL the session is on now: another node's after a failover in a cluster
+   * (the server's `fallbackUrls`), else the one it connected to.
+   */
+  url: string;
 }
 
 /** `participantLeft`: another participant left the room. */

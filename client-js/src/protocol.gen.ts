@@ -34,11 +34,21 @@ export type ServerMessage = { "type": "joined", requestId: number, room: string,
  * Secret that lets this participant `resume` after its connection drops (128 random
  * bits, hex). Keep it like the token; it is valid only for this participant.
  */
-resumeToken: string, } | { "type": "resumed", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, 
+resumeToken: string, 
+/**
+ * In a cluster: the signaling URLs of the other live nodes, least loaded first, to
+ * reconnect to when this one stops answering (the session is then joined anew there:
+ * a resume token is valid only on the node that issued it). Absent without a cluster.
+ */
+fallbackUrls?: Array<string>, } | { "type": "resumed", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, 
 /**
  * The caller's subscriptions; any other the client holds has ended.
  */
-subscriptions: Array<SubscriptionInfo>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerRole, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantUpdated", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationMuted", publicationId: string, participantId: string, } | { "type": "publicationUnmuted", publicationId: string, participantId: string, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: Layer, target: Layer, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, } | { "type": "activeSpeakers", 
+subscriptions: Array<SubscriptionInfo>, 
+/**
+ * As in `joined`: the other live nodes to reconnect to, as of now.
+ */
+fallbackUrls?: Array<string>, } | { "type": "published", requestId: number, sdp: string, publications: Array<PublicationInfo>, } | { "type": "subscribed", requestId: number, subscriptionId: string, publicationId: string, } | { "type": "ok", requestId: number, } | { "type": "error", requestId?: number, code: ErrorCode, message: string, } | { "type": "offer", sdp: string, } | { "type": "trickle", target: PeerRole, candidate: IceCandidate, } | { "type": "participantJoined", participant: ParticipantInfo, } | { "type": "participantUpdated", participant: ParticipantInfo, } | { "type": "participantLeft", participantId: string, } | { "type": "publicationAdded", publication: PublicationInfo, } | { "type": "publicationMuted", publicationId: string, participantId: string, } | { "type": "publicationUnmuted", publicationId: string, participantId: string, } | { "type": "publicationRemoved", publicationId: string, participantId: string, } | { "type": "layersChanged", subscriptionId: string, current?: Layer, target: Layer, reason: LayerChangeReason, } | { "type": "publisherLayers", publicationId: string, layers: Array<LayerActivity>, } | { "type": "activeSpeakers", 
 /**
  * Loudest first; empty when nobody speaks.
  */

@@ -19,6 +19,19 @@ export interface Session {
   token: string;
   options: ConnectOptions;
   resumeToken: string;
+  /** In a cluster: the other nodes' signaling URLs, least loaded first (from the server). */
+  fallbackUrls: string[];
+}
+
+/**
+ * Where reconnection attempt `attempt` (1 = the first) goes: the session's node, then each
+ * fallback node in turn, and round again. A node that died refuses at once, so its clients
+ * reach the next one after one backoff step.
+ */
+export function reconnectUrl(session: Session, attempt: number): string {
+  const candidates = [session.url, ...session.fallbackUrls.filter((url) => url !== session.url)];
+  const index = Math.max(0, Math.floor(attempt) - 1) % candidates.length;
+  return candidates[index] ?? session.url;
 }
 
 /** What reconnecting uses of the room beyond its context. */
@@ -89,11 +102,14 @@ export class Resumer {
       if (room.state() !== RoomState.Reconnecting) return;
       attempts += 1;
       const signal = room.replaceSignal();
+      const url = reconnectUrl(session, attempts);
       try {
-        await signal.connect(session.url);
+        await signal.connect(url);
         const resumed = await this.resumeOrRejoin(signal, session);
         if (room.signal() !== signal || room.state() !== RoomState.Connected) return;
-        room.emit('reconnected', { resumed, attempts, durationMs: Date.now() - startedAt });
+        // Later drops go first to the node that took the session.
+        if (this.session !== undefined) this.session = { ...this.session, url };
+        room.emit('reconnected', { resumed, attempts, durationMs: Date.now() - startedAt, url });
         return;
       } catch (err) {
         lastError = err;
@@ -129,6 +145,7 @@ export class Resumer {
     }
     if (resumed !== undefined) {
       this.resumedOnce = true;
+      this.session = { ...session, fallbackUrls: resumed.fallbackUrls ?? session.fallbackUrls };
       this.reconcile(resumed.participants, resumed.publications, resumed.subscriptions);
       this.room.setState(RoomState.Connected);
       await this.restartIce(signal);
@@ -205,7 +222,11 @@ export class Resumer {
     );
     room.subscriber.reset();
     room.publisher.reset();
-    this.session = { ...session, resumeToken: joined.resumeToken };
+    this.session = {
+      ...session,
+      resumeToken: joined.resumeToken,
+      fallbackUrls: joined.fallbackUrls ?? session.fallbackUrls,
+    };
     room.joined(joined.room, joined.participant);
     this.reconcile(joined.participants, joined.publications, undefined);
     room.setState(RoomState.Connected);

@@ -262,7 +262,13 @@ export class Room extends TypedEmitter<RoomEvents> {
       }
       this.roomName = joined.room;
       this.local = joined.participant;
-      this.resumer.session = { url, token, options, resumeToken: joined.resumeToken };
+      this.resumer.session = {
+        url,
+        token,
+        options,
+        resumeToken: joined.resumeToken,
+        fallbackUrls: joined.fallbackUrls ?? [],
+      };
       for (const participant of joined.participants) {
         if (participant.participantId !== joined.participant.participantId) {
           this.remoteParticipants.set(participant.participantId, participant);

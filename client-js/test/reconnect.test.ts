@@ -275,6 +275,34 @@ describe('reconnect', () => {
     expect(h.room.state).toBe(RoomState.Connected);
   });
 
+  it('moves to the next node of the cluster when its own refuses, and stays there', async () => {
+    vi.useFakeTimers();
+    // Node A dies: its URL refuses every socket after the first; node B forgot nothing of the
+    // session (it never had it), so the SDK joins anew there.
+    const h = createHarness({
+      room: { reconnectJitter: 0 },
+      responder: (msg) => {
+        if (msg.type === 'join') return { ...JOINED, fallbackUrls: ['ws://b.test/ws', 'ws://c.test/ws'] };
+        if (msg.type === 'resume') return { type: 'error', code: 'resumeFailed', message: 'no such participant' };
+        return undefined;
+      },
+      refuseSocket: (n) => n === 1,
+    });
+    await h.connect();
+    const reconnected: ReconnectedEvent[] = [];
+    h.room.on('reconnected', (e) => reconnected.push(e));
+    h.socket().serverClose(1006);
+    await vi.advanceTimersByTimeAsync(1_500);
+    expect(h.sockets.map((s) => s.url)).toEqual(['ws://sfu.test/ws', 'ws://sfu.test/ws', 'ws://b.test/ws']);
+    expect(reconnected).toEqual([expect.objectContaining({ resumed: false, attempts: 2, url: 'ws://b.test/ws' })]);
+    expect(h.socket().sentOfType('join')).toHaveLength(1);
+    expect(h.room.state).toBe(RoomState.Connected);
+    // The next drop goes to B first: it holds the session now.
+    h.socket().serverClose(1006);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(h.sockets.at(-1)?.url).toBe('ws://b.test/ws');
+  });
+
   it('ends the session on a drop when reconnect is off', async () => {
     const h = createHarness({ room: { reconnect: false } });
     await h.connect();

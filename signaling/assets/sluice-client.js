@@ -738,6 +738,11 @@ var NO_RECONNECT_CLOSE_CODES = /* @__PURE__ */ new Set([
 ]);
 
 // src/resume.ts
+function reconnectUrl(session, attempt) {
+  const candidates = [session.url, ...session.fallbackUrls.filter((url) => url !== session.url)];
+  const index = Math.max(0, Math.floor(attempt) - 1) % candidates.length;
+  return candidates[index] ?? session.url;
+}
 var Resumer = class {
   constructor(room, timeoutMs, jitter) {
     this.room = room;
@@ -778,11 +783,13 @@ var Resumer = class {
       if (room.state() !== RoomState.Reconnecting) return;
       attempts += 1;
       const signal = room.replaceSignal();
+      const url = reconnectUrl(session, attempts);
       try {
-        await signal.connect(session.url);
+        await signal.connect(url);
         const resumed = await this.resumeOrRejoin(signal, session);
         if (room.signal() !== signal || room.state() !== RoomState.Connected) return;
-        room.emit("reconnected", { resumed, attempts, durationMs: Date.now() - startedAt });
+        if (this.session !== void 0) this.session = { ...this.session, url };
+        room.emit("reconnected", { resumed, attempts, durationMs: Date.now() - startedAt, url });
         return;
       } catch (err) {
         lastError = err;
@@ -816,6 +823,7 @@ var Resumer = class {
     }
     if (resumed !== void 0) {
       this.resumedOnce = true;
+      this.session = { ...session, fallbackUrls: resumed.fallbackUrls ?? session.fallbackUrls };
       this.reconcile(resumed.participants, resumed.publications, resumed.subscriptions);
       this.room.setState(RoomState.Connected);
       await this.restartIce(signal);
@@ -883,7 +891,11 @@ var Resumer = class {
     );
     room.subscriber.reset();
     room.publisher.reset();
-    this.session = { ...session, resumeToken: joined.resumeToken };
+    this.session = {
+      ...session,
+      resumeToken: joined.resumeToken,
+      fallbackUrls: joined.fallbackUrls ?? session.fallbackUrls
+    };
     room.joined(joined.room, joined.participant);
     this.reconcile(joined.participants, joined.publications, void 0);
     room.setState(RoomState.Connected);
@@ -1897,7 +1909,13 @@ var Room = class extends TypedEmitter {
       }
       this.roomName = joined.room;
       this.local = joined.participant;
-      this.resumer.session = { url, token, options, resumeToken: joined.resumeToken };
+      this.resumer.session = {
+        url,
+        token,
+        options,
+        resumeToken: joined.resumeToken,
+        fallbackUrls: joined.fallbackUrls ?? []
+      };
       for (const participant of joined.participants) {
         if (participant.participantId !== joined.participant.participantId) {
           this.remoteParticipants.set(participant.participantId, participant);

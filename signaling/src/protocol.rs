@@ -169,6 +169,12 @@ pub enum ServerMessage {
         /// Secret that lets this participant `resume` after its connection drops (128 random
         /// bits, hex). Keep it like the token; it is valid only for this participant.
         resume_token: String,
+        /// In a cluster: the signaling URLs of the other live nodes, least loaded first, to
+        /// reconnect to when this one stops answering (the session is then joined anew there:
+        /// a resume token is valid only on the node that issued it). Absent without a cluster.
+        #[ts(optional)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback_urls: Option<Vec<String>>,
     },
     /// Response to `resume`: the room as it is now (events missed while away are not
     /// replayed), so the client can reconcile. `participants` are the others;
@@ -181,6 +187,10 @@ pub enum ServerMessage {
         publications: Vec<PublicationInfo>,
         /// The caller's subscriptions; any other the client holds has ended.
         subscriptions: Vec<SubscriptionInfo>,
+        /// As in `joined`: the other live nodes to reconnect to, as of now.
+        #[ts(optional)]
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fallback_urls: Option<Vec<String>>,
     },
     /// Response to `publish`: the SDP answer and the publications created for the offered tracks.
     Published {

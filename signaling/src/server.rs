@@ -157,6 +157,7 @@ impl Server {
                 shutdown: draining.clone(),
                 resumable,
                 counters: Arc::clone(&sessions),
+                cluster: cluster_view.clone(),
             },
             config,
             secret_mode,

@@ -153,8 +153,13 @@ impl Node {
         Ok(body["nodes"].as_array().cloned().unwrap_or_default())
     }
 
-    /// Joins `room` as `identity`; returns the socket once `joined`.
-    async fn join(&self, room: &str, identity: &str) -> Result<Socket> {
+    /// Its signaling WebSocket URL, as other nodes name it.
+    fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    /// Joins `room` as `identity`; returns the socket and the `joined` message.
+    async fn join(&self, room: &str, identity: &str) -> Result<(Socket, Value)> {
         let grants = Grants {
             room: room.into(),
             identity: identity.into(),
@@ -170,7 +175,7 @@ impl Node {
         loop {
             match tokio::time::timeout(WAIT, ws.next()).await? {
                 Some(Ok(Message::Text(text))) if text.contains(r#""type":"joined""#) => {
-                    return Ok(ws);
+                    return Ok((ws, serde_json::from_str(&text)?));
                 }
                 Some(Ok(Message::Text(text))) => bail!("join answered {text}"),
                 Some(Ok(_)) => continue,
@@ -237,7 +242,22 @@ async fn nodes_register_place_rooms_and_leave_or_expire() -> Result<()> {
     }
 
     // A room opened on A: A is its origin, for B too (which holds none of its participants).
-    let mut on_a = a.join("stage", "alice").await?;
+    // The join names the other live nodes, where the SDK reconnects if A stops answering (A
+    // learns of B and C with its next heartbeat).
+    let mut expected = [b.ws_url(), c.ws_url()];
+    expected.sort_unstable();
+    let (mut on_a, _) = until("A's join names B and C as fallbacks", || async {
+        let (ws, joined) = a.join("stage", "alice").await?;
+        let mut fallbacks: Vec<String> = joined["fallbackUrls"]
+            .as_array()
+            .context("fallbackUrls in joined")?
+            .iter()
+            .filter_map(|url| url.as_str().map(str::to_owned))
+            .collect();
+        fallbacks.sort_unstable();
+        Ok((fallbacks == expected).then_some(ws))
+    })
+    .await?;
     let (seen, _) = until("B sees A as the origin", || async {
         Ok(origin(&b, "stage").await?.filter(|(o, _)| o == "node-a"))
     })
@@ -258,7 +278,7 @@ async fn nodes_register_place_rooms_and_leave_or_expire() -> Result<()> {
     .await?;
     // The same room joined on B keeps A as its origin; when A's last participant leaves, A
     // releases it and B, which still holds the room, becomes its origin.
-    let _on_b = b.join("stage", "bob").await?;
+    let (_on_b, _) = b.join("stage", "bob").await?;
     assert_eq!(origin(&b, "stage").await?, Some(("node-a".into(), 1)));
     on_a.send(Message::Text(r#"{"type":"leave","requestId":2}"#.into()))
         .await?;
@@ -339,7 +359,7 @@ async fn a_redis_outage_degrades_the_cluster_but_not_the_node() -> Result<()> {
         (503, &json!("clusterUnavailable"))
     );
     // Joins are served without Redis; the room has no known origin meanwhile.
-    let _on_a = a.join("outage", "carol").await?;
+    let (_on_a, _) = a.join("outage", "carol").await?;
     let (status, body) = a.get("/api/rooms/outage").await?;
     assert_eq!(status, 200);
     assert_eq!(body["participants"].as_array().map(Vec::len), Some(1));

@@ -91,7 +91,9 @@ export async function startServer(name, { timeoutMs = 20_000, env = {}, wrap = [
       void exited.then(({ code, signal }) => reject(new Error(`sluice exited early (code ${code}, signal ${signal})`)));
     });
     onLine = () => {};
-    return { url, log, stop, saveLog, cpuSeconds: () => processCpuSeconds(child.pid) };
+    // `kill`: the process dies at once (SIGKILL), as a crashed node would; `stop` still saves the log.
+    const kill = () => child.kill('SIGKILL');
+    return { url, log, stop, kill, saveLog, cpuSeconds: () => processCpuSeconds(child.pid) };
   } catch (err) {
     await stop();
     throw new Error(`${err.message}\n--- server output ---\n${log.join('\n')}`);

@@ -115,14 +115,18 @@
   }
 
   /**
-   * Fetches a demo token and joins `roomName`; `relay` = {frontPort, backPort} routes media
-   * through the relay; `data` opens the data channels at join.
+   * Joins `roomName` with `token`, or a demo token fetched from the server; `relay` =
+   * {frontPort, backPort} routes media through the relay; `data` opens the data channels at
+   * join.
    */
-  async function connect(roomName, identity, { relay, data } = {}) {
-    const query = new URLSearchParams({ room: roomName, identity });
-    const response = await fetch(`/dev/token?${query}`);
-    if (!response.ok) throw new Error(`/dev/token: ${response.status}`);
-    const { token } = await response.json();
+  async function connect(roomName, identity, { relay, data, token: given } = {}) {
+    let token = given;
+    if (token === undefined) {
+      const query = new URLSearchParams({ room: roomName, identity });
+      const response = await fetch(`/dev/token?${query}`);
+      if (!response.ok) throw new Error(`/dev/token: ${response.status}`);
+      ({ token } = await response.json());
+    }
     const options = relay === undefined ? {} : { peerConnectionFactory: relayPeerConnectionFactory(relay) };
     const room = new window.Sluice.Room(options);
     state.room = room;

@@ -13,7 +13,7 @@ export async function closePages(pages) {
 }
 
 /** Opens a page, injects the probe and joins `room`. */
-export async function joinPage(browser, server, room, label, { relay, pages, data } = {}) {
+export async function joinPage(browser, server, room, label, { relay, pages, data, token } = {}) {
   const page = await openPage(browser, server.url, label);
   pages?.push(page);
   await installProbe(page, { relay });
@@ -25,8 +25,8 @@ export async function joinPage(browser, server, room, label, { relay, pages, dat
     });
   }
   await page.evaluate(
-    ({ room, label, relay, data }) => window.probe.connect(room, label, relay === undefined ? { data } : { relay, data }),
-    { room, label, relay: relay === undefined ? undefined : { frontPort: relay.frontPort, backPort: relay.backPort }, data },
+    ({ room, label, relay, data, token }) => window.probe.connect(room, label, relay === undefined ? { data, token } : { relay, data, token }),
+    { room, label, relay: relay === undefined ? undefined : { frontPort: relay.frontPort, backPort: relay.backPort }, data, token },
   );
   return page;
 }

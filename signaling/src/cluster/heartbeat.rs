@@ -124,6 +124,7 @@ impl Heartbeat {
             return Err(ClusterError::Unreachable);
         };
         store::register(connection, &record).await?;
+        self.shared.set_others(store::live_nodes(connection).await?);
         self.place(link).await?;
         if !self.shared.up.load(std::sync::atomic::Ordering::Relaxed) {
             info!(rooms = link.held.len(), "registered in the cluster");

@@ -69,6 +69,9 @@ struct Shared {
     /// The heartbeat's connection while it works; handlers clone it (never held across
     /// `.await`).
     connection: Mutex<Option<MultiplexedConnection>>,
+    /// The other live nodes as of the last heartbeat, least loaded first. Kept while Redis
+    /// is unreachable: a node in it that died meanwhile only costs a client one failed try.
+    others: Mutex<Vec<NodeRecord>>,
 }
 
 /// This node's membership of the cluster: its id, whether Redis is reachable, and the
@@ -101,6 +104,7 @@ impl Cluster {
             node_id,
             up: AtomicBool::new(false),
             connection: Mutex::new(None),
+            others: Mutex::new(Vec::new()),
         });
         let task = tokio::spawn(heartbeat::run(
             heartbeat::Heartbeat {
@@ -130,6 +134,19 @@ impl Cluster {
         store::live_nodes(&mut self.connection()?).await
     }
 
+    /// The signaling WebSocket URLs of the other live nodes, least loaded first: where a
+    /// client reconnects when this node stops answering. Read from memory (the heartbeat
+    /// refreshes it), never from Redis, so a join never waits for Redis.
+    pub fn fallback_urls(&self) -> Vec<String> {
+        self.shared
+            .others
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .filter_map(|node| websocket_url(&node.url))
+            .collect()
+    }
+
     /// The id of `room`'s origin node; `None` when no live node holds it.
     pub async fn origin(&self, room: &str) -> Result<Option<String>, ClusterError> {
         store::origin(&mut self.connection()?, room).await
@@ -145,7 +162,35 @@ impl Cluster {
     }
 }
 
+/// The signaling WebSocket URL of a node reached at the HTTP(S) URL `http_url`.
+fn websocket_url(http_url: &str) -> Option<String> {
+    let mut url = url::Url::parse(http_url).ok()?;
+    let scheme = match url.scheme() {
+        "http" => "ws",
+        "https" => "wss",
+        _ => return None,
+    };
+    url.set_scheme(scheme).ok()?;
+    url.set_path(&format!("{}/ws", url.path().trim_end_matches('/')));
+    Some(url.to_string())
+}
+
 impl Shared {
+    /// Keeps the other live nodes of `nodes` (all the live ones), least loaded first.
+    fn set_others(&self, mut nodes: Vec<NodeRecord>) {
+        nodes.retain(|node| node.id != self.node_id);
+        nodes.sort_by(|a, b| {
+            (a.participants, a.cpu.unwrap_or(0.0))
+                .partial_cmp(&(b.participants, b.cpu.unwrap_or(0.0)))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then_with(|| a.id.cmp(&b.id))
+        });
+        *self
+            .others
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = nodes;
+    }
+
     /// Records the heartbeat's connection (`None`: lost) and whether the node is registered.
     fn set_connection(&self, connection: Option<MultiplexedConnection>) {
         self.up.store(connection.is_some(), Ordering::Relaxed);
@@ -153,5 +198,67 @@ impl Shared {
             .connection
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = connection;
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, url: &str, participants: usize, cpu: Option<f64>) -> NodeRecord {
+        NodeRecord {
+            id: id.into(),
+            url: url.into(),
+            media_ip: std::net::Ipv4Addr::LOCALHOST.into(),
+            udp_port: 7000,
+            rooms: 0,
+            participants,
+            publications: 0,
+            subscriptions: 0,
+            cpu,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn websocket_urls_of_nodes() {
+        assert_eq!(
+            websocket_url("http://127.0.0.1:7000").as_deref(),
+            Some("ws://127.0.0.1:7000/ws")
+        );
+        assert_eq!(
+            websocket_url("https://sfu-3.example.com/media/").as_deref(),
+            Some("wss://sfu-3.example.com/media/ws")
+        );
+        assert_eq!(websocket_url("ftp://x.example"), None);
+        assert_eq!(websocket_url("not a url"), None);
+    }
+
+    #[test]
+    fn fallbacks_are_the_other_nodes_least_loaded_first() {
+        let shared = Shared {
+            node_id: "a".into(),
+            up: AtomicBool::new(true),
+            connection: Mutex::new(None),
+            others: Mutex::new(Vec::new()),
+        };
+        shared.set_others(vec![
+            record("a", "http://a.example", 0, None),
+            record("b", "http://b.example", 40, Some(0.5)),
+            record("c", "http://c.example", 3, Some(0.9)),
+            record("d", "http://d.example", 3, Some(0.2)),
+        ]);
+        let cluster = Cluster {
+            shared: Arc::new(shared),
+        };
+        assert_eq!(
+            cluster.fallback_urls(),
+            [
+                "ws://d.example/ws",
+                "ws://c.example/ws",
+                "ws://b.example/ws"
+            ]
+        );
     }
 }

@@ -85,6 +85,17 @@ pub struct SessionContext {
     pub resumable: Arc<Resumable>,
     /// Counts open sessions and rate-limited messages across the server.
     pub counters: Arc<SessionCounters>,
+    /// This node's cluster membership (`--redis`): where clients may reconnect to.
+    pub cluster: Option<crate::cluster::Cluster>,
+}
+
+impl SessionContext {
+    /// The other nodes a client may reconnect to; `None` without a cluster.
+    fn fallback_urls(&self) -> Option<Vec<String>> {
+        self.cluster
+            .as_ref()
+            .map(crate::cluster::Cluster::fallback_urls)
+    }
 }
 
 /// What the session does after a frame.

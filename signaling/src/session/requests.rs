@@ -279,6 +279,7 @@ impl Session {
                 .into_iter()
                 .map(PublicationInfo::from)
                 .collect(),
+            fallback_urls: self.ctx.fallback_urls(),
         })
     }
 
@@ -380,6 +381,7 @@ impl Session {
                     publication_id: publication.to_string(),
                 })
                 .collect(),
+            fallback_urls: self.ctx.fallback_urls(),
         })
     }
 }

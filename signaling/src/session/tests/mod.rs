@@ -32,6 +32,7 @@ fn context(max_message_rate: u32) -> SessionContext {
         shutdown: shutdown_rx,
         resumable: Resumable::new(Duration::from_secs(15)),
         counters: Arc::default(),
+        cluster: None,
     }
 }
 
