@@ -9,6 +9,20 @@ fn stream_with_cache(h: &mut Harness) {
     h.publish_with_cache(PUB, 10, Codec::Vp8, true);
 }
 
+/// A publication of two layers with the cache: ingest renditions (Enhanced RTMP multitrack).
+fn two_cached_layers(h: &mut Harness) {
+    h.input(Input::PublicationAdded {
+        publication: PublicationId(PUB),
+        publisher: ParticipantId(10),
+        kind: MediaKind::Video,
+        codec: Codec::Vp8,
+        clock_rate: 90_000,
+        cache_since_keyframe: true,
+        layers: 2,
+    })
+    .unwrap();
+}
+
 #[test]
 fn late_subscriber_starts_from_the_cached_keyframe_at_once_then_live() {
     let mut h = Harness::new();
@@ -114,17 +128,7 @@ fn an_h264_keyframe_with_several_start_points_is_cached_whole() {
 #[test]
 fn a_layered_publication_replays_the_cache_of_the_subscribers_layer() {
     let mut h = Harness::new();
-    // Ingest renditions (Enhanced RTMP multitrack) are the layers of one cached publication.
-    h.input(Input::PublicationAdded {
-        publication: PublicationId(PUB),
-        publisher: ParticipantId(10),
-        kind: MediaKind::Video,
-        codec: Codec::Vp8,
-        clock_rate: 90_000,
-        cache_since_keyframe: true,
-        layers: 2,
-    })
-    .unwrap();
+    two_cached_layers(&mut h);
     // Each layer's own GOP, at timestamps that tell them apart.
     h.rtp_on(PUB, 0, packet(7, 1, 3000, VP8_KEY));
     h.rtp_on(PUB, 1, packet(9, 1, 6000, VP8_KEY));
@@ -147,16 +151,7 @@ fn a_layered_publication_replays_the_cache_of_the_subscribers_layer() {
 #[test]
 fn a_subscriber_capped_before_its_first_packet_starts_from_its_new_layers_cache() {
     let mut h = Harness::new();
-    h.input(Input::PublicationAdded {
-        publication: PublicationId(PUB),
-        publisher: ParticipantId(10),
-        kind: MediaKind::Video,
-        codec: Codec::Vp8,
-        clock_rate: 90_000,
-        cache_since_keyframe: true,
-        layers: 2,
-    })
-    .unwrap();
+    two_cached_layers(&mut h);
     // Layer 1 has no keyframe yet: a subscriber joining on it waits.
     h.rtp_on(PUB, 0, packet(7, 1, 3000, VP8_KEY));
     h.rtp_on(PUB, 0, packet(7, 2, 3300, VP8_DELTA));
@@ -184,16 +179,7 @@ fn a_subscriber_capped_before_its_first_packet_starts_from_its_new_layers_cache(
 #[test]
 fn a_subscriber_asking_for_a_layer_at_the_start_replays_only_that_layer() {
     let mut h = Harness::new();
-    h.input(Input::PublicationAdded {
-        publication: PublicationId(PUB),
-        publisher: ParticipantId(10),
-        kind: MediaKind::Video,
-        codec: Codec::Vp8,
-        clock_rate: 90_000,
-        cache_since_keyframe: true,
-        layers: 2,
-    })
-    .unwrap();
+    two_cached_layers(&mut h);
     h.rtp_on(PUB, 0, packet(7, 1, 3000, VP8_KEY));
     h.rtp_on(PUB, 1, packet(9, 1, 6000, VP8_KEY));
     h.drain();

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tracing::info;
 
 use super::keys::StreamTarget;
-use super::media::{MediaCarry, MediaPipeline, Origin};
+use super::media::{Announce, MediaCarry, MediaPipeline, Origin};
 use super::stats::StreamStats;
 use crate::core::{MediaKind, RtpPacket, Ssrc};
 use crate::runtime::{IngestParticipant, IngestPublication, RequestError, Sfu, TrackSource};
@@ -142,6 +142,18 @@ impl RoomStream {
     /// Keeps what a reconnect of the encoder continues from.
     pub fn park_media(&mut self, media: MediaPipeline, now: Instant) {
         self.parked_media = Some(media.park(now));
+    }
+
+    /// Does what the media pipeline announced before the packets that follow it.
+    pub async fn apply(&mut self, announce: Announce) -> Result<(), RequestError> {
+        match announce {
+            Announce::Nothing => Ok(()),
+            Announce::Codec {
+                codec,
+                name,
+                layers,
+            } => self.announce(codec, name, layers).await,
+        }
     }
 
     /// Makes sure the track of `codec`'s kind is published with exactly this codec, name and

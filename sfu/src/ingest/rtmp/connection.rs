@@ -17,7 +17,7 @@ use super::protocol::{ProtocolError, ProtocolEvent, RtmpProtocol};
 use super::rml::RmlProtocol;
 use crate::admission::AddressSlot;
 use crate::core::{MediaKind, RtpPacket};
-use crate::ingest::media::{Announce, MediaError, MediaPipeline, Origin};
+use crate::ingest::media::{MediaError, MediaPipeline, Origin};
 use crate::ingest::stream_publisher::RoomStream;
 use crate::runtime::RequestError;
 
@@ -315,14 +315,7 @@ impl Connection {
             MediaKind::Video => media.push_video(now, timestamp_ms, data, packets),
             MediaKind::Audio => media.push_audio(now, timestamp_ms, data, packets),
         })??;
-        if let Announce::Codec {
-            codec,
-            name,
-            layers,
-        } = announce
-        {
-            stream.announce(codec, name, layers).await?;
-        }
+        stream.apply(announce).await?;
         if !packets.is_empty() {
             stream.media_flowed(now).await?;
         }

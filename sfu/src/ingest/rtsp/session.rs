@@ -23,7 +23,7 @@ use super::backoff::Backoff;
 use super::convert::{self, AudioCodec, AudioSetup, Frames, NoUsableStream, Selection, Ticks};
 use super::{RtspConfig, RtspSource, RtspTransport};
 use crate::core::{MediaKind, RtpPacket};
-use crate::ingest::media::{Announce, MediaError, MediaPipeline, Origin};
+use crate::ingest::media::{MediaError, MediaPipeline, Origin};
 use crate::ingest::stream_publisher::RoomStream;
 use crate::runtime::{RequestError, Sfu};
 
@@ -304,14 +304,7 @@ impl Playback {
             // RTCP, ONVIF metadata and streams not set up.
             _ => return Ok(()),
         };
-        if let Announce::Codec {
-            codec,
-            name,
-            layers,
-        } = announce
-        {
-            stream.announce(codec, name, layers).await?;
-        }
+        stream.apply(announce).await?;
         if !self.packets.is_empty() {
             self.played = true;
             stream.media_flowed(now).await?;
