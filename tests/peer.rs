@@ -137,6 +137,25 @@ impl ClientPeer {
     }
 
     async fn build(simulcast: bool) -> Result<Self> {
+        Self::build_with(simulcast, None).await
+    }
+
+    /// A peer whose interceptor chain also holds `interceptor` at `slot` (it sees outgoing
+    /// packets after the sender's own checks).
+    pub async fn with_interceptor(
+        slot: rtc::interceptor::Slot,
+        interceptor: Box<dyn rtc::interceptor::Interceptor>,
+    ) -> Result<Self> {
+        Self::build_with(false, Some((slot, interceptor))).await
+    }
+
+    async fn build_with(
+        simulcast: bool,
+        extra: Option<(
+            rtc::interceptor::Slot,
+            Box<dyn rtc::interceptor::Interceptor>,
+        )>,
+    ) -> Result<Self> {
         let mut engine = MediaEngine::default();
         if simulcast {
             rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers(
@@ -159,6 +178,10 @@ impl ClientPeer {
             rtc::interceptor::Slot::Custom(20_000),
             sluice_sfu::transport::FeedbackToApplication::default(),
         );
+        let registry = match extra {
+            Some((slot, interceptor)) => registry.with(slot, interceptor),
+            None => registry,
+        };
         let (candidates_tx, candidates) = mpsc::unbounded_channel();
         let (tracks_tx, tracks) = mpsc::unbounded_channel();
         let (state_tx, state) = watch::channel(RTCPeerConnectionState::New);

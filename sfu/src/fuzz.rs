@@ -15,7 +15,7 @@ use crate::ingest::rtmp::amf::{MAX_AMF_DEPTH, nests_deeper_than};
 use crate::ingest::rtmp::protocol::{ProtocolEvent, RtmpProtocol};
 use crate::ingest::rtmp::rml::RmlProtocol;
 use crate::ingest::rtsp::convert::{self, AudioSetup, Frames, Ticks, VideoInput};
-use crate::shard::{stun, tcp};
+use crate::shard::{ssrc_gate, stun, tcp};
 use crate::transport::feedback;
 
 thread_local! {
@@ -158,11 +158,12 @@ fn split_at_byte(data: &[u8]) -> (&[u8], &[u8]) {
     }
 }
 
-/// What the shard reads off a datagram before any peer connection sees it (STUN), and the
-/// RFC 4571 frames of an ICE-TCP connection.
+/// What the shard reads off a datagram before any peer connection sees it (STUN, the SSRC it
+/// names), and the RFC 4571 frames of an ICE-TCP connection.
 pub fn shard_datagram(data: &[u8]) {
     let _ = stun::local_ufrag(data);
     let _ = stun::is_binding_success(data);
+    let _ = ssrc_gate::SsrcGate::default().admit(data, || 1);
     let mut reader = data;
     let mut frames = 0usize;
     while let Ok(Some(frame)) = futures::executor::block_on(tcp::read_frame(&mut reader)) {

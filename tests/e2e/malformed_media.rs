@@ -8,8 +8,12 @@
 //! Sequence numbers thousands behind or ahead come last: they desynchronize the attacker's own
 //! SRTP index (the sender's and the receiver's rollover estimates part, and every later packet
 //! fails authentication), so its stream cannot come back after them, by SRTP's design.
+//! SSRC changes that reach the server decrypted (the relay's cannot: it has no keys) are in
+//! `ssrc_change`.
 
 mod mangle;
+mod ssrc_change;
+mod ssrc_switch;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -62,6 +66,8 @@ struct Publisher {
     peer: ClientPeer,
     track: Arc<TrackLocalStaticRTP>,
     publication_id: String,
+    /// The media section of the track.
+    mid: String,
 }
 
 /// Joins `room` as `identity` and publishes one VP8 track; `relayed`, the client reaches the
@@ -72,10 +78,23 @@ async fn publish(
     identity: &str,
     relayed: bool,
 ) -> Result<(Publisher, Option<MangleRelay>)> {
+    let peer = ClientPeer::new().await?;
+    let track = peer.add_send_track(VP8, 0x1111).await?;
+    publish_track(server, room, identity, (peer, track), None, relayed).await
+}
+
+/// Joins `room` as `identity` and publishes `peer`'s one VP8 `track` (a simulcast one with
+/// `rids`), as [`publish`].
+async fn publish_track(
+    server: &TestServer,
+    room: &str,
+    identity: &str,
+    (mut peer, track): (ClientPeer, Arc<TrackLocalStaticRTP>),
+    rids: Option<Vec<String>>,
+    relayed: bool,
+) -> Result<(Publisher, Option<MangleRelay>)> {
     let mut signal = SignalClient::connect(&server.ws_url()).await?;
     signal.join(token(room, identity)).await?;
-    let mut peer = ClientPeer::new().await?;
-    let track = peer.add_send_track(VP8, 0x1111).await?;
     let offer = peer.offer().await?;
     let mid = negotiated_codecs(&offer)
         .into_iter()
@@ -87,11 +106,11 @@ async fn publish(
         .request(ClientMessage::Publish {
             request_id,
             tracks: vec![TrackInfo {
-                mid,
+                mid: mid.clone(),
                 kind: MediaKind::Video,
                 source: TrackSource::Camera,
                 name: None,
-                rids: None,
+                rids,
             }],
             sdp: offer,
         })
@@ -119,6 +138,7 @@ async fn publish(
         peer,
         track,
         publication_id,
+        mid,
     };
     Ok((publisher, relay))
 }

@@ -13,6 +13,7 @@ use tracing::{debug, trace, warn};
 use super::freshness::{self, Received};
 use super::group::HandedOff;
 use super::peer::PeerKey;
+use super::ssrc_gate::{Admission, SSRCS_PER_SECTION};
 use super::worker::{MAX_DATAGRAM, READ_BURST, Timer, Worker};
 use super::{nomination, stun};
 
@@ -158,6 +159,22 @@ impl Worker {
         };
         if check {
             peer.paths.heard(from);
+        }
+        let allowance = self.config.ssrc_allowance;
+        let admission = peer.ssrc_gate.admit(datagram, || {
+            SSRCS_PER_SECTION * peer.pc.get_transceivers().count() + allowance
+        });
+        match admission {
+            Admission::Pass => {}
+            Admission::Admitted => self.stats.ssrcs_admitted += 1,
+            Admission::Refused => {
+                self.stats.ssrcs_refused += 1;
+                trace!(
+                    peer = key.0,
+                    "datagram of an SSRC past the connection's allowance"
+                );
+                return;
+            }
         }
         let udp = protocol == TransportProtocol::UDP;
         // See `nomination`: USE-CANDIDATE checks before the connection is up.

@@ -20,6 +20,9 @@ use crate::transport::{ClockAnchor, PeerRole, nacked_packets, remb_bits_per_seco
 /// allocator.
 pub(super) const BANDWIDTH_REPORT_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Sender reports of SSRCs without a stream kept per publisher connection, at most.
+const UNKNOWN_REPORTED_LIMIT: usize = 16;
+
 impl Worker {
     /// A publisher's RTCP: its sender reports place each stream's RTP clock on ours.
     pub(super) fn publisher_rtcp(
@@ -38,6 +41,14 @@ impl Worker {
             let Some(at) = peer.sender_clock.place(report.ntp_time, now) else {
                 continue;
             };
+            // A compound report may name any SSRCs: kept for the connection's streams, and
+            // for a few others (a report may come before its stream's first packet).
+            if !peer.streams.contains_key(&report.ssrc)
+                && !peer.reported.contains_key(&report.ssrc)
+                && peer.reported.len() >= UNKNOWN_REPORTED_LIMIT
+            {
+                continue;
+            }
             let anchor = ClockAnchor {
                 rtp_timestamp: report.rtp_time,
                 at,

@@ -209,7 +209,11 @@ impl Worker {
         if let Some(stream) = peer.streams.get(&ssrc) {
             stale.insert((stream.publication, stream.layer));
         }
-        if let Some(sequence) = rtp_sequence(datagram) {
+        // Only streams the connection has: a run per SSRC any datagram names would grow
+        // with every SSRC a client invents.
+        if peer.streams.contains_key(&ssrc)
+            && let Some(sequence) = rtp_sequence(datagram)
+        {
             let now = Instant::now();
             peer.abandoned
                 .entry(ssrc)

@@ -21,6 +21,12 @@
 //!   sender/receiver reports are `rtc`
 //!   interceptors; subscribers' PLI/FIR become keyframe requests, which the core throttles and
 //!   turns into PLIs to the publisher.
+//! - **SSRCs.** `rtc` keeps state per SSRC for a connection's life, so a connection may send
+//!   from six SSRCs per media section and [`ShardConfig::ssrc_allowance`] more; datagrams of
+//!   others are dropped unread (`ssrc_gate`). A publisher's RTP on an SSRC it did not signal
+//!   (an encoder restarted without renegotiating) continues the single-encoding publication
+//!   whose media section it names (`unsignaled`); a simulcast layer's new SSRC is rebound by
+//!   `rtc` itself when it carries its rid.
 //! - **Timers.** Only peers that were touched are asked for `poll_timeout`; the loop sleeps
 //!   until the earliest deadline of any peer or room.
 //!
@@ -40,10 +46,12 @@ mod paths;
 mod peer;
 mod routing;
 mod socket;
+pub(crate) mod ssrc_gate;
 mod stats;
 pub(crate) mod stun;
 mod subscriber;
 pub(crate) mod tcp;
+mod unsignaled;
 mod whep;
 mod worker;
 
@@ -98,6 +106,10 @@ pub struct ShardConfig {
     /// RTP media that waited longer than this in the socket's receive buffer (a starved
     /// shard reading its backlog) is discarded unread, and its video asked for a keyframe.
     pub max_ingress_age: std::time::Duration,
+    /// SSRCs a connection may send RTP from (and, counted apart, RTCP from) beyond six per
+    /// media section it negotiated: room for encoders restarting on new SSRCs. Datagrams of
+    /// further SSRCs are dropped unread (see `ssrc_gate`).
+    pub ssrc_allowance: usize,
 }
 
 impl Default for ShardConfig {
@@ -116,6 +128,7 @@ impl Default for ShardConfig {
             room: crate::core::RoomConfig::default(),
             data: DataLimits::default(),
             max_ingress_age: std::time::Duration::from_millis(250),
+            ssrc_allowance: 32,
         }
     }
 }

@@ -23,6 +23,7 @@ use super::ShardError;
 use super::data::DataChannels;
 use super::freshness::Abandoned;
 use super::paths::Paths;
+use super::ssrc_gate::SsrcGate;
 use crate::core::{ParticipantId, PublicationId, Ssrc, SubscriptionId};
 use crate::transport::interceptors::{AUDIO_LEVEL_URI, ConnectionControls, configure};
 use crate::transport::{
@@ -146,6 +147,9 @@ pub(crate) struct ShardPeer {
     /// Publisher: per SSRC, the sequence numbers discarded as stale, whose retransmissions are
     /// discarded too.
     pub(crate) abandoned: HashMap<u32, Abandoned>,
+    /// The SSRCs the client may send from: every map by SSRC here and in `rtc` is bounded by
+    /// it.
+    pub(crate) ssrc_gate: SsrcGate,
 }
 
 impl ShardPeer {
@@ -227,6 +231,7 @@ impl ShardPeer {
             nominating: None,
             data: DataChannels::default(),
             abandoned: HashMap::new(),
+            ssrc_gate: SsrcGate::default(),
         })
     }
 

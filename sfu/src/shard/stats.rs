@@ -19,6 +19,12 @@ pub struct ShardStats {
     /// RTP datagrams discarded unread because they waited in the receive buffer past the
     /// freshness bound (`ShardConfig::max_ingress_age`).
     pub stale_dropped: u64,
+    /// Datagrams dropped unread because they named an SSRC past their connection's allowance
+    /// (`ShardConfig::ssrc_allowance`).
+    pub ssrcs_refused: u64,
+    /// SSRCs connections were let send from, RTP and RTCP counted apart (each at most once
+    /// per connection).
+    pub ssrcs_admitted: u64,
     /// The longest a datagram or ingest packet waited before the shard read it, over the last
     /// 0.5–1 s, in ms (of the group: the longest of its shards).
     pub ingress_age_max_ms: u64,
@@ -63,6 +69,8 @@ impl ShardStats {
             egress_refused,
             send_failed,
             stale_dropped,
+            ssrcs_refused,
+            ssrcs_admitted,
             ingress_age_max_ms,
             forwarded,
             forward_rejected,
@@ -86,6 +94,8 @@ impl ShardStats {
         self.egress_refused += egress_refused;
         self.send_failed += send_failed;
         self.stale_dropped += stale_dropped;
+        self.ssrcs_refused += ssrcs_refused;
+        self.ssrcs_admitted += ssrcs_admitted;
         self.ingress_age_max_ms = self.ingress_age_max_ms.max(*ingress_age_max_ms);
         self.forwarded += forwarded;
         self.forward_rejected += forward_rejected;

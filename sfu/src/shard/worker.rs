@@ -354,6 +354,7 @@ impl Worker {
                 _ => {}
             }
         }
+        self.route_unsignaled(key, now);
         self.drain_congestion(key, now);
     }
 

@@ -25,6 +25,7 @@ use super::repeat::RepeatedRetransmissions;
 use super::reports::{SampledClocks, SenderReports, SentReports};
 use super::rtx::RepairedStreams;
 use super::send_time::{ABS_SEND_TIME_URI, AbsSendTimeStamper};
+use super::unsignaled::{UnsignaledPackets, UnsignaledStreams};
 use super::{Congestion, PeerRole, TransportError};
 
 /// GCC's starting point on a subscriber connection: high enough for a 720p simulcast layer
@@ -47,6 +48,8 @@ const PROBE_SLOT: usize = 400;
 const SEND_TIME_SLOT: usize = 300;
 /// Application-most: it sees inbound RTCP after every built-in interceptor.
 const FEEDBACK_SLOT: usize = 20_000;
+/// App-ward of every built-in interceptor, so they all see a packet it takes off the chain.
+const UNSIGNALED_SLOT: usize = 19_000;
 /// RTP header extension that asks the receiver for a playout delay range.
 pub(crate) const PLAYOUT_DELAY_URI: &str =
     "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
@@ -74,6 +77,8 @@ pub(crate) struct ConnectionControls {
     pub(crate) horizons: Arc<RepairHorizons>,
     /// The send-side estimate (GCC over TWCC), bits per second; 0 before the first.
     pub(crate) estimate: Arc<BandwidthEstimate>,
+    /// RTP of SSRCs `rtc` did not bind, for the shard (publisher connections).
+    pub(crate) unsignaled: Arc<UnsignaledPackets>,
 }
 
 /// The latest send-side bandwidth estimate of a subscriber connection.
@@ -134,6 +139,10 @@ pub(crate) fn configure(
                 // Before the NACK generator (7_000) on the read path, so a repaired packet
                 // fills its gap there (ADR 0002).
                 .with(Slot::Custom(RTX_SLOT), RepairedStreams::default())
+                .with(
+                    Slot::Custom(UNSIGNALED_SLOT),
+                    UnsignaledStreams::new(Arc::clone(&controls.unsignaled)),
+                )
         }
         // We send here: send-side bandwidth estimation (GCC over TWCC) drives layer
         // allocation, and the NACK responder answers the subscriber's NACKs.

@@ -4,8 +4,8 @@
 //! - [`media_engine`] and [`interceptors`]: the codecs every connection negotiates and each
 //!   role's interceptor chain — NACK and RTX ([`rtx`], [`repeat`], [`horizon`]), sender and
 //!   receiver reports ([`reports`]), GCC over TWCC with a standing-queue watch ([`congestion`]),
-//!   probing ([`probe`]), abs-send-time ([`send_time`]) and the RTCP handed to the shard
-//!   ([`feedback`]).
+//!   probing ([`probe`]), abs-send-time ([`send_time`]), the RTCP handed to the shard
+//!   ([`feedback`]) and the RTP of SSRCs a publisher did not signal ([`unsignaled`]).
 //! - [`wire`]: RTP between the `rtc` wire form and the routing core's packets.
 //! - [`sdp`] and [`packetize`]: the little SDP reading Sluice needs, and the payloaders RTMP
 //!   ingest packetizes with.
@@ -24,6 +24,7 @@ mod reports;
 mod rtx;
 mod sdp;
 mod send_time;
+pub(crate) mod unsignaled;
 mod wire;
 
 pub use crate::core::downlink::queue_delay::Congestion;

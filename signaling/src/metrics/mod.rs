@@ -124,6 +124,8 @@ fn record_shard(shard: &ShardStats) {
     counter!("sluice_shard_handed_off_total").absolute(shard.handed_off);
     counter!("sluice_shard_hand_off_dropped_total").absolute(shard.hand_off_dropped);
     counter!("sluice_shard_stale_dropped_total").absolute(shard.stale_dropped);
+    counter!("sluice_shard_ssrcs_refused_total").absolute(shard.ssrcs_refused);
+    counter!("sluice_shard_ssrcs_admitted_total").absolute(shard.ssrcs_admitted);
     gauge!("sluice_shard_ingress_age_max_seconds").set(shard.ingress_age_max_ms as f64 / 1000.0);
     counter!("sluice_data_messages_received_total").absolute(shard.data_received);
     counter!("sluice_data_messages_rejected_total").absolute(shard.data_rejected);
@@ -251,6 +253,15 @@ fn describe() {
         "sluice_shard_stale_dropped_total",
         "RTP media discarded because it waited past the freshness bound (250 ms) in the \
          socket or ingest queue, and retransmissions of it."
+    );
+    describe_counter!(
+        "sluice_shard_ssrcs_refused_total",
+        "Datagrams dropped unread because they named an SSRC past their connection's allowance \
+         (six per media section and 32 more, RTP and RTCP apart)."
+    );
+    describe_counter!(
+        "sluice_shard_ssrcs_admitted_total",
+        "SSRCs connections were let send from, RTP and RTCP counted apart."
     );
     describe_gauge!(
         "sluice_shard_ingress_age_max_seconds",
