@@ -36,9 +36,10 @@ export type ServerMessage = { "type": "joined", requestId: number, room: string,
  */
 resumeToken: string, 
 /**
- * In a cluster: the signaling URLs of the other live nodes, least loaded first, to
- * reconnect to when this one stops answering (the session is then joined anew there:
- * a resume token is valid only on the node that issued it). Absent without a cluster.
+ * In a cluster: the signaling URLs of the other live nodes, to reconnect to in this
+ * order when this one stops answering (the same order for every client of the room;
+ * the session is joined anew there: a resume token is valid only on the node that
+ * issued it, and ids are each node's own). Absent without a cluster.
  */
 fallbackUrls?: Array<string>, } | { "type": "resumed", requestId: number, room: string, participant: ParticipantInfo, participants: Array<ParticipantInfo>, publications: Array<PublicationInfo>, 
 /**

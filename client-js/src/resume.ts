@@ -19,20 +19,25 @@ export interface Session {
   token: string;
   options: ConnectOptions;
   resumeToken: string;
-  /** In a cluster: the other nodes' signaling URLs, least loaded first (from the server). */
+  /** In a cluster: the other nodes' signaling URLs, in the order to try them (from the server). */
   fallbackUrls: string[];
 }
 
 /**
- * Where reconnection attempt `attempt` (1 = the first) goes: the session's node, then each
- * fallback node in turn, and round again. A node that died refuses at once, so its clients
- * reach the next one after one backoff step.
+ * Where reconnection attempt `attempt` (1 = the first) goes, in order: always the session's
+ * own node first, so a client whose network failed for a while resumes there; from the second
+ * attempt on, when that fails, the next fallback node in turn. A node that died refuses at
+ * once, so its clients reach a fallback one backoff step after the drop.
  */
-export function reconnectUrl(session: Session, attempt: number): string {
-  const candidates = [session.url, ...session.fallbackUrls.filter((url) => url !== session.url)];
-  const index = Math.max(0, Math.floor(attempt) - 1) % candidates.length;
-  return candidates[index] ?? session.url;
+export function reconnectTargets(session: Session, attempt: number): string[] {
+  const fallbacks = session.fallbackUrls.filter((url) => url !== session.url);
+  if (attempt < 2 || fallbacks.length === 0) return [session.url];
+  const next = fallbacks[(Math.floor(attempt) - 2) % fallbacks.length];
+  return next === undefined ? [session.url] : [session.url, next];
 }
+
+/** How long the own node may take to accept before a fallback is tried in the same attempt. */
+export const OWN_NODE_CONNECT_MS = 1_500;
 
 /** What reconnecting uses of the room beyond its context. */
 export interface ResumeHost extends RoomContext {
@@ -101,11 +106,25 @@ export class Resumer {
       this.cancelWait = undefined;
       if (room.state() !== RoomState.Reconnecting) return;
       attempts += 1;
-      const signal = room.replaceSignal();
-      const url = reconnectUrl(session, attempts);
+      const targets = reconnectTargets(session, attempts);
+      let open: { signal: SignalClient; url: string } | undefined;
+      for (const url of targets) {
+        const signal = room.replaceSignal();
+        try {
+          await signal.connect(url, targets.length > 1 && url === session.url ? OWN_NODE_CONNECT_MS : undefined);
+          open = { signal, url };
+          break;
+        } catch (err) {
+          lastError = err;
+          if (room.signal() === signal) signal.close();
+          if (room.state() !== RoomState.Reconnecting) return;
+        }
+      }
+      if (open === undefined) continue;
+      const { signal, url } = open;
+      const elsewhere = url !== session.url;
       try {
-        await signal.connect(url);
-        const resumed = await this.resumeOrRejoin(signal, session);
+        const resumed = await this.resumeOrRejoin(signal, session, elsewhere);
         if (room.signal() !== signal || room.state() !== RoomState.Connected) return;
         // Later drops go first to the node that took the session.
         if (this.session !== undefined) this.session = { ...this.session, url };
@@ -119,7 +138,9 @@ export class Resumer {
           // It broke again after it was back: the new close starts a new round.
           return;
         }
-        if (err instanceof ServerError && (err.code === 'unauthorized' || err.code === 'permissionDenied')) break;
+        // The own node refusing the token ends it; another node may only be unreachable for it.
+        const refused = err instanceof ServerError && (err.code === 'unauthorized' || err.code === 'permissionDenied');
+        if (refused && !elsewhere) break;
       }
     }
     if (room.state() !== RoomState.Reconnecting) return;
@@ -132,8 +153,11 @@ export class Resumer {
     });
   }
 
-  /** One attempt on an open socket: `resume`, or a full rejoin when the server refuses it. */
-  private async resumeOrRejoin(signal: SignalClient, session: Session): Promise<boolean> {
+  /**
+   * One attempt on an open socket: `resume`, or a full rejoin when the server refuses it.
+   * `elsewhere`: the socket is to another node than the session's.
+   */
+  private async resumeOrRejoin(signal: SignalClient, session: Session, elsewhere: boolean): Promise<boolean> {
     const participantId = this.room.local()?.participantId;
     let resumed: Extract<ServerMessage, { type: 'resumed' }> | undefined;
     if (participantId !== undefined) {
@@ -151,7 +175,7 @@ export class Resumer {
       await this.restartIce(signal);
       return true;
     }
-    await this.rejoin(signal, session);
+    await this.rejoin(signal, session, elsewhere);
     return false;
   }
 
@@ -210,11 +234,14 @@ export class Resumer {
   /**
    * The server forgot the session: join again with the same token, publish the local tracks
    * again and subscribe again to what is still published. Both peer connections start afresh.
+   * On another node (`elsewhere`) the ids name other things (each node numbers its own), so
+   * the room's view starts empty: everyone there is announced anew and nothing is resubscribed
+   * by id; the application subscribes to the `publicationAdded` it gets, as on a first join.
    */
-  private async rejoin(signal: SignalClient, session: Session): Promise<void> {
+  private async rejoin(signal: SignalClient, session: Session, elsewhere: boolean): Promise<void> {
     const { room } = this;
     const calls = room.publisher.publishCalls();
-    const wanted = [...room.subscriber.subscriptions.values()].map((s) => s.publicationId);
+    const wanted = elsewhere ? [] : [...room.subscriber.subscriptions.values()].map((s) => s.publicationId);
     const joined = await signal.request(
       session.options.room === undefined
         ? { type: 'join', token: session.token }
@@ -227,6 +254,7 @@ export class Resumer {
       resumeToken: joined.resumeToken,
       fallbackUrls: joined.fallbackUrls ?? session.fallbackUrls,
     };
+    if (elsewhere) this.reconcile([], [], undefined);
     room.joined(joined.room, joined.participant);
     this.reconcile(joined.participants, joined.publications, undefined);
     room.setState(RoomState.Connected);

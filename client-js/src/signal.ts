@@ -94,8 +94,8 @@ export class SignalClient {
     private readonly handlers: SignalHandlers,
   ) {}
 
-  /** Opens the socket; resolves once it is open. */
-  connect(url: string): Promise<void> {
+  /** Opens the socket; resolves once it is open, or fails after `timeoutMs`. */
+  connect(url: string, timeoutMs: number = this.timeoutMs): Promise<void> {
     if (this.socket !== undefined) {
       return Promise.reject(new ConnectionError(ConnectionErrorReason.InvalidState, 'already connected'));
     }
@@ -116,9 +116,9 @@ export class SignalClient {
         reject(new ConnectionError(ConnectionErrorReason.ConnectFailed, message));
       };
       timer = setTimeout(() => {
-        fail(`no connection to ${url} within ${this.timeoutMs} ms`);
+        fail(`no connection to ${url} within ${timeoutMs} ms`);
         socket.close();
-      }, this.timeoutMs);
+      }, timeoutMs);
       socket.addEventListener('open', () => {
         if (this.closed) return;
         opened = true;

@@ -348,8 +348,8 @@ export function createHarness(
   options: {
     responder?: Responder;
     room?: RoomOptions;
-    /** Socket number `n` (0 = the first) fails to open when this returns true. */
-    refuseSocket?: (n: number) => boolean;
+    /** Socket number `n` (0 = the first), to `url`, fails to open when this returns true. */
+    refuseSocket?: (n: number, url: string) => boolean;
   } = {},
 ): Harness {
   let current: FakeWebSocket | undefined;
@@ -368,7 +368,7 @@ export function createHarness(
         const reply = custom ?? defaultReply(msg);
         queueMicrotask(() => socket.receive({ ...reply, requestId: msg.requestId }));
       };
-      if (options.refuseSocket?.(sockets.length) === true) {
+      if (options.refuseSocket?.(sockets.length, url) === true) {
         queueMicrotask(() => socket.serverClose(1006));
       } else {
         queueMicrotask(() => socket.open());

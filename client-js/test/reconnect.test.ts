@@ -275,10 +275,10 @@ describe('reconnect', () => {
     expect(h.room.state).toBe(RoomState.Connected);
   });
 
-  it('moves to the next node of the cluster when its own refuses, and stays there', async () => {
-    vi.useFakeTimers();
-    // Node A dies: its URL refuses every socket after the first; node B forgot nothing of the
-    // session (it never had it), so the SDK joins anew there.
+  it('moves to the next node of the cluster when its own refuses, starts its view afresh there, and stays', async () => {
+    // Node A dies: its URL refuses every socket after the first. Node B never had the session,
+    // so the SDK joins anew there; B numbers its own ids, so nothing is resubscribed by id.
+    const home = 'ws://sfu.test/ws';
     const h = createHarness({
       room: { reconnectJitter: 0 },
       responder: (msg) => {
@@ -286,6 +286,40 @@ describe('reconnect', () => {
         if (msg.type === 'resume') return { type: 'error', code: 'resumeFailed', message: 'no such participant' };
         return undefined;
       },
+      refuseSocket: (n, url) => n >= 1 && url === home,
+    });
+    await establishedSession(h);
+    vi.useFakeTimers();
+    const events = record(h);
+    const reconnected: ReconnectedEvent[] = [];
+    h.room.on('reconnected', (e) => reconnected.push(e));
+    h.socket().serverClose(1006);
+    await vi.advanceTimersByTimeAsync(1_500);
+    // Attempt 1: A; attempt 2: A again, then B.
+    expect(h.sockets.map((s) => s.url)).toEqual([home, home, home, 'ws://b.test/ws']);
+    expect(reconnected).toEqual([expect.objectContaining({ resumed: false, attempts: 2, url: 'ws://b.test/ws' })]);
+    expect(h.socket().sentOfType('join')).toHaveLength(1);
+    expect(h.socket().sentOfType('publish')).toHaveLength(1);
+    expect(h.socket().sentOfType('subscribe')).toHaveLength(0);
+    // The room's view from A is gone, and B's is announced as new.
+    expect(events).toEqual(
+      expect.arrayContaining(['participantLeft:PA1', 'publicationRemoved:PU4', 'participantJoined:PA1', 'publicationAdded:PU4']),
+    );
+    expect(events.indexOf('publicationRemoved:PU4')).toBeLessThan(events.indexOf('publicationAdded:PU4'));
+    expect(h.room.state).toBe(RoomState.Connected);
+    // The next drop goes to B first: it holds the session now.
+    h.socket().serverClose(1006);
+    await vi.advanceTimersByTimeAsync(100);
+    expect(h.sockets.at(-1)?.url).toBe('ws://b.test/ws');
+  });
+
+  it('stays on its own node when that one accepts again: a network blip does not move the session', async () => {
+    vi.useFakeTimers();
+    const home = 'ws://sfu.test/ws';
+    const h = createHarness({
+      room: { reconnectJitter: 0 },
+      responder: (msg) => (msg.type === 'join' ? { ...JOINED, fallbackUrls: ['ws://b.test/ws'] } : undefined),
+      // The client's network is down for the first attempt only.
       refuseSocket: (n) => n === 1,
     });
     await h.connect();
@@ -293,14 +327,8 @@ describe('reconnect', () => {
     h.room.on('reconnected', (e) => reconnected.push(e));
     h.socket().serverClose(1006);
     await vi.advanceTimersByTimeAsync(1_500);
-    expect(h.sockets.map((s) => s.url)).toEqual(['ws://sfu.test/ws', 'ws://sfu.test/ws', 'ws://b.test/ws']);
-    expect(reconnected).toEqual([expect.objectContaining({ resumed: false, attempts: 2, url: 'ws://b.test/ws' })]);
-    expect(h.socket().sentOfType('join')).toHaveLength(1);
-    expect(h.room.state).toBe(RoomState.Connected);
-    // The next drop goes to B first: it holds the session now.
-    h.socket().serverClose(1006);
-    await vi.advanceTimersByTimeAsync(100);
-    expect(h.sockets.at(-1)?.url).toBe('ws://b.test/ws');
+    expect(h.sockets.map((s) => s.url)).toEqual([home, home, home]);
+    expect(reconnected).toEqual([expect.objectContaining({ resumed: true, attempts: 2, url: home })]);
   });
 
   it('ends the session on a drop when reconnect is off', async () => {

@@ -47,6 +47,9 @@ pub enum Input {
         /// temporal if given), as [`Input::SetPreferredLayer`] sets it: applied before the
         /// first packet, so a capped subscriber starts on its own layer.
         preferred: Option<(u8, Option<u8>)>,
+        /// Created paused ([`Input::SetPaused`]): nothing is forwarded, not even a cached
+        /// keyframe, until it is resumed.
+        paused: bool,
     },
     /// Moves a subscription to another publication of its kind (`Some`), or parks it
     /// (`None`: it forwards nothing and outlives the end of the publication it had) until it is

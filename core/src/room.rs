@@ -266,13 +266,14 @@ impl Room {
                 ssrc,
                 payload_type,
                 preferred,
+                paused,
             } => self.add_subscription(
                 now,
                 subscription,
                 (subscriber, publication),
-                ssrc,
-                payload_type,
+                (ssrc, payload_type),
                 preferred,
+                paused,
             ),
             Input::SubscriptionMoved {
                 subscription,
@@ -430,9 +431,9 @@ impl Room {
         now: Instant,
         subscription: SubscriptionId,
         (subscriber, publication): (ParticipantId, PublicationId),
-        ssrc: Ssrc,
-        payload_type: u8,
+        (ssrc, payload_type): (Ssrc, u8),
         preferred: Option<(u8, Option<u8>)>,
+        paused: bool,
     ) -> Result<(), CoreError> {
         if self.subscription_index.contains_key(&subscription)
             || self.parked.contains_key(&subscription)
@@ -459,6 +460,9 @@ impl Room {
         if let Some((spatial, temporal)) = preferred {
             new.set_max_layer(spatial);
             new.set_max_temporal(temporal.unwrap_or(u8::MAX));
+        }
+        if paused {
+            new.set_paused(true);
         }
         self.attach(now, new, publication);
         debug!(%subscription, %subscriber, %publication, "subscription added");

@@ -97,6 +97,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 ssrc: subscription_ssrc(n),
                 payload_type: 100 + n,
                 preferred: (*c & 0x80 != 0).then_some((*c & 0x03, None)),
+                paused: *c & 0x40 != 0,
             },
             6 => {
                 live.remove(&n);

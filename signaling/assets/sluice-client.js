@@ -738,11 +738,13 @@ var NO_RECONNECT_CLOSE_CODES = /* @__PURE__ */ new Set([
 ]);
 
 // src/resume.ts
-function reconnectUrl(session, attempt) {
-  const candidates = [session.url, ...session.fallbackUrls.filter((url) => url !== session.url)];
-  const index = Math.max(0, Math.floor(attempt) - 1) % candidates.length;
-  return candidates[index] ?? session.url;
+function reconnectTargets(session, attempt) {
+  const fallbacks = session.fallbackUrls.filter((url) => url !== session.url);
+  if (attempt < 2 || fallbacks.length === 0) return [session.url];
+  const next = fallbacks[(Math.floor(attempt) - 2) % fallbacks.length];
+  return next === void 0 ? [session.url] : [session.url, next];
 }
+var OWN_NODE_CONNECT_MS = 1500;
 var Resumer = class {
   constructor(room, timeoutMs, jitter) {
     this.room = room;
@@ -782,11 +784,25 @@ var Resumer = class {
       this.cancelWait = void 0;
       if (room.state() !== RoomState.Reconnecting) return;
       attempts += 1;
-      const signal = room.replaceSignal();
-      const url = reconnectUrl(session, attempts);
+      const targets = reconnectTargets(session, attempts);
+      let open;
+      for (const url2 of targets) {
+        const signal2 = room.replaceSignal();
+        try {
+          await signal2.connect(url2, targets.length > 1 && url2 === session.url ? OWN_NODE_CONNECT_MS : void 0);
+          open = { signal: signal2, url: url2 };
+          break;
+        } catch (err) {
+          lastError = err;
+          if (room.signal() === signal2) signal2.close();
+          if (room.state() !== RoomState.Reconnecting) return;
+        }
+      }
+      if (open === void 0) continue;
+      const { signal, url } = open;
+      const elsewhere = url !== session.url;
       try {
-        await signal.connect(url);
-        const resumed = await this.resumeOrRejoin(signal, session);
+        const resumed = await this.resumeOrRejoin(signal, session, elsewhere);
         if (room.signal() !== signal || room.state() !== RoomState.Connected) return;
         if (this.session !== void 0) this.session = { ...this.session, url };
         room.emit("reconnected", { resumed, attempts, durationMs: Date.now() - startedAt, url });
@@ -798,7 +814,8 @@ var Resumer = class {
         if (room.state() === RoomState.Connected) {
           return;
         }
-        if (err instanceof ServerError && (err.code === "unauthorized" || err.code === "permissionDenied")) break;
+        const refused = err instanceof ServerError && (err.code === "unauthorized" || err.code === "permissionDenied");
+        if (refused && !elsewhere) break;
       }
     }
     if (room.state() !== RoomState.Reconnecting) return;
@@ -810,8 +827,11 @@ var Resumer = class {
       cause: DisconnectCause.ReconnectFailed
     });
   }
-  /** One attempt on an open socket: `resume`, or a full rejoin when the server refuses it. */
-  async resumeOrRejoin(signal, session) {
+  /**
+   * One attempt on an open socket: `resume`, or a full rejoin when the server refuses it.
+   * `elsewhere`: the socket is to another node than the session's.
+   */
+  async resumeOrRejoin(signal, session, elsewhere) {
     const participantId = this.room.local()?.participantId;
     let resumed;
     if (participantId !== void 0) {
@@ -829,7 +849,7 @@ var Resumer = class {
       await this.restartIce(signal);
       return true;
     }
-    await this.rejoin(signal, session);
+    await this.rejoin(signal, session, elsewhere);
     return false;
   }
   /**
@@ -881,11 +901,14 @@ var Resumer = class {
   /**
    * The server forgot the session: join again with the same token, publish the local tracks
    * again and subscribe again to what is still published. Both peer connections start afresh.
+   * On another node (`elsewhere`) the ids name other things (each node numbers its own), so
+   * the room's view starts empty: everyone there is announced anew and nothing is resubscribed
+   * by id; the application subscribes to the `publicationAdded` it gets, as on a first join.
    */
-  async rejoin(signal, session) {
+  async rejoin(signal, session, elsewhere) {
     const { room } = this;
     const calls = room.publisher.publishCalls();
-    const wanted = [...room.subscriber.subscriptions.values()].map((s) => s.publicationId);
+    const wanted = elsewhere ? [] : [...room.subscriber.subscriptions.values()].map((s) => s.publicationId);
     const joined = await signal.request(
       session.options.room === void 0 ? { type: "join", token: session.token } : { type: "join", token: session.token, room: session.options.room }
     );
@@ -896,6 +919,7 @@ var Resumer = class {
       resumeToken: joined.resumeToken,
       fallbackUrls: joined.fallbackUrls ?? session.fallbackUrls
     };
+    if (elsewhere) this.reconcile([], [], void 0);
     room.joined(joined.room, joined.participant);
     this.reconcile(joined.participants, joined.publications, void 0);
     room.setState(RoomState.Connected);
@@ -965,8 +989,8 @@ var SignalClient = class {
     this.closing = false;
     this.closed = false;
   }
-  /** Opens the socket; resolves once it is open. */
-  connect(url) {
+  /** Opens the socket; resolves once it is open, or fails after `timeoutMs`. */
+  connect(url, timeoutMs = this.timeoutMs) {
     if (this.socket !== void 0) {
       return Promise.reject(new ConnectionError(ConnectionErrorReason.InvalidState, "already connected"));
     }
@@ -987,9 +1011,9 @@ var SignalClient = class {
         reject(new ConnectionError(ConnectionErrorReason.ConnectFailed, message));
       };
       timer = setTimeout(() => {
-        fail(`no connection to ${url} within ${this.timeoutMs} ms`);
+        fail(`no connection to ${url} within ${timeoutMs} ms`);
         socket.close();
-      }, this.timeoutMs);
+      }, timeoutMs);
       socket.addEventListener("open", () => {
         if (this.closed) return;
         opened2 = true;

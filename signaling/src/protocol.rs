@@ -169,9 +169,10 @@ pub enum ServerMessage {
         /// Secret that lets this participant `resume` after its connection drops (128 random
         /// bits, hex). Keep it like the token; it is valid only for this participant.
         resume_token: String,
-        /// In a cluster: the signaling URLs of the other live nodes, least loaded first, to
-        /// reconnect to when this one stops answering (the session is then joined anew there:
-        /// a resume token is valid only on the node that issued it). Absent without a cluster.
+        /// In a cluster: the signaling URLs of the other live nodes, to reconnect to in this
+        /// order when this one stops answering (the same order for every client of the room;
+        /// the session is joined anew there: a resume token is valid only on the node that
+        /// issued it, and ids are each node's own). Absent without a cluster.
         #[ts(optional)]
         #[serde(default, skip_serializing_if = "Option::is_none")]
         fallback_urls: Option<Vec<String>>,

@@ -24,6 +24,7 @@ fn unknown_ids_are_errors_and_change_nothing() {
                 ssrc: Ssrc(1),
                 payload_type: 96,
                 preferred: None,
+                paused: false,
             },
             CoreError::UnknownPublication(PublicationId(9)),
         ),
@@ -77,6 +78,7 @@ fn duplicate_ids_are_errors_and_change_nothing() {
         ssrc: Ssrc(1),
         payload_type: 96,
         preferred: None,
+        paused: false,
     };
     assert_eq!(
         h.input(duplicate_subscription),
@@ -188,6 +190,7 @@ fn random_initial_sequence_when_not_configured() {
             ssrc: Ssrc(1),
             payload_type: 111,
             preferred: None,
+            paused: false,
         },
     )
     .unwrap();

@@ -141,10 +141,8 @@ fn a_layered_publication_replays_the_cache_of_the_subscribers_layer() {
     assert_eq!(replayed.len(), 2, "the target layer's keyframe and delta");
     assert_eq!(replayed[0].payload.as_ref(), VP8_KEY);
     let timestamps: Vec<u32> = replayed.iter().map(|p| p.timestamp).collect();
-    assert!(
-        timestamps == [3000, 3300] || timestamps == [6000, 6300],
-        "one layer's packets, not a mix: {timestamps:?}"
-    );
+    // With no estimate yet a subscription targets the top layer: its cache, not a mix.
+    assert_eq!(timestamps, [6000, 6300]);
     assert!(keyframe_requests(&outputs).is_empty());
 }
 
@@ -165,15 +163,59 @@ fn a_subscriber_capped_before_its_first_packet_starts_from_its_new_layers_cache(
     let capped = forwards_to(&h.drain(), 1);
     let all: Vec<u32> = joined.iter().chain(&capped).map(|p| p.timestamp).collect();
     assert_eq!(all, [3000, 3300], "layer 0's GOP, once");
-    // Live packets of layer 0 follow; a later cap change does not replay again.
+    // Live packets of layer 0 follow.
     h.rtp_on(PUB, 0, packet(7, 3, 3600, VP8_DELTA));
-    h.prefer(1, 1);
-    h.prefer(1, 0);
     let live: Vec<u32> = forwards_to(&h.drain(), 1)
         .iter()
         .map(|p| p.timestamp)
         .collect();
     assert_eq!(live, [3600]);
+    // Layer 1 gets a keyframe; moved up to it now, the subscription (which already shows a
+    // picture) is not replayed that cached GOP, which would put it behind live: it waits for
+    // layer 1's next keyframe.
+    h.rtp_on(PUB, 1, packet(9, 2, 3900, VP8_KEY));
+    h.rtp_on(PUB, 0, packet(7, 4, 3900, VP8_DELTA));
+    h.drain();
+    h.prefer(1, 1);
+    let moved: Vec<u32> = forwards_to(&h.drain(), 1)
+        .iter()
+        .map(|p| p.timestamp)
+        .collect();
+    assert!(moved.is_empty(), "no replay after the start: {moved:?}");
+    h.rtp_on(PUB, 1, packet(9, 3, 4200, VP8_KEY));
+    let switched = forwards_to(&h.drain(), 1);
+    assert_eq!(switched.len(), 1, "the live keyframe of layer 1");
+    assert_eq!(switched[0].payload.as_ref(), VP8_KEY);
+}
+
+#[test]
+fn a_subscription_created_paused_starts_from_the_cache_when_resumed() {
+    let mut h = Harness::new();
+    two_cached_layers(&mut h);
+    h.rtp_on(PUB, 0, packet(7, 1, 3000, VP8_KEY));
+    h.rtp_on(PUB, 1, packet(9, 1, 6000, VP8_KEY));
+    h.drain();
+    h.input(Input::SubscriptionAdded {
+        subscription: SubscriptionId(1),
+        subscriber: ParticipantId(21),
+        publication: PublicationId(PUB),
+        ssrc: sub_ssrc(1),
+        payload_type: sub_pt(1),
+        preferred: Some((0, None)),
+        paused: true,
+    })
+    .unwrap();
+    assert!(forwards_to(&h.drain(), 1).is_empty(), "paused: nothing");
+    h.input(Input::SetPaused {
+        subscription: SubscriptionId(1),
+        paused: false,
+    })
+    .unwrap();
+    let resumed: Vec<u32> = forwards_to(&h.drain(), 1)
+        .iter()
+        .map(|p| p.timestamp)
+        .collect();
+    assert_eq!(resumed, [3000], "layer 0's cached keyframe at once");
 }
 
 #[test]
@@ -191,6 +233,7 @@ fn a_subscriber_asking_for_a_layer_at_the_start_replays_only_that_layer() {
             ssrc: sub_ssrc(subscription),
             payload_type: sub_pt(subscription),
             preferred: Some((layer, None)),
+            paused: false,
         })
         .unwrap();
         let replayed: Vec<u32> = forwards_to(&h.drain(), subscription)

@@ -193,6 +193,7 @@ impl Harness {
             ssrc: sub_ssrc(subscription),
             payload_type: sub_pt(subscription),
             preferred: None,
+            paused: false,
         })
         .unwrap();
     }

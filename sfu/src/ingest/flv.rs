@@ -76,11 +76,13 @@ pub enum FlvError {
     Truncated,
     #[error("video codec id {0} is not H.264 (only H.264 is forwarded)")]
     UnsupportedVideoCodec(u8),
+    /// A track in another codec than H.264; `coded`: it carries frames (not a sequence
+    /// header or metadata).
     #[error(
         "enhanced RTMP video codec {} is not supported; send H.264",
-        String::from_utf8_lossy(.0)
+        String::from_utf8_lossy(fourcc)
     )]
-    UnsupportedFourCc([u8; 4]),
+    UnsupportedFourCc { fourcc: [u8; 4], coded: bool },
     #[error("unknown enhanced RTMP video packet type {0}")]
     UnknownExPacketType(u8),
     #[error("unknown enhanced RTMP multitrack type {0}")]
@@ -131,7 +133,8 @@ impl<'a> Iterator for VideoTracks<'a> {
                 }
                 let item = next_track(*keyframe, *packet_type, *layout, *fourcc, rest);
                 // A track in another codec was read whole: the tracks after it can be read.
-                if matches!(item, Err(ref err) if !matches!(err, FlvError::UnsupportedFourCc(_))) {
+                if matches!(item, Err(ref err) if !matches!(err, FlvError::UnsupportedFourCc { .. }))
+                {
                     *rest = &[];
                 }
                 Some(item)
@@ -163,9 +166,18 @@ fn next_track<'a>(
         body
     };
     if fourcc != FOURCC_AVC {
-        return Err(FlvError::UnsupportedFourCc(fourcc));
+        return Err(unsupported(fourcc, packet_type));
     }
     Ok((track, ex_avc_tag(keyframe, packet_type, body)?))
+}
+
+/// The error for a track of codec `fourcc` under `packet_type`.
+fn unsupported(fourcc: [u8; 4], packet_type: u8) -> FlvError {
+    let coded = matches!(
+        packet_type,
+        ex_packet::CODED_FRAMES | ex_packet::CODED_FRAMES_X
+    );
+    FlvError::UnsupportedFourCc { fourcc, coded }
 }
 
 /// Takes `N` bytes off the front of `rest`.
@@ -263,7 +275,7 @@ fn parse_ex_video(first: u8, mut rest: &[u8]) -> Result<VideoTracks<'_>, FlvErro
         let tag = if fourcc == FOURCC_AVC {
             ex_avc_tag(keyframe, packet_type, rest).map(|tag| (0, tag))
         } else {
-            Err(FlvError::UnsupportedFourCc(fourcc))
+            Err(unsupported(fourcc, packet_type))
         };
         return Ok(VideoTracks {
             state: TracksState::One(Some(tag)),
@@ -360,7 +372,10 @@ mod tests {
         );
         assert_eq!(
             single(&[0x90, b'h', b'v', b'c', b'1']),
-            Err(FlvError::UnsupportedFourCc(*b"hvc1"))
+            Err(FlvError::UnsupportedFourCc {
+                fourcc: *b"hvc1",
+                coded: false
+            })
         );
         assert_eq!(
             single(&[0x17, 7, 0, 0, 0]),
@@ -443,7 +458,13 @@ mod tests {
             tracks[2],
             Ok((2, VideoTag::AvcNalus { data: &[7], .. }))
         ));
-        assert_eq!(tracks[1], Err(FlvError::UnsupportedFourCc(*b"hvc1")));
+        assert_eq!(
+            tracks[1],
+            Err(FlvError::UnsupportedFourCc {
+                fourcc: *b"hvc1",
+                coded: true
+            })
+        );
         assert_eq!(
             tracks[1].unwrap_err().to_string(),
             "enhanced RTMP video codec hvc1 is not supported; send H.264"

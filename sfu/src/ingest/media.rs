@@ -186,9 +186,11 @@ impl MediaPipeline {
         for track in flv::parse_video(data)? {
             let (track, tag) = match track {
                 Ok(track) => track,
-                // A rendition in a codec Sluice does not forward, beside an H.264 one that it
-                // does: the H.264 renditions play on.
-                Err(FlvError::UnsupportedFourCc(fourcc)) if self.video_configured => {
+                // A rendition in a codec Sluice does not forward: the H.264 renditions play
+                // on. Its frames end a stream that has no H.264 rendition, with the reason.
+                Err(FlvError::UnsupportedFourCc { fourcc, coded })
+                    if self.video_configured || !coded =>
+                {
                     self.warn_unsupported_rendition(fourcc);
                     continue;
                 }

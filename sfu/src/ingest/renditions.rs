@@ -14,7 +14,7 @@ use crate::core::{RtpPacket, Ssrc};
 use crate::transport::packetize::H264Packetizer;
 
 /// Renditions published at most: the q/h/f layers of the SDK's picker and WHEP's `?layer=`.
-/// The lowest track ids win (track 0 is the encoder's main rendition).
+/// The first whose sequence headers arrive win (encoders send them in track order).
 pub const MAX_RENDITIONS: usize = 3;
 
 #[derive(Debug)]
@@ -90,28 +90,38 @@ impl VideoRenditions {
     ) -> Result<RenditionUpdate, VideoError> {
         let index = match self.renditions.binary_search_by_key(&track, |r| r.track) {
             Ok(index) => index,
-            Err(_) if self.renditions.len() >= MAX_RENDITIONS => {
-                if !self.warned_ignored {
-                    self.warned_ignored = true;
-                    warn!(
-                        track,
-                        max = MAX_RENDITIONS,
-                        "video track ignored: more renditions than layers"
-                    );
-                }
+            // A rendition starts with its sequence header. Track 0 is the stream's one
+            // rendition without multitrack: a frame before its header is the encoder's error.
+            Err(_) if track == 0 && matches!(tag, VideoTag::AvcNalus { .. }) => {
+                return Err(VideoError::NoSequenceHeader);
+            }
+            Err(_) if !matches!(tag, VideoTag::AvcSequenceHeader(_)) => {
                 return Ok(RenditionUpdate::Ignored);
             }
-            Err(index) => {
-                self.renditions.insert(
-                    index,
-                    Rendition {
-                        track,
-                        pipeline: VideoPipeline::default(),
-                        config: None,
-                    },
-                );
-                index
-            }
+            Err(index) => match self.make_room(index) {
+                Some(index) => {
+                    self.renditions.insert(
+                        index,
+                        Rendition {
+                            track,
+                            pipeline: VideoPipeline::default(),
+                            config: None,
+                        },
+                    );
+                    index
+                }
+                None => {
+                    if !self.warned_ignored {
+                        self.warned_ignored = true;
+                        warn!(
+                            track,
+                            max = MAX_RENDITIONS,
+                            "video track ignored: more renditions than layers"
+                        );
+                    }
+                    return Ok(RenditionUpdate::Ignored);
+                }
+            },
         };
         let rendition = &mut self.renditions[index];
         let update = rendition.pipeline.push(tag, dts_ms, out)?;
@@ -120,6 +130,18 @@ impl VideoRenditions {
             self.changed = true;
         }
         Ok(RenditionUpdate::Video(update))
+    }
+
+    /// Where a new rendition goes in before `index`: there when a slot is free, after evicting
+    /// a rendition that has no sequence header in this session (a parked one whose track did
+    /// not come back); `None` when all slots are taken by configured renditions.
+    fn make_room(&mut self, index: usize) -> Option<usize> {
+        if self.renditions.len() < MAX_RENDITIONS {
+            return Some(index);
+        }
+        let stale = self.renditions.iter().position(|r| r.config.is_none())?;
+        self.renditions.remove(stale);
+        Some(if stale < index { index - 1 } else { index })
     }
 
     /// The layout to publish when a sequence header changed it since the last call.
@@ -198,6 +220,68 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(resumed.take_changed_layout().unwrap().ssrcs, layout.ssrcs);
+    }
+
+    #[test]
+    fn a_rendition_starts_at_its_header_and_parked_ones_that_do_not_return_make_room() {
+        let mut renditions = VideoRenditions::default();
+        let mut out = Vec::new();
+        let header = record(SPS_HIGH_720P, PPS);
+        // Frames and commands of a track never announced take no slot.
+        frame_of(&mut renditions, 5, &mut out, RenditionUpdate::Ignored);
+        assert_eq!(
+            renditions.push(6, VideoTag::Command, 0, &mut out).unwrap(),
+            RenditionUpdate::Ignored
+        );
+        for track in [0, 1, 2] {
+            renditions
+                .push(track, VideoTag::AvcSequenceHeader(&header), 0, &mut out)
+                .unwrap();
+        }
+        let before = renditions.take_changed_layout().unwrap();
+        // The encoder comes back with tracks 0, 2 and 3: track 1's parked source makes room.
+        let mut resumed = VideoRenditions::continuing(renditions.park());
+        for track in [0, 2, 3] {
+            assert!(matches!(
+                resumed.push(track, VideoTag::AvcSequenceHeader(&header), 0, &mut out),
+                Ok(RenditionUpdate::Video(VideoUpdate::Codec(_)))
+            ));
+        }
+        let after = resumed.take_changed_layout().unwrap();
+        assert_eq!(after.ssrcs.len(), 3);
+        assert_eq!(
+            after.ssrcs[..2],
+            [before.ssrcs[0], before.ssrcs[2]],
+            "0 and 2 continue"
+        );
+        assert!(!before.ssrcs.contains(&after.ssrcs[2]), "3 is a new source");
+        // Track 0's frame before its header is still the encoder's error.
+        let mut fresh = VideoRenditions::default();
+        let idr = avcc(&[&[0x65, 1, 2]]);
+        let tag = VideoTag::AvcNalus {
+            keyframe: true,
+            composition_time_ms: 0,
+            data: &idr,
+        };
+        assert_eq!(
+            fresh.push(0, tag, 0, &mut out),
+            Err(VideoError::NoSequenceHeader)
+        );
+    }
+
+    fn frame_of(
+        renditions: &mut VideoRenditions,
+        track: u8,
+        out: &mut Vec<RtpPacket>,
+        expected: RenditionUpdate,
+    ) {
+        let idr = avcc(&[&[0x65, 1, 2]]);
+        let tag = VideoTag::AvcNalus {
+            keyframe: true,
+            composition_time_ms: 0,
+            data: &idr,
+        };
+        assert_eq!(renditions.push(track, tag, 0, out).unwrap(), expected);
     }
 
     /// The video tags of an FLV file: (timestamp in ms, tag body).

@@ -11,6 +11,7 @@ pub struct StreamStats {
     audio_frames: AtomicU64,
     audio_errors: AtomicU64,
     sessions: AtomicU64,
+    unannounced_packets: AtomicU64,
 }
 
 /// A copy of a stream's counters.
@@ -27,6 +28,8 @@ pub struct StreamStatsSnapshot {
     pub audio_errors: u64,
     /// RTMP sessions that fed this stream (more than one after a resume).
     pub sessions: u64,
+    /// RTP packets dropped because their track or rendition was not published (yet).
+    pub unannounced_packets: u64,
 }
 
 impl StreamStats {
@@ -49,6 +52,10 @@ impl StreamStats {
         self.audio_errors.fetch_add(1, Ordering::Relaxed) + 1
     }
 
+    pub fn count_unannounced_packet(&self) {
+        self.unannounced_packets.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub fn count_session(&self) {
         self.sessions.fetch_add(1, Ordering::Relaxed);
     }
@@ -61,6 +68,7 @@ impl StreamStats {
             audio_frames: self.audio_frames.load(Ordering::Relaxed),
             audio_errors: self.audio_errors.load(Ordering::Relaxed),
             sessions: self.sessions.load(Ordering::Relaxed),
+            unannounced_packets: self.unannounced_packets.load(Ordering::Relaxed),
         }
     }
 }

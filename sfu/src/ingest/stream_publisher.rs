@@ -211,22 +211,23 @@ impl RoomStream {
     }
 
     /// Hands a packet to the room, on the layer its source was announced as; never blocks.
-    /// Packets of a track or source not announced are dropped.
+    /// Packets of a track or source not announced are dropped and counted.
     pub fn send(&self, kind: MediaKind, packet: RtpPacket) {
         let track = match kind {
             MediaKind::Video => &self.video,
             MediaKind::Audio => &self.audio,
         };
-        let Some(track) = track else {
-            return;
-        };
-        let layer = if track.layers.is_empty() {
-            Some(0)
-        } else {
-            track.layers.iter().position(|ssrc| *ssrc == packet.ssrc)
-        };
-        if let Some(layer) = layer.and_then(|layer| u8::try_from(layer).ok()) {
-            track.publication.send(layer, packet);
+        let layer = track.as_ref().and_then(|track| {
+            let layer = if track.layers.is_empty() {
+                Some(0)
+            } else {
+                track.layers.iter().position(|ssrc| *ssrc == packet.ssrc)
+            };
+            Some((track, u8::try_from(layer?).ok()?))
+        });
+        match layer {
+            Some((track, layer)) => track.publication.send(layer, packet),
+            None => self.stats.count_unannounced_packet(),
         }
     }
 }

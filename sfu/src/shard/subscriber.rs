@@ -256,6 +256,7 @@ impl Worker {
                 ssrc,
                 payload_type,
                 preferred,
+                paused,
             };
             let Some(slot) = self.rooms.get_mut(&room) else {
                 return;
@@ -265,13 +266,6 @@ impl Worker {
                     debug!(%subscription, %publication, payload_type, "subscription started");
                     self.subscriptions
                         .insert(subscription, (key, sender, publication));
-                    if paused {
-                        let pause = Input::SetPaused {
-                            subscription,
-                            paused,
-                        };
-                        let _ = slot.core.handle_input(now, pause);
-                    }
                 }
                 Err(err) => warn!(%subscription, %err, "subscription not started"),
             }

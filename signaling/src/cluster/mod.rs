@@ -69,8 +69,8 @@ struct Shared {
     /// The heartbeat's connection while it works; handlers clone it (never held across
     /// `.await`).
     connection: Mutex<Option<MultiplexedConnection>>,
-    /// The other live nodes as of the last heartbeat, least loaded first. Kept while Redis
-    /// is unreachable: a node in it that died meanwhile only costs a client one failed try.
+    /// The other live nodes as of the last heartbeat. Kept while Redis is unreachable: a node
+    /// in it that died meanwhile only costs a client one failed try.
     others: Mutex<Vec<NodeRecord>>,
 }
 
@@ -134,17 +134,22 @@ impl Cluster {
         store::live_nodes(&mut self.connection()?).await
     }
 
-    /// The signaling WebSocket URLs of the other live nodes, least loaded first: where a
-    /// client reconnects when this node stops answering. Read from memory (the heartbeat
-    /// refreshes it), never from Redis, so a join never waits for Redis.
-    pub fn fallback_urls(&self) -> Vec<String> {
-        self.shared
+    /// The signaling WebSocket URLs of the other live nodes, where a client of `room`
+    /// reconnects when this node stops answering. Every client of a room gets them in the same
+    /// order (rendezvous hashing of the room and each node's id), so a dead node's clients of
+    /// one room land together on one node, and its rooms spread over the others. Read from
+    /// memory (the heartbeat refreshes it), never from Redis, so a join never waits for Redis.
+    pub fn fallback_urls(&self, room: &str) -> Vec<String> {
+        let mut others: Vec<(u64, String)> = self
+            .shared
             .others
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .iter()
-            .filter_map(|node| websocket_url(&node.url))
-            .collect()
+            .filter_map(|node| Some((rendezvous(room, &node.id), websocket_url(&node.url)?)))
+            .collect();
+        others.sort_unstable();
+        others.into_iter().map(|(_, url)| url).collect()
     }
 
     /// The id of `room`'s origin node; `None` when no live node holds it.
@@ -162,6 +167,17 @@ impl Cluster {
     }
 }
 
+/// The rank of node `node_id` for `room` (lowest first). FNV-1a, so every node, whatever its
+/// build, ranks alike.
+fn rendezvous(room: &str, node_id: &str) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in room.bytes().chain([0xff]).chain(node_id.bytes()) {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    hash
+}
+
 /// The signaling WebSocket URL of a node reached at the HTTP(S) URL `http_url`.
 fn websocket_url(http_url: &str) -> Option<String> {
     let mut url = url::Url::parse(http_url).ok()?;
@@ -176,15 +192,9 @@ fn websocket_url(http_url: &str) -> Option<String> {
 }
 
 impl Shared {
-    /// Keeps the other live nodes of `nodes` (all the live ones), least loaded first.
+    /// Keeps the other live nodes of `nodes` (all the live ones).
     fn set_others(&self, mut nodes: Vec<NodeRecord>) {
         nodes.retain(|node| node.id != self.node_id);
-        nodes.sort_by(|a, b| {
-            (a.participants, a.cpu.unwrap_or(0.0))
-                .partial_cmp(&(b.participants, b.cpu.unwrap_or(0.0)))
-                .unwrap_or(std::cmp::Ordering::Equal)
-                .then_with(|| a.id.cmp(&b.id))
-        });
         *self
             .others
             .lock()
@@ -236,7 +246,7 @@ mod tests {
     }
 
     #[test]
-    fn fallbacks_are_the_other_nodes_least_loaded_first() {
+    fn fallbacks_are_the_other_nodes_in_one_order_per_room() {
         let shared = Shared {
             node_id: "a".into(),
             up: AtomicBool::new(true),
@@ -252,13 +262,19 @@ mod tests {
         let cluster = Cluster {
             shared: Arc::new(shared),
         };
-        assert_eq!(
-            cluster.fallback_urls(),
-            [
-                "ws://d.example/ws",
-                "ws://c.example/ws",
-                "ws://b.example/ws"
-            ]
-        );
+        let stage = cluster.fallback_urls("stage");
+        // The others, by their rank for the room: what any node of the cluster computes.
+        let mut ranked = ["b", "c", "d"].map(|id| (rendezvous("stage", id), id));
+        ranked.sort_unstable();
+        let expected: Vec<String> = ranked
+            .iter()
+            .map(|(_, id)| format!("ws://{id}.example/ws"))
+            .collect();
+        assert_eq!(stage, expected);
+        // Rooms spread: over 64 rooms, each other node comes first for some.
+        let firsts: std::collections::HashSet<String> = (0..64)
+            .filter_map(|i| cluster.fallback_urls(&format!("room-{i}")).first().cloned())
+            .collect();
+        assert_eq!(firsts.len(), 3, "{firsts:?}");
     }
 }

@@ -90,11 +90,11 @@ pub struct SessionContext {
 }
 
 impl SessionContext {
-    /// The other nodes a client may reconnect to; `None` without a cluster.
-    fn fallback_urls(&self) -> Option<Vec<String>> {
+    /// The other nodes a client of `room` may reconnect to; `None` without a cluster.
+    fn fallback_urls(&self, room: &str) -> Option<Vec<String>> {
         self.cluster
             .as_ref()
-            .map(crate::cluster::Cluster::fallback_urls)
+            .map(|cluster| cluster.fallback_urls(room))
     }
 }
 

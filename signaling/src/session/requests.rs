@@ -264,6 +264,7 @@ impl Session {
                 .register(participant.id(), grants.room.clone(), grants.identity);
         self.participant = Some(participant);
         self.attachment = Some(attachment);
+        let fallback_urls = self.ctx.fallback_urls(&grants.room);
         Ok(ServerMessage::Joined {
             request_id,
             resume_token: resume_token.to_string(),
@@ -279,7 +280,7 @@ impl Session {
                 .into_iter()
                 .map(PublicationInfo::from)
                 .collect(),
-            fallback_urls: self.ctx.fallback_urls(),
+            fallback_urls,
         })
     }
 
@@ -362,6 +363,7 @@ impl Session {
         self.participant = Some(participant);
         self.attachment = Some(claim.attachment);
         self.after_response = kept;
+        let fallback_urls = self.ctx.fallback_urls(&claim.room);
         Ok(ServerMessage::Resumed {
             request_id,
             room: claim.room,
@@ -381,7 +383,7 @@ impl Session {
                     publication_id: publication.to_string(),
                 })
                 .collect(),
-            fallback_urls: self.ctx.fallback_urls(),
+            fallback_urls,
         })
     }
 }
