@@ -77,6 +77,7 @@ impl TestServer {
             &config,
             SfuConfig {
                 limits: config.limits.sfu(),
+                admission: config.limits.admission(),
                 shard: sluice_sfu::shard::ShardConfig {
                     room,
                     data: config.limits.data(),

@@ -19,6 +19,7 @@ mod media;
 mod overload;
 mod process;
 mod procfs;
+mod profiler;
 mod ramp;
 mod report;
 mod rtc_relay_target;
@@ -146,6 +147,11 @@ struct Args {
     /// The overload step's size as a multiple of the largest lossless step.
     #[arg(long, default_value_t = 2.0)]
     overload_factor: f64,
+    /// Start Sluice with admission control at this many subscriber connections
+    /// (`--max-subscribers`; e.g. the capacity a previous run measured): subscribers it
+    /// refuses (`serverFull`) are counted as refused, not as failed joins.
+    #[arg(long, value_name = "N")]
+    sluice_max_subscribers: Option<usize>,
     /// The load generator's client stack: `rtc` (sans-IO `rtc` 0.21 connections, many per
     /// generator thread, no decoding) or `webrtc` (a webrtc-rs peer with its own tasks per
     /// client), for Sluice. Janus is always driven by `rtc`, `--str0m-chat` and `--rtc-relay`
@@ -227,6 +233,15 @@ async fn serve(listen: std::net::SocketAddr) -> Result<()> {
 }
 
 fn sluice_command(args: &Args) -> Result<(PathBuf, Vec<String>)> {
+    let (bin, mut flags) = sluice_binary(args)?;
+    if let Some(max) = args.sluice_max_subscribers {
+        flags.extend(["--max-subscribers".to_owned(), max.to_string()]);
+    }
+    Ok((bin, flags))
+}
+
+/// The `sluice` binary to run and its flags.
+fn sluice_binary(args: &Args) -> Result<(PathBuf, Vec<String>)> {
     let flags = |extra: &[&str]| -> Vec<String> {
         extra.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>()
     };

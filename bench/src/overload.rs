@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::procfs;
-use crate::ramp::{Ramp, StepResult};
+use crate::ramp::{Joins, Ramp, StepResult};
 use crate::stats::Percentiles;
 
 /// RSS samples kept (one per [`RSS_EVERY`]): bounds the curve of a long step.
@@ -53,6 +53,9 @@ pub struct OverloadResult {
     /// Subscribers that joined during the step, of those asked for.
     pub joined: usize,
     pub asked: usize,
+    /// Of those asked for, how many the server refused at its capacity (admission control).
+    #[serde(default)]
+    pub refused: usize,
 }
 
 /// Runs the overload step on `ramp` after its `steps`; `None` (with a progress line) when no
@@ -86,23 +89,32 @@ pub async fn run(ramp: &mut Ramp<'_>, steps: &[StepResult], factor: f64) -> Opti
     let rss = spawn_rss_sampler(ramp.pid, step_start, Arc::clone(&stop));
     let probes = spawn_prober(Arc::clone(&ramp.target), Arc::clone(&stop));
 
+    let refused_before = ramp.refused;
     let grown = tokio::time::timeout(ramp.config.budget, ramp.grow(goal)).await;
-    let failed = match grown {
-        Ok(Ok(failed)) => failed,
+    // Joins cut short by an error or the budget: refusals were counted as they came.
+    let unfinished = |ramp: &Ramp<'_>| {
+        let refused = ramp.refused - refused_before;
+        Joins {
+            failed: goal.saturating_sub(ramp.subscribers() + refused),
+            refused,
+        }
+    };
+    let joins = match grown {
+        Ok(Ok(joins)) => joins,
         Ok(Err(err)) => {
             say(format!("growing failed: {err:#}"));
-            goal.saturating_sub(ramp.subscribers())
+            unfinished(ramp)
         }
         Err(_) => {
             say(format!(
                 "joins did not finish within {:.0} s",
                 ramp.config.budget.as_secs_f64()
             ));
-            goal.saturating_sub(ramp.subscribers())
+            unfinished(ramp)
         }
     };
     let measured = ramp
-        .measure(goal, before, failed, None, Some(capacity.subscribers))
+        .measure(goal, before, joins, None, Some(capacity.subscribers))
         .await;
     stop.notify_waiters();
     let curve = rss.await.unwrap_or_default();
@@ -129,12 +141,14 @@ pub async fn run(ramp: &mut Ramp<'_>, steps: &[StepResult], factor: f64) -> Opti
         probes_failed: outcomes.len() - answered.len(),
         joined: ramp.subscribers().saturating_sub(before),
         asked: goal.saturating_sub(before),
+        refused: joins.refused,
         step,
     };
     let first = result.step.first_subscribers.as_ref();
     say(format!(
-        "{} subscribers: RSS {:.0} MB at the window's end, peak {:.0} MB ({:.2}× / {:.2}× capacity) | the first {} subscribers: {} silent, loss {:.2}% | client connections lost {} | signaling: {} probes answered (join p50 {:.0} ms max {:.0} ms, ping p50 {:.1} ms max {:.1} ms), {} failed",
+        "{} subscribers ({} refused at the server's capacity): RSS {:.0} MB at the window's end, peak {:.0} MB ({:.2}× / {:.2}× capacity) | the first {} subscribers: {} silent, loss {:.2}% | client connections lost {} | signaling: {} probes answered (join p50 {:.0} ms max {:.0} ms, ping p50 {:.1} ms max {:.1} ms), {} failed",
         result.step.subscribers,
+        result.refused,
         result.step.rss_mb,
         result.rss_peak_mb,
         result.rss_ratio,

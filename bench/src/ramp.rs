@@ -6,13 +6,15 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
 use crate::client::{KeepAlive, MediaSource, Reception};
 use crate::media::VideoShape;
 use crate::procfs;
+pub use crate::profiler::{Profiler, callgrind_out, start_server};
+use crate::profiler::{callgrind_control, callgrind_instructions, finish_perf, start_perf};
 use crate::stats::{Percentiles, Window};
 
 /// A system under test, reachable by the load generator.
@@ -45,6 +47,27 @@ pub trait Target: Send + Sync + 'static {
         let _ = n;
         bail!("{} has no signaling probe", self.name())
     }
+}
+
+/// A subscriber the target refused at its capacity (Sluice's `serverFull`): what admission
+/// control promises, counted apart from failures.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "refused at the server's capacity: {}", self.0)
+    }
+}
+
+impl std::error::Error for Refused {}
+
+/// How one step's joins ended, besides those that joined.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Joins {
+    pub failed: usize,
+    /// Refused at the server's capacity ([`Refused`]).
+    pub refused: usize,
 }
 
 /// CPU time of the generator threads `tids` of this process (0 for none).
@@ -99,6 +122,9 @@ pub struct StepResult {
     pub join_audio_ms: Percentiles,
     pub join_video_ms: Percentiles,
     pub joins_failed: usize,
+    /// Joins the server refused at its capacity (admission control), not failures.
+    #[serde(default)]
+    pub joins_refused: usize,
     /// Packets/s all publishers sent in the window (what a lossless SFU receives).
     pub published_pps: f64,
     /// The machine's 1-minute load average at the end of the window (2 cores, shared).
@@ -152,7 +178,7 @@ struct Subscriber {
     _keep: KeepAlive,
 }
 
-fn progress(start: Instant, what: &str) {
+pub(crate) fn progress(start: Instant, what: &str) {
     eprintln!("[{:6.1}s] {what}", start.elapsed().as_secs_f64());
 }
 
@@ -177,6 +203,8 @@ pub struct Ramp<'a> {
     pub pid: u32,
     publishers: Vec<(MediaSource, KeepAlive)>,
     subscribers: Vec<Subscriber>,
+    /// Subscribers refused at the server's capacity since the ramp began.
+    pub refused: usize,
     /// The server's RSS with the first publisher connected and no subscriber, kB.
     rss_base: u64,
 }
@@ -209,6 +237,7 @@ impl<'a> Ramp<'a> {
             pid,
             publishers: vec![publisher],
             subscribers: Vec::new(),
+            refused: 0,
             rss_base,
         })
     }
@@ -218,8 +247,9 @@ impl<'a> Ramp<'a> {
     }
 
     /// Adds publishers for the rooms `step` subscribers need, then subscribers up to `step`,
-    /// `join_concurrency` at a time; returns how many failed to join.
-    pub async fn grow(&mut self, step: usize) -> Result<usize> {
+    /// `join_concurrency` at a time; returns how many failed to join and how many were
+    /// refused (also counted in `refused` as they come, should this future be dropped).
+    pub async fn grow(&mut self, step: usize) -> Result<Joins> {
         let rooms = step.div_ceil(self.target.room_size());
         while self.publishers.len() < rooms {
             let room = format!("bench-{}", self.publishers.len());
@@ -244,6 +274,7 @@ impl<'a> Ramp<'a> {
         }
         let first_new = self.subscribers.len();
         let mut failed = 0;
+        let refused_before = self.refused;
         for n in 0..joins.0.len() {
             let Some(join) = joins.0.get_mut(n) else {
                 break;
@@ -253,6 +284,15 @@ impl<'a> Ramp<'a> {
                     reception,
                     _keep: keep,
                 }),
+                Err(err) if err.is::<Refused>() => {
+                    self.refused += 1;
+                    if self.refused == 1 {
+                        progress(
+                            self.started,
+                            &format!("{}: a subscriber was {err:#}", self.name),
+                        );
+                    }
+                }
                 Err(err) => {
                     failed += 1;
                     if failed <= 3 {
@@ -266,11 +306,20 @@ impl<'a> Ramp<'a> {
             if (n + 1) % 25 == 0 {
                 progress(
                     self.started,
-                    &format!("{}: {} subscribers joined", self.name, first_new + n + 1),
+                    &format!(
+                        "{}: {} joins done, {} subscribers connected ({} refused)",
+                        self.name,
+                        first_new + n + 1,
+                        self.subscribers.len(),
+                        self.refused - refused_before
+                    ),
                 );
             }
         }
-        Ok(failed)
+        Ok(Joins {
+            failed,
+            refused: self.refused - refused_before,
+        })
     }
 
     /// Settles, then measures one window: the server's CPU and RSS, what every subscriber
@@ -281,7 +330,7 @@ impl<'a> Ramp<'a> {
         &self,
         step: usize,
         first_new: usize,
-        failed: usize,
+        joins: Joins,
         profiler: Option<&Profiler>,
         existing: Option<usize>,
     ) -> Result<StepResult> {
@@ -396,7 +445,8 @@ impl<'a> Ramp<'a> {
                     .filter_map(|s| s.reception.join_ms().1)
                     .collect(),
             ),
-            joins_failed: failed,
+            joins_failed: joins.failed,
+            joins_refused: joins.refused,
             published_pps: published as f64 / elapsed,
             load_average: procfs::load_average(),
             instructions_per_packet: instructions.map(|ir| ir as f64 / forwarded.max(1) as f64),
@@ -496,7 +546,8 @@ pub async fn run(
         }
         let join_start = Instant::now();
         let first_new = ramp.subscribers();
-        let failed = ramp.grow(step).await?;
+        let joins = ramp.grow(step).await?;
+        let failed = joins.failed;
         join_seconds_per_subscriber = (join_start.elapsed().as_secs_f64() / new as f64).max(0.05);
         if failed * 10 > new {
             ended = format!("{failed} of {new} subscribers failed to join at step {step}");
@@ -506,7 +557,7 @@ pub async fn run(
             break;
         }
         let result = ramp
-            .measure(step, first_new, failed, profiler.as_ref(), None)
+            .measure(step, first_new, joins, profiler.as_ref(), None)
             .await?;
         let saturated = result.loss_mean > config.stop_loss;
         results.push(result);
@@ -528,155 +579,4 @@ pub async fn run(
         ended,
         overload,
     })
-}
-
-/// What to record of the server during one step's window.
-#[derive(Debug, Clone)]
-pub enum Profiler {
-    /// A `perf record` profile, written to `dir`.
-    Perf {
-        step: usize,
-        dir: std::path::PathBuf,
-    },
-    /// Instruction counts: the server runs under `valgrind --tool=callgrind
-    /// --instr-atstart=no`; instrumentation is on, and the counts zeroed, for this step's
-    /// window only (joins and handshakes before it run uninstrumented, ≈ 5× faster).
-    Callgrind { step: usize },
-}
-
-/// Where callgrind writes its counts for the server `pid`.
-pub fn callgrind_out(pid_placeholder: &str) -> std::path::PathBuf {
-    std::env::temp_dir().join(format!("sluice-callgrind.out.{pid_placeholder}"))
-}
-
-/// Starts `program args` as the server, under callgrind when `profiler` counts instructions
-/// (collection is switched on only for the chosen step's window).
-pub fn start_server(
-    name: &str,
-    program: &std::path::Path,
-    args: &[String],
-    envs: &[(&str, &str)],
-    profiler: Option<&Profiler>,
-) -> Result<crate::process::ServerProcess> {
-    if !matches!(profiler, Some(Profiler::Callgrind { .. })) {
-        return crate::process::ServerProcess::start(name, program, args, envs);
-    }
-    let mut wrapped = vec![
-        "--tool=callgrind".to_owned(),
-        "--instr-atstart=no".to_owned(),
-        format!("--callgrind-out-file={}", callgrind_out("%p").display()),
-        program.display().to_string(),
-    ];
-    wrapped.extend(args.iter().cloned());
-    crate::process::ServerProcess::start(name, std::path::Path::new("valgrind"), &wrapped, envs)
-}
-
-fn callgrind_control(pid: u32, args: &[&str]) -> Result<()> {
-    let status = std::process::Command::new("callgrind_control")
-        .args(args)
-        .arg(pid.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .status()
-        .context("running callgrind_control (valgrind installed?)")?;
-    anyhow::ensure!(
-        status.success(),
-        "callgrind_control {args:?} failed: {status}"
-    );
-    Ok(())
-}
-
-/// Dumps the counts collected since the last zeroing and returns the instructions executed.
-fn callgrind_instructions(pid: u32) -> Result<u64> {
-    let base = callgrind_out(&pid.to_string());
-    let dir = base.parent().context("callgrind output folder")?.to_owned();
-    let prefix = base
-        .file_name()
-        .and_then(|n| n.to_str())
-        .context("callgrind output name")?
-        .to_owned();
-    let before: std::collections::HashSet<_> = dumps(&dir, &prefix).into_iter().collect();
-    callgrind_control(pid, &["--dump=window"])?;
-    let fresh = dumps(&dir, &prefix)
-        .into_iter()
-        .find(|path| !before.contains(path))
-        .context("callgrind wrote no dump")?;
-    let text = std::fs::read_to_string(&fresh)?;
-    let _ = std::fs::remove_file(&fresh);
-    text.lines()
-        .find_map(|line| {
-            line.strip_prefix("totals:")
-                .or(line.strip_prefix("summary:"))
-        })
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .context("no totals in the callgrind dump")
-}
-
-fn dumps(dir: &std::path::Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| {
-                    p.file_name()
-                        .and_then(|n| n.to_str())
-                        .and_then(|n| n.strip_prefix(prefix)?.strip_prefix('.'))
-                        .is_some_and(|dump| !dump.is_empty())
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// `perf record` of the server for one window (sampling at 999 Hz, user and kernel).
-fn start_perf(
-    pid: u32,
-    window: Duration,
-    dir: &std::path::Path,
-    name: &str,
-) -> Result<(std::process::Child, std::path::PathBuf, std::path::PathBuf)> {
-    std::fs::create_dir_all(dir)?;
-    // The samples stay out of the output folder (it may be docs/); the flat report goes there.
-    let data = std::env::temp_dir().join(format!("{name}-perf-{pid}.data"));
-    let child = std::process::Command::new("perf")
-        .args(["record", "-F", "999", "-p", &pid.to_string(), "-o"])
-        .arg(&data)
-        .args(["--", "sleep", &window.as_secs().to_string()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .context("starting perf record")?;
-    Ok((child, data, dir.join(format!("{name}-perf.txt"))))
-}
-
-/// Waits for `perf record` and writes the flat profile next to its data.
-fn finish_perf(
-    mut child: std::process::Child,
-    data: &std::path::Path,
-    text: &std::path::Path,
-    name: &str,
-    started: Instant,
-) {
-    let _ = child.wait();
-    let report = std::process::Command::new("perf")
-        .args([
-            "report",
-            "--stdio",
-            "--no-children",
-            "--sort",
-            "dso,symbol",
-            "--percent-limit",
-            "0.4",
-            "-i",
-        ])
-        .arg(data)
-        .output();
-    if let Ok(out) = report {
-        let _ = std::fs::write(text, &out.stdout);
-        progress(
-            started,
-            &format!("{name}: perf profile in {}", text.display()),
-        );
-    }
-    let _ = std::fs::remove_file(data);
 }

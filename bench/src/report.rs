@@ -435,8 +435,8 @@ fn overload_section(o: &crate::overload::OverloadResult) -> String {
     );
     let _ = writeln!(
         md,
-        "| subscribers joined during the step | {} of {} |",
-        o.joined, o.asked
+        "| subscribers joined during the step (refused at the server's capacity) | {} of {} ({}) |",
+        o.joined, o.asked, o.refused
     );
     if let Some(f) = &s.first_subscribers {
         let _ = writeln!(

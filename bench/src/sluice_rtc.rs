@@ -115,17 +115,7 @@ pub async fn add_subscriber(
     ensure!(!publications.is_empty(), "nothing published in {room}");
     let reception = Reception::new(StampMode::PacketTrailer, media::now_ns());
     for publication in &publications {
-        let request_id = signal.next_id();
-        let response = signal
-            .request(ClientMessage::Subscribe {
-                request_id,
-                publication_id: publication.publication_id.clone(),
-            })
-            .await?;
-        ensure!(
-            matches!(response, ServerMessage::Subscribed { .. }),
-            "subscribe failed: {response:?}"
-        );
+        crate::sluice_target::subscribe(&mut signal, &publication.publication_id).await?;
     }
     // The server offers the subscriber connection; early trickle waits for the connection.
     let deadline = Instant::now() + CONNECT_TIMEOUT;

@@ -9,12 +9,13 @@ use sluice_e2e::SignalClient;
 use sluice_e2e::peer::{ClientPeer, OPUS, VP8};
 use sluice_signaling::auth::{Grants, TokenAuthority};
 use sluice_signaling::protocol::{
-    ClientMessage, MediaKind, PeerRole, ServerMessage, TrackInfo, TrackSource,
+    ClientMessage, ErrorCode, MediaKind, PeerRole, ServerMessage, TrackInfo, TrackSource,
 };
 use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::client::{self, AbortOnDrop, KeepAlive, Reception};
 use crate::media::{self, VideoShape};
+use crate::ramp::Refused;
 use crate::stats::StampMode;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -26,6 +27,32 @@ pub struct SluiceTarget {
     pub secret: String,
     /// Publishers send simulcast video (q, h, f) instead of one layer.
     pub simulcast: bool,
+}
+
+/// Subscribes to `publication_id`. Refused at the server's capacity (`serverFull`), the
+/// client leaves at once (a socket just dropped would keep its participant parked for a
+/// resume) and the error is a [`Refused`].
+pub(crate) async fn subscribe(signal: &mut SignalClient, publication_id: &str) -> Result<()> {
+    let request_id = signal.next_id();
+    let response = signal
+        .request(ClientMessage::Subscribe {
+            request_id,
+            publication_id: publication_id.to_owned(),
+        })
+        .await?;
+    match response {
+        ServerMessage::Subscribed { .. } => Ok(()),
+        ServerMessage::Error {
+            code: ErrorCode::ServerFull,
+            message,
+            ..
+        } => {
+            let request_id = signal.next_id();
+            let _ = signal.request(ClientMessage::Leave { request_id }).await;
+            Err(Refused(message).into())
+        }
+        other => bail!("subscribe failed: {other:?}"),
+    }
 }
 
 /// Signaling connections opened so far, to spread their source addresses (see
@@ -194,17 +221,7 @@ impl SluiceTarget {
         let tracks = std::mem::replace(&mut peer.tracks, tokio::sync::mpsc::unbounded_channel().1);
         let readers = AbortOnDrop(client::spawn_track_readers(tracks, reception.clone()));
         for publication in &publications {
-            let request_id = signal.next_id();
-            let response = signal
-                .request(ClientMessage::Subscribe {
-                    request_id,
-                    publication_id: publication.publication_id.clone(),
-                })
-                .await?;
-            ensure!(
-                matches!(response, ServerMessage::Subscribed { .. }),
-                "subscribe failed: {response:?}"
-            );
+            subscribe(&mut signal, &publication.publication_id).await?;
         }
         connect(&mut signal, &mut peer, PeerRole::Subscriber).await?;
         // Keep answering re-offers (a second subscription may be negotiated after the first

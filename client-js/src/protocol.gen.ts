@@ -59,7 +59,7 @@ speakers: Array<SpeakerInfo>, } | { "type": "publicationStalled", publicationId:
  */
 dropped: number, } | { "type": "subscriptionEnded", subscriptionId: string, reason: SubscriptionEndReason, };
 
-export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal" | "resumeFailed";
+export type ErrorCode = "invalidMessage" | "unauthorized" | "permissionDenied" | "notFound" | "notJoined" | "alreadyJoined" | "rateLimited" | "negotiationFailed" | "limitExceeded" | "internal" | "resumeFailed" | "serverFull";
 
 export type PeerRole = "publisher" | "subscriber";
 

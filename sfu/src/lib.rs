@@ -27,7 +27,8 @@
 //!   with [`shard`], the only modules that import the WebRTC stack.
 //! - [`runtime`] — the tokio shell: one task per room keeping who is in it and what is
 //!   published, one task per participant turning its requests into room and shard requests.
-//!   Signaling uses [`runtime::Sfu`] and [`runtime::Participant`].
+//!   Signaling uses [`runtime::Sfu`] and [`runtime::Participant`]. New subscriber
+//!   connections are admitted against the server's capacity there ([`runtime::Admission`]).
 //! - [`ingest`] — media from outside WebRTC: the RTMP server (OBS, ffmpeg) and RTSP cameras,
 //!   converted into ordinary publications (H.264 passed through, AAC → Opus) in a room.
 //! - [`admission`] — live connections counted per source address, for the accept loops.

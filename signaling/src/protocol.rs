@@ -393,6 +393,10 @@ pub enum ErrorCode {
     /// `resume` refused: unknown participant, wrong token, or the grace period is over. Join
     /// again.
     ResumeFailed,
+    /// The server takes no new subscriber connection now: it is at its configured capacity
+    /// or its media thread is too busy. Those already admitted and publishers are not
+    /// affected; retry later (or on another server).
+    ServerFull,
 }
 
 impl ErrorCode {
@@ -410,6 +414,7 @@ impl ErrorCode {
             Self::LimitExceeded => "limitExceeded",
             Self::Internal => "internal",
             Self::ResumeFailed => "resumeFailed",
+            Self::ServerFull => "serverFull",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! End-to-end tests: the real server on loopback against independent clients.
 #![allow(clippy::unwrap_used)]
 
+mod admission;
 mod data;
 mod freshness;
 mod grants;

@@ -33,7 +33,7 @@ async fn join(server: &TestServer, room: &str, identity: &str) -> Result<Joined>
     }
 }
 
-async fn resume(
+pub(crate) async fn resume(
     server: &TestServer,
     participant_id: &str,
     resume_token: &str,

@@ -10,6 +10,7 @@
 //! Signaling talks to this module only through [`Sfu::join`] and the returned
 //! [`Participant`].
 
+mod admission;
 mod events;
 mod ingest;
 mod participant;
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 
+pub use admission::{Admission, AdmissionConfig, AdmissionCounts, Refusal, SubscriberSlot};
 pub use events::{IngestKind, SERVER_EVENT_BACKLOG, ServerEvent};
 pub use ingest::{IngestParticipant, IngestPublication};
 pub use participant::{Participant, ParticipantEvent, Permissions, ResumeState, WhepAnswer};
@@ -162,6 +164,8 @@ pub struct SfuConfig {
     /// Shards (media threads) on the one port; at least one is started.
     pub media_threads: usize,
     pub limits: Limits,
+    /// The capacity new subscriber connections are admitted against.
+    pub admission: AdmissionConfig,
 }
 
 impl Default for SfuConfig {
@@ -170,6 +174,7 @@ impl Default for SfuConfig {
             shard: ShardConfig::default(),
             media_threads: 1,
             limits: Limits::default(),
+            admission: AdmissionConfig::default(),
         }
     }
 }
@@ -193,6 +198,9 @@ pub enum RequestError {
     Transport(#[from] TransportError),
     #[error("the participant has left")]
     Closed,
+    /// A new subscriber connection past the server's capacity (see [`AdmissionConfig`]).
+    #[error("server full: {0}")]
+    ServerFull(#[from] Refusal),
 }
 
 /// The media server: a registry of rooms, each placed on one of its shards. Cheap to clone.
@@ -203,6 +211,7 @@ pub struct Sfu {
 
 struct SfuInner {
     limits: Limits,
+    admission: Arc<Admission>,
     /// One per media thread, never empty; each room is placed whole on one of them.
     shards: Vec<Arc<Shard>>,
     /// Rooms placed on each shard now.
@@ -223,6 +232,7 @@ impl Sfu {
         Ok(Self {
             inner: Arc::new(SfuInner {
                 limits: config.limits,
+                admission: Admission::new(config.admission),
                 shard_rooms: shards.iter().map(|_| AtomicUsize::new(0)).collect(),
                 shards: shards.into_iter().map(Arc::new).collect(),
                 rooms: DashMap::new(),
@@ -425,6 +435,38 @@ impl Sfu {
             }
         }
         stats
+    }
+
+    /// Subscriber connections held and refused (see [`AdmissionConfig`]).
+    pub fn admission_counts(&self) -> AdmissionCounts {
+        self.inner.admission.counts()
+    }
+
+    /// The busy share of the busiest media thread over its last window, in percent.
+    pub fn busiest_shard_percent(&self) -> f64 {
+        self.inner
+            .shards
+            .iter()
+            .map(|shard| shard.busy_percent())
+            .fold(0.0, f64::max)
+    }
+
+    /// Whether a new subscriber connection to `room` would be admitted now, without taking a
+    /// slot (a refusal is counted): a WHEP viewer is refused before it joins the room. The
+    /// participant's task admits it for good (see [`Admission::admit`]). A room not open yet
+    /// is checked against the capacity alone.
+    pub fn check_subscriber_admission(&self, room: &str) -> Result<(), RequestError> {
+        let busy = self
+            .inner
+            .rooms
+            .get(room)
+            .map_or(0.0, |handle| handle.shard().busy_percent());
+        Ok(self.inner.admission.check(busy)?)
+    }
+
+    /// A slot for a new subscriber connection on `shard`, or the refusal.
+    fn admit_subscriber(&self, shard: &Shard) -> Result<SubscriberSlot, RequestError> {
+        Ok(self.inner.admission.admit(shard.busy_percent())?)
     }
 
     /// Called by a room task that has emptied and is ending.

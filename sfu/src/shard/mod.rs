@@ -32,6 +32,7 @@
 //!
 //! Signaling talks to a shard through [`Shard`], whose methods send one bounded command each.
 
+mod busy;
 mod command;
 mod data;
 mod demux;
@@ -64,6 +65,8 @@ use std::sync::atomic::AtomicU64;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::core::{LayerChangeReason, MediaKind, ParticipantId, PublicationId, SubscriptionId};
+pub use busy::BUSY_WINDOW;
+use busy::BusyShare;
 pub(crate) use command::Command;
 pub use data::{DataLimits, DataRejection, LOSSY_LABEL, RELIABLE_LABEL};
 pub use ingest::IngestSink;
@@ -252,6 +255,8 @@ pub struct Shard {
     ingest: IngestSink,
     local_addr: SocketAddr,
     tcp_local_addr: Option<SocketAddr>,
+    /// How busy the shard's thread has been lately (see `busy`).
+    busy: BusyShare,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -293,6 +298,7 @@ impl Shard {
         for (socket, link) in sockets.into_iter().zip(links) {
             let (commands, rx) = mpsc::channel(config.command_queue.max(1));
             let (ingest, ingest_rx) = mpsc::channel(config.ingest_queue.max(1));
+            let busy = BusyShare::default();
             let start = worker::ShardStart {
                 udp: (socket, local_addr),
                 tcp: listener.take(),
@@ -301,6 +307,7 @@ impl Shard {
                 commands: rx,
                 ingest: ingest_rx,
                 certificate: certificate.clone(),
+                busy: busy.clone(),
             };
             let thread = worker::spawn(config.clone(), start).map_err(ShardError::Bind)?;
             group.push(Self {
@@ -311,6 +318,7 @@ impl Shard {
                 },
                 local_addr,
                 tcp_local_addr,
+                busy,
                 thread: Some(thread),
             });
         }
@@ -320,6 +328,12 @@ impl Shard {
     /// The bound address of the shard's socket.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The share of wall time the shard's thread spent working rather than waiting, in
+    /// percent, over its last window of about [`BUSY_WINDOW`].
+    pub fn busy_percent(&self) -> f64 {
+        self.busy.percent()
     }
 
     /// The bound address of the ICE-TCP listener, when there is one.

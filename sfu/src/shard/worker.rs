@@ -17,6 +17,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::mpsc;
 use tracing::{debug, info, trace, warn};
 
+use super::busy::{BusyMeter, BusyShare};
 use super::feedback::BANDWIDTH_REPORT_INTERVAL;
 use super::group::{GroupLink, HandedOff};
 use super::ingest::IngestPacket;
@@ -46,6 +47,17 @@ pub(super) enum Timer {
     Bandwidth,
 }
 
+/// What ended the loop's wait: handled after the wake-up is timed (see `busy`).
+enum Wake {
+    Command(Command),
+    Readable,
+    Ingest(IngestPacket),
+    Accepted(std::io::Result<(TcpStream, SocketAddr)>),
+    Tcp(TcpEvent),
+    HandedOff(HandedOff),
+    Timer,
+}
+
 /// What a shard thread is started with, besides its configuration.
 pub(super) struct ShardStart {
     /// The UDP socket and its bound address.
@@ -59,6 +71,8 @@ pub(super) struct ShardStart {
     pub(super) commands: mpsc::Receiver<Command>,
     pub(super) ingest: mpsc::Receiver<IngestPacket>,
     pub(super) certificate: RTCCertificate,
+    /// Where the loop publishes how busy it is.
+    pub(super) busy: BusyShare,
 }
 
 /// Starts the shard thread: a current-thread tokio runtime that owns the shard's sockets and
@@ -75,6 +89,7 @@ pub(super) fn spawn(config: ShardConfig, start: ShardStart) -> std::io::Result<J
         commands,
         ingest,
         certificate,
+        busy,
     } = start;
     std::thread::Builder::new()
         .name("sluice-shard".to_owned())
@@ -106,7 +121,9 @@ pub(super) fn spawn(config: ShardConfig, start: ShardStart) -> std::io::Result<J
                 let local = advertised(bound);
                 let mut worker = Worker::new(config, socket, local, tcp_local, certificate);
                 worker.group = group;
-                worker.run(commands, ingest, listener, handed_off).await;
+                worker
+                    .run(commands, ingest, listener, handed_off, busy)
+                    .await;
             });
         })
 }
@@ -217,6 +234,7 @@ impl Worker {
         mut ingest: mpsc::Receiver<IngestPacket>,
         listener: Option<TcpListener>,
         mut handed_off: Option<mpsc::Receiver<HandedOff>>,
+        busy: BusyShare,
     ) {
         info!(local = %self.local, tcp = ?self.tcp_local, "shard running");
         let Some(mut tcp_events) = self.tcp_events_rx.take() else {
@@ -225,17 +243,19 @@ impl Worker {
         self.timers
             .insert((Instant::now() + BANDWIDTH_REPORT_INTERVAL, Timer::Bandwidth));
         let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let mut meter = BusyMeter::new(busy, Instant::now());
         loop {
             let wake = self
                 .timers
                 .first()
                 .map_or_else(|| Instant::now() + IDLE_WAKE, |(at, _)| *at);
+            meter.waiting(Instant::now());
             // Commands first: under constant media the socket is always readable, and the
             // (rare) signaling requests must not starve behind it.
-            tokio::select! {
+            let woken = tokio::select! {
                 biased;
                 command = commands.recv() => match command {
-                    Some(command) => self.command(command, Instant::now()),
+                    Some(command) => Wake::Command(command),
                     None => break,
                 },
                 readable = self.socket.readable() => {
@@ -243,18 +263,25 @@ impl Worker {
                         warn!(%err, "media socket failed; shard stopped");
                         break;
                     }
-                    self.read_burst(&mut buf);
+                    Wake::Readable
                 }
-                Some(packet) = ingest.recv() => self.ingest_packet(packet, Instant::now()),
-                accepted = accept(listener.as_ref()) => match accepted {
-                    Ok((stream, from)) => self.accept_tcp(stream, from),
-                    Err(err) => debug!(%err, "ICE-TCP accept"),
-                },
-                Some(event) = tcp_events.recv() => self.tcp_event(event, Instant::now()),
-                Some(datagram) = next_handed_off(handed_off.as_mut()) => {
-                    self.handed_off(datagram, Instant::now());
-                }
-                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => {}
+                Some(packet) = ingest.recv() => Wake::Ingest(packet),
+                accepted = accept(listener.as_ref()) => Wake::Accepted(accepted),
+                Some(event) = tcp_events.recv() => Wake::Tcp(event),
+                Some(datagram) = next_handed_off(handed_off.as_mut()) => Wake::HandedOff(datagram),
+                () = tokio::time::sleep_until(tokio::time::Instant::from_std(wake)) => Wake::Timer,
+            };
+            let now = Instant::now();
+            meter.woke(now);
+            match woken {
+                Wake::Command(command) => self.command(command, now),
+                Wake::Readable => self.read_burst(&mut buf),
+                Wake::Ingest(packet) => self.ingest_packet(packet, now),
+                Wake::Accepted(Ok((stream, from))) => self.accept_tcp(stream, from),
+                Wake::Accepted(Err(err)) => debug!(%err, "ICE-TCP accept"),
+                Wake::Tcp(event) => self.tcp_event(event, now),
+                Wake::HandedOff(datagram) => self.handed_off(datagram, now),
+                Wake::Timer => {}
             }
             // Ingested media is read every pass, so a busy socket never starves it.
             for _ in 0..READ_BURST {

@@ -6,6 +6,7 @@
 use std::time::Duration;
 
 use sluice_sfu::core::RoomConfig;
+use sluice_sfu::runtime::AdmissionConfig;
 use sluice_sfu::shard::DataLimits;
 
 use crate::accept::ConnectionLimits;
@@ -39,6 +40,13 @@ pub struct Limits {
     pub data_messages_per_second: u32,
     /// Media older than this when read is discarded; zero keeps every packet however late.
     pub max_ingress_age: Duration,
+    /// Subscriber connections across the server; 0: no limit.
+    pub max_subscribers: usize,
+    /// New subscriber connections are refused while their media thread is busier than this
+    /// percentage; 0: off. Off by default: on a machine shared with other work (a test
+    /// runner, a build) a media thread that waits for the CPU counts as busy, and joins
+    /// would be refused that the server could serve.
+    pub admission_cpu_percent: u8,
 }
 
 impl Default for Limits {
@@ -46,6 +54,7 @@ impl Default for Limits {
         let sfu = sluice_sfu::runtime::Limits::default();
         let http = ConnectionLimits::default();
         let data = DataLimits::default();
+        let admission = AdmissionConfig::default();
         Self {
             max_rooms: sfu.max_rooms,
             max_participants_per_room: sfu.max_participants_per_room,
@@ -62,6 +71,8 @@ impl Default for Limits {
             max_data_message_bytes: data.max_message_bytes,
             data_messages_per_second: data.messages_per_second,
             max_ingress_age: sluice_sfu::shard::ShardConfig::default().max_ingress_age,
+            max_subscribers: admission.max_subscribers,
+            admission_cpu_percent: admission.busy_percent,
         }
     }
 }
@@ -84,6 +95,10 @@ const DATA_MESSAGE_BYTES: std::ops::RangeInclusive<usize> = 64..=65_536;
 /// over 10 s the bound is no bound (0 says so).
 const INGRESS_AGES: std::ops::RangeInclusive<Duration> =
     Duration::from_millis(50)..=Duration::from_secs(10);
+
+/// The busiest a media thread may be configured to admit new subscribers at, in percent: at
+/// 100 nothing is ever refused (0 says so).
+const MAX_ADMISSION_CPU_PERCENT: u8 = 99;
 
 /// Most data messages a second one participant may be allowed.
 const MAX_DATA_RATE: usize = 10_000;
@@ -129,6 +144,18 @@ impl Limits {
             if !(1..=max).contains(&value) {
                 return Err(format!("{key} must be between 1 and {max}, got {value}"));
             }
+        }
+        if self.max_subscribers > MAX_COUNT {
+            return Err(format!(
+                "max_subscribers must be 0 (no limit) or between 1 and {MAX_COUNT}, got {}",
+                self.max_subscribers
+            ));
+        }
+        if self.admission_cpu_percent > MAX_ADMISSION_CPU_PERCENT {
+            return Err(format!(
+                "admission_cpu_percent must be 0 (off) or between 1 and {MAX_ADMISSION_CPU_PERCENT}, got {}",
+                self.admission_cpu_percent
+            ));
         }
         if !DATA_MESSAGE_BYTES.contains(&self.max_data_message_bytes) {
             return Err(format!(
@@ -178,6 +205,14 @@ impl Limits {
         RoomConfig {
             publication_stall_timeout: Some(self.publication_stall_timeout),
             ..RoomConfig::default()
+        }
+    }
+
+    /// The capacity new subscriber connections are admitted against.
+    pub fn admission(&self) -> AdmissionConfig {
+        AdmissionConfig {
+            max_subscribers: self.max_subscribers,
+            busy_percent: self.admission_cpu_percent,
         }
     }
 

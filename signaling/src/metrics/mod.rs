@@ -67,6 +67,7 @@ impl Metrics {
         let shard = sfu.shard_stats().await.ok();
         metrics::with_local_recorder(&self.recorder, || {
             record_sfu(&stats);
+            record_admission(sfu);
             if let Some(shard) = &shard {
                 record_shard(shard);
             }
@@ -108,6 +109,15 @@ fn record_sfu(stats: &SfuStats) {
     counter!("sluice_nack_packets_total").absolute(media.nacked_packets);
     counter!("sluice_keyframe_requests_received_total").absolute(media.keyframe_requests_received);
     counter!("sluice_keyframe_requests_sent_total").absolute(media.keyframe_requests_sent);
+}
+
+fn record_admission(sfu: &Sfu) {
+    let admission = sfu.admission_counts();
+    gauge!("sluice_admission_subscribers").set(admission.subscribers as f64);
+    counter!("sluice_admission_refused_total", "reason" => "max_subscribers")
+        .absolute(admission.refused_capacity);
+    counter!("sluice_admission_refused_total", "reason" => "cpu").absolute(admission.refused_busy);
+    gauge!("sluice_shard_busy_ratio_max").set(sfu.busiest_shard_percent() / 100.0);
 }
 
 fn record_shard(shard: &ShardStats) {
@@ -203,6 +213,21 @@ fn describe() {
     describe_gauge!(
         "sluice_rtmp_streams",
         "RTMP ingest streams: live (an encoder publishes) or parked (waiting for it to reconnect)."
+    );
+    describe_gauge!(
+        "sluice_admission_subscribers",
+        "Subscriber connections (SDK participants that subscribe, WHEP viewers) admitted now."
+    );
+    describe_counter!(
+        "sluice_admission_refused_total",
+        "New subscriber connections refused (serverFull, WHEP 503): at --max-subscribers \
+         (reason max_subscribers) or with the room's media thread over --admission-cpu-percent \
+         (reason cpu)."
+    );
+    describe_gauge!(
+        "sluice_shard_busy_ratio_max",
+        "Of the media threads, the largest share of wall time spent working rather than waiting \
+         for packets, over the last ~2 s (0-1); what --admission-cpu-percent is compared with."
     );
     describe_gauge!("sluice_shard_peers", "Peer connections on the shards.");
     describe_counter!(
@@ -309,6 +334,9 @@ mod tests {
             "sluice_packets_dropped_total{reason=\"waiting_for_keyframe\"} 0",
             "sluice_draining 0",
             "sluice_websocket_sessions 0",
+            "sluice_admission_subscribers 0",
+            "sluice_admission_refused_total{reason=\"max_subscribers\"} 0",
+            "sluice_admission_refused_total{reason=\"cpu\"} 0",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

@@ -76,6 +76,7 @@ fn error_code_names_match_serde() {
         ErrorCode::LimitExceeded,
         ErrorCode::Internal,
         ErrorCode::ResumeFailed,
+        ErrorCode::ServerFull,
     ] {
         assert_eq!(serde_json::to_value(code).expect("ser"), code.as_str());
     }

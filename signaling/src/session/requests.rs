@@ -45,6 +45,7 @@ impl From<RequestError> for Failure {
             RequestError::PermissionDenied(_) => ErrorCode::PermissionDenied,
             RequestError::Invalid(_) => ErrorCode::InvalidMessage,
             RequestError::LimitExceeded(_) => ErrorCode::LimitExceeded,
+            RequestError::ServerFull(_) => ErrorCode::ServerFull,
             RequestError::Transport(TransportError::Peer(_)) => ErrorCode::Internal,
             RequestError::Transport(_) => ErrorCode::NegotiationFailed,
             _ => ErrorCode::Internal,

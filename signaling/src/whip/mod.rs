@@ -110,21 +110,40 @@ pub fn router(state: WhipState) -> Router {
 }
 
 /// A refusal: its status and a plain-text reason.
-pub(crate) struct Refusal(StatusCode, String);
+pub(crate) struct Refusal {
+    status: StatusCode,
+    why: String,
+    /// Seconds the client should wait before it asks again (`Retry-After`).
+    retry_after: Option<u32>,
+}
+
+/// How long a WHEP viewer refused at the server's capacity should wait before it asks again:
+/// long enough that refused viewers retrying add little load, short enough to get a place
+/// soon after one frees.
+const SERVER_FULL_RETRY_AFTER_SECS: u32 = 5;
 
 impl Refusal {
     pub(crate) fn new(status: StatusCode, why: impl Into<String>) -> Self {
-        Self(status, why.into())
+        Self {
+            status,
+            why: why.into(),
+            retry_after: None,
+        }
     }
 }
 
 impl IntoResponse for Refusal {
     fn into_response(self) -> Response {
-        let mut response = (self.0, self.1).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
+        let mut response = (self.status, self.why).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }
@@ -141,10 +160,16 @@ impl From<RequestError> for Refusal {
             ) => StatusCode::BAD_REQUEST,
             RequestError::Unsupported(_) => StatusCode::NOT_ACCEPTABLE,
             RequestError::LimitExceeded(_) => StatusCode::TOO_MANY_REQUESTS,
-            RequestError::Closed => StatusCode::SERVICE_UNAVAILABLE,
+            RequestError::Closed | RequestError::ServerFull(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self(status, err.to_string())
+        let retry_after =
+            matches!(err, RequestError::ServerFull(_)).then_some(SERVER_FULL_RETRY_AFTER_SECS);
+        Self {
+            status,
+            why: err.to_string(),
+            retry_after,
+        }
     }
 }
 

@@ -133,6 +133,8 @@ async fn play(
             ),
         ));
     }
+    // Refused at the server's capacity before it joins: the room never sees the viewer.
+    state.sfu.check_subscriber_admission(room)?;
     let permissions = Permissions {
         can_publish: false,
         can_subscribe: true,
@@ -361,7 +363,7 @@ mod tests {
         let video = section(MediaKind::Video, &["VP8", "H264"]);
         let chosen = pair(&[&audio, &video], &room(), None)
             .map(played)
-            .map_err(|r| r.1);
+            .map_err(|r| r.why);
         assert_eq!(
             chosen,
             Ok(vec![Some(PublicationId(2)), Some(PublicationId(3))])
@@ -390,12 +392,12 @@ mod tests {
         let audio_only = vec![publication(1, 10, MediaKind::Audio, "audio/opus")];
         let chosen = pair(&[&audio, &video], &audio_only, None)
             .map(played)
-            .map_err(|r| r.1);
+            .map_err(|r| r.why);
         assert_eq!(chosen, Ok(vec![Some(PublicationId(1)), None]));
         // A publication session never waits.
         let only_audio = pair(&[&audio, &video], &audio_only, Some(&audio_only[0]))
             .map(played)
-            .map_err(|r| r.1);
+            .map_err(|r| r.why);
         assert_eq!(only_audio, Ok(vec![Some(PublicationId(1))]));
     }
 
@@ -406,14 +408,14 @@ mod tests {
         let available = room();
         let chosen = pair(&[&audio, &video], &available, Some(&available[3]))
             .map(played)
-            .map_err(|r| r.1);
+            .map_err(|r| r.why);
         assert_eq!(
             chosen,
             Ok(vec![Some(PublicationId(1)), Some(PublicationId(4))])
         );
         let only_video = pair(&[&video], &available, Some(&available[0]))
             .map(played)
-            .map_err(|r| r.0);
+            .map_err(|r| r.status);
         assert_eq!(only_video, Ok(vec![Some(PublicationId(4))]));
     }
 
@@ -422,10 +424,10 @@ mod tests {
         let vp8_only = section(MediaKind::Video, &["VP8"]);
         let chosen = pair(&[&vp8_only], &room(), None)
             .map(played)
-            .map_err(|r| r.1);
+            .map_err(|r| r.why);
         assert_eq!(chosen, Ok(vec![Some(PublicationId(3))]));
         let av1 = section(MediaKind::Video, &["AV1"]);
-        let refused = pair(&[&av1], &room(), None).map_err(|r| (r.0, r.1));
+        let refused = pair(&[&av1], &room(), None).map_err(|r| (r.status, r.why));
         let Err((status, reason)) = refused else {
             panic!("an AV1-only offer cannot play VP8 or H.264");
         };
@@ -434,7 +436,7 @@ mod tests {
             reason.contains("video/H264") && reason.contains("video/VP8"),
             "{reason}"
         );
-        let nothing = pair(&[&av1], &[], None).map_err(|r| r.0);
+        let nothing = pair(&[&av1], &[], None).map_err(|r| r.status);
         assert_eq!(nothing, Err(StatusCode::NOT_FOUND));
     }
 

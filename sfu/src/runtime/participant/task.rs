@@ -18,7 +18,9 @@ use super::{
 };
 use crate::core::{ParticipantId, PublicationId, SubscriptionId};
 use crate::runtime::room_task::{RoomCommand, RoomEvent, RoomHandle};
-use crate::runtime::{ParticipantInfo, PublicationInfo, RequestError, Sfu, TrackRequest};
+use crate::runtime::{
+    ParticipantInfo, PublicationInfo, RequestError, Sfu, SubscriberSlot, TrackRequest,
+};
 use crate::shard::{
     PublishTrack, Shard, ShardError, ShardEvent, SubscriptionChange, WhepOptions, WhepSource,
     WhepSubscription,
@@ -74,6 +76,7 @@ pub(super) async fn start(
         follows_room: false,
         failed: (false, false),
         transport_failed,
+        subscriber_slot: None,
     };
     let span = info_span!("participant", participant = %id);
     tokio::spawn(
@@ -133,6 +136,9 @@ struct ParticipantTask {
     /// True while one of the participant's connections is failed (see
     /// `Participant::transport_failed`).
     transport_failed: tokio::sync::watch::Sender<bool>,
+    /// Its place among the server's subscriber connections, from its first subscription (or
+    /// WHEP offer) until it ends: a resume or a further subscription needs no new one.
+    subscriber_slot: Option<SubscriberSlot>,
 }
 
 impl ParticipantTask {
@@ -433,13 +439,25 @@ impl ParticipantTask {
             .await
             .map_err(|_| RequestError::Closed)?
             .ok_or_else(|| RequestError::NotFound(format!("publication {publication}")))?;
+        // Should the shard refuse the subscription, the slot is given back.
+        let admitted = self.admit()?;
         let id = SubscriptionId(self.sfu.next_id());
         self.shard
             .subscribe(self.id, id, publication)
             .await
             .map_err(from_shard)?;
+        self.subscriber_slot = self.subscriber_slot.take().or(admitted);
         self.subscriptions.insert(id, Some(publication));
         Ok(id)
+    }
+
+    /// A slot among the server's subscriber connections when the participant holds none yet
+    /// (its first subscription opens its subscriber connection); `None` when it holds one.
+    fn admit(&self) -> Result<Option<SubscriberSlot>, RequestError> {
+        match self.subscriber_slot {
+            Some(_) => Ok(None),
+            None => self.sfu.admit_subscriber(&self.shard).map(Some),
+        }
     }
 
     async fn change(
@@ -475,6 +493,7 @@ impl ParticipantTask {
         if sources.len() > self.sfu.limits().max_subscriptions_per_participant {
             return Err(RequestError::LimitExceeded("subscriptions per participant"));
         }
+        let admitted = self.admit()?;
         let wanted: Vec<WhepSubscription> = sources
             .into_iter()
             .map(|source| WhepSubscription {
@@ -488,6 +507,7 @@ impl ParticipantTask {
             .await
             .map_err(from_shard)?;
         self.whep = true;
+        self.subscriber_slot = self.subscriber_slot.take().or(admitted);
         self.follows_room = options.follow_room;
         let subscriptions: Vec<(SubscriptionId, Option<PublicationId>)> = wanted
             .into_iter()

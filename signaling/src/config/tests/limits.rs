@@ -7,7 +7,7 @@ use super::super::*;
 use crate::cli::Cli;
 
 /// Each limit has a TOML key, a flag and an environment variable of the same name.
-const LIMIT_OPTIONS: [&str; 13] = [
+const LIMIT_OPTIONS: [&str; 15] = [
     "max_rooms",
     "max_participants_per_room",
     "max_publications_per_participant",
@@ -21,6 +21,8 @@ const LIMIT_OPTIONS: [&str; 13] = [
     "max_data_message_bytes",
     "data_messages_per_second",
     "max_ingress_age_ms",
+    "max_subscribers",
+    "admission_cpu_percent",
 ];
 
 #[test]
@@ -30,7 +32,8 @@ fn limits_are_options_of_the_file_flags_and_environment() {
          max_subscriptions_per_participant = 5\nmax_connections = 60\n\
          max_connections_per_address = 6\nheader_read_timeout_ms = 2000\n\
          write_timeout_ms = 3000\nrequest_timeout_ms = 4000\npublication_stall_timeout_ms = 900\n\
-         max_data_message_bytes = 1024\ndata_messages_per_second = 5\nmax_ingress_age_ms = 400",
+         max_data_message_bytes = 1024\ndata_messages_per_second = 5\nmax_ingress_age_ms = 400\n\
+         max_subscribers = 250\nadmission_cpu_percent = 85",
     )
     .unwrap();
     config.validate().unwrap();
@@ -58,6 +61,13 @@ fn limits_are_options_of_the_file_flags_and_environment() {
     assert_eq!(sfu.shard.data.max_message_bytes, 1024);
     assert_eq!(sfu.shard.data.messages_per_second, 5);
     assert_eq!(sfu.shard.max_ingress_age, Duration::from_millis(400));
+    assert_eq!(
+        (sfu.admission.max_subscribers, sfu.admission.busy_percent),
+        (250, 85)
+    );
+    // Admission is off unless configured.
+    let admission = Config::default().sfu_config().admission;
+    assert_eq!((admission.max_subscribers, admission.busy_percent), (0, 0));
     let unbounded = Config::from_toml_str("max_ingress_age_ms = 0").unwrap();
     unbounded.validate().unwrap();
     assert_eq!(unbounded.sfu_config().shard.max_ingress_age, Duration::MAX);
@@ -75,6 +85,10 @@ fn limits_are_options_of_the_file_flags_and_environment() {
         "2",
         "--publication-stall-timeout-ms",
         "2500",
+        "--max-subscribers",
+        "2",
+        "--admission-cpu-percent",
+        "90",
     ])
     .unwrap();
     let config = Config::load(&cli.serve).unwrap();
@@ -83,6 +97,13 @@ fn limits_are_options_of_the_file_flags_and_environment() {
     assert_eq!(
         config.limits.publication_stall_timeout,
         Duration::from_millis(2500)
+    );
+    assert_eq!(
+        (
+            config.limits.max_subscribers,
+            config.limits.admission_cpu_percent
+        ),
+        (2, 90)
     );
     let command = <Cli as clap::CommandFactory>::command();
     let serve_args: Vec<&clap::Arg> = command.get_arguments().collect();
@@ -136,6 +157,12 @@ fn limits_are_validated() {
         invalid("data_messages_per_second = 0")
             .contains("data_messages_per_second must be between 1 and 10000")
     );
+    assert!(invalid("max_subscribers = 1000001").contains("max_subscribers must be 0 (no limit)"));
+    assert!(
+        invalid("admission_cpu_percent = 100")
+            .contains("admission_cpu_percent must be 0 (off) or between 1 and 99, got 100")
+    );
+    assert!(Config::from_toml_str("admission_cpu_percent = 300").is_err());
     // Ill-typed values are refused when parsed.
     assert!(Config::from_toml_str("max_rooms = -1").is_err());
     assert!(Cli::try_parse_from(["sluice", "--max-rooms", "many"]).is_err());

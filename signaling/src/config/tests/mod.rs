@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used)]
 
 use std::error::Error as _;
+use std::path::PathBuf;
 
 use clap::Parser;
 use sluice_sfu::ingest::StreamTarget;
