@@ -75,6 +75,11 @@ pub struct Server {
 /// How long `/readyz` waits for the media plane to answer.
 const READY_WAIT: Duration = Duration::from_secs(1);
 
+/// What each signaling WebSocket allocates up front for reading (tungstenite's default is
+/// 128 KiB, held for the life of every session). Signaling messages are small; a larger one
+/// (an SDP offer with many tracks) grows the buffer to its own size, up to `max_message_bytes`.
+const WEBSOCKET_READ_BUFFER: usize = 4 * 1024;
+
 impl Server {
     /// Binds `config.listen` and starts serving, with the configured [`ConnectionLimits`].
     pub async fn start(config: Config, sfu: Sfu) -> std::io::Result<Self> {
@@ -280,6 +285,7 @@ async fn websocket(
     upgrade
         .max_message_size(limit)
         .max_frame_size(limit)
+        .read_buffer_size(WEBSOCKET_READ_BUFFER)
         .on_upgrade(move |socket| serve_socket(state.session, socket, reset.map(|r| r.0)))
 }
 

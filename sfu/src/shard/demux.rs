@@ -32,6 +32,7 @@ impl Worker {
                             });
                             if !discarded {
                                 self.ingest(datagram, from, Instant::now());
+                                self.drain_writes();
                             }
                         }
                         _ => self.stats.unrouted += 1,
@@ -273,5 +274,6 @@ impl Worker {
         self.remote_tcp.retain(|_, owner| *owner != key);
         self.set_timer(Timer::Peer(key), peer.timeout, None);
         self.dirty.retain(|k| *k != key);
+        self.written.retain(|k| *k != key);
     }
 }

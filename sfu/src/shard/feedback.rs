@@ -246,6 +246,6 @@ impl Worker {
         participant: ParticipantId,
     ) -> Option<&mut super::peer::ShardPeer> {
         let key = self.members.get(&participant)?.subscriber?;
-        self.peers.get_mut(&key)
+        self.peers.get_mut(&key).map(|peer| &mut **peer)
     }
 }

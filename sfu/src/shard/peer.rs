@@ -117,8 +117,10 @@ pub(crate) struct ShardPeer {
     pub(crate) remote_ufrag: Option<String>,
     /// ICE and DTLS came up, and the connection has not failed or closed since.
     pub(crate) connected: bool,
-    /// Queued for a write poll.
+    /// Queued for a timer refresh at the end of the shard's pass.
     pub(crate) dirty: bool,
+    /// Queued for a write poll.
+    pub(crate) written: bool,
     /// The deadline registered with the shard's timers.
     pub(crate) timeout: Option<Instant>,
     /// Publisher: the publication of each negotiated mid with its simulcast rids (lowest
@@ -217,6 +219,7 @@ impl ShardPeer {
             remote_ufrag: None,
             connected: false,
             dirty: false,
+            written: false,
             timeout: None,
             mids: HashMap::new(),
             streams: HashMap::new(),

@@ -279,7 +279,7 @@ impl Worker {
         )?;
         let key = PeerKey(self.next_key);
         self.next_key += 1;
-        self.peers.insert(key, peer);
+        self.peers.insert(key, Box::new(peer));
         if let Some(member) = self.members.get_mut(&participant) {
             match role {
                 PeerRole::Publisher => member.publisher = Some(key),

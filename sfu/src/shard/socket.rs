@@ -105,8 +105,23 @@ impl EgressBatch {
     /// Sends everything gathered on `socket`; returns how many datagrams the kernel took and
     /// how many it did not (a full send buffer drops them, as `send_to` would).
     pub(crate) fn send(&mut self, socket: &impl AsRawFd) -> (u64, u64) {
+        self.send_first(self.datagrams.len(), socket)
+    }
+
+    /// Sends the gathered datagrams that fill whole [`EGRESS_BATCH`]es and keeps the rest
+    /// for later; counts as [`send`](Self::send) does. What waits is thus bounded by one
+    /// batch plus what the caller adds between two calls.
+    pub(crate) fn send_whole_batches(&mut self, socket: &impl AsRawFd) -> (u64, u64) {
+        let whole = self.datagrams.len() / EGRESS_BATCH * EGRESS_BATCH;
+        if whole == 0 {
+            return (0, 0);
+        }
+        self.send_first(whole, socket)
+    }
+
+    fn send_first(&mut self, count: usize, socket: &impl AsRawFd) -> (u64, u64) {
         let (mut sent, mut failed) = (0u64, 0u64);
-        for chunk in self.datagrams.chunks(EGRESS_BATCH) {
+        for chunk in self.datagrams[..count].chunks(EGRESS_BATCH) {
             let slices: Vec<[IoSlice<'_>; 1]> = chunk
                 .iter()
                 .map(|(_, datagram)| [IoSlice::new(datagram)])
@@ -127,7 +142,7 @@ impl EgressBatch {
             sent += taken;
             failed += chunk.len() as u64 - taken.min(chunk.len() as u64);
         }
-        self.datagrams.clear();
+        self.datagrams.drain(..count);
         (sent, failed)
     }
 }

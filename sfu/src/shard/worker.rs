@@ -165,7 +165,9 @@ pub(super) struct Worker {
     pub(super) remote_tcp: HashMap<SocketAddr, PeerKey>,
     /// The DTLS certificate of every connection on the shard.
     pub(super) certificate: RTCCertificate,
-    pub(super) peers: HashMap<PeerKey, ShardPeer>,
+    /// Boxed: a connection is 9 KiB, and a map of them inline would hold that much for
+    /// every empty slot too (up to one in two after it grows), and copy them all when it does.
+    pub(super) peers: HashMap<PeerKey, Box<ShardPeer>>,
     pub(super) next_key: u64,
     pub(super) by_ufrag: HashMap<String, PeerKey>,
     pub(super) by_addr: HashMap<SocketAddr, PeerKey>,
@@ -177,9 +179,12 @@ pub(super) struct Worker {
     pub(super) subscriptions:
         HashMap<SubscriptionId, (PeerKey, rtc::rtp_transceiver::RTCRtpSenderId, PublicationId)>,
     timers: BTreeSet<(Instant, Timer)>,
-    /// UDP datagrams gathered during one flush.
+    /// UDP datagrams gathered for `sendmmsg`.
     egress: EgressBatch,
+    /// Peers touched in this pass of the loop: their timers are refreshed at its end.
     pub(super) dirty: Vec<PeerKey>,
+    /// Peers written to since their datagrams were last taken (see `drain_writes`).
+    pub(super) written: Vec<PeerKey>,
     pub(super) stats: ShardStats,
     /// The longest queue waits recently seen (see `freshness`).
     pub(super) ingress_ages: super::freshness::IngressAges,
@@ -221,6 +226,7 @@ impl Worker {
             timers: BTreeSet::new(),
             egress: EgressBatch::default(),
             dirty: Vec::new(),
+            written: Vec::new(),
             stats: ShardStats::default(),
             ingress_ages: super::freshness::IngressAges::default(),
             counted: crate::runtime::MediaStats::default(),
@@ -286,7 +292,10 @@ impl Worker {
             // Ingested media is read every pass, so a busy socket never starves it.
             for _ in 0..READ_BURST {
                 match ingest.try_recv() {
-                    Ok(packet) => self.ingest_packet(packet, Instant::now()),
+                    Ok(packet) => {
+                        self.ingest_packet(packet, Instant::now());
+                        self.drain_writes();
+                    }
                     Err(_) => break,
                 }
             }
@@ -299,12 +308,19 @@ impl Worker {
         info!(stats = ?self.stats, "shard stopped");
     }
 
+    /// Queues `key` for a write poll (now or at the end of the pass) and a timer refresh (at
+    /// the end of the pass).
     pub(super) fn mark_dirty(&mut self, key: PeerKey) {
-        if let Some(peer) = self.peers.get_mut(&key)
-            && !peer.dirty
-        {
+        let Some(peer) = self.peers.get_mut(&key) else {
+            return;
+        };
+        if !peer.dirty {
             peer.dirty = true;
             self.dirty.push(key);
+        }
+        if !peer.written {
+            peer.written = true;
+            self.written.push(key);
         }
     }
 
@@ -469,14 +485,42 @@ impl Worker {
     /// Sends every touched peer's datagrams that the ICE-lite gate lets through, and
     /// refreshes its timer.
     fn flush(&mut self) {
+        self.drain_writes();
         let dirty = std::mem::take(&mut self.dirty);
-        // (address, peer, whether it now routes there or stops routing there)
-        let mut routes: Vec<(SocketAddr, PeerKey, bool)> = Vec::new();
         for &key in &dirty {
             let Some(peer) = self.peers.get_mut(&key) else {
                 continue;
             };
             peer.dirty = false;
+            let (previous, next) = (peer.timeout, peer.pc.poll_timeout());
+            peer.timeout = next;
+            self.set_timer(Timer::Peer(key), previous, next);
+        }
+        self.dirty = dirty;
+        self.dirty.clear();
+        if !self.egress.is_empty() {
+            let (sent, failed) = self.egress.send(&self.socket);
+            self.stats.datagrams_out += sent;
+            self.stats.send_failed += failed;
+        }
+    }
+
+    /// Takes the datagrams of every peer written to since the last call into the egress batch
+    /// (those the ICE-lite gate lets through), sending whole `sendmmsg` batches at once.
+    ///
+    /// Called after each datagram a pass reads, not only at the pass's end: every layer of an
+    /// `rtc` connection queues what it is handed until the next write poll, and its queues
+    /// keep the largest size they ever reached. Drained per datagram, a subscriber's queues
+    /// hold one forwarded packet; drained per pass, a read burst's worth for each layer.
+    pub(super) fn drain_writes(&mut self) {
+        let written = std::mem::take(&mut self.written);
+        // (address, peer, whether it now routes there or stops routing there)
+        let mut routes: Vec<(SocketAddr, PeerKey, bool)> = Vec::new();
+        for &key in &written {
+            let Some(peer) = self.peers.get_mut(&key) else {
+                continue;
+            };
+            peer.written = false;
             while let Some(out) = peer.pc.poll_write() {
                 let to = out.transport.peer_addr;
                 let (egress, evicted) = peer.paths.egress(to, &out.message);
@@ -518,17 +562,12 @@ impl Worker {
                 }
                 self.egress.push(to, out.message);
             }
-            let (previous, next) = (peer.timeout, peer.pc.poll_timeout());
-            peer.timeout = next;
-            self.set_timer(Timer::Peer(key), previous, next);
         }
-        self.dirty = dirty;
-        self.dirty.clear();
-        if !self.egress.is_empty() {
-            let (sent, failed) = self.egress.send(&self.socket);
-            self.stats.datagrams_out += sent;
-            self.stats.send_failed += failed;
-        }
+        self.written = written;
+        self.written.clear();
+        let (sent, failed) = self.egress.send_whole_batches(&self.socket);
+        self.stats.datagrams_out += sent;
+        self.stats.send_failed += failed;
         for (addr, key, routed) in routes {
             if routed {
                 self.route_address(addr, key);

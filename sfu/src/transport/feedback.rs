@@ -5,7 +5,6 @@
 //! this interceptor a subscriber's PLI/FIR would never reach the routing core, and its REMB
 //! never reach the allocator.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket};
@@ -17,6 +16,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::rtcp::transport_feedbacks::transport_layer_nack::TransportLayerNack;
 use rtc::sansio::Protocol;
 
+use super::pass_through::PassThrough;
 use super::reports::SentReports;
 
 /// A pass-through interceptor that marks inbound RTCP carrying a keyframe request, a
@@ -28,8 +28,8 @@ use super::reports::SentReports;
 /// application-most slot (above every built-in interceptor), e.g. `Slot::Custom(20_000)`.
 #[derive(Default)]
 pub struct FeedbackToApplication {
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
+    read_queue: PassThrough<TaggedPacket>,
+    write_queue: PassThrough<TaggedPacket>,
 }
 
 fn is_actionable(packets: &[Box<dyn rtc::rtcp::Packet>]) -> bool {

@@ -13,7 +13,7 @@
 //! first packet, so it is in place before any NACK could name a later packet. This interceptor, read-side just below the NACK responder, strips the sequence
 //! numbers before it from inbound NACKs, and drops a NACK left empty.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ use rtc::rtcp::transport_feedbacks::transport_layer_nack::{
 };
 use rtc::sansio::Protocol;
 use tracing::debug;
+
+use super::pass_through::PassThrough;
 
 /// How long a horizon is kept: far longer than a receiver NACKs a packet (about a second),
 /// far shorter than the 32 768 packets after which sequence numbers would compare wrongly.
@@ -61,16 +63,16 @@ fn before(sequence_number: u16, horizon: u16) -> bool {
 /// registry wire-ward of `Slot::NackResponder` (4_000).
 pub struct NackHorizon {
     horizons: Arc<RepairHorizons>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
+    read_queue: PassThrough<TaggedPacket>,
+    write_queue: PassThrough<TaggedPacket>,
 }
 
 impl NackHorizon {
     pub fn new(horizons: Arc<RepairHorizons>) -> Self {
         Self {
             horizons,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
+            read_queue: PassThrough::default(),
+            write_queue: PassThrough::default(),
         }
     }
 

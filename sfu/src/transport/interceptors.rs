@@ -5,26 +5,30 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use rtc::interceptor::{Gcc, NackGeneratorBuilder, ReceiverReportBuilder, Registry, Slot};
+use rtc::interceptor::{
+    BandwidthEstimator, CongestionControlBuilder, Gcc, NackGeneratorBuilder, Registry, Slot,
+    TwccSenderBuilder,
+};
 use rtc::peer_connection::configuration::interceptor_registry::{
-    CongestionFeedback, configure_congestion_control, configure_nack, configure_rtcp_reports,
-    configure_simulcast_extension_headers, configure_twcc_receiver_only,
+    configure_rtcp_reports, configure_simulcast_extension_headers, configure_twcc_receiver_only,
 };
 use rtc::peer_connection::configuration::media_engine::MediaEngine;
 use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
+    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpHeaderExtensionCapability,
+    RtpCodecKind, TYPE_RTCP_FB_NACK, TYPE_RTCP_FB_TRANSPORT_CC,
 };
 use tokio::sync::mpsc;
 
 use super::congestion::{PathState, QueueDelayWatch};
 use super::feedback::FeedbackToApplication;
 use super::horizon::{NackHorizon, RepairHorizons};
+use super::nack_responder::NackResponder;
 use super::probe::{ProbeControl, Prober};
 use super::repeat::RepeatedRetransmissions;
 use super::reports::{SampledClocks, SenderReports, SentReports};
 use super::rtx::RepairedStreams;
-use super::send_time::{ABS_SEND_TIME_URI, AbsSendTimeStamper};
+use super::send_time::{ABS_SEND_TIME_URI, AbsSendTimeStamper, TRANSPORT_CC_URI};
 use super::unsignaled::{UnsignaledPackets, UnsignaledStreams};
 use super::{Congestion, PeerRole, TransportError};
 
@@ -179,20 +183,32 @@ pub(crate) fn configure(
                     None,
                 )
                 .map_err(peer_err)?;
-            let registry = configure_nack(Registry::new(), engine);
+            // Video NACK and PLI, answered by Sluice's responder: it keeps a second of what
+            // was sent rather than `rtc`'s 1 024 packet slots per stream (see
+            // `nack_responder`). A subscriber leg receives no media, so it has no NACK
+            // generator.
+            for parameter in ["", "pli"] {
+                engine.register_feedback(
+                    RTCPFeedback {
+                        typ: TYPE_RTCP_FB_NACK.to_owned(),
+                        parameter: parameter.to_owned(),
+                    },
+                    RtpCodecKind::Video,
+                );
+            }
+            let registry = Registry::new().with(Slot::NackResponder, NackResponder::default());
             configure_simulcast_extension_headers(engine).map_err(peer_err)?;
             // Our own sender reports: they follow each source's sampling clock (see
-            // `reports`), which webrtc-rs's report interceptor cannot know.
-            let registry = registry
-                .with(Slot::ReceiverReport, ReceiverReportBuilder::new().build())
-                .with(
-                    Slot::SenderReport,
-                    SenderReports::new(
-                        Arc::clone(&controls.clocks),
-                        Arc::clone(&controls.sent_reports),
-                    ),
-                );
-            configure_congestion_control(
+            // `reports`), which webrtc-rs's report interceptor cannot know. No receiver
+            // reports: nothing is received here.
+            let registry = registry.with(
+                Slot::SenderReport,
+                SenderReports::new(
+                    Arc::clone(&controls.clocks),
+                    Arc::clone(&controls.sent_reports),
+                ),
+            );
+            send_side_congestion_control(
                 registry,
                 QueueDelayWatch::new(
                     Gcc::new(GCC_INITIAL_BPS, GCC_MIN_BPS, GCC_MAX_BPS),
@@ -201,13 +217,9 @@ pub(crate) fn configure(
                     Arc::clone(&controls.path),
                     Arc::clone(&controls.estimate),
                 ),
-                CongestionFeedback::Twcc,
                 engine,
             )
             .map_err(peer_err)?
-            // No pacer on subscriber legs (ADR 0010): the feedback marker (a pass-through
-            // otherwise) takes its slot.
-            .with(Slot::Pacer, FeedbackToApplication::default())
             // Wire-most, below the transport-wide numbering and the send history: the
             // repeat carries the same transport sequence number as the retransmission,
             // so the congestion controller sees one packet (ADR 0020).
@@ -232,6 +244,38 @@ pub(crate) fn configure(
         Slot::Custom(FEEDBACK_SLOT),
         FeedbackToApplication::default(),
     ))
+}
+
+/// GCC over transport-wide feedback on a connection that only sends: `rtc`'s
+/// `configure_congestion_control` without the pacer (ADR 0010) and without the TWCC
+/// recorder, which reports on received media and would sit idle in every subscriber's chain.
+fn send_side_congestion_control<E: BandwidthEstimator + 'static>(
+    registry: Registry,
+    estimator: E,
+    engine: &mut MediaEngine,
+) -> rtc::shared::error::Result<Registry> {
+    for kind in [RtpCodecKind::Video, RtpCodecKind::Audio] {
+        engine.register_feedback(
+            RTCPFeedback {
+                typ: TYPE_RTCP_FB_TRANSPORT_CC.to_owned(),
+                parameter: String::new(),
+            },
+            kind,
+        );
+        engine.register_header_extension(
+            RTCRtpHeaderExtensionCapability {
+                uri: TRANSPORT_CC_URI.to_owned(),
+            },
+            kind,
+            None,
+        )?;
+    }
+    Ok(registry
+        .with(
+            Slot::CongestionControl,
+            CongestionControlBuilder::new(estimator).build(),
+        )
+        .with(Slot::TwccSender, TwccSenderBuilder::new().build()))
 }
 
 /// The video payload types of [`sluice_media_engine`](super::sluice_media_engine) and the RTX

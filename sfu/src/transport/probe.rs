@@ -22,6 +22,8 @@ use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
 use rtc::shared::marshal::MarshalSize;
 
+use super::pass_through::PassThrough;
+
 /// Packets just sent that a probe may repeat.
 const RECENT_PACKETS: usize = 16;
 /// How often a running probe sends what its rate has accumulated.
@@ -117,21 +119,21 @@ pub struct Prober {
     last_tick: Option<Instant>,
     /// Copies sent, over this connection's life (for logs and tests).
     sent: u64,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
+    read_queue: PassThrough<TaggedPacket>,
+    write_queue: PassThrough<TaggedPacket>,
 }
 
 impl Prober {
     pub fn new(control: Arc<ProbeControl>) -> Self {
         Self {
             control,
-            recent: VecDeque::with_capacity(RECENT_PACKETS),
+            recent: VecDeque::new(),
             next: 0,
             credit: 0.0,
             last_tick: None,
             sent: 0,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
+            read_queue: PassThrough::default(),
+            write_queue: PassThrough::default(),
         }
     }
 
@@ -187,7 +189,8 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for Prober {
         let Some(probe) = self.control.current(now) else {
             self.credit = 0.0;
             self.last_tick = None;
-            self.recent.clear();
+            // Probes are rare and short: the copies' memory goes with them.
+            self.recent = VecDeque::new();
             return Ok(());
         };
         let elapsed = self

@@ -24,6 +24,7 @@ use rtc::interceptor::{Attribute, Interceptor, Packet, StreamInfo, TaggedPacket}
 use rtc::sansio::Protocol;
 
 use super::congestion::PathState;
+use super::pass_through::PassThrough;
 
 /// How long after a retransmission its copy goes out: apart enough that one loss burst on the
 /// path rarely takes both, well inside any playout delay.
@@ -36,8 +37,8 @@ pub struct RepeatedRetransmissions {
     path: Arc<PathState>,
     /// Copies due to be sent, in the order they are due (`now` is the due instant).
     pending: VecDeque<TaggedPacket>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
+    read_queue: PassThrough<TaggedPacket>,
+    write_queue: PassThrough<TaggedPacket>,
 }
 
 impl RepeatedRetransmissions {
@@ -45,8 +46,8 @@ impl RepeatedRetransmissions {
         Self {
             path,
             pending: VecDeque::new(),
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
+            read_queue: PassThrough::default(),
+            write_queue: PassThrough::default(),
         }
     }
 }

@@ -23,6 +23,7 @@ use rtc::rtcp::sender_report::SenderReport;
 use rtc::sansio::Protocol;
 use rtc::shared::TransportContext;
 
+use super::pass_through::PassThrough;
 use super::send_time::TRANSPORT_CC_URI;
 
 /// How often each sending stream reports (what browsers do too).
@@ -253,8 +254,8 @@ pub(crate) struct SenderReports {
     /// One pairing of the monotonic and the wall clock for the connection's life, so every
     /// report of every track uses the same NTP timeline.
     epoch: (Instant, Duration),
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
+    read_queue: PassThrough<TaggedPacket>,
+    write_queue: PassThrough<TaggedPacket>,
 }
 
 impl SenderReports {
@@ -268,8 +269,8 @@ impl SenderReports {
             streams: HashMap::new(),
             watched: None,
             epoch: (Instant::now(), since_unix),
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
+            read_queue: PassThrough::default(),
+            write_queue: PassThrough::default(),
         }
     }
 

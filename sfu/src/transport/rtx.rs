@@ -10,7 +10,7 @@
 //! media payload type, the original sequence number from the first two payload bytes). The
 //! rest of the stack then sees the repaired packet as if it had arrived late.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -18,6 +18,8 @@ use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtp::packet::Packet as RtpPacket;
 use rtc::sansio::Protocol;
 use tracing::debug;
+
+use super::pass_through::PassThrough;
 
 pub const RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 pub const REPAIRED_RID_URI: &str = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id";
@@ -52,8 +54,8 @@ pub struct RepairedStreams {
     /// extensions when the stream has been acknowledged).
     repairs: HashMap<u32, u32>,
     stats: RepairStats,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
+    read_queue: PassThrough<TaggedPacket>,
+    write_queue: PassThrough<TaggedPacket>,
 }
 
 impl RepairedStreams {

@@ -11,12 +11,14 @@
 //! probe copy is stamped when it goes out, not when its original did). Streams that negotiated
 //! transport-wide feedback are left alone: there we estimate, and the 4 bytes buy nothing.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::sansio::Protocol;
+
+use super::pass_through::PassThrough;
 
 pub const ABS_SEND_TIME_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time";
 pub(crate) const TRANSPORT_CC_URI: &str =
@@ -36,8 +38,8 @@ pub struct AbsSendTimeStamper {
     epoch: Option<Instant>,
     /// SSRC → the extension id its stream negotiated.
     streams: HashMap<u32, u8>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
+    read_queue: PassThrough<TaggedPacket>,
+    write_queue: PassThrough<TaggedPacket>,
 }
 
 impl Protocol<TaggedPacket, TaggedPacket, ()> for AbsSendTimeStamper {

@@ -48,8 +48,13 @@ pub enum Inbound {
 /// A frame to the client.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outbound {
-    Message(ServerMessage),
-    Close { code: u16, reason: String },
+    /// Boxed: a connection's queue allocates its slots in blocks of 32, and a server message
+    /// is ten times the size of the pointer.
+    Message(Box<ServerMessage>),
+    Close {
+        code: u16,
+        reason: String,
+    },
 }
 
 pub const CLOSE_NORMAL: u16 = CloseCode::Normal.code();

@@ -86,7 +86,7 @@ impl Outbox {
             return Err(Refused::Full);
         }
         self.queue
-            .try_send((Outbound::Message(message), size))
+            .try_send((Outbound::Message(Box::new(message)), size))
             .map_err(|err| match err {
                 mpsc::error::TrySendError::Full(_) => Refused::Full,
                 mpsc::error::TrySendError::Closed(_) => Refused::Gone,

@@ -94,7 +94,7 @@ impl Client {
     async fn response(&mut self) -> ServerMessage {
         loop {
             match self.next().await {
-                Some(Outbound::Message(message)) if is_response(&message) => return message,
+                Some(Outbound::Message(message)) if is_response(&message) => return *message,
                 Some(Outbound::Message(_event)) => {}
                 other => panic!("expected a response, got {other:?}"),
             }
@@ -178,8 +178,8 @@ async fn join_answers_with_the_room_and_who_is_in_it() {
     };
     let identities: Vec<_> = participants.iter().map(|p| p.identity.as_str()).collect();
     assert_eq!(identities, ["alice"]);
-    match alice.next().await {
-        Some(Outbound::Message(ServerMessage::ParticipantJoined { participant })) => {
+    match alice.next().await.map(unboxed) {
+        Some(Some(ServerMessage::ParticipantJoined { participant })) => {
             assert_eq!(participant.identity, "bob");
         }
         other => panic!("expected participantJoined, got {other:?}"),
@@ -288,12 +288,12 @@ async fn leave_answers_closes_and_the_room_sees_it() {
 
     // Gone for good, not parked for a resume.
     loop {
-        match alice.next().await {
-            Some(Outbound::Message(ServerMessage::ParticipantLeft { participant_id })) => {
+        match alice.next().await.map(unboxed) {
+            Some(Some(ServerMessage::ParticipantLeft { participant_id })) => {
                 assert_eq!(participant_id, participant.participant_id);
                 break;
             }
-            Some(Outbound::Message(_event)) => {}
+            Some(Some(_event)) => {}
             other => panic!("expected participantLeft, got {other:?}"),
         }
     }
@@ -352,15 +352,23 @@ async fn a_binary_flood_is_refused_then_disconnected() {
     );
 }
 
+/// The message a frame carries; `None` for the close frame.
+fn unboxed(frame: Outbound) -> Option<ServerMessage> {
+    match frame {
+        Outbound::Message(message) => Some(*message),
+        Outbound::Close { .. } => None,
+    }
+}
+
 /// Skips events until a `participantLeft` or `participantJoined`; returns it.
 async fn next_membership_event(client: &mut Client) -> ServerMessage {
     loop {
-        match client.next().await {
-            Some(Outbound::Message(
+        match client.next().await.map(unboxed) {
+            Some(Some(
                 message @ (ServerMessage::ParticipantLeft { .. }
                 | ServerMessage::ParticipantJoined { .. }),
             )) => return message,
-            Some(Outbound::Message(_event)) => {}
+            Some(Some(_event)) => {}
             other => panic!("expected a membership event, got {other:?}"),
         }
     }
