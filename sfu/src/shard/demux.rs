@@ -194,6 +194,11 @@ impl Worker {
         });
         if let Err(err) = read {
             debug!(peer = key.0, %err, "datagram refused by its peer");
+            if admission == Admission::Admitted
+                && let Some(peer) = self.peers.get_mut(&key)
+            {
+                peer.ssrc_gate.unauthenticated(datagram);
+            }
         }
         if udp
             && stun::is_binding_success(datagram)

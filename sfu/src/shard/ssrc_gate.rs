@@ -24,9 +24,14 @@ use super::freshness::rtp_ssrc;
 /// SSRCs a media section may use: three simulcast layers and a retransmission stream each.
 pub(crate) const SSRCS_PER_SECTION: usize = 6;
 
+/// SSRCs whose first datagram failed authentication, per connection, that still reach `rtc`
+/// (which keeps a replay window for each): forged datagrams with the client's address must not
+/// use up the allowance its real streams need, and `rtc`'s state for them stays bounded.
+pub(crate) const UNAUTHENTICATED_SSRCS: usize = 256;
+
 /// What kind of SRTP datagram, by RFC 7983 and RFC 5761 demultiplexing, and the SSRC its
 /// clear header names (RTP: the packet's; RTCP: the sender's, of the first packet).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Named {
     Rtp(u32),
     Rtcp(u32),
@@ -50,6 +55,9 @@ pub(crate) fn named_ssrc(datagram: &[u8]) -> Option<Named> {
 pub(crate) struct SsrcGate {
     rtp: HashSet<u32>,
     rtcp: HashSet<u32>,
+    /// SSRCs admitted once whose datagram then failed authentication, moved out of the
+    /// allowance; at most [`UNAUTHENTICATED_SSRCS`].
+    unauthenticated: HashSet<Named>,
 }
 
 /// What the gate made of a datagram.
@@ -68,12 +76,14 @@ impl SsrcGate {
     /// or a new one while fewer than `limit()` of its kind are admitted (then admitted).
     /// `limit` is asked only for a new SSRC.
     pub(crate) fn admit(&mut self, datagram: &[u8], limit: impl FnOnce() -> usize) -> Admission {
-        let (admitted, ssrc) = match named_ssrc(datagram) {
-            None => return Admission::Pass,
-            Some(Named::Rtp(ssrc)) => (&mut self.rtp, ssrc),
-            Some(Named::Rtcp(ssrc)) => (&mut self.rtcp, ssrc),
+        let Some(named) = named_ssrc(datagram) else {
+            return Admission::Pass;
         };
-        if admitted.contains(&ssrc) {
+        let (admitted, ssrc) = match named {
+            Named::Rtp(ssrc) => (&mut self.rtp, ssrc),
+            Named::Rtcp(ssrc) => (&mut self.rtcp, ssrc),
+        };
+        if admitted.contains(&ssrc) || self.unauthenticated.contains(&named) {
             return Admission::Pass;
         }
         if admitted.len() >= limit() {
@@ -81,6 +91,26 @@ impl SsrcGate {
         }
         admitted.insert(ssrc);
         Admission::Admitted
+    }
+
+    /// The datagram of an SSRC admitted just now failed authentication in `rtc`: the SSRC
+    /// leaves the allowance, and counts among the unauthenticated ones instead, which, once
+    /// [`UNAUTHENTICATED_SSRCS`] are known, keeps it admitted (its state exists in `rtc`) and
+    /// makes further new SSRCs share the allowance again.
+    pub(crate) fn unauthenticated(&mut self, datagram: &[u8]) {
+        let Some(named) = named_ssrc(datagram) else {
+            return;
+        };
+        if self.unauthenticated.len() >= UNAUTHENTICATED_SSRCS {
+            return;
+        }
+        let admitted = match named {
+            Named::Rtp(ssrc) => self.rtp.remove(&ssrc),
+            Named::Rtcp(ssrc) => self.rtcp.remove(&ssrc),
+        };
+        if admitted {
+            self.unauthenticated.insert(named);
+        }
     }
 
     /// How many SSRCs of RTP and of RTCP are admitted.
@@ -194,5 +224,30 @@ mod tests {
             .count();
         assert_eq!(admitted, 38);
         assert_eq!(gate.admitted(), (38, 0));
+    }
+
+    #[test]
+    fn forged_ssrcs_that_fail_authentication_leave_the_allowance() {
+        let mut gate = SsrcGate::default();
+        // A relay on the path sends 40 datagrams of junk SSRCs with the client's address:
+        // each is admitted, fails authentication in `rtc`, and leaves the allowance.
+        for ssrc in 100..140 {
+            assert_eq!(gate.admit(&rtp(ssrc), || 4), Admission::Admitted);
+            gate.unauthenticated(&rtp(ssrc));
+        }
+        // The publisher's real streams still get their four.
+        for ssrc in 0..4 {
+            assert_eq!(gate.admit(&rtp(ssrc), || 4), Admission::Admitted);
+        }
+        assert_eq!(gate.admit(&rtp(4), || 4), Admission::Refused);
+        // Past the bound on unauthenticated SSRCs, forged ones share the allowance again.
+        let mut gate = SsrcGate::default();
+        for ssrc in 0..UNAUTHENTICATED_SSRCS as u32 + 10 {
+            if gate.admit(&rtp(ssrc), || 4) == Admission::Admitted {
+                gate.unauthenticated(&rtp(ssrc));
+            }
+        }
+        assert_eq!(gate.unauthenticated.len(), UNAUTHENTICATED_SSRCS);
+        assert_eq!(gate.admitted(), (4, 0));
     }
 }

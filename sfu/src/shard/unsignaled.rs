@@ -97,7 +97,7 @@ impl Worker {
         let Some(peer) = self.peers.get_mut(&key) else {
             return;
         };
-        if peer.role != PeerRole::Publisher {
+        if peer.role != PeerRole::Publisher || !peer.controls.unsignaled.pending() {
             return;
         }
         let packets = peer.controls.unsignaled.take();

@@ -41,6 +41,9 @@ pub(crate) struct UnsignaledPacket {
 #[derive(Debug, Default)]
 pub(crate) struct UnsignaledPackets {
     queue: Mutex<VecDeque<UnsignaledPacket>>,
+    /// Something is queued or was dropped: the shard looks at the queue (a lock) only then,
+    /// not after every datagram of every connection.
+    pending: std::sync::atomic::AtomicBool,
     /// Packets dropped at the full queue.
     dropped: AtomicU64,
 }
@@ -48,6 +51,7 @@ pub(crate) struct UnsignaledPackets {
 impl UnsignaledPackets {
     fn push(&self, packet: UnsignaledPacket) {
         let mut queue = self.lock();
+        self.pending.store(true, Ordering::Release);
         if queue.len() >= QUEUE_LIMIT {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             return;
@@ -55,9 +59,16 @@ impl UnsignaledPackets {
         queue.push_back(packet);
     }
 
+    /// Whether anything was queued or dropped since the last [`Self::take`].
+    pub(crate) fn pending(&self) -> bool {
+        self.pending.load(Ordering::Acquire)
+    }
+
     /// Everything queued, oldest first.
     pub(crate) fn take(&self) -> VecDeque<UnsignaledPacket> {
-        std::mem::take(&mut *self.lock())
+        let mut queue = self.lock();
+        self.pending.store(false, Ordering::Release);
+        std::mem::take(&mut *queue)
     }
 
     /// Packets dropped at the full queue since the last call.
@@ -102,8 +113,10 @@ impl Protocol<TaggedPacket, TaggedPacket, ()> for UnsignaledStreams {
     type Time = Instant;
 
     fn handle_read(&mut self, msg: TaggedPacket) -> Result<(), Self::Error> {
+        // Padding-only packets (Chrome's bandwidth probes on its RTX streams) carry no media.
         let unbound = matches!(&msg.message.packet,
-            Packet::Rtp(packet) if !self.bound.contains(&packet.header.ssrc));
+            Packet::Rtp(packet) if !packet.payload.is_empty()
+                && !self.bound.contains(&packet.header.ssrc));
         if unbound && let Packet::Rtp(packet) = msg.message.packet {
             let mid = self
                 .mid_id

@@ -220,7 +220,7 @@ fn describe() {
     );
     describe_counter!(
         "sluice_admission_refused_total",
-        "New subscriber connections refused (serverFull, WHEP 503): at --max-subscribers \
+        "Requests for a new subscriber connection refused (serverFull, WHEP 503): at --max-subscribers \
          (reason max_subscribers) or with the room's media thread over --admission-cpu-percent \
          (reason cpu)."
     );

@@ -401,6 +401,11 @@ impl ParticipantTask {
             }
             self.negotiate().await;
         }
+        if !self.permissions.can_subscribe {
+            // A demoted viewer receives nothing: its place goes back to the capacity, and a
+            // grant given back is admitted again at its next subscription.
+            self.subscriber_slot = None;
+        }
     }
 
     async fn unpublish(&mut self, publication: PublicationId) -> Result<(), RequestError> {
