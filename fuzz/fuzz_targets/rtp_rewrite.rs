@@ -88,6 +88,9 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 if room.poll_timeout().is_some_and(|t| t <= now) {
                     room.handle_timeout(now);
                 }
+                // What the timers produced was forwarded while the subscriptions it names were
+                // live: check it before the next step changes them.
+                check_outputs(&mut room, &live);
                 continue;
             }
             6 if live.insert(n) => Input::SubscriptionAdded {
@@ -146,18 +149,24 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         };
         // Unknown subscriptions are errors the caller ignores, as the runtime does.
         let _ = room.handle_input(now, input);
-        while let Some(output) = room.poll_output() {
-            if let Output::Forward {
-                subscription,
-                packet,
-                ..
-            } = output
-            {
-                let n = u8::try_from(subscription.0).expect("invariant: ids are 0..4");
-                assert!(live.contains(&n), "forward to a removed subscription");
-                assert_eq!(packet.ssrc, subscription_ssrc(n));
-                assert_eq!(packet.payload_type, 100 + n);
-            }
-        }
+        check_outputs(&mut room, &live);
     }
 });
+
+/// Drains the room's outputs: every forward goes to a live subscription, rewritten to its
+/// SSRC and payload type.
+fn check_outputs(room: &mut Room, live: &HashSet<u8>) {
+    while let Some(output) = room.poll_output() {
+        if let Output::Forward {
+            subscription,
+            packet,
+            ..
+        } = output
+        {
+            let n = u8::try_from(subscription.0).expect("invariant: ids are 0..4");
+            assert!(live.contains(&n), "forward to a removed subscription");
+            assert_eq!(packet.ssrc, subscription_ssrc(n));
+            assert_eq!(packet.payload_type, 100 + n);
+        }
+    }
+}
