@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { execFileSync, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { after, before, test } from 'node:test';
-import { REPO, closePage, launchBrowser, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
+import { REPO, closePage, launchBrowser, openPage, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
 import { inbound, joinPage, report, subscribeAndDecode } from './probe.mjs';
 import { join } from 'node:path';
 
@@ -45,6 +45,22 @@ async function nodeIds(node) {
   return (await response.json()).nodes.map((n) => n.id).sort();
 }
 
+/** In a page: joins over a plain WebSocket, reads `joined.fallbackUrls`, leaves. */
+function fallbackUrlsOfAJoin({ url, token }) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(url);
+    ws.onopen = () => ws.send(JSON.stringify({ type: 'join', requestId: 1, token }));
+    ws.onmessage = (event) => {
+      const message = JSON.parse(event.data);
+      if (message.requestId !== 1) return;
+      ws.send(JSON.stringify({ type: 'leave', requestId: 2 }));
+      ws.close();
+      resolve(message.fallbackUrls ?? []);
+    };
+    ws.onerror = () => reject(new Error(`websocket to ${url} failed`));
+  });
+}
+
 before(async () => {
   const port = await freePort();
   redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], {
@@ -68,8 +84,16 @@ test('a node dies: its SDK clients reconnect to another node and play again with
   const room = uniqueRoom('cluster');
   await withDiagnostics('cluster', nodeA, () => pages, async () => {
     await waitFor('both nodes registered', () => nodeIds(nodeA), (ids) => ids.join() === 'node-a,node-b', { timeoutMs: 15_000, intervalMs: 200 });
-    // A lists the other nodes from its heartbeat (every second): let one pass.
-    await new Promise((r) => setTimeout(r, 1_500));
+    // A lists the other nodes from its heartbeat (every second): a join on A names B once it has.
+    const prober = await openPage(browser, nodeA.url, 'fallback-probe');
+    const nodeBws = `${nodeB.url.replace(/^http/, 'ws')}/ws`;
+    await waitFor(
+      'a join on A names B as its fallback',
+      () => prober.evaluate(fallbackUrlsOfAJoin, { url: `${nodeA.url.replace(/^http/, 'ws')}/ws`, token: token(['--room', room, '--identity', 'probe']) }),
+      (urls) => urls.includes(nodeBws),
+      { timeoutMs: 10_000, intervalMs: 200 },
+    );
+    await closePage(prober);
 
     const publisher = await joinPage(browser, nodeA, room, 'pub', { pages, token: token(['--room', room, '--identity', 'pub']) });
     const viewer = await joinPage(browser, nodeA, room, 'viewer', { pages, token: token(['--room', room, '--identity', 'viewer']) });
@@ -104,10 +128,9 @@ test('a node dies: its SDK clients reconnect to another node and play again with
     const playingAfterMs = Date.now() - killedAt;
     const publisherEvent = await publisherBack;
     report('failover', { playingAfterMs, viewer: viewerEvent, publisher: publisherEvent });
-    const nodeBws = nodeB.url.replace(/^http/, 'ws');
     for (const event of [viewerEvent, publisherEvent]) {
       assert.equal(event.resumed, false, 'joined anew on the other node');
-      assert.equal(event.url, `${nodeBws}/ws`, 'reconnected to node B');
+      assert.equal(event.url, nodeBws, 'reconnected to node B');
     }
     assert.ok(playingAfterMs < FAILOVER_GOAL_MS, `the viewer played again ${playingAfterMs} ms after node A died (goal < ${FAILOVER_GOAL_MS} ms)`);
     // And it keeps playing on B.

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { after, before, test } from 'node:test';
 import { closePage, launchBrowser, startServer, uniqueRoom, waitFor, withDiagnostics } from './harness.mjs';
-import { joinPage } from './probe.mjs';
+import { joinPage, subscribeAndDecode } from './probe.mjs';
 import { clockSource, plainPage as plainPageOf, whepPlay, whepStats } from './whip.mjs';
 
 const ROOM = uniqueRoom('multitrack');
@@ -95,16 +95,19 @@ test('ffmpeg multitrack over RTMP: three renditions become the q/h/f layers of o
     await withDiagnostics('rtmp-multitrack', server, () => pages, async () => {
       const sdk = await joinPage(browser, server, ROOM, 'sdk-multitrack', { pages });
       const published = () =>
-        sdk.evaluate(() => [...window.probe.state.room.publications.values()].map((p) => ({ kind: p.kind, codec: p.codec, rids: p.rids ?? [] })));
+        sdk.evaluate(() =>
+          [...window.probe.state.room.publications.values()].map((p) => ({ id: p.publicationId, kind: p.kind, codec: p.codec, rids: p.rids ?? [] })),
+        );
       const both = await waitFor('the SDK page sees the encoder\'s video and audio', published, (p) => p.length === 2, { timeoutMs: 15_000 });
       const video = both.find((p) => p.kind === 'video');
       assert.equal(video?.codec, 'video/H264');
       assert.deepEqual(video?.rids, ['q', 'h', 'f'], 'one publication, three layers');
       assert.equal(both.find((p) => p.kind === 'audio')?.codec, 'audio/opus');
 
-      // Let the keyframe that opened the stream fall well behind: the viewers below join
-      // mid-GOP, so only the cache of their own layer can show them a picture at once.
-      await new Promise((r) => setTimeout(r, 2_000));
+      // The SDK page plays it until the keyframe that opened the stream is 2 s behind: the
+      // viewers below join mid-GOP, so only the cache of their own layer can show them a
+      // picture at once.
+      await subscribeAndDecode(sdk, video.id, { minFrames: 60 });
       const low = await watch('whep ?layer=q', `/whep/${ROOM}?layer=q`, 'the 160 px rendition', (s) => s.video?.framesDecoded >= 30 && s.video.frameWidth === 160);
       const full = await watch(
         'whep full',

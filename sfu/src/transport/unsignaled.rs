@@ -24,6 +24,7 @@ use rtc::interceptor::{Interceptor, Packet, StreamInfo, TaggedPacket};
 use rtc::rtp::packet::Packet as RtpPacket;
 use rtc::sansio::Protocol;
 
+use super::pass_through::PassThrough;
 use super::rtx::MID_URI;
 
 /// Packets held for the shard at most: it takes them after every datagram it hands the
@@ -89,8 +90,8 @@ pub(crate) struct UnsignaledStreams {
     /// SSRCs `rtc` bound, repair streams included.
     bound: HashSet<u32>,
     out: Arc<UnsignaledPackets>,
-    read_queue: VecDeque<TaggedPacket>,
-    write_queue: VecDeque<TaggedPacket>,
+    read_queue: PassThrough<TaggedPacket>,
+    write_queue: PassThrough<TaggedPacket>,
 }
 
 impl UnsignaledStreams {
@@ -99,8 +100,8 @@ impl UnsignaledStreams {
             mid_id: None,
             bound: HashSet::new(),
             out,
-            read_queue: VecDeque::new(),
-            write_queue: VecDeque::new(),
+            read_queue: PassThrough::default(),
+            write_queue: PassThrough::default(),
         }
     }
 }

@@ -36,9 +36,10 @@ const SWITCH_SLOT: usize = 4_500;
 /// A switch is set for the packet this many after the next one to be written (packets
 /// written before it may not have gone through the client's chain yet).
 const SWITCH_LEAD: u32 = 3;
-/// How long the publisher sends on the new SSRC, then on its signaled one again.
-const ON_NEW_SSRC: Duration = Duration::from_millis(2500);
-const BACK_ON_SIGNALED: Duration = Duration::from_millis(1500);
+/// How many packets the publisher sends on the new SSRC, then on its signaled one again (at
+/// [`PACING`]: 2.5 s and 1.5 s).
+const ON_NEW_SSRC: u32 = 250;
+const BACK_ON_SIGNALED: u32 = 150;
 /// The viewer's longest silence allowed across a switch: the new stream is forwarded from its
 /// first keyframe, at most 300 ms away at 100 packets/s; the rest is scheduling.
 const MAX_SWITCH_GAP: Duration = Duration::from_millis(800);
@@ -163,6 +164,21 @@ async fn received(
     Ok(())
 }
 
+/// Waits until the sender has written packet `index` (its counter passed it), within twice
+/// the time it takes at [`PACING`] and at least 5 s.
+async fn sent_up_to(next: &AtomicU32, index: u32) -> Result<()> {
+    let ahead = index.saturating_sub(next.load(Ordering::SeqCst));
+    let until = Instant::now() + (PACING * ahead * 2).max(Duration::from_secs(5));
+    while next.load(Ordering::SeqCst) <= index {
+        ensure!(
+            Instant::now() < until,
+            "the sender stalled before packet {index}"
+        );
+        tokio::time::sleep(PACING).await;
+    }
+    Ok(())
+}
+
 /// Of the packets `from..to` sent, those from the first keyframe on: (sent, received).
 fn delivered(log: &[(Instant, rtp::Packet)], from: u32, to: u32) -> (usize, usize) {
     let keyframe = from.next_multiple_of(KEYFRAME_EVERY);
@@ -205,11 +221,11 @@ async fn an_encoder_restart_continues_the_publication(naming: Naming) -> Result<
     let switched = Instant::now();
     let switched_at = next.load(Ordering::SeqCst) + SWITCH_LEAD;
     encoder.switch.switch_at(switched_at, Some(NEW_SSRC));
-    tokio::time::sleep(ON_NEW_SSRC).await;
+    sent_up_to(&next, switched_at + ON_NEW_SSRC).await?;
     let back = Instant::now();
     let back_at = next.load(Ordering::SeqCst) + SWITCH_LEAD;
     encoder.switch.switch_at(back_at, None);
-    tokio::time::sleep(BACK_ON_SIGNALED).await;
+    sent_up_to(&next, back_at + BACK_ON_SIGNALED).await?;
     stop.store(true, Ordering::Relaxed);
     sender.await.context("sender")??;
     let ended = Instant::now();
